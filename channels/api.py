@@ -1,0 +1,219 @@
+"""The HTTP API channel: any system posts signed JSON messages in and receives signed callbacks.
+
+Inbound: POST /webhooks/api/{inbox} with X-SCRM-Timestamp and X-SCRM-Signature
+(`sha256=` HMAC-SHA256 of "<timestamp>.<body>" with the inbox secret). The body is one message
+or {"messages": [...]}. Outbound: POST to the inbox's callback_url, signed the same way, with an
+Idempotency-Key header the receiver must use to drop repeats (we may resend after a crash).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from datetime import datetime
+from typing import Any, Literal
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from channels import signing
+from channels.base import AdapterSettings, Capabilities, ChannelAdapter, IngestSink
+from channels.registry import register
+from scrm.domain import (
+    Attachment,
+    ChannelEvent,
+    ChannelEventKind,
+    ContactProfile,
+    InboundMessage,
+    OutboundMessage,
+    PermanentSendError,
+    SendResult,
+    TransientSendError,
+    WebhookError,
+    WebhookRequest,
+    WebhookResponse,
+)
+
+log = logging.getLogger("scrm.channels.api")
+MAX_BATCH = 100
+
+
+class ApiSettings(AdapterSettings):
+    callback_url: str | None = None
+    callback_timeout: float = Field(10.0, gt=0)
+    timestamp_tolerance_seconds: int = Field(300, ge=1)
+
+
+class ApiSecrets(AdapterSettings):
+    secret: str = Field(min_length=16)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=False)
+
+
+class SenderIn(_Strict):
+    id: str = Field(min_length=1, max_length=255)
+    name: str | None = Field(None, max_length=255)
+    email: str | None = Field(None, max_length=255)
+    phone: str | None = Field(None, max_length=64)
+    language: str | None = Field(None, max_length=16)
+    avatar_url: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class AttachmentIn(_Strict):
+    url: str
+    kind: Literal["image", "file", "audio", "voice", "video"] = "file"
+    filename: str | None = None
+    mime_type: str | None = None
+    size: int | None = Field(None, ge=0)
+
+
+class MessageIn(_Strict):
+    type: Literal["message", "delivery_status", "unsubscribe"] = "message"
+    id: str = Field(min_length=1, max_length=255)
+    sender: SenderIn
+    text: str | None = Field(None, max_length=65536)
+    content_type: Literal["text", "image", "file", "audio", "video", "location", "postback"] = "text"
+    choice: str | None = None  # postback payload of a button the user clicked
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=20)
+    sent_at: datetime | None = None
+    reply_to: str | None = None
+    status: Literal["delivered", "failed"] | None = None  # for type=delivery_status
+    error: str | None = None
+
+
+class BatchIn(_Strict):
+    messages: list[MessageIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+def _to_item(m: MessageIn) -> InboundMessage | ChannelEvent:
+    if m.type == "delivery_status":
+        return ChannelEvent(ChannelEventKind.DELIVERY_STATUS, sender_id=m.sender.id, external_id=m.id,
+                            data={"status": m.status or "delivered", "error": m.error})
+    if m.type == "unsubscribe":
+        return ChannelEvent(ChannelEventKind.CONTACT_UNSUBSCRIBED, sender_id=m.sender.id, external_id=m.id)
+    s = m.sender
+    return InboundMessage(
+        external_id=m.id,
+        sender_id=s.id,
+        text=m.text,
+        content_type=m.content_type,
+        attachments=tuple(
+            Attachment(kind=a.kind, filename=a.filename, mime_type=a.mime_type, size=a.size, url=a.url) for a in m.attachments
+        ),
+        profile=ContactProfile(name=s.name, email=s.email, phone=s.phone, language=s.language,
+                               avatar_url=s.avatar_url, attributes=s.attributes),
+        sent_at=m.sent_at,
+        reply_to_external_id=m.reply_to,
+        payload={"choice": m.choice} if m.choice else {},
+    )
+
+
+@register
+class ApiChannelAdapter(ChannelAdapter):
+    channel_type = "api"
+    display_name = "HTTP API"
+    capabilities = Capabilities(buttons=True, max_buttons=10, idempotent_send=True)
+    settings_model = ApiSettings
+    secrets_model = ApiSecrets
+
+    @classmethod
+    def init_secrets(cls, secrets_: Any) -> dict[str, Any]:
+        out = dict(secrets_)
+        out.setdefault("secret", secrets.token_urlsafe(32))
+        return out
+
+    async def handle_webhook(self, request: WebhookRequest, sink: IngestSink) -> WebhookResponse:
+        if request.method != "POST":
+            raise WebhookError(405, "use POST", code="method_not_allowed")
+        problem = signing.verify(
+            self.secrets.secret,  # type: ignore[attr-defined]
+            request.headers.get(signing.TIMESTAMP_HEADER.lower()),
+            request.headers.get(signing.SIGNATURE_HEADER.lower()),
+            request.body,
+            self.settings.timestamp_tolerance_seconds,  # type: ignore[attr-defined]
+        )
+        if problem:
+            raise WebhookError(401, problem, code="bad_signature")
+        try:
+            data = json.loads(request.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WebhookError(400, f"malformed JSON: {exc}", code="malformed_json") from None
+        try:
+            if isinstance(data, dict) and "messages" in data:
+                messages = BatchIn.model_validate(data).messages
+            else:
+                messages = [MessageIn.model_validate(data)]
+        except ValidationError as exc:
+            raise WebhookError(400, _validation_message(exc), code="invalid_message") from None
+        outcomes = await sink([_to_item(m) for m in messages])
+        body = {
+            "results": [
+                {"id": m.id, "message_id": o.message_id, "conversation_id": o.conversation_id,
+                 "duplicate": o.duplicate, **({"ignored": o.ignored_reason} if o.ignored_reason else {})}
+                for m, o in zip(messages, outcomes, strict=True)
+            ]
+        }
+        return WebhookResponse(200, json.dumps(body).encode(), "application/json")
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        url = self.settings.callback_url  # type: ignore[attr-defined]
+        if not url:
+            raise PermanentSendError("this API inbox has no callback_url configured", code="no_callback")
+        body = json.dumps(
+            {
+                "delivery_id": message.delivery_id,
+                "idempotency_key": message.idempotency_key,
+                "inbox_id": message.inbox_id,
+                "conversation_id": message.conversation_id,
+                "message_id": message.message_id,
+                "recipient": {"id": message.recipient_id},
+                "message": {
+                    "text": message.text,
+                    "content_type": message.content_type,
+                    "choices": [{"label": c.label, "payload": c.payload} for c in message.choices],
+                    "attachments": [
+                        {"kind": a.kind, "filename": a.filename, "mime_type": a.mime_type, "url": a.url}
+                        for a in message.attachments
+                    ],
+                    "reply_to": message.reply_to_external_id,
+                    "automatic": message.automatic,
+                },
+            },
+            ensure_ascii=False,
+        ).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": message.idempotency_key}
+        headers |= signing.signed_headers(self.secrets.secret, body)  # type: ignore[attr-defined]
+        try:
+            async with self.runtime.http.post(
+                url, data=body, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.settings.callback_timeout),  # type: ignore[attr-defined]
+            ) as resp:
+                text = await resp.text(errors="replace")
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientSendError(f"callback unreachable: {type(exc).__name__}", code="network") from None
+        if 200 <= status < 300:
+            external_id = None
+            try:
+                external_id = (json.loads(text) or {}).get("id")
+            except (ValueError, AttributeError):
+                pass
+            return SendResult(external_id=str(external_id) if external_id else None)
+        reason = f"callback answered HTTP {status}: {text[:200]}"
+        if status == 429 or status == 408 or status >= 500:
+            after = float(retry_after) if retry_after and retry_after.isdigit() else None
+            raise TransientSendError(reason, code=str(status), retry_after=after)
+        raise PermanentSendError(reason, code=str(status))
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{loc}: {err['msg']}")
+    return "invalid message: " + "; ".join(parts)

@@ -1,0 +1,95 @@
+"""Shared cache with locks: Redis across processes, or memory in the embedded default."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+class MemoryCache:
+    """Process-local cache (embedded default: one process)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[str, float | None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, key: str) -> str | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and expires <= time.monotonic():
+            self._data.pop(key, None)
+            return None
+        return value
+
+    async def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        self._data[key] = (value, time.monotonic() + ttl if ttl else None)
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, key: str, timeout: float = 30.0) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with asyncio.timeout(timeout):
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def try_acquire(self, key: str, owner: str, ttl: float) -> bool:
+        """Take or renew a leadership lease (pollers); True while `owner` holds it."""
+        current = await self.get(key)
+        if current is None or current == owner:
+            await self.set(key, owner, ttl)
+            return True
+        return False
+
+
+class RedisCache:
+    """Cache and locks in Redis, shared by every process."""
+
+    PREFIX = "scrm:cache:"
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    async def get(self, key: str) -> str | None:
+        value = await self.redis.get(self.PREFIX + key)
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        await self.redis.set(self.PREFIX + key, value, px=int(ttl * 1000) if ttl else None)
+
+    async def delete(self, key: str) -> None:
+        await self.redis.delete(self.PREFIX + key)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, key: str, timeout: float = 30.0) -> AsyncIterator[None]:
+        lock = self.redis.lock(self.PREFIX + "lock:" + key, timeout=timeout, blocking_timeout=timeout)
+        if not await lock.acquire():
+            raise TimeoutError(f"could not lock {key}")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await lock.release()
+
+    _RENEW = """
+    local cur = redis.call('GET', KEYS[1])
+    if not cur or cur == ARGV[1] then
+      redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+      return 1
+    end
+    return 0
+    """
+
+    async def try_acquire(self, key: str, owner: str, ttl: float) -> bool:
+        """Take or renew a leadership lease (one poller per inbox across processes)."""
+        got = await self.redis.eval(self._RENEW, 1, self.PREFIX + key, owner, int(ttl * 1000))
+        return bool(got)

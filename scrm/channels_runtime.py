@@ -1,0 +1,157 @@
+"""What the application lends channel adapters: the runtime, and a pool of adapter instances."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from channels.base import ChannelAdapter, InboxConfig
+from channels.registry import get_adapter_class
+from scrm.db.models import Delivery, Inbox, InboxState, Message, utcnow
+from scrm.domain import IngestOutcome, OutboundMessage
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.channels")
+
+
+class InboxDurableState:
+    """DurableState backed by the inbox_state table."""
+
+    def __init__(self, ctx: AppContext, inbox_id: int) -> None:
+        self.ctx = ctx
+        self.inbox_id = inbox_id
+
+    async def get(self, key: str) -> Any | None:
+        async with self.ctx.db.session() as s:
+            row = await s.get(InboxState, (self.inbox_id, key))
+            return None if row is None else row.value.get("v")
+
+    async def set(self, key: str, value: Any) -> None:
+        async with self.ctx.db.transaction() as s:
+            row = await s.get(InboxState, (self.inbox_id, key))
+            if row is None:
+                s.add(InboxState(inbox_id=self.inbox_id, key=key, value={"v": value}))
+            else:
+                row.value = {"v": value}
+
+
+class AppChannelRuntime:
+    """ChannelRuntime implementation for one inbox."""
+
+    def __init__(self, ctx: AppContext, inbox_id: int) -> None:
+        self.ctx = ctx
+        self.inbox_id = inbox_id
+        self.state = InboxDurableState(ctx, inbox_id)
+
+    @property
+    def http(self) -> Any:
+        return self.ctx.http_session
+
+    @property
+    def storage(self) -> Any:
+        return self.ctx.storage
+
+    @property
+    def cache(self) -> Any:
+        return self.ctx.cache
+
+    @property
+    def public_url(self) -> str | None:
+        return self.ctx.settings.server.public_url
+
+    async def passive_reply(
+        self, outcome: IngestOutcome, timeout: float, accept: Callable[[OutboundMessage], bool] | None = None
+    ) -> OutboundMessage | None:
+        """Claim the bot's first answer to `outcome` if it is queued within `timeout` seconds."""
+        if outcome.message_id is None or outcome.conversation_id is None:
+            return None
+        marker = f"passive:{outcome.message_id}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            async with self.ctx.db.transaction() as s:
+                given = await s.scalar(select(Delivery).where(Delivery.inbox_id == self.inbox_id, Delivery.external_id == marker))
+                if given is not None:
+                    return _outbound(given)
+                if outcome.duplicate:
+                    return None
+                candidate = await s.scalar(
+                    select(Delivery)
+                    .join(Message, Message.id == Delivery.message_id)
+                    .where(
+                        Delivery.conversation_id == outcome.conversation_id,
+                        Delivery.status == "queued",
+                        Message.sender_kind == "bot",
+                        Message.id > outcome.message_id,
+                    )
+                    .order_by(Delivery.id)
+                    .limit(1)
+                )
+                if candidate is not None and accept is not None and not accept(_outbound(candidate)):
+                    return None  # the worker sends it through the customer-service API instead
+                if candidate is not None:
+                    now = utcnow()
+                    done = await s.execute(
+                        update(Delivery)
+                        .where(Delivery.id == candidate.id, Delivery.status == "queued")
+                        .values(status="sent", external_id=marker, sent_at=now, claimed_by="passive-reply")
+                    )
+                    if done.rowcount == 1:  # type: ignore[attr-defined]
+                        await s.execute(
+                            update(Message).where(Message.id == candidate.message_id).values(delivery_status="sent")
+                        )
+                        return _outbound(candidate)
+            if loop.time() >= deadline:
+                return None
+            await asyncio.sleep(0.05)
+
+
+def _outbound(d: Delivery) -> OutboundMessage:
+    from scrm.services.outbox import outbound_from_delivery
+
+    return outbound_from_delivery(d)
+
+
+class AdapterPool:
+    """One adapter instance per inbox, rebuilt when the inbox changes."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self._adapters: dict[int, tuple[Any, ChannelAdapter]] = {}
+
+    async def get(self, inbox_id: int) -> ChannelAdapter | None:
+        """The adapter of an active inbox, or None when the inbox does not exist or is inactive."""
+        async with self.ctx.db.session() as s:
+            inbox = await s.get(Inbox, inbox_id)
+        if inbox is None or not inbox.active:
+            return None
+        return self.for_inbox(inbox)
+
+    def for_inbox(self, inbox: Inbox) -> ChannelAdapter:
+        version = (inbox.updated_at, inbox.channel_type)
+        cached = self._adapters.get(inbox.id)
+        if cached and cached[0] == version:
+            return cached[1]
+        cls = get_adapter_class(inbox.channel_type)
+        config = InboxConfig(
+            id=inbox.id, name=inbox.name, channel_type=inbox.channel_type, settings=inbox.settings, secrets=inbox.secrets
+        )
+        adapter = cls(config, AppChannelRuntime(self.ctx, inbox.id))
+        if cached:
+            asyncio.get_running_loop().create_task(cached[1].close())
+        self._adapters[inbox.id] = (version, adapter)
+        return adapter
+
+    async def close(self) -> None:
+        for _, adapter in self._adapters.values():
+            try:
+                await adapter.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing adapter failed")
+        self._adapters.clear()

@@ -1,0 +1,154 @@
+"""The `scrm` command: serve, worker, migrate, create-admin, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from scrm.logs import setup_logging
+from scrm.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("scrm.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scrm", description="scrm — self-hosted social CRM server")
+    p.add_argument("--config", metavar="FILE", help="TOML file overriding config/scrm.toml")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the web server (with the outbox worker in the embedded default)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--no-worker", action="store_true", help="do not run the outbox worker in this process")
+
+    worker = sub.add_parser("worker", help="run an outbox worker process")
+    worker.add_argument("--burst", action="store_true", help="deliver what is due now, then exit")
+    worker.add_argument("--name", help="worker name in claims (default host:pid)")
+
+    sub.add_parser("migrate", help="apply database migrations")
+
+    admin = sub.add_parser("create-admin", help="create an admin agent")
+    admin.add_argument("--login", required=True)
+    admin.add_argument("--password", help="(prompted when omitted; or SCRM_ADMIN_PASSWORD)")
+    admin.add_argument("--name", help="display name")
+    admin.add_argument("--role", default="admin", choices=["admin", "agent", "marketer"])
+
+    demo = sub.add_parser("demo", help="seed demo data (admin, API inbox, sample conversations) and serve")
+    demo.add_argument("--no-serve", action="store_true", help="only seed, do not start the server")
+    demo.add_argument("--port", type=int)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `scrm` console script."""
+    args = _parser().parse_args(argv)
+    overrides: dict[str, dict[str, object]] = {}
+    if getattr(args, "host", None):
+        overrides.setdefault("server", {})["host"] = args.host
+    if getattr(args, "port", None):
+        overrides.setdefault("server", {})["port"] = args.port
+    if getattr(args, "no_worker", False):
+        overrides.setdefault("server", {})["run_worker"] = False
+    try:
+        settings = load_settings(args.config, overrides=overrides)
+    except SettingsError as exc:
+        print(f"scrm: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.logging.level, settings.logging.json_logs)
+    try:
+        if args.command == "serve":
+            return serve(settings)
+        if args.command == "worker":
+            return asyncio.run(run_worker(settings, burst=args.burst, name=args.name))
+        if args.command == "migrate":
+            return asyncio.run(migrate(settings))
+        if args.command == "create-admin":
+            password = args.password or os.environ.get("SCRM_ADMIN_PASSWORD") or getpass.getpass("password: ")
+            return asyncio.run(create_admin(settings, args.login, password, args.name, args.role))
+        if args.command == "demo":
+            from scrm.demo import seed_demo
+
+            asyncio.run(migrate(settings))
+            asyncio.run(seed_demo(settings))
+            return 0 if args.no_serve else serve(settings)
+    except KeyboardInterrupt:
+        return 130
+    except ConnectionRefusedError as exc:
+        print(f"scrm: cannot connect to the database or Redis: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def serve(settings: Settings) -> int:
+    from aiohttp import web
+
+    from scrm.web.app import create_app
+
+    app = create_app(settings)
+    print(f"scrm listening on http://{settings.server.host}:{settings.server.port}", flush=True)
+    web.run_app(app, host=settings.server.host, port=settings.server.port, print=None,
+                shutdown_timeout=settings.server.shutdown_timeout, access_log=None)
+    return 0
+
+
+async def migrate(settings: Settings) -> int:
+    from scrm.db.migrate import upgrade
+
+    await upgrade(settings.database.url)
+    log.info("database is up to date")
+    return 0
+
+
+async def create_admin(settings: Settings, login: str, password: str, name: str | None, role: str) -> int:
+    from scrm.context import build_context
+    from scrm.db.migrate import upgrade
+    from scrm.services.agents import AgentError, create_agent
+
+    await upgrade(settings.database.url)
+    ctx = await build_context(settings)
+    try:
+        async with ctx.db.transaction() as s:
+            agent = await create_agent(s, login=login, password=password, role=role, display_name=name)
+        print(f"created {role} {agent.login!r} (id {agent.id})")
+        return 0
+    except AgentError as exc:
+        print(f"scrm: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await ctx.close()
+
+
+async def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None) -> int:
+    """A standalone outbox worker; SIGTERM/SIGINT finish in-flight sends and release claims."""
+    from scrm.context import build_context
+    from scrm.listeners import install_listeners
+    from scrm.worker import OutboxWorker
+
+    ctx = await build_context(settings)
+    try:
+        worker = OutboxWorker(ctx, name=name)
+        if burst:
+            sent = await worker.run_until_idle(timeout=3600)
+            await worker.shutdown()
+            print(f"delivered {sent}")
+            return 0
+        install_listeners(ctx)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("worker %s running (Ctrl-C to stop)", worker.name)
+        await worker.run(stop)
+        return 0
+    finally:
+        await ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Engines and sessions for SQLite (embedded default) and PostgreSQL (production).
+
+SQLite allows one writer at a time: write transactions start with BEGIN IMMEDIATE (so a read
+followed by a write cannot fail with SQLITE_BUSY mid-transaction) and are serialized in-process
+by a lock; other processes wait through busy_timeout. PostgreSQL needs neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached: webhooks answer 503 so the platform retries."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # aiosqlite must not emit its own BEGIN: we issue BEGIN (IMMEDIATE) ourselves below.
+    dbapi_connection.isolation_level = None
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+class Database:
+    """Owns the engine(s); hands out read sessions and write transactions."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            db_path = parsed.database
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = self._sqlite_engine(url, "BEGIN IMMEDIATE", echo)
+            self.read_engine = self._sqlite_engine(url, "BEGIN", echo)
+        else:
+            self.engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, echo=echo, pool_pre_ping=True
+            )
+            self.read_engine = self.engine
+        self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @staticmethod
+    def _sqlite_engine(url: str, begin: str, echo: bool) -> AsyncEngine:
+        engine = create_async_engine(url, poolclass=NullPool, echo=echo)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.is_sqlite else "postgresql"
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A read-mostly session (no write lock on SQLite)."""
+        async with self._read_sessions() as session:
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction: committed on normal exit, rolled back on error."""
+        lock = self._write_lock
+        if lock is not None:
+            await lock.acquire()
+        try:
+            async with self._write_sessions() as session, session.begin():
+                yield session
+        finally:
+            if lock is not None:
+                lock.release()
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailable unless a trivial query succeeds."""
+        try:
+            async with self.read_engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - any driver error means "not ready"
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()

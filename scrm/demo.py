@@ -1,0 +1,70 @@
+"""`scrm demo`: an admin, an API inbox, a simulator inbox and believable sample conversations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from scrm.context import build_context
+from scrm.db.models import Agent, Inbox
+from scrm.domain import ContactProfile, InboundMessage
+from scrm.services.agents import create_agent
+from scrm.services.ingest import ingest
+from scrm.settings import Settings
+
+DEMO_ADMIN = ("admin", "scrm-demo-2026")
+DEMO_AGENT = ("agent", "scrm-agent-2026")
+
+SAMPLES: list[tuple[str, ContactProfile, list[str]]] = [
+    ("wx-zhang", ContactProfile(name="张伟", phone="13800138000", language="zh"),
+     ["你好，我上周买的蓝牙耳机还没发货，订单号 20261118-5521", "能帮我查一下物流吗？"]),
+    ("wx-li", ContactProfile(name="李娜", language="zh"), ["请问7天无理由退货运费谁出？"]),
+    ("u-emily", ContactProfile(name="Emily Chen", email="emily@example.com", language="en"),
+     ["Hi, I was charged twice for order #A-1043. Can you refund one of them?"]),
+    ("u-wang", ContactProfile(name="王芳", language="zh"), ["发票可以开公司抬头吗？", "我需要增值税专用发票"]),
+    ("u-david", ContactProfile(name="David Müller", language="en"), ["Do you ship to Germany? How long does it take?"]),
+    ("u-liu", ContactProfile(name="刘洋", phone="13912345678", language="zh"), ["转人工"]),
+]
+
+
+async def seed_demo(settings: Settings) -> None:
+    """Idempotent: running the demo twice does not duplicate anything."""
+    ctx = await build_context(settings)
+    try:
+        async with ctx.db.transaction() as s:
+            if await s.scalar(select(Agent.id).where(Agent.login == DEMO_ADMIN[0])) is None:
+                await create_agent(s, login=DEMO_ADMIN[0], password=DEMO_ADMIN[1], role="admin", display_name="管理员 Admin")
+                await create_agent(s, login=DEMO_AGENT[0], password=DEMO_AGENT[1], role="agent", display_name="客服小美 Mei")
+            api_inbox = await s.scalar(select(Inbox).where(Inbox.name == "Demo API"))
+            if api_inbox is None:
+                api_inbox = Inbox(name="Demo API", channel_type="api", settings={},
+                                  secrets={"secret": "demo-secret-change-me-0123456789"}, reopen_policy="reopen")
+                sim = Inbox(name="客户模拟器 Simulator", channel_type="memory", settings={}, secrets={})
+                s.add_all([api_inbox, sim])
+                fresh = True
+            else:
+                fresh = False
+        if fresh:
+            start = datetime.now(UTC) - timedelta(hours=3)
+            for n, (sender, profile, texts) in enumerate(SAMPLES):
+                items = [InboundMessage(external_id=f"demo-{sender}-{i}", sender_id=sender, text=text, profile=profile,
+                                        sent_at=start + timedelta(minutes=20 * n + i)) for i, text in enumerate(texts)]
+                await ingest(ctx, api_inbox, items)
+            await ctx.bus.drain()
+        base = f"http://{settings.server.host}:{settings.server.port}"
+        print(
+            "\n".join([
+                "",
+                "scrm demo is ready / 演示数据已就绪",
+                f"  open        {base}/",
+                f"  admin       login {DEMO_ADMIN[0]!r}  password {DEMO_ADMIN[1]!r}",
+                f"  agent       login {DEMO_AGENT[0]!r}  password {DEMO_AGENT[1]!r}",
+                f"  API inbox   POST {base}/webhooks/api/{api_inbox.id} (secret 'demo-secret-change-me-0123456789')",
+                f"  API docs    {base}/api/v1/openapi.json",
+                "",
+            ]),
+            flush=True,
+        )
+    finally:
+        await ctx.close()

@@ -1,0 +1,158 @@
+"""The event bus: named events published after commit and dispatched to listeners.
+
+In-process by default. With Redis configured, every event goes through a Redis pub/sub channel
+and each process dispatches what it receives, so a listener in any process sees an event
+committed in any other (WebSocket fan-out across `scrm serve` processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger("scrm.events")
+
+# Event names (Chatwoot's Events::Types)
+MESSAGE_CREATED = "message.created"
+MESSAGE_UPDATED = "message.updated"
+CONVERSATION_CREATED = "conversation.created"
+CONVERSATION_UPDATED = "conversation.updated"
+CONVERSATION_STATUS_CHANGED = "conversation.status_changed"
+CONVERSATION_ASSIGNED = "conversation.assigned"
+CONVERSATION_HANDLER_CHANGED = "conversation.handler_changed"
+CONTACT_UPDATED = "contact.updated"
+DELIVERY_UPDATED = "delivery.updated"
+OUTBOX_ENQUEUED = "outbox.enqueued"
+TICKET_OPENED = "ticket.opened"
+FAQ_CHANGED = "faq.changed"
+TYPING = "conversation.typing"
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    data: dict[str, Any]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    origin: str | None = None  # process id that published it
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"name": self.name, "data": self.data, "id": self.id, "at": self.at, "origin": self.origin},
+            ensure_ascii=False,
+            default=str,
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Event:
+        obj = json.loads(raw)
+        return cls(name=obj["name"], data=obj["data"], id=obj["id"], at=obj["at"], origin=obj.get("origin"))
+
+
+Listener = Callable[[Event], Awaitable[None]]
+
+
+class EventBus:
+    """In-process bus. Listeners run as tasks so a slow listener never blocks the publisher."""
+
+    def __init__(self, process_id: str | None = None) -> None:
+        self.process_id = process_id or uuid.uuid4().hex[:12]
+        self._listeners: list[tuple[str | None, Listener]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def subscribe(self, listener: Listener, name: str | None = None) -> Callable[[], None]:
+        """Call `listener` for every event (or only events called `name`); returns unsubscribe."""
+        entry = (name, listener)
+        self._listeners.append(entry)
+        return lambda: self._listeners.remove(entry) if entry in self._listeners else None
+
+    async def publish(self, events: Iterable[Event]) -> None:
+        """Publish events that were just committed."""
+        for event in events:
+            self._dispatch(event)
+
+    def _dispatch(self, event: Event) -> None:
+        for name, listener in list(self._listeners):
+            if name is None or name == event.name:
+                task = asyncio.create_task(self._run(listener, event))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _run(listener: Listener, event: Event) -> None:
+        try:
+            await listener(event)
+        except Exception:
+            log.exception("listener %s failed on %s", getattr(listener, "__qualname__", listener), event.name)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait until listener tasks started so far (and those they start) have finished."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._tasks and asyncio.get_running_loop().time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=max(0.01, deadline - asyncio.get_running_loop().time()))
+
+    async def start(self) -> None:
+        """Start receiving (no-op in-process)."""
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+class RedisEventBus(EventBus):
+    """Events cross processes through one Redis pub/sub channel."""
+
+    CHANNEL = "scrm:events"
+
+    def __init__(self, redis: Any, process_id: str | None = None) -> None:
+        super().__init__(process_id)
+        self.redis = redis
+        self._reader: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def publish(self, events: Iterable[Event]) -> None:
+        for event in events:
+            stamped = Event(event.name, event.data, event.id, event.at, self.process_id)
+            try:
+                await self.redis.publish(self.CHANNEL, stamped.to_json())
+            except Exception:
+                # The database stays the source of truth: losing Redis loses a live update, not data.
+                log.exception("could not publish %s to Redis; dispatching locally", event.name)
+                self._dispatch(stamped)
+
+    async def start(self) -> None:
+        self._reader = asyncio.create_task(self._read_forever())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), 5)
+
+    async def _read_forever(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(self.CHANNEL)
+                self._ready.set()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        try:
+                            self._dispatch(Event.from_json(message["data"]))
+                        except (ValueError, KeyError):
+                            log.warning("ignoring malformed event on %s", self.CHANNEL)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Redis event subscription lost; reconnecting")
+                await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        if self._reader:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        await super().close()

@@ -1,0 +1,23 @@
+"""Event listeners: they decide and enqueue (never heavy work inline). Installed per process."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+# Each module exposes install(ctx) -> list of unsubscribe callables.
+LISTENER_MODULES = ("scrm.listeners.media", "scrm.listeners.bot", "scrm.listeners.realtime")
+
+
+def install_listeners(ctx: AppContext) -> list[Callable[[], None]]:
+    """Subscribe every available listener to the context's event bus."""
+    unsubscribe: list[Callable[[], None]] = []
+    for name in LISTENER_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            unsubscribe += importlib.import_module(name).install(ctx)
+    return unsubscribe

@@ -1,0 +1,105 @@
+"""Send-rate limiting with GCRA (a leaky bucket without a background drip).
+
+Several limits are checked together (Telegram: 30/s per bot AND 1/s per chat) and consumed only
+when all allow, so a delivery that must wait never uses up another limit's budget. The Redis
+version runs the same algorithm in one Lua script on Redis' clock, shared by every worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from channels.base import RateLimit
+
+
+class MemoryRateLimiter:
+    """Process-local limiter (embedded default)."""
+
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}
+
+    async def acquire(self, limits: Sequence[RateLimit]) -> float:
+        """Consume one send from every limit and return 0, or return seconds to wait (nothing consumed)."""
+        if not limits:
+            return 0.0
+        now = time.monotonic()
+        wait = 0.0
+        for limit in limits:
+            tat = self._tat.get(limit.key, now)
+            wait = max(wait, tat - now)
+        if wait > 0:
+            return wait
+        for limit in limits:
+            interval = limit.per / limit.rate
+            self._tat[limit.key] = max(self._tat.get(limit.key, now), now) + interval
+        return 0.0
+
+
+class RedisRateLimiter:
+    """GCRA over Redis, atomic across limits and processes."""
+
+    PREFIX = "scrm:rate:"
+    _SCRIPT = """
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    local wait = 0
+    for i, key in ipairs(KEYS) do
+      local tat = tonumber(redis.call('GET', key) or now)
+      if tat - now > wait then wait = tat - now end
+    end
+    if wait > 0 then return tostring(wait) end
+    for i, key in ipairs(KEYS) do
+      local interval = tonumber(ARGV[i])
+      local tat = tonumber(redis.call('GET', key) or now)
+      if tat < now then tat = now end
+      redis.call('SET', key, tostring(tat + interval), 'PX', math.ceil(interval * 1000) + 1000)
+    end
+    return '0'
+    """
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self._script = redis.register_script(self._SCRIPT)
+
+    async def acquire(self, limits: Sequence[RateLimit]) -> float:
+        if not limits:
+            return 0.0
+        keys = [self.PREFIX + lim.key for lim in limits]
+        args = [repr(lim.per / lim.rate) for lim in limits]
+        result = await self._script(keys=keys, args=args)
+        return float(result.decode() if isinstance(result, bytes) else result)
+
+
+class WindowCounter:
+    """Fixed-window failure counter (login attempts); memory or Redis."""
+
+    def __init__(self, redis: Any | None = None) -> None:
+        self.redis = redis
+        self._mem: dict[str, tuple[int, float]] = {}
+
+    async def count(self, key: str, window: float) -> int:
+        if self.redis is not None:
+            value = await self.redis.get("scrm:win:" + key)
+            return int(value or 0)
+        n, expires = self._mem.get(key, (0, 0.0))
+        return n if expires > time.monotonic() else 0
+
+    async def hit(self, key: str, window: float) -> int:
+        if self.redis is not None:
+            k = "scrm:win:" + key
+            n = await self.redis.incr(k)
+            if n == 1:
+                await self.redis.expire(k, int(window))
+            return int(n)
+        n = await self.count(key, window)
+        expires = self._mem.get(key, (0, 0.0))[1] if n else time.monotonic() + window
+        self._mem[key] = (n + 1, expires)
+        return n + 1
+
+    async def reset(self, key: str) -> None:
+        if self.redis is not None:
+            await self.redis.delete("scrm:win:" + key)
+        else:
+            self._mem.pop(key, None)

@@ -1,0 +1,135 @@
+"""Agents, passwords (argon2id), login sessions and personal API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scrm.db.models import Agent, AgentSession, ApiToken, utcnow
+from scrm.domain import Role
+
+_hasher = PasswordHasher()  # argon2id, memory-hard
+# Verifying against a dummy hash when the login is unknown keeps timing equal (no user enumeration).
+_DUMMY_HASH = _hasher.hash("dummy-password-for-timing")
+TOKEN_PREFIX = "scrm_pat_"
+MIN_PASSWORD = 8
+
+
+class AgentError(ValueError):
+    """A request about agents that cannot be honoured (message is shown to the user)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an agent, authenticated by session cookie or bearer token."""
+
+    agent_id: int
+    login: str
+    role: str
+    display_name: str
+    via: str  # "session" | "token"
+    csrf_token: str | None = None
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise AgentError(f"password must have at least {MIN_PASSWORD} characters")
+    return _hasher.hash(password)
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+async def create_agent(
+    s: AsyncSession, *, login: str, password: str, role: str, display_name: str | None = None,
+    email: str | None = None,
+) -> Agent:
+    """Add an agent (validates role, login uniqueness and password length)."""
+    if role not in {r.value for r in Role}:
+        raise AgentError(f"role must be one of admin, agent, marketer (got {role!r})")
+    login = login.strip()
+    if not login:
+        raise AgentError("login must not be empty")
+    if await s.scalar(select(Agent.id).where(Agent.login == login)):
+        raise AgentError(f"login {login!r} is taken")
+    agent = Agent(login=login, password_hash=hash_password(password), role=role,
+                  display_name=display_name or login, email=email, active=True, availability="online")
+    s.add(agent)
+    await s.flush()
+    return agent
+
+
+async def authenticate(s: AsyncSession, login: str, password: str) -> Agent | None:
+    """The active agent with these credentials, or None."""
+    agent = await s.scalar(select(Agent).where(Agent.login == login))
+    ok = verify_password(agent.password_hash if agent else None, password)
+    if not ok or agent is None or not agent.active:
+        return None
+    if _hasher.check_needs_rehash(agent.password_hash):
+        agent.password_hash = _hasher.hash(password)
+    return agent
+
+
+async def open_session(s: AsyncSession, agent: Agent, ttl_hours: float) -> tuple[str, str]:
+    """Create a login session; returns (cookie token, CSRF token). Only hashes are stored."""
+    raw = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(24)
+    s.add(AgentSession(token_hash=token_hash(raw), agent_id=agent.id, csrf_token=csrf,
+                       expires_at=utcnow() + timedelta(hours=ttl_hours)))
+    agent.last_seen_at = utcnow()
+    await s.flush()
+    return raw, csrf
+
+
+async def principal_from_session(s: AsyncSession, raw: str) -> Principal | None:
+    row = (await s.execute(
+        select(AgentSession, Agent).join(Agent, Agent.id == AgentSession.agent_id)
+        .where(AgentSession.token_hash == token_hash(raw))
+    )).first()
+    if row is None:
+        return None
+    sess, agent = row
+    if sess.expires_at <= utcnow() or not agent.active:
+        return None
+    return Principal(agent.id, agent.login, agent.role, agent.display_name, "session", sess.csrf_token)
+
+
+async def close_session(s: AsyncSession, raw: str) -> None:
+    sess = await s.scalar(select(AgentSession).where(AgentSession.token_hash == token_hash(raw)))
+    if sess is not None:
+        await s.delete(sess)
+
+
+async def create_token(s: AsyncSession, agent: Agent, name: str) -> tuple[ApiToken, str]:
+    """A personal API token; the raw value is returned once and never stored."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(agent_id=agent.id, name=name or "token", token_hash=token_hash(raw), prefix=raw[:13])
+    s.add(token)
+    await s.flush()
+    return token, raw
+
+
+async def principal_from_token(s: AsyncSession, raw: str) -> Principal | None:
+    row = (await s.execute(
+        select(ApiToken, Agent).join(Agent, Agent.id == ApiToken.agent_id)
+        .where(ApiToken.token_hash == token_hash(raw), ApiToken.revoked_at.is_(None))
+    )).first()
+    if row is None or not row[1].active:
+        return None
+    _, agent = row
+    return Principal(agent.id, agent.login, agent.role, agent.display_name, "token")

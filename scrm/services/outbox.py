@@ -1,0 +1,157 @@
+"""The outbox: every outbound message is a delivery row, committed before any channel is called."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from scrm import events as ev
+from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
+from scrm.domain import Attachment, Choice, OutboundMessage
+from scrm.services.ingest import preview
+from scrm.services.uow import Tx
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+def enqueue_delivery(
+    tx: Tx,
+    *,
+    inbox: Inbox,
+    identity: ContactIdentity,
+    conversation_id: int | None,
+    message_id: int | None,
+    text: str | None,
+    content_type: str = "text",
+    attachments: Sequence[dict[str, Any]] = (),
+    choices: Sequence[Choice] = (),
+    metadata: dict[str, Any] | None = None,
+    automatic: bool = False,
+    reply_to_external_id: str | None = None,
+    kind: str = "message",
+) -> Delivery:
+    """Add a queued delivery row in the caller's transaction (the worker picks it up after commit)."""
+    delivery = Delivery(
+        idempotency_key=new_idempotency_key(),
+        inbox_id=inbox.id,
+        message_id=message_id,
+        conversation_id=conversation_id,
+        identity_id=identity.id,
+        recipient_id=identity.external_id,
+        ordering_key=f"{inbox.id}:{identity.external_id}",
+        kind=kind,
+        status="queued",
+        attempts=0,
+        next_attempt_at=utcnow(),
+        payload={
+            "text": text,
+            "content_type": content_type,
+            "attachments": list(attachments),
+            "choices": [{"label": c.label, "payload": c.payload} for c in choices],
+            "metadata": metadata or {},
+            "automatic": automatic,
+            "reply_to_external_id": reply_to_external_id,
+            "recipient_data": dict(identity.attributes or {}),
+        },
+    )
+    tx.session.add(delivery)
+    tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox.id)
+    return delivery
+
+
+async def enqueue_message(
+    tx: Tx,
+    *,
+    inbox: Inbox,
+    conversation: Conversation,
+    identity: ContactIdentity,
+    sender_kind: str,
+    text: str | None,
+    agent_id: int | None = None,
+    content_type: str = "text",
+    attachments: Sequence[dict[str, Any]] = (),
+    choices: Sequence[Choice] = (),
+    metadata: dict[str, Any] | None = None,
+    automatic: bool = False,
+    reply_to: Message | None = None,
+) -> tuple[Message, Delivery]:
+    """Store an outbound message in the conversation and queue its delivery (bot or agent)."""
+    now = utcnow()
+    message = Message(
+        conversation_id=conversation.id,
+        inbox_id=inbox.id,
+        direction="out",
+        sender_kind=sender_kind,
+        sender_agent_id=agent_id,
+        content_type=content_type,
+        text=text,
+        attachments=list(attachments),
+        reply_to_id=reply_to.id if reply_to else None,
+        delivery_status="queued",
+        payload={"choices": [{"label": c.label, "payload": c.payload} for c in choices]} if choices else {},
+        created_at=now,
+        edit_history=[],
+    )
+    tx.session.add(message)
+    await tx.session.flush()
+    delivery = enqueue_delivery(
+        tx,
+        inbox=inbox,
+        identity=identity,
+        conversation_id=conversation.id,
+        message_id=message.id,
+        text=text,
+        content_type=content_type,
+        attachments=attachments,
+        choices=choices,
+        metadata=metadata,
+        automatic=automatic,
+        reply_to_external_id=reply_to.external_id if reply_to else None,
+    )
+    await tx.session.flush()
+    conversation.last_activity_at = now
+    conversation.last_message_preview = preview(text, content_type)
+    if sender_kind in ("agent", "bot"):
+        conversation.waiting_since = None  # answered
+        if sender_kind == "agent" and conversation.first_reply_at is None:
+            conversation.first_reply_at = now
+    tx.emit(
+        ev.MESSAGE_CREATED,
+        message_id=message.id,
+        conversation_id=conversation.id,
+        inbox_id=inbox.id,
+        channel=inbox.channel_type,
+        direction="out",
+        sender_kind=sender_kind,
+        handler=conversation.handler,
+        content_type=content_type,
+    )
+    tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conversation.id, inbox_id=inbox.id)
+    return message, delivery
+
+
+def outbound_from_delivery(d: Delivery) -> OutboundMessage:
+    """Build the channel-neutral message the adapter sends."""
+    p = d.payload or {}
+    return OutboundMessage(
+        delivery_id=d.id,
+        idempotency_key=d.idempotency_key,
+        inbox_id=d.inbox_id,
+        recipient_id=d.recipient_id,
+        text=p.get("text"),
+        content_type=p.get("content_type") or "text",
+        attachments=tuple(
+            Attachment(**{k: v for k, v in a.items() if k in Attachment.__dataclass_fields__})
+            for a in p.get("attachments") or []
+        ),
+        choices=tuple(Choice(c["label"], c["payload"]) for c in p.get("choices") or []),
+        conversation_id=d.conversation_id,
+        message_id=d.message_id,
+        reply_to_external_id=p.get("reply_to_external_id"),
+        automatic=bool(p.get("automatic")),
+        recipient_data=p.get("recipient_data") or {},
+        metadata=p.get("metadata") or {},
+    )

@@ -1,0 +1,198 @@
+"""Settings: defaults in config/scrm.toml, then `--config FILE`, then `SCRM_<SECTION>_<KEY>` env vars.
+
+Validated at start: a bad value stops the server with a message naming the key and what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "scrm.toml"
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str | None = None  # e.g. https://crm.example.com (registers platform webhooks)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    shutdown_timeout: float = Field(10.0, ge=0)
+    run_worker: bool = True  # embedded default: the outbox worker runs inside `scrm serve`
+    run_pollers: bool = True
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v else v
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///var/scrm.db"
+    pool_size: int = Field(10, ge=1)
+    auto_migrate: bool = True
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _driver(cls, v: str) -> str:
+        if not v.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+        return v
+
+
+class RedisSettings(_Section):
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        return v or None
+
+
+class SecuritySettings(_Section):
+    session_ttl_hours: float = Field(12.0, gt=0)
+    login_attempts: int = Field(5, ge=1)  # failed logins per login+address ...
+    login_window_seconds: int = Field(300, ge=1)  # ... within this window
+    cookie_secure: bool = False  # set true behind HTTPS
+
+
+class WebhookSettings(_Section):
+    timestamp_tolerance_seconds: int = Field(300, ge=1)
+
+
+class WorkerSettings(_Section):
+    batch_size: int = Field(20, ge=1)
+    concurrency: int = Field(8, ge=1)
+    poll_interval: float = Field(1.0, gt=0)
+    lease_seconds: float = Field(60.0, gt=0)
+    max_attempts: int = Field(8, ge=1)
+    backoff_base: float = Field(2.0, gt=0)
+    backoff_max: float = Field(600.0, gt=0)
+
+
+class StorageSettings(_Section):
+    path: str = "var/files"
+    max_file_bytes: int = Field(20 * 1024 * 1024, ge=1)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_logs: bool = Field(False, alias="json")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DisplaySettings(_Section):
+    timezone: str = "Asia/Shanghai"
+    language: Literal["zh", "en"] = "zh"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    security: SecuritySettings = SecuritySettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    worker: WorkerSettings = WorkerSettings()
+    storage: StorageSettings = StorageSettings()
+    logging: LoggingSettings = LoggingSettings()
+    display: DisplaySettings = DisplaySettings()
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise SettingsError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """SCRM_<SECTION>_<KEY>=value; values are parsed as TOML scalars when they look like one."""
+    overrides: dict[str, Any] = {}
+    sections = {name: model for name, model in Settings.model_fields.items()}
+    for name, value in env.items():
+        if not name.startswith("SCRM_") or name.startswith("SCRM_TEST_"):
+            continue
+        rest = name[5:].lower()
+        for section in sections:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                overrides.setdefault(section, {})[key] = _parse_scalar(value)
+                break
+    return overrides
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load defaults, the optional config file, env vars and explicit overrides; validate all."""
+    data = _read_toml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
+    if config_file:
+        data = _merge(data, _read_toml(Path(config_file)))
+    data = _merge(data, _env_overrides(os.environ if env is None else env))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        env = "SCRM_" + "_".join(str(p) for p in err["loc"]).upper()
+        given = err.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  {key} [{env}]: {err['msg']}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""Login, logout, the current agent, personal API tokens, and agent management (admin)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from scrm.db.models import Agent, ApiToken, utcnow
+from scrm.services import agents as agent_svc
+from scrm.services import audit
+from scrm.services.agents import Principal
+from scrm.services.uow import unit_of_work
+from scrm.web.keys import CTX, SESSION_COOKIE
+from scrm.web.routing import ADMIN, ALL_ROLES, ApiError, api, ok, path_int
+from scrm.web.serializers import agent_json
+
+
+class LoginIn(BaseModel):
+    login: str = Field(min_length=1, max_length=120)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+@api("POST", "/auth/login", roles=None, body=LoginIn, summary="Log in: sets the session cookie, returns the CSRF token",
+     tag="auth")
+async def login(request: web.Request, principal: Principal | None, body: LoginIn) -> web.Response:
+    ctx = request.app[CTX]
+    sec = ctx.settings.security
+    key = f"login:{body.login.lower()}:{request.remote}"
+    if await ctx.counter.count(key, sec.login_window_seconds) >= sec.login_attempts:
+        resp = ApiError(429, "too many failed logins; try again later", "rate_limited")
+        raise resp
+    async with unit_of_work(ctx) as tx:
+        agent = await agent_svc.authenticate(tx.session, body.login, body.password)
+        if agent is not None:
+            raw, csrf = await agent_svc.open_session(tx.session, agent, sec.session_ttl_hours)
+            audit.record(tx, agent.id, "agent.login", "agent", agent.id, remote=request.remote)
+    if agent is None:
+        await ctx.counter.hit(key, sec.login_window_seconds)
+        raise ApiError(401, "wrong login or password", "bad_credentials")
+    await ctx.counter.reset(key)
+    resp = ok({"agent": agent_json(agent), "csrf_token": csrf})
+    resp.set_cookie(SESSION_COOKIE, raw, httponly=True, samesite="Lax", secure=sec.cookie_secure, path="/",
+                    max_age=int(sec.session_ttl_hours * 3600))
+    return resp
+
+
+@api("POST", "/auth/logout", roles=ALL_ROLES, summary="Log out (ends the session)", tag="auth")
+async def logout(request: web.Request, principal: Principal) -> web.Response:
+    ctx = request.app[CTX]
+    raw = request.cookies.get(SESSION_COOKIE)
+    if raw:
+        async with unit_of_work(ctx) as tx:
+            await agent_svc.close_session(tx.session, raw)
+    resp = ok({"ok": True})
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    return resp
+
+
+@api("GET", "/me", roles=ALL_ROLES, summary="The current agent (and the CSRF token for cookie sessions)", tag="auth")
+async def me(request: web.Request, principal: Principal) -> web.Response:
+    ctx = request.app[CTX]
+    async with ctx.db.session() as s:
+        agent = await s.get(Agent, principal.agent_id)
+    assert agent is not None
+    return ok({"agent": agent_json(agent), "csrf_token": principal.csrf_token,
+               "display": {"timezone": agent.timezone or ctx.settings.display.timezone,
+                           "language": agent.language or ctx.settings.display.language}})
+
+
+class MePatch(BaseModel):
+    availability: Literal["online", "away", "offline"] | None = None
+    display_name: str | None = Field(None, min_length=1, max_length=120)
+    language: Literal["zh", "en"] | None = None
+    timezone: str | None = Field(None, max_length=64)
+
+
+@api("PATCH", "/me", roles=ALL_ROLES, body=MePatch, summary="Set availability, name, language, time zone", tag="auth")
+async def update_me(request: web.Request, principal: Principal, body: MePatch) -> web.Response:
+    ctx = request.app[CTX]
+    async with unit_of_work(ctx) as tx:
+        agent = await tx.session.get(Agent, principal.agent_id)
+        assert agent is not None
+        for name, value in body.model_dump(exclude_unset=True).items():
+            setattr(agent, name, value)
+        tx.emit("agent.updated", agent_id=agent.id, availability=agent.availability)
+    return ok({"agent": agent_json(agent)})
+
+
+class TokenIn(BaseModel):
+    name: str = Field(min_length=1, max_length=120)
+
+
+@api("POST", "/tokens", roles=ALL_ROLES, body=TokenIn, summary="Create a personal API token (shown once)", tag="auth")
+async def create_token(request: web.Request, principal: Principal, body: TokenIn) -> web.Response:
+    ctx = request.app[CTX]
+    async with unit_of_work(ctx) as tx:
+        agent = await tx.session.get(Agent, principal.agent_id)
+        assert agent is not None
+        token, raw = await agent_svc.create_token(tx.session, agent, body.name)
+        audit.record(tx, agent.id, "token.create", "api_token", token.id)
+    return ok({"id": token.id, "name": token.name, "token": raw}, 201)
+
+
+@api("GET", "/tokens", roles=ALL_ROLES, summary="List my API tokens (values are never shown again)", tag="auth")
+async def list_tokens(request: web.Request, principal: Principal) -> web.Response:
+    ctx = request.app[CTX]
+    async with ctx.db.session() as s:
+        rows = (await s.scalars(select(ApiToken).where(ApiToken.agent_id == principal.agent_id,
+                                                       ApiToken.revoked_at.is_(None)))).all()
+    return ok({"items": [{"id": t.id, "name": t.name, "prefix": t.prefix, "created_at": t.created_at.isoformat()}
+                         for t in rows]})
+
+
+@api("DELETE", "/tokens/{id}", roles=ALL_ROLES, summary="Revoke one of my API tokens", tag="auth")
+async def revoke_token(request: web.Request, principal: Principal) -> web.Response:
+    ctx = request.app[CTX]
+    async with unit_of_work(ctx) as tx:
+        token = await tx.session.get(ApiToken, path_int(request, "id"))
+        if token is None or token.agent_id != principal.agent_id:
+            raise ApiError(404, "token not found", "not_found")
+        token.revoked_at = utcnow()
+    return ok({"ok": True})
+
+
+@api("GET", "/agents", roles=ALL_ROLES, summary="List agents (for assignment)", tag="agents")
+async def list_agents(request: web.Request, principal: Principal) -> web.Response:
+    ctx = request.app[CTX]
+    async with ctx.db.session() as s:
+        rows = (await s.scalars(select(Agent).order_by(Agent.display_name))).all()
+    return ok({"items": [agent_json(a) for a in rows]})
+
+
+class AgentIn(BaseModel):
+    login: str = Field(min_length=1, max_length=120)
+    password: str = Field(min_length=8, max_length=1024)
+    role: Literal["admin", "agent", "marketer"] = "agent"
+    display_name: str | None = Field(None, max_length=120)
+    email: str | None = Field(None, max_length=255)
+
+
+@api("POST", "/agents", roles=ADMIN, body=AgentIn, summary="Invite an agent", tag="agents")
+async def create_agent(request: web.Request, principal: Principal, body: AgentIn) -> web.Response:
+    ctx = request.app[CTX]
+    try:
+        async with unit_of_work(ctx) as tx:
+            agent = await agent_svc.create_agent(tx.session, login=body.login, password=body.password, role=body.role,
+                                                 display_name=body.display_name, email=body.email)
+            audit.record(tx, principal.agent_id, "agent.create", "agent", agent.id, role=body.role)
+    except agent_svc.AgentError as exc:
+        raise ApiError(400, str(exc), "bad_agent") from None
+    return ok(agent_json(agent), 201)
+
+
+class AgentPatch(BaseModel):
+    role: Literal["admin", "agent", "marketer"] | None = None
+    active: bool | None = None
+    display_name: str | None = Field(None, min_length=1, max_length=120)
+    password: str | None = Field(None, min_length=8, max_length=1024)
+
+
+@api("PATCH", "/agents/{id}", roles=ADMIN, body=AgentPatch, summary="Change role, deactivate, reset password",
+     tag="agents")
+async def update_agent(request: web.Request, principal: Principal, body: AgentPatch) -> web.Response:
+    ctx = request.app[CTX]
+    aid = path_int(request, "id")
+    if aid == principal.agent_id and (body.active is False or (body.role and body.role != "admin")):
+        raise ApiError(400, "you cannot deactivate or demote yourself", "self_change")
+    async with unit_of_work(ctx) as tx:
+        agent = await tx.session.get(Agent, aid)
+        if agent is None:
+            raise ApiError(404, "agent not found", "not_found")
+        for name in ("role", "active", "display_name"):
+            value = getattr(body, name)
+            if value is not None:
+                setattr(agent, name, value)
+        if body.password:
+            agent.password_hash = agent_svc.hash_password(body.password)
+        audit.record(tx, principal.agent_id, "agent.update", "agent", aid,
+                     fields=sorted(k for k in body.model_dump(exclude_unset=True) if k != "password"))
+    return ok(agent_json(agent))

@@ -1,0 +1,146 @@
+"""Inbox endpoints (admin): create, list, update, delete; secrets generated and validated per channel."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import select
+
+from channels.base import InboxConfig
+from channels.registry import available_channel_types, get_adapter_class
+from scrm.db.models import Inbox
+from scrm.services import audit
+from scrm.services.agents import Principal
+from scrm.services.uow import unit_of_work
+from scrm.web.keys import CTX
+from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int
+from scrm.web.serializers import inbox_json
+
+
+class InboxIn(BaseModel):
+    name: str = Field(min_length=1, max_length=120)
+    channel_type: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, Any] = Field(default_factory=dict)
+    reopen_policy: Literal["reopen", "new"] = "reopen"
+
+
+class InboxPatch(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=120)
+    settings: dict[str, Any] | None = None
+    secrets: dict[str, Any] | None = None  # merged: only given keys change
+    reopen_policy: Literal["reopen", "new"] | None = None
+    active: bool | None = None
+
+
+def validate_inbox_config(channel_type: str, settings: dict[str, Any], secrets: dict[str, Any]) -> None:
+    """Raise ApiError(400) naming the bad setting, using the adapter's own models."""
+    try:
+        cls = get_adapter_class(channel_type)
+    except KeyError:
+        raise ApiError(400, f"unknown channel_type {channel_type!r}; available: {', '.join(available_channel_types())}",
+                       "bad_channel") from None
+    for label, model, data in (("settings", cls.settings_model, settings), ("secrets", cls.secrets_model, secrets)):
+        try:
+            model.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ApiError(400, f"{label}.{where}: {err['msg']}", "bad_inbox_config") from None
+
+
+@api("GET", "/inboxes", roles=SUPPORT | {"marketer"}, summary="List inboxes (secrets masked)", tag="inboxes")
+async def list_inboxes(request: web.Request, principal: Principal) -> web.Response:
+    ctx = request.app[CTX]
+    async with ctx.db.session() as s:
+        rows = (await s.scalars(select(Inbox).order_by(Inbox.id))).all()
+    public = ctx.settings.server.public_url
+    return ok({"items": [inbox_json(i, public_url=public) for i in rows], "channel_types": available_channel_types()})
+
+
+@api("POST", "/inboxes", roles=ADMIN, body=InboxIn, summary="Connect a channel account (secrets are shown once)",
+     tag="inboxes")
+async def create_inbox(request: web.Request, principal: Principal, body: InboxIn) -> web.Response:
+    ctx = request.app[CTX]
+    validate_inbox_config(body.channel_type, body.settings, get_adapter_class(body.channel_type).init_secrets(body.secrets)
+                          if body.channel_type in available_channel_types() else body.secrets)
+    cls = get_adapter_class(body.channel_type)
+    async with unit_of_work(ctx) as tx:
+        inbox = Inbox(name=body.name, channel_type=body.channel_type, settings=body.settings,
+                      secrets=cls.init_secrets(body.secrets), reopen_policy=body.reopen_policy, active=True)
+        tx.session.add(inbox)
+        await tx.session.flush()
+        audit.record(tx, principal.agent_id, "inbox.create", "inbox", inbox.id, channel_type=body.channel_type)
+    await _setup(request, inbox)
+    return ok(inbox_json(inbox, public_url=ctx.settings.server.public_url, reveal=True), 201)
+
+
+async def _setup(request: web.Request, inbox: Inbox) -> None:
+    ctx = request.app[CTX]
+    try:
+        await ctx.adapters.for_inbox(inbox).setup()
+    except Exception as exc:  # noqa: BLE001 - platform down: the inbox exists, setup is retried at start
+        raise ApiError(502, f"inbox saved, but registering with the platform failed: {exc}", "setup_failed",
+                       inbox_id=inbox.id) from None
+
+
+@api("GET", "/inboxes/{id}", roles=ADMIN, summary="One inbox with its secrets (admin)", tag="inboxes")
+async def get_inbox(request: web.Request, principal: Principal) -> web.Response:
+    ctx = request.app[CTX]
+    async with ctx.db.session() as s:
+        inbox = await s.get(Inbox, path_int(request, "id"))
+    if inbox is None:
+        raise ApiError(404, "inbox not found", "not_found")
+    return ok(inbox_json(inbox, public_url=ctx.settings.server.public_url, reveal=True))
+
+
+@api("PATCH", "/inboxes/{id}", roles=ADMIN, body=InboxPatch, summary="Update an inbox", tag="inboxes")
+async def update_inbox(request: web.Request, principal: Principal, body: InboxPatch) -> web.Response:
+    ctx = request.app[CTX]
+    async with unit_of_work(ctx) as tx:
+        inbox = await tx.session.get(Inbox, path_int(request, "id"), with_for_update=True)
+        if inbox is None:
+            raise ApiError(404, "inbox not found", "not_found")
+        settings = body.settings if body.settings is not None else inbox.settings
+        secrets = dict(inbox.secrets) | (body.secrets or {})
+        validate_inbox_config(inbox.channel_type, settings, secrets)
+        inbox.settings, inbox.secrets = settings, secrets
+        for name in ("name", "reopen_policy", "active"):
+            value = getattr(body, name)
+            if value is not None:
+                setattr(inbox, name, value)
+        audit.record(tx, principal.agent_id, "inbox.update", "inbox", inbox.id,
+                     fields=sorted(body.model_dump(exclude_unset=True)))
+    return ok(inbox_json(inbox, public_url=ctx.settings.server.public_url))
+
+
+@api("DELETE", "/inboxes/{id}", roles=ADMIN, summary="Disable an inbox (history is kept)", tag="inboxes")
+async def delete_inbox(request: web.Request, principal: Principal) -> web.Response:
+    ctx = request.app[CTX]
+    async with unit_of_work(ctx) as tx:
+        inbox = await tx.session.get(Inbox, path_int(request, "id"))
+        if inbox is None:
+            raise ApiError(404, "inbox not found", "not_found")
+        inbox.active = False
+        audit.record(tx, principal.agent_id, "inbox.disable", "inbox", inbox.id)
+    return ok({"ok": True})
+
+
+@api("POST", "/inboxes/{id}/test", roles=ADMIN, summary="Test the channel credentials", tag="inboxes")
+async def test_inbox(request: web.Request, principal: Principal) -> web.Response:
+    ctx = request.app[CTX]
+    async with ctx.db.session() as s:
+        inbox = await s.get(Inbox, path_int(request, "id"))
+    if inbox is None:
+        raise ApiError(404, "inbox not found", "not_found")
+    try:
+        status = await ctx.adapters.for_inbox(inbox).test_connection()
+    except Exception as exc:  # noqa: BLE001
+        return ok({"ok": False, "message": str(exc)})
+    return ok({"ok": True, "message": status})
+
+
+def inbox_config(inbox: Inbox) -> InboxConfig:
+    return InboxConfig(inbox.id, inbox.name, inbox.channel_type, inbox.settings, inbox.secrets)

@@ -1,0 +1,15 @@
+"""Routes contributed by feature packages (WebSocket, UI pages, FAQ, ...), kept out of app.py's core list."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+def add_routes(app: web.Application) -> None:
+    """Add feature routes; each feature module exposes add_routes(app)."""
+    import importlib
+    import importlib.util
+
+    for module in ("scrm.web.realtime", "scrm.web.ui", "scrm.web.api_faq", "scrm.web.api_tickets"):
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).add_routes(app)

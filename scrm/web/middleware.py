@@ -1,0 +1,94 @@
+"""Middlewares: request id + access log, authentication (session cookie / bearer), CSRF, JSON errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from scrm.db.database import DatabaseUnavailable
+from scrm.logs import request_id_var
+from scrm.services import agents as agent_svc
+from scrm.web.keys import CSRF_HEADER, CTX, PRINCIPAL, REQUEST_ID, SESSION_COOKIE
+from scrm.web.routing import ApiError, json_error
+
+log = logging.getLogger("scrm.web")
+access_log = logging.getLogger("scrm.access")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+DB_DOWN = (OperationalError, InterfaceError, DatabaseUnavailable, ConnectionError, OSError)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
+    request[REQUEST_ID] = rid
+    token = request_id_var.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = rid
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        if not request.path.startswith(("/static/", "/healthz", "/metrics")):
+            access_log.info("%s %s %s %.1fms", request.method, request.path, status, (time.perf_counter() - started) * 1000)
+        request_id_var.reset(token)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error from /api and /webhooks is a JSON body with the right status, never a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_error(exc.status, exc.message, exc.code, **exc.extra)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and request.path.startswith(("/api/", "/webhooks/")):
+            if exc.status == 413:
+                return json_error(413, "request body too large", "too_large")
+            return json_error(exc.status, exc.reason, exc.reason.lower().replace(" ", "_"))
+        raise
+    except DB_DOWN as exc:
+        log.error("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+        resp = json_error(503, "database unavailable, retry later", "unavailable")
+        resp.headers["Retry-After"] = "5"
+        return resp
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal error", "internal")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the caller for /api/ and protected pages; enforce CSRF on cookie-authenticated writes."""
+    path = request.path
+    if not (path.startswith("/api/") or path.startswith("/files/") or path.startswith("/ws")):
+        return await handler(request)
+    ctx = request.app[CTX]
+    principal = None
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        async with ctx.db.session() as s:
+            principal = await agent_svc.principal_from_token(s, auth[7:].strip())
+        if principal is None:
+            raise ApiError(401, "invalid or revoked API token", "bad_token")
+    elif SESSION_COOKIE in request.cookies:
+        async with ctx.db.session() as s:
+            principal = await agent_svc.principal_from_session(s, request.cookies[SESSION_COOKIE])
+        if principal is not None and request.method in UNSAFE:
+            sent = request.headers.get(CSRF_HEADER, "")
+            import hmac
+
+            if not sent or not hmac.compare_digest(sent, principal.csrf_token or ""):
+                raise ApiError(403, "missing or wrong CSRF token (send the X-CSRF-Token header)", "csrf")
+    request[PRINCIPAL] = principal
+    return await handler(request)

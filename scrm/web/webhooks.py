@@ -1,0 +1,67 @@
+"""`/webhooks/{channel}/{inbox}`: every platform request goes through here to its adapter and the ingest sink."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from scrm.db.models import Inbox
+from scrm.domain import Inbound, IngestOutcome, WebhookError, WebhookRequest
+from scrm.metrics import WEBHOOK_REQUESTS
+from scrm.services.ingest import ingest
+from scrm.web.keys import CTX
+from scrm.web.routing import ApiError, json_error
+
+log = logging.getLogger("scrm.webhooks")
+
+# URL segment -> channel type (WeChat's console wants a short path).
+CHANNEL_PATHS = {"api": "api", "telegram": "telegram", "wechat": "wechat_oa", "email": "email", "memory": "memory"}
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read at most `limit` bytes; 413 before reading when Content-Length already says more."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"body larger than {limit} bytes", "too_large")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise ApiError(413, f"body larger than {limit} bytes", "too_large")
+    return body
+
+
+async def handle_webhook(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CTX]
+    segment = request.match_info["channel"]
+    channel_type = CHANNEL_PATHS.get(segment)
+    try:
+        inbox_id = int(request.match_info["inbox"])
+    except ValueError:
+        inbox_id = -1
+    if channel_type is None or inbox_id < 0:
+        return json_error(404, "unknown webhook", "not_found")
+    body = await read_body(request, ctx.settings.server.max_body_bytes)
+    async with ctx.db.session() as s:
+        inbox = await s.get(Inbox, inbox_id)
+    if inbox is None or inbox.channel_type != channel_type or not inbox.active:
+        WEBHOOK_REQUESTS.labels(channel=channel_type, status="404").inc()
+        log.warning("webhook for unknown inbox %s/%s", segment, inbox_id)
+        return json_error(404, "unknown inbox", "unknown_inbox")
+    adapter = ctx.adapters.for_inbox(inbox)
+
+    async def sink(items: Sequence[Inbound]) -> list[IngestOutcome]:
+        return await ingest(ctx, inbox, items)
+
+    req = WebhookRequest(
+        method=request.method, path=request.path, query=dict(request.query),
+        headers={k.lower(): v for k, v in request.headers.items()}, body=body, remote=request.remote,
+    )
+    try:
+        answer = await adapter.handle_webhook(req, sink)
+    except WebhookError as exc:
+        WEBHOOK_REQUESTS.labels(channel=channel_type, status=str(exc.status)).inc()
+        log.warning("webhook %s/%s refused (%s): %s", segment, inbox_id, exc.status, exc.message)
+        return json_error(exc.status, exc.message, exc.code)
+    WEBHOOK_REQUESTS.labels(channel=channel_type, status=str(answer.status)).inc()
+    return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type.split(";")[0],
+                        charset="utf-8" if answer.content_type.startswith(("text/", "application/json")) else None)
