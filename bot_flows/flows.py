@@ -226,8 +226,8 @@ def _construct_seq(loader: _MarkedLoader, node: yaml.SequenceNode) -> MarkedList
     return out
 
 
-_MarkedLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)  # type: ignore[arg-type]
-_MarkedLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)  # type: ignore[arg-type]
+_MarkedLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_MarkedLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -289,6 +289,8 @@ def load_flow_sources(sources: list[tuple[str, str]]) -> FlowSet:
             f"only one flow may be the default, found {sorted(defaults)}"
         errors.append(FlowError(where, 1, what))
     if errors:
+        order = {label: i for i, (label, _) in enumerate(sources)}
+        errors.sort(key=lambda e: (order.get(e.file, -1), e.line))
         raise FlowValidationError(errors)
     return FlowSet(flows=flows, default=defaults[0])
 
@@ -598,7 +600,7 @@ class FileChecker:
         attribute = m.get("attribute")
         if isinstance(attribute, str):
             attrs = {"*": attribute}
-        elif isinstance(attribute, dict):
+        elif isinstance(attribute, MarkedDict):
             attrs = {str(k): str(v) for k, v in attribute.items()}
             for k in attrs:
                 if k not in validators:
@@ -707,7 +709,11 @@ class FileChecker:
 
 
 def _kind(node: Any) -> str:
-    return {MarkedDict: "a mapping", MarkedList: "a list"}.get(type(node), type(node).__name__)
+    if isinstance(node, MarkedDict):
+        return "a mapping"
+    if isinstance(node, MarkedList):
+        return "a list"
+    return "nothing" if node is None else type(node).__name__
 
 
 __all__ = [

@@ -32,7 +32,7 @@ class BM25Index:
     """
 
     def __init__(self, weights: Sequence[float], k1: float = 1.2, b: float = 0.75, drift: float = 0.1,
-                 candidate_budget: int = 800) -> None:
+                 candidate_budget: int = 500) -> None:
         self.k1 = k1
         self.b = b
         self.drift = drift

@@ -12,7 +12,9 @@ import email.policy
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage, Message
+from email.policy import EmailPolicy
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 from channels.email.charsets import decode_text
@@ -31,6 +33,27 @@ _DEFECTS = {
     "NoBoundaryInMultipartDefect": "multipart without boundary",
     "MissingHeaderBodySeparatorDefect": "missing blank line after headers",
 }
+
+
+@lru_cache(maxsize=2048)
+def _parsed_header(name: str, value: str) -> Any:
+    return email.policy.default.header_fetch_parse(name, value)
+
+
+class _CachingPolicy(EmailPolicy):
+    """policy.default, but each distinct header is parsed once.
+
+    The parser and get_content_type() re-read Content-Type many times per part, and the header
+    registry re-parses on every access; header objects are immutable, so caching them is safe.
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if hasattr(value, "name"):
+            return value
+        return _parsed_header(name, value)
+
+
+POLICY = _CachingPolicy()
 
 
 @dataclass
@@ -210,7 +233,7 @@ def _read_headers(msg: Message) -> dict[str, list[str]]:
 
 def parse_mail(raw: bytes) -> ParsedMail:
     """Parse one mail. Problems become `warnings`; the call itself does not fail on bad input."""
-    msg = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
+    msg = email.message_from_bytes(raw, _class=EmailMessage, policy=POLICY)
     headers = _read_headers(msg)
     mail = ParsedMail(raw=raw, message=msg, headers=headers)
     mail.subject = mail.header("subject") or ""

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from scrm.context import AppContext
 
 CTX: web.AppKey[AppContext] = web.AppKey("ctx", Any)  # type: ignore[arg-type]
-PRINCIPAL = "scrm.principal"
-REQUEST_ID = "scrm.request_id"
+PRINCIPAL: web.RequestKey[Any] = web.RequestKey("principal", object)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 SESSION_COOKIE = "scrm_session"
 CSRF_HEADER = "X-CSRF-Token"

@@ -335,3 +335,19 @@ def test_without_a_knowledge_base_the_bot_admits_it_and_offers_help() -> None:
     actions = c.say("运费多少")
     assert "暂时回答不了" in replies(actions)[-1]
     assert AddTag not in [type(a) for a in actions]
+
+
+def test_default_flows_with_the_real_matcher() -> None:
+    matcher_mod = pytest.importorskip("bot_flows.matcher")
+    from bot_flows.engine import MatcherLookup
+
+    matcher = matcher_mod.FaqMatcher()
+    matcher.build([
+        matcher_mod.FaqEntry("ship", "运费怎么算", ("邮费多少", "包邮吗"), "满99元包邮。"),
+        matcher_mod.FaqEntry("refund", "退款多久到账", ("钱什么时候退回来",), "1-3个工作日原路退回。"),
+    ])
+    engine = FlowEngine(load_flows(FLOWS_DIR), MatcherLookup(matcher), EngineConfig(business_hours=HOURS))
+    c = Convo(engine)
+    assert replies(c.say("运费多少钱"))[-1] == "满99元包邮。"
+    actions = c.say("你们老板是谁")
+    assert RecordUnanswered("你们老板是谁") in actions

@@ -8,8 +8,15 @@ import email.policy
 import aiosmtplib
 import pytest
 
-from scrm.domain import InboundMessage, OutboundMessage, PermanentSendError, TransientSendError
 from channels.email.outbound import build_message
+from scrm.domain import (
+    Attachment,
+    Choice,
+    InboundMessage,
+    OutboundMessage,
+    PermanentSendError,
+    TransientSendError,
+)
 
 
 def outbound(**kw) -> OutboundMessage:
@@ -43,8 +50,6 @@ def test_first_mail_keeps_subject_and_adds_token(adapter_factory):
 
 
 def test_choices_become_numbered_text(adapter_factory):
-    from scrm.domain import Choice
-
     msg = build_message(adapter_factory().settings, outbound(text="选择", choices=(Choice("退款", "refund"),)))
     assert "1. 退款" in msg.get_content()
 
@@ -54,8 +59,6 @@ async def test_smtp_round_trip(adapter_factory, runtime, sink, port):
                                 allowed_recipients=["ann@example.com"])
     sending = adapter_factory(runtime, smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False)
     pdf_key = await runtime.storage.save(b"%PDF fake", filename="发票.pdf", mime_type="application/pdf")
-    from scrm.domain import Attachment
-
     poller = receiving.poll(sink)
     await anext(poller)  # starts the SMTP listener
     try:
