@@ -317,7 +317,7 @@ async def update_outbox_depth(ctx: AppContext) -> None:
         rows = await s.execute(
             select(Delivery.status, func.count()).where(Delivery.status.in_(ACTIVE)).group_by(Delivery.status)
         )
-        counts = dict(rows.tuples().all())
+        counts = {status: n for status, n in rows}
     for status in ACTIVE:
         OUTBOX_DEPTH.labels(status=status).set(counts.get(status, 0))
 

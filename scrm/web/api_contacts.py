@@ -45,7 +45,7 @@ async def _tags(s: Any, ids: list[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     if ids:
         for cid, tag in (await s.execute(select(ContactTag.contact_id, ContactTag.tag)
-                                         .where(ContactTag.contact_id.in_(ids)).order_by(ContactTag.tag))).tuples():
+                                         .where(ContactTag.contact_id.in_(ids)).order_by(ContactTag.tag))):
             out.setdefault(cid, []).append(tag)
     return out
 
@@ -112,4 +112,4 @@ async def update_contact(request: web.Request, principal: Principal, body: Conta
             tx.session.add_all(ContactTag(contact_id=cid, tag=t) for t in clean)
         audit.record(tx, principal.agent_id, "contact.update", "contact", cid, fields=sorted(changes))
         tx.emit(ev.CONTACT_UPDATED, contact_id=cid)
-    return await get_contact(request)  # type: ignore[call-arg]
+    return await get_contact(request, principal)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, exists, func, or_, select, tuple_
+from sqlalchemy import exists, func, or_, select, tuple_
 
 from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, ConversationLabel, Inbox, Message
 from scrm.domain import Choice
@@ -102,7 +102,7 @@ async def list_conversations(request: web.Request, principal: Principal) -> web.
         .join(Contact, Contact.id == Conversation.contact_id)
         .join(Inbox, Inbox.id == Conversation.inbox_id)
         .outerjoin(Agent, Agent.id == Conversation.assignee_id)
-        .where(and_(*conds))
+        .where(*conds)
         .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
         .limit(limit + 1)
     )
@@ -115,7 +115,7 @@ async def list_conversations(request: web.Request, principal: Principal) -> web.
             for cid, label in (await s.execute(
                 select(ConversationLabel.conversation_id, ConversationLabel.label)
                 .where(ConversationLabel.conversation_id.in_(ids))
-            )).tuples():
+            )):
                 labels.setdefault(cid, []).append(label)
     items = [conversation_json(c, contact=ct, inbox=ib, assignee=ag, labels=sorted(labels.get(c.id, [])))
              for c, ct, ib, ag in page]
