@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "scrm.toml"
 
@@ -83,9 +83,17 @@ class WorkerSettings(_Section):
     concurrency: int = Field(8, ge=1)
     poll_interval: float = Field(1.0, gt=0)
     lease_seconds: float = Field(60.0, gt=0)
+    send_timeout: float = Field(30.0, gt=0)  # must stay below lease_seconds
     max_attempts: int = Field(8, ge=1)
     backoff_base: float = Field(2.0, gt=0)
     backoff_max: float = Field(600.0, gt=0)
+
+
+    @model_validator(mode="after")
+    def _lease_covers_send(self) -> WorkerSettings:
+        if self.send_timeout >= self.lease_seconds:
+            raise ValueError("worker.send_timeout must be smaller than worker.lease_seconds")
+        return self
 
 
 class StorageSettings(_Section):

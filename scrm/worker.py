@@ -169,7 +169,7 @@ class OutboxWorker:
         if not await self._mark_sending(delivery):
             return  # our lease was taken over (we were too slow): someone else owns it now
         try:
-            async with asyncio.timeout(max(1.0, self.cfg.lease_seconds - 5)):
+            async with asyncio.timeout(self.cfg.send_timeout):
                 result = await adapter.send(message)
         except (TransientSendError, PermanentSendError) as exc:
             await self._finish(delivery, error=exc)

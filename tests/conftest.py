@@ -94,7 +94,7 @@ async def settings(tmp_path: Path) -> Settings:
             "database": {"url": url, "auto_migrate": False},
             "redis": {"url": REDIS_URL},
             "storage": {"path": str(tmp_path / "files")},
-            "worker": {"poll_interval": 0.1, "backoff_base": 1.05, "lease_seconds": 30},
+            "worker": {"poll_interval": 0.1, "backoff_base": 1.05, "lease_seconds": 30, "send_timeout": 10},
             "security": {"login_attempts": 5},
         },
     )
