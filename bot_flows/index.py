@@ -138,7 +138,7 @@ class BM25Index:
             return {}
         budget = self.candidate_budget
         plan: list[tuple[float, dict[int, float]]] = []
-        for fi, (field, terms) in enumerate(zip(self.fields, field_terms, strict=True)):
+        for _fi, (field, terms) in enumerate(zip(self.fields, field_terms, strict=True)):
             for term, qtf in Counter(terms).items():
                 post = field.postings.get(term)
                 if post:

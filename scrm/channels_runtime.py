@@ -121,14 +121,29 @@ def _outbound(d: Delivery) -> OutboundMessage:
 class AdapterPool:
     """One adapter instance per inbox, rebuilt when the inbox changes."""
 
+    INBOX_TTL = 2.0  # seconds an inbox row is reused by webhooks (saves a query per request)
+
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self._adapters: dict[int, tuple[Any, ChannelAdapter]] = {}
+        self._inboxes: dict[int, tuple[float, Inbox | None]] = {}
+
+    async def inbox(self, inbox_id: int) -> Inbox | None:
+        """The inbox row, cached briefly: edits reach every process within INBOX_TTL seconds."""
+        loop = asyncio.get_running_loop()
+        cached = self._inboxes.get(inbox_id)
+        if cached and loop.time() - cached[0] < self.INBOX_TTL:
+            return cached[1]
+        async with self.ctx.db.session() as s:
+            inbox = await s.get(Inbox, inbox_id)
+        if len(self._inboxes) > 10_000:
+            self._inboxes.clear()
+        self._inboxes[inbox_id] = (loop.time(), inbox)
+        return inbox
 
     async def get(self, inbox_id: int) -> ChannelAdapter | None:
         """The adapter of an active inbox, or None when the inbox does not exist or is inactive."""
-        async with self.ctx.db.session() as s:
-            inbox = await s.get(Inbox, inbox_id)
+        inbox = await self.inbox(inbox_id)
         if inbox is None or not inbox.active:
             return None
         return self.for_inbox(inbox)

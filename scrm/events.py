@@ -118,14 +118,19 @@ class RedisEventBus(EventBus):
         self._ready = asyncio.Event()
 
     async def publish(self, events: Iterable[Event]) -> None:
-        for event in events:
-            stamped = Event(event.name, event.data, event.id, event.at, self.process_id)
-            try:
-                await self.redis.publish(self.CHANNEL, stamped.to_json())
-            except Exception:
-                # The database stays the source of truth: losing Redis loses a live update, not data.
-                log.exception("could not publish %s to Redis; dispatching locally", event.name)
-                self._dispatch(stamped)
+        stamped = [Event(e.name, e.data, e.id, e.at, self.process_id) for e in events]
+        if not stamped:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for all
+                for event in stamped:
+                    pipe.publish(self.CHANNEL, event.to_json())
+                await pipe.execute()
+        except Exception:
+            # The database stays the source of truth: losing Redis loses a live update, not data.
+            log.exception("could not publish %d events to Redis; dispatching locally", len(stamped))
+            for event in stamped:
+                self._dispatch(event)
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_forever())

@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import NullPool
 
 
 class DatabaseUnavailable(Exception):
@@ -58,7 +57,8 @@ class Database:
 
     @staticmethod
     def _sqlite_engine(url: str, begin: str, echo: bool) -> AsyncEngine:
-        engine = create_async_engine(url, poolclass=NullPool, echo=echo)
+        # A small pool: opening a connection (and its PRAGMAs) per transaction costs more than the write.
+        engine = create_async_engine(url, pool_size=4, max_overflow=8, echo=echo)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
 
         @event.listens_for(engine.sync_engine, "begin")

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from scrm.db.models import Inbox
 from scrm.domain import Inbound, IngestOutcome, WebhookError, WebhookRequest
 from scrm.metrics import WEBHOOK_REQUESTS
 from scrm.services.ingest import ingest
@@ -41,8 +40,7 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     if channel_type is None or inbox_id < 0:
         return json_error(404, "unknown webhook", "not_found")
     body = await read_body(request, ctx.settings.server.max_body_bytes)
-    async with ctx.db.session() as s:
-        inbox = await s.get(Inbox, inbox_id)
+    inbox = await ctx.adapters.inbox(inbox_id)
     if inbox is None or inbox.channel_type != channel_type or not inbox.active:
         WEBHOOK_REQUESTS.labels(channel=channel_type, status="404").inc()
         log.warning("webhook for unknown inbox %s/%s", segment, inbox_id)

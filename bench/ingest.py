@@ -1,0 +1,220 @@
+"""Ingest benchmark: signed API-channel messages from 64 concurrent senders against `scrm serve`,
+next to a bare aiohttp handler (reads the body, answers 200) measured in the same run.
+
+    python bench/ingest.py [--quick] [--messages N] [--backends sqlite,postgresql]
+
+PostgreSQL runs use a scratch database `scrm_bench_ingest` (created and dropped) on
+127.0.0.1:5432 and Redis db 15, as in production; skipped when unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from channels.signing import signed_headers  # noqa: E402
+
+SECRET = "bench-secret-0123456789abcdef-xyz"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_DB = "scrm_bench_ingest"
+BARE = """
+import sys
+from aiohttp import web
+async def handle(request):
+    await request.read()
+    return web.Response(text="ok")
+app = web.Application(client_max_size=1048576)
+app.router.add_post("/webhooks/api/{inbox}", handle)
+app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_up(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def load(url: str, total: int, senders: int = 64, contacts: int = 500) -> dict[str, float]:
+    """Post `total` signed messages from `senders` concurrent connections; return rate and latency."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(total))
+    run_id = os.urandom(4).hex()
+
+    async def sender(http: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        for i in counter:
+            body = json.dumps({"id": f"{run_id}-{i}", "sender": {"id": f"c{i % contacts}", "name": f"客户{i % contacts}"},
+                               "text": f"你好，我的订单 {i} 什么时候发货？"}, ensure_ascii=False).encode()
+            headers = {"Content-Type": "application/json", **signed_headers(SECRET, body)}
+            started = time.perf_counter()
+            async with http.post(url, data=body, headers=headers) as r:
+                await r.read()
+                if r.status != 200:
+                    errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    conn = aiohttp.TCPConnector(limit=senders)
+    async with aiohttp.ClientSession(connector=conn) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*[sender(http) for _ in range(senders)])
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "rate": total / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "errors": errors,
+    }
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def bench_bare(total: int) -> dict[str, float]:
+    port = free_port()
+    proc = spawn([sys.executable, "-c", BARE, str(port)], dict(os.environ))
+    try:
+        await wait_up(f"http://127.0.0.1:{port}/healthz")
+        await load(f"http://127.0.0.1:{port}/webhooks/api/1", min(500, total))  # warm-up
+        return await load(f"http://127.0.0.1:{port}/webhooks/api/1", total)
+    finally:
+        stop(proc)
+
+
+async def pg_available() -> bool:
+    try:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_ADMIN, timeout=3)
+        await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB}")
+        await conn.execute(f"CREATE DATABASE {PG_DB}")
+        await conn.close()
+        return True
+    except Exception as exc:  # noqa: BLE001
+        print(f"  (PostgreSQL unavailable: {exc}; skipping)")
+        return False
+
+
+async def drop_pg() -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+    await conn.close()
+
+
+async def seed_inbox(db_url: str) -> int:
+    from scrm.db.migrate import upgrade
+    from scrm.db.database import Database
+    from scrm.db.models import Inbox
+
+    await upgrade(db_url)
+    db = Database(db_url)
+    async with db.transaction() as s:
+        inbox = Inbox(name="bench", channel_type="api", settings={}, secrets={"secret": SECRET})
+        s.add(inbox)
+        await s.flush()
+        inbox_id = inbox.id
+    await db.dispose()
+    return inbox_id
+
+
+async def bench_scrm(backend: str, total: int, tmp: Path) -> dict[str, float] | None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
+    if backend == "sqlite":
+        db_url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+    else:
+        if not await pg_available():
+            return None
+        db_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
+        env["SCRM_REDIS_URL"] = "redis://127.0.0.1:6379/15"
+    inbox_id = await seed_inbox(db_url)
+    port = free_port()
+    env |= {"SCRM_DATABASE_URL": db_url, "SCRM_STORAGE_PATH": str(tmp / "files"), "SCRM_LOGGING_LEVEL": "WARNING",
+            "SCRM_DATABASE_AUTO_MIGRATE": "false", "PYTHONPATH": str(ROOT)}
+    proc = spawn([sys.executable, "-m", "scrm.cli", "serve", "--port", str(port)], env)
+    try:
+        await wait_up(f"http://127.0.0.1:{port}/readyz")
+        url = f"http://127.0.0.1:{port}/webhooks/api/{inbox_id}"
+        await load(url, min(300, total))  # warm-up (contacts and conversations exist afterwards too)
+        return await load(url, total)
+    finally:
+        stop(proc)
+        if backend == "postgresql":
+            await drop_pg()
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer messages (runs in under a minute)")
+    ap.add_argument("--messages", type=int)
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    args = ap.parse_args()
+    total = args.messages or (1500 if args.quick else 6000)
+    print(f"ingest benchmark: {total} signed messages, 64 concurrent senders, 500 contacts")
+    bare = await bench_bare(total)
+    print(f"  bare aiohttp handler   {bare['rate']:8.0f} msg/s   p50 {bare['p50_ms']:6.1f} ms   p99 {bare['p99_ms']:6.1f} ms")
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends.split(","):
+            res = await bench_scrm(backend, total, Path(tmp))
+            if res is None:
+                continue
+            results[backend] = res
+            print(f"  scrm {backend:<17} {res['rate']:8.0f} msg/s   p50 {res['p50_ms']:6.1f} ms   "
+                  f"p99 {res['p99_ms']:6.1f} ms   ratio {res['rate'] / bare['rate']:.2f}   errors {res['errors']:.0f}")
+    parts = []
+    head = results.get("postgresql") or results.get("sqlite")
+    if head:
+        parts.append(f"ratio={head['rate'] / bare['rate']:.3f}")
+    for name, res in results.items():
+        short = "pg" if name == "postgresql" else name
+        parts += [f"{short}_rate={res['rate']:.0f}", f"{short}_ratio={res['rate'] / bare['rate']:.3f}",
+                  f"{short}_p50_ms={res['p50_ms']:.1f}", f"{short}_p99_ms={res['p99_ms']:.1f}"]
+    parts += [f"bare_rate={bare['rate']:.0f}", f"bare_p99_ms={bare['p99_ms']:.1f}"]
+    print("BENCH ingest " + " ".join(parts))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
