@@ -143,8 +143,13 @@ async def run_worker(settings: Settings, *, burst: bool = False, name: str | Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        from scrm.periodic import start_periodic
+
+        periodic = start_periodic(ctx, stop)
         log.info("worker %s running (Ctrl-C to stop)", worker.name)
         await worker.run(stop)
+        if periodic:
+            await asyncio.wait(periodic, timeout=15)
         return 0
     finally:
         await ctx.close()

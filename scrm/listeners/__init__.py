@@ -11,7 +11,13 @@ if TYPE_CHECKING:
     from scrm.context import AppContext
 
 # Each module exposes install(ctx) -> list of unsubscribe callables.
-LISTENER_MODULES = ("scrm.listeners.media", "scrm.listeners.bot", "scrm.listeners.realtime")
+LISTENER_MODULES = (
+    "scrm.listeners.media",
+    "scrm.listeners.optout",  # before the bot: opt-out keywords are not questions
+    "scrm.listeners.bot",
+    "scrm.listeners.realtime",
+    "scrm.listeners.desk",
+)
 
 
 def install_listeners(ctx: AppContext) -> list[Callable[[], None]]:

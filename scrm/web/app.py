@@ -126,6 +126,9 @@ def _background(settings: Settings, run_background: bool | None):  # type: ignor
             from scrm.worker import OutboxWorker
 
             tasks.append(asyncio.create_task(OutboxWorker(ctx).run(stop)))
+            from scrm.periodic import start_periodic
+
+            tasks += start_periodic(ctx, stop)
         pollers = settings.server.run_pollers if run_background is None else run_background
         if pollers:
             from scrm.pollers import PollerManager

@@ -10,6 +10,13 @@ def add_routes(app: web.Application) -> None:
     import importlib
     import importlib.util
 
-    for module in ("scrm.web.realtime", "scrm.web.ui", "scrm.web.api_faq", "scrm.web.api_tickets"):
+    for module in (
+        "scrm.web.realtime",
+        "scrm.web.ui",
+        "scrm.web.api_faq",
+        "scrm.web.api_tickets",
+        "scrm.web.api_marketing",
+        "scrm.web.api_desk",
+    ):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).add_routes(app)
