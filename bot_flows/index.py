@@ -39,8 +39,6 @@ class BM25Index:
         self.candidate_budget = candidate_budget
         self.fields = [_Field(w) for w in weights]
         self.terms: dict[int, tuple[Counter[str], ...]] = {}
-        # sentence id -> its score against itself (idf as of when it was computed); for normalization
-        self.self_scores: dict[int, float] = {}
 
     def __len__(self) -> int:
         return len(self.terms)
@@ -61,14 +59,6 @@ class BM25Index:
                 field.frozen_avg = max(field.avg(), 1.0)
             for term, tf in cnt.items():
                 field.postings.setdefault(term, {})[sid] = self._factor(tf, length, field.frozen_avg)
-        self.self_scores[sid] = self._doc_self_score(sid)
-
-    def _doc_self_score(self, sid: int) -> float:
-        total = 0.0
-        for fi, (field, cnt) in enumerate(zip(self.fields, self.terms[sid], strict=True)):
-            for term in cnt:
-                total += field.weight * self.idf(fi, term) * field.postings[term][sid]
-        return total
 
     def add_many(self, items: Sequence[tuple[int, Sequence[Sequence[str]]]]) -> None:
         """Bulk add: freeze the average length over the whole batch first, so no reweighting follows."""
@@ -80,15 +70,12 @@ class BM25Index:
         for sid, terms in items:
             self.add(sid, terms)
         self._maybe_reweight()
-        for sid, _terms in items:  # idf is final only once the whole batch is in
-            self.self_scores[sid] = self._doc_self_score(sid)
 
     def remove(self, sid: int) -> None:
         """Drop one sentence from every posting list it is in."""
         counts = self.terms.pop(sid, None)
         if counts is None:
             return
-        del self.self_scores[sid]
         for field, cnt in zip(self.fields, counts, strict=True):
             field.total -= field.lengths.pop(sid)
             for term in cnt:
@@ -98,13 +85,13 @@ class BM25Index:
                     del field.postings[term]
 
     def _maybe_reweight(self) -> None:
-        for field in self.fields:
+        for fi, field in enumerate(self.fields):
             live = field.avg()
             if field.frozen_avg and abs(live - field.frozen_avg) > self.drift * field.frozen_avg:
                 field.frozen_avg = max(live, 1.0)
                 for term, post in field.postings.items():
                     for sid in post:
-                        post[sid] = self._factor(self.terms[sid][self.fields.index(field)][term],
+                        post[sid] = self._factor(self.terms[sid][fi][term],
                                                  field.lengths[sid], field.frozen_avg)
 
     def idf(self, fi: int, term: str) -> float:
@@ -158,7 +145,7 @@ class BM25Index:
             else:
                 pget = post.get
                 for sid in acc:
-                    f = pget(sid)
-                    if f is not None:
-                        acc[sid] += w * f
+                    g = pget(sid)
+                    if g is not None:
+                        acc[sid] += w * g
         return acc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -38,7 +39,7 @@ class FaqEntry:
 class MatcherConfig:
     """Matcher tuning. Thresholds apply to the confidence (0..1) of the best candidate."""
 
-    reject_threshold: float = 0.35
+    reject_threshold: float = 0.5
     clarify_margin: float = 0.06
     clarify_max: int = 3
     ngram_sizes: tuple[int, ...] = (1, 2)
@@ -52,12 +53,20 @@ class MatcherConfig:
     synonyms_path: str | None = None
     stop_words: frozenset[str] = frozenset()
     synonyms: tuple[tuple[str, str], ...] = ()
-    doc_norm: float = 0.0
-    skip_grams: bool = False
-    char_stop: bool = True
+    char_stop: bool = True  # drop stop-word characters from the character unigrams too
     sum_weight: float = 0.6
     rerank_top_n: int = 20
     rerank_weight: float = 0.6
+
+    @classmethod
+    def from_dir(cls, config_dir: str, **overrides: Any) -> MatcherConfig:
+        """Config using the dictionaries in a folder (userdict.txt, stopwords.txt, synonyms.txt)."""
+        import os
+
+        paths = {key: os.path.join(config_dir, name) for key, name in
+                 (("user_dict", "userdict.txt"), ("stop_words_path", "stopwords.txt"),
+                  ("synonyms_path", "synonyms.txt"))}
+        return cls(**{k: v for k, v in paths.items() if os.path.exists(v)}, **overrides)
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,6 @@ class FaqMatcher:
             syn.update(read_synonyms(cfg.synonyms_path))
         self.analyzer = Analyzer(cfg.user_dict, stop, syn, cfg.ngram_sizes, cfg.jieba_hmm)
         self.reranker = reranker
-        self.analyzer.skip_grams = cfg.skip_grams
         self.analyzer.char_stop = cfg.char_stop
         self._index = BM25Index((cfg.word_weight, cfg.char_weight), cfg.k1, cfg.b)
         self._entries: dict[str, _Indexed] = {}
@@ -211,22 +219,23 @@ class FaqMatcher:
         best: dict[str, tuple[float, int]] = {}
         sums: dict[str, float] = {}
         sid_entry = self._sid_entry
-        dn = cfg.doc_norm
-        selfs = self._index.self_scores
         for sid, score in sent_scores.items():
-            if dn:
-                score = score / (selfs[sid] ** dn)
             eid = sid_entry[sid]
             sums[eid] = sums.get(eid, 0.0) + score
             cur = best.get(eid)
             if cur is None or score > cur[0]:
                 best[eid] = (score, sid)
-        if cfg.sum_weight:
-            best = {e: (s + cfg.sum_weight * (sums[e] - s), sid) for e, (s, sid) in best.items()}
+        # Rank by the best sentence plus a share of the others: an entry several of whose
+        # paraphrases match is more likely the intent than one lucky sentence.
+        sw = cfg.sum_weight
+        ranked = {e: (s + sw * (sums[e] - s), s, sid) for e, (s, sid) in best.items()}
         n_keep = max(top_k, cfg.rerank_top_n if self.reranker else 0, cfg.clarify_max)
-        top = heapq.nlargest(n_keep, best.items(), key=lambda kv: kv[1][0])
+        top = heapq.nlargest(n_keep, ranked.items(), key=lambda kv: kv[1][0])
+        # Confidence: the score relative to the query's score against itself (1.0 = as good as an exact
+        # restatement, whatever the query's length or index size), squashed into 0..1 by tanh so
+        # paraphrase support above an exact match still orders candidates instead of tying at 1.
         norm = self._index.self_score(terms) or 1.0
-        scored = [(eid, s, min(1.0, s / norm), sid) for eid, (s, sid) in top]
+        scored = [(eid, s, math.tanh(s / norm), sid) for eid, (s, _mx, sid) in top]
         if self.reranker is not None:
             scored = self._rerank(text, scored)
         cands = tuple(Candidate(eid, s, c, self._sid_text[sid]) for eid, s, c, sid in scored[:top_k])

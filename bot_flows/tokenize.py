@@ -80,7 +80,6 @@ class Analyzer:
         self.synonyms = dict(synonyms or {})
         self.ngram_sizes = tuple(ngram_sizes)
         self.hmm = hmm
-        self.skip_grams = False
         self.char_stop = False
         # Multi-word synonyms ("money back") are added to jieba so they come out as one token.
         for word in list(self.synonyms) + list(self.synonyms.values()):
@@ -117,8 +116,6 @@ class Analyzer:
         for run in _CJK.findall(canon):
             for n in self.ngram_sizes:
                 grams.extend([run[i : i + n] for i in range(len(run) - n + 1)])
-            if self.skip_grams:
-                grams.extend([run[i] + "_" + run[i + 2] for i in range(len(run) - 2)])
         if self.char_stop:
             grams = [g for g in grams if g not in stop]
         for w in words:

@@ -1,0 +1,104 @@
+"""GET /ws: the agent's live feed (one socket per browser tab).
+
+Frames from the server: {"type": "hello", ...}, {"type": "event", "name", "data", "id", "at"},
+{"type": "pong"}. Frames from the agent: {"type": "typing", "conversation_id": N} (rebroadcast to
+every agent as conversation.typing) and {"type": "ping"}. Close code 4401 means the session ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+
+from scrm import events as ev
+from scrm.listeners.realtime import Client, hub_for
+from scrm.services import agents as agent_svc
+from scrm.services.agents import Principal
+from scrm.web.keys import CTX, PRINCIPAL, SESSION_COOKIE
+from scrm.web.routing import SUPPORT, ApiError
+
+log = logging.getLogger("scrm.realtime")
+SESSION_CHECK_SECONDS = 60.0
+TYPING_INTERVAL = 1.0  # at most one typing event per tab per second
+
+
+def _same_origin(request: web.Request) -> bool:
+    """Browsers send Origin on WebSocket handshakes; a foreign page must not ride the agent's cookie."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return True  # not a browser (bench, integrators with a bearer token)
+    return urlsplit(origin).netloc.lower() == (request.host or "").lower()
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """Upgrade an authenticated agent's request to the live event feed."""
+    principal: Principal | None = request.get(PRINCIPAL)
+    if principal is None:
+        raise ApiError(401, "authentication required", "unauthenticated")
+    if principal.role not in SUPPORT:
+        raise ApiError(403, "the live inbox needs the role admin or agent", "forbidden")
+    if principal.via == "session" and not _same_origin(request):
+        raise ApiError(403, "cross-origin WebSocket refused", "bad_origin")
+    ctx = request.app[CTX]
+    ws = web.WebSocketResponse(heartbeat=25.0, max_msg_size=64 * 1024)
+    await ws.prepare(request)
+    hub = hub_for(ctx)
+    client = Client(ws, principal.agent_id, principal.role)
+    client.offer(json.dumps({"type": "hello", "agent_id": principal.agent_id, "process": ctx.bus.process_id}))
+    hub.add(client)
+    pump = asyncio.create_task(client.pump())
+    watch = asyncio.create_task(_watch_session(request, ws)) if principal.via == "session" else None
+    last_typing = 0.0
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                frame: Any = json.loads(msg.data)
+                kind = frame.get("type")
+            except (ValueError, AttributeError):
+                continue  # junk from a client is ignored, not fatal
+            if kind == "ping":
+                client.offer('{"type": "pong"}')
+            elif kind == "typing" and time.monotonic() - last_typing >= TYPING_INTERVAL:
+                cid = frame.get("conversation_id")
+                if isinstance(cid, int) and cid > 0:
+                    last_typing = time.monotonic()
+                    await ctx.bus.publish([ev.Event(ev.TYPING, {
+                        "conversation_id": cid, "agent_id": principal.agent_id, "agent_name": principal.display_name,
+                        "private": bool(frame.get("private")),
+                    })])
+    finally:
+        hub.remove(client)
+        client.offer(None)  # type: ignore[arg-type]
+        for task in (pump, watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+    return ws
+
+
+async def _watch_session(request: web.Request, ws: web.WebSocketResponse) -> None:
+    """Close the socket (4401) once the session has expired or been logged out."""
+    ctx = request.app[CTX]
+    raw = request.cookies.get(SESSION_COOKIE, "")
+    while not ws.closed:
+        await asyncio.sleep(SESSION_CHECK_SECONDS)
+        async with ctx.db.session() as s:
+            alive = await agent_svc.principal_from_session(s, raw)
+        if alive is None:
+            await ws.close(code=4401, message=b"session ended")
+            return
+
+
+def add_routes(app: web.Application) -> None:
+    """Register GET /ws."""
+    app.router.add_get("/ws", websocket)
