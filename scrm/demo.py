@@ -61,6 +61,7 @@ async def seed_demo(settings: Settings) -> None:
                 f"  admin       login {DEMO_ADMIN[0]!r}  password {DEMO_ADMIN[1]!r}",
                 f"  agent       login {DEMO_AGENT[0]!r}  password {DEMO_AGENT[1]!r}",
                 f"  API inbox   POST {base}/webhooks/api/{api_inbox.id} (secret 'demo-secret-change-me-0123456789')",
+                f"  simulator   {base}/simulator   (chat as a customer, watch the inbox and the bot)",
                 f"  API docs    {base}/api/v1/openapi.json",
                 "",
             ]),

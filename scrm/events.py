@@ -64,12 +64,17 @@ class EventBus:
 
     def __init__(self, process_id: str | None = None) -> None:
         self.process_id = process_id or uuid.uuid4().hex[:12]
-        self._listeners: list[tuple[str | None, Listener]] = []
+        self._listeners: list[tuple[str | None, Listener, bool]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def subscribe(self, listener: Listener, name: str | None = None) -> Callable[[], None]:
-        """Call `listener` for every event (or only events called `name`); returns unsubscribe."""
-        entry = (name, listener)
+    def subscribe(self, listener: Listener, name: str | None = None, *, everywhere: bool = False) -> Callable[[], None]:
+        """Call `listener` for every event (or only events called `name`); returns unsubscribe.
+
+        By default a listener runs once per event, in the process that committed it (the bot must
+        answer once, not once per server). `everywhere=True` listeners run in every process:
+        WebSocket fan-out, worker wake-ups, in-memory index refreshes.
+        """
+        entry = (name, listener, everywhere)
         self._listeners.append(entry)
         return lambda: self._listeners.remove(entry) if entry in self._listeners else None
 
@@ -78,8 +83,11 @@ class EventBus:
         for event in events:
             self._dispatch(event)
 
-    def _dispatch(self, event: Event) -> None:
-        for name, listener in list(self._listeners):
+    def _dispatch(self, event: Event, *, scope: str = "all") -> None:
+        """scope: "all" (in-process bus), "origin" (work listeners), "everywhere" (fan-out listeners)."""
+        for name, listener, everywhere in list(self._listeners):
+            if scope == "origin" and everywhere or scope == "everywhere" and not everywhere:
+                continue
             if name is None or name == event.name:
                 task = asyncio.create_task(self._run(listener, event))
                 self._tasks.add(task)
@@ -121,6 +129,8 @@ class RedisEventBus(EventBus):
         stamped = [Event(e.name, e.data, e.id, e.at, self.process_id) for e in events]
         if not stamped:
             return
+        for event in stamped:
+            self._dispatch(event, scope="origin")
         try:
             async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for all
                 for event in stamped:
@@ -130,7 +140,7 @@ class RedisEventBus(EventBus):
             # The database stays the source of truth: losing Redis loses a live update, not data.
             log.exception("could not publish %d events to Redis; dispatching locally", len(stamped))
             for event in stamped:
-                self._dispatch(event)
+                self._dispatch(event, scope="everywhere")
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_forever())
@@ -146,7 +156,7 @@ class RedisEventBus(EventBus):
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         try:
-                            self._dispatch(Event.from_json(message["data"]))
+                            self._dispatch(Event.from_json(message["data"]), scope="everywhere")
                         except (ValueError, KeyError):
                             log.warning("ignoring malformed event on %s", self.CHANNEL)
             except asyncio.CancelledError:

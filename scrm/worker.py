@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, exists, func, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import and_, func, select, update
 
 from channels.registry import get_adapter_class
 from scrm import events as ev
@@ -48,7 +47,7 @@ class OutboxWorker:
         self.name = name or f"worker:{ctx.process_id}"
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
-        self._unsubscribe = ctx.bus.subscribe(self._on_enqueued, ev.OUTBOX_ENQUEUED)
+        self._unsubscribe = ctx.bus.subscribe(self._on_enqueued, ev.OUTBOX_ENQUEUED, everywhere=True)
         self._stopping = False
 
     async def _on_enqueued(self, _event: ev.Event) -> None:
@@ -106,49 +105,69 @@ class OutboxWorker:
     async def run_until_idle(self, timeout: float = 30.0) -> int:
         """Burst mode (tests, `scrm worker --burst`): deliver everything due now, then return the count."""
         done = 0
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
+            await self.recover_stale()
+            last_recover = loop.time()
             while True:
-                await self.recover_stale()
-                claimed = await self.claim(self.cfg.batch_size)
+                if loop.time() - last_recover > min(self.cfg.lease_seconds / 2, 15):
+                    await self.recover_stale()
+                    last_recover = loop.time()
+                free = self.cfg.concurrency - len(self._inflight)
+                claimed = await self.claim(min(free, self.cfg.batch_size)) if free > 0 else []
                 if not claimed and not self._inflight:
                     return done
                 for delivery in claimed:
                     self._start(delivery)
                     done += 1
-                if self._inflight:
+                if self._inflight and (not claimed or free <= len(claimed)):
                     await asyncio.wait(set(self._inflight), return_when="FIRST_COMPLETED")
 
     async def claim(self, limit: int) -> Sequence[Delivery]:
-        """Atomically claim up to `limit` due deliveries, oldest first, one per ordering key."""
+        """Atomically claim up to `limit` due deliveries, oldest first, one per ordering key.
+
+        Two indexed steps instead of one NOT EXISTS per row (which degrades with the backlog):
+        lock a window of queued rows, then keep only the head of each ordering key.
+        """
         if limit <= 0:
             return []
         now = utcnow()
-        earlier = aliased(Delivery)
-        blocked = exists().where(
-            earlier.ordering_key == Delivery.ordering_key, earlier.id < Delivery.id, earlier.status.in_(ACTIVE)
-        )
-        candidates = (
-            select(Delivery.id)
-            .where(Delivery.status == "queued", Delivery.next_attempt_at <= now, ~blocked)
+        window = (
+            select(Delivery.id, Delivery.ordering_key)
+            .where(Delivery.status == "queued", Delivery.next_attempt_at <= now)
             .order_by(Delivery.id)
-            .limit(limit)
+            .limit(limit * 4)
             .with_for_update(skip_locked=True)
         )
-        stmt = (
-            update(Delivery)
-            .where(Delivery.id.in_(candidates.scalar_subquery()), Delivery.status == "queued")
-            .values(
-                status="claimed",
-                claimed_by=self.name,
-                lease_until=now + timedelta(seconds=self.cfg.lease_seconds),
-                attempts=Delivery.attempts + 1,
-            )
-            .returning(Delivery)
-            .execution_options(synchronize_session=False)
-        )
         async with self.ctx.db.transaction() as s:
-            rows = list((await s.scalars(stmt)).all())
-        return sorted(rows, key=lambda d: d.id)
+            rows = (await s.execute(window)).all()
+            if not rows:
+                return []
+            keys = {r.ordering_key for r in rows}
+            heads = dict(
+                (await s.execute(
+                    select(Delivery.ordering_key, func.min(Delivery.id))
+                    .where(Delivery.ordering_key.in_(keys), Delivery.status.in_(ACTIVE))
+                    .group_by(Delivery.ordering_key)
+                )).all()
+            )
+            ids = [r.id for r in rows if heads.get(r.ordering_key) == r.id][:limit]
+            if not ids:
+                return []
+            stmt = (
+                update(Delivery)
+                .where(Delivery.id.in_(ids), Delivery.status == "queued")
+                .values(
+                    status="claimed",
+                    claimed_by=self.name,
+                    lease_until=now + timedelta(seconds=self.cfg.lease_seconds),
+                    attempts=Delivery.attempts + 1,
+                )
+                .returning(Delivery)
+                .execution_options(synchronize_session=False)
+            )
+            claimed = list((await s.scalars(stmt)).all())
+        return sorted(claimed, key=lambda d: d.id)
 
     async def process(self, delivery: Delivery) -> None:
         """Send one claimed delivery and record the outcome."""
@@ -211,58 +230,58 @@ class OutboxWorker:
     async def _finish(
         self, delivery: Delivery, *, result: SendResult | None = None, error: Exception | None = None
     ) -> None:
+        """Record the outcome with plain UPDATEs guarded by our claim (no ORM load: this is the hot path)."""
         now = utcnow()
-        inbox_channel = "unknown"
+        d = delivery
+        values: dict[str, object] = {"lease_until": None}
+        msg_values: dict[str, object] = {}
+        if result is not None:
+            status = "delivered" if result.delivered else "sent"
+            values |= {"status": status, "external_id": result.external_id, "sent_at": now, "last_error": None}
+            msg_values = {"delivery_status": status, "delivery_error": None, "sent_at": now}
+        elif isinstance(error, TransientSendError) and d.attempts < self.cfg.max_attempts:
+            status = "queued"
+            delay = error.retry_after if error.retry_after is not None else self._backoff(d.attempts)
+            reason = f"{error.reason} (retrying)"
+            values |= {"status": status, "claimed_by": None, "next_attempt_at": now + timedelta(seconds=delay),
+                       "last_error": reason, "error_code": error.code}
+            msg_values = {"delivery_error": reason}
+        else:
+            assert error is not None
+            status = "failed"
+            reason = getattr(error, "reason", str(error))
+            values |= {"status": status, "last_error": reason, "error_code": getattr(error, "code", None)}
+            msg_values = {"delivery_status": "failed", "delivery_error": reason}
         async with unit_of_work(self.ctx) as tx:
-            d = await tx.session.get(Delivery, delivery.id, with_for_update=True)
-            if d is None or d.claimed_by != self.name or d.status not in ("claimed", "sending"):
-                return
-            inbox = await tx.session.get(Inbox, d.inbox_id)
-            inbox_channel = inbox.channel_type if inbox else "unknown"
-            message = await tx.session.get(Message, d.message_id) if d.message_id else None
-            d.lease_until = None
-            if result is not None:
-                d.status = "delivered" if result.delivered else "sent"
-                d.external_id = result.external_id
-                d.sent_at = now
-                d.last_error = None
-                if message is not None:
-                    message.delivery_status = d.status
-                    message.delivery_error = None
-                    message.sent_at = now
-                    if result.external_id and not await _external_id_taken(tx.session, d.inbox_id, result.external_id):
-                        message.external_id = result.external_id
-            elif isinstance(error, TransientSendError) and d.attempts < self.cfg.max_attempts:
-                d.status = "queued"
-                d.claimed_by = None
-                delay = error.retry_after if error.retry_after is not None else self._backoff(d.attempts)
-                d.next_attempt_at = now + timedelta(seconds=delay)
-                d.last_error = f"{error.reason} (retrying)"
-                d.error_code = error.code
-                if message is not None:
-                    message.delivery_error = d.last_error
-            else:
-                assert error is not None
-                reason = getattr(error, "reason", str(error))
-                d.status = "failed"
-                d.last_error = reason
-                d.error_code = getattr(error, "code", None)
-                if message is not None:
-                    message.delivery_status = "failed"
-                    message.delivery_error = reason
-                if isinstance(error, PermanentSendError) and error.contact_unreachable and d.identity_id:
-                    identity = await tx.session.get(ContactIdentity, d.identity_id)
-                    if identity is not None:
-                        identity.reachable = False
-                        identity.unreachable_reason = reason
-                        tx.emit(ev.CONTACT_UPDATED, contact_id=identity.contact_id, identity_id=identity.id)
-            tx.emit(ev.DELIVERY_UPDATED, delivery_id=d.id, status=d.status, conversation_id=d.conversation_id)
-            if message is not None:
-                tx.emit(ev.MESSAGE_UPDATED, message_id=message.id, conversation_id=message.conversation_id,
-                        delivery_status=message.delivery_status)
-        DELIVERIES.labels(channel=inbox_channel, status=d.status).inc()
-        if d.status == "failed":
-            log.warning("delivery %s failed: %s", d.id, d.last_error)
+            s = tx.session
+            res = await s.execute(
+                update(Delivery)
+                .where(Delivery.id == d.id, Delivery.claimed_by == self.name, Delivery.status.in_(("claimed", "sending")))
+                .values(**values)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return  # recovered by another worker meanwhile; it owns the outcome now
+            if d.message_id is not None:
+                await s.execute(update(Message).where(Message.id == d.message_id).values(**msg_values))
+                if result is not None and result.external_id and not await _external_id_taken(s, d.inbox_id, result.external_id):
+                    await s.execute(update(Message).where(Message.id == d.message_id).values(external_id=result.external_id))
+                tx.emit(ev.MESSAGE_UPDATED, message_id=d.message_id, conversation_id=d.conversation_id,
+                        delivery_status=msg_values.get("delivery_status"))
+            if isinstance(error, PermanentSendError) and error.contact_unreachable and d.identity_id:
+                identity = await s.get(ContactIdentity, d.identity_id)
+                if identity is not None:
+                    identity.reachable = False
+                    identity.unreachable_reason = error.reason
+                    tx.emit(ev.CONTACT_UPDATED, contact_id=identity.contact_id, identity_id=identity.id)
+            tx.emit(ev.DELIVERY_UPDATED, delivery_id=d.id, status=status, conversation_id=d.conversation_id,
+                    kind=d.kind)
+        DELIVERIES.labels(channel=self._channel_of(d.inbox_id), status=status).inc()
+        if status == "failed":
+            log.warning("delivery %s failed: %s", d.id, values.get("last_error"))
+
+    def _channel_of(self, inbox_id: int) -> str:
+        cached = self.ctx.adapters._adapters.get(inbox_id)
+        return cached[1].channel_type if cached else "unknown"
 
     async def release_claimed(self) -> int:
         """Give back rows this worker claimed but never started sending (graceful shutdown)."""

@@ -34,7 +34,9 @@ class EmailAdapter(ChannelAdapter):
 
     channel_type = "email"
     display_name = "Email"
-    capabilities = Capabilities(buttons=False, attachments=True, polling=True, idempotent_send=False)
+    # threaded: a mail without a known reference or subject token opens a new conversation instead of
+    # joining the sender's latest one (two unrelated requests stay two tickets).
+    capabilities = Capabilities(buttons=False, attachments=True, polling=True, idempotent_send=False, threaded=True)
     settings_model = EmailSettings
     secrets_model = EmailSecrets
     settings: EmailSettings

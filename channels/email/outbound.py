@@ -38,7 +38,8 @@ def build_message(
     msg["From"] = formataddr((settings.from_name or "", settings.address), charset="utf-8")
     Address(addr_spec=message.recipient_id)  # raises ValueError for an invalid address
     msg["To"] = message.recipient_id
-    in_reply_to = _ids(meta.get("in_reply_to"))[:1]
+    # An agent's reply names the customer's last mail (its Message-ID is the stored external id).
+    in_reply_to = _ids(meta.get("in_reply_to") or message.reply_to_external_id)[:1]
     references = _ids(meta.get("references"))
     if in_reply_to and in_reply_to[0] not in references:
         references.append(in_reply_to[0])

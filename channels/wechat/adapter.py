@@ -156,10 +156,18 @@ class WeChatAdapter(ChannelAdapter):
         if remaining <= 0:
             return None
         try:
-            return await self.runtime.passive_reply(outcomes[0], remaining)
+            return await self.runtime.passive_reply(outcomes[0], remaining, accept=self._fits_passive_reply)
         except Exception:  # the message is stored: answering `success` is still right
             log.exception("wechat passive reply failed (inbox %s)", self.inbox.id)
             return None
+
+    @staticmethod
+    def _fits_passive_reply(reply: OutboundMessage) -> bool:
+        """A passive reply is one text message of at most 2048 bytes; the rest goes to the worker."""
+        if reply.attachments or reply.content_type not in (ContentType.TEXT, ContentType.POSTBACK):
+            return False
+        text = message_text(reply)
+        return bool(text) and len(split_utf8(text)) == 1
 
     def _reply_response(self, callback: Callback, reply: OutboundMessage) -> WebhookResponse:
         text = message_text(reply)
@@ -168,8 +176,7 @@ class WeChatAdapter(ChannelAdapter):
             return SUCCESS
         chunks = split_utf8(text)
         if len(chunks) > 1:
-            # The delivery is already claimed, so it cannot go to the worker any more; a passive
-            # reply is one message of at most 2048 bytes. TODO: let passive_reply decline it.
+            # Not reached: _fits_passive_reply leaves long answers to the worker.
             log.warning("wechat passive reply %s longer than 2048 bytes; truncated", reply.delivery_id)
         # wechatpy does not escape CDATA: "]]>" in an answer would end the element early.
         content = chunks[0].replace("]]>", "]]]]><![CDATA[>")

@@ -239,6 +239,9 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_ready", "status", "next_attempt_at"),
         Index("ix_deliveries_ordering", "ordering_key", "status", "id"),
+        # The claim scans queued rows in id order; sent rows (the vast majority) stay out of it.
+        Index("ix_deliveries_queue", "id", postgresql_where=text("status = 'queued'"),
+              sqlite_where=text("status = 'queued'")),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)

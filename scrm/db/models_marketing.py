@@ -52,6 +52,7 @@ class Broadcast(Base):
     scheduled_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)  # why a scheduled start failed
     reply_window_days: Mapped[int] = mapped_column(default=3)  # replies within N days count for it
     created_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -94,10 +94,10 @@ class Hub:
 
 def hub_for(ctx: AppContext) -> Hub:
     """The process's hub (shared by the WebSocket route and the listener through ctx.extras)."""
-    hub = ctx.extras.get(HUB_KEY)
+    hub: Hub | None = ctx.extras.get(HUB_KEY)
     if hub is None:
         hub = ctx.extras[HUB_KEY] = Hub()
-    return hub  # type: ignore[no-any-return]
+    return hub
 
 
 async def conversation_row(ctx: AppContext, cid: int) -> dict[str, Any] | None:
@@ -151,4 +151,7 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
             hub.broadcast(json.dumps(frame, ensure_ascii=False, default=str))
 
     task = asyncio.get_running_loop().create_task(worker())
-    return [ctx.bus.subscribe(on_event), task.cancel]
+    def stop() -> None:
+        task.cancel()
+
+    return [ctx.bus.subscribe(on_event, everywhere=True), stop]

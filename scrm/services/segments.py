@@ -16,14 +16,13 @@ Rules are AND/OR groups: {"op": "and"|"or", "rules": [group | condition, ...]}; 
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, false, func, not_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm.db.models import (
-    UTC,
     Contact,
     ContactIdentity,
     ContactTag,

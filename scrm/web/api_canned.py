@@ -79,7 +79,7 @@ async def update_canned(request: web.Request, principal: Principal, body: Canned
     cid = path_int(request, "id")
 
     async def do(tx: Any) -> CannedResponse:
-        row = await tx.session.get(CannedResponse, cid)
+        row: CannedResponse | None = await tx.session.get(CannedResponse, cid)
         if row is None:
             raise ApiError(404, "canned response not found", "not_found")
         for name, value in body.model_dump(exclude_unset=True).items():

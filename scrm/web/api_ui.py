@@ -5,7 +5,7 @@ from __future__ import annotations
 import mimetypes
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from sqlalchemy import select
 
 from channels.registry import available_channel_types, get_adapter_class
@@ -30,12 +30,12 @@ async def upload(request: web.Request, principal: Principal) -> web.Response:
     if not request.content_type.startswith("multipart/"):
         raise ApiError(400, "send the file as multipart/form-data in the field 'file'", "bad_upload")
     reader = await request.multipart()
-    async for part in reader:
-        if getattr(part, "name", None) != "file":
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name != "file":
             continue
-        filename = part.filename or "file"  # type: ignore[union-attr]
+        filename = part.filename or "file"
         data = bytearray()
-        while chunk := await part.read_chunk():  # type: ignore[union-attr]
+        while chunk := await part.read_chunk():
             data += chunk
             if len(data) > UPLOAD_LIMIT:
                 raise ApiError(413, f"file larger than {UPLOAD_LIMIT // (1024 * 1024)} MB", "too_large")
@@ -56,7 +56,7 @@ def _fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
             kinds = [p.get("type") for p in prop["anyOf"] if p.get("type") != "null"]
             kind = kinds[0] if kinds else "string"
         out.append({"name": name, "type": kind or "string", "required": name in required,
-                    "default": prop.get("default"), "description": prop.get("description") or prop.get("title"),
+                    "default": prop.get("default"), "description": prop.get("description"),
                     "enum": prop.get("enum")})
     return out
 

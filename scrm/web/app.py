@@ -50,7 +50,7 @@ async def index(request: web.Request) -> web.StreamResponse:
     page = STATIC / "index.html"
     if not page.exists():
         return web.Response(text="scrm is running. API: /api/v1/openapi.json", content_type="text/plain")
-    return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(page, headers={"Cache-Control": "no-cache", "Content-Type": "text/html; charset=utf-8"})
 
 
 @web.middleware

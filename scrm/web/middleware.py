@@ -84,7 +84,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     elif SESSION_COOKIE in request.cookies:
         async with ctx.db.session() as s:
             principal = await agent_svc.principal_from_session(s, request.cookies[SESSION_COOKIE])
-        if principal is not None and request.method in UNSAFE:
+        if principal is not None and request.method in UNSAFE and path != "/api/v1/auth/login":
             sent = request.headers.get(CSRF_HEADER, "")
             import hmac
 

@@ -106,7 +106,7 @@ async def test_events_cross_two_server_processes_through_redis(ctx, settings, ca
     async def observe(event):
         seen.append((event.name, event.origin))
 
-    bus.subscribe(observe)
+    bus.subscribe(observe, everywhere=True)
     await bus.start()
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:

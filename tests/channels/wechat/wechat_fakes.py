@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -81,8 +81,12 @@ class FakeRuntime:
         self.reply: OutboundMessage | None = None
         self.passive_calls: list[tuple[IngestOutcome, float]] = []
 
-    async def passive_reply(self, outcome: IngestOutcome, timeout: float) -> OutboundMessage | None:
+    async def passive_reply(
+        self, outcome: IngestOutcome, timeout: float, accept: Callable[[OutboundMessage], bool] | None = None
+    ) -> OutboundMessage | None:
         self.passive_calls.append((outcome, timeout))
+        if self.reply is not None and accept is not None and not accept(self.reply):
+            return None  # like the real runtime: the worker sends it instead
         return self.reply
 
 

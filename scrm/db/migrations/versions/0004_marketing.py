@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("scheduled_at", TS, nullable=True),
         sa.Column("started_at", TS, nullable=True),
         sa.Column("finished_at", TS, nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("reply_window_days", sa.Integer(), nullable=False),
         sa.Column("created_by", BigId, nullable=True),
         sa.Column("created_at", TS, nullable=False),

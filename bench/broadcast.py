@@ -1,0 +1,305 @@
+"""Broadcast benchmark on PostgreSQL: resolve a segment of N contacts, materialize the recipients,
+deliver at the configured channel rate limits, and survive a SIGKILLed worker.
+
+    python bench/broadcast.py [--quick] [--contacts N] [--window S]
+
+Uses a scratch database `scrm_bench_broadcast` on 127.0.0.1:5432 (created and dropped). Contacts are
+spread over two rate-limited HTTP channels (the API channel with a configured RateLimit, against a local
+fake receiver), Telegram (half never started the bot: skipped) and email (half without consent: skipped).
+Delivery is measured for `--window` seconds with an in-process worker and compared with the sum of the
+configured limits; the highest count in any 1-second window per channel must not exceed its limit.
+Then a separate broadcast is delivered by a real `scrm worker` process, SIGKILLed half-way, and a burst
+worker finishes it: the receiver counts duplicates and losses by idempotency key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aiohttp import web  # noqa: E402
+from sqlalchemy import func, insert, select, text  # noqa: E402
+
+from channels.api import ApiChannelAdapter, ApiSettings  # noqa: E402
+from channels.base import RateLimit  # noqa: E402
+from channels.registry import register  # noqa: E402
+from scrm.db.models import Contact, ContactIdentity, ContactTag, Delivery, Inbox, utcnow  # noqa: E402
+from scrm.db.models_marketing import Broadcast, BroadcastRecipient  # noqa: E402
+from scrm.domain import OutboundMessage  # noqa: E402
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_DB = "scrm_bench_broadcast"
+PG_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
+SECRET = "bench-secret-0123456789abcdef-xyz"
+LIMITS = {"fast": 300.0, "slow": 150.0}  # configured sends per second per channel
+
+
+class LimitedSettings(ApiSettings):
+    rate: float = 100.0
+
+
+@register
+class RateLimitedApiAdapter(ApiChannelAdapter):
+    """The API channel with a configured per-inbox rate limit (what a platform quota looks like)."""
+
+    channel_type = "bench_limited"
+    settings_model = LimitedSettings
+
+    def rate_limits(self, message: OutboundMessage) -> Sequence[RateLimit]:
+        rate = float(self.settings.rate)  # type: ignore[attr-defined]
+        return (RateLimit(f"bench:{self.inbox.id}", rate, 1.0),)
+
+
+class Receiver:
+    """A local callback endpoint: verifies nothing (speed), records arrival time and idempotency key."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, int, str]] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        data = json.loads(await request.read())
+        self.arrivals.append((time.monotonic(), int(data["inbox_id"]), request.headers["Idempotency-Key"]))
+        return web.json_response({"id": f"ext-{data['delivery_id']}"})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/cb", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/cb"
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def populate(ctx: Any, n: int, receiver: Receiver) -> dict[str, int]:
+    """N contacts over four inboxes, inserted in bulk."""
+    now = utcnow()
+    async with ctx.db.transaction() as s:
+        inboxes = {
+            "fast": Inbox(name="fast", channel_type="bench_limited", settings={"callback_url": receiver.url,
+                                                                             "rate": LIMITS["fast"]},
+                          secrets={"secret": SECRET}),
+            "slow": Inbox(name="slow", channel_type="bench_limited", settings={"callback_url": receiver.url,
+                                                                             "rate": LIMITS["slow"]},
+                          secrets={"secret": SECRET}),
+            "kill": Inbox(name="kill", channel_type="api", settings={"callback_url": receiver.url},
+                          secrets={"secret": SECRET}),
+            "telegram": Inbox(name="tg", channel_type="telegram", settings={}, secrets={"bot_token": "1:A"}),
+            "email": Inbox(name="mail", channel_type="email", settings={"address": "news@example.com"}, secrets={}),
+        }
+        s.add_all(inboxes.values())
+        await s.flush()
+        ids = {k: v.id for k, v in inboxes.items()}
+    spread = ["fast", "fast", "slow", "slow", "telegram", "email"]
+    chunk = 5000
+    for start in range(0, n, chunk):
+        contacts, idents, tags = [], [], []
+        for i in range(start, min(n, start + chunk)):
+            cid = i + 1
+            channel = spread[i % len(spread)]
+            attrs: dict[str, Any] = {"city": ["北京", "上海", "广州"][i % 3]}
+            if channel == "email" and (i // 6) % 2:
+                attrs["consent"] = {"email": True}
+            contacts.append({"id": cid, "name": f"客户{cid}", "attributes": attrs, "opt_outs": {},
+                             "first_seen_at": now, "last_seen_at": now, "created_at": now, "updated_at": now})
+            started = channel != "telegram" or (i // 6) % 2 == 0
+            external = f"{cid}@example.com" if channel == "email" else str(cid)
+            idents.append({"inbox_id": ids[channel], "external_id": external, "contact_id": cid, "attributes": {},
+                           "reachable": True, "subscribed": True, "created_at": now,
+                           "last_inbound_at": now if started else None})
+            tags.append({"contact_id": cid, "tag": "all"})
+        async with ctx.db.transaction() as s:
+            await s.execute(insert(Contact), contacts)
+            await s.execute(insert(ContactIdentity), idents)
+            await s.execute(insert(ContactTag), tags)
+    from scrm.db.models_marketing import AttributeDefinition
+
+    async with ctx.db.transaction() as s:
+        s.add(AttributeDefinition(key="city", label="城市", type="text", choices=[]))
+        await s.execute(text("SELECT setval(pg_get_serial_sequence('contacts', 'id'), (SELECT max(id) FROM contacts))"))
+    return ids
+
+
+def max_per_second(times: list[float]) -> int:
+    """Most arrivals inside any 1-second window."""
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= 1.0:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+async def new_broadcast(ctx: Any, inbox_ids: list[int], rules: dict[str, Any]) -> int:
+    from scrm.services import broadcasts
+    from scrm.services.uow import unit_of_work
+
+    async with unit_of_work(ctx) as tx:
+        b = await broadcasts.save(tx, None, {"name": "bench", "rules": rules, "inbox_ids": inbox_ids,
+                                             "template": "{{name}}，{{attributes.city | 您}}的专属优惠", "subject": "优惠"})
+        return b.id
+
+
+def spawn_worker(*args: str, storage: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
+    env.update({"SCRM_DATABASE_URL": PG_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false", "SCRM_STORAGE_PATH": storage,
+                "SCRM_LOGGING_LEVEL": "ERROR", "PYTHONPATH": str(ROOT), "SCRM_WORKER_LEASE_SECONDS": "3",
+                "SCRM_WORKER_SEND_TIMEOUT": "2.5", "SCRM_WORKER_CONCURRENCY": "16", "SCRM_WORKER_BATCH_SIZE": "50"})
+    return subprocess.Popen([sys.executable, "-m", "scrm.cli", "worker", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def run(n: int, window: float, kill_n: int) -> None:
+    from scrm.context import build_context
+    from scrm.db.migrate import upgrade
+    from scrm.services import broadcasts
+    from scrm.services.segments import preview
+    from scrm.services.uow import unit_of_work
+    from scrm.settings import load_settings
+    from scrm.worker import OutboxWorker
+
+    await _admin(f"DROP DATABASE IF EXISTS {PG_DB}")
+    await _admin(f"CREATE DATABASE {PG_DB}")
+    storage = tempfile.mkdtemp(prefix="scrm-bench-")
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        await upgrade(PG_URL)
+        settings = load_settings(env={}, overrides={
+            "database": {"url": PG_URL, "auto_migrate": False, "pool_size": 20}, "storage": {"path": storage},
+            "worker": {"concurrency": 64, "batch_size": 100, "poll_interval": 0.05}})
+        ctx = await build_context(settings)
+        try:
+            t0 = time.perf_counter()
+            ids = await populate(ctx, n, receiver)
+            print(f"populated {n} contacts in {time.perf_counter() - t0:.1f}s", flush=True)
+            rules = {"op": "and", "rules": [{"field": "tag", "operator": "has", "value": "all"}]}
+            t0 = time.perf_counter()
+            async with ctx.db.session() as s:
+                count = (await preview(s, rules, sample=10))["count"]
+            resolve_s = time.perf_counter() - t0
+            bid = await new_broadcast(ctx, [ids["fast"], ids["slow"], ids["telegram"], ids["email"]], rules)
+            t0 = time.perf_counter()
+            started = await broadcasts.start(ctx, bid)
+            materialize_s = time.perf_counter() - t0
+            print(f"segment count {count} in {resolve_s:.2f}s; materialized {started} in {materialize_s:.2f}s",
+                  flush=True)
+            async with ctx.db.engine.connect() as conn:  # as autovacuum would after a bulk load
+                await conn.execute(text("ANALYZE deliveries"))
+                await conn.commit()
+            # -- delivery rate against the configured limits, with an in-process worker
+            receiver.arrivals.clear()
+            stop = asyncio.Event()
+            worker = OutboxWorker(ctx, name="bench-worker")
+            task = asyncio.create_task(worker.run(stop))
+            await asyncio.sleep(1.0)  # warm-up: claims, connections
+            mark, sent_before = time.monotonic(), len(receiver.arrivals)
+            await asyncio.sleep(window)
+            delivered = len(receiver.arrivals) - sent_before
+            elapsed = time.monotonic() - mark
+            stop.set()
+            await task
+            rate = delivered / elapsed
+            limit_sum = sum(LIMITS.values())
+            peaks = {}
+            for name in ("fast", "slow"):
+                peaks[name] = max_per_second(sorted(t for t, inbox, _ in receiver.arrivals if inbox == ids[name]))
+            exceeded = any(peaks[k] > LIMITS[k] for k in peaks)
+            print(f"delivery {rate:.0f}/s vs configured {limit_sum:.0f}/s ({rate / limit_sum:.0%}); "
+                  f"peak per 1 s window {peaks} vs limits {LIMITS}", flush=True)
+            async with unit_of_work(ctx) as tx:
+                await broadcasts.cancel(tx, await broadcasts.load(tx, bid), None)
+            # -- SIGKILL half-way through a broadcast delivered by a real worker process
+            async with ctx.db.transaction() as s:
+                await s.execute(insert(ContactIdentity), [
+                    {"inbox_id": ids["kill"], "external_id": f"k{cid}", "contact_id": cid, "attributes": {},
+                     "reachable": True, "subscribed": True, "created_at": utcnow(), "last_inbound_at": utcnow()}
+                    for cid in range(1, kill_n + 1)])
+            kill_rules = {"op": "and", "rules": [{"field": "channel", "operator": "has", "value": "api"}]}
+            kid = await new_broadcast(ctx, [ids["kill"]], kill_rules)
+            queued = (await broadcasts.start(ctx, kid))["queued"]
+            receiver.arrivals.clear()
+            proc = spawn_worker(storage=storage)
+            while len(receiver.arrivals) < queued // 2:
+                await asyncio.sleep(0.02)
+                if proc.poll() is not None:
+                    raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "worker exited")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            at_kill = len(receiver.arrivals)
+            await asyncio.sleep(3.5)  # leases expire
+            burst = spawn_worker("--burst", storage=storage)
+            while burst.poll() is None:
+                await asyncio.sleep(0.1)
+            async with ctx.db.session() as s:
+                keys = set((await s.scalars(select(Delivery.idempotency_key).join(
+                    BroadcastRecipient, BroadcastRecipient.delivery_id == Delivery.id)
+                    .where(BroadcastRecipient.broadcast_id == kid))).all())
+                not_sent = await s.scalar(select(func.count()).select_from(Delivery).join(
+                    BroadcastRecipient, BroadcastRecipient.delivery_id == Delivery.id).where(
+                    BroadcastRecipient.broadcast_id == kid, Delivery.status != "sent"))
+            per_key: dict[str, int] = defaultdict(int)
+            for _, _, key in receiver.arrivals:
+                per_key[key] += 1
+            resent = sum(c - 1 for c in per_key.values())  # same key again: the receiver drops it
+            lost = len(keys - set(per_key)) + int(not_sent or 0)
+            foreign = len(set(per_key) - keys)
+            print(f"SIGKILL after {at_kill}/{queued}: received {len(per_key)} distinct, {resent} resent with the same "
+                  f"idempotency key (dropped by the receiver), lost {lost}, unexpected {foreign}", flush=True)
+            async with ctx.db.session() as s:
+                b = await s.get(Broadcast, bid)
+                assert b is not None
+            print(f"BENCH broadcast contacts={n} resolve_s={resolve_s:.2f} materialize_s={materialize_s:.2f} "
+                  f"targeted={started['targeted']} queued={started['queued']} delivery_rate={rate:.0f} "
+                  f"configured_limit={limit_sum:.0f} ratio={rate / limit_sum:.2f} exceeded={int(exceeded)} "
+                  f"kill_recipients={queued} duplicates={foreign} lost={lost} resent_same_key={resent}")
+        finally:
+            await ctx.close()
+    finally:
+        if receiver.runner:
+            await receiver.runner.cleanup()
+        await _admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10k contacts, 5 s delivery window")
+    parser.add_argument("--contacts", type=int)
+    parser.add_argument("--window", type=float)
+    args = parser.parse_args()
+    n = args.contacts or (10_000 if args.quick else 100_000)
+    window = args.window or (5.0 if args.quick else 15.0)
+    asyncio.run(run(n, window, kill_n=500 if args.quick else 2000))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The bot listener: answers customer messages while the bot handles the conversation, and keeps
+this process's FAQ index in sync with the knowledge base (`faq.changed`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from scrm import events as ev
+from scrm.services import bot as bot_svc
+from scrm.services import faq as faq_svc
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.listeners.bot")
+
+
+def install(ctx: AppContext) -> list[Callable[[], None]]:
+    """Subscribe to message.created and faq.changed; start building the FAQ index in the background."""
+    runtime = bot_svc.get_runtime(ctx)  # validates the flows at start: a broken file fails loudly
+
+    async def on_message(event: ev.Event) -> None:
+        data = event.data
+        if data.get("direction") != "in" or data.get("sender_kind") != "contact" or data.get("auto_submitted"):
+            return
+        # The handler when the message was stored: a message sent to an agent stays the agent's,
+        # even if the conversation is handed back before this event is processed.
+        if data.get("handler", "bot") != "bot":
+            return
+        await bot_svc.handle_inbound(ctx, int(data["message_id"]))
+
+    async def on_faq(event: ev.Event) -> None:
+        index = ctx.extras.get(faq_svc._INDEX_KEY)  # noqa: SLF001
+        if index is None:
+            return  # not built yet: it will read the table as it is
+        await index.refresh(ctx, [str(k) for k in event.data.get("keys") or []])
+
+    unsubscribe = [ctx.bus.subscribe(on_message, ev.MESSAGE_CREATED), ctx.bus.subscribe(on_faq, ev.FAQ_CHANGED, everywhere=True)]
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return unsubscribe
+    warm = loop.create_task(_warm(ctx, runtime.config))
+
+    def stop_warming() -> None:
+        warm.cancel()
+
+    return [*unsubscribe, stop_warming]
+
+
+async def _warm(ctx: AppContext, config: dict[str, object]) -> None:
+    """Seed the example knowledge base on first start and build the index before the first question."""
+    with contextlib.suppress(asyncio.CancelledError):
+        try:
+            await faq_svc.get_index(ctx, dict(config))
+        except Exception:
+            log.exception("could not build the FAQ index")

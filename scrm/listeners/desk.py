@@ -1,0 +1,185 @@
+"""Service-desk listener: SLA clocks and report figures, CSAT, automation rules, auto-assignment and
+outgoing webhooks, driven by committed events.
+
+Events reach every process when Redis carries them; each event is claimed once cluster-wide, and
+events of one conversation are handled in order within the process that claimed them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from scrm import events as ev
+from scrm.db.models import Conversation, Message, utcnow
+from scrm.db.models_desk import ConversationStats, TeamMember
+from scrm.services import assignment, automation, csat, sla, ticket_workflow, webhooks_out
+from scrm.services.uow import unit_of_work
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.listeners.desk")
+BOOKKEEPING = {
+    ev.CONVERSATION_CREATED, ev.MESSAGE_CREATED, ev.CONVERSATION_STATUS_CHANGED, ev.CONVERSATION_HANDLER_CHANGED,
+    ev.CONVERSATION_ASSIGNED, ev.CONVERSATION_UPDATED, ev.TICKET_OPENED, "agent.updated",
+}
+INTERESTING = BOOKKEEPING | set(automation.RULE_EVENTS) | set(webhooks_out.EVENTS)
+CLAIM_TTL = 600.0
+
+
+class DeskListener:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        # Shared by every desk listener installed on this context (tests install it twice).
+        self._locks: dict[int, asyncio.Lock] = ctx.extras.setdefault("desk.locks", {})
+        self.owner = f"{ctx.process_id}:{id(self):x}"  # two installs in one process still claim once
+
+    async def __call__(self, event: ev.Event) -> None:
+        if event.name not in INTERESTING:
+            return
+        cid = event.data.get("conversation_id")
+        if not isinstance(cid, int):
+            if await self._claim(event):
+                await self.handle(event)
+            return
+        # Lock before claiming: tasks reach the lock in publish order, so one conversation's events
+        # are handled in order (the claim is a Redis round trip that could reorder them).
+        lock = self._locks.setdefault(cid, asyncio.Lock())
+        try:
+            async with lock:
+                if await self._claim(event):
+                    await self.handle(event)
+        finally:
+            if not lock.locked() and not getattr(lock, "_waiters", None):
+                self._locks.pop(cid, None)
+
+    async def _claim(self, event: ev.Event) -> bool:
+        """True for exactly one listener in the cluster."""
+        return bool(await self.ctx.cache.try_acquire(f"desk:event:{event.id}", self.owner, CLAIM_TTL))
+
+    async def handle(self, event: ev.Event) -> None:
+        """Each concern in its own transaction: one failing never stops the others."""
+        for step in (self._webhooks, self._bookkeeping, self._csat, self._automation, self._assign):
+            try:
+                await step(event)
+            except Exception:
+                log.exception("desk step %s failed on %s", step.__name__, event.name)
+
+    async def _webhooks(self, event: ev.Event) -> None:
+        if event.name in webhooks_out.EVENTS:
+            await webhooks_out.enqueue_event(self.ctx, event)
+
+    async def _automation(self, event: ev.Event) -> None:
+        if event.name in automation.RULE_EVENTS:
+            await automation.run_rules(self.ctx, event)
+
+    async def _assign(self, event: ev.Event) -> None:
+        if event.name == ev.CONVERSATION_HANDLER_CHANGED and event.data.get("handler") == "queue":
+            async with unit_of_work(self.ctx) as tx:
+                conv = await tx.session.get(Conversation, event.data["conversation_id"], with_for_update=True)
+                if conv is not None and conv.handler == "queue":
+                    await assignment.auto_assign(tx, conv)
+        elif event.name == "agent.updated" and event.data.get("availability") in ("offline", "away"):
+            async with unit_of_work(self.ctx) as tx:
+                await assignment.reassign_from_offline(tx, int(event.data["agent_id"]))
+
+    async def _csat(self, event: ev.Event) -> None:
+        d = event.data
+        if (event.name == ev.CONVERSATION_STATUS_CHANGED and d.get("status") == "resolved"
+                and d.get("previous") != "resolved" and d.get("by") != "csat"):
+            async with unit_of_work(self.ctx) as tx:
+                await csat.ask(tx, d["conversation_id"])
+
+    async def _bookkeeping(self, event: ev.Event) -> None:
+        d = event.data
+        name = event.name
+        if name not in BOOKKEEPING or (name != "agent.updated" and not d.get("conversation_id")):
+            return
+        if name == "agent.updated":
+            return
+        if name == ev.CONVERSATION_UPDATED:
+            async with self.ctx.db.session() as s:  # cheap check first: most updates are not priority changes
+                row = (await s.execute(select(Conversation.priority, ConversationStats.priority)
+                                       .join(ConversationStats, ConversationStats.conversation_id == Conversation.id)
+                                       .where(Conversation.id == d["conversation_id"]))).first()
+            if row is None or row[0] == row[1]:
+                return
+        async with unit_of_work(self.ctx) as tx:
+            conv = await tx.session.get(Conversation, d["conversation_id"], with_for_update=True)
+            if conv is None:
+                return
+            stats = await sla.ensure_stats(tx, conv)
+            now = utcnow()
+            if name == ev.CONVERSATION_CREATED and conv.handler != "bot":
+                await sla.start_clock(tx, conv, stats, conv.created_at)
+            elif name == ev.CONVERSATION_HANDLER_CHANGED:
+                handler, previous = d.get("handler"), d.get("previous")
+                if handler in ("queue", "human") and previous == "bot":
+                    stats.handoffs += 1
+                if handler == "human":
+                    stats.human_involved = True
+                if handler in ("queue", "human"):
+                    await sla.start_clock(tx, conv, stats, conv.waiting_since or now)
+            elif name == ev.CONVERSATION_ASSIGNED:
+                await self._attribute(tx, conv, stats, d.get("assignee_id"))
+            elif name == ev.CONVERSATION_UPDATED:
+                await sla.reprioritize(tx, conv, stats)
+            elif name == ev.TICKET_OPENED:
+                await sla.start_clock(tx, conv, stats, now)
+            elif name == ev.CONVERSATION_STATUS_CHANGED:
+                if d.get("status") == "resolved" and stats.resolved_at is None:
+                    await sla.on_resolved(tx, stats, conv.resolved_at or now)
+                elif d.get("previous") == "resolved" and d.get("status") == "open":
+                    await sla.on_reopened(tx, stats, now)
+            elif name == ev.MESSAGE_CREATED and d.get("message_id"):
+                await self._message(tx, conv, stats, d)
+
+    async def _attribute(self, tx, conv, stats, assignee_id) -> None:  # type: ignore[no-untyped-def]
+        stats.agent_id = assignee_id
+        if assignee_id is not None and stats.team_id is None:
+            # The team this agent answers for on this inbox (reports by team).
+            from scrm.db.models_desk import Team
+
+            stats.team_id = await tx.session.scalar(
+                select(Team.id).join(TeamMember, TeamMember.team_id == Team.id)
+                .where(TeamMember.agent_id == assignee_id, (Team.inbox_id == conv.inbox_id) | Team.inbox_id.is_(None))
+                .order_by(Team.inbox_id.is_(None), Team.id).limit(1))
+
+    async def _message(self, tx, conv, stats, d) -> None:  # type: ignore[no-untyped-def]
+        msg = await tx.session.get(Message, d["message_id"])
+        if msg is None or msg.private:
+            return
+        if msg.direction == "in" and msg.sender_kind == "contact":
+            if await csat.record_reply(tx, msg, conv) is not None:
+                return  # a rating, not a new request
+            if stats.sla_started_at is None and conv.handler in ("queue", "human"):
+                await sla.start_clock(tx, conv, stats, msg.created_at)
+            await sla.on_customer_message(tx, stats, msg.created_at)
+            await ticket_workflow.on_customer_message(tx, conv)
+        elif msg.direction == "out" and msg.sender_kind == "agent":
+            await sla.on_agent_reply(tx, stats, msg.created_at)
+
+
+def install(ctx: AppContext) -> list[Callable[[], None]]:
+    """Subscribe the desk listener and start the outgoing-webhook sender for this process."""
+    listener = DeskListener(ctx)
+    unsubscribe = ctx.bus.subscribe(listener)
+    stop = asyncio.Event()
+    ctx.extras.setdefault(webhooks_out.WAKE_KEY, asyncio.Event())
+    try:
+        sender: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            webhooks_out.run_webhook_sender(ctx, stop))
+    except RuntimeError:  # installed outside a loop: retries then wait for the next process start
+        sender = None
+
+    def halt() -> None:
+        stop.set()
+        if sender is not None:
+            sender.cancel()
+
+    return [unsubscribe, halt]

@@ -1,0 +1,370 @@
+"""The bot in the application: runs the pure flow engine on a conversation and applies its actions.
+
+One round = one input (customer message, button click, HTTP answer, timer) for one conversation,
+in ONE transaction: lock the conversation row, re-check that the bot still handles it (an agent who
+took over in between wins), run the engine on the persisted `bot_state`, write every action
+(replies into the outbox, attributes, tags, ticket, handoff, unanswered question) together with the
+new state. HTTP calls requested by a flow run after that commit, with a timeout, and their answer
+is fed back as the next round. Because the state lives in the database, a restart mid-flow
+continues where the conversation was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from sqlalchemy import func, select
+
+from bot_flows.actions import (
+    AddTag,
+    BotInput,
+    BotResult,
+    CallHttp,
+    Handoff,
+    OpenTicket,
+    RecordUnanswered,
+    SendReply,
+    SetAttribute,
+)
+from bot_flows.conditions import BusinessHours
+from bot_flows.engine import EngineConfig, FlowEngine, MatcherLookup
+from bot_flows.flows import FlowSet, load_flows
+from scrm import events as ev
+from scrm.db.models import (
+    Contact,
+    ContactIdentity,
+    ContactTag,
+    Conversation,
+    Inbox,
+    Message,
+    UnansweredQuestion,
+    utcnow,
+)
+from scrm.services import conversations as conv_svc
+from scrm.services.faq import ROOT, get_index
+from scrm.services.outbox import enqueue_message
+from scrm.services.tickets import PRIORITIES, create_ticket, ticket_number_text
+from scrm.services.uow import Tx, unit_of_work
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.bot")
+DEFAULT_CONFIG = ROOT / "config" / "bot.toml"
+_RUNTIME_KEY = "bot_runtime"
+_APP = "_app"  # the application's own bookkeeping inside bot_state (hidden from the engine)
+MAX_HTTP_CHAIN = 5
+HANDOFF_REASONS = {
+    "customer_request": "客户要求转人工 / customer asked for an agent",
+    "bot_unanswered": "机器人未能回答 / the bot could not answer",
+    "after_hours": "非工作时间留言 / message left after hours",
+}
+
+
+def load_bot_config(path: str | Path | None = None) -> dict[str, Any]:
+    """Read config/bot.toml (or SCRM_BOT_CONFIG); a missing file means defaults."""
+    path = Path(path or os.environ.get("SCRM_BOT_CONFIG") or DEFAULT_CONFIG)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"bot config {path} is not valid TOML: {exc}") from None
+
+
+def _resolve(path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else ROOT / path
+
+
+@dataclass
+class BotRuntime:
+    """What the bot needs in a process: config, flows, the FAQ index and a clock (tests move it)."""
+
+    config: dict[str, Any]
+    flows: FlowSet
+    hours_override: BusinessHours | None
+    clock: Callable[[], datetime] = utcnow
+    max_timeout: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def engine(self, matcher: Any, hours: BusinessHours | None) -> FlowEngine:
+        """An engine for one round (cheap: flows are parsed once; the hours may change at run time)."""
+        cfg = EngineConfig(default_language=str(self.config.get("default_language", "zh")), business_hours=hours)
+        return FlowEngine(self.flows, MatcherLookup(matcher), cfg)
+
+
+def get_runtime(ctx: AppContext) -> BotRuntime:
+    """The process's bot runtime for this context (flows are loaded and validated once)."""
+    rt: BotRuntime | None = ctx.extras.get(_RUNTIME_KEY)
+    if rt is None:
+        cfg = load_bot_config()
+        flows = load_flows(_resolve(str(cfg.get("flows_dir", "config/flows"))))
+        hours_cfg = cfg.get("business_hours")
+        hours = BusinessHours.from_config(hours_cfg) if hours_cfg else None
+        max_timeout = max((s.timeout.seconds for f in flows.flows.values() for s in f.states.values() if s.timeout),
+                          default=0.0)
+        rt = ctx.extras[_RUNTIME_KEY] = BotRuntime(cfg, flows, hours, max_timeout=float(max_timeout))
+    return rt
+
+
+async def _business_hours(rt: BotRuntime, tx: Tx) -> BusinessHours:
+    if rt.hours_override is not None:
+        return rt.hours_override
+    try:
+        from scrm.services.desk_settings import business_hours
+    except ImportError:
+        from scrm.services.business_time import hours_from_config
+
+        return hours_from_config(None)
+    return await business_hours(tx.session)
+
+
+def _has_buttons(inbox: Inbox) -> bool:
+    from channels.registry import get_adapter_class
+
+    try:
+        return bool(get_adapter_class(inbox.channel_type).capabilities.buttons)
+    except KeyError:
+        return False
+
+
+async def _contact_view(tx: Tx, contact: Contact) -> dict[str, Any]:
+    tags = (await tx.session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == contact.id))).all()
+    return {"name": contact.name, "language": contact.language, "attributes": dict(contact.attributes or {}),
+            "tags": list(tags)}
+
+
+# --- inbound messages -----------------------------------------------------------------------------
+
+
+def should_answer(message: Message) -> bool:
+    """The bot answers customer messages only: no auto-replies, no opt-out keywords, no channel events."""
+    if message.direction != "in" or message.sender_kind != "contact" or message.private:
+        return False
+    if (message.payload or {}).get("auto_submitted") or message.content_type == "event":
+        return False
+    try:
+        from scrm.services.optout import is_opt_out_keyword
+    except ImportError:
+        return True
+    return not is_opt_out_keyword(message.text)
+
+
+async def handle_inbound(ctx: AppContext, message_id: int) -> None:
+    """React to a stored customer message (called by the listener for message.created)."""
+    rt = get_runtime(ctx)
+    index = await get_index(ctx, rt.config)
+    calls: list[CallHttp] = []
+    conv_id: int | None = None
+
+    async def build(tx: Tx, conv: Conversation) -> BotInput | None:
+        nonlocal conv_id
+        message = await tx.session.get(Message, message_id)
+        if message is None or message.conversation_id != conv.id or not should_answer(message):
+            return None
+        app = conv.bot_state.get(_APP) or {}
+        if message_id <= int(app.get("last_in") or 0):
+            return None  # already answered (every process sees the event when Redis carries it)
+        earlier = await tx.session.scalar(select(func.count()).select_from(Message).where(
+            Message.conversation_id == conv.id, Message.direction == "in", Message.id < message.id,
+            Message.content_type != "event"))
+        payload = message.payload or {}
+        choice = payload.get("choice")
+        conv_id = conv.id
+        return BotInput(kind="postback" if choice or message.content_type == "postback" else "message",
+                        now=rt.clock(), text=message.text, choice=str(choice) if choice else None,
+                        is_first_message=not earlier)
+
+    async with ctx.db.session() as s:
+        cid = await s.scalar(select(Message.conversation_id).where(Message.id == message_id))
+    if cid is None:
+        return
+    calls = await run_round(ctx, rt, index.matcher, cid, build, mark_in=message_id)
+    await _follow_http(ctx, rt, index.matcher, cid, calls)
+
+
+async def run_round(
+    ctx: AppContext, rt: BotRuntime, matcher: Any, conversation_id: int,
+    build: Callable[[Tx, Conversation], Any], *, mark_in: int | None = None,
+) -> list[CallHttp]:
+    """One engine round in one transaction; returns the HTTP calls to make after commit."""
+    async with unit_of_work(ctx) as tx:
+        conv = await tx.session.get(Conversation, conversation_id, with_for_update=True, populate_existing=True)
+        if conv is None or conv.handler != "bot":
+            return []  # queue / human: the bot never talks over an agent
+        inp = await build(tx, conv)
+        if inp is None:
+            return []
+        inbox = await tx.session.get(Inbox, conv.inbox_id)
+        identity = await tx.session.get(ContactIdentity, conv.identity_id)
+        contact = await tx.session.get(Contact, conv.contact_id)
+        assert inbox is not None and identity is not None and contact is not None
+        hours = await _business_hours(rt, tx)
+        inp = BotInput(kind=inp.kind, now=inp.now, text=inp.text, choice=inp.choice,
+                       is_first_message=inp.is_first_message, channel_has_buttons=_has_buttons(inbox),
+                       contact=await _contact_view(tx, contact), business_hours_open=hours.is_open(inp.now),
+                       data=inp.data)
+        state = {k: v for k, v in (conv.bot_state or {}).items() if k != _APP}
+        app = dict((conv.bot_state or {}).get(_APP) or {})
+        result = rt.engine(matcher, hours).handle(state, inp)
+        if mark_in is not None:
+            app["last_in"] = mark_in
+        calls = await apply_actions(tx, conv, inbox, identity, contact, result)
+        conv.bot_state = {**result.state, _APP: app}
+    return calls
+
+
+async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: ContactIdentity, contact: Contact,
+                        result: BotResult) -> list[CallHttp]:
+    """Write the engine's actions in the caller's transaction; returns the HTTP calls for later."""
+    window_open = conv_svc.reply_window(inbox, identity)["open"]
+    number: str | None = None
+    calls: list[CallHttp] = []
+
+    async def send(text: str, choices: Any = ()) -> None:
+        if number is not None:
+            text = text.replace("{ticket_number}", number)
+        if not window_open or not text.strip():
+            log.info("bot reply not sent on conversation %s: the channel cannot reach the contact", conv.id)
+            return
+        await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="bot",
+                              text=text, choices=tuple(choices), automatic=True)
+
+    for action in result.actions:
+        if isinstance(action, SendReply):
+            await send(action.text, action.choices)
+        elif isinstance(action, SetAttribute):
+            _set_attribute(tx, contact, action.key, action.value)
+        elif isinstance(action, AddTag):
+            tag = action.tag.strip()[:64]
+            if tag and await tx.session.get(ContactTag, (contact.id, tag)) is None:
+                tx.session.add(ContactTag(contact_id=contact.id, tag=tag))
+                tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id, change="tag")
+        elif isinstance(action, OpenTicket):
+            ticket = await create_ticket(
+                tx, subject=action.subject or conv.last_message_preview or f"Conversation {conv.id}",
+                description=action.description or None, contact_id=contact.id, conversation_id=conv.id,
+                priority=action.priority if action.priority in PRIORITIES else "normal",
+                fields=dict(action.fields), inbox_id=inbox.id, opened_by="bot")
+            number = ticket_number_text(ticket.number)
+        elif isinstance(action, Handoff):
+            await send(action.message)
+            reason = HANDOFF_REASONS.get(action.reason, action.reason) or None
+            await conv_svc.do_set_handler(tx, conv.id, None, "queue", reason)
+        elif isinstance(action, RecordUnanswered):
+            if action.text.strip():
+                tx.session.add(UnansweredQuestion(conversation_id=conv.id, text=action.text.strip()[:2000]))
+        elif isinstance(action, CallHttp):
+            calls.append(action)
+        # ScheduleTimeout: the due time is in the engine state; run_timeouts finds it.
+    return calls
+
+
+def _set_attribute(tx: Tx, contact: Contact, key: str, value: Any) -> None:
+    attrs = dict(contact.attributes or {})
+    attrs[key] = value
+    contact.attributes = attrs
+    if key in ("phone", "email") and isinstance(value, str) and not getattr(contact, key):
+        setattr(contact, key, value[:255])  # like ingest: fill, never overwrite what an agent set
+    tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id, change="attribute")
+
+
+# --- HTTP calls requested by flows ---------------------------------------------------------------
+
+
+async def perform_http(ctx: AppContext, call: CallHttp, limit: float) -> tuple[int, Any]:
+    """Make a flow's HTTP call; status 0 on a network error or timeout."""
+    timeout = aiohttp.ClientTimeout(total=max(0.1, min(float(call.timeout), limit)))
+    try:
+        async with ctx.http_session.request(call.method.upper(), call.url, json=call.json_body,
+                                            timeout=timeout) as resp:
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                body = None
+            return resp.status, body
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        log.info("bot HTTP call %s %s failed: %s", call.method, call.url.split("?")[0], type(exc).__name__)
+        return 0, None
+
+
+async def _follow_http(ctx: AppContext, rt: BotRuntime, matcher: Any, conversation_id: int,
+                       calls: list[CallHttp]) -> None:
+    limit = float(rt.config.get("http_timeout_max", 15))
+    for _ in range(MAX_HTTP_CHAIN):
+        if not calls:
+            return
+        call = calls[0]  # a state makes one call; the engine ignores answers for states it left
+        status, body = await perform_http(ctx, call, limit)
+
+        async def build(_tx: Tx, _conv: Conversation, call: CallHttp = call, status: int = status,
+                        body: Any = body) -> BotInput:
+            return BotInput(kind="http_result", now=rt.clock(),
+                            data={"request_id": call.request_id, "status": status, "json": body})
+
+        calls = await run_round(ctx, rt, matcher, conversation_id, build)
+
+
+# --- timeouts -------------------------------------------------------------------------------------
+
+
+async def check_timeouts(ctx: AppContext, now: datetime | None = None) -> int:
+    """Feed a timeout input to every bot conversation whose flow timer fell due; returns how many."""
+    rt = get_runtime(ctx)
+    if not rt.max_timeout:
+        return 0
+    now = now or rt.clock()
+    # A timer is armed by the bot's own round, which also bumps last_activity_at: only conversations
+    # active within the longest timeout (plus a day of slack for downtime) can hold one.
+    since = now - timedelta(seconds=rt.max_timeout + 86400)
+    async with ctx.db.session() as s:
+        rows = (await s.execute(select(Conversation.id, Conversation.bot_state).where(
+            Conversation.handler == "bot", Conversation.status != "resolved",
+            Conversation.last_activity_at >= since))).all()
+    due: list[tuple[int, str]] = []
+    for cid, state in rows:
+        timer = (state or {}).get("timeout")
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            at = datetime.fromisoformat(timer["due"])
+            if (at if at.tzinfo else at.replace(tzinfo=UTC)) <= now:
+                due.append((cid, str(timer["token"])))
+    if not due:
+        return 0
+    index = await get_index(ctx, rt.config)
+    for cid, token in due:
+
+        async def build(_tx: Tx, conv: Conversation, token: str = token) -> BotInput | None:
+            current = (conv.bot_state or {}).get("timeout") or {}
+            if current.get("token") != token:
+                return None  # the customer answered meanwhile
+            return BotInput(kind="timeout", now=now, data={"token": token})
+
+        try:
+            calls = await run_round(ctx, rt, index.matcher, cid, build)
+            await _follow_http(ctx, rt, index.matcher, cid, calls)
+        except Exception:
+            log.exception("bot timeout on conversation %s failed", cid)
+    return len(due)
+
+
+async def run_timeouts(ctx: AppContext, stop: asyncio.Event) -> None:
+    """Periodic job (scrm.periodic): fire flow timeouts that fell due."""
+    interval = float(get_runtime(ctx).config.get("timeout_check_seconds", 5))
+    while not stop.is_set():
+        try:
+            await check_timeouts(ctx)
+        except Exception:
+            log.exception("bot timeout check failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -1,0 +1,158 @@
+"""Per-recipient broadcast rules: personalization templates and which channel may carry the message.
+
+Channel rules come from each adapter's capabilities and the identity's state, never from the marketer:
+- any channel: inbox active, contact not opted out of broadcasts there, identity reachable and subscribed;
+- a channel with a reply window (WeChat: 48 h): a normal message only inside the window, otherwise the
+  inbox's configured template message, otherwise skipped "outside_window";
+- Telegram: only users who started the bot (they wrote to it) and did not block it;
+- email: only with consent (contact attributes consent.email = true), with an unsubscribe link.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from channels.registry import get_adapter_class
+
+VAR_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:\|\s*(.*?)\s*)?\}\}")
+PROFILE_VARS = ("name", "email", "phone", "language")
+EXTRA_VARS = ("unsubscribe_url",)
+
+
+class TemplateError(ValueError):
+    """A template uses an unknown variable or is malformed."""
+
+
+def template_variables(template: str, attribute_keys: Sequence[str]) -> list[str]:
+    """Check every {{variable | fallback}} of the template; returns the variable names."""
+    names = []
+    for m in VAR_RE.finditer(template):
+        name = m.group(1)
+        if name.startswith("attributes."):
+            if name[len("attributes."):] not in attribute_keys:
+                raise TemplateError(f"unknown variable {{{{{name}}}}}: no attribute {name[11:]!r} is defined")
+        elif name not in PROFILE_VARS and name not in EXTRA_VARS:
+            known = ", ".join([*PROFILE_VARS, "attributes.<key>"])
+            raise TemplateError(f"unknown variable {{{{{name}}}}} (use {known})")
+        names.append(name)
+    leftover = VAR_RE.sub("", template)
+    if "{{" in leftover or "}}" in leftover:
+        raise TemplateError("malformed variable: every {{ needs a matching }} around one variable name")
+    return names
+
+
+def _unquote(fallback: str | None) -> str:
+    if not fallback:
+        return ""
+    if len(fallback) >= 2 and fallback[0] == fallback[-1] and fallback[0] in "\"'":
+        return fallback[1:-1]
+    return fallback
+
+
+def render(template: str, contact: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> str:
+    """Fill the template for one contact; a missing value takes its fallback (or nothing)."""
+    attrs = contact.get("attributes") or {}
+
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name.startswith("attributes."):
+            v = attrs.get(name[11:])
+        elif extra and name in extra:
+            v = extra[name]
+        else:
+            v = contact.get(name)
+        if v is None or v == "":
+            return _unquote(m.group(2))
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        return str(v)
+
+    return VAR_RE.sub(value, template)
+
+
+@dataclass(frozen=True)
+class InboxInfo:
+    id: int
+    channel_type: str
+    active: bool
+    settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class IdentityInfo:
+    id: int
+    inbox_id: int
+    external_id: str
+    reachable: bool
+    subscribed: bool
+    last_inbound_at: datetime | None
+    attributes: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a recipient's message goes (mode "message" or "template"), or why it is skipped."""
+
+    identity: IdentityInfo | None
+    inbox: InboxInfo | None
+    mode: str | None = None
+    reason: str | None = None
+
+
+def has_template(inbox: InboxInfo) -> bool:
+    tpl = inbox.settings.get("template") if inbox.settings else None
+    return isinstance(tpl, Mapping) and bool(tpl.get("template_id"))
+
+
+def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: InboxInfo, now: datetime) -> Decision:
+    """Apply the channel's rules to one identity of the contact."""
+    channel = inbox.channel_type
+    skip = lambda reason: Decision(ident, inbox, None, reason)  # noqa: E731
+    if not inbox.active:
+        return skip("inbox_disabled")
+    opt_outs = contact.get("opt_outs") or {}
+    if opt_outs.get(f"broadcast:{channel}") is True or opt_outs.get("broadcast:all") is True:
+        return skip("opted_out")
+    if not ident.reachable:
+        return skip("unreachable")
+    if not ident.subscribed:
+        return skip("unsubscribed")
+    try:
+        caps = get_adapter_class(channel).capabilities
+    except KeyError:
+        return skip("channel_unavailable")
+    if channel == "telegram" and ident.last_inbound_at is None:
+        return skip("not_started")  # a bot may not write first
+    if channel == "email":
+        consent = (contact.get("attributes") or {}).get("consent") or {}
+        if not (isinstance(consent, Mapping) and consent.get("email") is True):
+            return skip("no_consent")
+    if caps.reply_window is not None:
+        inside = ident.last_inbound_at is not None and now - ident.last_inbound_at < caps.reply_window
+        if not inside:
+            return Decision(ident, inbox, "template") if has_template(inbox) else skip("outside_window")
+    return Decision(ident, inbox, "message")
+
+
+def choose(
+    contact: Mapping[str, Any], identities: Sequence[IdentityInfo], inboxes: Sequence[InboxInfo], now: datetime
+) -> Decision:
+    """Pick the contact's channel: their preferred channel first, then the broadcast's inbox order."""
+    by_inbox = {i.id: i for i in inboxes}
+    order = {i.id: n for n, i in enumerate(inboxes)}
+    preferred = (contact.get("attributes") or {}).get("preferred_channel")
+    candidates = sorted(
+        (i for i in identities if i.inbox_id in by_inbox),
+        key=lambda i: (by_inbox[i.inbox_id].channel_type != preferred, order[i.inbox_id], i.id),
+    )
+    first_refusal: Decision | None = None
+    for ident in candidates:
+        decision = check_identity(contact, ident, by_inbox[ident.inbox_id], now)
+        if decision.reason is None:
+            return decision
+        first_refusal = first_refusal or decision
+    return first_refusal or Decision(None, None, None, "no_channel")

@@ -1,0 +1,395 @@
+"""Broadcasts: compose, schedule, start (materialize recipients into outbox rows), pause, resume, cancel.
+
+Starting takes a snapshot: the segment is resolved once and every targeted contact becomes a
+recipient row, either queued with its delivery row (the outbox worker sends it at the channel's
+rate limit) or skipped with a reason -- in one transaction, so a crash never half-starts it.
+Deliveries have a deterministic idempotency key (broadcast + contact): nobody is materialized twice.
+Pausing moves the broadcast's still-queued deliveries to status "paused" (the worker claims only
+"queued"); resuming puts them back to "queued". Rows already claimed finish sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, insert, select, update
+
+from channels.registry import get_adapter_class
+from scrm import events as ev
+from scrm.db.models import Contact, ContactIdentity, Delivery, Inbox, utcnow
+from scrm.db.models_marketing import Broadcast, BroadcastRecipient, Segment
+from scrm.domain import ContentType
+from scrm.services import audit
+from scrm.services.attributes import attribute_types
+from scrm.services.broadcast_rules import (
+    Decision,
+    IdentityInfo,
+    InboxInfo,
+    TemplateError,
+    check_identity,
+    choose,
+    render,
+    template_variables,
+)
+from scrm.services.outbox import enqueue_delivery
+from scrm.services.segments import SegmentError, members_query
+from scrm.services.uow import Tx, unit_of_work
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.broadcasts")
+CHUNK = 2000
+SCHEDULER_INTERVAL = 5.0
+
+
+class BroadcastError(ValueError):
+    """The broadcast cannot do that; `status` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 409, code: str = "conflict") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def unsubscribe_url(base: str | None, token: str) -> str:
+    return f"{(base or '').rstrip('/')}/unsubscribe/{token}"
+
+
+async def _inboxes(tx: Tx, inbox_ids: Sequence[int]) -> list[InboxInfo]:
+    if not inbox_ids:
+        raise BroadcastError("pick at least one inbox (channel)", 400, "no_channel")
+    rows = {i.id: i for i in (await tx.session.scalars(select(Inbox).where(Inbox.id.in_(inbox_ids)))).all()}
+    missing = [i for i in inbox_ids if i not in rows]
+    if missing:
+        raise BroadcastError(f"inbox {missing[0]} not found", 400, "bad_inbox")
+    return [InboxInfo(i, rows[i].channel_type, rows[i].active, dict(rows[i].settings or {})) for i in inbox_ids]
+
+
+async def check_template(tx: Tx, template: str, subject: str | None = None) -> None:
+    """Reject unknown variables before anything is stored or sent."""
+    keys = list((await attribute_types(tx.session)).keys())
+    try:
+        template_variables(template, keys)
+        if subject:
+            template_variables(subject, keys)
+    except TemplateError as exc:
+        raise BroadcastError(str(exc), 400, "bad_template") from None
+
+
+async def save(tx: Tx, agent_id: int | None, data: dict[str, Any], broadcast: Broadcast | None = None) -> Broadcast:
+    """Create or edit a draft (fields: name, segment_id, rules, inbox_ids, template, subject, reply_window_days)."""
+    if broadcast is not None and broadcast.status not in ("draft", "scheduled"):
+        raise BroadcastError(f"a {broadcast.status} broadcast cannot be edited")
+    b = broadcast or Broadcast(status="draft", created_by=agent_id, rules={}, inbox_ids=[], reply_window_days=3)
+    for key in ("name", "segment_id", "rules", "inbox_ids", "template", "subject", "reply_window_days"):
+        if key in data and data[key] is not None:
+            setattr(b, key, data[key])
+    if not b.template or not b.template.strip():
+        raise BroadcastError("the message is empty", 400, "empty_template")
+    await check_template(tx, b.template, b.subject)
+    await _inboxes(tx, list(b.inbox_ids))
+    if b.segment_id is not None and await tx.session.get(Segment, b.segment_id) is None:
+        raise BroadcastError("segment not found", 400, "bad_segment")
+    if broadcast is None:
+        tx.session.add(b)
+    await tx.session.flush()
+    audit.record(tx, agent_id, "broadcast.save", "broadcast", b.id, name=b.name)
+    return b
+
+
+async def _rules(tx: Tx, b: Broadcast) -> Any:
+    if b.segment_id is not None:
+        segment = await tx.session.get(Segment, b.segment_id)
+        if segment is not None:
+            return segment.rules
+    return b.rules or None
+
+
+async def load(tx: Tx, broadcast_id: int, *, lock: bool = True) -> Broadcast:
+    b = await tx.session.get(Broadcast, broadcast_id, with_for_update=lock)
+    if b is None:
+        raise BroadcastError("broadcast not found", 404, "not_found")
+    return b
+
+
+async def schedule(tx: Tx, b: Broadcast, at: datetime, agent_id: int | None) -> None:
+    """Start automatically at `at` (the scheduler checks every few seconds)."""
+    if b.status not in ("draft", "scheduled"):
+        raise BroadcastError(f"a {b.status} broadcast cannot be scheduled")
+    if at.tzinfo is None:
+        raise BroadcastError("the time needs a timezone (e.g. 2026-05-01T09:00:00+08:00)", 400, "bad_time")
+    b.status, b.scheduled_at, b.last_error = "scheduled", at, None
+    audit.record(tx, agent_id, "broadcast.schedule", "broadcast", b.id, at=at.isoformat())
+
+
+def _contact_dict(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "email": row.email, "phone": row.phone, "language": row.language,
+            "attributes": row.attributes or {}, "opt_outs": row.opt_outs or {}}
+
+
+def _payload(b: Broadcast, d: Decision, contact: dict[str, Any], token: str | None, public_url: str | None,
+             text: str) -> tuple[str, str, dict[str, Any]]:
+    """(text, content_type, metadata) for one recipient's delivery."""
+    assert d.inbox is not None
+    meta: dict[str, Any] = {"broadcast_id": b.id}
+    content_type = ContentType.TEXT.value
+    if d.inbox.channel_type == "email":
+        assert token is not None
+        url = unsubscribe_url(public_url, token)
+        text = f"{text}\n\n--\n退订 / Unsubscribe: {url}"
+        meta["subject"] = render(b.subject or b.name, contact)
+        meta["unsubscribe_url"] = url
+        # RFC 2369 + RFC 8058 one-click: mail clients show an unsubscribe button.
+        meta["headers"] = {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    if d.mode == "template":
+        content_type = ContentType.TEMPLATE.value
+    return text, content_type, meta
+
+
+async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None) -> dict[str, int]:
+    """Resolve the segment once and materialize every recipient (queued with a delivery, or skipped)."""
+    now = utcnow()
+    public_url = ctx.settings.server.public_url
+    async with unit_of_work(ctx) as tx:
+        b = await load(tx, broadcast_id)
+        if b.status not in ("draft", "scheduled"):
+            raise BroadcastError(f"the broadcast is already {b.status}")
+        await check_template(tx, b.template, b.subject)
+        inboxes = await _inboxes(tx, list(b.inbox_ids))
+        rules = await _rules(tx, b)
+        try:
+            members = (await members_query(tx.session, rules, now)).subquery()
+        except SegmentError as exc:
+            raise BroadcastError(f"segment: {exc}", 400, "bad_segment") from None
+        by_id = {i.id: i for i in inboxes}
+        rows = (await tx.session.execute(
+            select(Contact.id, Contact.name, Contact.email, Contact.phone, Contact.language, Contact.attributes,
+                   Contact.opt_outs, ContactIdentity.id.label("iid"), ContactIdentity.inbox_id,
+                   ContactIdentity.external_id, ContactIdentity.reachable, ContactIdentity.subscribed,
+                   ContactIdentity.last_inbound_at, ContactIdentity.attributes.label("iattrs"))
+            .join(members, members.c.id == Contact.id)
+            .outerjoin(ContactIdentity, and_(ContactIdentity.contact_id == Contact.id,
+                                             ContactIdentity.inbox_id.in_(list(by_id))))
+            .order_by(Contact.id)
+        )).all()
+        if not rows:
+            raise BroadcastError("the segment has no members: nothing to send", 400, "empty_segment")
+        grouped: dict[int, tuple[Any, list[IdentityInfo]]] = {}
+        for r in rows:
+            entry = grouped.setdefault(r.id, (r, []))
+            if r.iid is not None:
+                entry[1].append(IdentityInfo(r.iid, r.inbox_id, r.external_id, r.reachable, r.subscribed,
+                                             r.last_inbound_at, r.iattrs or {}))
+        deliveries: list[dict[str, Any]] = []
+        recipients: list[dict[str, Any]] = []
+        for cid, (row, idents) in grouped.items():
+            contact = _contact_dict(row)
+            d = choose(contact, idents, inboxes, now)
+            rec: dict[str, Any] = {"broadcast_id": b.id, "contact_id": cid, "created_at": now,
+                                   "inbox_id": d.inbox.id if d.inbox else None,
+                                   "identity_id": d.identity.id if d.identity else None,
+                                   "channel": d.inbox.channel_type if d.inbox else None,
+                                   "status": "skipped" if d.reason else "queued", "reason": d.reason,
+                                   "unsubscribe_token": None, "delivery_key": None}
+            if d.reason is None:
+                assert d.identity is not None and d.inbox is not None
+                token = secrets.token_urlsafe(24) if d.inbox.channel_type == "email" else None
+                text, ctype, meta = _payload(b, d, contact, token, public_url,
+                                             render(b.template, contact, {"unsubscribe_url": unsubscribe_url(
+                                                 public_url, token) if token else ""}))
+                key = f"broadcast:{b.id}:{cid}"
+                rec["unsubscribe_token"], rec["delivery_key"] = token, key
+                deliveries.append({
+                    "idempotency_key": key, "inbox_id": d.inbox.id, "identity_id": d.identity.id,
+                    "recipient_id": d.identity.external_id, "ordering_key": f"{d.inbox.id}:{d.identity.external_id}",
+                    "kind": "broadcast", "status": "queued", "attempts": 0, "next_attempt_at": now,
+                    "created_at": now, "message_id": None, "conversation_id": None,
+                    "payload": {"text": text, "content_type": ctype, "attachments": [], "choices": [],
+                                "metadata": meta, "automatic": False, "reply_to_external_id": None,
+                                "recipient_data": dict(d.identity.attributes)},
+                })
+            recipients.append(rec)
+        ids: dict[str, int] = {}
+        for i in range(0, len(deliveries), CHUNK):  # plain executemany, then one indexed lookup per chunk
+            chunk = deliveries[i:i + CHUNK]
+            await tx.session.execute(insert(Delivery.__table__), chunk)
+            found = await tx.session.execute(select(Delivery.id, Delivery.idempotency_key).where(
+                Delivery.idempotency_key.in_([d["idempotency_key"] for d in chunk])))
+            ids.update({key: did for did, key in found.all()})
+        for rec in recipients:
+            key = rec.pop("delivery_key")
+            rec["delivery_id"] = ids[key] if key else None
+        for i in range(0, len(recipients), CHUNK):
+            await tx.session.execute(insert(BroadcastRecipient.__table__), recipients[i:i + CHUNK])
+        b.status, b.started_at, b.rules, b.last_error = "running", now, rules or {}, None
+        audit.record(tx, agent_id, "broadcast.start", "broadcast", b.id, targeted=len(recipients),
+                     queued=len(deliveries))
+        for inbox_id in {d["inbox_id"] for d in deliveries}:
+            tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox_id)
+    return {"targeted": len(recipients), "queued": len(deliveries), "skipped": len(recipients) - len(deliveries)}
+
+
+def _own_deliveries(broadcast_id: int) -> Any:
+    return Delivery.id.in_(select(BroadcastRecipient.delivery_id).where(
+        BroadcastRecipient.broadcast_id == broadcast_id, BroadcastRecipient.delivery_id.is_not(None)))
+
+
+async def pause(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
+    """Hold every not-yet-claimed delivery (status "paused"); returns how many were held."""
+    if b.status != "running":
+        raise BroadcastError(f"only a running broadcast can be paused (it is {b.status})")
+    res = await tx.session.execute(
+        update(Delivery).where(_own_deliveries(b.id), Delivery.status == "queued").values(status="paused")
+        .execution_options(synchronize_session=False))
+    b.status = "paused"
+    audit.record(tx, agent_id, "broadcast.pause", "broadcast", b.id, held=int(res.rowcount or 0))  # type: ignore[attr-defined]
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def resume(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
+    """Queue the held deliveries again."""
+    if b.status != "paused":
+        raise BroadcastError(f"only a paused broadcast can be resumed (it is {b.status})")
+    res = await tx.session.execute(
+        update(Delivery).where(_own_deliveries(b.id), Delivery.status == "paused")
+        .values(status="queued", next_attempt_at=utcnow()).execution_options(synchronize_session=False))
+    b.status = "running"
+    audit.record(tx, agent_id, "broadcast.resume", "broadcast", b.id)
+    for inbox_id in list(b.inbox_ids):
+        tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox_id)
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def cancel(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
+    """Stop for good: deliveries not yet claimed become "cancelled"."""
+    if b.status in ("completed", "cancelled"):
+        raise BroadcastError(f"the broadcast is already {b.status}")
+    res = await tx.session.execute(
+        update(Delivery).where(_own_deliveries(b.id), Delivery.status.in_(("queued", "paused")))
+        .values(status="cancelled").execution_options(synchronize_session=False))
+    b.status, b.finished_at = "cancelled", utcnow()
+    audit.record(tx, agent_id, "broadcast.cancel", "broadcast", b.id)
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def _contact_and_identities(tx: Tx, contact_id: int, inboxes: list[InboxInfo]) -> tuple[dict[str, Any],
+                                                                                             list[IdentityInfo]]:
+    c = await tx.session.get(Contact, contact_id)
+    if c is None:
+        raise BroadcastError("contact not found", 404, "not_found")
+    idents = (await tx.session.scalars(select(ContactIdentity).where(
+        ContactIdentity.contact_id == contact_id, ContactIdentity.inbox_id.in_([i.id for i in inboxes])))).all()
+    return _contact_dict(c), [IdentityInfo(i.id, i.inbox_id, i.external_id, i.reachable, i.subscribed,
+                                           i.last_inbound_at, i.attributes or {}) for i in idents]
+
+
+async def send_test(ctx: AppContext, b: Broadcast, contact_id: int, tx: Tx) -> dict[str, Any]:
+    """Send the personalized message to one named contact (yourself), under the same channel rules."""
+    inboxes = await _inboxes(tx, list(b.inbox_ids))
+    contact, idents = await _contact_and_identities(tx, contact_id, inboxes)
+    d = choose(contact, idents, inboxes, utcnow())
+    if d.reason is not None:
+        raise BroadcastError(f"this contact cannot receive it: {d.reason}", 409, d.reason)
+    assert d.identity is not None and d.inbox is not None
+    token = "test" if d.inbox.channel_type == "email" else None
+    url = unsubscribe_url(ctx.settings.server.public_url, token) if token else ""
+    text, ctype, meta = _payload(b, d, contact, token, ctx.settings.server.public_url,
+                                 render(b.template, contact, {"unsubscribe_url": url}))
+    inbox = await tx.session.get(Inbox, d.inbox.id)
+    identity = await tx.session.get(ContactIdentity, d.identity.id)
+    assert inbox is not None and identity is not None
+    delivery = enqueue_delivery(tx, inbox=inbox, identity=identity, conversation_id=None, message_id=None, text=text,
+                                content_type=ctype, metadata=meta | {"test": True}, kind="broadcast")
+    await tx.session.flush()
+    return {"delivery_id": delivery.id, "inbox_id": inbox.id, "channel": inbox.channel_type, "text": text}
+
+
+async def preview(ctx: AppContext, tx: Tx, b: Broadcast, contact_id: int | None) -> list[dict[str, Any]]:
+    """What the message looks like on each of the broadcast's channels (for one contact, or a sample)."""
+    inboxes = await _inboxes(tx, list(b.inbox_ids))
+    contact: dict[str, Any] = {"name": None, "attributes": {}, "opt_outs": {}}
+    idents: list[IdentityInfo] = []
+    if contact_id is not None:
+        contact, idents = await _contact_and_identities(tx, contact_id, inboxes)
+    now = utcnow()
+    out = []
+    for inbox in inboxes:
+        ident = next((i for i in idents if i.inbox_id == inbox.id), None)
+        d = check_identity(contact, ident, inbox, now) if ident else Decision(None, inbox, "message")
+        token = "preview" if inbox.channel_type == "email" else None
+        url = unsubscribe_url(ctx.settings.server.public_url, token) if token else ""
+        text, ctype, meta = _payload(b, Decision(ident, inbox, d.mode or "message"), contact, token,
+                                     ctx.settings.server.public_url,
+                                     render(b.template, contact, {"unsubscribe_url": url}))
+        try:
+            limit = get_adapter_class(inbox.channel_type).capabilities.max_text_length
+        except KeyError:
+            limit = None
+        out.append({"inbox_id": inbox.id, "channel": inbox.channel_type, "text": text, "content_type": ctype,
+                    "subject": meta.get("subject"), "headers": meta.get("headers", {}),
+                    "parts": -(-len(text) // limit) if limit else 1,
+                    "eligible": d.reason is None if ident else None, "skip_reason": d.reason})
+    return out
+
+
+async def finish_completed(ctx: AppContext) -> int:
+    """Mark running broadcasts with nothing left in flight as completed."""
+    done = 0
+    async with unit_of_work(ctx) as tx:
+        running = (await tx.session.scalars(select(Broadcast).where(Broadcast.status == "running"))).all()
+        for b in running:
+            pending = await tx.session.scalar(select(Delivery.id).where(
+                _own_deliveries(b.id), Delivery.status.in_(("queued", "claimed", "sending", "paused"))).limit(1))
+            if pending is None:
+                b.status, b.finished_at = "completed", utcnow()
+                done += 1
+    return done
+
+
+async def start_due(ctx: AppContext) -> list[int]:
+    """Start every scheduled broadcast whose time has come; a failure is recorded on the broadcast."""
+    async with ctx.db.session() as s:
+        due = list((await s.scalars(select(Broadcast.id).where(
+            Broadcast.status == "scheduled", Broadcast.scheduled_at <= utcnow()))).all())
+    started = []
+    for bid in due:
+        try:
+            await start(ctx, bid)
+            started.append(bid)
+        except BroadcastError as exc:
+            if exc.code == "conflict":
+                continue  # another process started it first
+            async with unit_of_work(ctx) as tx:
+                b = await load(tx, bid)
+                if b.status == "scheduled":
+                    b.status, b.last_error = "draft", str(exc)
+            log.warning("scheduled broadcast %s could not start: %s", bid, exc)
+    return started
+
+
+async def run_scheduler(ctx: AppContext, stop: asyncio.Event) -> None:
+    """Periodic job: start due scheduled broadcasts and close finished ones."""
+    interval = float(ctx.extras.get("broadcast_scheduler_interval", SCHEDULER_INTERVAL))
+    while not stop.is_set():
+        try:
+            await start_due(ctx)
+            await finish_completed(ctx)
+        except Exception:
+            log.exception("broadcast scheduler step failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+def count_by(items: Sequence[tuple[str | None, int]]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for k, n in items:
+        out[k or "unknown"] += n
+    return dict(out)

@@ -1,0 +1,295 @@
+"""The FAQ knowledge base: CRUD on faq_entries, import/export, unanswered questions, and the
+per-process matcher index kept in sync with the table.
+
+Every change emits `faq.changed` {"keys": [...]} after commit. Each process's bot listener answers
+it by re-reading those rows and adding / replacing / removing them in its in-memory matcher (with
+Redis the event reaches every process), so an edit is answered everywhere without a restart.
+Re-reading the row (instead of carrying the entry in the event) makes late or repeated events
+harmless: the index always converges on what the table holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot_flows import kb_io
+from bot_flows.matcher import FaqEntry, FaqMatcher, MatcherConfig, group_similar
+from scrm import events as ev
+from scrm.db.models import FaqEntryRow, UnansweredQuestion, utcnow
+from scrm.domain import Choice
+from scrm.services.uow import Tx, unit_of_work
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.faq")
+ROOT = Path(__file__).resolve().parents[2]
+_INDEX_KEY = "faq_index"
+
+
+class FaqError(ValueError):
+    """A knowledge-base request is invalid; `status` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "invalid_faq", **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.extra = extra
+
+
+# --- rows <-> entries ----------------------------------------------------------------------------
+
+
+def row_to_entry(row: FaqEntryRow) -> FaqEntry:
+    """The matcher's view of a stored entry (its id is the entry's key)."""
+    return FaqEntry(
+        id=row.key, question=row.question, paraphrases=tuple(str(p) for p in row.paraphrases or ()),
+        answer=row.answer, category=row.category or "", language=row.language, enabled=row.enabled,
+        buttons=tuple(Choice(str(b.get("label", "")), str(b.get("payload", ""))) for b in row.buttons or ()),
+    )
+
+
+def _fill_row(row: FaqEntryRow, entry: FaqEntry) -> None:
+    row.question = entry.question
+    row.paraphrases = list(entry.paraphrases)
+    row.answer = entry.answer
+    row.buttons = [{"label": b.label, "payload": b.payload} for b in entry.buttons]
+    row.category = entry.category or None
+    row.language = entry.language
+    row.enabled = entry.enabled
+    row.updated_at = utcnow()
+
+
+def row_json(row: FaqEntryRow) -> dict[str, Any]:
+    """The API form of an entry."""
+    return {**kb_io.entry_to_dict(row_to_entry(row)), "db_id": row.id,
+            "updated_at": row.updated_at.isoformat() if row.updated_at else None}
+
+
+def validate_entry(data: dict[str, Any]) -> FaqEntry:
+    """Check one entry given as a mapping; raises FaqError listing every problem."""
+    errors: list[kb_io.KbError] = []
+    entry = kb_io._entry(data, 1, errors)  # noqa: SLF001 - the same rules as import, one record
+    if entry is None:
+        raise FaqError("; ".join(msg for _line, msg in errors), 400, "invalid_faq")
+    return entry
+
+
+# --- CRUD ----------------------------------------------------------------------------------------
+
+
+async def get_row(session: AsyncSession, key: str) -> FaqEntryRow | None:
+    return await session.scalar(select(FaqEntryRow).where(FaqEntryRow.key == key))
+
+
+async def create_entry(tx: Tx, entry: FaqEntry) -> FaqEntryRow:
+    """Add an entry; its key must be new."""
+    if await get_row(tx.session, entry.id) is not None:
+        raise FaqError(f"an entry with id {entry.id!r} already exists", 409, "duplicate_id")
+    row = FaqEntryRow(key=entry.id)
+    _fill_row(row, entry)
+    tx.session.add(row)
+    await tx.session.flush()
+    tx.emit(ev.FAQ_CHANGED, keys=[entry.id])
+    return row
+
+
+async def update_entry(tx: Tx, key: str, changes: dict[str, Any]) -> FaqEntryRow:
+    """Change some fields of an entry (the id cannot change)."""
+    row = await get_row(tx.session, key)
+    if row is None:
+        raise FaqError(f"no entry with id {key!r}", 404, "not_found")
+    if "id" in changes and changes["id"] != key:
+        raise FaqError("the id of an entry cannot change; create a new entry instead", 400, "invalid_faq")
+    merged = {**kb_io.entry_to_dict(row_to_entry(row)), **changes, "id": key}
+    _fill_row(row, validate_entry(merged))
+    tx.emit(ev.FAQ_CHANGED, keys=[key])
+    return row
+
+
+async def delete_entry(tx: Tx, key: str) -> None:
+    result = await tx.session.execute(delete(FaqEntryRow).where(FaqEntryRow.key == key))
+    if not result.rowcount:
+        raise FaqError(f"no entry with id {key!r}", 404, "not_found")
+    tx.emit(ev.FAQ_CHANGED, keys=[key])
+
+
+async def import_entries(tx: Tx, entries: Sequence[FaqEntry]) -> dict[str, int]:
+    """Insert new entries and replace existing ones with the same id."""
+    keys = [e.id for e in entries]
+    existing = {r.key: r for r in (await tx.session.scalars(select(FaqEntryRow).where(FaqEntryRow.key.in_(keys)))).all()}
+    created = updated = 0
+    for entry in entries:
+        row = existing.get(entry.id)
+        if row is None:
+            row = FaqEntryRow(key=entry.id)
+            tx.session.add(row)
+            created += 1
+        else:
+            updated += 1
+        _fill_row(row, entry)
+    await tx.session.flush()
+    if keys:
+        tx.emit(ev.FAQ_CHANGED, keys=keys)
+    return {"created": created, "updated": updated}
+
+
+async def all_entries(session: AsyncSession) -> list[FaqEntry]:
+    rows = (await session.scalars(select(FaqEntryRow).order_by(FaqEntryRow.id))).all()
+    return [row_to_entry(r) for r in rows]
+
+
+def export_entries(entries: Iterable[FaqEntry], fmt: str) -> str:
+    if fmt not in ("csv", "json", "yaml"):
+        raise FaqError("format must be csv, json or yaml", 400, "bad_format")
+    return kb_io.dump_kb(entries, fmt)  # type: ignore[arg-type]
+
+
+# --- seeding and the per-process index ------------------------------------------------------------
+
+
+async def seed_if_empty(ctx: AppContext, path: str | Path | None) -> int:
+    """Import the example knowledge base when the table is empty (first start); returns entries added."""
+    if not path:
+        return 0
+    async with ctx.db.session() as s:
+        if await s.scalar(select(FaqEntryRow.id).limit(1)) is not None:
+            return 0
+    entries, errors = kb_io.load_kb_file(str(path))
+    if errors:
+        log.warning("example knowledge base %s has %d invalid entries; first: line %s: %s",
+                    path, len(errors), *errors[0])
+    try:
+        async with unit_of_work(ctx) as tx:
+            if await tx.session.scalar(select(FaqEntryRow.id).limit(1)) is not None:
+                return 0  # another process seeded it meanwhile
+            await import_entries(tx, entries)
+    except IntegrityError:
+        return 0  # another process won the race
+    log.info("imported %d example FAQ entries from %s", len(entries), path)
+    return len(entries)
+
+
+class FaqIndex:
+    """This process's matcher, built from the table once, then updated entry by entry."""
+
+    def __init__(self, config: MatcherConfig) -> None:
+        self.matcher = FaqMatcher(config)
+        self.ready = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._pending: set[str] = set()
+
+    async def load(self, ctx: AppContext) -> None:
+        """Build the index from the table (off the event loop: jieba's dictionary takes ~1 s)."""
+        async with self._lock:
+            async with ctx.db.session() as s:
+                entries = await all_entries(s)
+            await asyncio.to_thread(self.matcher.build, entries)
+            self.ready.set()
+
+    async def refresh(self, ctx: AppContext, keys: Iterable[str]) -> None:
+        """Re-read these entries and add, replace or remove them in the index."""
+        await self.ready.wait()
+        async with self._lock:
+            wanted = list(dict.fromkeys(keys))
+            async with ctx.db.session() as s:
+                rows = {r.key: r for r in (await s.scalars(select(FaqEntryRow).where(FaqEntryRow.key.in_(wanted)))).all()}
+            for key in wanted:
+                row = rows.get(key)
+                if row is None:
+                    self.matcher.remove(key)
+                else:
+                    self.matcher.add(row_to_entry(row))  # disabled entries are only removed
+
+
+def matcher_config(cfg: dict[str, Any]) -> MatcherConfig:
+    folder = cfg.get("matcher_dir") or "config/faq"
+    path = Path(folder) if Path(folder).is_absolute() else ROOT / folder
+    tuning = {k: v for k, v in (cfg.get("matcher") or {}).items() if k in MatcherConfig.__dataclass_fields__}
+    return MatcherConfig.from_dir(str(path), **tuning) if path.is_dir() else MatcherConfig(**tuning)
+
+
+async def get_index(ctx: AppContext, cfg: dict[str, Any] | None = None) -> FaqIndex:
+    """The process's FAQ index for this context: seeds the table on first start, then builds it."""
+    index: FaqIndex | None = ctx.extras.get(_INDEX_KEY)
+    if index is None:
+        from scrm.services.bot import load_bot_config
+
+        cfg = cfg or load_bot_config()
+        index = ctx.extras[_INDEX_KEY] = FaqIndex(matcher_config(cfg))
+        seed = cfg.get("seed_faq")
+        try:
+            await seed_if_empty(ctx, ROOT / seed if seed and not Path(seed).is_absolute() else seed)
+        except Exception:  # noqa: BLE001 - a broken example file must not stop the bot
+            log.exception("could not import the example knowledge base")
+        try:
+            await index.load(ctx)
+        finally:
+            index.ready.set()  # never leave callers waiting; an empty index rejects every question
+    await index.ready.wait()
+    return index
+
+
+# --- unanswered questions --------------------------------------------------------------------------
+
+
+async def unanswered_groups(session: AsyncSession, matcher: FaqMatcher | None = None, limit: int = 2000,
+                            threshold: float = 0.5) -> list[dict[str, Any]]:
+    """Open unanswered questions grouped by similar jieba tokens, biggest group first."""
+    rows = list((await session.scalars(
+        select(UnansweredQuestion).where(UnansweredQuestion.resolved.is_(False))
+        .order_by(UnansweredQuestion.id.desc()).limit(limit))).all())
+    rows.reverse()
+    groups = group_similar([r.text for r in rows], threshold, matcher.analyzer if matcher else None)
+    out = []
+    for g in groups:
+        members = [rows[i] for i in g]
+        ids = [m.id for m in members]
+        texts = list(dict.fromkeys(m.text.strip() for m in members))
+        out.append({
+            "ids": ids, "count": len(members), "texts": texts, "sample": texts[0],
+            "last_at": max(m.created_at for m in members).isoformat(),
+            "promote_path": f"/api/v1/faq/unanswered/{','.join(map(str, ids))}/promote",
+        })
+    return out
+
+
+async def promote_unanswered(tx: Tx, ids: Sequence[int], *, entry_key: str | None = None,
+                             new_entry: dict[str, Any] | None = None) -> tuple[FaqEntryRow, bool]:
+    """Turn unanswered questions into paraphrases of an existing entry, or into a new entry.
+
+    For a new entry the first question becomes the question (unless given) and the rest paraphrases.
+    Returns (entry row, created). The questions are marked resolved.
+    """
+    rows = list((await tx.session.scalars(select(UnansweredQuestion).where(UnansweredQuestion.id.in_(ids)))).all())
+    missing = sorted(set(ids) - {r.id for r in rows})
+    if missing:
+        raise FaqError(f"unknown unanswered question id(s): {', '.join(map(str, missing))}", 404, "not_found")
+    texts = list(dict.fromkeys(r.text.strip() for r in sorted(rows, key=lambda r: r.id) if r.text.strip()))
+    if (entry_key is None) == (new_entry is None):
+        raise FaqError("give either entry (an existing id to add paraphrases to) or new_entry", 400, "invalid_faq")
+    if entry_key is not None:
+        row = await get_row(tx.session, entry_key)
+        if row is None:
+            raise FaqError(f"no entry with id {entry_key!r}", 404, "not_found")
+        known = {row.question, *row.paraphrases}
+        await update_entry(tx, entry_key, {"paraphrases": [*row.paraphrases, *(t for t in texts if t not in known)]})
+        created = False
+    else:
+        assert new_entry is not None
+        data = dict(new_entry)
+        data.setdefault("question", texts[0] if texts else "")
+        data["paraphrases"] = [*(data.get("paraphrases") or []), *(t for t in texts if t != data["question"])]
+        row = await create_entry(tx, validate_entry(data))
+        created = True
+    for r in rows:
+        r.resolved = True
+    return row, created

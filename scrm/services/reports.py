@@ -1,0 +1,272 @@
+"""Desk reports for a date range, grouped by inbox, channel, team or agent: SQL aggregates only.
+
+Durations come from desk_conversation_stats (business seconds, computed when the event happened), so
+a report is a handful of GROUP BY queries whatever the range. Percentiles are nearest-rank (the value
+at rank ceil(p*n)): percentile_disc on PostgreSQL, the same rank picked with window functions on SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Float, and_, case, cast, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from scrm.db.models import Agent, Conversation, Inbox, Message
+from scrm.db.models_desk import ConversationStats, CsatSurvey, Team
+
+GroupBy = Literal["none", "inbox", "channel", "team", "agent"]
+GROUPS: tuple[str, ...] = ("none", "inbox", "channel", "team", "agent")
+REPORTS = ("volume", "messages", "response_times", "deflection", "sla", "csat", "timeseries")
+
+
+def _source(group: str, source: str) -> tuple[ColumnElement[Any], Any]:
+    """The grouping column for a source table and a function adding the joins it needs."""
+    conv_on = {"msg": Conversation.id == Message.conversation_id,
+               "stats": Conversation.id == ConversationStats.conversation_id}
+    inbox_col = {"conv": Conversation.inbox_id, "msg": Message.inbox_id, "stats": ConversationStats.inbox_id,
+                 "csat": CsatSurvey.inbox_id}[source]
+
+    def joins(q: Any) -> Any:
+        if group == "channel":
+            q = q.join(Inbox, Inbox.id == inbox_col)
+        if group in ("agent", "team") and source in conv_on and not (group == "team" and source == "stats"):
+            q = q.join(Conversation, conv_on[source])
+        if group == "team" and source in ("conv", "msg"):
+            q = q.outerjoin(ConversationStats, ConversationStats.conversation_id == Conversation.id)
+        return q
+
+    if group == "inbox":
+        col: Any = inbox_col
+    elif group == "channel":
+        col = Inbox.channel_type
+    elif group == "agent":
+        col = CsatSurvey.agent_id if source == "csat" else Conversation.assignee_id
+    elif group == "team":
+        col = CsatSurvey.team_id if source == "csat" else ConversationStats.team_id
+    else:
+        col = literal("all")
+    return col.label("g"), joins
+
+
+def _in(col: Any, start: datetime, end: datetime) -> ColumnElement[bool]:
+    return and_(col >= start, col < end)
+
+
+async def volume(s: AsyncSession, start: datetime, end: datetime, group: str) -> dict[Any, dict[str, Any]]:
+    """Conversations opened and resolved in the range."""
+    out: dict[Any, dict[str, Any]] = {}
+    g, joins = _source(group, "conv")
+    for name, col in (("opened", Conversation.created_at), ("resolved", Conversation.resolved_at)):
+        q = joins(select(g, func.count()).select_from(Conversation)).where(_in(col, start, end))
+        if name == "resolved":
+            q = q.where(Conversation.status == "resolved")
+        for key, n in (await s.execute(q.group_by(g))).all():
+            out.setdefault(key, {})[name] = n
+    return out
+
+
+async def messages(s: AsyncSession, start: datetime, end: datetime, group: str) -> dict[Any, dict[str, Any]]:
+    """Messages in (from customers) and out (agents and bot; notes and system events excluded)."""
+    visible = and_(_in(Message.created_at, start, end), Message.private.is_(False), Message.sender_kind != "system")
+    g, joins = _source(group, "msg")
+    base = joins(select(g, Message.direction, func.count()).select_from(Message))
+    out: dict[Any, dict[str, Any]] = {}
+    for key, direction, n in (await s.execute(base.where(visible).group_by(g, Message.direction))).all():
+        out.setdefault(key, {})["messages_" + direction] = n
+    return out
+
+
+async def _percentiles(s: AsyncSession, value: Any, g: ColumnElement[Any], where: Sequence[Any], joins: Any,
+                       prefix: str) -> dict[Any, dict[str, Any]]:
+    dialect = s.bind.dialect.name if s.bind else "sqlite"
+    out: dict[Any, dict[str, Any]] = {}
+    if dialect == "postgresql":
+        q = select(g, func.count(value), func.avg(value),
+                   func.percentile_disc(0.5).within_group(value), func.percentile_disc(0.9).within_group(value))
+        q = joins(q.select_from(ConversationStats)).where(*where, value.is_not(None)).group_by(g)
+        for key, n, avg, p50, p90 in (await s.execute(q)).all():
+            out[key] = {f"{prefix}_count": n, f"{prefix}_avg": _r(avg), f"{prefix}_median": _r(p50), f"{prefix}_p90": _r(p90)}
+        return out
+    ranked = joins(select(
+        g, value.label("v"),
+        func.row_number().over(partition_by=g, order_by=value).label("rn"),
+        func.count().over(partition_by=g).label("n"),
+    ).select_from(ConversationStats)).where(*where, value.is_not(None)).subquery()
+    # Nearest rank: ceil(p*n) in integers, (n+1)/2 and (9n+9)/10.
+    q = select(ranked.c.g, func.max(ranked.c.n), func.avg(ranked.c.v),
+               func.max(case((ranked.c.rn == (ranked.c.n + 1) // 2, ranked.c.v))),
+               func.max(case((ranked.c.rn == (ranked.c.n * 9 + 9) // 10, ranked.c.v)))).group_by(ranked.c.g)
+    for key, n, avg, p50, p90 in (await s.execute(q)).all():
+        out[key] = {f"{prefix}_count": n, f"{prefix}_avg": _r(avg), f"{prefix}_median": _r(p50), f"{prefix}_p90": _r(p90)}
+    return out
+
+
+def _r(x: Any) -> float | None:
+    return None if x is None else round(float(x), 1)
+
+
+async def response_times(s: AsyncSession, start: datetime, end: datetime, group: str) -> dict[Any, dict[str, Any]]:
+    """First response time (first human answer in range) and resolution time (resolved in range),
+    in business seconds: count, average, median, p90."""
+    g, joins = _source(group, "stats")
+    frt = await _percentiles(s, ConversationStats.first_response_secs, g,
+                             [_in(ConversationStats.first_response_at, start, end)], joins, "first_response")
+    res = await _percentiles(s, ConversationStats.resolution_secs, g,
+                             [_in(ConversationStats.resolved_at, start, end)], joins, "resolution")
+    out: dict[Any, dict[str, Any]] = {}
+    for part in (frt, res):
+        for key, row in part.items():
+            out.setdefault(key, {}).update(row)
+    return out
+
+
+async def deflection(s: AsyncSession, start: datetime, end: datetime, group: str) -> dict[Any, dict[str, Any]]:
+    """Of the conversations resolved in range: how many without any human (bot deflection),
+    and handoffs to humans among the conversations opened in range."""
+    g, joins = _source(group, "conv")
+    bot_only = and_(func.coalesce(ConversationStats.human_involved, False).is_(False), Conversation.assignee_id.is_(None))
+    q = joins(select(g, func.count(), func.sum(case((bot_only, 1), else_=0))).select_from(Conversation))
+    if group != "team":  # the team grouping already joined the stats
+        q = q.outerjoin(ConversationStats, ConversationStats.conversation_id == Conversation.id)
+    q = (q.where(_in(Conversation.resolved_at, start, end), Conversation.status == "resolved").group_by(g))
+    out: dict[Any, dict[str, Any]] = {}
+    for key, resolved, bot_only in (await s.execute(q)).all():
+        bot_only = int(bot_only or 0)
+        out[key] = {"resolved_total": resolved, "resolved_by_bot": bot_only,
+                    "deflection_rate": round(bot_only / resolved, 4) if resolved else None}
+    g2, joins2 = _source(group, "stats")
+    q2 = (joins2(select(g2, func.coalesce(func.sum(ConversationStats.handoffs), 0),
+                        func.sum(case((ConversationStats.handoffs > 0, 1), else_=0))).select_from(ConversationStats))
+          .where(_in(ConversationStats.created_at, start, end)).group_by(g2))
+    for key, handoffs, handed in (await s.execute(q2)).all():
+        out.setdefault(key, {}).update({"handoffs": int(handoffs or 0), "conversations_handed_off": int(handed or 0)})
+    return out
+
+
+async def sla(s: AsyncSession, start: datetime, end: datetime, group: str) -> dict[Any, dict[str, Any]]:
+    """SLA compliance of the conversations resolved in range under a policy."""
+    g, joins = _source(group, "stats")
+    q = joins(select(g, func.count(), func.sum(case((ConversationStats.sla_met.is_(True), 1), else_=0)))
+              .select_from(ConversationStats))
+    q = q.where(_in(ConversationStats.resolved_at, start, end), ConversationStats.sla_met.is_not(None)).group_by(g)
+    out: dict[Any, dict[str, Any]] = {}
+    for key, total, met in (await s.execute(q)).all():
+        met = int(met or 0)
+        out[key] = {"sla_total": total, "sla_met": met, "sla_compliance": round(met / total, 4) if total else None}
+    return out
+
+
+async def csat(s: AsyncSession, start: datetime, end: datetime, group: str) -> dict[Any, dict[str, Any]]:
+    """CSAT answers in range: count, average and the 1..5 distribution (per the rated agent/team/inbox)."""
+    g, joins = _source(group, "csat")
+    cols = [func.sum(case((CsatSurvey.rating == n, 1), else_=0)) for n in range(1, 6)]
+    q = (joins(select(g, func.count(), func.avg(cast(CsatSurvey.rating, Float)), *cols).select_from(CsatSurvey))
+         .where(CsatSurvey.status == "answered", _in(CsatSurvey.answered_at, start, end)).group_by(g))
+    asked_q = joins(select(g, func.count()).select_from(CsatSurvey)).where(_in(CsatSurvey.asked_at, start, end)).group_by(g)
+    out: dict[Any, dict[str, Any]] = {}
+    for key, n in (await s.execute(asked_q)).all():
+        out[key] = {"csat_asked": n}
+    for key, n, avg, *dist in (await s.execute(q)).all():
+        out.setdefault(key, {}).update({"csat_answers": n, "csat_average": round(float(avg), 2) if avg is not None else None,
+                                        **{f"csat_{i}": int(d or 0) for i, d in enumerate(dist, start=1)}})
+    return out
+
+
+def _day_expr(col: Any, dialect: str, offset_hours: float, tz: str) -> Any:
+    if dialect == "postgresql":
+        # Group on the truncated local timestamp; formatting happens on the few grouped rows.
+        return func.date_trunc("day", func.timezone(tz, col))
+    return func.strftime("%Y-%m-%d", col, f"{offset_hours:+g} hours")
+
+
+def _day_key(value: Any) -> str:
+    return value if isinstance(value, str) else value.date().isoformat()
+
+
+async def timeseries(s: AsyncSession, start: datetime, end: datetime, tz: str = "Asia/Shanghai") -> list[dict[str, Any]]:
+    """Per local day: conversations opened and resolved, messages in and out (for the line chart)."""
+    dialect = s.bind.dialect.name if s.bind else "sqlite"
+    offset = (start.astimezone(ZoneInfo(tz)).utcoffset() or timedelta(0)).total_seconds() / 3600
+    zone = ZoneInfo(tz)
+    days: dict[str, dict[str, int]] = {}
+    cur = start.astimezone(zone).date()
+    while datetime.combine(cur, datetime.min.time(), tzinfo=zone) < end and len(days) < 800:
+        days[cur.isoformat()] = {"opened": 0, "resolved": 0, "messages_in": 0, "messages_out": 0}
+        cur += timedelta(days=1)
+    for name, col, extra in (("opened", Conversation.created_at, None),
+                             ("resolved", Conversation.resolved_at, Conversation.status == "resolved")):
+        d = _day_expr(col, dialect, offset, tz).label("d")
+        q = select(d, func.count()).where(_in(col, start, end))
+        if extra is not None:
+            q = q.where(extra)
+        for day, n in (await s.execute(q.group_by(d))).all():
+            day = _day_key(day)
+            days.setdefault(day, {"opened": 0, "resolved": 0, "messages_in": 0, "messages_out": 0})[name] = n
+    d = _day_expr(Message.created_at, dialect, offset, tz).label("d")
+    q = (select(d, Message.direction, func.count())
+         .where(_in(Message.created_at, start, end), Message.private.is_(False), Message.sender_kind != "system")
+         .group_by(d, Message.direction))
+    for day, direction, n in (await s.execute(q)).all():
+        day = _day_key(day)
+        days.setdefault(day, {"opened": 0, "resolved": 0, "messages_in": 0, "messages_out": 0})["messages_" + direction] = n
+    return [{"day": k, **v} for k, v in sorted(days.items())]
+
+
+SECTIONS = {"volume": volume, "messages": messages, "response_times": response_times, "deflection": deflection,
+            "sla": sla, "csat": csat}
+
+
+async def _labels(s: AsyncSession, group: str, keys: Sequence[Any]) -> dict[Any, str]:
+    ids = [k for k in keys if isinstance(k, int)]
+    if group == "inbox" and ids:
+        return {i: n for i, n in (await s.execute(select(Inbox.id, Inbox.name).where(Inbox.id.in_(ids)))).all()}
+    if group == "agent" and ids:
+        return {i: n for i, n in (await s.execute(select(Agent.id, Agent.display_name).where(Agent.id.in_(ids)))).all()}
+    if group == "team" and ids:
+        return {i: n for i, n in (await s.execute(select(Team.id, Team.name).where(Team.id.in_(ids)))).all()}
+    return {}
+
+
+async def build(s: AsyncSession, start: datetime, end: datetime, group: str = "none",
+                sections: Sequence[str] = tuple(SECTIONS)) -> dict[str, Any]:
+    """The full report: one row per group with every figure, plus totals where they add up."""
+    if group not in GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
+    if end <= start:
+        raise ValueError("the end of the range must be after its start")
+    merged: dict[Any, dict[str, Any]] = {}
+    for name in sections:
+        for key, row in (await SECTIONS[name](s, start, end, group)).items():
+            merged.setdefault(key, {}).update(row)
+    labels = await _labels(s, group, list(merged))
+    rows = []
+    for key in sorted(merged, key=lambda k: (k is None, str(k))):
+        label = labels.get(key, "(none)" if key is None else str(key))
+        rows.append({"key": key, "label": label, **merged[key]})
+    return {"from": start.isoformat(), "to": end.isoformat(), "group_by": group, "rows": rows}
+
+
+CSV_COLUMNS = ("key", "label", "opened", "resolved", "messages_in", "messages_out",
+               "first_response_count", "first_response_median", "first_response_p90",
+               "resolution_count", "resolution_median", "resolution_p90",
+               "resolved_total", "resolved_by_bot", "deflection_rate", "handoffs", "conversations_handed_off",
+               "sla_total", "sla_met", "sla_compliance",
+               "csat_asked", "csat_answers", "csat_average", "csat_1", "csat_2", "csat_3", "csat_4", "csat_5")
+
+
+def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS) -> str:
+    """CSV text (UTF-8 with BOM added by the caller for Excel) of report rows."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+    return buf.getvalue()
