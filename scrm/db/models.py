@@ -211,6 +211,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("inbox_id", "external_id"),
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        Index("ix_messages_created_at", "created_at"),  # reports by date range
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))

@@ -25,6 +25,8 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
 
     async def on_message(event: ev.Event) -> None:
         data = event.data
+        if not runtime.enabled:
+            return
         if data.get("direction") != "in" or data.get("sender_kind") != "contact" or data.get("auto_submitted"):
             return
         # The handler when the message was stored: a message sent to an agent stays the agent's,
@@ -44,10 +46,14 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return unsubscribe
+    if not runtime.enabled:
+        return unsubscribe
     warm = loop.create_task(_warm(ctx, runtime.config))
 
-    def stop_warming() -> None:
+    def stop_warming() -> asyncio.Task[None]:
+        # Returned so the app awaits it: an abandoned task mid-query keeps a DB connection busy.
         warm.cancel()
+        return warm
 
     return [*unsubscribe, stop_warming]
 

@@ -177,9 +177,9 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     except RuntimeError:  # installed outside a loop: retries then wait for the next process start
         sender = None
 
-    def halt() -> None:
+    def halt() -> asyncio.Task[None] | None:
+        # Let the sender finish its current query; the app awaits the returned task on shutdown.
         stop.set()
-        if sender is not None:
-            sender.cancel()
+        return sender
 
-    return [unsubscribe, halt]
+    return [unsubscribe, halt]  # type: ignore[list-item]

@@ -17,7 +17,7 @@ import logging
 import os
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,6 +96,7 @@ class BotRuntime:
     hours_override: BusinessHours | None
     clock: Callable[[], datetime] = utcnow
     max_timeout: float = 0.0
+    enabled: bool = True  # false: the bot answers nobody (every conversation waits for agents)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def engine(self, matcher: Any, hours: BusinessHours | None) -> FlowEngine:
@@ -114,7 +115,8 @@ def get_runtime(ctx: AppContext) -> BotRuntime:
         hours = BusinessHours.from_config(hours_cfg) if hours_cfg else None
         max_timeout = max((s.timeout.seconds for f in flows.flows.values() for s in f.states.values() if s.timeout),
                           default=0.0)
-        rt = ctx.extras[_RUNTIME_KEY] = BotRuntime(cfg, flows, hours, max_timeout=float(max_timeout))
+        rt = ctx.extras[_RUNTIME_KEY] = BotRuntime(cfg, flows, hours, max_timeout=float(max_timeout),
+                                                   enabled=bool(cfg.get("enabled", True)))
     return rt
 
 
@@ -217,12 +219,35 @@ async def run_round(
                        data=inp.data)
         state = {k: v for k, v in (conv.bot_state or {}).items() if k != _APP}
         app = dict((conv.bot_state or {}).get(_APP) or {})
+        inp = faq_button_as_question(state, inp, matcher)
         result = rt.engine(matcher, hours).handle(state, inp)
         if mark_in is not None:
             app["last_in"] = mark_in
         calls = await apply_actions(tx, conv, inbox, identity, contact, result)
         conv.bot_state = {**result.state, _APP: app}
     return calls
+
+
+def faq_button_as_question(state: dict[str, Any], inp: BotInput, matcher: Any) -> BotInput:
+    """A button under an answer that links to another entry ("faq:<id>", by click, number or label)
+    asks that entry's question: the engine only answers "faq:" payloads it offered as candidates."""
+    if inp.kind not in ("message", "postback"):
+        return inp
+    payload = inp.choice
+    offered = state.get("choices") or []
+    said = (inp.text or "").strip().rstrip(".。")
+    if not payload and said:
+        if said.isdigit() and 1 <= int(said) <= len(offered):
+            payload = str(offered[int(said) - 1][1])
+        else:
+            payload = next((str(p) for label, p in offered if str(label).strip() == said), None)
+    if not payload or not payload.startswith("faq:"):
+        return inp
+    key = payload[4:]
+    entry = matcher.get(key)
+    if entry is None or key in (state.get("faq_candidates") or {}):
+        return inp
+    return replace(inp, kind="message", text=entry.question, choice=None)
 
 
 async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: ContactIdentity, contact: Contact,
@@ -322,7 +347,7 @@ async def _follow_http(ctx: AppContext, rt: BotRuntime, matcher: Any, conversati
 async def check_timeouts(ctx: AppContext, now: datetime | None = None) -> int:
     """Feed a timeout input to every bot conversation whose flow timer fell due; returns how many."""
     rt = get_runtime(ctx)
-    if not rt.max_timeout:
+    if not rt.max_timeout or not rt.enabled:
         return 0
     now = now or rt.clock()
     # A timer is armed by the bot's own round, which also bumps last_activity_at: only conversations
@@ -334,7 +359,7 @@ async def check_timeouts(ctx: AppContext, now: datetime | None = None) -> int:
             Conversation.last_activity_at >= since))).all()
     due: list[tuple[int, str]] = []
     for cid, state in rows:
-        timer = (state or {}).get("timeout")
+        timer: Any = (state or {}).get("timeout")
         with contextlib.suppress(KeyError, TypeError, ValueError):
             at = datetime.fromisoformat(timer["due"])
             if (at if at.tzinfo else at.replace(tzinfo=UTC)) <= now:

@@ -117,7 +117,7 @@ async def update_entry(tx: Tx, key: str, changes: dict[str, Any]) -> FaqEntryRow
 
 async def delete_entry(tx: Tx, key: str) -> None:
     result = await tx.session.execute(delete(FaqEntryRow).where(FaqEntryRow.key == key))
-    if not result.rowcount:
+    if not getattr(result, "rowcount", 0):
         raise FaqError(f"no entry with id {key!r}", 404, "not_found")
     tx.emit(ev.FAQ_CHANGED, keys=[key])
 
@@ -145,6 +145,11 @@ async def import_entries(tx: Tx, entries: Sequence[FaqEntry]) -> dict[str, int]:
 async def all_entries(session: AsyncSession) -> list[FaqEntry]:
     rows = (await session.scalars(select(FaqEntryRow).order_by(FaqEntryRow.id))).all()
     return [row_to_entry(r) for r in rows]
+
+
+def parse_import(text: str, fmt: str) -> tuple[list[FaqEntry], list[kb_io.KbError]]:
+    """Validate an import file: the entries and (line, message) errors (a dry run stores nothing)."""
+    return kb_io.parse_kb(text, fmt)  # type: ignore[arg-type]
 
 
 def export_entries(entries: Iterable[FaqEntry], fmt: str) -> str:

@@ -266,6 +266,7 @@ async def _choose_conversation(
         candidate.resolved_at = None
         if reopened:
             candidate.handler = "bot"  # a customer reopening a resolved conversation starts with the bot
+            candidate.bot_state = {}  # ... afresh, not halfway through an old flow
             candidate.waiting_since = None
         elif previous != "open":
             tx.emit(ev.CONVERSATION_STATUS_CHANGED, conversation_id=candidate.id, status="open", previous=previous, by="contact")

@@ -163,7 +163,7 @@ async def import_entries(request: web.Request, principal: Principal) -> web.Resp
         text = (await request.read()).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ApiError(400, "the file must be UTF-8 encoded", "bad_encoding") from None
-    entries, errors = faq_svc.kb_io.parse_kb(text, fmt)  # type: ignore[arg-type]
+    entries, errors = faq_svc.parse_import(text, fmt)
     dry_run = request.query.get("dry_run", "") in ("1", "true", "yes")
     report = {"dry_run": dry_run, "format": fmt, "valid": len(entries),
               "errors": [{"line": line, "message": msg} for line, msg in errors]}

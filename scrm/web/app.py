@@ -138,8 +138,9 @@ def _background(settings: Settings, run_background: bool | None):  # type: ignor
         app[BACKGROUND] = tasks
         yield
         stop.set()
-        for fn in unsubscribe:
-            fn()
+        pending = [r for r in (fn() for fn in unsubscribe) if isinstance(r, asyncio.Future)]
+        if pending:
+            await asyncio.wait(pending, timeout=5)
         if tasks:
             await asyncio.wait(tasks, timeout=settings.server.shutdown_timeout + 5)
         for task in tasks:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import func, select
 
+from scrm.context import build_context
 from scrm.db.models import FaqEntryRow, UnansweredQuestion
+from scrm.listeners import bot as bot_listener
+from scrm.services import faq as faq_svc
 from scrm.services.uow import unit_of_work
 from tests.bot.helpers_bot import TUESDAY_MORNING, bot_replies, say, set_clock, settle
-from tests.conftest import login, make_agent, make_inbox
+from tests.conftest import REDIS_URL, login, make_agent, make_inbox, wait_for
 
 NEW_ENTRY = {"id": "digital-rmb", "question": "支持数字人民币支付吗？", "paraphrases": ["能用数字人民币付款吗"],
              "answer": "支持，结算时选择“数字人民币”即可。", "category": "支付", "language": "zh"}
@@ -147,3 +151,25 @@ async def test_tickets_opened_from_a_conversation_and_listed(client, ctx, admin_
     r = await client.post(f"/api/v1/conversations/{cid}/tickets", json={"priority": "meh"}, headers=admin_headers)
     assert r.status == 400
     assert (await client.post("/api/v1/conversations/9999/tickets", json={}, headers=admin_headers)).status == 404
+
+
+async def test_an_edit_reaches_the_index_of_another_process(client, ctx, settings, admin_headers):
+    """With Redis, faq.changed crosses processes: a second context's matcher follows without restart."""
+    if not REDIS_URL:
+        pytest.skip("needs Redis to carry events between processes")
+    other = await build_context(settings)
+    unsubscribe = bot_listener.install(other)
+    try:
+        index = await faq_svc.get_index(other)
+        assert index.matcher.get("digital-rmb") is None
+        r = await client.post("/api/v1/faq", json=NEW_ENTRY, headers=admin_headers)
+        assert r.status == 201
+        await wait_for(lambda: index.matcher.get("digital-rmb") is not None)
+        assert index.matcher.match("能用数字人民币付款吗").best.entry_id == "digital-rmb"
+        await client.delete("/api/v1/faq/entries/digital-rmb", headers=admin_headers)
+        await wait_for(lambda: index.matcher.get("digital-rmb") is None)
+    finally:
+        for fn in unsubscribe:
+            fn()
+        await other.bus.drain(2)
+        await other.close()

@@ -120,3 +120,15 @@ async def test_ticket_flow_creates_a_ticket_and_confirms_its_number(client, ctx)
     assert f"#{ticket.number}" in confirmation and "{ticket_number}" not in confirmation
     assert contact.phone == "13812345678" and contact.attributes["phone"] == "13812345678"
     assert (await conversation(ctx, cid)).handler == "bot"
+
+
+async def test_a_button_under_an_answer_opens_the_linked_entry(client, ctx):
+    inbox = await _inbox(ctx)
+    cid = await say(client, ctx, inbox, "下单后多久发货？")
+    answer = (await bot_replies(ctx, cid))[-1]
+    assert answer["choices"] == [{"label": "查看订单状态", "payload": "faq:order-status"}]
+    await say(client, ctx, inbox, None, choice="faq:order-status")
+    assert "我的订单" in (await bot_replies(ctx, cid))[-1]["text"]
+    await say(client, ctx, inbox, "下单后多久发货？")
+    await say(client, ctx, inbox, "1")  # the same button answered by number on a text-only channel
+    assert "我的订单" in (await bot_replies(ctx, cid))[-1]["text"]

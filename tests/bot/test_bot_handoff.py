@@ -15,7 +15,15 @@ from scrm.services import bot as bot_svc
 from scrm.services import faq as faq_svc
 from scrm.services.ingest import ingest
 from scrm.web.app import create_app
-from tests.bot.helpers_bot import TUESDAY_MORNING, bot_replies, conversation, say, set_clock, settle, system_notes
+from tests.bot.helpers_bot import (
+    TUESDAY_MORNING,
+    bot_replies,
+    conversation,
+    say,
+    set_clock,
+    settle,
+    system_notes,
+)
 from tests.conftest import api_message, make_inbox, post_signed
 
 

@@ -33,6 +33,7 @@ def _env(settings, **extra: str) -> dict[str, str]:
         "SCRM_STORAGE_PATH": settings.storage.path,
         "SCRM_LOGGING_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
+        "SCRM_BOT_CONFIG": str(Path(__file__).resolve().parent / "fixtures" / "bot_disabled.toml"),
     })
     if settings.redis.url:
         env["SCRM_REDIS_URL"] = settings.redis.url
