@@ -118,7 +118,7 @@ async function inboxes(body) {
   const typeSel = select(types.items.map((c) => [c.channel_type, `${c.display_name} (${c.channel_type})`]), types.items[0]?.channel_type,
     { name: "channel_type", "data-testid": "channel-type" });
   const fieldsBox = h("div.channel-fields");
-  const created = h("div.created", { "data-testid": "inbox-created" });
+  const created = h("div.created");  // gets its test id once it shows a created inbox
   function renderFields() {
     const spec = types.items.find((c) => c.channel_type === typeSel.value);
     replace(fieldsBox, spec ? [
@@ -139,6 +139,7 @@ async function inboxes(body) {
       (el.dataset.group === "settings" ? settings : secrets)[el.name] = value;
     }
     const inbox = await post("/inboxes", { name: createForm.elements.name.value.trim(), channel_type: typeSel.value, settings, secrets });
+    created.dataset.testid = "inbox-created";
     replace(created, h("h4", { text: t("admin.inbox_ready", { name: inbox.name }) }),
       h("p", { text: t("admin.paste_webhook") }), h("code.copy", { text: webhookUrl(inbox) }),
       Object.keys(inbox.secrets || {}).length ? h("p.warn", { text: t("admin.secrets_once") }) : null,
