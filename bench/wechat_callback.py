@@ -39,7 +39,7 @@ DB_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
 REDIS_URL = "redis://127.0.0.1:6379/15"
 APP_ID = "wx1234567890abcdef"
 API_SECRET = "bench-secret-0123456789abcdef-xyz"
-SENDERS = 64
+SENDERS = int(os.environ.get("BENCH_SENDERS", "64"))
 CONTACTS = 500
 
 Request = tuple[str, bytes, dict[str, str]]  # url (with query), body, headers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -68,48 +69,90 @@ class AppChannelRuntime:
     async def passive_reply(
         self, outcome: IngestOutcome, timeout: float, accept: Callable[[OutboundMessage], bool] | None = None
     ) -> OutboundMessage | None:
-        """Claim the bot's first answer to `outcome` if it is queued within `timeout` seconds."""
+        """Claim the bot's first answer to `outcome` if it is queued within `timeout` seconds.
+
+        Woken by `outbox.enqueued` for the conversation (no busy polling of the database while
+        dozens of callbacks wait); a slow re-check covers a missed wake-up.
+        """
         if outcome.message_id is None or outcome.conversation_id is None:
             return None
         marker = f"passive:{outcome.message_id}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            async with self.ctx.db.transaction() as s:
-                given = await s.scalar(select(Delivery).where(Delivery.inbox_id == self.inbox_id, Delivery.external_id == marker))
-                if given is not None:
-                    return _outbound(given)
-                if outcome.duplicate:
-                    return None
-                candidate = await s.scalar(
-                    select(Delivery)
-                    .join(Message, Message.id == Delivery.message_id)
-                    .where(
-                        Delivery.conversation_id == outcome.conversation_id,
-                        Delivery.status == "queued",
-                        Message.sender_kind == "bot",
-                        Message.id > outcome.message_id,
-                    )
-                    .order_by(Delivery.id)
-                    .limit(1)
-                )
-                if candidate is not None and accept is not None and not accept(_outbound(candidate)):
-                    return None  # the worker sends it through the customer-service API instead
-                if candidate is not None:
-                    now = utcnow()
-                    done = await s.execute(
-                        update(Delivery)
-                        .where(Delivery.id == candidate.id, Delivery.status == "queued")
-                        .values(status="sent", external_id=marker, sent_at=now, claimed_by="passive-reply")
-                    )
-                    if done.rowcount == 1:  # type: ignore[attr-defined]
-                        await s.execute(
-                            update(Message).where(Message.id == candidate.message_id).values(delivery_status="sent")
+        waiters = _passive_waiters(self.ctx)
+        if not outcome.duplicate and sum(len(w) for w in waiters.values()) >= PASSIVE_MAX_WAITERS:
+            # Overloaded: answer the platform now; the bot's reply goes out through the worker.
+            return None
+        wake = asyncio.Event()
+        waiters.setdefault(outcome.conversation_id, set()).add(wake)
+        try:
+            while True:
+                async with self.ctx.db.session() as s:
+                    given = await s.scalar(
+                        select(Delivery).where(Delivery.inbox_id == self.inbox_id, Delivery.external_id == marker))
+                    if given is not None:
+                        return _outbound(given)
+                    if outcome.duplicate:
+                        return None
+                    candidate = await s.scalar(
+                        select(Delivery)
+                        .join(Message, Message.id == Delivery.message_id)
+                        .where(
+                            Delivery.conversation_id == outcome.conversation_id,
+                            Delivery.status == "queued",
+                            Message.sender_kind == "bot",
+                            Message.id > outcome.message_id,
                         )
+                        .order_by(Delivery.id)
+                        .limit(1)
+                    )
+                if candidate is not None:
+                    if accept is not None and not accept(_outbound(candidate)):
+                        return None  # the worker sends it through the customer-service API instead
+                    if await self._claim_passive(candidate, marker):
                         return _outbound(candidate)
-            if loop.time() >= deadline:
-                return None
-            await asyncio.sleep(0.05)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), min(remaining, 0.5))
+        finally:
+            group = waiters.get(outcome.conversation_id)
+            if group is not None:
+                group.discard(wake)
+                if not group:
+                    waiters.pop(outcome.conversation_id, None)
+
+    async def _claim_passive(self, candidate: Delivery, marker: str) -> bool:
+        async with self.ctx.db.transaction() as s:
+            done = await s.execute(
+                update(Delivery)
+                .where(Delivery.id == candidate.id, Delivery.status == "queued")
+                .values(status="sent", external_id=marker, sent_at=utcnow(), claimed_by="passive-reply")
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                return False  # the worker took it first
+            await s.execute(update(Message).where(Message.id == candidate.message_id).values(delivery_status="sent"))
+            return True
+
+
+_WAITERS_KEY = "passive_reply_waiters"
+PASSIVE_MAX_WAITERS = 16  # callbacks held open at once per process waiting for the bot
+
+
+def _passive_waiters(ctx: AppContext) -> dict[int, set[asyncio.Event]]:
+    """Per-process waiters by conversation, woken by `outbox.enqueued` events."""
+    waiters = ctx.extras.get(_WAITERS_KEY)
+    if waiters is None:
+        waiters = ctx.extras[_WAITERS_KEY] = {}
+
+        async def wake(event: Any) -> None:
+            for w in waiters.get(event.data.get("conversation_id"), ()):
+                w.set()
+
+        ctx.bus.subscribe(wake, "outbox.enqueued", everywhere=True)
+    return waiters
 
 
 def _outbound(d: Delivery) -> OutboundMessage:

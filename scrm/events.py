@@ -57,6 +57,7 @@ class Event:
 
 
 Listener = Callable[[Event], Awaitable[None]]
+LISTENER_SLOTS = 4
 
 
 class EventBus:
@@ -66,6 +67,9 @@ class EventBus:
         self.process_id = process_id or uuid.uuid4().hex[:12]
         self._listeners: list[tuple[str | None, Listener, bool]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # Listener work (bot turns, SLA, media) queues behind this many slots so it never takes
+        # every database connection from the requests that acknowledge webhooks.
+        self._slots = asyncio.Semaphore(LISTENER_SLOTS)
 
     def subscribe(self, listener: Listener, name: str | None = None, *, everywhere: bool = False) -> Callable[[], None]:
         """Call `listener` for every event (or only events called `name`); returns unsubscribe.
@@ -93,10 +97,10 @@ class EventBus:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    @staticmethod
-    async def _run(listener: Listener, event: Event) -> None:
+    async def _run(self, listener: Listener, event: Event) -> None:
         try:
-            await listener(event)
+            async with self._slots:
+                await listener(event)
         except Exception:
             log.exception("listener %s failed on %s", getattr(listener, "__qualname__", listener), event.name)
 

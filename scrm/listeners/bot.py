@@ -9,9 +9,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import DBAPIError
+
 from scrm import events as ev
 from scrm.services import bot as bot_svc
 from scrm.services import faq as faq_svc
+from scrm.services.ingest import is_retryable
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -33,7 +36,14 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
         # even if the conversation is handed back before this event is processed.
         if data.get("handler", "bot") != "bot":
             return
-        await bot_svc.handle_inbound(ctx, int(data["message_id"]))
+        for attempt in range(3):
+            try:
+                await bot_svc.handle_inbound(ctx, int(data["message_id"]))
+                return
+            except DBAPIError as exc:  # deadlock victim: the bot's turn is one transaction, run it again
+                if attempt == 2 or not is_retryable(exc):
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
 
     async def on_faq(event: ev.Event) -> None:
         index = ctx.extras.get(faq_svc._INDEX_KEY)  # noqa: SLF001

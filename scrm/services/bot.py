@@ -202,7 +202,8 @@ async def run_round(
 ) -> list[CallHttp]:
     """One engine round in one transaction; returns the HTTP calls to make after commit."""
     async with unit_of_work(ctx) as tx:
-        conv = await tx.session.get(Conversation, conversation_id, with_for_update=True, populate_existing=True)
+        conv = await tx.session.get(Conversation, conversation_id, with_for_update={"key_share": True},
+                                    populate_existing=True)
         if conv is None or conv.handler != "bot":
             return []  # queue / human: the bot never talks over an agent
         inp = await build(tx, conv)

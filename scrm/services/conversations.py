@@ -56,7 +56,7 @@ class ConversationError(ValueError):
 
 
 async def load(tx: Tx, conversation_id: int, *, lock: bool = True) -> tuple[Conversation, Inbox, ContactIdentity]:
-    conv = await tx.session.get(Conversation, conversation_id, with_for_update=lock)
+    conv = await tx.session.get(Conversation, conversation_id, with_for_update={"key_share": True} if lock else None)
     if conv is None:
         raise ConversationError("conversation not found", 404, "not_found")
     inbox = await tx.session.get(Inbox, conv.inbox_id)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
@@ -31,6 +31,12 @@ log = logging.getLogger("scrm.ingest")
 
 HARD_BOUNCES_UNREACHABLE = 2  # repeated hard bounces make an email identity unreachable
 _RETRIES = 4
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the whole transaction may simply be run again."""
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(getattr(exc, "orig", None), "pgcode", None)
+    return code in ("40P01", "40001") or "deadlock detected" in str(exc)
 
 
 def preview(text: str | None, content_type: str) -> str:
@@ -54,9 +60,10 @@ async def ingest(ctx: AppContext, inbox: Inbox, items: Sequence[InboundMessage |
                     else:
                         outcome = await _apply_event(tx, inbox, item)
                 break
-            except IntegrityError:
-                # A concurrent transaction stored the same message / identity first: look again.
-                if attempt == _RETRIES - 1:
+            except (IntegrityError, DBAPIError) as exc:
+                # A concurrent transaction stored the same message / identity first (look again), or
+                # PostgreSQL chose this transaction as a deadlock victim (run it again).
+                if attempt == _RETRIES - 1 or not (isinstance(exc, IntegrityError) or is_retryable(exc)):
                     raise
         outcomes.append(outcome)
         kind = "duplicate" if outcome.duplicate else ("message" if isinstance(item, InboundMessage) else "event")
@@ -68,7 +75,9 @@ async def ingest(ctx: AppContext, inbox: Inbox, items: Sequence[InboundMessage |
 async def _find_identity(tx: Tx, inbox_id: int, external_id: str, *, lock: bool) -> ContactIdentity | None:
     stmt = select(ContactIdentity).where(ContactIdentity.inbox_id == inbox_id, ContactIdentity.external_id == external_id)
     if lock:
-        stmt = stmt.with_for_update()  # serializes conversation choice per identity on PostgreSQL
+        # Serializes conversation choice per identity on PostgreSQL. NO KEY UPDATE: foreign-key checks
+        # of concurrent inserts (a bot reply's delivery row) must not wait on it, or they deadlock.
+        stmt = stmt.with_for_update(key_share=True)
     return await tx.session.scalar(stmt)
 
 

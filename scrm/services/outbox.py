@@ -58,7 +58,7 @@ def enqueue_delivery(
         },
     )
     tx.session.add(delivery)
-    tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox.id)
+    tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox.id, conversation_id=conversation_id)
     return delivery
 
 
