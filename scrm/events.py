@@ -93,13 +93,16 @@ class EventBus:
             if scope == "origin" and everywhere or scope == "everywhere" and not everywhere:
                 continue
             if name is None or name == event.name:
-                task = asyncio.create_task(self._run(listener, event))
+                task = asyncio.create_task(self._run(listener, event, throttled=not everywhere))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, listener: Listener, event: Event) -> None:
+    async def _run(self, listener: Listener, event: Event, *, throttled: bool = True) -> None:
         try:
-            async with self._slots:
+            if throttled:  # work listeners queue for a slot; fan-out (WebSocket push) never waits
+                async with self._slots:
+                    await listener(event)
+            else:
                 await listener(event)
         except Exception:
             log.exception("listener %s failed on %s", getattr(listener, "__qualname__", listener), event.name)
