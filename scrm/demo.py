@@ -37,6 +37,7 @@ async def seed_demo(settings: Settings) -> None:
                 await create_agent(s, login=DEMO_ADMIN[0], password=DEMO_ADMIN[1], role="admin", display_name="管理员 Admin")
                 await create_agent(s, login=DEMO_AGENT[0], password=DEMO_AGENT[1], role="agent", display_name="客服小美 Mei")
             api_inbox = await s.scalar(select(Inbox).where(Inbox.name == "Demo API"))
+            sim = None
             if api_inbox is None:
                 api_inbox = Inbox(name="Demo API", channel_type="api", settings={},
                                   secrets={"secret": "demo-secret-change-me-0123456789"}, reopen_policy="reopen")
@@ -46,12 +47,20 @@ async def seed_demo(settings: Settings) -> None:
             else:
                 fresh = False
         if fresh:
+            # Samples arrive in the simulator inbox with the listeners on, so the demo shows real bot
+            # answers and a real handoff ("转人工"); the worker delivers the bot's replies.
+            from scrm.listeners import install_listeners
+            from scrm.worker import OutboxWorker
+
+            install_listeners(ctx)
             start = datetime.now(UTC) - timedelta(hours=3)
             for n, (sender, profile, texts) in enumerate(SAMPLES):
-                items = [InboundMessage(external_id=f"demo-{sender}-{i}", sender_id=sender, text=text, profile=profile,
-                                        sent_at=start + timedelta(minutes=20 * n + i)) for i, text in enumerate(texts)]
-                await ingest(ctx, api_inbox, items)
-            await ctx.bus.drain()
+                for i, text in enumerate(texts):
+                    item = InboundMessage(external_id=f"demo-{sender}-{i}", sender_id=sender, text=text, profile=profile,
+                                          sent_at=start + timedelta(minutes=20 * n + i))
+                    await ingest(ctx, sim, [item])
+                    await ctx.bus.drain(30)
+            await OutboxWorker(ctx).run_until_idle(timeout=60)
         base = f"http://{settings.server.host}:{settings.server.port}"
         print(
             "\n".join([
