@@ -69,6 +69,11 @@ async def _sqlite_copy(dest: Path) -> str:
         tmpl = Path(os.environ.get("PYTEST_TMP_TEMPLATE", "/tmp")) / f"scrm-template-{os.getpid()}.db"
         tmpl.unlink(missing_ok=True)
         await upgrade(f"sqlite+aiosqlite:///{tmpl}")
+        import sqlite3
+
+        conn = sqlite3.connect(tmpl)  # copies start in WAL mode, as a running server's file is
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()  # checkpoints: the copied file alone holds everything
         _template_db = tmpl
     shutil.copy(_template_db, dest)
     return f"sqlite+aiosqlite:///{dest}"

@@ -26,10 +26,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # aiosqlite must not emit its own BEGIN: we issue BEGIN (IMMEDIATE) ourselves below.
     dbapi_connection.isolation_level = None
     cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")  # first: the statements below may wait for a lock
+    cur.execute("PRAGMA journal_mode")
+    if str(cur.fetchone()[0]).lower() != "wal":
+        # Switching needs an exclusive lock; WAL then persists in the file for every later connection.
+        cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
 
 
