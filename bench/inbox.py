@@ -15,8 +15,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +22,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from _common import free_port, stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,10 +39,6 @@ INBOXES = 4
 PER_CONV = 10
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], p: float) -> float:
@@ -161,12 +156,6 @@ async def wait_up(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: 
     raise RuntimeError(f"{base} did not come up")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 # ---- measurements ----------------------------------------------------------
@@ -213,8 +202,9 @@ async def measure_ws(base_a: str, base_b: str, token: str, n: int) -> tuple[floa
             async for msg in ws:
                 frame = json.loads(msg.data)
                 if frame.get("name") == "message.created":
-                    fut = waiting.get(frame["data"].get("message_id"))
-                    if fut is not None and not fut.done():
+                    mid = frame["data"].get("message_id")
+                    fut = waiting.setdefault(mid, asyncio.get_running_loop().create_future())
+                    if not fut.done():  # the frame may beat the webhook's answer: keep its time
                         fut.set_result(time.perf_counter())
 
         task = asyncio.create_task(reader())
