@@ -270,3 +270,53 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS)
     for row in rows:
         w.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
     return buf.getvalue()
+
+
+async def unanswered_top(s: AsyncSession, start: datetime, end: datetime, limit: int = 10,
+                         scan: int = 2000) -> list[dict[str, Any]]:
+    """The biggest groups of questions the bot could not answer in the range (newest `scan` looked at)."""
+    from bot_flows.matcher import group_similar
+    from scrm.db.models import UnansweredQuestion
+
+    texts = list((await s.scalars(
+        select(UnansweredQuestion.text).where(_in(UnansweredQuestion.created_at, start, end))
+        .order_by(UnansweredQuestion.id.desc()).limit(scan)
+    )).all())
+    groups = sorted(group_similar(texts), key=lambda g: (-len(g), g[0])) if texts else []
+    return [{"count": len(g), "example": texts[g[0]], "texts": [texts[i] for i in g[:5]]} for g in groups[:limit]]
+
+
+async def broadcast_summaries(s: AsyncSession, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Per broadcast started in the range: targeted, skipped, sent, delivered, failed, replied, opted out."""
+    from scrm.db.models import Delivery
+    from scrm.db.models_marketing import Broadcast
+    from scrm.db.models_marketing import BroadcastRecipient as R
+
+    def count_if(cond: Any) -> Any:
+        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+    rows = (await s.execute(
+        select(
+            Broadcast.id, Broadcast.name, Broadcast.status, Broadcast.started_at,
+            func.count(R.id),
+            count_if(R.status == "skipped"),
+            count_if(Delivery.status.in_(("sent", "delivered"))),
+            count_if(Delivery.status == "delivered"),
+            count_if(Delivery.status == "failed"),
+            count_if(R.replied_at.is_not(None)),
+            count_if(R.opted_out_at.is_not(None)),
+        )
+        .join(R, R.broadcast_id == Broadcast.id)
+        .outerjoin(Delivery, Delivery.id == R.delivery_id)
+        .where(_in(Broadcast.started_at, start, end))
+        .group_by(Broadcast.id, Broadcast.name, Broadcast.status, Broadcast.started_at)
+        .order_by(Broadcast.started_at)
+    )).all()
+    keys = ("id", "name", "status", "started_at", "targeted", "skipped", "sent", "delivered", "failed", "replied",
+            "opted_out")
+    out = []
+    for row in rows:
+        item = dict(zip(keys, row, strict=True))
+        item["started_at"] = item["started_at"].isoformat() if item["started_at"] else None
+        out.append(item)
+    return out

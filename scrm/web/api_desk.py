@@ -352,6 +352,8 @@ async def get_report(request: web.Request, principal: Principal) -> web.Response
     async with request.app[CTX].db.session() as s:
         report = await reports.build(s, start, end, group)
         report["timeseries"] = await reports.timeseries(s, start, end, tz)
+        report["unanswered_top"] = await reports.unanswered_top(s, start, end)
+        report["broadcasts"] = await reports.broadcast_summaries(s, start, end)
     report["timezone"] = tz
     return ok(report)
 

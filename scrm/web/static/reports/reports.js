@@ -20,11 +20,19 @@ function fmt(key, v) {
   return String(v);
 }
 
-function isoDay(d) { return d.toISOString().slice(0, 10); }
-
 function query() {
+  // Empty dates let the server pick the last 30 days in the report's time zone (not the browser's).
   const f = new FormData($("#filters"));
-  return new URLSearchParams({ from: f.get("from"), to: f.get("to"), group_by: f.get("group_by") }).toString();
+  const q = new URLSearchParams({ group_by: f.get("group_by") });
+  if (f.get("from")) q.set("from", f.get("from"));
+  if (f.get("to")) q.set("to", f.get("to"));
+  return q.toString();
+}
+
+function shiftDay(day, n) {
+  const d = new Date(day + "T00:00:00Z");
+  d.setUTCDate(d.getUTCDate() + n);
+  return d.toISOString().slice(0, 10);
 }
 
 function card(label, value) {
@@ -81,6 +89,22 @@ function render(report) {
     return tr;
   });
   table.replaceChildren(head, ...body);
+  simpleTable($("#unanswered"), [["count", "次数 Count"], ["example", "未答问题 Unanswered question"]], report.unanswered_top || []);
+  simpleTable($("#broadcasts"), [["name", "群发 Broadcast"], ["targeted", "目标 Targeted"], ["skipped", "跳过 Skipped"],
+    ["sent", "已发 Sent"], ["delivered", "送达 Delivered"], ["failed", "失败 Failed"], ["replied", "回复 Replied"],
+    ["opted_out", "退订 Opted out"]], report.broadcasts || []);
+}
+
+function simpleTable(table, columns, rows) {
+  // Customer questions are untrusted: text nodes only.
+  const head = document.createElement("tr");
+  for (const [, title] of columns) { const th = document.createElement("th"); th.textContent = title; head.append(th); }
+  const body = rows.map((r) => {
+    const tr = document.createElement("tr");
+    for (const [key] of columns) { const td = document.createElement("td"); td.textContent = String(r[key] ?? ""); tr.append(td); }
+    return tr;
+  });
+  table.replaceChildren(head, ...body);
 }
 
 async function load() {
@@ -93,15 +117,16 @@ async function load() {
   const body = await resp.json();
   if (!resp.ok) { $("#status").textContent = body.error?.message || `HTTP ${resp.status}`; return; }
   render(body);
-  $("#status").textContent = `${body.from.slice(0, 10)} – ${body.to.slice(0, 10)} (${body.timezone})`;
+  form.elements.from.value = body.from.slice(0, 10);
+  form.elements.to.value = shiftDay(body.to.slice(0, 10), -1);  // the API's end is local midnight, exclusive
+  $("#status").textContent = `${form.elements.from.value} – ${form.elements.to.value} (${body.timezone})`;
   document.body.dataset.ready = "1";
 }
 
 const form = $("#filters");
 const params = new URLSearchParams(location.search);
-const today = new Date();
-form.elements.to.value = params.get("to") || isoDay(today);
-form.elements.from.value = params.get("from") || isoDay(new Date(today.getTime() - 29 * 86400000));
+form.elements.to.value = params.get("to") || "";
+form.elements.from.value = params.get("from") || "";
 form.elements.group_by.value = params.get("group_by") || "none";
 form.addEventListener("submit", (e) => { e.preventDefault(); load().catch((err) => { $("#status").textContent = String(err); }); });
 load().catch((err) => { $("#status").textContent = String(err); });
