@@ -173,7 +173,7 @@ class OutboxWorker:
         """Send one claimed delivery and record the outcome."""
         adapter = await self.ctx.adapters.get(delivery.inbox_id)
         if adapter is None:
-            await self._finish(delivery, error=PermanentSendError("inbox deleted or disabled"))
+            await self._finish(delivery, "unknown", error=PermanentSendError("inbox deleted or disabled"))
             return
         message = outbound_from_delivery(delivery)
         limits = adapter.rate_limits(message)
@@ -191,14 +191,15 @@ class OutboxWorker:
             async with asyncio.timeout(self.cfg.send_timeout):
                 result = await adapter.send(message)
         except (TransientSendError, PermanentSendError) as exc:
-            await self._finish(delivery, error=exc)
+            await self._finish(delivery, adapter.channel_type, error=exc)
         except TimeoutError:
-            await self._finish(delivery, error=TransientSendError("channel timed out"))
+            await self._finish(delivery, adapter.channel_type, error=TransientSendError("channel timed out"))
         except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the worker
             log.exception("adapter %s crashed sending delivery %s", adapter.channel_type, delivery.id)
-            await self._finish(delivery, error=TransientSendError(f"internal error: {type(exc).__name__}"))
+            await self._finish(delivery, adapter.channel_type,
+                               error=TransientSendError(f"internal error: {type(exc).__name__}"))
         else:
-            await self._finish(delivery, result=result)
+            await self._finish(delivery, adapter.channel_type, result=result)
 
     async def _mark_sending(self, delivery: Delivery) -> bool:
         async with self.ctx.db.transaction() as s:
@@ -228,7 +229,7 @@ class OutboxWorker:
         return delay * random.uniform(0.8, 1.2)
 
     async def _finish(
-        self, delivery: Delivery, *, result: SendResult | None = None, error: Exception | None = None
+        self, delivery: Delivery, channel: str, *, result: SendResult | None = None, error: Exception | None = None
     ) -> None:
         """Record the outcome with plain UPDATEs guarded by our claim (no ORM load: this is the hot path)."""
         now = utcnow()
@@ -275,13 +276,9 @@ class OutboxWorker:
                     tx.emit(ev.CONTACT_UPDATED, contact_id=identity.contact_id, identity_id=identity.id)
             tx.emit(ev.DELIVERY_UPDATED, delivery_id=d.id, status=status, conversation_id=d.conversation_id,
                     kind=d.kind)
-        DELIVERIES.labels(channel=self._channel_of(d.inbox_id), status=status).inc()
+        DELIVERIES.labels(channel=channel, status=status).inc()
         if status == "failed":
             log.warning("delivery %s failed: %s", d.id, values.get("last_error"))
-
-    def _channel_of(self, inbox_id: int) -> str:
-        cached = self.ctx.adapters._adapters.get(inbox_id)
-        return cached[1].channel_type if cached else "unknown"
 
     async def release_claimed(self) -> int:
         """Give back rows this worker claimed but never started sending (graceful shutdown)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, select
 
@@ -28,9 +28,6 @@ from scrm.domain import Choice
 from scrm.services import audit
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import Tx
-
-if TYPE_CHECKING:
-    pass
 
 STATUSES = ("open", "pending", "snoozed", "resolved")
 HANDLERS = ("bot", "queue", "human")
@@ -116,8 +113,6 @@ async def do_reply(
     if conv.assignee_id is None:
         conv.assignee_id = agent_id
         tx.emit(ev.CONVERSATION_ASSIGNED, conversation_id=conv.id, assignee_id=agent_id)
-    if conv.status in ("pending", "snoozed"):
-        pass  # replying does not change a pending/snoozed status chosen by the agent
     audit.record(tx, agent_id, "conversation.reply", "conversation", conv.id, message_id=message.id)
     return message, delivery
 

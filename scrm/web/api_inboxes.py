@@ -8,7 +8,6 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
-from channels.base import InboxConfig
 from channels.registry import available_channel_types, get_adapter_class
 from scrm.db.models import Inbox
 from scrm.services import audit
@@ -35,14 +34,19 @@ class InboxPatch(BaseModel):
     active: bool | None = None
 
 
-def validate_inbox_config(channel_type: str, settings: dict[str, Any], secrets: dict[str, Any]) -> None:
+def validate_inbox_config(
+    channel_type: str, settings: dict[str, Any], secrets: dict[str, Any], *, check_secrets: bool = True
+) -> None:
     """Raise ApiError(400) naming the bad setting, using the adapter's own models."""
     try:
         cls = get_adapter_class(channel_type)
     except KeyError:
         raise ApiError(400, f"unknown channel_type {channel_type!r}; available: {', '.join(available_channel_types())}",
                        "bad_channel") from None
-    for label, model, data in (("settings", cls.settings_model, settings), ("secrets", cls.secrets_model, secrets)):
+    checks = [("settings", cls.settings_model, settings)]
+    if check_secrets:
+        checks.append(("secrets", cls.secrets_model, secrets))
+    for label, model, data in checks:
         try:
             model.model_validate(data)
         except ValidationError as exc:
@@ -64,12 +68,12 @@ async def list_inboxes(request: web.Request, principal: Principal) -> web.Respon
      tag="inboxes")
 async def create_inbox(request: web.Request, principal: Principal, body: InboxIn) -> web.Response:
     ctx = request.app[CTX]
-    validate_inbox_config(body.channel_type, body.settings, get_adapter_class(body.channel_type).init_secrets(body.secrets)
-                          if body.channel_type in available_channel_types() else body.secrets)
-    cls = get_adapter_class(body.channel_type)
+    validate_inbox_config(body.channel_type, body.settings, body.secrets, check_secrets=False)
+    secrets = get_adapter_class(body.channel_type).init_secrets(body.secrets)  # generated once, stored as checked
+    validate_inbox_config(body.channel_type, body.settings, secrets)
     async with unit_of_work(ctx) as tx:
         inbox = Inbox(name=body.name, channel_type=body.channel_type, settings=body.settings,
-                      secrets=cls.init_secrets(body.secrets), reopen_policy=body.reopen_policy, active=True)
+                      secrets=secrets, reopen_policy=body.reopen_policy, active=True)
         tx.session.add(inbox)
         await tx.session.flush()
         audit.record(tx, principal.agent_id, "inbox.create", "inbox", inbox.id, channel_type=body.channel_type)
@@ -140,7 +144,3 @@ async def test_inbox(request: web.Request, principal: Principal) -> web.Response
     except Exception as exc:  # noqa: BLE001
         return ok({"ok": False, "message": str(exc)})
     return ok({"ok": True, "message": status})
-
-
-def inbox_config(inbox: Inbox) -> InboxConfig:
-    return InboxConfig(inbox.id, inbox.name, inbox.channel_type, inbox.settings, inbox.secrets)
