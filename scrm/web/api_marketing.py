@@ -10,10 +10,20 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import delete, func, or_, select
 
 from scrm import events as ev
-from scrm.db.models import AuditLog, Contact, Conversation, Delivery, Ticket, utcnow
+from scrm.db.models import (
+    AuditLog,
+    Contact,
+    ContactIdentity,
+    ContactTag,
+    Conversation,
+    Delivery,
+    Inbox,
+    Ticket,
+    utcnow,
+)
 from scrm.db.models_marketing import AttributeDefinition, Broadcast, BroadcastRecipient, Segment
 from scrm.services import audit, broadcasts, contacts_csv, contacts_merge, segments
 from scrm.services.agents import Principal
@@ -22,8 +32,8 @@ from scrm.services.broadcast_report import effective_status, recipients_csv, rep
 from scrm.services.optout import opt_out
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
-from scrm.web.routing import ADMIN, ALL_ROLES, API_ROUTES, SUPPORT, ApiError, ApiRoute, api, ok, path_int
-from scrm.web.serializers import iso
+from scrm.web.routing import ADMIN, ALL_ROLES, API_ROUTES, ApiError, ApiRoute, api, ok, path_int
+from scrm.web.serializers import contact_json, iso
 
 MARKETING = frozenset({"admin", "marketer"})
 _FIRST = len(API_ROUTES)
@@ -41,7 +51,8 @@ class MergeIn(BaseModel):
     source_id: int
 
 
-@api("POST", "/contact-merges", roles=SUPPORT, body=MergeIn, tag="contacts",
+# Marketers clean up duplicates after imports too, so merging is open to every role (it is audited).
+@api("POST", "/contact-merges", roles=ALL_ROLES, body=MergeIn, tag="contacts",
      summary="Merge source into target: identities, conversations, tickets, tags and attributes move")
 async def merge_contacts(request: web.Request, principal: Principal, body: MergeIn) -> web.Response:
     try:
@@ -52,7 +63,7 @@ async def merge_contacts(request: web.Request, principal: Principal, body: Merge
     return ok(result)
 
 
-@api("GET", "/contact-merges/suggestions", roles=SUPPORT, tag="contacts",
+@api("GET", "/contact-merges/suggestions", roles=ALL_ROLES, tag="contacts",
      summary="Contacts that share a verified email or phone")
 async def merge_suggestions(request: web.Request, principal: Principal) -> web.Response:
     async with unit_of_work(request.app[CTX]) as tx:
@@ -224,6 +235,70 @@ async def timeline(request: web.Request, principal: Principal) -> web.Response:
                           "data": a.data})
     items.sort(key=lambda i: i["at"] or "", reverse=True)
     return ok({"contact_id": cid, "items": items})
+
+
+class SearchIn(BaseModel):
+    q: str = Field("", max_length=200)
+    rules: dict[str, Any] | None = None  # segment rules (tags, attributes, channel, ...); none = everybody
+    cursor: int = Field(0, ge=0)
+    limit: int = Field(25, ge=1, le=100)
+
+
+@api("POST", "/contact-search", roles=MARKETING, body=SearchIn, tag="contacts",
+     summary="Contacts matching text (name, email, phone) and segment rules, with tags and channels, newest first")
+async def search_contacts(request: web.Request, principal: Principal, body: SearchIn) -> web.Response:
+    async with request.app[CTX].db.session() as s:
+        try:
+            stmt = await segments.members_query(s, body.rules)
+        except segments.SegmentError as exc:
+            raise ApiError(400, str(exc), "bad_rules") from None
+        q = body.q.strip()
+        if q:
+            like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            stmt = stmt.where(or_(Contact.name.ilike(like, escape="\\"), Contact.email.ilike(like, escape="\\"),
+                                  Contact.phone.ilike(like, escape="\\")))
+        total = await s.scalar(select(func.count()).select_from(stmt.subquery()))
+        if body.cursor:
+            stmt = stmt.where(Contact.id < body.cursor)
+        ids = list((await s.scalars(stmt.order_by(Contact.id.desc()).limit(body.limit + 1))).all())
+        page = ids[:body.limit]
+        rows = (await s.scalars(select(Contact).where(Contact.id.in_(page)).order_by(Contact.id.desc()))).all()
+        tags: dict[int, list[str]] = {}
+        for cid, tag in await s.execute(select(ContactTag.contact_id, ContactTag.tag)
+                                        .where(ContactTag.contact_id.in_(page)).order_by(ContactTag.tag)):
+            tags.setdefault(cid, []).append(tag)
+        channels: dict[int, set[str]] = {}
+        for cid, channel in await s.execute(select(ContactIdentity.contact_id, Inbox.channel_type)
+                                            .join(Inbox, Inbox.id == ContactIdentity.inbox_id)
+                                            .where(ContactIdentity.contact_id.in_(page))):
+            channels.setdefault(cid, set()).add(channel)
+    items = [contact_json(c, tags.get(c.id)) | {"channels": sorted(channels.get(c.id, ()))} for c in rows]
+    return ok({"items": items, "count": int(total or 0), "next_cursor": page[-1] if len(ids) > body.limit else None})
+
+
+class TagsIn(BaseModel):
+    tags: list[str] = Field(max_length=100)
+
+
+@api("PUT", "/contacts/{id}/tags", roles=ALL_ROLES, body=TagsIn, tag="contacts",
+     summary="Replace a contact's tags (trimmed, de-duplicated, at most 64 characters each)")
+async def set_tags(request: web.Request, principal: Principal, body: TagsIn) -> web.Response:
+    cid = path_int(request, "id")
+    clean = sorted({t.strip() for t in body.tags if t.strip()})
+    if any(len(t) > 64 for t in clean):
+        raise ApiError(400, "tags are at most 64 characters", "bad_tag")
+    async with unit_of_work(request.app[CTX]) as tx:
+        contact = await tx.session.get(Contact, cid, with_for_update=True)
+        if contact is None or contact.merged_into_id:
+            raise ApiError(404, "contact not found", "not_found")
+        before = sorted((await tx.session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == cid))).all())
+        if before != clean:
+            await tx.session.execute(delete(ContactTag).where(ContactTag.contact_id == cid))
+            tx.session.add_all(ContactTag(contact_id=cid, tag=t) for t in clean)
+            audit.record(tx, principal.agent_id, "contact.update", "contact", cid, fields=["tags"],
+                         tags={"from": before, "to": clean})
+            tx.emit(ev.CONTACT_UPDATED, contact_id=cid)
+    return ok({"id": cid, "tags": clean})
 
 
 # -- segments ---------------------------------------------------------------------------------------
@@ -500,6 +575,8 @@ async def unsubscribe_post(request: web.Request) -> web.Response:
 
 
 MY_ROUTES: list[ApiRoute] = API_ROUTES[_FIRST:]
+MARKETING_PAGES = ("/contacts", "/contacts/{id:\\d+}", "/segments", "/segments/{id:new|\\d+}", "/broadcasts",
+                   "/broadcasts/{id:new|\\d+}")
 
 
 def add_routes(app: web.Application) -> None:
@@ -508,6 +585,10 @@ def add_routes(app: web.Application) -> None:
     for route in MY_ROUTES:
         if (route.method, "/api/v1" + route.path) not in existing:
             app.router.add_route(route.method, "/api/v1" + route.path, route.handler)
+    from scrm.web.ui import page  # the marketer's pages are routes of the single-page app
+
+    for path in MARKETING_PAGES:
+        app.router.add_get(path, page)
     app.router.add_get("/unsubscribe/{token}", unsubscribe_page)
     app.router.add_post("/unsubscribe/{token}", unsubscribe_post)
 

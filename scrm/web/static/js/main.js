@@ -7,6 +7,7 @@ import { toast } from "./toast.js";
 import { live } from "./ws.js";
 
 const app = document.getElementById("app");
+const MARKETING_PAGES = ["contacts", "segments", "broadcasts"];
 let page = null; // {name, el, destroy(), route?(path)}
 let expiredNotice = false;
 
@@ -43,6 +44,8 @@ function pageFor(path) {
   if (path === "/" || /^\/conversations\/\d+$/.test(path)) return "inbox";
   if (path === "/admin" || path.startsWith("/admin/")) return "admin";
   if (path === "/simulator") return "simulator";
+  const marketing = path.match(/^\/(contacts|segments|broadcasts)(\/|$)/);
+  if (marketing) return marketing[1];
   return "notfound";
 }
 
@@ -51,6 +54,10 @@ async function route() {
   const name = pageFor(path);
   if (name !== "login" && !state.me) {
     navigate("/login?next=" + encodeURIComponent(path + location.search), { replace: true });
+    return;
+  }
+  if (name === "inbox" && state.me?.role === "marketer") { // the inbox is for support roles
+    navigate("/contacts", { replace: true });
     return;
   }
   if (name === "login" && state.me) {
@@ -79,6 +86,7 @@ async function buildPage(name, path) {
   if (name === "inbox") return (await import("./inbox.js")).inboxPage(path);
   if (name === "admin") return (await import("./admin.js")).adminPage(path);
   if (name === "simulator") return (await import("./simulator.js")).simulatorPage();
+  if (MARKETING_PAGES.includes(name)) return (await import(`./${name}.js`))[`${name}Page`](path);
   return { name, el: h("div.empty", { text: t("error.notfound") }) };
 }
 
@@ -97,10 +105,13 @@ let headerEls = null;
 
 function header() {
   const me = state.me;
+  const support = me.role !== "marketer";
+  const marketing = ["admin", "marketer"].includes(me.role); // what the API lets them use
   const nav = h("nav.nav", {},
-    h("a", { href: "/", "data-link": "", "data-nav": "inbox", text: t("nav.inbox") }),
+    support ? h("a", { href: "/", "data-link": "", "data-nav": "inbox", text: t("nav.inbox") }) : null,
+    marketing ? MARKETING_PAGES.map((p) => h("a", { href: "/" + p, "data-link": "", "data-nav": p, "data-testid": "nav-" + p, text: t("nav." + p) })) : null,
     isAdmin() ? h("a", { href: "/admin/agents", "data-link": "", "data-nav": "admin", text: t("nav.admin") }) : null,
-    h("a", { href: "/simulator", "data-link": "", "data-nav": "simulator", text: t("nav.simulator") }),
+    support ? h("a", { href: "/simulator", "data-link": "", "data-nav": "simulator", text: t("nav.simulator") }) : null,
   );
   const waiting = h("span.badge.waiting", { "data-testid": "waiting-count", title: t("header.waiting_hint") });
   const liveEl = h("span.live", { "data-testid": "live-status" });
@@ -125,10 +136,10 @@ function header() {
   return h("header.top", {},
     h("a.brand", { href: "/", "data-link": "" }, "scrm"), nav,
     h("div.spacer"),
-    waiting, liveEl, lang,
+    support ? [waiting, liveEl] : null, lang,
     h("span.me", { "data-testid": "me" },
       h("strong", { text: me.display_name }), " ", h("span.role", { text: t("role." + me.role) })),
-    availability, logout);
+    support ? availability : null, logout);
 }
 
 function updateNav() {
