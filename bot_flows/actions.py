@@ -41,10 +41,16 @@ class BotInput:
 
 @dataclass(frozen=True)
 class SendReply:
-    """Send a bot message; choices become buttons, or numbered text where the channel has none."""
+    """Send a bot message; choices become buttons, or numbered text where the channel has none.
+
+    `faq` says how the FAQ produced this reply, for reports (not part of equality):
+    {"outcome": "answer" | "picked" | "clarify" | "reject" | "none", "entry": id, "entries": [ids],
+    "confidence": 0..1}. "picked" is a candidate the customer chose after a "clarify".
+    """
 
     text: str
     choices: tuple[Choice, ...] = ()
+    faq: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -101,9 +107,10 @@ class CallHttp:
 
 @dataclass(frozen=True)
 class RecordUnanswered:
-    """Keep a question the bot could not answer, for the knowledge-base admins."""
+    """Keep a question the bot could not answer, for the knowledge-base admins (`faq` as on SendReply)."""
 
     text: str
+    faq: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

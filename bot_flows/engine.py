@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -58,6 +58,7 @@ class FaqCandidate:
     question: str
     answer: str
     buttons: tuple[Choice, ...] = ()
+    confidence: float = field(default=0.0, compare=False)  # 0..1, for the FAQ answer report
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ class MatcherLookup:
         for c in result.candidates:
             entry = self.matcher.get(c.entry_id)
             if entry is not None:
-                cands.append(FaqCandidate(str(c.entry_id), entry.question, entry.answer, tuple(entry.buttons)))
+                cands.append(FaqCandidate(str(c.entry_id), entry.question, entry.answer, tuple(entry.buttons),
+                                          round(float(c.confidence), 4)))
         return FaqMatch(result.decision if cands else "reject", tuple(cands))
 
 
@@ -323,41 +325,48 @@ class _Run:
         if self.payload and self.payload.startswith("faq:"):
             picked = self.payload[4:]
             if picked == "none":
-                return self.faq_failed(st, self.s.get("faq_question") or self.text)
+                return self.faq_failed(st, self.s.get("faq_question") or self.text, {"outcome": "none"})
             if picked in offered:
                 self.s["faq_failures"] = 0
                 ans = offered[picked]
-                return self.reply(ans["answer"], tuple(Choice(lb, p) for lb, p in ans["buttons"]))
+                return self.reply(ans["answer"], tuple(Choice(lb, p) for lb, p in ans["buttons"]),
+                                  faq={"outcome": "picked", "entry": picked, "confidence": ans.get("confidence")})
         question = self.text.strip()
         if not question or (self.payload and question == self.payload):
             return self.do_fallback(st)
         result = self.faq_match()
         if result is None or result.decision == "reject" or not result.candidates:
-            return self.faq_failed(st, question)
+            best = result.candidates[0].confidence if result and result.candidates else None
+            return self.faq_failed(st, question, {"outcome": "reject", "confidence": best})
         if result.decision == "answer":
             self.s["faq_failures"] = 0
             top = result.candidates[0]
-            return self.reply(top.answer, tuple(_as_choice(b) for b in top.buttons))
+            return self.reply(top.answer, tuple(_as_choice(b) for b in top.buttons),
+                              faq={"outcome": "answer", "entry": top.entry_id, "confidence": top.confidence})
         shown = result.candidates[: f.max_choices]
         self.s["faq_candidates"] = {
-            c.entry_id: {"answer": c.answer, "buttons": [[ch.label, ch.payload] for ch in map(_as_choice, c.buttons)]}
+            c.entry_id: {"answer": c.answer, "buttons": [[ch.label, ch.payload] for ch in map(_as_choice, c.buttons)],
+                         "confidence": c.confidence}
             for c in shown}
         self.s["faq_question"] = question
         choices: list[Choice | ChoiceSpec] = [Choice(c.question, f"faq:{c.entry_id}") for c in shown]
         if f.none_of_these:
             choices.append(ChoiceSpec(f.none_of_these, "faq:none"))
-        self.reply(f.clarify, tuple(choices))
+        self.reply(f.clarify, tuple(choices), faq={"outcome": "clarify", "entries": [c.entry_id for c in shown],
+                                                   "confidence": shown[0].confidence})
 
-    def faq_failed(self, st: State, question: str) -> None:
+    def faq_failed(self, st: State, question: str, faq: dict[str, Any] | None = None) -> None:
+        # The same `faq` dict goes on RecordUnanswered and on the reply: the application records
+        # the outcome once per dict, whether or not a reply follows (a fail limit may hand off).
         f = st.faq
         assert f is not None
         if question:
-            self.emit(RecordUnanswered(question))
+            self.emit(RecordUnanswered(question, faq=faq))
         self.s["faq_failures"] = int(self.s.get("faq_failures", 0)) + 1
         if f.on_fail_limit and self.s["faq_failures"] >= f.fail_limit:
             self.s["faq_failures"] = 0
             return self.enter(f.on_fail_limit)
-        self.reply(f.not_found, f.not_found_choices)
+        self.reply(f.not_found, f.not_found_choices, faq=faq)
 
     def faq_match(self) -> FaqMatch | None:
         if not self._matched:
@@ -395,11 +404,12 @@ class _Run:
     def emit(self, action: Action) -> None:
         self.actions.append(action)
 
-    def reply(self, text: Text | str, choices: Sequence[Choice | ChoiceSpec] = ()) -> None:
+    def reply(self, text: Text | str, choices: Sequence[Choice | ChoiceSpec] = (),
+              faq: dict[str, Any] | None = None) -> None:
         body = self.render(text.get(self.lang) if isinstance(text, Text) else text)
         shown = tuple(c if isinstance(c, Choice) else Choice(self.render(c.label.get(self.lang)), c.payload)
                       for c in choices)
-        self.emit(SendReply(body, shown))
+        self.emit(SendReply(body, shown, faq))
         if shown:
             self.s["choices"] = [[c.label, c.payload] for c in shown]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scrm.db.models import Base, BigId, utcnow
@@ -185,4 +185,23 @@ class TicketComment(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FaqOutcome(Base):
+    """How the bot's FAQ handled one customer question (one row per outcome; reports count them).
+
+    outcome: answer (answered directly), clarify (offered candidates), picked (the customer chose a
+    candidate), reject (no match), none (the customer said none of the candidates fit).
+    """
+
+    __tablename__ = "desk_faq_outcomes"
+    __table_args__ = (Index("ix_desk_faq_outcomes_created", "created_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    inbox_id: Mapped[int] = mapped_column(BigId)
+    message_id: Mapped[int | None] = mapped_column(BigId)  # the bot reply (none when it could not be sent)
+    outcome: Mapped[str] = mapped_column(String(16))
+    entry_key: Mapped[str | None] = mapped_column(String(120))
+    confidence: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -42,6 +42,8 @@ class DeskListener:
     async def __call__(self, event: ev.Event) -> None:
         if event.name not in INTERESTING:
             return
+        if event.name == ev.CONVERSATION_UPDATED and "priority" not in event.data.get("changed", ("priority",)):
+            return  # e.g. a new message moved the clocks: nothing for the desk (only priority changes re-pick the SLA)
         cid = event.data.get("conversation_id")
         if not isinstance(cid, int):
             if await self._claim(event):
@@ -93,7 +95,7 @@ class DeskListener:
         if (event.name == ev.CONVERSATION_STATUS_CHANGED and d.get("status") == "resolved"
                 and d.get("previous") != "resolved" and d.get("by") != "csat"):
             async with unit_of_work(self.ctx) as tx:
-                await csat.ask(tx, d["conversation_id"])
+                await csat.ask(tx, d["conversation_id"], public_url=self.ctx.settings.server.public_url)
 
     async def _bookkeeping(self, event: ev.Event) -> None:
         d = event.data

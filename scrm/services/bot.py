@@ -50,6 +50,7 @@ from scrm.db.models import (
     UnansweredQuestion,
     utcnow,
 )
+from scrm.db.models_desk import FaqOutcome
 from scrm.services import conversations as conv_svc
 from scrm.services.faq import ROOT, get_index
 from scrm.services.outbox import enqueue_message
@@ -64,6 +65,7 @@ DEFAULT_CONFIG = ROOT / "config" / "bot.toml"
 _RUNTIME_KEY = "bot_runtime"
 _APP = "_app"  # the application's own bookkeeping inside bot_state (hidden from the engine)
 MAX_HTTP_CHAIN = 5
+FAQ_OUTCOMES = ("answer", "picked", "clarify", "reject", "none")
 HANDOFF_REASONS = {
     "customer_request": "客户要求转人工 / customer asked for an agent",
     "bot_unanswered": "机器人未能回答 / the bot could not answer",
@@ -257,19 +259,26 @@ async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: Cont
     window_open = conv_svc.reply_window(inbox, identity)["open"]
     number: str | None = None
     calls: list[CallHttp] = []
+    faq_seen: list[tuple[Any, FaqOutcome]] = []  # one outcome dict may ride on RecordUnanswered and its reply
 
-    async def send(text: str, choices: Any = ()) -> None:
+    async def send(text: str, choices: Any = ()) -> Message | None:
         if number is not None:
             text = text.replace("{ticket_number}", number)
         if not window_open or not text.strip():
             log.info("bot reply not sent on conversation %s: the channel cannot reach the contact", conv.id)
-            return
-        await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="bot",
-                              text=text, choices=tuple(choices), automatic=True)
+            return None
+        message, _ = await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="bot",
+                                           text=text, choices=tuple(choices), automatic=True)
+        return message
 
     for action in result.actions:
+        faq = getattr(action, "faq", None)
         if isinstance(action, SendReply):
-            await send(action.text, action.choices)
+            message = await send(action.text, action.choices)
+            if faq:
+                if message is not None:
+                    message.payload = {**(message.payload or {}), "faq": dict(faq)}
+                await record_faq_outcome(tx, conv, faq, message, faq_seen)
         elif isinstance(action, SetAttribute):
             _set_attribute(tx, contact, action.key, action.value)
         elif isinstance(action, AddTag):
@@ -291,10 +300,33 @@ async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: Cont
         elif isinstance(action, RecordUnanswered):
             if action.text.strip():
                 tx.session.add(UnansweredQuestion(conversation_id=conv.id, text=action.text.strip()[:2000]))
+            if faq:
+                await record_faq_outcome(tx, conv, faq, None, faq_seen)
         elif isinstance(action, CallHttp):
             calls.append(action)
         # ScheduleTimeout: the due time is in the engine state; run_timeouts finds it.
     return calls
+
+
+async def record_faq_outcome(tx: Tx, conv: Conversation, faq: Any, message: Message | None,
+                             seen: list[tuple[Any, FaqOutcome]]) -> None:
+    """One FaqOutcome row per outcome the engine reported (the FAQ answer rate in reports), linked
+    to the bot message that carried it."""
+    for known, row in seen:
+        if known is faq:
+            if row.message_id is None and message is not None:
+                row.message_id = message.id
+            return
+    outcome = str(faq.get("outcome") or "")
+    if outcome not in FAQ_OUTCOMES:
+        return
+    confidence = faq.get("confidence")
+    row = FaqOutcome(
+        conversation_id=conv.id, inbox_id=conv.inbox_id, message_id=message.id if message is not None else None,
+        outcome=outcome, entry_key=str(faq["entry"])[:120] if faq.get("entry") else None,
+        confidence=float(confidence) if isinstance(confidence, int | float) else None, created_at=utcnow())
+    tx.session.add(row)
+    seen.append((faq, row))
 
 
 def _set_attribute(tx: Tx, contact: Contact, key: str, value: Any) -> None:

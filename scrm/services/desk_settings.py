@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot_flows.conditions import BusinessHours
@@ -23,10 +23,60 @@ class CsatSettings(BaseModel):
     thanks: str = "感谢您的评价！/ Thank you for your feedback!"
 
 
+TEMPLATE_CHANNELS = ("wechat_oa",)  # channels whose adapter sends template messages
+# What a ticket-update template field can be filled with (see ticket_workflow.template_values).
+TICKET_TEMPLATE_VALUES = ("text", "text_en", "number", "subject", "status", "status_en", "updated_at")
+
+
+class TicketTemplate(BaseModel):
+    """A WeChat template message for ticket updates, sent when the 48 h customer-service window is closed.
+
+    `fields` maps a field of the template as approved in the WeChat console ("first", "keyword1",
+    "remark", ...) to a ticket value: text (the notice in Chinese), text_en, number ("#1042"),
+    subject, status (中文), status_en, updated_at (local time).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    template_id: str = Field(min_length=1, max_length=128)
+    fields: dict[str, str] = Field(default_factory=lambda: {"first": "text", "keyword1": "number", "keyword2": "status"})
+    url: str | None = Field(None, max_length=1000)  # opened when the customer taps the notice
+
+    @field_validator("fields")
+    @classmethod
+    def _known_values(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("map at least one template field to a ticket value")
+        for name, value in v.items():
+            if not name or len(name) > 64:
+                raise ValueError(f"template field name {name!r} must be 1-64 characters")
+            if value not in TICKET_TEMPLATE_VALUES:
+                raise ValueError(f"template field {name!r}: unknown value {value!r}; use one of "
+                                 + ", ".join(TICKET_TEMPLATE_VALUES))
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("https://", "http://")):
+            raise ValueError("must start with http:// or https://")
+        return v or None
+
+
 class TicketSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reopen_hours: int = Field(72, ge=0, le=24 * 90)  # a solved ticket reopens when the customer writes within
     notify_customer: bool = True
+    # Inbox id -> template for ticket updates outside WeChat's reply window (template ids belong to
+    # one official account, so each inbox names its own). Without one the change is noted in the thread.
+    wechat_templates: dict[str, TicketTemplate] = Field(default_factory=dict)
+
+    @field_validator("wechat_templates")
+    @classmethod
+    def _inbox_ids(cls, v: dict[str, TicketTemplate]) -> dict[str, TicketTemplate]:
+        bad = [k for k in v if not k.isdigit()]
+        if bad:
+            raise ValueError(f"keys must be inbox ids, got {bad[0]!r}")
+        return v
 
 
 SECTIONS: dict[str, type[BaseModel] | None] = {"business_hours": None, "csat": CsatSettings, "tickets": TicketSettings}
@@ -66,6 +116,8 @@ async def get_section(session: AsyncSession, key: str) -> dict[str, Any]:
 async def set_section(session: AsyncSession, key: str, value: Any) -> dict[str, Any]:
     """Validate and store a section."""
     clean = validate_section(key, value)
+    if key == "tickets":
+        await _check_template_inboxes(session, clean["wechat_templates"])
     row = await session.get(DeskSetting, key)
     if row is None:
         session.add(DeskSetting(key=key, value=clean))
@@ -73,6 +125,23 @@ async def set_section(session: AsyncSession, key: str, value: Any) -> dict[str, 
         row.value = clean
     _cache.pop(key, None)
     return clean
+
+
+async def _check_template_inboxes(session: AsyncSession, templates: dict[str, Any]) -> None:
+    from sqlalchemy import select
+
+    from scrm.db.models import Inbox
+
+    if not templates:
+        return
+    ids = [int(k) for k in templates]
+    found = dict((await session.execute(select(Inbox.id, Inbox.channel_type).where(Inbox.id.in_(ids)))).all())
+    for inbox_id in ids:
+        if inbox_id not in found:
+            raise ValueError(f"tickets.wechat_templates.{inbox_id}: no inbox with this id")
+        if found[inbox_id] not in TEMPLATE_CHANNELS:
+            raise ValueError(f"tickets.wechat_templates.{inbox_id}: inbox is a {found[inbox_id]} inbox; "
+                             "template messages exist only on WeChat official accounts (wechat_oa)")
 
 
 async def business_hours(session: AsyncSession) -> BusinessHours:

@@ -17,26 +17,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from scrm.db.models import Agent, Conversation, Inbox, Message
-from scrm.db.models_desk import ConversationStats, CsatSurvey, Team
+from scrm.db.models_desk import ConversationStats, CsatSurvey, FaqOutcome, Team
 
 GroupBy = Literal["none", "inbox", "channel", "team", "agent"]
 GROUPS: tuple[str, ...] = ("none", "inbox", "channel", "team", "agent")
-REPORTS = ("volume", "messages", "response_times", "deflection", "sla", "csat", "timeseries")
+REPORTS = ("volume", "messages", "response_times", "deflection", "faq", "sla", "csat", "timeseries")
 
 
 def _source(group: str, source: str) -> tuple[ColumnElement[Any], Any]:
     """The grouping column for a source table and a function adding the joins it needs."""
     conv_on = {"msg": Conversation.id == Message.conversation_id,
-               "stats": Conversation.id == ConversationStats.conversation_id}
+               "stats": Conversation.id == ConversationStats.conversation_id,
+               "faq": Conversation.id == FaqOutcome.conversation_id}
     inbox_col = {"conv": Conversation.inbox_id, "msg": Message.inbox_id, "stats": ConversationStats.inbox_id,
-                 "csat": CsatSurvey.inbox_id}[source]
+                 "csat": CsatSurvey.inbox_id, "faq": FaqOutcome.inbox_id}[source]
 
     def joins(q: Any) -> Any:
         if group == "channel":
             q = q.join(Inbox, Inbox.id == inbox_col)
         if group in ("agent", "team") and source in conv_on and not (group == "team" and source == "stats"):
             q = q.join(Conversation, conv_on[source])
-        if group == "team" and source in ("conv", "msg"):
+        if group == "team" and source in ("conv", "msg", "faq"):
             q = q.outerjoin(ConversationStats, ConversationStats.conversation_id == Conversation.id)
         return q
 
@@ -148,6 +149,44 @@ async def deflection(s: AsyncSession, start: datetime, end: datetime, group: str
     return out
 
 
+async def faq(s: AsyncSession, start: datetime, end: datetime, group: str) -> dict[Any, dict[str, Any]]:
+    """FAQ answer rate: questions the bot looked up in the FAQ (answered, clarified or not found) and
+    how many of them got an answer (directly, or a candidate the customer picked after a clarify)."""
+    g, joins = _source(group, "faq")
+
+    def n(*outcomes: str) -> Any:
+        return func.sum(case((FaqOutcome.outcome.in_(outcomes), 1), else_=0))
+
+    q = (joins(select(g, n("answer", "clarify", "reject"), n("answer", "picked"), n("answer"), n("clarify"),
+                      n("reject", "none")).select_from(FaqOutcome))
+         .where(_in(FaqOutcome.created_at, start, end)).group_by(g))
+    out: dict[Any, dict[str, Any]] = {}
+    for key, asked, answered, direct, clarified, unanswered in (await s.execute(q)).all():
+        asked, answered = int(asked or 0), int(answered or 0)
+        out[key] = {"faq_questions": asked, "faq_answered": answered, "faq_answered_directly": int(direct or 0),
+                    "faq_clarified": int(clarified or 0), "faq_not_found": int(unanswered or 0),
+                    # A pick can land in the range after its clarify did not: never above 100 %.
+                    "faq_answer_rate": round(min(answered, asked) / asked, 4) if asked else None}
+    return out
+
+
+async def faq_top(s: AsyncSession, start: datetime, end: datetime, limit: int = 10) -> list[dict[str, Any]]:
+    """The FAQ entries the bot answered most in the range, with their question and mean confidence."""
+    from scrm.db.models import FaqEntryRow
+
+    count = func.count().label("n")
+    q = (select(FaqOutcome.entry_key, count, func.avg(FaqOutcome.confidence))
+         .where(_in(FaqOutcome.created_at, start, end), FaqOutcome.outcome.in_(("answer", "picked")),
+                FaqOutcome.entry_key.is_not(None))
+         .group_by(FaqOutcome.entry_key).order_by(count.desc(), FaqOutcome.entry_key).limit(limit))
+    rows = (await s.execute(q)).all()
+    keys = [k for k, _, _ in rows]
+    questions = dict((await s.execute(select(FaqEntryRow.key, FaqEntryRow.question)
+                                      .where(FaqEntryRow.key.in_(keys)))).all()) if keys else {}
+    return [{"entry": k, "question": questions.get(k, k), "count": int(cnt),
+             "confidence": round(float(conf), 3) if conf is not None else None} for k, cnt, conf in rows]
+
+
 async def sla(s: AsyncSession, start: datetime, end: datetime, group: str) -> dict[Any, dict[str, Any]]:
     """SLA compliance of the conversations resolved in range under a policy."""
     g, joins = _source(group, "stats")
@@ -218,7 +257,7 @@ async def timeseries(s: AsyncSession, start: datetime, end: datetime, tz: str = 
 
 
 SECTIONS = {"volume": volume, "messages": messages, "response_times": response_times, "deflection": deflection,
-            "sla": sla, "csat": csat}
+            "faq": faq, "sla": sla, "csat": csat}
 
 
 async def _labels(s: AsyncSession, group: str, keys: Sequence[Any]) -> dict[Any, str]:
@@ -255,6 +294,7 @@ CSV_COLUMNS = ("key", "label", "opened", "resolved", "messages_in", "messages_ou
                "first_response_count", "first_response_median", "first_response_p90",
                "resolution_count", "resolution_median", "resolution_p90",
                "resolved_total", "resolved_by_bot", "deflection_rate", "handoffs", "conversations_handed_off",
+               "faq_questions", "faq_answered", "faq_answer_rate",
                "sla_total", "sla_met", "sla_compliance",
                "csat_asked", "csat_answers", "csat_average", "csat_1", "csat_2", "csat_3", "csat_4", "csat_5")
 

@@ -3,22 +3,25 @@
 A customer writing on a solved ticket's conversation within the reopen window reopens it (and a
 pending ticket goes back to open: the customer answered); past the window the ticket is closed by
 the periodic job. State changes are told to the customer on the channel they used: an e-mail
-carries "[#1042]" in the subject so replies thread back; outside a chat channel's reply window
-(WeChat's 48 h) the change is noted in the thread instead of sent.
+carries "[#1042]" in the subject so replies thread back; outside WeChat's 48 h customer-service
+window a template message is sent when the desk settings name one for the inbox
+(tickets.wechat_templates); otherwise, and on any other closed channel, the change is noted in the
+thread instead of sent.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 
-from scrm.db.models import Conversation, Ticket, utcnow
+from scrm.db.models import ContactIdentity, Conversation, Inbox, Ticket, utcnow
 from scrm.db.models_desk import TicketComment
 from scrm.services import audit
 from scrm.services import conversations as conv_svc
-from scrm.services.desk_settings import get_section
+from scrm.services.desk_settings import TEMPLATE_CHANNELS, get_section
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import Tx, unit_of_work
 
@@ -40,6 +43,7 @@ NOTICE = {
     "solved": ("您的工单 #{n} 已解决。如仍有问题，请直接回复。", "Your ticket #{n} has been solved. Reply if anything is still wrong."),
     "closed": ("您的工单 #{n} 已关闭。", "Your ticket #{n} is closed."),
 }
+STATUS_ZH = {"new": "新建", "open": "处理中", "pending": "待您回复", "solved": "已解决", "closed": "已关闭"}
 
 
 class TicketError(ValueError):
@@ -92,6 +96,17 @@ async def notify_customer(tx: Tx, ticket: Ticket) -> str:
     text = zh.format(n=ticket.number) + "\n" + en.format(n=ticket.number)
     window = conv_svc.reply_window(inbox, identity)
     if not window["open"]:
+        template = await _template_for(tx, inbox, identity)
+        if template is not None:
+            zone = ZoneInfo((await get_section(tx.session, "business_hours")).get("timezone") or "Asia/Shanghai")
+            metadata: dict[str, Any] = {
+                "template_id": template["template_id"], "data": template_values(ticket, template["fields"], zone),
+                "ticket_number": ticket.number}
+            if template.get("url"):
+                metadata["url"] = template["url"]
+            await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="system",
+                                  text=text, content_type="template", automatic=True, metadata=metadata)
+            return "notified by template message"
         await conv_svc.add_system_note(tx, conv, f"未通知客户工单 #{ticket.number} 状态：{window['reason']}",
                                        ticket={"id": ticket.id, "notified": False})
         return f"not notified: {window['reason']}"
@@ -99,6 +114,30 @@ async def notify_customer(tx: Tx, ticket: Ticket) -> str:
     await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="system", text=text,
                           automatic=True, metadata=metadata)
     return "notified"
+
+
+async def _template_for(tx: Tx, inbox: Inbox, identity: ContactIdentity) -> dict[str, Any] | None:
+    """The inbox's ticket-update template, when only the reply window stands in the way: a template
+    message may go out after 48 h, but not to a contact who unsubscribed or blocked the account."""
+    if inbox.channel_type not in TEMPLATE_CHANNELS or not inbox.active:
+        return None
+    if not identity.subscribed or not identity.reachable:
+        return None
+    templates = (await get_section(tx.session, "tickets")).get("wechat_templates") or {}
+    found = templates.get(str(inbox.id))
+    return dict(found) if found else None
+
+
+def template_values(ticket: Ticket, fields: dict[str, str], zone: ZoneInfo) -> dict[str, dict[str, str]]:
+    """Fill the template's fields (WeChat field -> ticket value name) for the ticket's current state."""
+    zh, en = NOTICE.get(ticket.status, ("工单 #{n} 已更新。", "Ticket #{n} was updated."))
+    values = {
+        "text": zh.format(n=ticket.number), "text_en": en.format(n=ticket.number), "number": f"#{ticket.number}",
+        "subject": ticket.subject, "status": STATUS_ZH.get(ticket.status, ticket.status), "status_en": ticket.status,
+        "updated_at": (ticket.updated_at or utcnow()).astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+    }
+    # WeChat cuts long values; keep them short enough to read on a phone's lock screen.
+    return {name: {"value": values[source][:200]} for name, source in fields.items() if source in values}
 
 
 async def do_add_comment(tx: Tx, ticket_id: int, agent_id: int, text: str) -> TicketComment:

@@ -345,7 +345,8 @@ def _group(request: web.Request) -> str:
 
 
 @api("GET", "/desk/reports", roles=SUPPORT, query=REPORT_QUERY,
-     summary="Desk report: volume, messages, response times, deflection, handoffs, SLA, CSAT", tag=TAG)
+     summary="Desk report: volume, messages, response times, deflection, handoffs, FAQ answer rate, SLA, CSAT",
+     tag=TAG)
 async def get_report(request: web.Request, principal: Principal) -> web.Response:
     start, end, tz = await _range(request)
     group = _group(request)
@@ -353,6 +354,7 @@ async def get_report(request: web.Request, principal: Principal) -> web.Response
         report = await reports.build(s, start, end, group)
         report["timeseries"] = await reports.timeseries(s, start, end, tz)
         report["unanswered_top"] = await reports.unanswered_top(s, start, end)
+        report["faq_top"] = await reports.faq_top(s, start, end)
         report["broadcasts"] = await reports.broadcast_summaries(s, start, end)
     report["timezone"] = tz
     return ok(report)

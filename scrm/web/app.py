@@ -91,6 +91,9 @@ def add_routes(app: web.Application) -> None:
     from scrm.web import extensions
 
     extensions.add_routes(app)
+    from scrm.web import csat_page
+
+    csat_page.add_routes(app)  # public: the signed token is the credential
     app.router.add_get("/", index)
     if STATIC.exists():
         app.router.add_static("/static/", STATIC, append_version=False)

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from scrm.db.models import UnansweredQuestion
+from sqlalchemy import select
+
+from scrm.db.models import Conversation, FaqEntryRow, UnansweredQuestion
+from scrm.db.models_desk import FaqOutcome
 from tests.conftest import api_message, make_inbox, post_signed
+
+NARROW = 375  # an iPhone SE / mini in portrait
+
+
+async def _no_horizontal_overflow(page: Any) -> None:
+    """Nothing sticks out to the right: the page does not scroll sideways and every card is on screen."""
+    width = await page.evaluate("document.documentElement.clientWidth")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= width
+    rights = await page.locator("#cards .card").evaluate_all("cards => cards.map(c => c.getBoundingClientRect().right)")
+    assert rights and max(rights) <= width, (rights, width)
 
 
 async def test_reports_page_draws_charts_and_tables(tab: Any, ctx: Any, admin: dict[str, Any], live_server: Any,
@@ -16,6 +29,11 @@ async def test_reports_page_draws_charts_and_tables(tab: Any, ctx: Any, admin: d
     client = await aiohttp_client(live_server)
     for i in range(3):
         assert (await post_signed(client, inbox.id, api_message(f"r-{i}", sender=f"c{i}", text="你好"))).status == 200
+    async with ctx.db.transaction() as s:
+        cid = (await s.scalars(select(Conversation.id))).first()
+        s.add(FaqEntryRow(key="ship", question="<i>运费</i>怎么算？", answer="满99包邮", paraphrases=[], buttons=[]))
+        s.add_all([FaqOutcome(conversation_id=cid, inbox_id=inbox.id, outcome=o, entry_key=k, confidence=0.9)
+                   for o, k in (("answer", "ship"), ("answer", "ship"), ("clarify", None), ("reject", None))])
     await tab.login("root", "correct-horse-1")
     await tab.goto("/desk/reports")
     page = tab.page
@@ -25,5 +43,16 @@ async def test_reports_page_draws_charts_and_tables(tab: Any, ctx: Any, admin: d
     unanswered = page.locator("#unanswered")
     assert "<b>花呗</b>分期可以吗" in await unanswered.inner_text() or "能用花呗分期吗" in await unanswered.inner_text()
     assert await page.locator("#unanswered b").count() == 0  # customer text stays text
+    cards = await page.locator("#cards").inner_text()
+    assert "50.0%" in cards and "2 / 4" in cards  # FAQ: 2 of 4 questions answered
+    faq_top = await page.locator("#faq-top").inner_text()
+    assert "<i>运费</i>怎么算？" in faq_top and "\t2\t" in faq_top.replace("\n", "\t") + "\t"
+    assert await page.locator("#faq-top i").count() == 0
     await tab.shot("07-reports")
+    # A phone in portrait: the card row wraps instead of running off the right edge.
+    await page.set_viewport_size({"width": NARROW, "height": 800})
+    await page.locator("#filters button[type=submit]").click()
+    await page.wait_for_function("!document.querySelector('#status').textContent.includes('Loading')")
+    await _no_horizontal_overflow(page)
+    await tab.shot("07-reports-narrow")
     assert tab.errors == [] and tab.dialogs == []

@@ -8,10 +8,11 @@ const COLUMNS = [
   ["first_response_median", "首响中位 FRT p50"], ["first_response_p90", "首响 p90"],
   ["resolution_median", "解决中位 Res p50"], ["resolution_p90", "解决 p90"],
   ["deflection_rate", "机器人解决率 Deflection"], ["handoffs", "转人工 Handoffs"],
+  ["faq_questions", "问机器人 Bot questions"], ["faq_answer_rate", "FAQ 回答率 FAQ answered"],
   ["sla_compliance", "SLA 达标 SLA"], ["csat_average", "满意度 CSAT"], ["csat_answers", "评价数 Ratings"],
 ];
 const SECONDS = new Set(["first_response_median", "first_response_p90", "resolution_median", "resolution_p90"]);
-const RATES = new Set(["deflection_rate", "sla_compliance"]);
+const RATES = new Set(["deflection_rate", "sla_compliance", "faq_answer_rate"]);
 
 function fmt(key, v) {
   if (v === null || v === undefined || v === "") return "–";
@@ -35,7 +36,7 @@ function shiftDay(day, n) {
   return d.toISOString().slice(0, 10);
 }
 
-function card(label, value) {
+function card(label, value, hint = "") {
   const div = document.createElement("div");
   div.className = "card";
   const b = document.createElement("b");
@@ -43,6 +44,7 @@ function card(label, value) {
   const span = document.createElement("span");
   span.textContent = label;
   div.append(b, span);
+  if (hint) { const small = document.createElement("small"); small.textContent = hint; div.append(small); }
   return div;
 }
 
@@ -53,12 +55,15 @@ function render(report) {
   const resolved = total(rows, "resolved_total"), byBot = total(rows, "resolved_by_bot");
   const slaTotal = total(rows, "sla_total"), slaMet = total(rows, "sla_met");
   const answers = total(rows, "csat_answers");
+  const faqAsked = total(rows, "faq_questions"), faqAnswered = total(rows, "faq_answered");
   const csatSum = rows.reduce((s, r) => s + (r.csat_average || 0) * (r.csat_answers || 0), 0);
   $("#cards").replaceChildren(
     card("新会话 Opened", total(rows, "opened")), card("已解决 Resolved", total(rows, "resolved")),
     card("收到消息 Messages in", total(rows, "messages_in")), card("发出消息 Messages out", total(rows, "messages_out")),
     card("机器人解决率 Deflection", resolved ? `${((byBot / resolved) * 100).toFixed(1)}%` : "–"),
     card("转人工 Handoffs", total(rows, "handoffs")),
+    card("FAQ 回答率 FAQ answer rate", faqAsked ? `${((Math.min(faqAnswered, faqAsked) / faqAsked) * 100).toFixed(1)}%` : "–",
+      faqAsked ? `${faqAnswered} / ${faqAsked}` : ""),
     card("SLA 达标率 Compliance", slaTotal ? `${((slaMet / slaTotal) * 100).toFixed(1)}%` : "–"),
     card("平均满意度 CSAT", answers ? (csatSum / answers).toFixed(2) : "–"),
   );
@@ -89,6 +94,8 @@ function render(report) {
     return tr;
   });
   table.replaceChildren(head, ...body);
+  simpleTable($("#faq-top"), [["count", "次数 Answers"], ["question", "FAQ 问题 Entry"], ["confidence", "平均置信度 Avg confidence"]],
+    report.faq_top || []);
   simpleTable($("#unanswered"), [["count", "次数 Count"], ["example", "未答问题 Unanswered question"]], report.unanswered_top || []);
   simpleTable($("#broadcasts"), [["name", "群发 Broadcast"], ["targeted", "目标 Targeted"], ["skipped", "跳过 Skipped"],
     ["sent", "已发 Sent"], ["delivered", "送达 Delivered"], ["failed", "失败 Failed"], ["replied", "回复 Replied"],
