@@ -80,8 +80,11 @@ class AppChannelRuntime:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         waiters = _passive_waiters(self.ctx)
-        if not outcome.duplicate and sum(len(w) for w in waiters.values()) >= PASSIVE_MAX_WAITERS:
-            # Overloaded: answer the platform now; the bot's reply goes out through the worker.
+        if not outcome.duplicate and (
+            sum(len(w) for w in waiters.values()) >= PASSIVE_MAX_WAITERS or self.ctx.bus.backlog > PASSIVE_MAX_BACKLOG
+        ):
+            # Overloaded (the bot is behind, so its answer would not be ready in time): answer the
+            # platform now; the bot's reply goes out through the worker.
             return None
         wake = asyncio.Event()
         waiters.setdefault(outcome.conversation_id, set()).add(wake)
@@ -139,6 +142,7 @@ class AppChannelRuntime:
 
 _WAITERS_KEY = "passive_reply_waiters"
 PASSIVE_MAX_WAITERS = 16  # callbacks held open at once per process waiting for the bot
+PASSIVE_MAX_BACKLOG = 8  # listener calls already queued: a new message's bot answer would come late
 
 
 def _passive_waiters(ctx: AppContext) -> dict[int, set[asyncio.Event]]:
@@ -170,18 +174,30 @@ class AdapterPool:
         self.ctx = ctx
         self._adapters: dict[int, tuple[Any, ChannelAdapter]] = {}
         self._inboxes: dict[int, tuple[float, Inbox | None]] = {}
+        self._loading: dict[int, asyncio.Task[Inbox | None]] = {}
 
     async def inbox(self, inbox_id: int) -> Inbox | None:
-        """The inbox row, cached briefly: edits reach every process within INBOX_TTL seconds."""
+        """The inbox row, cached briefly: edits reach every process within INBOX_TTL seconds.
+
+        One lookup per inbox at a time: when the entry expires under load, the requests arriving
+        meanwhile share that query instead of each sending their own.
+        """
         loop = asyncio.get_running_loop()
         cached = self._inboxes.get(inbox_id)
         if cached and loop.time() - cached[0] < self.INBOX_TTL:
             return cached[1]
+        running = self._loading.get(inbox_id)
+        if running is None:
+            running = self._loading[inbox_id] = loop.create_task(self._load_inbox(inbox_id))
+            running.add_done_callback(lambda _t: self._loading.pop(inbox_id, None))
+        return await asyncio.shield(running)
+
+    async def _load_inbox(self, inbox_id: int) -> Inbox | None:
         async with self.ctx.db.session() as s:
             inbox = await s.get(Inbox, inbox_id)
         if len(self._inboxes) > 10_000:
             self._inboxes.clear()
-        self._inboxes[inbox_id] = (loop.time(), inbox)
+        self._inboxes[inbox_id] = (asyncio.get_running_loop().time(), inbox)
         return inbox
 
     async def get(self, inbox_id: int) -> ChannelAdapter | None:

@@ -44,6 +44,9 @@ class AppContext:
 
     async def close(self) -> None:
         """Release every resource (idempotent)."""
+        batcher = self.extras.get("group_commit")
+        if batcher is not None:
+            await batcher.close()  # messages already queued are committed (and answered) first
         if self.adapters is not None:
             await self.adapters.close()
         await self.bus.close()

@@ -70,6 +70,7 @@ class EventBus:
         # Listener work (bot turns, SLA, media) queues behind this many slots so it never takes
         # every database connection from the requests that acknowledge webhooks.
         self._slots = asyncio.Semaphore(LISTENER_SLOTS)
+        self._queued = 0  # work-listener calls waiting for a slot
 
     def subscribe(self, listener: Listener, name: str | None = None, *, everywhere: bool = False) -> Callable[[], None]:
         """Call `listener` for every event (or only events called `name`); returns unsubscribe.
@@ -100,12 +101,24 @@ class EventBus:
     async def _run(self, listener: Listener, event: Event, *, throttled: bool = True) -> None:
         try:
             if throttled:  # work listeners queue for a slot; fan-out (WebSocket push) never waits
-                async with self._slots:
+                self._queued += 1
+                try:
+                    await self._slots.acquire()
+                finally:
+                    self._queued -= 1
+                try:
                     await listener(event)
+                finally:
+                    self._slots.release()
             else:
                 await listener(event)
         except Exception:
             log.exception("listener %s failed on %s", getattr(listener, "__qualname__", listener), event.name)
+
+    @property
+    def backlog(self) -> int:
+        """Work-listener calls (bot, desk, ...) queued behind busy slots: how far behind this process is."""
+        return self._queued
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until listener tasks started so far (and those they start) have finished."""

@@ -26,6 +26,7 @@ from scrm.services.uow import Tx, unit_of_work
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
+    from scrm.services.ingest_batch import GroupCommit
 
 log = logging.getLogger("scrm.ingest")
 
@@ -48,7 +49,27 @@ def preview(text: str | None, content_type: str) -> str:
 
 
 async def ingest(ctx: AppContext, inbox: Inbox, items: Sequence[InboundMessage | ChannelEvent]) -> list[IngestOutcome]:
-    """Store every item exactly once; returns one outcome per item."""
+    """Store every item exactly once; returns one outcome per item, after the commit that stored it.
+
+    Messages go through the process's group commit (concurrent requests share a transaction);
+    requests that carry channel events are stored item by item, in order.
+    """
+    if items and all(isinstance(item, InboundMessage) for item in items):
+        return await group_commit(ctx).submit(inbox, list(items))  # type: ignore[arg-type]
+    return await ingest_each(ctx, inbox, items)
+
+
+def group_commit(ctx: AppContext) -> GroupCommit:
+    from scrm.services.ingest_batch import GroupCommit
+
+    batcher = ctx.extras.get("group_commit")
+    if batcher is None:
+        batcher = ctx.extras["group_commit"] = GroupCommit(ctx)
+    return batcher
+
+
+async def ingest_each(ctx: AppContext, inbox: Inbox, items: Sequence[InboundMessage | ChannelEvent]) -> list[IngestOutcome]:
+    """Store items one transaction each (events, and the fallback of a failed batch)."""
     outcomes: list[IngestOutcome] = []
     for item in items:
         started = time.perf_counter()
@@ -56,7 +77,7 @@ async def ingest(ctx: AppContext, inbox: Inbox, items: Sequence[InboundMessage |
             try:
                 async with unit_of_work(ctx) as tx:
                     if isinstance(item, InboundMessage):
-                        outcome = await _store_message(ctx, tx, inbox, item)
+                        outcome = await store_message(tx, inbox, item)
                     else:
                         outcome = await _apply_event(tx, inbox, item)
                 break
@@ -95,21 +116,25 @@ async def resolve_identity(
             contact = merged
             identity.contact_id = contact.id
         if profile is not None:
-            _apply_profile(tx, contact, identity, profile)
+            apply_profile(tx, contact, identity, profile)
         return identity, contact, False
-    contact = Contact(first_seen_at=now, last_seen_at=now, attributes={}, opt_outs={})
+    contact = new_contact(now)
     tx.session.add(contact)
     await tx.session.flush()
     identity = ContactIdentity(inbox_id=inbox.id, external_id=external_id, contact_id=contact.id, attributes={})
     tx.session.add(identity)
     if profile is not None:
-        _apply_profile(tx, contact, identity, profile)
+        apply_profile(tx, contact, identity, profile)
     await tx.session.flush()  # raises IntegrityError if a concurrent request created it first
     tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id, created=True)
     return identity, contact, True
 
 
-def _apply_profile(tx: Tx, contact: Contact, identity: ContactIdentity, profile: ContactProfile) -> None:
+def new_contact(now: datetime) -> Contact:
+    return Contact(first_seen_at=now, last_seen_at=now, attributes={}, opt_outs={})
+
+
+def apply_profile(tx: Tx, contact: Contact, identity: ContactIdentity, profile: ContactProfile) -> None:
     changed = False
     for name in ("name", "language", "avatar_url"):
         value = getattr(profile, name)
@@ -138,7 +163,8 @@ def _apply_profile(tx: Tx, contact: Contact, identity: ContactIdentity, profile:
         tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id)
 
 
-async def _store_message(ctx: AppContext, tx: Tx, inbox: Inbox, msg: InboundMessage) -> IngestOutcome:
+async def store_message(tx: Tx, inbox: Inbox, msg: InboundMessage) -> IngestOutcome:
+    """Store one message in `tx` (dedup, identity, conversation, row, clocks, events)."""
     existing = await tx.session.execute(
         select(Message.id, Message.conversation_id).where(Message.inbox_id == inbox.id, Message.external_id == msg.external_id)
     )
@@ -155,6 +181,16 @@ async def _store_message(ctx: AppContext, tx: Tx, inbox: Inbox, msg: InboundMess
         reply_to_id = await tx.session.scalar(
             select(Message.id).where(Message.inbox_id == inbox.id, Message.external_id == msg.reply_to_external_id)
         )
+    message = add_message(tx, inbox, msg, identity, contact, conversation, reply_to_id, now)
+    await tx.session.flush()
+    return emit_stored(tx, inbox, msg, message, conversation, contact, created=created, reopened=reopened)
+
+
+def add_message(
+    tx: Tx, inbox: Inbox, msg: InboundMessage, identity: ContactIdentity, contact: Contact,
+    conversation: Conversation, reply_to_id: int | None, now: datetime,
+) -> Message:
+    """Add the message row (not yet flushed) and move the contact's and conversation's clocks."""
     message = Message(
         conversation_id=conversation.id,
         inbox_id=inbox.id,
@@ -171,8 +207,6 @@ async def _store_message(ctx: AppContext, tx: Tx, inbox: Inbox, msg: InboundMess
         edit_history=[],
     )
     tx.session.add(message)
-    await tx.session.flush()
-
     contact.last_seen_at = now
     identity.last_inbound_at = now
     if not identity.reachable and msg.content_type != "event":
@@ -188,7 +222,14 @@ async def _store_message(ctx: AppContext, tx: Tx, inbox: Inbox, msg: InboundMess
         meta = dict(conversation.meta or {})
         meta["participants"] = sorted(set(meta.get("participants", [])) | {str(r).lower() for r in recipients})
         conversation.meta = meta
+    return message
 
+
+def emit_stored(
+    tx: Tx, inbox: Inbox, msg: InboundMessage, message: Message, conversation: Conversation, contact: Contact,
+    *, created: bool, reopened: bool,
+) -> IngestOutcome:
+    """Queue the events of a flushed message (published after commit) and describe what was stored."""
     if created:
         tx.emit(ev.CONVERSATION_CREATED, conversation_id=conversation.id, inbox_id=inbox.id, contact_id=contact.id)
     if reopened:
@@ -205,7 +246,8 @@ async def _store_message(ctx: AppContext, tx: Tx, inbox: Inbox, msg: InboundMess
         content_type=message.content_type,
         auto_submitted=msg.auto_submitted,
     )
-    tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conversation.id, inbox_id=inbox.id)
+    changed = ["status"] if created or reopened else []
+    tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conversation.id, inbox_id=inbox.id, changed=[*changed, "activity"])
     return IngestOutcome(duplicate=False, message_id=message.id, conversation_id=conversation.id, contact_id=contact.id)
 
 
@@ -219,7 +261,7 @@ async def _choose_conversation(
     tx: Tx, inbox: Inbox, identity: ContactIdentity, contact: Contact, msg: InboundMessage, now: datetime
 ) -> tuple[Conversation, bool, bool]:
     """Return (conversation, created, reopened) following the inbox's threading and reopen rules."""
-    threaded = _is_threaded(inbox)
+    threaded = is_threaded(inbox)
     candidate: Conversation | None = None
     if msg.conversation_hint is not None:
         hinted = await tx.session.get(Conversation, msg.conversation_hint)
@@ -246,23 +288,42 @@ async def _choose_conversation(
             .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
             .limit(1)
         )
-        if candidate is not None and candidate.status == "resolved" and inbox.reopen_policy == "new":
-            candidate = None
+        candidate = continuable(inbox, candidate)
+    return await open_or_reopen(tx, inbox, identity, contact, msg, now, candidate)
+
+
+def continuable(inbox: Inbox, latest: Conversation | None) -> Conversation | None:
+    """The contact's latest conversation, unless it is resolved and the inbox opens a new one then."""
+    if latest is not None and latest.status == "resolved" and inbox.reopen_policy == "new":
+        return None
+    return latest
+
+
+def new_conversation(inbox: Inbox, identity: ContactIdentity, contact: Contact, msg: InboundMessage, now: datetime) -> Conversation:
+    """A new open conversation, handled by the bot first (not yet added to the session)."""
+    return Conversation(
+        inbox_id=inbox.id,
+        contact_id=contact.id,
+        identity_id=identity.id,
+        status="open",
+        handler="bot",
+        priority="normal",
+        subject=(msg.payload.get("subject") if isinstance(msg.payload, dict) else None),
+        last_activity_at=now,
+        created_at=now,
+        unread_count=0,
+        bot_state={},
+        meta={},
+    )
+
+
+async def open_or_reopen(
+    tx: Tx, inbox: Inbox, identity: ContactIdentity, contact: Contact, msg: InboundMessage, now: datetime,
+    candidate: Conversation | None,
+) -> tuple[Conversation, bool, bool]:
+    """Open a new conversation when there is no candidate, else reopen the candidate if needed."""
     if candidate is None:
-        conversation = Conversation(
-            inbox_id=inbox.id,
-            contact_id=contact.id,
-            identity_id=identity.id,
-            status="open",
-            handler="bot",
-            priority="normal",
-            subject=(msg.payload.get("subject") if isinstance(msg.payload, dict) else None),
-            last_activity_at=now,
-            created_at=now,
-            unread_count=0,
-            bot_state={},
-            meta={},
-        )
+        conversation = new_conversation(inbox, identity, contact, msg, now)
         tx.session.add(conversation)
         await tx.session.flush()
         return conversation, True, False
@@ -282,7 +343,7 @@ async def _choose_conversation(
     return candidate, False, reopened
 
 
-def _is_threaded(inbox: Inbox) -> bool:
+def is_threaded(inbox: Inbox) -> bool:
     from channels.registry import get_adapter_class
 
     try:

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm.db.models import Contact, Delivery, utcnow
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient
@@ -60,6 +61,19 @@ async def _recent_recipients(tx: Tx, contact_id: int, *, channel: str | None = N
     now = utcnow()
     rows: Any = (await tx.session.execute(q)).all()
     return [r for r, sent_at, days in rows if now - sent_at <= timedelta(days=days)]
+
+
+async def awaiting_reply(session: AsyncSession, contact_id: int, inbox_id: int) -> bool:
+    """Cheap read: did this contact receive a broadcast on this inbox recently that has no reply yet?"""
+    since = utcnow() - timedelta(days=MAX_REPLY_WINDOW_DAYS)
+    found = await session.scalar(
+        select(BroadcastRecipient.id)
+        .join(Delivery, Delivery.id == BroadcastRecipient.delivery_id)
+        .where(BroadcastRecipient.contact_id == contact_id, BroadcastRecipient.inbox_id == inbox_id,
+               BroadcastRecipient.replied_at.is_(None), Delivery.sent_at >= since)
+        .limit(1)
+    )
+    return found is not None
 
 
 async def link_reply(tx: Tx, contact_id: int, inbox_id: int) -> int:

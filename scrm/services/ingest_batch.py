@@ -1,0 +1,299 @@
+"""Group commit for ingest: messages that arrive for one inbox while a transaction is running share the next one.
+
+Under load most of the cost of storing a message is round trips and per-transaction work (begin,
+dedup lookup, identity lock, conversation lookup, insert, three updates, commit). Here the lookups
+are set-based: one dedup query, one locking identity query (sorted, so two processes lock in the same
+order), one contact query and one latest-conversation query for the whole batch, then a single flush
+(multi-row INSERT ... RETURNING, executemany UPDATEs) and one commit. Nothing waits for a batch to
+fill: a lone message is a batch of one, so latency at low load is unchanged.
+
+Each caller still gets its own acknowledgement only after the commit that stored its messages. If
+the batch fails (a concurrent process created the same identity, a deadlock, bad data in one
+message) it is tried again, then every request is stored on its own so one bad message cannot fail
+its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from scrm import events as ev
+from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Message, utcnow
+from scrm.domain import InboundMessage, IngestOutcome
+from scrm.metrics import INGEST_LATENCY, INGESTED
+from scrm.services import ingest as single
+from scrm.services.uow import Tx, unit_of_work
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.ingest")
+
+MAX_BATCH_MESSAGES = 128  # bounds one transaction's lock set and statement size
+_BATCH_ATTEMPTS = 2
+
+
+@dataclass
+class _Pending:
+    inbox: Inbox
+    messages: list[InboundMessage]
+    future: asyncio.Future[list[IngestOutcome]]
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+class GroupCommit:
+    """One queue per inbox; at most one transaction in flight per inbox and process."""
+
+    def __init__(self, ctx: AppContext, max_messages: int = MAX_BATCH_MESSAGES) -> None:
+        self.ctx = ctx
+        self.max_messages = max_messages
+        self._queues: dict[int, list[_Pending]] = {}
+        self._draining: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, inbox: Inbox, messages: list[InboundMessage]) -> list[IngestOutcome]:
+        future: asyncio.Future[list[IngestOutcome]] = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(inbox.id, []).append(_Pending(inbox, messages, future))
+        if inbox.id not in self._draining:
+            self._draining.add(inbox.id)
+            task = asyncio.create_task(self._drain(inbox.id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self, inbox_id: int) -> None:
+        try:
+            while queue := self._queues.get(inbox_id):
+                batch: list[_Pending] = []
+                count = 0
+                while queue and (not batch or count + len(queue[0].messages) <= self.max_messages):
+                    pending = queue.pop(0)
+                    batch.append(pending)
+                    count += len(pending.messages)
+                if not queue:
+                    del self._queues[inbox_id]
+                await self._commit(batch)
+        finally:
+            self._draining.discard(inbox_id)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        inbox = batch[-1].inbox
+        messages = [m for p in batch for m in p.messages]
+        outcomes: list[IngestOutcome] | None = None
+        for attempt in range(_BATCH_ATTEMPTS):
+            try:
+                async with unit_of_work(self.ctx) as tx:
+                    outcomes = await store_batch(tx, inbox, messages)
+                break
+            except (IntegrityError, DBAPIError) as exc:
+                retry = isinstance(exc, IntegrityError) or single.is_retryable(exc)
+                if len(batch) == 1 and not retry:
+                    _settle(batch[0], exc)
+                    return
+                log.info("ingest batch of %d (attempt %d) failed: %s", len(messages), attempt + 1, exc.__class__.__name__)
+                if not retry:
+                    break
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting request(s)
+                if len(batch) == 1:
+                    _settle(batch[0], exc)
+                    return
+                log.warning("ingest batch of %d failed (%s); storing each request on its own", len(messages), exc)
+                break
+        if outcomes is None:
+            for pending in batch:  # each on its own, with the single path's retries
+                try:
+                    _settle(pending, await single.ingest_each(self.ctx, pending.inbox, pending.messages))
+                except Exception as exc:  # noqa: BLE001
+                    _settle(pending, exc)
+            return
+        done = time.perf_counter()
+        start = 0
+        for pending in batch:
+            mine = outcomes[start:start + len(pending.messages)]
+            start += len(pending.messages)
+            for outcome in mine:
+                INGESTED.labels(channel=inbox.channel_type, result="duplicate" if outcome.duplicate else "message").inc()
+            INGEST_LATENCY.labels(channel=inbox.channel_type).observe(done - pending.submitted)
+            _settle(pending, mine)
+
+    async def close(self) -> None:
+        """Let batches already queued finish (graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _settle(pending: _Pending, result: list[IngestOutcome] | BaseException) -> None:
+    if pending.future.done():  # the request was cancelled; its messages are stored anyway (the retry is a duplicate)
+        return
+    if isinstance(result, BaseException):
+        pending.future.set_exception(result)
+    else:
+        pending.future.set_result(result)
+
+
+def _fast(inbox: Inbox, msg: InboundMessage, threaded: bool) -> bool:
+    """Messages the set-based path handles; the rest (threads, hints) take the single path in the same transaction."""
+    return not threaded and msg.conversation_hint is None and not msg.thread_refs
+
+
+async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> list[IngestOutcome]:
+    """Store messages of one inbox in `tx`, in order, each exactly once. Returns one outcome per message."""
+    session = tx.session
+    threaded = single.is_threaded(inbox)
+    stored: dict[str, IngestOutcome] = {
+        r.external_id: IngestOutcome(duplicate=True, message_id=r.id, conversation_id=r.conversation_id)
+        for r in await session.execute(
+            select(Message.id, Message.conversation_id, Message.external_id).where(
+                Message.inbox_id == inbox.id, Message.external_id.in_({m.external_id for m in messages})
+            )
+        )
+    }
+    fast = [m for m in messages if m.external_id not in stored and _fast(inbox, m, threaded)]
+    identities, contacts, latest = await _load_senders(tx, inbox, sorted({m.sender_id for m in fast}))
+    opened = await _open_conversations(tx, inbox, fast, identities, contacts, latest)
+    replied: dict[str, int] = {}
+    if reply_refs := {m.reply_to_external_id for m in messages if m.reply_to_external_id}:
+        replied = {
+            r.external_id: r.id
+            for r in await session.execute(
+                select(Message.id, Message.external_id).where(Message.inbox_id == inbox.id, Message.external_id.in_(reply_refs))
+            )
+        }
+
+    outcomes: list[IngestOutcome | None] = []
+    # Added but not yet flushed: (index in outcomes, message, row, conversation, contact, created, reopened).
+    unflushed: list[tuple[int, InboundMessage, Message, Conversation, Contact, bool, bool]] = []
+    in_batch: dict[str, int] = {}  # external id -> index of the outcome that stored it
+    copies: dict[int, int] = {}  # index of a repeated message -> index of its first copy
+    slow_senders: set[str] = set()
+
+    async def flush_and_emit() -> None:
+        if not unflushed:
+            return
+        await session.flush()
+        for index, msg, row, conv, contact, created, reopened in unflushed:
+            outcomes[index] = single.emit_stored(tx, inbox, msg, row, conv, contact, created=created, reopened=reopened)
+        unflushed.clear()
+
+    for msg in messages:
+        if msg.external_id in stored:
+            outcomes.append(stored[msg.external_id])
+            continue
+        if msg.external_id in in_batch:  # the same message twice in one batch (a platform retry raced us)
+            copies[len(outcomes)] = in_batch[msg.external_id]
+            outcomes.append(None)
+            continue
+        identity = identities.get(msg.sender_id)
+        contact = contacts.get(identity.contact_id) if identity is not None else None
+        if identity is None or contact is None or msg.sender_id in slow_senders or not _fast(inbox, msg, threaded):
+            # Merged contact, email threading: the single path, flushing first so events keep their order.
+            await flush_and_emit()
+            outcome = await single.store_message(tx, inbox, msg)
+            slow_senders.add(msg.sender_id)
+            in_batch[msg.external_id] = len(outcomes)
+            outcomes.append(outcome)
+            continue
+        now = utcnow()
+        if msg.profile is not None:
+            single.apply_profile(tx, contact, identity, msg.profile)
+        conversation, _, reopened = await single.open_or_reopen(
+            tx, inbox, identity, contact, msg, now, single.continuable(inbox, latest.get(identity.id))
+        )
+        latest[identity.id] = conversation  # the sender's next message in this batch joins it
+        created = conversation.id in opened
+        opened.discard(conversation.id)
+        reply_to_id = replied.get(msg.reply_to_external_id) if msg.reply_to_external_id else None
+        row = single.add_message(tx, inbox, msg, identity, contact, conversation, reply_to_id, now)
+        in_batch[msg.external_id] = len(outcomes)
+        unflushed.append((len(outcomes), msg, row, conversation, contact, created, reopened))
+        outcomes.append(None)
+    await flush_and_emit()
+
+    for index, first in copies.items():
+        original = outcomes[first]
+        assert original is not None
+        outcomes[index] = IngestOutcome(duplicate=True, message_id=original.message_id, conversation_id=original.conversation_id)
+    result = [o for o in outcomes if o is not None]
+    assert len(result) == len(messages)
+    return result
+
+
+async def _load_senders(
+    tx: Tx, inbox: Inbox, senders: list[str]
+) -> tuple[dict[str, ContactIdentity], dict[int, Contact], dict[int, Conversation | None]]:
+    """Lock the senders' identities (creating new ones), load their contacts and latest conversations."""
+    session = tx.session
+    identities: dict[str, ContactIdentity] = {}
+    contacts: dict[int, Contact] = {}
+    latest: dict[int, Conversation | None] = {}
+    if not senders:
+        return identities, contacts, latest
+    # Sorted by id: concurrent batches (other processes) lock shared identities in the same order.
+    for identity in await session.scalars(
+        select(ContactIdentity)
+        .where(ContactIdentity.inbox_id == inbox.id, ContactIdentity.external_id.in_(senders))
+        .order_by(ContactIdentity.id)
+        .with_for_update(key_share=True)
+    ):
+        identities[identity.external_id] = identity
+    if identities:
+        for contact in await session.scalars(select(Contact).where(Contact.id.in_({i.contact_id for i in identities.values()}))):
+            if contact.merged_into_id is None:  # a merged contact takes the single path, which follows the merge
+                contacts[contact.id] = contact
+        ids = [i.id for i in identities.values()]
+        rank = func.row_number().over(
+            partition_by=Conversation.identity_id,
+            order_by=(Conversation.last_activity_at.desc(), Conversation.id.desc()),
+        )
+        ranked = select(Conversation.id.label("id"), rank.label("rank")).where(Conversation.identity_id.in_(ids)).subquery()
+        latest = dict.fromkeys(ids)
+        for conv in await session.scalars(select(Conversation).join(ranked, ranked.c.id == Conversation.id).where(ranked.c.rank == 1)):
+            latest[conv.identity_id] = conv
+    missing = [s for s in senders if s not in identities]
+    if missing:
+        # New people: contacts and identities in two multi-row inserts. A concurrent process creating
+        # the same identity makes the flush fail; the batch is then run again and finds it.
+        now = utcnow()
+        fresh = [single.new_contact(now) for _ in missing]
+        session.add_all(fresh)
+        await session.flush()
+        created = [ContactIdentity(inbox_id=inbox.id, external_id=s, contact_id=c.id, attributes={}) for s, c in zip(missing, fresh, strict=True)]
+        session.add_all(created)
+        await session.flush()
+        for identity, contact in zip(created, fresh, strict=True):
+            identities[identity.external_id] = identity
+            contacts[contact.id] = contact
+            latest[identity.id] = None
+            tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id, created=True)
+    return identities, contacts, latest
+
+
+async def _open_conversations(
+    tx: Tx, inbox: Inbox, messages: list[InboundMessage], identities: dict[str, ContactIdentity],
+    contacts: dict[int, Contact], latest: dict[int, Conversation | None],
+) -> set[int]:
+    """Open, in one insert, the conversations the batch needs (a sender's first message with nothing to continue)."""
+    now = utcnow()
+    opened: list[Conversation] = []
+    first_seen: set[str] = set()
+    for msg in messages:
+        identity = identities.get(msg.sender_id)
+        if msg.sender_id in first_seen or identity is None or identity.contact_id not in contacts:
+            continue
+        first_seen.add(msg.sender_id)
+        if single.continuable(inbox, latest.get(identity.id)) is None:
+            conv = single.new_conversation(inbox, identity, contacts[identity.contact_id], msg, now)
+            opened.append(conv)
+    if opened:
+        tx.session.add_all(opened)
+        await tx.session.flush()
+        for conv in opened:
+            latest[conv.identity_id] = conv
+    return {c.id for c in opened}
