@@ -3,6 +3,8 @@
 Several limits are checked together (Telegram: 30/s per bot AND 1/s per chat) and consumed only
 when all allow, so a delivery that must wait never uses up another limit's budget. The Redis
 version runs the same algorithm in one Lua script on Redis' clock, shared by every worker.
+`tolerance` is GCRA's burst tolerance: a send may come that many seconds ahead of the smooth
+schedule, so a sender that woke up late catches up instead of losing its slot for good.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class MemoryRateLimiter:
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
 
-    async def acquire(self, limits: Sequence[RateLimit]) -> float:
+    async def acquire(self, limits: Sequence[RateLimit], tolerance: float = 0.0) -> float:
         """Consume one send from every limit and return 0, or return seconds to wait (nothing consumed)."""
         if not limits:
             return 0.0
@@ -28,7 +30,7 @@ class MemoryRateLimiter:
         wait = 0.0
         for limit in limits:
             tat = self._tat.get(limit.key, now)
-            wait = max(wait, tat - now)
+            wait = max(wait, tat - tolerance - now)
         if wait > 0:
             return wait
         for limit in limits:
@@ -45,9 +47,10 @@ class RedisRateLimiter:
     local t = redis.call('TIME')
     local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
     local wait = 0
+    local tolerance = tonumber(ARGV[#KEYS + 1])
     for i, key in ipairs(KEYS) do
       local tat = tonumber(redis.call('GET', key) or now)
-      if tat - now > wait then wait = tat - now end
+      if tat - tolerance - now > wait then wait = tat - tolerance - now end
     end
     if wait > 0 then return tostring(wait) end
     for i, key in ipairs(KEYS) do
@@ -63,11 +66,11 @@ class RedisRateLimiter:
         self.redis = redis
         self._script = redis.register_script(self._SCRIPT)
 
-    async def acquire(self, limits: Sequence[RateLimit]) -> float:
+    async def acquire(self, limits: Sequence[RateLimit], tolerance: float = 0.0) -> float:
         if not limits:
             return 0.0
         keys = [self.PREFIX + lim.key for lim in limits]
-        args = [repr(lim.per / lim.rate) for lim in limits]
+        args = [repr(lim.per / lim.rate) for lim in limits] + [repr(tolerance)]
         result = await self._script(keys=keys, args=args)
         return float(result.decode() if isinstance(result, bytes) else result)
 

@@ -11,9 +11,10 @@ Channel rules come from each adapter's capabilities and the identity's state, ne
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from channels.registry import get_adapter_class
@@ -55,23 +56,46 @@ def _unquote(fallback: str | None) -> str:
 
 def render(template: str, contact: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> str:
     """Fill the template for one contact; a missing value takes its fallback (or nothing)."""
-    attrs = contact.get("attributes") or {}
+    return compile_template(template)(contact, extra)
 
-    def value(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name.startswith("attributes."):
-            v = attrs.get(name[11:])
-        elif extra and name in extra:
-            v = extra[name]
-        else:
-            v = contact.get(name)
-        if v is None or v == "":
-            return _unquote(m.group(2))
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        return str(v)
 
-    return VAR_RE.sub(value, template)
+def _text(v: Any, fallback: str) -> str:
+    if v is None or v == "":
+        return fallback
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v)
+
+
+@lru_cache(maxsize=64)
+def compile_template(template: str) -> Callable[[Mapping[str, Any], Mapping[str, str] | None], str]:
+    """The template parsed once (a broadcast renders it for every recipient)."""
+    parts: list[str | tuple[str, str]] = []  # literal text, or (variable, fallback)
+    pos = 0
+    for m in VAR_RE.finditer(template):
+        parts.append(template[pos:m.start()])
+        parts.append((m.group(1), _unquote(m.group(2))))
+        pos = m.end()
+    parts.append(template[pos:])
+
+    def fill(contact: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> str:
+        attrs = contact.get("attributes") or {}
+        out = []
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            name, fallback = part
+            if name.startswith("attributes."):
+                v = attrs.get(name[11:])
+            elif extra and name in extra:
+                v = extra[name]
+            else:
+                v = contact.get(name)
+            out.append(_text(v, fallback))
+        return "".join(out)
+
+    return fill
 
 
 @dataclass(frozen=True)
@@ -108,8 +132,16 @@ def has_template(inbox: InboxInfo) -> bool:
     return isinstance(tpl, Mapping) and bool(tpl.get("template_id"))
 
 
-def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: InboxInfo, now: datetime) -> Decision:
-    """Apply the channel's rules to one identity of the contact."""
+def _capabilities(channel: str) -> Any:
+    try:
+        return get_adapter_class(channel).capabilities
+    except KeyError:
+        return None
+
+
+def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: InboxInfo, now: datetime,
+                   capabilities: Mapping[str, Any] | None = None) -> Decision:
+    """Apply the channel's rules to one identity of the contact (`capabilities`: a per-channel cache)."""
     channel = inbox.channel_type
     skip = lambda reason: Decision(ident, inbox, None, reason)  # noqa: E731
     if not inbox.active:
@@ -121,9 +153,8 @@ def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: Inbox
         return skip("unreachable")
     if not ident.subscribed:
         return skip("unsubscribed")
-    try:
-        caps = get_adapter_class(channel).capabilities
-    except KeyError:
+    caps = capabilities[channel] if capabilities is not None else _capabilities(channel)
+    if caps is None:
         return skip("channel_unavailable")
     if channel == "telegram" and ident.last_inbound_at is None:
         return skip("not_started")  # a bot may not write first
@@ -138,21 +169,32 @@ def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: Inbox
     return Decision(ident, inbox, "message")
 
 
+class Chooser:
+    """`choose` for many contacts of one broadcast: the inbox lookups are built once."""
+
+    def __init__(self, inboxes: Sequence[InboxInfo], now: datetime) -> None:
+        self.now = now
+        self.by_inbox = {i.id: i for i in inboxes}
+        self.order = {i.id: n for n, i in enumerate(inboxes)}
+        self.capabilities = {i.channel_type: _capabilities(i.channel_type) for i in inboxes}
+
+    def __call__(self, contact: Mapping[str, Any], identities: Sequence[IdentityInfo]) -> Decision:
+        by_inbox = self.by_inbox
+        candidates = [i for i in identities if i.inbox_id in by_inbox]
+        if len(candidates) > 1:
+            preferred = (contact.get("attributes") or {}).get("preferred_channel")
+            candidates.sort(key=lambda i: (by_inbox[i.inbox_id].channel_type != preferred, self.order[i.inbox_id], i.id))
+        first_refusal: Decision | None = None
+        for ident in candidates:
+            decision = check_identity(contact, ident, by_inbox[ident.inbox_id], self.now, self.capabilities)
+            if decision.reason is None:
+                return decision
+            first_refusal = first_refusal or decision
+        return first_refusal or Decision(None, None, None, "no_channel")
+
+
 def choose(
     contact: Mapping[str, Any], identities: Sequence[IdentityInfo], inboxes: Sequence[InboxInfo], now: datetime
 ) -> Decision:
     """Pick the contact's channel: their preferred channel first, then the broadcast's inbox order."""
-    by_inbox = {i.id: i for i in inboxes}
-    order = {i.id: n for n, i in enumerate(inboxes)}
-    preferred = (contact.get("attributes") or {}).get("preferred_channel")
-    candidates = sorted(
-        (i for i in identities if i.inbox_id in by_inbox),
-        key=lambda i: (by_inbox[i.inbox_id].channel_type != preferred, order[i.inbox_id], i.id),
-    )
-    first_refusal: Decision | None = None
-    for ident in candidates:
-        decision = check_identity(contact, ident, by_inbox[ident.inbox_id], now)
-        if decision.reason is None:
-            return decision
-        first_refusal = first_refusal or decision
-    return first_refusal or Decision(None, None, None, "no_channel")
+    return Chooser(inboxes, now)(contact, identities)
