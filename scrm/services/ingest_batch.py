@@ -29,7 +29,7 @@ from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Messag
 from scrm.domain import InboundMessage, IngestOutcome
 from scrm.metrics import INGEST_LATENCY, INGESTED
 from scrm.services import ingest as single
-from scrm.services.uow import Tx, unit_of_work
+from scrm.services.uow import Tx
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -49,20 +49,26 @@ class _Pending:
 
 
 class GroupCommit:
-    """One queue per inbox; at most one transaction in flight per inbox and process."""
+    """One queue per inbox, drained by up to `in_flight` transactions at once per inbox and process.
 
-    def __init__(self, ctx: AppContext, max_messages: int = MAX_BATCH_MESSAGES) -> None:
+    Two on PostgreSQL: while one batch waits on the database the next one is built, so the process
+    is not idle between round trips. One on SQLite, which has a single writer anyway.
+    """
+
+    def __init__(self, ctx: AppContext, max_messages: int = MAX_BATCH_MESSAGES, in_flight: int | None = None) -> None:
         self.ctx = ctx
         self.max_messages = max_messages
+        self.in_flight = in_flight or (1 if ctx.db.is_sqlite else 2)
         self._queues: dict[int, list[_Pending]] = {}
-        self._draining: set[int] = set()
+        self._draining: dict[int, int] = {}  # inbox id -> drain tasks running
         self._tasks: set[asyncio.Task[None]] = set()
+        self._published: dict[int, asyncio.Event] = {}  # inbox id -> set when the latest batch has published
 
     async def submit(self, inbox: Inbox, messages: list[InboundMessage]) -> list[IngestOutcome]:
         future: asyncio.Future[list[IngestOutcome]] = asyncio.get_running_loop().create_future()
         self._queues.setdefault(inbox.id, []).append(_Pending(inbox, messages, future))
-        if inbox.id not in self._draining:
-            self._draining.add(inbox.id)
+        if self._draining.get(inbox.id, 0) < self.in_flight:
+            self._draining[inbox.id] = self._draining.get(inbox.id, 0) + 1
             task = asyncio.create_task(self._drain(inbox.id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -81,15 +87,30 @@ class GroupCommit:
                     del self._queues[inbox_id]
                 await self._commit(batch)
         finally:
-            self._draining.discard(inbox_id)
+            self._draining[inbox_id] -= 1
+            if not self._draining[inbox_id]:
+                del self._draining[inbox_id]
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        # Batches of one inbox publish their events in the order they started, even when the
+        # second commits first: listeners (bot, desk) see a conversation's messages in order.
+        previous = self._published.get(batch[-1].inbox.id)
+        published = self._published[batch[-1].inbox.id] = asyncio.Event()
+        try:
+            await self._commit_in_order(batch, previous)
+        finally:
+            published.set()
+            if self._published.get(batch[-1].inbox.id) is published:
+                del self._published[batch[-1].inbox.id]
+
+    async def _commit_in_order(self, batch: list[_Pending], previous: asyncio.Event | None) -> None:
         inbox = batch[-1].inbox
         messages = [m for p in batch for m in p.messages]
         outcomes: list[IngestOutcome] | None = None
         for attempt in range(_BATCH_ATTEMPTS):
             try:
-                async with unit_of_work(self.ctx) as tx:
+                async with self.ctx.db.transaction() as session:
+                    tx = Tx(session)
                     outcomes = await store_batch(tx, inbox, messages)
                 break
             except (IntegrityError, DBAPIError) as exc:
@@ -106,6 +127,8 @@ class GroupCommit:
                     return
                 log.warning("ingest batch of %d failed (%s); storing each request on its own", len(messages), exc)
                 break
+        if previous is not None:
+            await previous.wait()
         if outcomes is None:
             for pending in batch:  # each on its own, with the single path's retries
                 try:
@@ -113,6 +136,8 @@ class GroupCommit:
                 except Exception as exc:  # noqa: BLE001
                     _settle(pending, exc)
             return
+        if tx.events:
+            await self.ctx.bus.publish(tx.events)
         done = time.perf_counter()
         start = 0
         for pending in batch:
