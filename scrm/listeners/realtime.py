@@ -137,6 +137,8 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     pending: asyncio.Queue[ev.Event] = asyncio.Queue()
 
     async def on_event(event: ev.Event) -> None:
+        if event.name == ev.DELIVERY_UPDATED and not event.data.get("conversation_id"):
+            return  # a broadcast delivery: 100k of them would swamp every agent's tab (the report page polls)
         if event.name in PUSHED and hub.clients:
             pending.put_nowait(event)
 

@@ -57,6 +57,22 @@ async def test_customer_message_reaches_the_agent_socket_with_its_content(client
     await ws.close()
 
 
+async def test_broadcast_delivery_updates_do_not_flood_agent_sockets(client, ctx, admin_headers):
+    from scrm import events as ev
+
+    ws = await client.ws_connect("/ws")
+    assert json.loads((await ws.receive()).data)["type"] == "hello"
+    # 600 broadcast deliveries finishing (no conversation) would close a tab that is 500 frames behind.
+    await ctx.bus.publish([ev.Event(ev.DELIVERY_UPDATED, {"delivery_id": i, "status": "sent", "conversation_id": None,
+                                                          "kind": "broadcast"}) for i in range(600)])
+    await ctx.bus.publish([ev.Event(ev.DELIVERY_UPDATED, {"delivery_id": 9999, "status": "failed", "conversation_id": 7,
+                                                          "kind": "message"})])
+    frame = await _next_event(ws, "delivery.updated")
+    assert frame["data"]["delivery_id"] == 9999  # the conversation's delivery arrives; the broadcast's did not
+    assert not ws.closed
+    await ws.close()
+
+
 async def test_typing_is_rebroadcast_to_other_agents(client, ctx, admin_headers):
     inbox = await make_inbox(ctx)
     r = await post_signed(client, inbox.id, api_message("m-1"))
