@@ -1,7 +1,7 @@
 """Ingest benchmark: signed API-channel messages from 64 concurrent senders against `scrm serve`,
 next to a bare aiohttp handler (reads the body, answers 200) measured in the same run.
 
-    python bench/ingest.py [--quick] [--messages N] [--backends sqlite,postgresql]
+    python bench/ingest.py [--quick] [--messages N] [--backends sqlite,postgresql] [--embedded]
 
 PostgreSQL runs use a scratch database `scrm_bench_ingest` (created and dropped) on
 127.0.0.1:5432 and Redis db 15, as in production; skipped when unreachable.
@@ -137,7 +137,7 @@ async def seed_inbox(db_url: str) -> int:
     return inbox_id
 
 
-async def bench_scrm(backend: str, total: int, tmp: Path) -> dict[str, float] | None:
+async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False) -> dict[str, float] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
     if backend == "sqlite":
         db_url = f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -150,14 +150,21 @@ async def bench_scrm(backend: str, total: int, tmp: Path) -> dict[str, float] | 
     port = free_port()
     env |= {"SCRM_DATABASE_URL": db_url, "SCRM_STORAGE_PATH": str(tmp / "files"), "SCRM_LOGGING_LEVEL": "WARNING",
             "SCRM_DATABASE_AUTO_MIGRATE": "false", "PYTHONPATH": str(ROOT)}
-    proc = spawn([sys.executable, "-m", "scrm.cli", "serve", "--port", str(port)], env)
+    # PostgreSQL + Redis is measured as deployed (README: `scrm serve --no-worker` + `scrm worker`); SQLite
+    # as the embedded default, the outbox worker inside `scrm serve`.
+    separate_worker = backend == "postgresql" and not embedded
+    serve = [sys.executable, "-m", "scrm.cli", "serve", "--port", str(port)] + (["--no-worker"] if separate_worker else [])
+    procs = [spawn(serve, env)]
+    if separate_worker:
+        procs.append(spawn([sys.executable, "-m", "scrm.cli", "worker"], env))
     try:
         await wait_up(f"http://127.0.0.1:{port}/readyz")
         url = f"http://127.0.0.1:{port}/webhooks/api/{inbox_id}"
         await load(url, min(300, total))  # warm-up (contacts and conversations exist afterwards too)
         return await load(url, total)
     finally:
-        stop(proc)
+        for proc in procs:
+            stop(proc)
         if backend == "postgresql":
             await drop_pg()
 
@@ -167,15 +174,17 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer messages (runs in under a minute)")
     ap.add_argument("--messages", type=int)
     ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--embedded", action="store_true", help="PostgreSQL too with the worker inside `scrm serve`")
     args = ap.parse_args()
     total = args.messages or (1500 if args.quick else 6000)
-    print(f"ingest benchmark: {total} signed messages, 64 concurrent senders, 500 contacts")
+    print(f"ingest benchmark: {total} signed messages, 64 concurrent senders, 500 contacts, FAQ bot on; "
+          f"PostgreSQL: {'worker inside serve' if args.embedded else 'serve --no-worker + one scrm worker'}")
     bare = await bench_bare(total)
     print(f"  bare aiohttp handler   {bare['rate']:8.0f} msg/s   p50 {bare['p50_ms']:6.1f} ms   p99 {bare['p99_ms']:6.1f} ms")
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
-            res = await bench_scrm(backend, total, Path(tmp))
+            res = await bench_scrm(backend, total, Path(tmp), args.embedded)
             if res is None:
                 continue
             results[backend] = res
