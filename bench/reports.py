@@ -81,6 +81,11 @@ FILL = [
        SELECT c.id, c.inbox_id, c.contact_id, c.assignee_id, NULL, 'answered', 1 + c.id % 5, c.resolved_at,
          c.resolved_at + interval '20 minutes'
        FROM conversations c WHERE c.id BETWEEN :lo AND :hi AND c.resolved_at IS NOT NULL AND c.id % 3 = 0""",
+    # Two FAQ outcomes per bot-handled conversation (answer, clarify, picked, reject over 200 entries).
+    """INSERT INTO desk_faq_outcomes (conversation_id, inbox_id, message_id, outcome, entry_key, confidence, created_at)
+       SELECT c.id, c.inbox_id, NULL, (ARRAY['answer','answer','clarify','picked','reject'])[1 + (c.id + k) % 5],
+         'faq-' || ((c.id * 31 + k) % 200), 0.5 + ((c.id + k) % 50) / 100.0, c.created_at + (k || ' minutes')::interval
+       FROM conversations c CROSS JOIN generate_series(0, 1) k WHERE c.id BETWEEN :lo AND :hi AND c.id % 3 = 0""",
 ]
 
 
@@ -111,6 +116,7 @@ async def time_reports(db: Database, group: str, repeat: int) -> dict[tuple[str,
         start, end = NOW - timedelta(days=days), NOW
         jobs = {name: (lambda s, fn=fn, a=start, b=end: fn(s, a, b, group)) for name, fn in reports.SECTIONS.items()}
         jobs["timeseries"] = lambda s, a=start, b=end: reports.timeseries(s, a, b)
+        jobs["faq_top"] = lambda s, a=start, b=end: reports.faq_top(s, a, b)
         for name, job in jobs.items():
             samples = []
             for _ in range(repeat):
