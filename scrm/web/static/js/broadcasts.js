@@ -3,39 +3,21 @@
 import { get } from "./api.js";
 import { h, replace } from "./dom.js";
 import { fmtTime, t } from "./i18n.js";
-import { canMarket, channelTag, forbidden, frame, statusChip } from "./marketing.js";
+import { channelTag, frame, routedPage, statusChip } from "./marketing.js";
 import { actionButtons, progressBar } from "./broadcasts_report.js";
 
 const LIVE = ["running", "paused"];
 const REFRESH_MS = 3000;
 
 export function broadcastsPage(path) {
-  const el = h("div.mk-page");
-  let current = null;
-
-  function show(p) {
-    current?.destroy?.();
-    current = null;
-    if (!canMarket()) {
-      replace(el, forbidden());
-      return;
-    }
+  return routedPage("broadcasts", path, (p, reopen) => {
     const m = p.match(/^\/broadcasts\/(new|\d+)$/);
-    replace(el, h("p.loading", { text: t("loading") }));
-    const reopen = () => show(location.pathname);
-    let view;
-    if (!m) view = list();
-    else if (m[1] === "new") view = import("./broadcasts_compose.js").then((mod) => mod.composer(null, reopen));
-    else view = get(`/broadcasts/${m[1]}`).then((b) => (["draft", "scheduled"].includes(b.status)
+    if (!m) return list();
+    if (m[1] === "new") return import("./broadcasts_compose.js").then((mod) => mod.composer(null, reopen));
+    return get(`/broadcasts/${m[1]}`).then((b) => (["draft", "scheduled"].includes(b.status)
       ? import("./broadcasts_compose.js").then((mod) => mod.composer(b, reopen))
       : import("./broadcasts_report.js").then((mod) => mod.reportView(b))));
-    view.then((v) => {
-      current = v;
-      replace(el, v.el);
-    }).catch((err) => replace(el, h("p.forbidden", { role: "alert", text: err.message })));
-  }
-  show(path);
-  return { name: "broadcasts", el, route: show, destroy: () => current?.destroy?.() };
+  });
 }
 
 async function list() {

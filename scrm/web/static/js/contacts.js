@@ -6,29 +6,13 @@ import { fmtAgo, t } from "./i18n.js";
 import { channelIcon } from "./icons.js";
 import { importPanel } from "./contacts_import.js";
 import { suggestionsPanel } from "./contacts_merge.js";
-import { attrValueText, attributeDefinitions, canMarket, errorLine, fmtNum, forbidden, frame, splitList } from "./marketing.js";
+import { attrValueText, attributeDefinitions, errorLine, fmtNum, frame, routedPage, splitList } from "./marketing.js";
 
 export function contactsPage(path) {
-  const el = h("div.mk-page");
-  let current = null;
-
-  function show(p) {
-    current?.destroy?.();
-    current = null;
-    if (!canMarket()) {
-      replace(el, forbidden());
-      return;
-    }
+  return routedPage("contacts", path, (p, reopen) => {
     const m = p.match(/^\/contacts\/(\d+)$/);
-    replace(el, h("p.loading", { text: t("loading") }));
-    const view = m ? import("./contacts_profile.js").then((mod) => mod.profile(Number(m[1]), () => show(location.pathname))) : list();
-    view.then((v) => {
-      current = v;
-      replace(el, v.el);
-    }).catch((err) => replace(el, h("p.forbidden", { role: "alert", text: err.message })));
-  }
-  show(path);
-  return { name: "contacts", el, route: show, destroy: () => current?.destroy?.() };
+    return m ? import("./contacts_profile.js").then((mod) => mod.profile(Number(m[1]), reopen)) : list();
+  });
 }
 
 async function list() {

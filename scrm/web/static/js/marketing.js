@@ -1,6 +1,6 @@
 // Shared pieces of the marketer's pages (contacts, segments, broadcasts): role check, labels, small widgets.
 import { get } from "./api.js";
-import { h } from "./dom.js";
+import { h, replace } from "./dom.js";
 import { t } from "./i18n.js";
 import { channelIcon } from "./icons.js";
 import { state } from "./state.js";
@@ -14,6 +14,31 @@ export function canMarket() {
 
 export function forbidden() {
   return h("p.forbidden", { role: "alert", "data-testid": "forbidden", text: t("mk.forbidden") });
+}
+
+/**
+ * A marketing page that routes its own sub-paths: `viewFor(path, reopen)` resolves to a view
+ * ({el, destroy?}); agents get "forbidden", a failed load its message.
+ */
+export function routedPage(name, path, viewFor) {
+  const el = h("div.mk-page");
+  let current = null;
+
+  function show(p) {
+    current?.destroy?.();
+    current = null;
+    if (!canMarket()) {
+      replace(el, forbidden());
+      return;
+    }
+    replace(el, h("p.loading", { text: t("loading") }));
+    viewFor(p, () => show(location.pathname)).then((v) => {
+      current = v;
+      replace(el, v.el);
+    }).catch((err) => replace(el, h("p.forbidden", { role: "alert", text: err.message })));
+  }
+  show(path);
+  return { name, el, route: show, destroy: () => current?.destroy?.() };
 }
 
 /** A page frame: title, optional actions on the right, then the body. */

@@ -3,30 +3,15 @@ import { api, del, get, post } from "./api.js";
 import { debounce, h, replace } from "./dom.js";
 import { fmtTime, t } from "./i18n.js";
 import { navigate } from "./main.js";
-import { attributeDefinitions, busy, canMarket, errorLine, fieldBox, fmtNum, forbidden, frame, loadInboxes } from "./marketing.js";
+import { attributeDefinitions, busy, errorLine, fieldBox, fmtNum, frame, loadInboxes, routedPage } from "./marketing.js";
 import { RuleBuilder } from "./segments_builder.js";
 import { toast } from "./toast.js";
 
 export function segmentsPage(path) {
-  const el = h("div.mk-page");
-  let current = null;
-
-  function show(p) {
-    current?.destroy?.();
-    current = null;
-    if (!canMarket()) {
-      replace(el, forbidden());
-      return;
-    }
+  return routedPage("segments", path, (p) => {
     const m = p.match(/^\/segments\/(new|\d+)$/);
-    replace(el, h("p.loading", { text: t("loading") }));
-    (m ? editor(m[1] === "new" ? null : Number(m[1])) : list()).then((view) => {
-      current = view;
-      replace(el, view.el);
-    }).catch((err) => replace(el, h("p.forbidden", { role: "alert", text: err.message })));
-  }
-  show(path);
-  return { name: "segments", el, route: show, destroy: () => current?.destroy?.() };
+    return m ? editor(m[1] === "new" ? null : Number(m[1])) : list();
+  });
 }
 
 async function list() {
