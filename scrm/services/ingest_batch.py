@@ -85,7 +85,12 @@ class GroupCommit:
                     count += len(pending.messages)
                 if not queue:
                     del self._queues[inbox_id]
-                await self._commit(batch)
+                try:
+                    await self._commit(batch)
+                except Exception as exc:  # noqa: BLE001 - never leave a request waiting forever
+                    log.exception("ingest batch of %d requests failed", len(batch))
+                    for pending in batch:
+                        _settle(pending, exc)
         finally:
             self._draining[inbox_id] -= 1
             if not self._draining[inbox_id]:
@@ -163,7 +168,7 @@ def _settle(pending: _Pending, result: list[IngestOutcome] | BaseException) -> N
         pending.future.set_result(result)
 
 
-def _fast(inbox: Inbox, msg: InboundMessage, threaded: bool) -> bool:
+def _fast(msg: InboundMessage, threaded: bool) -> bool:
     """Messages the set-based path handles; the rest (threads, hints) take the single path in the same transaction."""
     return not threaded and msg.conversation_hint is None and not msg.thread_refs
 
@@ -180,7 +185,7 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
             )
         )
     }
-    fast = [m for m in messages if m.external_id not in stored and _fast(inbox, m, threaded)]
+    fast = [m for m in messages if m.external_id not in stored and _fast(m, threaded)]
     identities, contacts, latest = await _load_senders(tx, inbox, sorted({m.sender_id for m in fast}))
     opened = await _open_conversations(tx, inbox, fast, identities, contacts, latest)
     replied: dict[str, int] = {}
@@ -217,7 +222,7 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
             continue
         identity = identities.get(msg.sender_id)
         contact = contacts.get(identity.contact_id) if identity is not None else None
-        if identity is None or contact is None or msg.sender_id in slow_senders or not _fast(inbox, msg, threaded):
+        if identity is None or contact is None or msg.sender_id in slow_senders or not _fast(msg, threaded):
             # Merged contact, email threading: the single path, flushing first so events keep their order.
             await flush_and_emit()
             outcome = await single.store_message(tx, inbox, msg)
