@@ -1,4 +1,5 @@
-"""FAQ matcher: normalized text, jieba words + character n-grams, BM25, best sentence per entry, a decision."""
+"""FAQ matcher: normalized text; BM25 over jieba words, character n-grams and pinyin n-grams; best sentence
+per entry; an order-aware lexical re-rank of the top candidates; a decision."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, Literal, Protocol
 
 from bot_flows.index import BM25Index
 from bot_flows.normalize import normalize
-from bot_flows.tokenize import Analyzer, read_synonyms, read_word_list
+from bot_flows.tokenize import Analysis, Analyzer, read_synonyms, read_word_list
 from scrm.domain import Choice
 
 Decision = Literal["answer", "clarify", "reject"]
@@ -47,6 +48,11 @@ class MatcherConfig:
     b: float = 0.9
     word_weight: float = 1.0
     char_weight: float = 1.0
+    # Pinyin n-grams (needs pypinyin): a homophone typo (登陆/登录, 帐/账) still shares terms. Unigrams
+    # measured best on the dev sets; () turns the field off. Fuzzy folds zh/z, ch/c, sh/s, n/l, -ng/-n.
+    pinyin_sizes: tuple[int, ...] = (1,)
+    pinyin_fuzzy: bool = True
+    pinyin_weight: float = 1.0
     jieba_hmm: bool = False
     user_dict: str | None = None
     stop_words_path: str | None = None
@@ -57,6 +63,10 @@ class MatcherConfig:
     sum_weight: float = 0.6
     rerank_top_n: int = 20
     rerank_weight: float = 0.6
+    # Lexical re-rank of the best BM25 candidates: share of the confidence that comes from the longest
+    # common subsequence of content characters (same key characters in the same order); 0 turns it off.
+    lexical_top_n: int = 20
+    lexical_weight: float = 0.2
 
     @classmethod
     def from_dir(cls, config_dir: str, **overrides: Any) -> MatcherConfig:
@@ -123,13 +133,15 @@ class FaqMatcher:
         syn = dict(cfg.synonyms)
         if cfg.synonyms_path:
             syn.update(read_synonyms(cfg.synonyms_path))
-        self.analyzer = Analyzer(cfg.user_dict, stop, syn, cfg.ngram_sizes, cfg.jieba_hmm)
+        self.analyzer = Analyzer(cfg.user_dict, stop, syn, cfg.ngram_sizes, cfg.jieba_hmm,
+                                 cfg.pinyin_sizes, cfg.pinyin_fuzzy)
         self.reranker = reranker
         self.analyzer.char_stop = cfg.char_stop
-        self._index = BM25Index((cfg.word_weight, cfg.char_weight), cfg.k1, cfg.b)
+        self._index = self._new_index()
         self._entries: dict[str, _Indexed] = {}
         self._sid_entry: dict[int, str] = {}
         self._sid_text: dict[int, str] = {}
+        self._sid_seq: dict[int, tuple[str, ...]] = {}
         self._next_sid = itertools.count()
 
     def __len__(self) -> int:
@@ -143,10 +155,14 @@ class FaqMatcher:
         item = self._entries.get(entry_id)
         return item.entry if item else None
 
-    def _terms(self, text: str) -> tuple[list[str], list[str]]:
+    def _new_index(self) -> BM25Index:
+        cfg = self.config
+        return BM25Index((cfg.word_weight, cfg.char_weight, cfg.pinyin_weight), cfg.k1, cfg.b)
+
+    def _terms(self, text: str) -> Analysis:
         return self.analyzer.analyze(normalize(text))
 
-    def _prepare(self, entry: FaqEntry) -> list[tuple[int, tuple[list[str], list[str]], str]]:
+    def _prepare(self, entry: FaqEntry) -> list[tuple[int, Analysis, str]]:
         out = []
         seen: set[str] = set()
         for text in entry.sentences():
@@ -157,30 +173,31 @@ class FaqMatcher:
             out.append((next(self._next_sid), self.analyzer.analyze(norm), text))
         return out
 
-    def _store(self, entry: FaqEntry, prepared: list[tuple[int, tuple[list[str], list[str]], str]]) -> None:
+    def _store(self, entry: FaqEntry, prepared: list[tuple[int, Analysis, str]]) -> None:
         item = _Indexed(entry)
-        for sid, _terms, text in prepared:
+        for sid, terms, text in prepared:
             item.sids.append(sid)
             self._sid_entry[sid] = entry.id
             self._sid_text[sid] = text
+            self._sid_seq[sid] = terms.seq
         self._entries[entry.id] = item
         if self.reranker is not None:
             self.reranker.add([text for _sid, _t, text in prepared])
 
     def build(self, entries: Iterable[FaqEntry]) -> None:
         """Replace the whole index with these entries (disabled ones are skipped)."""
-        cfg = self.config
-        self._index = BM25Index((cfg.word_weight, cfg.char_weight), cfg.k1, cfg.b)
+        self._index = self._new_index()
         self._entries.clear()
         self._sid_entry.clear()
         self._sid_text.clear()
-        batch: list[tuple[int, tuple[list[str], list[str]]]] = []
+        self._sid_seq.clear()
+        batch: list[tuple[int, tuple[list[str], ...]]] = []
         for entry in entries:
             if not entry.enabled or entry.id in self._entries:
                 continue
             prepared = self._prepare(entry)
             self._store(entry, prepared)
-            batch.extend((sid, terms) for sid, terms, _text in prepared)
+            batch.extend((sid, terms.fields) for sid, terms, _text in prepared)
         self._index.add_many(batch)
 
     def add(self, entry: FaqEntry) -> None:
@@ -191,7 +208,7 @@ class FaqMatcher:
         prepared = self._prepare(entry)
         self._store(entry, prepared)
         for sid, terms, _text in prepared:
-            self._index.add(sid, terms)
+            self._index.add(sid, terms.fields)
 
     def update(self, entry: FaqEntry) -> None:
         """Re-index a changed entry (same as add)."""
@@ -206,14 +223,16 @@ class FaqMatcher:
             self._index.remove(sid)
             del self._sid_entry[sid]
             del self._sid_text[sid]
+            del self._sid_seq[sid]
 
     def match(self, text: str, top_k: int = 5) -> MatchResult:
         """Rank entries for a customer question and decide: answer, clarify or reject."""
         cfg = self.config
         terms = self._terms(text)
-        if not terms[0] and not terms[1]:
+        if not terms.words and not terms.grams:
             return MatchResult("reject")
-        sent_scores = self._index.search(terms)
+        fields = terms.fields
+        sent_scores = self._index.search(fields)
         if not sent_scores:
             return MatchResult("reject")
         best: dict[str, tuple[float, int]] = {}
@@ -229,17 +248,47 @@ class FaqMatcher:
         # paraphrases match is more likely the intent than one lucky sentence.
         sw = cfg.sum_weight
         ranked = {e: (s + sw * (sums[e] - s), s, sid) for e, (s, sid) in best.items()}
-        n_keep = max(top_k, cfg.rerank_top_n if self.reranker else 0, cfg.clarify_max)
+        n_keep = max(top_k, cfg.rerank_top_n if self.reranker else 0, cfg.lexical_top_n if cfg.lexical_weight else 0,
+                     cfg.clarify_max)
         top = heapq.nlargest(n_keep, ranked.items(), key=lambda kv: kv[1][0])
         # Confidence: the score relative to the query's score against itself (1.0 = as good as an exact
         # restatement, whatever the query's length or index size), squashed into 0..1 by tanh so
         # paraphrase support above an exact match still orders candidates instead of tying at 1.
-        norm = self._index.self_score(terms) or 1.0
+        norm = self._index.self_score(fields) or 1.0
         scored = [(eid, s, math.tanh(s / norm), sid) for eid, (s, _mx, sid) in top]
+        if cfg.lexical_weight:
+            scored = self._lexical_rerank(terms.seq, scored)
         if self.reranker is not None:
             scored = self._rerank(text, scored)
         cands = tuple(Candidate(eid, s, c, self._sid_text[sid]) for eid, s, c, sid in scored[:top_k])
         return MatchResult(self._decide(cands), cands)
+
+    def _lexical_rerank(self, query: tuple[str, ...],
+                        scored: list[tuple[str, float, float, int]]) -> list[tuple[str, float, float, int]]:
+        """Fuse BM25 confidence with how much of the query's content, in order, the entry's best sentence holds.
+
+        BM25 treats a sentence as a bag of terms; the longest common subsequence of content characters
+        (stop characters dropped) also rewards the same key characters in the same order, which separates
+        paraphrases from sentences that merely share a few terms. The query-side coverage (LCS / query
+        length) is in 0..1 like the confidence, so the two mix without per-index calibration.
+        """
+        if not query:
+            return scored
+        w = self.config.lexical_weight
+        n = self.config.lexical_top_n
+        masks = _position_masks(query)
+        qlen = len(query)
+        sid_seq = self._sid_seq
+        fused = []
+        for eid, s, conf, sid in scored[:n]:
+            # Start from the BM25 best sentence, the one shown, unless another holds more of the query in order.
+            best_len, best_sid = _lcs_length(masks, qlen, sid_seq[sid]), sid
+            for x in self._entries[eid].sids:
+                if x != sid and (length := _lcs_length(masks, qlen, sid_seq[x])) > best_len:
+                    best_len, best_sid = length, x
+            fused.append((eid, s, (1 - w) * conf + w * best_len / qlen, best_sid))
+        fused.sort(key=lambda t: t[2], reverse=True)
+        return fused + scored[n:]
 
     def _rerank(self, text: str, scored: list[tuple[str, float, float, int]]) -> list[tuple[str, float, float, int]]:
         """Fuse BM25 confidence with the entry's semantic similarity on the top candidates."""
@@ -264,10 +313,33 @@ class FaqMatcher:
         return "answer"
 
 
+def _position_masks(seq: Sequence[str]) -> dict[str, int]:
+    """For each symbol of seq, a bit mask of the positions where it occurs (for _lcs_length)."""
+    masks: dict[str, int] = {}
+    for i, sym in enumerate(seq):
+        masks[sym] = masks.get(sym, 0) | (1 << i)
+    return masks
+
+
+def _lcs_length(masks: dict[str, int], n: int, other: Sequence[str]) -> int:
+    """Longest common subsequence length of a sequence (given by its position masks and length n) and other.
+
+    Bit-parallel (Allison-Dix / Hyyrö): one pass over `other` with a few integer operations per symbol,
+    instead of the O(n*m) table, so re-ranking 20 entries stays well under a millisecond.
+    """
+    full = (1 << n) - 1
+    v = full
+    get = masks.get
+    for sym in other:
+        u = v & get(sym, 0)
+        v = ((v + u) | (v - u)) & full
+    return n - v.bit_count()
+
+
 def group_similar(texts: Sequence[str], threshold: float = 0.5, analyzer: Analyzer | None = None) -> list[list[int]]:
     """Group texts (indices) whose jieba-token sets have Jaccard similarity >= threshold (single link)."""
-    an = analyzer or Analyzer()
-    toks = [frozenset(an.analyze(normalize(t))[0]) for t in texts]
+    an = analyzer or Analyzer(pinyin_sizes=())  # only jieba words are compared
+    toks = [frozenset(an.analyze(normalize(t)).words) for t in texts]
     parent = list(range(len(texts)))
 
     def find(i: int) -> int:

@@ -1,4 +1,5 @@
-"""Tokenization for FAQ matching: jieba words (custom dictionary, stop words, synonyms) and character n-grams."""
+"""Tokenization for FAQ matching: jieba words (custom dictionary, stop words, synonyms), character n-grams,
+pinyin n-grams (homophone typos) and the content-character sequence used for order-aware re-ranking."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import threading
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import jieba
+
+from bot_flows import pinyin as _pinyin
 
 # A run of CJK ideographs, or an ASCII word/number.
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
@@ -64,8 +68,23 @@ def read_synonyms(path: str | Path) -> dict[str, str]:
     return mapping
 
 
+class Analysis(NamedTuple):
+    """What the matcher indexes of one sentence: three BM25 term fields and a content sequence."""
+
+    words: list[str]
+    grams: list[str]
+    pinyin: list[str]
+    # Content characters (stop characters dropped) and Latin words, in order: compared by longest
+    # common subsequence when re-ranking, which rewards the same key characters in the same order.
+    seq: tuple[str, ...]
+
+    @property
+    def fields(self) -> tuple[list[str], list[str], list[str]]:
+        return self.words, self.grams, self.pinyin
+
+
 class Analyzer:
-    """Turns normalized text into jieba word terms and character n-gram terms."""
+    """Turns normalized text into jieba word terms, character n-gram and pinyin n-gram terms."""
 
     def __init__(
         self,
@@ -74,8 +93,12 @@ class Analyzer:
         synonyms: dict[str, str] | None = None,
         ngram_sizes: Sequence[int] = (1, 2),
         hmm: bool = False,
+        pinyin_sizes: Sequence[int] = (1,),
+        pinyin_fuzzy: bool = True,
     ) -> None:
         self._tok = _jieba(user_dict)
+        self.pinyin_sizes = tuple(pinyin_sizes)
+        self._pinyin = _pinyin.table(pinyin_fuzzy) if self.pinyin_sizes else None
         self.stop_words = frozenset(stop_words)
         self.synonyms = dict(synonyms or {})
         self.ngram_sizes = tuple(ngram_sizes)
@@ -102,8 +125,8 @@ class Analyzer:
             out.append(syn.get(w, w))
         return out
 
-    def analyze(self, text: str) -> tuple[list[str], list[str]]:
-        """Return (word terms, character n-gram terms) of normalized text."""
+    def analyze(self, text: str) -> Analysis:
+        """Return the word terms, character n-gram terms, pinyin terms and content sequence of normalized text."""
         words = self.canonical_words(text)
         stop = self.stop_words
         word_terms = [w for w in words if w and w not in stop]
@@ -113,18 +136,41 @@ class Analyzer:
         # the "|" marks keep n-grams from spanning a former punctuation mark.
         canon = "".join(w if w else "|" for w in words)
         grams: list[str] = []
+        pins: list[str] = []
+        seq: list[str] = []
+        table = self._pinyin
+        char_stop = self.char_stop
+        tget = table.get if table is not None else None
         for run in _CJK.findall(canon):
             for n in self.ngram_sizes:
-                grams.extend([run[i : i + n] for i in range(len(run) - n + 1)])
-        if self.char_stop:
+                grams.extend(run if n == 1 else [run[i : i + n] for i in range(len(run) - n + 1)])
+            if tget is not None:
+                # The same n-grams spelt in pinyin, so a homophone typo still shares terms.
+                for n in self.pinyin_sizes:
+                    if n == 1:
+                        pins.extend([tget(c, c) for c in run if not (char_stop and c in stop)])
+                        continue
+                    syl = [tget(c, c) for c in run]
+                    pins.extend([" ".join(syl[i : i + n]) for i in range(len(run) - n + 1)
+                                 if not (char_stop and run[i : i + n] in stop)])
+        if char_stop:
             grams = [g for g in grams if g not in stop]
         for w in words:
-            if w and w.isascii() and w not in stop and _LATIN.fullmatch(w):
-                grams.append(w)
-        return word_terms, grams
+            if not w or w in stop:
+                continue
+            if w.isascii():
+                if _LATIN.fullmatch(w):
+                    grams.append(w)
+                seq.append(w)
+            elif len(w) == 1:
+                seq.append(w)
+            else:
+                seq.extend([c for c in w if c not in stop])
+        if not seq:
+            seq = [c for w in words if w for c in w]
+        return Analysis(word_terms, grams, pins, tuple(seq))
 
 
 def jaccard_tokens(analyzer: Analyzer, text: str) -> frozenset[str]:
     """The word-term set used for similarity grouping."""
-    words, _ = analyzer.analyze(text)
-    return frozenset(words)
+    return frozenset(analyzer.analyze(text).words)

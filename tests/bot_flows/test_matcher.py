@@ -138,3 +138,112 @@ def test_semantic_reranker_keeps_answers_right(kb: list[FaqEntry]) -> None:
     assert m.match("I would like my money back, when does it arrive?").best.entry_id == "en-refund-time"  # type: ignore[union-attr]
     assert m.match("地址写错了").best.entry_id == "change-address"  # type: ignore[union-attr]
     assert m.match("今天天气怎么样").decision == "reject"
+
+
+# --- homophones, word order, the index -------------------------------------------------------------
+
+def _small(entries: list[tuple[str, str]], **overrides: object) -> FaqMatcher:
+    m = FaqMatcher(MatcherConfig.from_dir(str(CONFIG), **overrides))
+    m.build([FaqEntry(id=i, question=q, answer="…") for i, q in entries])
+    return m
+
+
+def test_homophone_typo_still_finds_the_entry() -> None:
+    pytest.importorskip("pypinyin")
+    kb = [("login", "手机登录不了"), ("register", "手机登记信息不了")]
+    # 登陆 for 登录 and 帐 for 账 are the commonest typos of customers typing pinyin.
+    with_pinyin = _small(kb).match("手机登陆不了")
+    assert with_pinyin.best is not None and with_pinyin.best.entry_id == "login"
+    without = _small(kb, pinyin_sizes=()).match("手机登陆不了")
+    assert without.best is not None and without.best.confidence < with_pinyin.best.confidence
+    # fuzzy initials/finals: zh/z, ch/c, sh/s, n/l and -ng/-n fold together
+    assert _small([("t", "怎么找回账号"), ("o", "怎么找回密码")]).match("怎么找回藏号").best.entry_id == "t"  # type: ignore[union-attr]
+
+
+def test_fuzzy_pinyin_folds_confusable_pairs() -> None:
+    from bot_flows.pinyin import fuzzy
+
+    assert fuzzy("zhang") == fuzzy("zang") == fuzzy("zan")
+    assert fuzzy("nan") == fuzzy("lan") and fuzzy("shi") == fuzzy("si") and fuzzy("chi") == fuzzy("ci")
+    assert fuzzy("ma") == "ma" and fuzzy("ma") != fuzzy("na")
+
+
+def test_pinyin_is_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot_flows import pinyin
+
+    monkeypatch.setattr(pinyin, "table", lambda fuzzy_initials=False: None)
+    m = _small([("a", "怎么退货"), ("b", "怎么开发票")])
+    assert m.analyzer.analyze("怎么退货").pinyin == []
+    assert m.match("退货怎么弄").best.entry_id == "a"  # type: ignore[union-attr]
+
+
+def test_word_order_separates_same_terms() -> None:
+    # Both sentences hold the same characters; the one with the customer's order of them wins, and the
+    # order-aware re-rank widens the gap that character bigrams alone leave.
+    kb = [("right", "银行卡转账失败怎么办"), ("mixed", "怎么办失败转账银行卡")]
+    question = "银行卡转账失败了怎么办"
+    ranked = _small(kb).match(question).candidates
+    assert [c.entry_id for c in ranked] == ["right", "mixed"]
+    bag = _small(kb, lexical_weight=0.0).match(question).candidates
+    assert ranked[0].confidence - ranked[1].confidence > bag[0].confidence - bag[1].confidence
+
+
+def test_bit_parallel_lcs_matches_dynamic_programming() -> None:
+    import random
+
+    from bot_flows.matcher import _lcs_length, _position_masks
+
+    def dp(a: list[str], b: list[str]) -> int:
+        prev = [0] * (len(b) + 1)
+        for ca in a:
+            cur = [0]
+            for j, cb in enumerate(b):
+                cur.append(prev[j] + 1 if ca == cb else max(prev[j + 1], cur[j]))
+            prev = cur
+        return prev[-1]
+
+    rng = random.Random(7)
+    for _ in range(500):
+        a = [rng.choice("退款到账户银行") for _ in range(rng.randint(1, 70))]  # > 64 symbols: big ints
+        b = [rng.choice("退款到账户银行卡") for _ in range(rng.randint(0, 70))]
+        assert _lcs_length(_position_masks(a), len(a), b) == dp(a, b)
+
+
+def test_index_after_many_updates_scores_like_a_fresh_build() -> None:
+    import random
+
+    from bot_flows.index import BM25Index
+
+    rng = random.Random(3)
+    vocab = [chr(0x4E00 + i) for i in range(40)]
+
+    def sentence() -> list[list[str]]:
+        return [[rng.choice(vocab) for _ in range(rng.randint(1, 8))] for _ in range(2)]
+
+    live: dict[int, list[list[str]]] = {}
+    inc = BM25Index((1.0, 0.5), max_results=10_000)
+    for step in range(3000):
+        if live and rng.random() < 0.4:
+            sid = rng.choice(list(live))
+            inc.remove(sid)
+            del live[sid]
+        else:
+            live[step] = sentence()
+            inc.add(step, live[step])
+        if step % 500 == 0:
+            inc.search(sentence())
+    assert len(inc._sid_of) == len(live) + len(inc._free)  # slots of removed sentences are reused
+    fresh = BM25Index((1.0, 0.5), max_results=10_000)
+    fresh.add_many(list(live.items()))
+    for a, b in zip(inc.fields, fresh.fields, strict=True):
+        a.frozen_avg = 2 * b.frozen_avg  # force the drift reweighting onto the same average length
+    for _ in range(50):
+        q = sentence()
+        got, want = inc.search(q), fresh.search(q)
+        assert got.keys() == want.keys()
+        assert all(got[k] == pytest.approx(want[k]) for k in want)
+    top = BM25Index((1.0, 0.5), max_results=5)
+    top.add_many(list(live.items()))
+    q = sentence()
+    best = sorted(fresh.search(q).values(), reverse=True)[:5]
+    assert sorted(top.search(q).values(), reverse=True) == pytest.approx(best)
