@@ -9,10 +9,11 @@ from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
-from sqlalchemy import exists, func, or_, select, tuple_
+from sqlalchemy import exists, func, select, tuple_
 
 from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, ConversationLabel, Inbox, Message
 from scrm.domain import Choice
+from scrm.services import conversation_search
 from scrm.services import conversations as conv_svc
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
@@ -72,20 +73,7 @@ def _filters(request: web.Request, principal: Principal) -> list[Any]:
         conds.append(Conversation.inbox_id.in_(select(Inbox.id).where(Inbox.channel_type == q["channel"])))
     if q.get("label"):
         conds.append(exists().where(ConversationLabel.conversation_id == Conversation.id, ConversationLabel.label == q["label"]))
-    text = (q.get("q") or "").strip()
-    if text:
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        like = f"%{escaped}%"
-        conds.append(
-            or_(
-                Conversation.contact_id.in_(
-                    select(Contact.id).where(or_(Contact.name.ilike(like, escape="\\"), Contact.email.ilike(like, escape="\\"),
-                                                 Contact.phone.ilike(like, escape="\\")))
-                ),
-                exists().where(Message.conversation_id == Conversation.id, Message.text.ilike(like, escape="\\")),
-            )
-        )
-    return conds
+    return conds  # the text search (q) is added by list_conversations: it needs the session
 
 
 @api("GET", "/conversations", roles=SUPPORT, summary="List conversations, newest activity first", query=LIST_QUERY,
@@ -97,16 +85,19 @@ async def list_conversations(request: web.Request, principal: Principal) -> web.
     if request.query.get("cursor"):
         at, cid = _decode_cursor(request.query["cursor"])
         conds.append(tuple_(Conversation.last_activity_at, Conversation.id) < tuple_(at, cid))
-    stmt = (
-        select(Conversation, Contact, Inbox, Agent)
-        .join(Contact, Contact.id == Conversation.contact_id)
-        .join(Inbox, Inbox.id == Conversation.inbox_id)
-        .outerjoin(Agent, Agent.id == Conversation.assignee_id)
-        .where(*conds)
-        .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
-        .limit(limit + 1)
-    )
+    term = (request.query.get("q") or "").strip()
     async with ctx.db.session() as s:
+        if term:
+            conds.append(await conversation_search.search_condition(s, conds, term, limit + 1))
+        stmt = (
+            select(Conversation, Contact, Inbox, Agent)
+            .join(Contact, Contact.id == Conversation.contact_id)
+            .join(Inbox, Inbox.id == Conversation.inbox_id)
+            .outerjoin(Agent, Agent.id == Conversation.assignee_id)
+            .where(*conds)
+            .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
+            .limit(limit + 1)
+        )
         rows = (await s.execute(stmt)).all()
         page = rows[:limit]
         ids = [r[0].id for r in page]
