@@ -63,6 +63,8 @@ class BroadcastRecipient(Base):
     """One targeted contact of a started broadcast: queued (with its delivery row) or skipped (with why).
 
     The live send status is the linked delivery's status, so the report cannot drift from the outbox.
+    A snapshot: contact, inbox and identity are plain ids (no foreign keys), so the broadcast keeps its
+    counts whatever later happens to them, and 100k rows insert without 300k key lookups.
     """
 
     __tablename__ = "broadcast_recipients"
@@ -72,9 +74,9 @@ class BroadcastRecipient(Base):
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"))
-    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
-    inbox_id: Mapped[int | None] = mapped_column(ForeignKey("inboxes.id"))
-    identity_id: Mapped[int | None] = mapped_column(ForeignKey("contact_identities.id"))
+    contact_id: Mapped[int] = mapped_column(BigId)
+    inbox_id: Mapped[int | None] = mapped_column(BigId)
+    identity_id: Mapped[int | None] = mapped_column(BigId)
     channel: Mapped[str | None] = mapped_column(String(32))
     delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"), index=True)
     status: Mapped[str] = mapped_column(String(16))  # queued | skipped (then: the delivery's status)
