@@ -28,7 +28,8 @@ BOOKKEEPING = {
     ev.CONVERSATION_CREATED, ev.MESSAGE_CREATED, ev.CONVERSATION_STATUS_CHANGED, ev.CONVERSATION_HANDLER_CHANGED,
     ev.CONVERSATION_ASSIGNED, ev.CONVERSATION_UPDATED, ev.TICKET_OPENED, "agent.updated",
 }
-INTERESTING = BOOKKEEPING | set(automation.RULE_EVENTS) | set(webhooks_out.EVENTS)
+DESK_WORK = BOOKKEEPING | set(automation.RULE_EVENTS)  # events the desk itself acts on
+INTERESTING = DESK_WORK | set(webhooks_out.EVENTS)
 CLAIM_TTL = 600.0
 
 
@@ -44,6 +45,8 @@ class DeskListener:
             return
         if event.name == ev.CONVERSATION_UPDATED and "priority" not in event.data.get("changed", ("priority",)):
             return  # e.g. a new message moved the clocks: nothing for the desk (only priority changes re-pick the SLA)
+        if event.name not in DESK_WORK and not await webhooks_out.wanted(self.ctx, event.name):
+            return  # only an outgoing webhook could want it (delivery.updated of a broadcast...), and none does
         cid = event.data.get("conversation_id")
         if not isinstance(cid, int):
             if await self._claim(event):

@@ -95,6 +95,11 @@ async def _subscriptions(ctx: AppContext) -> list[tuple[int, list[str]]]:
     return subs
 
 
+async def wanted(ctx: AppContext, name: str) -> bool:
+    """Does any active subscription want this event (cached like the subscriptions)?"""
+    return name in EVENTS and any("*" in names or name in names for _, names in await _subscriptions(ctx))
+
+
 def _insert(dialect: str) -> Any:
     return pg_insert if dialect == "postgresql" else sqlite_insert
 
