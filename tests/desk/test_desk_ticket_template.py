@@ -8,13 +8,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp import web
 from sqlalchemy import select, update
 
 from scrm.context import AppContext
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, Message, Ticket, utcnow
 from scrm.worker import OutboxWorker
-from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET, FakeWeChat
+from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET, FakeWeChat, serving
 from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN
 from tests.conftest import make_inbox
 from tests.desk.conftest import say, settle
@@ -26,14 +25,8 @@ TEMPLATE = {"template_id": "TPL-TICKET", "url": "https://shop.example.com/ticket
 
 @pytest.fixture
 async def fake_wechat() -> AsyncIterator[FakeWeChat]:
-    fake = FakeWeChat()
-    runner = web.AppRunner(fake.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"  # type: ignore[attr-defined]
-    yield fake
-    await runner.cleanup()
+    async with serving() as fake:
+        yield fake
 
 
 async def _wechat_inbox(ctx: AppContext, fake: FakeWeChat) -> Inbox:

@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp import web
 from sqlalchemy import update
 
 from scrm.context import AppContext, build_context
@@ -16,7 +15,7 @@ from scrm.db.models import ContactIdentity, Conversation, Inbox, utcnow
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import unit_of_work
 from scrm.settings import Settings
-from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET, FakeWeChat
+from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET, FakeWeChat, serving
 from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN, decrypt_reply, encrypted_request, text_xml
 from tests.conftest import REDIS_URL, make_inbox
 from tests.integration.helpers_integration import (
@@ -35,14 +34,8 @@ OPENID = "oUser1"
 
 @pytest.fixture
 async def fake_wechat() -> AsyncIterator[FakeWeChat]:
-    fake = FakeWeChat()
-    runner = web.AppRunner(fake.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"  # type: ignore[attr-defined]
-    yield fake
-    await runner.cleanup()
+    async with serving() as fake:
+        yield fake
 
 
 async def wechat_inbox(ctx: AppContext, fake: FakeWeChat, **settings: Any) -> Inbox:

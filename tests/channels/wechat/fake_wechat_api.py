@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,3 +159,18 @@ class FakeWeChat:
 
     async def _video(self, request: web.Request) -> web.Response:
         return web.Response(body=b"\x00\x00\x00\x18ftypmp42", content_type="video/mp4")
+
+
+@contextlib.asynccontextmanager
+async def serving(fake: FakeWeChat | None = None) -> AsyncIterator[FakeWeChat]:
+    """Serve a fake WeChat API on a free local port; `fake.base_url` says where."""
+    fake = fake or FakeWeChat()
+    runner = web.AppRunner(fake.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fake.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"  # type: ignore[attr-defined]
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
