@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -18,11 +19,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_up(url: str, timeout: float = 60) -> None:
-    """Poll `url` until it answers 200."""
+async def wait_up(url: str, timeout: float = 60, proc: subprocess.Popen[bytes] | None = None,
+                  log: Path | None = None) -> None:
+    """Poll `url` until it answers 200; fail early (with the tail of `log`) if `proc` exits."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()[-2000:] if log else proc.returncode}")
             try:
                 async with http.get(url) as r:
                     if r.status == 200:

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
-from _common import free_port, stop  # noqa: E402
+from _common import free_port, stop, wait_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -142,24 +142,6 @@ def spawn_server(port: int, log: Path) -> subprocess.Popen[bytes]:
                                  "--no-worker"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
-async def wait_up(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-            try:
-                async with http.get(base + "/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{base} did not come up")
-
-
-
-
 # ---- measurements ----------------------------------------------------------
 
 async def timed_get(http: aiohttp.ClientSession, url: str, n: int) -> list[float]:
@@ -263,7 +245,7 @@ async def main() -> None:
         for i, port in enumerate(ports):
             procs.append(spawn_server(port, tmp / f"server{i}.log"))
         for base, proc, i in zip(bases, procs, range(2), strict=True):
-            await wait_up(base, proc, tmp / f"server{i}.log")
+            await wait_up(base + "/readyz", proc=proc, log=tmp / f"server{i}.log")
         await measure_http(bases[0], token, small, 10)  # warm-up: compiled-statement caches, pools, plans
         at_small = await measure_http(bases[0], token, small, samples)
         secs = await grow(small + 1, large)
