@@ -123,8 +123,9 @@ class EventBus:
         for event in events:
             self._dispatch(event)
 
-    def _dispatch(self, event: Event, *, scope: str = "all") -> None:
+    def _dispatch(self, event: Event, *, scope: str = "all") -> list[asyncio.Task[None]]:
         """scope: "all" (in-process bus), "origin" (work listeners), "everywhere" (fan-out listeners)."""
+        started: list[asyncio.Task[None]] = []
         for name, listener, everywhere in list(self._listeners):
             if scope == "origin" and everywhere or scope == "everywhere" and not everywhere:
                 continue
@@ -132,6 +133,8 @@ class EventBus:
                 task = asyncio.create_task(self._run(listener, event, throttled=not everywhere))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                started.append(task)
+        return started
 
     async def _run(self, listener: Listener, event: Event, *, throttled: bool = True) -> None:
         try:
@@ -164,43 +167,274 @@ class EventBus:
     async def start(self) -> None:
         """Start receiving (no-op in-process)."""
 
+    def consume_work(self) -> Callable[[], asyncio.Task[None] | None]:
+        """In-process, every publisher runs its own work listeners already."""
+        return lambda: None
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
 
 
 class RedisEventBus(EventBus):
-    """Events cross processes through one Redis pub/sub channel."""
+    """Events cross processes through Redis.
+
+    Two paths: a pub/sub channel fans every event out to every process (WebSocket pushes, worker
+    wake-ups, index refreshes), and a stream read by one consumer group carries the work (bot turns,
+    desk bookkeeping, opt-outs) to the processes that run workers. A `scrm serve --no-worker` only
+    stores and acknowledges; the follow-up work of its messages is done by `scrm worker` processes,
+    which scale out on their own and pick up a crashed worker's unfinished events.
+    """
 
     CHANNEL = "scrm:events"
+    STREAM = "scrm:work"
+    GROUP = "listeners"
+    READ_AHEAD = 64  # events a consumer holds at once; their database work still queues on the slots
+    RECLAIM_IDLE_MS = 60_000  # an event unacknowledged this long belonged to a dead consumer
+    HOUSEKEEPING_SECONDS = 15.0  # re-claim own long events, take over dead ones, trim acknowledged ones
+    READ_BLOCK_MS = 500
+    FORGET_IDLE_MS = 3_600_000
+    MAX_BACKLOG = 1_000_000  # with no worker running at all, Redis must not grow without bound
 
     def __init__(self, redis: Any, process_id: str | None = None) -> None:
         super().__init__(process_id)
         self.redis = redis
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._consumer: asyncio.Task[None] | None = None
+        self._stopping = False  # the reader stops between reads: cancelling a blocked XREADGROUP can hang redis-py
+        self._held: dict[str, int] = {}  # stream id -> listener calls still running for it
+        self._room = asyncio.Event()
+        self._acks: list[str] = []
+        self._ack_wake = asyncio.Event()
+        self._acker: asyncio.Task[None] | None = None
+        self._acks_closing = False
+        self._published_upto: str | None = None
+        self._lag = 0
+        self._lag_at = -1.0
+        self._lag_task: asyncio.Task[None] | None = None
 
     async def publish(self, events: Iterable[Event]) -> None:
         stamped = [Event(e.name, e.data, e.id, e.at, self.process_id) for e in events]
         if not stamped:
             return
-        for event in stamped:
-            self._dispatch(event, scope="origin")
+        for event in stamped:  # this process's WebSocket clients get it now; its copy from Redis is skipped
+            self._dispatch(event, scope="everywhere")
         try:
             async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for all
                 for event in stamped:
-                    pipe.publish(self.CHANNEL, event.to_json())
-                await pipe.execute()
+                    raw = event.to_json()
+                    pipe.xadd(self.STREAM, {"e": raw}, maxlen=self.MAX_BACKLOG, approximate=True)
+                    # The origin goes first so every reader can skip its own events before parsing them.
+                    pipe.publish(self.CHANNEL, f"{self.process_id}\n{raw}")
+                results = await pipe.execute()
+            last = results[-2]
+            self._published_upto = last.decode() if isinstance(last, bytes) else str(last)
         except Exception:
-            # The database stays the source of truth: losing Redis loses a live update, not data.
+            # The database stays the source of truth: without Redis this process does the work
+            # itself and its own WebSocket clients still get the live update.
             log.exception("could not publish %d events to Redis; dispatching locally", len(stamped))
             for event in stamped:
-                self._dispatch(event, scope="everywhere")
+                self._dispatch(event, scope="origin")
 
     async def start(self) -> None:
+        with contextlib.suppress(Exception):  # events published from now on wait for a consumer
+            await self._ensure_group()
         self._reader = asyncio.create_task(self._read_forever())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), 5)
+
+    def consume_work(self) -> Callable[[], asyncio.Task[None] | None]:
+        """Run the work listeners of this process for events committed in any process.
+
+        Returns a stopper: it stops reading and returns a task that finishes the events in hand.
+        """
+        if self._consumer is None:
+            self._consumer = asyncio.create_task(self._consume_forever())
+            self._acker = asyncio.create_task(self._ack_forever())
+        return self._stop_consuming
+
+    def _stop_consuming(self) -> asyncio.Task[None] | None:
+        if self._consumer is None:
+            return None
+        self._stopping = True
+        self._room.set()
+        return asyncio.create_task(self._finish_held())
+
+    async def _finish_held(self) -> None:
+        """Let the reader stop and the listener calls in hand finish (bounded by the caller), then acknowledge."""
+        if self._consumer is not None:
+            await asyncio.wait({self._consumer}, timeout=self.READ_BLOCK_MS / 1000 + 1)
+        while self._held:
+            self._room.clear()
+            await self._room.wait()
+        await self._stop_acker()
+
+    async def _stop_acker(self) -> None:
+        if self._acker is not None and not self._acker.done():
+            self._acks_closing = True
+            self._ack_wake.set()
+            await asyncio.wait({self._acker}, timeout=5)
+
+    async def _ensure_group(self) -> None:
+        try:
+            # "$": a new group starts with the events published from now on, not a trimmed history.
+            await self.redis.xgroup_create(self.STREAM, self.GROUP, id="$", mkstream=True)
+        except Exception as exc:  # noqa: BLE001
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _consume_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        housekeeping_at = 0.0
+        while not self._stopping:
+            try:
+                await self._ensure_group()
+                while not self._stopping:
+                    if len(self._held) >= self.READ_AHEAD:
+                        self._room.clear()
+                        await self._room.wait()
+                        continue
+                    if loop.time() >= housekeeping_at:
+                        housekeeping_at = loop.time() + self.HOUSEKEEPING_SECONDS
+                        await self._housekeeping()
+                    reply = await self.redis.xreadgroup(
+                        self.GROUP, self.process_id, {self.STREAM: ">"},
+                        count=self.READ_AHEAD - len(self._held), block=self.READ_BLOCK_MS)
+                    for _stream, entries in reply or ():
+                        for entry_id, fields in entries:
+                            self._take(entry_id, fields)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                if "NOGROUP" in str(exc):  # the stream was deleted (FLUSHDB): recreate and go on
+                    continue
+                log.exception("reading the work stream failed; retrying")
+                await asyncio.sleep(1.0)
+
+    def _take(self, entry_id: bytes | str, fields: dict[Any, Any]) -> None:
+        sid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        if sid in self._held:
+            return  # re-claimed while our own listener still runs it
+        raw = fields.get(b"e") or fields.get("e")
+        try:
+            event = Event.from_json(raw)
+        except (TypeError, ValueError, KeyError):
+            log.warning("dropping malformed work event %s", sid)
+            self._ack(sid)
+            return
+        tasks = self._dispatch(event, scope="origin")
+        if not tasks:
+            self._ack(sid)
+            return
+        self._held[sid] = len(tasks)
+        for task in tasks:
+            task.add_done_callback(lambda _t, sid=sid: self._done(sid))
+
+    def _done(self, sid: str) -> None:
+        left = self._held.get(sid, 1) - 1
+        if left > 0:
+            self._held[sid] = left
+            return
+        self._held.pop(sid, None)
+        self._ack(sid)  # a listener that failed logged its error; the event is not retried forever
+        self._room.set()
+
+    def _ack(self, sid: str) -> None:
+        self._acks.append(sid)
+        self._ack_wake.set()
+
+    async def _ack_forever(self) -> None:
+        # Stopped by a flag, not by cancel(): redis-py can swallow a cancellation that lands inside a
+        # command (its socket timeouts), leaving the task waiting forever.
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            try:
+                await self._send_acks()
+            except Exception:  # noqa: BLE001
+                log.exception("acknowledging work events failed; retrying")
+                if self._acks_closing:
+                    return
+                await asyncio.sleep(1.0)
+                self._ack_wake.set()
+            if self._acks_closing and not self._acks:
+                return
+
+    async def _send_acks(self) -> None:
+        if not self._acks:
+            return
+        ids, self._acks = self._acks, []
+        try:
+            await self.redis.xack(self.STREAM, self.GROUP, *ids)
+        except BaseException:
+            self._acks[:0] = ids
+            raise
+
+    async def _housekeeping(self) -> None:
+        """Keep own long-running events, take over a dead consumer's, and trim what is acknowledged."""
+        if self._held:  # claiming resets the idle time: nobody takes an event we are still working on
+            await self.redis.xclaim(self.STREAM, self.GROUP, self.process_id, 0, list(self._held), justid=True)
+        reply = await self.redis.xautoclaim(self.STREAM, self.GROUP, self.process_id, self.RECLAIM_IDLE_MS,
+                                            start_id="0-0", count=self.READ_AHEAD)
+        orphans = reply[1] if reply and len(reply) > 1 else []
+        if orphans:
+            log.warning("taking over %d work events from a consumer that stopped", len(orphans))
+        for entry_id, fields in orphans:
+            if fields:
+                self._take(entry_id, fields)
+        await self._trim()
+
+    async def _trim(self) -> None:
+        """Drop events every consumer is done with: before the oldest unacknowledged or unread one."""
+        groups = await self.redis.xinfo_groups(self.STREAM)
+        group = next((g for g in groups if _text(g.get("name")) == self.GROUP), None)
+        if group is None:
+            return
+        floor = _text(group.get("last-delivered-id"))
+        summary = await self.redis.xpending(self.STREAM, self.GROUP)
+        if summary and summary.get("pending") and summary.get("min"):
+            floor = min(floor, _text(summary["min"]), key=_stream_key)
+        if floor and floor != "0-0":
+            await self.redis.xtrim(self.STREAM, minid=floor, approximate=True)
+        # Each process start is a new consumer name: forget stopped ones that hold nothing.
+        for consumer in await self.redis.xinfo_consumers(self.STREAM, self.GROUP):
+            if not int(consumer.get("pending") or 0) and int(consumer.get("idle") or 0) > self.FORGET_IDLE_MS:
+                await self.redis.xgroup_delconsumer(self.STREAM, self.GROUP, consumer["name"])
+
+    @property
+    def backlog(self) -> int:
+        """Work waiting cluster-wide: events no consumer has finished, plus this process's queue."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._lag_at > 0.5 and (self._lag_task is None or self._lag_task.done()):
+            self._lag_task = loop.create_task(self._refresh_lag())
+        return self._queued + self._lag
+
+    async def _refresh_lag(self) -> None:
+        with contextlib.suppress(Exception):
+            groups = await self.redis.xinfo_groups(self.STREAM)
+            group = next((g for g in groups if _text(g.get("name")) == self.GROUP), None)
+            if group is not None:
+                self._lag = int(group.get("lag") or 0) + int(group.get("pending") or 0)
+        self._lag_at = asyncio.get_running_loop().time()
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every event this process published has been worked off (by any consumer)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._consumer is not None and not self._stopping and self._published_upto and loop.time() < deadline:
+            try:
+                groups = await self.redis.xinfo_groups(self.STREAM)
+            except Exception:  # noqa: BLE001
+                break
+            group = next((g for g in groups if _text(g.get("name")) == self.GROUP), None)
+            if group is None:
+                break
+            read = _text(group.get("last-delivered-id"))
+            if _stream_key(read) >= _stream_key(self._published_upto) and not int(group.get("pending") or 0):
+                break
+            await asyncio.sleep(0.02)
+        await super().drain(max(0.01, deadline - loop.time()))
 
     async def _read_forever(self) -> None:
         while True:
@@ -208,10 +442,14 @@ class RedisEventBus(EventBus):
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.CHANNEL)
                 self._ready.set()
+                own = self.process_id.encode()
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
+                        origin, _, raw = message["data"].partition(b"\n")
+                        if origin == own:
+                            continue  # dispatched when it was published
                         try:
-                            self._dispatch(Event.from_json(message["data"]), scope="everywhere")
+                            self._dispatch(Event.from_json(raw), scope="everywhere")
                         except (ValueError, KeyError):
                             log.warning("ignoring malformed event on %s", self.CHANNEL)
             except asyncio.CancelledError:
@@ -221,8 +459,23 @@ class RedisEventBus(EventBus):
                 await asyncio.sleep(1.0)
 
     async def close(self) -> None:
-        if self._reader:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        if self._consumer is not None and not self._consumer.done():
+            self._stopping = True
+            self._room.set()
+            await asyncio.wait({self._consumer}, timeout=self.READ_BLOCK_MS / 1000 + 1)
+        await self._stop_acker()
+        for task in (self._reader, self._consumer, self._acker, self._lag_task):
+            if task is not None and not task.done():
+                task.cancel()
+                # Bounded: a cancellation swallowed inside redis-py must not hang shutdown.
+                await asyncio.wait({task}, timeout=2)
         await super().close()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+def _stream_key(sid: str) -> tuple[int, int]:
+    ms, _, seq = sid.partition("-")
+    return int(ms or 0), int(seq or 0)

@@ -108,6 +108,7 @@ async def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
     context = await build_context(settings)
+    context.bus.consume_work()  # the test process works off the events it publishes, like a worker
     yield context
     await context.bus.drain(2)
     await context.close()

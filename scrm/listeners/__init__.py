@@ -20,10 +20,17 @@ LISTENER_MODULES = (
 )
 
 
-def install_listeners(ctx: AppContext) -> list[Callable[[], None]]:
-    """Subscribe every available listener to the context's event bus."""
-    unsubscribe: list[Callable[[], None]] = []
+def install_listeners(ctx: AppContext, *, run_work: bool = True) -> list[Callable[[], object]]:
+    """Subscribe every available listener to the context's event bus.
+
+    `run_work=False` (`scrm serve --no-worker` on Redis): this process still pushes live updates to
+    its WebSocket clients, but the work listeners' events (bot answers, desk bookkeeping) are left to
+    the processes that run workers.
+    """
+    unsubscribe: list[Callable[[], object]] = []
     for name in LISTENER_MODULES:
         if importlib.util.find_spec(name) is not None:
             unsubscribe += importlib.import_module(name).install(ctx)
+    if run_work:
+        unsubscribe.append(ctx.bus.consume_work())
     return unsubscribe

@@ -123,8 +123,9 @@ def _background(settings: Settings, run_background: bool | None):  # type: ignor
         tasks: list[asyncio.Task[None]] = []
         from scrm.listeners import install_listeners
 
-        unsubscribe = install_listeners(ctx)
         enabled = settings.server.run_worker if run_background is None else run_background
+        # Tests (run_background given) drive the outbox by hand but still want the bot and desk to react.
+        unsubscribe = install_listeners(ctx, run_work=settings.server.run_worker if run_background is None else True)
         if enabled:
             from scrm.worker import OutboxWorker
 
