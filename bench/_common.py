@@ -44,3 +44,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+async def fresh_redis(url: str) -> None:
+    """Empty the bench's own Redis db: a previous run's unworked events must not be worked in this one."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(url)
+    try:
+        await r.flushdb()
+    finally:
+        await r.aclose()

@@ -7,7 +7,7 @@ PostgreSQL + Redis is deployed as the README says: `scrm serve --no-worker` stor
 one `scrm worker` does the follow-up work (FAQ bot answers, desk bookkeeping) from the Redis work
 stream; the bench also prints how long after the last acknowledgement that work was done.
 PostgreSQL runs use a scratch database `scrm_bench_ingest` (created and dropped) on
-127.0.0.1:5432 and Redis db 15, as in production; skipped when unreachable.
+127.0.0.1:5432 and Redis db 14 (emptied), as in production; skipped when unreachable.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from _common import free_port, stop, wait_up  # noqa: E402
+from _common import free_port, fresh_redis, stop, wait_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -85,8 +85,10 @@ async def load(url: str, total: int, senders: int = 64, contacts: int = 500) -> 
     }
 
 
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def spawn(args: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    # Logs go to a file: an unread pipe fills up and blocks the process in its next log line.
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=out)
 
 
 
@@ -148,7 +150,8 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
         if not await pg_available():
             return None
         db_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
-        env["SCRM_REDIS_URL"] = "redis://127.0.0.1:6379/15"
+        env["SCRM_REDIS_URL"] = "redis://127.0.0.1:6379/14"
+        await fresh_redis(env["SCRM_REDIS_URL"])
     inbox_id = await seed_inbox(db_url)
     port = free_port()
     env |= {"SCRM_DATABASE_URL": db_url, "SCRM_STORAGE_PATH": str(tmp / "files"), "SCRM_LOGGING_LEVEL": "WARNING",
@@ -157,9 +160,9 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
     # as the embedded default, the outbox worker inside `scrm serve`.
     separate_worker = backend == "postgresql" and not embedded
     serve = [sys.executable, "-m", "scrm.cli", "serve", "--port", str(port)] + (["--no-worker"] if separate_worker else [])
-    procs = [spawn(serve, env)]
+    procs = [spawn(serve, env, tmp / f"serve-{backend}.log")]
     if separate_worker:
-        procs.append(spawn([sys.executable, "-m", "scrm.cli", "worker"], env))
+        procs.append(spawn([sys.executable, "-m", "scrm.cli", "worker"], env, tmp / f"worker-{backend}.log"))
     try:
         await wait_up(f"http://127.0.0.1:{port}/readyz")
         url = f"http://127.0.0.1:{port}/webhooks/api/{inbox_id}"

@@ -9,7 +9,7 @@ answer to send back in the HTTP response, as in production; `--no-passive` answe
 after the commit. Deployed as the README says: `scrm serve --no-worker` answers the callbacks and one
 `scrm worker` runs the bot (its sends go to a closed local port: no message leaves the machine). The
 share of callbacks answered with the bot's passive reply is printed too.
-Uses a scratch database `scrm_bench_wxcallback` (created and dropped) and Redis db 15.
+Uses a scratch database `scrm_bench_wxcallback` (created and dropped) and Redis db 13 (emptied).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _common import free_port, stop, wait_up  # noqa: E402
+from _common import free_port, fresh_redis, stop, wait_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,7 +38,7 @@ from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN, encrypted_req
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_DB = "scrm_bench_wxcallback"
 DB_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = "redis://127.0.0.1:6379/13"
 APP_ID = "wx1234567890abcdef"
 API_SECRET = "bench-secret-0123456789abcdef-xyz"
 SENDERS = int(os.environ.get("BENCH_SENDERS", "64"))
@@ -148,6 +148,7 @@ async def seed(passive: bool) -> tuple[int, int]:
 
 async def run(total: int, passive: bool) -> dict[str, Any]:
     await create_db()
+    await fresh_redis(REDIS_URL)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         api_id, wx_id = await seed(passive)
