@@ -9,8 +9,14 @@ serializes writers, which makes the same UPDATE ... RETURNING safe.
 
 Throughput: the state changes are group-committed. Every delivery is still marked `sending` (and
 committed) before its channel is called, but the deliveries that got their rate-limit slot while a
-commit was running share the next one; outcomes likewise. Deliveries of one inbox take their
-rate-limit turn one at a time (a FIFO gate), so a thousand waiting rows do not all poll the limiter.
+commit was running share the next one, and outcomes (which no send waits for) ride along in it
+(or go 50 ms later when nothing is being sent): about one commit per batch instead of two per
+delivery. The hot statements are built once per worker with array parameters (PostgreSQL
+`= ANY(:ids)`, unnest), so neither SQLAlchemy's statement building nor its per-call IN-list
+rendering runs per delivery, and on PostgreSQL a running worker keeps its own two connections
+(claims, writes) instead of a pool checkout with a liveness ping per transaction. Deliveries of
+one inbox take their rate-limit turn one at a time (a FIFO gate), so a thousand waiting rows do not
+all poll the limiter.
 """
 
 from __future__ import annotations
@@ -19,21 +25,24 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from channels.base import ChannelAdapter, RateLimit
+from channels.base import ChannelAdapter
 from channels.registry import get_adapter_class
 from scrm import events as ev
 from scrm.db.models import ContactIdentity, Delivery, Inbox, Message, utcnow
 from scrm.domain import OutboundMessage, PermanentSendError, SendResult, TransientSendError
 from scrm.metrics import DELIVERIES, OUTBOX_DEPTH
 from scrm.services.outbox import outbound_from_delivery
+from scrm.services.outbox_batching import ACTIVE, GroupCommit, OutboxStatements
+from scrm.services.outbox_pacing import Pacer, paced
 from scrm.services.uow import Tx, unit_of_work
 
 if TYPE_CHECKING:
@@ -41,68 +50,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scrm.worker")
 
-ACTIVE = ("queued", "claimed", "sending")
 UNKNOWN_OUTCOME = "outcome unknown: the worker stopped while sending; not resent to avoid a duplicate"
 MAX_INLINE_WAIT = 5.0  # rate-limit waits longer than this go back to the queue
-# Pace at 92% of a platform's limit. The platform counts arrivals by its own clock: the catch-up
-# tolerance below, the group commit between our slot and the send, and network jitter can squeeze
-# up to ~1.08 s of our slots into one of its seconds, and the margin keeps that under the limit
-# (measured: 96% let a loaded machine exceed a 150/s limit by 4%).
-RATE_HEADROOM = 0.92
-RATE_TOLERANCE = 0.02  # seconds of catch-up after a late wake-up (GCRA burst tolerance)
 # A delivery that would wait longer than this in its inbox's line goes back to the queue (due when its
 # turn would come), and an inbox with half that much waiting is not claimed for: a slow channel's
 # backlog must not fill the slots a fast one could use.
 LINE_HORIZON = 1.0
 D = Delivery.__table__
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class GroupCommit(Generic[T, R]):
-    """Coalesce concurrent requests into one database transaction.
-
-    The first request starts a flush at once; requests arriving while it runs wait for the next one,
-    so batches grow with load and an idle worker adds no delay. A failed flush is retried twice (the
-    statements are guarded by status and owner, so a retry never applies anything twice), then every
-    caller in the batch gets the error.
-    """
-
-    RETRIES = 2
-
-    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 500) -> None:
-        self._flush = flush
-        self._max_batch = max_batch
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, item: T) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
-        return await future
-
-    async def _run(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch:]
-            items = [item for item, _ in batch]
-            for attempt in range(self.RETRIES + 1):
-                try:
-                    results = await self._flush(items)
-                except Exception as exc:  # noqa: BLE001 - handed to the callers
-                    if attempt < self.RETRIES:
-                        log.warning("outbox commit of %d rows failed (%s); retrying", len(items), exc)
-                        await asyncio.sleep(0.2 * 2**attempt)
-                        continue
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                else:
-                    for (_, future), result in zip(batch, results, strict=True):
-                        if not future.done():
-                            future.set_result(result)
-                break
 
 
 @dataclass(frozen=True)
@@ -113,75 +67,6 @@ class _Outcome:
     error: Exception | None
 
 
-class _Pacer:
-    """Hands out one inbox's rate-limit slots in arrival order.
-
-    One task asks the limiter for the deliveries waiting in line, back to back while slots are
-    free, so neither a crowd of waiting deliveries polls the limiter nor a slot waits for a waiting
-    task to be scheduled. A wait longer than the channel's own interval comes from a narrower limit
-    (one chat): that delivery is handed the wait to sleep on its own, and the line moves on.
-    """
-
-    def __init__(self, limiter: Any) -> None:
-        self.limiter = limiter
-        self._line: deque[tuple[Sequence[RateLimit], asyncio.Future[float]]] = deque()
-        self._task: asyncio.Task[None] | None = None
-        self.interval = 0.0  # seconds between two sends of this inbox (its narrowest shared limit)
-        self._next_send = 0.0
-
-    def eta(self, limits: Sequence[RateLimit]) -> float:
-        """Seconds a delivery joining the line now would wait for its turn."""
-        self.interval = min((lim.per / lim.rate for lim in limits), default=0.0)
-        return len(self._line) * self.interval
-
-    def backlog(self) -> float:
-        return len(self._line) * self.interval
-
-    async def spaced(self) -> None:
-        """Keep this worker's actual sends of the inbox at least a platform interval apart.
-
-        Slots are granted smoothly, but a commit or a stalled event loop can release several at
-        once; spreading them again here keeps every one-second window under the platform's limit.
-        """
-        gap = self.interval * RATE_HEADROOM / 0.99  # the platform's own interval, less 1%
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            if now >= self._next_send:
-                self._next_send = now + gap
-                return
-            await asyncio.sleep(self._next_send - now)
-
-    async def turn(self, limits: Sequence[RateLimit]) -> float:
-        """0 once a slot was consumed for this delivery, else the seconds it should wait first."""
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._line.append((limits, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
-        return await future
-
-    async def _run(self) -> None:
-        while self._line:
-            limits, future = self._line[0]
-            if future.done():  # the delivery was cancelled
-                self._line.popleft()
-                continue
-            hold = min((lim.per / lim.rate for lim in limits), default=0.0) * 1.05
-            try:
-                wait = await self.limiter.acquire(limits, RATE_TOLERANCE)
-            except Exception as exc:  # noqa: BLE001 - e.g. Redis down: this delivery fails its turn
-                self._line.popleft()
-                if not future.done():
-                    future.set_exception(exc)
-                continue
-            if wait <= 0 or wait > hold:
-                self._line.popleft()
-                if not future.done():
-                    future.set_result(max(wait, 0.0))
-                continue
-            await asyncio.sleep(wait)
-
-
 class OutboxWorker:
     """Delivers the outbox. Several may run in several processes."""
 
@@ -189,18 +74,20 @@ class OutboxWorker:
         self.ctx = ctx
         self.cfg = ctx.settings.worker
         self.name = name or f"worker:{ctx.process_id}"
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # look again: new work, stop, or room for a claim batch
         self._freed = asyncio.Event()  # a delivery finished: room to claim, or a new head of its ordering key
         self._inflight: set[asyncio.Task[None]] = set()
         # Deliveries between claim and the end of their send count against `concurrency` (per inbox too);
         # recording the outcome afterwards is group-committed and does not hold a slot.
         self._holding: set[int] = set()
         self._held: Counter[int] = Counter()
-        self._pacers: dict[int, _Pacer] = {}
+        self._pacers: dict[int, Pacer] = {}
         self._lookups: dict[int, asyncio.Future[ChannelAdapter | None]] = {}
-        self._sending: GroupCommit[int, bool] = GroupCommit(self._flush_sending)
-        self._outcomes: GroupCommit[_Outcome, bool] = GroupCommit(self._flush_outcomes)
-        self._min_claim = max(1, min(self.cfg.batch_size, self.cfg.concurrency // 4))
+        # One queue for both writes of a delivery: "mark sending" (an id) and "record the outcome".
+        self._writes: GroupCommit[int | _Outcome, bool] = GroupCommit(self._flush_writes)
+        self._sql = OutboxStatements(ctx.db.dialect == "postgresql")
+        self._own: dict[str, AsyncConnection | None] = {}  # connections held by `run` (PostgreSQL)
+        self._min_claim = max(1, min(self.cfg.batch_size, self.cfg.concurrency // 8))
         self._recover_every = min(self.cfg.lease_seconds / 2, 15)
         self._unsubscribe = ctx.bus.subscribe(self._on_enqueued, ev.OUTBOX_ENQUEUED, everywhere=True)
         self._stopping = False
@@ -213,6 +100,10 @@ class OutboxWorker:
         log.info("outbox worker %s started", self.name)
         last_recover = float("-inf")
         loop = asyncio.get_running_loop()
+        if self._sql.postgresql:
+            self._own = {"claim": None, "write": None}
+        stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _: self._wake.set())
         try:
             while not stop.is_set():
                 if loop.time() - last_recover > self._recover_every:
@@ -225,14 +116,59 @@ class OutboxWorker:
                 if filled and filled[1]:
                     await asyncio.sleep(0)
                     continue
-                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-                if self._inflight:
-                    waiters.append(asyncio.ensure_future(self._freed.wait()))
-                _, pending = await asyncio.wait(waiters, timeout=self.cfg.poll_interval, return_when="FIRST_COMPLETED")
-                for w in pending:
-                    w.cancel()
+                # One event (new work, stop, or room for a claim batch) and a deadline, not three waiter
+                # tasks per turn: this loop turns for every batch of finished deliveries.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.cfg.poll_interval):
+                        await self._wake.wait()
         finally:
-            await self.shutdown()
+            stopping.cancel()
+            try:
+                await self.shutdown()
+            finally:
+                await self._close_own()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, role: str) -> AsyncIterator[Tx]:
+        """A unit of work for the hot path ("claim" or "write"), events published after commit.
+
+        While `run` goes on PostgreSQL, each role keeps one connection of its own: checking one
+        out of the pool per transaction (with its liveness ping) cost as much CPU as the statements.
+        A connection that failed is dropped and the next transaction opens a new one.
+        """
+        if role not in self._own:  # SQLite (its write lock lives in Database.transaction), or not running
+            async with unit_of_work(self.ctx) as tx:
+                yield tx
+            return
+        conn = self._own[role]
+        if conn is None or conn.closed:
+            conn = self._own[role] = await self.ctx.db.engine.connect()
+        try:
+            async with conn.begin():
+                # The session joins the connection's transaction; ORM changes are flushed before commit.
+                session = AsyncSession(bind=conn, expire_on_commit=False)
+                try:
+                    tx = Tx(session)
+                    yield tx
+                    await session.flush()
+                finally:
+                    await session.close()
+        except BaseException:
+            self._own[role] = None
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+        if tx.events:
+            await self.ctx.bus.publish(tx.events)
+
+    async def _close_own(self) -> None:
+        own, self._own = self._own, {}
+        for conn in own.values():
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
     async def _guard(self, coro):  # type: ignore[no-untyped-def]
         try:
@@ -275,6 +211,9 @@ class OutboxWorker:
             self._inflight.discard(t)
             self._release(delivery)
             self._freed.set()
+            # Its outcome is recorded now: the next delivery of its ordering key may be claimed.
+            if self._claim_fits():
+                self._wake.set()
             if not t.cancelled() and t.exception() is not None:
                 log.error("delivery %s: worker step failed; it is recovered after its lease", delivery.id,
                           exc_info=t.exception())
@@ -288,6 +227,12 @@ class OutboxWorker:
             if self._held[delivery.inbox_id] <= 0:
                 del self._held[delivery.inbox_id]
             self._freed.set()
+            if self._claim_fits():
+                self._wake.set()
+
+    def _claim_fits(self) -> bool:
+        """Whether `_fill` would claim now: the claim loop is woken only then, not per finished send."""
+        return not self._holding or self.cfg.concurrency - len(self._holding) >= self._min_claim
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Finish in-flight sends (up to the timeout) and hand back claimed, unstarted rows."""
@@ -327,42 +272,18 @@ class OutboxWorker:
         if limit <= 0:
             return []
         now = utcnow()
-        window = (
-            select(D.c.id, D.c.ordering_key)
-            .where(D.c.status == "queued", D.c.next_attempt_at <= now)
-            .order_by(D.c.id)
-            .limit(limit * 4)
-            .with_for_update(skip_locked=True)
-        )
-        if exclude_inboxes:
-            window = window.where(D.c.inbox_id.not_in(list(exclude_inboxes)))
-        async with self.ctx.db.transaction() as s:
-            rows = (await s.execute(window)).all()
+        window = self._sql.window_excluding if exclude_inboxes else self._sql.window
+        async with self._transaction("claim") as tx:
+            s = tx.session
+            rows = (await s.execute(window, {"now": now, "n": limit * 4, "excluded": list(exclude_inboxes)})).all()
             if not rows:
                 return []
-            keys = {r.ordering_key for r in rows}
-            heads = dict(
-                (await s.execute(
-                    select(D.c.ordering_key, func.min(D.c.id))
-                    .where(D.c.ordering_key.in_(keys), D.c.status.in_(ACTIVE))
-                    .group_by(D.c.ordering_key)
-                )).all()
-            )
+            heads = dict((await s.execute(self._sql.heads, {"keys": list({r.ordering_key for r in rows})})).all())
             ids = [r.id for r in rows if heads.get(r.ordering_key) == r.id][:limit]
             if not ids:
                 return []
-            stmt = (
-                update(D)
-                .where(D.c.id.in_(ids), D.c.status == "queued")
-                .values(
-                    status="claimed",
-                    claimed_by=self.name,
-                    lease_until=now + timedelta(seconds=self.cfg.lease_seconds),
-                    attempts=D.c.attempts + 1,
-                )
-                .returning(*D.c)
-            )
-            claimed = list((await s.execute(stmt)).all())
+            claimed = list((await s.execute(self._sql.claim, {
+                "ids": ids, "me": self.name, "lease": now + timedelta(seconds=self.cfg.lease_seconds)})).all())
         return sorted(claimed, key=lambda d: d.id)
 
     async def process(self, delivery: Any) -> None:
@@ -372,7 +293,7 @@ class OutboxWorker:
         if adapter is None:
             return
         try:
-            if not await self._sending.submit(delivery.id):
+            if not await self._writes.submit(delivery.id):
                 return  # our lease was taken over (we were too slow): someone else owns it now
         except Exception:  # noqa: BLE001 - still "claimed": recovered (never sent) after the lease
             log.exception("could not mark delivery %s as sending", delivery.id)
@@ -399,10 +320,10 @@ class OutboxWorker:
         if adapter is None:
             await self._finish(delivery, "unknown", error=PermanentSendError("inbox deleted or disabled"))
             return None
-        limits = [RateLimit(lim.key, lim.rate * RATE_HEADROOM, lim.per) for lim in adapter.rate_limits(message)]
+        limits = [paced(lim) for lim in adapter.rate_limits(message)]
         pacer = self._pacers.get(delivery.inbox_id)
         if pacer is None:
-            pacer = self._pacers[delivery.inbox_id] = _Pacer(self.ctx.limiter)
+            pacer = self._pacers[delivery.inbox_id] = Pacer(self.ctx.limiter)
         eta = pacer.eta(limits)
         if eta > LINE_HORIZON:
             await self._requeue(delivery, eta)
@@ -424,17 +345,29 @@ class OutboxWorker:
             lookup.add_done_callback(lambda _: self._lookups.pop(inbox_id, None))
         return await asyncio.shield(lookup)
 
-    async def _flush_sending(self, ids: list[int]) -> list[bool]:
-        """Mark claimed deliveries `sending` in one statement; False for rows no longer ours."""
-        async with self.ctx.db.transaction() as s:
-            rows = await s.execute(
-                update(D)
-                .where(D.c.id.in_(ids), D.c.status == "claimed", D.c.claimed_by == self.name)
-                .values(status="sending", lease_until=utcnow() + timedelta(seconds=self.cfg.lease_seconds))
-                .returning(D.c.id)
-            )
-            ours = set(rows.scalars())
-        return [i in ours for i in ids]
+    async def _flush_writes(self, items: list[int | _Outcome]) -> list[bool]:
+        """One transaction for a batch of "mark sending" requests (ids) and outcomes.
+
+        True where the row was still ours (claimed by this worker) and the change applied. A delivery
+        never has both in one batch: its outcome is submitted only after its `sending` committed.
+        """
+        ids = [i for i in items if isinstance(i, int)]
+        outcomes = [i for i in items if isinstance(i, _Outcome)]
+        now = utcnow()
+        sending: set[int] = set()
+        async with self._transaction("write") as tx:
+            if ids:
+                rows = await tx.session.execute(self._sql.mark_sending, {
+                    "ids": ids, "me": self.name, "lease": now + timedelta(seconds=self.cfg.lease_seconds)})
+                sending = set(rows.scalars())
+            decided = [(o, *self._decide(o, now)) for o in outcomes]
+            applied = await self._record_outcomes(tx, decided, now) if decided else set()
+        for o, status, values, _ in decided:
+            if o.delivery.id in applied:
+                DELIVERIES.labels(channel=o.channel, status=status).inc()
+                if status == "failed":
+                    log.warning("delivery %s failed: %s", o.delivery.id, values.get("last_error"))
+        return [i in sending if isinstance(i, int) else i.delivery.id in applied for i in items]
 
     async def _requeue(self, delivery: Any, wait: float) -> None:
         async with self.ctx.db.transaction() as s:
@@ -459,7 +392,8 @@ class OutboxWorker:
     ) -> None:
         """Record the outcome (group-committed with other deliveries finishing at the same time)."""
         try:
-            await self._outcomes.submit(_Outcome(delivery, channel, result, error))
+            # Not urgent: no send waits for it, so it rides along with the next "mark sending".
+            await self._writes.submit(_Outcome(delivery, channel, result, error), urgent=False)
         except Exception:  # noqa: BLE001 - the row stays "sending": recovered after its lease
             log.exception("could not record the outcome of delivery %s", delivery.id)
 
@@ -482,22 +416,26 @@ class OutboxWorker:
         values |= {"status": "failed", "last_error": reason, "error_code": getattr(error, "code", None)}
         return "failed", values, {"delivery_status": "failed", "delivery_error": reason}
 
-    async def _flush_outcomes(self, outcomes: list[_Outcome]) -> list[bool]:
-        """Record a batch of outcomes in one transaction, guarded by our claim.
+    async def _record_outcomes(
+        self, tx: Tx, decided: list[tuple[_Outcome, str, dict[str, Any], dict[str, Any]]], now: datetime
+    ) -> set[int]:
+        """Record a batch of outcomes, guarded by our claim; returns the ids it applied to.
 
         Successful sends (nearly all of them) take one UPDATE per status; retries and failures one
         each. A row recovered by another worker meanwhile is left alone: it owns the outcome now.
         """
-        now = utcnow()
-        decided = [(o, *self._decide(o, now)) for o in outcomes]
         ours = and_(D.c.claimed_by == self.name, D.c.status.in_(("claimed", "sending")))
         applied: set[int] = set()
-        async with unit_of_work(self.ctx) as tx:
-            s = tx.session
-            for status in ("sent", "delivered"):
-                group = [o for o, st, _, _ in decided if st == status]
-                if not group:
-                    continue
+        s = tx.session
+        for status in ("sent", "delivered"):
+            group = [o for o, st, _, _ in decided if st == status]
+            if not group:
+                continue
+            if self._sql.mark_sent is not None:
+                rows = await s.execute(self._sql.mark_sent, {
+                    "ids": [o.delivery.id for o in group], "me": self.name, "new_status": status, "now": now,
+                    "exts": [o.result.external_id if o.result else None for o in group]})
+            else:
                 external = {o.delivery.id: o.result.external_id for o in group if o.result and o.result.external_id}
                 rows = await s.execute(
                     update(D)
@@ -506,22 +444,17 @@ class OutboxWorker:
                             external_id=case(external, value=D.c.id, else_=None) if external else None)
                     .returning(D.c.id)
                 )
-                applied.update(rows.scalars())
-            for o, status, values, _ in decided:
-                if status in ("sent", "delivered"):
-                    continue
-                res = await s.execute(update(D).where(D.c.id == o.delivery.id, ours).values(**values))
-                if res.rowcount == 1:  # type: ignore[attr-defined]
-                    applied.add(o.delivery.id)
-            for o, status, _, msg_values in decided:
-                if o.delivery.id in applied:
-                    await self._apply_outcome(tx, o, status, msg_values)
+            applied.update(rows.scalars())
         for o, status, values, _ in decided:
+            if status in ("sent", "delivered"):
+                continue
+            res = await s.execute(update(D).where(D.c.id == o.delivery.id, ours).values(**values))
+            if res.rowcount == 1:  # type: ignore[attr-defined]
+                applied.add(o.delivery.id)
+        for o, status, _, msg_values in decided:
             if o.delivery.id in applied:
-                DELIVERIES.labels(channel=o.channel, status=status).inc()
-                if status == "failed":
-                    log.warning("delivery %s failed: %s", o.delivery.id, values.get("last_error"))
-        return [o.delivery.id in applied for o in outcomes]
+                await self._apply_outcome(tx, o, status, msg_values)
+        return applied
 
     async def _apply_outcome(self, tx: Tx, o: _Outcome, status: str, msg_values: dict[str, Any]) -> None:
         """The outcome's side effects: the conversation message's status, an unreachable identity, events."""

@@ -7,6 +7,8 @@ robots do not answer it.
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Sequence
 from datetime import datetime
 from email.headerregistry import Address
@@ -68,6 +70,20 @@ def build_message(
     return msg
 
 
+_local_hostname: str | None = None
+
+
+async def local_hostname() -> str:
+    """This host's name for EHLO, looked up once per process.
+
+    aiosmtplib would otherwise call socket.getfqdn() (a DNS lookup, in a thread) for every mail.
+    """
+    global _local_hostname
+    if _local_hostname is None:
+        _local_hostname = await asyncio.get_running_loop().run_in_executor(None, socket.getfqdn) or "localhost"
+    return _local_hostname
+
+
 async def send_mail(msg: EmailMessage, settings: EmailSettings, secrets: EmailSecrets) -> None:
     """Hand the mail to the SMTP server; map failures to transient / permanent send errors."""
     port = settings.smtp_port or (465 if settings.smtp_ssl else 587)
@@ -76,6 +92,7 @@ async def send_mail(msg: EmailMessage, settings: EmailSettings, secrets: EmailSe
             msg,
             hostname=settings.smtp_host or "localhost",
             port=port,
+            local_hostname=await local_hostname(),
             username=settings.smtp_username,
             password=secrets.smtp_password if settings.smtp_username else None,
             use_tls=settings.smtp_ssl,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
+import operator
 import secrets
 import time
 from collections import defaultdict
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scrm.broadcasts")
 CHUNK = 5000
+YIELD_EVERY = 250  # contacts built between two turns of the event loop
 SCHEDULER_INTERVAL = 5.0
 
 
@@ -207,37 +208,44 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
         try:
             fill = compile_template(b.template)
             inbox_ids: set[int] = set()
-            while chunk := list(itertools.islice(decisions, CHUNK)):
-                deliveries: list[dict[str, Any]] = []
-                recipients: list[dict[str, Any]] = []
-                for cid, contact, d in chunk:
-                    rec: dict[str, Any] = {"broadcast_id": b.id, "contact_id": cid, "created_at": now,
-                                           "inbox_id": d.inbox.id if d.inbox else None,
-                                           "identity_id": d.identity.id if d.identity else None,
-                                           "channel": d.inbox.channel_type if d.inbox else None,
-                                           "status": "skipped" if d.reason else "queued", "reason": d.reason,
-                                           "unsubscribe_token": None, "delivery_id": None}
-                    recipients.append(rec)
-                    if d.reason is not None:
-                        continue
-                    assert d.identity is not None and d.inbox is not None
-                    token = secrets.token_urlsafe(24) if d.inbox.channel_type == "email" else None
-                    url = unsubscribe_url(public_url, token) if token else ""
-                    text, ctype, meta = _payload(b, d, contact, token, public_url, fill(contact, {"unsubscribe_url": url}))
-                    rec["unsubscribe_token"], rec["delivery_id"] = token, next(delivery_ids)
-                    queued += 1
-                    inbox_ids.add(d.inbox.id)
-                    deliveries.append({
-                        "id": rec["delivery_id"], "idempotency_key": f"broadcast:{b.id}:{cid}", "inbox_id": d.inbox.id,
-                        "identity_id": d.identity.id, "recipient_id": d.identity.external_id,
-                        "ordering_key": f"{d.inbox.id}:{d.identity.external_id}",
-                        "kind": "broadcast", "status": "queued", "attempts": 0, "next_attempt_at": now,
-                        "created_at": now, "message_id": None, "conversation_id": None,
-                        "payload": {"text": text, "content_type": ctype, "attachments": [], "choices": [],
-                                    "metadata": meta, "automatic": False, "reply_to_external_id": None,
-                                    "recipient_data": dict(d.identity.attributes)},
-                    })
-                await writer.write(deliveries, recipients)
+            deliveries: list[dict[str, Any]] = []
+            recipients: list[dict[str, Any]] = []
+            for n, (cid, contact, d) in enumerate(decisions, 1):
+                if n % YIELD_EVERY == 0:
+                    if len(recipients) >= CHUNK:
+                        await writer.write(deliveries, recipients)
+                        deliveries, recipients = [], []
+                    else:
+                        # Let the writer read the database's answer and send the next chunk: the COPY
+                        # stalls while this loop holds the event loop.
+                        await asyncio.sleep(0)
+                rec: dict[str, Any] = {"broadcast_id": b.id, "contact_id": cid, "created_at": now,
+                                       "inbox_id": d.inbox.id if d.inbox else None,
+                                       "identity_id": d.identity.id if d.identity else None,
+                                       "channel": d.inbox.channel_type if d.inbox else None,
+                                       "status": "skipped" if d.reason else "queued", "reason": d.reason,
+                                       "unsubscribe_token": None, "delivery_id": None}
+                recipients.append(rec)
+                if d.reason is not None:
+                    continue
+                assert d.identity is not None and d.inbox is not None
+                token = secrets.token_urlsafe(24) if d.inbox.channel_type == "email" else None
+                url = unsubscribe_url(public_url, token) if token else ""
+                text, ctype, meta = _payload(b, d, contact, token, public_url, fill(contact, {"unsubscribe_url": url}))
+                rec["unsubscribe_token"], rec["delivery_id"] = token, next(delivery_ids)
+                queued += 1
+                inbox_ids.add(d.inbox.id)
+                deliveries.append({
+                    "id": rec["delivery_id"], "idempotency_key": f"broadcast:{b.id}:{cid}", "inbox_id": d.inbox.id,
+                    "identity_id": d.identity.id, "recipient_id": d.identity.external_id,
+                    "ordering_key": f"{d.inbox.id}:{d.identity.external_id}",
+                    "kind": "broadcast", "status": "queued", "attempts": 0, "next_attempt_at": now,
+                    "created_at": now, "message_id": None, "conversation_id": None,
+                    "payload": {"text": text, "content_type": ctype, "attachments": [], "choices": [],
+                                "metadata": meta, "automatic": False, "reply_to_external_id": None,
+                                "recipient_data": dict(d.identity.attributes)},
+                })
+            await writer.write(deliveries, recipients)
             t_built = time.perf_counter()
             await writer.close()
         finally:
@@ -286,9 +294,10 @@ async def _allocate_delivery_ids(tx: Tx, n: int) -> list[int]:
         return []
     s = tx.session
     if s.bind.dialect.name == "postgresql":
-        return list((await s.scalars(text(
-            "SELECT nextval(pg_get_serial_sequence('deliveries', 'id')) FROM generate_series(1, :n)"),
-            {"n": n})).all())
+        # One array, not n rows: decoding 100k result rows cost more than drawing the numbers.
+        return list(await s.scalar(text(
+            "SELECT array_agg(nextval(pg_get_serial_sequence('deliveries', 'id'))) FROM generate_series(1, :n)"),
+            {"n": n}) or [])
     # SQLite: write transactions hold the database's write lock (BEGIN IMMEDIATE), so max(id) is ours.
     top = await s.scalar(select(func.max(Delivery.id))) or 0
     return list(range(top + 1, top + 1 + n))
@@ -333,12 +342,23 @@ class _BulkWriter:
                 if copy is None:
                     await s.execute(insert(table), rows)
                 else:
-                    columns = list(rows[0])
-                    json_cols = {c for c in columns if isinstance(table.c[c].type, JSON)}
-                    records = [tuple(json.dumps(r[c], ensure_ascii=False) if c in json_cols else r[c]
-                                     for c in columns) for r in rows]
+                    # Plain columns through one C-level itemgetter per row, then the JSON ones
+                    # serialized (per-cell generator expressions were a third of the Python time).
+                    json_cols = [c for c in rows[0] if isinstance(table.c[c].type, JSON)]
+                    plain = [c for c in rows[0] if c not in json_cols]
+                    get = operator.itemgetter(*plain) if len(plain) > 1 else lambda r, c=plain[0]: (r[c],)
+                    dumps = json.JSONEncoder(ensure_ascii=False).encode
+                    if json_cols:
+                        get_json = operator.itemgetter(*json_cols) if len(json_cols) > 1 else None
+                        if get_json is None:
+                            only = json_cols[0]
+                            records = [(*get(r), dumps(r[only])) for r in rows]
+                        else:
+                            records = [(*get(r), *map(dumps, get_json(r))) for r in rows]
+                    else:
+                        records = [get(r) for r in rows]
                     t0 = time.perf_counter()
-                    await copy(table.name, records=records, columns=columns)
+                    await copy(table.name, records=records, columns=plain + json_cols)
                 self.busy += time.perf_counter() - t0
 
 

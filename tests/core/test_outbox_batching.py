@@ -1,4 +1,6 @@
-"""Outbox worker under load: group-committed outcomes keep per-delivery data; a slow channel cannot starve others."""
+"""Outbox worker under load: group-committed outcomes keep per-delivery data; a slow channel cannot
+starve others; sends keep their spacing schedule; outcomes ride along with the next commit; the
+worker's own database connections recover from a drop and are returned."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+import pytest
 from sqlalchemy import select
 
 from channels.api import ApiChannelAdapter
@@ -13,8 +16,10 @@ from channels.base import RateLimit
 from channels.registry import register
 from scrm.db.models import Delivery, Message
 from scrm.domain import OutboundMessage
+from scrm.services.outbox_batching import GroupCommit
+from scrm.services.outbox_pacing import JITTER_SENDS, RATE_HEADROOM, SPACING_SHARE, Pacer, paced
 from scrm.worker import OutboxWorker
-from tests.conftest import make_inbox
+from tests.conftest import make_inbox, wait_for
 from tests.core.test_outbox import _queue
 
 
@@ -71,3 +76,99 @@ async def test_a_rate_limited_backlog_does_not_starve_another_inbox(ctx, callbac
         statuses = (await s.scalars(select(Delivery.status).where(Delivery.inbox_id == slow.id))).all()
     # Nothing was lost: the rest of the slow backlog is back in the queue, due when its turn comes.
     assert sorted(set(statuses)) in (["queued", "sent"], ["sent"]) and len(statuses) == 20
+
+
+async def test_spacing_keeps_its_schedule_when_wake_ups_come_late():
+    """Sends released together go out an interval apart on a fixed schedule: a busy loop that wakes
+    each sender late must not push every later send back by that lag (a 300/s channel got 130/s)."""
+    pacer = Pacer(limiter=None)
+    pacer.eta([RateLimit("k", 460.0, 1.0)])  # a paced limit: the platform's 500/s at 92%
+    gap = 1 / 460.0 * RATE_HEADROOM / SPACING_SHARE
+    done: list[float] = []
+
+    async def send() -> None:
+        await pacer.spaced()
+        done.append(time.monotonic())
+
+    async def busy_loop() -> None:  # other work holds the loop 2 ms per turn: every timer fires late
+        while True:
+            time.sleep(0.002)
+            await asyncio.sleep(0)
+
+    noise = asyncio.create_task(busy_loop())
+    try:
+        await asyncio.gather(*(send() for _ in range(50)))
+    finally:
+        noise.cancel()
+    span = done[-1] - done[0]
+    assert span >= 49 * gap - 0.005  # never faster than the schedule
+    # Spacing each send from the previous one's actual (late) time takes about twice as long.
+    assert span < 49 * gap * 1.4, (span, 49 * gap)
+
+
+async def test_an_outcome_rides_along_with_the_next_urgent_commit():
+    batches: list[list[str]] = []
+
+    async def flush(items: list[str]) -> list[bool]:
+        batches.append(list(items))
+        await asyncio.sleep(0.01)
+        return [True] * len(items)
+
+    commits: GroupCommit[str, bool] = GroupCommit(flush, linger=5.0)
+    rider = asyncio.create_task(commits.submit("outcome", urgent=False))
+    await asyncio.sleep(0.05)
+    assert batches == []  # no commit of its own: it waits for one to ride along with
+    assert await commits.submit("mark sending") is True
+    assert await rider is True
+    assert batches == [["outcome", "mark sending"]]
+
+
+async def test_a_lone_outcome_is_committed_after_the_linger():
+    batches: list[list[str]] = []
+
+    async def flush(items: list[str]) -> list[bool]:
+        batches.append(list(items))
+        return [True] * len(items)
+
+    commits: GroupCommit[str, bool] = GroupCommit(flush, linger=0.05)
+    started = time.monotonic()
+    assert await asyncio.gather(commits.submit("a", urgent=False), commits.submit("b", urgent=False)) == [True, True]
+    assert 0.04 <= time.monotonic() - started < 1.0
+    assert batches == [["a", "b"]]
+
+
+async def test_the_workers_own_connections_survive_a_drop_and_are_returned(ctx, callback_server):
+    if ctx.db.dialect != "postgresql":
+        pytest.skip("the worker holds its own connections on PostgreSQL only")
+    inbox = await make_inbox(ctx, settings={"callback_url": callback_server.url})
+    checked_out = ctx.db.engine.pool.checkedout()
+    stop = asyncio.Event()
+    worker = OutboxWorker(ctx, name="w")
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        for i in range(3):
+            await _queue(ctx, inbox, [f"first {i}"], sender=f"a{i}")
+        await wait_for(lambda: len(callback_server.received) >= 3)
+        held = worker._own["write"]
+        assert held is not None
+        await held.invalidate()  # the database dropped the connection
+        for i in range(3):
+            await _queue(ctx, inbox, [f"second {i}"], sender=f"b{i}")
+        await wait_for(lambda: len(callback_server.received) >= 6)
+    finally:
+        stop.set()
+        await task
+    assert worker._own == {}
+    assert ctx.db.engine.pool.checkedout() == checked_out  # nothing kept after the worker stopped
+    async with ctx.db.session() as s:
+        statuses = (await s.scalars(select(Delivery.status).where(Delivery.inbox_id == inbox.id))).all()
+    assert sorted(statuses) == ["sent"] * 6
+
+
+def test_pacing_keeps_a_few_sends_in_hand_on_narrow_limits():
+    """92% of a wide limit leaves plenty of margin; of Telegram's 30/s only 2.4 sends: a fixed few are kept."""
+    assert paced(RateLimit("fast", 300, 1.0)).rate == 300 * RATE_HEADROOM
+    assert paced(RateLimit("slow", 150, 1.0)).rate == 150 * RATE_HEADROOM
+    assert paced(RateLimit("tg", 30, 1.0)).rate == 30 - JITTER_SENDS
+    assert paced(RateLimit("group", 20, 60.0)) == RateLimit("group", 20 * RATE_HEADROOM, 60.0)  # jitter is no matter
+    assert paced(RateLimit("chat", 1, 1.0)).rate == RATE_HEADROOM  # too narrow to keep whole sends in hand
