@@ -141,7 +141,7 @@ async def create_admin(settings: Settings, login: str, password: str, name: str 
 async def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None) -> int:
     """A standalone outbox worker; SIGTERM/SIGINT finish in-flight sends and release claims."""
     from scrm.context import build_context
-    from scrm.listeners import install_listeners
+    from scrm.listeners import install_listeners, uninstall_listeners
     from scrm.worker import OutboxWorker
 
     ctx = await build_context(settings)
@@ -164,9 +164,7 @@ async def run_worker(settings: Settings, *, burst: bool = False, name: str | Non
         log.info("worker %s running (Ctrl-C to stop)", worker.name)
         await worker.run(stop)
         # Finish the bot and desk work in hand; what is left is taken over by another worker.
-        pending = [r for r in (fn() for fn in unsubscribe) if isinstance(r, asyncio.Future)]
-        if pending:
-            await asyncio.wait(pending, timeout=settings.server.shutdown_timeout)
+        await uninstall_listeners(unsubscribe, timeout=settings.server.shutdown_timeout)
         if periodic:
             await asyncio.wait(periodic, timeout=15)
         return 0

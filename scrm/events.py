@@ -257,14 +257,18 @@ class RedisEventBus(EventBus):
     def _stop_consuming(self) -> asyncio.Task[None] | None:
         if self._consumer is None:
             return None
+        return asyncio.create_task(self._finish_held())
+
+    async def _stop_reader(self) -> None:
+        """Stop reading between two reads (within one READ_BLOCK_MS)."""
         self._stopping = True
         self._room.set()
-        return asyncio.create_task(self._finish_held())
+        if self._consumer is not None and not self._consumer.done():
+            await asyncio.wait({self._consumer}, timeout=self.READ_BLOCK_MS / 1000 + 1)
 
     async def _finish_held(self) -> None:
         """Let the reader stop and the listener calls in hand finish (bounded by the caller), then acknowledge."""
-        if self._consumer is not None:
-            await asyncio.wait({self._consumer}, timeout=self.READ_BLOCK_MS / 1000 + 1)
+        await self._stop_reader()
         while self._held:
             self._room.clear()
             await self._room.wait()
@@ -385,10 +389,14 @@ class RedisEventBus(EventBus):
                 self._take(entry_id, fields)
         await self._trim()
 
+    async def _group(self) -> dict[str, Any] | None:
+        """The consumer group's XINFO GROUPS entry (lag, pending, last-delivered-id), if it exists."""
+        groups = await self.redis.xinfo_groups(self.STREAM)
+        return next((g for g in groups if _text(g.get("name")) == self.GROUP), None)
+
     async def _trim(self) -> None:
         """Drop events every consumer is done with: before the oldest unacknowledged or unread one."""
-        groups = await self.redis.xinfo_groups(self.STREAM)
-        group = next((g for g in groups if _text(g.get("name")) == self.GROUP), None)
+        group = await self._group()
         if group is None:
             return
         floor = _text(group.get("last-delivered-id"))
@@ -412,8 +420,7 @@ class RedisEventBus(EventBus):
 
     async def _refresh_lag(self) -> None:
         with contextlib.suppress(Exception):
-            groups = await self.redis.xinfo_groups(self.STREAM)
-            group = next((g for g in groups if _text(g.get("name")) == self.GROUP), None)
+            group = await self._group()
             if group is not None:
                 self._lag = int(group.get("lag") or 0) + int(group.get("pending") or 0)
         self._lag_at = asyncio.get_running_loop().time()
@@ -424,10 +431,9 @@ class RedisEventBus(EventBus):
         deadline = loop.time() + timeout
         while self._consumer is not None and not self._stopping and self._published_upto and loop.time() < deadline:
             try:
-                groups = await self.redis.xinfo_groups(self.STREAM)
+                group = await self._group()
             except Exception:  # noqa: BLE001
                 break
-            group = next((g for g in groups if _text(g.get("name")) == self.GROUP), None)
             if group is None:
                 break
             read = _text(group.get("last-delivered-id"))
@@ -459,10 +465,7 @@ class RedisEventBus(EventBus):
                 await asyncio.sleep(1.0)
 
     async def close(self) -> None:
-        if self._consumer is not None and not self._consumer.done():
-            self._stopping = True
-            self._room.set()
-            await asyncio.wait({self._consumer}, timeout=self.READ_BLOCK_MS / 1000 + 1)
+        await self._stop_reader()
         await self._stop_acker()
         for task in (self._reader, self._consumer, self._acker, self._lag_task):
             if task is not None and not task.done():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -34,3 +35,10 @@ def install_listeners(ctx: AppContext, *, run_work: bool = True) -> list[Callabl
     if run_work:
         unsubscribe.append(ctx.bus.consume_work())
     return unsubscribe
+
+
+async def uninstall_listeners(unsubscribe: list[Callable[[], object]], timeout: float) -> None:
+    """Unsubscribe, and give the work they hand back (FAQ warm-up, events in hand) `timeout` to finish."""
+    pending = [r for r in (fn() for fn in unsubscribe) if isinstance(r, asyncio.Future)]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)

@@ -121,11 +121,11 @@ def _background(settings: Settings, run_background: bool | None):  # type: ignor
         stop = asyncio.Event()
         app[STOP] = stop
         tasks: list[asyncio.Task[None]] = []
-        from scrm.listeners import install_listeners
+        from scrm.listeners import install_listeners, uninstall_listeners
 
         enabled = settings.server.run_worker if run_background is None else run_background
         # Tests (run_background given) drive the outbox by hand but still want the bot and desk to react.
-        unsubscribe = install_listeners(ctx, run_work=settings.server.run_worker if run_background is None else True)
+        unsubscribe = install_listeners(ctx, run_work=run_background is not None or settings.server.run_worker)
         if enabled:
             from scrm.worker import OutboxWorker
 
@@ -142,9 +142,7 @@ def _background(settings: Settings, run_background: bool | None):  # type: ignor
         app[BACKGROUND] = tasks
         yield
         stop.set()
-        pending = [r for r in (fn() for fn in unsubscribe) if isinstance(r, asyncio.Future)]
-        if pending:
-            await asyncio.wait(pending, timeout=5)
+        await uninstall_listeners(unsubscribe, timeout=5)
         if tasks:
             await asyncio.wait(tasks, timeout=settings.server.shutdown_timeout + 5)
         for task in tasks:

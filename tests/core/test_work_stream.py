@@ -23,6 +23,16 @@ async def _bus(settings: Any, name: str) -> ev.RedisEventBus:
     return bus
 
 
+async def _worker(settings: Any, name: str, into: list[str], **tuning: float) -> ev.RedisEventBus:
+    """A bus that consumes the work stream like `scrm worker`, noting each event's "n" in `into`."""
+    bus = await _bus(settings, name)
+    for knob, value in tuning.items():  # production's timings are minutes; tests shorten them
+        setattr(bus, knob, value)
+    bus.subscribe(lambda e: _append(into, e))
+    bus.consume_work()
+    return bus
+
+
 async def _close(*buses: ev.RedisEventBus) -> None:
     for bus in buses:
         await bus.close()
@@ -84,16 +94,9 @@ async def test_an_event_held_by_a_crashed_worker_is_taken_over(settings) -> None
     taken = await serve.redis.xreadgroup(ev.RedisEventBus.GROUP, "dead-worker", {ev.RedisEventBus.STREAM: ">"}, count=10)
     assert len(taken[0][1]) == 1
 
-    survivor = await _bus(settings, "survivor")
-    survivor.RECLAIM_IDLE_MS = 200  # production waits a minute before deciding a worker is gone
-    survivor.HOUSEKEEPING_SECONDS = 0.1
     seen: list[str] = []
-
-    async def on_work(event: ev.Event) -> None:
-        seen.append(event.data["n"])
-
-    survivor.subscribe(on_work)
-    survivor.consume_work()
+    # Production waits a minute before deciding a worker is gone.
+    survivor = await _worker(settings, "survivor", seen, RECLAIM_IDLE_MS=200, HOUSEKEEPING_SECONDS=0.1)
     try:
         await serve.publish([ev.Event(ev.MESSAGE_CREATED, {"n": "fresh"})])
         await _until(lambda: "lost?" in seen and "fresh" in seen)
@@ -115,14 +118,8 @@ async def test_acknowledged_work_is_trimmed_and_unread_work_is_kept(settings) ->
     assert serve.backlog == 0  # (first read starts the refresh)
     await _until(lambda: serve.backlog >= 300)
 
-    worker = await _bus(settings, "worker")
     done: list[str] = []
-
-    async def on_work(event: ev.Event) -> None:
-        done.append(event.data["n"])
-
-    worker.subscribe(on_work)
-    worker.consume_work()
+    worker = await _worker(settings, "worker", done)
     try:
         await _until(lambda: len(done) == 300)
         await worker.drain(5)
