@@ -111,6 +111,16 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def _lower_priority(increment: int) -> None:
+    """Yield the CPU to `scrm serve` on a shared host (nice only matters when the CPU is contended)."""
+    if increment <= 0 or not hasattr(os, "nice"):
+        return
+    try:
+        os.nice(increment)
+    except OSError as exc:
+        log.warning("could not lower the worker's CPU priority: %s", exc)
+
+
 async def migrate(settings: Settings) -> int:
     from scrm.db.migrate import upgrade
 
@@ -146,6 +156,7 @@ async def run_worker(settings: Settings, *, burst: bool = False, name: str | Non
 
     ctx = await build_context(settings)
     _tune_gc()
+    _lower_priority(settings.worker.nice)
     try:
         worker = OutboxWorker(ctx, name=name)
         if burst:

@@ -87,6 +87,9 @@ class WorkerSettings(_Section):
     max_attempts: int = Field(8, ge=1)
     backoff_base: float = Field(2.0, gt=0)
     backoff_max: float = Field(600.0, gt=0)
+    # `scrm worker` lowers its CPU priority by this much (os.nice): on a host shared with `scrm serve`,
+    # follow-up work (bot, desk, sends) yields the CPU to acknowledgements, which have deadlines.
+    nice: int = Field(10, ge=0, le=19)
 
 
     @model_validator(mode="after")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -36,6 +38,33 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
+PING_AFTER_IDLE = 5.0  # seconds a pooled PostgreSQL connection may rest before it is checked on checkout
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use only when it has been resting.
+
+    `pool_pre_ping` costs a round trip on every checkout, one per transaction, on every hot path.
+    A connection that was in use a moment ago is alive; one that rested may have been closed by a
+    database restart or an idle timeout: that one is pinged and, if dead, replaced before the caller
+    sees it (a connection that dies while in use is handled by SQLAlchemy's disconnect detection).
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _rested_since(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping_if_rested(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        rested = record.info.get("checked_in")
+        if rested is None or time.monotonic() - rested < PING_AFTER_IDLE:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure: let the pool open a fresh connection
+            raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
+
+
 class Database:
     """Owns the engine(s); hands out read sessions and write transactions."""
 
@@ -50,9 +79,8 @@ class Database:
             self.engine = self._sqlite_engine(url, "BEGIN IMMEDIATE", echo)
             self.read_engine = self._sqlite_engine(url, "BEGIN", echo)
         else:
-            self.engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, echo=echo, pool_pre_ping=True
-            )
+            self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, echo=echo)
+            _ping_when_idle(self.engine)
             self.read_engine = self.engine
         self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)

@@ -36,9 +36,10 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
         # even if the conversation is handed back before this event is processed.
         if data.get("handler", "bot") != "bot":
             return
+        cid = data.get("conversation_id")
         for attempt in range(3):
             try:
-                await bot_svc.handle_inbound(ctx, int(data["message_id"]))
+                await bot_svc.handle_inbound(ctx, int(data["message_id"]), cid if isinstance(cid, int) else None)
                 return
             except DBAPIError as exc:  # deadlock victim: the bot's turn is one transaction, run it again
                 if attempt == 2 or not is_retryable(exc):

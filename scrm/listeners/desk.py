@@ -33,6 +33,17 @@ INTERESTING = DESK_WORK | set(webhooks_out.EVENTS)
 CLAIM_TTL = 600.0
 
 
+def _desk_relevant(event: ev.Event) -> bool:
+    """Whether the desk's own bookkeeping (SLA clocks, CSAT) acts on the event: a new message counts
+    only when a customer wrote it or an agent answered (bot replies and notes move no clock)."""
+    if event.name != ev.MESSAGE_CREATED:
+        return True
+    d = event.data
+    if d.get("private"):
+        return False
+    return (d.get("direction"), d.get("sender_kind")) in (("in", "contact"), ("out", "agent"))
+
+
 class DeskListener:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -45,6 +56,9 @@ class DeskListener:
             return
         if event.name == ev.CONVERSATION_UPDATED and "priority" not in event.data.get("changed", ("priority",)):
             return  # e.g. a new message moved the clocks: nothing for the desk (only priority changes re-pick the SLA)
+        if not _desk_relevant(event) and not await automation.wants(self.ctx, event.name) \
+                and not await webhooks_out.wanted(self.ctx, event.name):
+            return  # a bot's or the system's message, no rule and no webhook wants it: no claim, no transaction
         if event.name not in DESK_WORK and not await webhooks_out.wanted(self.ctx, event.name):
             return  # only an outgoing webhook could want it (delivery.updated of a broadcast...), and none does
         cid = event.data.get("conversation_id")
@@ -103,7 +117,7 @@ class DeskListener:
     async def _bookkeeping(self, event: ev.Event) -> None:
         d = event.data
         name = event.name
-        if name not in BOOKKEEPING or (name != "agent.updated" and not d.get("conversation_id")):
+        if name not in BOOKKEEPING or (name != "agent.updated" and not d.get("conversation_id")) or not _desk_relevant(event):
             return
         if name == "agent.updated":
             return

@@ -207,6 +207,11 @@ async def _rules_for(ctx: AppContext, name: str) -> list[AutomationRule]:
     return rules
 
 
+async def wants(ctx: AppContext, name: str) -> bool:
+    """Does any active rule listen to this event (cached like the rules)?"""
+    return name in RULE_EVENTS and bool(await _rules_for(ctx, name))
+
+
 def _norm(value: str) -> str:
     return unicodedata.normalize("NFKC", value).casefold()
 

@@ -165,8 +165,9 @@ def should_answer(message: Message) -> bool:
     return not is_opt_out_keyword(message.text)
 
 
-async def handle_inbound(ctx: AppContext, message_id: int) -> None:
-    """React to a stored customer message (called by the listener for message.created)."""
+async def handle_inbound(ctx: AppContext, message_id: int, conversation_id: int | None = None) -> None:
+    """React to a stored customer message (called by the listener for message.created, which knows
+    the conversation: `build` checks the message really belongs to it)."""
     rt = get_runtime(ctx)
     index = await get_index(ctx, rt.config)
     calls: list[CallHttp] = []
@@ -178,9 +179,11 @@ async def handle_inbound(ctx: AppContext, message_id: int) -> None:
         if message is None or message.conversation_id != conv.id or not should_answer(message):
             return None
         app = conv.bot_state.get(_APP) or {}
-        if message_id <= int(app.get("last_in") or 0):
+        last_in = int(app.get("last_in") or 0)
+        if message_id <= last_in:
             return None  # already answered (every process sees the event when Redis carries it)
-        earlier = await tx.session.scalar(select(func.count()).select_from(Message).where(
+        # The bot answered an earlier message of this conversation: not the first, no need to count.
+        earlier = last_in or await tx.session.scalar(select(func.count()).select_from(Message).where(
             Message.conversation_id == conv.id, Message.direction == "in", Message.id < message.id,
             Message.content_type != "event"))
         payload = message.payload or {}
@@ -190,10 +193,12 @@ async def handle_inbound(ctx: AppContext, message_id: int) -> None:
                         now=rt.clock(), text=message.text, choice=str(choice) if choice else None,
                         is_first_message=not earlier)
 
-    async with ctx.db.session() as s:
-        cid = await s.scalar(select(Message.conversation_id).where(Message.id == message_id))
+    cid = conversation_id
     if cid is None:
-        return
+        async with ctx.db.session() as s:
+            cid = await s.scalar(select(Message.conversation_id).where(Message.id == message_id))
+        if cid is None:
+            return
     calls = await run_round(ctx, rt, index.matcher, cid, build, mark_in=message_id)
     await _follow_http(ctx, rt, index.matcher, cid, calls)
 
@@ -261,23 +266,22 @@ async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: Cont
     calls: list[CallHttp] = []
     faq_seen: list[tuple[Any, FaqOutcome]] = []  # one outcome dict may ride on RecordUnanswered and its reply
 
-    async def send(text: str, choices: Any = ()) -> Message | None:
+    async def send(text: str, choices: Any = (), faq: Any = None) -> Message | None:
         if number is not None:
             text = text.replace("{ticket_number}", number)
         if not window_open or not text.strip():
             log.info("bot reply not sent on conversation %s: the channel cannot reach the contact", conv.id)
             return None
         message, _ = await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="bot",
-                                           text=text, choices=tuple(choices), automatic=True)
+                                           text=text, choices=tuple(choices), automatic=True,
+                                           payload={"faq": dict(faq)} if faq else None)
         return message
 
     for action in result.actions:
         faq = getattr(action, "faq", None)
         if isinstance(action, SendReply):
-            message = await send(action.text, action.choices)
+            message = await send(action.text, action.choices, faq)
             if faq:
-                if message is not None:
-                    message.payload = {**(message.payload or {}), "faq": dict(faq)}
                 await record_faq_outcome(tx, conv, faq, message, faq_seen)
         elif isinstance(action, SetAttribute):
             _set_attribute(tx, contact, action.key, action.value)

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Message, utcnow
+from scrm.db.sql import is_postgresql, one_of
 from scrm.domain import InboundMessage, IngestOutcome
 from scrm.metrics import INGEST_LATENCY, INGESTED
 from scrm.services import ingest as single
@@ -176,12 +177,13 @@ def _fast(msg: InboundMessage, threaded: bool) -> bool:
 async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> list[IngestOutcome]:
     """Store messages of one inbox in `tx`, in order, each exactly once. Returns one outcome per message."""
     session = tx.session
+    pg = is_postgresql(session)
     threaded = single.is_threaded(inbox)
     stored: dict[str, IngestOutcome] = {
         r.external_id: IngestOutcome(duplicate=True, message_id=r.id, conversation_id=r.conversation_id)
         for r in await session.execute(
             select(Message.id, Message.conversation_id, Message.external_id).where(
-                Message.inbox_id == inbox.id, Message.external_id.in_({m.external_id for m in messages})
+                Message.inbox_id == inbox.id, one_of(Message.external_id, {m.external_id for m in messages}, postgresql=pg)
             )
         )
     }
@@ -193,7 +195,9 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
         replied = {
             r.external_id: r.id
             for r in await session.execute(
-                select(Message.id, Message.external_id).where(Message.inbox_id == inbox.id, Message.external_id.in_(reply_refs))
+                select(Message.id, Message.external_id).where(
+                    Message.inbox_id == inbox.id, one_of(Message.external_id, reply_refs, postgresql=pg)
+                )
             )
         }
 
@@ -260,6 +264,7 @@ async def _load_senders(
 ) -> tuple[dict[str, ContactIdentity], dict[int, Contact], dict[int, Conversation | None]]:
     """Lock the senders' identities (creating new ones), load their contacts and latest conversations."""
     session = tx.session
+    pg = is_postgresql(session)
     identities: dict[str, ContactIdentity] = {}
     contacts: dict[int, Contact] = {}
     latest: dict[int, Conversation | None] = {}
@@ -268,13 +273,13 @@ async def _load_senders(
     # Sorted by id: concurrent batches (other processes) lock shared identities in the same order.
     for identity in await session.scalars(
         select(ContactIdentity)
-        .where(ContactIdentity.inbox_id == inbox.id, ContactIdentity.external_id.in_(senders))
+        .where(ContactIdentity.inbox_id == inbox.id, one_of(ContactIdentity.external_id, senders, postgresql=pg))
         .order_by(ContactIdentity.id)
         .with_for_update(key_share=True)
     ):
         identities[identity.external_id] = identity
     if identities:
-        for contact in await session.scalars(select(Contact).where(Contact.id.in_({i.contact_id for i in identities.values()}))):
+        for contact in await session.scalars(select(Contact).where(one_of(Contact.id, {i.contact_id for i in identities.values()}, postgresql=pg))):
             if contact.merged_into_id is None:  # a merged contact takes the single path, which follows the merge
                 contacts[contact.id] = contact
         ids = [i.id for i in identities.values()]
@@ -282,7 +287,7 @@ async def _load_senders(
             partition_by=Conversation.identity_id,
             order_by=(Conversation.last_activity_at.desc(), Conversation.id.desc()),
         )
-        ranked = select(Conversation.id.label("id"), rank.label("rank")).where(Conversation.identity_id.in_(ids)).subquery()
+        ranked = select(Conversation.id.label("id"), rank.label("rank")).where(one_of(Conversation.identity_id, ids, postgresql=pg)).subquery()
         latest = dict.fromkeys(ids)
         for conv in await session.scalars(select(Conversation).join(ranked, ranked.c.id == Conversation.id).where(ranked.c.rank == 1)):
             latest[conv.identity_id] = conv

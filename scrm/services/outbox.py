@@ -77,8 +77,12 @@ async def enqueue_message(
     metadata: dict[str, Any] | None = None,
     automatic: bool = False,
     reply_to: Message | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> tuple[Message, Delivery]:
-    """Store an outbound message in the conversation and queue its delivery (bot or agent)."""
+    """Store an outbound message in the conversation and queue its delivery (bot or agent).
+
+    `payload` is kept on the message (e.g. which FAQ entry the bot answered with), not sent.
+    """
     now = utcnow()
     message = Message(
         conversation_id=conversation.id,
@@ -91,7 +95,8 @@ async def enqueue_message(
         attachments=list(attachments),
         reply_to_id=reply_to.id if reply_to else None,
         delivery_status="queued",
-        payload={"choices": [{"label": c.label, "payload": c.payload} for c in choices]} if choices else {},
+        payload=({"choices": [{"label": c.label, "payload": c.payload} for c in choices]} if choices else {})
+        | (payload or {}),
         created_at=now,
         edit_history=[],
     )
@@ -129,7 +134,8 @@ async def enqueue_message(
         handler=conversation.handler,
         content_type=content_type,
     )
-    tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conversation.id, inbox_id=inbox.id)
+    # What moved, so listeners can tell (the desk re-picks an SLA only when the priority changed).
+    tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conversation.id, inbox_id=inbox.id, changed=["activity"])
     return message, delivery
 
 

@@ -84,6 +84,9 @@ async def choose_policy(tx: Tx, inbox_id: int, priority: str) -> SlaPolicy | Non
 
 async def ensure_stats(tx: Tx, conv: Conversation) -> ConversationStats:
     """The conversation's stats row, created if missing (safe against a concurrent insert), locked."""
+    stats = await tx.session.get(ConversationStats, conv.id, with_for_update=True, populate_existing=True)
+    if stats is not None:  # the usual case: one statement
+        return stats
     values = {"conversation_id": conv.id, "inbox_id": conv.inbox_id, "priority": conv.priority,
               "created_at": conv.created_at, "agent_id": conv.assignee_id, "human_involved": False, "handoffs": 0,
               "warned": [], "breached": []}
