@@ -181,32 +181,37 @@ async def store_message(tx: Tx, inbox: Inbox, msg: InboundMessage) -> IngestOutc
         reply_to_id = await tx.session.scalar(
             select(Message.id).where(Message.inbox_id == inbox.id, Message.external_id == msg.reply_to_external_id)
         )
-    message = add_message(tx, inbox, msg, identity, contact, conversation, reply_to_id, now)
-    await tx.session.flush()
-    return emit_stored(tx, inbox, msg, message, conversation, contact, created=created, reopened=reopened)
-
-
-def add_message(
-    tx: Tx, inbox: Inbox, msg: InboundMessage, identity: ContactIdentity, contact: Contact,
-    conversation: Conversation, reply_to_id: int | None, now: datetime,
-) -> Message:
-    """Add the message row (not yet flushed) and move the contact's and conversation's clocks."""
-    message = Message(
-        conversation_id=conversation.id,
-        inbox_id=inbox.id,
-        direction="in",
-        sender_kind="contact",
-        content_type=str(msg.content_type),
-        text=msg.text,
-        attachments=[_attachment_dict(a) for a in msg.attachments],
-        external_id=msg.external_id,
-        reply_to_id=reply_to_id,
-        payload=dict(msg.payload) | ({"auto_submitted": True} if msg.auto_submitted else {}),
-        created_at=now,
-        sent_at=msg.sent_at.astimezone(UTC) if msg.sent_at and msg.sent_at.tzinfo else None,
-        edit_history=[],
-    )
+    message = Message(**message_values(inbox, msg, conversation, reply_to_id, now))
     tx.session.add(message)
+    move_clocks(msg, identity, contact, conversation, now)
+    await tx.session.flush()
+    return emit_stored(tx, inbox, msg, message.id, conversation, contact, created=created, reopened=reopened)
+
+
+def message_values(
+    inbox: Inbox, msg: InboundMessage, conversation: Conversation, reply_to_id: int | None, now: datetime,
+) -> dict[str, Any]:
+    """The columns of an inbound message's row (the batch path inserts many with one statement)."""
+    return {
+        "conversation_id": conversation.id,
+        "inbox_id": inbox.id,
+        "direction": "in",
+        "sender_kind": "contact",
+        "content_type": str(msg.content_type),
+        "text": msg.text,
+        "attachments": [_attachment_dict(a) for a in msg.attachments],
+        "external_id": msg.external_id,
+        "reply_to_id": reply_to_id,
+        "payload": dict(msg.payload) | ({"auto_submitted": True} if msg.auto_submitted else {}),
+        "created_at": now,
+        "sent_at": msg.sent_at.astimezone(UTC) if msg.sent_at and msg.sent_at.tzinfo else None,
+        "edit_history": [],
+    }
+
+
+def move_clocks(msg: InboundMessage, identity: ContactIdentity, contact: Contact, conversation: Conversation,
+                now: datetime) -> None:
+    """A new inbound message: the contact was seen, the conversation moved and waits for an answer."""
     contact.last_seen_at = now
     identity.last_inbound_at = now
     if not identity.reachable and msg.content_type != "event":
@@ -222,11 +227,10 @@ def add_message(
         meta = dict(conversation.meta or {})
         meta["participants"] = sorted(set(meta.get("participants", [])) | {str(r).lower() for r in recipients})
         conversation.meta = meta
-    return message
 
 
 def emit_stored(
-    tx: Tx, inbox: Inbox, msg: InboundMessage, message: Message, conversation: Conversation, contact: Contact,
+    tx: Tx, inbox: Inbox, msg: InboundMessage, message_id: int, conversation: Conversation, contact: Contact,
     *, created: bool, reopened: bool,
 ) -> IngestOutcome:
     """Queue the events of a flushed message (published after commit) and describe what was stored."""
@@ -236,19 +240,19 @@ def emit_stored(
         tx.emit(ev.CONVERSATION_STATUS_CHANGED, conversation_id=conversation.id, status="open", previous="resolved", by="contact")
     tx.emit(
         ev.MESSAGE_CREATED,
-        message_id=message.id,
+        message_id=message_id,
         conversation_id=conversation.id,
         inbox_id=inbox.id,
         channel=inbox.channel_type,
         direction="in",
         sender_kind="contact",
         handler=conversation.handler,
-        content_type=message.content_type,
+        content_type=str(msg.content_type),
         auto_submitted=msg.auto_submitted,
     )
     changed = ["status"] if created or reopened else []
     tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conversation.id, inbox_id=inbox.id, changed=[*changed, "activity"])
-    return IngestOutcome(duplicate=False, message_id=message.id, conversation_id=conversation.id, contact_id=contact.id)
+    return IngestOutcome(duplicate=False, message_id=message_id, conversation_id=conversation.id, contact_id=contact.id)
 
 
 def _attachment_dict(a: Any) -> dict[str, Any]:

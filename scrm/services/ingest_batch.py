@@ -19,9 +19,9 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from scrm import events as ev
@@ -202,8 +202,8 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
         }
 
     outcomes: list[IngestOutcome | None] = []
-    # Added but not yet flushed: (index in outcomes, message, row, conversation, contact, created, reopened).
-    unflushed: list[tuple[int, InboundMessage, Message, Conversation, Contact, bool, bool]] = []
+    # Not yet inserted: (index in outcomes, message, its row's values, conversation, contact, created, reopened).
+    unflushed: list[tuple[int, InboundMessage, dict[str, Any], Conversation, Contact, bool, bool]] = []
     in_batch: dict[str, int] = {}  # external id -> index of the outcome that stored it
     copies: dict[int, int] = {}  # index of a repeated message -> index of its first copy
     slow_senders: set[str] = set()
@@ -211,9 +211,14 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
     async def flush_and_emit() -> None:
         if not unflushed:
             return
-        await session.flush()
-        for index, msg, row, conv, contact, created, reopened in unflushed:
-            outcomes[index] = single.emit_stored(tx, inbox, msg, row, conv, contact, created=created, reopened=reopened)
+        await session.flush()  # the clocks moved on contacts, identities and conversations
+        # The messages themselves: one Core INSERT ... RETURNING for all (no ORM objects to track).
+        ids = (await session.execute(
+            insert(Message.__table__).returning(Message.__table__.c.id, sort_by_parameter_order=True),
+            [values for _, _, values, *_ in unflushed],
+        )).scalars().all()
+        for (index, msg, _, conv, contact, created, reopened), message_id in zip(unflushed, ids, strict=True):
+            outcomes[index] = single.emit_stored(tx, inbox, msg, message_id, conv, contact, created=created, reopened=reopened)
         unflushed.clear()
 
     for msg in messages:
@@ -244,9 +249,10 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
         created = conversation.id in opened
         opened.discard(conversation.id)
         reply_to_id = replied.get(msg.reply_to_external_id) if msg.reply_to_external_id else None
-        row = single.add_message(tx, inbox, msg, identity, contact, conversation, reply_to_id, now)
+        values = single.message_values(inbox, msg, conversation, reply_to_id, now)
+        single.move_clocks(msg, identity, contact, conversation, now)
         in_batch[msg.external_id] = len(outcomes)
-        unflushed.append((len(outcomes), msg, row, conversation, contact, created, reopened))
+        unflushed.append((len(outcomes), msg, values, conversation, contact, created, reopened))
         outcomes.append(None)
     await flush_and_emit()
 
