@@ -128,3 +128,28 @@ async def test_acknowledged_work_is_trimmed_and_unread_work_is_kept(settings) ->
         assert done == [str(i) for i in range(300)]  # one consumer reads in publish order
     finally:
         await _close(serve, worker)
+
+
+async def test_a_commits_events_travel_as_one_entry_and_older_single_event_entries_still_work(settings) -> None:
+    serve = await _bus(settings, "serve")
+    other = await _bus(settings, "other-serve")  # another `scrm serve`: pushes every event to its WebSockets
+    pushed: list[str] = []
+    other.subscribe(lambda e: _append(pushed, e), everywhere=True)
+    stream = ev.RedisEventBus.STREAM
+    before = await serve.redis.xlen(stream)
+    await serve.publish([ev.Event(ev.MESSAGE_CREATED, {"n": f"c-{i}"}) for i in range(50)])
+    assert await serve.redis.xlen(stream) == before + 1  # one entry (and one pub/sub message) per commit
+    # An entry written by the previous version (one event per entry, field "e") during a rolling upgrade.
+    await serve.redis.xadd(stream, {"e": ev.Event(ev.MESSAGE_CREATED, {"n": "old"}).to_json()})
+
+    done: list[str] = []
+    worker = await _worker(settings, "worker", done)
+    try:
+        await _until(lambda: len(done) == 51 and len(pushed) == 50)
+        assert done == [f"c-{i}" for i in range(50)] + ["old"]  # each once, in order
+        assert pushed == [f"c-{i}" for i in range(50)]
+        await worker.drain(5)
+        group = await worker._group()  # noqa: SLF001
+        assert group is not None and not int(group.get("pending") or 0)  # acknowledged once all 50 were done
+    finally:
+        await _close(serve, other, worker)
