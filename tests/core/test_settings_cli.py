@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ def test_env_overrides_config_file(tmp_path):
     ({"SCRM_DISPLAY_TIMEZONE": "Mars/Olympus"}, "display.timezone"),
     ({"SCRM_SERVER_PUBLIC_URL": "crm.example.com"}, "server.public_url"),
     ({"SCRM_WORKER_SEND_TIMEOUT": "100"}, "worker"),
+    ({"SCRM_WORKER_NICE": "-5"}, "worker.nice [SCRM_WORKER_NICE]"),
 ])
 def test_bad_values_name_the_key(env, key):
     with pytest.raises(SettingsError) as err:
@@ -84,3 +86,11 @@ def test_cli_migrate_and_create_admin(tmp_path):
     assert short.returncode == 1 and "at least 8 characters" in short.stderr
     dup = _cli("create-admin", "--login", "boss", "--password", "long-enough-pw", env=env)
     assert dup.returncode == 1 and "taken" in dup.stderr
+
+
+def test_worker_yields_the_cpu_to_serve_by_its_configured_niceness():
+    probe = ("import os; from scrm.cli import _lower_priority; from scrm.settings import load_settings; "
+             "before = os.nice(0); _lower_priority(load_settings(env={}).worker.nice); print(os.nice(0) - before)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) == min(10, 19 - os.nice(0))  # default 10 (capped at 19)
