@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scrm: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.logging.level, settings.logging.json_logs)
+    _fast_event_loop(settings.server.uvloop)
     try:
         if args.command == "serve":
             return serve(settings)
@@ -109,6 +110,21 @@ def _tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def _fast_event_loop(wanted: bool) -> None:
+    """uvloop (libuv) instead of asyncio's pure-Python loop, where it is installed.
+
+    Under load every database and Redis round trip waits for the loop to come round again; with
+    asyncio's loop one round over 64 busy connections took a few milliseconds, several per batch.
+    """
+    if not wanted:
+        return
+    try:
+        import uvloop
+    except ImportError:  # not on this platform (Windows): the standard loop works, only slower
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _lower_priority(increment: int) -> None:

@@ -33,6 +33,7 @@ class ServerSettings(_Section):
     shutdown_timeout: float = Field(10.0, ge=0)
     run_worker: bool = True  # embedded default: the outbox worker runs inside `scrm serve`
     run_pollers: bool = True
+    uvloop: bool = True  # the libuv event loop where installed (Linux, macOS); false: asyncio's own
 
     @field_validator("public_url")
     @classmethod

@@ -79,7 +79,10 @@ class Database:
             self.engine = self._sqlite_engine(url, "BEGIN IMMEDIATE", echo)
             self.read_engine = self._sqlite_engine(url, "BEGIN", echo)
         else:
-            self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, echo=echo)
+            # LIFO: the few connections a steady load needs stay in use (their prepared statements
+            # warm, e.g. a batch insert's text per row count); the rest rest and are pinged or recycled.
+            self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, echo=echo,
+                                              pool_use_lifo=True)
             _ping_when_idle(self.engine)
             self.read_engine = self.engine
         self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
