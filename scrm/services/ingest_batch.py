@@ -277,18 +277,21 @@ async def _load_senders(
     if not senders:
         return identities, contacts, latest
     # Sorted by id: concurrent batches (other processes) lock shared identities in the same order.
-    # Their contacts come in the same round trip (only the identities are locked).
-    for identity, contact in await session.execute(
-        select(ContactIdentity, Contact)
-        .join(Contact, Contact.id == ContactIdentity.contact_id)
+    for identity in await session.scalars(
+        select(ContactIdentity)
         .where(ContactIdentity.inbox_id == inbox.id, one_of(ContactIdentity.external_id, senders, postgresql=pg))
         .order_by(ContactIdentity.id)
-        .with_for_update(of=ContactIdentity, key_share=True)
+        .with_for_update(key_share=True)
     ):
         identities[identity.external_id] = identity
-        if contact.merged_into_id is None:  # a merged contact takes the single path, which follows the merge
-            contacts[contact.id] = contact
     if identities:
+        # Contacts and conversations are read only once the locks are held, in statements of their own:
+        # one joined to the locking query would return the rows as they were before a concurrent batch
+        # of the same senders committed (the stale contact's attributes would overwrite that batch's).
+        contact_ids = {i.contact_id for i in identities.values()}
+        for contact in await session.scalars(select(Contact).where(one_of(Contact.id, contact_ids, postgresql=pg))):
+            if contact.merged_into_id is None:  # a merged contact takes the single path, which follows the merge
+                contacts[contact.id] = contact
         ids = [i.id for i in identities.values()]
         rank = func.row_number().over(
             partition_by=Conversation.identity_id,
