@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -168,6 +169,10 @@ async def serve_fakes() -> None:
     """Child-process mode: run the fake channel servers, print their addresses, stop when stdin closes."""
     receiver = Receiver()
     await receiver.start()
+    # The fakes stamp each arrival when their handler runs: a full garbage collection walking every
+    # module and library object held them 50-70 ms, and the sends that came meanwhile were stamped
+    # together after it, a burst the worker never sent (the 1-second peaks started at those pauses).
+    gc.freeze()
     print(json.dumps({"url": receiver.url, "bot_base_url": receiver.bot.base_url, "smtp_port": receiver.smtp.port}),
           flush=True)
     try:

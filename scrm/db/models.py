@@ -242,8 +242,9 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_ready", "status", "next_attempt_at"),
         Index("ix_deliveries_ordering", "ordering_key", "status", "id"),
-        # The claim scans queued rows in id order; sent rows (the vast majority) stay out of it.
-        Index("ix_deliveries_queue", "id", postgresql_where=text("status = 'queued'"),
+        # The claim takes each inbox's oldest queued rows: queued rows in id order, the inbox checked in
+        # the index itself; sent rows (the vast majority) stay out of it. See migration 0012.
+        Index("ix_deliveries_queue_inbox", "id", "inbox_id", postgresql_where=text("status = 'queued'"),
               sqlite_where=text("status = 'queued'")),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -12,11 +12,24 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import BigInteger, Integer, String, all_, and_, any_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    and_,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
-from scrm.db.models import Delivery
+from scrm.db.models import Delivery, Inbox
 
 log = logging.getLogger("scrm.worker")
 
@@ -105,18 +118,35 @@ class OutboxStatements:
         ids = self.in_list(D.c.id, "ids", BigInteger)
         # Literal alternatives, not IN (...): an IN list would be re-rendered on every execution.
         ours = and_(D.c.claimed_by == bindparam("me"), or_(D.c.status == "claimed", D.c.status == "sending"))
-        self.window = (
-            select(D.c.id, D.c.ordering_key)
-            .where(D.c.status == "queued", D.c.next_attempt_at <= bindparam("now"))
-            .order_by(D.c.id)
-            .limit(bindparam("n"))
-            .with_for_update(skip_locked=True)
-        )
+        # The literal (not a parameter) lets a prepared statement's plan use the partial queue indexes.
+        queued = D.c.status == literal_column("'queued'")
+        due = D.c.next_attempt_at <= bindparam("now")
+        # The oldest due rows of given inboxes, so many of each (ix_deliveries_queue_inbox): PostgreSQL
+        # takes every inbox in one statement, SQLite one inbox per execution (`inbox`, `n`).
         if postgresql:
-            not_excluded = D.c.inbox_id != all_(bindparam("excluded", type_=ARRAY(Integer)))
+            want = (
+                func.unnest(bindparam("inboxes", type_=ARRAY(BigInteger)), bindparam("limits", type_=ARRAY(Integer)))
+                .table_valued("inbox_id", "n")
+                .render_derived(name="want")
+            )
+            queue = (
+                select(D.c.id, D.c.ordering_key, D.c.inbox_id)
+                .where(D.c.inbox_id == want.c.inbox_id, queued, due)
+                .order_by(D.c.id)
+                .limit(want.c.n)
+                .with_for_update(skip_locked=True)
+                .lateral("queue")
+            )
+            self.inbox_windows: Any = select(queue.c.id, queue.c.ordering_key, queue.c.inbox_id).select_from(
+                want.join(queue, true()))
         else:
-            not_excluded = D.c.inbox_id.not_in(bindparam("excluded", expanding=True))
-        self.window_excluding = self.window.where(not_excluded)
+            self.inbox_windows = (
+                select(D.c.id, D.c.ordering_key, D.c.inbox_id)
+                .where(D.c.inbox_id == bindparam("inbox"), queued, due)
+                .order_by(D.c.id)
+                .limit(bindparam("n"))
+            )  # SQLite serializes writers: no row locks to take
+        self.inbox_ids = select(Inbox.id)
         self.heads = (
             select(D.c.ordering_key, func.min(D.c.id))
             .where(self.in_list(D.c.ordering_key, "keys", String), or_(*(D.c.status == st for st in ACTIVE)))
