@@ -164,10 +164,18 @@ async def test_pause_holds_deliveries_and_resume_sends_them(tab, ctx, live_serve
     await page.get_by_test_id("bc-send").click()
     await page.get_by_test_id("broadcast-pause").click()
     await page.locator('[data-testid="report-status"][data-status="paused"]').wait_for()
-    await page.wait_for_timeout(2500)  # deliveries already handed to the worker finish; held ones stay
-    held = int(await page.get_by_test_id("stat-paused").get_attribute("data-value") or 0)
-    sent = int(await page.get_by_test_id("stat-sent").get_attribute("data-value") or 0)
+    # Deliveries already handed to the worker finish (at 1 s each through its send slots) and the
+    # progress shows them; the held ones stay held.
+    held = sent = 0
+    for _ in range(40):
+        await page.wait_for_timeout(250)
+        held = int(await page.get_by_test_id("stat-paused").get_attribute("data-value") or 0)
+        sent = int(await page.get_by_test_id("stat-sent").get_attribute("data-value") or 0)
+        if held + sent == 20:
+            break
     assert held > 0 and held + sent == 20
+    await page.wait_for_timeout(1500)  # and nothing more goes out while paused
+    assert int(await page.get_by_test_id("stat-sent").get_attribute("data-value") or 0) == sent
     assert len(callback_server.received) == sent
     await tab.shot("26-broadcast-paused")
     await page.get_by_test_id("broadcast-resume").click()
