@@ -56,11 +56,8 @@ class DeskListener:
             return
         if event.name == ev.CONVERSATION_UPDATED and "priority" not in event.data.get("changed", ("priority",)):
             return  # e.g. a new message moved the clocks: nothing for the desk (only priority changes re-pick the SLA)
-        if not _desk_relevant(event) and not await automation.wants(self.ctx, event.name) \
-                and not await webhooks_out.wanted(self.ctx, event.name):
-            return  # a bot's or the system's message, no rule and no webhook wants it: no claim, no transaction
-        if event.name not in DESK_WORK and not await webhooks_out.wanted(self.ctx, event.name):
-            return  # only an outgoing webhook could want it (delivery.updated of a broadcast...), and none does
+        if not await self._wanted(event):
+            return  # no claim, no transaction
         cid = event.data.get("conversation_id")
         if not isinstance(cid, int):
             if await self._claim(event):
@@ -76,6 +73,16 @@ class DeskListener:
         finally:
             if not lock.locked() and not getattr(lock, "_waiters", None):
                 self._locks.pop(cid, None)
+
+    async def _wanted(self, event: ev.Event) -> bool:
+        """Does any desk step act on the event? Its own bookkeeping (SLA, CSAT, assignment) on the
+        events it keeps books of (a bot's or the system's message moves no clock), else only an
+        automation rule or an outgoing webhook that listens to it (delivery.updated of a broadcast...)."""
+        if event.name in BOOKKEEPING and _desk_relevant(event):
+            return True
+        if await automation.wants(self.ctx, event.name):
+            return True
+        return await webhooks_out.wanted(self.ctx, event.name)
 
     async def _claim(self, event: ev.Event) -> bool:
         """True for exactly one listener in the cluster."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
@@ -28,26 +30,27 @@ async def _terminate(pid: int) -> None:
         await other.dispose()
 
 
-async def test_a_rested_connection_the_server_dropped_is_replaced_before_use(monkeypatch) -> None:
-    monkeypatch.setattr(database, "PING_AFTER_IDLE", 0.0)
+@pytest.fixture
+async def db() -> AsyncIterator[database.Database]:
     assert PG_URL
     db = database.Database(PG_URL, pool_size=2)
-    try:
-        first = await _backend_pid(db)
-        await _terminate(first)
-        # The next request gets a working connection, not "connection is closed".
-        second = await _backend_pid(db)
-        assert second != first
-        async with db.transaction() as s:
-            assert await s.scalar(text("SELECT 1")) == 1
-    finally:
-        await db.dispose()
+    yield db
+    await db.dispose()
 
 
-async def test_a_connection_in_steady_use_is_not_pinged(monkeypatch) -> None:
+async def test_a_rested_connection_the_server_dropped_is_replaced_before_use(db, monkeypatch) -> None:
+    monkeypatch.setattr(database, "PING_AFTER_IDLE", 0.0)
+    first = await _backend_pid(db)
+    await _terminate(first)
+    # The next request gets a working connection, not "connection is closed".
+    second = await _backend_pid(db)
+    assert second != first
+    async with db.transaction() as s:
+        assert await s.scalar(text("SELECT 1")) == 1
+
+
+async def test_a_connection_in_steady_use_is_not_pinged(db, monkeypatch) -> None:
     monkeypatch.setattr(database, "PING_AFTER_IDLE", 3600.0)
-    assert PG_URL
-    db = database.Database(PG_URL, pool_size=1)
     pings = 0
     original = AsyncAdapt_asyncpg_connection.ping
 
@@ -57,12 +60,9 @@ async def test_a_connection_in_steady_use_is_not_pinged(monkeypatch) -> None:
         original(self)
 
     monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "ping", counting_ping)
-    try:
-        for _ in range(5):
-            await _backend_pid(db)
-        assert pings == 0  # no extra round trip per transaction on a busy server
-        monkeypatch.setattr(database, "PING_AFTER_IDLE", 0.0)
+    for _ in range(5):
         await _backend_pid(db)
-        assert pings == 1  # ... but one after a rest
-    finally:
-        await db.dispose()
+    assert pings == 0  # no extra round trip per transaction on a busy server
+    monkeypatch.setattr(database, "PING_AFTER_IDLE", 0.0)
+    await _backend_pid(db)
+    assert pings == 1  # ... but one after a rest

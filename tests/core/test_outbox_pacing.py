@@ -82,6 +82,13 @@ async def _run_worker(worker: OutboxWorker, until, timeout: float = 10.0) -> flo
     return time.monotonic() - started
 
 
+
+async def _busy_loop(hold: float) -> None:
+    """Other work holding the event loop `hold` seconds per turn, as a busy worker's does."""
+    while True:
+        time.sleep(hold)
+        await asyncio.sleep(0)
+
 async def test_a_channel_limit_holds_in_every_second_while_the_worker_is_busy(ctx):
     receiver = TimedReceiver()
     await receiver.start()
@@ -91,12 +98,7 @@ async def test_a_channel_limit_holds_in_every_second_while_the_worker_is_busy(ct
         for i in range(30):
             await _queue(ctx, inbox, [f"第{i}条"], sender=f"c{i}")
 
-        async def busy_loop() -> None:  # other work holds the loop 1 ms per turn: every timer fires late
-            while True:
-                time.sleep(0.001)
-                await asyncio.sleep(0)
-
-        noise = asyncio.create_task(busy_loop())
+        noise = asyncio.create_task(_busy_loop(0.001))  # every timer fires late
         try:
             await _run_worker(OutboxWorker(ctx), lambda: len(receiver.arrivals) >= 30)
         finally:
@@ -202,12 +204,7 @@ async def test_turns_keep_their_schedule_when_wake_ups_come_late():
         assert await pacer.turn(pacer.join(limits, armed=True)) == 0
         return time.monotonic()
 
-    async def busy_loop() -> None:  # other work holds the loop 2 ms per turn: every timer fires late
-        while True:
-            time.sleep(0.002)
-            await asyncio.sleep(0)
-
-    noise = asyncio.create_task(busy_loop())
+    noise = asyncio.create_task(_busy_loop(0.002))  # every timer fires late
     try:
         done = await asyncio.gather(*(send() for _ in range(100)))
     finally:
