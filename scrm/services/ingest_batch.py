@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Message, utcnow
-from scrm.db.sql import is_postgresql, one_of
+from scrm.db.sql import by_each_key, is_postgresql, one_of
 from scrm.domain import InboundMessage, IngestOutcome
 from scrm.metrics import INGEST_LATENCY, INGESTED
 from scrm.services import ingest as single
@@ -181,11 +181,10 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
     threaded = single.is_threaded(inbox)
     stored: dict[str, IngestOutcome] = {
         r.external_id: IngestOutcome(duplicate=True, message_id=r.id, conversation_id=r.conversation_id)
-        for r in await session.execute(
-            select(Message.id, Message.conversation_id, Message.external_id).where(
-                Message.inbox_id == inbox.id, one_of(Message.external_id, {m.external_id for m in messages}, postgresql=pg)
-            )
-        )
+        for r in await session.execute(by_each_key(
+            select(Message.id, Message.conversation_id, Message.external_id).where(Message.inbox_id == inbox.id),
+            Message.external_id, {m.external_id for m in messages}, postgresql=pg,
+        ))
     }
     fast = [m for m in messages if m.external_id not in stored and _fast(m, threaded)]
     identities, contacts, latest = await _load_senders(tx, inbox, sorted({m.sender_id for m in fast}))
@@ -194,11 +193,10 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
     if reply_refs := {m.reply_to_external_id for m in messages if m.reply_to_external_id}:
         replied = {
             r.external_id: r.id
-            for r in await session.execute(
-                select(Message.id, Message.external_id).where(
-                    Message.inbox_id == inbox.id, one_of(Message.external_id, reply_refs, postgresql=pg)
-                )
-            )
+            for r in await session.execute(by_each_key(
+                select(Message.id, Message.external_id).where(Message.inbox_id == inbox.id),
+                Message.external_id, reply_refs, postgresql=pg,
+            ))
         }
 
     outcomes: list[IngestOutcome | None] = []
@@ -276,13 +274,12 @@ async def _load_senders(
     latest: dict[int, Conversation | None] = {}
     if not senders:
         return identities, contacts, latest
-    # Sorted by id: concurrent batches (other processes) lock shared identities in the same order.
-    for identity in await session.scalars(
-        select(ContactIdentity)
-        .where(ContactIdentity.inbox_id == inbox.id, one_of(ContactIdentity.external_id, senders, postgresql=pg))
-        .order_by(ContactIdentity.id)
-        .with_for_update(key_share=True)
-    ):
+    # Locked in the order of `senders` (sorted): concurrent batches, in other processes too, lock
+    # shared identities in the same order.
+    for identity in await session.scalars(by_each_key(
+        select(ContactIdentity).where(ContactIdentity.inbox_id == inbox.id).with_for_update(key_share=True),
+        ContactIdentity.external_id, senders, postgresql=pg, entity=ContactIdentity,
+    )):
         identities[identity.external_id] = identity
     if identities:
         # Contacts and conversations are read only once the locks are held, in statements of their own:
