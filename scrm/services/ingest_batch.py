@@ -3,9 +3,9 @@
 Under load most of the cost of storing a message is round trips and per-transaction work (begin,
 dedup lookup, identity lock, conversation lookup, insert, three updates, commit). Here the lookups
 are set-based: one dedup query, one locking identity query (sorted, so two processes lock in the same
-order), one contact query and one latest-conversation query for the whole batch, then a single flush
-(multi-row INSERT ... RETURNING, executemany UPDATEs) and one commit. Nothing waits for a batch to
-fill: a lone message is a batch of one, so latency at low load is unchanged.
+order), one contact query and one latest-conversation query for the whole batch, then a single flush,
+the clocks in one statement (ingest_clocks.py), one multi-row INSERT ... RETURNING and one commit.
+Nothing waits for a batch to fill: a lone message is a batch of one, so latency at low load is unchanged.
 
 Each caller still gets its own acknowledgement only after the commit that stored its messages. If
 the batch fails (a concurrent process created the same identity, a deadlock, bad data in one
@@ -30,6 +30,7 @@ from scrm.db.sql import by_each_key, is_postgresql, one_of
 from scrm.domain import InboundMessage, IngestOutcome
 from scrm.metrics import INGEST_LATENCY, INGESTED
 from scrm.services import ingest as single
+from scrm.services.ingest_clocks import BatchClocks
 from scrm.services.uow import Tx
 
 if TYPE_CHECKING:
@@ -205,11 +206,13 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
     in_batch: dict[str, int] = {}  # external id -> index of the outcome that stored it
     copies: dict[int, int] = {}  # index of a repeated message -> index of its first copy
     slow_senders: set[str] = set()
+    clocks = BatchClocks()
 
     async def flush_and_emit() -> None:
         if not unflushed:
             return
-        await session.flush()  # the clocks moved on contacts, identities and conversations
+        await session.flush()  # what the ORM tracks: new names, reopened conversations
+        await clocks.write(session, postgresql=pg)
         # The messages themselves: one Core INSERT ... RETURNING for all (no ORM objects to track).
         ids = (await session.execute(
             insert(Message.__table__).returning(Message.__table__.c.id, sort_by_parameter_order=True),
@@ -248,7 +251,7 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
         opened.discard(conversation.id)
         reply_to_id = replied.get(msg.reply_to_external_id) if msg.reply_to_external_id else None
         values = single.message_values(inbox, msg, conversation, reply_to_id, now)
-        single.move_clocks(msg, identity, contact, conversation, now)
+        clocks.move(msg, identity, contact, conversation, now)
         in_batch[msg.external_id] = len(outcomes)
         unflushed.append((len(outcomes), msg, values, conversation, contact, created, reopened))
         outcomes.append(None)

@@ -115,3 +115,32 @@ async def test_one_bad_request_does_not_fail_its_neighbours(ctx):
     assert isinstance(results[2], Exception)
     assert all(not isinstance(r, Exception) and not r[0].duplicate for i, r in enumerate(results) if i != 2)
     assert await count(ctx, Message) == 5
+
+
+async def test_a_batch_moves_every_clock_once_per_row(ctx):
+    """Contact seen, identity wrote in (reachable again), conversation activity, preview, unread and waiting since."""
+    inbox = await make_inbox(ctx)
+    [first] = await ingest(ctx, inbox, [InboundMessage("c-0", "u1", "第一条")])
+    async with ctx.db.transaction() as s:
+        conv = await s.get(Conversation, first.conversation_id)
+        waiting_since = conv.waiting_since
+        conv.unread_count = 0  # an agent read it
+        identity = await s.scalar(select(ContactIdentity).where(ContactIdentity.external_id == "u1"))
+        identity.reachable, identity.unreachable_reason = False, "blocked"
+    requests = [[InboundMessage(f"c-{i}", "u1" if i % 3 else "u2", f"消息 {i}\n  第二行")] for i in range(1, 10)]
+    await burst(ctx, inbox, requests)
+    async with ctx.db.session() as s:
+        convs = {c.contact_id: c for c in (await s.scalars(select(Conversation))).all()}
+        identities = {i.external_id: i for i in (await s.scalars(select(ContactIdentity))).all()}
+        contacts = {c.id: c for c in (await s.scalars(select(Contact))).all()}
+    u1, u2 = identities["u1"], identities["u2"]
+    assert u1.reachable and u1.unreachable_reason is None
+    assert convs[u1.contact_id].unread_count == 6 and convs[u2.contact_id].unread_count == 3
+    assert convs[u1.contact_id].waiting_since == waiting_since  # still the oldest unanswered message
+    assert convs[u2.contact_id].waiting_since is not None
+    assert convs[u1.contact_id].last_message_preview == "消息 8 第二行"
+    assert convs[u2.contact_id].last_message_preview == "消息 9 第二行"
+    for identity in (u1, u2):
+        conv = convs[identity.contact_id]
+        assert conv.last_activity_at > waiting_since
+        assert identity.last_inbound_at == contacts[identity.contact_id].last_seen_at == conv.last_activity_at
