@@ -4,7 +4,7 @@ Under load most of the cost of storing a message is round trips and per-transact
 dedup lookup, identity lock, conversation lookup, insert, three updates, commit). Here the lookups
 are set-based: one dedup query, one locking identity query (sorted, so two processes lock in the same
 order), one contact query and one latest-conversation query for the whole batch, then a single flush,
-the clocks in one statement (ingest_clocks.py), one multi-row INSERT ... RETURNING and one commit.
+the clocks in one statement, one INSERT ... RETURNING for the messages (ingest_writes.py) and one commit.
 Nothing waits for a batch to fill: a lone message is a batch of one, so latency at low load is unchanged.
 
 Each caller still gets its own acknowledgement only after the commit that stored its messages. If
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from scrm import events as ev
@@ -30,7 +30,7 @@ from scrm.db.sql import by_each_key, is_postgresql, one_of
 from scrm.domain import InboundMessage, IngestOutcome
 from scrm.metrics import INGEST_LATENCY, INGESTED
 from scrm.services import ingest as single
-from scrm.services.ingest_clocks import BatchClocks
+from scrm.services.ingest_writes import BatchClocks, insert_messages
 from scrm.services.uow import Tx
 
 if TYPE_CHECKING:
@@ -213,11 +213,8 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
             return
         await session.flush()  # what the ORM tracks: new names, reopened conversations
         await clocks.write(session, postgresql=pg)
-        # The messages themselves: one Core INSERT ... RETURNING for all (no ORM objects to track).
-        ids = (await session.execute(
-            insert(Message.__table__).returning(Message.__table__.c.id, sort_by_parameter_order=True),
-            [values for _, _, values, *_ in unflushed],
-        )).scalars().all()
+        # The messages themselves: one INSERT ... RETURNING for all (no ORM objects to track).
+        ids = await insert_messages(session, [values for _, _, values, *_ in unflushed], postgresql=pg)
         for (index, msg, _, conv, contact, created, reopened), message_id in zip(unflushed, ids, strict=True):
             outcomes[index] = single.emit_stored(tx, inbox, msg, message_id, conv, contact, created=created, reopened=reopened)
         unflushed.clear()

@@ -1,6 +1,9 @@
-"""The clocks a batch of inbound messages moves, written with one statement instead of one per row.
+"""A batch's writes: its message rows, and the clocks its messages move, each in one statement.
 
-Every inbound message moves three rows: its contact was seen, its identity wrote in (the channel's
+Messages: on PostgreSQL one `INSERT ... SELECT FROM unnest(...)` whose text is the same for every
+batch size (a multi-row VALUES list is a new statement, prepared and planned again, for each size).
+
+Clocks: every inbound message moves three rows: its contact was seen, its identity wrote in (the channel's
 reply window opens) and its conversation moved (activity, preview, unread count, waiting since).
 Left to the ORM that is one UPDATE per row and message, executed one by one: about three quarters
 of a batch's statements on PostgreSQL. Here they are collected per row while the batch is built
@@ -12,18 +15,52 @@ an agent reading the conversation meanwhile is not overwritten with a stale coun
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, Text, bindparam, func, text, update
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, Text, bindparam, func, insert, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from scrm.db.models import Contact, ContactIdentity, Conversation
+from scrm.db.models import Contact, ContactIdentity, Conversation, Message
 from scrm.domain import InboundMessage
 from scrm.services.ingest import preview
+
+# Column -> (array element type, SQL cast of the element); the keys are those of ingest.message_values.
+_MESSAGE_COLUMNS: dict[str, tuple[Any, str]] = {
+    "conversation_id": (BigInteger, "bigint"), "inbox_id": (BigInteger, "bigint"), "direction": (Text, "text"),
+    "sender_kind": (Text, "text"), "content_type": (Text, "text"), "text": (Text, "text"),
+    "attachments": (Text, "json"), "external_id": (Text, "text"), "reply_to_id": (BigInteger, "bigint"),
+    "payload": (Text, "json"), "created_at": (DateTime(timezone=True), "timestamptz"),
+    "sent_at": (DateTime(timezone=True), "timestamptz"), "edit_history": (Text, "json"), "private": (Boolean, "boolean"),
+}
+_JSON_COLUMNS = {name for name, (_, cast) in _MESSAGE_COLUMNS.items() if cast == "json"}
+_INSERT_MESSAGES = text(
+    f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
+    f"SELECT {', '.join(f'v.{n}::{cast}' for n, (_, cast) in _MESSAGE_COLUMNS.items())} "
+    f"FROM unnest({', '.join(f':{n}' for n in _MESSAGE_COLUMNS)}) AS v({', '.join(_MESSAGE_COLUMNS)}) "
+    "RETURNING id, external_id"
+).bindparams(*[bindparam(n, type_=ARRAY(t)) for n, (t, _) in _MESSAGE_COLUMNS.items()])
+
+
+async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]], *, postgresql: bool) -> list[int]:
+    """Insert inbound message rows (ingest.message_values, distinct external ids); their ids, in order."""
+    if not postgresql:
+        table = Message.__table__
+        return list((await session.execute(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True), list(rows))).scalars().all())
+    columns: dict[str, list[Any]] = {name: [] for name in _MESSAGE_COLUMNS}
+    for row in rows:
+        for name, values in columns.items():
+            value = row.get(name, False if name == "private" else None)
+            values.append(json.dumps(value) if name in _JSON_COLUMNS else value)
+    ids = {external_id: id_ for id_, external_id in await session.execute(_INSERT_MESSAGES, columns)}
+    return [ids[row["external_id"]] for row in rows]
+
 
 _POSTGRESQL = text("""
 WITH seen AS (
