@@ -124,6 +124,14 @@ class Database:
             if lock is not None:
                 lock.release()
 
+    async def autocommit(self, statement: Any, params: dict[str, Any]) -> list[Any]:
+        """Run one statement that is atomic on its own (a function call) as its own transaction: no
+        BEGIN and no COMMIT, one round trip. Returns its rows. PostgreSQL only."""
+        assert not self.is_sqlite, "SQLite writes go through transaction() (its write lock)"
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return list((await conn.execute(statement, params)).all())
+
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless a trivial query succeeds."""
         try:

@@ -197,15 +197,22 @@ def message_values(
         "inbox_id": inbox.id,
         "direction": "in",
         "sender_kind": "contact",
+        **message_content(msg),
+        "reply_to_id": reply_to_id,
+        "created_at": now,
+        "edit_history": [],
+    }
+
+
+def message_content(msg: InboundMessage) -> dict[str, Any]:
+    """The columns of an inbound message's row that come from the message itself."""
+    return {
         "content_type": str(msg.content_type),
         "text": msg.text,
         "attachments": [_attachment_dict(a) for a in msg.attachments],
         "external_id": msg.external_id,
-        "reply_to_id": reply_to_id,
         "payload": dict(msg.payload) | ({"auto_submitted": True} if msg.auto_submitted else {}),
-        "created_at": now,
         "sent_at": msg.sent_at.astimezone(UTC) if msg.sent_at and msg.sent_at.tzinfo else None,
-        "edit_history": [],
     }
 
 
@@ -234,25 +241,36 @@ def emit_stored(
     *, created: bool, reopened: bool,
 ) -> IngestOutcome:
     """Queue the events of a flushed message (published after commit) and describe what was stored."""
+    return stored_events(tx.events, inbox, msg, message_id, conversation.id, conversation.handler, contact.id,
+                         created=created, reopened=reopened)
+
+
+def stored_events(
+    events: list[ev.Event], inbox: Inbox, msg: InboundMessage, message_id: int, conversation_id: int, handler: str,
+    contact_id: int, *, created: bool, reopened: bool,
+) -> IngestOutcome:
+    """Append the events of a stored message to `events` and describe what was stored."""
     if created:
-        tx.emit(ev.CONVERSATION_CREATED, conversation_id=conversation.id, inbox_id=inbox.id, contact_id=contact.id)
+        events.append(ev.Event(ev.CONVERSATION_CREATED, {"conversation_id": conversation_id, "inbox_id": inbox.id,
+                                                         "contact_id": contact_id}))
     if reopened:
-        tx.emit(ev.CONVERSATION_STATUS_CHANGED, conversation_id=conversation.id, status="open", previous="resolved", by="contact")
-    tx.emit(
-        ev.MESSAGE_CREATED,
-        message_id=message_id,
-        conversation_id=conversation.id,
-        inbox_id=inbox.id,
-        channel=inbox.channel_type,
-        direction="in",
-        sender_kind="contact",
-        handler=conversation.handler,
-        content_type=str(msg.content_type),
-        auto_submitted=msg.auto_submitted,
-    )
+        events.append(ev.Event(ev.CONVERSATION_STATUS_CHANGED, {"conversation_id": conversation_id, "status": "open",
+                                                                "previous": "resolved", "by": "contact"}))
+    events.append(ev.Event(ev.MESSAGE_CREATED, {
+        "message_id": message_id,
+        "conversation_id": conversation_id,
+        "inbox_id": inbox.id,
+        "channel": inbox.channel_type,
+        "direction": "in",
+        "sender_kind": "contact",
+        "handler": handler,
+        "content_type": str(msg.content_type),
+        "auto_submitted": msg.auto_submitted,
+    }))
     changed = ["status"] if created or reopened else []
-    tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conversation.id, inbox_id=inbox.id, changed=[*changed, "activity"])
-    return IngestOutcome(duplicate=False, message_id=message_id, conversation_id=conversation.id, contact_id=contact.id)
+    events.append(ev.Event(ev.CONVERSATION_UPDATED, {"conversation_id": conversation_id, "inbox_id": inbox.id,
+                                                     "changed": [*changed, "activity"]}))
+    return IngestOutcome(duplicate=False, message_id=message_id, conversation_id=conversation_id, contact_id=contact_id)
 
 
 def _attachment_dict(a: Any) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -30,6 +31,7 @@ from scrm.db.sql import by_each_key, is_postgresql, one_of
 from scrm.domain import InboundMessage, IngestOutcome
 from scrm.metrics import INGEST_LATENCY, INGESTED
 from scrm.services import ingest as single
+from scrm.services.ingest_pg import store_fast
 from scrm.services.ingest_writes import BatchClocks, insert_messages
 from scrm.services.uow import Tx
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scrm.ingest")
 
+_T = TypeVar("_T")
 MAX_BATCH_MESSAGES = 128  # bounds one transaction's lock set and statement size
 _BATCH_ATTEMPTS = 2
 
@@ -65,6 +68,7 @@ class GroupCommit:
         self._draining: dict[int, int] = {}  # inbox id -> drain tasks running
         self._tasks: set[asyncio.Task[None]] = set()
         self._published: dict[int, asyncio.Event] = {}  # inbox id -> set when the latest batch has published
+        self.fast = not ctx.db.is_sqlite  # scrm_ingest_batch (ingest_pg.py)
 
     async def submit(self, inbox: Inbox, messages: list[InboundMessage]) -> list[IngestOutcome]:
         future: asyncio.Future[list[IngestOutcome]] = asyncio.get_running_loop().create_future()
@@ -113,52 +117,83 @@ class GroupCommit:
     async def _commit_in_order(self, batch: list[_Pending], previous: asyncio.Event | None) -> None:
         inbox = batch[-1].inbox
         messages = [m for p in batch for m in p.messages]
-        outcomes: list[IngestOutcome] | None = None
-        for attempt in range(_BATCH_ATTEMPTS):
-            try:
+        outcomes: dict[int, IngestOutcome] = {}  # by index in `messages`
+        events: list[ev.Event] = []
+        rest = list(range(len(messages)))  # not stored yet
+        failure: BaseException | None = None
+        if self.fast:  # PostgreSQL: what scrm_ingest_batch handles, in one round trip
+            fast, failure = await self._attempts(lambda: store_fast(self.ctx.db, inbox, messages), len(messages))
+            if fast is not None:
+                outcomes, events, rest = fast.outcomes, fast.events, fast.rest
+            elif _missing_function(failure):
+                log.warning("the database lacks scrm_ingest_batch (run `scrm migrate`); storing batches without it")
+                self.fast = False
+        if rest:
+            async def python_path() -> tuple[list[IngestOutcome], list[ev.Event]]:
                 async with self.ctx.db.transaction() as session:
                     tx = Tx(session)
-                    outcomes = await store_batch(tx, inbox, messages)
-                break
-            except (IntegrityError, DBAPIError) as exc:
-                retry = isinstance(exc, IntegrityError) or single.is_retryable(exc)
-                if len(batch) == 1 and not retry:
-                    _settle(batch[0], exc)
-                    return
-                log.info("ingest batch of %d (attempt %d) failed: %s", len(messages), attempt + 1, exc.__class__.__name__)
-                if not retry:
-                    break
-            except Exception as exc:  # noqa: BLE001 - handed to the waiting request(s)
-                if len(batch) == 1:
-                    _settle(batch[0], exc)
-                    return
-                log.warning("ingest batch of %d failed (%s); storing each request on its own", len(messages), exc)
-                break
+                    stored = await store_batch(tx, inbox, [messages[i] for i in rest])
+                return stored, tx.events
+
+            done, failure = await self._attempts(python_path, len(rest))
+            if done is not None:
+                outcomes.update(zip(rest, done[0], strict=True))
+                events += done[1]
+                rest = []
         if previous is not None:
             await previous.wait()
-        if outcomes is None:
-            for pending in batch:  # each on its own, with the single path's retries
-                try:
-                    _settle(pending, await single.ingest_each(self.ctx, pending.inbox, pending.messages))
-                except Exception as exc:  # noqa: BLE001
-                    _settle(pending, exc)
+        if events:
+            await self.ctx.bus.publish(events)
+        if rest and len(batch) == 1 and failure is not None and not _retryable(failure):
+            _settle(batch[0], failure)  # e.g. the database is down: the request gets its 503
             return
-        if tx.events:
-            await self.ctx.bus.publish(tx.events)
-        done = time.perf_counter()
+        done_at = time.perf_counter()
         start = 0
         for pending in batch:
-            mine = outcomes[start:start + len(pending.messages)]
+            indexes = range(start, start + len(pending.messages))
             start += len(pending.messages)
+            missing = [i for i in indexes if i not in outcomes]
+            if missing:  # the batch failed: this request's messages on their own, with the single path's retries
+                try:
+                    stored = await single.ingest_each(self.ctx, pending.inbox, [messages[i] for i in missing])
+                except Exception as exc:  # noqa: BLE001
+                    _settle(pending, exc)
+                    continue
+                outcomes.update(zip(missing, stored, strict=True))
+            mine = [outcomes[i] for i in indexes]
             for outcome in mine:
                 INGESTED.labels(channel=inbox.channel_type, result="duplicate" if outcome.duplicate else "message").inc()
-            INGEST_LATENCY.labels(channel=inbox.channel_type).observe(done - pending.submitted)
+            INGEST_LATENCY.labels(channel=inbox.channel_type).observe(done_at - pending.submitted)
             _settle(pending, mine)
+
+    async def _attempts(self, store: Callable[[], Awaitable[_T]], count: int) -> tuple[_T | None, BaseException | None]:
+        """Run `store` (one transaction) up to twice: a concurrent duplicate or a deadlock is worth a retry."""
+        error: BaseException | None = None
+        for attempt in range(_BATCH_ATTEMPTS):
+            try:
+                return await store(), None
+            except (IntegrityError, DBAPIError) as exc:
+                error = exc
+                log.info("ingest batch of %d (attempt %d) failed: %s", count, attempt + 1, exc.__class__.__name__)
+                if not _retryable(exc):
+                    break
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting request(s)
+                log.warning("ingest batch of %d failed (%s); storing each request on its own", count, exc)
+                return None, exc
+        return None, error
 
     async def close(self) -> None:
         """Let batches already queued finish (graceful shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, IntegrityError) or single.is_retryable(exc)
+
+
+def _missing_function(exc: BaseException | None) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "42883"  # undefined_function
 
 
 def _settle(pending: _Pending, result: list[IngestOutcome] | BaseException) -> None:

@@ -1,0 +1,237 @@
+"""PostgreSQL: `scrm_ingest_batch`, a batch of inbound messages stored by one call.
+
+The ingest service's set-based batch path (services/ingest_batch.py) spent most of its time on
+round trips and on building ORM rows: about ten statements a batch, each waited for by the event
+loop. This function does the common case of that path inside the database, in one call that is its
+own transaction: dedup, lock the senders' identities (in code-point order of their ids, as the Python
+path does) or create new people, open or reopen their conversation by the inbox's rule, apply their profile, insert the
+messages and move the clocks. Everything it does not do is answered `slow` and left untouched, for
+the Python path to store: a merged contact, and (filtered before the call) threads, reply
+references, custom attributes and email participants. services/ingest_pg.py
+calls it; tests/core/test_ingest_pg.py checks it stores what the Python path stores.
+
+Revision ID: 0013_ingest_batch
+Revises: 0001
+"""
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0013_ingest_batch"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+FUNCTION = r"""
+CREATE OR REPLACE FUNCTION scrm_ingest_batch(
+    p_inbox bigint, p_new_on_resolved boolean, p_now timestamptz,
+    p_external_ids text[], p_senders text[], p_texts text[], p_content_types text[], p_previews text[],
+    p_attachments text[], p_payloads text[], p_sent_ats timestamptz[], p_subjects text[],
+    p_names text[], p_emails text[], p_phones text[], p_languages text[], p_avatars text[], p_usernames text[])
+RETURNS TABLE (idx integer, outcome text, message_id bigint, conversation_id bigint, contact_id bigint,
+               handler text, previous_status text, contact_changed boolean, contact_created boolean)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    n integer := coalesce(array_length(p_external_ids, 1), 0);
+    dup integer[] := '{}';
+    -- Per message (by index): where it goes and what its storing changed.
+    m_conv bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    m_contact bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    m_handler text[] := array_fill(NULL::text, ARRAY[n]);
+    m_outcome text[] := array_fill(NULL::text, ARRAY[n]);
+    m_previous text[] := array_fill(NULL::text, ARRAY[n]);
+    m_changed boolean[] := array_fill(false, ARRAY[n]);
+    m_created boolean[] := array_fill(false, ARRAY[n]);
+    -- Per stored sender: the rows whose clocks move.
+    k_contacts bigint[] := '{}';
+    k_identities bigint[] := '{}';
+    k_convs bigint[] := '{}';
+    k_previews text[] := '{}';
+    k_added integer[] := '{}';
+    s record;
+    ident record;
+    c record;
+    conv record;
+    i integer;
+    first boolean;
+    v_new boolean;
+    v_conv bigint;
+    v_handler text;
+    v_outcome text;
+    v_previous text;
+    v_name text;
+    v_email text;
+    v_phone text;
+    v_language text;
+    v_avatar text;
+    v_username text;
+    v_changed boolean;
+    v_any_change boolean;
+    v_reachable boolean;
+BEGIN
+    -- Stored before (a platform's retry): one unique-index probe per message.
+    FOR s IN
+        SELECT x.i::integer AS i, f.id, f.conversation_id
+        FROM unnest(p_external_ids) WITH ORDINALITY AS x(eid, i)
+        CROSS JOIN LATERAL (SELECT m.id, m.conversation_id FROM messages m
+                            WHERE m.inbox_id = p_inbox AND m.external_id = x.eid LIMIT 1) f
+    LOOP
+        dup := dup || s.i;
+        RETURN QUERY SELECT s.i, 'duplicate'::text, s.id, s.conversation_id, NULL::bigint, NULL::text, NULL::text,
+                            false, false;
+    END LOOP;
+
+    -- Each sender in turn, in code-point order (the lock order), with its messages in arrival order.
+    FOR s IN
+        SELECT x.sender, array_agg(x.i::integer ORDER BY x.i) AS idxs
+        FROM unnest(p_senders) WITH ORDINALITY AS x(sender, i)
+        WHERE x.i::integer <> ALL (dup)
+        GROUP BY x.sender ORDER BY x.sender COLLATE "C"
+    LOOP
+        SELECT * INTO ident FROM contact_identities ci
+        WHERE ci.inbox_id = p_inbox AND ci.external_id = s.sender FOR NO KEY UPDATE;
+        v_new := NOT FOUND;
+        IF v_new THEN
+            -- A new person: a contact and its identity. A concurrent batch creating the same identity
+            -- makes this insert fail, and with it the whole call; it is then run again and finds it.
+            INSERT INTO contacts (first_seen_at, last_seen_at, attributes, opt_outs, created_at, updated_at)
+            VALUES (p_now, p_now, '{}', '{}', p_now, p_now)
+            RETURNING * INTO c;
+            INSERT INTO contact_identities (inbox_id, external_id, contact_id, reachable, subscribed, attributes, created_at)
+            VALUES (p_inbox, s.sender, c.id, true, true, '{}', p_now)
+            RETURNING * INTO ident;
+        ELSE
+            SELECT * INTO c FROM contacts WHERE id = ident.contact_id;  -- after the lock: as last committed
+            IF c.merged_into_id IS NOT NULL THEN  -- the Python path follows the merge
+                RETURN QUERY SELECT j, 'slow'::text, NULL::bigint, NULL::bigint, NULL::bigint, NULL::text, NULL::text,
+                                    false, false
+                             FROM unnest(s.idxs) AS j;
+                CONTINUE;
+            END IF;
+        END IF;
+
+        -- The conversation: the latest one continues, unless resolved and the inbox opens a new one.
+        SELECT * INTO conv FROM conversations cv WHERE cv.identity_id = ident.id
+        ORDER BY cv.last_activity_at DESC, cv.id DESC LIMIT 1;
+        v_previous := NULL;
+        IF NOT FOUND OR (conv.status = 'resolved' AND p_new_on_resolved) THEN
+            INSERT INTO conversations (inbox_id, contact_id, identity_id, status, handler, priority, subject,
+                                       last_activity_at, created_at, unread_count, bot_state, meta)
+            VALUES (p_inbox, c.id, ident.id, 'open', 'bot', 'normal', p_subjects[s.idxs[1]],
+                    p_now, p_now, 0, '{}', '{}')
+            RETURNING id INTO v_conv;
+            v_handler := 'bot';
+            v_outcome := 'created';
+        ELSIF conv.status = 'resolved' THEN  -- reopened: the bot takes it again, afresh
+            UPDATE conversations SET status = 'open', snoozed_until = NULL, resolved_at = NULL, handler = 'bot',
+                                     bot_state = '{}', waiting_since = NULL
+            WHERE id = conv.id;
+            v_conv := conv.id;
+            v_handler := 'bot';
+            v_outcome := 'reopened';
+        ELSE
+            IF conv.status <> 'open' THEN  -- pending or snoozed: open again, same handler
+                UPDATE conversations SET status = 'open', snoozed_until = NULL, resolved_at = NULL WHERE id = conv.id;
+                v_previous := conv.status;
+            END IF;
+            v_conv := conv.id;
+            v_handler := conv.handler;
+            v_outcome := 'stored';
+        END IF;
+
+        v_name := c.name; v_email := c.email; v_phone := c.phone; v_language := c.language; v_avatar := c.avatar_url;
+        v_username := ident.username;
+        v_any_change := false;
+        v_reachable := ident.reachable;
+        first := true;
+        FOREACH i IN ARRAY s.idxs LOOP
+            -- The profile, as ingest.apply_profile: names follow the channel, email and phone fill gaps only.
+            v_changed := false;
+            IF coalesce(p_names[i], '') <> '' AND v_name IS DISTINCT FROM p_names[i] THEN
+                v_name := p_names[i]; v_changed := true;
+            END IF;
+            IF coalesce(p_languages[i], '') <> '' AND v_language IS DISTINCT FROM p_languages[i] THEN
+                v_language := p_languages[i]; v_changed := true;
+            END IF;
+            IF coalesce(p_avatars[i], '') <> '' AND v_avatar IS DISTINCT FROM p_avatars[i] THEN
+                v_avatar := p_avatars[i]; v_changed := true;
+            END IF;
+            IF coalesce(p_emails[i], '') <> '' AND coalesce(v_email, '') = '' THEN
+                v_email := p_emails[i]; v_changed := true;
+            END IF;
+            IF coalesce(p_phones[i], '') <> '' AND coalesce(v_phone, '') = '' THEN
+                v_phone := p_phones[i]; v_changed := true;
+            END IF;
+            IF coalesce(p_usernames[i], '') <> '' THEN
+                v_username := p_usernames[i];
+            END IF;
+            IF p_content_types[i] <> 'event' THEN
+                v_reachable := true;  -- they wrote to us again: the channel works
+            END IF;
+            v_any_change := v_any_change OR v_changed;
+            m_conv[i] := v_conv;
+            m_contact[i] := c.id;
+            m_handler[i] := v_handler;
+            m_outcome[i] := CASE WHEN first THEN v_outcome ELSE 'stored' END;
+            m_previous[i] := CASE WHEN first THEN v_previous END;
+            m_changed[i] := v_changed;
+            m_created[i] := first AND v_new;
+            first := false;
+        END LOOP;
+
+        IF v_any_change THEN
+            UPDATE contacts SET name = v_name, email = v_email, phone = v_phone, language = v_language,
+                                avatar_url = v_avatar
+            WHERE id = c.id;
+        END IF;
+        IF v_username IS DISTINCT FROM ident.username OR v_reachable <> ident.reachable THEN
+            UPDATE contact_identities SET username = v_username, reachable = v_reachable,
+                unreachable_reason = CASE WHEN v_reachable THEN NULL ELSE unreachable_reason END
+            WHERE id = ident.id;
+        END IF;
+        k_contacts := k_contacts || c.id;
+        k_identities := k_identities || ident.id;
+        k_convs := k_convs || v_conv;
+        k_previews := k_previews || p_previews[s.idxs[array_upper(s.idxs, 1)]];
+        k_added := k_added || array_length(s.idxs, 1);
+    END LOOP;
+
+    -- The clocks: contact seen, identity wrote in, conversation moved and waiting for an answer.
+    UPDATE contacts SET last_seen_at = p_now, updated_at = p_now WHERE id = ANY (k_contacts);
+    UPDATE contact_identities SET last_inbound_at = p_now WHERE id = ANY (k_identities);
+    UPDATE conversations cv
+    SET last_activity_at = p_now, last_message_preview = v.preview, unread_count = cv.unread_count + v.added,
+        waiting_since = coalesce(cv.waiting_since, p_now)
+    FROM unnest(k_convs, k_previews, k_added) AS v(id, preview, added)
+    WHERE cv.id = v.id;
+
+    -- The messages, in arrival order (their ids too).
+    RETURN QUERY
+    WITH stored AS (
+        INSERT INTO messages (conversation_id, inbox_id, direction, sender_kind, content_type, text, attachments,
+                              external_id, payload, created_at, sent_at, edit_history, private)
+        SELECT m_conv[x.i], p_inbox, 'in', 'contact', p_content_types[x.i], p_texts[x.i], p_attachments[x.i]::json,
+               p_external_ids[x.i], p_payloads[x.i]::json, p_now, p_sent_ats[x.i], '[]', false
+        FROM generate_series(1, n) AS x(i)
+        WHERE m_conv[x.i] IS NOT NULL
+        ORDER BY x.i
+        RETURNING messages.id, messages.external_id
+    )
+    SELECT x.i::integer, m_outcome[x.i], st.id, m_conv[x.i], m_contact[x.i], m_handler[x.i], m_previous[x.i],
+           m_changed[x.i], m_created[x.i]
+    FROM unnest(p_external_ids) WITH ORDINALITY AS x(eid, i)
+    JOIN stored st ON st.external_id = x.eid;
+END
+$fn$
+"""
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(FUNCTION)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS scrm_ingest_batch")

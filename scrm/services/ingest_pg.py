@@ -1,0 +1,130 @@
+"""PostgreSQL fast path of the group commit: a batch stored by one call of `scrm_ingest_batch`.
+
+The function (migration 0013) does in the database what ingest_batch.store_batch does for the common
+case, in one round trip that is its own transaction. What it does not handle (a merged contact) comes
+back as `slow`, untouched, and so does every message of a sender the function is not given at all
+(threads, reply references, custom attributes, email participants): the caller stores those with the
+Python path.
+A sender is wholly on one path, so its messages keep their order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Text, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from scrm import events as ev
+from scrm.db.models import Inbox, utcnow
+from scrm.domain import InboundMessage, IngestOutcome
+from scrm.services import ingest as single
+
+if TYPE_CHECKING:
+    from scrm.db.database import Database
+
+_ARRAYS: dict[str, Any] = {
+    "external_ids": Text, "senders": Text, "texts": Text, "content_types": Text, "previews": Text,
+    "attachments": Text, "payloads": Text, "sent_ats": DateTime(timezone=True), "subjects": Text,
+    "names": Text, "emails": Text, "phones": Text, "languages": Text, "avatars": Text, "usernames": Text,
+}
+_CALL = text(
+    "SELECT idx, outcome, message_id, conversation_id, contact_id, handler, previous_status, contact_changed, "
+    "contact_created "
+    f"FROM scrm_ingest_batch(:inbox, :new_on_resolved, :now, {', '.join(f':{name}' for name in _ARRAYS)})"
+).bindparams(
+    bindparam("inbox", type_=BigInteger), bindparam("new_on_resolved", type_=Boolean),
+    bindparam("now", type_=DateTime(timezone=True)), *[bindparam(n, type_=ARRAY(t)) for n, t in _ARRAYS.items()],
+)
+
+
+@dataclass
+class FastOutcome:
+    """What the call stored: outcomes by message index, their events, and the indexes left to store."""
+
+    outcomes: dict[int, IngestOutcome] = field(default_factory=dict)
+    events: list[ev.Event] = field(default_factory=list)
+    rest: list[int] = field(default_factory=list)
+
+
+def handled(msg: InboundMessage, threaded: bool) -> bool:
+    """Whether the function can store this message (else its sender takes the Python path)."""
+    profile = msg.profile
+    return (
+        not threaded and msg.conversation_hint is None and not msg.thread_refs and not msg.reply_to_external_id
+        and (profile is None or not profile.attributes)
+        and not (isinstance(msg.payload, dict) and msg.payload.get("recipients"))
+    )
+
+
+async def store_fast(db: Database, inbox: Inbox, messages: list[InboundMessage]) -> FastOutcome:
+    """Store what the function handles of `messages` (one inbox, arrival order) in one call."""
+    threaded = single.is_threaded(inbox)
+    python_senders = {m.sender_id for m in messages if not handled(m, threaded)}
+    sent: list[int] = []  # indexes given to the function, each external id once
+    first: dict[str, int] = {}
+    copies: dict[int, int] = {}  # a repeat inside the batch -> its first copy
+    for index, msg in enumerate(messages):
+        if msg.sender_id in python_senders:
+            continue
+        if msg.external_id in first:
+            copies[index] = first[msg.external_id]
+        else:
+            first[msg.external_id] = index
+            sent.append(index)
+    result = FastOutcome()
+    if sent:
+        rows = await db.autocommit(_CALL, _arguments(inbox, [messages[i] for i in sent]))
+        stored: list[tuple[int, Any]] = []
+        for row in sorted(rows, key=lambda r: r.idx):
+            index = sent[row.idx - 1]
+            if row.outcome == "slow":
+                python_senders.add(messages[index].sender_id)
+            elif row.outcome == "duplicate":
+                result.outcomes[index] = IngestOutcome(duplicate=True, message_id=row.message_id,
+                                                       conversation_id=row.conversation_id)
+            else:
+                stored.append((index, row))
+        # Events in the order the Python path queues them: new people, profile and status changes, then the messages.
+        for _, row in sorted((r for r in stored if r[1].contact_created), key=lambda r: messages[r[0]].sender_id):
+            result.events.append(ev.Event(ev.CONTACT_UPDATED, {"contact_id": row.contact_id, "created": True}))
+        for _, row in stored:
+            if row.contact_changed:
+                result.events.append(ev.Event(ev.CONTACT_UPDATED, {"contact_id": row.contact_id}))
+            if row.previous_status:
+                result.events.append(ev.Event(ev.CONVERSATION_STATUS_CHANGED, {
+                    "conversation_id": row.conversation_id, "status": "open", "previous": row.previous_status,
+                    "by": "contact"}))
+        for index, row in stored:
+            result.outcomes[index] = single.stored_events(
+                result.events, inbox, messages[index], row.message_id, row.conversation_id, row.handler,
+                row.contact_id, created=row.outcome == "created", reopened=row.outcome == "reopened")
+    for index, original in copies.items():
+        if original in result.outcomes:
+            done = result.outcomes[original]
+            result.outcomes[index] = IngestOutcome(duplicate=True, message_id=done.message_id,
+                                                   conversation_id=done.conversation_id)
+    result.rest = [i for i, m in enumerate(messages) if i not in result.outcomes]
+    return result
+
+
+def _arguments(inbox: Inbox, messages: list[InboundMessage]) -> dict[str, Any]:
+    columns: dict[str, list[Any]] = {name: [] for name in _ARRAYS}
+    for msg in messages:
+        values = single.message_content(msg)
+        profile = msg.profile
+        columns["external_ids"].append(msg.external_id)
+        columns["senders"].append(msg.sender_id)
+        columns["texts"].append(msg.text)
+        columns["content_types"].append(values["content_type"])
+        columns["previews"].append(single.preview(msg.text, msg.content_type))
+        columns["attachments"].append(json.dumps(values["attachments"]))
+        columns["payloads"].append(json.dumps(values["payload"]))
+        columns["sent_ats"].append(values["sent_at"])
+        columns["subjects"].append(msg.payload.get("subject") if isinstance(msg.payload, dict) else None)
+        for name, attr in (("names", "name"), ("emails", "email"), ("phones", "phone"), ("languages", "language"),
+                           ("avatars", "avatar_url"), ("usernames", "username")):
+            columns[name].append(getattr(profile, attr, None) if profile is not None else None)
+    return {"inbox": inbox.id, "new_on_resolved": inbox.reopen_policy == "new", "now": utcnow(), **columns}
