@@ -112,6 +112,21 @@ class _Slots:
         self._free += 1
 
 
+def _everything(event: Event) -> bool:
+    return True
+
+
+def _wanting(listener: Listener, wants: Callable[[Event], bool]) -> Listener:
+    """`listener`, carrying the test `_dispatch` asks before starting a task for it."""
+
+    async def call(event: Event) -> None:
+        await listener(event)
+
+    call.wants = wants  # type: ignore[attr-defined]
+    call.__qualname__ = getattr(listener, "__qualname__", repr(listener))
+    return call
+
+
 class EventBus:
     """In-process bus. Listeners run as tasks so a slow listener never blocks the publisher."""
 
@@ -124,14 +139,17 @@ class EventBus:
         self._slots = _Slots(LISTENER_SLOTS)
         self._queued = 0  # work-listener calls waiting for a slot
 
-    def subscribe(self, listener: Listener, name: str | None = None, *, everywhere: bool = False) -> Callable[[], None]:
+    def subscribe(self, listener: Listener, name: str | None = None, *, everywhere: bool = False,
+                  wants: Callable[[Event], bool] | None = None) -> Callable[[], None]:
         """Call `listener` for every event (or only events called `name`); returns unsubscribe.
 
         By default a listener runs once per event, in the process that committed it (the bot must
         answer once, not once per server). `everywhere=True` listeners run in every process:
-        WebSocket fan-out, worker wake-ups, in-memory index refreshes.
+        WebSocket fan-out, worker wake-ups, in-memory index refreshes. `wants`, a cheap synchronous
+        test, spares the listener's task for events it would ignore (a server under load publishes
+        thousands a second; WebSocket fan-out with no agent connected wants none of them).
         """
-        entry = (name, listener, everywhere)
+        entry = (name, _wanting(listener, wants) if wants is not None else listener, everywhere)
         self._listeners.append(entry)
         return lambda: self._listeners.remove(entry) if entry in self._listeners else None
 
@@ -146,7 +164,7 @@ class EventBus:
         for name, listener, everywhere in list(self._listeners):
             if scope == "origin" and everywhere or scope == "everywhere" and not everywhere:
                 continue
-            if name is None or name == event.name:
+            if (name is None or name == event.name) and getattr(listener, "wants", _everything)(event):
                 task = asyncio.create_task(self._run(listener, event, throttled=not everywhere))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)

@@ -136,11 +136,13 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     hub = hub_for(ctx)
     pending: asyncio.Queue[ev.Event] = asyncio.Queue()
 
-    async def on_event(event: ev.Event) -> None:
+    def wanted(event: ev.Event) -> bool:
         if event.name == ev.DELIVERY_UPDATED and not event.data.get("conversation_id"):
-            return  # a broadcast delivery: 100k of them would swamp every agent's tab (the report page polls)
-        if event.name in PUSHED and hub.clients:
-            pending.put_nowait(event)
+            return False  # a broadcast delivery: 100k of them would swamp every agent's tab (the report page polls)
+        return event.name in PUSHED and bool(hub.clients)
+
+    async def on_event(event: ev.Event) -> None:
+        pending.put_nowait(event)
 
     async def worker() -> None:
         while True:
@@ -156,4 +158,4 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     def stop() -> None:
         task.cancel()
 
-    return [ctx.bus.subscribe(on_event, everywhere=True), stop]
+    return [ctx.bus.subscribe(on_event, everywhere=True, wants=wanted), stop]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from scrm.events import _Slots
+from scrm.events import Event, EventBus, _Slots
 
 
 async def test_slots_bound_concurrency_and_keep_arrival_order():
@@ -42,3 +42,21 @@ async def test_a_cancelled_waiter_does_not_lose_a_slot():
     slots.release()
     third = asyncio.create_task(slots.acquire())
     await asyncio.wait_for(third, 1)
+
+
+async def test_a_listener_that_wants_nothing_costs_no_task():
+    """WebSocket fan-out with no agent connected: thousands of events a second start no task for it."""
+    bus = EventBus()
+    seen: list[str] = []
+    connected = False
+
+    async def push(event: Event) -> None:
+        seen.append(event.name)
+
+    bus.subscribe(push, everywhere=True, wants=lambda e: connected)
+    await bus.publish([Event("message.created", {}), Event("conversation.updated", {})])
+    assert not bus._tasks and seen == []
+    connected = True
+    await bus.publish([Event("message.created", {})])
+    await bus.drain(1)
+    assert seen == ["message.created"]
