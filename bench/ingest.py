@@ -1,11 +1,14 @@
 """Ingest benchmark: signed API-channel messages from 64 concurrent senders against `scrm serve`,
 next to a bare aiohttp handler (reads the body, answers 200) measured in the same run.
 
-    python bench/ingest.py [--quick] [--messages N] [--backends sqlite,postgresql] [--embedded]
+    python bench/ingest.py [--quick] [--messages N] [--backends sqlite,postgresql] [--embedded] [--worker-after]
 
 PostgreSQL + Redis is deployed as the README says: `scrm serve --no-worker` stores and acknowledges,
 one `scrm worker` does the follow-up work (FAQ bot answers, desk bookkeeping) from the Redis work
-stream; the bench also prints how long after the last acknowledgement that work was done.
+stream; the bench also prints how long after the last acknowledgement that work was done. Both run
+on this machine, so the worker's share of its cores and of the database is in the figures;
+`--worker-after` starts the worker once the burst is acknowledged (workers on other hosts: the
+acknowledgement path alone).
 PostgreSQL runs use a scratch database `scrm_bench_ingest` (created and dropped) on
 127.0.0.1:5432 and Redis db 14 (emptied), as in production; skipped when unreachable.
 """
@@ -142,7 +145,8 @@ async def seed_inbox(db_url: str) -> int:
     return inbox_id
 
 
-async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False) -> dict[str, float] | None:
+async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False,
+                     worker_after: bool = False) -> dict[str, float] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
     if backend == "sqlite":
         db_url = f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -161,15 +165,20 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
     separate_worker = backend == "postgresql" and not embedded
     serve = [sys.executable, "-m", "scrm.cli", "serve", "--port", str(port)] + (["--no-worker"] if separate_worker else [])
     procs = [spawn(serve, env, tmp / f"serve-{backend}.log")]
+    worker = [sys.executable, "-m", "scrm.cli", "worker"]
     if separate_worker:
-        procs.append(spawn([sys.executable, "-m", "scrm.cli", "worker"], env, tmp / f"worker-{backend}.log"))
+        procs.append(spawn(worker, env, tmp / f"worker-{backend}.log"))
     try:
         await wait_up(f"http://127.0.0.1:{port}/readyz")
         url = f"http://127.0.0.1:{port}/webhooks/api/{inbox_id}"
         await load(url, min(300, total))  # warm-up (contacts and conversations exist afterwards too)
         if separate_worker:
             await work_drained(env["SCRM_REDIS_URL"], 120)
+            if worker_after:
+                stop(procs.pop())
         res = await load(url, total)
+        if separate_worker and worker_after:
+            procs.append(spawn(worker, env, tmp / f"worker-{backend}.log"))
         if separate_worker:  # the follow-up work (bot answers, desk) trails the acknowledgements
             started = time.perf_counter()
             if await work_drained(env["SCRM_REDIS_URL"], 600):
@@ -208,16 +217,19 @@ async def main() -> None:
     ap.add_argument("--messages", type=int)
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--embedded", action="store_true", help="PostgreSQL too with the worker inside `scrm serve`")
+    ap.add_argument("--worker-after", action="store_true",
+                    help="start `scrm worker` once the burst is acknowledged (the acknowledgement path alone)")
     args = ap.parse_args()
     total = args.messages or (1500 if args.quick else 6000)
     print(f"ingest benchmark: {total} signed messages, 64 concurrent senders, 500 contacts, FAQ bot on; "
-          f"PostgreSQL: {'worker inside serve' if args.embedded else 'serve --no-worker + one scrm worker'}")
+          f"PostgreSQL: {'worker inside serve' if args.embedded else 'serve --no-worker + one scrm worker'}"
+          f"{' started after the burst' if args.worker_after and not args.embedded else ''}")
     bare = await bench_bare(total)
     print(f"  bare aiohttp handler   {bare['rate']:8.0f} msg/s   p50 {bare['p50_ms']:6.1f} ms   p99 {bare['p99_ms']:6.1f} ms")
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
-            res = await bench_scrm(backend, total, Path(tmp), args.embedded)
+            res = await bench_scrm(backend, total, Path(tmp), args.embedded, args.worker_after)
             if res is None:
                 continue
             results[backend] = res
@@ -237,6 +249,8 @@ async def main() -> None:
     if "work_rate" in results.get("postgresql", {}):
         parts += [f"pg_work_rate={results['postgresql']['work_rate']:.0f}", f"pg_drain_s={results['postgresql']['drain_s']:.1f}"]
     parts += [f"bare_rate={bare['rate']:.0f}", f"bare_p99_ms={bare['p99_ms']:.1f}"]
+    if "postgresql" in results and not args.embedded:
+        parts.append(f"pg_worker={'after' if args.worker_after else 'during'}")
     print("BENCH ingest " + " ".join(parts))
 
 
