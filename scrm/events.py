@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -112,17 +112,43 @@ class _Slots:
         self._free += 1
 
 
+class _Turns:
+    """Calls with the same key take turns, first come first served; other keys run side by side."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Any, list[Any]] = {}  # key -> [lock, calls holding or waiting for it]
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: Any) -> AsyncIterator[None]:
+        if key is None:
+            yield
+            return
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._locks[key]
+
+
 def _everything(event: Event) -> bool:
     return True
 
 
-def _wanting(listener: Listener, wants: Callable[[Event], bool]) -> Listener:
-    """`listener`, carrying the test `_dispatch` asks before starting a task for it."""
+def _configured(listener: Listener, wants: Callable[[Event], bool] | None, per_conversation: bool) -> Listener:
+    """`listener`, carrying what `_dispatch` and `_run` ask of it."""
 
     async def call(event: Event) -> None:
         await listener(event)
 
-    call.wants = wants  # type: ignore[attr-defined]
+    if wants is not None:
+        call.wants = wants  # type: ignore[attr-defined]
+    call.per_conversation = per_conversation  # type: ignore[attr-defined]
     call.__qualname__ = getattr(listener, "__qualname__", repr(listener))
     return call
 
@@ -137,10 +163,11 @@ class EventBus:
         # Listener work (bot turns, SLA, media) queues behind this many slots so it never takes
         # every database connection from the requests that acknowledge webhooks.
         self._slots = _Slots(LISTENER_SLOTS)
+        self._turns = _Turns()
         self._queued = 0  # work-listener calls waiting for a slot
 
     def subscribe(self, listener: Listener, name: str | None = None, *, everywhere: bool = False,
-                  wants: Callable[[Event], bool] | None = None) -> Callable[[], None]:
+                  wants: Callable[[Event], bool] | None = None, per_conversation: bool = False) -> Callable[[], None]:
         """Call `listener` for every event (or only events called `name`); returns unsubscribe.
 
         By default a listener runs once per event, in the process that committed it (the bot must
@@ -148,8 +175,13 @@ class EventBus:
         WebSocket fan-out, worker wake-ups, in-memory index refreshes. `wants`, a cheap synchronous
         test, spares the listener's task for events it would ignore (a server under load publishes
         thousands a second; WebSocket fan-out with no agent connected wants none of them).
+        `per_conversation`: calls for one conversation take turns in this process, in arrival order,
+        and wait for their turn before taking a slot. Listeners that lock the conversation's row
+        (bot, desk) otherwise filled every slot with calls waiting on one row lock, each holding a
+        database connection, while other conversations' work waited.
         """
-        entry = (name, _wanting(listener, wants) if wants is not None else listener, everywhere)
+        configured = wants is not None or per_conversation
+        entry = (name, _configured(listener, wants, per_conversation) if configured else listener, everywhere)
         self._listeners.append(entry)
         return lambda: self._listeners.remove(entry) if entry in self._listeners else None
 
@@ -172,17 +204,25 @@ class EventBus:
         return started
 
     async def _run(self, listener: Listener, event: Event, *, throttled: bool = True) -> None:
+        key = event.data.get("conversation_id") if getattr(listener, "per_conversation", False) else None
         try:
             if throttled:  # work listeners queue for a slot; fan-out (WebSocket push) never waits
                 self._queued += 1
+                waiting = True
                 try:
-                    await self._slots.acquire()
+                    async with self._turns.turn(key):
+                        try:
+                            await self._slots.acquire()
+                        finally:
+                            waiting = False
+                            self._queued -= 1
+                        try:
+                            await listener(event)
+                        finally:
+                            self._slots.release()
                 finally:
-                    self._queued -= 1
-                try:
-                    await listener(event)
-                finally:
-                    self._slots.release()
+                    if waiting:
+                        self._queued -= 1
             else:
                 await listener(event)
         except Exception:

@@ -52,7 +52,8 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
             return  # not built yet: it will read the table as it is
         await index.refresh(ctx, [str(k) for k in event.data.get("keys") or []])
 
-    unsubscribe = [ctx.bus.subscribe(on_message, ev.MESSAGE_CREATED), ctx.bus.subscribe(on_faq, ev.FAQ_CHANGED, everywhere=True)]
+    unsubscribe = [ctx.bus.subscribe(on_message, ev.MESSAGE_CREATED, per_conversation=True),
+                   ctx.bus.subscribe(on_faq, ev.FAQ_CHANGED, everywhere=True)]
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

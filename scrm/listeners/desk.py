@@ -194,7 +194,7 @@ class DeskListener:
 def install(ctx: AppContext) -> list[Callable[[], None]]:
     """Subscribe the desk listener and start the outgoing-webhook sender for this process."""
     listener = DeskListener(ctx)
-    unsubscribe = ctx.bus.subscribe(listener)
+    unsubscribe = ctx.bus.subscribe(listener, per_conversation=True)  # it locks the conversation's row
     stop = asyncio.Event()
     ctx.extras.setdefault(webhooks_out.WAKE_KEY, asyncio.Event())
     try:

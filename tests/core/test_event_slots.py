@@ -60,3 +60,33 @@ async def test_a_listener_that_wants_nothing_costs_no_task():
     await bus.publish([Event("message.created", {})])
     await bus.drain(1)
     assert seen == ["message.created"]
+
+
+async def test_calls_for_one_conversation_take_turns_without_holding_slots():
+    """A conversation whose row is busy (its first call blocks) holds one slot, not all: others go on."""
+    bus = EventBus()
+    gate = asyncio.Event()
+    running: dict[int, int] = {}
+    order: list[tuple[int, int]] = []
+
+    async def listener(event: Event) -> None:
+        cid = event.data["conversation_id"]
+        running[cid] = running.get(cid, 0) + 1
+        assert running[cid] == 1, "two calls for one conversation at once"
+        order.append((cid, event.data["n"]))
+        if cid == 1:
+            await gate.wait()
+        running[cid] -= 1
+
+    bus.subscribe(listener, per_conversation=True)
+    await bus.publish([Event("message.created", {"conversation_id": 1, "n": n}) for n in range(10)])
+    await bus.publish([Event("message.created", {"conversation_id": c, "n": 0}) for c in range(2, 12)])
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert sorted(c for c, _ in order if c != 1) == list(range(2, 12))  # not stuck behind conversation 1
+    assert [n for c, n in order if c == 1] == [0]
+    assert bus.backlog == 9  # conversation 1's calls waiting for their turn still count as backlog
+    gate.set()
+    await bus.drain(2)
+    assert [n for c, n in order if c == 1] == list(range(10))  # in arrival order
+    assert bus.backlog == 0
