@@ -164,6 +164,7 @@ class EventBus:
         # every database connection from the requests that acknowledge webhooks.
         self._slots = _Slots(LISTENER_SLOTS)
         self._turns = _Turns()
+        self.turns_per_conversation = True  # off on SQLite (context.py)
         self._queued = 0  # work-listener calls waiting for a slot
 
     def subscribe(self, listener: Listener, name: str | None = None, *, everywhere: bool = False,
@@ -204,7 +205,8 @@ class EventBus:
         return started
 
     async def _run(self, listener: Listener, event: Event, *, throttled: bool = True) -> None:
-        key = event.data.get("conversation_id") if getattr(listener, "per_conversation", False) else None
+        key = (event.data.get("conversation_id")
+               if self.turns_per_conversation and getattr(listener, "per_conversation", False) else None)
         try:
             if throttled:  # work listeners queue for a slot; fan-out (WebSocket push) never waits
                 self._queued += 1
