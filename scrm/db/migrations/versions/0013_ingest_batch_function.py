@@ -56,6 +56,7 @@ DECLARE
     i integer;
     first boolean;
     v_new boolean;
+    v_open_new boolean;
     v_conv bigint;
     v_handler text;
     v_outcome text;
@@ -93,14 +94,8 @@ BEGIN
         WHERE ci.inbox_id = p_inbox AND ci.external_id = s.sender FOR NO KEY UPDATE;
         v_new := NOT FOUND;
         IF v_new THEN
-            -- A new person: a contact and its identity. A concurrent batch creating the same identity
-            -- makes this insert fail, and with it the whole call; it is then run again and finds it.
-            INSERT INTO contacts (first_seen_at, last_seen_at, attributes, opt_outs, created_at, updated_at)
-            VALUES (p_now, p_now, '{}', '{}', p_now, p_now)
-            RETURNING * INTO c;
-            INSERT INTO contact_identities (inbox_id, external_id, contact_id, reachable, subscribed, attributes, created_at)
-            VALUES (p_inbox, s.sender, c.id, true, true, '{}', p_now)
-            RETURNING * INTO ident;
+            v_name := NULL; v_email := NULL; v_phone := NULL; v_language := NULL; v_avatar := NULL;
+            v_username := NULL; v_reachable := true;
         ELSE
             SELECT * INTO c FROM contacts WHERE id = ident.contact_id;  -- after the lock: as last committed
             IF c.merged_into_id IS NOT NULL THEN  -- the Python path follows the merge
@@ -109,13 +104,77 @@ BEGIN
                              FROM unnest(s.idxs) AS j;
                 CONTINUE;
             END IF;
+            v_name := c.name; v_email := c.email; v_phone := c.phone; v_language := c.language;
+            v_avatar := c.avatar_url; v_username := ident.username; v_reachable := ident.reachable;
+        END IF;
+
+        -- The profile, message by message as ingest.apply_profile: names follow the channel, email
+        -- and phone fill gaps only.
+        v_any_change := false;
+        FOREACH i IN ARRAY s.idxs LOOP
+            v_changed := false;
+            IF coalesce(p_names[i], '') <> '' AND v_name IS DISTINCT FROM p_names[i] THEN
+                v_name := p_names[i]; v_changed := true;
+            END IF;
+            IF coalesce(p_languages[i], '') <> '' AND v_language IS DISTINCT FROM p_languages[i] THEN
+                v_language := p_languages[i]; v_changed := true;
+            END IF;
+            IF coalesce(p_avatars[i], '') <> '' AND v_avatar IS DISTINCT FROM p_avatars[i] THEN
+                v_avatar := p_avatars[i]; v_changed := true;
+            END IF;
+            IF coalesce(p_emails[i], '') <> '' AND coalesce(v_email, '') = '' THEN
+                v_email := p_emails[i]; v_changed := true;
+            END IF;
+            IF coalesce(p_phones[i], '') <> '' AND coalesce(v_phone, '') = '' THEN
+                v_phone := p_phones[i]; v_changed := true;
+            END IF;
+            IF coalesce(p_usernames[i], '') <> '' THEN
+                v_username := p_usernames[i];
+            END IF;
+            IF p_content_types[i] <> 'event' THEN
+                v_reachable := true;  -- they wrote to us again: the channel works
+            END IF;
+            v_any_change := v_any_change OR v_changed;
+            m_changed[i] := v_changed;
+        END LOOP;
+
+        IF v_new THEN
+            -- A new person: a contact (with its profile: one insert, no update of its indexed columns)
+            -- and its identity. A concurrent batch creating the same identity makes this insert fail,
+            -- and with it the whole call; it is then run again and finds it.
+            INSERT INTO contacts (name, email, phone, language, avatar_url, first_seen_at, last_seen_at, attributes,
+                                  opt_outs, created_at, updated_at)
+            VALUES (v_name, v_email, v_phone, v_language, v_avatar, p_now, p_now, '{}', '{}', p_now, p_now)
+            RETURNING * INTO c;
+            INSERT INTO contact_identities (inbox_id, external_id, contact_id, username, reachable, subscribed,
+                                            attributes, created_at)
+            VALUES (p_inbox, s.sender, c.id, v_username, true, true, '{}', p_now)
+            RETURNING * INTO ident;
+        ELSE
+            IF v_any_change THEN
+                UPDATE contacts SET name = v_name, email = v_email, phone = v_phone, language = v_language,
+                                    avatar_url = v_avatar
+                WHERE id = c.id;
+            END IF;
+            IF v_username IS DISTINCT FROM ident.username OR v_reachable <> ident.reachable THEN
+                UPDATE contact_identities SET username = v_username, reachable = v_reachable,
+                    unreachable_reason = CASE WHEN v_reachable THEN NULL ELSE unreachable_reason END
+                WHERE id = ident.id;
+            END IF;
         END IF;
 
         -- The conversation: the latest one continues, unless resolved and the inbox opens a new one.
-        SELECT * INTO conv FROM conversations cv WHERE cv.identity_id = ident.id
-        ORDER BY cv.last_activity_at DESC, cv.id DESC LIMIT 1;
+        -- (`conv` keeps one row type throughout: resetting it would make PL/pgSQL plan its uses again.)
         v_previous := NULL;
-        IF NOT FOUND OR (conv.status = 'resolved' AND p_new_on_resolved) THEN
+        v_open_new := true;
+        IF NOT v_new THEN
+            SELECT * INTO conv FROM conversations cv WHERE cv.identity_id = ident.id
+            ORDER BY cv.last_activity_at DESC, cv.id DESC LIMIT 1;
+            IF FOUND THEN
+                v_open_new := conv.status = 'resolved' AND p_new_on_resolved;
+            END IF;
+        END IF;
+        IF v_open_new THEN
             INSERT INTO conversations (inbox_id, contact_id, identity_id, status, handler, priority, subject,
                                        last_activity_at, created_at, unread_count, bot_state, meta)
             VALUES (p_inbox, c.id, ident.id, 'open', 'bot', 'normal', p_subjects[s.idxs[1]],
@@ -140,56 +199,16 @@ BEGIN
             v_outcome := 'stored';
         END IF;
 
-        v_name := c.name; v_email := c.email; v_phone := c.phone; v_language := c.language; v_avatar := c.avatar_url;
-        v_username := ident.username;
-        v_any_change := false;
-        v_reachable := ident.reachable;
         first := true;
         FOREACH i IN ARRAY s.idxs LOOP
-            -- The profile, as ingest.apply_profile: names follow the channel, email and phone fill gaps only.
-            v_changed := false;
-            IF coalesce(p_names[i], '') <> '' AND v_name IS DISTINCT FROM p_names[i] THEN
-                v_name := p_names[i]; v_changed := true;
-            END IF;
-            IF coalesce(p_languages[i], '') <> '' AND v_language IS DISTINCT FROM p_languages[i] THEN
-                v_language := p_languages[i]; v_changed := true;
-            END IF;
-            IF coalesce(p_avatars[i], '') <> '' AND v_avatar IS DISTINCT FROM p_avatars[i] THEN
-                v_avatar := p_avatars[i]; v_changed := true;
-            END IF;
-            IF coalesce(p_emails[i], '') <> '' AND coalesce(v_email, '') = '' THEN
-                v_email := p_emails[i]; v_changed := true;
-            END IF;
-            IF coalesce(p_phones[i], '') <> '' AND coalesce(v_phone, '') = '' THEN
-                v_phone := p_phones[i]; v_changed := true;
-            END IF;
-            IF coalesce(p_usernames[i], '') <> '' THEN
-                v_username := p_usernames[i];
-            END IF;
-            IF p_content_types[i] <> 'event' THEN
-                v_reachable := true;  -- they wrote to us again: the channel works
-            END IF;
-            v_any_change := v_any_change OR v_changed;
             m_conv[i] := v_conv;
             m_contact[i] := c.id;
             m_handler[i] := v_handler;
             m_outcome[i] := CASE WHEN first THEN v_outcome ELSE 'stored' END;
             m_previous[i] := CASE WHEN first THEN v_previous END;
-            m_changed[i] := v_changed;
             m_created[i] := first AND v_new;
             first := false;
         END LOOP;
-
-        IF v_any_change THEN
-            UPDATE contacts SET name = v_name, email = v_email, phone = v_phone, language = v_language,
-                                avatar_url = v_avatar
-            WHERE id = c.id;
-        END IF;
-        IF v_username IS DISTINCT FROM ident.username OR v_reachable <> ident.reachable THEN
-            UPDATE contact_identities SET username = v_username, reachable = v_reachable,
-                unreachable_reason = CASE WHEN v_reachable THEN NULL ELSE unreachable_reason END
-            WHERE id = ident.id;
-        END IF;
         k_contacts := k_contacts || c.id;
         k_identities := k_identities || ident.id;
         k_convs := k_convs || v_conv;
