@@ -196,9 +196,15 @@ async def test_lost_socket_shows_reconnecting_and_catches_up(tab, ctx, admin, li
     await page.evaluate("""() => {
         const el = document.querySelector('[data-testid="live-status"]');
         window.__liveStates = [];
-        new MutationObserver(() => window.__liveStates.push(el.className)).observe(el, {attributes: true});
+        new MutationObserver(records => records.forEach(r => window.__liveStates.push(r.oldValue || '', el.className)))
+            .observe(el, {attributes: true, attributeOldValue: true});
     }""")
     hub = hub_for(ctx)
+    for _ in range(100):  # the page may see its socket open before the server has registered it
+        if hub.clients:
+            break
+        await asyncio.sleep(0.05)
+    assert hub.clients, "the page's socket never reached the hub"
     for client in list(hub.clients):  # the network drops
         hub.remove(client)
         await client.ws.close()
