@@ -20,8 +20,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
+from scrm.db.sql import is_postgresql
 from scrm.domain import ChannelEvent, ChannelEventKind, ContactProfile, InboundMessage, IngestOutcome
 from scrm.metrics import INGEST_LATENCY, INGESTED
+from scrm.services.ingest_writes import BatchClocks
 from scrm.services.uow import Tx, unit_of_work
 
 if TYPE_CHECKING:
@@ -38,14 +40,6 @@ def is_retryable(exc: BaseException) -> bool:
     """A deadlock or serialization failure: the whole transaction may simply be run again."""
     code = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(getattr(exc, "orig", None), "pgcode", None)
     return code in ("40P01", "40001") or "deadlock detected" in str(exc)
-
-
-def preview(text: str | None, content_type: str) -> str:
-    """A one-line preview for the conversation list."""
-    if text:
-        line = " ".join(text.split())
-        return line[:197] + "…" if len(line) > 198 else line
-    return f"[{content_type}]"
 
 
 async def ingest(ctx: AppContext, inbox: Inbox, items: Sequence[InboundMessage | ChannelEvent]) -> list[IngestOutcome]:
@@ -183,8 +177,10 @@ async def store_message(tx: Tx, inbox: Inbox, msg: InboundMessage) -> IngestOutc
         )
     message = Message(**message_values(inbox, msg, conversation, reply_to_id, now))
     tx.session.add(message)
-    move_clocks(msg, identity, contact, conversation, now)
+    clocks = BatchClocks()
+    clocks.move(msg, identity, contact, conversation, now)
     await tx.session.flush()
+    await clocks.write(tx.session, postgresql=is_postgresql(tx.session))
     return emit_stored(tx, inbox, msg, message.id, conversation, contact, created=created, reopened=reopened)
 
 
@@ -214,26 +210,6 @@ def message_content(msg: InboundMessage) -> dict[str, Any]:
         "payload": dict(msg.payload) | ({"auto_submitted": True} if msg.auto_submitted else {}),
         "sent_at": msg.sent_at.astimezone(UTC) if msg.sent_at and msg.sent_at.tzinfo else None,
     }
-
-
-def move_clocks(msg: InboundMessage, identity: ContactIdentity, contact: Contact, conversation: Conversation,
-                now: datetime) -> None:
-    """A new inbound message: the contact was seen, the conversation moved and waits for an answer."""
-    contact.last_seen_at = now
-    identity.last_inbound_at = now
-    if not identity.reachable and msg.content_type != "event":
-        identity.reachable = True  # they wrote to us again: the channel works
-        identity.unreachable_reason = None
-    conversation.last_activity_at = now
-    conversation.last_message_preview = preview(msg.text, msg.content_type)
-    conversation.unread_count = (conversation.unread_count or 0) + 1
-    if conversation.waiting_since is None:
-        conversation.waiting_since = now
-    recipients = msg.payload.get("recipients") if isinstance(msg.payload, dict) else None
-    if recipients:
-        meta = dict(conversation.meta or {})
-        meta["participants"] = sorted(set(meta.get("participants", [])) | {str(r).lower() for r in recipients})
-        conversation.meta = meta
 
 
 def emit_stored(

@@ -21,6 +21,7 @@ from scrm import events as ev
 from scrm.db.models import Inbox, utcnow
 from scrm.domain import InboundMessage, IngestOutcome
 from scrm.services import ingest as single
+from scrm.services.ingest_writes import preview
 
 if TYPE_CHECKING:
     from scrm.db.database import Database
@@ -119,7 +120,7 @@ def _arguments(inbox: Inbox, messages: list[InboundMessage]) -> dict[str, Any]:
         columns["senders"].append(msg.sender_id)
         columns["texts"].append(msg.text)
         columns["content_types"].append(values["content_type"])
-        columns["previews"].append(single.preview(msg.text, msg.content_type))
+        columns["previews"].append(preview(msg.text, msg.content_type))
         columns["attachments"].append(json.dumps(values["attachments"]))
         columns["payloads"].append(json.dumps(values["payload"]))
         columns["sent_ats"].append(values["sent_at"])

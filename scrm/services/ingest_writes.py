@@ -28,7 +28,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from scrm.db.models import Contact, ContactIdentity, Conversation, Message
 from scrm.domain import InboundMessage
-from scrm.services.ingest import preview
 
 # Column -> (array element type, SQL cast of the element); the keys are those of ingest.message_values.
 _MESSAGE_COLUMNS: dict[str, tuple[Any, str]] = {
@@ -60,6 +59,14 @@ async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]],
             values.append(json.dumps(value) if name in _JSON_COLUMNS else value)
     ids = {external_id: id_ for id_, external_id in await session.execute(_INSERT_MESSAGES, columns)}
     return [ids[row["external_id"]] for row in rows]
+
+
+def preview(text: str | None, content_type: str) -> str:
+    """A one-line preview for the conversation list."""
+    if text:
+        line = " ".join(text.split())
+        return line[:197] + "…" if len(line) > 198 else line
+    return f"[{content_type}]"
 
 
 _POSTGRESQL = text("""
@@ -113,8 +120,8 @@ class BatchClocks:
 
     def move(self, msg: InboundMessage, identity: ContactIdentity, contact: Contact, conversation: Conversation,
              now: datetime) -> None:
-        """What `ingest.move_clocks` does for one message; the rare changes (reachable again, email
-        participants) still go through the ORM."""
+        """A new inbound message: the contact was seen, the conversation moved and waits for an answer.
+        The rare changes (reachable again, email participants) go through the ORM."""
         self._contacts[contact.id] = (contact, now)
         self._identities[identity.id] = (identity, now)
         if not identity.reachable and msg.content_type != "event":

@@ -9,7 +9,7 @@ from typing import Any
 from scrm import events as ev
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
 from scrm.domain import Attachment, Choice, OutboundMessage
-from scrm.services.ingest import preview
+from scrm.services.ingest_writes import preview
 from scrm.services.uow import Tx
 
 
