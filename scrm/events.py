@@ -136,21 +136,13 @@ class _Turns:
                 del self._locks[key]
 
 
-def _everything(event: Event) -> bool:
-    return True
-
-
-def _configured(listener: Listener, wants: Callable[[Event], bool] | None, per_conversation: bool) -> Listener:
-    """`listener`, carrying what `_dispatch` and `_run` ask of it."""
-
-    async def call(event: Event) -> None:
-        await listener(event)
-
-    if wants is not None:
-        call.wants = wants  # type: ignore[attr-defined]
-    call.per_conversation = per_conversation  # type: ignore[attr-defined]
-    call.__qualname__ = getattr(listener, "__qualname__", repr(listener))
-    return call
+@dataclass(eq=False)
+class _Subscription:
+    listener: Listener
+    name: str | None  # only events of this name; None: every event
+    everywhere: bool
+    wants: Callable[[Event], bool] | None
+    per_conversation: bool
 
 
 class EventBus:
@@ -158,7 +150,7 @@ class EventBus:
 
     def __init__(self, process_id: str | None = None) -> None:
         self.process_id = process_id or uuid.uuid4().hex[:12]
-        self._listeners: list[tuple[str | None, Listener, bool]] = []
+        self._listeners: list[_Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         # Listener work (bot turns, SLA, media) queues behind this many slots so it never takes
         # every database connection from the requests that acknowledge webhooks.
@@ -181,8 +173,7 @@ class EventBus:
         (bot, desk) otherwise filled every slot with calls waiting on one row lock, each holding a
         database connection, while other conversations' work waited.
         """
-        configured = wants is not None or per_conversation
-        entry = (name, _configured(listener, wants, per_conversation) if configured else listener, everywhere)
+        entry = _Subscription(listener, name, everywhere, wants, per_conversation)
         self._listeners.append(entry)
         return lambda: self._listeners.remove(entry) if entry in self._listeners else None
 
@@ -194,21 +185,21 @@ class EventBus:
     def _dispatch(self, event: Event, *, scope: str = "all") -> list[asyncio.Task[None]]:
         """scope: "all" (in-process bus), "origin" (work listeners), "everywhere" (fan-out listeners)."""
         started: list[asyncio.Task[None]] = []
-        for name, listener, everywhere in list(self._listeners):
-            if scope == "origin" and everywhere or scope == "everywhere" and not everywhere:
+        for sub in list(self._listeners):
+            if scope == "origin" and sub.everywhere or scope == "everywhere" and not sub.everywhere:
                 continue
-            if (name is None or name == event.name) and getattr(listener, "wants", _everything)(event):
-                task = asyncio.create_task(self._run(listener, event, throttled=not everywhere))
+            if (sub.name is None or sub.name == event.name) and (sub.wants is None or sub.wants(event)):
+                task = asyncio.create_task(self._run(sub, event))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 started.append(task)
         return started
 
-    async def _run(self, listener: Listener, event: Event, *, throttled: bool = True) -> None:
-        key = (event.data.get("conversation_id")
-               if self.turns_per_conversation and getattr(listener, "per_conversation", False) else None)
+    async def _run(self, sub: _Subscription, event: Event) -> None:
+        listener = sub.listener
+        key = event.data.get("conversation_id") if self.turns_per_conversation and sub.per_conversation else None
         try:
-            if throttled:  # work listeners queue for a slot; fan-out (WebSocket push) never waits
+            if not sub.everywhere:  # work listeners queue for a slot; fan-out (WebSocket push) never waits
                 self._queued += 1
                 waiting = True
                 try:

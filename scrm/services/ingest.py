@@ -290,6 +290,12 @@ async def _choose_conversation(
     return await open_or_reopen(tx, inbox, identity, contact, msg, now, candidate)
 
 
+def follows_latest(msg: InboundMessage, threaded: bool) -> bool:
+    """The message goes to its sender's latest conversation (no thread, no conversation named): the
+    batch paths handle it set-based; the rest take store_message."""
+    return not threaded and msg.conversation_hint is None and not msg.thread_refs
+
+
 def continuable(inbox: Inbox, latest: Conversation | None) -> Conversation | None:
     """The contact's latest conversation, unless it is resolved and the inbox opens a new one then."""
     if latest is not None and latest.status == "resolved" and inbox.reopen_policy == "new":

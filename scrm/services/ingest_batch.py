@@ -205,11 +205,6 @@ def _settle(pending: _Pending, result: list[IngestOutcome] | BaseException) -> N
         pending.future.set_result(result)
 
 
-def _fast(msg: InboundMessage, threaded: bool) -> bool:
-    """Messages the set-based path handles; the rest (threads, hints) take the single path in the same transaction."""
-    return not threaded and msg.conversation_hint is None and not msg.thread_refs
-
-
 async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> list[IngestOutcome]:
     """Store messages of one inbox in `tx`, in order, each exactly once. Returns one outcome per message."""
     session = tx.session
@@ -222,7 +217,7 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
             Message.external_id, {m.external_id for m in messages}, postgresql=pg,
         ))
     }
-    fast = [m for m in messages if m.external_id not in stored and _fast(m, threaded)]
+    fast = [m for m in messages if m.external_id not in stored and single.follows_latest(m, threaded)]
     identities, contacts, latest = await _load_senders(tx, inbox, sorted({m.sender_id for m in fast}))
     opened = await _open_conversations(tx, inbox, fast, identities, contacts, latest)
     replied: dict[str, int] = {}
@@ -264,7 +259,7 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
             continue
         identity = identities.get(msg.sender_id)
         contact = contacts.get(identity.contact_id) if identity is not None else None
-        if identity is None or contact is None or msg.sender_id in slow_senders or not _fast(msg, threaded):
+        if identity is None or contact is None or msg.sender_id in slow_senders or not single.follows_latest(msg, threaded):
             # Merged contact, email threading: the single path, flushing first so events keep their order.
             await flush_and_emit()
             outcome = await single.store_message(tx, inbox, msg)

@@ -4,8 +4,7 @@ The function (migration 0013) does in the database what ingest_batch.store_batch
 case, in one round trip that is its own transaction. What it does not handle (a merged contact) comes
 back as `slow`, untouched, and so does every message of a sender the function is not given at all
 (threads, reply references, custom attributes, email participants): the caller stores those with the
-Python path.
-A sender is wholly on one path, so its messages keep their order.
+Python path. A sender is wholly on one path, so its messages keep their order.
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ def handled(msg: InboundMessage, threaded: bool) -> bool:
     """Whether the function can store this message (else its sender takes the Python path)."""
     profile = msg.profile
     return (
-        not threaded and msg.conversation_hint is None and not msg.thread_refs and not msg.reply_to_external_id
+        single.follows_latest(msg, threaded) and not msg.reply_to_external_id
         and (profile is None or not profile.attributes)
         and not (isinstance(msg.payload, dict) and msg.payload.get("recipients"))
     )

@@ -69,7 +69,7 @@ def preview(text: str | None, content_type: str) -> str:
     return f"[{content_type}]"
 
 
-_POSTGRESQL = text("""
+_CLOCKS_POSTGRESQL = text("""
 WITH seen AS (
     UPDATE contacts SET last_seen_at = v.at, updated_at = v.at
     FROM unnest(:contact_ids, :contact_ats) AS v(id, at) WHERE contacts.id = v.id
@@ -147,7 +147,7 @@ class BatchClocks:
         identities = sorted(self._identities.items())
         activities = sorted(self._conversations.items())
         if postgresql:
-            await session.execute(_POSTGRESQL, {
+            await session.execute(_CLOCKS_POSTGRESQL, {
                 "contact_ids": [i for i, _ in contacts], "contact_ats": [at for _, (_, at) in contacts],
                 "identity_ids": [i for i, _ in identities], "identity_ats": [at for _, (_, at) in identities],
                 "conversation_ids": [i for i, _ in activities], "conversation_ats": [a.at for _, a in activities],
