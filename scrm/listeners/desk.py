@@ -18,6 +18,7 @@ from scrm import events as ev
 from scrm.db.models import Conversation, Message, utcnow
 from scrm.db.models_desk import ConversationStats, TeamMember
 from scrm.services import assignment, automation, csat, sla, ticket_workflow, webhooks_out
+from scrm.services.conversation_turns import take_turn
 from scrm.services.uow import unit_of_work
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class DeskListener:
     async def _assign(self, event: ev.Event) -> None:
         if event.name == ev.CONVERSATION_HANDLER_CHANGED and event.data.get("handler") == "queue":
             async with unit_of_work(self.ctx) as tx:
-                conv = await tx.session.get(Conversation, event.data["conversation_id"], with_for_update=True)
+                conv = await take_turn(tx, event.data["conversation_id"])
                 if conv is not None and conv.handler == "queue":
                     await assignment.auto_assign(tx, conv)
         elif event.name == "agent.updated" and event.data.get("availability") in ("offline", "away"):
@@ -136,7 +137,7 @@ class DeskListener:
             if row is None or row[0] == row[1]:
                 return
         async with unit_of_work(self.ctx) as tx:
-            conv = await tx.session.get(Conversation, d["conversation_id"], with_for_update=True)
+            conv = await take_turn(tx, d["conversation_id"])
             if conv is None:
                 return
             stats = await sla.ensure_stats(tx, conv)

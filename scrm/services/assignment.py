@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, or_, select
 from scrm import events as ev
 from scrm.db.models import Agent, Conversation
 from scrm.db.models_desk import ConversationStats, Team, TeamMember
+from scrm.services.conversation_turns import wait_turn
 from scrm.services.conversations import add_system_note
 from scrm.services.uow import Tx
 
@@ -171,6 +172,7 @@ async def reassign_from_offline(tx: Tx, agent_id: int) -> list[int]:
     if not all_inboxes:
         stmt = stmt.where(Conversation.inbox_id.in_([t.inbox_id for t in teams]))
     moved = []
+    await wait_turn(tx, (await tx.session.scalars(stmt.with_only_columns(Conversation.id))).all())
     for conv in (await tx.session.scalars(stmt.order_by(Conversation.id).with_for_update())).all():
         conv.assignee_id = None
         if conv.handler == "human":

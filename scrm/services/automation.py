@@ -21,6 +21,7 @@ from scrm.db.models import Agent, Contact, ContactTag, Conversation, Conversatio
 from scrm.db.models_desk import AutomationLog, AutomationRule, Team, WebhookSubscription
 from scrm.services import assignment
 from scrm.services import conversations as conv_svc
+from scrm.services.conversation_turns import take_turn
 from scrm.services.desk_settings import business_hours
 from scrm.services.uow import Tx, unit_of_work
 
@@ -391,7 +392,7 @@ async def run_rules(ctx: AppContext, event: ev.Event) -> list[int]:
 
 async def _run_one(ctx: AppContext, rule: AutomationRule, event: ev.Event, cid: int, chain: list[int]) -> bool:
     async with unit_of_work(ctx) as tx:
-        conv = await tx.session.get(Conversation, cid, with_for_update=True)
+        conv = await take_turn(tx, cid)
         if conv is None:
             return False
         inbox = await tx.session.get(Inbox, conv.inbox_id)

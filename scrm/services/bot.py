@@ -52,6 +52,7 @@ from scrm.db.models import (
 )
 from scrm.db.models_desk import FaqOutcome
 from scrm.services import conversations as conv_svc
+from scrm.services.conversation_turns import take_turn
 from scrm.services.faq import ROOT, get_index
 from scrm.services.outbox import enqueue_message
 from scrm.services.tickets import PRIORITIES, create_ticket, ticket_number_text
@@ -209,8 +210,7 @@ async def run_round(
 ) -> list[CallHttp]:
     """One engine round in one transaction; returns the HTTP calls to make after commit."""
     async with unit_of_work(ctx) as tx:
-        conv = await tx.session.get(Conversation, conversation_id, with_for_update={"key_share": True},
-                                    populate_existing=True)
+        conv = await take_turn(tx, conversation_id)  # not its row: ingest must not wait for the round
         if conv is None or conv.handler != "bot":
             return []  # queue / human: the bot never talks over an agent
         inp = await build(tx, conv)

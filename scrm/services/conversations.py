@@ -26,6 +26,7 @@ from scrm.db.models import (
 )
 from scrm.domain import Choice
 from scrm.services import audit
+from scrm.services.conversation_turns import wait_turn
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import Tx
 
@@ -53,6 +54,10 @@ class ConversationError(ValueError):
 
 
 async def load(tx: Tx, conversation_id: int, *, lock: bool = True) -> tuple[Conversation, Inbox, ContactIdentity]:
+    """The conversation with its inbox and identity; `lock`: this transaction's turn on it and its row
+    (a status or handler change must not cross a message being stored)."""
+    if lock:
+        await wait_turn(tx, (conversation_id,))
     conv = await tx.session.get(Conversation, conversation_id, with_for_update={"key_share": True} if lock else None)
     if conv is None:
         raise ConversationError("conversation not found", 404, "not_found")

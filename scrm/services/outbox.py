@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
+
+from sqlalchemy import case, literal, null, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from scrm import events as ev
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
@@ -62,6 +66,26 @@ def enqueue_delivery(
     return delivery
 
 
+async def _move_clocks(tx: Tx, conversation: Conversation, now: datetime, text_preview: str, *, answers: bool) -> None:
+    """The conversation moved to this message and, from an agent or the bot, is answered; unless ingest
+    stored a later message meanwhile (it takes no turn on the conversation, see conversation_turns):
+    then that message stays the latest and keeps the conversation waiting."""
+    c = Conversation.__table__.c
+    later = c.last_activity_at > literal(now, c.last_activity_at.type)
+    values: dict[str, Any] = {
+        "last_activity_at": case((later, c.last_activity_at), else_=literal(now, c.last_activity_at.type)),
+        "last_message_preview": case((later, c.last_message_preview), else_=literal(text_preview, c.last_message_preview.type)),
+    }
+    if answers:
+        values["waiting_since"] = case((later, c.waiting_since), else_=null())
+    row = (await tx.session.execute(
+        update(Conversation.__table__).where(c.id == conversation.id).values(values)
+        .returning(c.last_activity_at, c.last_message_preview, c.waiting_since))).one()
+    # Mirrored on the object without history, so the ORM does not write them again.
+    for key, value in zip(("last_activity_at", "last_message_preview", "waiting_since"), row, strict=True):
+        set_committed_value(conversation, key, value)
+
+
 async def enqueue_message(
     tx: Tx,
     *,
@@ -117,10 +141,8 @@ async def enqueue_message(
         reply_to_external_id=reply_to.external_id if reply_to else None,
     )
     await tx.session.flush()
-    conversation.last_activity_at = now
-    conversation.last_message_preview = preview(text, content_type)
+    await _move_clocks(tx, conversation, now, preview(text, content_type), answers=sender_kind in ("agent", "bot"))
     if sender_kind in ("agent", "bot"):
-        conversation.waiting_since = None  # answered
         if sender_kind == "agent" and conversation.first_reply_at is None:
             conversation.first_reply_at = now
     tx.emit(

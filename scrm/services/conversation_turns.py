@@ -1,0 +1,37 @@
+"""Turns on a conversation: who may decide from its state and write, one transaction at a time.
+
+Writers that read a conversation and act on what they read (bot rounds, desk bookkeeping, automation
+rules, agents' actions) take turns on it across processes. On PostgreSQL a turn is a transaction-level
+advisory lock on the conversation's id, held until commit, not a lock on its row: ingest does not take
+turns, it only appends messages and moves the clocks relative to the stored row (ingest_writes,
+migration 0013), so it must never wait behind a bot round. A row lock held for a whole round did make
+it wait: every webhook of the batch waited while a busy (niced) worker computed an answer, 50-180 ms.
+Agents' actions that change what ingest reads (status, handler) lock the row as well
+(conversations.load). On SQLite the single writer takes turns already.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+
+from scrm.db.models import Conversation
+from scrm.services.uow import Tx
+
+_TURNS = 0x5C13 << 48  # advisory key space of conversation turns; migrate.py locks 0x5C12_0001
+
+
+async def wait_turn(tx: Tx, conversation_ids: Iterable[int]) -> None:
+    """Wait for this transaction's turn on each conversation (in id order, so two writers never deadlock)."""
+    bind = tx.session.bind
+    if bind is None or bind.dialect.name != "postgresql":
+        return
+    for conversation_id in sorted(set(conversation_ids)):
+        await tx.session.execute(select(func.pg_advisory_xact_lock(_TURNS | conversation_id)))
+
+
+async def take_turn(tx: Tx, conversation_id: int) -> Conversation | None:
+    """The conversation as its previous writer committed it, once it is this transaction's turn."""
+    await wait_turn(tx, (conversation_id,))
+    return await tx.session.get(Conversation, conversation_id, populate_existing=True)
