@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, bindparam, text
 
 from scrm.db.models import Conversation
 from scrm.services.uow import Tx
 
 _TURNS = 0x5C13 << 48  # advisory key space of conversation turns; migrate.py locks 0x5C12_0001
+_WAIT = text("SELECT pg_advisory_xact_lock(:key)").bindparams(bindparam("key", type_=BigInteger))
 
 
 async def wait_turn(tx: Tx, conversation_ids: Iterable[int]) -> None:
@@ -28,7 +29,7 @@ async def wait_turn(tx: Tx, conversation_ids: Iterable[int]) -> None:
     if bind is None or bind.dialect.name != "postgresql":
         return
     for conversation_id in sorted(set(conversation_ids)):
-        await tx.session.execute(select(func.pg_advisory_xact_lock(_TURNS | conversation_id)))
+        await tx.session.execute(_WAIT, {"key": _TURNS | conversation_id})
 
 
 async def take_turn(tx: Tx, conversation_id: int) -> Conversation | None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, literal, null, update
+from sqlalchemy import String, Update, bindparam, case, null, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from scrm import events as ev
@@ -66,21 +66,29 @@ def enqueue_delivery(
     return delivery
 
 
+def _clocks_statement(*, answers: bool) -> Update:
+    c = Conversation.__table__.c
+    now = bindparam("b_now", type_=c.last_activity_at.type)
+    later = c.last_activity_at > now
+    values: dict[str, Any] = {
+        "last_activity_at": case((later, c.last_activity_at), else_=now),
+        "last_message_preview": case((later, c.last_message_preview), else_=bindparam("b_preview", type_=String)),
+    }
+    if answers:
+        values["waiting_since"] = case((later, c.waiting_since), else_=null())
+    return (update(Conversation.__table__).where(c.id == bindparam("b_id")).values(values)
+            .returning(c.last_activity_at, c.last_message_preview, c.waiting_since))
+
+
+_CLOCKS = {answers: _clocks_statement(answers=answers) for answers in (True, False)}  # built once, not per reply
+
+
 async def _move_clocks(tx: Tx, conversation: Conversation, now: datetime, text_preview: str, *, answers: bool) -> None:
     """The conversation moved to this message and, from an agent or the bot, is answered; unless ingest
     stored a later message meanwhile (it takes no turn on the conversation, see conversation_turns):
     then that message stays the latest and keeps the conversation waiting."""
-    c = Conversation.__table__.c
-    later = c.last_activity_at > literal(now, c.last_activity_at.type)
-    values: dict[str, Any] = {
-        "last_activity_at": case((later, c.last_activity_at), else_=literal(now, c.last_activity_at.type)),
-        "last_message_preview": case((later, c.last_message_preview), else_=literal(text_preview, c.last_message_preview.type)),
-    }
-    if answers:
-        values["waiting_since"] = case((later, c.waiting_since), else_=null())
-    row = (await tx.session.execute(
-        update(Conversation.__table__).where(c.id == conversation.id).values(values)
-        .returning(c.last_activity_at, c.last_message_preview, c.waiting_since))).one()
+    row = (await tx.session.execute(_CLOCKS[answers], {
+        "b_id": conversation.id, "b_now": now, "b_preview": text_preview})).one()
     # Mirrored on the object without history, so the ORM does not write them again.
     for key, value in zip(("last_activity_at", "last_message_preview", "waiting_since"), row, strict=True):
         set_committed_value(conversation, key, value)
