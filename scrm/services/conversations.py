@@ -54,11 +54,13 @@ class ConversationError(ValueError):
 
 
 async def load(tx: Tx, conversation_id: int, *, lock: bool = True) -> tuple[Conversation, Inbox, ContactIdentity]:
-    """The conversation with its inbox and identity; `lock`: this transaction's turn on it and its row
-    (a status or handler change must not cross a message being stored)."""
+    """The conversation with its inbox and identity; `lock`: this transaction's turn on it and its row,
+    read again (a status or handler change must not cross a message being stored; what was read
+    before the lock may be stale, since ingest takes no turn)."""
     if lock:
         await wait_turn(tx, (conversation_id,))
-    conv = await tx.session.get(Conversation, conversation_id, with_for_update={"key_share": True} if lock else None)
+    conv = await tx.session.get(Conversation, conversation_id, with_for_update={"key_share": True} if lock else None,
+                                populate_existing=lock)
     if conv is None:
         raise ConversationError("conversation not found", 404, "not_found")
     inbox = await tx.session.get(Inbox, conv.inbox_id)

@@ -134,7 +134,10 @@ async def record_reply(tx: Tx, message: Message, conv: Conversation) -> CsatSurv
     if survey is None or survey.contact_id != conv.contact_id:
         return None
     _store_answer(tx, survey, rating, comment, "reply")
-    if conv.status != "resolved":
+    conv, _, _ = await conv_svc.load(tx, conv.id)  # its row: no message is stored while we close it again
+    later = await tx.session.scalar(select(Message.id).where(
+        Message.conversation_id == conv.id, Message.direction == "in", Message.id > message.id).limit(1))
+    if conv.status != "resolved" and later is None:  # a message after the rating is a new request: stay open
         # The rating is not a new request: close again what the answer reopened.
         previous = conv.status
         conv.status, conv.resolved_at, conv.waiting_since, conv.unread_count = "resolved", utcnow(), None, 0

@@ -9,8 +9,10 @@ from sqlalchemy import select, update
 from scrm.context import AppContext
 from scrm.db.models import ContactIdentity, Message
 from scrm.db.models_desk import CsatSurvey
+from scrm.domain import InboundMessage
 from scrm.services import conversations as conv_svc
 from scrm.services.csat import parse_answer
+from scrm.services.ingest import ingest
 from scrm.services.uow import unit_of_work
 from tests.conftest import make_agent, make_inbox
 from tests.desk.conftest import conv, say, settle
@@ -54,6 +56,26 @@ async def test_api_channel_gets_buttons_and_a_click_records_the_rating(desk: App
     assert c.status == "resolved"  # the rating did not reopen the conversation
     assert "感谢" in ((await _last_out(desk, cid)).text or "")
     assert len(await _surveys(desk)) == 1  # closing it again did not ask again
+
+
+async def test_a_message_right_after_the_rating_keeps_the_conversation_open(desk: AppContext) -> None:
+    """The rating and a new question arrive together: the rating is recorded, and the question is not
+    hidden in a conversation closed again."""
+    agent = await make_agent(desk, "amy", "agent")
+    inbox = await make_inbox(desk)
+    cid = await say(desk, inbox, "发票开错了")
+    await _resolve_by_agent(desk, cid, agent)
+    (survey,) = await _surveys(desk)
+    rating = InboundMessage(external_id="rate-1", sender_id="u1", text="5 😄 非常满意 / Excellent",
+                            payload={"choice": f"csat:{survey.id}:5"})
+    question = InboundMessage(external_id="ask-2", sender_id="u1", text="还有，发票什么时候能重开？")
+    outcomes = await ingest(desk, inbox, [rating, question])  # stored before the desk reads the rating
+    await settle(desk)
+    assert {o.conversation_id for o in outcomes} == {cid}
+    (survey,) = await _surveys(desk)
+    assert survey.status == "answered" and survey.rating == 5
+    c = await conv(desk, cid)
+    assert c.status == "open" and c.waiting_since is not None
 
 
 async def test_channel_without_buttons_gets_numbered_text(desk: AppContext) -> None:
