@@ -150,9 +150,8 @@ async def enqueue_message(
     )
     await tx.session.flush()
     await _move_clocks(tx, conversation, now, preview(text, content_type), answers=sender_kind in ("agent", "bot"))
-    if sender_kind in ("agent", "bot"):
-        if sender_kind == "agent" and conversation.first_reply_at is None:
-            conversation.first_reply_at = now
+    if sender_kind == "agent" and conversation.first_reply_at is None:
+        conversation.first_reply_at = now
     tx.emit(
         ev.MESSAGE_CREATED,
         message_id=message.id,
