@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from sqlalchemy import BigInteger, bindparam, text
 
 from scrm.db.models import Conversation
+from scrm.db.sql import is_postgresql
 from scrm.services.uow import Tx
 
 _TURNS = 0x5C13 << 48  # advisory key space of conversation turns; migrate.py locks 0x5C12_0001
@@ -25,8 +26,7 @@ _WAIT = text("SELECT pg_advisory_xact_lock(:key)").bindparams(bindparam("key", t
 
 async def wait_turn(tx: Tx, conversation_ids: Iterable[int]) -> None:
     """Wait for this transaction's turn on each conversation (in id order, so two writers never deadlock)."""
-    bind = tx.session.bind
-    if bind is None or bind.dialect.name != "postgresql":
+    if not is_postgresql(tx.session):
         return
     for conversation_id in sorted(set(conversation_ids)):
         await tx.session.execute(_WAIT, {"key": _TURNS | conversation_id})
