@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from scrm.db.migrate import current_revisions, upgrade
+from scrm.db.migrate import alembic_config, current_revisions, upgrade
 from scrm.db.models_marketing import BroadcastRecipient
 from scrm.services import broadcasts, contacts_merge
 from scrm.services.broadcast_report import report
@@ -75,7 +76,10 @@ async def test_migration_0010_from_previous_heads_keeps_rows(tmp_path: Path):
                                  "created_at) VALUES (1, 1, 7, 'skipped', 'no_channel', CURRENT_TIMESTAMP)"))
 
         await upgrade(url)  # `scrm migrate`
-        assert "0010_broadcast_snapshot" in await current_revisions(url)
+        # At the head, and 0010 is on the way there.
+        script = ScriptDirectory.from_config(alembic_config())
+        assert await current_revisions(url) == set(script.get_heads())
+        assert "0010_broadcast_snapshot" in {r.revision for r in script.iterate_revisions("heads", "base")}
 
         async with engine.begin() as c:
             fks = await c.run_sync(lambda sc: {f["referred_table"] for f in
