@@ -139,6 +139,9 @@ class ChannelEventKind(enum.StrEnum):
     CONTACT_UPDATED = "contact.updated"  # profile fields changed (shared phone, ...)
     DELIVERY_STATUS = "delivery.status"  # data: {"status", "error"}; external_id = our sent message
     INTERACTION = "interaction"  # opens/extends the reply window without a stored message
+    # A mail with no usable sender: kept for an admin with its raw source, never a contact.
+    # data: {"reason", "subject", "headers", "raw_storage_key", "size"}
+    UNROUTABLE = "mail.unroutable"
 
 
 @dataclass(frozen=True)
