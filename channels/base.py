@@ -204,6 +204,11 @@ class ChannelAdapter(abc.ABC):
         """Download an inbound attachment described by `attachment.source`."""
         raise NotImplementedError(f"{self.channel_type} does not fetch attachments")
 
+    def wants_polling(self) -> bool:
+        """Whether the application should run `poll` for this inbox now (a Telegram bot with a
+        registered webhook must not: getUpdates would delete it)."""
+        return self.capabilities.polling
+
     async def poll(self, sink: IngestSink) -> AsyncIterator[None]:
         """Pull new messages forever (only for capabilities.polling), yielding after each batch.
 

@@ -61,12 +61,13 @@ def message_json(m: Message) -> dict[str, Any]:
 
 
 def _mail_details(payload: dict[str, Any]) -> dict[str, Any]:
-    """What an agent needs to judge an email: an HTML version to view (sandboxed, by URL), decoding
-    warnings, and the From header as written when it was invalid or missing."""
+    """What an agent needs to judge a message the channel could not fully read: an email's HTML version
+    (viewed sandboxed, by URL), decoding warnings, the From header as written when it was invalid or
+    missing, the raw update of a partly unreadable Telegram message."""
     details: dict[str, Any] = {}
     if isinstance(payload.get("html"), str):
         details["has_html"] = True
-    for key in ("warnings", "raw_from", "invalid_addresses", "sender_header"):
+    for key in ("warnings", "raw_from", "invalid_addresses", "sender_header", "raw_update"):
         if payload.get(key):
             details[key] = payload[key]
     return details

@@ -267,7 +267,7 @@ export class ThreadView {
   }
 }
 
-// An email's extras: the From header as written (when the reply goes elsewhere), decoding warnings, and
+// A message's extras: the From header as written (when the reply goes elsewhere), decoding warnings, and
 // its HTML version. That HTML is untrusted: it is never put into this page, only loaded by URL into a
 // sandboxed frame (no scripts, no same origin) from an endpoint that serves it sanitized with a CSP sandbox.
 function mailDetails(m) {
@@ -278,6 +278,10 @@ function mailDetails(m) {
   if (m.warnings && m.warnings.length) {
     parts.push(h("details.mail-warnings", { "data-testid": "mail-warnings" }, h("summary", { text: t("thread.mail_warnings") }),
       h("ul", {}, m.warnings.map((w) => h("li", { text: w })))));
+  }
+  if (m.raw_update) {
+    parts.push(h("details.raw-update", { "data-testid": "raw-update" }, h("summary", { text: t("thread.raw_update") }),
+      h("pre", { text: JSON.stringify(m.raw_update, null, 2) })));
   }
   if (m.has_html) {
     const holder = h("div.mail-html");

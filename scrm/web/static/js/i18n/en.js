@@ -51,7 +51,7 @@ export const en = {
   "admin.unroutable_no_subject": "(no subject)", "admin.unroutable_received": "Received", "admin.unroutable_mail": "Mail",
   "admin.unroutable_size": "Size",
   "thread.view_html": "View HTML", "thread.hide_html": "Hide HTML", "thread.html_frame": "HTML version of the email (sandboxed)",
-  "thread.mail_warnings": "Mail warnings", "thread.raw_from": "From as written: {value}",
+  "thread.mail_warnings": "Warnings", "thread.raw_update": "Raw update (as the platform sent it)", "thread.raw_from": "From as written: {value}",
   "admin.agents": "Agents", "admin.inboxes": "Inboxes", "admin.canned": "Canned responses",
   "admin.forbidden": "Admin pages need the admin role. Ask an administrator if you need access.",
   "admin.display_name": "Name", "admin.login": "Login", "admin.email": "Email", "admin.password": "Password (8+ characters)",

@@ -51,7 +51,7 @@ export const zh = {
   "admin.unroutable_no_subject": "（无主题）", "admin.unroutable_received": "收到时间", "admin.unroutable_mail": "邮件",
   "admin.unroutable_size": "大小",
   "thread.view_html": "查看 HTML", "thread.hide_html": "隐藏 HTML", "thread.html_frame": "邮件的 HTML 版本（沙箱）",
-  "thread.mail_warnings": "邮件解析提示", "thread.raw_from": "原始发件人：{value}",
+  "thread.mail_warnings": "解析提示", "thread.raw_update": "原始数据（平台发送的原样）", "thread.raw_from": "原始发件人：{value}",
   "admin.agents": "客服账号", "admin.inboxes": "渠道", "admin.canned": "快捷回复",
   "admin.forbidden": "管理页面需要管理员权限。如需访问，请联系管理员。",
   "admin.display_name": "姓名", "admin.login": "账号", "admin.email": "邮箱", "admin.password": "密码（至少 8 位）",
