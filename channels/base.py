@@ -131,6 +131,14 @@ class ChannelRuntime(Protocol):
         """The server's public base URL (for registering webhooks), if configured."""
         ...
 
+    def expects_passive_reply(self) -> bool:
+        """Whether a callback arriving now may wait for the bot's answer (False when overloaded).
+
+        The adapter asks before storing the message, and marks it so the worker leaves its answer
+        to the callback (see `passive_reply`) while the callback waits.
+        """
+        ...
+
     async def passive_reply(
         self,
         outcome: IngestOutcome,

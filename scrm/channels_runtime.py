@@ -66,13 +66,23 @@ class AppChannelRuntime:
     def public_url(self) -> str | None:
         return self.ctx.settings.server.public_url
 
+    def expects_passive_reply(self) -> bool:
+        """Not overloaded: a new callback may wait for the bot (see passive_reply)."""
+        waiters = _passive_waiters(self.ctx)
+        return sum(len(w) for w in waiters.values()) < PASSIVE_MAX_WAITERS and self.ctx.bus.backlog <= PASSIVE_MAX_BACKLOG
+
     async def passive_reply(
         self, outcome: IngestOutcome, timeout: float, accept: Callable[[OutboundMessage], bool] | None = None
     ) -> OutboundMessage | None:
         """Claim the bot's first answer to `outcome` if it is queued within `timeout` seconds.
 
         Woken by `outbox.enqueued` for the conversation (no busy polling of the database while
-        dozens of callbacks wait); a slow re-check covers a missed wake-up.
+        dozens of callbacks wait); a slow re-check covers a missed wake-up. The answer's delivery
+        is not due for the worker while the callback waits (its message carries the deadline, see
+        outbox.passive_hold), so the worker does not take it first. If it does all the same (the
+        answer came after the deadline the bot saw, or another path sent it), the callback answers
+        at once instead of waiting out its timeout. On the way out, whatever is still held for
+        this conversation is handed to the worker at once.
         """
         if outcome.message_id is None or outcome.conversation_id is None:
             return None
@@ -80,11 +90,10 @@ class AppChannelRuntime:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         waiters = _passive_waiters(self.ctx)
-        if not outcome.duplicate and (
-            sum(len(w) for w in waiters.values()) >= PASSIVE_MAX_WAITERS or self.ctx.bus.backlog > PASSIVE_MAX_BACKLOG
-        ):
+        if not outcome.duplicate and not self.expects_passive_reply():
             # Overloaded (the bot is behind, so its answer would not be ready in time): answer the
             # platform now; the bot's reply goes out through the worker.
+            await self._release_held(outcome)
             return None
         wake = asyncio.Event()
         waiters.setdefault(outcome.conversation_id, set()).add(wake)
@@ -97,23 +106,25 @@ class AppChannelRuntime:
                         return _outbound(given)
                     if outcome.duplicate:
                         return None
-                    candidate = await s.scalar(
+                    answer = await s.scalar(
                         select(Delivery)
                         .join(Message, Message.id == Delivery.message_id)
                         .where(
                             Delivery.conversation_id == outcome.conversation_id,
-                            Delivery.status == "queued",
                             Message.sender_kind == "bot",
                             Message.id > outcome.message_id,
                         )
                         .order_by(Delivery.id)
                         .limit(1)
                     )
-                if candidate is not None:
-                    if accept is not None and not accept(_outbound(candidate)):
+                if answer is not None:
+                    if answer.status != "queued":
+                        return None  # the worker has it already: nothing to wait for
+                    if accept is not None and not accept(_outbound(answer)):
                         return None  # the worker sends it through the customer-service API instead
-                    if await self._claim_passive(candidate, marker):
-                        return _outbound(candidate)
+                    if await self._claim_passive(answer, marker):
+                        return _outbound(answer)
+                    return None  # the worker claimed it first: answer the platform now
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
@@ -126,6 +137,32 @@ class AppChannelRuntime:
                 group.discard(wake)
                 if not group:
                     waiters.pop(outcome.conversation_id, None)
+            if not outcome.duplicate:
+                await self._release_held(outcome)
+
+    async def _release_held(self, outcome: IngestOutcome) -> None:
+        """Answers still held back for this callback become due now, and the worker is woken."""
+        from scrm import events as ev
+        from scrm.services.uow import unit_of_work
+
+        now = utcnow()
+        held = (
+            Delivery.conversation_id == outcome.conversation_id,
+            Delivery.status == "queued",
+            Delivery.attempts == 0,
+            Delivery.next_attempt_at > now,
+            Delivery.message_id > outcome.message_id,
+        )
+        try:
+            async with self.ctx.db.session() as s:  # a read first: most callbacks leave nothing held
+                if await s.scalar(select(Delivery.id).where(*held).limit(1)) is None:
+                    return
+            async with unit_of_work(self.ctx) as tx:
+                done = await tx.session.execute(update(Delivery).where(*held).values(next_attempt_at=now))
+                if done.rowcount:  # type: ignore[attr-defined]
+                    tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=self.inbox_id, conversation_id=outcome.conversation_id)
+        except Exception:  # the hold ends by itself at its deadline: a failure here only delays the answer
+            log.exception("could not hand held deliveries of conversation %s to the worker", outcome.conversation_id)
 
     async def _claim_passive(self, candidate: Delivery, marker: str) -> bool:
         async with self.ctx.db.transaction() as s:

@@ -144,6 +144,12 @@ class ChannelEventKind(enum.StrEnum):
     UNROUTABLE = "mail.unroutable"
 
 
+# InboundMessage.payload key: epoch seconds until which the platform callback that brought the message
+# waits to carry the bot's answer in its HTTP response (WeChat passive reply). Until then the answer's
+# delivery is left to that callback, not the outbox worker.
+PASSIVE_REPLY_UNTIL = "passive_reply_until"
+
+
 @dataclass(frozen=True)
 class ChannelEvent:
     """A platform update that is not a new customer message."""
