@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -67,9 +68,21 @@ class AppChannelRuntime:
         return self.ctx.settings.server.public_url
 
     def expects_passive_reply(self) -> bool:
-        """Not overloaded: a new callback may wait for the bot (see passive_reply)."""
-        waiters = _passive_waiters(self.ctx)
-        return sum(len(w) for w in waiters.values()) < PASSIVE_MAX_WAITERS and self.ctx.bus.backlog <= PASSIVE_MAX_BACKLOG
+        """Whether a callback arriving now may wait for the bot (see passive_reply); True reserves one
+        of this process's PASSIVE_MAX_WAITERS places until its passive_reply returns (or 5 s pass).
+
+        No place when too many callbacks already wait here, or when the bot has answered too late
+        lately: measured by the callbacks themselves (_PassiveRecord), wherever the bot runs (this
+        process, or `scrm worker` processes behind Redis).
+        """
+        now = asyncio.get_running_loop().time()
+        places = _passive_places(self.ctx)
+        while places and places[0] <= now:
+            places.popleft()  # a reservation whose callback never came to wait (its commit failed)
+        if len(places) >= PASSIVE_MAX_WAITERS or _passive_record(self.ctx).bot_is_late(now):
+            return False
+        places.append(now + PASSIVE_RESERVATION_SECONDS)
+        return True
 
     async def passive_reply(
         self, outcome: IngestOutcome, timeout: float, accept: Callable[[OutboundMessage], bool] | None = None
@@ -90,11 +103,6 @@ class AppChannelRuntime:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         waiters = _passive_waiters(self.ctx)
-        if not outcome.duplicate and not self.expects_passive_reply():
-            # Overloaded (the bot is behind, so its answer would not be ready in time): answer the
-            # platform now; the bot's reply goes out through the worker.
-            await self._release_held(outcome)
-            return None
         wake = asyncio.Event()
         waiters.setdefault(outcome.conversation_id, set()).add(wake)
         try:
@@ -118,15 +126,20 @@ class AppChannelRuntime:
                         .limit(1)
                     )
                 if answer is not None:
+                    _passive_record(self.ctx).add(late=False)
                     if answer.status != "queued":
-                        return None  # the worker has it already: nothing to wait for
+                        log.debug("passive reply %s: the worker has the answer already", marker)
+                        return None  # nothing to wait for
                     if accept is not None and not accept(_outbound(answer)):
                         return None  # the worker sends it through the customer-service API instead
                     if await self._claim_passive(answer, marker):
                         return _outbound(answer)
-                    return None  # the worker claimed it first: answer the platform now
+                    log.debug("passive reply %s: the worker claimed the answer first", marker)
+                    return None  # answer the platform now
                 remaining = deadline - loop.time()
                 if remaining <= 0:
+                    log.debug("passive reply %s: no answer within %.1f s", marker, timeout)
+                    _passive_record(self.ctx).add(late=True)
                     return None
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -137,6 +150,9 @@ class AppChannelRuntime:
                 group.discard(wake)
                 if not group:
                     waiters.pop(outcome.conversation_id, None)
+            places = _passive_places(self.ctx)
+            if places:
+                places.popleft()  # this callback's place (any one: only their number counts)
             if not outcome.duplicate:
                 await self._release_held(outcome)
 
@@ -178,8 +194,53 @@ class AppChannelRuntime:
 
 
 _WAITERS_KEY = "passive_reply_waiters"
+_RECORD_KEY = "passive_reply_record"
+_PLACES_KEY = "passive_reply_places"
 PASSIVE_MAX_WAITERS = 16  # callbacks held open at once per process waiting for the bot
-PASSIVE_MAX_BACKLOG = 8  # listener calls already queued: a new message's bot answer would come late
+PASSIVE_RESERVATION_SECONDS = 5.0  # WeChat's own deadline: no callback waits longer
+PASSIVE_SAMPLE = 12  # the last waits that tell whether the bot answers in time
+PASSIVE_PROBE_SECONDS = 2.0  # while the bot is late, one callback in this interval waits to re-measure
+
+
+class _PassiveRecord:
+    """How this process's last passive waits ended: the bot's answer came in time, or it did not.
+
+    When most of the last PASSIVE_SAMPLE waits ran out (the bot is behind: a burst, a slow FAQ
+    index), new callbacks answer `success` at once and the answers go through the worker; one
+    callback every PASSIVE_PROBE_SECONDS still waits, so the record notices when the bot is back.
+    """
+
+    def __init__(self) -> None:
+        self.late: deque[bool] = deque(maxlen=PASSIVE_SAMPLE)
+        self.probe_at = 0.0
+
+    def add(self, *, late: bool) -> None:
+        """Record one wait's outcome."""
+        self.late.append(late)
+
+    def bot_is_late(self, now: float) -> bool:
+        """Whether a new callback should not wait (and, if not, whether it is this interval's probe)."""
+        if len(self.late) < PASSIVE_SAMPLE // 2 or sum(self.late) * 4 < len(self.late) * 3:
+            return False
+        if now >= self.probe_at:
+            self.probe_at = now + PASSIVE_PROBE_SECONDS
+            return False
+        return True
+
+
+def _passive_places(ctx: AppContext) -> deque[float]:
+    """Expiry times of the waiting places reserved in this process, oldest first."""
+    places = ctx.extras.get(_PLACES_KEY)
+    if places is None:
+        places = ctx.extras[_PLACES_KEY] = deque()
+    return places  # type: ignore[no-any-return]
+
+
+def _passive_record(ctx: AppContext) -> _PassiveRecord:
+    record = ctx.extras.get(_RECORD_KEY)
+    if record is None:
+        record = ctx.extras[_RECORD_KEY] = _PassiveRecord()
+    return record  # type: ignore[no-any-return]
 
 
 def _passive_waiters(ctx: AppContext) -> dict[int, set[asyncio.Event]]:

@@ -73,3 +73,17 @@ async def test_a_lost_passive_claim_answers_at_once(served, ctx, fake_wechat, mo
     assert took < 2.0  # not the full 4 s passive-reply wait
     await wait_for(lambda: fake_wechat.custom_sends, timeout=10)  # the worker delivered it through the API
     assert fake_wechat.custom_sends[0]["touser"] == "oRace"
+
+
+def test_late_bot_record_stops_waits_but_keeps_probing() -> None:
+    from scrm.channels_runtime import PASSIVE_PROBE_SECONDS, PASSIVE_SAMPLE, _PassiveRecord
+
+    record = _PassiveRecord()
+    for _ in range(PASSIVE_SAMPLE):
+        record.add(late=True)
+    assert record.bot_is_late(100.0) is False  # the probe of this interval still waits
+    assert record.bot_is_late(100.5) is True  # the others answer `success` at once
+    assert record.bot_is_late(100.0 + PASSIVE_PROBE_SECONDS) is False  # the next probe
+    for _ in range(PASSIVE_SAMPLE // 2):
+        record.add(late=False)  # the bot answers in time again
+    assert record.bot_is_late(101.0) is False
