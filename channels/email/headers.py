@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from email import _header_value_parser as _parser
 from email.utils import parseaddr
 from functools import lru_cache
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -63,7 +64,7 @@ def _word_bytes(encoding: str, text: str) -> bytes:
         text = text.strip().rstrip("=")
         text += "=" * (-len(text) % 4)
         try:
-            return binascii.a2b_base64(text)
+            return binascii.a2b_base64(text.encode("ascii", "replace"))
         except binascii.Error:
             return text.encode("ascii", "replace")
     return binascii.a2b_qp(text.encode("ascii", "replace"), header=True)
@@ -203,22 +204,31 @@ def _mailboxes(value: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]
     invalid: list[str] = []
     for address in address_list.addresses:
         written = str(address).strip()
-        defects = [str(d).lower() for d in address.all_defects]
-        broken = any(m in d for d in defects for m in _BAD_MAILBOX) or ("<" not in written and ">" in written)
-        for mailbox in address.all_mailboxes:
-            addr = (mailbox.addr_spec or "").strip()
-            name = mailbox.display_name or ""
-            if not name and "(" in written:
-                name = decode_header(parseaddr(written)[0])  # old style: "user@host (Full Name)"
-            if addr.lower() in _DAEMONS:
-                valid.append((name, addr.lower()))
-            elif not broken and "@" in addr and is_valid_address(addr):
-                valid.append((name, addr.lower()))
-            elif written and written != "<>":
-                invalid.append(written)
-        if not address.all_mailboxes and written and ":" not in written and written != "<>":
-            invalid.append(written)  # not even an address shape ("undisclosed-recipients:;" is fine)
+        try:
+            _sort_address(address, written, valid, invalid)
+        except Exception:  # noqa: BLE001 - a token shape the parser itself did not expect: invalid, kept as written
+            invalid.append(written)
     return tuple(valid), tuple(dict.fromkeys(invalid))
+
+
+def _sort_address(address: Any, written: str, valid: list[tuple[str, str]], invalid: list[str]) -> None:
+    """Put one parsed address into `valid` or `invalid` (its own defects decide, not its neighbours')."""
+    defects = [str(d).lower() for d in address.all_defects]
+    broken = any(m in d for d in defects for m in _BAD_MAILBOX) or ("<" not in written and ">" in written)
+    mailboxes = [m for m in address.all_mailboxes if hasattr(m, "addr_spec")]
+    for mailbox in mailboxes:
+        addr = (mailbox.addr_spec or "").strip()
+        name = mailbox.display_name or ""
+        if not name and "(" in written:
+            name = decode_header(parseaddr(written)[0])  # old style: "user@host (Full Name)"
+        if addr.lower() in _DAEMONS:
+            valid.append((name, addr.lower()))
+        elif not broken and "@" in addr and is_valid_address(addr):
+            valid.append((name, addr.lower()))
+        elif written and written != "<>":
+            invalid.append(written)
+    if not mailboxes and written and ":" not in written and written != "<>":
+        invalid.append(written)  # not even an address shape ("undisclosed-recipients:;" is fine)
 
 
 def parse_mailboxes(values: list[str]) -> Mailboxes:

@@ -236,7 +236,7 @@ class _Collector:
         cte = str(part.get("content-transfer-encoding", "") or "").strip().lower()
         if cte in UU_ENCODINGS:
             raw = part.get_payload(decode=False)
-            encoded = raw.encode("ascii", "surrogateescape") if isinstance(raw, str) else b""
+            encoded = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
             data, uu_name = decode_uu(encoded)
             filename = filename or (decode_header(uu_name) if uu_name else None)
             if ctype == "text/plain" and not filename:
@@ -303,9 +303,15 @@ def _read_headers(msg: Message) -> dict[str, list[str]]:
 def parse_mail(raw: bytes) -> ParsedMail:
     """Parse one mail. Problems become `warnings`; the call itself does not fail on bad input."""
     body, skipped = skip_leading_junk(raw)
-    msg = email.message_from_bytes(body, _class=EmailMessage, policy=POLICY)
+    try:
+        msg: Message = email.message_from_bytes(body, _class=EmailMessage, policy=POLICY)
+        broken = False
+    except Exception:  # noqa: BLE001 - the header registry gave up on a MIME header: read it plainly
+        msg, broken = email.message_from_bytes(body, policy=email.policy.compat32), True
     headers = _read_headers(msg)
     mail = ParsedMail(raw=raw, message=msg, headers=headers, skipped_lines=skipped)
+    if broken:
+        mail.warn("malformed MIME headers; the structure was read without them")
     if skipped and not (len(skipped) == 1 and skipped[0].startswith("From ")):
         mail.warn(f"{len(skipped)} line(s) before the headers were skipped")
     mail.subject = mail.header("subject") or ""

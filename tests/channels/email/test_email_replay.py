@@ -69,6 +69,9 @@ EXPECTED: dict[str, Mail | str] = {
     "loop__x_autoreply.eml": Mail('ann@example.com', 'Ann', '自动回复: 退款', '我正在休假。'),
     "malformed__broken_base64.eml": Mail('ann@example.com', 'Ann', 'Broken', '您好你'),
     "malformed__no_message_id.eml": Mail('ann@example.com', 'Ann', 'No id', 'hello'),
+    # A fuzzed sample (CPython's multipart/signed one, mutated) whose RFC 2231 parameters crash the
+    # header registry: read plainly, the whole text kept, the raw source too.
+    "malformed__rfc2231_parameters_break_the_parser.eml": Mail('aperson@example.cfrom', 'Anne Person', '', 'part 2'),
     "malformed__unknown_charset.eml": Mail('ann@example.com', 'Ann', 'x', 'café ÿþ'),
     "malformed__wrong_charset_label.eml": Mail('ann@example.com', 'Ann', 'Label', '其实是UTF-8'),
     "quote__alternative_prefers_plain.eml": Mail('ann@example.com', 'Ann', 'Re: Refund', 'Plain answer.'),
