@@ -2,14 +2,16 @@
 against a `scrm serve` process on PostgreSQL + Redis, next to signed API-channel posts to the same
 server in the same run (the baseline).
 
-    python bench/wechat_callback.py [--quick] [--messages N] [--no-passive]
+    python bench/wechat_callback.py [--quick] [--messages N] [--no-passive] [--senders N] [--builtin-worker]
 
 Each callback is decrypted, stored, and then waits (up to passive_reply_timeout) for the FAQ bot's
 answer to send back in the HTTP response, as in production; `--no-passive` answers `success` right
 after the commit. Deployed as the README says: `scrm serve --no-worker` answers the callbacks and one
-`scrm worker` runs the bot (its sends go to a closed local port: no message leaves the machine). The
-share of callbacks answered with the bot's passive reply is printed too.
-Uses a scratch database `scrm_bench_wxcallback` (created and dropped) and Redis db 13 (emptied).
+`scrm worker` runs the bot (its sends go to a closed local port: no message leaves the machine);
+`--builtin-worker` runs one `scrm serve` with its worker in the process instead (the embedded
+default). The share of callbacks answered with the bot's passive reply is printed too.
+Uses a scratch database (created and dropped; BENCH_PG_DB, default `scrm_bench_wxcallback`) and a
+Redis db it empties (BENCH_REDIS_URL, default redis://127.0.0.1:6379/13).
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from channels.signing import signed_headers  # noqa: E402
 from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN, encrypted_request  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_DB = "scrm_bench_wxcallback"
+PG_DB = os.environ.get("BENCH_PG_DB", "scrm_bench_wxcallback")
 DB_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 APP_ID = "wx1234567890abcdef"
 API_SECRET = "bench-secret-0123456789abcdef-xyz"
 SENDERS = int(os.environ.get("BENCH_SENDERS", "64"))
@@ -146,7 +148,7 @@ async def seed(passive: bool) -> tuple[int, int]:
 
 
 
-async def run(total: int, passive: bool) -> dict[str, Any]:
+async def run(total: int, passive: bool, builtin_worker: bool = False) -> dict[str, Any]:
     await create_db()
     await fresh_redis(REDIS_URL)
     procs: list[subprocess.Popen[bytes]] = []
@@ -158,7 +160,9 @@ async def run(total: int, passive: bool) -> dict[str, Any]:
             env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
             env |= {"SCRM_DATABASE_URL": DB_URL, "SCRM_REDIS_URL": REDIS_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false",
                     "SCRM_STORAGE_PATH": f"{tmp}/files", "SCRM_LOGGING_LEVEL": "ERROR", "PYTHONPATH": str(ROOT)}
-            for args in (["serve", "--port", str(port), "--no-worker"], ["worker"]):
+            roles = [["serve", "--port", str(port)]] if builtin_worker else \
+                [["serve", "--port", str(port), "--no-worker"], ["worker"]]
+            for args in roles:
                 procs.append(subprocess.Popen([sys.executable, "-m", "scrm.cli", *args],
                                               env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             await wait_up(f"{base}/readyz")
@@ -177,16 +181,21 @@ async def run(total: int, passive: bool) -> dict[str, Any]:
 
 
 def main() -> int:
+    global SENDERS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer callbacks (under a minute)")
     ap.add_argument("--messages", type=int)
     ap.add_argument("--no-passive", action="store_true", help="answer `success` without waiting for the bot")
+    ap.add_argument("--senders", type=int, help=f"concurrent senders (default {SENDERS}; 1 = low load)")
+    ap.add_argument("--builtin-worker", action="store_true", help="one `scrm serve` with its in-process worker")
     args = ap.parse_args()
+    SENDERS = args.senders or SENDERS
     total = args.messages or (600 if args.quick else 3000)
     mode = "answer `success` after commit" if args.no_passive else "wait for the bot's passive reply (<= 4 s)"
+    deploy = "scrm serve with its built-in worker" if args.builtin_worker else "scrm serve --no-worker + scrm worker"
     print(f"wechat callback: {total} encrypted text callbacks, {SENDERS} concurrent senders, {CONTACTS} contacts; "
-          f"scrm serve on PostgreSQL + Redis; {mode}")
-    res = asyncio.run(run(total, passive=not args.no_passive))
+          f"{deploy} on PostgreSQL + Redis; {mode}")
+    res = asyncio.run(run(total, passive=not args.no_passive, builtin_worker=args.builtin_worker))
     api, wx = res["api"], res["wechat"]
     ratio = wx["rate"] / api["rate"]
     for name, r in (("API channel (baseline)", api), ("WeChat safe mode", wx)):
@@ -196,7 +205,7 @@ def main() -> int:
           f"passive replies {wx['passive']:.0%} (the rest: `success`, answer via the customer-service API)")
     print(f"BENCH wechat_callback throughput_ratio={ratio:.3f} p99_ms={wx['p99_ms']:.1f} api_p99_ms={api['p99_ms']:.1f} "
           f"rate={wx['rate']:.0f} api_rate={api['rate']:.0f} p50_ms={wx['p50_ms']:.1f} passive={wx['passive']:.3f} "
-          f"errors={wx['errors']:.0f}")
+          f"errors={wx['errors']:.0f} senders={SENDERS} builtin_worker={int(args.builtin_worker)}")
     return 0 if not wx["errors"] else 1
 
 

@@ -131,6 +131,14 @@ class ChannelRuntime(Protocol):
         """The server's public base URL (for registering webhooks), if configured."""
         ...
 
+    def expects_passive_reply(self) -> bool:
+        """Whether a callback arriving now may wait for the bot's answer (False when overloaded).
+
+        The adapter asks before storing the message, and marks it so the worker leaves its answer
+        to the callback (see `passive_reply`) while the callback waits.
+        """
+        ...
+
     async def passive_reply(
         self,
         outcome: IngestOutcome,
@@ -203,6 +211,11 @@ class ChannelAdapter(abc.ABC):
     async def fetch_attachment(self, attachment: Attachment) -> FetchedFile:
         """Download an inbound attachment described by `attachment.source`."""
         raise NotImplementedError(f"{self.channel_type} does not fetch attachments")
+
+    def wants_polling(self) -> bool:
+        """Whether the application should run `poll` for this inbox now (a Telegram bot with a
+        registered webhook must not: getUpdates would delete it)."""
+        return self.capabilities.polling
 
     async def poll(self, sink: IngestSink) -> AsyncIterator[None]:
         """Pull new messages forever (only for capabilities.polling), yielding after each batch.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -66,13 +67,35 @@ class AppChannelRuntime:
     def public_url(self) -> str | None:
         return self.ctx.settings.server.public_url
 
+    def expects_passive_reply(self) -> bool:
+        """Whether a callback arriving now may wait for the bot (see passive_reply); True reserves one
+        of this process's PASSIVE_MAX_WAITERS places until its passive_reply returns (or 5 s pass).
+
+        No place when too many callbacks already wait here, or when the bot has answered too late
+        lately: measured by the callbacks themselves (_PassiveRecord), wherever the bot runs (this
+        process, or `scrm worker` processes behind Redis).
+        """
+        now = asyncio.get_running_loop().time()
+        places = _passive_places(self.ctx)
+        while places and places[0] <= now:
+            places.popleft()  # a reservation whose callback never came to wait (its commit failed)
+        if len(places) >= PASSIVE_MAX_WAITERS or _passive_record(self.ctx).bot_is_late(now):
+            return False
+        places.append(now + PASSIVE_RESERVATION_SECONDS)
+        return True
+
     async def passive_reply(
         self, outcome: IngestOutcome, timeout: float, accept: Callable[[OutboundMessage], bool] | None = None
     ) -> OutboundMessage | None:
         """Claim the bot's first answer to `outcome` if it is queued within `timeout` seconds.
 
         Woken by `outbox.enqueued` for the conversation (no busy polling of the database while
-        dozens of callbacks wait); a slow re-check covers a missed wake-up.
+        dozens of callbacks wait); a slow re-check covers a missed wake-up. The answer's delivery
+        is not due for the worker while the callback waits (its message carries the deadline, see
+        outbox.passive_hold), so the worker does not take it first. If it does all the same (the
+        answer came after the deadline the bot saw, or another path sent it), the callback answers
+        at once instead of waiting out its timeout. On the way out, whatever is still held for
+        this conversation is handed to the worker at once.
         """
         if outcome.message_id is None or outcome.conversation_id is None:
             return None
@@ -80,12 +103,6 @@ class AppChannelRuntime:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         waiters = _passive_waiters(self.ctx)
-        if not outcome.duplicate and (
-            sum(len(w) for w in waiters.values()) >= PASSIVE_MAX_WAITERS or self.ctx.bus.backlog > PASSIVE_MAX_BACKLOG
-        ):
-            # Overloaded (the bot is behind, so its answer would not be ready in time): answer the
-            # platform now; the bot's reply goes out through the worker.
-            return None
         wake = asyncio.Event()
         waiters.setdefault(outcome.conversation_id, set()).add(wake)
         try:
@@ -97,25 +114,32 @@ class AppChannelRuntime:
                         return _outbound(given)
                     if outcome.duplicate:
                         return None
-                    candidate = await s.scalar(
+                    answer = await s.scalar(
                         select(Delivery)
                         .join(Message, Message.id == Delivery.message_id)
                         .where(
                             Delivery.conversation_id == outcome.conversation_id,
-                            Delivery.status == "queued",
                             Message.sender_kind == "bot",
                             Message.id > outcome.message_id,
                         )
                         .order_by(Delivery.id)
                         .limit(1)
                     )
-                if candidate is not None:
-                    if accept is not None and not accept(_outbound(candidate)):
+                if answer is not None:
+                    _passive_record(self.ctx).add(late=False)
+                    if answer.status != "queued":
+                        log.debug("passive reply %s: the worker has the answer already", marker)
+                        return None  # nothing to wait for
+                    if accept is not None and not accept(_outbound(answer)):
                         return None  # the worker sends it through the customer-service API instead
-                    if await self._claim_passive(candidate, marker):
-                        return _outbound(candidate)
+                    if await self._claim_passive(answer, marker):
+                        return _outbound(answer)
+                    log.debug("passive reply %s: the worker claimed the answer first", marker)
+                    return None  # answer the platform now
                 remaining = deadline - loop.time()
                 if remaining <= 0:
+                    log.debug("passive reply %s: no answer within %.1f s", marker, timeout)
+                    _passive_record(self.ctx).add(late=True)
                     return None
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -126,6 +150,35 @@ class AppChannelRuntime:
                 group.discard(wake)
                 if not group:
                     waiters.pop(outcome.conversation_id, None)
+            places = _passive_places(self.ctx)
+            if places:
+                places.popleft()  # this callback's place (any one: only their number counts)
+            if not outcome.duplicate:
+                await self._release_held(outcome)
+
+    async def _release_held(self, outcome: IngestOutcome) -> None:
+        """Answers still held back for this callback become due now, and the worker is woken."""
+        from scrm import events as ev
+        from scrm.services.uow import unit_of_work
+
+        now = utcnow()
+        held = (
+            Delivery.conversation_id == outcome.conversation_id,
+            Delivery.status == "queued",
+            Delivery.attempts == 0,
+            Delivery.next_attempt_at > now,
+            Delivery.message_id > outcome.message_id,
+        )
+        try:
+            async with self.ctx.db.session() as s:  # a read first: most callbacks leave nothing held
+                if await s.scalar(select(Delivery.id).where(*held).limit(1)) is None:
+                    return
+            async with unit_of_work(self.ctx) as tx:
+                done = await tx.session.execute(update(Delivery).where(*held).values(next_attempt_at=now))
+                if done.rowcount:  # type: ignore[attr-defined]
+                    tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=self.inbox_id, conversation_id=outcome.conversation_id)
+        except Exception:  # the hold ends by itself at its deadline: a failure here only delays the answer
+            log.exception("could not hand held deliveries of conversation %s to the worker", outcome.conversation_id)
 
     async def _claim_passive(self, candidate: Delivery, marker: str) -> bool:
         async with self.ctx.db.transaction() as s:
@@ -141,8 +194,53 @@ class AppChannelRuntime:
 
 
 _WAITERS_KEY = "passive_reply_waiters"
+_RECORD_KEY = "passive_reply_record"
+_PLACES_KEY = "passive_reply_places"
 PASSIVE_MAX_WAITERS = 16  # callbacks held open at once per process waiting for the bot
-PASSIVE_MAX_BACKLOG = 8  # listener calls already queued: a new message's bot answer would come late
+PASSIVE_RESERVATION_SECONDS = 5.0  # WeChat's own deadline: no callback waits longer
+PASSIVE_SAMPLE = 12  # the last waits that tell whether the bot answers in time
+PASSIVE_PROBE_SECONDS = 2.0  # while the bot is late, one callback in this interval waits to re-measure
+
+
+class _PassiveRecord:
+    """How this process's last passive waits ended: the bot's answer came in time, or it did not.
+
+    When most of the last PASSIVE_SAMPLE waits ran out (the bot is behind: a burst, a slow FAQ
+    index), new callbacks answer `success` at once and the answers go through the worker; one
+    callback every PASSIVE_PROBE_SECONDS still waits, so the record notices when the bot is back.
+    """
+
+    def __init__(self) -> None:
+        self.late: deque[bool] = deque(maxlen=PASSIVE_SAMPLE)
+        self.probe_at = 0.0
+
+    def add(self, *, late: bool) -> None:
+        """Record one wait's outcome."""
+        self.late.append(late)
+
+    def bot_is_late(self, now: float) -> bool:
+        """Whether a new callback should not wait (and, if not, whether it is this interval's probe)."""
+        if len(self.late) < PASSIVE_SAMPLE // 2 or sum(self.late) * 4 < len(self.late) * 3:
+            return False
+        if now >= self.probe_at:
+            self.probe_at = now + PASSIVE_PROBE_SECONDS
+            return False
+        return True
+
+
+def _passive_places(ctx: AppContext) -> deque[float]:
+    """Expiry times of the waiting places reserved in this process, oldest first."""
+    places = ctx.extras.get(_PLACES_KEY)
+    if places is None:
+        places = ctx.extras[_PLACES_KEY] = deque()
+    return places  # type: ignore[no-any-return]
+
+
+def _passive_record(ctx: AppContext) -> _PassiveRecord:
+    record = ctx.extras.get(_RECORD_KEY)
+    if record is None:
+        record = ctx.extras[_RECORD_KEY] = _PassiveRecord()
+    return record  # type: ignore[no-any-return]
 
 
 def _passive_waiters(ctx: AppContext) -> dict[int, set[asyncio.Event]]:

@@ -139,6 +139,15 @@ class ChannelEventKind(enum.StrEnum):
     CONTACT_UPDATED = "contact.updated"  # profile fields changed (shared phone, ...)
     DELIVERY_STATUS = "delivery.status"  # data: {"status", "error"}; external_id = our sent message
     INTERACTION = "interaction"  # opens/extends the reply window without a stored message
+    # A mail with no usable sender: kept for an admin with its raw source, never a contact.
+    # data: {"reason", "subject", "headers", "raw_storage_key", "size"}
+    UNROUTABLE = "mail.unroutable"
+
+
+# InboundMessage.payload key: epoch seconds until which the platform callback that brought the message
+# waits to carry the bot's answer in its HTTP response (WeChat passive reply). Until then the answer's
+# delivery is left to that callback, not the outbox worker.
+PASSIVE_REPLY_UNTIL = "passive_reply_until"
 
 
 @dataclass(frozen=True)

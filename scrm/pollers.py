@@ -50,9 +50,8 @@ class PollerManager:
                     continue
             except KeyError:
                 continue
-            adapter = self.ctx.adapters.for_inbox(inbox)
-            if not getattr(adapter, "wants_polling", lambda: True)():
-                continue
+            if not self.ctx.adapters.for_inbox(inbox).wants_polling():
+                continue  # e.g. Telegram in webhook mode: polling would delete the webhook
             if await self.ctx.cache.try_acquire(f"poller:{inbox.id}", self.ctx.process_id, LEASE_SECONDS):
                 wanted.add(inbox.id)
                 task = self.tasks.get(inbox.id)

@@ -55,7 +55,14 @@ class EmailAdapter(ChannelAdapter):
             return early
         stored: list[tuple[MailPart, str]] = []
         raw_key: str | None = None
-        if early is None:
+        if early is not None and early.unroutable:
+            # Nobody to answer: kept whole for an admin instead of being refused (and lost).
+            raw_key = await self.runtime.storage.save(
+                raw, filename=f"{external_id(mail)[:60]}.eml", mime_type="message/rfc822")
+            log.warning("email %s has no usable sender; kept as unroutable mail (%s)",
+                        mail.message_id or "(no Message-ID)", early.unroutable)
+            early = None
+        elif early is None:
             if len(raw) > self.settings.max_message_bytes:
                 mail.warn(f"mail of {len(raw)} bytes is over the size limit; its files were not stored")
             else:
@@ -101,8 +108,8 @@ class EmailAdapter(ChannelAdapter):
         """An SMTP server that accepts mail for this inbox (start()/stop() it)."""
 
         async def ingest(raw: bytes) -> str | None:
-            result = await self.ingest_raw(raw, sink)
-            return result.ignored if result.reject else None
+            await self.ingest_raw(raw, sink)
+            return None  # stored, ignored on purpose (logged), or kept as unroutable: never refused
 
         allowed = self.settings.allowed_recipients or [self.settings.address]
         return SmtpReceiver(

@@ -9,6 +9,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from channels.email.headers import decode_header
 from channels.email.htmltext import html_to_text, sanitize_html
 from channels.email.loops import auto_submitted_reason, is_bounce, parse_delivery_report
 from channels.email.parse import MailPart, ParsedMail
@@ -32,7 +33,7 @@ class Translation:
     items: list[Inbound] = field(default_factory=list)
     ignored: str | None = None
     bounce: bool = False
-    reject: bool = False  # refuse it (SMTP 550) rather than drop it silently
+    unroutable: str | None = None  # no sender: kept for an admin (with its raw source), not refused
 
 
 def external_id(mail: ParsedMail) -> str:
@@ -85,12 +86,30 @@ def translate_bounce(mail: ParsedMail) -> Translation:
     return result
 
 
+# Headers an admin needs to tell where an unroutable mail came from.
+UNROUTABLE_HEADERS = ("from", "reply-to", "sender", "return-path", "to", "cc", "date", "message-id", "received")
+
+
+def translate_unroutable(mail: ParsedMail, reason: str, raw_storage_key: str | None) -> Translation:
+    """The admin's "unroutable mail" record: why, the headers as written, where the raw source is."""
+    headers = {name: [decode_header(v)[:500] for v in mail.headers[name][:3]]
+               for name in UNROUTABLE_HEADERS if name in mail.headers}
+    event = ChannelEvent(
+        kind=ChannelEventKind.UNROUTABLE,
+        external_id=external_id(mail),
+        occurred_at=mail.date,
+        data={"reason": reason, "subject": mail.subject[:500], "headers": headers, "size": len(mail.raw),
+              "raw_storage_key": raw_storage_key, "warnings": list(mail.warnings)},
+    )
+    return Translation(items=[event], unroutable=reason)
+
+
 def precheck(mail: ParsedMail, own_address: str | None) -> Translation | None:
     """Bounces and mail that is not a customer message; None for a normal mail."""
     if is_bounce(mail):
         return translate_bounce(mail)
     if not mail.from_addr:
-        return Translation(ignored="no sender address (From header missing or invalid)", reject=True)
+        return Translation(unroutable="no valid sender address (From, Reply-To, Sender and Return-Path)")
     if own_address and mail.from_addr == own_address.lower():
         return Translation(ignored="sent by this inbox itself (loop protection)")
     return None
@@ -106,7 +125,7 @@ def translate(
     """Turn one parsed mail into sink items; `stored` pairs each file with its storage key."""
     early = precheck(mail, own_address)
     if early is not None:
-        return early
+        return translate_unroutable(mail, early.unroutable, raw_storage_key) if early.unroutable else early
     assert mail.from_addr is not None
     auto_reason = auto_submitted_reason(mail)
     payload = {
@@ -120,7 +139,14 @@ def translate(
         "raw_kept": raw_storage_key is not None,
     }
     if mail.html:
-        payload["html"] = sanitize_html(mail.html)
+        payload["html"] = sanitize_html(mail.html)  # for the agent's sandboxed view, never rendered raw
+        payload["text_from_html"] = mail.text_from_html
+    if mail.sender_header != "from":
+        payload["sender_header"] = mail.sender_header
+    if mail.sender_header != "from" or mail.invalid_addresses:
+        payload["raw_from"] = [decode_header(v) for v in mail.headers.get("from", [])]
+    if mail.invalid_addresses:
+        payload["invalid_addresses"] = list(mail.invalid_addresses)
     if raw_storage_key:
         payload["raw_storage_key"] = raw_storage_key
     if auto_reason:

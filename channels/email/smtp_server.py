@@ -1,9 +1,10 @@
 """An SMTP receiving server (aiosmtpd) for deployments that forward mail to us.
 
 It runs in the application's event loop (not aiosmtpd's Controller thread) so the sink and the
-database session live in one loop. The sender gets 250 only after the sink committed the mail;
-451 when storing failed (the sending MTA retries later), 550 for recipients we do not serve or
-mail we cannot accept, 552 when the mail is over the size limit.
+database session live in one loop. The sender gets 250 only after the sink committed the mail
+(also a mail without a usable sender: it is kept for an admin, not refused); 451 when storing
+failed (the sending MTA retries later), 550 for recipients we do not serve, 552 when the mail is
+over the size limit.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class _Handler:
         raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogateescape")
         if len(raw) > self.max_bytes:
             return "552 5.3.4 message exceeds the size limit"
+        if envelope.mail_from is not None:
+            # As an MTA does at final delivery (RFC 5321 4.4): the envelope sender becomes Return-Path,
+            # the last fallback for a reply address, and "<>" marks machine mail.
+            raw = f"Return-Path: <{envelope.mail_from.strip('<>')}>\r\n".encode("utf-8", "replace") + raw
         try:
             refusal = await self.ingest(raw)
         except Exception:  # noqa: BLE001 - the sender must retry; we log for the admin

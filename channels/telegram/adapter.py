@@ -27,6 +27,7 @@ from channels.base import (
 )
 from channels.registry import register
 from channels.telegram.inbound import ParsedUpdate, parse_update
+from channels.telegram.lenient import repair, with_unsupported
 from channels.telegram.outbound import chat_id_of, deliver, map_error
 from channels.telegram.polling import poll_updates
 from channels.telegram.redact import install as install_log_redaction
@@ -171,9 +172,19 @@ class TelegramAdapter(ChannelAdapter):
             update = Update.de_json(data, self.bot)
             parsed = parse_update(update, accept_groups=self.settings.accept_groups)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            log.warning("telegram inbox %s: update %s failed to parse: %s: %s", self.inbox.id,
-                        update_id, type(exc).__name__, exc)
-            return None
+            repaired = repair(data, self.bot)
+            try:
+                parsed = parse_update(repaired.update, accept_groups=self.settings.accept_groups) if repaired else None
+            except (TypeError, ValueError, KeyError, AttributeError):
+                parsed = None
+            if repaired is None or parsed is None:
+                log.warning("telegram inbox %s: update %s failed to parse: %s: %s", self.inbox.id,
+                            update_id, type(exc).__name__, exc)
+                return None
+            # An older or partial update: keep what can be read rather than refuse the message.
+            log.info("telegram inbox %s: update %s stored without its unreadable parts: %s", self.inbox.id,
+                     update_id, ", ".join(repaired.dropped))
+            parsed = with_unsupported(parsed, repaired)
         if parsed.ignored:
             log.info("telegram inbox %s: update %s ignored: %s (keys: %s)", self.inbox.id, update_id,
                      parsed.ignored, ",".join(k for k in data if k != "update_id"))
@@ -195,6 +206,13 @@ class TelegramAdapter(ChannelAdapter):
     async def _ingest_raw(self, updates: list[dict[str, Any]], sink: IngestSink) -> None:
         parsed = [p for p in (self._parse(u) for u in updates) if p is not None]
         await self._ingest(parsed, sink)
+
+    def wants_polling(self) -> bool:
+        """Webhook mode when the server has a public URL (setup() registered it), polling otherwise.
+
+        Every process decides the same from the same setting, so no poller ever calls getUpdates
+        (which deletes the webhook) while the webhook is meant to stay."""
+        return not self.runtime.public_url
 
     async def poll(self, sink: IngestSink) -> AsyncIterator[None]:
         """Long-poll getUpdates forever, persisting the offset after each stored batch."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import cast
 
@@ -42,6 +43,7 @@ from channels.wechat.settings import WeChatSecrets, WeChatSettings
 from channels.wechat.token import AccessTokenProvider
 from channels.wechat.transport import WeChatAPIError, WeChatNetworkError
 from scrm.domain import (
+    PASSIVE_REPLY_UNTIL,
     Attachment,
     ContentType,
     Inbound,
@@ -130,8 +132,11 @@ class WeChatAdapter(ChannelAdapter):
             raise WebhookError(400, "malformed message", code="bad_message") from None
         if not items:
             return SUCCESS
+        items, waits = self._mark_passive_wait(items, started)
         outcomes = await sink(items)
-        reply = await self._passive_reply(items, outcomes, started)
+        # A platform retry always asks: the first answer it never received may be waiting for it.
+        retried = bool(outcomes) and outcomes[0].duplicate
+        reply = await self._passive_reply(items, outcomes, started) if waits or retried else None
         if reply is None:
             return SUCCESS
         return self._reply_response(callback, reply)
@@ -143,6 +148,18 @@ class WeChatAdapter(ChannelAdapter):
         if not echostr:
             raise WebhookError(400, "missing echostr", code="missing_fields")
         return WebhookResponse(status=200, body=echostr.encode("utf-8"), content_type="text/plain")
+
+    def _mark_passive_wait(self, items: list[Inbound], started: float) -> tuple[list[Inbound], bool]:
+        """Decide, before storing, whether this callback waits for the bot's answer; if so tell the bot
+        (through the stored message) until when, so the worker leaves that answer to the callback
+        instead of sending it through the API first. A callback that did not say so never waits."""
+        item = items[0]
+        remaining = self.config.passive_reply_timeout - (time.monotonic() - started)
+        if (not isinstance(item, InboundMessage) or item.content_type not in PASSIVE_CONTENT or remaining <= 0
+                or not self.runtime.expects_passive_reply()):
+            return items, False
+        until = round(time.time() + remaining, 3)
+        return [replace(item, payload={**item.payload, PASSIVE_REPLY_UNTIL: until}), *items[1:]], True
 
     async def _passive_reply(
         self, items: Sequence[Inbound], outcomes: Sequence[IngestOutcome], started: float

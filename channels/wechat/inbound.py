@@ -168,6 +168,8 @@ def _event(fields: Mapping[str, Any], sender: str, at: datetime) -> list[Inbound
         ]
     if event == "view":
         return interaction(url=key, menu_id=fields.get("MenuId"))
+    if event == "view_miniprogram":  # a menu button that opens a Mini Program page
+        return interaction(pagepath=key, menu_id=fields.get("MenuId"), miniprogram=True)
     if event == "location":
         return interaction(
             latitude=_float(fields.get("Latitude")),
@@ -176,6 +178,8 @@ def _event(fields: Mapping[str, Any], sender: str, at: datetime) -> list[Inbound
         )
     if event in ("templatesendjobfinish", "masssendjobfinish"):
         return [_delivery_status(fields, sender, at, event)]
+    if event == "publishjobfinish":
+        return [_publish_result(fields, at)]
     if event in MENU_INTERACTIONS:
         return interaction(key=key, **_menu_details(fields))
     reason = IGNORED_EVENTS.get(event, "unknown event type")
@@ -195,6 +199,43 @@ def _delivery_status(fields: Mapping[str, Any], sender: str, at: datetime, event
         # Mass-send reports come from WeChat's broadcast assistant, not from a contact.
         sender_id=sender if event == "templatesendjobfinish" else None,
         external_id=str(fields.get("MsgID") or fields.get("MsgId") or ""),
+        occurred_at=at,
+        data=data,
+    )
+
+
+# freepublish results (publish_status): 0 published, 1 still publishing, the rest failed or withdrawn.
+PUBLISH_STATUS = {
+    0: "published",
+    1: "publishing",
+    2: "original-content check failed",
+    3: "publishing failed",
+    4: "rejected by the platform's review",
+    5: "deleted after publishing",
+    6: "banned after publishing",
+}
+
+
+def _publish_result(fields: Mapping[str, Any], at: datetime) -> ChannelEvent:
+    """An article publish job finished (PUBLISHJOBFINISH): recorded like a broadcast result, by publish_id."""
+    info = fields.get("PublishEventInfo")
+    info = info if isinstance(info, Mapping) else {}
+    code = _int(info.get("publish_status"))
+    detail = info.get("article_detail")
+    items = detail.get("item") if isinstance(detail, Mapping) else None
+    items = [items] if isinstance(items, Mapping) else list(items or [])
+    urls = [str(i.get("article_url")) for i in items if isinstance(i, Mapping) and i.get("article_url")]
+    reason = PUBLISH_STATUS.get(code, f"publish_status {code}") if code is not None else "no publish_status"
+    status = "delivered" if code == 0 else "publishing" if code == 1 else "failed"
+    data: dict[str, Any] = {"status": status, "error": None if status != "failed" else reason,
+                            "publish_status": code, "article_id": _text(info.get("article_id")) or None,
+                            "article_urls": urls, "event": str(fields.get("Event") or "")}
+    if info.get("fail_idx") is not None:
+        data["fail_idx"] = info.get("fail_idx")
+    return ChannelEvent(
+        kind=ChannelEventKind.DELIVERY_STATUS,
+        sender_id=None,  # the account's publishing assistant, not a contact
+        external_id=str(info.get("publish_id") or ""),
         occurred_at=at,
         data=data,
     )

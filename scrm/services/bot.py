@@ -54,7 +54,7 @@ from scrm.db.models_desk import FaqOutcome
 from scrm.services import conversations as conv_svc
 from scrm.services.conversation_turns import take_turn
 from scrm.services.faq import ROOT, get_index
-from scrm.services.outbox import enqueue_message
+from scrm.services.outbox import enqueue_message, passive_hold
 from scrm.services.tickets import PRIORITIES, create_ticket, ticket_number_text
 from scrm.services.uow import Tx, unit_of_work
 
@@ -231,7 +231,9 @@ async def run_round(
         result = rt.engine(matcher, hours).handle(state, inp)
         if mark_in is not None:
             app["last_in"] = mark_in
-        calls = await apply_actions(tx, conv, inbox, identity, contact, result)
+        # Its platform callback may still be waiting to carry the answer (WeChat passive reply).
+        hold = passive_hold(await tx.session.get(Message, mark_in)) if mark_in is not None else None
+        calls = await apply_actions(tx, conv, inbox, identity, contact, result, hold_until=hold)
         conv.bot_state = {**result.state, _APP: app}
     return calls
 
@@ -259,7 +261,7 @@ def faq_button_as_question(state: dict[str, Any], inp: BotInput, matcher: Any) -
 
 
 async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: ContactIdentity, contact: Contact,
-                        result: BotResult) -> list[CallHttp]:
+                        result: BotResult, *, hold_until: datetime | None = None) -> list[CallHttp]:
     """Write the engine's actions in the caller's transaction; returns the HTTP calls for later."""
     window_open = conv_svc.reply_window(inbox, identity)["open"]
     number: str | None = None
@@ -274,7 +276,7 @@ async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: Cont
             return None
         message, _ = await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="bot",
                                            text=text, choices=tuple(choices), automatic=True,
-                                           payload={"faq": dict(faq)} if faq else None)
+                                           payload={"faq": dict(faq)} if faq else None, not_before=hold_until)
         return message
 
     for action in result.actions:

@@ -367,6 +367,10 @@ def _may_join(conv: Conversation, contact: Contact, msg: InboundMessage) -> bool
 async def _apply_event(tx: Tx, inbox: Inbox, event: ChannelEvent) -> IngestOutcome:
     kind = event.kind
     now = utcnow()
+    if kind == ChannelEventKind.UNROUTABLE:
+        from scrm.services.unroutable import store_unroutable
+
+        return await store_unroutable(tx, inbox, event)
     if kind == ChannelEventKind.MESSAGE_EDITED:
         message = await tx.session.scalar(
             select(Message).where(Message.inbox_id == inbox.id, Message.external_id == event.external_id)

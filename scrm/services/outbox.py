@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import String, Update, bindparam, case, null, update
@@ -12,7 +12,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from scrm import events as ev
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
-from scrm.domain import Attachment, Choice, OutboundMessage
+from scrm.domain import PASSIVE_REPLY_UNTIL, Attachment, Choice, OutboundMessage
 from scrm.services.ingest_writes import preview
 from scrm.services.uow import Tx
 
@@ -36,8 +36,14 @@ def enqueue_delivery(
     automatic: bool = False,
     reply_to_external_id: str | None = None,
     kind: str = "message",
+    not_before: datetime | None = None,
 ) -> Delivery:
-    """Add a queued delivery row in the caller's transaction (the worker picks it up after commit)."""
+    """Add a queued delivery row in the caller's transaction (the worker picks it up after commit).
+
+    `not_before` keeps the worker away until then (a WeChat callback waiting to carry it as its
+    passive reply; see passive_hold); the passive claim takes queued rows whenever they are due.
+    """
+    now = utcnow()
     delivery = Delivery(
         idempotency_key=new_idempotency_key(),
         inbox_id=inbox.id,
@@ -49,7 +55,7 @@ def enqueue_delivery(
         kind=kind,
         status="queued",
         attempts=0,
-        next_attempt_at=utcnow(),
+        next_attempt_at=max(now, not_before) if not_before is not None else now,
         payload={
             "text": text,
             "content_type": content_type,
@@ -110,6 +116,7 @@ async def enqueue_message(
     automatic: bool = False,
     reply_to: Message | None = None,
     payload: dict[str, Any] | None = None,
+    not_before: datetime | None = None,
 ) -> tuple[Message, Delivery]:
     """Store an outbound message in the conversation and queue its delivery (bot or agent).
 
@@ -147,6 +154,7 @@ async def enqueue_message(
         metadata=metadata,
         automatic=automatic,
         reply_to_external_id=reply_to.external_id if reply_to else None,
+        not_before=not_before,
     )
     await tx.session.flush()
     await _move_clocks(tx, conversation, now, preview(text, content_type), answers=sender_kind in ("agent", "bot"))
@@ -166,6 +174,16 @@ async def enqueue_message(
     # What moved, so listeners can tell (the desk re-picks an SLA only when the priority changed).
     tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conversation.id, inbox_id=inbox.id, changed=["activity"])
     return message, delivery
+
+
+def passive_hold(message: Message | None) -> datetime | None:
+    """Until when the platform callback that brought `message` waits to carry the bot's answer itself
+    (WeChat passive reply); the answer's delivery is not due for the worker before then."""
+    until = (message.payload or {}).get(PASSIVE_REPLY_UNTIL) if message is not None else None
+    if not isinstance(until, int | float):
+        return None
+    held = datetime.fromtimestamp(until, tz=UTC)
+    return held if held > utcnow() else None
 
 
 def outbound_from_delivery(d: Delivery) -> OutboundMessage:

@@ -107,7 +107,7 @@ async def parse_body(request: web.Request, model: type[BaseModel]) -> Any:
 
 def add_api_routes(app: web.Application, prefix: str = "/api/v1") -> None:
     # Import modules for their @api registrations.
-    from scrm.web import api_agents, api_contacts, api_conversations, api_inboxes  # noqa: F401
+    from scrm.web import api_agents, api_contacts, api_conversations, api_inboxes, api_mail  # noqa: F401
 
     seen: set[tuple[str, str]] = set()
     for route in API_ROUTES:

@@ -56,7 +56,21 @@ def message_json(m: Message) -> dict[str, Any]:
         "reply_to_id": m.reply_to_id, "delivery_status": m.delivery_status, "delivery_error": m.delivery_error,
         "edited": bool(m.edit_history), "edit_history": m.edit_history or [],
         "choices": (m.payload or {}).get("choices", []), "created_at": iso(m.created_at), "sent_at": iso(m.sent_at),
+        **_mail_details(m.payload or {}),
     }
+
+
+def _mail_details(payload: dict[str, Any]) -> dict[str, Any]:
+    """What an agent needs to judge a message the channel could not fully read: an email's HTML version
+    (viewed sandboxed, by URL), decoding warnings, the From header as written when it was invalid or
+    missing, the raw update of a partly unreadable Telegram message."""
+    details: dict[str, Any] = {}
+    if isinstance(payload.get("html"), str):
+        details["has_html"] = True
+    for key in ("warnings", "raw_from", "invalid_addresses", "sender_header", "raw_update"):
+        if payload.get(key):
+            details[key] = payload[key]
+    return details
 
 
 def conversation_json(

@@ -33,11 +33,15 @@ def test_cpython_fixtures_exist():
 
 
 @pytest.mark.parametrize("path", CPYTHON, ids=lambda p: p.name)
-async def test_cpython_message_is_stored_or_recognized_or_rejected(path, adapter_factory, runtime, sink, caplog):
+async def test_cpython_message_is_stored_or_recognized_or_kept(path, adapter_factory, runtime, sink, caplog):
     caplog.set_level(logging.INFO, logger="channels.email")
     result, items = await ingest(adapter_factory, runtime, sink, path.read_bytes())
     if result.ignored:
-        assert not items and result.ignored in caplog.text  # rejected with a logged reason
+        assert not items and result.ignored in caplog.text  # ignored on purpose with a logged reason
+    elif result.unroutable:  # no sender at all: kept for an admin with its raw source
+        [event] = items
+        assert event.kind == ChannelEventKind.UNROUTABLE
+        assert runtime.storage.files[event.data["raw_storage_key"]][0] == path.read_bytes()
     elif result.bounce:
         assert items and all(isinstance(i, ChannelEvent) for i in items)
     else:

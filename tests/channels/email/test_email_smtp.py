@@ -125,16 +125,37 @@ async def test_too_big_is_refused_with_552(adapter_factory, sink, port):
     assert sink.items == []
 
 
-async def test_mail_without_sender_is_refused(adapter_factory, sink, port):
+async def test_mail_without_from_is_stored_with_the_envelope_sender(adapter_factory, sink, port):
     receiver = await start_receiver(adapter_factory, sink, port)
     try:
-        with pytest.raises(aiosmtplib.SMTPResponseException) as err:
-            await aiosmtplib.send(b"Subject: no from\r\n\r\nbody\r\n", sender="a@example.com",
-                                  recipients=["inbox@example.org"], hostname="127.0.0.1", port=port,
-                                  start_tls=False)
-        assert err.value.code == 550 and "sender" in err.value.message
+        await aiosmtplib.send(b"Subject: no from\r\nMessage-ID: <nofrom@example.com>\r\n\r\nbody\r\n",
+                              sender="a@example.com", recipients=["inbox@example.org"], hostname="127.0.0.1",
+                              port=port, start_tls=False)  # 250: accepted, not refused with 550
     finally:
         await receiver.stop()
+    [item] = sink.items
+    assert isinstance(item, InboundMessage) and item.sender_id == "a@example.com"
+    assert item.payload["sender_header"] == "return-path" and item.text == "body"
+
+
+async def test_mail_without_any_sender_is_kept_as_unroutable(adapter_factory, runtime, sink, port):
+    from scrm.domain import ChannelEventKind
+
+    receiver = adapter_factory(runtime, address="inbox@example.org", smtp_listen_port=port).smtp_receiver(sink)
+    await receiver.start()
+    raw = b"Subject: nobody\r\nMessage-ID: <nobody@example.com>\r\n\r\nwho am I\r\n"
+    try:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as smtp:
+            await smtp.mail("")  # the null envelope sender, and no From: still 250
+            await smtp.rcpt("inbox@example.org")
+            code, _ = await smtp.data(raw)
+        assert code == 250
+    finally:
+        await receiver.stop()
+    [event] = sink.items
+    assert event.kind == ChannelEventKind.UNROUTABLE and event.external_id == "nobody@example.com"
+    kept = runtime.storage.files[event.data["raw_storage_key"]][0]
+    assert kept.startswith(b"Return-Path: <>\r\n") and kept.endswith(raw)
 
 
 async def test_connection_refused_is_transient(adapter_factory, port):

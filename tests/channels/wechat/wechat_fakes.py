@@ -81,6 +81,9 @@ class FakeRuntime:
         self.reply: OutboundMessage | None = None
         self.passive_calls: list[tuple[IngestOutcome, float]] = []
 
+    def expects_passive_reply(self) -> bool:
+        return True
+
     async def passive_reply(
         self, outcome: IngestOutcome, timeout: float, accept: Callable[[OutboundMessage], bool] | None = None
     ) -> OutboundMessage | None:

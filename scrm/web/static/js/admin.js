@@ -1,12 +1,14 @@
-// Admin pages: agents (invite, role, deactivate), inboxes (create per channel, webhook URL, test), canned responses.
+// Admin pages: agents (invite, role, deactivate), inboxes (create per channel, webhook URL, test), canned responses,
+// unroutable mail (admin_mail.js).
 import { del, get, patch, post } from "./api.js";
 import { h, replace, select } from "./dom.js";
 import { t } from "./i18n.js";
 import { channelIcon } from "./icons.js";
 import { isAdmin, state } from "./state.js";
 import { toast } from "./toast.js";
+import { unroutable } from "./admin_mail.js";
 
-const TABS = ["agents", "inboxes", "canned"];
+const TABS = ["agents", "inboxes", "canned", "unroutable"];
 
 export function adminPage(path) {
   const body = h("div.admin-body");
@@ -21,7 +23,7 @@ export function adminPage(path) {
       return;
     }
     replace(body, h("p.loading", { text: t("loading") }));
-    ({ agents, inboxes, canned })[tab](body).catch((err) => {
+    ({ agents, inboxes, canned, unroutable })[tab](body).catch((err) => {
       replace(body, h("p.forbidden", { role: "alert", "data-testid": err.status === 403 ? "forbidden" : "admin-error", text: err.message }));
     });
   }

@@ -183,7 +183,8 @@ export class ThreadView {
       h("div.sender", {}, h("span", { text: this.senderName(m) }), note ? h("span.note-tag", { text: t("thread.private") }) : null),
       m.text ? h("div.text", { "data-testid": "msg-text", text: m.text }) : null,
       (m.attachments || []).map((a) => attachmentEl(a)),
-      (m.choices || []).length ? h("div.choices", {}, m.choices.map((c) => h("span.choice", { text: c.label }))) : null);
+      (m.choices || []).length ? h("div.choices", {}, m.choices.map((c) => h("span.choice", { text: c.label }))) : null,
+      mailDetails(m));
     const meta = h("div.meta", {}, h("time", { text: fmtTime(m.created_at), title: fmtTime(m.created_at, { full: true }) }),
       m.edited ? h("span.edited", { text: t("thread.edited") }) : null);
     if (m.direction === "out" && !m.private && m.delivery_status) {
@@ -264,6 +265,40 @@ export class ThreadView {
         c.snoozed_until ? h("span.muted", { text: t("thread.snoozed_until", { time: fmtTime(c.snoozed_until) }) }) : null),
       h("div.actions", {}, buttons, assign, status, snooze, priority, labels));
   }
+}
+
+// A message's extras: the From header as written (when the reply goes elsewhere), decoding warnings, and
+// its HTML version. That HTML is untrusted: it is never put into this page, only loaded by URL into a
+// sandboxed frame (no scripts, no same origin) from an endpoint that serves it sanitized with a CSP sandbox.
+function mailDetails(m) {
+  const parts = [];
+  if (m.raw_from && m.raw_from.length) {
+    parts.push(h("p.muted.raw-from", { "data-testid": "raw-from", text: t("thread.raw_from", { value: m.raw_from.join(", ") }) }));
+  }
+  if (m.warnings && m.warnings.length) {
+    parts.push(h("details.mail-warnings", { "data-testid": "mail-warnings" }, h("summary", { text: t("thread.mail_warnings") }),
+      h("ul", {}, m.warnings.map((w) => h("li", { text: w })))));
+  }
+  if (m.raw_update) {
+    parts.push(h("details.raw-update", { "data-testid": "raw-update" }, h("summary", { text: t("thread.raw_update") }),
+      h("pre", { text: JSON.stringify(m.raw_update, null, 2) })));
+  }
+  if (m.has_html) {
+    const holder = h("div.mail-html");
+    const toggle = h("button.link", { "data-testid": "view-html", text: t("thread.view_html") });
+    toggle.addEventListener("click", () => {
+      if (holder.firstChild) {
+        replace(holder);
+        toggle.textContent = t("thread.view_html");
+        return;
+      }
+      replace(holder, h("iframe", { "data-testid": "html-frame", sandbox: "allow-popups allow-popups-to-escape-sandbox",
+        referrerpolicy: "no-referrer", title: t("thread.html_frame"), src: `/api/v1/messages/${m.id}/html` }));
+      toggle.textContent = t("thread.hide_html");
+    });
+    parts.push(toggle, holder);
+  }
+  return parts.length ? h("div.mail-details", {}, parts) : null;
 }
 
 function attachmentEl(a) {
