@@ -66,12 +66,22 @@ async def test_the_worker_leaves_the_answer_to_the_waiting_callback(served, ctx,
 async def test_a_lost_passive_claim_answers_at_once(served, ctx, fake_wechat, monkeypatch) -> None:
     from scrm.services import bot
 
+    from scrm.channels_runtime import AppChannelRuntime
+
     monkeypatch.setattr(bot, "passive_hold", lambda message: None)  # the answer is not held back: the worker races
+    claim = AppChannelRuntime._claim_passive
+
+    async def worker_first(self: AppChannelRuntime, candidate: Any, marker: str) -> bool:
+        # Decide the race for the worker (it can win it either way on a real server): the callback
+        # tries its claim only once the worker has sent the answer, and must then answer at once.
+        await wait_for(lambda: fake_wechat.custom_sends, timeout=10)
+        return await claim(self, candidate, marker)
+
+    monkeypatch.setattr(AppChannelRuntime, "_claim_passive", worker_first)
     box = await _inbox(ctx, fake_wechat)
     body, took = await _callback(served, box.id, "oRace", "6200000000000000999")
     assert body == b"success"
     assert took < 2.0  # not the full 4 s passive-reply wait
-    await wait_for(lambda: fake_wechat.custom_sends, timeout=10)  # the worker delivered it through the API
     assert fake_wechat.custom_sends[0]["touser"] == "oRace"
 
 
