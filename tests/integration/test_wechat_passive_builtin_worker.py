@@ -82,6 +82,7 @@ async def test_a_lost_passive_claim_answers_at_once(served, ctx, fake_wechat, mo
     body, took = await _callback(served, box.id, "oRace", "6200000000000000999")
     assert body == b"success"
     assert took < 2.0  # not the full 4 s passive-reply wait
+    await wait_for(lambda: fake_wechat.custom_sends, timeout=10)  # the worker delivered it through the API
     assert fake_wechat.custom_sends[0]["touser"] == "oRace"
 
 
