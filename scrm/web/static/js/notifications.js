@@ -183,11 +183,25 @@ function wire() {
   });
 }
 
+function bellIcon() {
+  // Drawn, not an emoji: servers and kiosks often lack an emoji font.
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  for (const [k, v] of Object.entries({ viewBox: "0 0 24 24", width: "16", height: "16", fill: "none", stroke: "currentColor",
+    "stroke-width": "2", "stroke-linecap": "round", "stroke-linejoin": "round", "aria-hidden": "true" })) svg.setAttribute(k, v);
+  for (const d of ["M6 8a6 6 0 0112 0c0 7 3 9 3 9H3s3-2 3-9", "M10.3 21a1.94 1.94 0 003.4 0"]) {
+    const path = document.createElementNS(ns, "path");
+    path.setAttribute("d", d);
+    svg.appendChild(path);
+  }
+  return svg;
+}
+
 /** The header's bell (one per header render; the list and count live on). */
 export function notificationBell() {
   wire();
   const count = h("span.notif-count", { "data-testid": "notif-count", hidden: true });
-  const button = h("button.bell", { "data-testid": "notif-bell", type: "button", title: t("notif.title") }, "🔔", count);
+  const button = h("button.bell", { "data-testid": "notif-bell", type: "button", title: t("notif.title") }, bellIcon(), count);
   const panel = h("div.notif-panel", { "data-testid": "notif-panel", hidden: true });
   const wrap = h("div.notif-wrap", {}, button, panel);
   button.addEventListener("click", () => {

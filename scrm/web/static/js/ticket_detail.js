@@ -86,7 +86,9 @@ export function ticketDetail(id) {
       }).catch((err) => toast(err.message));
     } } });
 
-    replace(el, deskFrame("ticket", `${tk.display_number}`, h("a.button", { href: "/tickets", "data-link": "", text: t("tickets.back") }),
+    const head = [h("span.chip", { class: "st-" + tk.status, "data-testid": "td-status-chip", text: tr("tickets.status", tk.status) }), " ",
+      h("a.button", { href: "/tickets", "data-link": "", text: t("tickets.back") })];
+    replace(el, deskFrame("ticket", `${tk.display_number}`, head,
       h("div.ticket-grid", {},
         h("section.ticket-main", {},
           subject,

@@ -164,7 +164,7 @@ function newTicketView() {
       const lastIn = [...conv.messages].reverse().find((m) => m.direction === "in" && m.text);
       description.value = lastIn ? lastIn.text : "";
       priority.value = conv.priority;
-      replace(contactBox, h("p", {}, t("tickets.from_conversation"), " ",
+      replace(contactBox, h("p", { "data-testid": "nt-conversation" }, t("tickets.from_conversation"), " ",
         h("a", { href: "/conversations/" + conversationId, "data-link": "", text: "#" + conversationId }), " · ",
         h("strong", { text: conv.contact?.name || t("contact.anonymous") })));
     }).catch((err) => { error.textContent = err.message; error.hidden = false; });
