@@ -202,6 +202,22 @@ async def test_every_desk_page_renders_in_both_languages_without_missing_keys(ta
             assert "page-error" not in await page.evaluate("[...document.querySelectorAll('.page-error')].map(e => e.className).join()")
             name = path.strip("/").replace("/", "-") or "inbox"
             await tab.shot(f"desk-{lang}-{name}")
+            if path == "/desk-settings/hours":
+                await page.get_by_test_id("hours-cn-year").fill("2026")
+                await page.get_by_test_id("hours-cn-import").click()
+                await page.get_by_test_id("hours-cn-result").locator("li").first.wait_for()
+                holidays = await page.get_by_test_id("hours-holidays").input_value()
+                workdays = await page.get_by_test_id("hours-workdays").input_value()
+                assert "2026-10-01" in holidays and "2026-02-16" in holidays  # National Day, Spring Festival
+                assert "2026-02-14 09:00-18:00" in workdays  # a Saturday worked in lieu
+                await tab.shot(f"desk-{lang}-hours-cn-import")
+            if path == "/desk-settings/rules":
+                await page.get_by_role("button", name="Edit" if lang == "en" else "编辑").click()
+                await page.get_by_test_id("rule-dry-run").click()
+                await page.get_by_test_id("rule-dry-summary").wait_for()
+                assert await page.get_by_test_id("rule-dry-row").count() == 1  # one conversation, not tagged vip
+                assert await page.locator('[data-testid="rule-dry-row"][data-matched="1"]').count() == 0
+                await tab.shot(f"desk-{lang}-rule-dry-run")
             if path == "/kb/try":
                 await page.get_by_test_id("kb-try-input").fill("运费怎么收")
                 await page.get_by_test_id("kb-try-go").click()

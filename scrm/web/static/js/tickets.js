@@ -136,7 +136,7 @@ function listView() {
     h("a.button.primary", { href: "/tickets/new", "data-link": "", "data-testid": "new-ticket", text: t("tickets.new") }),
     h("div.filters.desk-filters", {}, controls.q, controls.status, controls.priority, controls.assignee, controls.team_id, controls.sla),
     error,
-    h("table.grid.desk-table.tickets", {}, h("thead", {}, h("tr", {}, ["#", t("tickets.subject"), t("tickets.status_label"),
+    h("table.grid.desk-table.ticket-table", {}, h("thead", {}, h("tr", {}, ["#", t("tickets.subject"), t("tickets.status_label"),
       t("thread.priority"), t("tickets.customer"), t("tickets.assignee"), t("tickets.team"), "SLA", t("tickets.updated")]
       .map((x) => h("th", { text: x })))), body),
     more);

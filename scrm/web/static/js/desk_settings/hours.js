@@ -70,8 +70,9 @@ export async function render() {
     h("label.field", {}, h("span", { text: t("ds.timezone") }), zone),
     h("div.week-grid", {}, DAYS.map((d) => h("label.field", {}, h("span", { text: t("ds.day." + d) }), weekly[d]))),
     h("div.form-row", {},
-      h("label.field.wide", {}, h("span", { text: t("ds.holidays") }), holidays, h("small.muted", { text: t("ds.holidays_hint") })),
-      h("label.field.wide", {}, h("span", { text: t("ds.workdays") }), makeup, h("small.muted", { text: t("ds.workdays_hint") }))),
-    h("fieldset", {}, h("legend", { text: t("ds.cn_title") }), h("p.muted", { text: t("ds.cn_hint") }), year, " ", importBtn, imported),
+      h("label.field", {}, h("span", { text: t("ds.holidays") }), holidays, h("small.muted", { text: t("ds.holidays_hint") })),
+      h("label.field", {}, h("span", { text: t("ds.workdays") }), makeup, h("small.muted", { text: t("ds.workdays_hint") }))),
+    h("fieldset", {}, h("legend", { text: t("ds.cn_title") }), h("p.muted", { text: t("ds.cn_hint") }),
+      h("div.form-actions", {}, year, importBtn), imported),
     error.el, h("div.form-actions", {}, save));
 }
