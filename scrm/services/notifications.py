@@ -93,7 +93,7 @@ def find_mentions(text: str, agents: Iterable[tuple[int, str, str]]) -> list[int
     names = sorted(((name, aid) for aid, login, display in agents for name in {login, display} if name),
                    key=lambda p: -len(p[0]))
     taken: list[tuple[int, int]] = []
-    found: list[int] = []
+    found: list[tuple[int, int]] = []
     folded = text.casefold()
     for name, aid in names:
         needle = "@" + name.casefold()
@@ -106,9 +106,8 @@ def find_mentions(text: str, agents: Iterable[tuple[int, str, str]]) -> list[int
             if any(a <= at < b or a < end <= b for a, b in taken):
                 continue
             taken.append((at, end))
-            if aid not in found:
-                found.append(aid)
-    return found
+            found.append((at, aid))
+    return list(dict.fromkeys(aid for _, aid in sorted(found)))  # in the order they appear
 
 
 async def record_mentions(tx: Tx, message: Message, conv: Conversation, author_id: int | None) -> list[int]:
