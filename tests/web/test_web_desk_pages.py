@@ -132,14 +132,14 @@ async def test_bulk_actions_and_keyboard_shortcuts_in_the_inbox(tab, ctx, admin,
     await page.get_by_test_id("bulk-count").filter(has_text="2 selected").wait_for()
     await page.get_by_test_id("bulk-label").fill("批量")
     await page.get_by_test_id("bulk-label-add").click()
-    await page.get_by_test_id("toast").filter(has_text="Done for 2").wait_for()
+    await page.get_by_test_id("toast").filter(has_text="2 changed").wait_for()
     async with ctx.db.session() as s:
         labelled = set((await s.scalars(select(ConversationLabel.conversation_id).where(ConversationLabel.label == "批量"))).all())
     assert len(labelled) == 2 and labelled < set(ids)
 
     await rows.first.get_by_test_id("bulk-check").check()
     await page.get_by_test_id("bulk-assign").select_option("me")
-    await page.get_by_test_id("toast").filter(has_text="Done for 1").wait_for()
+    await page.get_by_test_id("toast").filter(has_text="1 changed").wait_for()
 
     # Shortcuts: j opens the next conversation, ? lists the shortcuts, e resolves.
     await page.locator("body").click(position={"x": 700, "y": 500})

@@ -54,7 +54,7 @@ export const enDesk = {
   // bulk actions
   "bulk.select": "Select", "bulk.selected": "{n} selected", "bulk.all": "Select all {n}", "bulk.clear": "Clear",
   "bulk.assign": "Assign to…", "bulk.label": "Label", "bulk.add_label": "Add label",
-  "bulk.done": "Done for {n} conversations.", "bulk.some_failed": "{n} could not be changed: {error}",
+  "bulk.done": "{n} changed.", "bulk.some_failed": "{n} could not be changed: {error}",
   // agent-started conversations
   "start.button": "+ New conversation", "start.title": "Write to a customer",
   "start.hint": "E-mail starts a new thread. Telegram works only with customers who already wrote to the bot; WeChat only within 48 h of their last message.",
