@@ -128,7 +128,7 @@ SEED_SQL = [
     """INSERT INTO desk_conversation_stats (conversation_id, inbox_id, priority, created_at, human_involved, handoffs,
                                             policy_id, sla_started_at, first_response_due, warned, breached)
        SELECT g, 1 + g % 4, 'normal', now(), true, 0, 1, now() - interval '2 hours', now() - interval '1 hour', '[]',
-              CASE WHEN g % 20 = 0 THEN '["first_response"]' ELSE '[]' END
+              (CASE WHEN g % 20 = 0 THEN '["first_response"]' ELSE '[]' END)::json
        FROM generate_series($1::bigint, $2::bigint) g WHERE g % 5 = 0""",
 ]
 TICKET_QUERIES = (("tickets active", "status=active"), ("tickets mine", "assignee=me&status=active"),

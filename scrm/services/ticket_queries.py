@@ -85,7 +85,10 @@ def conditions(f: TicketFilter, me: int, now: datetime | None = None) -> tuple[l
         number = _NUMBER.match(term)
         like = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         text_cond = Ticket.subject.ilike(like, escape="\\")
-        conds.append(or_(text_cond, Ticket.number == int(number.group(1))) if number else text_cond)
+        if number and term.startswith("#"):
+            conds.append(Ticket.number == int(number.group(1)))  # "#1042" is a ticket number: one index lookup
+        else:
+            conds.append(or_(text_cond, Ticket.number == int(number.group(1))) if number else text_cond)
     joined = False
     if f.sla:
         now = now or utcnow()
