@@ -176,6 +176,8 @@ class Conversation(Base):
         Index("ix_conversations_assignee_activity", "assignee_id", "status", "last_activity_at"),
         Index("ix_conversations_inbox_activity", "inbox_id", "last_activity_at"),
         Index("ix_conversations_identity_status", "identity_id", "status"),
+        Index("ix_conversations_snoozed", "snoozed_until", postgresql_where=text("status = 'snoozed'"),
+              sqlite_where=text("status = 'snoozed'")),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     inbox_id: Mapped[int] = mapped_column(ForeignKey("inboxes.id"))
@@ -272,6 +274,12 @@ class Delivery(Base):
 
 class Ticket(Base):
     __tablename__ = "tickets"
+    __table_args__ = (
+        Index("ix_tickets_status_id", "status", "id"),
+        Index("ix_tickets_assignee_id", "assignee_id", "id"),
+        Index("ix_tickets_team_id", "team_id", "id"),
+        Index("ix_tickets_priority_id", "priority", "id"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     number: Mapped[int] = mapped_column(BigInteger, unique=True)  # shown to customers: #1042
     subject: Mapped[str] = mapped_column(String(255))
@@ -281,6 +289,8 @@ class Ticket(Base):
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"), index=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("desk_teams.id", ondelete="SET NULL"))
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))  # a duplicate merged into that one
     fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -288,7 +298,8 @@ class Ticket(Base):
 
 class AuditLog(Base):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_target", "target_type", "target_id"),)
+    __table_args__ = (Index("ix_audit_log_target", "target_type", "target_id"),
+                      Index("ix_audit_log_agent", "agent_id", "id"), Index("ix_audit_log_action", "action", "id"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     action: Mapped[str] = mapped_column(String(64))
@@ -321,3 +332,4 @@ class UnansweredQuestion(Base):
     text: Mapped[str] = mapped_column(Text)
     resolved: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+from scrm.db import models_desk  # noqa: E402,F401  (tickets.team_id refers to desk_teams)

@@ -25,7 +25,7 @@ from scrm.db.models import (
     utcnow,
 )
 from scrm.domain import Choice
-from scrm.services import audit
+from scrm.services import audit, notifications, preferences
 from scrm.services.conversation_turns import wait_turn
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import Tx
@@ -110,6 +110,7 @@ async def do_reply(
         .order_by(Message.id.desc()).limit(1)
     )
     metadata = {"subject": conv.subject} if conv.subject else {}
+    text = await preferences.with_signature(tx, agent_id, inbox, text)
     message, delivery = await enqueue_message(
         tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="agent", agent_id=agent_id,
         text=text, attachments=attachments, choices=choices, metadata=metadata, reply_to=last_in,
@@ -119,7 +120,7 @@ async def do_reply(
         await _change_handler(tx, conv, "human", agent_id)
     if conv.assignee_id is None:
         conv.assignee_id = agent_id
-        tx.emit(ev.CONVERSATION_ASSIGNED, conversation_id=conv.id, assignee_id=agent_id)
+        tx.emit(ev.CONVERSATION_ASSIGNED, conversation_id=conv.id, assignee_id=agent_id, by=agent_id)
     audit.record(tx, agent_id, "conversation.reply", "conversation", conv.id, message_id=message.id)
     return message, delivery
 
@@ -136,6 +137,7 @@ async def do_note(tx: Tx, conversation_id: int, agent_id: int, text: str) -> Mes
     await tx.session.flush()
     tx.emit(ev.MESSAGE_CREATED, message_id=msg.id, conversation_id=conv.id, inbox_id=inbox.id, direction="out",
             sender_kind="agent", private=True, handler=conv.handler, channel=inbox.channel_type)
+    await notifications.record_mentions(tx, msg, conv, agent_id)  # @name: in the note's own transaction
     audit.record(tx, agent_id, "conversation.note", "conversation", conv.id, message_id=msg.id)
     return msg
 
@@ -184,7 +186,7 @@ async def do_set_handler(tx: Tx, conversation_id: int, agent_id: int | None, han
     await _change_handler(tx, conv, handler, agent_id, reason)
     if handler == "human" and agent_id is not None and conv.assignee_id != agent_id:
         conv.assignee_id = agent_id
-        tx.emit(ev.CONVERSATION_ASSIGNED, conversation_id=conv.id, assignee_id=agent_id)
+        tx.emit(ev.CONVERSATION_ASSIGNED, conversation_id=conv.id, assignee_id=agent_id, by=agent_id)
     if handler == "bot":
         conv.bot_state = {}  # the bot starts fresh; it must not resume a flow from before the human
     audit.record(tx, agent_id, "conversation.handler", "conversation", conv.id, handler=handler)
@@ -198,7 +200,8 @@ async def do_assign(tx: Tx, conversation_id: int, by_agent_id: int, assignee_id:
         if assignee is None or not assignee.active:
             raise ConversationError("assignee is not an active agent", 400, "bad_assignee")
     conv.assignee_id = assignee_id
-    tx.emit(ev.CONVERSATION_ASSIGNED, conversation_id=conv.id, assignee_id=assignee_id, inbox_id=conv.inbox_id)
+    tx.emit(ev.CONVERSATION_ASSIGNED, conversation_id=conv.id, assignee_id=assignee_id, inbox_id=conv.inbox_id,
+            by=by_agent_id)
     tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conv.id, inbox_id=conv.inbox_id)
     audit.record(tx, by_agent_id, "conversation.assign", "conversation", conv.id, assignee_id=assignee_id)
     return conv

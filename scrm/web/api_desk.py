@@ -4,7 +4,6 @@ CSAT results, reports (JSON and CSV), ticket workflow. Admins configure; agents 
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -31,7 +30,6 @@ from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, API_ROUTES, SUPPORT, ApiError, ApiRoute, api, ok, path_int, query_int
 
 _FIRST = len(API_ROUTES)
-STATIC_PAGE = Path(__file__).resolve().parent / "static" / "reports" / "index.html"
 TAG = "desk"
 
 
@@ -451,19 +449,9 @@ async def add_ticket_comment(request: web.Request, principal: Principal, body: C
 MY_ROUTES: list[ApiRoute] = API_ROUTES[_FIRST:]
 
 
-async def reports_page(request: web.Request) -> web.StreamResponse:
-    """The reports page (its script calls the API with the session cookie)."""
-    if not STATIC_PAGE.exists():
-        raise web.HTTPNotFound()
-    return web.FileResponse(STATIC_PAGE, headers={"Cache-Control": "no-cache"})
-
-
 def add_routes(app: web.Application) -> None:
-    """Add this module's /api/v1 routes (unless already added) and the reports page at /desk/reports."""
+    """Add this module's /api/v1 routes (unless already added). The reports page is in the app (/reports)."""
     existing = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
     for route in MY_ROUTES:
         if (route.method, "/api/v1" + route.path) not in existing:
             app.router.add_route(route.method, "/api/v1" + route.path, route.handler)
-    if ("GET", "/desk/reports") not in existing:
-        app.router.add_get("/desk/reports", reports_page)
-

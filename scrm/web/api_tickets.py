@@ -1,29 +1,32 @@
-"""Ticket endpoints (minimal): list, read, and open one from a conversation (agents and admins)."""
+"""Ticket endpoints: the filtered list, one ticket with its SLA clocks and customer, opening one from a
+conversation or from scratch, assignee / team / priority / subject changes, and merging duplicates."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
-from sqlalchemy import select
+from pydantic import BaseModel, ConfigDict, Field
 
-from scrm.db.models import Ticket
-from scrm.services import audit
+from scrm.db.models import Agent, Contact, Conversation, Inbox, Ticket
+from scrm.db.models_desk import Team
+from scrm.services import audit, ticket_admin, ticket_queries
 from scrm.services import tickets as ticket_svc
 from scrm.services.agents import Principal
+from scrm.services.ticket_workflow import TicketError
 from scrm.services.uow import unit_of_work
 from scrm.web.api_faq import register
 from scrm.web.keys import CTX
 from scrm.web.routing import API_ROUTES, SUPPORT, ApiError, api, ok, path_int, query_int
-from scrm.web.serializers import ticket_json
+from scrm.web.serializers import conversation_json
 
-STATUSES = ("new", "open", "pending", "solved", "closed")
+_FIRST = len(API_ROUTES)
+STATUSES = ticket_queries.STATUSES
+Priority = Literal["low", "normal", "high", "urgent"]
 
 
 def _json(t: Ticket) -> dict[str, Any]:
-    return {**ticket_json(t), "description": t.description, "fields": t.fields,
-            "display_number": ticket_svc.ticket_number_text(t.number)}
+    return ticket_queries.ticket_row(t)
 
 
 class TicketIn(BaseModel):
@@ -32,36 +35,84 @@ class TicketIn(BaseModel):
     priority: str | None = Field(None, description="low | normal | high | urgent (default: the conversation's)")
 
 
-@api("GET", "/tickets", roles=SUPPORT, summary="List tickets, newest first", tag="tickets",
-     query={"status": "new | open | pending | solved | closed", "contact_id": "only this contact's",
-            "conversation_id": "only this conversation's", "before_id": "paging: tickets with a smaller id",
-            "limit": "1-100 (default 25)"})
+class NewTicketIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subject: str = Field(min_length=1, max_length=255)
+    contact_id: int
+    description: str | None = Field(None, max_length=20000)
+    priority: Priority = "normal"
+    assignee_id: int | None = None
+    team_id: int | None = None
+
+
+class TicketPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    assignee_id: int | None = None
+    team_id: int | None = None
+    priority: Priority | None = None
+    subject: str | None = Field(None, min_length=1, max_length=255)
+
+
+class MergeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    into_id: int = Field(description="the ticket that stays; this one is closed and points at it")
+
+
+def _ticket_error(exc: TicketError | ticket_svc.TicketError) -> ApiError:
+    return ApiError(exc.status, str(exc), exc.code)
+
+
+LIST_QUERY = {
+    "status": "comma list of new, open, pending, solved, closed; or active (new, open, pending) / done",
+    "priority": "comma list of low, normal, high, urgent", "assignee": "me | none | an agent id",
+    "team_id": "only this team's", "sla": "breached | due_soon (within 2 h)", "q": "subject text or ticket number",
+    "contact_id": "only this contact's", "conversation_id": "only this conversation's",
+    "before_id": "paging: tickets with a smaller id", "limit": "1-100 (default 25)"}
+
+
+@api("GET", "/tickets", roles=SUPPORT, summary="List tickets, newest first, with filters", tag="tickets",
+     query=LIST_QUERY)
 async def list_tickets(request: web.Request, principal: Principal) -> web.Response:
     q = request.query
-    conds: list[Any] = []
-    if q.get("status"):
-        if q["status"] not in STATUSES:
-            raise ApiError(400, f"status must be one of {', '.join(STATUSES)}", "bad_query")
-        conds.append(Ticket.status == q["status"])
-    for name, column in (("contact_id", Ticket.contact_id), ("conversation_id", Ticket.conversation_id),
-                         ("before_id", Ticket.id)):
-        if q.get(name):
-            value = query_int(request, name, 0, 1, 2**62)
-            conds.append(column < value if name == "before_id" else column == value)
+    ids = {name: query_int(request, name, 0, 1, 2**62) if q.get(name) else None
+           for name in ("team_id", "contact_id", "conversation_id", "before_id")}
+    f = ticket_queries.TicketFilter(status=q.get("status") or None, priority=q.get("priority") or None,
+                                    assignee=q.get("assignee") or None, team_id=ids["team_id"], sla=q.get("sla") or None,
+                                    q=q.get("q") or None, contact_id=ids["contact_id"],
+                                    conversation_id=ids["conversation_id"])
     limit = query_int(request, "limit", 25, 1, 100)
-    async with request.app[CTX].db.session() as s:
-        rows = (await s.scalars(select(Ticket).where(*conds).order_by(Ticket.id.desc()).limit(limit + 1))).all()
-    page = rows[:limit]
-    return ok({"items": [_json(t) for t in page], "next_before_id": page[-1].id if len(rows) > limit else None})
+    try:
+        async with request.app[CTX].db.session() as s:
+            items, cursor = await ticket_queries.list_tickets(s, f, principal.agent_id, before_id=ids["before_id"],
+                                                              limit=limit)
+    except ticket_queries.FilterError as exc:
+        raise ApiError(400, str(exc), "bad_query") from None
+    return ok({"items": items, "next_before_id": cursor})
 
 
-@api("GET", "/tickets/{id}", roles=SUPPORT, summary="One ticket", tag="tickets")
+@api("GET", "/tickets/{id}", roles=SUPPORT, tag="tickets",
+     summary="One ticket with its customer, linked conversation, SLA clocks (business time) and merge candidates")
 async def get_ticket(request: web.Request, principal: Principal) -> web.Response:
     async with request.app[CTX].db.session() as s:
         ticket = await s.get(Ticket, path_int(request, "id"))
-    if ticket is None:
-        raise ApiError(404, "ticket not found", "not_found")
-    return ok(_json(ticket))
+        if ticket is None:
+            raise ApiError(404, "ticket not found", "not_found")
+        data = _json(ticket)
+        contact = await s.get(Contact, ticket.contact_id)
+        data["contact"] = ({"id": contact.id, "name": contact.name, "email": contact.email, "phone": contact.phone}
+                           if contact else None)
+        data["conversation"] = None
+        if ticket.conversation_id:
+            conv = await s.get(Conversation, ticket.conversation_id)
+            if conv is not None:
+                inbox = await s.get(Inbox, conv.inbox_id)
+                assignee = await s.get(Agent, conv.assignee_id) if conv.assignee_id else None
+                data["conversation"] = conversation_json(conv, contact=contact, inbox=inbox, assignee=assignee)
+        data["sla"] = await ticket_queries.sla_clocks(s, ticket.conversation_id)
+        data["duplicates"] = [_json(t) for t in await ticket_admin.duplicates_of(s, ticket)]
+        team = await s.get(Team, ticket.team_id) if ticket.team_id else None
+        data["team_name"] = team.name if team else None
+    return ok(data)
 
 
 @api("POST", "/conversations/{id}/tickets", roles=SUPPORT, body=TicketIn, tag="tickets",
@@ -75,14 +126,54 @@ async def open_ticket(request: web.Request, principal: Principal, body: TicketIn
             audit.record(tx, principal.agent_id, "ticket.open", "ticket", ticket.id,
                          conversation_id=ticket.conversation_id)
     except ticket_svc.TicketError as exc:
-        raise ApiError(exc.status, str(exc), exc.code) from None
+        raise _ticket_error(exc) from None
     return ok(_json(ticket), 201)
 
 
-_MINE = [r for r in API_ROUTES if r.tag == "tickets" and r.handler.__wrapped__ in (  # type: ignore[attr-defined]
-    list_tickets, get_ticket, open_ticket)]
+@api("POST", "/tickets", roles=SUPPORT, body=NewTicketIn, tag="tickets",
+     summary="Open a ticket from scratch for a contact (no conversation: a call, a walk-in)")
+async def create_ticket(request: web.Request, principal: Principal, body: NewTicketIn) -> web.Response:
+    try:
+        async with unit_of_work(request.app[CTX]) as tx:
+            ticket = await ticket_admin.do_create_ticket(
+                tx, principal.agent_id, subject=body.subject, contact_id=body.contact_id, description=body.description,
+                priority=body.priority, assignee_id=body.assignee_id, team_id=body.team_id)
+    except TicketError as exc:
+        raise _ticket_error(exc) from None
+    return ok(_json(ticket), 201)
+
+
+@api("PATCH", "/tickets/{id}", roles=SUPPORT, body=TicketPatch, tag="tickets",
+     summary="Change a ticket's assignee, team, priority or subject (only the fields sent; null unassigns)")
+async def update_ticket(request: web.Request, principal: Principal, body: TicketPatch) -> web.Response:
+    changes = body.model_dump(include=body.model_fields_set)
+    if "priority" in changes and changes["priority"] is None:
+        raise ApiError(400, "priority cannot be null", "bad_priority")
+    try:
+        async with unit_of_work(request.app[CTX]) as tx:
+            ticket = await ticket_admin.do_update_ticket(tx, path_int(request, "id"), principal.agent_id, changes)
+            data = _json(ticket)
+    except TicketError as exc:
+        raise _ticket_error(exc) from None
+    return ok(data)
+
+
+@api("POST", "/tickets/{id}/merge", roles=SUPPORT, body=MergeIn, tag="tickets",
+     summary="Merge this duplicate into another ticket of the same contact (comments move; this one closes)")
+async def merge_ticket(request: web.Request, principal: Principal, body: MergeIn) -> web.Response:
+    try:
+        async with unit_of_work(request.app[CTX]) as tx:
+            target = await ticket_admin.do_merge(tx, path_int(request, "id"), body.into_id, principal.agent_id)
+            data = _json(target)
+    except TicketError as exc:
+        raise _ticket_error(exc) from None
+    return ok({"ticket": data})
+
+
+_MINE = API_ROUTES[_FIRST:]
 
 
 def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
     """Register the ticket endpoints (skipping any add_api_routes already added)."""
     register(app, _MINE, prefix)
+

@@ -13,10 +13,15 @@ def add_routes(app: web.Application) -> None:
     for module in (
         "scrm.web.realtime",
         "scrm.web.ui",
+        "scrm.web.ui_desk",
         "scrm.web.api_faq",
         "scrm.web.api_tickets",
         "scrm.web.api_marketing",
         "scrm.web.api_desk",
+        "scrm.web.api_notifications",
+        "scrm.web.api_audit",
+        "scrm.web.api_desk_tools",
+        "scrm.web.api_conversation_tools",
     ):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).add_routes(app)

@@ -197,8 +197,10 @@ async def test_report_api_json_csv_and_roles(ctx: AppContext, client: Any, admin
     assert (await client.get(f"/api/v1/desk/reports?{q}", headers=headers)).status == 403
 
 
-async def test_reports_page_and_its_scripts_are_served(client: Any) -> None:
-    resp = await client.get("/desk/reports")
-    assert resp.status == 200 and "Desk reports" in await resp.text()
-    for asset in ("reports.js", "charts.js", "reports.css"):
-        assert (await client.get(f"/static/reports/{asset}")).status == 200
+async def test_old_reports_address_redirects_into_the_app(client: Any) -> None:
+    resp = await client.get("/desk/reports?from=2025-01-01&group_by=agent", allow_redirects=False)
+    assert resp.status == 301 and resp.headers["Location"] == "/reports?from=2025-01-01&group_by=agent"
+    page = await client.get("/reports")
+    assert page.status == 200 and 'src="/static/js/main.js"' in await page.text()
+    for asset in ("reports.js", "charts.js"):
+        assert (await client.get(f"/static/js/{asset}")).status == 200

@@ -8,6 +8,8 @@ import { on, state } from "./state.js";
 import { ThreadView } from "./thread.js";
 import { ContactPanel } from "./contact.js";
 import { toast } from "./toast.js";
+import { BulkSelection } from "./bulk.js";
+import { startConversationButton } from "./start_conversation.js";
 
 const FILTER_KEY = "scrm.filters";
 const DEFAULTS = { tab: "all", status: "open", handler: "", inbox_id: "", label: "", q: "" };
@@ -60,6 +62,7 @@ export function inboxPage(path) {
   const search = h("input.search", { type: "search", placeholder: t("list.search"), "data-testid": "search" });
   search.addEventListener("input", debounce(() => setFilter("q", search.value.trim()), 300));
   const listError = h("p.error", { role: "alert", hidden: true });
+  const bulk = new BulkSelection(() => reload());
 
   const contact = new ContactPanel((cid) => navigate("/conversations/" + cid));
   const thread = new ThreadView({
@@ -67,7 +70,8 @@ export function inboxPage(path) {
     onConversation: (conv) => upsert(conv, true),
   });
   const el = h("div.inbox", {},
-    h("section.list-pane", {}, tabs, h("div.filters", {}, search, status, handler, inboxSel, label), listError, listEl, moreBtn),
+    h("section.list-pane", {}, tabs, h("div.filters", {}, search, status, handler, inboxSel, label, startConversationButton()),
+      bulk.bar, listError, listEl, moreBtn),
     thread.el, contact.el);
 
   function setFilter(name, value) {
@@ -151,6 +155,7 @@ export function inboxPage(path) {
       class: [c.id === selectedId ? "selected" : "", c.unread_count ? "unread" : ""].join(" "),
       on: { click: () => navigate("/conversations/" + c.id), keydown: (e) => e.key === "Enter" && navigate("/conversations/" + c.id) } },
       h("div.row-top", {},
+        bulk.checkbox(c.id),
         channelIcon(c.channel_type),
         h("span.name", { text: name }),
         c.priority && c.priority !== "normal" ? h("span.prio", { class: c.priority, text: t("priority." + c.priority) }) : null,
@@ -169,6 +174,7 @@ export function inboxPage(path) {
 
   function render() {
     replace(listEl, items.length ? items.map(row) : h("li.empty", { text: t("list.empty") }));
+    bulk.shown(items.map((c) => c.id));
     moreBtn.hidden = !nextCursor;
   }
 

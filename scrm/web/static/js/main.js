@@ -5,6 +5,9 @@ import { getLang, setLang, t } from "./i18n.js";
 import { emit, isAdmin, on, state } from "./state.js";
 import { toast } from "./toast.js";
 import { live } from "./ws.js";
+import { buildDeskPage, deskNav, deskPageName, isDeskPage } from "./desk_nav.js";
+import { notificationBell } from "./notifications.js";
+import { installShortcuts } from "./shortcuts.js";
 
 const app = document.getElementById("app");
 const MARKETING_PAGES = ["contacts", "segments", "broadcasts"];
@@ -46,7 +49,7 @@ function pageFor(path) {
   if (path === "/simulator") return "simulator";
   const marketing = path.match(/^\/(contacts|segments|broadcasts)(\/|$)/);
   if (marketing) return marketing[1];
-  return "notfound";
+  return deskPageName(path) || "notfound";
 }
 
 async function route() {
@@ -87,6 +90,7 @@ async function buildPage(name, path) {
   if (name === "admin") return (await import("./admin.js")).adminPage(path);
   if (name === "simulator") return (await import("./simulator.js")).simulatorPage();
   if (MARKETING_PAGES.includes(name)) return (await import(`./${name}.js`))[`${name}Page`](path);
+  if (isDeskPage(name)) return buildDeskPage(name, path);
   return { name, el: h("div.empty", { text: t("error.notfound") }) };
 }
 
@@ -109,6 +113,7 @@ function header() {
   const marketing = ["admin", "marketer"].includes(me.role); // what the API lets them use
   const nav = h("nav.nav", {},
     support ? h("a", { href: "/", "data-link": "", "data-nav": "inbox", text: t("nav.inbox") }) : null,
+    deskNav(me.role),
     marketing ? MARKETING_PAGES.map((p) => h("a", { href: "/" + p, "data-link": "", "data-nav": p, "data-testid": "nav-" + p, text: t("nav." + p) })) : null,
     isAdmin() ? h("a", { href: "/admin/agents", "data-link": "", "data-nav": "admin", text: t("nav.admin") }) : null,
     support ? h("a", { href: "/simulator", "data-link": "", "data-nav": "simulator", text: t("nav.simulator") }) : null,
@@ -136,9 +141,10 @@ function header() {
   return h("header.top", {},
     h("a.brand", { href: "/", "data-link": "" }, "scrm"), nav,
     h("div.spacer"),
-    support ? [waiting, liveEl] : null, lang,
+    support ? [waiting, liveEl, notificationBell()] : null, lang,
     h("span.me", { "data-testid": "me" },
-      h("strong", { text: me.display_name }), " ", h("span.role", { text: t("role." + me.role) })),
+      support ? h("a", { href: "/preferences", "data-link": "", "data-testid": "nav-preferences", title: t("prefs.title") },
+        h("strong", { text: me.display_name })) : h("strong", { text: me.display_name }), " ", h("span.role", { text: t("role." + me.role) })),
     support ? availability : null, logout);
 }
 
@@ -227,6 +233,7 @@ window.addEventListener("popstate", route);
 window.addEventListener("error", (ev) => toast(t("error.unexpected") + ": " + (ev.message || "")));
 window.addEventListener("unhandledrejection", (ev) => toast(ev.reason?.message || String(ev.reason)));
 setInterval(refreshCounts, 30000);
+installShortcuts();
 
 (async function boot() {
   try {

@@ -3,7 +3,7 @@ import { get, patch, post } from "./api.js";
 import { clear, debounce, h, replace, safeUrl, select } from "./dom.js";
 import { fmtTime, t } from "./i18n.js";
 import { channelIcon } from "./icons.js";
-import { state } from "./state.js";
+import { emit, state } from "./state.js";
 import { toast } from "./toast.js";
 import { Composer } from "./composer.js";
 
@@ -66,6 +66,7 @@ export class ThreadView {
       this.composer.setConversation(data);
       this.renderMessages(first);
       this.onContact(data.contact_id);
+      if (first) emit("conversation-opened", id); // its notifications are read now
       if (data.unread_count) this.markRead();
     } catch (err) {
       if (id !== this.id) return;
@@ -252,6 +253,8 @@ export class ThreadView {
       on: { click: () => this.act(() => post(`/conversations/${id}/handler`, { handler: "human" })) } }));
     if (c.handler !== "bot") buttons.push(h("button", { "data-testid": "hand-back", text: t("thread.hand_back"),
       on: { click: () => this.act(() => post(`/conversations/${id}/handler`, { handler: "bot" })) } }));
+    buttons.push(h("a.button", { href: `/tickets/new?conversation_id=${id}`, "data-link": "", "data-testid": "open-ticket",
+      text: t("thread.open_ticket") }));
     buttons.push(c.status === "resolved"
       ? h("button", { "data-testid": "reopen", text: t("thread.reopen"), on: { click: () => this.act(() => post(`/conversations/${id}/status`, { status: "open" })) } })
       : h("button", { "data-testid": "resolve", text: t("thread.resolve"), on: { click: () => this.act(() => post(`/conversations/${id}/status`, { status: "resolved" })) } }));

@@ -1,0 +1,172 @@
+"""Reading tickets for the desk: the filtered list (newest first, keyset paging) and a ticket's SLA
+clocks in business time (from its conversation's SLA clock)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import String, cast, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scrm.db.models import Agent, Contact, Ticket, utcnow
+from scrm.db.models_desk import ConversationStats, SlaPolicy, Team
+from scrm.services import sla
+from scrm.services.business_time import business_seconds
+from scrm.services.desk_settings import business_hours
+
+STATUSES = ("new", "open", "pending", "solved", "closed")
+STATUS_GROUPS = {"active": ("new", "open", "pending"), "done": ("solved", "closed")}
+PRIORITIES = ("low", "normal", "high", "urgent")
+DUE_SOON = timedelta(hours=2)
+_NUMBER = re.compile(r"^#?(\d{1,12})$")
+
+
+class FilterError(ValueError):
+    """A filter value the list cannot use (the message names it)."""
+
+
+@dataclass
+class TicketFilter:
+    status: str | None = None  # comma list, or active / done
+    priority: str | None = None  # comma list
+    assignee: str | None = None  # me | none | agent id
+    team_id: int | None = None
+    sla: str | None = None  # breached | due_soon
+    q: str | None = None
+    contact_id: int | None = None
+    conversation_id: int | None = None
+
+
+def _in(column: Any, raw: str, allowed: tuple[str, ...], name: str, groups: dict[str, tuple[str, ...]]) -> Any:
+    values: list[str] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        if part in groups:
+            values += groups[part]
+        elif part in allowed:
+            values.append(part)
+        else:
+            raise FilterError(f"{name} must be one of {', '.join((*allowed, *groups))}")
+    return column.in_(values) if len(values) > 1 else column == values[0] if values else None
+
+
+def conditions(f: TicketFilter, me: int, now: datetime | None = None) -> tuple[list[Any], bool]:
+    """SQL conditions for a filter, and whether they need the SLA stats join."""
+    conds: list[Any] = [Ticket.merged_into_id.is_(None)]
+    if f.status:
+        cond = _in(Ticket.status, f.status, STATUSES, "status", STATUS_GROUPS)
+        if cond is not None:
+            conds.append(cond)
+    if f.priority:
+        cond = _in(Ticket.priority, f.priority, PRIORITIES, "priority", {})
+        if cond is not None:
+            conds.append(cond)
+    if f.assignee:
+        if f.assignee == "me":
+            conds.append(Ticket.assignee_id == me)
+        elif f.assignee == "none":
+            conds.append(Ticket.assignee_id.is_(None))
+        elif f.assignee.isdigit():
+            conds.append(Ticket.assignee_id == int(f.assignee))
+        else:
+            raise FilterError("assignee must be me, none or an agent id")
+    if f.team_id is not None:
+        conds.append(Ticket.team_id == f.team_id)
+    if f.contact_id is not None:
+        conds.append(Ticket.contact_id == f.contact_id)
+    if f.conversation_id is not None:
+        conds.append(Ticket.conversation_id == f.conversation_id)
+    if f.q and f.q.strip():
+        term = f.q.strip()
+        number = _NUMBER.match(term)
+        like = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        text_cond = Ticket.subject.ilike(like, escape="\\")
+        if number and term.startswith("#"):
+            conds.append(Ticket.number == int(number.group(1)))  # "#1042" is a ticket number: one index lookup
+        else:
+            conds.append(or_(text_cond, Ticket.number == int(number.group(1))) if number else text_cond)
+    joined = False
+    if f.sla:
+        now = now or utcnow()
+        joined = True
+        open_clock = ConversationStats.resolved_at.is_(None)
+        if f.sla == "breached":
+            conds += [open_clock, cast(ConversationStats.breached, String) != "[]"]
+        elif f.sla == "due_soon":
+            soon = now + DUE_SOON
+            conds += [open_clock, or_(
+                (ConversationStats.first_response_at.is_(None)) & (ConversationStats.first_response_due <= soon),
+                ConversationStats.next_response_due <= soon, ConversationStats.resolution_due <= soon)]
+        else:
+            raise FilterError("sla must be breached or due_soon")
+    return conds, joined
+
+
+async def list_tickets(session: AsyncSession, f: TicketFilter, me: int, *, before_id: int | None = None,
+                       limit: int = 25) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of tickets (with contact, assignee, team names and SLA state) and the next page's cursor."""
+    conds, joined = conditions(f, me)
+    if before_id:
+        conds.append(Ticket.id < before_id)
+    stmt = (select(Ticket, Contact.name, Agent.display_name, Team.name)
+            .outerjoin(Contact, Contact.id == Ticket.contact_id)
+            .outerjoin(Agent, Agent.id == Ticket.assignee_id)
+            .outerjoin(Team, Team.id == Ticket.team_id))
+    if joined:
+        stmt = stmt.join(ConversationStats, ConversationStats.conversation_id == Ticket.conversation_id)
+    rows = (await session.execute(stmt.where(*conds).order_by(Ticket.id.desc()).limit(limit + 1))).all()
+    page = rows[:limit]
+    conv_ids = [r[0].conversation_id for r in page if r[0].conversation_id]
+    stats = {s.conversation_id: s for s in (await session.scalars(
+        select(ConversationStats).where(ConversationStats.conversation_id.in_(conv_ids)))).all()} if conv_ids else {}
+    items = []
+    for ticket, contact, assignee, team in page:
+        items.append({**ticket_row(ticket), "contact_name": contact, "assignee_name": assignee, "team_name": team,
+                      "sla": sla.status_of(stats.get(ticket.conversation_id or 0))})
+    return items, (page[-1][0].id if len(rows) > limit else None)
+
+
+def ticket_row(t: Ticket) -> dict[str, Any]:
+    """The ticket's own columns as JSON."""
+    return {"id": t.id, "number": t.number, "display_number": f"#{t.number}", "subject": t.subject,
+            "description": t.description, "status": t.status, "priority": t.priority,
+            "conversation_id": t.conversation_id, "contact_id": t.contact_id, "assignee_id": t.assignee_id,
+            "team_id": t.team_id, "merged_into_id": t.merged_into_id, "fields": t.fields or {},
+            "created_at": t.created_at.isoformat() if t.created_at else None,
+            "updated_at": t.updated_at.isoformat() if t.updated_at else None}
+
+
+async def sla_clocks(session: AsyncSession, conversation_id: int | None, now: datetime | None = None) -> dict[str, Any]:
+    """The SLA clocks of a ticket's conversation: each target's due time and the business minutes left
+    (negative once overdue), counted in the desk's business hours unless the policy runs 24x7."""
+    empty = {"policy": None, "state": "none", "clocks": []}
+    if conversation_id is None:
+        return empty
+    stats = await session.get(ConversationStats, conversation_id)
+    if stats is None or stats.policy_id is None:
+        return empty
+    policy = await session.get(SlaPolicy, stats.policy_id)
+    hours = await business_hours(session) if policy is None or policy.business_hours else None
+    now = now or utcnow()
+    done = {"first_response": stats.first_response_at, "resolution": stats.resolved_at}
+    clocks = []
+    for kind, due in (("first_response", stats.first_response_due), ("next_response", stats.next_response_due),
+                      ("resolution", stats.resolution_due)):
+        if due is None:
+            continue
+        finished = done.get(kind)
+        if finished is not None:
+            left = None
+        elif due >= now:
+            left = business_seconds(hours, now, due) / 60
+        else:
+            left = -business_seconds(hours, due, now) / 60
+        clocks.append({"kind": kind, "due_at": due.isoformat(), "done_at": finished.isoformat() if finished else None,
+                       "business_minutes_left": round(left, 1) if left is not None else None,
+                       "breached": kind in (stats.breached or []), "warned": kind in (stats.warned or [])})
+    return {"policy": {"id": policy.id, "name": policy.name, "business_hours": policy.business_hours} if policy else None,
+            "state": sla.status_of(stats, now)["state"], "clocks": clocks, "business_hours": hours is not None}

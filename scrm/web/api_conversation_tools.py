@@ -1,0 +1,52 @@
+"""Agent productivity endpoints: bulk actions on the conversation list and agent-started conversations."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from scrm.services import bulk, outreach
+from scrm.services.agents import Principal
+from scrm.services.conversations import ConversationError
+from scrm.services.uow import unit_of_work
+from scrm.web.api_faq import register
+from scrm.web.keys import CTX
+from scrm.web.routing import API_ROUTES, SUPPORT, ApiError, api, ok
+from scrm.web.serializers import message_json
+
+_FIRST = len(API_ROUTES)
+
+
+@api("POST", "/conversations/bulk", roles=SUPPORT, body=bulk.BulkIn, tag="conversations",
+     summary="One action on up to 100 conversations: assign, label, unlabel, resolve, reopen, snooze")
+async def bulk_action(request: web.Request, principal: Principal, body: bulk.BulkIn) -> web.Response:
+    return ok(await bulk.do_bulk(request.app[CTX], principal.agent_id, body))
+
+
+class StartIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    contact_id: int
+    inbox_id: int
+    text: str = Field(min_length=1, max_length=20000)
+    subject: str | None = Field(None, max_length=500, description="e-mail: the subject of the new thread")
+
+
+@api("POST", "/conversations", roles=SUPPORT, body=StartIn, tag="conversations",
+     summary="Write to a contact first (e-mail; Telegram to a known chat; WeChat inside its 48 h window)")
+async def start_conversation(request: web.Request, principal: Principal, body: StartIn) -> web.Response:
+    try:
+        async with unit_of_work(request.app[CTX]) as tx:
+            conv, message = await outreach.do_start_conversation(tx, principal.agent_id, body.contact_id, body.inbox_id,
+                                                                 body.text, body.subject)
+            data = {"conversation_id": conv.id, "message": message_json(message)}
+    except ConversationError as exc:
+        raise ApiError(exc.status, str(exc), exc.code) from None
+    return ok(data, 201)
+
+
+_MINE = API_ROUTES[_FIRST:]
+
+
+def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
+    """Register this module's endpoints."""
+    register(app, _MINE, prefix)
