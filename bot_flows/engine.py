@@ -65,6 +65,15 @@ class FaqCandidate:
 class FaqMatch:
     decision: str  # "answer" | "clarify" | "reject"
     candidates: tuple[FaqCandidate, ...] = ()
+    # Calibrated probability that the decision's answer is right (the best candidate for "answer" and
+    # "reject", the offered options for "clarify"); None: use the best candidate's confidence.
+    probability: float | None = field(default=None, compare=False)
+
+    def outcome_confidence(self) -> float | None:
+        """The confidence reported with this outcome (FAQ report)."""
+        if self.probability is not None:
+            return self.probability
+        return self.candidates[0].confidence if self.candidates else None
 
 
 class FaqLookup(Protocol):
@@ -85,12 +94,16 @@ class MatcherLookup:
         """Match and attach each candidate's question, answer and buttons from its entry."""
         result = self.matcher.match(text)
         cands = []
-        for c in result.candidates:
+        n_options = getattr(result, "n_options", None)
+        shown = result.candidates[:n_options] if result.decision == "clarify" and n_options else result.candidates
+        for c in shown:
             entry = self.matcher.get(c.entry_id)
             if entry is not None:
                 cands.append(FaqCandidate(str(c.entry_id), entry.question, entry.answer, tuple(entry.buttons),
                                           round(float(c.confidence), 4)))
-        return FaqMatch(result.decision if cands else "reject", tuple(cands))
+        decision = result.decision if cands else "reject"
+        prob = getattr(result, "options_probability" if decision == "clarify" else "probability", None)
+        return FaqMatch(decision, tuple(cands), round(float(prob), 4) if prob is not None else None)
 
 
 @dataclass(frozen=True)
@@ -336,13 +349,14 @@ class _Run:
             return self.do_fallback(st)
         result = self.faq_match()
         if result is None or result.decision == "reject" or not result.candidates:
-            best = result.candidates[0].confidence if result and result.candidates else None
+            best = result.outcome_confidence() if result else None
             return self.faq_failed(st, question, {"outcome": "reject", "confidence": best})
         if result.decision == "answer":
             self.s["faq_failures"] = 0
             top = result.candidates[0]
             return self.reply(top.answer, tuple(_as_choice(b) for b in top.buttons),
-                              faq={"outcome": "answer", "entry": top.entry_id, "confidence": top.confidence})
+                              faq={"outcome": "answer", "entry": top.entry_id,
+                                   "confidence": result.outcome_confidence()})
         shown = result.candidates[: f.max_choices]
         self.s["faq_candidates"] = {
             c.entry_id: {"answer": c.answer, "buttons": [[ch.label, ch.payload] for ch in map(_as_choice, c.buttons)],
@@ -353,7 +367,7 @@ class _Run:
         if f.none_of_these:
             choices.append(ChoiceSpec(f.none_of_these, "faq:none"))
         self.reply(f.clarify, tuple(choices), faq={"outcome": "clarify", "entries": [c.entry_id for c in shown],
-                                                   "confidence": shown[0].confidence})
+                                                   "confidence": result.outcome_confidence()})
 
     def faq_failed(self, st: State, question: str, faq: dict[str, Any] | None = None) -> None:
         # The same `faq` dict goes on RecordUnanswered and on the reply: the application records

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -312,6 +313,10 @@ class FaqEntryRow(Base):
     language: Mapped[str] = mapped_column(String(8), default="zh")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The re-ranker's sentence embeddings (float16 rows) and the hash of model + sentences they are of;
+    # loaded only by the FAQ index (deferred).
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    embedding_key: Mapped[str | None] = mapped_column(String(64))
 
 
 class UnansweredQuestion(Base):

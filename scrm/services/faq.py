@@ -6,19 +6,28 @@ it by re-reading those rows and adding / replacing / removing them in its in-mem
 Redis the event reaches every process), so an edit is answered everywhere without a restart.
 Re-reading the row (instead of carrying the entry in the event) makes late or repeated events
 harmless: the index always converges on what the table holds.
+
+With the semantic re-ranker on, each row also keeps its sentence embeddings and the hash of the model and
+sentences they were computed from. Loading the index uses them as they are and encodes (in a worker
+thread) only entries whose hash no longer matches, then stores those: a start or refresh of a 10k-entry
+knowledge base does not run the encoder again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+import numpy as np
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
 
 from bot_flows import kb_io
 from bot_flows.matcher import FaqEntry, FaqMatcher, MatcherConfig, group_similar
@@ -190,13 +199,11 @@ class FaqIndex:
         self.matcher = FaqMatcher(config, _reranker() if semantic_rerank else None)
         self.ready = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._pending: set[str] = set()
 
     async def load(self, ctx: AppContext) -> None:
         """Build the index from the table (off the event loop: jieba's dictionary takes ~1 s)."""
         async with self._lock:
-            async with ctx.db.session() as s:
-                entries = await all_entries(s)
+            entries = await self._read(ctx, None)
             await asyncio.to_thread(self.matcher.build, entries)
             self.ready.set()
 
@@ -205,20 +212,99 @@ class FaqIndex:
         await self.ready.wait()
         async with self._lock:
             wanted = list(dict.fromkeys(keys))
-            async with ctx.db.session() as s:
-                rows = {r.key: r for r in (await s.scalars(select(FaqEntryRow).where(FaqEntryRow.key.in_(wanted)))).all()}
+            found = {e.id: e for e in await self._read(ctx, wanted)}
             for key in wanted:
-                row = rows.get(key)
-                if row is None:
+                entry = found.get(key)
+                if entry is None:
                     self.matcher.remove(key)
                 else:
-                    self.matcher.add(row_to_entry(row))  # disabled entries are only removed
+                    self.matcher.add(entry)  # disabled entries are only removed
+
+    async def prepare(self, text: str | None) -> None:
+        """Embed a question for the re-ranker in a worker thread, so matching it on the event loop is cheap."""
+        if self.matcher.reranker is not None and text and text.strip():
+            await asyncio.to_thread(self.matcher.prepare, text)
+
+    async def _read(self, ctx: AppContext, keys: list[str] | None) -> list[FaqEntry]:
+        """Entries (all, or these keys) with their stored embeddings; stale or missing ones are computed in
+        a worker thread and stored."""
+        rerank = self.matcher.reranker
+        query = select(FaqEntryRow).order_by(FaqEntryRow.id)
+        if keys is not None:
+            query = query.where(FaqEntryRow.key.in_(keys))
+        if rerank is not None:
+            query = query.options(undefer(FaqEntryRow.embedding))
+        async with ctx.db.session() as s:
+            rows = (await s.scalars(query)).all()
+        entries = [row_to_entry(r) for r in rows]
+        if rerank is None:
+            return entries
+        model = str(getattr(rerank, "model_id", "encoder"))
+        keyed: list[tuple[FaqEntryRow, FaqEntry, str]] = []
+        for row, entry in zip(rows, entries, strict=True):
+            key = embedding_key(model, entry.sentences())
+            vectors = unpack_embedding(row.embedding, len(entry.sentences())) if row.embedding_key == key else None
+            keyed.append((row, replace(entry, vectors=vectors), key))
+        todo = [e for _r, e, _k in keyed if e.vectors is None and e.enabled]
+        if not todo:
+            return [e for _r, e, _k in keyed]
+        computed = await asyncio.to_thread(self.matcher.embed_missing, todo)
+        await _store_embeddings(ctx, [(r.id, k, computed[e.id]) for r, e, k in keyed if e.id in computed
+                                      and e.vectors is None])
+        return [replace(e, vectors=computed[e.id]) if e.vectors is None and e.id in computed else e
+                for _r, e, _k in keyed]
+
+
+def embedding_key(model: str, sentences: Sequence[str]) -> str:
+    """Hash of the encoder and the sentences an embedding was computed from (stale when either changes)."""
+    return hashlib.sha256("\x1f".join([model, *sentences]).encode("utf-8")).hexdigest()
+
+
+def pack_embedding(vectors: Any) -> bytes:
+    """Sentence embeddings as stored: float16 rows (half the size; cosines change by < 0.001)."""
+    return np.asarray(vectors, np.float16).tobytes()
+
+
+def unpack_embedding(blob: bytes | None, n_sentences: int) -> Any:
+    """The stored rows as float32, or None when missing or of the wrong shape."""
+    if not blob or n_sentences <= 0 or len(blob) % (2 * n_sentences):
+        return None
+    return np.frombuffer(blob, np.float16).reshape(n_sentences, -1).astype(np.float32)
+
+
+async def _store_embeddings(ctx: AppContext, items: list[tuple[int, str, Any]]) -> None:
+    """Keep computed embeddings with their rows. An entry edited meanwhile gets a key that no longer
+    matches its new text, so the next refresh recomputes it: no stale embedding is ever used."""
+    if not items:
+        return
+    try:
+        async with unit_of_work(ctx) as tx:
+            for row_id, key, vectors in items:
+                await tx.session.execute(
+                    update(FaqEntryRow).where(FaqEntryRow.id == row_id)
+                    # updated_at is kept: an embedding is not an edit of the entry
+                    .values(embedding=pack_embedding(vectors), embedding_key=key, updated_at=FaqEntryRow.updated_at))
+    except Exception:  # noqa: BLE001 - the index works without stored embeddings; the next start retries
+        log.exception("could not store %d FAQ embeddings", len(items))
 
 
 def matcher_config(cfg: dict[str, Any]) -> MatcherConfig:
+    """The matcher's configuration from config/bot.toml: dictionaries folder, extra dictionaries, [matcher]."""
     folder = cfg.get("matcher_dir") or "config/faq"
     path = Path(folder) if Path(folder).is_absolute() else ROOT / folder
-    tuning = {k: v for k, v in (cfg.get("matcher") or {}).items() if k in MatcherConfig.__dataclass_fields__}
+    section = dict(cfg.get("matcher") or {})
+    for old in ("reject_threshold", "clarify_margin"):
+        if old in section:
+            log.warning("bot config: [matcher] %s is no longer used; the bot answers by calibrated confidence "
+                        "(answer_precision, clarify_precision)", old)
+    tuning = {k: v for k, v in section.items() if k in MatcherConfig.__dataclass_fields__}
+    for key in ("answer_precision", "clarify_precision"):
+        value = tuning.get(key, 0.5)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ValueError(f"bot config [matcher] {key} must be a number above 0 and at most 1 (got {value!r})")
+    extra = tuple(str(p if Path(p).is_absolute() else ROOT / p) for p in cfg.get("extra_synonyms") or ())
+    if extra:
+        tuning["extra_synonyms_paths"] = extra
     return MatcherConfig.from_dir(str(path), **tuning) if path.is_dir() else MatcherConfig(**tuning)
 
 

@@ -126,7 +126,7 @@ async def test_unanswered_questions_are_grouped_and_promoted_in_one_call(client,
     entry = (await r.json())["entry"]
     assert entry["question"] == "可以用花呗分期付款吗" and len(entry["paraphrases"]) == 2
     await settle(ctx)
-    cid = await say(client, ctx, inbox, "花呗分期可以用吗")
+    cid = await say(client, ctx, inbox, "能用花呗分期付款吗？")  # was unanswered; now it is
     assert (await bot_replies(ctx, cid))[-1]["text"] == "支持花呗分期，3/6/12 期可选。"
     groups = (await (await client.get("/api/v1/faq/unanswered", headers=admin_headers)).json())["groups"]
     assert [g["texts"] for g in groups] == [["你们老板是谁"]]
