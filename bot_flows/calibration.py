@@ -52,6 +52,13 @@ class Logistic:
         return {"features": list(self.features), "mean": _round(self.mean), "scale": _round(self.scale),
                 "coef": _round(self.coef), "intercept": round(self.intercept, 6)}
 
+    def __post_init__(self) -> None:
+        # (feature, mean, coef / scale) as plain floats: a question's probability is a few multiplications,
+        # cheaper in Python than building arrays for ten numbers.
+        terms = tuple((f, float(m), float(c) / float(s))
+                      for f, m, c, s in zip(self.features, self.mean, self.coef, self.scale, strict=True))
+        object.__setattr__(self, "_terms", terms)
+
     def standardized(self, x: Mapping[str, float]) -> np.ndarray:
         """The feature vector in the fit's units (a missing feature counts as its mean)."""
         raw = np.array([x.get(f, m) for f, m in zip(self.features, self.mean, strict=True)], np.float64)
@@ -59,7 +66,9 @@ class Logistic:
 
     def probability(self, x: Mapping[str, float]) -> float:
         """P(true | features)."""
-        z = float(self.standardized(x) @ self.coef) + self.intercept
+        z = self.intercept
+        for f, m, w in self._terms:  # type: ignore[attr-defined]
+            z += w * (x.get(f, m) - m)
         return 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, z))))
 
     def contributions(self, x: Mapping[str, float]) -> dict[str, float]:

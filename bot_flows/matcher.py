@@ -201,6 +201,7 @@ class FaqMatcher:
         self._sid_entry: dict[int, str] = {}
         self._sid_text: dict[int, str] = {}
         self._sid_seq: dict[int, tuple[str, ...]] = {}
+        self._languages: dict[str, int] = {}  # entries per language (the language preference needs a mix)
         self._next_sid = itertools.count()
 
     def __len__(self) -> int:
@@ -246,6 +247,7 @@ class FaqMatcher:
             self._sid_text[sid] = text
             self._sid_seq[sid] = terms.seq
         self._entries[entry.id] = item
+        self._languages[entry.language] = self._languages.get(entry.language, 0) + 1
         if self.reranker is not None and prepared:
             if vectors is None:
                 vectors = self.reranker.encode([text for _s, _t, text, _p in prepared])
@@ -262,6 +264,7 @@ class FaqMatcher:
         """Replace the whole index with these entries (disabled ones are skipped)."""
         self._index = self._new_index()
         self._entries.clear()
+        self._languages.clear()
         self._sid_entry.clear()
         self._sid_text.clear()
         self._sid_seq.clear()
@@ -318,6 +321,7 @@ class FaqMatcher:
         item = self._entries.pop(entry_id, None)
         if item is None:
             return
+        self._languages[item.entry.language] -= 1
         for sid in item.sids:
             self._index.remove(sid)
             del self._sid_entry[sid]
@@ -352,8 +356,9 @@ class FaqMatcher:
             cur = best.get(eid)
             if cur is None or score > cur[0]:
                 best[eid] = (score, sid)
-        if cfg.prefer_language:
-            same = {e: v for e, v in best.items() if self._entries[e].entry.language == lang}
+        if cfg.prefer_language and 0 < self._languages.get(lang, 0) < len(self._entries):
+            entries = self._entries
+            same = {e: v for e, v in best.items() if entries[e].entry.language == lang}
             best = same or best  # a knowledge base without entries in this language still answers
         # Rank by the best sentence plus a share of the others: an entry several of whose
         # paraphrases match is more likely the intent than one lucky sentence.
@@ -411,12 +416,19 @@ class FaqMatcher:
         that the question has (best sentence). A sentence with key terms the question lacks (借呗 where
         the customer wrote 花呗) is likely another intent, however well the question's terms matched."""
         best = 0.0
-        idf = self._index.idf
+        index = self._index
+        postings = index.fields[1].postings
+        n = len(index.terms)
         for sid in self._entries[entry_id].sids:
-            grams = set(self._index.terms[sid][1])
-            total = sum(idf(1, g) for g in grams)
+            total = covered = 0.0
+            for g in set(index.terms[sid][1]):
+                df = len(postings.get(g, ()))
+                w = math.log(1 + (n - df + 0.5) / (df + 0.5))  # BM25 idf, as the index weighs terms
+                total += w
+                if g in query_grams:
+                    covered += w
             if total:
-                best = max(best, sum(idf(1, g) for g in grams & query_grams) / total)
+                best = max(best, covered / total)
         return best
 
     def _lexical_rerank(self, query: tuple[str, ...], scored: list[_Scored]) -> None:

@@ -235,7 +235,8 @@ def test_word_order_separates_same_terms() -> None:
 def test_bit_parallel_lcs_matches_dynamic_programming() -> None:
     import random
 
-    from bot_flows.lexical import lcs_length as _lcs_length, position_masks as _position_masks
+    from bot_flows.lexical import lcs_length as _lcs_length
+    from bot_flows.lexical import position_masks as _position_masks
 
     def dp(a: list[str], b: list[str]) -> int:
         prev = [0] * (len(b) + 1)
