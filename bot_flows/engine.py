@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from bot_flows.actions import (
     Action,
@@ -41,69 +41,14 @@ from bot_flows.conditions import (
     validate_phone,
     validate_text,
 )
+from bot_flows.faq_lookup import FaqCandidate, FaqLookup, FaqMatch, MatcherLookup
 from bot_flows.flows import END, ActionSpec, ChoiceSpec, FlowSet, State, Text, Transition
 from scrm.domain import Choice
 
+__all__ = ["EngineConfig", "FaqCandidate", "FaqLookup", "FaqMatch", "FlowEngine", "MatcherLookup"]
 STATE_VERSION = 1
 _NOT_UNDERSTOOD = Text("抱歉，我没有理解您的意思。", "Sorry, I did not understand that.")
 _TEMPLATE = re.compile(r"\{([A-Za-z_][\w.]*)(?::(\d+))?\}")
-
-
-# --- the FAQ seen by the engine --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FaqCandidate:
-    entry_id: str
-    question: str
-    answer: str
-    buttons: tuple[Choice, ...] = ()
-    confidence: float = field(default=0.0, compare=False)  # 0..1, for the FAQ answer report
-
-
-@dataclass(frozen=True)
-class FaqMatch:
-    decision: str  # "answer" | "clarify" | "reject"
-    candidates: tuple[FaqCandidate, ...] = ()
-    # Calibrated probability that the decision's answer is right (the best candidate for "answer" and
-    # "reject", the offered options for "clarify"); None: use the best candidate's confidence.
-    probability: float | None = field(default=None, compare=False)
-
-    def outcome_confidence(self) -> float | None:
-        """The confidence reported with this outcome (FAQ report)."""
-        if self.probability is not None:
-            return self.probability
-        return self.candidates[0].confidence if self.candidates else None
-
-
-class FaqLookup(Protocol):
-    """What the engine needs from the knowledge base: ranked candidates with their answers."""
-
-    def match(self, text: str) -> FaqMatch:
-        """Match a customer question."""
-        ...
-
-
-class MatcherLookup:
-    """Adapts bot_flows.matcher.FaqMatcher (candidates carry ids only) to FaqLookup."""
-
-    def __init__(self, matcher: Any) -> None:
-        self.matcher = matcher
-
-    def match(self, text: str) -> FaqMatch:
-        """Match and attach each candidate's question, answer and buttons from its entry."""
-        result = self.matcher.match(text)
-        cands = []
-        n_options = getattr(result, "n_options", None)
-        shown = result.candidates[:n_options] if result.decision == "clarify" and n_options else result.candidates
-        for c in shown:
-            entry = self.matcher.get(c.entry_id)
-            if entry is not None:
-                cands.append(FaqCandidate(str(c.entry_id), entry.question, entry.answer, tuple(entry.buttons),
-                                          round(float(c.confidence), 4)))
-        decision = result.decision if cands else "reject"
-        prob = getattr(result, "options_probability" if decision == "clarify" else "probability", None)
-        return FaqMatch(decision, tuple(cands), round(float(prob), 4) if prob is not None else None)
 
 
 @dataclass(frozen=True)

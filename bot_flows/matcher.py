@@ -4,21 +4,25 @@ top candidates; then a calibrated decision (bot_flows.calibration): answer, "did
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+
+import jieba
 
 from bot_flows import calibration
 from bot_flows.calibration import Decision
 from bot_flows.index import BM25Index
 from bot_flows.lexical import group_similar, lcs_length, position_masks
+from bot_flows.match_types import Candidate, FaqEntry, MatcherConfig, MatchResult
 from bot_flows.normalize import normalize
 from bot_flows.tokenize import Analysis, Analyzer, read_synonyms, read_word_list
-from scrm.domain import Choice
 
 __all__ = ["Candidate", "Decision", "FaqEntry", "FaqMatcher", "MatchResult", "MatcherConfig", "group_similar",
            "question_language"]
@@ -27,119 +31,7 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 FEATURES = ("conf1", "margin", "conf3", "gap3", "options", "bm25", "bm25_margin", "coverage", "sent_cover", "lcs",
             "qterms", "sim", "sim_margin")
 NO_MATCH = dict.fromkeys(FEATURES, 0.0)  # the features of a question that shares no term with any entry
-
-
-@dataclass(frozen=True)
-class FaqEntry:
-    """One knowledge-base entry: a question, its paraphrases and the answer.
-
-    `vectors` optionally carries the re-ranker's embeddings of `sentences()` (one row each), as stored
-    with the entry, so indexing does not run the encoder again.
-    """
-
-    id: str
-    question: str
-    paraphrases: tuple[str, ...] = ()
-    answer: str = ""
-    category: str = ""
-    language: str = "zh"
-    enabled: bool = True
-    buttons: tuple[Choice, ...] = ()
-    vectors: Any = field(default=None, compare=False, repr=False)
-
-    def sentences(self) -> tuple[str, ...]:
-        """The question followed by its paraphrases (what the matcher indexes)."""
-        return (self.question, *self.paraphrases)
-
-
-@dataclass(frozen=True)
-class MatcherConfig:
-    """Matcher tuning. The decision targets are precisions: answer only when the calibrated probability
-    that the best entry is right reaches `answer_precision`; offer "did you mean" when the probability
-    that the right entry is among the options reaches `clarify_precision`; otherwise refuse."""
-
-    answer_precision: float = 0.8
-    clarify_precision: float = 0.5
-    clarify_max: int = 3
-    # A "did you mean" option must have at least this share of the best candidate's confidence: no
-    # far-fetched entries next to a plausible one.
-    clarify_ratio: float = 0.6
-    calibration_path: str | None = None  # None: the shipped bot_flows/calibration.json
-    prefer_language: bool = True  # rank entries in the question's language (zh | en) first
-    ngram_sizes: tuple[int, ...] = (1, 2)
-    k1: float = 1.2
-    b: float = 0.9
-    word_weight: float = 1.0
-    char_weight: float = 1.0
-    # Pinyin n-grams (needs pypinyin): a homophone typo (登陆/登录, 帐/账) still shares terms. Unigrams
-    # measured best on the dev sets; () turns the field off. Fuzzy folds zh/z, ch/c, sh/s, n/l, -ng/-n.
-    pinyin_sizes: tuple[int, ...] = (1,)
-    pinyin_fuzzy: bool = True
-    pinyin_weight: float = 1.0
-    jieba_hmm: bool = False
-    user_dict: str | None = None
-    stop_words_path: str | None = None
-    synonyms_path: str | None = None
-    extra_synonyms_paths: tuple[str, ...] = ()  # optional domain dictionaries (config/faq/examples/)
-    stop_words: frozenset[str] = frozenset()
-    synonyms: tuple[tuple[str, str], ...] = ()
-    char_stop: bool = True  # drop stop-word characters from the character unigrams too
-    sum_weight: float = 0.6
-    rerank_top_n: int = 20
-    rerank_weight: float = 0.6
-    # Lexical re-rank of the best BM25 candidates: share of the confidence that comes from the longest
-    # common subsequence of content characters (same key characters in the same order); 0 turns it off.
-    lexical_top_n: int = 20
-    lexical_weight: float = 0.2
-
-    @classmethod
-    def from_dir(cls, config_dir: str, **overrides: Any) -> MatcherConfig:
-        """Config using the dictionaries in a folder (userdict.txt, stopwords.txt, synonyms.txt)."""
-        import os
-
-        paths = {key: os.path.join(config_dir, name) for key, name in
-                 (("user_dict", "userdict.txt"), ("stop_words_path", "stopwords.txt"),
-                  ("synonyms_path", "synonyms.txt"))}
-        return cls(**{**{k: v for k, v in paths.items() if os.path.exists(v)}, **overrides})
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One scored entry: its best-matching sentence, raw BM25 score and ranking confidence (0..1)."""
-
-    entry_id: str
-    score: float
-    confidence: float
-    sentence: str
-
-
-@dataclass(frozen=True)
-class MatchResult:
-    """Ranked candidates, what the bot should do with them, and why.
-
-    `probability`: calibrated P(the best candidate is right); `options_probability`: P(the right entry is
-    among the `n_options` first candidates, which a "did you mean" offers); `features`: what the
-    probabilities were computed from.
-    """
-
-    decision: Decision
-    candidates: tuple[Candidate, ...] = ()
-    probability: float = 0.0
-    options_probability: float = 0.0
-    n_options: int = 0
-    exact: bool = False  # the question restates one entry's sentence word for word: answered as such
-    language: str = "zh"
-    calibration: str = ""
-    features: dict[str, float] = field(default_factory=dict, compare=False)
-
-    @property
-    def best(self) -> Candidate | None:
-        """The top candidate, if any."""
-        return self.candidates[0] if self.candidates else None
-
-    def clarify_options(self, limit: int = 3) -> tuple[Candidate, ...]:
-        """The candidates to offer as "您是想问…" choices."""
-        return self.candidates[: min(limit, self.n_options)]
+ANALYSIS_VERSION = 1  # bump when the analyzer's output for the same text and dictionaries changes
 
 
 class Reranker(Protocol):
@@ -174,6 +66,18 @@ class _Scored:
     sim: float = 0.0  # semantic similarity (re-ranker)
 
 
+def _analysis_id(cfg: MatcherConfig, analyzer: Analyzer) -> str:
+    """Names what the analysis of a text depends on (code version, tuning, dictionaries, pinyin table):
+    stored analyses made under another id are recomputed."""
+    h = hashlib.sha256(repr((ANALYSIS_VERSION, jieba.__version__, cfg.ngram_sizes, cfg.pinyin_sizes,
+                             cfg.pinyin_fuzzy and analyzer.pinyin_sizes != (), cfg.jieba_hmm, cfg.char_stop,
+                             sorted(cfg.stop_words), cfg.synonyms, analyzer._pinyin is not None)).encode())
+    for path in (cfg.user_dict, cfg.stop_words_path, cfg.synonyms_path, *cfg.extra_synonyms_paths):
+        if path:
+            h.update(Path(path).read_bytes())
+    return h.hexdigest()[:32]
+
+
 def question_language(text: str) -> str:
     """'zh' when the question has Chinese characters (mixed questions too), else 'en'."""
     return "zh" if _CJK.search(text) else "en"
@@ -195,6 +99,7 @@ class FaqMatcher:
                                  cfg.pinyin_sizes, cfg.pinyin_fuzzy)
         self.analyzer.char_stop = cfg.char_stop
         self.reranker = reranker
+        self.analysis_id = _analysis_id(cfg, self.analyzer)
         self.calibration = calibration.load(cfg.calibration_path)
         self._index = self._new_index()
         self._entries: dict[str, _Indexed] = {}
@@ -227,17 +132,24 @@ class FaqMatcher:
     def _terms(self, text: str) -> Analysis:
         return self.analyzer.analyze(normalize(text))
 
+    def analyze_entry(self, entry: FaqEntry) -> list[Analysis | None]:
+        """The terms of each of the entry's sentences (None for an empty or repeated one): what indexing
+        it costs, and what may be stored with it (valid while `analysis_id` stays the same)."""
+        out: list[Analysis | None] = []
+        seen: set[str] = set()
+        for text in entry.sentences():
+            norm = normalize(text)
+            out.append(None if not norm or norm in seen else self.analyzer.analyze(norm))
+            seen.add(norm)
+        return out
+
     def _prepare(self, entry: FaqEntry) -> list[tuple[int, Analysis, str, int]]:
         """(sentence id, terms, text, position in entry.sentences()) for each distinct sentence."""
-        out = []
-        seen: set[str] = set()
-        for pos, text in enumerate(entry.sentences()):
-            norm = normalize(text)
-            if not norm or norm in seen:
-                continue
-            seen.add(norm)
-            out.append((next(self._next_sid), self.analyzer.analyze(norm), text, pos))
-        return out
+        sentences = entry.sentences()
+        given = entry.analyses
+        analyses = given if given is not None and len(given) == len(sentences) else self.analyze_entry(entry)
+        return [(next(self._next_sid), a, text, pos)
+                for pos, (text, a) in enumerate(zip(sentences, analyses, strict=True)) if a is not None]
 
     def _store(self, entry: FaqEntry, prepared: list[tuple[int, Analysis, str, int]], vectors: Any = None) -> None:
         item = _Indexed(entry, terms=frozenset(t for _s, terms, _x, _p in prepared for t in terms.words))

@@ -7,17 +7,19 @@ Redis the event reaches every process), so an edit is answered everywhere withou
 Re-reading the row (instead of carrying the entry in the event) makes late or repeated events
 harmless: the index always converges on what the table holds.
 
-With the semantic re-ranker on, each row also keeps its sentence embeddings and the hash of the model and
-sentences they were computed from. Loading the index uses them as they are and encodes (in a worker
-thread) only entries whose hash no longer matches, then stores those: a start or refresh of a 10k-entry
-knowledge base does not run the encoder again.
+Each row also keeps what indexing it costs: the matcher's analysis of its sentences and, with the
+semantic re-ranker on, their embeddings, each with the hash of what it was computed from. Loading the
+index uses them as they are and computes (in a worker thread) only what is missing or stale, then stores
+it: a start or refresh of a 10k-entry knowledge base runs neither jieba nor the encoder over all of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +33,7 @@ from sqlalchemy.orm import undefer
 
 from bot_flows import kb_io
 from bot_flows.matcher import FaqEntry, FaqMatcher, MatcherConfig, group_similar
+from bot_flows.tokenize import Analysis
 from scrm import events as ev
 from scrm.db.models import FaqEntryRow, UnansweredQuestion, utcnow
 from scrm.domain import Choice
@@ -226,38 +229,78 @@ class FaqIndex:
             await asyncio.to_thread(self.matcher.prepare, text)
 
     async def _read(self, ctx: AppContext, keys: list[str] | None) -> list[FaqEntry]:
-        """Entries (all, or these keys) with their stored embeddings; stale or missing ones are computed in
-        a worker thread and stored."""
-        rerank = self.matcher.reranker
-        query = select(FaqEntryRow).order_by(FaqEntryRow.id)
+        """Entries (all, or these keys) with their stored analyses and embeddings; missing or stale ones are
+        computed in a worker thread and stored."""
+        matcher = self.matcher
+        rerank = matcher.reranker
+        query = select(FaqEntryRow).order_by(FaqEntryRow.id).options(undefer(FaqEntryRow.analysis))
         if keys is not None:
             query = query.where(FaqEntryRow.key.in_(keys))
         if rerank is not None:
             query = query.options(undefer(FaqEntryRow.embedding))
         async with ctx.db.session() as s:
             rows = (await s.scalars(query)).all()
-        entries = [row_to_entry(r) for r in rows]
-        if rerank is None:
-            return entries
         model = str(getattr(rerank, "model_id", "encoder"))
-        keyed: list[tuple[FaqEntryRow, FaqEntry, str]] = []
-        for row, entry in zip(rows, entries, strict=True):
-            key = embedding_key(model, entry.sentences())
-            vectors = unpack_embedding(row.embedding, len(entry.sentences())) if row.embedding_key == key else None
-            keyed.append((row, replace(entry, vectors=vectors), key))
-        todo = [e for _r, e, _k in keyed if e.vectors is None and e.enabled]
+        found: list[tuple[int, FaqEntry, str, str]] = []  # row id, entry, analysis key, embedding key
+        for row in rows:
+            entry = row_to_entry(row)
+            n = len(entry.sentences())
+            akey = derived_key(matcher.analysis_id, entry.sentences())
+            ekey = derived_key(model, entry.sentences()) if rerank is not None else ""
+            found.append((row.id, replace(
+                entry, analyses=unpack_analyses(row.analysis, n) if row.analysis_key == akey else None,
+                vectors=unpack_embedding(row.embedding, n) if rerank is not None and row.embedding_key == ekey
+                else None), akey, ekey))
+        todo = [e for _i, e, _a, _k in found if e.enabled and (e.analyses is None or
+                                                                 (rerank is not None and e.vectors is None))]
         if not todo:
-            return [e for _r, e, _k in keyed]
-        computed = await asyncio.to_thread(self.matcher.embed_missing, todo)
-        await _store_embeddings(ctx, [(r.id, k, computed[e.id]) for r, e, k in keyed if e.id in computed
-                                      and e.vectors is None])
-        return [replace(e, vectors=computed[e.id]) if e.vectors is None and e.id in computed else e
-                for _r, e, _k in keyed]
+            return [e for _i, e, _a, _k in found]
+        analyses, vectors = await asyncio.to_thread(self._compute, todo)
+        updates: list[tuple[int, dict[str, Any]]] = []
+        out = []
+        for row_id, entry, akey, ekey in found:
+            values: dict[str, Any] = {}
+            if entry.id in analyses:
+                entry = replace(entry, analyses=analyses[entry.id])
+                values.update(analysis=pack_analyses(entry.analyses), analysis_key=akey)
+            if entry.id in vectors:
+                entry = replace(entry, vectors=vectors[entry.id])
+                values.update(embedding=pack_embedding(entry.vectors), embedding_key=ekey)
+            if values:
+                updates.append((row_id, values))
+            out.append(entry)
+        await _store_derived(ctx, updates)
+        return out
+
+    def _compute(self, entries: list[FaqEntry]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The missing analyses and embeddings of these entries (in a worker thread)."""
+        analyses = {e.id: self.matcher.analyze_entry(e) for e in entries if e.analyses is None}
+        return analyses, self.matcher.embed_missing([e for e in entries if e.vectors is None])
 
 
-def embedding_key(model: str, sentences: Sequence[str]) -> str:
-    """Hash of the encoder and the sentences an embedding was computed from (stale when either changes)."""
-    return hashlib.sha256("\x1f".join([model, *sentences]).encode("utf-8")).hexdigest()
+def derived_key(source: str, sentences: Sequence[str]) -> str:
+    """Hash of what a stored analysis or embedding was computed from (the analyzer's dictionaries or the
+    encoder, and the sentences): it goes stale when either changes."""
+    return hashlib.sha256("\x1f".join([source, *sentences]).encode("utf-8")).hexdigest()
+
+
+def pack_analyses(analyses: Sequence[Analysis | None]) -> bytes:
+    """An entry's sentence analyses as stored: zlib-compressed JSON."""
+    data = [None if a is None else [a.words, a.grams, a.pinyin, list(a.seq)] for a in analyses]
+    return zlib.compress(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), 1)
+
+
+def unpack_analyses(blob: bytes | None, n_sentences: int) -> list[Analysis | None] | None:
+    """The stored analyses, or None when missing or not one per sentence."""
+    if not blob:
+        return None
+    try:
+        data = json.loads(zlib.decompress(blob))
+    except (zlib.error, ValueError):
+        return None
+    if not isinstance(data, list) or len(data) != n_sentences:
+        return None
+    return [None if a is None else Analysis(a[0], a[1], a[2], tuple(a[3])) for a in data]
 
 
 def pack_embedding(vectors: Any) -> bytes:
@@ -272,20 +315,19 @@ def unpack_embedding(blob: bytes | None, n_sentences: int) -> Any:
     return np.frombuffer(blob, np.float16).reshape(n_sentences, -1).astype(np.float32)
 
 
-async def _store_embeddings(ctx: AppContext, items: list[tuple[int, str, Any]]) -> None:
-    """Keep computed embeddings with their rows. An entry edited meanwhile gets a key that no longer
-    matches its new text, so the next refresh recomputes it: no stale embedding is ever used."""
-    if not items:
+async def _store_derived(ctx: AppContext, updates: list[tuple[int, dict[str, Any]]]) -> None:
+    """Keep computed analyses and embeddings with their rows. An entry edited meanwhile has a key that
+    no longer matches its new text, so the next read recomputes it: nothing stale is ever used."""
+    if not updates:
         return
     try:
         async with unit_of_work(ctx) as tx:
-            for row_id, key, vectors in items:
-                await tx.session.execute(
-                    update(FaqEntryRow).where(FaqEntryRow.id == row_id)
-                    # updated_at is kept: an embedding is not an edit of the entry
-                    .values(embedding=pack_embedding(vectors), embedding_key=key, updated_at=FaqEntryRow.updated_at))
-    except Exception:  # noqa: BLE001 - the index works without stored embeddings; the next start retries
-        log.exception("could not store %d FAQ embeddings", len(items))
+            for row_id, values in updates:
+                # updated_at is kept: this is no edit of the entry
+                await tx.session.execute(update(FaqEntryRow).where(FaqEntryRow.id == row_id)
+                                         .values(**values, updated_at=FaqEntryRow.updated_at))
+    except Exception:  # noqa: BLE001 - the index works without them; the next start computes them again
+        log.exception("could not store the precomputed index data of %d FAQ entries", len(updates))
 
 
 def matcher_config(cfg: dict[str, Any]) -> MatcherConfig:
