@@ -24,9 +24,10 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), r) for p
     (r"(?<=[a-z])'s\b", ""), (r"(?<=s)'(?=\s|$)", ""),
     # The same without the apostrophe, as people type them on phones (not "wont"/"cant": words too).
     (r"\b(do|does|did|is|are|was|were|has|have|had|could|would|should|must)nt\b", r"\1 not"),
+    (r"\b(what|where|how|who)s\b", r"\1 is"),
     (r"\bim\b", "i am"), (r"\bive\b", "i have"), (r"\bu\b", "you"), (r"\bpls\b|\bplz\b", "please"),
 ))
-_HAS_TRIGGER = re.compile(r"'|\b(?:cannot|[a-z]+nt|im|ive|u|pls|plz)\b")
+_HAS_TRIGGER = re.compile(r"'|\b(?:cannot|[a-z]+nt|im|ive|u|pls|plz|whats|wheres|hows|whos)\b")
 
 
 def expand_contractions(text: str) -> str:
@@ -58,8 +59,8 @@ def is_word(token: str) -> bool:
 class EnglishSynonyms:
     """Synonym groups on stems, including multi-word phrases written with '-' or '_' ("money-back").
 
-    A phrase is matched on the stems of consecutive words, longest first, and replaced by its group's
-    canonical term, so "get my money back" and "refund" meet on one term.
+    A phrase is matched on the stems of consecutive words, longest first, and adds its group's canonical
+    term, so "get my money back" and "refund" meet on one term.
     """
 
     def __init__(self, mapping: Mapping[str, str]) -> None:
@@ -74,21 +75,29 @@ class EnglishSynonyms:
                 self.phrases.setdefault(words, _canonical(canonical))
         self.longest = max((len(p) for p in self.phrases), default=1)
 
-    def apply(self, words: Sequence[str], stop: Iterable[str] = ()) -> list[str]:
-        """Canonical terms for a run of consecutive Latin words (stop words are kept, unstemmed)."""
+    def apply(self, words: Sequence[str], stop: Iterable[str] = ()) -> list[tuple[str, str]]:
+        """(term, the customer's words) for a run of consecutive Latin words: stems (stop words kept as
+        written), a single word mapped to its group's canonical term, and a multi-word phrase's canonical
+        term added after its own words (so "how many business days" still meets "how many days")."""
         stop_set = stop if isinstance(stop, set | frozenset) else set(stop)
         stems = [stem(w) for w in words]
-        out: list[str] = []
+        plain = [w if w in stop_set else st for w, st in zip(words, stems, strict=True)]
+        out: list[tuple[str, str]] = []
         i = 0
         while i < len(words):
             for n in range(min(self.longest, len(words) - i), 0, -1):
                 hit = self.phrases.get(tuple(stems[i : i + n]))
-                if hit is not None and not (n == 1 and words[i] in stop_set):
-                    out.append(hit)
-                    i += n
-                    break
+                if hit is None or (n == 1 and words[i] in stop_set):
+                    continue
+                if n == 1:
+                    out.append((hit, words[i]))
+                else:
+                    out.extend(zip(plain[i : i + n], words[i : i + n], strict=True))
+                    out.append((hit, " ".join(words[i : i + n])))
+                i += n
+                break
             else:
-                out.append(words[i] if words[i] in stop_set else stems[i])
+                out.append((plain[i], words[i]))
                 i += 1
         return out
 

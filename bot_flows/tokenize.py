@@ -112,11 +112,7 @@ class Analyzer:
 
         def flush() -> None:
             if run:
-                terms = self.english.apply(run, stop)
-                if len(terms) == len(run):
-                    out.extend((t, _EN, w) for t, w in zip(terms, run, strict=True))
-                else:  # a phrase became one term: its surface is the whole run
-                    out.extend((t, _EN, " ".join(run) if i == 0 else "") for i, t in enumerate(terms))
+                out.extend((t, _EN, w) for t, w in self.english.apply(run, stop))
                 run.clear()
 
         for w in self._tok.lcut(text, HMM=self.hmm):

@@ -35,9 +35,9 @@ def test_inflections_share_a_stem() -> None:
 
 def test_multi_word_synonyms_meet_on_one_term() -> None:
     syn = EnglishSynonyms({"money-back": "refund", "reimbursement": "refund"})
-    assert syn.apply(["get", "my", "money", "back"]) == ["get", "my", "refund"]
-    assert syn.apply(["reimbursements"]) == ["refund"]
-    assert syn.apply(["refunded"]) == ["refund"]  # the canonical word's own inflections map too
+    assert [t for t, _w in syn.apply(["get", "my", "money", "back"])] == ["get", "my", "money", "back", "refund"]
+    assert syn.apply(["reimbursements"]) == [("refund", "reimbursements")]
+    assert syn.apply(["refunded"]) == [("refund", "refunded")]  # the canonical word's own inflections map too
 
 
 def _matcher(entries: list[FaqEntry]) -> FaqMatcher:
