@@ -10,6 +10,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot_flows.intents import says
+
 DEFAULT_TZ = "Asia/Shanghai"
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SPAN = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
@@ -166,6 +168,7 @@ def validate_text(raw: str) -> str | None:
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _NOT_WORDS = re.compile(r"\S+@\S+|https?://\S+|\S*\d\S*")  # e-mails, links, phone / order numbers
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+_TRIM = " \t\n!！?？.。,，~～、;；:：…"
 
 
 def normalize_text(text: str) -> str:
@@ -201,6 +204,8 @@ class Condition:
     """All given tests must hold (AND); a condition with no test never matches unless `any`."""
 
     keywords: tuple[str, ...] = ()  # contained in the message (ASCII words at word boundaries)
+    says: tuple[str, ...] = ()  # phrases, in many wordings (bot_flows.intents)
+    unless: tuple[str, ...] = ()  # phrases that veto the condition ("不需要人工", "not a human")
     exact: tuple[str, ...] = ()  # the whole message equals one of these
     regex: re.Pattern[str] | None = None
     payload: tuple[str, ...] = ()  # button / menu payloads
@@ -234,6 +239,11 @@ def _contains_keyword(text: str, keyword: str) -> bool:
     return kw in text
 
 
+def _bare(text: str) -> str:
+    """Text without surrounding spaces and punctuation: "人工！！" says exactly "人工"."""
+    return text.strip().strip(_TRIM).strip()
+
+
 def matches(cond: Condition, ctx: MatchContext) -> bool:
     """Evaluate a condition against one input."""
     if cond.is_empty():
@@ -241,7 +251,9 @@ def matches(cond: Condition, ctx: MatchContext) -> bool:
     text = ctx.text.strip()
     checks: Iterable[bool] = (
         not cond.keywords or any(_contains_keyword(text, k) for k in cond.keywords),
-        not cond.exact or any(text == normalize_text(e).strip() for e in cond.exact),
+        not cond.says or says(text, cond.says) is not None,
+        not cond.unless or says(text, cond.unless) is None,
+        not cond.exact or any(_bare(text) == _bare(normalize_text(e)) for e in cond.exact),
         cond.regex is None or cond.regex.search(text) is not None,
         not cond.payload or ctx.payload in cond.payload,
         cond.first_message is None or cond.first_message == ctx.is_first_message,

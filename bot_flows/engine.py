@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from bot_flows.actions import (
     Action,
@@ -41,56 +41,14 @@ from bot_flows.conditions import (
     validate_phone,
     validate_text,
 )
+from bot_flows.faq_lookup import FaqCandidate, FaqLookup, FaqMatch, MatcherLookup
 from bot_flows.flows import END, ActionSpec, ChoiceSpec, FlowSet, State, Text, Transition
 from scrm.domain import Choice
 
+__all__ = ["EngineConfig", "FaqCandidate", "FaqLookup", "FaqMatch", "FlowEngine", "MatcherLookup"]
 STATE_VERSION = 1
 _NOT_UNDERSTOOD = Text("抱歉，我没有理解您的意思。", "Sorry, I did not understand that.")
 _TEMPLATE = re.compile(r"\{([A-Za-z_][\w.]*)(?::(\d+))?\}")
-
-
-# --- the FAQ seen by the engine --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FaqCandidate:
-    entry_id: str
-    question: str
-    answer: str
-    buttons: tuple[Choice, ...] = ()
-    confidence: float = field(default=0.0, compare=False)  # 0..1, for the FAQ answer report
-
-
-@dataclass(frozen=True)
-class FaqMatch:
-    decision: str  # "answer" | "clarify" | "reject"
-    candidates: tuple[FaqCandidate, ...] = ()
-
-
-class FaqLookup(Protocol):
-    """What the engine needs from the knowledge base: ranked candidates with their answers."""
-
-    def match(self, text: str) -> FaqMatch:
-        """Match a customer question."""
-        ...
-
-
-class MatcherLookup:
-    """Adapts bot_flows.matcher.FaqMatcher (candidates carry ids only) to FaqLookup."""
-
-    def __init__(self, matcher: Any) -> None:
-        self.matcher = matcher
-
-    def match(self, text: str) -> FaqMatch:
-        """Match and attach each candidate's question, answer and buttons from its entry."""
-        result = self.matcher.match(text)
-        cands = []
-        for c in result.candidates:
-            entry = self.matcher.get(c.entry_id)
-            if entry is not None:
-                cands.append(FaqCandidate(str(c.entry_id), entry.question, entry.answer, tuple(entry.buttons),
-                                          round(float(c.confidence), 4)))
-        return FaqMatch(result.decision if cands else "reject", tuple(cands))
 
 
 @dataclass(frozen=True)
@@ -336,13 +294,14 @@ class _Run:
             return self.do_fallback(st)
         result = self.faq_match()
         if result is None or result.decision == "reject" or not result.candidates:
-            best = result.candidates[0].confidence if result and result.candidates else None
+            best = result.outcome_confidence() if result else None
             return self.faq_failed(st, question, {"outcome": "reject", "confidence": best})
         if result.decision == "answer":
             self.s["faq_failures"] = 0
             top = result.candidates[0]
             return self.reply(top.answer, tuple(_as_choice(b) for b in top.buttons),
-                              faq={"outcome": "answer", "entry": top.entry_id, "confidence": top.confidence})
+                              faq={"outcome": "answer", "entry": top.entry_id,
+                                   "confidence": result.outcome_confidence()})
         shown = result.candidates[: f.max_choices]
         self.s["faq_candidates"] = {
             c.entry_id: {"answer": c.answer, "buttons": [[ch.label, ch.payload] for ch in map(_as_choice, c.buttons)],
@@ -353,7 +312,7 @@ class _Run:
         if f.none_of_these:
             choices.append(ChoiceSpec(f.none_of_these, "faq:none"))
         self.reply(f.clarify, tuple(choices), faq={"outcome": "clarify", "entries": [c.entry_id for c in shown],
-                                                   "confidence": shown[0].confidence})
+                                                   "confidence": result.outcome_confidence()})
 
     def faq_failed(self, st: State, question: str, faq: dict[str, Any] | None = None) -> None:
         # The same `faq` dict goes on RecordUnanswered and on the reply: the application records

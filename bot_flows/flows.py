@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from bot_flows.conditions import DEFAULT_ORDER_NUMBER, Condition
+from bot_flows.intents import compile_phrase
 
 END = "end"
 
@@ -302,8 +303,8 @@ def _hint(word: str, options: Mapping[str, Any] | list[str] | tuple[str, ...]) -
 
 # --- the schema walker ---------------------------------------------------------------------------
 
-_COND_KEYS = ("keywords", "exact", "regex", "payload", "intent", "first_message", "business_hours",
-              "has_attribute", "any")
+_COND_KEYS = ("keywords", "says", "unless", "exact", "regex", "payload", "intent", "first_message",
+              "business_hours", "has_attribute", "any")
 _ROUTE_KEYS = (*_COND_KEYS, "actions", "goto", "continue")
 _FLOW_KEYS = ("flow", "description", "default", "priority", "start", "triggers", "fallback", "states")
 _STATE_KEYS = ("description", "actions", "then", "collect", "faq", "http", "transitions", "fallback",
@@ -452,7 +453,10 @@ class FileChecker:
 
     def condition(self, m: MarkedDict, what: str) -> Condition:
         lists = {k: self.strings(m[k], m.key_lines[k], f"'{k}'")
-                 for k in ("keywords", "exact", "payload", "intent", "has_attribute") if k in m}
+                 for k in ("keywords", "says", "unless", "exact", "payload", "intent", "has_attribute") if k in m}
+        for k in ("says", "unless"):
+            if any(not compile_phrase(p)[0] for p in lists.get(k, ())):
+                self.err(m.key_lines[k], f"'{k}': a phrase has no words or characters to match")
         regex = None
         if "regex" in m:
             try:

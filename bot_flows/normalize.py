@@ -1,4 +1,5 @@
-"""Text normalization for FAQ matching: width, case, traditional -> simplified, punctuation."""
+"""Text normalization for FAQ matching: width, case, traditional -> simplified, English contractions,
+punctuation."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import re
 import unicodedata
 from functools import lru_cache
 from typing import Any
+
+from bot_flows.english import expand_contractions
 
 _SPACES = re.compile(r"\s+")
 
@@ -50,9 +53,11 @@ def _punct_table() -> dict[int, str]:
 
 
 def normalize(text: str) -> str:
-    """Full-width -> half-width, case fold, traditional -> simplified, punctuation -> spaces, trimmed."""
+    """Full-width -> half-width, case fold, traditional -> simplified, contractions spelt out,
+    punctuation -> spaces, trimmed."""
     # NFKC folds full-width ASCII (Ａ１？) and compatibility forms to their plain equivalents.
     text = unicodedata.normalize("NFKC", text).casefold()
     text = to_simplified(text)
+    text = expand_contractions(text)  # before punctuation: "don't" must not become "don t"
     text = text.translate(_punct_table())
     return _SPACES.sub(" ", text).strip()

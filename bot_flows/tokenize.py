@@ -1,5 +1,6 @@
-"""Tokenization for FAQ matching: jieba words (custom dictionary, stop words, synonyms), character n-grams,
-pinyin n-grams (homophone typos) and the content-character sequence used for order-aware re-ranking."""
+"""Tokenization for FAQ matching: jieba words (custom dictionary, stop words, synonyms), English stems
+(bot_flows.english), character n-grams, pinyin n-grams (homophone typos) and the content sequence used
+for order-aware re-ranking. Mixed Chinese-English text goes through both: jieba hands the Latin words on."""
 
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ from typing import NamedTuple
 import jieba
 
 from bot_flows import pinyin as _pinyin
+from bot_flows.english import EnglishSynonyms, is_word
 
 # A run of CJK ideographs, or an ASCII word/number.
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_LATIN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_SUFFIXES = ("ing", "ed", "es", "s")
 
 _lock = threading.Lock()
 
@@ -33,16 +33,6 @@ def _jieba(user_dict: str | None) -> jieba.Tokenizer:
         if user_dict:
             tok.load_userdict(user_dict)
         return tok
-
-
-def stem(word: str) -> str:
-    """A tiny English suffix stripper so 'refunds', 'refunded' and 'refund' share a term."""
-    if not word.isascii() or len(word) <= 4:
-        return word
-    for suf in _SUFFIXES:
-        if word.endswith(suf) and len(word) - len(suf) >= 3:
-            return word[: -len(suf)]
-    return word
 
 
 def read_word_list(path: str | Path) -> set[str]:
@@ -83,8 +73,11 @@ class Analysis(NamedTuple):
         return self.words, self.grams, self.pinyin
 
 
+_SEP, _ZH, _EN = 0, 1, 2  # token kinds: a phrase break, a Chinese word, a term from English words
+
+
 class Analyzer:
-    """Turns normalized text into jieba word terms, character n-gram and pinyin n-gram terms."""
+    """Turns normalized text into word terms, character n-gram and pinyin n-gram terms."""
 
     def __init__(
         self,
@@ -101,43 +94,59 @@ class Analyzer:
         self._pinyin = _pinyin.table(pinyin_fuzzy) if self.pinyin_sizes else None
         self.stop_words = frozenset(stop_words)
         self.synonyms = dict(synonyms or {})
+        self.english = EnglishSynonyms(self.synonyms)
         self.ngram_sizes = tuple(ngram_sizes)
         self.hmm = hmm
         self.char_stop = False
-        # Multi-word synonyms ("money back") are added to jieba so they come out as one token.
+        # Chinese synonyms are added to jieba so they come out as one token.
         for word in list(self.synonyms) + list(self.synonyms.values()):
             if _CJK.fullmatch(word) and self._tok.FREQ.get(word) is None:
                 self._tok.add_word(word, freq=2000)
 
-    def canonical_words(self, text: str) -> list[str]:
-        """Jieba words of normalized text with synonyms mapped to their canonical word.
+    def tokens(self, text: str) -> list[tuple[str, int, str]]:
+        """(term, kind, surface) per token of normalized text: Chinese words mapped to their synonym
+        group's canonical word, runs of English words stemmed and phrase-mapped, breaks as ("", _SEP, " ")."""
+        out: list[tuple[str, int, str]] = []
+        run: list[str] = []
+        syn, stop = self.synonyms, self.stop_words
 
-        Stop words are kept; spaces (former punctuation) come out as "" so callers see phrase breaks.
-        """
-        out: list[str] = []
-        syn = self.synonyms
+        def flush() -> None:
+            if run:
+                out.extend((t, _EN, w) for t, w in self.english.apply(run, stop))
+                run.clear()
+
         for w in self._tok.lcut(text, HMM=self.hmm):
             if w.isspace():
-                out.append("")
+                if not run:  # a former punctuation mark between Chinese words; English runs go on
+                    out.append(("", _SEP, w))
                 continue
-            if w.isascii():
-                w = stem(w)
-            out.append(syn.get(w, w))
+            if is_word(w):
+                run.append(w)
+                continue
+            flush()
+            if not w.strip() or not w.isalnum():
+                out.append(("", _SEP, w))
+            else:
+                out.append((syn.get(w, w), _ZH, w))
+        flush()
         return out
+
+    def canonical_words(self, text: str) -> list[str]:
+        """The terms of normalized text, stop words kept ("" marks a phrase break)."""
+        return [t for t, _k, _s in self.tokens(text)]
 
     def analyze(self, text: str) -> Analysis:
         """Return the word terms, character n-gram terms, pinyin terms and content sequence of normalized text."""
-        words = self.canonical_words(text)
+        toks = self.tokens(text)
         stop = self.stop_words
-        word_terms = [w for w in words if w and w not in stop]
+        word_terms = [t for t, k, _s in toks if k != _SEP and t not in stop]
         if not word_terms:  # a question made only of stop words still needs terms
-            word_terms = [w for w in words if w]
-        # Character n-grams come from the synonym-canonical text so 如何/怎么 agree there too;
-        # the "|" marks keep n-grams from spanning a former punctuation mark.
-        canon = "".join(w if w else "|" for w in words)
+            word_terms = [t for t, k, _s in toks if k != _SEP]
+        # Character n-grams come from the synonym-canonical Chinese words so 如何/怎么 agree there too;
+        # "|" keeps n-grams from spanning a former punctuation mark or an English word.
+        canon = "".join(t if k == _ZH else "|" for t, k, _s in toks)
         grams: list[str] = []
         pins: list[str] = []
-        seq: list[str] = []
         table = self._pinyin
         char_stop = self.char_stop
         tget = table.get if table is not None else None
@@ -155,20 +164,28 @@ class Analyzer:
                                  if not (char_stop and run[i : i + n] in stop)])
         if char_stop:
             grams = [g for g in grams if g not in stop]
-        for w in words:
-            if not w or w in stop:
+        seq: list[str] = []
+        for t, k, _s in toks:
+            if k == _SEP or t in stop:
                 continue
-            if w.isascii():
-                if _LATIN.fullmatch(w):
-                    grams.append(w)
-                seq.append(w)
-            elif len(w) == 1:
-                seq.append(w)
+            if k == _EN:
+                grams.append(t)  # an English term counts in the second field as a whole, like a CJK n-gram
+                seq.append(t)
+            elif len(t) == 1 or not _CJK.fullmatch(t):
+                seq.append(t)
             else:
-                seq.extend([c for c in w if c not in stop])
+                seq.extend([c for c in t if c not in stop])
         if not seq:
-            seq = [c for w in words if w for c in w]
+            seq = [c for t, k, _s in toks if k != _SEP for c in t]
         return Analysis(word_terms, grams, pins, tuple(seq))
+
+    def explain_terms(self, text: str) -> dict[str, str]:
+        """Content term -> the customer's words it came from (for the "try a question" explanation)."""
+        out: dict[str, str] = {}
+        for t, k, surface in self.tokens(text):
+            if k != _SEP and t not in self.stop_words and surface:
+                out.setdefault(t, surface)
+        return out
 
 
 def jaccard_tokens(analyzer: Analyzer, text: str) -> frozenset[str]:

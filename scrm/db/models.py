@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -323,6 +324,13 @@ class FaqEntryRow(Base):
     language: Mapped[str] = mapped_column(String(8), default="zh")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # What indexing the entry costs, kept with it: the matcher's analysis of its sentences and the
+    # re-ranker's embeddings, each with the hash of what it was computed from. Loaded only by the FAQ
+    # index (deferred).
+    analysis: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    analysis_key: Mapped[str | None] = mapped_column(String(64))
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    embedding_key: Mapped[str | None] = mapped_column(String(64))
 
 
 class UnansweredQuestion(Base):

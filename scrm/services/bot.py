@@ -53,7 +53,7 @@ from scrm.db.models import (
 from scrm.db.models_desk import FaqOutcome
 from scrm.services import conversations as conv_svc
 from scrm.services.conversation_turns import take_turn
-from scrm.services.faq import ROOT, get_index
+from scrm.services.faq import ROOT, get_index, matcher_config
 from scrm.services.outbox import enqueue_message, passive_hold
 from scrm.services.tickets import PRIORITIES, create_ticket, ticket_number_text
 from scrm.services.uow import Tx, unit_of_work
@@ -113,6 +113,7 @@ def get_runtime(ctx: AppContext) -> BotRuntime:
     rt: BotRuntime | None = ctx.extras.get(_RUNTIME_KEY)
     if rt is None:
         cfg = load_bot_config()
+        matcher_config(cfg)  # a bad [matcher] value stops the start with its name, like a bad flow
         flows = load_flows(_resolve(str(cfg.get("flows_dir", "config/flows"))))
         hours_cfg = cfg.get("business_hours")
         hours = BusinessHours.from_config(hours_cfg) if hours_cfg else None
@@ -190,6 +191,7 @@ async def handle_inbound(ctx: AppContext, message_id: int, conversation_id: int 
         payload = message.payload or {}
         choice = payload.get("choice")
         conv_id = conv.id
+        await index.prepare(message.text)  # the re-ranker's model runs in a worker thread, not on the loop
         return BotInput(kind="postback" if choice or message.content_type == "postback" else "message",
                         now=rt.clock(), text=message.text, choice=str(choice) if choice else None,
                         is_first_message=not earlier)

@@ -9,10 +9,12 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_, select
 
+from bot_flows.explain import explain, flow_trigger
 from scrm.db.models import FaqEntryRow
 from scrm.services import audit
 from scrm.services import faq as faq_svc
 from scrm.services.agents import Principal
+from scrm.services.bot import get_runtime
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, API_ROUTES, SUPPORT, ApiError, api, ok, query_int
@@ -193,20 +195,17 @@ async def export_entries(request: web.Request, principal: Principal) -> web.Stre
                         headers={"Content-Disposition": f'attachment; filename="faq.{fmt}"'})
 
 
-@api("POST", "/faq/match", roles=SUPPORT, body=MatchIn, summary="Test the matcher: candidates with confidence",
-     tag="faq")
+@api("POST", "/faq/match", roles=SUPPORT, body=MatchIn, tag="faq",
+     summary="Try a question: the bot's decision with its calibrated confidence, the feature that decided, "
+             "the words each candidate matched, and any flow trigger (handoff, complaint) that comes first")
 async def match(request: web.Request, principal: Principal, body: MatchIn) -> web.Response:
-    index = await faq_svc.get_index(request.app[CTX])
+    ctx = request.app[CTX]
+    index = await faq_svc.get_index(ctx)
+    await index.prepare(body.text)
     result = index.matcher.match(body.text)
-    cands = []
-    for c in result.candidates:
-        entry = index.matcher.get(c.entry_id)
-        cands.append({"id": c.entry_id, "confidence": round(c.confidence, 4), "score": round(c.score, 4),
-                      "matched": c.sentence, "question": entry.question if entry else None,
-                      "answer": entry.answer if entry else None})
-    return ok({"decision": result.decision, "candidates": cands,
-               "reject_threshold": index.matcher.config.reject_threshold,
-               "clarify_margin": index.matcher.config.clarify_margin})
+    out = explain(index.matcher, body.text, result)
+    out["trigger"] = flow_trigger(get_runtime(ctx).flows, body.text)
+    return ok(out)
 
 
 @api("GET", "/faq/unanswered", roles=SUPPORT, summary="Questions the bot could not answer, grouped by similarity",

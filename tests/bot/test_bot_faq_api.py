@@ -111,6 +111,32 @@ async def test_match_tester_shows_candidates(client, ctx, admin_headers):
     assert 0 < body["candidates"][0]["confidence"] <= 1 and body["candidates"][0]["answer"]
 
 
+async def test_try_a_question_explains_what_matched_and_what_decided(client, ctx, admin_headers):
+    async def tried(text: str) -> dict:
+        r = await client.post("/api/v1/faq/match", json={"text": text}, headers=admin_headers)
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+    body = await tried("My parcel is missing, where is it?")
+    best = body["candidates"][0]
+    assert body["decision"] == "answer" and best["id"] == "en-tracking" and body["language"] == "en"
+    assert body["probability"] >= body["answer_precision"] and body["calibration"] == "en"
+    assert "parcel" in best["matched_terms"] and "missing" in best["unmatched_terms"]
+    assert body["decided_by"]["model"] == "top1" and body["decided_by"]["contribution"] > 0
+    assert body["reason"].startswith("answered") and body["trigger"] is None
+
+    body = await tried("退款")  # a bare topic: which refund question?
+    assert body["decision"] == "clarify" and body["options"] == 3 and body["decided_by"]["contribution"] < 0
+    assert body["decided_by"]["label"] and "did you mean" in body["reason"]
+
+    body = await tried("what's the capital of peru")
+    assert body["decision"] == "reject" and "refused" in body["reason"]
+
+    assert (await tried("can I talk to a human?"))["trigger"]["flow"] == "handoff"
+    complaint = (await tried("我要投诉"))["trigger"]
+    assert complaint["goto"] == "ticket:complaint" and complaint["phrase"] == "投诉"
+
+
 async def test_unanswered_questions_are_grouped_and_promoted_in_one_call(client, ctx, admin_headers):
     inbox = await _start(ctx)
     async with unit_of_work(ctx) as tx:
@@ -126,7 +152,7 @@ async def test_unanswered_questions_are_grouped_and_promoted_in_one_call(client,
     entry = (await r.json())["entry"]
     assert entry["question"] == "可以用花呗分期付款吗" and len(entry["paraphrases"]) == 2
     await settle(ctx)
-    cid = await say(client, ctx, inbox, "花呗分期可以用吗")
+    cid = await say(client, ctx, inbox, "能用花呗分期付款吗？")  # was unanswered; now it is
     assert (await bot_replies(ctx, cid))[-1]["text"] == "支持花呗分期，3/6/12 期可选。"
     groups = (await (await client.get("/api/v1/faq/unanswered", headers=admin_headers)).json())["groups"]
     assert [g["texts"] for g in groups] == [["你们老板是谁"]]

@@ -42,7 +42,7 @@ async def test_first_message_question_is_greeted_and_answered_in_english(client,
 
 async def test_close_candidates_are_offered_as_choices_and_a_number_picks_one(client, ctx):
     inbox = await _inbox(ctx)
-    cid = await say(client, ctx, inbox, "how long does shipping take")
+    cid = await say(client, ctx, inbox, "shipping")
     clarify = (await bot_replies(ctx, cid))[-1]
     assert clarify["text"] == "Did you mean:"
     labels = [c["label"] for c in clarify["choices"]]
@@ -55,7 +55,7 @@ async def test_close_candidates_are_offered_as_choices_and_a_number_picks_one(cl
     answer = (await bot_replies(ctx, cid))[-1]
     assert answer["text"] == expected
     # The same question again, answered by a button click (a postback) this time.
-    await say(client, ctx, inbox, "how long does shipping take")
+    await say(client, ctx, inbox, "shipping")
     payload = (await bot_replies(ctx, cid))[-1]["choices"][0]["payload"]
     await say(client, ctx, inbox, labels[0], choice=payload)
     assert (await bot_replies(ctx, cid))[-1]["text"] == answer["text"]
@@ -101,10 +101,19 @@ async def test_after_hours_handoff_says_when_agents_are_back_and_offers_a_ticket
     assert "as soon as they are back" in (await bot_replies(ctx, cid))[-1]["text"]
 
 
+async def test_can_i_talk_to_a_human_hands_over_in_english(client, ctx):
+    inbox = await _inbox(ctx)
+    cid = await say(client, ctx, inbox, "hi", name="Carol")
+    await say(client, ctx, inbox, "Can I talk to a real person, please?")
+    assert (await conversation(ctx, cid)).handler == "queue"
+    assert (await bot_replies(ctx, cid))[-1]["text"].startswith("Connecting you to an agent")
+
+
 async def test_ticket_flow_creates_a_ticket_and_confirms_its_number(client, ctx):
     inbox = await _inbox(ctx)
-    cid = await say(client, ctx, inbox, "我要投诉")
-    assert "请描述您遇到的问题" in (await bot_replies(ctx, cid))[-1]["text"]
+    cid = await say(client, ctx, inbox, "我要投诉")  # a complaint: apologized for, then a ticket
+    *_, sorry, ask = await bot_replies(ctx, cid)
+    assert sorry["text"].startswith("非常抱歉") and "请描述您遇到的问题" in ask["text"]
     # While describing, "客服" is part of the description, not a request for a human.
     await say(client, ctx, inbox, "客服态度很差，订单号 20250301123")
     assert "手机号或邮箱" in (await bot_replies(ctx, cid))[-1]["text"]
@@ -115,7 +124,7 @@ async def test_ticket_flow_creates_a_ticket_and_confirms_its_number(client, ctx)
         [ticket] = (await s.scalars(select(Ticket))).all()
         contact = await s.get(Contact, ticket.contact_id)
     assert ticket.conversation_id == cid and ticket.description == "客服态度很差，订单号 20250301123"
-    assert ticket.number >= 1000 and ticket.fields["source"] == "bot"
+    assert ticket.number >= 1000 and ticket.fields["source"] == "bot" and ticket.fields["kind"] == "complaint"
     confirmation = (await bot_replies(ctx, cid))[-1]["text"]
     assert f"#{ticket.number}" in confirmation and "{ticket_number}" not in confirmation
     assert contact.phone == "13812345678" and contact.attributes["phone"] == "13812345678"

@@ -236,7 +236,7 @@ def test_ticket_flow_collects_description_and_phone_then_confirms_the_number() -
     assert isinstance(ticket, OpenTicket)
     assert ticket.description == "订单 2025030412345 的蓝牙耳机收到第二天左耳就没有声音了，重新配对也没用，客服态度也不好"
     assert ticket.subject.endswith("…") and len(ticket.subject) == 40
-    assert ticket.fields == {"contact": "13812345678", "source": "bot"} and ticket.priority == "normal"
+    assert ticket.fields == {"contact": "13812345678", "source": "bot", "kind": "request"} and ticket.priority == "normal"
     assert replies(actions) == ["工单已创建，编号 {ticket_number}。我们会尽快通过 13812345678 联系您。"]
     assert c.at == "faq:answering" and c.state and c.state["vars"] == {}
 
@@ -348,6 +348,15 @@ def test_default_flows_with_the_real_matcher() -> None:
     ])
     engine = FlowEngine(load_flows(FLOWS_DIR), MatcherLookup(matcher), EngineConfig(business_hours=HOURS))
     c = Convo(engine)
-    assert replies(c.say("运费多少钱"))[-1] == "满99元包邮。"
+    assert replies(c.say("邮费多少"))[-1] == "满99元包邮。"  # restates a paraphrase: answered
+    # Likely but not sure enough: "did you mean" offers the one plausible entry (not the far-fetched
+    # refund entry), and the customer's "1" picks it.
+    ask = c.say("运费多少钱")[-1]
+    assert ask.text == "您是想问：" and [ch.label for ch in ask.choices] == ["运费怎么算", "都不是"]
+    assert ask.faq["outcome"] == "clarify" and ask.faq["confidence"] >= 0.5
+    assert replies(c.say("1")) == ["满99元包邮。"]
     actions = c.say("你们老板是谁")
     assert RecordUnanswered("你们老板是谁") in actions
+    refusal = replies(actions)[-1]
+    assert "暂时回答不了" in refusal  # and a human or a ticket is offered
+    assert [ch.payload for ch in actions[-1].choices] == ["handoff", "open_ticket"]

@@ -38,7 +38,7 @@ async def test_answers_clarify_picks_and_misses_are_recorded_and_reported(client
     assert faq["outcome"] == "answer" and faq["entry"] and 0 < faq["confidence"] <= 1
     assert "满 99 元包邮" in (answer.text or "")
     # 2. close candidates offered, the customer picks the first one by number
-    c2 = await say(client, ctx, inbox, "how long does shipping take", sender="b")
+    c2 = await say(client, ctx, inbox, "shipping", sender="b")
     clarify = (await _bot_messages(ctx, c2))[-1]
     assert clarify.payload["faq"]["outcome"] == "clarify"
     first = clarify.payload["choices"][0]["payload"].removeprefix("faq:")
@@ -82,7 +82,7 @@ async def test_answers_clarify_picks_and_misses_are_recorded_and_reported(client
 async def test_none_of_these_is_not_an_answer(client: Any, ctx: AppContext) -> None:
     set_clock(ctx, TUESDAY_MORNING)
     inbox = (await make_inbox(ctx)).id
-    cid = await say(client, ctx, inbox, "how long does shipping take")
+    cid = await say(client, ctx, inbox, "shipping")
     clarify = (await _bot_messages(ctx, cid))[-1]
     none = clarify.payload["choices"][-1]
     assert none["payload"] == "faq:none"

@@ -80,7 +80,7 @@ async def test_bad_signature_is_refused(client, ctx, inbox) -> None:
 
 
 async def test_bot_and_agent_replies_reach_custom_send(client, ctx, inbox, fake_wechat, admin_headers) -> None:
-    await post_callback(client, inbox.id, text_xml("怎么查订单"))
+    await post_callback(client, inbox.id, text_xml("怎么查看我的订单状态？"))  # answered outright, no choices
     (msg,) = await inbound(ctx, inbox.id)
     await deliver_all(ctx)  # the FAQ bot's answer, through the customer-service API
     bot_texts = [m.text for m in await messages(ctx, conversation_id=msg.conversation_id, sender_kind="bot")]
@@ -119,7 +119,7 @@ async def test_late_bot_means_success_at_once_and_the_answer_via_custom_send(cli
     record.probe_at = asyncio.get_running_loop().time() + 60  # and this one is not the probe
     loop = asyncio.get_running_loop()
     started = loop.time()
-    resp = await post_callback(client, box.id, text_xml("怎么查订单", msg_id="6200000000000000078"))
+    resp = await post_callback(client, box.id, text_xml("怎么查看我的订单状态？", msg_id="6200000000000000078"))
     assert resp.status == 200 and await resp.read() == b"success"
     assert loop.time() - started < 2.0  # did not sit out the passive-reply wait
     await deliver_all(ctx)  # the bot's answer still reaches the customer, through the customer-service API
