@@ -88,6 +88,9 @@ async def test_admin_promotes_an_unanswered_question_and_the_bot_then_answers_it
     decision = page.get_by_test_id("kb-decision")
     await decision.wait_for()
     assert await decision.inner_text() != "Answer directly"
+    # Why: the calibrated probability against the target, and the reason in words.
+    assert "likely right" in await page.get_by_test_id("kb-probability").inner_text()
+    assert await page.get_by_test_id("kb-reason").inner_text()
 
     await tab.goto("/kb/unanswered")
     group = page.get_by_test_id("kb-group").filter(has_text=question)

@@ -8,7 +8,9 @@ import { toast } from "./toast.js";
 import { deskFrame, errorLine, forbidden, selectOf, subnav, SUPPORT_ROLES } from "./desk_common.js";
 
 const TABS = ["entries", "try", "unanswered", "import"];
-const KNOWN_CANDIDATE_FIELDS = new Set(["id", "confidence", "score", "matched", "question", "answer"]);
+const KNOWN_CANDIDATE_FIELDS = new Set(["id", "confidence", "score", "matched", "matched_terms", "question", "answer"]);
+// Shown in their own lines; the rest of a match result (features, contributions...) is listed as it comes.
+const KNOWN_RESULT_FIELDS = new Set(["decision", "candidates", "probability", "answer_precision", "clarify_precision", "reason", "decided_by", "trigger"]);
 
 export function kbPage(path) {
   const body = h("div.kb-body");
@@ -150,17 +152,23 @@ async function tryQuestion(body) {
     go.disabled = true;
     try {
       const r = await post("/faq/match", { text: input.value.trim() });
-      const extraTop = Object.entries(r).filter(([k]) => !["decision", "candidates", "reject_threshold", "clarify_margin"].includes(k));
+      const extraTop = Object.entries(r).filter(([k]) => !KNOWN_RESULT_FIELDS.has(k));
+      const pct = (x) => (typeof x === "number" ? Math.round(x * 100) + "%" : "–");
       replace(out,
         h("p", {}, h("strong", { text: t("kb.decision") + ": " }), h("span.chip", { "data-testid": "kb-decision", text: labelOr("kb.decision_", r.decision) }),
-          " ", h("span.muted", { text: t("kb.thresholds", { reject: r.reject_threshold, margin: r.clarify_margin }) })),
-        extraTop.map(([k, v]) => h("p.muted", { "data-testid": "kb-extra-" + k, text: `${k}: ${extraValue(v)}` })),
+          " ", h("span.muted", { "data-testid": "kb-probability", text: t("kb.probability_line", { p: pct(r.probability), target: pct(r.answer_precision), clarify: pct(r.clarify_precision) }) })),
+        r.reason ? h("p", { "data-testid": "kb-reason", text: t("kb.reason") + ": " + r.reason }) : null,
+        r.decided_by ? h("p.muted", { "data-testid": "kb-decided-by", text: t("kb.decided_by") + ": " + (r.decided_by.label || r.decided_by.feature) }) : null,
+        r.trigger ? h("p", { "data-testid": "kb-trigger", text: t("kb.trigger", { flow: r.trigger.flow, phrase: r.trigger.phrase || "" }) }) : null,
+        extraTop.length ? h("details.kb-details", {}, h("summary", { text: t("kb.details") }),
+          extraTop.map(([k, v]) => h("p.muted", { "data-testid": "kb-extra-" + k, text: `${k}: ${extraValue(v)}` }))) : null,
         h("table.grid.desk-table", {}, h("thead", {}, h("tr", {}, ["#", t("kb.key"), t("kb.question"), t("kb.confidence"), t("kb.score"),
           t("kb.matched"), t("kb.why")].map((x) => h("th", { text: x })))),
         h("tbody", {}, r.candidates.length ? r.candidates.map((c, i) => h("tr", { "data-testid": "kb-candidate" },
           h("td", { text: String(i + 1) }), h("td", {}, h("code", { text: c.id })), h("td", { text: c.question || "" }),
           h("td", {}, h("meter", { min: 0, max: 1, value: c.confidence }), " ", h("span", { text: c.confidence.toFixed(3) })),
-          h("td", { text: String(c.score) }), h("td", { text: c.matched || "" }),
+          h("td", { text: String(c.score) }),
+          h("td", {}, h("div", { text: c.matched || "" }), c.matched_terms?.length ? h("div.muted", { "data-testid": "kb-matched-terms", text: t("kb.matched_terms") + ": " + c.matched_terms.join(" / ") }) : null),
           h("td.why", { "data-testid": "kb-why" }, Object.entries(c).filter(([k]) => !KNOWN_CANDIDATE_FIELDS.has(k))
             .map(([k, v]) => h("div", {}, h("span.muted", { text: k + ": " }), h("span", { text: extraValue(v) }))))))
           : h("tr", {}, h("td.empty-cell", { colspan: 7, text: t("kb.no_candidates") })))));

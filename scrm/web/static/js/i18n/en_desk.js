@@ -74,7 +74,7 @@ export const enDesk = {
   "kb.try_hint": "Type a question as a customer would: the matcher shows its candidates, their scores and why they matched.",
   "kb.try_placeholder": "e.g. 运费怎么算？", "kb.try_go": "Try", "kb.decision": "Decision",
   "kb.decision_answer": "Answer directly", "kb.decision_clarify": "Ask which one", "kb.decision_reject": "No answer (hand over)",
-  "kb.thresholds": "reject below {reject}, clarify within {margin}", "kb.confidence": "Confidence", "kb.score": "Score",
+  "kb.probability_line": "likely right: {p} (answers at ≥ {target}, offers choices at ≥ {clarify})", "kb.details": "All features and model figures", "kb.reason": "Reason", "kb.decided_by": "Deciding feature", "kb.trigger": "flow {flow} comes first (“{phrase}”)", "kb.matched_terms": "Matched words", "kb.confidence": "Confidence", "kb.score": "Score",
   "kb.matched": "Matched sentence", "kb.why": "Why", "kb.no_candidates": "No candidate.",
   "kb.unanswered_hint": "Questions the bot could not answer, grouped by similarity. Add a group to an entry as paraphrases, or make it a new entry.",
   "kb.no_unanswered": "No unanswered questions.", "kb.times": "{n}×", "kb.pick_entry": "Add as paraphrase of…",

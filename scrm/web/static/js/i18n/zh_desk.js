@@ -73,7 +73,7 @@ export const zhDesk = {
   "kb.try_hint": "像客户一样输入一个问题：匹配器会列出候选答案、得分以及匹配原因。",
   "kb.try_placeholder": "例如：运费怎么算？", "kb.try_go": "试一试", "kb.decision": "结果",
   "kb.decision_answer": "直接回答", "kb.decision_clarify": "请客户选择", "kb.decision_reject": "无法回答（转人工）",
-  "kb.thresholds": "低于 {reject} 拒答，差距在 {margin} 以内请客户选择", "kb.confidence": "置信度", "kb.score": "得分",
+  "kb.probability_line": "答对的可能性 {p}（直接回答需 ≥ {target}，请客户选择需 ≥ {clarify}）", "kb.details": "全部特征与模型数值", "kb.reason": "原因", "kb.decided_by": "起决定作用的特征", "kb.trigger": "先触发流程 {flow}（“{phrase}”）", "kb.matched_terms": "命中的词", "kb.confidence": "置信度", "kb.score": "得分",
   "kb.matched": "匹配的句子", "kb.why": "匹配原因", "kb.no_candidates": "没有候选答案。",
   "kb.unanswered_hint": "机器人未能回答的问题，按相似度分组。可将一组问题添加为某个条目的相似问法，或新建为一个条目。",
   "kb.no_unanswered": "暂无未答问题。", "kb.times": "{n} 次", "kb.pick_entry": "添加为以下条目的相似问法…",
