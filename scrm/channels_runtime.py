@@ -66,6 +66,12 @@ class AppChannelRuntime:
     def public_url(self) -> str | None:
         return self.ctx.settings.server.public_url
 
+    async def request_pull(self, data: Any) -> None:
+        """Record the owed pull durably (committed before the webhook is answered) and start it."""
+        from scrm.services.wecom_kf_sync import request_pull
+
+        await request_pull(self.ctx, self.inbox_id, dict(data))
+
     async def passive_reply(
         self, outcome: IngestOutcome, timeout: float, accept: Callable[[OutboundMessage], bool] | None = None
     ) -> OutboundMessage | None:

@@ -18,6 +18,7 @@ LISTENER_MODULES = (
     "scrm.listeners.bot",
     "scrm.listeners.realtime",
     "scrm.listeners.desk",
+    "scrm.listeners.wecom",
 )
 
 
