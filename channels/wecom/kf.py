@@ -157,6 +157,11 @@ class WeComKfAdapter(ChannelAdapter):
             raise WeComAPIError(-1, "kf/add_contact_way answered without url")
         return url
 
+    async def servicers(self) -> list[dict[str, Any]]:
+        """kf/servicer/list: the account's servicers (userid, status 0 receiving / 1 stopped)."""
+        data = await self.client.get("kf/servicer/list", {"open_kfid": self.open_kfid})
+        return [s for s in data.get("servicer_list") or [] if isinstance(s, dict)]
+
     async def service_state(self, external_userid: str) -> tuple[int, str | None]:
         """kf/service_state/get: (state 0-4, servicer userid when in state 3)."""
         data = await self.client.post("kf/service_state/get", {"open_kfid": self.open_kfid,
@@ -252,6 +257,10 @@ class WeComKfAdapter(ChannelAdapter):
             if isinstance(account, dict) and account.get("open_kfid") == self.open_kfid:
                 if account.get("manage_privilege") is False:
                     return f"warning: this app may not manage kf account {account.get('name')!r}"
-                return f"ok: kf account {account.get('name')!r} is reachable"
+                try:
+                    receiving = sum(1 for s in await self.servicers() if s.get("status") == 0)
+                except (WeComAPIError, WeComNetworkError):
+                    receiving = 0
+                return f"ok: kf account {account.get('name')!r} is reachable ({receiving} servicers receiving)"
         raise PermanentSendError(f"kf account {self.open_kfid} is not among this app's accounts", code="95004")
 

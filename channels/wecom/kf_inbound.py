@@ -125,8 +125,9 @@ def message_of(msgid: str, customer: str, item: Mapping[str, Any]) -> InboundMes
     text = _card_text(msgtype, body)
     if text is not None:
         payload[msgtype] = dict(body)
-        return InboundMessage(**base, text=text, content_type=ContentType.LINK if msgtype != "merged_msg"
-                              else ContentType.TEXT, payload=payload)
+        plain = msgtype in ("merged_msg", "msgmenu")
+        return InboundMessage(**base, text=text, content_type=ContentType.TEXT if plain else ContentType.LINK,
+                              payload=payload)
     # Unknown to this version: kept as a note for the agents, never answered by the bot.
     log.warning("wecom kf: unsupported message type %r (%s) stored as a note", msgtype, msgid)
     payload["unsupported"] = True

@@ -64,6 +64,8 @@ class FakeWeCom:
     uploads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     errors: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     garbage: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # next N answers: not JSON
+    canned: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))  # verbatim answers
+    requests: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     contacts: ContactsState = field(default_factory=ContactsState)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -98,6 +100,7 @@ class FakeWeCom:
         for name in ("kf/sync_msg", "kf/send_msg", "kf/send_msg_on_event", "kf/service_state/get",
                      "kf/service_state/trans", "kf/customer/batchget", "kf/add_contact_way", "kf/account/list"):
             app.router.add_post(f"/cgi-bin/{name}", getattr(self, "_" + name.replace("/", "_")))
+        app.router.add_get("/cgi-bin/kf/servicer/list", self._kf_servicer_list)
         app.router.add_post("/cgi-bin/media/upload", self._upload)
         app.router.add_get("/cgi-bin/media/get", self._media_get)
         add_contact_routes(app, self)
@@ -125,7 +128,10 @@ class FakeWeCom:
             return None, error(40014)
         if self.errors[path]:
             return None, error(self.errors[path].pop(0))
-        body = json.loads(await request.read() or b"{}") if request.method == "POST" else {}
+        body = json.loads(await request.read() or b"{}") if request.method == "POST" else dict(request.query)
+        self.requests[path].append(body)
+        if self.canned[path]:
+            return None, web.json_response(self.canned[path].pop(0))
         return body, None
 
     # -- 微信客服 ------------------------------------------------------------------------------
@@ -248,6 +254,10 @@ class FakeWeCom:
     async def _kf_account_list(self, request: web.Request) -> web.Response:
         _, refused = await self.check(request)
         return refused or web.json_response(sample("kf_account_list__response.json"))
+
+    async def _kf_servicer_list(self, request: web.Request) -> web.Response:
+        _, refused = await self.check(request)
+        return refused or web.json_response(sample("kf_servicer_list__response.json"))
 
     # -- media ----------------------------------------------------------------------------------
 
