@@ -57,6 +57,7 @@ class FakeWeCom:
     codes: dict[str, str] = field(default_factory=dict)  # event code -> kind (single use)
     states: dict[tuple[str, str], tuple[int, str | None]] = field(default_factory=dict)
     trans_requests: list[dict[str, Any]] = field(default_factory=list)
+    ops: list[tuple[str, Any]] = field(default_factory=list)  # sends and state changes, in order
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     batchget_requests: list[list[str]] = field(default_factory=list)
     contact_ways: list[dict[str, Any]] = field(default_factory=list)
@@ -183,6 +184,7 @@ class FakeWeCom:
         if self._customer_wrote_since(kfid, customer) >= 5:
             return error(95001)
         self.sends.append(body | {"_after": len(self.log[kfid]) - 1})
+        self.ops.append(("send", body.get("msgtype")))
         answer = sample("kf_send_msg__response.json")
         answer["msgid"] = msgid or f"MSG{next(self._ids)}"
         return web.json_response(answer)
@@ -220,6 +222,7 @@ class FakeWeCom:
             return web.json_response({"errcode": 95014, "errmsg": ERRMSG[95014]})
         before = self.states.get(key, (0, None))[0]
         self.states[key] = (target, servicer if target == 3 else None)
+        self.ops.append(("trans", target))
         answer = sample("kf_service_state_trans__response.json")
         if target == 4 or (target in (2, 3) and before not in (2, 3)):
             answer["msg_code"] = self.issue_code({2: "pool", 3: "taken", 4: "closing"}[target])
