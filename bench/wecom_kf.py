@@ -126,6 +126,25 @@ async def count_duplicates(prefix: str) -> int:
         await conn.close()
 
 
+async def settle(max_wait: float = 180.0) -> None:
+    """Wait until the worker has caught up (no new bot answers for 2 s): each phase starts on a quiet server."""
+    import asyncpg
+
+    conn = await asyncpg.connect(DB_URL.replace("+asyncpg", ""), timeout=5)
+    try:
+        last, still_since = -1, time.monotonic()
+        deadline = time.monotonic() + max_wait
+        while time.monotonic() < deadline:
+            n = int(await conn.fetchval("SELECT count(*) FROM messages WHERE direction = 'out'"))
+            if n != last:
+                last, still_since = n, time.monotonic()
+            elif time.monotonic() - still_since > 2.0:
+                return
+            await asyncio.sleep(0.25)
+    finally:
+        await conn.close()
+
+
 async def kf_run(base: str, fake: FakeWeCom, kf: list[tuple[int, str]], batches: list[int], run: str,
                  timeout: float) -> dict[str, Any]:
     """Each callback first makes 1-50 messages readable in WeCom, then announces them, as WeCom does."""
@@ -226,7 +245,9 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
                 await kf_run(base, fake, kf, warm, run_id + "w1", timeout=60)
                 batches = [rnd.randint(1, 50) for _ in range(callbacks)]
                 fake.page_sizes = [rnd.randint(1, 50) for _ in range(callbacks * 4)]  # pages of 1-50
+                await settle()
                 api = await api_run(base, api_id, batches, run_id + "a")
+                await settle()
                 kfr = await kf_run(base, fake, kf, batches, run_id + "k", timeout=180)
                 return {"api": api, "kf": kfr, "sync_calls": len(fake.sync_requests)}
         finally:

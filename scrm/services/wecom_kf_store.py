@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -75,12 +76,17 @@ async def fetch_profiles(ctx: AppContext, inbox: Inbox, adapter: Any,
                          records: Sequence[KfRecord]) -> dict[str, ContactProfile]:
     """Profiles of the page's customers not fetched within PROFILE_TTL (a failure leaves them for later)."""
     corp = (inbox.settings or {}).get("corp_id", "")
+    seen: dict[str, float] = ctx.extras.setdefault("wecom_kf_profiles_seen", {})  # this process's memo
+    now = time.monotonic()
     wanted: list[str] = []
     for record in records:
         euid = record.external_userid
-        if euid and euid not in wanted and record.items:
-            if await ctx.cache.get(f"wecom:kf:profile:{corp}:{euid}") is None:
-                wanted.append(euid)
+        if not euid or euid in wanted or not record.items or seen.get(f"{corp}:{euid}", 0) > now:
+            continue
+        if await ctx.cache.get(f"wecom:kf:profile:{corp}:{euid}") is None:
+            wanted.append(euid)
+        else:
+            seen[f"{corp}:{euid}"] = now + PROFILE_TTL / 24
     if not wanted:
         return {}
     try:
@@ -101,6 +107,9 @@ async def fetch_profiles(ctx: AppContext, inbox: Inbox, adapter: Any,
             attrs["wechat_unionid"] = str(customer["unionid"])
         profiles[euid] = ContactProfile(name=customer.get("nickname") or None,
                                         avatar_url=customer.get("avatar") or None, attributes=attrs)
+    if len(seen) > 100_000:
+        seen.clear()
     for euid in wanted:
         await ctx.cache.set(f"wecom:kf:profile:{corp}:{euid}", "1", ttl=PROFILE_TTL)
+        seen[f"{corp}:{euid}"] = now + PROFILE_TTL / 24
     return profiles

@@ -3,9 +3,11 @@
 A callback is answered only after `request_pull` committed "a pull is owed for open_kfid X, token T"
 (requested_seq + 1); the pull then runs in the background. One process pulls an account at a time,
 under a lease in the database (not Redis: losing Redis must not let two processes pull). The cursor
-is saved after every page, fenced by the lease, so a restart or another process neither skips nor
+is saved after every stored batch of pages, fenced by the lease, so a restart or another process neither skips nor
 re-imports (a page stored but not yet acknowledged by its cursor is pulled again and deduplicated by
-msgid). A pull that ends compares requested_seq with the request it served and goes round again if a
+msgid). Pages are fetched ahead while earlier ones are stored, and pages that arrived during a store are
+stored together (a group commit of pages: one ingest and one cursor save for them). A pull that ends
+compares requested_seq with the request it served and goes round again if a
 callback came meanwhile. The periodic catch-up pulls what is owed (a kill -9 between the answer and
 the pull) and pulls every account without a token now and then (downtime: only 3 days are readable).
 """
@@ -19,7 +21,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -36,6 +38,8 @@ log = logging.getLogger("scrm.wecom.sync")
 LEASE_SECONDS = 30.0
 TOKEN_TTL = timedelta(minutes=9)  # WeCom's sync token is valid 10 minutes
 MAX_PAGES = 10_000  # per pull: a runaway has_more never pins a process
+PREFETCH_PAGES = 8  # pages fetched ahead while earlier ones are stored
+BATCH_ITEMS = 1000  # items stored in one go at most
 OWED_RETRY_AFTER = timedelta(seconds=30)  # a pull that failed is tried again by the catch-up after this
 CATCHUP_TICK = 5.0
 C = WeComKfCursor.__table__.c
@@ -54,18 +58,67 @@ async def request_pull(ctx: AppContext, inbox_id: int, data: dict[str, Any]) -> 
         log.warning("wecom kf: callback for open_kfid %r on inbox %s: no active inbox serves it; ignored",
                     open_kfid, inbox_id)
         return
-    token = data.get("token") or None
+    await _notes(ctx).submit((target, open_kfid), data.get("token") or None)
+    kick(ctx, target, open_kfid)
+
+
+class _PullNotes:
+    """Group commit of pull requests: callbacks arriving while a note is being written share the next
+    transaction (one upsert per kf account), so a burst of callbacks costs a few commits, not one each."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.pending: dict[tuple[int, str], list[Any]] = {}  # key -> [count, newest token, futures]
+        self.running: asyncio.Task[None] | None = None
+
+    async def submit(self, key: tuple[int, str], token: str | None) -> None:
+        entry = self.pending.setdefault(key, [0, None, []])
+        entry[0] += 1
+        entry[1] = token or entry[1]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry[2].append(done)
+        if self.running is None or self.running.done():
+            self.running = asyncio.get_running_loop().create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, {}
+            try:
+                await _write_notes(self.ctx, {k: (v[0], v[1]) for k, v in batch.items()})
+            except BaseException as exc:  # the callbacks fail (503 / retried by WeCom): nothing was noted
+                for entry in batch.values():
+                    for f in entry[2]:
+                        if not f.done():
+                            f.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for entry in batch.values():
+                for f in entry[2]:
+                    if not f.done():
+                        f.set_result(None)
+
+
+def _notes(ctx: AppContext) -> _PullNotes:
+    notes = ctx.extras.get("wecom_kf_notes")
+    if notes is None:
+        notes = ctx.extras["wecom_kf_notes"] = _PullNotes(ctx)
+    return notes
+
+
+async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]]) -> None:
     now = utcnow()
     async with ctx.db.transaction() as s:
         insert = pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert
-        stmt = insert(WeComKfCursor.__table__).values(
-            inbox_id=target, open_kfid=open_kfid, requested_seq=1, pulled_seq=0, pending_token=token,
-            pending_at=now if token else None, pulled_total=0, updated_at=now)
-        changes: dict[str, Any] = {"requested_seq": C.requested_seq + 1, "updated_at": now}
-        if token:
-            changes |= {"pending_token": token, "pending_at": now}
-        await s.execute(stmt.on_conflict_do_update(index_elements=["inbox_id", "open_kfid"], set_=changes))
-    kick(ctx, target, open_kfid)
+        for (inbox_id, open_kfid), (count, token) in sorted(notes.items()):
+            stmt = insert(WeComKfCursor.__table__).values(
+                inbox_id=inbox_id, open_kfid=open_kfid, requested_seq=count, pulled_seq=0, pending_token=token,
+                pending_at=now if token else None, pulled_total=0, updated_at=now)
+            changes: dict[str, Any] = {"requested_seq": C.requested_seq + count, "updated_at": now}
+            if token:
+                changes |= {"pending_token": token, "pending_at": now}
+            await s.execute(stmt.on_conflict_do_update(index_elements=["inbox_id", "open_kfid"], set_=changes))
 
 
 async def target_inbox(ctx: AppContext, inbox_id: int, open_kfid: str) -> int | None:
@@ -169,34 +222,68 @@ async def _release(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, s
 
 async def _pull_pages(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
                       token: str | None) -> int:
+    """Fetch pages in order while the previous ones are stored. Pages that arrived while a store ran
+    are stored together (up to BATCH_ITEMS items), then the cursor of the last of them is saved, fenced
+    by the lease: the cursor never passes a message that is not committed."""
     inbox = await ctx.adapters.inbox(inbox_id)
     adapter = await ctx.adapters.get(inbox_id)
     if inbox is None or adapter is None:
         return 0
+    pages: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue(maxsize=PREFETCH_PAGES)
+    fetcher = asyncio.get_running_loop().create_task(_fetch_pages(adapter, inbox_id, open_kfid, cursor, token, pages))
     stored = 0
-    for _ in range(MAX_PAGES):
-        try:
-            page = await adapter.sync_page(cursor=cursor, token=token, open_kfid=open_kfid)  # type: ignore[attr-defined]
-        except WeComAPIError as exc:
-            if token is None:
-                raise
-            # An expired or foreign token: the token-less pull still reads the account.
-            log.warning("wecom kf inbox %s: sync token refused (%s); pulling without it", inbox_id, exc.errcode)
-            token = None
-            continue
-        records = adapter.translate(page.get("msg_list") or [])  # type: ignore[attr-defined]
-        count = await store_records(ctx, inbox, adapter, records)
-        stored += count
-        next_cursor = page.get("next_cursor") or cursor
-        await _save_cursor(ctx, inbox_id, open_kfid, owner, next_cursor, count)
-        more = str(page.get("has_more") or "0") not in ("0", "False", "false")
-        if not more:
-            break
-        if next_cursor == cursor and not records:
-            log.warning("wecom kf inbox %s: has_more without progress; stopping this pull", inbox_id)
-            break
-        cursor = next_cursor
+    try:
+        finished = False
+        while not finished:
+            batch = [await pages.get()]
+            while not pages.empty() and sum(len(p.get("msg_list") or []) for p in batch
+                                            if isinstance(p, dict)) < BATCH_ITEMS:
+                batch.append(pages.get_nowait())
+            ready = [p for p in batch if isinstance(p, dict)]
+            if ready:
+                records = adapter.translate([i for p in ready for i in p.get("msg_list") or []])  # type: ignore[attr-defined]
+                count = await store_records(ctx, inbox, adapter, records)
+                stored += count
+                await _save_cursor(ctx, inbox_id, open_kfid, owner, ready[-1].get("next_cursor") or cursor, count)
+                cursor = ready[-1].get("next_cursor") or cursor
+            for item in batch:
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    finished = True
+    finally:
+        fetcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await fetcher
     return stored
+
+
+async def _fetch_pages(adapter: Any, inbox_id: int, open_kfid: str, cursor: str | None, token: str | None,
+                       out: asyncio.Queue[dict[str, Any] | BaseException | None]) -> None:
+    """kf/sync_msg pages in cursor order into `out`; None after the last (has_more 0), an error as is."""
+    try:
+        for _ in range(MAX_PAGES):
+            try:
+                page = await adapter.sync_page(cursor=cursor, token=token, open_kfid=open_kfid)
+            except WeComAPIError as exc:
+                if token is None:
+                    raise
+                # An expired or foreign token: the token-less pull still reads the account.
+                log.warning("wecom kf inbox %s: sync token refused (%s); pulling without it", inbox_id, exc.errcode)
+                token = None
+                continue
+            next_cursor = page.get("next_cursor") or cursor
+            more = str(page.get("has_more") or "0") not in ("0", "False", "false")
+            await out.put(page)
+            if not more:
+                break
+            if next_cursor == cursor and not page.get("msg_list"):
+                log.warning("wecom kf inbox %s: has_more without progress; stopping this pull", inbox_id)
+                break
+            cursor = next_cursor
+        await out.put(None)
+    except (WeComAPIError, WeComNetworkError) as exc:
+        await out.put(exc)
 
 
 async def _save_cursor(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
@@ -267,8 +354,3 @@ async def run_catchup(ctx: AppContext, stop: asyncio.Event) -> None:
             log.exception("wecom kf catch-up failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), CATCHUP_TICK)
-
-
-def owed_filter() -> Any:
-    """Rows with a pull owed (for status pages and tests)."""
-    return and_(C.requested_seq > C.pulled_seq)
