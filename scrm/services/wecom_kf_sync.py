@@ -38,8 +38,8 @@ log = logging.getLogger("scrm.wecom.sync")
 LEASE_SECONDS = 30.0
 TOKEN_TTL = timedelta(minutes=9)  # WeCom's sync token is valid 10 minutes
 MAX_PAGES = 10_000  # per pull: a runaway has_more never pins a process
-PREFETCH_PAGES = 8  # pages fetched ahead while earlier ones are stored
-BATCH_ITEMS = 1000  # items stored in one go at most
+PREFETCH_PAGES = 32  # pages fetched ahead while earlier ones are stored
+BATCH_ITEMS = 400  # items stored in one go at most
 OWED_RETRY_AFTER = timedelta(seconds=30)  # a pull that failed is tried again by the catch-up after this
 CATCHUP_TICK = 5.0
 C = WeComKfCursor.__table__.c
