@@ -1,5 +1,6 @@
 """The WeCom listener: mirrors handoffs and resolutions of 微信客服 conversations to WeCom's session state,
-and notes a refused change; links Official Account followers by UnionID when they first appear."""
+and notes a refused change; links Official Account followers by UnionID when they first appear; pushes
+label changes of external contacts to their corp tags."""
 
 from __future__ import annotations
 
@@ -41,14 +42,22 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
             await wecom_session.on_state_failed(ctx, int(event.data["delivery_id"]))
 
     async def on_contact(event: ev.Event) -> None:
+        contact_id = event.data.get("contact_id")
+        if not isinstance(contact_id, int):
+            return
         if event.data.get("created"):
             from scrm.services.wecom_oa import fetch_follower_unionids
 
-            await fetch_follower_unionids(ctx, int(event.data["contact_id"]))
+            await fetch_follower_unionids(ctx, contact_id)
+        elif event.data.get("change") in (None, "tag", "merged"):
+            from scrm.services.wecom_contacts import push_labels  # labels -> corp tags (no-op without WeCom)
+
+            await push_labels(ctx, contact_id)
 
     names = (ev.CONVERSATION_CREATED, ev.CONVERSATION_HANDLER_CHANGED, ev.CONVERSATION_STATUS_CHANGED)
     subs = [ctx.bus.subscribe(on_conversation, name, per_conversation=True) for name in names]
     subs.append(ctx.bus.subscribe(on_delivery, ev.DELIVERY_UPDATED,
                                   wants=lambda e: e.data.get("kind") == "wecom_state"))
-    subs.append(ctx.bus.subscribe(on_contact, ev.CONTACT_UPDATED, wants=lambda e: bool(e.data.get("created"))))
+    subs.append(ctx.bus.subscribe(on_contact, ev.CONTACT_UPDATED, wants=lambda e: bool(e.data.get("created")) or (
+        e.data.get("change") in (None, "tag", "merged") and "imported" not in e.data)))
     return subs

@@ -189,3 +189,59 @@ async def test_customer_profiles_come_from_batchget_once(client, ctx, fake) -> N
         contact = await s.get(Contact, ident.contact_id)
         union = await s.scalar(select(WeChatUnionId.unionid).where(WeChatUnionId.identity_id == ident.id))
     assert contact.name == "李娜" and contact.attributes["gender"] == "female" and union == "oUnionLina"
+
+
+async def test_media_is_fetched_into_storage_and_uploaded_back(client, ctx, fake, admin_headers) -> None:
+    from scrm.listeners.media import fetch_message_media
+    from tests.integration.helpers_integration import agent_reply, deliver_all
+
+    inbox = await kf_inbox(ctx, fake, handoff="api_only")
+    fake.media["MEDIA_IMG_1"] = (b"\xff\xd8\xff\xe0 fake jpeg", "image/jpeg")
+    fake.add({"msgid": "img-1", "open_kfid": OPEN_KFID, "external_userid": C1, "send_time": 1700000000, "origin": 3,
+              "msgtype": "image", "image": {"media_id": "MEDIA_IMG_1"}},
+             {"msgid": "file-1", "open_kfid": OPEN_KFID, "external_userid": C1, "send_time": 1700000001, "origin": 3,
+              "msgtype": "file", "file": {"media_id": "EXPIRED_AFTER_3_DAYS"}})
+    await notify(client, ctx, fake, inbox.id)
+    image, expired = await inbound(ctx, inbox.id)
+    await fetch_message_media(ctx, image.id)
+    await fetch_message_media(ctx, expired.id)
+    (image,) = await messages_by_id(ctx, image.id)
+    (expired,) = await messages_by_id(ctx, expired.id)
+    key = image.attachments[0]["storage_key"]
+    assert await ctx.storage.load(key) == b"\xff\xd8\xff\xe0 fake jpeg"
+    assert "40007" in expired.attachments[0]["error"]  # shown to the agent, nothing crashed
+    # An agent sends the stored picture back: uploaded as temporary media, then kf/send_msg image.
+    await agent_reply(client, admin_headers, image.conversation_id, "收到")
+    resp = await client.post(f"/api/v1/conversations/{image.conversation_id}/messages", headers=admin_headers,
+                             json={"text": "", "attachments": [{"kind": "image", "storage_key": key,
+                                                                "mime_type": "image/jpeg"}]})
+    assert resp.status == 201, await resp.text()
+    await deliver_all(ctx)
+    sent_image = next(s for s in fake.sends if s["msgtype"] == "image")
+    assert fake.uploads[sent_image["image"]["media_id"]] == ("image", b"\xff\xd8\xff\xe0 fake jpeg")
+
+
+async def messages_by_id(ctx, message_id: int):  # type: ignore[no-untyped-def]
+    from tests.integration.helpers_integration import messages
+
+    return await messages(ctx, id=message_id)
+
+
+async def test_links_count_the_customers_each_source_brought(client, ctx, fake, admin_headers) -> None:
+    from tests.channels.wecom.wecom_samples import event_item
+
+    inbox = await kf_inbox(ctx, fake)
+    resp = await client.post(f"/api/v1/inboxes/{inbox.id}/wecom/ways", headers=admin_headers,
+                             json={"name": "小程序客服入口", "scene": "mini-app"})
+    assert resp.status == 201, await resp.text()
+    assert (await client.post(f"/api/v1/inboxes/{inbox.id}/wecom/ways", headers=admin_headers,
+                              json={"name": "bad", "scene": "有空格 的scene"})).status == 400
+    for n, customer in enumerate((C1, C2)):
+        fake.add(event_item(f"enter-{n}", {"event_type": "enter_session", "open_kfid": OPEN_KFID,
+                                           "external_userid": customer, "scene": "mini-app"}),
+                 text_item(f"hello-{n}", customer, "你好"))
+    await notify(client, ctx, fake, inbox.id)
+    ways = (await (await client.get(f"/api/v1/inboxes/{inbox.id}/wecom/ways", headers=admin_headers)).json())["items"]
+    assert [(w["scene"], w["customers"], w["conversations"]) for w in ways] == [("mini-app", 2, 2)]
+    qr = await client.get(f"/api/v1/wecom/ways/{ways[0]['id']}/qr.svg", headers=admin_headers)
+    assert qr.status == 200 and qr.content_type == "image/svg+xml" and b"<svg" in await qr.read()

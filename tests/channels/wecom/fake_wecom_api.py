@@ -6,6 +6,7 @@ exists (95018, 45009, 42001, 40014). Customer contacts (客户联系) live in fa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -50,6 +51,7 @@ class FakeWeCom:
     raw_pages: list[dict[str, Any]] = field(default_factory=list)  # served verbatim before the log
     empty_pages_with_more: int = 0  # the next N pages are empty but say has_more=1
     sync_requests: list[dict[str, Any]] = field(default_factory=list)
+    sync_delays: list[float] = field(default_factory=list)  # the next sync_msg answers wait this long
     callback_tokens: set[str] = field(default_factory=set)
     sends: list[dict[str, Any]] = field(default_factory=list)  # accepted kf/send_msg bodies
     send_attempts: list[dict[str, Any]] = field(default_factory=list)  # every kf/send_msg body
@@ -143,6 +145,8 @@ class FakeWeCom:
             return refused
         assert body is not None
         self.sync_requests.append(body)
+        if self.sync_delays:
+            await asyncio.sleep(self.sync_delays.pop(0))
         token = body.get("token")
         if token is not None and token not in self.callback_tokens:
             return error(95007)
