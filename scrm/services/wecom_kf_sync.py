@@ -189,6 +189,9 @@ async def pull(ctx: AppContext, inbox_id: int, open_kfid: str) -> int:
         except (WeComAPIError, WeComNetworkError) as exc:
             error = str(exc)
             log.warning("wecom kf inbox %s: pull stopped: %s (retried later)", inbox_id, error)
+        except Exception as exc:  # the database, a bug: give the lease back so the catch-up can retry soon
+            await _release(ctx, inbox_id, open_kfid, owner, seen, f"{type(exc).__name__}: {exc}"[:500])
+            raise
         if not await _release(ctx, inbox_id, open_kfid, owner, seen, error) or error:
             return stored
 
@@ -282,7 +285,9 @@ async def _fetch_pages(adapter: Any, inbox_id: int, open_kfid: str, cursor: str 
                 break
             cursor = next_cursor
         await out.put(None)
-    except (WeComAPIError, WeComNetworkError) as exc:
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - handed to the storing side, which stops the pull with it
         await out.put(exc)
 
 
