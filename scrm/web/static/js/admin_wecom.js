@@ -38,7 +38,8 @@ async function showWays(inbox, panel) {
   const rows = data.items.map((w) => h("tr", { "data-testid": "wecom-way" }, h("td", { text: w.name }), h("td", {}, h("code", { text: w.scene })),
     h("td", {}, w.url ? [h("a", { href: w.url, target: "_blank", rel: "noopener", text: w.url }), h("br"),
       h("img.qr", { src: `/api/v1/wecom/ways/${w.id}/qr.svg`, alt: w.scene, width: 132, height: 132, "data-testid": "wecom-qr" })]
-      : w.qr_code ? h("img.qr", { src: w.qr_code, alt: w.scene, width: 132, height: 132, referrerpolicy: "no-referrer" }) : ""),
+      // WeCom hosts the 渠道活码 image; the page's policy loads images from this server only: a link.
+      : w.qr_code ? h("a", { href: w.qr_code, target: "_blank", rel: "noopener noreferrer", text: t("wecom.open_qr") }) : ""),
     h("td", { "data-testid": "way-customers", text: String(w.customers) }), h("td", { text: String(w.conversations) })));
   const error = h("p.error", { role: "alert", hidden: true });
   const fields = [["name", "wecom.way_name", true], ["scene", "wecom.scene", true]];

@@ -10,5 +10,6 @@ export const enWecom = {
   "wecom.welcome": "Welcome message (optional)", "wecom.create_way": "Create link",
   "wecom.customers": "Customers", "wecom.conversations": "Conversations", "wecom.link": "Link / QR code",
   "wecom.no_ways": "No links yet. Create one per acquisition source to see which source brought which customers.",
+  "wecom.open_qr": "Open the QR code",
   "wecom.sync": "Sync now", "wecom.synced": "Synced: {n}", "wecom.close": "Close",
 };

@@ -10,5 +10,6 @@ export const zhWecom = {
   "wecom.welcome": "欢迎语（可选）", "wecom.create_way": "创建渠道链接",
   "wecom.customers": "客户数", "wecom.conversations": "会话数", "wecom.link": "链接 / 二维码",
   "wecom.no_ways": "还没有渠道链接。为每个获客来源创建一个，即可统计各来源带来的客户。",
+  "wecom.open_qr": "打开二维码",
   "wecom.sync": "立即同步", "wecom.synced": "同步完成：{n}", "wecom.close": "关闭",
 };
