@@ -45,6 +45,12 @@ class Capabilities:
     # Conversations follow explicit thread references (email): an unreferenced message opens a new
     # conversation instead of continuing the contact's latest one.
     threaded: bool = False
+    # At most this many messages per reply window (WeCom 微信客服: 5 within 48 h of the customer's
+    # last message); None = no count limit.
+    max_replies_in_window: int | None = None
+    # Broadcasts are handed to staff who confirm them in their own client (WeCom 群发助手), grouped
+    # per sender, instead of being sent one delivery at a time.
+    staff_confirmed_broadcast: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,11 @@ class ChannelRuntime(Protocol):
         """
         ...
 
+    async def request_pull(self, data: Mapping[str, Any]) -> None:
+        """The platform says new items wait to be pulled (WeCom's kf_msg_or_event): record that durably
+        before the webhook is answered; the application pulls after the answer, in one process."""
+        ...
+
     async def passive_reply(
         self,
         outcome: IngestOutcome,
@@ -200,6 +211,11 @@ class ChannelAdapter(abc.ABC):
     def rate_limits(self, message: OutboundMessage) -> Sequence[RateLimit]:
         """The rate limits this delivery counts against (applied by the worker before send)."""
         return ()
+
+    @classmethod
+    def reply_blocked(cls, identity_attributes: Mapping[str, Any]) -> str | None:
+        """Why the platform would refuse a reply to this identity now (its session rules), or None."""
+        return None
 
     async def setup(self) -> None:
         """Register with the platform (e.g. setWebhook) when the inbox is created or the server starts."""

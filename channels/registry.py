@@ -14,6 +14,8 @@ KNOWN_CHANNELS: dict[str, str] = {
     "telegram": "channels.telegram",
     "wechat_oa": "channels.wechat",
     "email": "channels.email",
+    "wecom_kf": "channels.wecom",
+    "wecom_contacts": "channels.wecom",
 }
 
 _REGISTRY: dict[str, type[ChannelAdapter]] = {}

@@ -84,6 +84,17 @@ class AppChannelRuntime:
         places.append(now + PASSIVE_RESERVATION_SECONDS)
         return True
 
+    async def request_pull(self, data: Any) -> None:
+        """Record the owed pull durably (committed before the webhook is answered) and start it."""
+        if data.get("kind") == "external_contact":
+            from scrm.services.wecom_contacts import on_change
+
+            await on_change(self.ctx, self.inbox_id, data)
+            return
+        from scrm.services.wecom_kf_sync import request_pull
+
+        await request_pull(self.ctx, self.inbox_id, dict(data))
+
     async def passive_reply(
         self, outcome: IngestOutcome, timeout: float, accept: Callable[[OutboundMessage], bool] | None = None
     ) -> OutboundMessage | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -26,6 +28,40 @@ SAMPLES: list[tuple[str, ContactProfile, list[str]]] = [
     ("u-david", ContactProfile(name="David Müller", language="en"), ["Do you ship to Germany? How long does it take?"]),
     ("u-liu", ContactProfile(name="刘洋", phone="13912345678", language="zh"), ["转人工"]),
 ]
+
+
+# A 微信客服 customer as kf/sync_msg returns them (translated by the real adapter code): they came in
+# through the official account's menu (scene), asked about an order, shared a location and a product card.
+WECOM_ITEMS: list[dict[str, Any]] = [
+    {"msgid": "demo-kf-0", "origin": 4, "msgtype": "event", "event": {
+        "event_type": "enter_session", "external_userid": "wmDemoCustomerXiaowang", "scene": "oamenu",
+        "scene_param": "%E5%8F%8C%E5%8D%81%E4%B8%80"}},
+    {"msgid": "demo-kf-1", "origin": 3, "external_userid": "wmDemoCustomerXiaowang", "msgtype": "text",
+     "text": {"content": "你好，我在公众号菜单点进来的，双十一买的空气炸锅什么时候到？"}},
+    {"msgid": "demo-kf-2", "origin": 3, "external_userid": "wmDemoCustomerXiaowang", "msgtype": "location",
+     "location": {"latitude": 31.2304, "longitude": 121.4737, "name": "人民广场", "address": "上海市黄浦区人民大道"}},
+    {"msgid": "demo-kf-3", "origin": 3, "external_userid": "wmDemoCustomerXiaowang", "msgtype": "channels_shop_product",
+     "channels_shop_product": {"product_id": "10000123", "title": "空气炸锅 5L", "sales_price": 29900,
+                               "shop_nickname": "演示小店"}},
+]
+
+
+async def seed_wecom_customer(ctx: Any) -> None:
+    """A WeCom 微信客服 customer in the inbox (the demo inbox is not connected to WeCom, so it is disabled)."""
+    from channels.wecom.kf_inbound import translate
+
+    async with ctx.db.transaction() as s:
+        inbox = Inbox(name="企业微信客服 WeCom (demo)", channel_type="wecom_kf", active=False,
+                      settings={"corp_id": "ww0000000000demo00", "open_kfid": "wkDemoAccount",
+                                "api_base_url": "http://127.0.0.1:9"},
+                      secrets={"secret": "demo", "token": "demo", "encoding_aes_key": "a" * 43})
+        s.add(inbox)
+    now = int(datetime.now(UTC).timestamp()) - 1800
+    profile = ContactProfile(name="小王（微信客服）", attributes={"gender": "male"})
+    for n, item in enumerate(WECOM_ITEMS):
+        for entry in translate({**item, "send_time": now + 60 * n}).items:
+            entry = dataclasses.replace(entry, profile=profile) if isinstance(entry, InboundMessage) else entry
+            await ingest(ctx, inbox, [entry])
 
 
 async def seed_demo(settings: Settings) -> None:
@@ -61,6 +97,7 @@ async def seed_demo(settings: Settings) -> None:
                     await ingest(ctx, sim, [item])
                     await ctx.bus.drain(30)
             await OutboxWorker(ctx).run_until_idle(timeout=60)
+            await seed_wecom_customer(ctx)
         base = f"http://{settings.server.host}:{settings.server.port}"
         print(
             "\n".join([

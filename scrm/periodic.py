@@ -25,6 +25,8 @@ JOBS: tuple[tuple[str, str], ...] = (
     ("scrm.services.sla", "run_sla_checker"),
     ("scrm.services.bot", "run_timeouts"),
     ("scrm.services.snooze", "run_snooze_waker"),
+    ("scrm.services.wecom_kf_sync", "run_catchup"),
+    ("scrm.services.wecom_jobs", "run_wecom_jobs"),
 )
 LEASE = 30.0
 

@@ -72,6 +72,15 @@ class WeChatClient:
         """Template message (notifications, allowed outside the window)."""
         return await self.post_json("/cgi-bin/message/template/send", payload)
 
+    async def user_info(self, openid: str) -> dict[str, Any]:
+        """user/info: a follower's profile; `unionid` is there when the account is bound to an open platform."""
+
+        async def call(token: str) -> dict[str, Any]:
+            return await request_json(self._http(), "GET", self._base + "/cgi-bin/user/info",
+                                      params={"access_token": token, "openid": openid, "lang": "zh_CN"})
+
+        return await self._with_token(call)
+
     async def upload_media(
         self, kind: str, data: bytes, *, filename: str | None, mime_type: str | None
     ) -> str:
@@ -148,3 +157,4 @@ def _extension(mime_type: str | None, kind: str) -> str:
         sub = mime_type.split("/", 1)[1].split(";")[0]
         return {"jpeg": "jpg", "mpeg": "mp3"}.get(sub, sub)
     return {"image": "jpg", "voice": "amr", "video": "mp4", "thumb": "jpg"}.get(kind, "bin")
+

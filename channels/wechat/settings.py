@@ -33,6 +33,9 @@ class WeChatSettings(AdapterSettings):
     passive_reply_timeout: float = Field(default=4.0, ge=0, lt=5.0)  # WeChat gives up after 5 s
     use_stable_token: bool = True
     template: TemplateSettings | None = None
+    # Fetch each new follower's UnionID (user/info; the account must be bound to an open platform) so
+    # the same person on WeCom becomes one contact.
+    link_unionid: bool = False
 
 
 class WeChatSecrets(AdapterSettings):

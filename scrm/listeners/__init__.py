@@ -19,6 +19,7 @@ LISTENER_MODULES = (
     "scrm.listeners.realtime",
     "scrm.listeners.desk",
     "scrm.listeners.notifications",
+    "scrm.listeners.wecom",
 )
 
 

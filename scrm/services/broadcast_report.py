@@ -20,7 +20,7 @@ PENDING = ("queued", "claimed", "sending")
 
 
 def effective_status(recipient_status: str, delivery_status: str | None) -> str:
-    """queued | paused | sent | delivered | failed | skipped | cancelled."""
+    """queued | waiting (for staff confirmation) | paused | sent | delivered | failed | skipped | cancelled."""
     if recipient_status == "skipped":
         return "skipped"
     if delivery_status is None:
@@ -72,6 +72,7 @@ async def report(session: AsyncSession, b: Broadcast) -> dict[str, Any]:
         "targeted": targeted,
         "queued": counts["queued"],
         "paused": counts["paused"],
+        "waiting": counts["waiting"],  # WeCom 群发: waiting for the staff member to confirm in WeCom
         "skipped": counts["skipped"],
         "skipped_by_reason": dict(skipped),
         "sent": counts["sent"] + counts["delivered"],  # delivered messages were sent too

@@ -5,7 +5,9 @@ Channel rules come from each adapter's capabilities and the identity's state, ne
 - a channel with a reply window (WeChat: 48 h): a normal message only inside the window, otherwise the
   inbox's configured template message, otherwise skipped "outside_window";
 - Telegram: only users who started the bot (they wrote to it) and did not block it;
-- email: only with consent (contact attributes consent.email = true), with an unsubscribe link.
+- email: only with consent (contact attributes consent.email = true), with an unsubscribe link;
+- WeCom 客户联系: only customers a staff member follows, at most one 群发 per customer per day; the
+  message waits for that staff member to confirm it in the WeCom client (status "waiting").
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from channels.registry import get_adapter_class
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")  # WeCom's daily 群发 cap counts calendar days in China
 
 VAR_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(?:\|\s*(.*?)\s*)?\}\}")
 PROFILE_VARS = ("name", "email", "phone", "language")
@@ -162,6 +167,12 @@ def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: Inbox
         consent = (contact.get("attributes") or {}).get("consent") or {}
         if not (isinstance(consent, Mapping) and consent.get("email") is True):
             return skip("no_consent")
+    if caps.staff_confirmed_broadcast:  # WeCom 群发: a staff member who follows the customer sends it
+        if not ident.attributes.get("follow_users"):
+            return skip("no_staff")
+        if ident.attributes.get("wecom_mass_day") == now.astimezone(SHANGHAI).date().isoformat():
+            return skip("daily_cap")  # one 群发 per customer per day, across the corp
+        return Decision(ident, inbox, "staff_confirmed")
     if caps.reply_window is not None:
         inside = ident.last_inbound_at is not None and now - ident.last_inbound_at < caps.reply_window
         if not inside:

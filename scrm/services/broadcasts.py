@@ -239,7 +239,9 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
                     "id": rec["delivery_id"], "idempotency_key": f"broadcast:{b.id}:{cid}", "inbox_id": d.inbox.id,
                     "identity_id": d.identity.id, "recipient_id": d.identity.external_id,
                     "ordering_key": f"{d.inbox.id}:{d.identity.external_id}",
-                    "kind": "broadcast", "status": "queued", "attempts": 0, "next_attempt_at": now,
+                    "kind": "broadcast", "attempts": 0, "next_attempt_at": now,
+                    # Staff-confirmed channels (WeCom 群发): grouped per sender by their own job, not sent one by one.
+                    "status": "waiting" if d.mode == "staff_confirmed" else "queued",
                     "created_at": now, "message_id": None, "conversation_id": None,
                     "payload": {"text": text, "content_type": ctype, "attachments": [], "choices": [],
                                 "metadata": meta, "automatic": False, "reply_to_external_id": None,
@@ -472,7 +474,7 @@ async def finish_completed(ctx: AppContext) -> int:
         running = (await tx.session.scalars(select(Broadcast).where(Broadcast.status == "running"))).all()
         for b in running:
             pending = await tx.session.scalar(select(Delivery.id).where(
-                _own_deliveries(b.id), Delivery.status.in_(("queued", "claimed", "sending", "paused"))).limit(1))
+                _own_deliveries(b.id), Delivery.status.in_(("queued", "claimed", "sending", "paused", "waiting"))).limit(1))
             if pending is None:
                 b.status, b.finished_at = "completed", utcnow()
                 done += 1

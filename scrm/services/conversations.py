@@ -28,6 +28,7 @@ from scrm.domain import Choice
 from scrm.services import audit, notifications, preferences
 from scrm.services.conversation_turns import wait_turn
 from scrm.services.outbox import enqueue_message
+from scrm.services.reply_limits import with_reply_count
 from scrm.services.uow import Tx
 
 STATUSES = ("open", "pending", "snoozed", "resolved")
@@ -73,7 +74,8 @@ def reply_window(inbox: Inbox, identity: ContactIdentity, now: datetime | None =
     """Whether a reply can reach the contact now, and until when (WeChat's 48-hour window)."""
     now = now or utcnow()
     try:
-        caps = get_adapter_class(inbox.channel_type).capabilities
+        adapter_class = get_adapter_class(inbox.channel_type)
+        caps = adapter_class.capabilities
     except KeyError:
         return {"open": False, "reason": f"channel {inbox.channel_type!r} is not available in this build"}
     if not inbox.active:
@@ -82,6 +84,9 @@ def reply_window(inbox: Inbox, identity: ContactIdentity, now: datetime | None =
         return {"open": False, "reason": "contact unsubscribed from this channel"}
     if not identity.reachable:
         return {"open": False, "reason": f"contact unreachable: {identity.unreachable_reason or 'blocked'}"}
+    blocked = adapter_class.reply_blocked(identity.attributes or {})
+    if blocked:
+        return {"open": False, "reason": blocked}
     if caps.reply_window is None:
         return {"open": True, "closes_at": None}
     if identity.last_inbound_at is None:
@@ -102,7 +107,7 @@ async def do_reply(
     if not (text and text.strip()) and not attachments:
         raise ConversationError("reply text is empty", 400, "empty_reply")
     conv, inbox, identity = await load(tx, conversation_id)
-    window = reply_window(inbox, identity)
+    window = await with_reply_count(tx.session, inbox, identity, reply_window(inbox, identity))
     if not window["open"]:
         raise ConversationError(window["reason"], 409, "reply_window_closed")
     last_in = await tx.session.scalar(
@@ -273,7 +278,7 @@ async def do_retry_delivery(tx: Tx, message_id: int, agent_id: int) -> Delivery:
         raise ConversationError(f"only failed deliveries can be retried (this one is {delivery.status})", 409, "not_failed")
     conv, inbox, identity = await load(tx, delivery.conversation_id) if delivery.conversation_id else (None, None, None)
     if inbox is not None and identity is not None:
-        window = reply_window(inbox, identity)
+        window = await with_reply_count(tx.session, inbox, identity, reply_window(inbox, identity))
         if not window["open"]:
             raise ConversationError(window["reason"], 409, "reply_window_closed")
     delivery.status = "queued"

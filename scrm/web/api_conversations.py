@@ -16,6 +16,7 @@ from scrm.domain import Choice
 from scrm.services import conversation_search
 from scrm.services import conversations as conv_svc
 from scrm.services.agents import Principal
+from scrm.services.reply_limits import with_reply_count
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.routing import SUPPORT, ApiError, api, ok, path_int, query_int
@@ -140,10 +141,11 @@ async def _conversation_detail(request: web.Request, cid: int) -> dict[str, Any]
         identity = await s.get(ContactIdentity, conv.identity_id)
         assignee = await s.get(Agent, conv.assignee_id) if conv.assignee_id else None
         labels = list((await s.scalars(select(ConversationLabel.label).where(ConversationLabel.conversation_id == cid))).all())
-    assert inbox is not None and identity is not None
+        assert inbox is not None and identity is not None
+        window = await with_reply_count(s, inbox, identity, conv_svc.reply_window(inbox, identity))
     data = conversation_json(conv, contact=contact, inbox=inbox, assignee=assignee, labels=sorted(labels))
     data["identity"] = identity_json(identity, inbox)
-    data["reply_window"] = conv_svc.reply_window(inbox, identity)
+    data["reply_window"] = window
     return data
 
 

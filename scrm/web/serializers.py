@@ -21,8 +21,11 @@ def _mask(value: Any) -> str:
     return "••••" + s[-4:] if len(s) > 8 else "••••"
 
 
+WEBHOOK_SEGMENTS = {"wechat_oa": "wechat", "wecom_kf": "wecom", "wecom_contacts": "wecom-contacts"}
+
+
 def inbox_json(i: Inbox, *, public_url: str | None = None, reveal: bool = False) -> dict[str, Any]:
-    path = f"/webhooks/{'wechat' if i.channel_type == 'wechat_oa' else i.channel_type}/{i.id}"
+    path = f"/webhooks/{WEBHOOK_SEGMENTS.get(i.channel_type, i.channel_type)}/{i.id}"
     return {
         "id": i.id, "name": i.name, "channel_type": i.channel_type, "settings": i.settings,
         "secrets": dict(i.secrets) if reveal else {k: _mask(v) for k, v in (i.secrets or {}).items()},

@@ -16,7 +16,8 @@ from scrm.web.routing import ApiError, json_error
 log = logging.getLogger("scrm.webhooks")
 
 # URL segment -> channel type (WeChat's console wants a short path).
-CHANNEL_PATHS = {"api": "api", "telegram": "telegram", "wechat": "wechat_oa", "email": "email", "memory": "memory"}
+CHANNEL_PATHS = {"api": "api", "telegram": "telegram", "wechat": "wechat_oa", "email": "email", "memory": "memory",
+                 "wecom": "wecom_kf", "wecom-contacts": "wecom_contacts"}
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

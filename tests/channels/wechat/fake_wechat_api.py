@@ -44,6 +44,7 @@ class FakeWeChat:
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     errors: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     http_errors: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    unionids: dict[str, str] = field(default_factory=dict)  # openid -> unionid (account bound to an open platform)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -67,6 +68,7 @@ class FakeWeChat:
         app.router.add_post("/cgi-bin/media/upload", self._upload)
         app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_get("/video/{media_id}", self._video)
+        app.router.add_get("/cgi-bin/user/info", self._user_info)
         return app
 
     # -- token ------------------------------------------------------------------------------
@@ -156,6 +158,16 @@ class FakeWeChat:
             content_type=mime,
             headers={"Content-disposition": f'attachment; filename="{media_id}.jpg"'},
         )
+
+    async def _user_info(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        openid = request.query.get("openid", "")
+        info: dict[str, Any] = {"subscribe": 1, "openid": openid, "language": "zh_CN", "subscribe_time": 1700000000}
+        if openid in self.unionids:
+            info["unionid"] = self.unionids[openid]
+        return web.json_response(info)
 
     async def _video(self, request: web.Request) -> web.Response:
         return web.Response(body=b"\x00\x00\x00\x18ftypmp42", content_type="video/mp4")

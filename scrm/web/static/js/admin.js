@@ -3,6 +3,7 @@
 import { del, get, patch, post } from "./api.js";
 import { h, replace, select } from "./dom.js";
 import { t } from "./i18n.js";
+import { structuredValue, wecomActions, wecomHelp } from "./admin_wecom.js";
 import { channelIcon } from "./icons.js";
 import { isAdmin, state } from "./state.js";
 import { toast } from "./toast.js";
@@ -100,6 +101,7 @@ function webhookUrl(i) {
 
 async function inboxes(body) {
   const [data, types] = await Promise.all([get("/inboxes"), get("/channel_types")]);
+  const wecomPanel = h("div.wecom-panel", { "data-testid": "wecom-panel" });
   const rows = data.items.map((i) => {
     const result = h("span.test-result", { "data-testid": "test-result" });
     const test = h("button", { text: t("admin.test"), on: { click: async () => {
@@ -115,7 +117,7 @@ async function inboxes(body) {
     } } });
     return h("tr", { class: i.active ? "" : "inactive" }, h("td", {}, channelIcon(i.channel_type), " ", h("span", { text: i.name })),
       h("td", { text: i.channel_type }), h("td", {}, h("code.copy", { "data-testid": "webhook-url", text: webhookUrl(i) })),
-      h("td", { text: i.active ? t("admin.active") : t("admin.disabled") }), h("td", {}, test, " ", result));
+      h("td", { text: i.active ? t("admin.active") : t("admin.disabled") }), h("td", {}, test, " ", result, wecomActions(i, wecomPanel)));
   });
   const typeSel = select(types.items.map((c) => [c.channel_type, `${c.display_name} (${c.channel_type})`]), types.items[0]?.channel_type,
     { name: "channel_type", "data-testid": "channel-type" });
@@ -124,6 +126,7 @@ async function inboxes(body) {
   function renderFields() {
     const spec = types.items.find((c) => c.channel_type === typeSel.value);
     replace(fieldsBox, spec ? [
+      wecomHelp(spec.channel_type),
       ...spec.settings.map((f) => specField("settings", f)),
       ...spec.secrets.map((f) => specField("secrets", f)),
     ] : []);
@@ -138,6 +141,13 @@ async function inboxes(body) {
       let value = el.type === "checkbox" ? el.checked : el.value.trim();
       if (value === "" ) continue;
       if (el.dataset.kind === "integer" || el.dataset.kind === "number") value = Number(value);
+      if (el.dataset.kind === "object" || el.dataset.kind === "array") {
+        try {
+          value = structuredValue(el);
+        } catch {
+          throw new Error(`${el.name}: ${t("wecom.json_hint")}`);
+        }
+      }
       (el.dataset.group === "settings" ? settings : secrets)[el.name] = value;
     }
     const inbox = await post("/inboxes", { name: createForm.elements.name.value.trim(), channel_type: typeSel.value, settings, secrets });
@@ -150,7 +160,7 @@ async function inboxes(body) {
   }, "inbox-form");
   replace(body, h("h2", { text: t("admin.inboxes") }),
     h("table.grid", {}, h("tr", {}, [t("admin.inbox_name"), t("admin.channel"), t("admin.webhook"), "", ""].map((x) => h("th", { text: x }))), rows),
-    h("h3", { text: t("admin.create_inbox") }), createForm, created);
+    wecomPanel, h("h3", { text: t("admin.create_inbox") }), createForm, created);
 }
 
 function specField(group, f) {
@@ -159,6 +169,8 @@ function specField(group, f) {
   let control;
   if (f.enum) control = select([["", ""], ...f.enum.map((v) => [v, v])], f.default ?? "", attrs);
   else if (f.type === "boolean") control = h("input", { type: "checkbox", checked: Boolean(f.default), ...attrs });
+  else if (f.type === "object" || f.type === "array") control = h("input", { type: "text", autocomplete: "off", ...attrs,
+    placeholder: t(f.type === "object" ? "wecom.json_hint" : "wecom.list_hint") });
   else control = h("input", { type: group === "secrets" ? "password" : f.type === "integer" || f.type === "number" ? "number" : "text",
     step: f.type === "number" ? "any" : undefined, placeholder: f.default != null ? String(f.default) : "", autocomplete: "off", ...attrs });
   return h("label.field", {}, h("span", { text: `${f.name}${f.required ? " *" : ""}` }), control,

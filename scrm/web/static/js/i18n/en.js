@@ -1,6 +1,7 @@
 // English dictionary. Keys are grouped by screen; {name} placeholders are filled as plain text.
 import { enMarketing } from "./en_marketing.js";
 import { enDesk } from "./en_desk.js";
+import { enWecom } from "./en_wecom.js";
 export const en = {
   "loading": "Loading…",
   "nav.inbox": "Inbox", "nav.admin": "Admin", "nav.simulator": "Customer simulator",
@@ -74,6 +75,7 @@ export const en = {
   "error.network": "Cannot reach the server. Check the connection; nothing you typed is lost.",
   "error.http": "Server error", "error.notfound": "This page does not exist.", "error.unexpected": "Unexpected error",
   "error.boot": "The inbox could not start:",
+  ...enWecom, // WeCom admin
   ...enMarketing, // contacts, segments, broadcasts
   ...enDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
 };

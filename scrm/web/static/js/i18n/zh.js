@@ -1,6 +1,7 @@
 // 中文词典。键按页面分组；{name} 占位符以纯文本填充。
 import { zhMarketing } from "./zh_marketing.js";
 import { zhDesk } from "./zh_desk.js";
+import { zhWecom } from "./zh_wecom.js";
 export const zh = {
   "loading": "加载中…",
   "nav.inbox": "收件箱", "nav.admin": "管理", "nav.simulator": "客户模拟器",
@@ -74,6 +75,7 @@ export const zh = {
   "error.network": "无法连接服务器，请检查网络；已输入的内容不会丢失。",
   "error.http": "服务器错误", "error.notfound": "页面不存在。", "error.unexpected": "意外错误",
   "error.boot": "收件箱无法启动：",
+  ...zhWecom, // WeCom admin
   ...zhMarketing, // contacts, segments, broadcasts
   ...zhDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
 };

@@ -1,0 +1,291 @@
+"""微信客服 benchmark: 64 concurrent encrypted kf callbacks against `scrm serve`, each announcing 1-50 new
+customer messages that the server pulls from a fake WeCom API (kf/sync_msg pages of 1-50 messages),
+next to signed HTTP API channel posts of the same message counts to the same server in the same run
+(the baseline).
+
+    python bench/wecom_kf.py [--quick] [--callbacks N] [--accounts K]
+
+Deployed as the README says: `scrm serve --no-worker` answers callbacks and pulls, one `scrm worker`
+runs the bot (its kf/send_msg calls go to the fake). Measured: stored messages per second (from the
+first callback to the last message committed), the p99 from a callback to each of its messages being
+stored, the callback acknowledgement p99, and lost / duplicated messages (every announced msgid must
+be stored exactly once). Uses a scratch PostgreSQL database (BENCH_PG_DB, created and dropped) and a
+Redis db (BENCH_REDIS_URL, emptied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from _common import free_port, fresh_redis, stop, wait_up  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from channels.signing import signed_headers  # noqa: E402
+from tests.channels.wecom.fake_wecom_api import FakeWeCom, serving  # noqa: E402
+from tests.channels.wecom.wecom_samples import (  # noqa: E402
+    AES_KEY,
+    CORP_ID,
+    SECRET,
+    TOKEN,
+    envelope,
+    kf_event_xml,
+    text_item,
+)
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_DB = os.environ.get("BENCH_PG_DB", "scrm_bench_wecomkf")
+DB_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+API_SECRET = "bench-secret-0123456789abcdef-xyz"
+SENDERS = 64
+CUSTOMERS = 500
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[max(0, int(len(values) * q) - 1)] if values else 0.0
+
+
+async def create_db() -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+    await conn.execute(f"CREATE DATABASE {PG_DB}")
+    await conn.close()
+
+
+async def drop_db() -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+    await conn.close()
+
+
+async def seed(fake_url: str, accounts: int) -> tuple[int, list[tuple[int, str]]]:
+    from scrm.db.database import Database
+    from scrm.db.migrate import upgrade
+    from scrm.db.models import Inbox
+
+    await upgrade(DB_URL)
+    db = Database(DB_URL)
+    kf: list[tuple[int, str]] = []
+    async with db.transaction() as s:
+        api = Inbox(name="bench api", channel_type="api", settings={}, secrets={"secret": API_SECRET})
+        s.add(api)
+        for n in range(accounts):
+            kfid = f"wkBench{n:025d}"
+            box = Inbox(name=f"bench 微信客服 {n}", channel_type="wecom_kf",
+                        settings={"corp_id": CORP_ID, "open_kfid": kfid, "api_base_url": fake_url},
+                        secrets={"secret": SECRET, "token": TOKEN, "encoding_aes_key": AES_KEY})
+            s.add(box)
+            await s.flush()
+            kf.append((box.id, kfid))
+        await s.flush()
+        api_id = api.id
+    await db.dispose()
+    return api_id, kf
+
+
+async def stored_times(prefix: str) -> dict[str, float]:
+    """external_id -> commit-side created_at (epoch seconds) of the run's stored messages."""
+    import asyncpg
+
+    conn = await asyncpg.connect(DB_URL.replace("+asyncpg", ""), timeout=5)
+    try:
+        rows = await conn.fetch("SELECT external_id, extract(epoch from created_at) AS at FROM messages "
+                                "WHERE external_id LIKE $1 AND direction = 'in'", prefix + "%")
+    finally:
+        await conn.close()
+    return {r["external_id"]: float(r["at"]) for r in rows}
+
+
+async def count_duplicates(prefix: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(DB_URL.replace("+asyncpg", ""), timeout=5)
+    try:
+        return int(await conn.fetchval("SELECT count(*) - count(DISTINCT (inbox_id, external_id)) FROM messages "
+                                       "WHERE external_id LIKE $1", prefix + "%"))
+    finally:
+        await conn.close()
+
+
+async def settle(max_wait: float = 180.0) -> None:
+    """Wait until the worker has caught up (no new bot answers for 2 s): each phase starts on a quiet server."""
+    import asyncpg
+
+    conn = await asyncpg.connect(DB_URL.replace("+asyncpg", ""), timeout=5)
+    try:
+        last, still_since = -1, time.monotonic()
+        deadline = time.monotonic() + max_wait
+        while time.monotonic() < deadline:
+            n = int(await conn.fetchval("SELECT count(*) FROM messages WHERE direction = 'out'"))
+            if n != last:
+                last, still_since = n, time.monotonic()
+            elif time.monotonic() - still_since > 2.0:
+                return
+            await asyncio.sleep(0.25)
+    finally:
+        await conn.close()
+
+
+async def kf_run(base: str, fake: FakeWeCom, kf: list[tuple[int, str]], batches: list[int], run: str,
+                 timeout: float) -> dict[str, Any]:
+    """Each callback first makes 1-50 messages readable in WeCom, then announces them, as WeCom does."""
+    sent_at: dict[str, float] = {}
+    acks: list[float] = []
+    errors = 0
+    todo = iter(enumerate(batches))
+    total = sum(batches)
+
+    async def sender(http: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        for n, size in todo:
+            box, kfid = kf[n % len(kf)]
+            items = [text_item(f"{run}-{n}-{i}", f"wm{run}{(n * 7 + i) % CUSTOMERS:06d}", f"你好，订单 {n}-{i} 什么时候发货？",
+                               open_kfid=kfid) for i in range(size)]
+            started = time.time()
+            for item in items:
+                sent_at[item["msgid"]] = started
+            fake.add(*items, open_kfid=kfid)
+            query, body = envelope(kf_event_xml(fake.new_callback_token(), kfid))
+            t0 = time.perf_counter()
+            async with http.post(f"{base}/webhooks/wecom/{box}", params=query, data=body,
+                                 headers={"Content-Type": "text/xml"}) as r:
+                await r.read()
+                errors += r.status != 200
+            acks.append(time.perf_counter() - t0)
+
+    started = time.time()
+    conn = aiohttp.TCPConnector(limit=SENDERS)
+    async with aiohttp.ClientSession(connector=conn) as http:
+        await asyncio.gather(*[sender(http) for _ in range(SENDERS)])
+    stored: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stored = await stored_times(run + "-")
+        if len(stored) >= total:
+            break
+        await asyncio.sleep(0.2)
+    latencies = [stored[m] - sent_at[m] for m in sent_at if m in stored]
+    finished = max(stored.values(), default=started)
+    return {"rate": len(stored) / max(finished - started, 1e-9), "ack_p99_ms": pct(acks, 0.99) * 1000,
+            "ack_p50_ms": statistics.median(acks) * 1000, "stored_p99_ms": pct(latencies, 0.99) * 1000,
+            "stored_p50_ms": (statistics.median(latencies) * 1000) if latencies else 0.0,
+            "lost": total - len(stored), "duplicates": await count_duplicates(run + "-"), "errors": errors,
+            "messages": total}
+
+
+async def api_run(base: str, api_id: int, batches: list[int], run: str) -> dict[str, Any]:
+    """The baseline: signed API posts carrying the same numbers of messages."""
+    requests = []
+    for n, size in enumerate(batches):
+        body = json.dumps({"messages": [{"id": f"{run}-{n}-{i}", "sender": {"id": f"c{run}{(n * 7 + i) % CUSTOMERS}"},
+                                         "text": f"你好，订单 {n}-{i} 什么时候发货？"} for i in range(size)]},
+                          ensure_ascii=False).encode()
+        requests.append(body)
+    todo = iter(requests)
+    errors = 0
+    acks: list[float] = []
+
+    async def sender(http: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        for body in todo:
+            headers = {"Content-Type": "application/json", **signed_headers(API_SECRET, body)}
+            t0 = time.perf_counter()
+            async with http.post(f"{base}/webhooks/api/{api_id}", data=body, headers=headers) as r:
+                await r.read()
+                errors += r.status != 200
+            acks.append(time.perf_counter() - t0)
+
+    conn = aiohttp.TCPConnector(limit=SENDERS)
+    async with aiohttp.ClientSession(connector=conn) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*[sender(http) for _ in range(SENDERS)])
+        elapsed = time.perf_counter() - started
+    return {"rate": sum(batches) / elapsed, "errors": errors, "ack_p99_ms": pct(acks, 0.99) * 1000}
+
+
+async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
+    rnd = random.Random(seed_value)
+    await create_db()
+    await fresh_redis(REDIS_URL)
+    procs: list[subprocess.Popen[bytes]] = []
+    async with serving(FakeWeCom(page_size=50)) as fake:
+        fake.page_sizes = []
+        try:
+            api_id, kf = await seed(fake.base_url, accounts)  # type: ignore[attr-defined]
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            with tempfile.TemporaryDirectory() as tmp:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
+                env |= {"SCRM_DATABASE_URL": DB_URL, "SCRM_REDIS_URL": REDIS_URL,
+                        "SCRM_DATABASE_AUTO_MIGRATE": "false", "SCRM_STORAGE_PATH": f"{tmp}/files",
+                        "SCRM_LOGGING_LEVEL": "ERROR", "PYTHONPATH": str(ROOT)}
+                for args in (["serve", "--port", str(port), "--no-worker"], ["worker"]):
+                    procs.append(subprocess.Popen([sys.executable, "-m", "scrm.cli", *args], env=env, cwd=ROOT,
+                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                await wait_up(f"{base}/readyz")
+                run_id = os.urandom(3).hex()
+                warm = [rnd.randint(1, 50) for _ in range(max(8, callbacks // 8))]
+                await api_run(base, api_id, warm, run_id + "w0")
+                await kf_run(base, fake, kf, warm, run_id + "w1", timeout=60)
+                batches = [rnd.randint(1, 50) for _ in range(callbacks)]
+                fake.page_sizes = [rnd.randint(1, 50) for _ in range(callbacks * 4)]  # pages of 1-50
+                await settle()
+                api = await api_run(base, api_id, batches, run_id + "a")
+                await settle()
+                kfr = await kf_run(base, fake, kf, batches, run_id + "k", timeout=180)
+                return {"api": api, "kf": kfr, "sync_calls": len(fake.sync_requests)}
+        finally:
+            for proc in procs:
+                stop(proc)
+            await drop_db()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer callbacks (under a minute)")
+    ap.add_argument("--callbacks", type=int)
+    ap.add_argument("--accounts", type=int, default=1, help="kf accounts the callbacks are spread over")
+    ap.add_argument("--seed", type=int, default=17)
+    args = ap.parse_args()
+    callbacks = args.callbacks or (120 if args.quick else 600)
+    print(f"wecom_kf: {callbacks} encrypted kf callbacks from {SENDERS} concurrent senders, 1-50 new messages each, "
+          f"sync_msg pages of 1-50, {args.accounts} kf account(s), {CUSTOMERS} customers; scrm serve --no-worker + "
+          "scrm worker on PostgreSQL + Redis; baseline: API posts of the same message counts")
+    res = asyncio.run(run(callbacks, args.accounts, args.seed))
+    api, kf = res["api"], res["kf"]
+    ratio = kf["rate"] / api["rate"]
+    print(f"  API channel (baseline)   {api['rate']:7.0f} msgs/s   answer p99 {api['ack_p99_ms']:.1f} ms (it stores "
+          f"before answering)   errors {api['errors']}")
+    print(f"  微信客服 stored          {kf['rate']:7.0f} msgs/s   {kf['messages']} messages, "
+          f"{res['sync_calls']} sync_msg calls")
+    print(f"  callback ack             p50 {kf['ack_p50_ms']:7.1f} ms   p99 {kf['ack_p99_ms']:7.1f} ms (target < 100)")
+    print(f"  callback -> stored       p50 {kf['stored_p50_ms']:7.1f} ms   p99 {kf['stored_p99_ms']:7.1f} ms")
+    print(f"  ratio {ratio:.2f} (target >= 0.70)   lost {kf['lost']}   duplicates {kf['duplicates']}   "
+          f"callback errors {kf['errors']}")
+    print(f"BENCH wecom_kf ratio={ratio:.3f} ack_p99_ms={kf['ack_p99_ms']:.1f} stored_p99_ms={kf['stored_p99_ms']:.1f} "
+          f"rate={kf['rate']:.0f} api_rate={api['rate']:.0f} lost={kf['lost']} duplicates={kf['duplicates']} "
+          f"api_ack_p99_ms={api['ack_p99_ms']:.1f}")
+    return 0 if not (kf["lost"] or kf["duplicates"] or kf["errors"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

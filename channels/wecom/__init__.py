@@ -1,0 +1,6 @@
+"""WeCom (企业微信): 微信客服 (`wecom_kf`) and 客户联系 (`wecom_contacts`); importing registers both adapters."""
+
+from channels.wecom.contacts import WeComContactsAdapter
+from channels.wecom.kf import WeComKfAdapter
+
+__all__ = ["WeComContactsAdapter", "WeComKfAdapter"]

@@ -1,0 +1,63 @@
+"""The WeCom listener: mirrors handoffs and resolutions of 微信客服 conversations to WeCom's session state,
+and notes a refused change; links Official Account followers by UnionID when they first appear; pushes
+label changes of external contacts to their corp tags."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from scrm import events as ev
+from scrm.db.models import Conversation
+from scrm.services import wecom_session
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.listeners.wecom")
+
+
+def install(ctx: AppContext) -> list[Callable[[], None]]:
+    """Subscribe to conversation changes (per conversation, in order) and state-change outcomes."""
+
+    async def is_kf(inbox_id: object, conversation_id: int) -> bool:
+        if not isinstance(inbox_id, int):  # a reopen by the customer does not say: one read to know
+            async with ctx.db.session() as s:
+                inbox_id = await s.scalar(select(Conversation.inbox_id).where(Conversation.id == conversation_id))
+            if inbox_id is None:
+                return False
+        inbox = await ctx.adapters.inbox(inbox_id)
+        return inbox is not None and inbox.channel_type == "wecom_kf"
+
+    async def on_conversation(event: ev.Event) -> None:
+        cid = event.data.get("conversation_id")
+        if isinstance(cid, int) and await is_kf(event.data.get("inbox_id"), cid):
+            await wecom_session.mirror(ctx, cid)
+
+    async def on_delivery(event: ev.Event) -> None:
+        if event.data.get("kind") == "wecom_state" and event.data.get("status") == "failed":
+            await wecom_session.on_state_failed(ctx, int(event.data["delivery_id"]))
+
+    async def on_contact(event: ev.Event) -> None:
+        contact_id = event.data.get("contact_id")
+        if not isinstance(contact_id, int):
+            return
+        if event.data.get("created"):
+            from scrm.services.wecom_oa import fetch_follower_unionids
+
+            await fetch_follower_unionids(ctx, contact_id)
+        elif event.data.get("change") in (None, "tag", "merged"):
+            from scrm.services.wecom_contacts import push_labels  # labels -> corp tags (no-op without WeCom)
+
+            await push_labels(ctx, contact_id)
+
+    names = (ev.CONVERSATION_CREATED, ev.CONVERSATION_HANDLER_CHANGED, ev.CONVERSATION_STATUS_CHANGED)
+    subs = [ctx.bus.subscribe(on_conversation, name, per_conversation=True) for name in names]
+    subs.append(ctx.bus.subscribe(on_delivery, ev.DELIVERY_UPDATED,
+                                  wants=lambda e: e.data.get("kind") == "wecom_state"))
+    subs.append(ctx.bus.subscribe(on_contact, ev.CONTACT_UPDATED, wants=lambda e: bool(e.data.get("created")) or (
+        e.data.get("change") in (None, "tag", "merged") and "imported" not in e.data)))
+    return subs

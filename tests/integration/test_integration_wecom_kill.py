@@ -1,0 +1,74 @@
+"""Real processes: `scrm serve` killed with SIGKILL after acknowledging a kf callback, mid-pull. The
+owed pull is in the database, so `scrm worker`'s catch-up pulls it: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from scrm.db.models_wecom import WeComKfCursor
+from tests.channels.wecom.fake_wecom_api import FakeWeCom, serving
+from tests.channels.wecom.wecom_samples import OPEN_KFID, envelope, kf_event_xml, text_item
+from tests.conftest import free_port, wait_for
+from tests.core.test_processes import _env, _spawn
+from tests.integration.helpers_integration import inbound
+from tests.integration.wecom_helpers import kf_inbox
+
+pytestmark = pytest.mark.slow
+CUSTOMER = "wmKilledServeCustomer0000000001"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeWeCom]:
+    async with serving() as fake:
+        yield fake
+
+
+async def test_sigkill_between_ack_and_pull_loses_nothing(ctx, settings, fake) -> None:
+    inbox = await kf_inbox(ctx, fake)
+    fake.add(*[text_item(f"kill-{i}", CUSTOMER, f"消息 {i}") for i in range(25)])
+    fake.sync_delays = [30.0]  # the first pull hangs in WeCom: the process dies meanwhile
+    port = free_port()
+    serve = _spawn(["serve", "--port", str(port), "--no-worker"], _env(settings))
+    worker = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_for(lambda: _up(http, port), timeout=60)
+            query, body = envelope(kf_event_xml(fake.new_callback_token()))
+            async with http.post(f"http://127.0.0.1:{port}/webhooks/wecom/{inbox.id}", params=query, data=body) as r:
+                assert r.status == 200  # acknowledged: the owed pull is committed
+        await wait_for(lambda: bool(fake.sync_requests), timeout=30)
+        os.kill(serve.pid, signal.SIGKILL)
+        serve.wait(10)
+        assert await inbound(ctx, inbox.id) == []
+        async with ctx.db.session() as s:
+            row = await s.get(WeComKfCursor, (inbox.id, OPEN_KFID))
+        assert row.requested_seq > row.pulled_seq and row.lease_owner  # owed, leased by the dead process
+        worker = _spawn(["worker"], _env(settings, SCRM_WORKER_POLL_INTERVAL="0.2"))
+        # After the dead process's lease runs out, the catch-up pulls what is owed.
+        found = await wait_for(lambda: _stored(ctx, inbox.id, 25), timeout=90, interval=0.5)
+        assert sorted(m.external_id for m in found) == sorted(f"kill-{i}" for i in range(25))
+    finally:
+        for proc in (serve, worker):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    await asyncio.sleep(0)
+
+
+async def _up(http: aiohttp.ClientSession, port: int) -> bool:
+    try:
+        async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def _stored(ctx, inbox_id: int, count: int):  # type: ignore[no-untyped-def]
+    found = await inbound(ctx, inbox_id)
+    return found if len(found) >= count else None
