@@ -131,6 +131,12 @@ class ChannelRuntime(Protocol):
         """The server's public base URL (for registering webhooks), if configured."""
         ...
 
+    async def push(self, topic: str, payload: str) -> None:
+        """Live-push `payload` to the clients listening on `topic` in any process (web chat visitors).
+
+        Best effort: Redis pub/sub when configured, this process otherwise."""
+        ...
+
     async def passive_reply(
         self,
         outcome: IngestOutcome,

@@ -14,6 +14,7 @@ KNOWN_CHANNELS: dict[str, str] = {
     "telegram": "channels.telegram",
     "wechat_oa": "channels.wechat",
     "email": "channels.email",
+    "web": "channels.web",
 }
 
 _REGISTRY: dict[str, type[ChannelAdapter]] = {}

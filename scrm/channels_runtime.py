@@ -66,6 +66,12 @@ class AppChannelRuntime:
     def public_url(self) -> str | None:
         return self.ctx.settings.server.public_url
 
+    async def push(self, topic: str, payload: str) -> None:
+        """Live push to web chat visitors (scrm.services.webchat_push)."""
+        from scrm.services.webchat_push import publish
+
+        await publish(self.ctx, topic, payload)
+
     async def passive_reply(
         self, outcome: IngestOutcome, timeout: float, accept: Callable[[OutboundMessage], bool] | None = None
     ) -> OutboundMessage | None:

@@ -24,6 +24,7 @@ JOBS: tuple[tuple[str, str], ...] = (
     ("scrm.services.broadcasts", "run_scheduler"),
     ("scrm.services.sla", "run_sla_checker"),
     ("scrm.services.bot", "run_timeouts"),
+    ("scrm.services.webchat_email", "run_email_followups"),
 )
 LEASE = 30.0
 

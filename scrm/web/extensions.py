@@ -17,6 +17,7 @@ def add_routes(app: web.Application) -> None:
         "scrm.web.api_tickets",
         "scrm.web.api_marketing",
         "scrm.web.api_desk",
+        "scrm.web.webchat",
     ):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).add_routes(app)
