@@ -46,6 +46,7 @@ class VisitorHub:
         self._reader: asyncio.Task[None] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self.connections = 0
+        self.ready = asyncio.Event()  # subscribed (always, without Redis)
 
     def add(self, conn: Listener) -> None:
         """Register a live connection (starts this process's subscription on first use)."""
@@ -123,8 +124,11 @@ class VisitorHub:
         # Agents' typing and reading are passing signals: the event bus carries them to every process.
         self._unsubscribe = [bus.subscribe(on_event, ev.TYPING, everywhere=True, wants=wanted),
                              bus.subscribe(on_event, ev.CONVERSATION_UPDATED, everywhere=True, wants=wanted)]
+        self.ctx.extras.setdefault("on_close", []).append(self.close)
         if self.ctx.redis is not None:
             self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+        else:
+            self.ready.set()
 
     async def _read_forever(self) -> None:
         backoff = 0.5
@@ -132,12 +136,13 @@ class VisitorHub:
             pubsub = self.ctx.redis.pubsub()
             try:
                 await pubsub.subscribe(CHANNEL)
-                if backoff > 0.5:  # pushes may have been missed while we were away: everyone catches up
-                    for topic, group in list(self.by_topic.items()):
-                        for conn in list(group):
-                            conn.notify({"t": "sync"})
-                        for event in self.polls.get(topic, ()):
-                            event.set()
+                # Pushes sent before the subscription was active were missed: everyone here catches up.
+                for topic, group in list(self.by_topic.items()):
+                    for conn in list(group):
+                        conn.notify({"t": "sync"})
+                    for event in self.polls.get(topic, ()):
+                        event.set()
+                self.ready.set()
                 backoff = 0.5
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
@@ -152,6 +157,7 @@ class VisitorHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis restarted: resubscribe with backoff
+                self.ready.clear()
                 log.warning("web chat push subscription lost (%s); retrying in %.1fs", type(exc).__name__, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)

@@ -6,6 +6,7 @@ import fnmatch
 import mimetypes
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
@@ -50,7 +51,7 @@ def allowed_type(mime: str, patterns: list[str]) -> bool:
 
 def clean_filename(name: str | None) -> str:
     """A display name without path parts or control characters."""
-    base = (name or "file").replace("\\", "/").rsplit("/", 1)[-1]
+    base = unquote(name or "file").replace("\\", "/").rsplit("/", 1)[-1]
     base = _UNSAFE_NAME.sub("_", base).strip(" .") or "file"
     return base[-120:]
 
@@ -85,8 +86,12 @@ async def read_upload(request: web.Request, adapter: WebChatAdapter) -> tuple[di
     if not data:
         raise ApiError(400, "no file in the field 'file'", "bad_upload")
     mime = sniff(bytes(data[:16384]), filename)
+    named = mimetypes.guess_type(filename)[0]
+    if named and named != mime and not (mime == "text/plain" and named.startswith("text/") and named != "text/html"):
+        raise ApiError(415, f"the file's content ({mime}) does not match its name", "unsupported_type", mime_type=mime)
     if not allowed_type(mime, list(st.attachment_types)):
         raise ApiError(415, f"files of type {mime} are not accepted here", "unsupported_type", mime_type=mime)
-    key = await request.app[CTX].storage.save(bytes(data), filename=filename, mime_type=mime)
+    # Stored under the extension of what it really is, so it is served with that type.
+    key = await request.app[CTX].storage.save(bytes(data), filename=None, mime_type=mime)
     kind = "image" if mime.startswith("image/") else "file"
     return fields, Attachment(kind=kind, filename=filename, mime_type=mime, size=len(data), storage_key=key)
