@@ -37,7 +37,7 @@ from scrm.domain import ChannelEvent, ChannelEventKind, ContactProfile
 from scrm.services import webchat as chat_svc
 from scrm.services.ingest import ingest
 from scrm.web.keys import CTX
-from scrm.web.routing import ApiError, ok
+from scrm.web.routing import ApiError, json_error, ok
 from scrm.web.webchat_common import (
     check_origin,
     client_ip,
@@ -89,7 +89,12 @@ async def public_config(request: web.Request, inbox: Inbox, adapter: WebChatAdap
 async def config(request: web.Request) -> web.StreamResponse:
     """The widget's public settings; a site that may not embed the chat gets 403 and no CORS grant."""
     inbox, adapter = await web_inbox(request)
-    origin = check_origin(request, adapter)
+    try:
+        origin = check_origin(request, adapter)
+    except ApiError as exc:  # readable by the refused page's loader, so it can say why (no data in it)
+        refused = json_error(exc.status, exc.message, exc.code)
+        refused.headers.update(cors_headers(request.headers.get("Origin")))
+        return refused
     headers = cors_headers(origin)
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=headers)

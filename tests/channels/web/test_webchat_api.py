@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 
 from aiohttp import FormData, WSMsgType
 from sqlalchemy import func, select
 
 from channels.web.tokens import identifier_hash, sign_visitor
-from scrm.db.models import Contact, ContactIdentity, Conversation, Delivery, Inbox, Message
+from scrm.db.models import Contact, ContactIdentity, Delivery, Inbox, Message
 from scrm.worker import OutboxWorker
 from tests.channels.web.conftest import SITE, Visitor, make_web_inbox
-from tests.conftest import login, make_inbox
+from tests.conftest import make_inbox
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 64
 
@@ -248,9 +246,10 @@ async def test_prechat_fields_are_checked_and_fill_the_contact(client, ctx):
 
 
 async def test_transcript_and_unread_replies_go_out_through_the_email_inbox(client, ctx, admin_headers):
-    from scrm.services.webchat_email import email_unread_replies
-    from scrm.db.models import utcnow
     from datetime import timedelta
+
+    from scrm.db.models import utcnow
+    from scrm.services.webchat_email import email_unread_replies
 
     email = await make_inbox(ctx, "email", name="Mail", settings={"address": "support@shop.example.com"})
     inbox = await make_web_inbox(ctx, email_inbox_id=email.id, email_after_seconds=60)

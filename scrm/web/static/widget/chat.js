@@ -83,7 +83,7 @@ function render() {
   const all = [...st.msgs.values()].sort((a, b) => a.id - b.id);
   const ctx = { t, lang: cfg.lang, readUpto: st.readUpto, onRetry: retry, onChoice: sendChoice };
   const nodes = [];
-  if (cfg.greeting) nodes.push(messageEl({ from: "bot", text: cfg.greeting }, ctx));
+  if (cfg.greeting) nodes.push(messageEl({ from: "bot", text: cfg.greeting, greeting: true }, ctx));
   for (const m of all) nodes.push(messageEl(m, ctx));
   for (const m of st.pending.values()) nodes.push(messageEl(m, ctx));
   const last = all[all.length - 1];

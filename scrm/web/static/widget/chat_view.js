@@ -26,7 +26,7 @@ function attachment(a, t) {
 export function messageEl(m, ctx) {
   const { t, lang } = ctx;
   const from = m.from || "visitor";
-  const el = h("div.msg", { class: "from-" + from, "data-testid": "chat-msg", "data-from": from, "data-id": m.id || "",
+  const el = h("div.msg", { class: "from-" + from, "data-testid": m.greeting ? "chat-greeting" : "chat-msg", "data-from": from, "data-id": m.id || "",
     "data-client-id": m.client_id || "" });
   if (from === "agent" || from === "bot") {
     el.append(h("div.who", { text: from === "agent" ? (m.agent || t("agent")) : t("bot") }));
