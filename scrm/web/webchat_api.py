@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -29,6 +30,7 @@ from scrm.web.routing import ApiError, ok
 from scrm.web.webchat_common import check_origin, client_ip, rate_limit, read_json, require_visitor, web_inbox
 from scrm.web.webchat_files import read_upload
 
+log = logging.getLogger("scrm.webchat")
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 EMAIL = re.compile(r"^[^@\s<>\"']{1,64}@[^@\s<>\"']{1,190}\.[^@\s<>\"']{2,}$")
 PHONE = re.compile(r"^\+?[0-9 ()-]{5,32}$")
@@ -76,9 +78,12 @@ async def accept_message(ctx: Any, inbox: Inbox, adapter: WebChatAdapter, visito
                           text=text or None, content_type=content_type, attachments=attachments,
                           payload={"choice": choice} if choice else {}, profile=_profile(data))
     outcome = (await ingest(ctx, inbox, [item]))[0]
-    if outcome.message_id is not None:  # the visitor's other tabs and devices show it too
-        await publish(ctx, visitor_topic(inbox.id, visitor),
-                      json.dumps({"t": "m", "c": outcome.conversation_id, "m": outcome.message_id}))
+    if outcome.message_id is not None:  # the visitor's other tabs and devices show it too (best effort)
+        try:
+            await publish(ctx, visitor_topic(inbox.id, visitor),
+                          json.dumps({"t": "m", "c": outcome.conversation_id, "m": outcome.message_id}))
+        except Exception as exc:  # noqa: BLE001 - stored already; other tabs catch up on their next push
+            log.warning("web chat echo push failed (%s)", type(exc).__name__)
     return {"client_id": client_id, "id": outcome.message_id, "conversation_id": outcome.conversation_id,
             "duplicate": outcome.duplicate}
 
