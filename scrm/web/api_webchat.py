@@ -60,8 +60,10 @@ async def embed_info(request: web.Request, principal: Principal) -> web.Response
         raise ApiError(404, "web inbox not found", "not_found")
     base = (ctx.settings.server.public_url or f"{request.scheme}://{request.host}").rstrip("/")
     script = f'<script src="{base}/static/widget/loader.js" data-inbox="{inbox.id}" async></script>'
+    from channels.web.config import WebSettings
+
     return ok({
-        "inbox_id": inbox.id, "script": script, "h5_url": f"{base}/chat/{inbox.id}",
+        "inbox_id": inbox.id, "script": script, "settings": WebSettings.model_validate(inbox.settings or {}).model_dump(), "h5_url": f"{base}/chat/{inbox.id}",
         "qr_path": f"/chat/{inbox.id}/qr.svg", "hmac_secret": (inbox.secrets or {}).get("hmac_secret"),
         "identity_example": ("window.scrmSettings = {identifier: 'user-42', identifier_hash: "
                              "HMAC_SHA256_hex(hmac_secret, 'user-42'), name: '张三', email: 'z@example.com'};"),

@@ -223,3 +223,37 @@ async def test_demo_site_shows_the_widget(browser, ctx, live_server):
     await _frame(page).get_by_test_id("chat-greeting").wait_for()
     await _shot(page, "webchat-30-demo-site")
     await context.close()
+
+
+async def test_admin_sets_up_a_web_inbox_and_gets_the_embed_code(tab: Tab, ctx, admin, live_server):
+    await tab.login("root", "correct-horse-1")
+    await tab.goto("/admin/inboxes")
+    page = tab.page
+    await page.get_by_test_id("channel-type").select_option("web")
+    await page.get_by_test_id("inbox-form").locator("input[name=name]").fill("官网客服")
+    await page.get_by_test_id("inbox-form").locator("button[type=submit]").click()
+    await page.get_by_test_id("inbox-created").wait_for()
+    await page.get_by_test_id("webchat-open").click()
+    await page.get_by_test_id("webchat-panel").wait_for()
+    script = await page.get_by_test_id("webchat-script").inner_text()
+    assert "/static/widget/loader.js" in script and "data-inbox=" in script
+    assert await page.get_by_test_id("webchat-qr").evaluate("img => img.complete && img.naturalWidth > 0")
+    await page.get_by_test_id("wc-origins").fill("https://shop.example.com\nhttps://*.example.cn")
+    await page.get_by_test_id("wc-title-zh").fill("官网在线客服")
+    await page.get_by_test_id("wc-prechat_enabled").check()
+    await page.get_by_test_id("wc-field-phone").select_option("required")
+    await page.get_by_test_id("wc-custom").fill("order_no | 订单号 | required")
+    await page.get_by_test_id("webchat-save").click()
+    await page.get_by_text("Saved").wait_for()
+    await tab.shot("webchat-40-admin")
+    async with ctx.db.session() as s:
+        from scrm.db.models import Inbox
+
+        inbox = await s.scalar(select(Inbox).where(Inbox.channel_type == "web"))
+    st = inbox.settings
+    assert st["allowed_origins"] == ["https://shop.example.com", "https://*.example.cn"]
+    assert st["title"]["zh"] == "官网在线客服" and st["prechat_enabled"] is True
+    fields = {f["name"]: f for f in st["prechat_fields"]}
+    assert fields["phone"]["required"] and fields["order_no"]["required"] and fields["email"]["required"]
+    assert inbox.secrets["hmac_secret"] and inbox.secrets["token_key"]
+    assert tab.errors == []

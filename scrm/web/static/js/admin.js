@@ -2,6 +2,7 @@
 import { del, get, patch, post } from "./api.js";
 import { h, replace, select } from "./dom.js";
 import { t } from "./i18n.js";
+import { webchatButton } from "./admin_webchat.js";
 import { channelIcon } from "./icons.js";
 import { isAdmin, state } from "./state.js";
 import { toast } from "./toast.js";
@@ -93,11 +94,13 @@ async function agents(body) {
 // ---- inboxes --------------------------------------------------------------
 
 function webhookUrl(i) {
+  if (i.channel_type === "web") return location.origin + "/chat/" + i.id; // no webhook: the chat page
   return i.webhook_url || location.origin + i.webhook_path;
 }
 
 async function inboxes(body) {
   const [data, types] = await Promise.all([get("/inboxes"), get("/channel_types")]);
+  const panel = h("div.webchat-box");
   const rows = data.items.map((i) => {
     const result = h("span.test-result", { "data-testid": "test-result" });
     const test = h("button", { text: t("admin.test"), on: { click: async () => {
@@ -113,7 +116,8 @@ async function inboxes(body) {
     } } });
     return h("tr", { class: i.active ? "" : "inactive" }, h("td", {}, channelIcon(i.channel_type), " ", h("span", { text: i.name })),
       h("td", { text: i.channel_type }), h("td", {}, h("code.copy", { "data-testid": "webhook-url", text: webhookUrl(i) })),
-      h("td", { text: i.active ? t("admin.active") : t("admin.disabled") }), h("td", {}, test, " ", result));
+      h("td", { text: i.active ? t("admin.active") : t("admin.disabled") }),
+      h("td", {}, test, " ", i.channel_type === "web" ? webchatButton(i, panel) : null, " ", result));
   });
   const typeSel = select(types.items.map((c) => [c.channel_type, `${c.display_name} (${c.channel_type})`]), types.items[0]?.channel_type,
     { name: "channel_type", "data-testid": "channel-type" });
@@ -121,7 +125,8 @@ async function inboxes(body) {
   const created = h("div.created");  // gets its test id once it shows a created inbox
   function renderFields() {
     const spec = types.items.find((c) => c.channel_type === typeSel.value);
-    replace(fieldsBox, spec ? [
+    const later = spec?.channel_type === "web"; // generated secrets; set up under "Widget" once created
+    replace(fieldsBox, spec && !later ? [
       ...spec.settings.map((f) => specField("settings", f)),
       ...spec.secrets.map((f) => specField("secrets", f)),
     ] : []);
@@ -148,7 +153,7 @@ async function inboxes(body) {
   }, "inbox-form");
   replace(body, h("h2", { text: t("admin.inboxes") }),
     h("table.grid", {}, h("tr", {}, [t("admin.inbox_name"), t("admin.channel"), t("admin.webhook"), "", ""].map((x) => h("th", { text: x }))), rows),
-    h("h3", { text: t("admin.create_inbox") }), createForm, created);
+    panel, h("h3", { text: t("admin.create_inbox") }), createForm, created);
 }
 
 function specField(group, f) {

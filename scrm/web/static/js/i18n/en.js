@@ -1,5 +1,6 @@
 // English dictionary. Keys are grouped by screen; {name} placeholders are filled as plain text.
 import { enMarketing } from "./en_marketing.js";
+import { enWebchat } from "./en_webchat.js";
 export const en = {
   "loading": "Loading…",
   "nav.inbox": "Inbox", "nav.admin": "Admin", "nav.simulator": "Customer simulator",
@@ -68,4 +69,5 @@ export const en = {
   "error.http": "Server error", "error.notfound": "This page does not exist.", "error.unexpected": "Unexpected error",
   "error.boot": "The inbox could not start:",
   ...enMarketing, // contacts, segments, broadcasts
+  ...enWebchat, // web chat inbox settings
 };

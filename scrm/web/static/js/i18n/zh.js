@@ -1,5 +1,6 @@
 // 中文词典。键按页面分组；{name} 占位符以纯文本填充。
 import { zhMarketing } from "./zh_marketing.js";
+import { zhWebchat } from "./zh_webchat.js";
 export const zh = {
   "loading": "加载中…",
   "nav.inbox": "收件箱", "nav.admin": "管理", "nav.simulator": "客户模拟器",
@@ -68,4 +69,5 @@ export const zh = {
   "error.http": "服务器错误", "error.notfound": "页面不存在。", "error.unexpected": "意外错误",
   "error.boot": "收件箱无法启动：",
   ...zhMarketing, // contacts, segments, broadcasts
+  ...zhWebchat, // web chat inbox settings
 };
