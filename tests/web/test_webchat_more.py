@@ -257,3 +257,30 @@ async def test_admin_sets_up_a_web_inbox_and_gets_the_embed_code(tab: Tab, ctx, 
     assert fields["phone"]["required"] and fields["order_no"]["required"] and fields["email"]["required"]
     assert inbox.secrets["hmac_secret"] and inbox.secrets["token_key"]
     assert tab.errors == []
+
+
+async def test_visitor_sends_a_picture_and_sees_it(browser, ctx, admin, client, live_server, aiohttp_server, tmp_path):
+    await set_hours(ctx, ALL_DAY)
+    await login(client, "root", "correct-horse-1")
+    inbox = await make_web_inbox(ctx, [])
+    _, site = await _site(aiohttp_server, live_server, inbox.id)
+    await allow(ctx, inbox.id, site)
+    picture = tmp_path / "receipt.png"
+    import base64
+
+    picture.write_bytes(base64.b64decode(  # a 1x1 PNG
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="))
+    context = await _visitor(browser)
+    page = await context.new_page()
+    await page.goto(site + "/")
+    await page.get_by_test_id("scrm-launcher").click()
+    chat = _frame(page)
+    await chat.get_by_test_id("chat-input").wait_for()
+    await chat.get_by_test_id("chat-file-input").set_input_files(str(picture))
+    image = chat.get_by_test_id("chat-image")
+    try:
+        await image.wait_for()
+    except Exception:
+        raise AssertionError(await chat.get_by_test_id("chat-notice").inner_text()) from None
+    assert await image.evaluate("img => img.complete && img.naturalWidth === 1")
+    await context.close()

@@ -67,7 +67,8 @@ async def test_an_inbox_that_requires_identity_refuses_anonymous_visitors(client
 
 async def test_a_site_that_is_not_allowed_gets_no_config_session_or_socket(client, web_inbox: Inbox):
     r = await client.get(f"/chat/{web_inbox.id}/config", headers={"Origin": "https://evil.example"})
-    assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers
+    refused = await r.json()  # readable by the refused page's loader (so it can say why), with no settings in it
+    assert r.status == 403 and refused["error"]["code"] == "origin_not_allowed" and "title" not in refused
     r = await client.get(f"/chat/{web_inbox.id}/config?lang=zh", headers={"Origin": SITE})
     assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == SITE
     assert (await r.json())["title"] == "在线客服"
@@ -324,3 +325,30 @@ async def test_adapter_send_pushes_to_the_visitor_and_refuses_broadcasts(ctx, we
     except PermanentSendError as exc:
         assert exc.code == "not_supported"
     await hub.close()
+
+
+async def test_agent_typing_reaches_the_visitor_and_visitor_typing_reaches_the_agent(visitor: Visitor, client, ctx,
+                                                                                    admin_headers):
+    await visitor.session()
+    sent = await visitor.send("human", status=201)
+    vws = await client.ws_connect(f"/chat/{visitor.inbox.id}/ws")
+    await vws.send_json({"type": "auth", "token": visitor.token})
+
+    async def next_of(ws, kind: str, key: str = "type") -> dict:
+        while True:
+            msg = await ws.receive_json(timeout=5)
+            if msg.get(key) == kind:
+                return msg
+
+    await next_of(vws, "conversation")  # the socket now follows the visitor's conversation
+    agent = await client.ws_connect("/ws")
+    assert (await agent.receive_json(timeout=5))["type"] == "hello"
+    await agent.send_json({"type": "typing", "conversation_id": sent["conversation_id"]})
+    assert (await next_of(vws, "typing"))["name"] == "Root"
+    await agent.send_json({"type": "typing", "conversation_id": sent["conversation_id"], "private": True})
+    await vws.send_json({"type": "typing"})
+    while not (frame := await next_of(agent, "conversation.typing", "name"))["data"].get("contact"):
+        pass  # the agent's own typing comes back first
+    assert frame["data"]["agent_id"] is None
+    await vws.close()
+    await agent.close()

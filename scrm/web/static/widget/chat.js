@@ -63,11 +63,12 @@ function clientId() {
 function addMessages(items) {
   let incoming = 0;
   for (const m of items) {
-    if (!m.id || st.msgs.has(m.id)) continue;
+    if (!m.id) continue;
+    const known = st.msgs.has(m.id);
     if (m.client_id) st.pending.delete(m.client_id);
-    st.msgs.set(m.id, m);
+    st.msgs.set(m.id, m); // the server's copy replaces what was shown while sending (files, status)
     st.lastId = Math.max(st.lastId, m.id);
-    if (m.from !== "visitor") incoming += 1;
+    if (!known && m.from !== "visitor") incoming += 1;
   }
   if (incoming && !st.open) {
     st.unread += incoming;
