@@ -21,13 +21,20 @@ from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, Inbox,
 from scrm.services.conversations import add_system_note
 from scrm.services.outbox import enqueue_delivery
 from scrm.services.uow import Tx, unit_of_work
-from scrm.web.routing import ApiError
 
 if TYPE_CHECKING:
     from channels.web.adapter import WebChatAdapter
     from scrm.context import AppContext
 
 log = logging.getLogger("scrm.webchat.email")
+
+
+class TranscriptError(Exception):
+    """A transcript cannot be sent (no email inbox, nothing to send); `code` names why."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 TRANSCRIPT_LIMIT = 500
 FOLLOWUP_EVERY = 15.0  # seconds between sweeps for unread replies
 FOLLOWUP_MAX_AGE = timedelta(days=2)
@@ -90,11 +97,11 @@ async def send_transcript(ctx: AppContext, web_inbox: Inbox, adapter: WebChatAda
     async with unit_of_work(ctx) as tx:
         email_inbox = await _email_inbox(tx, settings)
         if email_inbox is None:
-            raise ApiError(409, "transcripts by email are not set up for this chat", "no_email_inbox")
+            raise TranscriptError("transcripts by email are not set up for this chat", "no_email_inbox")
         conv = await tx.session.scalar(select(Conversation).where(Conversation.identity_id == identity_id)
                                        .order_by(Conversation.id.desc()).limit(1))
         if conv is None:
-            raise ApiError(409, "there is no conversation to send yet", "no_conversation")
+            raise TranscriptError("there is no conversation to send yet", "no_conversation")
         rows = (await tx.session.execute(
             select(Message, Agent.display_name).outerjoin(Agent, Agent.id == Message.sender_agent_id)
             .where(Message.conversation_id == conv.id, Message.private.is_(False), Message.content_type != "event")
@@ -128,8 +135,7 @@ async def email_unread_replies(ctx: AppContext, now: Any = None) -> int:
                 Message.private.is_(False), Message.delivery_status.in_(("sent", "delivered")),
                 Message.created_at <= due, Message.created_at >= now - FOLLOWUP_MAX_AGE))).all()))
         for cid in convs:
-            with contextlib.suppress(ApiError):
-                sent += await _follow_up(ctx, web_inbox, settings, cid, due)
+            sent += await _follow_up(ctx, web_inbox, settings, cid, due)
     return sent
 
 

@@ -235,7 +235,10 @@ async def transcript(request: web.Request) -> web.Response:
     if identity is None:
         raise ApiError(409, "there is no conversation to send yet", "no_conversation")
     lang = data.get("lang") if data.get("lang") in ("zh", "en") else "zh"
-    await webchat_email.send_transcript(ctx, inbox, adapter, identity.id, email.strip(), lang)
+    try:
+        await webchat_email.send_transcript(ctx, inbox, adapter, identity.id, email.strip(), lang)
+    except webchat_email.TranscriptError as exc:
+        raise ApiError(409, str(exc), exc.code) from None
     return ok({"ok": True}, 202)
 
 
