@@ -43,7 +43,7 @@ def message_external_id(visitor: str, client_id: str) -> str:
     return f"w:{visitor}:{client_id}"
 
 
-def visitor_message(m: Message, agent_name: str | None, inbox_id: int, token_key: str) -> dict[str, Any]:
+def visitor_message(m: Any, agent_name: str | None, inbox_id: int, token_key: str) -> dict[str, Any]:
     """A message as the visitor's widget shows it (no internal ids of agents, no private data)."""
     out: dict[str, Any] = {"id": m.id, "conversation_id": m.conversation_id,
                            "from": "visitor" if m.direction == "in" else m.sender_kind,
@@ -88,7 +88,11 @@ async def messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: 
                    before: int | None = None, limit: int = PAGE) -> list[dict[str, Any]]:
     """The visitor's messages across their conversations, oldest first: newer than `after`, or the
     page before `before` (history on reload)."""
-    stmt = (select(Message, Agent.display_name).join(Conversation, Conversation.id == Message.conversation_id)
+    # Plain rows, not ORM objects: every push to a visitor runs this, and the mapping cost more than the query.
+    m = Message.__table__.c
+    stmt = (select(m.id, m.conversation_id, m.direction, m.sender_kind, m.text, m.content_type, m.created_at, m.payload,
+                   m.delivery_status, m.external_id, m.attachments, Agent.display_name)
+            .join(Conversation, Conversation.id == Message.conversation_id)
             .outerjoin(Agent, Agent.id == Message.sender_agent_id)
             .where(Conversation.identity_id == identity_id, _visible()))
     if before is not None:
@@ -99,7 +103,7 @@ async def messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: 
         rows = (await s.execute(stmt)).all()
     if before is not None:
         rows = list(reversed(rows))
-    return [visitor_message(m, name, inbox_id, token_key) for m, name in rows]
+    return [visitor_message(row, row.display_name, inbox_id, token_key) for row in rows]
 
 
 async def latest_messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: int) -> list[dict[str, Any]]:

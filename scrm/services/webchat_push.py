@@ -113,6 +113,8 @@ class VisitorHub:
                 return False
             if event.name == ev.TYPING and (data.get("private") or not data.get("agent_id")):
                 return False  # notes and the visitor's own typing stay with the agents
+            if event.name == ev.CONVERSATION_UPDATED and data.get("changed") == ["activity"]:
+                return False  # a new message: its own push brings it (status and reading matter here)
             return True
 
         async def on_event(event: ev.Event) -> None:

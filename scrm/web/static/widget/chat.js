@@ -325,8 +325,17 @@ if (widget) {
     if (e.source !== parent || (parentOrigin && e.origin !== parentOrigin)) return;
     const d = e.data || {};
     if (d.scrm === "identity") {
-      st.identity = d.identity || {};
-      st.open = Boolean(d.open);
+      const next = d.identity || {};
+      const changed = JSON.stringify(next) !== JSON.stringify(st.identity);
+      st.identity = next;
+      if ("open" in d) st.open = Boolean(d.open);
+      if (changed && st.token !== null) { // the site signed its user in (or out): their own chat
+        st.conn?.stop();
+        st.msgs.clear();
+        st.pending.clear();
+        st.lastId = 0;
+        st.started = false;
+      }
       startSession();
     } else if (d.scrm === "open") {
       st.open = Boolean(d.open);
