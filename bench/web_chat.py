@@ -255,7 +255,7 @@ async def run(sockets: int, rate: int, seconds: float) -> dict[str, Any]:
             try:
                 return await drive(base, procs[0].pid, api_id, web_id, sockets, rate, seconds)
             except Exception:
-                for log in logs:
+                for log in (x for x in logs if x.exists()):
                     print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
                 raise
     finally:
