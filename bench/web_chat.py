@@ -347,8 +347,10 @@ def main() -> int:
         uvloop.install()
     except ImportError:
         pass
-    print(f"web chat: {sockets} visitor sockets on one scrm serve (+ one scrm worker for the bot), "
-          f"{rate} questions/s for {seconds:.0f} s, PostgreSQL + Redis; all sockets reconnect halfway")
+    where = ("one scrm serve (its embedded worker runs the bot)" if ONE_PROCESS else
+             "one scrm serve --no-worker + one scrm worker for the bot")
+    print(f"web chat: {sockets} visitor sockets on {where}, {rate} questions/s for {seconds:.0f} s, "
+          f"{'SQLite' if SQLITE else 'PostgreSQL + Redis'}; all sockets reconnect halfway")
     r = asyncio.run(run(sockets, rate, seconds))
     print(f"  visitor -> bot answer   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms   (target p99 < 300 ms; "
           f"{r['answers']} answers, {r['unanswered']} unanswered at the end)")
