@@ -150,6 +150,12 @@ class ChannelRuntime(Protocol):
         before the webhook is answered; the application pulls after the answer, in one process."""
         ...
 
+    async def push(self, topic: str, payload: str) -> None:
+        """Live-push `payload` to the clients listening on `topic` in any process (web chat visitors).
+
+        Best effort: Redis pub/sub when configured, this process otherwise."""
+        ...
+
     async def passive_reply(
         self,
         outcome: IngestOutcome,

@@ -16,6 +16,7 @@ KNOWN_CHANNELS: dict[str, str] = {
     "email": "channels.email",
     "wecom_kf": "channels.wecom",
     "wecom_contacts": "channels.wecom",
+    "web": "channels.web",
 }
 
 _REGISTRY: dict[str, type[ChannelAdapter]] = {}

@@ -95,6 +95,12 @@ class AppChannelRuntime:
 
         await request_pull(self.ctx, self.inbox_id, dict(data))
 
+    async def push(self, topic: str, payload: str) -> None:
+        """Live push to web chat visitors (scrm.services.webchat_push)."""
+        from scrm.services.webchat_push import publish
+
+        await publish(self.ctx, topic, payload)
+
     async def passive_reply(
         self, outcome: IngestOutcome, timeout: float, accept: Callable[[OutboundMessage], bool] | None = None
     ) -> OutboundMessage | None:

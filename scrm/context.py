@@ -47,6 +47,8 @@ class AppContext:
         batcher = self.extras.get("group_commit")
         if batcher is not None:
             await batcher.close()  # messages already queued are committed (and answered) first
+        for closer in self.extras.pop("on_close", []):  # feature resources (web chat's push subscription)
+            await closer()
         if self.adapters is not None:
             await self.adapters.close()
         await self.bus.close()

@@ -17,6 +17,7 @@ from scrm.settings import Settings
 
 DEMO_ADMIN = ("admin", "scrm-demo-2026")
 DEMO_AGENT = ("agent", "scrm-agent-2026")
+DEMO_WEB = "网站客服 Web chat"
 
 SAMPLES: list[tuple[str, ContactProfile, list[str]]] = [
     ("wx-zhang", ContactProfile(name="张伟", phone="13800138000", language="zh"),
@@ -82,6 +83,7 @@ async def seed_demo(settings: Settings) -> None:
                 fresh = True
             else:
                 fresh = False
+        web_inbox = await _demo_web_inbox(ctx)
         if fresh:
             # Samples arrive in the simulator inbox with the listeners on, so the demo shows real bot
             # answers and a real handoff ("转人工"); the worker delivers the bot's replies.
@@ -108,6 +110,7 @@ async def seed_demo(settings: Settings) -> None:
                 f"  agent       login {DEMO_AGENT[0]!r}  password {DEMO_AGENT[1]!r}",
                 f"  API inbox   POST {base}/webhooks/api/{api_inbox.id} (secret 'demo-secret-change-me-0123456789')",
                 f"  simulator   {base}/simulator   (chat as a customer, watch the inbox and the bot)",
+                f"  web chat    {base}/demo/site   (the widget on a sample shop page; H5: {base}/chat/{web_inbox})",
                 f"  API docs    {base}/api/v1/openapi.json",
                 "",
             ]),
@@ -115,3 +118,17 @@ async def seed_demo(settings: Settings) -> None:
         )
     finally:
         await ctx.close()
+
+
+async def _demo_web_inbox(ctx: Any) -> int:
+    """The demo's web chat inbox (the widget on /demo/site), created once."""
+    from channels.web.adapter import WebChatAdapter
+
+    async with ctx.db.transaction() as s:
+        inbox = await s.scalar(select(Inbox).where(Inbox.channel_type == "web", Inbox.name == DEMO_WEB))
+        if inbox is None:
+            inbox = Inbox(name=DEMO_WEB, channel_type="web", settings={"prechat_enabled": True},
+                          secrets=WebChatAdapter.init_secrets({}), reopen_policy="reopen")
+            s.add(inbox)
+            await s.flush()
+        return int(inbox.id)

@@ -27,6 +27,7 @@ JOBS: tuple[tuple[str, str], ...] = (
     ("scrm.services.snooze", "run_snooze_waker"),
     ("scrm.services.wecom_kf_sync", "run_catchup"),
     ("scrm.services.wecom_jobs", "run_wecom_jobs"),
+    ("scrm.services.webchat_email", "run_email_followups"),
 )
 LEASE = 30.0
 

@@ -161,6 +161,8 @@ def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: Inbox
     caps = capabilities[channel] if capabilities is not None else _capabilities(channel)
     if caps is None:
         return skip("channel_unavailable")
+    if channel == "web":
+        return skip("web_chat")  # a visitor may never come back: web chat contacts get broadcasts by email
     if channel == "telegram" and ident.last_inbound_at is None:
         return skip("not_started")  # a bot may not write first
     if channel == "email":

@@ -4,6 +4,7 @@ import { del, get, patch, post } from "./api.js";
 import { h, replace, select } from "./dom.js";
 import { t } from "./i18n.js";
 import { structuredValue, wecomActions, wecomHelp } from "./admin_wecom.js";
+import { webchatButton } from "./admin_webchat.js";
 import { channelIcon } from "./icons.js";
 import { isAdmin, state } from "./state.js";
 import { toast } from "./toast.js";
@@ -96,12 +97,14 @@ async function agents(body) {
 // ---- inboxes --------------------------------------------------------------
 
 function webhookUrl(i) {
+  if (i.channel_type === "web") return location.origin + "/chat/" + i.id; // no webhook: the chat page
   return i.webhook_url || location.origin + i.webhook_path;
 }
 
 async function inboxes(body) {
   const [data, types] = await Promise.all([get("/inboxes"), get("/channel_types")]);
   const wecomPanel = h("div.wecom-panel", { "data-testid": "wecom-panel" });
+  const panel = h("div.webchat-box");
   const rows = data.items.map((i) => {
     const result = h("span.test-result", { "data-testid": "test-result" });
     const test = h("button", { text: t("admin.test"), on: { click: async () => {
@@ -117,7 +120,8 @@ async function inboxes(body) {
     } } });
     return h("tr", { class: i.active ? "" : "inactive" }, h("td", {}, channelIcon(i.channel_type), " ", h("span", { text: i.name })),
       h("td", { text: i.channel_type }), h("td", {}, h("code.copy", { "data-testid": "webhook-url", text: webhookUrl(i) })),
-      h("td", { text: i.active ? t("admin.active") : t("admin.disabled") }), h("td", {}, test, " ", result, wecomActions(i, wecomPanel)));
+      h("td", { text: i.active ? t("admin.active") : t("admin.disabled") }),
+      h("td", {}, test, " ", i.channel_type === "web" ? webchatButton(i, panel) : null, " ", result, wecomActions(i, wecomPanel)));
   });
   const typeSel = select(types.items.map((c) => [c.channel_type, `${c.display_name} (${c.channel_type})`]), types.items[0]?.channel_type,
     { name: "channel_type", "data-testid": "channel-type" });
@@ -125,7 +129,8 @@ async function inboxes(body) {
   const created = h("div.created");  // gets its test id once it shows a created inbox
   function renderFields() {
     const spec = types.items.find((c) => c.channel_type === typeSel.value);
-    replace(fieldsBox, spec ? [
+    const later = spec?.channel_type === "web"; // generated secrets; set up under "Widget" once created
+    replace(fieldsBox, spec && !later ? [
       wecomHelp(spec.channel_type),
       ...spec.settings.map((f) => specField("settings", f)),
       ...spec.secrets.map((f) => specField("secrets", f)),
@@ -160,7 +165,7 @@ async function inboxes(body) {
   }, "inbox-form");
   replace(body, h("h2", { text: t("admin.inboxes") }),
     h("table.grid", {}, h("tr", {}, [t("admin.inbox_name"), t("admin.channel"), t("admin.webhook"), "", ""].map((x) => h("th", { text: x }))), rows),
-    wecomPanel, h("h3", { text: t("admin.create_inbox") }), createForm, created);
+    wecomPanel, panel, h("h3", { text: t("admin.create_inbox") }), createForm, created);
 }
 
 function specField(group, f) {

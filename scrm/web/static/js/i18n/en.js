@@ -2,6 +2,7 @@
 import { enMarketing } from "./en_marketing.js";
 import { enDesk } from "./en_desk.js";
 import { enWecom } from "./en_wecom.js";
+import { enWebchat } from "./en_webchat.js";
 export const en = {
   "loading": "Loading…",
   "nav.inbox": "Inbox", "nav.admin": "Admin", "nav.simulator": "Customer simulator",
@@ -78,4 +79,5 @@ export const en = {
   ...enWecom, // WeCom admin
   ...enMarketing, // contacts, segments, broadcasts
   ...enDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
+  ...enWebchat, // web chat inbox settings
 };

@@ -1,0 +1,366 @@
+"""Web chat benchmark: 2,000 visitor WebSockets on one `scrm serve`, 100 of them asking the FAQ bot a
+question every second, next to the API channel's ingest rate measured in the same run.
+
+    python bench/web_chat.py [--quick] [--sockets N] [--rate R] [--seconds S]
+
+One `scrm serve` on PostgreSQL + Redis holds the sockets, stores the messages and (its embedded worker)
+runs the bot and delivers its answers, which reach the sockets through Redis pub/sub. BENCH_SPLIT=1
+runs `scrm serve --no-worker` plus one `scrm worker` instead; BENCH_SQLITE=1 the embedded SQLite
+default. Each visitor has at most one question open; 100 different visitors ask each second, spread
+evenly over the second.
+Printed: visitor message -> bot answer latency (p50/p99) as the visitor's socket sees it; the serve
+process's memory per idle connection (RSS growth over the connections); the API channel's ingest rate
+(signed posts, 32 senders) with every socket still connected, after the chat load; and, after every socket is closed at once in
+the middle of the load and reconnected with its last seen message id, how many messages a visitor
+never got (lost) or got twice (duplicates), checked against the database's history.
+Uses a scratch database `scrm_i22_bench` (created and dropped) and Redis db 8 (emptied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from _common import free_port, fresh_redis, stop, wait_up  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from channels.signing import signed_headers  # noqa: E402
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_DB = os.environ.get("BENCH_DB", "scrm_i22_bench")
+DB_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
+REDIS_URL = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/8")
+API_SECRET = "bench-secret-0123456789abcdef-xyz"
+ONE_PROCESS = os.environ.get("BENCH_SPLIT", "") == ""
+SQLITE = bool(os.environ.get("BENCH_SQLITE"))
+if SQLITE:
+    DB_URL = f"sqlite+aiosqlite:///{tempfile.gettempdir()}/scrm_i22_bench_{os.getpid()}.db"
+QUESTIONS = ["下单后多久发货？", "支持7天无理由退货吗？", "发票怎么开？", "可以开增值税专用发票吗？", "怎么修改收货地址？",
+             "运费怎么算？", "有没有优惠券？", "How long does shipping take?", "Can I return an item?", "怎么联系人工客服"]
+
+
+class Visitor:
+    """One visitor: a session token, a socket, what it was shown, and its open question."""
+
+    __slots__ = ("n", "token", "ws", "seen", "last_id", "asked_at", "latencies", "sent", "reader", "connected")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.token = ""
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.seen: dict[int, int] = {}
+        self.last_id = 0
+        self.asked_at: float | None = None
+        self.latencies: list[float] = []
+        self.sent: dict[str, int | None] = {}  # client id -> stored message id (acknowledged)
+        self.reader: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+
+async def create_db() -> None:
+    if SQLITE:
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+    await conn.execute(f"CREATE DATABASE {PG_DB}")
+    await conn.close()
+
+
+async def drop_db() -> None:
+    if SQLITE:
+        return
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+    await conn.close()
+
+
+async def seed() -> tuple[int, int]:
+    from channels.web.adapter import WebChatAdapter
+    from scrm.db.database import Database
+    from scrm.db.migrate import upgrade
+    from scrm.db.models import Inbox
+    from scrm.services import desk_settings
+
+    await upgrade(DB_URL)
+    db = Database(DB_URL)
+    async with db.transaction() as s:
+        api = Inbox(name="bench api", channel_type="api", settings={}, secrets={"secret": API_SECRET})
+        # One address opens every socket here: the per-address limits are lifted for the bench.
+        web = Inbox(name="bench web", channel_type="web", secrets=WebChatAdapter.init_secrets({}), settings={
+            "sessions_per_minute_per_ip": 1_000_000, "messages_per_minute_per_ip": 1_000_000})
+        s.add_all([api, web])
+        await desk_settings.set_section(s, "business_hours", {"weekly": {d: "00:00-24:00" for d in (
+            "mon", "tue", "wed", "thu", "fri", "sat", "sun")}})
+        await s.flush()
+        ids = (api.id, web.id)
+    await db.dispose()
+    return ids
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def open_session(http: aiohttp.ClientSession, base: str, inbox: int, v: Visitor) -> None:
+    async with http.post(f"{base}/chat/{inbox}/session", json={"token": v.token or None, "mode": "widget"}) as r:
+        data = await r.json()
+        if r.status != 200:
+            raise RuntimeError(f"session refused: {data}")
+    v.token = data["token"]
+
+
+async def connect(http: aiohttp.ClientSession, base: str, inbox: int, v: Visitor) -> None:
+    ws_url = base.replace("http://", "ws://") + f"/chat/{inbox}/ws"
+    for attempt in range(20):
+        try:
+            ws = await http.ws_connect(ws_url, heartbeat=None, autoping=True)
+            break
+        except (aiohttp.ClientError, OSError):
+            await asyncio.sleep(0.2 * (attempt + 1))
+    else:
+        raise RuntimeError("could not connect")
+    await ws.send_str(json.dumps({"type": "auth", "token": v.token, "after": v.last_id}))
+    v.ws = ws
+    v.reader = asyncio.create_task(read(v, ws))
+
+
+async def read(v: Visitor, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async for msg in ws:
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            continue
+        frame = json.loads(msg.data)
+        kind = frame.get("type")
+        if kind == "hello":
+            v.connected.set()
+            for cid, mid in list(v.sent.items()):  # not acknowledged before the socket went: send again
+                if mid is None:
+                    await ws.send_str(json.dumps({"type": "message", "client_id": cid, "text": "resent"}))
+        elif kind == "ack":
+            v.sent[frame["client_id"]] = frame["id"]
+        elif kind == "messages":
+            for item in frame["items"]:
+                v.seen[item["id"]] = v.seen.get(item["id"], 0) + 1
+                v.last_id = max(v.last_id, item["id"])
+                if item["from"] == "bot" and v.asked_at is not None:
+                    v.latencies.append(time.perf_counter() - v.asked_at)
+                    v.asked_at = None
+    v.connected.clear()
+
+
+async def ask(v: Visitor) -> None:
+    if v.ws is None or v.ws.closed or v.asked_at is not None:
+        return
+    cid = uuid.uuid4().hex
+    v.sent[cid] = None
+    v.asked_at = time.perf_counter()
+    try:
+        await v.ws.send_str(json.dumps({"type": "message", "client_id": cid, "text": random.choice(QUESTIONS)}))
+    except (ConnectionError, RuntimeError):
+        v.asked_at = None
+
+
+async def api_rate(base: str, inbox: int, n: int) -> float:
+    """Signed API-channel posts from 32 senders: messages stored per second."""
+    run = os.urandom(3).hex()
+    bodies = [json.dumps({"id": f"{run}-{i}", "sender": {"id": f"c{run}{i % 500}"}, "text": f"订单 {i} 什么时候发货？"},
+                         ensure_ascii=False).encode() for i in range(n)]
+    queue = iter(bodies)
+    errors = 0
+
+    async def sender(http: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        for body in queue:
+            headers = {"Content-Type": "application/json", **signed_headers(API_SECRET, body)}
+            async with http.post(f"{base}/webhooks/api/{inbox}", data=body, headers=headers) as r:
+                await r.read()
+                errors += r.status != 200
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*[sender(http) for _ in range(32)])
+        elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{errors} API posts failed")
+    return n / elapsed
+
+
+async def history(http: aiohttp.ClientSession, base: str, inbox: int, v: Visitor) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        async with http.get(f"{base}/chat/{inbox}/messages?after={after}", headers={"X-Scrm-Visitor": v.token}) as r:
+            page = (await r.json())["messages"]
+        items += page
+        if len(page) < 50:
+            return items
+        after = page[-1]["id"]
+
+
+async def check(http: aiohttp.ClientSession, base: str, web_id: int, visitors: list[Visitor]) -> tuple[int, int, int]:
+    """(lost, duplicates, unanswered) against each visitor's history in the database."""
+    lost = duplicates = unanswered = 0
+    for i in range(0, len(visitors), 100):
+        batch = visitors[i:i + 100]
+        for v, items in zip(batch, await asyncio.gather(*[history(http, base, web_id, v) for v in batch]), strict=True):
+            lost += len({m["id"] for m in items} - set(v.seen))
+            duplicates += sum(1 for n in v.seen.values() if n > 1)
+            mine = [m for m in items if m["from"] == "visitor"]
+            duplicates += len(mine) - len({m.get("client_id") for m in mine})  # a resend stored twice
+            unanswered += v.asked_at is not None
+    return lost, duplicates, unanswered
+
+
+async def run(sockets: int, rate: int, seconds: float) -> dict[str, Any]:
+    await create_db()
+    if not SQLITE:
+        await fresh_redis(REDIS_URL)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        api_id, web_id = await seed()
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
+            env |= {"SCRM_DATABASE_URL": DB_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false",
+                    **({} if SQLITE else {"SCRM_REDIS_URL": REDIS_URL}),
+                    "SCRM_STORAGE_PATH": f"{tmp}/files", "SCRM_LOGGING_LEVEL": "ERROR", "PYTHONPATH": str(ROOT)}
+            logs = [Path(tmp) / "serve.log", Path(tmp) / "worker.log"]
+            roles = [["serve", "--port", str(port)]] if ONE_PROCESS else [["serve", "--port", str(port), "--no-worker"],
+                                                                          ["worker"]]
+            for args, log in zip(roles, logs, strict=False):
+                procs.append(subprocess.Popen([sys.executable, "-m", "scrm.cli", *args], env=env, cwd=ROOT,
+                                              stdout=subprocess.DEVNULL, stderr=log.open("wb")))
+            await wait_up(f"{base}/readyz")
+            try:
+                return await drive(base, procs[0].pid, api_id, web_id, sockets, rate, seconds)
+            except Exception:
+                for log in (x for x in logs if x.exists()):
+                    print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+                raise
+    finally:
+        for proc in procs:
+            stop(proc)
+        if not os.environ.get("BENCH_KEEP"):
+            await drop_db()
+
+
+async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rate: int, seconds: float) -> dict[str, Any]:
+    visitors = [Visitor(n) for n in range(sockets)]
+    conn = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None, sock_connect=30)) as http:
+        for i in range(0, sockets, 50):  # sessions first (one request each), then the sockets
+            await asyncio.gather(*[open_session(http, base, web_id, v) for v in visitors[i:i + 50]])
+        # Warm the server's code paths with one socket and one answer before measuring memory.
+        await connect(http, base, web_id, visitors[0])
+        await visitors[0].connected.wait()
+        await ask(visitors[0])
+        for _ in range(100):
+            if visitors[0].asked_at is None:
+                break
+            await asyncio.sleep(0.1)
+        visitors[0].latencies.clear()
+        await asyncio.sleep(1)
+        before = rss_kb(pid)
+        for i in range(1, sockets, 200):
+            await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
+        await asyncio.wait_for(asyncio.gather(*[v.connected.wait() for v in visitors]), 120)
+        await asyncio.sleep(3)  # idle
+        after = rss_kb(pid)
+        kb_per_conn = (after - before) / max(1, sockets - 1)
+
+        # The load: `rate` different visitors ask a question every second; halfway, every socket is
+        # closed at once and reconnects with the last message id it was shown.
+        order = list(visitors)
+        random.shuffle(order)
+        started = time.perf_counter()
+        tick = 0
+        reconnected = False
+        while time.perf_counter() - started < seconds:
+            for k, v in enumerate(order[(tick * rate) % sockets:][:rate]):  # spread evenly over the second
+                asyncio.get_running_loop().call_later(k / rate, lambda v=v: asyncio.ensure_future(ask(v)))
+            tick += 1
+            if not reconnected and time.perf_counter() - started >= seconds / 2:
+                reconnected = True
+                await asyncio.gather(*[v.ws.close() for v in visitors if v.ws is not None])
+                for v in visitors:
+                    v.connected.clear()
+                for i in range(0, sockets, 200):
+                    await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
+            await asyncio.sleep(max(0.0, started + tick - time.perf_counter()))
+        # A message counts as lost only if it never arrives: wait (up to a minute) for the last answers.
+        deadline = time.perf_counter() + 60
+        while True:
+            lost, duplicates, unanswered = await check(http, base, web_id, visitors)
+            if not lost and not unanswered or time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(2)
+        # Measured last: the bot's answers to these posts would hold up the web chat's answers.
+        api = await api_rate(base, api_id, 3000 if sockets >= 1000 else 1000)
+        for v in visitors:
+            if v.ws is not None:
+                await v.ws.close()
+            if v.reader is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(v.reader, 2)
+    lat = sorted(x for v in visitors for x in v.latencies)
+    if not lat:
+        raise RuntimeError("no bot answer reached a visitor")
+    return {"p50_ms": statistics.median(lat) * 1000, "p99_ms": lat[max(0, int(len(lat) * 0.99) - 1)] * 1000,
+            "answers": len(lat), "kb_per_conn": kb_per_conn, "api_rate": api, "lost": lost,
+            "duplicates": duplicates, "unanswered": unanswered, "rss_mb": after / 1024}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="500 sockets, 25 questions/s for 20 s (under a minute)")
+    ap.add_argument("--sockets", type=int)
+    ap.add_argument("--rate", type=int, help="questions per second")
+    ap.add_argument("--seconds", type=float)
+    args = ap.parse_args()
+    sockets = args.sockets or (500 if args.quick else 2000)
+    rate = args.rate or (25 if args.quick else 100)
+    seconds = args.seconds or (20 if args.quick else 60)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    where = ("one scrm serve (its embedded worker runs the bot)" if ONE_PROCESS else
+             "one scrm serve --no-worker + one scrm worker for the bot")
+    print(f"web chat: {sockets} visitor sockets on {where}, {rate} questions/s for {seconds:.0f} s, "
+          f"{'SQLite' if SQLITE else 'PostgreSQL + Redis'}; all sockets reconnect halfway")
+    r = asyncio.run(run(sockets, rate, seconds))
+    print(f"  visitor -> bot answer   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms   (target p99 < 300 ms; "
+          f"{r['answers']} answers, {r['unanswered']} unanswered at the end)")
+    print(f"  serve memory            {r['kb_per_conn']:7.1f} KB per idle connection (target < 50 KB; RSS {r['rss_mb']:.0f} MB)")
+    print(f"  API channel ingest      {r['api_rate']:7.0f} messages/s in the same run (baseline)")
+    print(f"  forced reconnect        lost {r['lost']}   duplicates {r['duplicates']}   (target 0 / 0)")
+    print(f"BENCH web_chat p99_ms={r['p99_ms']:.1f} p50_ms={r['p50_ms']:.1f} kb_per_conn={r['kb_per_conn']:.1f} "
+          f"api_rate={r['api_rate']:.0f} lost={r['lost']} duplicates={r['duplicates']}")
+    return 0 if not (r["lost"] or r["duplicates"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Live pushes to web chat visitors: which process holds which visitor's sockets, and fan-out.
+
+A push is only a nudge ("message 42 of conversation 7 is waiting"); each connection then reads
+what it has not shown yet from the database. A lost push therefore loses nothing: the next push,
+a reconnect or a long poll shows it. With Redis configured every push goes through one pub/sub
+channel, so the worker that delivered a message (any process) reaches the visitor's socket (any
+`scrm serve`); without Redis it is dispatched in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from scrm import events as ev
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.webchat")
+CHANNEL = "scrm:webchat"
+HUB_KEY = "webchat_hub"
+
+
+class Listener(Protocol):
+    """A visitor connection (WebSocket) as the hub sees it."""
+
+    topic: str
+    conversations: set[int]
+
+    def notify(self, push: dict[str, Any]) -> None: ...
+
+
+class VisitorHub:
+    """The visitor connections and long polls of this process, by topic and by conversation."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.by_topic: dict[str, set[Listener]] = {}
+        self.polls: dict[str, set[asyncio.Event]] = {}
+        self.by_conversation: dict[int, set[Listener]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        self.connections = 0
+        self.ready = asyncio.Event()  # subscribed (always, without Redis)
+
+    def add(self, conn: Listener) -> None:
+        """Register a live connection (starts this process's subscription on first use)."""
+        self.by_topic.setdefault(conn.topic, set()).add(conn)
+        self.connections += 1
+        self._start()
+
+    def watch(self, conn: Listener, conversation_id: int) -> None:
+        """`conn` shows this conversation: it gets the agents' typing and reading of it."""
+        if conversation_id not in conn.conversations:
+            conn.conversations.add(conversation_id)
+            self.by_conversation.setdefault(conversation_id, set()).add(conn)
+
+    def remove(self, conn: Listener) -> None:
+        for cid in conn.conversations:
+            watchers = self.by_conversation.get(cid)
+            if watchers is not None:
+                watchers.discard(conn)
+                if not watchers:
+                    del self.by_conversation[cid]
+        group = self.by_topic.get(conn.topic)
+        if group is not None and conn in group:
+            group.discard(conn)
+            self.connections -= 1
+            if not group:
+                del self.by_topic[conn.topic]
+
+    async def wait(self, topic: str, timeout: float) -> bool:
+        """A long poll: wait until something is pushed to `topic` (True) or `timeout` passes (False)."""
+        self._start()
+        event = asyncio.Event()
+        self.polls.setdefault(topic, set()).add(event)
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            group = self.polls.get(topic)
+            if group is not None:
+                group.discard(event)
+                if not group:
+                    del self.polls[topic]
+
+    def dispatch(self, topic: str, push: dict[str, Any]) -> None:
+        """Hand a push to this process's connections and long polls of `topic`."""
+        for conn in list(self.by_topic.get(topic, ())):
+            conn.notify(push)
+        for event in self.polls.get(topic, ()):
+            event.set()
+
+    def _local_conversation(self, cid: Any) -> list[Listener]:
+        return list(self.by_conversation.get(cid, ())) if isinstance(cid, int) else []
+
+    def _start(self) -> None:
+        if self._unsubscribe or self._reader is not None:
+            return
+        bus = self.ctx.bus
+
+        def wanted(event: ev.Event) -> bool:
+            data = event.data
+            if data.get("conversation_id") not in self.by_conversation:
+                return False
+            if event.name == ev.TYPING and (data.get("private") or not data.get("agent_id")):
+                return False  # notes and the visitor's own typing stay with the agents
+            if event.name == ev.CONVERSATION_UPDATED and data.get("changed") == ["activity"]:
+                return False  # a new message: its own push brings it (status and reading matter here)
+            return True
+
+        async def on_event(event: ev.Event) -> None:
+            kind = "typing" if event.name == ev.TYPING else "conversation"
+            for conn in self._local_conversation(event.data.get("conversation_id")):
+                conn.notify({"t": kind, "c": event.data.get("conversation_id"),
+                             "name": event.data.get("agent_name")})
+
+        # Agents' typing and reading are passing signals: the event bus carries them to every process.
+        self._unsubscribe = [bus.subscribe(on_event, ev.TYPING, everywhere=True, wants=wanted),
+                             bus.subscribe(on_event, ev.CONVERSATION_UPDATED, everywhere=True, wants=wanted)]
+        self.ctx.extras.setdefault("on_close", []).append(self.close)
+        if self.ctx.redis is not None:
+            self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+        else:
+            self.ready.set()
+
+    async def _read_forever(self) -> None:
+        backoff = 0.5
+        while True:
+            pubsub = self.ctx.redis.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                # Pushes sent before the subscription was active were missed: everyone here catches up.
+                for topic, group in list(self.by_topic.items()):
+                    for conn in list(group):
+                        conn.notify({"t": "sync"})
+                    for event in self.polls.get(topic, ()):
+                        event.set()
+                self.ready.set()
+                backoff = 0.5
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    raw = message["data"]
+                    topic, _, body = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("\n")
+                    if topic in self.by_topic or topic in self.polls:
+                        try:
+                            self.dispatch(topic, json.loads(body))
+                        except ValueError:
+                            log.warning("dropping a malformed web chat push")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis restarted: resubscribe with backoff
+                self.ready.clear()
+                log.warning("web chat push subscription lost (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def close(self) -> None:
+        """Stop the subscription (server shutdown)."""
+        for stop in self._unsubscribe:
+            stop()
+        self._unsubscribe = []
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None
+
+
+def hub_for(ctx: AppContext) -> VisitorHub:
+    """This process's visitor hub."""
+    hub: VisitorHub | None = ctx.extras.get(HUB_KEY)
+    if hub is None:
+        hub = ctx.extras[HUB_KEY] = VisitorHub(ctx)
+    return hub
+
+
+async def publish(ctx: AppContext, topic: str, payload: str) -> None:
+    """Push to a visitor's connections wherever they are (Redis), or in this process."""
+    if ctx.redis is not None:
+        await ctx.redis.publish(CHANNEL, f"{topic}\n{payload}")
+        return
+    hub: VisitorHub | None = ctx.extras.get(HUB_KEY)
+    if hub is not None:
+        hub.dispatch(topic, json.loads(payload))

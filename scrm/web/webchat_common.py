@@ -1,0 +1,135 @@
+"""What every visitor endpoint checks: the web inbox, the caller's origin, the visitor token, rate and size limits."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from channels.web.adapter import WebChatAdapter
+from channels.web.tokens import origin_allowed, origin_of, verify_visitor
+from scrm.db.models import Inbox
+from scrm.web.keys import CTX
+from scrm.web.routing import ApiError
+
+log = logging.getLogger("scrm.webchat")
+TOKEN_HEADER = "X-Scrm-Visitor"
+JSON_LIMIT = 64 * 1024  # a visitor's JSON request (a message is at most max_message_chars of it)
+
+
+def cookie_name(inbox_id: int) -> str:
+    """The H5 page's HttpOnly visitor cookie (first-party pages only)."""
+    return f"scrm_visitor_{inbox_id}"
+
+
+async def web_inbox(request: web.Request) -> tuple[Inbox, WebChatAdapter]:
+    """The active `web` inbox named in the path (404 otherwise)."""
+    ctx = request.app[CTX]
+    try:
+        inbox_id = int(request.match_info["inbox"])
+    except (KeyError, ValueError):
+        raise ApiError(404, "unknown chat", "unknown_inbox") from None
+    inbox = await ctx.adapters.inbox(inbox_id)
+    if inbox is None or inbox.channel_type != "web" or not inbox.active:
+        raise ApiError(404, "unknown chat", "unknown_inbox")
+    adapter = ctx.adapters.for_inbox(inbox)
+    assert isinstance(adapter, WebChatAdapter)
+    return inbox, adapter
+
+
+def own_origins(request: web.Request) -> list[str]:
+    """This server's origin(s): the address the browser used, and server.public_url."""
+    found = [f"{request.scheme}://{request.host}".lower()]
+    public = request.app[CTX].settings.server.public_url
+    if public:
+        norm = origin_of(public)
+        if norm:
+            found.append(norm)
+    return [o for o in (origin_of(x) for x in found) if o]
+
+
+def is_own_origin(request: web.Request, origin: str | None) -> bool:
+    norm = origin_of(origin)
+    if norm is None:
+        return False
+    if norm in own_origins(request):
+        return True
+    # Behind a proxy the scheme may differ; the host is what matters for "our own page".
+    return urlsplit(norm).netloc == (request.host or "").lower()
+
+
+def check_origin(request: web.Request, adapter: WebChatAdapter) -> str | None:
+    """Refuse a browser on a site the inbox does not allow (403). Returns the caller's origin.
+
+    Browsers send Origin on cross-origin requests and on every WebSocket handshake; a request without
+    one is same-origin GET or not from a browser, and the visitor token still decides what it may see."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    if is_own_origin(request, origin) or origin_allowed(origin, adapter.settings.allowed_origins):  # type: ignore[attr-defined]
+        return origin
+    raise ApiError(403, "this site may not use this chat (origin not allowed)", "origin_not_allowed")
+
+
+def visitor_token(request: web.Request, inbox_id: int) -> str | None:
+    """The token the request carries (header from the widget, cookie from the H5 page)."""
+    return request.headers.get(TOKEN_HEADER) or request.cookies.get(cookie_name(inbox_id))
+
+
+def require_visitor(request: web.Request, inbox: Inbox, adapter: WebChatAdapter) -> str:
+    """The visitor id of a valid token (401 otherwise). A contact id from the client is never used."""
+    visitor = verify_visitor(adapter.secrets.token_key, inbox.id, visitor_token(request, inbox.id))  # type: ignore[attr-defined]
+    if visitor is None:
+        raise ApiError(401, "visitor token missing, expired or invalid: start a new session", "bad_visitor_token")
+    return visitor
+
+
+def client_ip(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+async def rate_limit(ctx: Any, key: str, per_minute: int, what: str) -> None:
+    """Count one `what` against `key` (Redis when configured, this process otherwise); 429 past the limit."""
+    try:
+        count = await ctx.counter.hit(f"webchat:{key}", 60)
+    except Exception as exc:  # noqa: BLE001 - Redis busy or gone: chat goes on (the database stays the truth)
+        log.warning("web chat rate limit not checked (%s)", type(exc).__name__)
+        return
+    if count > per_minute:
+        raise ApiError(429, f"too many {what}; wait a minute", "rate_limited", retry_after=60)
+
+
+async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, Any]:
+    """A JSON object body of at most `limit` bytes (413 beyond, 400 when malformed)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"body larger than {limit} bytes", "too_large")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise ApiError(413, f"body larger than {limit} bytes", "too_large")
+    try:
+        data = json.loads(raw or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"malformed JSON: {exc}", "malformed_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "send a JSON object", "malformed_json")
+    return data
+
+
+def page_csp(adapter: WebChatAdapter) -> str:
+    """The chat page's own CSP: it may be framed only by the inbox's allowed sites."""
+    ancestors = " ".join(["'self'", *adapter.settings.allowed_origins])  # type: ignore[attr-defined]
+    return ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+            "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+            f"frame-ancestors {ancestors}")
+
+
+def cors_headers(origin: str | None) -> dict[str, str]:
+    """CORS for an allowed embedding site (the loader fetches the widget's settings from there)."""
+    if not origin:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
+            "Access-Control-Allow-Headers": f"Content-Type, {TOKEN_HEADER}",
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS", "Access-Control-Max-Age": "600"}

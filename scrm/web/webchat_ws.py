@@ -1,0 +1,214 @@
+"""GET /chat/{inbox}/ws: a visitor's live connection.
+
+The first frame authenticates: {"type": "auth", "token": "...", "after": last message id shown}
+(the H5 page's HttpOnly cookie counts as its token). The server then sends what the visitor missed
+and keeps pushing: {"type": "messages", "items": [...]}, {"type": "typing"}, {"type": "conversation",
+...} (status, agents' read receipts). The visitor sends {"type": "message", "client_id", "text" |
+"choice"}, answered by {"type": "ack", ...} or {"type": "error", ...}, and {"type": "typing"},
+{"type": "read", "upto"}, {"type": "ping"}. Close codes: 4401 bad token, 4403 blocked or refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from channels.web.adapter import WebChatAdapter, visitor_topic
+from channels.web.tokens import verify_visitor
+from scrm import events as ev
+from scrm.services import webchat as chat_svc
+from scrm.services.webchat_push import VisitorHub, hub_for
+from scrm.web.keys import CTX
+from scrm.web.routing import ApiError
+from scrm.web.webchat_api import accept_message
+from scrm.web.webchat_common import check_origin, client_ip, cookie_name, web_inbox
+
+log = logging.getLogger("scrm.webchat")
+AUTH_TIMEOUT = 10.0
+TYPING_INTERVAL = 2.0
+MAX_SOCKETS_PER_VISITOR = 20
+
+
+class VisitorSocket:
+    """One visitor connection; it reads from the database what it has not shown when nudged."""
+
+    __slots__ = ("ws", "ctx", "hub", "inbox_id", "token_key", "visitor", "topic", "conversations", "identity_id",
+                 "last_id", "_dirty", "_state_dirty", "_busy", "blocked")
+
+    def __init__(self, ws: web.WebSocketResponse, ctx: Any, inbox_id: int, token_key: str, visitor: str,
+                 identity_id: int | None, after: int) -> None:
+        self.ws = ws
+        self.ctx = ctx
+        self.hub: VisitorHub = hub_for(ctx)
+        self.inbox_id = inbox_id
+        self.token_key = token_key
+        self.visitor = visitor
+        self.topic = visitor_topic(inbox_id, visitor)
+        self.conversations: set[int] = set()
+        self.identity_id = identity_id
+        self.last_id = after
+        self._dirty = False
+        self._state_dirty = False
+        self._busy = False
+        self.blocked = False
+
+    def notify(self, push: dict[str, Any]) -> None:
+        """A push from the hub (synchronous: it only schedules work)."""
+        kind = push.get("t")
+        if kind == "m":
+            if isinstance(push.get("m"), int) and push["m"] <= self.last_id:
+                return  # already shown (a repeated push after a worker retry)
+            self._dirty = True
+        elif kind == "sync":
+            self._dirty = self._state_dirty = True
+        elif kind == "conversation":
+            self._state_dirty = True
+        elif kind == "typing":
+            self.send({"type": "typing", "name": push.get("name")})
+            return
+        elif kind == "kick":
+            self.blocked = True
+            self.send({"type": "error", "code": "blocked", "message": "this chat is not available to you"})
+            asyncio.ensure_future(self.ws.close(code=4403, message=b"blocked"))
+            return
+        if not self._busy:
+            self._busy = True
+            asyncio.get_running_loop().create_task(self._catch_up())
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if not self.ws.closed:
+            asyncio.ensure_future(self._write(json.dumps(frame, ensure_ascii=False)))
+
+    async def _write(self, text: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.send_str(text)
+
+    async def _catch_up(self) -> None:
+        try:
+            while (self._dirty or self._state_dirty) and not self.ws.closed:
+                messages, self._dirty = self._dirty, False
+                state, self._state_dirty = self._state_dirty, False
+                if self.identity_id is None:
+                    identity = await chat_svc.identity_of(self.ctx, self.inbox_id, self.visitor)
+                    if identity is None:
+                        continue
+                    self.identity_id = identity.id
+                if messages:
+                    await self._send_new()
+                if state or messages and not self.conversations:
+                    conv = await chat_svc.conversation_state(self.ctx, self.identity_id)
+                    if conv is not None:
+                        self.hub.watch(self, conv["id"])
+                        await self._write(json.dumps({"type": "conversation", "conversation": conv}))
+        except Exception:  # noqa: BLE001 - a database hiccup: the next push or a reconnect catches up
+            log.exception("web chat catch-up failed")
+        finally:
+            self._busy = False
+
+    async def _send_new(self) -> None:
+        assert self.identity_id is not None
+        while True:
+            items = await chat_svc.messages(self.ctx, self.inbox_id, self.token_key, self.identity_id,
+                                            after=self.last_id, limit=200)
+            if not items:
+                return
+            self.last_id = items[-1]["id"]
+            new_conv = False
+            for item in items:
+                if item["conversation_id"] not in self.conversations:
+                    self.hub.watch(self, item["conversation_id"])
+                    new_conv = True
+            await self._write(json.dumps({"type": "messages", "items": items}, ensure_ascii=False))
+            if new_conv:
+                self._state_dirty = True
+            if len(items) < 200:
+                return
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """Upgrade a visitor's request; refused (403) before the upgrade for a site that may not chat here."""
+    ctx = request.app[CTX]
+    inbox, adapter = await web_inbox(request)
+    check_origin(request, adapter)
+    st: Any = adapter.settings
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=st.max_message_chars * 4 + 4096)
+    await ws.prepare(request)
+    try:
+        first = await ws.receive(timeout=AUTH_TIMEOUT)
+        frame = json.loads(first.data) if first.type == WSMsgType.TEXT else {}
+    except (TimeoutError, ValueError, TypeError):
+        frame = {}
+    if not isinstance(frame, dict) or frame.get("type") != "auth":
+        await ws.close(code=4401, message=b"send an auth frame first")
+        return ws
+    token = frame.get("token") if isinstance(frame.get("token"), str) else request.cookies.get(cookie_name(inbox.id))
+    visitor = verify_visitor(adapter.secrets.token_key, inbox.id, token)  # type: ignore[attr-defined]
+    if visitor is None:
+        await ws.close(code=4401, message=b"bad visitor token")
+        return ws
+    identity = await chat_svc.identity_of(ctx, inbox.id, visitor)
+    hub = hub_for(ctx)
+    if chat_svc.is_blocked(identity) or len(hub.by_topic.get(visitor_topic(inbox.id, visitor), ())) >= MAX_SOCKETS_PER_VISITOR:
+        await ws.close(code=4403, message=b"refused")
+        return ws
+    after = frame.get("after") if isinstance(frame.get("after"), int) and frame["after"] >= 0 else 0
+    conn = VisitorSocket(ws, ctx, inbox.id, adapter.secrets.token_key, visitor,  # type: ignore[attr-defined]
+                         identity.id if identity else None, after)
+    hub.add(conn)
+    try:
+        await ws.send_str(json.dumps({"type": "hello"}))
+        conn.notify({"t": "sync"})
+        await _serve(request, conn, inbox, adapter)
+    finally:
+        hub.remove(conn)
+    return ws
+
+
+async def _serve(request: web.Request, conn: VisitorSocket, inbox: Any, adapter: WebChatAdapter) -> None:
+    ctx = request.app[CTX]
+    ip = client_ip(request)
+    last_typing = 0.0
+    async for msg in conn.ws:
+        if msg.type != WSMsgType.TEXT:
+            continue
+        try:
+            frame: Any = json.loads(msg.data)
+            kind = frame.get("type")
+        except (ValueError, AttributeError):
+            continue  # junk from a client is ignored, not fatal
+        if kind == "ping":
+            conn.send({"type": "pong"})
+        elif kind == "message":
+            try:
+                result = await accept_message(ctx, inbox, adapter, conn.visitor, frame, ip, blocked_checked=True)
+                conn.send({"type": "ack", **result})
+            except ApiError as exc:
+                conn.send({"type": "error", "client_id": frame.get("client_id"), "code": exc.code,
+                           "message": exc.message, "status": exc.status})
+            if conn.identity_id is None:
+                conn.notify({"t": "sync"})
+        elif kind == "read" and isinstance(frame.get("upto"), int) and conn.identity_id is not None:
+            await chat_svc.mark_read(ctx, inbox.id, conn.identity_id, frame["upto"])
+        elif kind == "typing" and conn.conversations and time.monotonic() - last_typing >= TYPING_INTERVAL:
+            last_typing = time.monotonic()
+            await ctx.bus.publish([ev.Event(ev.TYPING, {
+                "conversation_id": max(conn.conversations), "agent_id": None, "contact": True,
+                "agent_name": await _visitor_name(ctx, conn), "private": False})])
+        elif kind == "sync":
+            conn.notify({"t": "sync"})
+
+
+async def _visitor_name(ctx: Any, conn: VisitorSocket) -> str:
+    name = await chat_svc.visitor_name(ctx, conn.identity_id) if conn.identity_id is not None else None
+    return name or "访客 Visitor"
+
+
+def add_routes(app: web.Application) -> None:
+    """Register GET /chat/{inbox}/ws."""
+    app.router.add_get("/chat/{inbox:\\d+}/ws", websocket)
