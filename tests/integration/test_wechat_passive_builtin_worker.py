@@ -36,7 +36,7 @@ async def _inbox(ctx: AppContext, fake: FakeWeChat) -> Any:
 
 
 async def _callback(client: Any, inbox_id: int, openid: str, msg_id: str) -> tuple[bytes, float]:
-    req = encrypted_request(text_xml("怎么查订单", msg_id=msg_id, sender=openid), app_id=APP_ID)
+    req = encrypted_request(text_xml("怎么查看我的订单状态？", msg_id=msg_id, sender=openid), app_id=APP_ID)
     loop = asyncio.get_running_loop()
     started = loop.time()
     resp = await client.post(f"/webhooks/wechat/{inbox_id}", params=dict(req.query), data=req.body,
