@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 
 SIGNATURE_HEADER = "X-SCRM-Signature"
 TIMESTAMP_HEADER = "X-SCRM-Timestamp"
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() also takes "1_0", " 10", "١٠"
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -27,13 +29,13 @@ def verify(secret: str, timestamp: str | None, signature: str | None, body: byte
     """Return None when valid, else the reason it is not (constant-time comparison)."""
     if not timestamp or not signature:
         return "missing signature or timestamp header"
-    try:
-        ts = int(timestamp)
-    except ValueError:
+    if not _UNIX_SECONDS.fullmatch(timestamp):
         return "timestamp is not a unix time"
     current = now if now is not None else time.time()
-    if abs(current - ts) > tolerance:
+    if abs(current - int(timestamp)) > tolerance:
         return "stale timestamp"
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature.strip()):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a mismatch).
+    given = signature.strip().encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(sign(secret, timestamp, body).encode(), given):
         return "signature mismatch"
     return None

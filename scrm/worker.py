@@ -227,7 +227,9 @@ class OutboxWorker:
         task.add_done_callback(done)
 
     def _release(self, delivery: Any) -> None:
-        """The delivery's send is over: its place in the inbox's budget is free (idempotent)."""
+        """The delivery's send is over: its place in the inbox's budget is free (idempotent), and the next
+        row of its contact may be claimable now."""
+        self._budget.undrain(delivery.inbox_id)
         if self._budget.release(delivery):
             self._wake.set()  # the claim loop is woken only when a claim is due, not per finished send
         self._freed.set()
@@ -276,10 +278,11 @@ class OutboxWorker:
 
         Each inbox's oldest due rows are asked for on their own (one window across all inboxes in id
         order filled up with a slow channel's backlog and left a fast one short); the queue index
-        passes over other inboxes' rows without reading them. Then only the head of each ordering key
-        is kept: two indexed steps instead of one NOT EXISTS per row. Returns plain rows (attribute
-        access like the model), not ORM objects. `refresh` looks up the inboxes again (one added
-        since may have work).
+        passes over other inboxes' rows without reading them, and rows behind an earlier row of their
+        ordering key (still queued, or claimed or sending, by a live or a dead worker) are passed over
+        too, so a few stuck contacts never hold up the rest of their inbox. Returns plain rows
+        (attribute access like the model), not ORM objects. `refresh` looks up the inboxes again (one
+        added since may have work).
         """
         if limit <= 0:
             return [], False
@@ -299,18 +302,18 @@ class OutboxWorker:
                 if budget is not None:
                     budget.pick([], limit, complete)
                 return [], False
-            heads = dict((await s.execute(self._sql.heads, {"keys": list({r.ordering_key for r in rows})})).all())
-            ready = [r for r in rows if heads.get(r.ordering_key) == r.id]
             if budget is None:
-                ids = sorted(r.id for r in ready)[:limit]
+                ids = sorted(r.id for r in rows)[:limit]
             else:
-                waiting = {r.inbox_id for r in rows if heads.get(r.ordering_key) != r.id}
-                ids = budget.pick(ready, limit, complete - waiting)
+                # Only an inbox with no claimable row is drained: rows stuck behind another row of their
+                # contact are not counted, and the inbox is claimed for again when one of its sends
+                # finishes (see _release), which may let the next row of that contact go.
+                ids = budget.pick(rows, limit, complete - {r.inbox_id for r in rows})
             if not ids:
                 return [], more
             claimed = list((await s.execute(self._sql.claim, {
                 "ids": ids, "me": self.name, "lease": now + timedelta(seconds=self.cfg.lease_seconds)})).all())
-        return sorted(claimed, key=lambda d: d.id), more or len(ids) < len(ready)
+        return sorted(claimed, key=lambda d: d.id), more or len(ids) < len(rows)
 
     async def _windows(self, s: AsyncSession, wanted: dict[int, int], now: datetime) -> tuple[list[Any], set[int]]:
         """The oldest due rows of each wanted inbox (as many as asked), locked; and the inboxes whose

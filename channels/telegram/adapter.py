@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import mimetypes
 import re
@@ -15,6 +14,7 @@ from pydantic import ConfigDict, Field, field_validator
 from telegram import Bot, Update
 from telegram.error import TelegramError
 
+from channels import safejson
 from channels.base import (
     AdapterSettings,
     Capabilities,
@@ -146,10 +146,10 @@ class TelegramAdapter(ChannelAdapter):
             raise WebhookError(405, "Telegram webhooks are POST requests", code="method_not_allowed")
         given = request.headers.get(SECRET_HEADER, "")
         expected = self.secrets.webhook_secret or ""
-        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        if not expected or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
             raise WebhookError(401, "Wrong or missing X-Telegram-Bot-Api-Secret-Token", code="unauthorized")
         try:
-            data = json.loads(request.body)
+            data = safejson.loads(request.body)  # NaN, 5,000-deep nesting, ...: 400 like malformed JSON
         except (ValueError, UnicodeDecodeError):
             found = UPDATE_ID_RE.search(request.body)
             log.warning("telegram inbox %s: update %s is not valid JSON (%d bytes)", self.inbox.id,
@@ -170,7 +170,7 @@ class TelegramAdapter(ChannelAdapter):
         try:
             update = Update.de_json(data, self.bot)
             parsed = parse_update(update, accept_groups=self.settings.accept_groups)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any update we cannot read is answered 400, never 500
             log.warning("telegram inbox %s: update %s failed to parse: %s: %s", self.inbox.id,
                         update_id, type(exc).__name__, exc)
             return None
