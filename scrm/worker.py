@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from channels.base import ChannelAdapter
@@ -52,6 +52,7 @@ from scrm.services.outbox_budget import ClaimBudget
 from scrm.services.outbox_pacing import ARM_AHEAD_MAX, ARM_AHEAD_MIN, Pacer, paced
 from scrm.services.outbox_slots import SendSlots
 from scrm.services.uow import Tx, unit_of_work
+from scrm.worker_liveness import Liveness
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -121,6 +122,8 @@ class OutboxWorker:
             self._own = {"claim": None, "write": None}
         stopping = asyncio.ensure_future(stop.wait())
         stopping.add_done_callback(lambda _: self._wake.set())
+        liveness = Liveness(self.ctx, self.name, self.cfg.heartbeat_seconds)
+        heartbeat = asyncio.create_task(self._heartbeat(liveness, stop))
         try:
             while not stop.is_set():
                 if loop.time() - last_recover > self._recover_every:
@@ -143,10 +146,35 @@ class OutboxWorker:
                     self._force_claim = True
         finally:
             stopping.cancel()
+            heartbeat.cancel()
             try:
                 await self.shutdown()
+                if not self._inflight:  # nothing of ours left to recover: others need not watch for us
+                    with contextlib.suppress(Exception):
+                        await liveness.stop()
             finally:
                 await self._close_own()
+
+    async def _heartbeat(self, liveness: Liveness, stop: asyncio.Event) -> None:
+        """Count heartbeats; recover at once the deliveries of workers whose heartbeats stopped."""
+        while not stop.is_set():
+            try:
+                dead = await liveness.beat()
+                if dead:
+                    recovered = await self.recover_stale(dead=dead)
+                    await liveness.forget(dead)
+                    log.warning("worker(s) %s stopped: recovered %d of their deliveries without waiting for "
+                                "their lease", ", ".join(sorted(dead)), recovered)
+                    self._budget.undrain()  # their contacts' next rows may go now
+                    self._force_claim = True
+                    self._wake.set()
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is restarting: beat again later
+                log.warning("worker heartbeat failed: %s", type(exc).__name__)
+            try:
+                async with asyncio.timeout(liveness.interval):
+                    await stop.wait()
+            except TimeoutError:
+                pass
 
     @contextlib.asynccontextmanager
     async def _transaction(self, role: str) -> AsyncIterator[Tx]:
@@ -558,15 +586,19 @@ class OutboxWorker:
             )
             return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
-    async def recover_stale(self) -> int:
-        """Recover deliveries whose worker died: claimed -> queued; sending -> resend or fail."""
+    async def recover_stale(self, dead: set[str] | frozenset[str] = frozenset()) -> int:
+        """Recover deliveries whose worker died (their lease ran out, or their worker is in `dead`, see
+        worker_liveness.py): claimed -> queued; sending -> resend or fail."""
         now = utcnow()
         recovered = 0
+        stale = Delivery.lease_until < now
+        if dead:
+            stale = or_(stale, Delivery.claimed_by.in_(sorted(dead)))
         async with unit_of_work(self.ctx) as tx:
             s = tx.session
             res = await s.execute(
                 update(Delivery)
-                .where(Delivery.status == "claimed", Delivery.lease_until < now)
+                .where(Delivery.status == "claimed", stale)
                 .values(status="queued", claimed_by=None, lease_until=None)
             )
             recovered += int(res.rowcount or 0)  # type: ignore[attr-defined]
@@ -574,7 +606,7 @@ class OutboxWorker:
                 await s.execute(
                     select(Delivery, Inbox.channel_type)
                     .join(Inbox, Inbox.id == Delivery.inbox_id)
-                    .where(Delivery.status == "sending", Delivery.lease_until < now)
+                    .where(Delivery.status == "sending", stale)
                     .with_for_update(skip_locked=True, of=Delivery)
                 )
             ).all()
