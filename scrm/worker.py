@@ -17,9 +17,9 @@ on PostgreSQL a running worker keeps its own two connections (claims, writes) in
 checkout with a liveness ping per transaction.
 
 Pacing: the deliveries of one inbox wait in one line (Pacer). The front of the line is marked
-`sending` a little ahead; then each takes its rate-limit turn in order and is sent at once, so no
-commit stands between a turn and its send (commits released sends in bursts). `concurrency` bounds
-the sends under way (from a turn to the channel's answer), in even shares per inbox (SendSlots):
+`sending` a little ahead; then each gets the rate limiter's go-ahead in order and is sent at once, so
+no commit stands between a go-ahead and its send (commits released sends in bursts). `concurrency` bounds
+the sends under way (from a go-ahead to the channel's answer), in even shares per inbox (SendSlots):
 waiting in line holds no slot. How much of an inbox's queue a worker claims follows its rate
 instead (ClaimBudget: about half a second's worth, from that inbox's own queue).
 """
@@ -62,7 +62,7 @@ log = logging.getLogger("scrm.worker")
 UNKNOWN_OUTCOME = "outcome unknown: the worker stopped while sending; not resent to avoid a duplicate"
 MAX_INLINE_WAIT = 5.0  # rate-limit waits longer than this go back to the queue
 # A delivery that would wait longer than this in its inbox's line goes back to the queue (due when its
-# turn would come); claims keep about half as much in line (see outbox_budget.CLAIM_HORIZON).
+# go-ahead would come); claims keep about half as much in line (see outbox_budget.CLAIM_HORIZON).
 LINE_HORIZON = 1.0
 D = Delivery.__table__
 
@@ -92,7 +92,7 @@ class OutboxWorker:
         self._slots = SendSlots(self.cfg.concurrency)
         self._force_claim = True  # look up the inboxes again and claim for each: new work may be anywhere
         self._pacers: dict[int, Pacer] = {}
-        self._arm_ahead = ARM_AHEAD_MIN  # seconds of turns each line marks `sending` ahead
+        self._arm_ahead = ARM_AHEAD_MIN  # seconds of go-aheads each line marks `sending` ahead
         self._lookups: dict[int, asyncio.Future[ChannelAdapter | None]] = {}
         # One queue for both writes of a delivery: "mark sending" (an id) and "record the outcome".
         self._writes: GroupCommit[int | _Outcome, bool] = GroupCommit(self._flush_writes)
@@ -137,7 +137,7 @@ class OutboxWorker:
                     await asyncio.sleep(0)
                     continue
                 # One event (new work, stop, or room for a claim batch) and a deadline, not three waiter
-                # tasks per turn: this loop turns for every batch of finished deliveries.
+                # tasks per round: this loop goes round for every batch of finished deliveries.
                 try:
                     async with asyncio.timeout(self.cfg.poll_interval):
                         await self._wake.wait()
@@ -365,7 +365,7 @@ class OutboxWorker:
         if adapter is None:
             await self._finish(delivery, "unknown", error=PermanentSendError("inbox deleted or disabled"))
             return
-        if not await self._turn(delivery, adapter, message):
+        if not await self._wait_in_line(delivery, adapter, message):
             return
         result: SendResult | None = None
         error: Exception | None = None
@@ -384,9 +384,9 @@ class OutboxWorker:
             self._release(delivery)
         await self._finish(delivery, adapter.channel_type, result=result, error=error)
 
-    async def _turn(self, delivery: Any, adapter: ChannelAdapter, message: OutboundMessage) -> bool:
-        """Mark the delivery `sending` once it is near the front of its inbox's line, then wait for its
-        rate-limit turn and a send slot (which the caller gives back). False when it was requeued or
+    async def _wait_in_line(self, delivery: Any, adapter: ChannelAdapter, message: OutboundMessage) -> bool:
+        """Mark the delivery `sending` once it is near the front of its inbox's line, then wait for the
+        rate limiter's go-ahead and a send slot (which the caller gives back). False when it was requeued or
         is no longer ours (holding no slot)."""
         limits = [paced(lim) for lim in adapter.rate_limits(message)]
         pacer = self._pacers.get(delivery.inbox_id)
@@ -400,17 +400,17 @@ class OutboxWorker:
         if eta > LINE_HORIZON:
             await self._requeue(delivery, eta)
             return False
-        turn = pacer.join(limits)
+        place = pacer.join(limits)
         try:
-            await turn.armable
+            await place.armable
             if not await self._mark_sending(delivery):
                 return False
-            pacer.arm(turn)
+            pacer.arm(place)
             while True:
                 try:
-                    wait = await pacer.turn(turn)
+                    wait = await pacer.go_ahead(place)
                 except Exception:  # noqa: BLE001 - e.g. the shared limiter (Redis) is down
-                    log.exception("delivery %s: no rate-limit turn; back to the queue", delivery.id)
+                    log.exception("delivery %s: no rate-limit go-ahead; back to the queue", delivery.id)
                     await self._requeue(delivery, 1.0)  # not sent: it must not end as "outcome unknown"
                     return False
                 if wait <= 0:
@@ -419,9 +419,9 @@ class OutboxWorker:
                     await self._requeue(delivery, wait)
                     return False
                 await asyncio.sleep(wait)  # a per-chat limit: the inbox's other recipients go on meanwhile
-                turn = pacer.join(limits, armed=True)
+                place = pacer.join(limits, armed=True)
         finally:
-            pacer.leave(turn)
+            pacer.leave(place)
 
     async def _mark_sending(self, delivery: Any) -> bool:
         """Commit `sending` before the channel is called; False when the row is no longer ours to send."""
