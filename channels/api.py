@@ -160,7 +160,7 @@ class ApiChannelAdapter(ChannelAdapter):
     async def handle_webhook(self, request: WebhookRequest, sink: IngestSink) -> WebhookResponse:
         if request.method != "POST":
             raise WebhookError(405, "use POST", code="method_not_allowed")
-        problem = signing.verify(
+        problem = signing.check(
             self.secrets.secret,  # type: ignore[attr-defined]
             request.headers.get(signing.TIMESTAMP_HEADER.lower()),
             request.headers.get(signing.SIGNATURE_HEADER.lower()),
@@ -168,7 +168,8 @@ class ApiChannelAdapter(ChannelAdapter):
             self.settings.timestamp_tolerance_seconds,  # type: ignore[attr-defined]
         )
         if problem:
-            raise WebhookError(401, problem, code="bad_signature")
+            status, reason = problem
+            raise WebhookError(status, reason, code="bad_signature" if status == 401 else "bad_header")
         try:
             data = safejson.loads(request.body)
         except safejson.UnsafeJSON as exc:

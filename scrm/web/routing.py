@@ -140,6 +140,8 @@ def path_int(request: web.Request, name: str) -> int:
         value = int(request.match_info[name])
     except (KeyError, ValueError):
         raise ApiError(404, f"{name} not found", "not_found") from None
-    if not 0 <= value <= MAX_ID:
+    if value < 0:
         raise ApiError(404, f"{name} not found", "not_found")
+    if value > MAX_ID:
+        raise ApiError(400, f"{name} out of range", "bad_id")
     return value

@@ -44,8 +44,10 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         inbox_id = int(request.match_info["inbox"])
     except ValueError:
         inbox_id = -1
-    if channel_type is None or not 0 <= inbox_id <= MAX_ID:
+    if channel_type is None or inbox_id < 0:
         return json_error(404, "unknown webhook", "not_found")
+    if inbox_id > MAX_ID:  # a BIGINT cannot hold it: the request is malformed, not merely unknown
+        return json_error(400, "inbox id out of range", "bad_id")
     body = await read_body(request, ctx.settings.server.max_body_bytes)
     inbox = await ctx.adapters.inbox(inbox_id)
     if inbox is None or inbox.channel_type != channel_type or not inbox.active:
