@@ -3,7 +3,6 @@ deliveries the dead worker held wait (until its heartbeat is missed, not for the
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
