@@ -95,7 +95,17 @@ def _is_connection_class(item: BaseException) -> bool:
 
 
 def _from_database(exc: BaseException) -> bool:
-    """Whether the error surfaced through SQLAlchemy or a driver (not some other library's socket)."""
-    return any(isinstance(item, DBAPIError) or type(item).__module__.startswith(("asyncpg", "sqlite3", "aiosqlite",
-                                                                               "sqlalchemy"))
-               for item in _chain(exc))
+    """Whether the error was raised inside SQLAlchemy or a database driver (sqlite3 raises a plain
+    OverflowError for an integer beyond 64 bits), not by some other code."""
+    for item in _chain(exc):
+        if isinstance(item, DBAPIError):
+            return True
+        tb = item.__traceback__
+        while tb is not None:
+            if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(_DRIVER_MODULES):
+                return True
+            tb = tb.tb_next
+    return False
+
+
+_DRIVER_MODULES = ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3")
