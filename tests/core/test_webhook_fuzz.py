@@ -97,12 +97,13 @@ signature_header = st.one_of(st.just("valid"), st.just("valid"), st.sampled_from
 
 @st.composite
 def api_requests(draw: Callable[..., Any]) -> dict[str, Any]:
+    valid = draw(st.booleans())  # signed and fresh, to the right inbox: only the body is hostile
     body = draw(api_body)
-    ts = draw(timestamp_header)
+    ts = "now" if valid else draw(timestamp_header)
     ts = str(int(time.time())) if ts == "now" else ts
-    sig = draw(signature_header)
+    sig = "valid" if valid else draw(signature_header)
     sig = signing.sign(SECRET, ts, body) if sig == "valid" else sig
-    inbox = draw(st.sampled_from(["{id}", "{id}", "{id}", str(2**63), "9" * 50, "-1", "0"]))
+    inbox = "{id}" if valid else draw(st.sampled_from(["{id}", str(2**63), "9" * 50, "-1", "0"]))
     return {"path": f"/webhooks/api/{inbox}", "data": body,
             "headers": {signing.TIMESTAMP_HEADER: ts, signing.SIGNATURE_HEADER: sig, "Content-Type": "application/json"}}
 
@@ -145,7 +146,8 @@ def _xml_text(value: Any) -> str:
 @st.composite
 def wechat_requests(draw: Callable[..., Any]) -> dict[str, Any]:
     xml_text = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=40)
-    if draw(st.booleans()):  # valid in shape
+    valid = draw(st.booleans())  # signed, fresh, plain mode, a text message: only the content is hostile
+    if valid:
         fields = {"ToUserName": "gh_fuzz", "FromUserName": draw(st.one_of(st.just("oUser123"), xml_text)),
                   "CreateTime": int(time.time()), "MsgType": "text", "Content": draw(xml_text),
                   "MsgId": draw(st.integers(min_value=1, max_value=2**63 - 1))}
@@ -154,16 +156,18 @@ def wechat_requests(draw: Callable[..., Any]) -> dict[str, Any]:
                   "CreateTime": draw(st.one_of(numbers, st.just(int(time.time())), scalar)),
                   "MsgType": draw(st.sampled_from(["text", "image", "event", "voice", "location", "x"])),
                   "Content": draw(scalar), "MsgId": draw(st.one_of(numbers, scalar)), "Event": draw(scalar)}
-    xml_body = "<xml>" + "".join(f"<{k}>{_xml_text(v)}</{k}>" for k, v in fields.items()) + "</xml>"
-    body = draw(st.one_of(st.just(xml_body.encode()), garbage, st.just(b"<!DOCTYPE x [<!ENTITY a 'b'>]><xml/>")))
-    ts = draw(st.one_of(st.just(str(int(time.time()))), st.sampled_from(["9" * 400, "x", ""])))
+    xml_body = ("<xml>" + "".join(f"<{k}>{_xml_text(v)}</{k}>" for k, v in fields.items()) + "</xml>").encode()
+    body = xml_body if valid else draw(st.one_of(st.just(xml_body), garbage,
+                                                 st.just(b"<!DOCTYPE x [<!ENTITY a 'b'>]><xml/>")))
+    ts = str(int(time.time())) if valid else draw(st.sampled_from([str(int(time.time())), "9" * 400, "x", ""]))
     nonce = draw(st.text(st.characters(min_codepoint=48, max_codepoint=122), max_size=8))
-    sig = draw(st.one_of(st.just(wechat_signature(WX_TOKEN, ts, nonce)), st.just(wechat_signature(WX_TOKEN, ts, nonce)),
-                         st.text(max_size=10)))
-    method = draw(st.sampled_from(["POST", "POST", "POST", "POST", "GET", "PUT"]))
-    return {"method": method, "path": "/webhooks/wechat/{id}", "data": body,
-            "params": {"timestamp": ts, "nonce": nonce, "signature": sig, "echostr": "e",
-                       **({"encrypt_type": "aes"} if draw(st.integers(0, 4)) == 0 else {})}}
+    good = wechat_signature(WX_TOKEN, ts, nonce)
+    sig = good if valid else draw(st.one_of(st.just(good), st.text(max_size=10)))
+    method = "POST" if valid else draw(st.sampled_from(["POST", "GET", "PUT"]))
+    params = {"timestamp": ts, "nonce": nonce, "signature": sig, "echostr": "e"}
+    if not valid and draw(st.booleans()):
+        params["encrypt_type"] = "aes"
+    return {"method": method, "path": "/webhooks/wechat/{id}", "data": body, "params": params}
 
 
 # --- the simulator (memory) and email (no webhook: always refused) -------------------------------------------------
