@@ -36,8 +36,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("scrm.redis")
 
-CONNECT_TIMEOUT = 1.0
-SOCKET_TIMEOUT = 2.0
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 3.0
 ACK_PATH_TIMEOUT = 0.25  # Redis answers in well under a millisecond; a quarter second is a hang
 PROBE_INTERVAL = 0.5
 FAILURES_TO_OPEN = 2

@@ -52,7 +52,7 @@ from scrm.services.outbox_budget import ClaimBudget
 from scrm.services.outbox_pacing import ARM_AHEAD_MAX, ARM_AHEAD_MIN, Pacer, paced
 from scrm.services.outbox_slots import SendSlots
 from scrm.services.uow import Tx, unit_of_work
-from scrm.worker_liveness import Liveness
+from scrm.worker_liveness import Liveness, keep_beating
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -123,7 +123,7 @@ class OutboxWorker:
         stopping = asyncio.ensure_future(stop.wait())
         stopping.add_done_callback(lambda _: self._wake.set())
         liveness = Liveness(self.ctx, self.name, self.cfg.heartbeat_seconds)
-        heartbeat = asyncio.create_task(self._heartbeat(liveness, stop))
+        heartbeat = asyncio.create_task(keep_beating(liveness, stop, self._recover_dead))
         try:
             while not stop.is_set():
                 if loop.time() - last_recover > self._recover_every:
@@ -155,26 +155,13 @@ class OutboxWorker:
             finally:
                 await self._close_own()
 
-    async def _heartbeat(self, liveness: Liveness, stop: asyncio.Event) -> None:
-        """Count heartbeats; recover at once the deliveries of workers whose heartbeats stopped."""
-        while not stop.is_set():
-            try:
-                dead = await liveness.beat()
-                if dead:
-                    recovered = await self.recover_stale(dead=dead)
-                    await liveness.forget(dead)
-                    log.warning("worker(s) %s stopped: recovered %d of their deliveries without waiting for "
-                                "their lease", ", ".join(sorted(dead)), recovered)
-                    self._budget.undrain()  # their contacts' next rows may go now
-                    self._force_claim = True
-                    self._wake.set()
-            except Exception as exc:  # noqa: BLE001 - e.g. the database is restarting: beat again later
-                log.warning("worker heartbeat failed: %s", type(exc).__name__)
-            try:
-                async with asyncio.timeout(liveness.interval):
-                    await stop.wait()
-            except TimeoutError:
-                pass
+    async def _recover_dead(self, dead: set[str]) -> int:
+        """Recover the deliveries of workers found dead (worker_liveness.py); their contacts may go on."""
+        recovered = await self.recover_stale(dead=dead)
+        self._budget.undrain()
+        self._force_claim = True
+        self._wake.set()
+        return recovered
 
     @contextlib.asynccontextmanager
     async def _transaction(self, role: str) -> AsyncIterator[Tx]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select, update
@@ -80,3 +81,22 @@ class Liveness:
     async def stop(self) -> None:
         """A clean stop: this worker's row goes (nothing of it is left to recover)."""
         await self.forget({self.name})
+
+
+async def keep_beating(liveness: Liveness, stop: asyncio.Event, recover: Callable[[set[str]], Awaitable[int]]) -> None:
+    """Beat every `liveness.interval` seconds until `stop`; hand the workers found dead to `recover`."""
+    while not stop.is_set():
+        try:
+            dead = await liveness.beat()
+            if dead:
+                recovered = await recover(dead)
+                await liveness.forget(dead)
+                log.warning("worker(s) %s stopped: recovered %d of their deliveries without waiting for their lease",
+                            ", ".join(sorted(dead)), recovered)
+        except Exception as exc:  # noqa: BLE001 - e.g. the database is restarting: beat again later
+            log.warning("worker heartbeat failed: %s", type(exc).__name__)
+        try:
+            async with asyncio.timeout(liveness.interval):
+                await stop.wait()
+        except TimeoutError:
+            pass
