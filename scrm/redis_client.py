@@ -8,9 +8,9 @@ hangs (SIGSTOP, a stalled host, a full network buffer) held requests for many se
   (longer than the event bus's 0.5 s blocking stream reads), with one immediate retry, which
   replaces a pooled connection that a Redis restart closed;
 - a call that times out, or two failures in a row, open the breaker: from then on every call fails
-  at once with a ConnectionError (callers fall back: events are dispatched in-process, a rate-limit
-  turn is tried again later, a lease is renewed later) while one background probe pings Redis every
-  PROBE_INTERVAL seconds; the first answer closes the breaker and everything uses Redis again;
+  at once with a ConnectionError (callers fall back: events are dispatched in-process, a send's
+  rate-limit go-ahead is asked for again later, a lease is renewed later) while one background
+  probe pings Redis every PROBE_INTERVAL seconds; its first answer closes the breaker;
 - `bounded()` puts a deadline on a call that must not wait at all (the acknowledgement path) and
   opens the breaker when it passes.
 
