@@ -1,12 +1,13 @@
 """Telegram delivery benchmark: outbound messages to private chats through TWO `scrm worker`
 processes (PostgreSQL + the Redis-backed shared rate limiter) against a fake Bot API run here.
 
-    python bench/telegram_delivery.py [--quick] [--messages N] [--chats N]
+    python bench/telegram_delivery.py [--quick] [--messages N] [--chats N] [--db NAME] [--redis URL]
 
 Prints the overall send rate and the highest per-chat rate in any 1-second window next to
 Telegram's limits (30 msg/s per bot, 1 msg/s per private chat), and checks that every delivery
 reached the Bot API exactly once. The fake answers 429 like Telegram when a limit is exceeded.
-Uses a scratch database `scrm_bench_tgdelivery` (created and dropped) and Redis db 15.
+Uses a scratch database (`--db`, default `scrm_bench_tgdelivery`; created and dropped) and a Redis db
+(`--redis`, default redis://127.0.0.1:6379/15).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_DB = "scrm_bench_tgdelivery"
 DB_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
 REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def configure(db: str | None, redis_url: str | None) -> None:
+    """Use another scratch database / Redis db (several people benchmarking on one machine)."""
+    global PG_DB, DB_URL, REDIS_URL
+    if db:
+        PG_DB, DB_URL = db, f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
+    if redis_url:
+        REDIS_URL = redis_url
 LIMIT_OVERALL = 30.0
 LIMIT_CHAT = 1.0
 
@@ -211,7 +221,8 @@ async def run(total: int, chats: int, timeout: float) -> int:
     if lost or counts.get("failed"):
         print("  worker logs (tail):\n" + errors)
     print(f"BENCH telegram_delivery overall_ratio={overall / LIMIT_OVERALL:.3f} overall_rate={overall:.2f} "
-          f"max_chat_rate_1s={max_chat} lost={lost} duplicates={duplicates}")
+          f"busiest_1s={max_overall_1s} max_chat_rate_1s={max_chat} rejected_429={rejected} lost={lost} "
+          f"duplicates={duplicates}")
     return 0 if not lost and not duplicates else 1
 
 
@@ -220,7 +231,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="300 messages (under a minute)")
     ap.add_argument("--messages", type=int)
     ap.add_argument("--chats", type=int, default=100)
+    ap.add_argument("--db", help="scratch database name (created and dropped)")
+    ap.add_argument("--redis", help="Redis URL of a db the benchmark may use")
     args = ap.parse_args()
+    configure(args.db, args.redis)
     total = args.messages or (300 if args.quick else 1000)
     return asyncio.run(run(total, args.chats, timeout=30 + total / 10))
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from channels import signing
+from channels import safejson, signing
 from channels.base import AdapterSettings, Capabilities, ChannelAdapter, IngestSink
 from channels.registry import register
 from scrm.domain import (
@@ -53,36 +53,67 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=False)
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
+
+
+def _without_nul(value: str) -> str:
+    return value.replace("\x00", "")
+
+
+# Identifiers (ids, addresses, URLs) with a NUL are refused: stripping it would silently name
+# something else. In free text (message text, names, file names) NUL characters are removed.
+Ident = Annotated[str, AfterValidator(_no_nul)]
+FreeText = Annotated[str, AfterValidator(_without_nul)]
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class SenderIn(_Strict):
-    id: str = Field(min_length=1, max_length=255)
-    name: str | None = Field(None, max_length=255)
-    email: str | None = Field(None, max_length=255)
-    phone: str | None = Field(None, max_length=64)
-    language: str | None = Field(None, max_length=16)
-    avatar_url: str | None = None
+    id: Ident = Field(min_length=1, max_length=255)
+    name: FreeText | None = Field(None, max_length=255)
+    email: Ident | None = Field(None, max_length=255)
+    phone: Ident | None = Field(None, max_length=64)
+    language: Ident | None = Field(None, max_length=16)
+    avatar_url: Ident | None = Field(None, max_length=2048)
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
 class AttachmentIn(_Strict):
-    url: str
+    url: Ident = Field(max_length=2048)
     kind: Literal["image", "file", "audio", "voice", "video"] = "file"
-    filename: str | None = None
-    mime_type: str | None = None
-    size: int | None = Field(None, ge=0)
+    filename: FreeText | None = Field(None, max_length=255)
+    mime_type: Ident | None = Field(None, max_length=255)
+    size: int | None = Field(None, ge=0, le=2**53)
 
 
 class MessageIn(_Strict):
     type: Literal["message", "delivery_status", "unsubscribe"] = "message"
-    id: str = Field(min_length=1, max_length=255)
+    id: Ident = Field(min_length=1, max_length=255)
     sender: SenderIn
-    text: str | None = Field(None, max_length=65536)
+    text: FreeText | None = Field(None, max_length=65536)
     content_type: Literal["text", "image", "file", "audio", "video", "location", "postback"] = "text"
-    choice: str | None = None  # postback payload of a button the user clicked
+    choice: Ident | None = Field(None, max_length=1024)  # postback payload of a button the user clicked
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=20)
     sent_at: datetime | None = None
-    reply_to: str | None = None
+    reply_to: Ident | None = Field(None, max_length=255)
     status: Literal["delivered", "failed"] | None = None  # for type=delivery_status
-    error: str | None = None
+    error: FreeText | None = Field(None, max_length=4096)
+
+    @field_validator("sent_at")
+    @classmethod
+    def _storable_time(cls, value: datetime | None) -> datetime | None:
+        """A time with an offset must convert to UTC and be from 1970 on (year 1 at +14:00 has no UTC)."""
+        if value is None or value.tzinfo is None:
+            return value  # a time without an offset is ignored by ingest, as before
+        try:
+            utc = value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError("is out of range") from None
+        if utc < EARLIEST:
+            raise ValueError("is out of range (before 1970)")
+        return utc
 
 
 class BatchIn(_Strict):
@@ -129,7 +160,7 @@ class ApiChannelAdapter(ChannelAdapter):
     async def handle_webhook(self, request: WebhookRequest, sink: IngestSink) -> WebhookResponse:
         if request.method != "POST":
             raise WebhookError(405, "use POST", code="method_not_allowed")
-        problem = signing.verify(
+        problem = signing.check(
             self.secrets.secret,  # type: ignore[attr-defined]
             request.headers.get(signing.TIMESTAMP_HEADER.lower()),
             request.headers.get(signing.SIGNATURE_HEADER.lower()),
@@ -137,11 +168,12 @@ class ApiChannelAdapter(ChannelAdapter):
             self.settings.timestamp_tolerance_seconds,  # type: ignore[attr-defined]
         )
         if problem:
-            raise WebhookError(401, problem, code="bad_signature")
+            status, reason = problem
+            raise WebhookError(status, reason, code="bad_signature" if status == 401 else "bad_header")
         try:
-            data = json.loads(request.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise WebhookError(400, f"malformed JSON: {exc}", code="malformed_json") from None
+            data = safejson.loads(request.body)
+        except safejson.UnsafeJSON as exc:
+            raise WebhookError(400, str(exc), code="malformed_json") from None
         try:
             if isinstance(data, dict) and "messages" in data:
                 messages = BatchIn.model_validate(data).messages

@@ -6,6 +6,7 @@ import json
 from collections import defaultdict
 from typing import Any, ClassVar
 
+from channels import safejson
 from channels.base import AdapterSettings, Capabilities, ChannelAdapter, IngestSink
 from channels.registry import register
 from scrm.domain import (
@@ -38,14 +39,14 @@ class MemoryChannelAdapter(ChannelAdapter):
     async def handle_webhook(self, request: WebhookRequest, sink: IngestSink) -> WebhookResponse:
         # Only the demo simulator posts here (it is not exposed for other channels' inboxes).
         try:
-            data: dict[str, Any] = json.loads(request.body)
+            data: dict[str, Any] = safejson.loads(request.body)
             item = InboundMessage(
                 external_id=str(data["id"]), sender_id=str(data["sender"]), text=data.get("text"),
                 profile=ContactProfile(name=data.get("name")),
                 content_type="postback" if data.get("choice") else "text",
                 payload={"choice": data["choice"]} if data.get("choice") else {},
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise WebhookError(400, f"bad simulator message: {exc}") from None
         outcome = (await sink([item]))[0]
         return WebhookResponse(200, json.dumps({"message_id": outcome.message_id}).encode(), "application/json")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 
 SIGNATURE_HEADER = "X-SCRM-Signature"
 TIMESTAMP_HEADER = "X-SCRM-Timestamp"
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() also takes "1_0", " 10", "١٠"
+_SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -22,18 +25,29 @@ def signed_headers(secret: str, body: bytes, now: float | None = None) -> dict[s
     return {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(secret, ts, body)}
 
 
+def check(secret: str, timestamp: str | None, signature: str | None, body: bytes, tolerance: float,
+          now: float | None = None) -> tuple[int, str] | None:
+    """None when valid, else (HTTP status, reason): 400 for headers that are not a signature at all
+    (a 400-digit or non-numeric timestamp, a signature that is not `sha256=<hex>`), 401 for a missing,
+    stale or wrong one. Constant-time comparison."""
+    if not timestamp or not signature:
+        return 401, "missing signature or timestamp header"
+    if not _UNIX_SECONDS.fullmatch(timestamp):
+        return 400, f"{TIMESTAMP_HEADER} is not a unix time in seconds"
+    given = signature.strip()
+    if not _SIGNATURE.fullmatch(given):
+        return 400, f"{SIGNATURE_HEADER} is not sha256=<64 hex digits>"
+    current = now if now is not None else time.time()
+    if abs(current - int(timestamp)) > tolerance:
+        return 401, "stale timestamp"
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a mismatch).
+    if not hmac.compare_digest(sign(secret, timestamp, body).encode(), given.lower().encode()):
+        return 401, "signature mismatch"
+    return None
+
+
 def verify(secret: str, timestamp: str | None, signature: str | None, body: bytes, tolerance: float,
            now: float | None = None) -> str | None:
-    """Return None when valid, else the reason it is not (constant-time comparison)."""
-    if not timestamp or not signature:
-        return "missing signature or timestamp header"
-    try:
-        ts = int(timestamp)
-    except ValueError:
-        return "timestamp is not a unix time"
-    current = now if now is not None else time.time()
-    if abs(current - ts) > tolerance:
-        return "stale timestamp"
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature.strip()):
-        return "signature mismatch"
-    return None
+    """Return None when valid, else the reason it is not (see `check`)."""
+    problem = check(secret, timestamp, signature, body, tolerance, now)
+    return None if problem is None else problem[1]

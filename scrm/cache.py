@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+
+from scrm.redis_client import unavailable
+
+log = logging.getLogger("scrm.cache")
 
 
 class MemoryCache:
@@ -52,7 +57,13 @@ class MemoryCache:
 
 
 class RedisCache:
-    """Cache and locks in Redis, shared by every process."""
+    """Cache and locks in Redis, shared by every process.
+
+    While Redis cannot be reached (scrm/redis_client.py: short timeouts, then failing at once) the
+    cache degrades to a cache that keeps nothing: `get` misses and `set`/`delete` do nothing, so its
+    users fetch what they need themselves. Locks and leases raise: their callers must not assume a
+    mutual exclusion nobody can grant (the periodic jobs and pollers retry with backoff).
+    """
 
     PREFIX = "scrm:cache:"
 
@@ -60,14 +71,30 @@ class RedisCache:
         self.redis = redis
 
     async def get(self, key: str) -> str | None:
-        value = await self.redis.get(self.PREFIX + key)
+        try:
+            value = await self.redis.get(self.PREFIX + key)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            log.debug("cache get %s: Redis unavailable, a miss", key)
+            return None
         return value.decode() if isinstance(value, bytes) else value
 
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
-        await self.redis.set(self.PREFIX + key, value, px=int(ttl * 1000) if ttl else None)
+        try:
+            await self.redis.set(self.PREFIX + key, value, px=int(ttl * 1000) if ttl else None)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            log.debug("cache set %s: Redis unavailable, not kept", key)
 
     async def delete(self, key: str) -> None:
-        await self.redis.delete(self.PREFIX + key)
+        try:
+            await self.redis.delete(self.PREFIX + key)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            log.debug("cache delete %s: Redis unavailable", key)
 
     @contextlib.asynccontextmanager
     async def lock(self, key: str, timeout: float = 30.0) -> AsyncIterator[None]:

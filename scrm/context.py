@@ -66,9 +66,10 @@ async def build_context(settings: Settings) -> AppContext:
     db = Database(settings.database.url, pool_size=settings.database.pool_size, echo=settings.database.echo)
     redis = None
     if settings.redis.url:
-        import redis.asyncio as aioredis
+        from scrm.redis_client import connect
 
-        redis = aioredis.from_url(settings.redis.url)
+        # Short timeouts and a breaker: no request waits on a Redis that stopped answering.
+        redis = connect(settings.redis.url)
         bus: EventBus = RedisEventBus(redis)
         cache: MemoryCache | RedisCache = RedisCache(redis)
         limiter: MemoryRateLimiter | RedisRateLimiter = RedisRateLimiter(redis)

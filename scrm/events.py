@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from scrm.redis_client import bounded, unavailable
+
 log = logging.getLogger("scrm.events")
 
 # Event names (Chatwoot's Events::Types)
@@ -294,17 +296,21 @@ class RedisEventBus(EventBus):
             # One commit's events travel together: one work entry and one message, in one round trip.
             # Per event, a busy server spent a tenth of its time building and reading back Redis commands.
             raw = events_to_json(stamped)
-            async with self.redis.pipeline(transaction=False) as pipe:
+            # Bounded: this runs before the webhook is answered, which must never wait on Redis.
+            async with bounded(self.redis), self.redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(self.STREAM, {"b": raw}, maxlen=self.MAX_BACKLOG, approximate=True)
                 # The origin goes first so every reader can skip its own events before parsing them.
                 pipe.publish(self.CHANNEL, f"{self.process_id}\n{raw}")
                 results = await pipe.execute()
             last = results[0]
             self._published_upto = last.decode() if isinstance(last, bytes) else str(last)
-        except Exception:
+        except Exception as exc:
             # The database stays the source of truth: without Redis this process does the work
             # itself and its own WebSocket clients still get the live update.
-            log.exception("could not publish %d events to Redis; dispatching locally", len(stamped))
+            if unavailable(exc):  # the breaker logged it once; not a traceback per batch
+                log.debug("Redis unavailable; dispatching %d events locally", len(stamped))
+            else:
+                log.exception("could not publish %d events to Redis; dispatching locally", len(stamped))
             for event in stamped:
                 self._dispatch(event, scope="origin")
 

@@ -30,6 +30,8 @@ JOBS: tuple[tuple[str, str], ...] = (
     ("scrm.services.webchat_email", "run_email_followups"),
 )
 LEASE = 30.0
+RENEW_EVERY = LEASE / 3
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # backoff after a failure (Redis down, the job crashed), doubling
 
 
 def _available() -> list[tuple[str, Callable[..., Awaitable[None]]]]:
@@ -44,26 +46,67 @@ def _available() -> list[tuple[str, Callable[..., Awaitable[None]]]]:
 
 
 async def _leased(ctx: AppContext, name: str, fn: Callable[..., Awaitable[None]], stop: asyncio.Event) -> None:
-    """Run `fn` while this process holds the job's lease; renew it; stop when asked."""
+    """Run `fn` while this process holds the job's lease; renew it; stop when asked.
+
+    Survives anything: an error taking or renewing the lease (Redis down) or the job crashing is
+    logged and tried again with backoff. A job keeps running while its lease has not run out even
+    when a renewal fails (nobody else can take the lease before then); once it might have, the job is
+    stopped and the lease taken again when Redis answers.
+    """
     key = f"periodic:{name}"
+    loop = asyncio.get_running_loop()
+    backoff = RETRY_FIRST
     while not stop.is_set():
-        if await ctx.cache.try_acquire(key, ctx.process_id, LEASE):
-            inner = asyncio.Event()
-            task = asyncio.create_task(fn(ctx, inner))
-            try:
-                while not stop.is_set() and not task.done():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), LEASE / 3)
-                    if not await ctx.cache.try_acquire(key, ctx.process_id, LEASE):
-                        break  # another process took over
-            finally:
-                inner.set()
-                with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(task, 10)
-                if task.done() and not task.cancelled() and task.exception():
-                    log.error("periodic job %s failed: %r", name, task.exception())
+        wait = RENEW_EVERY
+        try:
+            if await ctx.cache.try_acquire(key, ctx.process_id, LEASE):
+                failed = await _run_while_held(ctx, key, name, fn, stop, held_until=loop.time() + LEASE)
+                if failed:
+                    wait, backoff = backoff, min(backoff * 2, RETRY_MAX)
+                else:
+                    backoff = RETRY_FIRST
+        except Exception as exc:  # noqa: BLE001 - e.g. Redis down: this job must not stop for good
+            log.error("periodic job %s: could not take its lease (%s: %s); retrying in %.0f s",
+                      name, type(exc).__name__, exc, backoff)
+            wait, backoff = backoff, min(backoff * 2, RETRY_MAX)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), LEASE / 3)
+            await asyncio.wait_for(stop.wait(), wait)
+
+
+async def _run_while_held(ctx: AppContext, key: str, name: str, fn: Callable[..., Awaitable[None]],
+                          stop: asyncio.Event, held_until: float) -> bool:
+    """Run the job and renew its lease until stopped, taken over or expired; True when something failed."""
+    loop = asyncio.get_running_loop()
+    inner = asyncio.Event()
+    task = asyncio.create_task(fn(ctx, inner))
+    failed = False
+    try:
+        while not stop.is_set() and not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(RENEW_EVERY, max(0.1, held_until - loop.time())))
+            if stop.is_set() or task.done():
+                break
+            try:
+                if not await ctx.cache.try_acquire(key, ctx.process_id, LEASE):
+                    break  # another process took over
+                held_until = loop.time() + LEASE
+            except Exception as exc:  # noqa: BLE001 - keep the job while the lease surely lasts
+                failed = True
+                left = held_until - loop.time()
+                log.error("periodic job %s: could not renew its lease (%s: %s); %s", name, type(exc).__name__,
+                          exc, f"{left:.0f} s of it left" if left > RENEW_EVERY else "stopping the job")
+                if left <= RENEW_EVERY:
+                    break
+    finally:
+        inner.set()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 10)
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled() and task.exception():
+            failed = True
+            log.error("periodic job %s failed: %r", name, task.exception())
+    return failed
 
 
 def start_periodic(ctx: AppContext, stop: asyncio.Event) -> list[asyncio.Task[None]]:

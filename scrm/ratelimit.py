@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from channels.base import RateLimit
+from scrm.redis_client import unavailable
 
 
 class MemoryRateLimiter:
@@ -76,7 +77,11 @@ class RedisRateLimiter:
 
 
 class WindowCounter:
-    """Fixed-window failure counter (login attempts); memory or Redis."""
+    """Fixed-window failure counter (login attempts); memory or Redis.
+
+    While Redis cannot be reached it counts in this process's memory: login attempts stay limited
+    per process instead of failing every login.
+    """
 
     def __init__(self, redis: Any | None = None) -> None:
         self.redis = redis
@@ -84,25 +89,39 @@ class WindowCounter:
 
     async def count(self, key: str, window: float) -> int:
         if self.redis is not None:
-            value = await self.redis.get("scrm:win:" + key)
-            return int(value or 0)
+            try:
+                value = await self.redis.get("scrm:win:" + key)
+                return max(int(value or 0), self._count_mem(key))
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+        return self._count_mem(key)
+
+    def _count_mem(self, key: str) -> int:
         n, expires = self._mem.get(key, (0, 0.0))
         return n if expires > time.monotonic() else 0
 
     async def hit(self, key: str, window: float) -> int:
         if self.redis is not None:
             k = "scrm:win:" + key
-            n = await self.redis.incr(k)
-            if n == 1:
-                await self.redis.expire(k, int(window))
-            return int(n)
-        n = await self.count(key, window)
+            try:
+                n = await self.redis.incr(k)
+                if n == 1:
+                    await self.redis.expire(k, int(window))
+                return int(n)
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+        n = self._count_mem(key)
         expires = self._mem.get(key, (0, 0.0))[1] if n else time.monotonic() + window
         self._mem[key] = (n + 1, expires)
         return n + 1
 
     async def reset(self, key: str) -> None:
+        self._mem.pop(key, None)
         if self.redis is not None:
-            await self.redis.delete("scrm:win:" + key)
-        else:
-            self._mem.pop(key, None)
+            try:
+                await self.redis.delete("scrm:win:" + key)
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise

@@ -91,6 +91,9 @@ class WorkerSettings(_Section):
     # `scrm worker` lowers its CPU priority by this much (os.nice): on a host shared with `scrm serve`,
     # follow-up work (bot, desk, sends) yields the CPU to acknowledgements, which have deadlines.
     nice: int = Field(10, ge=0, le=19)
+    # A running worker counts a heartbeat in the database this often; one whose count stays put for
+    # five of them is dead, and its deliveries are recovered then rather than when their lease ends.
+    heartbeat_seconds: float = Field(2.0, gt=0, le=60)
 
 
     @model_validator(mode="after")

@@ -17,9 +17,9 @@ on PostgreSQL a running worker keeps its own two connections (claims, writes) in
 checkout with a liveness ping per transaction.
 
 Pacing: the deliveries of one inbox wait in one line (Pacer). The front of the line is marked
-`sending` a little ahead; then each takes its rate-limit turn in order and is sent at once, so no
-commit stands between a turn and its send (commits released sends in bursts). `concurrency` bounds
-the sends under way (from a turn to the channel's answer), in even shares per inbox (SendSlots):
+`sending` a little ahead; then each gets the rate limiter's go-ahead in order and is sent at once, so
+no commit stands between a go-ahead and its send (commits released sends in bursts). `concurrency` bounds
+the sends under way (from a go-ahead to the channel's answer), in even shares per inbox (SendSlots):
 waiting in line holds no slot. How much of an inbox's queue a worker claims follows its rate
 instead (ClaimBudget: about half a second's worth, from that inbox's own queue).
 """
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from channels.base import ChannelAdapter
@@ -52,6 +52,7 @@ from scrm.services.outbox_budget import ClaimBudget
 from scrm.services.outbox_pacing import ARM_AHEAD_MAX, ARM_AHEAD_MIN, Pacer, paced
 from scrm.services.outbox_slots import SendSlots
 from scrm.services.uow import Tx, unit_of_work
+from scrm.worker_liveness import Liveness, keep_beating
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -61,7 +62,7 @@ log = logging.getLogger("scrm.worker")
 UNKNOWN_OUTCOME = "outcome unknown: the worker stopped while sending; not resent to avoid a duplicate"
 MAX_INLINE_WAIT = 5.0  # rate-limit waits longer than this go back to the queue
 # A delivery that would wait longer than this in its inbox's line goes back to the queue (due when its
-# turn would come); claims keep about half as much in line (see outbox_budget.CLAIM_HORIZON).
+# go-ahead would come); claims keep about half as much in line (see outbox_budget.CLAIM_HORIZON).
 LINE_HORIZON = 1.0
 D = Delivery.__table__
 
@@ -91,7 +92,7 @@ class OutboxWorker:
         self._slots = SendSlots(self.cfg.concurrency)
         self._force_claim = True  # look up the inboxes again and claim for each: new work may be anywhere
         self._pacers: dict[int, Pacer] = {}
-        self._arm_ahead = ARM_AHEAD_MIN  # seconds of turns each line marks `sending` ahead
+        self._arm_ahead = ARM_AHEAD_MIN  # seconds of go-aheads each line marks `sending` ahead
         self._lookups: dict[int, asyncio.Future[ChannelAdapter | None]] = {}
         # One queue for both writes of a delivery: "mark sending" (an id) and "record the outcome".
         self._writes: GroupCommit[int | _Outcome, bool] = GroupCommit(self._flush_writes)
@@ -121,6 +122,8 @@ class OutboxWorker:
             self._own = {"claim": None, "write": None}
         stopping = asyncio.ensure_future(stop.wait())
         stopping.add_done_callback(lambda _: self._wake.set())
+        liveness = Liveness(self.ctx, self.name, self.cfg.heartbeat_seconds)
+        heartbeat = asyncio.create_task(keep_beating(liveness, stop, self._recover_dead))
         try:
             while not stop.is_set():
                 if loop.time() - last_recover > self._recover_every:
@@ -134,7 +137,7 @@ class OutboxWorker:
                     await asyncio.sleep(0)
                     continue
                 # One event (new work, stop, or room for a claim batch) and a deadline, not three waiter
-                # tasks per turn: this loop turns for every batch of finished deliveries.
+                # tasks per round: this loop goes round for every batch of finished deliveries.
                 try:
                     async with asyncio.timeout(self.cfg.poll_interval):
                         await self._wake.wait()
@@ -143,10 +146,22 @@ class OutboxWorker:
                     self._force_claim = True
         finally:
             stopping.cancel()
+            heartbeat.cancel()
             try:
                 await self.shutdown()
+                if not self._inflight:  # nothing of ours left to recover: others need not watch for us
+                    with contextlib.suppress(Exception):
+                        await liveness.stop()
             finally:
                 await self._close_own()
+
+    async def _recover_dead(self, dead: set[str]) -> int:
+        """Recover the deliveries of workers found dead (worker_liveness.py); their contacts may go on."""
+        recovered = await self.recover_stale(dead=dead)
+        self._budget.undrain()
+        self._force_claim = True
+        self._wake.set()
+        return recovered
 
     @contextlib.asynccontextmanager
     async def _transaction(self, role: str) -> AsyncIterator[Tx]:
@@ -227,7 +242,9 @@ class OutboxWorker:
         task.add_done_callback(done)
 
     def _release(self, delivery: Any) -> None:
-        """The delivery's send is over: its place in the inbox's budget is free (idempotent)."""
+        """The delivery's send is over: its place in the inbox's budget is free (idempotent), and the next
+        row of its contact may be claimable now."""
+        self._budget.undrain(delivery.inbox_id)
         if self._budget.release(delivery):
             self._wake.set()  # the claim loop is woken only when a claim is due, not per finished send
         self._freed.set()
@@ -276,10 +293,11 @@ class OutboxWorker:
 
         Each inbox's oldest due rows are asked for on their own (one window across all inboxes in id
         order filled up with a slow channel's backlog and left a fast one short); the queue index
-        passes over other inboxes' rows without reading them. Then only the head of each ordering key
-        is kept: two indexed steps instead of one NOT EXISTS per row. Returns plain rows (attribute
-        access like the model), not ORM objects. `refresh` looks up the inboxes again (one added
-        since may have work).
+        passes over other inboxes' rows without reading them, and rows behind an earlier row of their
+        ordering key (still queued, or claimed or sending, by a live or a dead worker) are passed over
+        too, so a few stuck contacts never hold up the rest of their inbox. Returns plain rows
+        (attribute access like the model), not ORM objects. `refresh` looks up the inboxes again (one
+        added since may have work).
         """
         if limit <= 0:
             return [], False
@@ -299,18 +317,18 @@ class OutboxWorker:
                 if budget is not None:
                     budget.pick([], limit, complete)
                 return [], False
-            heads = dict((await s.execute(self._sql.heads, {"keys": list({r.ordering_key for r in rows})})).all())
-            ready = [r for r in rows if heads.get(r.ordering_key) == r.id]
             if budget is None:
-                ids = sorted(r.id for r in ready)[:limit]
+                ids = sorted(r.id for r in rows)[:limit]
             else:
-                waiting = {r.inbox_id for r in rows if heads.get(r.ordering_key) != r.id}
-                ids = budget.pick(ready, limit, complete - waiting)
+                # Only an inbox with no claimable row is drained: rows stuck behind another row of their
+                # contact are not counted, and the inbox is claimed for again when one of its sends
+                # finishes (see _release), which may let the next row of that contact go.
+                ids = budget.pick(rows, limit, complete - {r.inbox_id for r in rows})
             if not ids:
                 return [], more
             claimed = list((await s.execute(self._sql.claim, {
                 "ids": ids, "me": self.name, "lease": now + timedelta(seconds=self.cfg.lease_seconds)})).all())
-        return sorted(claimed, key=lambda d: d.id), more or len(ids) < len(ready)
+        return sorted(claimed, key=lambda d: d.id), more or len(ids) < len(rows)
 
     async def _windows(self, s: AsyncSession, wanted: dict[int, int], now: datetime) -> tuple[list[Any], set[int]]:
         """The oldest due rows of each wanted inbox (as many as asked), locked; and the inboxes whose
@@ -334,7 +352,7 @@ class OutboxWorker:
         if adapter is None:
             await self._finish(delivery, "unknown", error=PermanentSendError("inbox deleted or disabled"))
             return
-        if not await self._turn(delivery, adapter, message):
+        if not await self._wait_in_line(delivery, adapter, message):
             return
         result: SendResult | None = None
         error: Exception | None = None
@@ -353,9 +371,9 @@ class OutboxWorker:
             self._release(delivery)
         await self._finish(delivery, adapter.channel_type, result=result, error=error)
 
-    async def _turn(self, delivery: Any, adapter: ChannelAdapter, message: OutboundMessage) -> bool:
-        """Mark the delivery `sending` once it is near the front of its inbox's line, then wait for its
-        rate-limit turn and a send slot (which the caller gives back). False when it was requeued or
+    async def _wait_in_line(self, delivery: Any, adapter: ChannelAdapter, message: OutboundMessage) -> bool:
+        """Mark the delivery `sending` once it is near the front of its inbox's line, then wait for the
+        rate limiter's go-ahead and a send slot (which the caller gives back). False when it was requeued or
         is no longer ours (holding no slot)."""
         limits = [paced(lim) for lim in adapter.rate_limits(message)]
         pacer = self._pacers.get(delivery.inbox_id)
@@ -369,17 +387,17 @@ class OutboxWorker:
         if eta > LINE_HORIZON:
             await self._requeue(delivery, eta)
             return False
-        turn = pacer.join(limits)
+        place = pacer.join(limits)
         try:
-            await turn.armable
+            await place.armable
             if not await self._mark_sending(delivery):
                 return False
-            pacer.arm(turn)
+            pacer.arm(place)
             while True:
                 try:
-                    wait = await pacer.turn(turn)
+                    wait = await pacer.go_ahead(place)
                 except Exception:  # noqa: BLE001 - e.g. the shared limiter (Redis) is down
-                    log.exception("delivery %s: no rate-limit turn; back to the queue", delivery.id)
+                    log.exception("delivery %s: no rate-limit go-ahead; back to the queue", delivery.id)
                     await self._requeue(delivery, 1.0)  # not sent: it must not end as "outcome unknown"
                     return False
                 if wait <= 0:
@@ -388,9 +406,9 @@ class OutboxWorker:
                     await self._requeue(delivery, wait)
                     return False
                 await asyncio.sleep(wait)  # a per-chat limit: the inbox's other recipients go on meanwhile
-                turn = pacer.join(limits, armed=True)
+                place = pacer.join(limits, armed=True)
         finally:
-            pacer.leave(turn)
+            pacer.leave(place)
 
     async def _mark_sending(self, delivery: Any) -> bool:
         """Commit `sending` before the channel is called; False when the row is no longer ours to send."""
@@ -555,15 +573,19 @@ class OutboxWorker:
             )
             return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
-    async def recover_stale(self) -> int:
-        """Recover deliveries whose worker died: claimed -> queued; sending -> resend or fail."""
+    async def recover_stale(self, dead: set[str] | frozenset[str] = frozenset()) -> int:
+        """Recover deliveries whose worker died (their lease ran out, or their worker is in `dead`, see
+        worker_liveness.py): claimed -> queued; sending -> resend or fail."""
         now = utcnow()
         recovered = 0
+        stale = Delivery.lease_until < now
+        if dead:
+            stale = or_(stale, Delivery.claimed_by.in_(sorted(dead)))
         async with unit_of_work(self.ctx) as tx:
             s = tx.session
             res = await s.execute(
                 update(Delivery)
-                .where(Delivery.status == "claimed", Delivery.lease_until < now)
+                .where(Delivery.status == "claimed", stale)
                 .values(status="queued", claimed_by=None, lease_until=None)
             )
             recovered += int(res.rowcount or 0)  # type: ignore[attr-defined]
@@ -571,7 +593,7 @@ class OutboxWorker:
                 await s.execute(
                     select(Delivery, Inbox.channel_type)
                     .join(Inbox, Inbox.id == Delivery.inbox_id)
-                    .where(Delivery.status == "sending", Delivery.lease_until < now)
+                    .where(Delivery.status == "sending", stale)
                     .with_for_update(skip_locked=True, of=Delivery)
                 )
             ).all()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import mimetypes
 import re
@@ -15,6 +14,7 @@ from pydantic import ConfigDict, Field, field_validator
 from telegram import Bot, Update
 from telegram.error import TelegramError
 
+from channels import safejson
 from channels.base import (
     AdapterSettings,
     Capabilities,
@@ -147,10 +147,10 @@ class TelegramAdapter(ChannelAdapter):
             raise WebhookError(405, "Telegram webhooks are POST requests", code="method_not_allowed")
         given = request.headers.get(SECRET_HEADER, "")
         expected = self.secrets.webhook_secret or ""
-        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        if not expected or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
             raise WebhookError(401, "Wrong or missing X-Telegram-Bot-Api-Secret-Token", code="unauthorized")
         try:
-            data = json.loads(request.body)
+            data = safejson.loads(request.body)  # NaN, 5,000-deep nesting, ...: 400 like malformed JSON
         except (ValueError, UnicodeDecodeError):
             found = UPDATE_ID_RE.search(request.body)
             log.warning("telegram inbox %s: update %s is not valid JSON (%d bytes)", self.inbox.id,
@@ -171,12 +171,12 @@ class TelegramAdapter(ChannelAdapter):
         try:
             update = Update.de_json(data, self.bot)
             parsed = parse_update(update, accept_groups=self.settings.accept_groups)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            repaired = repair(data, self.bot)
+        except Exception as exc:  # noqa: BLE001 - any update we cannot read is repaired or answered 400, never 500
             try:
+                repaired = repair(data, self.bot)
                 parsed = parse_update(repaired.update, accept_groups=self.settings.accept_groups) if repaired else None
-            except (TypeError, ValueError, KeyError, AttributeError):
-                parsed = None
+            except Exception:  # noqa: BLE001 - hostile input the repair cannot read either
+                repaired, parsed = None, None
             if repaired is None or parsed is None:
                 log.warning("telegram inbox %s: update %s failed to parse: %s: %s", self.inbox.id,
                             update_id, type(exc).__name__, exc)

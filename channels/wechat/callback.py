@@ -49,10 +49,10 @@ def signature(*parts: str) -> str:
 
 def check_timestamp(timestamp: str | None, window: float, now: float) -> None:
     """Refuse replays: the callback's timestamp must be within `window` seconds of now."""
-    try:
-        ts = int(timestamp or "")
-    except ValueError:
-        raise WebhookError(403, "missing or invalid timestamp", code="bad_timestamp") from None
+    # ASCII digits of a plausible length: int() also takes "1_0" or "١٠", and 400 digits overflow a float.
+    if not timestamp or len(timestamp) > 12 or not timestamp.isascii() or not timestamp.isdigit():
+        raise WebhookError(403, "missing or invalid timestamp", code="bad_timestamp")
+    ts = int(timestamp)
     if abs(now - ts) > window:
         log.warning("wechat callback refused: timestamp %s outside the %ss window", ts, window)
         raise WebhookError(403, "timestamp outside the accepted window", code="stale_timestamp")
@@ -62,7 +62,7 @@ def check_plain_signature(token: str, query: Mapping[str, str]) -> None:
     """Verify `signature` = sha1(sorted(token, timestamp, nonce)); 403 otherwise."""
     given = query.get("signature", "")
     expected = signature(token, query.get("timestamp", ""), query.get("nonce", ""))
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+    if not given or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
         log.warning("wechat callback refused: bad signature")
         raise WebhookError(403, "invalid signature", code="bad_signature")
 
@@ -135,7 +135,7 @@ def decrypt(
         raise WebhookError(403, "encrypted callbacks need an EncodingAESKey", code="no_aes_key")
     given = query.get("msg_signature", "")
     expected = signature(cryptos[0].token, query.get("timestamp", ""), query.get("nonce", ""), encrypted)
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+    if not given or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
         log.warning("wechat callback refused: bad msg_signature")
         raise WebhookError(403, "invalid msg_signature", code="bad_signature")
     wrong_app = False

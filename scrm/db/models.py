@@ -340,4 +340,20 @@ class UnansweredQuestion(Base):
     text: Mapped[str] = mapped_column(Text)
     resolved: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkerHeartbeat(Base):
+    """A running outbox worker (`name` as in Delivery.claimed_by), counting `beats` while it lives.
+
+    Other workers tell a dead one by a count that stopped moving, watched on their own clocks, not by
+    comparing timestamps written by hosts whose clocks may differ (see scrm/worker_liveness.py).
+    """
+
+    __tablename__ = "worker_heartbeats"
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    beats: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(default=utcnow)  # informative (for operators)
+
+
 from scrm.db import models_desk  # noqa: E402,F401  (tickets.team_id refers to desk_teams)

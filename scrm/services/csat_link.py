@@ -78,11 +78,12 @@ def link_url(public_url: str, token: str) -> str:
 async def verify(session: AsyncSession, token: str, now: datetime | None = None) -> LinkToken:
     """Check a token's shape, signature and expiry; raises LinkError (404 invalid, 410 expired)."""
     parts = token.split(".") if token and len(token) <= MAX_TOKEN_LENGTH else []
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 11 for p in parts[:2]):
         raise LinkError("链接无效 / This link is not valid.", 404)
     survey_id, expires = int(parts[0]), int(parts[1])
     secret = await _stored_secret(session)
-    if secret is None or not hmac.compare_digest(parts[2], _mac(secret, survey_id, expires)):
+    if secret is None or not hmac.compare_digest(parts[2].encode("utf-8", "surrogateescape"),
+                                                   _mac(secret, survey_id, expires).encode()):
         raise LinkError("链接无效 / This link is not valid.", 404)
     expires_at = datetime.fromtimestamp(expires, UTC)
     if expires_at <= (now or datetime.now(UTC)):

@@ -23,6 +23,7 @@ from scrm.db.models import Contact, ContactIdentity, Conversation, Delivery, Inb
 from scrm.db.sql import is_postgresql
 from scrm.domain import ChannelEvent, ChannelEventKind, ContactProfile, InboundMessage, IngestOutcome
 from scrm.metrics import INGEST_LATENCY, INGESTED
+from scrm.services.inbound_clean import clean_items
 from scrm.services.ingest_writes import BatchClocks
 from scrm.services.uow import Tx, unit_of_work
 
@@ -46,8 +47,10 @@ async def ingest(ctx: AppContext, inbox: Inbox, items: Sequence[InboundMessage |
     """Store every item exactly once; returns one outcome per item, after the commit that stored it.
 
     Messages go through the process's group commit (concurrent requests share a transaction);
-    requests that carry channel events are stored item by item, in order.
+    requests that carry channel events are stored item by item, in order. Values no database can
+    store (NUL characters, unpaired surrogates, ...) are cleaned first (inbound_clean.py).
     """
+    items = clean_items(items)
     if items and all(isinstance(item, InboundMessage) for item in items):
         return await group_commit(ctx).submit(inbox, list(items))  # type: ignore[arg-type]
     return await ingest_each(ctx, inbox, items)

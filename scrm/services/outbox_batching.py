@@ -19,6 +19,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    exists,
     func,
     literal_column,
     or_,
@@ -121,6 +122,14 @@ class OutboxStatements:
         # The literal (not a parameter) lets a prepared statement's plan use the partial queue indexes.
         queued = D.c.status == literal_column("'queued'")
         due = D.c.next_attempt_at <= bindparam("now")
+        # Only the head of each ordering key (no earlier queued, claimed or sending row for the contact):
+        # a window of an inbox's oldest rows that counted rows stuck behind another row of their contact
+        # (one a dead worker left `sending`) could be all stuck, and the whole inbox waited for that one
+        # lease. One probe of ix_deliveries_ordering per row read.
+        earlier = D.alias("earlier")
+        head = ~exists().where(
+            earlier.c.ordering_key == D.c.ordering_key, earlier.c.id < D.c.id,
+            or_(*(earlier.c.status == literal_column(f"'{st}'") for st in ACTIVE)))
         # The oldest due rows of given inboxes, so many of each (ix_deliveries_queue_inbox): PostgreSQL
         # takes every inbox in one statement, SQLite one inbox per execution (`inbox`, `n`).
         if postgresql:
@@ -131,7 +140,7 @@ class OutboxStatements:
             )
             queue = (
                 select(D.c.id, D.c.ordering_key, D.c.inbox_id)
-                .where(D.c.inbox_id == want.c.inbox_id, queued, due)
+                .where(D.c.inbox_id == want.c.inbox_id, queued, due, head)
                 .order_by(D.c.id)
                 .limit(want.c.n)
                 .with_for_update(skip_locked=True)
@@ -142,16 +151,11 @@ class OutboxStatements:
         else:
             self.inbox_windows = (
                 select(D.c.id, D.c.ordering_key, D.c.inbox_id)
-                .where(D.c.inbox_id == bindparam("inbox"), queued, due)
+                .where(D.c.inbox_id == bindparam("inbox"), queued, due, head)
                 .order_by(D.c.id)
                 .limit(bindparam("n"))
             )  # SQLite serializes writers: no row locks to take
         self.inbox_ids = select(Inbox.id)
-        self.heads = (
-            select(D.c.ordering_key, func.min(D.c.id))
-            .where(self.in_list(D.c.ordering_key, "keys", String), or_(*(D.c.status == st for st in ACTIVE)))
-            .group_by(D.c.ordering_key)
-        )
         self.claim = (
             update(D)
             .where(ids, D.c.status == "queued")

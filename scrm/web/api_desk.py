@@ -66,12 +66,12 @@ async def put_settings(request: web.Request, principal: Principal) -> web.Respon
 
 
 async def _json(request: web.Request) -> Any:
-    import json
+    from channels import safejson
 
     try:
-        return json.loads(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON: {exc}", "malformed_json") from None
+        return safejson.loads(await request.read() or b"{}")
+    except safejson.UnsafeJSON as exc:
+        raise ApiError(400, str(exc), "malformed_json") from None
 
 
 # --- teams ---------------------------------------------------------------------------------------

@@ -63,8 +63,10 @@ async def csat_submit(request: web.Request) -> web.Response:
     token = request.match_info["token"]
     form = await request.post()
     raw_rating, raw_comment = form.get("rating"), form.get("comment")
-    comment = raw_comment if isinstance(raw_comment, str) else ""
-    rating = int(raw_rating) if isinstance(raw_rating, str) and raw_rating.strip().isdigit() else 0
+    comment = raw_comment.replace("\x00", "") if isinstance(raw_comment, str) else ""
+    # isdecimal, not isdigit: int() takes full-width "５" but not superscript "²" (a ValueError, a 500).
+    rating = int(raw_rating) if isinstance(raw_rating, str) and raw_rating.strip().isdecimal() \
+        and len(raw_rating.strip()) < 4 else 0
     try:
         async with unit_of_work(request.app[CTX]) as tx:
             survey = await csat.record_link_answer(tx, token, rating, comment)

@@ -8,10 +8,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from scrm.db.database import DatabaseUnavailable
+from scrm.db.errors import BAD_INPUT, UNAVAILABLE, classify
 from scrm.logs import request_id_var
+from scrm.redis_client import unavailable as redis_unavailable
 from scrm.services import agents as agent_svc
 from scrm.web.keys import CSRF_HEADER, CTX, PRINCIPAL, REQUEST_ID, SESSION_COOKIE
 from scrm.web.routing import ApiError, json_error
@@ -20,7 +20,7 @@ log = logging.getLogger("scrm.web")
 access_log = logging.getLogger("scrm.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
-DB_DOWN = (OperationalError, InterfaceError, DatabaseUnavailable, ConnectionError, OSError)
+RETRY_AFTER_SECONDS = 5
 
 
 @web.middleware
@@ -57,14 +57,38 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 return json_error(413, "request body too large", "too_large")
             return json_error(exc.status, exc.reason, exc.reason.lower().replace(" ", "_"))
         raise
-    except DB_DOWN as exc:
-        log.error("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
-        resp = json_error(503, "database unavailable, retry later", "unavailable")
-        resp.headers["Retry-After"] = "5"
-        return resp
-    except Exception:
+    except Exception as exc:
+        # Told by the error's cause (scrm/db/errors.py): a database that cannot serve now is a 503 the
+        # sender retries (a platform re-delivers the webhook), a value it refused is the request's 400.
+        kind = classify(exc) or _redis_unavailable(exc)
+        if kind == UNAVAILABLE:
+            log.error("database unavailable on %s %s: %s", request.method, request.path, _cause(exc))
+            resp = json_error(503, "database unavailable, retry later", "unavailable")
+            resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return resp
+        if kind == BAD_INPUT:
+            log.warning("value refused by the database on %s %s: %s", request.method, request.path, _cause(exc))
+            return json_error(400, "a value in the request cannot be stored (out of range or invalid text)",
+                              "invalid_value")
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal error", "internal")
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost error's class and SQLSTATE (not its text: that may quote the request's values)."""
+    inner: BaseException = exc
+    for _ in range(8):
+        nxt = inner.__cause__ or getattr(inner, "orig", None)
+        if nxt is None or nxt is inner:
+            break
+        inner = nxt
+    state = getattr(inner, "sqlstate", None)
+    return f"{type(inner).__name__} ({state})" if state else type(inner).__name__
+
+
+def _redis_unavailable(exc: BaseException) -> str | None:
+    """Redis that cannot be reached on a request that needs it (e.g. a shared lock) is a 503 as well."""
+    return UNAVAILABLE if redis_unavailable(exc) else None
 
 
 @web.middleware
@@ -88,7 +112,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             sent = request.headers.get(CSRF_HEADER, "")
             import hmac
 
-            if not sent or not hmac.compare_digest(sent, principal.csrf_token or ""):
+            if not sent or not hmac.compare_digest(sent.encode("utf-8", "surrogateescape"),
+                                                   (principal.csrf_token or "").encode()):
                 raise ApiError(403, "missing or wrong CSRF token (send the X-CSRF-Token header)", "csrf")
     request[PRINCIPAL] = principal
     return await handler(request)

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from channels import safejson
 from scrm.services.agents import Principal
 from scrm.web.keys import PRINCIPAL
 
@@ -94,9 +95,9 @@ def api(
 async def parse_body(request: web.Request, model: type[BaseModel]) -> Any:
     raw = await request.read()
     try:
-        data = json.loads(raw or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON: {exc}", "malformed_json") from None
+        data = safejson.loads(raw or b"{}")
+    except safejson.UnsafeJSON as exc:
+        raise ApiError(400, str(exc), "malformed_json") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -131,8 +132,16 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
     return value
 
 
+MAX_ID = 2**63 - 1  # ids are BIGINT: a larger one names nothing (and would overflow the query)
+
+
 def path_int(request: web.Request, name: str) -> int:
     try:
-        return int(request.match_info[name])
+        value = int(request.match_info[name])
     except (KeyError, ValueError):
         raise ApiError(404, f"{name} not found", "not_found") from None
+    if value < 0:
+        raise ApiError(404, f"{name} not found", "not_found")
+    if value > MAX_ID:
+        raise ApiError(400, f"{name} out of range", "bad_id")
+    return value

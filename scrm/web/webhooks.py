@@ -11,7 +11,7 @@ from scrm.domain import Inbound, IngestOutcome, WebhookError, WebhookRequest
 from scrm.metrics import WEBHOOK_REQUESTS
 from scrm.services.ingest import ingest
 from scrm.web.keys import CTX
-from scrm.web.routing import ApiError, json_error
+from scrm.web.routing import MAX_ID, ApiError, json_error
 
 log = logging.getLogger("scrm.webhooks")
 
@@ -21,13 +21,20 @@ CHANNEL_PATHS = {"api": "api", "telegram": "telegram", "wechat": "wechat_oa", "e
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read at most `limit` bytes; 413 before reading when Content-Length already says more."""
+    """The whole body, up to `limit` bytes; 413 above it (before reading when Content-Length says so).
+
+    Read to the end of the stream, chunk by chunk: `content.read(n)` returns only what is buffered,
+    which cut large bodies short (their signatures then failed), and a chunked body has no length to
+    check in advance.
+    """
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"body larger than {limit} bytes", "too_large")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise ApiError(413, f"body larger than {limit} bytes", "too_large")
-    return body
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"body larger than {limit} bytes", "too_large")
+    return bytes(body)
 
 
 async def handle_webhook(request: web.Request) -> web.StreamResponse:
@@ -40,6 +47,8 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
         inbox_id = -1
     if channel_type is None or inbox_id < 0:
         return json_error(404, "unknown webhook", "not_found")
+    if inbox_id > MAX_ID:  # a BIGINT cannot hold it: the request is malformed, not merely unknown
+        return json_error(400, "inbox id out of range", "bad_id")
     body = await read_body(request, ctx.settings.server.max_body_bytes)
     inbox = await ctx.adapters.inbox(inbox_id)
     if inbox is None or inbox.channel_type != channel_type or not inbox.active:

@@ -17,7 +17,7 @@ from channels.registry import register
 from scrm.db.models import Delivery, Message
 from scrm.domain import OutboundMessage
 from scrm.services.outbox_batching import GroupCommit
-from scrm.services.outbox_pacing import JITTER_SENDS, RATE_HEADROOM, paced
+from scrm.services.outbox_pacing import MARGIN_SECONDS, PACE_TARGET, RATE_TOLERANCE, paced
 from scrm.worker import OutboxWorker
 from tests.conftest import make_inbox, wait_for
 from tests.core.test_outbox import _queue
@@ -137,10 +137,15 @@ async def test_the_workers_own_connections_survive_a_drop_and_are_returned(ctx, 
     assert sorted(statuses) == ["sent"] * 6
 
 
-def test_pacing_keeps_a_few_sends_in_hand_on_narrow_limits():
-    """92% of a wide limit leaves plenty of margin; of Telegram's 30/s only 2.4 sends: a fixed few are kept."""
-    assert paced(RateLimit("fast", 300, 1.0)).rate == 300 * RATE_HEADROOM
-    assert paced(RateLimit("slow", 150, 1.0)).rate == 150 * RATE_HEADROOM
-    assert paced(RateLimit("tg", 30, 1.0)).rate == 30 - JITTER_SENDS
-    assert paced(RateLimit("group", 20, 60.0)) == RateLimit("group", 20 * RATE_HEADROOM, 60.0)  # jitter is no matter
-    assert paced(RateLimit("chat", 1, 1.0)).rate == RATE_HEADROOM  # too narrow to keep whole sends in hand
+def test_pacing_aims_at_95_percent_of_per_second_limits_and_closer_on_longer_windows():
+    """The margin is a span of time (go-ahead tolerance + arrival jitter), so its share shrinks with the window."""
+    for rate in (300, 150, 30, 1):
+        assert paced(RateLimit("k", rate, 1.0)).rate == pytest.approx(rate * PACE_TARGET)
+        assert paced(RateLimit("k", rate, 1.0)).rate >= 0.95 * rate
+    assert paced(RateLimit("group", 20, 60.0)).rate == pytest.approx(20 * 60 / (60 + MARGIN_SECONDS))
+    assert paced(RateLimit("group", 20, 60.0)).rate > 0.999 * 20
+    # The catch-up burst and the arrival jitter together fit in the margin: even the go-aheads of
+    # 1 s + the margin, at the paced rate, hold no more sends than the limit.
+    for rate in (300, 150, 30, 1):
+        assert paced(RateLimit("k", rate, 1.0)).rate * (1.0 + MARGIN_SECONDS) <= rate + 1e-9
+    assert RATE_TOLERANCE < MARGIN_SECONDS

@@ -201,7 +201,7 @@ async def test_turns_keep_their_schedule_when_wake_ups_come_late():
     pacer.eta(limits)
 
     async def send() -> float:
-        assert await pacer.turn(pacer.join(limits, armed=True)) == 0
+        assert await pacer.go_ahead(pacer.join(limits, armed=True)) == 0
         return time.monotonic()
 
     noise = asyncio.create_task(_busy_loop(0.002))  # every timer fires late
