@@ -269,6 +269,10 @@ class RedisEventBus(EventBus):
     def __init__(self, redis: Any, process_id: str | None = None) -> None:
         super().__init__(process_id)
         self.redis = redis
+        # Pub/sub channels are server-wide, not per database: two installations sharing a Redis server
+        # (each with its own db number) must not see each other's events.
+        db = getattr(getattr(redis, "connection_pool", None), "connection_kwargs", {}).get("db", 0)
+        self.channel = f"{self.CHANNEL}:{db}"
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
@@ -300,7 +304,7 @@ class RedisEventBus(EventBus):
             async with bounded(self.redis), self.redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(self.STREAM, {"b": raw}, maxlen=self.MAX_BACKLOG, approximate=True)
                 # The origin goes first so every reader can skip its own events before parsing them.
-                pipe.publish(self.CHANNEL, f"{self.process_id}\n{raw}")
+                pipe.publish(self.channel, f"{self.process_id}\n{raw}")
                 results = await pipe.execute()
             last = results[0]
             self._published_upto = last.decode() if isinstance(last, bytes) else str(last)
@@ -528,7 +532,7 @@ class RedisEventBus(EventBus):
         while True:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(self.CHANNEL)
+                await pubsub.subscribe(self.channel)
                 self._ready.set()
                 own = self.process_id.encode()
                 async for message in pubsub.listen():
@@ -540,7 +544,7 @@ class RedisEventBus(EventBus):
                             for event in events_from_json(raw):
                                 self._dispatch(event, scope="everywhere")
                         except (ValueError, KeyError, TypeError):
-                            log.warning("ignoring malformed event on %s", self.CHANNEL)
+                            log.warning("ignoring malformed event on %s", self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception:

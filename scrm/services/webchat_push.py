@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scrm.webchat")
 CHANNEL = "scrm:webchat"
+
+
+def channel_name(redis: Any) -> str:
+    """Pub/sub channels are server-wide, not per database: installations sharing a Redis server
+    (each with its own db number) must not push to each other's visitors."""
+    db = getattr(getattr(redis, "connection_pool", None), "connection_kwargs", {}).get("db", 0)
+    return f"{CHANNEL}:{db}"
 HUB_KEY = "webchat_hub"
 
 
@@ -137,7 +144,7 @@ class VisitorHub:
         while True:
             pubsub = self.ctx.redis.pubsub()
             try:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(channel_name(self.ctx.redis))
                 # Pushes sent before the subscription was active were missed: everyone here catches up.
                 for topic, group in list(self.by_topic.items()):
                     for conn in list(group):
@@ -190,7 +197,7 @@ def hub_for(ctx: AppContext) -> VisitorHub:
 async def publish(ctx: AppContext, topic: str, payload: str) -> None:
     """Push to a visitor's connections wherever they are (Redis), or in this process."""
     if ctx.redis is not None:
-        await ctx.redis.publish(CHANNEL, f"{topic}\n{payload}")
+        await ctx.redis.publish(channel_name(ctx.redis), f"{topic}\n{payload}")
         return
     hub: VisitorHub | None = ctx.extras.get(HUB_KEY)
     if hub is not None:
