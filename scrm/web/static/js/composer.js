@@ -1,4 +1,5 @@
-// The reply box: reply or private note, canned responses by "/shortcut" with {{variables}}, attachments,
+// The reply box: reply or private note, canned responses by "/shortcut" with {{variables}}, "@name" to mention
+// a colleague in a note, attachments,
 // a draft per conversation that survives reloads and expired sessions, and the closed-reply-window notice.
 import { api, get, post } from "./api.js";
 import { h, replace } from "./dom.js";
@@ -94,8 +95,12 @@ export class Composer {
     this.suggest();
   }
 
+  /** What the word before the caret asks for: "/shortcut" a canned response, "@name" (notes only) a colleague. */
   async suggest() {
-    const m = /(^|\s)\/(\S*)$/.exec(this.input.value.slice(0, this.input.selectionStart));
+    const head = this.input.value.slice(0, this.input.selectionStart);
+    const mention = this.mode === "note" ? /(^|\s)@([^\s@]*)$/.exec(head) : null;
+    if (mention) return this.suggestAgents(mention[2]);
+    const m = /(^|\s)\/(\S*)$/.exec(head);
     if (!m) return this.hideMenu();
     if (cannedCache === null) {
       try {
@@ -106,17 +111,32 @@ export class Composer {
       }
     }
     const q = m[2].toLowerCase();
-    this.suggestions = cannedCache.filter((c) => c.shortcut.toLowerCase().includes(q) || c.title.toLowerCase().includes(q)).slice(0, 8);
+    this.suggestions = cannedCache.filter((c) => c.shortcut.toLowerCase().includes(q) || c.title.toLowerCase().includes(q))
+      .slice(0, 8).map((c) => ({ kind: "canned", canned: c }));
+    this.active = 0;
+    this.renderMenu();
+  }
+
+  /** Active colleagues whose name or login contains what follows "@" (the server matches names the same way). */
+  suggestAgents(q) {
+    const needle = q.toLowerCase();
+    this.suggestions = [...state.agents.values()]
+      .filter((a) => a.active && a.id !== state.me?.id)
+      .filter((a) => (a.display_name || "").toLowerCase().includes(needle) || (a.login || "").toLowerCase().includes(needle))
+      .slice(0, 8).map((a) => ({ kind: "agent", agent: a }));
     this.active = 0;
     this.renderMenu();
   }
 
   renderMenu() {
     if (!this.suggestions.length) return this.hideMenu();
-    replace(this.menu, this.suggestions.map((c, i) => h("li", { role: "option", "data-testid": "canned-option",
-      class: i === this.active ? "active" : "", on: { mousedown: (ev) => { ev.preventDefault(); this.pick(c); } } },
-      h("strong", { text: "/" + c.shortcut }), " ", h("span", { text: c.title }),
-      h("div.muted", { text: fillVariables(c.text, this.conv).slice(0, 120) }))));
+    replace(this.menu, this.suggestions.map((s, i) => h("li", { role: "option",
+      "data-testid": s.kind === "agent" ? "mention-option" : "canned-option",
+      class: i === this.active ? "active" : "", on: { mousedown: (ev) => { ev.preventDefault(); this.pick(s); } } },
+      ...(s.kind === "agent"
+        ? [h("strong", { text: "@" + (s.agent.display_name || s.agent.login) }), " ", h("span.muted", { text: s.agent.login || "" })]
+        : [h("strong", { text: "/" + s.canned.shortcut }), " ", h("span", { text: s.canned.title }),
+          h("div.muted", { text: fillVariables(s.canned.text, this.conv).slice(0, 120) })]))));
     this.menu.hidden = false;
   }
 
@@ -125,10 +145,17 @@ export class Composer {
     this.menu.hidden = true;
   }
 
-  pick(canned) {
+  pick(choice) {
     const pos = this.input.selectionStart;
-    const before = this.input.value.slice(0, pos).replace(/\/\S*$/, "");
-    const filled = fillVariables(canned.text, this.conv);
+    let before;
+    let filled;
+    if (choice.kind === "agent") {
+      before = this.input.value.slice(0, pos).replace(/@[^\s@]*$/, "");
+      filled = "@" + (choice.agent.display_name || choice.agent.login) + " ";
+    } else {
+      before = this.input.value.slice(0, pos).replace(/\/\S*$/, "");
+      filled = fillVariables(choice.canned.text, this.conv);
+    }
     this.input.value = before + filled + this.input.value.slice(pos);
     this.input.selectionStart = this.input.selectionEnd = (before + filled).length;
     this.hideMenu();
