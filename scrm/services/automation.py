@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 from scrm import events as ev
 from scrm.db.models import Agent, Contact, ContactTag, Conversation, ConversationLabel, Inbox, Message, Ticket
 from scrm.db.models_desk import AutomationLog, AutomationRule, Team, WebhookSubscription
-from scrm.services import assignment
+from scrm.services import assignment, attributes
 from scrm.services import conversations as conv_svc
 from scrm.services.conversation_turns import take_turn
 from scrm.services.desk_settings import business_hours
@@ -173,7 +173,21 @@ def parse_rule(data: Any) -> RuleIn:
 
 
 async def check_targets(tx: Tx, rule: RuleIn) -> None:
-    """Referenced agents, teams and webhooks must exist."""
+    """Referenced agents, teams, webhooks and contact attributes must exist; attribute values are stored as
+    the attribute's type stores them ("100" for a number attribute becomes 100), or the rule never matches."""
+    wanted = rule.conditions.contact_attributes
+    if wanted:
+        types = await attributes.attribute_types(tx.session)
+        typed: dict[str, str | int | float | bool] = {}
+        for key, value in wanted.items():
+            if key not in types:
+                raise RuleError(f"conditions.contact_attributes.{key}: no such attribute (define it first)")
+            type_, choices = types[key]
+            try:
+                typed[key] = attributes.coerce(type_, value, choices, key=f"conditions.contact_attributes.{key}")
+            except attributes.AttributeError_ as exc:
+                raise RuleError(str(exc)) from None
+        rule.conditions.contact_attributes = typed
     for i, a in enumerate(rule.actions):
         if isinstance(a, AssignAgent):
             agent = await tx.session.get(Agent, a.agent_id)

@@ -34,6 +34,10 @@ async def rule_dry_run(request: web.Request, principal: Principal, body: DryRunI
     except automation.RuleError as exc:
         raise ApiError(400, str(exc), "invalid_rule") from None
     async with request.app[CTX].db.session() as s:
+        try:
+            await automation.check_targets(Tx(s), rule)  # typed attribute values, as saving would store them
+        except automation.RuleError as exc:
+            raise ApiError(400, str(exc), "invalid_rule") from None
         result = await automation_dry_run.dry_run(Tx(s), rule, body.limit)
         await s.rollback()  # read-only: the session never commits
     return ok(result)

@@ -3,8 +3,6 @@ colleague gets the mention notification. Replies never open the menu (customers 
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 import pytest
 from sqlalchemy import select

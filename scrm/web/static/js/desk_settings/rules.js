@@ -25,8 +25,8 @@ function checks(values, chosen, labelOf, testid) {
 }
 
 export async function render(reload) {
-  const [data, inboxes, teams, hooks] = await Promise.all([get("/desk/rules"), get("/inboxes"), get("/desk/teams"),
-    get("/desk/webhooks").catch(() => ({ webhooks: [] }))]);
+  const [data, inboxes, teams, hooks, defs] = await Promise.all([get("/desk/rules"), get("/inboxes"), get("/desk/teams"),
+    get("/desk/webhooks").catch(() => ({ webhooks: [] })), get("/attribute-definitions").catch(() => ({ definitions: [] }))]);
   const panel = h("div");
   const rows = data.rules.map((r) => h("tr", { "data-testid": "rule-row", class: r.active ? "" : "inactive" },
     h("td", {}, h("strong", { text: r.name })), h("td", {}, h("code", { text: r.event })),
@@ -88,6 +88,40 @@ export async function render(reload) {
     return { el, get: () => ({ type: type.value, ...read() }) };
   }
 
+  /** "Customer attribute equals value" rows; the value input follows the attribute's type (choices as a list). */
+  function attributeRows(saved) {
+    const types = new Map(defs.definitions.map((d) => [d.key, d]));
+    const keys = [...new Set([...types.keys(), ...Object.keys(saved || {})])];
+    const box = h("div.attr-conds");
+    const rows = [];
+    const add = (key, value) => {
+      const keySel = selectOf(keys.map((k) => [k, types.get(k)?.label || k]), key ?? keys[0] ?? "", { "data-testid": "rule-cond-attr-key" });
+      const slot = h("span");
+      let input;
+      const draw = () => {
+        const def = types.get(keySel.value);
+        input = def?.type === "choice"
+          ? selectOf(def.choices.map((c) => [c, c]), value ?? def.choices[0] ?? "", { "data-testid": "rule-cond-attr-value" })
+          : textInput(value ?? "", { "data-testid": "rule-cond-attr-value",
+            type: def?.type === "number" ? "number" : def?.type === "date" ? "date" : "text" });
+        replace(slot, input);
+        value = undefined;
+      };
+      keySel.addEventListener("change", draw);
+      draw();
+      const row = { el: h("div.action-row", { "data-testid": "rule-cond-attr" }, keySel, h("span", { text: " = " }), slot,
+        h("button.link", { text: "×", "aria-label": t("admin.delete"), on: { click: () => { rows.splice(rows.indexOf(row), 1); row.el.remove(); } } })),
+      get: () => [keySel.value, types.get(keySel.value)?.type === "number" && input.value !== "" ? Number(input.value) : input.value] };
+      rows.push(row);
+      box.append(row.el);
+    };
+    for (const [k, v] of Object.entries(saved || {})) add(k, String(v));
+    const addBtn = h("button.link", { "data-testid": "rule-cond-attr-add", text: t("ds.add_condition"), disabled: !keys.length,
+      on: { click: () => add() } });
+    return { el: h("div", {}, box, addBtn),
+      get: () => { const out = Object.fromEntries(rows.map((r) => r.get()).filter(([k, v]) => k && v !== "")); return Object.keys(out).length ? out : null; } };
+  }
+
   function edit(r) {
     const c = r?.conditions || {};
     const error = errorLine("rule-error");
@@ -107,6 +141,7 @@ export async function render(reload) {
     const labels = textInput((c.labels || []).join(", "), { "data-testid": "rule-cond-labels" });
     const hours = selectOf([["", t("ds.any")], ["open", t("ds.in_hours")], ["closed", t("ds.out_of_hours")]], c.business_hours ?? "", { "data-testid": "rule-cond-hours" });
     const direction = selectOf([["", t("ds.any")], ["in", t("ds.dir_in")], ["out", t("ds.dir_out")]], c.direction ?? "", { "data-testid": "rule-cond-direction" });
+    const attrs = attributeRows(c.contact_attributes);
     const actionsBox = h("div.actions-box");
     const actions = [];
     const addAction = (a) => {
@@ -126,7 +161,7 @@ export async function render(reload) {
       if (list(labels.value).length) conditions.labels = list(labels.value);
       if (hours.value) conditions.business_hours = hours.value;
       if (direction.value) conditions.direction = direction.value;
-      if (c.contact_attributes) conditions.contact_attributes = c.contact_attributes; // kept as saved (set through the API)
+      if (attrs.get()) conditions.contact_attributes = attrs.get();
       return { name: name.value.trim(), event: event.value, conditions, actions: actions.map((a) => a.get()),
         position: Number(position.value) || 0, active: active.checked };
     };
@@ -166,6 +201,7 @@ export async function render(reload) {
         h("label.field.wide", {}, h("span", { text: t("ds.cond.channels") }), cond.channels.el),
         h("div.form-row", {}, h("label.field", {}, h("span", { text: t("ds.cond.text_contains") }), text),
           h("label.field", {}, h("span", { text: t("ds.cond.contact_tags") }), tags), h("label.field", {}, h("span", { text: t("ds.cond.labels") }), labels)),
+        h("div.field.wide", {}, h("span", { text: t("ds.cond.contact_attributes") }), attrs.el),
         h("label.field.wide", {}, h("span", { text: t("ds.cond.priority") }), cond.priority.el),
         h("label.field.wide", {}, h("span", { text: t("ds.cond.status") }), cond.status.el),
         h("label.field.wide", {}, h("span", { text: t("ds.cond.sla_kind") }), cond.sla_kind.el),

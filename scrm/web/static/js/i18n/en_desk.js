@@ -113,7 +113,7 @@ export const enDesk = {
   "ds.business_time": "Business hours", "ds.around_clock": "24×7", "ds.clock": "Clock", "ds.new_sla": "New SLA policy",
   "ds.rules_hint": "Rules run in position order on the event; all their conditions must hold. Use the dry run to see which recent conversations would match.",
   "ds.rule_name": "Rule", "ds.when": "When", "ds.if_all": "If all of", "ds.then": "Then", "ds.position": "Position",
-  "ds.always": "always", "ds.new_rule": "New rule", "ds.add_action": "+ Add action", "ds.dry_run": "Dry run",
+  "ds.always": "always", "ds.new_rule": "New rule", "ds.add_action": "+ Add action", "ds.add_condition": "+ Add attribute condition", "ds.dry_run": "Dry run",
   "ds.dry_summary": "{matched} of the {tested} most recent conversations would match.",
   "ds.last_activity": "Last activity", "ds.would_match": "Would match", "ds.not_applicable": "event not possible",
   "ds.in_hours": "In business hours", "ds.out_of_hours": "Outside business hours", "ds.dir_in": "From the customer",

@@ -112,7 +112,7 @@ export const zhDesk = {
   "ds.business_time": "工作时间", "ds.around_clock": "7×24", "ds.clock": "计时", "ds.new_sla": "新建 SLA 策略",
   "ds.rules_hint": "规则在事件发生时按顺序执行；所有条件都满足才会执行动作。用试运行查看最近哪些会话会被匹配。",
   "ds.rule_name": "规则", "ds.when": "触发事件", "ds.if_all": "条件（全部满足）", "ds.then": "动作", "ds.position": "顺序",
-  "ds.always": "始终", "ds.new_rule": "新建规则", "ds.add_action": "+ 添加动作", "ds.dry_run": "试运行",
+  "ds.always": "始终", "ds.new_rule": "新建规则", "ds.add_action": "+ 添加动作", "ds.add_condition": "+ 添加属性条件", "ds.dry_run": "试运行",
   "ds.dry_summary": "最近 {tested} 个会话中有 {matched} 个会被匹配。",
   "ds.last_activity": "最近活动", "ds.would_match": "是否匹配", "ds.not_applicable": "不会触发此事件",
   "ds.in_hours": "工作时间内", "ds.out_of_hours": "工作时间外", "ds.dir_in": "客户发来",
