@@ -84,6 +84,34 @@ async def identity_of(ctx: AppContext, inbox_id: int, visitor: str) -> ContactId
                                                             ContactIdentity.external_id == visitor))
 
 
+async def claim_anonymous(ctx: AppContext, inbox_id: int, anonymous: str, identified: str) -> str | None:
+    """A visitor who chatted anonymously signs in on the website: their chat becomes the signed-in user's.
+
+    If the user has no chat identity yet, the anonymous identity is re-keyed to the user (the open
+    conversation simply continues); otherwise the anonymous contact is merged into the user's contact, so
+    agents see one person with both conversations. Returns "claimed", "merged" or None (nothing to do)."""
+    from scrm.services import contacts_merge  # merging is rare; keep the widget's hot path lean
+
+    async with unit_of_work(ctx) as tx:
+        anon = await tx.session.scalar(select(ContactIdentity).where(
+            ContactIdentity.inbox_id == inbox_id, ContactIdentity.external_id == anonymous).with_for_update())
+        if anon is None or is_blocked(anon):
+            return None
+        known = await tx.session.scalar(select(ContactIdentity).where(
+            ContactIdentity.inbox_id == inbox_id, ContactIdentity.external_id == identified))
+        if known is None:
+            anon.external_id = identified
+            audit.record(tx, None, "webchat.identified", "contact", anon.contact_id, identity_id=anon.id)
+            tx.emit(ev.CONTACT_UPDATED, contact_id=anon.contact_id, identity_id=anon.id, change="identified")
+            return "claimed"
+        target = await tx.session.get(Contact, known.contact_id)
+        source = await tx.session.get(Contact, anon.contact_id)
+        if target is None or source is None or target.id == source.id or target.merged_into_id or source.merged_into_id:
+            return None
+        await contacts_merge.merge(tx, target.id, source.id, None)
+        return "merged"
+
+
 async def messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: int, *, after: int = 0,
                    before: int | None = None, limit: int = PAGE) -> list[dict[str, Any]]:
     """The visitor's messages across their conversations, oldest first: newer than `after`, or the

@@ -40,6 +40,7 @@ def identity_json(ident: ContactIdentity, inbox: Inbox | None = None) -> dict[st
         "channel_type": inbox.channel_type if inbox else None, "inbox_name": inbox.name if inbox else None,
         "reachable": ident.reachable, "unreachable_reason": ident.unreachable_reason,
         "subscribed": ident.subscribed, "source": ident.source, "last_inbound_at": iso(ident.last_inbound_at),
+        "blocked": bool((ident.attributes or {}).get("blocked")),  # web chat visitors an agent blocked
     }
 
 

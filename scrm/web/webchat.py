@@ -179,6 +179,10 @@ async def session(request: web.Request) -> web.StreamResponse:
         if not check_identifier(adapter.secrets.hmac_secret, identifier, _text(data, "identifier_hash", 128)):  # type: ignore[attr-defined]
             raise ApiError(401, "identity verification failed: identifier_hash does not match", "bad_identity")
         visitor = identified_visitor_id(identifier)
+        anonymous = verify_visitor(adapter.secrets.token_key, inbox.id, _text(data, "token", 1024)  # type: ignore[attr-defined]
+                                   or visitor_token(request, inbox.id))
+        if anonymous and anonymous.startswith("v:"):  # signed in after chatting anonymously in this browser
+            await chat_svc.claim_anonymous(ctx, inbox.id, anonymous, visitor)
         fields = {k: _text(data, k) for k in ("name", "email", "phone")}
         attrs = _attributes(data)
         if any(fields.values()) or attrs:  # vouched for by the website's signature

@@ -255,6 +255,18 @@ export class ThreadView {
       on: { click: () => this.act(() => post(`/conversations/${id}/handler`, { handler: "bot" })) } }));
     buttons.push(h("a.button", { href: `/tickets/new?conversation_id=${id}`, "data-link": "", "data-testid": "open-ticket",
       text: t("thread.open_ticket") }));
+    if (c.channel_type === "web") {
+      // Web chat visitors can be blocked: their open chats close and they cannot write again until unblocked.
+      const blocked = !!c.identity?.blocked;
+      buttons.push(h("button", { "data-testid": blocked ? "unblock-visitor" : "block-visitor", class: blocked ? "" : "danger",
+        text: t(blocked ? "thread.unblock_visitor" : "thread.block_visitor"), on: { click: () => {
+          if (!blocked && !confirm(t("thread.block_confirm", { name }))) return;
+          this.act(async () => {
+            await post(`/webchat/conversations/${id}/${blocked ? "unblock" : "block"}`);
+            return get(`/conversations/${id}`);
+          });
+        } } }));
+    }
     buttons.push(c.status === "resolved"
       ? h("button", { "data-testid": "reopen", text: t("thread.reopen"), on: { click: () => this.act(() => post(`/conversations/${id}/status`, { status: "open" })) } })
       : h("button", { "data-testid": "resolve", text: t("thread.resolve"), on: { click: () => this.act(() => post(`/conversations/${id}/status`, { status: "resolved" })) } }));

@@ -7,6 +7,8 @@ export const enDesk = {
   "desk.forbidden_support": "This page is for agents and admins.",
   "desk.none": "Nothing here yet.", "desk.cancel": "Cancel", "desk.close": "Close",
   "thread.open_ticket": "Create ticket",
+  "thread.block_visitor": "Block visitor", "thread.unblock_visitor": "Unblock visitor",
+  "thread.block_confirm": "Block {name}? Their open chats close and they cannot write again until unblocked.",
   // tickets
   "tickets.new": "New ticket", "tickets.create": "Create ticket", "tickets.search": "Search subject or #number",
   "tickets.any_status": "Any status", "tickets.status_group.active": "Active (new, open, pending)",

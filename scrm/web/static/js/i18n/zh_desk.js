@@ -6,6 +6,8 @@ export const zhDesk = {
   "desk.forbidden_support": "此页面仅供客服和管理员使用。",
   "desk.none": "暂无内容。", "desk.cancel": "取消", "desk.close": "关闭",
   "thread.open_ticket": "创建工单",
+  "thread.block_visitor": "屏蔽访客", "thread.unblock_visitor": "解除屏蔽",
+  "thread.block_confirm": "屏蔽 {name}？其正在进行的对话会关闭，解除前无法再发送消息。",
   // 工单
   "tickets.new": "新建工单", "tickets.create": "创建工单", "tickets.search": "搜索标题或 #编号",
   "tickets.any_status": "全部状态", "tickets.status_group.active": "处理中（新建、处理中、待回复）",
