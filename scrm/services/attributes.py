@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm.db.models_marketing import AttributeDefinition
+
+if TYPE_CHECKING:
+    from scrm.db.models import Contact
 
 TYPES = ("text", "number", "date", "choice")
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -106,3 +109,21 @@ async def validate_values(session: AsyncSession, values: dict[str, Any]) -> dict
     if errors:
         raise AttributeError_("; ".join(errors))
     return out
+
+
+async def set_values(session: AsyncSession, contact: Contact, values: dict[str, Any]) -> dict[str, Any]:
+    """The one write path for a contact's custom attributes (profile edits, the attributes API, imports):
+    validate against the definitions, then merge (None removes). Returns {key: {"from", "to"}} of what
+    changed; raises AttributeError_ naming every invalid value. The caller audits and emits."""
+    typed = await validate_values(session, values)
+    attrs = dict(contact.attributes or {})
+    changes: dict[str, Any] = {}
+    for key, value in typed.items():
+        if attrs.get(key) != value:
+            changes[key] = {"from": attrs.get(key), "to": value}
+        if value is None:
+            attrs.pop(key, None)
+        else:
+            attrs[key] = value
+    contact.attributes = attrs
+    return changes

@@ -10,6 +10,7 @@ from sqlalchemy import delete, or_, select
 
 from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, ContactTag, Conversation, Inbox, Ticket
+from scrm.services import attributes as attr_svc
 from scrm.services import audit
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
@@ -96,14 +97,13 @@ async def update_contact(request: web.Request, principal: Principal, body: Conta
         for name in ("name", "email", "phone", "language"):
             if name in changes:
                 setattr(contact, name, changes[name] or None)
-        if body.attributes is not None:
-            attrs = dict(contact.attributes or {})
-            for key, value in body.attributes.items():
-                if value is None:
-                    attrs.pop(key, None)
-                else:
-                    attrs[key] = value
-            contact.attributes = attrs
+        if body.attributes is not None:  # the same validation as PUT /contacts/{id}/attributes
+            try:
+                attr_changes = await attr_svc.set_values(tx.session, contact, body.attributes)
+            except attr_svc.AttributeError_ as exc:
+                raise ApiError(400, str(exc), "bad_attribute") from None
+            if attr_changes:
+                audit.record(tx, principal.agent_id, "contact.attributes", "contact", cid, changes=attr_changes)
         if body.tags is not None:
             clean = sorted({t.strip() for t in body.tags if t.strip()})
             if any(len(t) > 64 for t in clean):

@@ -25,9 +25,10 @@ from scrm.db.models import (
     utcnow,
 )
 from scrm.db.models_marketing import AttributeDefinition, Broadcast, BroadcastRecipient, Segment
+from scrm.services import attributes as attr_svc
 from scrm.services import audit, broadcasts, contacts_csv, contacts_merge, segments
 from scrm.services.agents import Principal
-from scrm.services.attributes import AttributeError_, check_definition, validate_values
+from scrm.services.attributes import AttributeError_, check_definition
 from scrm.services.broadcast_report import effective_status, recipients_csv, report
 from scrm.services.optout import opt_out
 from scrm.services.uow import unit_of_work
@@ -153,19 +154,10 @@ async def set_attributes(request: web.Request, principal: Principal, body: Attri
         if contact is None or contact.merged_into_id:
             raise ApiError(404, "contact not found", "not_found")
         try:
-            values = await validate_values(tx.session, body.attributes)
+            changes = await attr_svc.set_values(tx.session, contact, body.attributes)
         except AttributeError_ as exc:
             raise ApiError(400, str(exc), "bad_attribute") from None
-        attrs = dict(contact.attributes or {})
-        changes = {}
-        for key, value in values.items():
-            if attrs.get(key) != value:
-                changes[key] = {"from": attrs.get(key), "to": value}
-            if value is None:
-                attrs.pop(key, None)
-            else:
-                attrs[key] = value
-        contact.attributes = attrs
+        attrs = contact.attributes
         if changes:
             audit.record(tx, principal.agent_id, "contact.attributes", "contact", cid, changes=changes)
             tx.emit(ev.CONTACT_UPDATED, contact_id=cid)

@@ -138,10 +138,21 @@ async def test_contacts_search_get_and_update(client, ctx, admin_headers):
     _, cid = await _setup(client, ctx)
     found = await (await client.get("/api/v1/contacts?q=王小")).json()
     contact_id = found["items"][0]["id"]
+    r = await client.post("/api/v1/attribute-definitions", json={"key": "orders", "label": "订单数", "type": "number"},
+                          headers=admin_headers)
+    assert r.status in (200, 201), await r.text()
     r = await client.patch(f"/api/v1/contacts/{contact_id}", headers=admin_headers,
-                           json={"phone": "+86 138 0013 8000", "attributes": {"vip": True}, "tags": ["老客户"]})
+                           json={"phone": "+86 138 0013 8000", "attributes": {"orders": "12"}, "tags": ["老客户"]})
     data = await r.json()
     assert r.status == 200 and data["phone"] == "+86 138 0013 8000" and data["tags"] == ["老客户"]
+    assert data["attributes"]["orders"] == 12  # typed as PUT /contacts/{id}/attributes types it
+    # The profile edit validates attributes like the attributes API does (one write path): nothing half-saved.
+    for bad, says in (({"orders": "many"}, "expected a number"), ({"vip": True}, "no such attribute")):
+        r = await client.patch(f"/api/v1/contacts/{contact_id}", json={"name": "改名", "attributes": bad},
+                               headers=admin_headers)
+        assert r.status == 400 and says in (await r.json())["error"]["message"]
+    unchanged = await (await client.get(f"/api/v1/contacts/{contact_id}")).json()
+    assert unchanged["name"] != "改名" and unchanged["attributes"]["orders"] == 12
     assert data["identities"][0]["external_id"] == "cust-1" and data["conversations"][0]["id"] == cid
     r = await client.patch(f"/api/v1/contacts/{contact_id}", json={"email": "not-an-email"}, headers=admin_headers)
     assert r.status == 400 and "email" in (await r.json())["error"]["message"]

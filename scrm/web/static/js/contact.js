@@ -5,6 +5,8 @@ import { fmtTime, t } from "./i18n.js";
 import { channelIcon } from "./icons.js";
 import { toast } from "./toast.js";
 
+let definitions = null; // typed attribute definitions, loaded once per page: the keys an agent may set
+
 export class ContactPanel {
   constructor(openConversation) {
     this.openConversation = openConversation;
@@ -26,7 +28,9 @@ export class ContactPanel {
     if (id === this.id && !force) return;
     this.id = id;
     try {
-      const contact = await get(`/contacts/${id}`);
+      const [contact, defs] = await Promise.all([get(`/contacts/${id}`),
+        definitions ?? get("/attribute-definitions").then((d) => d.definitions).catch(() => [])]);
+      definitions = defs;
       if (id !== this.id) return;
       this.contact = contact;
       this.render();
@@ -66,7 +70,9 @@ export class ContactPanel {
         h("td", {}, h("button.link", { "aria-label": t("contact.remove_attr"), text: "×",
           on: { click: () => this.save({ attributes: { [key]: null } }) } })));
     });
-    const newKey = h("input", { placeholder: t("contact.attr_key"), "data-testid": "attr-key" });
+    // Only defined attributes can be set (the server validates them by type); the list offers their keys.
+    const keyList = h("datalist", { id: "attr-keys" }, (definitions || []).map((d) => h("option", { value: d.key, label: d.label || d.key })));
+    const newKey = h("input", { placeholder: t("contact.attr_key"), "data-testid": "attr-key", list: "attr-keys" });
     const newValue = h("input", { placeholder: t("contact.attr_value"), "data-testid": "attr-value" });
     const addAttr = h("button", { text: t("contact.add"), "data-testid": "attr-add", on: { click: () => {
       const key = newKey.value.trim();
@@ -90,7 +96,7 @@ export class ContactPanel {
         : h("p.muted", { "data-testid": "opt-outs", text: t("contact.subscribed_all") }),
       h("h4", { text: t("contact.tags") }), tags,
       h("h4", { text: t("contact.attributes") }),
-      h("table.attrs", {}, attrRows, h("tr", {}, h("td", {}, newKey), h("td", {}, newValue), h("td", {}, addAttr))),
+      h("table.attrs", {}, attrRows, h("tr", {}, h("td", {}, newKey, keyList), h("td", {}, newValue), h("td", {}, addAttr))),
       h("h4", { text: t("contact.conversations") }),
       h("ul.history", {}, (c.conversations || []).map((conv) => h("li", {},
         h("a", { href: "/conversations/" + conv.id, "data-link": "" }, channelIcon(conv.channel_type), " ",

@@ -1,0 +1,45 @@
+"""The contact panel beside a conversation: an agent sets a defined attribute (typed by the server) and an
+undefined one is refused with a message, never stored."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from scrm.db.models import Contact
+from scrm.db.models_marketing import AttributeDefinition
+from tests.conftest import api_message, make_inbox, post_signed
+
+pytestmark = pytest.mark.browser
+
+
+async def test_agent_sets_a_defined_attribute_and_an_undefined_one_is_refused(tab, ctx, admin, live_server):
+    inbox = await make_inbox(ctx)
+    async with ctx.db.transaction() as s:
+        s.add(AttributeDefinition(key="orders", label="订单数", type="number", choices=[]))
+    async with aiohttp.ClientSession(base_url=str(live_server.make_url("/"))) as http:
+        r = await post_signed(http, inbox.id, api_message("m-1", sender="c-1", text="我的积分呢", name="周八"))
+        result = (await r.json())["results"][0]
+    await tab.login("root", "correct-horse-1")
+    await tab.goto(f"/conversations/{result['conversation_id']}")
+    page = tab.page
+    panel = page.get_by_test_id("contact-panel")
+    await panel.get_by_test_id("contact-name").filter(has_text="周八").wait_for()
+    assert await panel.locator("datalist#attr-keys option").evaluate_all("els => els.map(e => e.value)") == ["orders"]
+
+    await panel.get_by_test_id("attr-key").fill("orders")
+    await panel.get_by_test_id("attr-value").fill("12")
+    await panel.get_by_test_id("attr-add").click()
+    await panel.locator("table.attrs th", has_text="orders").wait_for()
+
+    await panel.get_by_test_id("attr-key").fill("vip")
+    await panel.get_by_test_id("attr-value").fill("yes")
+    await panel.get_by_test_id("attr-add").click()
+    await page.get_by_test_id("toast").filter(has_text="no such attribute").wait_for()  # the server's reason, shown to the agent
+
+    async with ctx.db.session() as s:
+        contact = (await s.scalars(select(Contact).where(Contact.name == "周八"))).one()
+    assert contact.attributes.get("orders") == 12 and "vip" not in contact.attributes
+    assert tab.errors == []
+
