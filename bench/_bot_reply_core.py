@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 from channels.signing import signed_headers  # noqa: E402
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SECRET = "bench-secret-0123456789abcdef-xyz"
 WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CHIT_CHAT = ["哈哈哈", "今天天气真不错", "你吃饭了吗", "嗯嗯", "好无聊啊", "你喜欢什么颜色", "lol", "nice weather today",
@@ -73,7 +72,7 @@ def en_shop_kb() -> bytes:
 @dataclass
 class BenchConfig:
     db_url: str
-    redis_url: str
+    redis_url: str | None  # None: the worker runs inside `scrm serve` (no Redis to carry events across)
     seconds: float = 15.0
     low_rate: float = 10.0
     max_rate: float = 640.0
@@ -82,14 +81,22 @@ class BenchConfig:
     drain_timeout: float = 30.0
     ack_messages: int = 4000
     pool: int = 1200
+    warm_rate: float = 5.0
+    warm_seconds: float = 3.0
     seed: int = 23
 
     @property
     def sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
 
+    @property
+    def embedded(self) -> bool:
+        return self.sqlite or not self.redis_url
+
     def describe(self) -> str:
-        store = "SQLite, worker inside scrm serve" if self.sqlite else "PostgreSQL + Redis, scrm serve --no-worker"
+        store = "PostgreSQL + Redis, scrm serve --no-worker"
+        if self.embedded:
+            store = f"{'SQLite' if self.sqlite else 'PostgreSQL'}, worker inside scrm serve"
         mix = ", ".join(f"{int(w * 100)}% {n}" for n, w in MIX)
         return f"{store}; {self.seconds:.0f} s per rate, Poisson arrivals, {mix}"
 
@@ -187,6 +194,7 @@ class Bench:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.receiver = Receiver()
         self.sent: list[Sent] = []
+        self.warm_up: list[Sent] = []  # the unmeasured first seconds of the mix
         self.idle = self.receiver.idle
         self.fresh = 0
         self.steps = 0
@@ -200,7 +208,7 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
         env |= {"SCRM_DATABASE_URL": self.cfg.db_url, "SCRM_STORAGE_PATH": str(self.tmp / "files"),
                 "SCRM_LOGGING_LEVEL": "WARNING", "SCRM_DATABASE_AUTO_MIGRATE": "false", "PYTHONPATH": str(ROOT)}
-        if not self.cfg.sqlite:
+        if self.cfg.redis_url and not self.cfg.sqlite:
             env["SCRM_REDIS_URL"] = self.cfg.redis_url
         return env
 
@@ -239,8 +247,8 @@ class Bench:
             return
         import asyncpg
 
-        name = self.cfg.db_url.rsplit("/", 1)[1]
-        conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+        server, name = self.cfg.db_url.replace("+asyncpg", "").rsplit("/", 1)
+        conn = await asyncpg.connect(f"{server}/postgres", timeout=5)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             if create:
@@ -251,7 +259,7 @@ class Bench:
     async def __aenter__(self) -> Bench:
         t0 = time.perf_counter()
         await self._database(create=True)
-        if not self.cfg.sqlite:
+        if self.cfg.redis_url and not self.cfg.sqlite:
             await fresh_redis(self.cfg.redis_url)
         self._cli("migrate")
         password = secrets.token_urlsafe(16)
@@ -264,7 +272,7 @@ class Bench:
         await web.TCPSite(self.runner, "127.0.0.1", cb_port).start()
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        serve = ["serve", "--port", str(port)] + ([] if self.cfg.sqlite else ["--no-worker"])
+        serve = ["serve", "--port", str(port)] + ([] if self.cfg.embedded else ["--no-worker"])
         proc = self._spawn(serve, "serve.log")
         # unsafe: the session cookie comes from an IP address (127.0.0.1), which the default jar refuses
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
@@ -328,7 +336,7 @@ class Bench:
             raise RuntimeError(f"no greeting came back within 120 s; logs in {self.tmp}")
         # A few seconds of the real mix, not measured: the first FAQ question loads the word segmenter and
         # the index in each worker, which would otherwise land in the first rate's figures.
-        await self.step(5.0, 3.0)
+        await self.step(self.cfg.warm_rate, self.cfg.warm_seconds)
         self.warm_up = list(self.sent)
         self.sent.clear()
 

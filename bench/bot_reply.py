@@ -121,9 +121,10 @@ async def main() -> int:
     cfg = BenchConfig(db_url=args.db_url, redis_url=f"redis://{args.redis_host}/{args.redis_db}",
                       seconds=args.seconds or (3.0 if args.quick else 15.0), max_rate=args.max_rate,
                       bisect=1 if args.quick else 3, drain_timeout=6.0 if args.quick else 30.0,
-                      ack_messages=800 if args.quick else 4000, pool=300 if args.quick else 2000)
+                      ack_messages=500 if args.quick else 4000, pool=60 if args.quick else 600,
+                      warm_seconds=2.0 if args.quick else 5.0)
     workers = [int(w) for w in (args.workers or ("1" if args.quick else "1,2")).split(",")]
-    if cfg.sqlite:
+    if cfg.embedded:
         workers = [0]
     try:
         import uvloop
