@@ -111,6 +111,7 @@ class Sent:
     step: int
     status: int = 0
     conversation_id: int | None = None
+    message_id: int | None = None
     first_reply: float | None = None
     replies: int = 0
     fresh: bool = False  # a new customer: greeted and answered in the same round (two replies)
@@ -313,7 +314,7 @@ class Bench:
         shop = (ROOT / "config" / "faq" / "shop_faq.yaml").read_bytes()
         await call("POST", "/faq/import?format=yaml", data=shop, headers={"Content-Type": "application/yaml"})
         await call("POST", "/faq/import?format=json", data=en_shop_kb(), headers={"Content-Type": "application/json"})
-        self._check_conversation = lambda cid: call("GET", f"/conversations/{cid}?limit=1")
+        self._check_conversation = lambda cid: call("GET", f"/conversations/{cid}?limit=20")
         return int(inbox["id"])
 
     async def _warm_up(self) -> None:
@@ -359,7 +360,8 @@ class Bench:
 
     # --- the load ------------------------------------------------------------------------------------
 
-    async def _post(self, sender: str, text: str, run: str = "") -> tuple[int, int | None]:
+    async def _post(self, sender: str, text: str, run: str = "") -> tuple[int, int | None, int | None]:
+        """(HTTP status, conversation id, message id) of one signed message."""
         body = json.dumps({"id": f"{run or sender}-{time.time_ns()}-{self.rng.random():.9f}",
                            "sender": {"id": sender, "name": f"客户{sender}"}, "text": text},
                           ensure_ascii=False).encode()
@@ -367,10 +369,10 @@ class Bench:
         try:
             async with self.http.post(self.url, data=body, headers=headers) as r:
                 data = await r.json(content_type=None) if r.status == 200 else {}
-                results = data.get("results") or [{}]
-                return r.status, results[0].get("conversation_id")
+                result = (data.get("results") or [{}])[0]
+                return r.status, result.get("conversation_id"), result.get("message_id")
         except (aiohttp.ClientError, ValueError):
-            return 0, None
+            return 0, None, None
 
     def _contact(self) -> Contact:
         while self.idle:
@@ -383,7 +385,7 @@ class Bench:
         return c
 
     async def _send(self, sent: Sent, text: str) -> None:
-        sent.status, sent.conversation_id = await self._post(sent.contact.id, text)
+        sent.status, sent.conversation_id, sent.message_id = await self._post(sent.contact.id, text)
         if sent.status != 200:
             sent.contact.open = None
 
@@ -430,25 +432,31 @@ class Bench:
             # Silent for a second: is the conversation with agents? Then the bot rightly says nothing.
             for s in [s for s in waiting if time.perf_counter() - s.due > 1.0 and id(s) not in asked][:50]:
                 asked.add(id(s))
-                if s.conversation_id is not None:
-                    conv = await self._check_conversation(s.conversation_id)
-                    if conv.get("handler") not in (None, "bot"):
-                        s.no_answer = True
-                        s.contact.retired = True
+                if await self._with_agents(s):
+                    s.no_answer = True
+                    s.contact.retired = True
             self.receiver.arrived.clear()
             try:
                 await asyncio.wait_for(self.receiver.arrived.wait(), 0.5)
             except TimeoutError:
                 pass
 
+    async def _with_agents(self, s: Sent) -> bool:
+        """Its conversation is with agents and the bot wrote nothing after it (a handoff note on its way is
+        a reply still to come)."""
+        if s.conversation_id is None or s.message_id is None:
+            return False
+        conv = await self._check_conversation(s.conversation_id)
+        after = [m for m in conv.get("messages") or () if m.get("id", 0) > s.message_id and m.get("direction") == "out"]
+        return conv.get("handler") not in (None, "bot") and not after
+
     async def finish(self, timeout: float) -> dict[str, Any]:
         """Final drain, then lost and duplicates, in total and per class."""
         await self._drain(self.sent, timeout)
         # Whatever is still silent: one last look at its conversation (handed to agents meanwhile?).
         for s in self.sent:
-            if s.status == 200 and s.first_reply is None and not s.no_answer and s.conversation_id is not None:
-                conv = await self._check_conversation(s.conversation_id)
-                s.no_answer = conv.get("handler") not in (None, "bot")
+            if s.status == 200 and s.first_reply is None and not s.no_answer:
+                s.no_answer = await self._with_agents(s)
         classes: dict[str, dict[str, Any]] = {}
         for name, _ in MIX:
             mine = [s for s in self.sent if s.kind == name and s.status == 200]
@@ -476,7 +484,7 @@ class Bench:
             nonlocal errors
             for i in counter:
                 t0 = time.perf_counter()
-                status, _ = await self._post(f"ack{run}-{i % contacts}", self.rng.choice(self.texts["faq"]), run)
+                status, _, _ = await self._post(f"ack{run}-{i % contacts}", self.rng.choice(self.texts["faq"]), run)
                 latencies.append(time.perf_counter() - t0)
                 errors += status != 200
 
