@@ -224,7 +224,8 @@ class Bench:
             known = None
         if known is None:
             return []
-        value = '"127.0.0.1"' if known.annotation in (str, "str") else '["127.0.0.1"]'
+        listed = any(word in str(known.annotation).lower() for word in ("list", "tuple", "sequence", "set"))
+        value = '["127.0.0.1"]' if listed else '"127.0.0.1"'
         path = self.tmp / "bench.toml"
         path.write_text(f"[security]\noutbound_allow = {value}\n")
         return ["--config", str(path)]
