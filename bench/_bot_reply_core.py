@@ -83,6 +83,7 @@ class BenchConfig:
     pool: int = 1200
     warm_rate: float = 5.0
     warm_seconds: float = 3.0
+    worker_nice: int | None = None
     seed: int = 23
 
     @property
@@ -211,6 +212,8 @@ class Bench:
                 "SCRM_LOGGING_LEVEL": "WARNING", "SCRM_DATABASE_AUTO_MIGRATE": "false", "PYTHONPATH": str(ROOT)}
         if self.cfg.redis_url and not self.cfg.sqlite:
             env["SCRM_REDIS_URL"] = self.cfg.redis_url
+        if self.cfg.worker_nice is not None:
+            env["SCRM_WORKER_NICE"] = str(self.cfg.worker_nice)
         return env
 
     def _config_args(self) -> list[str]:
@@ -418,6 +421,10 @@ class Bench:
         settled = await self._drain([s for s in self.sent if s.step <= step], self.cfg.drain_timeout)
         return StepResult(rate, len(mine), pct(lat, 50), pct(lat, 99), len(late),
                           sum(s.no_answer for s in mine), sum(s.status != 200 for s in mine), settled)
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait for every message sent so far to be answered or accounted for."""
+        return await self._drain(self.sent, timeout)
 
     async def _drain(self, msgs: list[Sent], timeout: float) -> bool:
         """Wait until each message has a reply or needs none; True when none is left waiting."""

@@ -54,6 +54,10 @@ async def search(bench: Bench, cfg: BenchConfig) -> tuple[float, list[StepResult
               f"{'' if res.settled else '  (backlog did not clear)'}", flush=True)
         return res.ok(cfg.target_ms) and res.settled
 
+    async def settled() -> bool:
+        """An overloaded rate leaves a backlog: give it longer to clear before a lower rate is measured."""
+        return steps[-1].settled or await bench.settle(cfg.drain_timeout * 4)
+
     good, bad = 0.0, None
     rate = cfg.low_rate
     while rate <= cfg.max_rate:
@@ -63,10 +67,8 @@ async def search(bench: Bench, cfg: BenchConfig) -> tuple[float, list[StepResult
         else:
             bad = rate
             break
-        if not steps[-1].settled:
-            break
     for _ in range(cfg.bisect):
-        if bad is None or bad - good < max(1.0, good * 0.1) or not steps[-1].settled:
+        if bad is None or bad - good < max(1.0, good * 0.1) or not await settled():
             break
         mid = round((good + bad) / 2, 1)
         if await run(mid):
@@ -115,6 +117,8 @@ async def main() -> int:
     ap.add_argument("--redis-db", type=int, default=9, help="Redis db number (emptied; never 0)")
     ap.add_argument("--seconds", type=float, help="seconds per offered rate (default 15; --quick 3)")
     ap.add_argument("--max-rate", type=float, default=640.0)
+    ap.add_argument("--worker-nice", type=int, help="set worker.nice (default: the product's, 10 above the bench: "
+                    "on a host busy with other work the worker then gets little CPU)")
     args = ap.parse_args()
     if args.redis_db == 0:
         ap.error("--redis-db 0 is refused: the bench empties its Redis db")
@@ -122,7 +126,7 @@ async def main() -> int:
                       seconds=args.seconds or (3.0 if args.quick else 15.0), max_rate=args.max_rate,
                       bisect=1 if args.quick else 3, drain_timeout=6.0 if args.quick else 30.0,
                       ack_messages=500 if args.quick else 4000, pool=60 if args.quick else 600,
-                      warm_seconds=2.0 if args.quick else 5.0)
+                      warm_seconds=2.0 if args.quick else 5.0, worker_nice=args.worker_nice)
     workers = [int(w) for w in (args.workers or ("1" if args.quick else "1,2")).split(",")]
     if cfg.embedded:
         workers = [0]
