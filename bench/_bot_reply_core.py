@@ -181,10 +181,6 @@ class Receiver:
         self.arrived.set()
         return web.json_response({"id": f"cb-{key}"})
 
-    @property
-    def redelivered(self) -> int:
-        return sum(n - 1 for n in self.delivered.values())
-
 
 class Bench:
     """Scratch database, `scrm serve` + workers, an admin session, the inbox, the receiver and the pool."""
@@ -201,8 +197,7 @@ class Bench:
         self.fresh = 0
         self.steps = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        self.base = ""
-        self.url = ""
+        self.base = self.url = ""
 
     # --- processes and setup over HTTP ---------------------------------------------------------------
 
@@ -477,7 +472,7 @@ class Bench:
                 "latencies": [s.latency for s in mine if s.latency is not None]}
         lost = sum(c["lost"] for c in classes.values())
         extra = sum(c["extra"] for c in classes.values())
-        redelivered = self.receiver.redelivered
+        redelivered = sum(n - 1 for n in self.receiver.delivered.values())
         return {"classes": classes, "lost": lost, "extra": extra, "redelivered": redelivered,
                 "duplicates": redelivered + extra, "stray": self.receiver.stray}
 
