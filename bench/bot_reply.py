@@ -108,7 +108,7 @@ def line(r: dict[str, float | int | str]) -> str:
 
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 s per rate, one bisection, 1 worker (under a minute)")
+    ap.add_argument("--quick", action="store_true", help="3 s per rate, two bisections, 1 worker (under a minute on an idle machine)")
     ap.add_argument("--workers", help="comma-separated worker counts, one full run each (default 1,2; --quick: 1)")
     ap.add_argument("--db-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/scrm_bench_bot_reply",
                     help="scratch database (PostgreSQL: created and dropped); sqlite+aiosqlite:// runs the "
@@ -124,7 +124,7 @@ async def main() -> int:
         ap.error("--redis-db 0 is refused: the bench empties its Redis db")
     cfg = BenchConfig(db_url=args.db_url, redis_url=f"redis://{args.redis_host}/{args.redis_db}",
                       seconds=args.seconds or (3.0 if args.quick else 15.0), max_rate=args.max_rate,
-                      bisect=1 if args.quick else 3, drain_timeout=6.0 if args.quick else 30.0,
+                      bisect=2 if args.quick else 3, drain_timeout=6.0 if args.quick else 30.0,
                       ack_messages=500 if args.quick else 4000, pool=60 if args.quick else 600,
                       warm_seconds=2.0 if args.quick else 5.0, worker_nice=args.worker_nice)
     workers = [int(w) for w in (args.workers or ("1" if args.quick else "1,2")).split(",")]
