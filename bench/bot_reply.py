@@ -1,0 +1,152 @@
+"""Bot reply latency: what the customer sees, from their message to the bot's answer on their channel.
+
+    python bench/bot_reply.py [--quick] [--workers 1,2] [--db-url URL] [--redis-db 9] [--seconds S]
+
+Runs the README's production shape on this machine: `scrm serve --no-worker` plus N `scrm worker` processes
+on PostgreSQL + Redis (a scratch database, scrm_bench_bot_reply by default, created and dropped; Redis db 9 by
+default, emptied). It talks to them only as the outside world does, through processes and HTTP, so it measures
+any version of the follow-up pipeline unchanged: `scrm migrate`, `scrm create-admin`, then the admin API
+creates an API-channel inbox whose callback_url is a receiver in this process, sets round-the-clock business
+hours (a handoff goes to the queue, not to the after-hours menu) and imports the FAQ knowledge bases
+(config/faq/shop_faq.yaml and bench/data/en_shop).
+
+An open-loop sender posts signed messages with Poisson arrivals at a fixed offered rate: FAQ questions
+(paraphrases from the knowledge bases and bench/data), small talk (bench/data/en_shop's unrelated questions and
+chit-chat) and handoff requests (bench/data/handoff.jsonl) from a pool of contacts greeted beforehand, so each
+message gets one reply and no greeting. A contact has one message open at a time: a callback is matched to its
+message by the recipient. A contact whose conversation may have left the bot (a handoff request, or an answer
+offering an agent) is not used again.
+
+For each offered rate: customer message -> first bot reply p50/p99, timed from when the message was due (a slow
+acknowledgement counts). Rates double from 10 msg/s while p99 < 1 s and every reply came, then bisect. Counted:
+lost (no reply within the drain timeout while the conversation is still with the bot), needs no answer (the
+conversation was handed to agents: the bot does not talk over them), duplicates (one bot message delivered
+twice, or a second reply to one customer message). Last, in the same run, the ack-path throughput: the same
+sender in closed loop (64 connections, 500 contacts) as fast as the server acknowledges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from _bot_reply_core import (  # noqa: E402
+    Bench,
+    BenchConfig,
+    StepResult,
+    pct,
+)
+
+
+async def search(bench: Bench, cfg: BenchConfig) -> tuple[float, list[StepResult]]:
+    """Highest offered rate whose p99 stays under the target with every reply in: double from the low
+    rate while it holds, then bisect between the last rate that held and the first that did not."""
+    steps: list[StepResult] = []
+
+    async def run(rate: float) -> bool:
+        res = await bench.step(rate, cfg.seconds)
+        steps.append(res)
+        print(f"  {rate:7.1f} msg/s offered  {res.sent:5d} sent  p50 {res.p50_ms:8.1f} ms  p99 {res.p99_ms:8.1f} ms  "
+              f"late {res.late:3d}  no-answer-needed {res.no_answer:3d}  ack errors {res.ack_errors}"
+              f"{'' if res.settled else '  (backlog did not clear)'}", flush=True)
+        return res.ok(cfg.target_ms) and res.settled
+
+    async def settled() -> bool:
+        """An overloaded rate leaves a backlog: give it longer to clear before a lower rate is measured."""
+        return steps[-1].settled or await bench.settle(cfg.drain_timeout * 4)
+
+    good, bad = 0.0, None
+    rate = cfg.low_rate
+    while rate <= cfg.max_rate:
+        if await run(rate):
+            good = rate
+            rate *= 2
+        else:
+            bad = rate
+            break
+    for _ in range(cfg.bisect):
+        if bad is None or bad - good < max(1.0, good * 0.1) or not await settled():
+            break
+        mid = round((good + bad) / 2, 1)
+        if await run(mid):
+            good = mid
+        else:
+            bad = mid
+    return good, steps
+
+
+async def one_run(cfg: BenchConfig, workers: int, tmp: Path) -> dict[str, float | int | str]:
+    print(f"\n{workers} scrm worker process(es); {cfg.describe()}", flush=True)
+    async with Bench(cfg, workers, tmp) as bench:
+        sustained, steps = await search(bench, cfg)
+        final = await bench.finish(cfg.drain_timeout)
+        ack = await bench.ack_rate(cfg.ack_messages)
+    low = next((s for s in steps if s.rate == cfg.low_rate), None)
+    best = next((s for s in steps if s.rate == sustained), None)
+    print(f"  sustained {sustained:.1f} msg/s (p99 < {cfg.target_ms:.0f} ms)   ack path {ack['rate']:.0f} msg/s "
+          f"(closed loop, p99 ack {ack['p99_ms']:.1f} ms, errors {ack['errors']})   ratio {sustained / ack['rate']:.3f}")
+    for name, c in final["classes"].items():
+        lat = c["latencies"]
+        print(f"    {name:<10} sent {c['sent']:5d}  replied {c['replied']:5d}  needs no answer {c['no_answer']:4d}  "
+              f"lost {c['lost']:3d}  extra replies {c['extra']:3d}  first reply p50 {pct(lat, 50):7.1f} ms  "
+              f"p99 {pct(lat, 99):7.1f} ms")
+    print(f"  lost {final['lost']}  duplicates {final['duplicates']} (redelivered {final['redelivered']}, second reply "
+          f"to one message {final['extra']})  stray callbacks {final['stray']}")
+    return {"sustained_rate": sustained, "ack_rate": ack["rate"], "ratio": sustained / ack["rate"],
+            "p99_ms": best.p99_ms if best else float("nan"), "p50_low_ms": low.p50_ms if low else float("nan"),
+            "lost": final["lost"], "duplicates": final["duplicates"], "workers": workers}
+
+
+def line(r: dict[str, float | int | str]) -> str:
+    return (f"sustained_ratio={r['ratio']:.3f} sustained_rate={r['sustained_rate']:.1f} ack_rate={r['ack_rate']:.0f} "
+            f"p99_ms={r['p99_ms']:.1f} p50_low_ms={r['p50_low_ms']:.1f} workers={r['workers']} lost={r['lost']} "
+            f"duplicates={r['duplicates']}")
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3 s per rate, two bisections, 1 worker (under a minute on an idle machine)")
+    ap.add_argument("--workers", help="comma-separated worker counts, one full run each (default 1,2; --quick: 1)")
+    ap.add_argument("--db-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/scrm_bench_bot_reply",
+                    help="scratch database (PostgreSQL: created and dropped); sqlite+aiosqlite:// runs the "
+                         "embedded worker inside `scrm serve` without Redis")
+    ap.add_argument("--redis-host", default="127.0.0.1:6379")
+    ap.add_argument("--redis-db", type=int, default=9, help="Redis db number (emptied; never 0)")
+    ap.add_argument("--seconds", type=float, help="seconds per offered rate (default 15; --quick 3)")
+    ap.add_argument("--max-rate", type=float, default=640.0)
+    ap.add_argument("--worker-nice", type=int, help="set worker.nice (default: the product's, 10 above the bench: "
+                    "on a host busy with other work the worker then gets little CPU)")
+    args = ap.parse_args()
+    if args.redis_db == 0:
+        ap.error("--redis-db 0 is refused: the bench empties its Redis db")
+    cfg = BenchConfig(db_url=args.db_url, redis_url=f"redis://{args.redis_host}/{args.redis_db}",
+                      seconds=args.seconds or (3.0 if args.quick else 15.0), max_rate=args.max_rate,
+                      bisect=2 if args.quick else 3, drain_timeout=6.0 if args.quick else 30.0,
+                      ack_messages=500 if args.quick else 4000, pool=60 if args.quick else 600,
+                      warm_seconds=2.0 if args.quick else 5.0, worker_nice=args.worker_nice)
+    workers = [int(w) for w in (args.workers or ("1" if args.quick else "1,2")).split(",")]
+    if cfg.embedded:
+        workers = [0]
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_bot_reply_") as tmp:
+        for n in workers:
+            results.append(await one_run(cfg, n, Path(tmp)))
+    print()
+    for r in results:
+        print(f"  workers={r['workers']}: {line(r)}")
+    head = next((r for r in results if r["workers"] == 1), results[0])
+    print(f"BENCH bot_reply {line(head)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
