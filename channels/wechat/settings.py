@@ -40,6 +40,9 @@ class WeChatSettings(AdapterSettings):
     # Decides the 群发 quota: a subscription account (订阅号) may mass-send once a day, a service account
     # (服务号) four times a month per follower.
     account_type: Literal["subscription", "service"] = "service"
+    # Subscription-message templates the follower subscribes to once for good (长期订阅); the others are
+    # one-time: each "accept" in the popup allows one send.
+    long_term_templates: list[str] = Field(default_factory=list)
 
 
 class WeChatSecrets(AdapterSettings):
