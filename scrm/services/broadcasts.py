@@ -329,7 +329,7 @@ async def _after_materialize(tx: Tx, b: Broadcast, inboxes: list[InboxInfo], mas
                                  "too_few_followers")
         inbox = await tx.session.get(Inbox, inboxes[0].id)
         assert inbox is not None
-        batches = -(-len(mass_members) // wechat_mass.MAX_OPENIDS)
+        batches = -(-len(mass_members) // wechat_mass.batch_size(b))
         try:
             await wechat_mass.check_account_quota(tx, inbox, "list", batches, now=now)
         except wechat_mass.MassSendError as exc:

@@ -130,6 +130,10 @@ def validate(mode: str, options: Mapping[str, Any], inboxes: Sequence[Any], temp
     target = options.get("target", "list")
     if target not in TARGETS:
         raise MassSendError(f"unknown 群发 target {target!r} (use list, tag or all)", "bad_target", 400)
+    size = options.get("batch_size", MAX_OPENIDS)
+    if not isinstance(size, int) or not 2 <= size <= MAX_OPENIDS:
+        raise MassSendError(f"batch_size must be 2 to {MAX_OPENIDS} OpenIDs (WeChat's limit per call)", "bad_target",
+                            400)
     if target == "tag" and not isinstance(options.get("tag_id"), int):
         raise MassSendError("a 群发 by tag needs the WeChat tag_id (a number)", "bad_target", 400)
     if template_vars:
@@ -165,6 +169,11 @@ def _control(b: Broadcast, inbox_id: int, batch: WeChatMassBatch, text: str, spe
                                                                "clientmsgid": batch.clientmsgid}}})
 
 
+def batch_size(b: Broadcast) -> int:
+    """OpenIDs per message/mass/send call: WeChat's 10,000 unless the broadcast asks for smaller batches."""
+    return int((b.delivery_options or {}).get("batch_size") or MAX_OPENIDS)
+
+
 def _clientmsgid(b: Broadcast, n: int) -> str:
     # Random part: WeChat keeps clientmsgids for 24 h per account, and a reinstalled database reuses ids.
     return f"scrm-{b.id}-{n}-{secrets.token_hex(6)}"
@@ -175,7 +184,8 @@ async def create_batches(tx: Tx, b: Broadcast, inbox: Inbox, text: str,
     """Record the list batches (delivery id, OpenID in id order) and their control deliveries."""
     s = tx.session
     batches = []
-    chunks = [members[i:i + MAX_OPENIDS] for i in range(0, len(members), MAX_OPENIDS)]
+    size = batch_size(b)
+    chunks = [list(members[i:i + size]) for i in range(0, len(members), size)]
     if len(chunks) > 1 and len(chunks[-1]) < 2:  # WeChat needs at least two OpenIDs per call
         chunks[-2], chunks[-1] = chunks[-2][:-1], [chunks[-2][-1], *chunks[-1]]
     for n, chunk in enumerate(chunks, 1):
