@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from scrm.services import broadcasts
 from scrm.services.broadcast_report import report
 from tests.channels.wechat.fake_wechat_api import FakeWeChat, serving
