@@ -161,7 +161,9 @@ def _control(b: Broadcast, inbox_id: int, batch: WeChatMassBatch, text: str, spe
              now: datetime) -> Delivery:
     return Delivery(
         idempotency_key=f"wechat-mass:{batch.clientmsgid}"[:64], inbox_id=inbox_id,
-        recipient_id=f"mass:{batch.target}", ordering_key=f"{inbox_id}:mass:{b.id}", kind=KIND, status="queued",
+        # Batches are independent 群发 jobs: each its own ordering key, so they go out side by side.
+        recipient_id=f"mass:{batch.target}", ordering_key=f"{inbox_id}:mass:{batch.clientmsgid}", kind=KIND,
+        status="queued",
         attempts=0, next_attempt_at=now,
         payload={"text": text, "content_type": "text", "attachments": [], "choices": [], "automatic": False,
                  "recipient_data": {}, "metadata": {"broadcast_id": b.id, "mass_batch_id": batch.id,
