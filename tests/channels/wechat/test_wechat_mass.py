@@ -9,7 +9,13 @@ from wechat_callbacks import SHARED, plain_request
 from wechat_fakes import RecordingSink
 
 from channels.wechat import WeChatAdapter
-from scrm.domain import ChannelEvent, ChannelEventKind, OutboundMessage, PermanentSendError, TransientSendError
+from scrm.domain import (
+    ChannelEvent,
+    ChannelEventKind,
+    OutboundMessage,
+    PermanentSendError,
+    TransientSendError,
+)
 
 MESSAGES = SHARED / "messages"
 
