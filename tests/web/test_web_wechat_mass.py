@@ -62,6 +62,9 @@ async def test_marketer_mass_sends_with_quota_preview_and_refusal(tab, ctx, live
         await page.get_by_test_id("bc-send").click()
         await wait_for(lambda: len(fake.mass_sends) == 1, timeout=30)
         assert sorted(fake.mass_sends[0]["touser"]) == [f"oF{i:05d}" for i in range(3)]
+        # The report shows the 群发 batch and, once WeChat reports it, its counts.
+        await page.locator('[data-testid="wx-batch"][data-status="submitted"]').wait_for(timeout=15000)
+        await tab.shot("wechat-02-mass-report")
 
         await tab.goto("/broadcasts")
         await page.get_by_test_id("broadcast-link").filter(has_text="群发二").click()
@@ -71,6 +74,6 @@ async def test_marketer_mass_sends_with_quota_preview_and_refusal(tab, ctx, live
         error = page.get_by_test_id("compose-error")
         await error.filter(has_text="quota").wait_for()
         assert "once a day" in await error.inner_text()
-        await tab.shot("wechat-02-quota-refused")
+        await tab.shot("wechat-03-quota-refused")
         assert len(fake.mass_sends) == 1
         assert tab.errors == []

@@ -76,3 +76,18 @@ export function wechatSection(b, checks, saveDraft) {
   }
   return { el: section, fields, refresh: showQuota };
 }
+
+/** A 群发 broadcast's batches and WeChat's counts from MASSSENDJOBFINISH (the report's WeChat block). */
+export function massResults(mass) {
+  const counts = ["total_count", "filter_count", "sent_count", "error_count"];
+  return h("div", { "data-testid": "wx-mass-results" }, h("h4", { text: t("wx.results") }),
+    h("p.muted", { text: t("wx.results_hint") }),
+    h("table.grid", {},
+      h("tr", {}, h("th", { text: "clientmsgid" }), h("th", { text: t("wx.batch_status") }), h("th", { text: "msg_id" }),
+        counts.map((c) => h("th", { text: t("wx." + c) }))),
+      mass.batches.map((b) => h("tr", { "data-testid": "wx-batch", dataset: { status: b.status } },
+        h("td", { text: b.clientmsgid }), h("td", { text: t("wx.batch." + b.status) + (b.last_error ? ` (${b.last_error})` : "") }),
+        h("td", { text: b.msg_id || "" }), counts.map((c) => h("td.num", { text: b[c] == null ? "–" : String(b[c]) })))),
+      h("tr", { "data-testid": "wx-mass-total" }, h("th", { text: t("wx.total") }), h("td"), h("td"),
+        counts.map((c) => h("td.num", { text: String(mass[c] ?? 0) })))));
+}

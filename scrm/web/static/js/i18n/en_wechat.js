@@ -14,4 +14,8 @@ export const enWechat = {
   "wx.preview": "Send preview", "wx.preview_to": "Preview to a test follower", "wx.preview_needs_openid": "Enter the test follower's OpenID",
   "wx.preview_sent": "Preview submitted to {openid}", "wx.started_sendall": "Mass send submitted; results appear when WeChat reports them",
   "mk.reason.mass_quota": "monthly mass-send quota used up", "mk.reason.no_subscribe_consent": "no consent to this subscription message",
+  "wx.results": "Mass-send results", "wx.results_hint": "Each batch's outcome as WeChat reports it (MASSSENDJOBFINISH, or a status query).",
+  "wx.batch_status": "Status", "wx.total_count": "Followers", "wx.filter_count": "To send after filtering", "wx.sent_count": "Sent",
+  "wx.error_count": "Failed", "wx.total": "Total", "wx.batch.queued": "not submitted yet", "wx.batch.submitted": "submitted, waiting for the result",
+  "wx.batch.finished": "finished", "wx.batch.failed": "failed",
 };

@@ -14,4 +14,8 @@ export const zhWechat = {
   "wx.preview": "发送预览", "wx.preview_to": "预览给测试粉丝", "wx.preview_needs_openid": "请填写测试粉丝的 OpenID",
   "wx.preview_sent": "预览已提交给 {openid}", "wx.started_sendall": "群发已提交，结果会在微信回报后显示",
   "mk.reason.mass_quota": "本月群发额度已用完", "mk.reason.no_subscribe_consent": "未授权该订阅通知",
+  "wx.results": "群发结果", "wx.results_hint": "每批的结果来自微信的 MASSSENDJOBFINISH 回报（或查询群发状态）。",
+  "wx.batch_status": "状态", "wx.total_count": "粉丝总数", "wx.filter_count": "过滤后应发", "wx.sent_count": "发送成功",
+  "wx.error_count": "发送失败", "wx.total": "合计", "wx.batch.queued": "待提交", "wx.batch.submitted": "已提交，等待结果",
+  "wx.batch.finished": "已完成", "wx.batch.failed": "失败",
 };
