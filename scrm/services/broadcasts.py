@@ -458,8 +458,10 @@ class _BulkWriter:
 
 
 def _own_deliveries(broadcast_id: int) -> Any:
+    # Its recipients' deliveries, and the control deliveries of its 群发 batches (pause holds those too).
     return Delivery.id.in_(select(BroadcastRecipient.delivery_id).where(
-        BroadcastRecipient.broadcast_id == broadcast_id, BroadcastRecipient.delivery_id.is_not(None)))
+        BroadcastRecipient.broadcast_id == broadcast_id, BroadcastRecipient.delivery_id.is_not(None))) | \
+        Delivery.id.in_(wechat_mass.control_deliveries(broadcast_id))
 
 
 async def pause(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
@@ -492,10 +494,10 @@ async def cancel(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
     """Stop for good: deliveries not yet claimed become "cancelled"."""
     if b.status in ("completed", "cancelled"):
         raise BroadcastError(f"the broadcast is already {b.status}")
+    await wechat_mass.cancel_pending(tx, b.id)  # first: it needs the batches' control rows still queued
     res = await tx.session.execute(
         update(Delivery).where(_own_deliveries(b.id), Delivery.status.in_(("queued", "paused")))
         .values(status="cancelled").execution_options(synchronize_session=False))
-    await wechat_mass.cancel_pending(tx, b.id)
     b.status, b.finished_at = "cancelled", utcnow()
     audit.record(tx, agent_id, "broadcast.cancel", "broadcast", b.id)
     return int(res.rowcount or 0)  # type: ignore[attr-defined]

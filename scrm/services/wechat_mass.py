@@ -302,6 +302,12 @@ async def results(session: Any, broadcast_id: int) -> dict[str, Any] | None:
             "pending": sum(1 for b in batches if b.status in ("queued", "submitted"))}
 
 
+def control_deliveries(broadcast_id: int) -> Any:
+    """The control deliveries of a broadcast's 群发 batches (a subquery)."""
+    return select(WeChatMassBatch.control_delivery_id).where(WeChatMassBatch.broadcast_id == broadcast_id,
+                                                             WeChatMassBatch.control_delivery_id.is_not(None))
+
+
 async def pending_batches(session: Any, broadcast_id: int) -> bool:
     """A batch not yet handed to WeChat keeps the broadcast running."""
     return await session.scalar(select(WeChatMassBatch.id).where(
@@ -317,7 +323,8 @@ async def cancel_pending(tx: Tx, broadcast_id: int) -> int:
     cancelled = 0
     for batch in batches:
         res = await s.execute(update(Delivery).where(
-            Delivery.id == batch.control_delivery_id, Delivery.status == "queued").values(status="cancelled"))
+            Delivery.id == batch.control_delivery_id, Delivery.status.in_(("queued", "paused")))
+            .values(status="cancelled"))
         if not res.rowcount:  # type: ignore[attr-defined]
             continue  # claimed: being sent right now
         batch.status, batch.last_error = "failed", "cancelled before sending"

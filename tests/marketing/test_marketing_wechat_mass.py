@@ -12,6 +12,7 @@ from scrm.db.models import Delivery
 from scrm.db.models_wechat import WeChatMassBatch
 from scrm.services import broadcasts
 from scrm.services.broadcast_report import report
+from scrm.services.uow import unit_of_work
 from tests.channels.wechat.fake_wechat_api import FakeWeChat, serving
 from tests.integration.helpers_integration import deliver_all
 from tests.marketing.helpers_marketing import ago
@@ -163,3 +164,20 @@ async def test_mass_mode_refuses_what_wechat_cannot_send(ctx, fake):
     with pytest.raises(broadcasts.BroadcastError) as exc:
         await draft(ctx, inbox, options={"target": "list", "batch_size": 20000})
     assert exc.value.code == "bad_target"
+
+
+async def test_pause_holds_the_batches_and_cancel_sends_nothing(ctx, fake):
+    inbox = await oa_inbox(ctx, fake)
+    await followers(ctx, inbox, 4)
+    bid = await draft(ctx, inbox, options={"target": "list", "batch_size": 2})
+    await broadcasts.start(ctx, bid)
+    async with unit_of_work(ctx) as tx:
+        assert await broadcasts.pause(tx, await broadcasts.load(tx, bid), None) == 2  # both batches held
+    await deliver_all(ctx)
+    assert fake.mass_sends == []
+    async with unit_of_work(ctx) as tx:
+        await broadcasts.cancel(tx, await broadcasts.load(tx, bid), None)
+    await deliver_all(ctx)
+    rep = await _report(ctx, bid)
+    assert fake.mass_sends == [] and rep["cancelled"] == 4 and rep["waiting"] == 0
+    assert [b["status"] for b in rep["wechat_mass"]["batches"]] == ["failed", "failed"]
