@@ -12,6 +12,10 @@ rate-limited channels (the fake servers run in a child process, so the measured 
 1-second window per channel must not exceed its limit, and the fake Bot API must answer no 429.
 Then a separate broadcast is delivered by a real `scrm worker` process, SIGKILLed half-way, and a burst
 worker finishes it: the receiver counts duplicates and losses by idempotency key.
+Last, a WeChat OA 群发 by OpenID list to N followers: the time to hand every batch of 10,000 to a local
+fake WeChat API once the broadcast is started (`mass_send_s`, target under 10 s for 100k; starting it,
+which records the recipients and batches, is `mass_start_s`), and the same again with its worker SIGKILLed
+mid-call (`mass_duplicates`: followers in two accepted batches, must be 0 thanks to clientmsgid).
 """
 
 from __future__ import annotations
@@ -491,17 +495,97 @@ async def run(n: int, window: float, kill_n: int, profile_dir: str | None = None
             foreign = len(set(per_key) - keys)
             print(f"SIGKILL after {at_kill}/{queued}: received {len(per_key)} distinct, {resent} resent with the same "
                   f"idempotency key (dropped by the receiver), lost {lost}, unexpected {foreign}", flush=True)
+            mass_start_s, mass_s, mass_dup, mass_lost, mass_batches = await mass_send_case(ctx, n, storage)
             print(f"BENCH broadcast ratio={rate / limit_sum:.2f} contacts={n} resolve_s={resolve_s:.2f} "
                   f"materialize_s={materialize_s:.2f} targeted={started['targeted']} queued={started['queued']} "
                   f"delivery_rate={rate:.0f} configured_limit={limit_sum:.0f} exceeded={int(exceeded)} "
                   f"bot_api_429={bot_429} email_rate={rates['email']:.0f} worker_cores={worker_cpu / elapsed:.2f} "
                   f"worker_ms_per_delivery={worker_cpu / max(sent, 1) * 1e3:.2f} kill_recipients={queued} "
-                  f"duplicates={foreign} lost={lost} resent_same_key={resent}")
+                  f"duplicates={foreign} lost={lost} resent_same_key={resent} mass_send_s={mass_s:.2f} "
+                  f"mass_batches={mass_batches} mass_duplicates={mass_dup} mass_lost={mass_lost} "
+                  f"mass_start_s={mass_start_s:.2f}")
         finally:
             await ctx.close()
     finally:
         await receiver.stop()
         await _admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+
+
+async def mass_send_case(ctx: Any, n: int, storage: str) -> tuple[float, float, int, int, int]:
+    """WeChat OA 群发 by OpenID list to n followers: starting the broadcast (recipients, batches and their
+    clientmsgids recorded: `mass_start_s`), then the time until the fake WeChat API accepted every batch of
+    10,000 (`mass_send_s`, in-process worker); then a second 群发 whose real worker is SIGKILLed mid-call:
+    duplicates (an OpenID in two accepted batches) and followers never reached."""
+    from scrm.services import broadcasts
+    from scrm.services.uow import unit_of_work
+    from scrm.worker import OutboxWorker
+    from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET, serving
+    from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN
+
+    async with serving() as fake:
+        async with ctx.db.transaction() as s:
+            inbox = Inbox(name="oa", channel_type="wechat_oa", settings={"app_id": APP_ID, "api_base_url": fake.base_url},
+                          secrets={"app_secret": APP_SECRET, "token": TOKEN, "encoding_aes_key": AES_KEY})
+            s.add(inbox)
+            await s.flush()
+            inbox_id = inbox.id
+        now = utcnow()
+        for start in range(0, n, 10_000):
+            async with ctx.db.transaction() as s:
+                await s.execute(insert(ContactIdentity), [
+                    {"inbox_id": inbox_id, "external_id": f"oBench{cid:07d}", "contact_id": cid, "attributes": {},
+                     "reachable": True, "subscribed": True, "created_at": now, "last_inbound_at": None}
+                    for cid in range(start + 1, min(n, start + 10_000) + 1)])
+        rules = {"op": "and", "rules": [{"field": "channel", "operator": "has", "value": "wechat_oa"}]}
+
+        async def mass_broadcast() -> int:
+            async with unit_of_work(ctx) as tx:
+                b = await broadcasts.save(tx, None, {"name": "群发", "rules": rules, "inbox_ids": [inbox_id],
+                                                     "template": "新品上市，欢迎选购", "delivery_mode": "mass",
+                                                     "delivery_options": {"target": "list"}})
+                return int(b.id)
+
+        bid = await mass_broadcast()
+        stop = asyncio.Event()
+        worker = OutboxWorker(ctx, name="bench-mass-worker")
+        task = asyncio.create_task(worker.run(stop))
+        t0 = time.perf_counter()
+        queued = (await broadcasts.start(ctx, bid))["queued"]
+        start_s = time.perf_counter() - t0  # recipients, batches and their clientmsgids recorded
+        batches = -(-queued // 10_000)
+        while len(fake.mass_sends) < batches:
+            await asyncio.sleep(0.01)
+        mass_s = time.perf_counter() - t0 - start_s
+        stop.set()
+        await task
+        handed = sum(len(b["touser"]) for b in fake.mass_sends)
+        print(f"群发 to {queued} followers: {batches} batches handed to the fake WeChat API in {mass_s:.2f}s "
+              f"({handed} OpenIDs) after starting it in {start_s:.2f}s (recipients, batches, clientmsgids recorded)",
+              flush=True)
+        # The same followers again, delivered by a real worker process killed in the middle of a call.
+        fake.mass_sends.clear()
+        fake.mass_received.clear()
+        calls_before = fake.mass_calls
+        kid = await mass_broadcast()
+        await broadcasts.start(ctx, kid)
+        fake.mass_delay = 0.5  # accepted, then a slow answer: the kill lands between the two
+        proc = spawn_worker(storage=storage)
+        while fake.mass_calls - calls_before < min(2, batches):
+            await asyncio.sleep(0.01)
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "worker exited")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        fake.mass_delay = 0
+        await asyncio.sleep(3.5)  # leases expire
+        burst = spawn_worker("--burst", storage=storage)
+        while burst.poll() is None:
+            await asyncio.sleep(0.1)
+        duplicates = sum(c - 1 for c in fake.mass_received.values())
+        lost = queued - len(fake.mass_received)
+        print(f"群发 SIGKILLed mid-call: {fake.mass_calls - calls_before} calls for {len(fake.mass_sends)} accepted "
+              f"batches (the resend answered 45065), {duplicates} duplicates, {lost} followers lost", flush=True)
+    return start_s, mass_s, duplicates, lost, batches
 
 
 def main() -> None:

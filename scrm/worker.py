@@ -46,6 +46,7 @@ from scrm import events as ev
 from scrm.db.models import ContactIdentity, Delivery, Inbox, Message, utcnow
 from scrm.domain import OutboundMessage, PermanentSendError, SendResult, TransientSendError
 from scrm.metrics import DELIVERIES, OUTBOX_DEPTH
+from scrm.services import wechat_mass
 from scrm.services.outbox import outbound_from_delivery
 from scrm.services.outbox_batching import ACTIVE, GroupCommit, OutboxStatements
 from scrm.services.outbox_budget import ClaimBudget
@@ -555,6 +556,10 @@ class OutboxWorker:
             tx.emit(ev.MESSAGE_UPDATED, message_id=d.message_id, conversation_id=d.conversation_id,
                     delivery_status=msg_values.get("delivery_status"))
         error = o.error
+        if d.kind == wechat_mass.KIND:  # a 群发 batch's recipients follow its control delivery
+            await wechat_mass.settle_batch(tx, d, status, o.result.external_id if o.result else None,
+                                           getattr(error, "reason", None) if error else None,
+                                           getattr(error, "code", None) if error else None)
         if isinstance(error, PermanentSendError) and error.contact_unreachable and d.identity_id:
             identity = await s.get(ContactIdentity, d.identity_id)
             if identity is not None:
@@ -599,7 +604,8 @@ class OutboxWorker:
             ).all()
             for d, channel_type in stale:
                 recovered += 1
-                if _idempotent(channel_type):
+                # A 群发 resent with its recorded clientmsgid is not sent twice (WeChat answers 45065).
+                if _idempotent(channel_type) or d.kind == wechat_mass.KIND:
                     d.status, d.claimed_by, d.lease_until = "queued", None, None
                     continue
                 d.status, d.lease_until, d.last_error, d.error_code = "failed", None, UNKNOWN_OUTCOME, "unknown_outcome"

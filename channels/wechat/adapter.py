@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import cast
@@ -30,6 +30,7 @@ from channels.registry import register
 from channels.wechat.api import WeChatClient
 from channels.wechat.callback import Callback, check_plain_signature, check_timestamp, open_callback
 from channels.wechat.inbound import to_items
+from channels.wechat.mass import send_wechat_op
 from channels.wechat.outbound import (
     attachment_payload,
     message_text,
@@ -212,6 +213,9 @@ class WeChatAdapter(ChannelAdapter):
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """Customer-service message (text / image / voice / news) or a template notification."""
+        spec = message.metadata.get("wechat")
+        if isinstance(spec, Mapping):  # 群发, its preview, a subscription message
+            return await send_wechat_op(self.client, message, spec)
         try:
             if message.content_type == ContentType.TEMPLATE:
                 result = await self.client.send_template(template_payload(message, self.config.template))
@@ -236,6 +240,15 @@ class WeChatAdapter(ChannelAdapter):
             raise send_error(exc) from None
         except KeyError as exc:
             raise PermanentSendError(f"stored attachment is missing: {exc}", code="missing_file") from None
+
+    async def mass_status(self, msg_id: str) -> str | None:
+        """message/mass/get: where a 群发 job stands (SEND_SUCCESS, SENDING, SEND_FAIL, DELETE)."""
+        try:
+            result = await self.client.mass_get(msg_id)
+        except (WeChatAPIError, WeChatNetworkError) as exc:
+            raise send_error(exc) from None
+        status = result.get("msg_status")
+        return str(status) if status is not None else None
 
     async def fetch_attachment(self, attachment: Attachment) -> FetchedFile:
         """media/get (temporary media, kept 3 days); images fall back to their PicUrl."""

@@ -72,6 +72,26 @@ class WeChatClient:
         """Template message (notifications, allowed outside the window)."""
         return await self.post_json("/cgi-bin/message/template/send", payload)
 
+    async def mass_sendall(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """群发 to a tag or to all followers (filter.tag_id / filter.is_to_all)."""
+        return await self.post_json("/cgi-bin/message/mass/sendall", payload)
+
+    async def mass_send(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """群发 to a list of 2-10,000 OpenIDs."""
+        return await self.post_json("/cgi-bin/message/mass/send", payload)
+
+    async def mass_preview(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Send a 群发 to one follower as a preview (does not count against the quota)."""
+        return await self.post_json("/cgi-bin/message/mass/preview", payload)
+
+    async def mass_get(self, msg_id: str) -> dict[str, Any]:
+        """The state of a 群发 job (msg_status: SEND_SUCCESS, SENDING, SEND_FAIL, DELETE)."""
+        return await self.post_json("/cgi-bin/message/mass/get", {"msg_id": msg_id})
+
+    async def subscribe_send(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A subscription message (订阅通知) to one follower who consented to the template."""
+        return await self.post_json("/cgi-bin/message/subscribe/bizsend", payload)
+
     async def user_info(self, openid: str) -> dict[str, Any]:
         """user/info: a follower's profile; `unionid` is there when the account is bound to an open platform."""
 

@@ -42,9 +42,6 @@ IGNORED_EVENTS = {
     "update_invoice_status": "invoices (unsupported)",
     "shakearoundusershake": "shake-around beacons (unsupported)",
     "wificonnected": "WeChat Wi-Fi (unsupported)",
-    "subscribe_msg_popup_event": "subscription messages (unsupported)",
-    "subscribe_msg_change_event": "subscription messages (unsupported)",
-    "subscribe_msg_sent_event": "subscription messages (unsupported)",
 }
 # Menu buttons that open the camera / scanner / location picker: the user interacted with us.
 MENU_INTERACTIONS = {
@@ -176,6 +173,8 @@ def _event(fields: Mapping[str, Any], sender: str, at: datetime) -> list[Inbound
             longitude=_float(fields.get("Longitude")),
             precision=_float(fields.get("Precision")),
         )
+    if event in SUBSCRIBE_MSG_EVENTS:
+        return [_subscribe_msg(fields, sender, at, event, event_id)]
     if event in ("templatesendjobfinish", "masssendjobfinish"):
         return [_delivery_status(fields, sender, at, event)]
     if event == "publishjobfinish":
@@ -192,6 +191,7 @@ def _delivery_status(fields: Mapping[str, Any], sender: str, at: datetime, event
     ok = status.lower() in ("success", "send success")
     data: dict[str, Any] = {"status": "delivered" if ok else "failed", "error": None if ok else status}
     if event == "masssendjobfinish":
+        data["job_status"] = status
         for name in ("TotalCount", "FilterCount", "SentCount", "ErrorCount"):
             data[name.removesuffix("Count").lower() + "_count"] = _int(fields.get(name))
     return ChannelEvent(
@@ -202,6 +202,36 @@ def _delivery_status(fields: Mapping[str, Any], sender: str, at: datetime, event
         occurred_at=at,
         data=data,
     )
+
+
+# Subscription messages (订阅通知): the follower's consent per template, and the result of a send.
+SUBSCRIBE_MSG_EVENTS = {
+    "subscribe_msg_popup_event": ("popup", "SubscribeMsgPopupEvent"),
+    "subscribe_msg_change_event": ("change", "SubscribeMsgChangeEvent"),
+    "subscribe_msg_sent_event": ("sent", "SubscribeMsgSentEvent"),
+}
+
+
+def _subscribe_msg(fields: Mapping[str, Any], sender: str, at: datetime, event: str, event_id: str) -> ChannelEvent:
+    """Consent given or withdrawn (popup / settings) or a send's result: a profile change of the follower."""
+    what, element = SUBSCRIBE_MSG_EVENTS[event]
+    body = fields.get(element)
+    entries = body.get("List") if isinstance(body, Mapping) else None
+    entries = [entries] if isinstance(entries, Mapping) else list(entries or [])
+    items = []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or not _text(entry.get("TemplateId")):
+            continue
+        item: dict[str, Any] = {"template_id": _text(entry.get("TemplateId"))}
+        if what == "sent":
+            item.update(msg_id=_text(entry.get("MsgID")) or None, error_code=_int(entry.get("ErrorCode")),
+                        error_status=_text(entry.get("ErrorStatus")) or None)
+        else:
+            item.update(status=_text(entry.get("SubscribeStatusString")).lower() or None,
+                        popup_scene=_text(entry.get("PopupScene")) or None)
+        items.append(item)
+    return ChannelEvent(kind=ChannelEventKind.CONTACT_UPDATED, sender_id=sender, external_id=event_id,
+                        occurred_at=at, data={"subscribe_msg": {"event": what, "items": items}})
 
 
 # freepublish results (publish_status): 0 published, 1 still publishing, the rest failed or withdrawn.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -36,6 +37,12 @@ class WeChatSettings(AdapterSettings):
     # Fetch each new follower's UnionID (user/info; the account must be bound to an open platform) so
     # the same person on WeCom becomes one contact.
     link_unionid: bool = False
+    # Decides the 群发 quota: a subscription account (订阅号) may mass-send once a day, a service account
+    # (服务号) four times a month per follower.
+    account_type: Literal["subscription", "service"] = "service"
+    # Subscription-message templates the follower subscribes to once for good (长期订阅); the others are
+    # one-time: each "accept" in the popup allows one send.
+    long_term_templates: list[str] = Field(default_factory=list)
 
 
 class WeChatSecrets(AdapterSettings):

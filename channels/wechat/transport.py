@@ -17,10 +17,11 @@ DEFAULT_TIMEOUT = 10.0
 class WeChatAPIError(Exception):
     """WeChat answered with a non-zero `errcode`."""
 
-    def __init__(self, errcode: int, errmsg: str) -> None:
+    def __init__(self, errcode: int, errmsg: str, data: Mapping[str, Any] | None = None) -> None:
         super().__init__(f"WeChat error {errcode}: {errmsg}")
         self.errcode = errcode
         self.errmsg = errmsg
+        self.data = dict(data or {})  # the whole answer: 45065 carries the msg_id of the earlier 群发
 
 
 class WeChatNetworkError(Exception):
@@ -40,7 +41,7 @@ def check_errcode(data: Mapping[str, Any]) -> None:
     except (TypeError, ValueError):
         code = -1
     if code != 0:
-        raise WeChatAPIError(code, str(data.get("errmsg", "")))
+        raise WeChatAPIError(code, str(data.get("errmsg", "")), data)
 
 
 def decode_json(raw: bytes) -> dict[str, Any]:

@@ -54,6 +54,11 @@ class Broadcast(Base):
     finished_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)  # why a scheduled start failed
     reply_window_days: Mapped[int] = mapped_column(default=3)  # replies within N days count for it
+    # How WeChat OA followers get it: standard (customer-service message inside the 48 h window,
+    # subscription message outside it when they consented) | mass (群发) | subscribe (订阅通知).
+    delivery_mode: Mapped[str] = mapped_column(String(16), default="standard")
+    # mass: {"target": "list" | "tag" | "all", "tag_id"}; subscribe / fallback: {"template_id", "fields", "url"}
+    delivery_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm.db.models import Contact, Delivery
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient
+from scrm.services import wechat_mass
 
 PENDING = ("queued", "claimed", "sending")
 
@@ -86,6 +87,8 @@ async def report(session: AsyncSession, b: Broadcast) -> dict[str, Any]:
         "progress": round(processed / to_send, 4) if to_send else 1.0,
         "started_at": b.started_at,
         "finished_at": b.finished_at,
+        # WeChat OA 群发: the batches and WeChat's own counts (MASSSENDJOBFINISH), None otherwise.
+        "wechat_mass": await wechat_mass.results(session, b.id),
     }
 
 

@@ -2,8 +2,11 @@
 
 Channel rules come from each adapter's capabilities and the identity's state, never from the marketer:
 - any channel: inbox active, contact not opted out of broadcasts there, identity reachable and subscribed;
-- a channel with a reply window (WeChat: 48 h): a normal message only inside the window, otherwise the
-  inbox's configured template message, otherwise skipped "outside_window";
+- a channel with a reply window (WeChat: 48 h): a normal message only inside the window, otherwise a
+  subscription message (订阅通知) when the follower consented to the broadcast's template, otherwise
+  skipped "outside_window" -- never a template message: WeChat allows those for service notices only;
+- WeChat OA in 群发 mode (mass): every follower, window or not, within the monthly per-follower quota of
+  service accounts; in 订阅通知 mode (subscribe): only followers with a consent to the template;
 - Telegram: only users who started the bot (they wrote to it) and did not block it;
 - email: only with consent (contact attributes consent.email = true), with an unsubscribe link;
 - WeCom 客户联系: only customers a staff member follows, at most one 群发 per customer per day; the
@@ -132,6 +135,15 @@ class Decision:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class WeChatRules:
+    """A broadcast's WeChat OA delivery mode and what it needs, looked up once per broadcast."""
+
+    mode: str = "standard"  # standard | mass | subscribe
+    consented: frozenset[int] = frozenset()  # identities with a usable consent to the subscription template
+    capped: frozenset[int] = frozenset()  # followers who reached their monthly 群发 quota (service accounts)
+
+
 def has_template(inbox: InboxInfo) -> bool:
     tpl = inbox.settings.get("template") if inbox.settings else None
     return isinstance(tpl, Mapping) and bool(tpl.get("template_id"))
@@ -145,7 +157,7 @@ def _capabilities(channel: str) -> Any:
 
 
 def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: InboxInfo, now: datetime,
-                   capabilities: Mapping[str, Any] | None = None) -> Decision:
+                   capabilities: Mapping[str, Any] | None = None, wechat: WeChatRules | None = None) -> Decision:
     """Apply the channel's rules to one identity of the contact (`capabilities`: a per-channel cache)."""
     channel = inbox.channel_type
     skip = lambda reason: Decision(ident, inbox, None, reason)  # noqa: E731
@@ -175,18 +187,25 @@ def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: Inbox
         if ident.attributes.get("wecom_mass_day") == now.astimezone(SHANGHAI).date().isoformat():
             return skip("daily_cap")  # one 群发 per customer per day, across the corp
         return Decision(ident, inbox, "staff_confirmed")
+    if channel == "wechat_oa" and wechat is not None and wechat.mode != "standard":
+        if wechat.mode == "mass":
+            return skip("mass_quota") if ident.id in wechat.capped else Decision(ident, inbox, "mass")
+        return Decision(ident, inbox, "subscribe") if ident.id in wechat.consented else skip("no_subscribe_consent")
     if caps.reply_window is not None:
         inside = ident.last_inbound_at is not None and now - ident.last_inbound_at < caps.reply_window
         if not inside:
-            return Decision(ident, inbox, "template") if has_template(inbox) else skip("outside_window")
+            if channel == "wechat_oa" and wechat is not None and ident.id in wechat.consented:
+                return Decision(ident, inbox, "subscribe")
+            return skip("outside_window")
     return Decision(ident, inbox, "message")
 
 
 class Chooser:
     """`choose` for many contacts of one broadcast: the inbox lookups are built once."""
 
-    def __init__(self, inboxes: Sequence[InboxInfo], now: datetime) -> None:
+    def __init__(self, inboxes: Sequence[InboxInfo], now: datetime, wechat: WeChatRules | None = None) -> None:
         self.now = now
+        self.wechat = wechat
         self.by_inbox = {i.id: i for i in inboxes}
         self.order = {i.id: n for n, i in enumerate(inboxes)}
         self.capabilities = {i.channel_type: _capabilities(i.channel_type) for i in inboxes}
@@ -199,7 +218,8 @@ class Chooser:
             candidates.sort(key=lambda i: (by_inbox[i.inbox_id].channel_type != preferred, self.order[i.inbox_id], i.id))
         first_refusal: Decision | None = None
         for ident in candidates:
-            decision = check_identity(contact, ident, by_inbox[ident.inbox_id], self.now, self.capabilities)
+            decision = check_identity(contact, ident, by_inbox[ident.inbox_id], self.now, self.capabilities,
+                                      self.wechat)
             if decision.reason is None:
                 return decision
             first_refusal = first_refusal or decision

@@ -29,14 +29,16 @@ from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Delivery, Inbox, utcnow
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient, Segment
 from scrm.domain import ContentType
-from scrm.services import audit
+from scrm.services import audit, wechat_mass, wechat_subscribe
 from scrm.services.attributes import attribute_types
 from scrm.services.broadcast_rules import (
+    VAR_RE,
     Chooser,
     Decision,
     IdentityInfo,
     InboxInfo,
     TemplateError,
+    WeChatRules,
     check_identity,
     choose,
     compile_template,
@@ -90,18 +92,31 @@ async def check_template(tx: Tx, template: str, subject: str | None = None) -> N
         raise BroadcastError(str(exc), 400, "bad_template") from None
 
 
+async def _check_mode(b: Broadcast, inboxes: list[InboxInfo]) -> None:
+    """The WeChat delivery mode (群发 / 订阅通知) must suit the inboxes and the message."""
+    if not isinstance(b.delivery_options or {}, dict):
+        raise BroadcastError("delivery_options must be an object", 400, "bad_mode")
+    try:
+        wechat_mass.validate(b.delivery_mode or "standard", b.delivery_options or {}, inboxes,
+                             [m.group(1) for m in VAR_RE.finditer(b.template)])
+    except wechat_mass.MassSendError as exc:
+        raise BroadcastError(str(exc), exc.status, exc.code) from None
+
+
 async def save(tx: Tx, agent_id: int | None, data: dict[str, Any], broadcast: Broadcast | None = None) -> Broadcast:
-    """Create or edit a draft (fields: name, segment_id, rules, inbox_ids, template, subject, reply_window_days)."""
+    """Create or edit a draft (fields: name, segment_id, rules, inbox_ids, template, subject, reply_window_days,
+    delivery_mode, delivery_options)."""
     if broadcast is not None and broadcast.status not in ("draft", "scheduled"):
         raise BroadcastError(f"a {broadcast.status} broadcast cannot be edited")
     b = broadcast or Broadcast(status="draft", created_by=agent_id, rules={}, inbox_ids=[], reply_window_days=3)
-    for key in ("name", "segment_id", "rules", "inbox_ids", "template", "subject", "reply_window_days"):
+    for key in ("name", "segment_id", "rules", "inbox_ids", "template", "subject", "reply_window_days",
+                "delivery_mode", "delivery_options"):
         if key in data and data[key] is not None:
             setattr(b, key, data[key])
     if not b.template or not b.template.strip():
         raise BroadcastError("the message is empty", 400, "empty_template")
     await check_template(tx, b.template, b.subject)
-    await _inboxes(tx, list(b.inbox_ids))
+    await _check_mode(b, await _inboxes(tx, list(b.inbox_ids)))
     if b.segment_id is not None and await tx.session.get(Segment, b.segment_id) is None:
         raise BroadcastError("segment not found", 400, "bad_segment")
     if broadcast is None:
@@ -157,6 +172,11 @@ def _payload(b: Broadcast, d: Decision, contact: dict[str, Any], token: str | No
         meta["headers"] = {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     if d.mode == "template":
         content_type = ContentType.TEMPLATE.value
+    elif d.mode == "subscribe":  # 订阅通知: the template's fields, filled for this follower
+        options = b.delivery_options or {}
+        fields = options.get("fields") or {"thing1": "text"}
+        meta["wechat"] = {"op": "subscribe", "template_id": options.get("template_id"), "url": options.get("url"),
+                          "data": {k: text if v == "text" else render(str(v), contact) for k, v in fields.items()}}
     return text, content_type, meta
 
 
@@ -175,6 +195,10 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
             raise BroadcastError(f"the broadcast is already {b.status}")
         await check_template(tx, b.template, b.subject)
         inboxes = await _inboxes(tx, list(b.inbox_ids))
+        await _check_mode(b, inboxes)
+        if b.delivery_mode == "mass" and (b.delivery_options or {}).get("target") in ("tag", "all"):
+            return await _start_sendall(tx, b, inboxes[0], agent_id, now)
+        wechat = await _wechat_rules(tx, b, inboxes, now)
         rules = await _rules(tx, b)
         try:
             members = (await members_query(tx.session, rules, now)).subquery()
@@ -202,7 +226,9 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
         targeted = sum(1 for i, r in enumerate(rows) if i == 0 or r.id != rows[i - 1].id)
         delivery_ids = iter(await _allocate_delivery_ids(tx, targeted))
         t_ids = time.perf_counter()
-        decisions = _decisions(rows, Chooser(inboxes, now))
+        decisions = _decisions(rows, Chooser(inboxes, now, wechat))
+        mass_members: list[tuple[int, str]] = []  # (delivery id, OpenID) of 群发 recipients, in id order
+        subscribed: list[int] = []  # identities whose one-time consent this broadcast spends
         queued = 0
         writer = _BulkWriter(tx)
         try:
@@ -235,13 +261,19 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
                 rec["unsubscribe_token"], rec["delivery_id"] = token, next(delivery_ids)
                 queued += 1
                 inbox_ids.add(d.inbox.id)
+                if d.mode == "mass":
+                    mass_members.append((rec["delivery_id"], d.identity.external_id))
+                elif d.mode == "subscribe":
+                    subscribed.append(d.identity.id)
                 deliveries.append({
                     "id": rec["delivery_id"], "idempotency_key": f"broadcast:{b.id}:{cid}", "inbox_id": d.inbox.id,
                     "identity_id": d.identity.id, "recipient_id": d.identity.external_id,
                     "ordering_key": f"{d.inbox.id}:{d.identity.external_id}",
                     "kind": "broadcast", "attempts": 0, "next_attempt_at": now,
-                    # Staff-confirmed channels (WeCom 群发): grouped per sender by their own job, not sent one by one.
-                    "status": "waiting" if d.mode == "staff_confirmed" else "queued",
+                    # Staff-confirmed channels (WeCom 群发): grouped per sender by their own job, not sent one by
+                    # one; WeChat OA 群发: sent by their batch (wechat_mass), which they wait for.
+                    "status": "waiting" if d.mode in ("staff_confirmed", "mass") else "queued",
+                    "claimed_by": wechat_mass.waiting_owner(b.id) if d.mode == "mass" else None,
                     "created_at": now, "message_id": None, "conversation_id": None,
                     "payload": {"text": text, "content_type": ctype, "attachments": [], "choices": [],
                                 "metadata": meta, "automatic": False, "reply_to_external_id": None,
@@ -252,6 +284,7 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
             await writer.close()
         finally:
             writer.cancel()
+        await _after_materialize(tx, b, inboxes, mass_members, subscribed, queued, now)
         t_end = time.perf_counter()
         # Where the time of a large start goes (the database's share is the writer's).
         log.info("broadcast %s materialized %d recipients in %.2fs: query %.2fs, ids %.2fs, channel rules and "
@@ -262,6 +295,66 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
         for inbox_id in inbox_ids:
             tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox_id)
     return {"targeted": targeted, "queued": queued, "skipped": targeted - queued}
+
+
+async def _wechat_rules(tx: Tx, b: Broadcast, inboxes: list[InboxInfo], now: datetime) -> WeChatRules | None:
+    """Consents to the subscription template and followers at their 群发 quota, looked up once."""
+    wechat_inboxes = [i for i in inboxes if i.channel_type == "wechat_oa"]
+    if not wechat_inboxes:
+        return None
+    mode, options = b.delivery_mode or "standard", b.delivery_options or {}
+    consented: frozenset[int] = frozenset()
+    template_id = str(options.get("template_id") or "")
+    if template_id and mode in ("standard", "subscribe"):
+        for i in wechat_inboxes:
+            consented |= await wechat_subscribe.usable(tx.session, i.id, template_id)
+    capped: frozenset[int] = frozenset()
+    if mode == "mass" and wechat_inboxes[0].settings.get("account_type") != "subscription":
+        capped = await wechat_mass.capped_followers(tx, wechat_inboxes[0].id, now)
+        if -1 in capped:
+            raise BroadcastError(f"quota exceeded: every follower already got {wechat_mass.SERVICE_MONTHLY} 群发 "
+                                 "this month (服务号每位粉丝每月 4 次)", 409, "mass_quota")
+    return WeChatRules(mode, consented, capped)
+
+
+async def _after_materialize(tx: Tx, b: Broadcast, inboxes: list[InboxInfo], mass_members: list[tuple[int, str]],
+                             subscribed: list[int], queued: int, now: datetime) -> None:
+    """群发: check the account's quota and record the batches; 订阅通知: spend the one-time consents."""
+    if b.delivery_mode == "mass":
+        if not mass_members:
+            raise BroadcastError("no follower can receive this 群发 (see the skip reasons: quota, unsubscribed, "
+                                 "opted out)", 409, "mass_quota" if queued == 0 else "empty_segment")
+        if len(mass_members) < 2:
+            raise BroadcastError("a 群发 by OpenID list needs at least 2 followers (WeChat's rule)", 400,
+                                 "too_few_followers")
+        inbox = await tx.session.get(Inbox, inboxes[0].id)
+        assert inbox is not None
+        batches = -(-len(mass_members) // wechat_mass.batch_size(b))
+        try:
+            await wechat_mass.check_account_quota(tx, inbox, "list", batches, now=now)
+        except wechat_mass.MassSendError as exc:
+            raise BroadcastError(str(exc), exc.status, exc.code) from None
+        await wechat_mass.create_batches(tx, b, inbox, b.template, mass_members, now)
+    if subscribed:
+        await wechat_subscribe.use_up(tx, str((b.delivery_options or {}).get("template_id")), subscribed)
+
+
+async def _start_sendall(tx: Tx, b: Broadcast, info: InboxInfo, agent_id: int | None, now: datetime) -> dict[str, int]:
+    """A 群发 to all followers or to a tag: one batch, no recipient list (WeChat knows the audience)."""
+    if not info.active:
+        raise BroadcastError("the inbox is disabled", 409, "inbox_disabled")
+    inbox = await tx.session.get(Inbox, info.id)
+    assert inbox is not None
+    options = b.delivery_options or {}
+    try:
+        await wechat_mass.check_account_quota(tx, inbox, str(options.get("target")), 1, options.get("tag_id"), now)
+    except wechat_mass.MassSendError as exc:
+        raise BroadcastError(str(exc), exc.status, exc.code) from None
+    batch = await wechat_mass.create_sendall(tx, b, inbox, b.template, now)
+    b.status, b.started_at, b.last_error = "running", now, None
+    audit.record(tx, agent_id, "broadcast.start", "broadcast", b.id, mass=batch.target, clientmsgid=batch.clientmsgid)
+    tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox.id)
+    return {"targeted": 0, "queued": 0, "skipped": 0, "batches": 1}
 
 
 def _decisions(rows: Sequence[Any], chooser: Chooser) -> Iterator[tuple[int, dict[str, Any], Decision]]:
@@ -365,8 +458,10 @@ class _BulkWriter:
 
 
 def _own_deliveries(broadcast_id: int) -> Any:
+    # Its recipients' deliveries, and the control deliveries of its 群发 batches (pause holds those too).
     return Delivery.id.in_(select(BroadcastRecipient.delivery_id).where(
-        BroadcastRecipient.broadcast_id == broadcast_id, BroadcastRecipient.delivery_id.is_not(None)))
+        BroadcastRecipient.broadcast_id == broadcast_id, BroadcastRecipient.delivery_id.is_not(None))) | \
+        Delivery.id.in_(wechat_mass.control_deliveries(broadcast_id))
 
 
 async def pause(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
@@ -399,6 +494,7 @@ async def cancel(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
     """Stop for good: deliveries not yet claimed become "cancelled"."""
     if b.status in ("completed", "cancelled"):
         raise BroadcastError(f"the broadcast is already {b.status}")
+    await wechat_mass.cancel_pending(tx, b.id)  # first: it needs the batches' control rows still queued
     res = await tx.session.execute(
         update(Delivery).where(_own_deliveries(b.id), Delivery.status.in_(("queued", "paused")))
         .values(status="cancelled").execution_options(synchronize_session=False))
@@ -475,7 +571,7 @@ async def finish_completed(ctx: AppContext) -> int:
         for b in running:
             pending = await tx.session.scalar(select(Delivery.id).where(
                 _own_deliveries(b.id), Delivery.status.in_(("queued", "claimed", "sending", "paused", "waiting"))).limit(1))
-            if pending is None:
+            if pending is None and not await wechat_mass.pending_batches(tx.session, b.id):
                 b.status, b.finished_at = "completed", utcnow()
                 done += 1
     return done

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -396,6 +396,10 @@ async def _apply_event(tx: Tx, inbox: Inbox, event: ChannelEvent) -> IngestOutco
         )
         if delivery is None:
             return IngestOutcome(duplicate=False, ignored_reason="delivery unknown")
+        if delivery.kind == "wechat_mass":  # MASSSENDJOBFINISH: WeChat's counts for a 群发 batch
+            from scrm.services.wechat_mass import record_job_finish
+
+            await record_job_finish(tx, inbox.id, str(event.external_id), event.data)
         status = str(event.data.get("status", "delivered"))
         if status not in ("delivered", "failed"):
             return IngestOutcome(duplicate=False, ignored_reason=f"status {status!r} not tracked")
@@ -447,6 +451,10 @@ async def _apply_event(tx: Tx, inbox: Inbox, event: ChannelEvent) -> IngestOutco
                 contact.attributes = dict(contact.attributes or {}) | {"source": source}
     elif kind == ChannelEventKind.INTERACTION:
         identity.last_inbound_at = now
+    if isinstance(event.data.get("subscribe_msg"), Mapping):  # WeChat 订阅通知 consent or send result
+        from scrm.services.wechat_subscribe import record_consent
+
+        await record_consent(tx, identity, event.external_id, event.data["subscribe_msg"])
     contact.last_seen_at = now if creates else contact.last_seen_at
     tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id, identity_id=identity.id, change=str(kind))
     return IngestOutcome(duplicate=False, contact_id=contact.id)

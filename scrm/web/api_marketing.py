@@ -6,7 +6,7 @@ import base64
 import binascii
 import html
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -392,6 +392,10 @@ class BroadcastIn(BaseModel):
     template: str | None = Field(None, max_length=20000)
     subject: str | None = Field(None, max_length=255)
     reply_window_days: int | None = Field(None, ge=0, le=30)
+    delivery_mode: Literal["standard", "mass", "subscribe"] | None = Field(
+        None, description="WeChat OA: standard (48 h window, 订阅通知 outside it with consent), mass (群发), subscribe")
+    delivery_options: dict[str, Any] | None = Field(
+        None, description='mass: {"target": "list"|"tag"|"all", "tag_id"}; subscribe: {"template_id", "fields", "url"}')
 
 
 class ContactIn(BaseModel):
@@ -406,7 +410,8 @@ def _broadcast_json(b: Broadcast) -> dict[str, Any]:
     return {"id": b.id, "name": b.name, "status": b.status, "segment_id": b.segment_id, "rules": b.rules,
             "inbox_ids": b.inbox_ids, "template": b.template, "subject": b.subject,
             "scheduled_at": iso(b.scheduled_at), "started_at": iso(b.started_at), "finished_at": iso(b.finished_at),
-            "reply_window_days": b.reply_window_days, "last_error": b.last_error, "created_at": iso(b.created_at)}
+            "reply_window_days": b.reply_window_days, "last_error": b.last_error, "created_at": iso(b.created_at),
+            "delivery_mode": b.delivery_mode, "delivery_options": b.delivery_options or {}}
 
 
 @api("GET", "/broadcasts", roles=MARKETING, tag="broadcasts", summary="Broadcasts, newest first")

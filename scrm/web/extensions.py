@@ -23,6 +23,7 @@ def add_routes(app: web.Application) -> None:
         "scrm.web.api_desk_tools",
         "scrm.web.api_conversation_tools",
         "scrm.web.api_wecom",
+        "scrm.web.api_wechat_mass",
         "scrm.web.webchat",
     ):
         if importlib.util.find_spec(module) is not None:

@@ -49,7 +49,7 @@ async def test_each_channel_rule_decides_per_recipient(ctx, client):
         (tg, "2003", {"reachable": False}), (mail, "r@example.com", {})])
     bid = await _broadcast(ctx, [tg.id, wx_tpl.id, wx_plain.id, mail.id])
     result = await broadcasts.start(ctx, bid)
-    assert result == {"targeted": len(c), "queued": 7, "skipped": len(c) - 7}
+    assert result == {"targeted": len(c), "queued": 6, "skipped": len(c) - 6}
 
     async with ctx.db.session() as s:
         rows = (await s.execute(select(BroadcastRecipient, Delivery).outerjoin(
@@ -64,12 +64,13 @@ async def test_each_channel_rule_decides_per_recipient(ctx, client):
 
     assert {k: outcome(k) for k in c} == {
         "tg_ok": "telegram:text", "tg_not_started": "not_started", "tg_blocked": "unreachable",
-        "wx_inside": "wechat_oa:text", "wx_template": "wechat_oa:template", "wx_outside": "outside_window",
+        "wx_inside": "wechat_oa:text", "wx_template": "outside_window", "wx_outside": "outside_window",
         "wx_unsubscribed": "unsubscribed", "mail_ok": "email:text", "mail_no_consent": "no_consent",
         "mail_opted_out": "opted_out", "nothing": "no_channel", "prefers_mail": "email:text",
         "default_order": "telegram:text", "fallback_to_mail": "email:text",
     }
-    assert rep["skipped_by_reason"] == {"not_started": 1, "unreachable": 1, "outside_window": 1, "unsubscribed": 1,
+    # Template messages are for service notices only (WeChat's rule): never a broadcast's fallback.
+    assert rep["skipped_by_reason"] == {"not_started": 1, "unreachable": 1, "outside_window": 2, "unsubscribed": 1,
                                         "no_consent": 1, "opted_out": 1, "no_channel": 1}
     # Email carries a working unsubscribe link in the body and the List-Unsubscribe headers.
     r, d = by_contact[c["mail_ok"]]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,9 @@ ERRMSG = {
     43004: "require subscribe",
     40007: "invalid media_id",
     40037: "invalid template_id",
+    45028: "has no masssend quota",
+    45065: "clientmsgid exist",
+    43101: "user refuse to accept the msg",
 }
 
 
@@ -46,6 +50,17 @@ class FakeWeChat:
     http_errors: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     unionids: dict[str, str] = field(default_factory=dict)  # openid -> unionid (account bound to an open platform)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    # -- 群发 and subscription messages (issue 25 a) --
+    mass_sends: list[dict[str, Any]] = field(default_factory=list)  # accepted sendall / send bodies
+    mass_calls: int = 0  # every call, refused ones and retries included
+    mass_received: Counter[str] = field(default_factory=Counter)  # OpenID -> 群发 received (by list)
+    clientmsgids: dict[str, int] = field(default_factory=dict)  # clientmsgid -> msg_id (WeChat keeps 24 h)
+    mass_quota: int | None = None  # 群发 the account may still send (None: plenty); 0 -> 45028
+    mass_delay: float = 0.0  # seconds between accepting a 群发 and answering (a worker can die meanwhile)
+    mass_previews: list[dict[str, Any]] = field(default_factory=list)
+    mass_status: dict[int, str] = field(default_factory=dict)  # msg_id -> msg_status for mass/get
+    subscribe_sends: list[dict[str, Any]] = field(default_factory=list)
+    subscribe_refused: set[tuple[str, str]] = field(default_factory=set)  # (openid, template_id) -> 43101
 
     @property
     def token_fetches(self) -> int:
@@ -69,6 +84,7 @@ class FakeWeChat:
         app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_get("/video/{media_id}", self._video)
         app.router.add_get("/cgi-bin/user/info", self._user_info)
+        self._add_mass_routes(app)
         return app
 
     # -- token ------------------------------------------------------------------------------
@@ -171,6 +187,84 @@ class FakeWeChat:
 
     async def _video(self, request: web.Request) -> web.Response:
         return web.Response(body=b"\x00\x00\x00\x18ftypmp42", content_type="video/mp4")
+
+    # -- 群发 (mass send) and subscription messages: issue 25 a ------------------------------------
+
+    def _add_mass_routes(self, app: web.Application) -> None:
+        app.router.add_post("/cgi-bin/message/mass/sendall", self._mass)
+        app.router.add_post("/cgi-bin/message/mass/send", self._mass)
+        app.router.add_post("/cgi-bin/message/mass/preview", self._mass_preview)
+        app.router.add_post("/cgi-bin/message/mass/get", self._mass_get)
+        app.router.add_post("/cgi-bin/message/subscribe/bizsend", self._subscribe_send)
+
+    async def _mass(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        self.mass_calls += 1
+        body = json.loads(await request.read())
+        if body.get("msgtype") not in ("text", "mpnews", "image", "voice", "mpvideo", "wxcard"):
+            return web.json_response({"errcode": 40008, "errmsg": "invalid message type"})
+        clientmsgid = body.get("clientmsgid")
+        if clientmsgid and clientmsgid in self.clientmsgids:
+            return web.json_response({"errcode": 45065, "errmsg": ERRMSG[45065],
+                                      "msg_id": self.clientmsgids[clientmsgid]})
+        if request.path.endswith("/send"):
+            touser = body.get("touser")
+            if not isinstance(touser, list) or not 2 <= len(touser) <= 10_000:
+                return web.json_response({"errcode": 40130,
+                                          "errmsg": "invalid openid list size, at least two openid"})
+        elif not isinstance(body.get("filter"), dict):
+            return web.json_response({"errcode": 40003, "errmsg": "invalid filter"})
+        if self.mass_quota is not None:
+            if self.mass_quota <= 0:
+                return web.json_response({"errcode": 45028, "errmsg": ERRMSG[45028]})
+            self.mass_quota -= 1
+        msg_id = 1000000000 + len(self.mass_sends) + 1
+        self.mass_sends.append(body)
+        self.mass_status[msg_id] = "SENDING"
+        if clientmsgid:
+            self.clientmsgids[clientmsgid] = msg_id
+        for openid in body.get("touser") or []:
+            self.mass_received[openid] += 1
+        if self.mass_delay:  # accepted already: a caller that dies now must not send it again
+            await asyncio.sleep(self.mass_delay)
+        return web.json_response({"errcode": 0, "errmsg": "send job submission success", "msg_id": msg_id,
+                                  "msg_data_id": 2247483000 + msg_id % 1000})
+
+    async def _mass_preview(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        body = json.loads(await request.read())
+        if not body.get("touser") and not body.get("towxname"):
+            return web.json_response({"errcode": 40003, "errmsg": ERRMSG[40003]})
+        self.mass_previews.append(body)
+        return web.json_response({"errcode": 0, "errmsg": "preview success", "msg_id": 34182})
+
+    async def _mass_get(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        body = json.loads(await request.read())
+        msg_id = int(body.get("msg_id") or 0)
+        if msg_id not in self.mass_status:
+            return web.json_response({"errcode": 40059, "errmsg": "invalid msg id"})
+        return web.json_response({"msg_id": msg_id, "msg_status": self.mass_status[msg_id]})
+
+    async def _subscribe_send(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        body = json.loads(await request.read())
+        if not body.get("touser"):
+            return web.json_response({"errcode": 40003, "errmsg": ERRMSG[40003]})
+        if not body.get("template_id"):
+            return web.json_response({"errcode": 40037, "errmsg": ERRMSG[40037]})
+        if (body["touser"], body["template_id"]) in self.subscribe_refused:
+            return web.json_response({"errcode": 43101, "errmsg": ERRMSG[43101]})
+        self.subscribe_sends.append(body)
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
 
 
 @contextlib.asynccontextmanager

@@ -66,9 +66,9 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "parse_user_authorize_invoice_event.xml": (IGNORED, None),
     "shakearound_user_shake_event.xml": (IGNORED, None),
     "wifi_connected_event.xml": (IGNORED, None),
-    "template_subscribe_msg_change_event.xml": (IGNORED, None),
-    "template_subscribe_msg_popup_event.xml": (IGNORED, None),
-    "template_subscribe_msg_sent_event.xml": (IGNORED, None),
+    "template_subscribe_msg_change_event.xml": (EVT, K.CONTACT_UPDATED),
+    "template_subscribe_msg_popup_event.xml": (EVT, K.CONTACT_UPDATED),
+    "template_subscribe_msg_sent_event.xml": (EVT, K.CONTACT_UPDATED),
     "parse_unknown_message.xml": (IGNORED, None),
 }
 

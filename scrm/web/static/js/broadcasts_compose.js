@@ -8,6 +8,7 @@ import { channelIcon } from "./icons.js";
 import { navigate } from "./main.js";
 import { attributeDefinitions, busy, channelTag, errorLine, fieldBox, fmtNum, frame, label, statusChip } from "./marketing.js";
 import { toast } from "./toast.js";
+import { wechatSection } from "./broadcasts_wechat.js";
 
 /** `b`: an existing draft/scheduled broadcast or null; `reopen()` shows the broadcast's current view. */
 export async function composer(b, reopen) {
@@ -79,7 +80,7 @@ export async function composer(b, reopen) {
     const out = { name: name.value.trim(), segment_id: Number(segment.value), inbox_ids: inboxIds, template: template.value,
       reply_window_days: Number(replyDays.value || 0) };
     if (subject.value.trim()) out.subject = subject.value.trim();
-    return out;
+    return { ...out, ...wechat.fields() };
   }
 
   async function save() {
@@ -90,6 +91,7 @@ export async function composer(b, reopen) {
     deleteBtn.hidden = false;
     return saved;
   }
+  const wechat = wechatSection(b, checks, save);
   const act = (button, fn) => button.addEventListener("click", () => {
     error.hide();
     busy(button, fn, (err) => error.show(err));
@@ -119,7 +121,7 @@ export async function composer(b, reopen) {
   act(sendBtn, async () => {
     await save();
     const res = await post(`/broadcasts/${id}/start`);
-    toast(t("mk.compose.started", { targeted: fmtNum(res.targeted), queued: fmtNum(res.queued), skipped: fmtNum(res.skipped) }), "ok", 5000);
+    toast(res.batches ? t("wx.started_sendall") : t("mk.compose.started", { targeted: fmtNum(res.targeted), queued: fmtNum(res.queued), skipped: fmtNum(res.skipped) }), "ok", 5000);
     reopen();
   });
   const at = h("input", { type: "datetime-local", "data-testid": "bc-at", value: localValue(b?.scheduled_at) });
@@ -156,7 +158,7 @@ export async function composer(b, reopen) {
           fieldBox(t("mk.name"), name),
           fieldBox(t("mk.broadcasts.audience"), h("div.row", {}, segment, h("a", { href: "/segments/new", "data-link": "", text: t("mk.compose.new_segment") }))), audience,
           h("h4", { text: t("mk.channels") }), h("p.muted", { text: t("mk.compose.channel_rules") }), channelsBox,
-          subjectField,
+          subjectField, wechat.el,
           fieldBox(t("mk.compose.message"), template), varButtons, h("p.muted", { text: t("mk.compose.fallback_hint") }),
           fieldBox(t("mk.compose.reply_days"), replyDays),
           error.el,

@@ -5,6 +5,7 @@ import { h, replace } from "./dom.js";
 import { fmtTime, t } from "./i18n.js";
 import { busy, channelTag, errorLine, fmtNum, frame, label, statusChip } from "./marketing.js";
 import { toast } from "./toast.js";
+import { massResults } from "./broadcasts_wechat.js";
 
 const REFRESH_MS = 1500;
 const STATS = ["targeted", "queued", "paused", "sent", "delivered", "failed", "skipped", "cancelled", "replied", "opted_out"];
@@ -69,6 +70,7 @@ export async function reportView(b) {
     replace(details,
       reasonTable(t("mk.report.skipped_by_reason"), rep.skipped_by_reason, "skipped-reasons"),
       reasonTable(t("mk.report.failed_by_reason"), rep.failed_by_reason, "failed-reasons"),
+      rep.wechat_mass ? massResults(rep.wechat_mass) : null,
       channels.length ? h("div", {}, h("h4", { text: t("mk.report.by_channel") }), h("table.grid", { "data-testid": "by-channel" },
         h("tr", {}, h("th", { text: t("mk.channels") }), ["queued", "sent", "delivered", "failed", "skipped", "cancelled"].map((s) => h("th", { text: label("mk.status", s) }))),
         channels.map(([ch, counts]) => h("tr", {}, h("td", {}, ch === "none" ? h("span", { text: t("mk.report.no_channel") }) : channelTag(ch)),

@@ -2,6 +2,7 @@
 import { enMarketing } from "./en_marketing.js";
 import { enDesk } from "./en_desk.js";
 import { enWecom } from "./en_wecom.js";
+import { enWechat } from "./en_wechat.js";
 import { enWebchat } from "./en_webchat.js";
 export const en = {
   "loading": "Loading…",
@@ -77,6 +78,7 @@ export const en = {
   "error.http": "Server error", "error.notfound": "This page does not exist.", "error.unexpected": "Unexpected error",
   "error.boot": "The inbox could not start:",
   ...enWecom, // WeCom admin
+  ...enWechat, // WeChat OA 群发 and 订阅通知
   ...enMarketing, // contacts, segments, broadcasts
   ...enDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
   ...enWebchat, // web chat inbox settings

@@ -72,7 +72,7 @@ export const enMarketing = {
   "mk.status.delivered": "Delivered", "mk.status.failed": "Failed", "mk.status.skipped": "Skipped",
   "mk.compose.pick_segment": "— pick a segment —", "mk.compose.new_segment": "New segment",
   "mk.compose.no_segments": "No segments yet: create one first.", "mk.compose.audience_count": "{n} contacts in the segment now.",
-  "mk.compose.channel_rules": "Each contact gets one message: on their preferred channel (attribute preferred_channel) if ticked, otherwise the first ticked channel they can receive on. Channel rules are checked per contact (WeChat 48-hour window or template, Telegram only after /start, email only with consent and an unsubscribe link); the others are skipped with a reason.",
+  "mk.compose.channel_rules": "Each contact gets one message: on their preferred channel (attribute preferred_channel) if ticked, otherwise the first ticked channel they can receive on. Channel rules are checked per contact (WeChat 48-hour window, outside it a subscription message with consent, Telegram only after /start, email only with consent and an unsubscribe link); the others are skipped with a reason.",
   "mk.compose.no_inboxes": "No inboxes: an admin has to create one first.",
   "mk.compose.subject": "Email subject", "mk.compose.message": "Message",
   "mk.compose.placeholder": "Hi {{name | there}}, …", "mk.compose.insert": "Insert:", "mk.compose.friend": "there",
@@ -99,5 +99,5 @@ export const enMarketing = {
   "mk.reason.opted_out": "opted out", "mk.reason.unreachable": "unreachable", "mk.reason.unsubscribed": "unsubscribed",
   "mk.reason.inbox_disabled": "inbox disabled", "mk.reason.channel_unavailable": "channel unavailable",
   "mk.reason.not_started": "has not started the bot", "mk.reason.no_consent": "no email consent",
-  "mk.reason.outside_window": "outside the 48-hour window, no template", "mk.reason.no_channel": "no identity on the chosen channels",
+  "mk.reason.outside_window": "outside the 48-hour window, no subscription consent", "mk.reason.no_channel": "no identity on the chosen channels",
 };

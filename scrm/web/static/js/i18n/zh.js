@@ -2,6 +2,7 @@
 import { zhMarketing } from "./zh_marketing.js";
 import { zhDesk } from "./zh_desk.js";
 import { zhWecom } from "./zh_wecom.js";
+import { zhWechat } from "./zh_wechat.js";
 import { zhWebchat } from "./zh_webchat.js";
 export const zh = {
   "loading": "加载中…",
@@ -77,6 +78,7 @@ export const zh = {
   "error.http": "服务器错误", "error.notfound": "页面不存在。", "error.unexpected": "意外错误",
   "error.boot": "收件箱无法启动：",
   ...zhWecom, // WeCom admin
+  ...zhWechat, // WeChat OA 群发 and 订阅通知
   ...zhMarketing, // contacts, segments, broadcasts
   ...zhDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
   ...zhWebchat, // web chat inbox settings

@@ -72,7 +72,7 @@ export const zhMarketing = {
   "mk.status.delivered": "已送达", "mk.status.failed": "失败", "mk.status.skipped": "已跳过",
   "mk.compose.pick_segment": "— 选择分群 —", "mk.compose.new_segment": "新建分群",
   "mk.compose.no_segments": "还没有分群：请先创建。", "mk.compose.audience_count": "分群当前有 {n} 位联系人。",
-  "mk.compose.channel_rules": "每位联系人只收到一条消息：若勾选了其偏好渠道（属性 preferred_channel）则用该渠道，否则用勾选顺序中第一个可接收的渠道。渠道规则逐个联系人检查（微信 48 小时窗口或模板消息、Telegram 须先 /start、邮件须同意并附退订链接），不符合的会跳过并注明原因。",
+  "mk.compose.channel_rules": "每位联系人只收到一条消息：若勾选了其偏好渠道（属性 preferred_channel）则用该渠道，否则用勾选顺序中第一个可接收的渠道。渠道规则逐个联系人检查（微信 48 小时窗口，窗口外需订阅通知授权、Telegram 须先 /start、邮件须同意并附退订链接），不符合的会跳过并注明原因。",
   "mk.compose.no_inboxes": "没有渠道：请管理员先创建。",
   "mk.compose.subject": "邮件主题", "mk.compose.message": "消息内容",
   "mk.compose.placeholder": "{{name | 朋友}}，您好！……", "mk.compose.insert": "插入：", "mk.compose.friend": "朋友",
@@ -99,5 +99,5 @@ export const zhMarketing = {
   "mk.reason.opted_out": "已退订", "mk.reason.unreachable": "无法触达", "mk.reason.unsubscribed": "未订阅",
   "mk.reason.inbox_disabled": "渠道已停用", "mk.reason.channel_unavailable": "渠道不可用",
   "mk.reason.not_started": "未启动机器人", "mk.reason.no_consent": "未同意接收邮件",
-  "mk.reason.outside_window": "超出 48 小时窗口且无模板", "mk.reason.no_channel": "所选渠道上没有身份",
+  "mk.reason.outside_window": "超出 48 小时窗口且未授权订阅通知", "mk.reason.no_channel": "所选渠道上没有身份",
 };
