@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from scrm.db import models_marketing  # noqa: F401  (broadcasts, referenced below, must be in the metadata)
 from scrm.db.models import Base, BigId, utcnow
 
 
