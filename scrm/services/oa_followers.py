@@ -80,26 +80,39 @@ async def sync(ctx: AppContext, inbox: Inbox) -> dict[str, Any]:
 async def _chunk(ctx: AppContext, inbox: Inbox, client: Any, openids: Sequence[str], tag_names: dict[int, str],
                  stats: dict[str, int]) -> None:
     profiles = [p for p in await api.profiles(client, openids) if p.get("subscribe") == 1 and p.get("openid")]
+    # 1. Every follower is a contact; then the UnionID merges them into who we already know, so the
+    # tag merge below sees the person's labels, not a fresh contact's.
+    now = utcnow()
+    unionids: dict[str, str] = {}
+    async with unit_of_work(ctx) as tx:
+        for p in profiles:
+            profile = ContactProfile(language=p.get("language") or None,
+                                     attributes={"source": p["qr_scene_str"]} if p.get("qr_scene_str") else {})
+            identity, _, created = await resolve_identity(tx, inbox, p["openid"], profile, now)
+            identity.subscribed = True
+            stats["created" if created else "updated"] += 1
+            if p.get("unionid"):
+                unionids[p["openid"]] = str(p["unionid"])
+    if unionids:
+        stats["merged"] += await record_unionids(ctx, inbox.id, unionids)
+    # 2. Decide every follower's tag set, then tell WeChat (grouped per tag) before storing anything.
     oa_tag_ids = {name: tid for tid, name in tag_names.items()}
     async with ctx.db.session() as s:
         known = {i.external_id: i for i in (await s.scalars(select(ContactIdentity).where(
             ContactIdentity.inbox_id == inbox.id, ContactIdentity.external_id.in_([p["openid"] for p in profiles])))).all()}
         labels: dict[int, set[str]] = defaultdict(set)
-        contact_ids = [i.contact_id for i in known.values()]
-        for cid, tag in (await s.execute(select(ContactTag.contact_id, ContactTag.tag)
-                                         .where(ContactTag.contact_id.in_(contact_ids)))).all():
+        for cid, tag in (await s.execute(select(ContactTag.contact_id, ContactTag.tag).where(
+                ContactTag.contact_id.in_([i.contact_id for i in known.values()])))).all():
             labels[cid].add(tag)
-    # Decide every follower's tag set, then tell WeChat (grouped per tag) before storing anything.
-    plans: dict[str, tuple[set[str], set[str]]] = {}  # openid -> (final set, OA's set now)
+    plans: dict[str, set[str]] = {}  # openid -> the OA-tag labels both sides end with
     to_tag: dict[tuple[int, bool], list[str]] = defaultdict(list)
-    for p in profiles:
-        oid = p["openid"]
+    for oid, ident in known.items():
+        p = next(x for x in profiles if x["openid"] == oid)
         oa_now = {tag_names[t] for t in p.get("tagid_list") or [] if t in tag_names}
-        ident = known.get(oid)
-        scrm_now = labels[ident.contact_id] & set(oa_tag_ids) if ident else set()
-        last = set((ident.attributes or {}).get(SYNCED) or []) if ident and SYNCED in (ident.attributes or {}) else None
-        final = merge_tags(oa_now, scrm_now, last)
-        plans[oid] = (final, oa_now)
+        scrm_now = labels[ident.contact_id] & set(oa_tag_ids)
+        attrs = ident.attributes or {}
+        final = merge_tags(oa_now, scrm_now, set(attrs.get(SYNCED) or []) if SYNCED in attrs else None)
+        plans[oid] = final
         for name in final - oa_now:
             to_tag[(oa_tag_ids[name], False)].append(oid)
         for name in oa_now - final:
@@ -114,29 +127,20 @@ async def _chunk(ctx: AppContext, inbox: Inbox, client: Any, openids: Sequence[s
                         len(members), exc)
             failed.update(members)
             stats["tag_errors"] += len(members)
-    unionids: dict[str, str] = {}
-    now = utcnow()
+    # 3. Store the labels and what was synced.
+    managed = set(oa_tag_ids)
     async with unit_of_work(ctx) as tx:
-        for p in profiles:
-            oid = p["openid"]
-            profile = ContactProfile(language=p.get("language") or None,
-                                     attributes={"source": p["qr_scene_str"]} if p.get("qr_scene_str") else {})
-            identity, contact, created = await resolve_identity(tx, inbox, oid, profile, now)
-            identity.subscribed = True
-            stats["created" if created else "updated"] += 1
-            final, oa_now = plans[oid]
-            managed = set(oa_tag_ids)
-            have = set((await tx.session.scalars(select(ContactTag.tag)
-                                                 .where(ContactTag.contact_id == contact.id))).all())
+        for oid, final in plans.items():
+            identity = await tx.session.get(ContactIdentity, known[oid].id, with_for_update=True)
+            if identity is None:
+                continue
+            cid = identity.contact_id
+            have = set((await tx.session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == cid))).all())
             want = (have - managed) | final
             if want != have:
-                await tx.session.execute(delete(ContactTag).where(ContactTag.contact_id == contact.id,
+                await tx.session.execute(delete(ContactTag).where(ContactTag.contact_id == cid,
                                                                   ContactTag.tag.in_(have - want)))
-                tx.session.add_all(ContactTag(contact_id=contact.id, tag=t[:64]) for t in want - have)
-                tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id, change="oa_tags")
-            if oid not in failed:
+                tx.session.add_all(ContactTag(contact_id=cid, tag=t[:64]) for t in want - have)
+                tx.emit(ev.CONTACT_UPDATED, contact_id=cid, change="oa_tags")
+            if oid not in failed:  # a failed call keeps the old state: the next sync retries it
                 identity.attributes = dict(identity.attributes or {}) | {SYNCED: sorted(final)}
-            if p.get("unionid"):
-                unionids[oid] = str(p["unionid"])
-    if unionids:
-        stats["merged"] += await record_unionids(ctx, inbox.id, unionids)
