@@ -1,5 +1,6 @@
 // English dictionary. Keys are grouped by screen; {name} placeholders are filled as plain text.
 import { enMarketing } from "./en_marketing.js";
+import { enCampaigns } from "./en_campaigns.js";
 import { enDesk } from "./en_desk.js";
 import { enWecom } from "./en_wecom.js";
 import { enWebchat } from "./en_webchat.js";
@@ -78,6 +79,7 @@ export const en = {
   "error.boot": "The inbox could not start:",
   ...enWecom, // WeCom admin
   ...enMarketing, // contacts, segments, broadcasts
+  ...enCampaigns, // campaigns, QR codes, funnel, churn warning
   ...enDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
   ...enWebchat, // web chat inbox settings
 };
