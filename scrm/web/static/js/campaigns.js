@@ -114,7 +114,7 @@ async function churnView() {
     replace(body, data.items.length ? data.items.map((i) => h("tr", { "data-testid": "churn-row", dataset: { contact: String(i.contact_id), score: String(i.score) } },
       h("td", {}, h("a", { href: `/contacts/${i.contact_id}`, "data-link": "", text: i.name || `#${i.contact_id}` })),
       h("td.num", { text: String(i.score) }),
-      h("td", {}, h("ul.reasons", {}, i.reasons.map((r) => h("li", { "data-testid": "churn-reason", dataset: { rule: r.rule }, text: reasonText(r) })))))))
+      h("td", {}, h("ul.reasons", {}, i.reasons.map((r) => h("li", { "data-testid": "churn-reason", dataset: { rule: r.rule }, text: reasonText(r) }))))))
       : h("tr", {}, h("td.empty", { colspan: 3, text: t("cp.churn.none") })));
   }
   await load();
