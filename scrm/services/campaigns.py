@@ -171,3 +171,29 @@ async def create(tx: Tx, agent_id: int | None, name: str, description: str | Non
     await tx.session.flush()
     audit.record(tx, agent_id, "campaign.create", "campaign", c.id, name=c.name)
     return c
+
+
+async def merge_contacts(session: Any, target_id: int, source_id: int) -> None:
+    """Contacts merged: touches, clicks and conversions follow; first touch = the earlier, last = the later."""
+    from sqlalchemy import delete, update
+
+    from scrm.db.models_campaigns import ChurnScore, Conversion, TrackedLink
+
+    for model in (CampaignTouch, TrackedLink, Conversion):
+        await session.execute(update(model).where(model.contact_id == source_id).values(contact_id=target_id)
+                              .execution_options(synchronize_session=False))
+    src = await session.get(ContactAttribution, source_id)
+    if src is not None:
+        dst = await session.get(ContactAttribution, target_id)
+        if dst is None:
+            session.add(ContactAttribution(contact_id=target_id, first_campaign_id=src.first_campaign_id,
+                                           first_touch_at=src.first_touch_at, last_campaign_id=src.last_campaign_id,
+                                           last_touch_at=src.last_touch_at))
+        else:
+            if src.first_touch_at and (dst.first_touch_at is None or src.first_touch_at < dst.first_touch_at):
+                dst.first_campaign_id, dst.first_touch_at = src.first_campaign_id, src.first_touch_at
+            if src.last_touch_at and (dst.last_touch_at is None or src.last_touch_at > dst.last_touch_at):
+                dst.last_campaign_id, dst.last_touch_at = src.last_campaign_id, src.last_touch_at
+        await session.delete(src)
+    # The survivor is scored again by the next run; the merged contact has no score of its own.
+    await session.execute(delete(ChurnScore).where(ChurnScore.contact_id == source_id))

@@ -133,3 +133,16 @@ async def test_qr_codes_attribute_subscribe_and_scan_first_and_last_touch(client
     bad = await client.post("/api/v1/segments/preview", headers=h, json={"rules": {"op": "and", "rules": [
         {"field": "campaign", "operator": "touched", "value": "春季"}]}})
     assert bad.status == 400 and "campaign id" in (await bad.json())["error"]["message"]
+
+    # Merging oUser1 into another contact keeps their campaign history on the survivor.
+    from tests.marketing.helpers_marketing import make_contact
+
+    other = await make_contact(ctx, name="王小明 (导入)")
+    merged = await client.post("/api/v1/contact-merges", headers=h, json={"target_id": other, "source_id": user1})
+    assert merged.status == 200, await merged.text()
+    async with ctx.db.session() as s:
+        a = await s.get(ContactAttribution, other)
+        assert (a.first_campaign_id, a.last_campaign_id) == (spring, poster)
+        assert await s.get(ContactAttribution, user1) is None
+    assert await count({"field": "campaign", "operator": "first_touch", "value": spring}) == 1
+    assert await count({"field": "campaign", "operator": "touched", "value": poster}) == 1
