@@ -7,9 +7,10 @@ stored url, so the endpoint can never send anybody anywhere the marketer did not
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import re
-import secrets
 from datetime import datetime
 from typing import Any
 
@@ -51,37 +52,37 @@ class LinkRewriter:
     def __init__(self, broadcast_id: int, template: str, public_url: str | None, now: datetime) -> None:
         self.broadcast_id = broadcast_id
         self.now = now
-        self.base = public_url
+        self.base = (public_url or "").rstrip("/")
         self.urls = template_urls(template, public_url) if public_url else []
         if not public_url and template_urls(template):
             log.warning("broadcast %s: links are not tracked because server.public_url is not set", broadcast_id)
-        self._re = re.compile("|".join(re.escape(u) for u in self.urls)) if self.urls else None
+        self._tokens: list[str] = []
 
     @property
     def active(self) -> bool:
-        return self._re is not None
+        return bool(self.urls)
+
+    def _token(self) -> str:
+        if not self._tokens:  # drawn in bulk: one urandom call per 4096 links, not one per link
+            raw = base64.urlsafe_b64encode(os.urandom(12 * 4096)).decode("ascii")
+            self._tokens = [raw[i:i + 16] for i in range(0, len(raw), 16)]
+        return self._tokens.pop()
 
     def rewrite(self, contact_id: int, text: str, rows: list[dict[str, Any]]) -> str:
         """`text` with each template URL replaced by this recipient's short link (rows appended to `rows`)."""
-        if self._re is None:
-            return text
-        tokens: dict[str, str] = {}
-
-        def sub(m: re.Match[str]) -> str:
-            url = m.group(0)
-            token = tokens.get(url)
-            if token is None:
-                token = tokens[url] = secrets.token_urlsafe(12)
+        for url in self.urls:  # longest first: a URL that is a prefix of another is replaced after it
+            if url in text:
+                token = self._token()
+                text = text.replace(url, f"{self.base}/r/{token}")
                 rows.append({"token": token, "broadcast_id": self.broadcast_id, "contact_id": contact_id, "url": url,
                              "clicks": 0, "first_clicked_at": None, "last_clicked_at": None, "created_at": self.now})
-            assert self.base is not None
-            return short_url(self.base, token)
-
-        return self._re.sub(sub, text)
+        return text
 
     def preview(self, text: str) -> str:
-        """The text as a recipient sees it, with a placeholder token (previews and test sends store nothing)."""
-        return self._re.sub(lambda m: short_url(self.base or "", "preview"), text) if self._re else text
+        """The text as a recipient sees it, with a placeholder token (previews store nothing)."""
+        for url in self.urls:
+            text = text.replace(url, f"{self.base}/r/preview")
+        return text
 
 
 async def record_click(session: AsyncSession, token: str, now: datetime) -> str | None:

@@ -86,6 +86,14 @@ async def test_campaign_page_qr_code_attribution_and_churn_warning(tab, ctx, liv
         await page.wait_for_timeout(100)
     assert fake_wechat.custom_sends[0]["text"]["content"] == "欢迎关注！" + HOSTILE
 
+    # Follower sync from the campaigns page: oFan1 is known already, oFan2 becomes a contact.
+    fake_wechat.followers.follow("oFan1")
+    fake_wechat.followers.follow("oFan2")
+    await page.get_by_test_id("nav-campaigns").click()
+    await page.locator('[data-testid="campaign-row"]').first.wait_for()
+    await page.locator(f'[data-testid="follower-sync"][data-inbox="{inbox.id}"]').click()
+    await page.get_by_text("2 followers: 1 new contacts, 0 merged by UnionID").wait_for()
+
     # Churn warning: a customer silent for 40 days, with the reasons in words.
     api = await make_inbox(ctx)
     cid = await make_contact(ctx, name="老客户" + HOSTILE, opt_outs={"broadcast:api": True}, identities=[(api, "u1", {})])

@@ -29,8 +29,23 @@ function stats(rep, testid = "campaign-stats") {
     h("strong", { text: k === "value" ? fmtMoney(rep[k]) : fmtNum(rep[k]) }), h("span", { text: t("cp." + k) }))));
 }
 
+/** One button per Official Account: pull its followers (and their tags) into contacts now. */
+function followerSync(inboxes) {
+  const oa = inboxes.filter((i) => i.channel_type === "wechat_oa");
+  if (!oa.length) return null;
+  return h("section.mk-card", {}, h("h3", { text: t("cp.sync.title") }), h("p.muted", { text: t("cp.sync.hint") }),
+    oa.map((i) => {
+      const btn = h("button", { "data-testid": "follower-sync", dataset: { inbox: String(i.id) }, text: t("cp.sync.run", { name: i.name }) });
+      btn.addEventListener("click", () => busy(btn, async () => {
+        const res = await post(`/inboxes/${i.id}/wechat/follower-sync`);
+        toast(t("cp.sync.done", { total: res.total || 0, created: res.created || 0, merged: res.merged || 0 }), "ok", 4000);
+      }, (err) => toast(err.message)));
+      return [btn, " "];
+    }));
+}
+
 async function list() {
-  const { campaigns } = await get("/campaigns");
+  const [{ campaigns }, { items: inboxes }] = await Promise.all([get("/campaigns"), get("/inboxes")]);
   const name = h("input", { "data-testid": "campaign-name", maxlength: 120, placeholder: t("cp.name") });
   const description = h("input", { "data-testid": "campaign-description", maxlength: 2000, placeholder: t("cp.description") });
   const error = errorLine("campaign-error");
@@ -49,7 +64,8 @@ async function list() {
       h("section.mk-card", {}, h("h3", { text: t("cp.new") }), h("div.mk-row", {}, name, " ", description, " ", create), error.el),
       h("table.grid", { "data-testid": "campaigns-table" },
         h("thead", {}, h("tr", {}, [t("mk.name"), t("cp.scans"), t("cp.new_followers"), t("cp.conversations"), t("cp.orders"), t("cp.value"), ""].map((x) => h("th", { text: x })))),
-        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td.empty", { colspan: 7, text: t("cp.none") }))))),
+        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td.empty", { colspan: 7, text: t("cp.none") })))),
+      followerSync(inboxes)),
   };
 }
 

@@ -21,5 +21,8 @@ export const enCampaigns = {
   "cp.churn.rule.silent": "No message for {days} days", "cp.churn.rule.fading": "Fewer messages: {recent} in the last {period_days} days, {earlier} before",
   "cp.churn.rule.unanswered": "Waiting for an answer for {hours} h", "cp.churn.rule.low_csat": "Rated us {rating}/5 recently",
   "cp.churn.rule.open_tickets": "{count} open tickets", "cp.churn.rule.opted_out": "Opted out of broadcasts ({channels})",
+  "cp.sync.title": "Official Account followers", "cp.sync.run": "Sync followers of {name}",
+  "cp.sync.hint": "Followers become contacts before they write (merged by UnionID with people you already know); OA tags and scrm labels with the same name are kept in step both ways.",
+  "cp.sync.done": "{total} followers: {created} new contacts, {merged} merged by UnionID",
   "notif.churn_risk": "{count} contacts crossed the churn-risk threshold",
 };

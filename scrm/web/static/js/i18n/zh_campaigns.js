@@ -21,5 +21,8 @@ export const zhCampaigns = {
   "cp.churn.rule.silent": "{days} 天没有发消息", "cp.churn.rule.fading": "消息变少：最近 {period_days} 天 {recent} 条，之前 {earlier} 条",
   "cp.churn.rule.unanswered": "已等待回复 {hours} 小时", "cp.churn.rule.low_csat": "最近评分 {rating}/5",
   "cp.churn.rule.open_tickets": "{count} 个未解决工单", "cp.churn.rule.opted_out": "已退订群发（{channels}）",
+  "cp.sync.title": "公众号粉丝", "cp.sync.run": "同步「{name}」的粉丝",
+  "cp.sync.hint": "粉丝在发消息之前就成为联系人（按 UnionID 与已有联系人合并）；同名的公众号标签与 scrm 标签双向同步。",
+  "cp.sync.done": "共 {total} 位粉丝：新建 {created} 位联系人，按 UnionID 合并 {merged} 位",
   "notif.churn_risk": "{count} 位联系人的流失风险超过阈值",
 };
