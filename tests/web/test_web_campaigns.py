@@ -116,10 +116,21 @@ async def test_campaign_page_qr_code_attribution_and_churn_warning(tab, ctx, liv
     assert reasons == ["No message for 40 days (+35)", "Fewer messages: 0 in the last 30 days, 3 before (+20)",
                        "Opted out of broadcasts (api) (+25)"]
     assert HOSTILE in await row.inner_text()
-    # The marketer's bell has today's warning and leads here.
-    await page.reload()
-    await page.get_by_test_id("churn-table").wait_for()
     await tab.shot("31-churn-warning")
+
+    # Segments by campaign (picked by name) and by churn risk.
+    await page.get_by_test_id("nav-segments").click()
+    await page.get_by_test_id("segment-new").click()
+    await page.get_by_test_id("add-condition").click()
+    await page.get_by_test_id("rule-field").select_option("campaign")
+    await page.get_by_test_id("rule-value").locator("option", has_text="春季上新").wait_for(state="attached")
+    await page.locator('[data-testid="segment-count"][data-state="ok"][data-count="1"]').wait_for()
+    await page.get_by_test_id("rule-op").select_option("last_touch")
+    await page.locator('[data-testid="segment-count"][data-state="ok"][data-count="1"]').wait_for()
+    await page.get_by_test_id("rule-field").select_option("churn_risk")
+    assert await page.get_by_test_id("rule-op").input_value() == "at_risk"
+    await page.get_by_test_id("segment-sample").filter(has_text="老客户").wait_for()
+    await page.locator('[data-testid="segment-count"][data-state="ok"][data-count="1"]').wait_for()
     assert tab.dialogs == [] and tab.errors == []
 
 

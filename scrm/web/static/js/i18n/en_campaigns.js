@@ -24,5 +24,8 @@ export const enCampaigns = {
   "cp.sync.title": "Official Account followers", "cp.sync.run": "Sync followers of {name}",
   "cp.sync.hint": "Followers become contacts before they write (merged by UnionID with people you already know); OA tags and scrm labels with the same name are kept in step both ways.",
   "cp.sync.done": "{total} followers: {created} new contacts, {merged} merged by UnionID",
+  "mk.field.campaign": "Campaign", "mk.field.churn_risk": "Churn risk (0-100)",
+  "mk.op.touched": "came through", "mk.op.not_touched": "never came through", "mk.op.first_touch": "first came through",
+  "mk.op.last_touch": "last came through", "mk.op.at_risk": "is at risk", "mk.op.not_at_risk": "is not at risk",
   "notif.churn_risk": "{count} contacts crossed the churn-risk threshold",
 };

@@ -24,5 +24,8 @@ export const zhCampaigns = {
   "cp.sync.title": "公众号粉丝", "cp.sync.run": "同步「{name}」的粉丝",
   "cp.sync.hint": "粉丝在发消息之前就成为联系人（按 UnionID 与已有联系人合并）；同名的公众号标签与 scrm 标签双向同步。",
   "cp.sync.done": "共 {total} 位粉丝：新建 {created} 位联系人，按 UnionID 合并 {merged} 位",
+  "mk.field.campaign": "营销活动", "mk.field.churn_risk": "流失风险分（0-100）",
+  "mk.op.touched": "参与过", "mk.op.not_touched": "未参与过", "mk.op.first_touch": "首次来自",
+  "mk.op.last_touch": "最近一次来自", "mk.op.at_risk": "有流失风险", "mk.op.not_at_risk": "无流失风险",
   "notif.churn_risk": "{count} 位联系人的流失风险超过阈值",
 };
