@@ -188,3 +188,37 @@ async def test_broadcast_report_shows_the_funnel(tab, ctx, live_server):
     await page.get_by_test_id("funnel").filter(has_text="转化漏斗").wait_for()
     assert await page.get_by_test_id("funnel").filter(has_text="订单金额").count() == 1
     assert tab.dialogs == [] and tab.errors == []
+
+
+async def test_admin_tunes_the_churn_rules(tab, ctx, live_server):
+    api = await make_inbox(ctx)
+    cid = await make_contact(ctx, name="老客户", identities=[(api, "u1", {})])
+    now = utcnow()
+    async with ctx.db.transaction() as s:
+        ident = await s.scalar(select(ContactIdentity).where(ContactIdentity.contact_id == cid))
+        conv = Conversation(inbox_id=api.id, contact_id=cid, identity_id=ident.id, status="resolved",
+                            created_at=now - timedelta(days=50))
+        s.add(conv)
+        await s.flush()
+        for d in (40, 45):
+            s.add(Message(conversation_id=conv.id, inbox_id=api.id, direction="in", sender_kind="contact", text="hi",
+                          created_at=now - timedelta(days=d)))
+    await make_agent(ctx, "boss", "admin")
+    page = tab.page
+    await tab.login("boss", "password-123")
+    await tab.goto("/campaigns/churn")
+    await page.get_by_test_id("churn-table").wait_for()
+    await page.get_by_test_id("churn-table").get_by_text("Nobody is at risk.").wait_for()  # 55 < 60
+    await page.get_by_test_id("churn-rules").locator("summary").click()
+    await page.get_by_test_id("rule-threshold").fill("150")
+    await page.get_by_test_id("rules-save").click()
+    await page.get_by_test_id("rules-error").filter(has_text="threshold").wait_for()
+    await page.get_by_test_id("rule-threshold").fill("50")
+    await page.get_by_test_id("rule-fading").fill("30")
+    await page.get_by_test_id("rules-save").click()
+    await page.get_by_test_id("churn-recompute").click()
+    row = page.locator(f'[data-testid="churn-row"][data-contact="{cid}"][data-score="65"]')
+    await row.wait_for()
+    assert await row.get_by_test_id("churn-reason").all_inner_texts() == [
+        "No message for 40 days (+35)", "Fewer messages: 0 in the last 30 days, 2 before (+30)"]
+    assert tab.dialogs == [] and tab.errors == []

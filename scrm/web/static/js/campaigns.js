@@ -1,12 +1,13 @@
 // Campaigns: the list with counts, a campaign's WeChat QR codes (create: temporary or permanent, with a
 // welcome message) and report, and the churn warning list with the reasons behind each score.
-import { get, post } from "./api.js";
+import { api, get, post } from "./api.js";
 import { h, replace, select } from "./dom.js";
 import { fmtTime, t } from "./i18n.js";
 import { busy, errorLine, fieldBox, fmtNum, frame, routedPage } from "./marketing.js";
 import { fmtMoney } from "./funnel.js";
 import { toast } from "./toast.js";
 import { navigate } from "./main.js";
+import { isAdmin } from "./state.js";
 
 const STATS = ["scans", "new_followers", "contacts", "first_touch_contacts", "conversations", "orders", "value"];
 
@@ -121,6 +122,34 @@ export function reasonText(r) {
   return `${t("cp.churn.rule." + r.rule, vars)} (+${r.points})`;
 }
 
+const WEIGHTS = ["silent", "fading", "unanswered", "low_csat", "open_tickets", "opted_out"];
+const LIMITS = [["threshold", 1, 100], ["silent_days", 1, 365], ["period_days", 1, 180], ["unanswered_hours", 1, 720], ["csat_days", 1, 365]];
+
+/** Admins tune the rules: each rule's points, the threshold and the periods; the conversion window too. */
+async function rulesForm(after) {
+  const settings = await get("/marketing-settings");
+  const inputs = new Map();
+  const num = (key, value, min, max) => {
+    const el = h("input", { type: "number", min, max, step: 1, value: String(value), class: "num", "data-testid": "rule-" + key });
+    inputs.set(key, el);
+    return fieldBox(t("cp.rules." + key), el);
+  };
+  const error = errorLine("rules-error");
+  const save = h("button.primary", { "data-testid": "rules-save", text: t("mk.save") });
+  save.addEventListener("click", () => busy(save, async () => {
+    error.hide();
+    const v = (k) => Number(inputs.get(k).value);
+    const churn = { weights: Object.fromEntries(WEIGHTS.map((w) => [w, v(w)])), ...Object.fromEntries(LIMITS.map(([k]) => [k, v(k)])) };
+    await api("PUT", "/marketing-settings", { settings: { conversion_window_days: v("conversion_window_days"), churn } });
+    toast(t("mk.saved"), "ok", 2000);
+    await after();
+  }, (err) => error.show(err)));
+  return h("details.mk-card", { "data-testid": "churn-rules" }, h("summary", { text: t("cp.rules.title") }),
+    h("div.qr-form", {}, WEIGHTS.map((w) => num(w, settings.churn.weights[w], 0, 100)),
+      LIMITS.map(([k, lo, hi]) => num(k, settings.churn[k], lo, hi)),
+      num("conversion_window_days", settings.conversion_window_days, 1, 90)), save, error.el);
+}
+
 async function churnView() {
   const body = h("tbody");
   const note = h("p.muted", { "data-testid": "churn-threshold" });
@@ -142,6 +171,7 @@ async function churnView() {
   }, (err) => toast(err.message)));
   return {
     el: frame("campaigns", t("cp.churn.title"), h("span.mk-actions", {}, tabs("churn"), " ", recompute), note,
+      isAdmin() ? await rulesForm(load) : null,
       h("table.grid", { "data-testid": "churn-table" },
         h("thead", {}, h("tr", {}, [t("mk.name"), t("cp.churn.score"), t("cp.churn.why")].map((x) => h("th", { text: x })))), body)),
   };

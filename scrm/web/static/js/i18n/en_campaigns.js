@@ -27,5 +27,10 @@ export const enCampaigns = {
   "mk.field.campaign": "Campaign", "mk.field.churn_risk": "Churn risk (0-100)",
   "mk.op.touched": "came through", "mk.op.not_touched": "never came through", "mk.op.first_touch": "first came through",
   "mk.op.last_touch": "last came through", "mk.op.at_risk": "is at risk", "mk.op.not_at_risk": "is not at risk",
+  "cp.rules.title": "Churn rules (admins)", "cp.rules.silent": "Points: no message for a while", "cp.rules.fading": "Points: fewer messages",
+  "cp.rules.unanswered": "Points: waiting for an answer", "cp.rules.low_csat": "Points: rated 1-2", "cp.rules.open_tickets": "Points per open ticket (max 2)",
+  "cp.rules.opted_out": "Points: opted out", "cp.rules.threshold": "At risk from score", "cp.rules.silent_days": "Silent after (days)",
+  "cp.rules.period_days": "Frequency period (days)", "cp.rules.unanswered_hours": "Unanswered after (hours)", "cp.rules.csat_days": "Ratings of the last (days)",
+  "cp.rules.conversion_window_days": "Conversion window (days)",
   "notif.churn_risk": "{count} contacts crossed the churn-risk threshold",
 };

@@ -27,5 +27,10 @@ export const zhCampaigns = {
   "mk.field.campaign": "营销活动", "mk.field.churn_risk": "流失风险分（0-100）",
   "mk.op.touched": "参与过", "mk.op.not_touched": "未参与过", "mk.op.first_touch": "首次来自",
   "mk.op.last_touch": "最近一次来自", "mk.op.at_risk": "有流失风险", "mk.op.not_at_risk": "无流失风险",
+  "cp.rules.title": "流失规则（管理员）", "cp.rules.silent": "分值：长时间未发消息", "cp.rules.fading": "分值：消息变少",
+  "cp.rules.unanswered": "分值：等待回复", "cp.rules.low_csat": "分值：评分 1-2", "cp.rules.open_tickets": "分值：每个未解决工单（最多 2 个）",
+  "cp.rules.opted_out": "分值：已退订", "cp.rules.threshold": "风险阈值", "cp.rules.silent_days": "未发消息天数",
+  "cp.rules.period_days": "频次统计周期（天）", "cp.rules.unanswered_hours": "未回复时长（小时）", "cp.rules.csat_days": "评分统计天数",
+  "cp.rules.conversion_window_days": "转化归因窗口（天）",
   "notif.churn_risk": "{count} 位联系人的流失风险超过阈值",
 };
