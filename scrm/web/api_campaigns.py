@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from scrm.db.models import Contact, Inbox, utcnow
-from scrm.db.models_campaigns import Campaign, CampaignQrCode, ChurnScore, Conversion
+from scrm.db.models_campaigns import Campaign, CampaignQrCode, ChurnScore, Conversion, TrackedLink
 from scrm.services import campaigns, churn, conversions, marketing_settings
 from scrm.services.agents import Principal
 from scrm.services.link_tracking import record_click
@@ -259,8 +259,13 @@ NOT_FOUND_PAGE = ("<!doctype html><meta charset='utf-8'><meta name='viewport' co
 
 async def click_redirect(request: web.Request) -> web.StreamResponse:
     """/r/{token}: count the click, then redirect to the URL stored for this token (never one from the request)."""
-    async with unit_of_work(request.app[CTX]) as tx:
-        url = await record_click(tx.session, request.match_info.get("token", ""), utcnow())
+    token = request.match_info.get("token", "")
+    if request.method == "HEAD":  # link checkers probe with HEAD: answer, but it is nobody's click
+        async with request.app[CTX].db.session() as s:
+            url = await s.scalar(select(TrackedLink.url).where(TrackedLink.token == token)) if len(token) <= 32 else None
+    else:
+        async with unit_of_work(request.app[CTX]) as tx:
+            url = await record_click(tx.session, token, utcnow())
     if url is None:
         return web.Response(status=404, text=NOT_FOUND_PAGE, content_type="text/html")
     return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store",

@@ -68,6 +68,8 @@ async def test_links_become_per_recipient_short_links_that_redirect_only_to_the_
     for path in (f"/r/{token}", f"/r/{token}?url=https://evil.example/", f"/r/{token}?next=//evil.example"):
         resp = await client.get(path, allow_redirects=False)
         assert resp.status == 302 and resp.headers["Location"] == "https://shop.example.com/sale?id=1", path
+    head = await client.head(f"/r/{token}", allow_redirects=False)
+    assert head.status == 302  # a link checker's HEAD is answered but not counted below
     for bad in ("/r/unknown-token", "/r/https:%2F%2Fevil.example", "/r/" + "a" * 40, "/r/%3Cscript%3E"):
         resp = await client.get(bad, allow_redirects=False)
         assert resp.status == 404 and "Location" not in resp.headers, bad
