@@ -117,6 +117,13 @@ async def test_campaign_page_qr_code_attribution_and_churn_warning(tab, ctx, liv
                        "Opted out of broadcasts (api) (+25)"]
     assert HOSTILE in await row.inner_text()
     await tab.shot("31-churn-warning")
+    # The marketer's bell has today's warning (names as text) and leads back to the list.
+    await page.reload()
+    await page.get_by_test_id("notif-count").filter(has_text="1").wait_for()
+    await page.get_by_test_id("notif-bell").click()
+    note = page.locator('[data-testid="notification"][data-kind="churn_risk"]')
+    await note.filter(has_text="1 contacts crossed the churn-risk threshold").wait_for()
+    assert "老客户" + HOSTILE in await note.inner_text()
 
     # Segments by campaign (picked by name) and by churn risk.
     await page.get_by_test_id("nav-segments").click()
