@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from scrm.db.models import Contact, Delivery
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient
 from scrm.services import wechat_mass
+from scrm.services.conversions import funnel
 
 PENDING = ("queued", "claimed", "sending")
 
@@ -85,6 +86,8 @@ async def report(session: AsyncSession, b: Broadcast) -> dict[str, Any]:
         "opted_out": opted_out,
         "by_channel": {k: dict(v) for k, v in by_channel.items()},
         "progress": round(processed / to_send, 4) if to_send else 1.0,
+        # reached -> clicked -> replied -> converted (with the orders' value): the campaign funnel
+        "funnel": await funnel(session, b, counts["sent"] + counts["delivered"], replied),
         "started_at": b.started_at,
         "finished_at": b.finished_at,
         # WeChat OA 群发: the batches and WeChat's own counts (MASSSENDJOBFINISH), None otherwise.

@@ -27,6 +27,7 @@ from sqlalchemy import JSON, Text, and_, cast, func, insert, select, text, updat
 from channels.registry import get_adapter_class
 from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Delivery, Inbox, utcnow
+from scrm.db.models_campaigns import TrackedLink
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient, Segment
 from scrm.domain import ContentType
 from scrm.services import audit, wechat_mass, wechat_subscribe
@@ -45,6 +46,7 @@ from scrm.services.broadcast_rules import (
     render,
     template_variables,
 )
+from scrm.services.link_tracking import LinkRewriter
 from scrm.services.outbox import enqueue_delivery
 from scrm.services.segments import SegmentError, members_query
 from scrm.services.uow import Tx, unit_of_work
@@ -233,14 +235,16 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
         writer = _BulkWriter(tx)
         try:
             fill = compile_template(b.template)
+            links = LinkRewriter(b.id, b.template, public_url, now)  # per-recipient short links /r/{token}
             inbox_ids: set[int] = set()
             deliveries: list[dict[str, Any]] = []
             recipients: list[dict[str, Any]] = []
+            link_rows: list[dict[str, Any]] = []
             for n, (cid, contact, d) in enumerate(decisions, 1):
                 if n % YIELD_EVERY == 0:
                     if len(recipients) >= CHUNK:
-                        await writer.write(deliveries, recipients)
-                        deliveries, recipients = [], []
+                        await writer.write(deliveries, recipients, link_rows)
+                        deliveries, recipients, link_rows = [], [], []
                     else:
                         # Let the writer read the database's answer and send the next chunk: the COPY
                         # stalls while this loop holds the event loop.
@@ -257,7 +261,10 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
                 assert d.identity is not None and d.inbox is not None
                 token = secrets.token_urlsafe(24) if d.inbox.channel_type == "email" else None
                 url = unsubscribe_url(public_url, token) if token else ""
-                text, ctype, meta = _payload(b, d, contact, token, public_url, fill(contact, {"unsubscribe_url": url}))
+                body = fill(contact, {"unsubscribe_url": url})
+                if d.mode != "mass":  # 群发 sends one identical text per batch: no per-recipient links to count
+                    body = links.rewrite(cid, body, link_rows)
+                text, ctype, meta = _payload(b, d, contact, token, public_url, body)
                 rec["unsubscribe_token"], rec["delivery_id"] = token, next(delivery_ids)
                 queued += 1
                 inbox_ids.add(d.inbox.id)
@@ -279,7 +286,7 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
                                 "metadata": meta, "automatic": False, "reply_to_external_id": None,
                                 "recipient_data": dict(d.identity.attributes)},
                 })
-            await writer.write(deliveries, recipients)
+            await writer.write(deliveries, recipients, link_rows)
             t_built = time.perf_counter()
             await writer.close()
         finally:
@@ -403,14 +410,15 @@ class _BulkWriter:
 
     def __init__(self, tx: Tx) -> None:
         self.tx = tx
-        self.queue: asyncio.Queue[tuple[list[dict[str, Any]], list[dict[str, Any]]] | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[list[dict[str, Any]], ...] | None] = asyncio.Queue()
         self.task = asyncio.create_task(self._run())
         self.busy = 0.0  # seconds spent in the database's inserts
 
-    async def write(self, deliveries: list[dict[str, Any]], recipients: list[dict[str, Any]]) -> None:
+    async def write(self, deliveries: list[dict[str, Any]], recipients: list[dict[str, Any]],
+                    links: list[dict[str, Any]] | None = None) -> None:
         if self.task.done():
             await self.task  # raises what went wrong
-        self.queue.put_nowait((deliveries, recipients))
+        self.queue.put_nowait((deliveries, recipients, links or []))
         await asyncio.sleep(0)  # let the writer send this chunk before the next one is built
 
     async def close(self) -> None:
@@ -429,8 +437,9 @@ class _BulkWriter:
             raw = await (await s.connection()).get_raw_connection()
             copy = raw.driver_connection.copy_records_to_table  # type: ignore[union-attr]
         while (item := await self.queue.get()) is not None:
-            deliveries, recipients = item
-            for table, rows in ((Delivery.__table__, deliveries), (BroadcastRecipient.__table__, recipients)):
+            deliveries, recipients, links = item
+            for table, rows in ((Delivery.__table__, deliveries), (BroadcastRecipient.__table__, recipients),
+                                (TrackedLink.__table__, links)):
                 if not rows:
                     continue
                 t0 = time.perf_counter()
@@ -524,6 +533,7 @@ async def send_test(ctx: AppContext, b: Broadcast, contact_id: int, tx: Tx) -> d
     assert d.identity is not None and d.inbox is not None
     token = "test" if d.inbox.channel_type == "email" else None
     url = unsubscribe_url(ctx.settings.server.public_url, token) if token else ""
+    # A test send keeps the written links: its clicks must not count in the report.
     text, ctype, meta = _payload(b, d, contact, token, ctx.settings.server.public_url,
                                  render(b.template, contact, {"unsubscribe_url": url}))
     inbox = await tx.session.get(Inbox, d.inbox.id)
@@ -543,6 +553,7 @@ async def preview(ctx: AppContext, tx: Tx, b: Broadcast, contact_id: int | None)
     if contact_id is not None:
         contact, idents = await _contact_and_identities(tx, contact_id, inboxes)
     now = utcnow()
+    links = LinkRewriter(b.id, b.template, ctx.settings.server.public_url, now)
     out = []
     for inbox in inboxes:
         ident = next((i for i in idents if i.inbox_id == inbox.id), None)
@@ -551,7 +562,7 @@ async def preview(ctx: AppContext, tx: Tx, b: Broadcast, contact_id: int | None)
         url = unsubscribe_url(ctx.settings.server.public_url, token) if token else ""
         text, ctype, meta = _payload(b, Decision(ident, inbox, d.mode or "message"), contact, token,
                                      ctx.settings.server.public_url,
-                                     render(b.template, contact, {"unsubscribe_url": url}))
+                                     links.preview(render(b.template, contact, {"unsubscribe_url": url})))
         try:
             limit = get_adapter_class(inbox.channel_type).capabilities.max_text_length
         except KeyError:

@@ -72,6 +72,9 @@ async def merge(tx: Tx, target_id: int, source_id: int, agent_id: int | None) ->
     await s.execute(update(BroadcastRecipient).where(BroadcastRecipient.contact_id == source_id,
                                                      BroadcastRecipient.broadcast_id.not_in(dup))
                     .values(contact_id=target_id).execution_options(synchronize_session=False))
+    from scrm.services.campaigns import merge_contacts  # campaign touches, clicks, conversions, attribution
+
+    await merge_contacts(s, target_id, source_id)
     tags = set((await s.scalars(select(ContactTag.tag).where(ContactTag.contact_id == target_id))).all())
     source_tags = set((await s.scalars(select(ContactTag.tag).where(ContactTag.contact_id == source_id))).all())
     for tag in source_tags - tags:

@@ -455,6 +455,10 @@ async def _apply_event(tx: Tx, inbox: Inbox, event: ChannelEvent) -> IngestOutco
         from scrm.services.wechat_subscribe import record_consent
 
         await record_consent(tx, identity, event.external_id, event.data["subscribe_msg"])
+    if inbox.channel_type == "wechat_oa" and kind in (ChannelEventKind.CONTACT_SUBSCRIBED, ChannelEventKind.INTERACTION):
+        from scrm.services.campaigns import touch_from_event  # campaign QR codes: attribution, welcome text
+
+        await touch_from_event(tx, inbox, contact, identity, event, now)
     contact.last_seen_at = now if creates else contact.last_seen_at
     tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id, identity_id=identity.id, change=str(kind))
     return IngestOutcome(duplicate=False, contact_id=contact.id)

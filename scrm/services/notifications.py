@@ -22,7 +22,7 @@ from scrm.db.models_desk_ui import Notification
 from scrm.services.uow import Tx
 
 NOTIFICATION_CREATED = "notification.created"
-KINDS = ("assigned", "replied", "mention", "sla_warning", "sla_breached", "snooze_ended")
+KINDS = ("assigned", "replied", "mention", "sla_warning", "sla_breached", "snooze_ended", "churn_risk")
 SNIPPET = 140
 _ASCII_NAME_CHAR = re.compile(r"[A-Za-z0-9_.\-]")
 

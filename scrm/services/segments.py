@@ -12,6 +12,8 @@ Rules are AND/OR groups: {"op": "and"|"or", "rules": [group | condition, ...]}; 
 - first_seen | last_seen: within_days | older_than_days (int), or gt | lt | between (ISO dates)
   ("no message in 30 days" = last_seen older_than_days 30)
 - conversation_label: has | not_has;  ticket_status: has | not_has (value: status or list)
+- campaign: touched | not_touched | first_touch | last_touch (value: campaign id or list)
+- churn_risk: at_risk | not_at_risk, or gt | lt | between on the 0-100 score
 """
 
 from __future__ import annotations
@@ -131,6 +133,10 @@ class _Compiler:
             raise SegmentError(f"{where}: operator must be 'subscribed' or 'opted_out'")
         if field in ("first_seen", "last_seen"):
             return self.seen(getattr(Contact, f"{field}_at"), op, value, where)
+        if field in ("campaign", "churn_risk"):
+            from scrm.services import segment_rules_campaigns
+
+            return segment_rules_campaigns.condition(field, op, value, where, SegmentError)
         raise SegmentError(f"{path}.field: unknown field {field!r}")
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""The agent's own notifications (assigned, replied, @mentions, SLA) and preferences (signature,
+"""The agent's own notifications (assigned, replied, @mentions, SLA; churn warnings for marketers) and preferences (signature,
 saved ticket filters, notification choices)."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.api_faq import register
 from scrm.web.keys import CTX
-from scrm.web.routing import API_ROUTES, SUPPORT, ApiError, api, ok, query_int
+from scrm.web.routing import ALL_ROLES, API_ROUTES, SUPPORT, ApiError, api, ok, query_int
 
 _FIRST = len(API_ROUTES)
 TAG = "notifications"
 
 
-@api("GET", "/notifications", roles=SUPPORT, tag=TAG, summary="My notifications, newest first, with the unread count",
+@api("GET", "/notifications", roles=ALL_ROLES, tag=TAG, summary="My notifications, newest first, with the unread count",
      query={"unread": "1: only unread", "kind": ", ".join(svc.KINDS) + " (mention: where I was @mentioned)",
             "before_id": "paging", "limit": "1-100 (default 30)"})
 async def list_notifications(request: web.Request, principal: Principal) -> web.Response:
@@ -35,7 +35,7 @@ async def list_notifications(request: web.Request, principal: Principal) -> web.
                "next_before_id": rows[-1].id if len(rows) == limit else None})
 
 
-@api("GET", "/notifications/unread_count", roles=SUPPORT, tag=TAG, summary="How many of my notifications are unread")
+@api("GET", "/notifications/unread_count", roles=ALL_ROLES, tag=TAG, summary="How many of my notifications are unread")
 async def unread_count(request: web.Request, principal: Principal) -> web.Response:
     async with request.app[CTX].db.session() as s:
         return ok({"unread": await svc.unread_count(s, principal.agent_id)})
@@ -48,7 +48,7 @@ class ReadIn(BaseModel):
     all: bool = Field(False, description="or all of mine")
 
 
-@api("POST", "/notifications/read", roles=SUPPORT, body=ReadIn, tag=TAG,
+@api("POST", "/notifications/read", roles=ALL_ROLES, body=ReadIn, tag=TAG,
      summary="Mark my notifications read: some ids, one conversation's, or all")
 async def mark_read(request: web.Request, principal: Principal, body: ReadIn) -> web.Response:
     if body.ids is None and body.conversation_id is None and not body.all:

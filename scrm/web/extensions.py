@@ -17,6 +17,7 @@ def add_routes(app: web.Application) -> None:
         "scrm.web.api_faq",
         "scrm.web.api_tickets",
         "scrm.web.api_marketing",
+        "scrm.web.api_campaigns",
         "scrm.web.api_desk",
         "scrm.web.api_notifications",
         "scrm.web.api_audit",

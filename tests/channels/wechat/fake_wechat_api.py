@@ -13,6 +13,13 @@ from typing import Any
 
 from aiohttp import web
 
+try:  # imported as tests.channels.wechat.fake_wechat_api (integration tests) or from this folder
+    from .fake_wechat_followers import FakeFollowers
+    from .fake_wechat_followers import add_routes as add_follower_routes
+except ImportError:
+    from fake_wechat_followers import FakeFollowers  # type: ignore[no-redef]
+    from fake_wechat_followers import add_routes as add_follower_routes  # type: ignore[no-redef]
+
 APP_ID = "wx1234567890abcdef"
 APP_SECRET = "s3cr3t-app-secret-value"
 
@@ -49,6 +56,7 @@ class FakeWeChat:
     errors: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     http_errors: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     unionids: dict[str, str] = field(default_factory=dict)  # openid -> unionid (account bound to an open platform)
+    followers: FakeFollowers = field(default_factory=FakeFollowers)  # user/get, tags, qrcode/create (i25b)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     # -- 群发 and subscription messages (issue 25 a) --
     mass_sends: list[dict[str, Any]] = field(default_factory=list)  # accepted sendall / send bodies
@@ -85,6 +93,7 @@ class FakeWeChat:
         app.router.add_get("/video/{media_id}", self._video)
         app.router.add_get("/cgi-bin/user/info", self._user_info)
         self._add_mass_routes(app)
+        add_follower_routes(self, app)
         return app
 
     # -- token ------------------------------------------------------------------------------

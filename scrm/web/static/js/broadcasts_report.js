@@ -6,6 +6,7 @@ import { fmtTime, t } from "./i18n.js";
 import { busy, channelTag, errorLine, fmtNum, frame, label, statusChip } from "./marketing.js";
 import { toast } from "./toast.js";
 import { massResults } from "./broadcasts_wechat.js";
+import { funnelView } from "./funnel.js";
 
 const REFRESH_MS = 1500;
 const STATS = ["targeted", "queued", "paused", "sent", "delivered", "failed", "skipped", "cancelled", "replied", "opted_out"];
@@ -68,6 +69,7 @@ export async function reportView(b) {
       h("strong", { text: fmtNum(rep[k]) }), h("span", { text: t("mk.report." + k) }))));
     const channels = Object.entries(rep.by_channel || {});
     replace(details,
+      funnelView(rep.funnel),
       reasonTable(t("mk.report.skipped_by_reason"), rep.skipped_by_reason, "skipped-reasons"),
       reasonTable(t("mk.report.failed_by_reason"), rep.failed_by_reason, "failed-reasons"),
       rep.wechat_mass ? massResults(rep.wechat_mass) : null,

@@ -10,7 +10,7 @@ import { notificationBell } from "./notifications.js";
 import { installShortcuts } from "./shortcuts.js";
 
 const app = document.getElementById("app");
-const MARKETING_PAGES = ["contacts", "segments", "broadcasts"];
+const MARKETING_PAGES = ["contacts", "segments", "broadcasts", "campaigns"];
 let page = null; // {name, el, destroy(), route?(path)}
 let expiredNotice = false;
 
@@ -47,7 +47,7 @@ function pageFor(path) {
   if (path === "/" || /^\/conversations\/\d+$/.test(path)) return "inbox";
   if (path === "/admin" || path.startsWith("/admin/")) return "admin";
   if (path === "/simulator") return "simulator";
-  const marketing = path.match(/^\/(contacts|segments|broadcasts)(\/|$)/);
+  const marketing = path.match(/^\/(contacts|segments|broadcasts|campaigns)(\/|$)/);
   if (marketing) return marketing[1];
   return deskPageName(path) || "notfound";
 }
@@ -141,7 +141,7 @@ function header() {
   return h("header.top", {},
     h("a.brand", { href: "/", "data-link": "" }, "scrm"), nav,
     h("div.spacer"),
-    support ? [waiting, liveEl, notificationBell()] : null, lang,
+    support ? [waiting, liveEl] : null, notificationBell(), lang, // marketers get the daily churn warning
     h("span.me", { "data-testid": "me" },
       support ? h("a", { href: "/preferences", "data-link": "", "data-testid": "nav-preferences", title: t("prefs.title") },
         h("strong", { text: me.display_name })) : h("strong", { text: me.display_name }), " ", h("span.role", { text: t("role." + me.role) })),

@@ -18,10 +18,12 @@ export function describe(n) {
   const vars = { contact: d.contact || t("contact.anonymous"), by: d.by || t("sender.agent"), count: d.count || 1,
     kind: d.sla_kind ? t("notif.sla." + d.sla_kind) : "", minutes: d.minutes_left ?? "" };
   const key = n.kind === "replied" && (d.count || 1) > 1 ? "notif.replied_many" : "notif." + n.kind;
-  return { title: t(key, vars), body: d.snippet || d.preview || "" };
+  const names = (d.contacts || []).map((c) => c.name || `#${c.id}`).join("、");
+  return { title: t(key, vars), body: d.snippet || d.preview || names };
 }
 
 function target(n) {
+  if (n.kind === "churn_risk") return "/campaigns/churn";
   if (n.conversation_id) return "/conversations/" + n.conversation_id;
   if (n.ticket_id) return "/tickets/" + n.ticket_id;
   return "/notifications";

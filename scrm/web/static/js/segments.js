@@ -51,7 +51,7 @@ async function list() {
 function incomplete(node) {
   if (!node || typeof node !== "object") return false;
   if ("field" in node) {
-    if (["is_set", "not_set"].includes(node.operator)) return false;
+    if (["is_set", "not_set", "at_risk", "not_at_risk"].includes(node.operator)) return false;
     const v = node.value;
     if (Array.isArray(v)) return v.length === 0 || v.some((x) => x === "" || x === null || Number.isNaN(x));
     return v === "" || v === undefined || v === null || Number.isNaN(v);

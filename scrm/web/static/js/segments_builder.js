@@ -1,5 +1,6 @@
 // The segment rule builder: AND/OR groups of conditions on tags, attributes, channel, subscription,
 // first/last seen, conversation labels and ticket state -- the rule shape scrm/services/segments.py compiles.
+import { get } from "./api.js";
 import { h, replace, select } from "./dom.js";
 import { t } from "./i18n.js";
 import { label, splitList } from "./marketing.js";
@@ -14,7 +15,10 @@ const TYPE_OPS = {
 const SEEN_OPS = ["within_days", "older_than_days", "gt", "lt", "between"];
 const HAS_OPS = ["has", "not_has"];
 const TICKET_STATUSES = ["new", "open", "pending", "solved", "closed"];
-const NO_VALUE = ["is_set", "not_set"];
+const CAMPAIGN_OPS = ["touched", "not_touched", "first_touch", "last_touch"];
+const CHURN_OPS = ["at_risk", "not_at_risk", "gt", "lt", "between"];
+const NO_VALUE = ["is_set", "not_set", "at_risk", "not_at_risk"];
+let campaignList = null; // [[id, name]], loaded once for the campaign condition
 const MAX_DEPTH = 3;
 
 export class RuleBuilder {
@@ -52,7 +56,7 @@ export class RuleBuilder {
       ["last_seen", t("mk.field.last_seen")], ["first_seen", t("mk.field.first_seen")],
       ["conversation_label", t("mk.field.conversation_label")], ["ticket_status", t("mk.field.ticket_status")],
       ["name", t("mk.field.name")], ["email", t("mk.field.email")], ["phone", t("mk.field.phone")],
-      ["language", t("mk.field.language")],
+      ["language", t("mk.field.language")], ["campaign", t("mk.field.campaign")], ["churn_risk", t("mk.field.churn_risk")],
     ];
     for (const d of this.defs.values()) out.push(["attributes." + d.key, `${t("mk.field.attribute")}: ${d.label} (${d.key})`]);
     return out;
@@ -62,6 +66,8 @@ export class RuleBuilder {
     if (field.startsWith("attributes.")) return TYPE_OPS[this.defs.get(field.slice(11))?.type] || TEXT_OPS;
     if (["tag", "channel", "conversation_label", "ticket_status"].includes(field)) return HAS_OPS;
     if (field === "subscription") return ["subscribed", "opted_out"];
+    if (field === "campaign") return CAMPAIGN_OPS;
+    if (field === "churn_risk") return CHURN_OPS;
     if (field === "first_seen" || field === "last_seen") return SEEN_OPS;
     return TEXT_OPS;
   }
@@ -70,6 +76,8 @@ export class RuleBuilder {
     if (NO_VALUE.includes(op)) return undefined;
     if (field === "channel" || field === "subscription") return this.channels[0];
     if (field === "ticket_status") return "open";
+    if (field === "campaign") return campaignList?.[0]?.[0] ?? "";
+    if (field === "churn_risk") return op === "between" ? [] : 60;
     if (op === "within_days" || op === "older_than_days") return 30;
     if (op === "between" || (op === "in" && field.startsWith("attributes."))) return [];
     const def = this.defs.get(field.slice(11));
@@ -152,6 +160,8 @@ export class RuleBuilder {
       sel.addEventListener("change", () => set(sel.value));
       return sel;
     }
+    if (field === "campaign") return this.campaignSelect(cond, set);
+    if (field === "churn_risk") return this.pairOrOne(cond, op, "number", (v) => (v === "" ? "" : Number(v)), input);
     if (field === "ticket_status") {
       const sel = select(TICKET_STATUSES.map((s) => [s, label("mk.ticket", s)]), Array.isArray(cond.value) ? cond.value[0] : cond.value,
         { "data-testid": "rule-value", "aria-label": t("mk.rules.value") });
@@ -186,6 +196,22 @@ export class RuleBuilder {
       }, { placeholder: t("mk.rules.tag_hint") });
     }
     return input("text", cond.value, set);
+  }
+
+  /** The campaigns by name (ids are what the rule stores); filled when the list arrives. */
+  campaignSelect(cond, set) {
+    const sel = h("select", { "data-testid": "rule-value", "aria-label": t("mk.rules.value") });
+    const fill = () => {
+      replace(sel, campaignList.map(([id, name]) => h("option", { value: String(id), text: name, selected: Number(cond.value) === id })));
+      if (campaignList.length && !campaignList.some(([id]) => id === Number(cond.value))) set(campaignList[0][0]);
+    };
+    sel.addEventListener("change", () => set(Number(sel.value)));
+    if (campaignList) fill();
+    else get("/campaigns").then((r) => {
+      campaignList = r.campaigns.map((c) => [c.id, c.name]);
+      fill();
+    }).catch(() => {});
+    return sel;
   }
 
   /** One input, or two for "between" (value [low, high]). */

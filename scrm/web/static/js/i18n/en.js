@@ -1,5 +1,6 @@
 // English dictionary. Keys are grouped by screen; {name} placeholders are filled as plain text.
 import { enMarketing } from "./en_marketing.js";
+import { enCampaigns } from "./en_campaigns.js";
 import { enDesk } from "./en_desk.js";
 import { enWecom } from "./en_wecom.js";
 import { enWechat } from "./en_wechat.js";
@@ -80,6 +81,7 @@ export const en = {
   ...enWecom, // WeCom admin
   ...enWechat, // WeChat OA 群发 and 订阅通知
   ...enMarketing, // contacts, segments, broadcasts
+  ...enCampaigns, // campaigns, QR codes, funnel, churn warning
   ...enDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
   ...enWebchat, // web chat inbox settings
 };

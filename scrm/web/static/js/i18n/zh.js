@@ -1,5 +1,6 @@
 // 中文词典。键按页面分组；{name} 占位符以纯文本填充。
 import { zhMarketing } from "./zh_marketing.js";
+import { zhCampaigns } from "./zh_campaigns.js";
 import { zhDesk } from "./zh_desk.js";
 import { zhWecom } from "./zh_wecom.js";
 import { zhWechat } from "./zh_wechat.js";
@@ -80,6 +81,7 @@ export const zh = {
   ...zhWecom, // WeCom admin
   ...zhWechat, // WeChat OA 群发 and 订阅通知
   ...zhMarketing, // contacts, segments, broadcasts
+  ...zhCampaigns, // campaigns, QR codes, funnel, churn warning
   ...zhDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
   ...zhWebchat, // web chat inbox settings
 };
