@@ -88,6 +88,9 @@ async def test_a_new_worker_resumes_the_inbox_at_once_and_only_the_dead_workers_
 
         await wait_for(lambda: _all_done(statuses), timeout=40, interval=0.1)
         all_done_after = time.monotonic() - started
+        after = [c for c in api.calls[calls_before:] if c.method == "sendMessage"]
+        first_affected = min((c.at for c in after if str(c.params.get("chat_id")) in affected), default=float("inf"))
+        early_chats = {str(c.params.get("chat_id")) for c in after if c.at < first_affected}
         async with ctx.db.session() as s:
             rows = (await s.execute(select(Delivery.id, Delivery.status, Delivery.last_error,
                                            Delivery.payload))).all()
@@ -103,8 +106,11 @@ async def test_a_new_worker_resumes_the_inbox_at_once_and_only_the_dead_workers_
 
     print(f"resumed after {resumed_after:.3f} s; {len(affected)} of {CHATS} chats affected; "
           f"all done after {all_done_after:.1f} s")
-    # The rest of the inbox went on within a second of the new worker starting.
-    assert resumed_after < 1.0, f"the inbox resumed {resumed_after:.2f} s after the new worker started"
+    # The rest of the inbox went on at once: every chat the dead worker did not hold got its messages going
+    # before any chat it held was released (those wait for its missed heartbeats). An order, not a timing,
+    # so a loaded machine cannot fail it; the seconds are printed above.
+    others = {str(c.params.get("chat_id")) for c in after} - affected
+    assert others and early_chats >= others, f"only {len(early_chats)} of {len(others)} chats went on first"
     # The dead worker's `sending` rows may have reached Telegram: reported, never resent; all else sent.
     failed = {r.id for r in rows if r.status == "failed"}
     assert failed == sending
