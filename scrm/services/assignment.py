@@ -8,15 +8,17 @@ when nobody qualifies it stays unassigned in the queue.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, exists, func, or_, select
 
 from scrm import events as ev
-from scrm.db.models import Agent, Conversation
+from scrm.db.models import Agent, Conversation, Inbox
 from scrm.db.models_desk import ConversationStats, Team, TeamMember
 from scrm.services.conversation_turns import wait_turn
 from scrm.services.conversations import add_system_note
+from scrm.services.inbox_access import visible_inbox_ids
 from scrm.services.uow import Tx
 
 OPEN_STATUSES = ("open", "pending", "snoozed")
@@ -97,6 +99,11 @@ def pick_round_robin(candidates: Sequence[int], last: int | None, counts: dict[i
     return None
 
 
+def sees_inbox(inbox_id: int) -> Any:
+    """Agent rows that may see the inbox: round robin never hands a conversation to someone who cannot open it."""
+    return or_(Agent.role == "admin", exists(visible_inbox_ids(Agent.id).where(Inbox.id == inbox_id)))
+
+
 async def auto_assign(tx: Tx, conv: Conversation, *, exclude: Sequence[int] = ()) -> int | None:
     """Assign a queued conversation to the next online team member; returns the agent id or None."""
     if conv.assignee_id is not None or conv.status not in OPEN_STATUSES:
@@ -109,7 +116,8 @@ async def auto_assign(tx: Tx, conv: Conversation, *, exclude: Sequence[int] = ()
     assert team is not None
     online = list((await tx.session.scalars(
         select(Agent.id).join(TeamMember, TeamMember.agent_id == Agent.id)
-        .where(TeamMember.team_id == team.id, Agent.active.is_(True), Agent.availability == "online")
+        .where(TeamMember.team_id == team.id, Agent.active.is_(True), Agent.availability == "online",
+               sees_inbox(conv.inbox_id))
     )).all())
     online = [a for a in online if a not in exclude]
     agent_id = pick_round_robin(online, team.last_assigned_agent_id, await open_counts(tx, online),
@@ -138,7 +146,8 @@ async def assign_team(tx: Tx, conv: Conversation, team_id: int) -> int | None:
         raise AssignmentError(f"team {team_id} does not exist")
     online = list((await tx.session.scalars(
         select(Agent.id).join(TeamMember, TeamMember.agent_id == Agent.id)
-        .where(TeamMember.team_id == team.id, Agent.active.is_(True), Agent.availability == "online")
+        .where(TeamMember.team_id == team.id, Agent.active.is_(True), Agent.availability == "online",
+               sees_inbox(conv.inbox_id))
     )).all())
     agent_id = pick_round_robin(online, team.last_assigned_agent_id, await open_counts(tx, online),
                                 team.max_open_per_agent)
