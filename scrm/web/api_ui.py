@@ -11,6 +11,7 @@ from sqlalchemy import select
 from channels.registry import available_channel_types, get_adapter_class
 from scrm.db.models import ContactIdentity, Conversation, Inbox, Message
 from scrm.services.agents import Principal
+from scrm.web.access import require_inbox
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int, query_int
 from scrm.web.serializers import iso
@@ -82,6 +83,7 @@ async def channel_types(request: web.Request, principal: Principal) -> web.Respo
 async def simulator_messages(request: web.Request, principal: Principal) -> web.Response:
     ctx = request.app[CTX]
     inbox_id = path_int(request, "inbox_id")
+    await require_inbox(request, principal, inbox_id)
     sender = (request.query.get("sender") or "").strip()
     if not sender:
         raise ApiError(400, "query parameter sender is required", "bad_query")
