@@ -8,17 +8,16 @@ when nobody qualifies it stays unassigned in the queue.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy import delete, func, or_, select
 
 from scrm import events as ev
-from scrm.db.models import Agent, Conversation, Inbox
+from scrm.db.models import Agent, Conversation
 from scrm.db.models_desk import ConversationStats, Team, TeamMember
 from scrm.services.conversation_turns import wait_turn
 from scrm.services.conversations import add_system_note
-from scrm.services.inbox_access import visible_inbox_ids
+from scrm.services.inbox_access import sees_inbox
 from scrm.services.uow import Tx
 
 OPEN_STATUSES = ("open", "pending", "snoozed")
@@ -97,11 +96,6 @@ def pick_round_robin(candidates: Sequence[int], last: int | None, counts: dict[i
         if counts.get(agent, 0) < limit:
             return agent
     return None
-
-
-def sees_inbox(inbox_id: int) -> Any:
-    """Agent rows that may see the inbox: round robin never hands a conversation to someone who cannot open it."""
-    return or_(Agent.role == "admin", exists(visible_inbox_ids(Agent.id).where(Inbox.id == inbox_id)))
 
 
 async def auto_assign(tx: Tx, conv: Conversation, *, exclude: Sequence[int] = ()) -> int | None:

@@ -19,7 +19,7 @@ from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
-from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Ticket
+from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, Inbox, Ticket
 from scrm.db.models_access import InboxAgent, InboxTeam
 from scrm.db.models_desk import TeamMember
 from scrm.services.agents import Principal
@@ -31,12 +31,18 @@ def _open_inbox() -> Any:
     return and_(~exists().where(InboxAgent.inbox_id == Inbox.id), ~exists().where(InboxTeam.inbox_id == Inbox.id))
 
 
-def visible_inbox_ids(agent_id: int) -> Select[tuple[int]]:
-    """SELECT of the inbox ids `agent_id` may see as a non-admin (embed with .in_())."""
+def visible_inbox_ids(agent_id: int | Any) -> Select[tuple[int]]:
+    """SELECT of the inbox ids `agent_id` may see as a non-admin (embed with .in_()); `agent_id` may be a
+    column (Agent.id) for a correlated check."""
     member = exists().where(InboxAgent.inbox_id == Inbox.id, InboxAgent.agent_id == agent_id)
     via_team = exists().where(InboxTeam.inbox_id == Inbox.id, TeamMember.team_id == InboxTeam.team_id,
                               TeamMember.agent_id == agent_id)
     return select(Inbox.id).where(or_(_open_inbox(), member, via_team))
+
+
+def sees_inbox(inbox_id: int) -> Any:
+    """A condition on Agent rows: may see the inbox (assignment and @mentions never reach anyone else)."""
+    return or_(Agent.role == "admin", exists(visible_inbox_ids(Agent.id).where(Inbox.id == inbox_id)))
 
 
 def scope(principal: Principal | None) -> Select[tuple[int]] | None:

@@ -104,6 +104,7 @@ async def _save_team(request: web.Request, body: assignment.TeamIn, team_id: int
         async with unit_of_work(request.app[CTX]) as tx:
             team = await assignment.save_team(tx, body, team_id)
             data = await _team_json(tx, team)
+            tx.emit("inbox.members_changed", team_id=team.id)  # a team may give its members an inbox
     except assignment.AssignmentError as exc:
         raise ApiError(404 if "not found" in str(exc) else 400, str(exc), "invalid_team") from None
     return ok({"team": data}, 200 if team_id else 201)

@@ -12,7 +12,6 @@ from scrm.db.models_access import InboxAgent, InboxTeam
 from scrm.db.models_desk import Team
 from scrm.services import audit, inbox_access
 from scrm.services.agents import Principal
-from scrm.services.assignment import sees_inbox
 from scrm.services.uow import unit_of_work
 from scrm.web.api_faq import register
 from scrm.web.keys import CTX
@@ -63,7 +62,7 @@ async def put_members(request: web.Request, principal: Principal, body: MembersI
         # An assignee who lost the inbox could no longer open their own conversation: put it back in the queue.
         lost = (await s.scalars(
             select(Conversation.id).join(Agent, Agent.id == Conversation.assignee_id)
-            .where(Conversation.inbox_id == inbox_id, Conversation.status != "resolved", ~sees_inbox(inbox_id))
+            .where(Conversation.inbox_id == inbox_id, Conversation.status != "resolved", ~inbox_access.sees_inbox(inbox_id))
         )).all()
         for cid in lost:
             conv = await s.get(Conversation, cid)
