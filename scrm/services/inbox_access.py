@@ -34,9 +34,11 @@ def _open_inbox() -> Any:
 def visible_inbox_ids(agent_id: int | Any) -> Select[tuple[int]]:
     """SELECT of the inbox ids `agent_id` may see as a non-admin (embed with .in_()); `agent_id` may be a
     column (Agent.id) for a correlated check."""
-    member = exists().where(InboxAgent.inbox_id == Inbox.id, InboxAgent.agent_id == agent_id)
+    # correlate_except: with agent_id = Agent.id the agents row comes from the outermost query.
+    member = exists().where(InboxAgent.inbox_id == Inbox.id, InboxAgent.agent_id == agent_id
+                            ).correlate_except(InboxAgent)
     via_team = exists().where(InboxTeam.inbox_id == Inbox.id, TeamMember.team_id == InboxTeam.team_id,
-                              TeamMember.agent_id == agent_id)
+                              TeamMember.agent_id == agent_id).correlate_except(InboxTeam, TeamMember)
     return select(Inbox.id).where(or_(_open_inbox(), member, via_team))
 
 

@@ -354,12 +354,13 @@ def _group(request: web.Request) -> str:
 async def get_report(request: web.Request, principal: Principal) -> web.Response:
     start, end, tz = await _range(request)
     group = _group(request)
-    async with request.app[CTX].db.session() as s, reports.inbox_scope(inbox_access.scope(principal)):
-        report = await reports.build(s, start, end, group)
-        report["timeseries"] = await reports.timeseries(s, start, end, tz)
-        report["unanswered_top"] = await reports.unanswered_top(s, start, end)
-        report["faq_top"] = await reports.faq_top(s, start, end)
-        report["broadcasts"] = await reports.broadcast_summaries(s, start, end)
+    with reports.inbox_scope(inbox_access.scope(principal)):
+        async with request.app[CTX].db.session() as s:
+            report = await reports.build(s, start, end, group)
+            report["timeseries"] = await reports.timeseries(s, start, end, tz)
+            report["unanswered_top"] = await reports.unanswered_top(s, start, end)
+            report["faq_top"] = await reports.faq_top(s, start, end)
+            report["broadcasts"] = await reports.broadcast_summaries(s, start, end)
     report["timezone"] = tz
     return ok(report)
 
@@ -373,16 +374,18 @@ def _csv(name: str, text: str) -> web.Response:
 async def report_csv(request: web.Request, principal: Principal) -> web.Response:
     start, end, _ = await _range(request)
     group = _group(request)
-    async with request.app[CTX].db.session() as s, reports.inbox_scope(inbox_access.scope(principal)):
-        report = await reports.build(s, start, end, group)
+    with reports.inbox_scope(inbox_access.scope(principal)):
+        async with request.app[CTX].db.session() as s:
+            report = await reports.build(s, start, end, group)
     return _csv(f"report-{group}-{start.date()}-{(end - timedelta(days=1)).date()}.csv", reports.to_csv(report["rows"]))
 
 
 @api("GET", "/desk/reports/timeseries.csv", roles=SUPPORT, query=REPORT_QUERY, summary="Daily figures as CSV", tag=TAG)
 async def timeseries_csv(request: web.Request, principal: Principal) -> web.Response:
     start, end, tz = await _range(request)
-    async with request.app[CTX].db.session() as s, reports.inbox_scope(inbox_access.scope(principal)):
-        rows = await reports.timeseries(s, start, end, tz)
+    with reports.inbox_scope(inbox_access.scope(principal)):
+        async with request.app[CTX].db.session() as s:
+            rows = await reports.timeseries(s, start, end, tz)
     return _csv(f"daily-{start.date()}.csv", reports.to_csv(rows, ("day", "opened", "resolved", "messages_in", "messages_out")))
 
 
@@ -396,9 +399,10 @@ async def csat_results(request: web.Request, principal: Principal) -> web.Respon
     if "agent_id" in request.query:
         stmt = stmt.where(CsatSurvey.agent_id == query_int(request, "agent_id", 0, 1, 2**62))
     stmt = stmt.where(*_inbox_in(CsatSurvey.inbox_id, principal))
-    async with request.app[CTX].db.session() as s, reports.inbox_scope(inbox_access.scope(principal)):
-        rows = (await s.scalars(stmt)).all()
-        summary = await reports.csat(s, start, end, "none")
+    with reports.inbox_scope(inbox_access.scope(principal)):
+        async with request.app[CTX].db.session() as s:
+            rows = (await s.scalars(stmt)).all()
+            summary = await reports.csat(s, start, end, "none")
     return ok({"answers": [_row(r, "id", "conversation_id", "inbox_id", "agent_id", "team_id", "ticket_id", "rating",
                                 "comment", "asked_at", "answered_at") for r in rows],
                "summary": summary.get("all", {})})
