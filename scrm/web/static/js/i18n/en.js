@@ -3,6 +3,7 @@ import { enMarketing } from "./en_marketing.js";
 import { enDesk } from "./en_desk.js";
 import { enWecom } from "./en_wecom.js";
 import { enWebchat } from "./en_webchat.js";
+import { enAccess } from "./en_access.js";
 export const en = {
   "loading": "Loading…",
   "nav.inbox": "Inbox", "nav.admin": "Admin", "nav.simulator": "Customer simulator",
@@ -80,4 +81,5 @@ export const en = {
   ...enMarketing, // contacts, segments, broadcasts
   ...enDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
   ...enWebchat, // web chat inbox settings
+  ...enAccess, // inbox membership
 };

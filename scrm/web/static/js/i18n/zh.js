@@ -3,6 +3,7 @@ import { zhMarketing } from "./zh_marketing.js";
 import { zhDesk } from "./zh_desk.js";
 import { zhWecom } from "./zh_wecom.js";
 import { zhWebchat } from "./zh_webchat.js";
+import { zhAccess } from "./zh_access.js";
 export const zh = {
   "loading": "加载中…",
   "nav.inbox": "收件箱", "nav.admin": "管理", "nav.simulator": "客户模拟器",
@@ -80,4 +81,5 @@ export const zh = {
   ...zhMarketing, // contacts, segments, broadcasts
   ...zhDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
   ...zhWebchat, // web chat inbox settings
+  ...zhAccess, // inbox membership
 };
