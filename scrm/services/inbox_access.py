@@ -64,9 +64,16 @@ def contact_filter(principal: Principal | None) -> list[Any]:
     """WHERE conditions limiting Contact rows for an agent (marketers and admins see every contact)."""
     if principal is None or principal.role != "agent":
         return []
-    ids = visible_inbox_ids(principal.agent_id)
-    return [or_(exists().where(ContactIdentity.contact_id == Contact.id, ContactIdentity.inbox_id.in_(ids)),
-                ~exists().where(ContactIdentity.contact_id == Contact.id))]
+    return [_contact_visible(Contact.id, visible_inbox_ids(principal.agent_id))]
+
+
+def _contact_visible(contact_id: Any, ids: Select[tuple[int]]) -> Any:
+    """The contact has an identity in a visible inbox, or none at all. Scalar subqueries with LIMIT 1 are index
+    probes per listed row; EXISTS inside OR would make PostgreSQL hash every identity on each request."""
+    def first(*conds: Any) -> Any:
+        return select(ContactIdentity.id).where(ContactIdentity.contact_id == contact_id, *conds).limit(1).scalar_subquery()
+
+    return or_(first(ContactIdentity.inbox_id.in_(ids)).is_not(None), first().is_(None))
 
 
 def ticket_filter(principal: Principal | None) -> list[Any]:
@@ -74,10 +81,11 @@ def ticket_filter(principal: Principal | None) -> list[Any]:
     ids = scope(principal)
     if ids is None:
         return []
-    via_conv = Ticket.conversation_id.in_(select(Conversation.id).where(Conversation.inbox_id.in_(ids)))
-    no_conv = and_(Ticket.conversation_id.is_(None), or_(
-        exists().where(ContactIdentity.contact_id == Ticket.contact_id, ContactIdentity.inbox_id.in_(ids)),
-        ~exists().where(ContactIdentity.contact_id == Ticket.contact_id)))
+    # A scalar subquery: one primary-key probe per listed ticket. (EXISTS or IN here become a hash of every
+    # visible conversation, built for each list request: it grows with the conversation table.)
+    conv_inbox = select(Conversation.inbox_id).where(Conversation.id == Ticket.conversation_id).scalar_subquery()
+    via_conv = conv_inbox.in_(ids)
+    no_conv = and_(Ticket.conversation_id.is_(None), _contact_visible(Ticket.contact_id, ids))
     return [or_(via_conv, no_conv)]
 
 
