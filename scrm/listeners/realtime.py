@@ -8,6 +8,7 @@ REST API would answer it) so a thousand open tabs cost one query, not a thousand
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from scrm import events as ev
-from scrm.db.models import Agent, Contact, Conversation, ConversationLabel, Inbox, Message
+from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, ConversationLabel, Inbox, Message
 from scrm.web.serializers import conversation_json, message_json
 
 if TYPE_CHECKING:
@@ -47,7 +48,12 @@ class Client:
     ws: web.WebSocketResponse
     agent_id: int
     role: str
+    inboxes: frozenset[int] | None = None  # the inboxes this agent sees; None: all (admins)
     queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+
+    def sees(self, inboxes: frozenset[int] | None) -> bool:
+        """Whether an event about `inboxes` (None: not about any inbox) may reach this tab."""
+        return inboxes is None or self.inboxes is None or not self.inboxes.isdisjoint(inboxes)
 
     def offer(self, frame: str) -> bool:
         """Queue a frame; False when the tab cannot keep up."""
@@ -81,8 +87,11 @@ class Hub:
     def remove(self, client: Client) -> None:
         self.clients.discard(client)
 
-    def broadcast(self, frame: str) -> None:
+    def broadcast(self, frame: str, inboxes: frozenset[int] | None = None) -> None:
+        """Queue `frame` for every tab whose agent sees one of `inboxes` (None: every tab)."""
         for client in list(self.clients):
+            if not client.sees(inboxes):
+                continue
             if not client.offer(frame):
                 log.warning("closing a realtime socket of agent %s: %d frames behind", client.agent_id, QUEUE_LIMIT)
                 self.clients.discard(client)
@@ -131,6 +140,49 @@ async def enrich(ctx: AppContext, event: ev.Event) -> dict[str, Any]:
     return {"type": "event", "name": event.name, "id": event.id, "at": event.at, "data": data}
 
 
+MEMBERS_CHANGED = "inbox.members_changed"
+_INBOX_OF: collections.OrderedDict[int, int] = collections.OrderedDict()  # conversation -> inbox (never changes)
+_INBOX_OF_MAX = 50_000
+
+
+async def event_inboxes(ctx: AppContext, event: ev.Event) -> frozenset[int] | None:
+    """The inboxes an event is about (whose agents may see it), or None for events about no inbox."""
+    data = event.data
+    cid = data.get("conversation_id")
+    if isinstance(cid, int):
+        inbox = _INBOX_OF.get(cid)
+        if inbox is None:
+            async with ctx.db.session() as s:
+                inbox = await s.scalar(select(Conversation.inbox_id).where(Conversation.id == cid))
+            if inbox is None:
+                return frozenset()  # a conversation nobody can see (deleted): tell no agent but admins
+            _INBOX_OF[cid] = inbox
+            if len(_INBOX_OF) > _INBOX_OF_MAX:
+                _INBOX_OF.popitem(last=False)
+        return frozenset({inbox})
+    if event.name == ev.CONTACT_UPDATED and isinstance(data.get("contact_id"), int):
+        async with ctx.db.session() as s:
+            ids = frozenset((await s.scalars(select(ContactIdentity.inbox_id)
+                                             .where(ContactIdentity.contact_id == data["contact_id"]))).all())
+        return ids or None  # a contact on no inbox is everybody's
+    if isinstance(data.get("inbox_id"), int):
+        return frozenset({data["inbox_id"]})
+    return None
+
+
+async def refresh_visibility(ctx: AppContext, hub: Hub) -> None:
+    """Re-read every agent tab's visible inboxes (after an admin changed an inbox's members)."""
+    clients = [c for c in list(hub.clients) if c.role != "admin"]
+    if not clients:
+        return
+    from scrm.services.inbox_access import visible_inbox_set
+
+    async with ctx.db.session() as s:
+        by_agent = {a: await visible_inbox_set(s, a, "agent") for a in {c.agent_id for c in clients}}
+    for client in clients:
+        client.inboxes = by_agent[client.agent_id]
+
+
 def install(ctx: AppContext) -> list[Callable[[], None]]:
     """Subscribe the fan-out to the bus; one worker enriches in arrival order, so frames never go back in time."""
     hub = hub_for(ctx)
@@ -139,7 +191,7 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     def wanted(event: ev.Event) -> bool:
         if event.name == ev.DELIVERY_UPDATED and not event.data.get("conversation_id"):
             return False  # a broadcast delivery: 100k of them would swamp every agent's tab (the report page polls)
-        return event.name in PUSHED and bool(hub.clients)
+        return (event.name in PUSHED or event.name == MEMBERS_CHANGED) and bool(hub.clients)
 
     async def on_event(event: ev.Event) -> None:
         pending.put_nowait(event)
@@ -147,12 +199,23 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     async def worker() -> None:
         while True:
             event = await pending.get()
+            if event.name == MEMBERS_CHANGED:
+                try:
+                    await refresh_visibility(ctx, hub)
+                except Exception:  # noqa: BLE001 - the periodic re-read in the socket handler catches up
+                    log.exception("could not refresh inbox visibility")
+                continue
+            try:
+                inboxes = await event_inboxes(ctx, event)
+            except Exception:  # noqa: BLE001 - unknown inbox: only admins get it (never leak on an error)
+                log.exception("could not tell the inbox of %s", event.name)
+                inboxes = frozenset()
             try:
                 frame = await enrich(ctx, event)
             except Exception:  # noqa: BLE001 - a database hiccup must not stop live updates
                 log.exception("could not enrich %s; sending ids only", event.name)
                 frame = {"type": "event", "name": event.name, "id": event.id, "at": event.at, "data": event.data}
-            hub.broadcast(json.dumps(frame, ensure_ascii=False, default=str))
+            hub.broadcast(json.dumps(frame, ensure_ascii=False, default=str), inboxes)
 
     task = asyncio.get_running_loop().create_task(worker())
     def stop() -> None:

@@ -17,6 +17,7 @@ from scrm.db.models import Agent, Conversation
 from scrm.db.models_desk import ConversationStats, Team, TeamMember
 from scrm.services.conversation_turns import wait_turn
 from scrm.services.conversations import add_system_note
+from scrm.services.inbox_access import sees_inbox
 from scrm.services.uow import Tx
 
 OPEN_STATUSES = ("open", "pending", "snoozed")
@@ -109,7 +110,8 @@ async def auto_assign(tx: Tx, conv: Conversation, *, exclude: Sequence[int] = ()
     assert team is not None
     online = list((await tx.session.scalars(
         select(Agent.id).join(TeamMember, TeamMember.agent_id == Agent.id)
-        .where(TeamMember.team_id == team.id, Agent.active.is_(True), Agent.availability == "online")
+        .where(TeamMember.team_id == team.id, Agent.active.is_(True), Agent.availability == "online",
+               sees_inbox(conv.inbox_id))
     )).all())
     online = [a for a in online if a not in exclude]
     agent_id = pick_round_robin(online, team.last_assigned_agent_id, await open_counts(tx, online),
@@ -138,7 +140,8 @@ async def assign_team(tx: Tx, conv: Conversation, team_id: int) -> int | None:
         raise AssignmentError(f"team {team_id} does not exist")
     online = list((await tx.session.scalars(
         select(Agent.id).join(TeamMember, TeamMember.agent_id == Agent.id)
-        .where(TeamMember.team_id == team.id, Agent.active.is_(True), Agent.availability == "online")
+        .where(TeamMember.team_id == team.id, Agent.active.is_(True), Agent.availability == "online",
+               sees_inbox(conv.inbox_id))
     )).all())
     agent_id = pick_round_robin(online, team.last_assigned_agent_id, await open_counts(tx, online),
                                 team.max_open_per_agent)

@@ -23,6 +23,7 @@ from scrm.services import assignment, attributes
 from scrm.services import conversations as conv_svc
 from scrm.services.conversation_turns import take_turn
 from scrm.services.desk_settings import business_hours
+from scrm.services.inbox_access import agent_sees_inbox
 from scrm.services.uow import Tx, unit_of_work
 
 if TYPE_CHECKING:
@@ -332,6 +333,8 @@ async def run_action(ctx: AppContext, tx: Tx, action: Any, conv: Conversation, r
         agent = await tx.session.get(Agent, action.agent_id)
         if agent is None or not agent.active:
             return f"skipped: agent {action.agent_id} is not active"
+        if not await agent_sees_inbox(tx.session, agent.id, agent.role, conv.inbox_id):
+            return f"skipped: agent {action.agent_id} is not a member of the conversation's inbox"
         conv.assignee_id = agent.id
         tx.emit(ev.CONVERSATION_ASSIGNED, conversation_id=conv.id, assignee_id=agent.id, inbox_id=conv.inbox_id)
         return f"assigned to {agent.display_name}"

@@ -27,6 +27,7 @@ from scrm.db.models import (
 from scrm.domain import Choice
 from scrm.services import audit, notifications, preferences
 from scrm.services.conversation_turns import wait_turn
+from scrm.services.inbox_access import agent_sees_inbox
 from scrm.services.outbox import enqueue_message
 from scrm.services.reply_limits import with_reply_count
 from scrm.services.uow import Tx
@@ -204,6 +205,8 @@ async def do_assign(tx: Tx, conversation_id: int, by_agent_id: int, assignee_id:
         assignee = await tx.session.get(Agent, assignee_id)
         if assignee is None or not assignee.active:
             raise ConversationError("assignee is not an active agent", 400, "bad_assignee")
+        if not await agent_sees_inbox(tx.session, assignee.id, assignee.role, conv.inbox_id):
+            raise ConversationError("this agent is not a member of the conversation's inbox", 400, "not_inbox_member")
     conv.assignee_id = assignee_id
     tx.emit(ev.CONVERSATION_ASSIGNED, conversation_id=conv.id, assignee_id=assignee_id, inbox_id=conv.inbox_id,
             by=by_agent_id)

@@ -386,10 +386,12 @@ async def get_index(ctx: AppContext, cfg: dict[str, Any] | None = None) -> FaqIn
 
 
 async def unanswered_groups(session: AsyncSession, matcher: FaqMatcher | None = None, limit: int = 2000,
-                            threshold: float = 0.5) -> list[dict[str, Any]]:
-    """Open unanswered questions grouped by similar jieba tokens, biggest group first."""
+                            threshold: float = 0.5, visible: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Open unanswered questions grouped by similar jieba tokens, biggest group first.
+
+    `visible`: extra conditions on UnansweredQuestion (the caller's inboxes)."""
     rows = list((await session.scalars(
-        select(UnansweredQuestion).where(UnansweredQuestion.resolved.is_(False))
+        select(UnansweredQuestion).where(UnansweredQuestion.resolved.is_(False), *visible)
         .order_by(UnansweredQuestion.id.desc()).limit(limit))).all())
     rows.reverse()
     groups = group_similar([r.text for r in rows], threshold, matcher.analyzer if matcher else None)

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from scrm.db.models import Agent, Contact, Conversation, Message, utcnow
 from scrm.db.models_desk_ui import Notification
+from scrm.services.inbox_access import sees_inbox
 from scrm.services.uow import Tx
 
 NOTIFICATION_CREATED = "notification.created"
@@ -116,7 +117,7 @@ async def record_mentions(tx: Tx, message: Message, conv: Conversation, author_i
         return []
     agents = (await tx.session.execute(
         select(Agent.id, Agent.login, Agent.display_name)
-        .where(Agent.active.is_(True), Agent.role.in_(("admin", "agent"))))).all()
+        .where(Agent.active.is_(True), Agent.role.in_(("admin", "agent")), sees_inbox(conv.inbox_id)))).all()
     mentioned = [a for a in find_mentions(message.text, [(r[0], r[1], r[2]) for r in agents]) if a != author_id]
     if not mentioned:
         return []

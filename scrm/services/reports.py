@@ -7,7 +7,9 @@ at rank ceil(p*n)): percentile_disc on PostgreSQL, the same rank picked with win
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -21,6 +23,26 @@ from scrm.db.models_desk import ConversationStats, CsatSurvey, FaqOutcome, Team
 
 GroupBy = Literal["none", "inbox", "channel", "team", "agent"]
 GROUPS: tuple[str, ...] = ("none", "inbox", "channel", "team", "agent")
+# The inboxes the reader may see (a SELECT of ids), or None for all. A context variable rather than a
+# parameter: every section builds its queries through _source(), which applies it in one place.
+_INBOX_SCOPE: ContextVar[Any | None] = ContextVar("report_inbox_scope", default=None)
+
+
+@contextlib.contextmanager
+def inbox_scope(ids: Any | None) -> Iterator[None]:
+    """Within the block, every report figure counts only conversations of these inboxes (None: all)."""
+    token = _INBOX_SCOPE.set(ids)
+    try:
+        yield
+    finally:
+        _INBOX_SCOPE.reset(token)
+
+
+def _scoped(col: Any) -> list[Any]:
+    ids = _INBOX_SCOPE.get()
+    return [] if ids is None else [col.in_(ids)]
+
+
 REPORTS = ("volume", "messages", "response_times", "deflection", "faq", "sla", "csat", "timeseries")
 
 
@@ -33,6 +55,7 @@ def _source(group: str, source: str) -> tuple[ColumnElement[Any], Any]:
                  "csat": CsatSurvey.inbox_id, "faq": FaqOutcome.inbox_id}[source]
 
     def joins(q: Any) -> Any:
+        q = q.where(*_scoped(inbox_col))
         if group == "channel":
             q = q.join(Inbox, Inbox.id == inbox_col)
         if group in ("agent", "team") and source in conv_on and not (group == "team" and source == "stats"):
@@ -177,7 +200,7 @@ async def faq_top(s: AsyncSession, start: datetime, end: datetime, limit: int = 
     count = func.count().label("n")
     q = (select(FaqOutcome.entry_key, count, func.avg(FaqOutcome.confidence))
          .where(_in(FaqOutcome.created_at, start, end), FaqOutcome.outcome.in_(("answer", "picked")),
-                FaqOutcome.entry_key.is_not(None))
+                FaqOutcome.entry_key.is_not(None), *_scoped(FaqOutcome.inbox_id))
          .group_by(FaqOutcome.entry_key).order_by(count.desc(), FaqOutcome.entry_key).limit(limit))
     rows = (await s.execute(q)).all()
     keys = [k for k, _, _ in rows]
@@ -240,7 +263,7 @@ async def timeseries(s: AsyncSession, start: datetime, end: datetime, tz: str = 
     for name, col, extra in (("opened", Conversation.created_at, None),
                              ("resolved", Conversation.resolved_at, Conversation.status == "resolved")):
         d = _day_expr(col, dialect, offset, tz).label("d")
-        q = select(d, func.count()).where(_in(col, start, end))
+        q = select(d, func.count()).where(_in(col, start, end), *_scoped(Conversation.inbox_id))
         if extra is not None:
             q = q.where(extra)
         for day, n in (await s.execute(q.group_by(d))).all():
@@ -248,7 +271,8 @@ async def timeseries(s: AsyncSession, start: datetime, end: datetime, tz: str = 
             days.setdefault(day, {"opened": 0, "resolved": 0, "messages_in": 0, "messages_out": 0})[name] = n
     d = _day_expr(Message.created_at, dialect, offset, tz).label("d")
     q = (select(d, Message.direction, func.count())
-         .where(_in(Message.created_at, start, end), Message.private.is_(False), Message.sender_kind != "system")
+         .where(_in(Message.created_at, start, end), Message.private.is_(False), Message.sender_kind != "system",
+                *_scoped(Message.inbox_id))
          .group_by(d, Message.direction))
     for day, direction, n in (await s.execute(q)).all():
         day = _day_key(day)
@@ -319,7 +343,9 @@ async def unanswered_top(s: AsyncSession, start: datetime, end: datetime, limit:
     from scrm.db.models import UnansweredQuestion
 
     texts = list((await s.scalars(
-        select(UnansweredQuestion.text).where(_in(UnansweredQuestion.created_at, start, end))
+        select(UnansweredQuestion.text).where(_in(UnansweredQuestion.created_at, start, end), *(
+            [UnansweredQuestion.conversation_id.in_(select(Conversation.id).where(*conv))]
+            if (conv := _scoped(Conversation.inbox_id)) else []))
         .order_by(UnansweredQuestion.id.desc()).limit(scan)
     )).all())
     groups = sorted(group_similar(texts), key=lambda g: (-len(g), g[0])) if texts else []

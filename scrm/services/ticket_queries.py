@@ -4,6 +4,7 @@ clocks in business time (from its conversation's SLA clock)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -107,9 +108,12 @@ def conditions(f: TicketFilter, me: int, now: datetime | None = None) -> tuple[l
 
 
 async def list_tickets(session: AsyncSession, f: TicketFilter, me: int, *, before_id: int | None = None,
-                       limit: int = 25) -> tuple[list[dict[str, Any]], int | None]:
-    """A page of tickets (with contact, assignee, team names and SLA state) and the next page's cursor."""
+                       limit: int = 25, visible: Sequence[Any] = ()) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of tickets (with contact, assignee, team names and SLA state) and the next page's cursor.
+
+    `visible`: extra conditions limiting the rows to the caller's inboxes (inbox_access.ticket_filter)."""
     conds, joined = conditions(f, me)
+    conds += visible
     if before_id:
         conds.append(Ticket.id < before_id)
     stmt = (select(Ticket, Contact.name, Agent.display_name, Team.name)

@@ -11,9 +11,10 @@ from sqlalchemy import delete, or_, select
 from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, ContactTag, Conversation, Inbox, Ticket
 from scrm.services import attributes as attr_svc
-from scrm.services import audit
+from scrm.services import audit, inbox_access
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
+from scrm.web.access import require_contact
 from scrm.web.keys import CTX
 from scrm.web.routing import ALL_ROLES, SUPPORT, ApiError, api, ok, path_int, query_int
 from scrm.web.serializers import contact_json, conversation_json, identity_json, ticket_json
@@ -25,7 +26,7 @@ async def list_contacts(request: web.Request, principal: Principal) -> web.Respo
     ctx = request.app[CTX]
     limit = query_int(request, "limit", 25, 1, 100)
     cursor = query_int(request, "cursor", 0, 0, 2**62)
-    stmt = select(Contact).where(Contact.merged_into_id.is_(None))
+    stmt = select(Contact).where(Contact.merged_into_id.is_(None), *inbox_access.contact_filter(principal))
     q = (request.query.get("q") or "").strip()
     if q:
         like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -42,6 +43,12 @@ async def list_contacts(request: web.Request, principal: Principal) -> web.Respo
                "next_cursor": page[-1].id if len(rows) > limit else None})
 
 
+def _inbox_in(column: Any, principal: Principal) -> list[Any]:
+    """Only a contact's identities on inboxes the caller sees (another inbox's account ids are its business)."""
+    ids = inbox_access.scope(principal)
+    return [] if ids is None else [column.in_(ids)]
+
+
 async def _tags(s: Any, ids: list[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     if ids:
@@ -56,17 +63,19 @@ async def _tags(s: Any, ids: list[int]) -> dict[int, list[str]]:
 async def get_contact(request: web.Request, principal: Principal) -> web.Response:
     ctx = request.app[CTX]
     cid = path_int(request, "id")
+    await require_contact(request, principal, cid)
     async with ctx.db.session() as s:
         contact = await s.get(Contact, cid)
         if contact is None:
             raise ApiError(404, "contact not found", "not_found")
         tags = (await _tags(s, [cid])).get(cid, [])
         idents = (await s.execute(select(ContactIdentity, Inbox).join(Inbox, Inbox.id == ContactIdentity.inbox_id)
-                                  .where(ContactIdentity.contact_id == cid))).all()
+                                  .where(ContactIdentity.contact_id == cid,
+                                         *_inbox_in(ContactIdentity.inbox_id, principal)))).all()
         convs = (await s.execute(select(Conversation, Inbox).join(Inbox, Inbox.id == Conversation.inbox_id)
-                                 .where(Conversation.contact_id == cid)
+                                 .where(Conversation.contact_id == cid, *inbox_access.conversation_filter(principal))
                                  .order_by(Conversation.last_activity_at.desc()).limit(50))).all()
-        tickets = list((await s.scalars(select(Ticket).where(Ticket.contact_id == cid).order_by(Ticket.id.desc()))).all())
+        tickets = list((await s.scalars(select(Ticket).where(Ticket.contact_id == cid, *inbox_access.ticket_filter(principal)).order_by(Ticket.id.desc()))).all())
     data = contact_json(contact, tags)
     data["identities"] = [identity_json(i, ib) for i, ib in idents]
     data["conversations"] = [conversation_json(c, inbox=ib) for c, ib in convs]
@@ -89,6 +98,7 @@ class ContactPatch(BaseModel):
 async def update_contact(request: web.Request, principal: Principal, body: ContactPatch) -> web.Response:
     ctx = request.app[CTX]
     cid = path_int(request, "id")
+    await require_contact(request, principal, cid)
     async with unit_of_work(ctx) as tx:
         contact = await tx.session.get(Contact, cid, with_for_update=True)
         if contact is None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
-from scrm.services import bulk, outreach
+from scrm.db.models import Conversation
+from scrm.services import bulk, inbox_access, outreach
 from scrm.services.agents import Principal
 from scrm.services.conversations import ConversationError
 from scrm.services.uow import unit_of_work
+from scrm.web.access import require_contact, require_inbox
 from scrm.web.api_faq import register
 from scrm.web.keys import CTX
 from scrm.web.routing import API_ROUTES, SUPPORT, ApiError, api, ok
@@ -20,7 +23,17 @@ _FIRST = len(API_ROUTES)
 @api("POST", "/conversations/bulk", roles=SUPPORT, body=bulk.BulkIn, tag="conversations",
      summary="One action on up to 100 conversations: assign, label, unlabel, resolve, reopen, snooze")
 async def bulk_action(request: web.Request, principal: Principal, body: bulk.BulkIn) -> web.Response:
-    return ok(await bulk.do_bulk(request.app[CTX], principal.agent_id, body))
+    hidden: list[int] = []
+    if (ids := inbox_access.scope(principal)) is not None:
+        async with request.app[CTX].db.session() as s:
+            seen = set((await s.scalars(select(Conversation.id).where(Conversation.id.in_(body.ids),
+                                                                       Conversation.inbox_id.in_(ids)))).all())
+        hidden = list(dict.fromkeys(i for i in body.ids if i not in seen))
+        body = body.model_copy(update={"ids": [i for i in body.ids if i in seen]})
+    result = await bulk.do_bulk(request.app[CTX], principal.agent_id, body) if body.ids else {"done": [], "failed": []}
+    # Another inbox's conversation fails exactly like a missing one.
+    result["failed"] += [{"id": i, "code": "not_found", "error": "conversation not found"} for i in hidden]
+    return ok(result)
 
 
 class StartIn(BaseModel):
@@ -34,6 +47,8 @@ class StartIn(BaseModel):
 @api("POST", "/conversations", roles=SUPPORT, body=StartIn, tag="conversations",
      summary="Write to a contact first (e-mail; Telegram to a known chat; WeChat inside its 48 h window)")
 async def start_conversation(request: web.Request, principal: Principal, body: StartIn) -> web.Response:
+    await require_contact(request, principal, body.contact_id)
+    await require_inbox(request, principal, body.inbox_id)
     try:
         async with unit_of_work(request.app[CTX]) as tx:
             conv, message = await outreach.do_start_conversation(tx, principal.agent_id, body.contact_id, body.inbox_id,

@@ -13,11 +13,12 @@ from sqlalchemy import exists, func, select, tuple_
 
 from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, ConversationLabel, Inbox, Message
 from scrm.domain import Choice
-from scrm.services import conversation_search
+from scrm.services import conversation_search, inbox_access
 from scrm.services import conversations as conv_svc
 from scrm.services.agents import Principal
 from scrm.services.reply_limits import with_reply_count
 from scrm.services.uow import unit_of_work
+from scrm.web.access import require_conversation, require_message
 from scrm.web.keys import CTX
 from scrm.web.routing import SUPPORT, ApiError, api, ok, path_int, query_int
 from scrm.web.serializers import conversation_json, identity_json, message_json
@@ -74,6 +75,7 @@ def _filters(request: web.Request, principal: Principal) -> list[Any]:
         conds.append(Conversation.inbox_id.in_(select(Inbox.id).where(Inbox.channel_type == q["channel"])))
     if q.get("label"):
         conds.append(exists().where(ConversationLabel.conversation_id == Conversation.id, ConversationLabel.label == q["label"]))
+    conds += inbox_access.conversation_filter(principal)  # one subquery on inboxes: the list stays one query
     return conds  # the text search (q) is added by list_conversations: it needs the session
 
 
@@ -126,7 +128,7 @@ async def conversation_counts(request: web.Request, principal: Principal) -> web
             func.count().filter(Conversation.assignee_id.is_(None)),
             func.count(),
             func.count().filter(Conversation.handler == "queue"),
-        ).where(open_))).one()
+        ).where(open_, *inbox_access.conversation_filter(principal)))).one()
     return ok({"mine": row[0], "unassigned": row[1], "all": row[2], "waiting": row[3]})
 
 
@@ -153,6 +155,7 @@ async def _conversation_detail(request: web.Request, cid: int) -> dict[str, Any]
      query={"limit": "messages to include (default 50)"}, tag="conversations")
 async def get_conversation(request: web.Request, principal: Principal) -> web.Response:
     cid = path_int(request, "id")
+    await require_conversation(request, principal, cid)
     data = await _conversation_detail(request, cid)
     data["messages"], data["older_cursor"] = await _messages_page(request, cid)
     return ok(data)
@@ -178,6 +181,7 @@ async def _messages_page(request: web.Request, cid: int) -> tuple[list[dict[str,
      tag="conversations")
 async def list_messages(request: web.Request, principal: Principal) -> web.Response:
     cid = path_int(request, "id")
+    await require_conversation(request, principal, cid)
     ctx = request.app[CTX]
     async with ctx.db.session() as s:
         if await s.get(Conversation, cid) is None:
@@ -211,6 +215,7 @@ async def _run(request: web.Request, fn: Any, *args: Any, **kwargs: Any) -> Any:
      summary="Reply to the customer (queued in the outbox) or add a private note (private=true)")
 async def reply(request: web.Request, principal: Principal, body: ReplyIn) -> web.Response:
     cid = path_int(request, "id")
+    await require_conversation(request, principal, cid)
     if body.private:
         note = await _run(request, conv_svc.do_note, cid, principal.agent_id, body.text or "")
         return ok(message_json(note), 201)
@@ -227,6 +232,7 @@ class AssignIn(BaseModel):
      tag="conversations")
 async def assign(request: web.Request, principal: Principal, body: AssignIn) -> web.Response:
     cid = path_int(request, "id")
+    await require_conversation(request, principal, cid)
     await _run(request, conv_svc.do_assign, cid, principal.agent_id, body.assignee_id)
     return ok(await _conversation_detail(request, cid))
 
@@ -240,6 +246,7 @@ class StatusIn(BaseModel):
      summary="Change status: open, pending, snoozed (until), resolved")
 async def set_status(request: web.Request, principal: Principal, body: StatusIn) -> web.Response:
     cid = path_int(request, "id")
+    await require_conversation(request, principal, cid)
     if body.snoozed_until is not None and body.snoozed_until.tzinfo is None:
         raise ApiError(400, "snoozed_until needs a time zone offset", "bad_time")
     await _run(request, conv_svc.do_set_status, cid, principal.agent_id, body.status, body.snoozed_until)
@@ -254,6 +261,7 @@ class HandlerIn(BaseModel):
      summary="Take over (human), hand back to the bot, or put in the queue")
 async def set_handler(request: web.Request, principal: Principal, body: HandlerIn) -> web.Response:
     cid = path_int(request, "id")
+    await require_conversation(request, principal, cid)
     await _run(request, conv_svc.do_set_handler, cid, principal.agent_id, body.handler)
     return ok(await _conversation_detail(request, cid))
 
@@ -266,19 +274,23 @@ class UpdateIn(BaseModel):
 @api("PATCH", "/conversations/{id}", roles=SUPPORT, body=UpdateIn, summary="Set priority and labels", tag="conversations")
 async def update_conversation(request: web.Request, principal: Principal, body: UpdateIn) -> web.Response:
     cid = path_int(request, "id")
+    await require_conversation(request, principal, cid)
     await _run(request, conv_svc.do_update, cid, principal.agent_id, priority=body.priority, labels=body.labels)
     return ok(await _conversation_detail(request, cid))
 
 
 @api("POST", "/conversations/{id}/read", roles=SUPPORT, summary="Mark the conversation read", tag="conversations")
 async def mark_read(request: web.Request, principal: Principal) -> web.Response:
-    await _run(request, conv_svc.do_mark_read, path_int(request, "id"))
+    cid = path_int(request, "id")
+    await require_conversation(request, principal, cid)
+    await _run(request, conv_svc.do_mark_read, cid)
     return ok({"ok": True})
 
 
 @api("POST", "/messages/{id}/retry", roles=SUPPORT, summary="Queue a failed outbound message again", tag="conversations")
 async def retry(request: web.Request, principal: Principal) -> web.Response:
     mid = path_int(request, "id")
+    await require_message(request, principal, mid)
     await _run(request, conv_svc.do_retry_delivery, mid, principal.agent_id)
     ctx = request.app[CTX]
     async with ctx.db.session() as s:

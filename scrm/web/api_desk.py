@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 
-from scrm.db.models import Ticket
+from scrm.db.models import Conversation, Ticket
 from scrm.db.models_desk import (
     AutomationLog,
     AutomationRule,
@@ -22,10 +22,11 @@ from scrm.db.models_desk import (
     WebhookDelivery,
     WebhookSubscription,
 )
-from scrm.services import assignment, automation, reports, sla, ticket_workflow, webhooks_out
+from scrm.services import assignment, automation, inbox_access, reports, sla, ticket_workflow, webhooks_out
 from scrm.services import desk_settings as settings_svc
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
+from scrm.web.access import require_ticket
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, API_ROUTES, SUPPORT, ApiError, ApiRoute, api, ok, path_int, query_int
 
@@ -103,6 +104,7 @@ async def _save_team(request: web.Request, body: assignment.TeamIn, team_id: int
         async with unit_of_work(request.app[CTX]) as tx:
             team = await assignment.save_team(tx, body, team_id)
             data = await _team_json(tx, team)
+            tx.emit("inbox.members_changed", team_id=team.id)  # a team may give its members an inbox
     except assignment.AssignmentError as exc:
         raise ApiError(404 if "not found" in str(exc) else 400, str(exc), "invalid_team") from None
     return ok({"team": data}, 200 if team_id else 201)
@@ -170,7 +172,8 @@ async def sla_status(request: web.Request, principal: Principal) -> web.Response
         raise ApiError(400, "ids must be comma-separated integers", "bad_query") from None
     async with request.app[CTX].db.session() as s:
         rows = {r.conversation_id: r for r in (await s.scalars(
-            select(ConversationStats).where(ConversationStats.conversation_id.in_(ids)))).all()}
+            select(ConversationStats).where(ConversationStats.conversation_id.in_(ids),
+                                            *_inbox_in(ConversationStats.inbox_id, principal)))).all()}
     return ok({"conversations": {str(i): sla.status_of(rows.get(i)) for i in ids}})
 
 
@@ -228,6 +231,9 @@ async def rules_log(request: web.Request, principal: Principal) -> web.Response:
     stmt = select(AutomationLog).order_by(AutomationLog.id.desc()).limit(query_int(request, "limit", 100, 1, 500))
     if "conversation_id" in request.query:
         stmt = stmt.where(AutomationLog.conversation_id == query_int(request, "conversation_id", 0, 1, 2**62))
+    if (ids := inbox_access.scope(principal)) is not None:
+        stmt = stmt.where(or_(AutomationLog.conversation_id.is_(None), AutomationLog.conversation_id.in_(
+            select(Conversation.id).where(Conversation.inbox_id.in_(ids)))))
     async with request.app[CTX].db.session() as s:
         rows = (await s.scalars(stmt)).all()
     return ok({"log": [_row(r, "id", "rule_id", "event", "conversation_id", "actions", "error", "created_at")
@@ -348,12 +354,13 @@ def _group(request: web.Request) -> str:
 async def get_report(request: web.Request, principal: Principal) -> web.Response:
     start, end, tz = await _range(request)
     group = _group(request)
-    async with request.app[CTX].db.session() as s:
-        report = await reports.build(s, start, end, group)
-        report["timeseries"] = await reports.timeseries(s, start, end, tz)
-        report["unanswered_top"] = await reports.unanswered_top(s, start, end)
-        report["faq_top"] = await reports.faq_top(s, start, end)
-        report["broadcasts"] = await reports.broadcast_summaries(s, start, end)
+    with reports.inbox_scope(inbox_access.scope(principal)):
+        async with request.app[CTX].db.session() as s:
+            report = await reports.build(s, start, end, group)
+            report["timeseries"] = await reports.timeseries(s, start, end, tz)
+            report["unanswered_top"] = await reports.unanswered_top(s, start, end)
+            report["faq_top"] = await reports.faq_top(s, start, end)
+            report["broadcasts"] = await reports.broadcast_summaries(s, start, end)
     report["timezone"] = tz
     return ok(report)
 
@@ -367,16 +374,18 @@ def _csv(name: str, text: str) -> web.Response:
 async def report_csv(request: web.Request, principal: Principal) -> web.Response:
     start, end, _ = await _range(request)
     group = _group(request)
-    async with request.app[CTX].db.session() as s:
-        report = await reports.build(s, start, end, group)
+    with reports.inbox_scope(inbox_access.scope(principal)):
+        async with request.app[CTX].db.session() as s:
+            report = await reports.build(s, start, end, group)
     return _csv(f"report-{group}-{start.date()}-{(end - timedelta(days=1)).date()}.csv", reports.to_csv(report["rows"]))
 
 
 @api("GET", "/desk/reports/timeseries.csv", roles=SUPPORT, query=REPORT_QUERY, summary="Daily figures as CSV", tag=TAG)
 async def timeseries_csv(request: web.Request, principal: Principal) -> web.Response:
     start, end, tz = await _range(request)
-    async with request.app[CTX].db.session() as s:
-        rows = await reports.timeseries(s, start, end, tz)
+    with reports.inbox_scope(inbox_access.scope(principal)):
+        async with request.app[CTX].db.session() as s:
+            rows = await reports.timeseries(s, start, end, tz)
     return _csv(f"daily-{start.date()}.csv", reports.to_csv(rows, ("day", "opened", "resolved", "messages_in", "messages_out")))
 
 
@@ -389,9 +398,11 @@ async def csat_results(request: web.Request, principal: Principal) -> web.Respon
             .order_by(CsatSurvey.id.desc()).limit(query_int(request, "limit", 100, 1, 500)))
     if "agent_id" in request.query:
         stmt = stmt.where(CsatSurvey.agent_id == query_int(request, "agent_id", 0, 1, 2**62))
-    async with request.app[CTX].db.session() as s:
-        rows = (await s.scalars(stmt)).all()
-        summary = await reports.csat(s, start, end, "none")
+    stmt = stmt.where(*_inbox_in(CsatSurvey.inbox_id, principal))
+    with reports.inbox_scope(inbox_access.scope(principal)):
+        async with request.app[CTX].db.session() as s:
+            rows = (await s.scalars(stmt)).all()
+            summary = await reports.csat(s, start, end, "none")
     return ok({"answers": [_row(r, "id", "conversation_id", "inbox_id", "agent_id", "team_id", "ticket_id", "rating",
                                 "comment", "asked_at", "answered_at") for r in rows],
                "summary": summary.get("all", {})})
@@ -413,6 +424,7 @@ class CommentIn(BaseModel):
 @api("POST", "/desk/tickets/{id}/status", roles=SUPPORT, body=TicketStatusIn,
      summary="Move a ticket (new, open, pending, solved, closed); the customer is told", tag=TAG)
 async def ticket_status(request: web.Request, principal: Principal, body: TicketStatusIn) -> web.Response:
+    await require_ticket(request, principal, path_int(request, "id"))
     try:
         async with unit_of_work(request.app[CTX]) as tx:
             t = await ticket_workflow.do_set_ticket_status(tx, path_int(request, "id"), principal.agent_id,
@@ -428,6 +440,7 @@ async def ticket_comments(request: web.Request, principal: Principal) -> web.Res
     from scrm.db.models_desk import TicketComment
 
     tid = path_int(request, "id")
+    await require_ticket(request, principal, tid)
     async with request.app[CTX].db.session() as s:
         if await s.get(Ticket, tid) is None:
             raise ApiError(404, "ticket not found", "not_found")
@@ -437,6 +450,7 @@ async def ticket_comments(request: web.Request, principal: Principal) -> web.Res
 
 @api("POST", "/desk/tickets/{id}/comments", roles=SUPPORT, body=CommentIn, summary="Add an internal comment", tag=TAG)
 async def add_ticket_comment(request: web.Request, principal: Principal, body: CommentIn) -> web.Response:
+    await require_ticket(request, principal, path_int(request, "id"))
     try:
         async with unit_of_work(request.app[CTX]) as tx:
             c = await ticket_workflow.do_add_comment(tx, path_int(request, "id"), principal.agent_id, body.text)
@@ -444,6 +458,11 @@ async def add_ticket_comment(request: web.Request, principal: Principal, body: C
     except ticket_workflow.TicketError as exc:
         raise ApiError(exc.status, str(exc), exc.code) from None
     return ok({"comment": data}, 201)
+
+
+def _inbox_in(column: Any, principal: Principal) -> list[Any]:
+    ids = inbox_access.scope(principal)
+    return [] if ids is None else [column.in_(ids)]
 
 
 MY_ROUTES: list[ApiRoute] = API_ROUTES[_FIRST:]

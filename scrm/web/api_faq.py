@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_, select
 
 from bot_flows.explain import explain, flow_trigger
-from scrm.db.models import FaqEntryRow
-from scrm.services import audit
+from scrm.db.models import Conversation, FaqEntryRow, UnansweredQuestion
+from scrm.services import audit, inbox_access
 from scrm.services import faq as faq_svc
 from scrm.services.agents import Principal
 from scrm.services.bot import get_runtime
@@ -219,7 +219,11 @@ async def unanswered(request: web.Request, principal: Principal) -> web.Response
         raise ApiError(400, "threshold must be between 0.1 and 1", "bad_query")
     index = await faq_svc.get_index(request.app[CTX])
     async with request.app[CTX].db.session() as s:
-        groups = await faq_svc.unanswered_groups(s, index.matcher, threshold=threshold)
+        visible = []
+        if (ids := inbox_access.scope(principal)) is not None:  # customers' words from other inboxes stay there
+            visible.append(or_(UnansweredQuestion.conversation_id.is_(None), UnansweredQuestion.conversation_id.in_(
+                select(Conversation.id).where(Conversation.inbox_id.in_(ids)))))
+        groups = await faq_svc.unanswered_groups(s, index.matcher, threshold=threshold, visible=visible)
     return ok({"groups": groups})
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from channels.registry import available_channel_types, get_adapter_class
 from scrm.db.models import Inbox
-from scrm.services import audit
+from scrm.services import audit, inbox_access
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
@@ -59,7 +59,9 @@ def validate_inbox_config(
 async def list_inboxes(request: web.Request, principal: Principal) -> web.Response:
     ctx = request.app[CTX]
     async with ctx.db.session() as s:
-        rows = (await s.scalars(select(Inbox).order_by(Inbox.id))).all()
+        # Agents list only the inboxes they see; marketers pick broadcast inboxes among all of them.
+        mine = [Inbox.id.in_(inbox_access.visible_inbox_ids(principal.agent_id))] if principal.role == "agent" else []
+        rows = (await s.scalars(select(Inbox).where(*mine).order_by(Inbox.id))).all()
     public = ctx.settings.server.public_url
     return ok({"items": [inbox_json(i, public_url=public) for i in rows], "channel_types": available_channel_types()})
 

@@ -17,6 +17,7 @@ from scrm.db.models import Message
 from scrm.db.models_mail import UnroutableMail
 from scrm.services.agents import Principal
 from scrm.services.unroutable import unroutable_json
+from scrm.web.access import require_message
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int, query_int
 
@@ -89,6 +90,7 @@ def _inline_images(html: str, attachments: list[dict[str, Any]]) -> str:
 @api("GET", "/messages/{id}/html", roles=SUPPORT, tag="conversations",
      summary="The sanitized HTML of an email message, for a sandboxed frame (text/html, CSP sandbox)")
 async def message_html(request: web.Request, principal: Principal) -> web.StreamResponse:
+    await require_message(request, principal, path_int(request, "id"))
     async with request.app[CTX].db.session() as s:
         message = await s.get(Message, path_int(request, "id"))
     html = (message.payload or {}).get("html") if message is not None else None

@@ -26,12 +26,13 @@ from scrm.db.models import (
 )
 from scrm.db.models_marketing import AttributeDefinition, Broadcast, BroadcastRecipient, Segment
 from scrm.services import attributes as attr_svc
-from scrm.services import audit, broadcasts, contacts_csv, contacts_merge, segments
+from scrm.services import audit, broadcasts, contacts_csv, contacts_merge, inbox_access, segments
 from scrm.services.agents import Principal
 from scrm.services.attributes import AttributeError_, check_definition
 from scrm.services.broadcast_report import effective_status, recipients_csv, report
 from scrm.services.optout import opt_out
 from scrm.services.uow import unit_of_work
+from scrm.web.access import require_contact
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, ALL_ROLES, API_ROUTES, ApiError, ApiRoute, api, ok, path_int
 from scrm.web.serializers import contact_json, iso
@@ -56,6 +57,8 @@ class MergeIn(BaseModel):
 @api("POST", "/contact-merges", roles=ALL_ROLES, body=MergeIn, tag="contacts",
      summary="Merge source into target: identities, conversations, tickets, tags and attributes move")
 async def merge_contacts(request: web.Request, principal: Principal, body: MergeIn) -> web.Response:
+    await require_contact(request, principal, body.target_id)
+    await require_contact(request, principal, body.source_id)
     try:
         async with unit_of_work(request.app[CTX]) as tx:
             result = await contacts_merge.merge(tx, body.target_id, body.source_id, principal.agent_id)
@@ -68,7 +71,12 @@ async def merge_contacts(request: web.Request, principal: Principal, body: Merge
      summary="Contacts that share a verified email or phone")
 async def merge_suggestions(request: web.Request, principal: Principal) -> web.Response:
     async with unit_of_work(request.app[CTX]) as tx:
-        return ok({"suggestions": await contacts_merge.suggestions(tx)})
+        found = await contacts_merge.suggestions(tx)
+        if (conds := inbox_access.contact_filter(principal)) and found:
+            ids = {i for f in found for i in (f["target"]["id"], f["source"]["id"])}
+            seen = set((await tx.session.scalars(select(Contact.id).where(Contact.id.in_(ids), *conds))).all())
+            found = [f for f in found if f["target"]["id"] in seen and f["source"]["id"] in seen]
+        return ok({"suggestions": found})
 
 
 class DefinitionIn(BaseModel):
@@ -149,6 +157,7 @@ class AttributesIn(BaseModel):
      summary="Set typed attributes (validated; null removes); the change is on the contact's timeline")
 async def set_attributes(request: web.Request, principal: Principal, body: AttributesIn) -> web.Response:
     cid = path_int(request, "id")
+    await require_contact(request, principal, cid)
     async with unit_of_work(request.app[CTX]) as tx:
         contact = await tx.session.get(Contact, cid, with_for_update=True)
         if contact is None or contact.merged_into_id:
@@ -202,14 +211,16 @@ def _csv(body: str, filename: str) -> web.Response:
      summary="Conversations, tickets, broadcasts received and attribute changes, newest first")
 async def timeline(request: web.Request, principal: Principal) -> web.Response:
     cid = path_int(request, "id")
+    await require_contact(request, principal, cid)
     items: list[dict[str, Any]] = []
     async with request.app[CTX].db.session() as s:
         if await s.get(Contact, cid) is None:
             raise ApiError(404, "contact not found", "not_found")
-        for c in (await s.scalars(select(Conversation).where(Conversation.contact_id == cid))).all():
+        for c in (await s.scalars(select(Conversation).where(Conversation.contact_id == cid,
+                                                                  *inbox_access.conversation_filter(principal)))).all():
             items.append({"type": "conversation", "at": iso(c.created_at), "id": c.id, "status": c.status,
                           "inbox_id": c.inbox_id, "preview": c.last_message_preview})
-        for t in (await s.scalars(select(Ticket).where(Ticket.contact_id == cid))).all():
+        for t in (await s.scalars(select(Ticket).where(Ticket.contact_id == cid, *inbox_access.ticket_filter(principal)))).all():
             items.append({"type": "ticket", "at": iso(t.created_at), "id": t.id, "number": t.number,
                           "subject": t.subject, "status": t.status})
         rows = (await s.execute(select(BroadcastRecipient, Broadcast.name, Delivery.status)
@@ -279,6 +290,7 @@ async def set_tags(request: web.Request, principal: Principal, body: TagsIn) -> 
     clean = sorted({t.strip() for t in body.tags if t.strip()})
     if any(len(t) > 64 for t in clean):
         raise ApiError(400, "tags are at most 64 characters", "bad_tag")
+    await require_contact(request, principal, cid)
     async with unit_of_work(request.app[CTX]) as tx:
         contact = await tx.session.get(Contact, cid, with_for_update=True)
         if contact is None or contact.merged_into_id:

@@ -7,14 +7,16 @@ from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from scrm.db.models import Agent, Contact, Conversation, Inbox, Ticket
 from scrm.db.models_desk import Team
-from scrm.services import audit, ticket_admin, ticket_queries
+from scrm.services import audit, inbox_access, ticket_admin, ticket_queries
 from scrm.services import tickets as ticket_svc
 from scrm.services.agents import Principal
 from scrm.services.ticket_workflow import TicketError
 from scrm.services.uow import unit_of_work
+from scrm.web.access import require_contact, require_conversation, require_ticket
 from scrm.web.api_faq import register
 from scrm.web.keys import CTX
 from scrm.web.routing import API_ROUTES, SUPPORT, ApiError, api, ok, path_int, query_int
@@ -84,7 +86,8 @@ async def list_tickets(request: web.Request, principal: Principal) -> web.Respon
     try:
         async with request.app[CTX].db.session() as s:
             items, cursor = await ticket_queries.list_tickets(s, f, principal.agent_id, before_id=ids["before_id"],
-                                                              limit=limit)
+                                                              limit=limit,
+                                                              visible=inbox_access.ticket_filter(principal))
     except ticket_queries.FilterError as exc:
         raise ApiError(400, str(exc), "bad_query") from None
     return ok({"items": items, "next_before_id": cursor})
@@ -93,6 +96,7 @@ async def list_tickets(request: web.Request, principal: Principal) -> web.Respon
 @api("GET", "/tickets/{id}", roles=SUPPORT, tag="tickets",
      summary="One ticket with its customer, linked conversation, SLA clocks (business time) and merge candidates")
 async def get_ticket(request: web.Request, principal: Principal) -> web.Response:
+    await require_ticket(request, principal, path_int(request, "id"))
     async with request.app[CTX].db.session() as s:
         ticket = await s.get(Ticket, path_int(request, "id"))
         if ticket is None:
@@ -109,7 +113,11 @@ async def get_ticket(request: web.Request, principal: Principal) -> web.Response
                 assignee = await s.get(Agent, conv.assignee_id) if conv.assignee_id else None
                 data["conversation"] = conversation_json(conv, contact=contact, inbox=inbox, assignee=assignee)
         data["sla"] = await ticket_queries.sla_clocks(s, ticket.conversation_id)
-        data["duplicates"] = [_json(t) for t in await ticket_admin.duplicates_of(s, ticket)]
+        dups = await ticket_admin.duplicates_of(s, ticket)
+        if dups and (conds := inbox_access.ticket_filter(principal)):
+            seen = set((await s.scalars(select(Ticket.id).where(Ticket.id.in_([t.id for t in dups]), *conds))).all())
+            dups = [t for t in dups if t.id in seen]
+        data["duplicates"] = [_json(t) for t in dups]
         team = await s.get(Team, ticket.team_id) if ticket.team_id else None
         data["team_name"] = team.name if team else None
     return ok(data)
@@ -118,6 +126,7 @@ async def get_ticket(request: web.Request, principal: Principal) -> web.Response
 @api("POST", "/conversations/{id}/tickets", roles=SUPPORT, body=TicketIn, tag="tickets",
      summary="Open a ticket from a conversation")
 async def open_ticket(request: web.Request, principal: Principal, body: TicketIn) -> web.Response:
+    await require_conversation(request, principal, path_int(request, "id"))
     try:
         async with unit_of_work(request.app[CTX]) as tx:
             ticket = await ticket_svc.open_from_conversation(
@@ -133,6 +142,7 @@ async def open_ticket(request: web.Request, principal: Principal, body: TicketIn
 @api("POST", "/tickets", roles=SUPPORT, body=NewTicketIn, tag="tickets",
      summary="Open a ticket from scratch for a contact (no conversation: a call, a walk-in)")
 async def create_ticket(request: web.Request, principal: Principal, body: NewTicketIn) -> web.Response:
+    await require_contact(request, principal, body.contact_id)
     try:
         async with unit_of_work(request.app[CTX]) as tx:
             ticket = await ticket_admin.do_create_ticket(
@@ -149,6 +159,10 @@ async def update_ticket(request: web.Request, principal: Principal, body: Ticket
     changes = body.model_dump(include=body.model_fields_set)
     if "priority" in changes and changes["priority"] is None:
         raise ApiError(400, "priority cannot be null", "bad_priority")
+    tid = path_int(request, "id")
+    await require_ticket(request, principal, tid)
+    if changes.get("assignee_id") is not None:
+        await _check_assignee(request, tid, changes["assignee_id"])
     try:
         async with unit_of_work(request.app[CTX]) as tx:
             ticket = await ticket_admin.do_update_ticket(tx, path_int(request, "id"), principal.agent_id, changes)
@@ -161,6 +175,8 @@ async def update_ticket(request: web.Request, principal: Principal, body: Ticket
 @api("POST", "/tickets/{id}/merge", roles=SUPPORT, body=MergeIn, tag="tickets",
      summary="Merge this duplicate into another ticket of the same contact (comments move; this one closes)")
 async def merge_ticket(request: web.Request, principal: Principal, body: MergeIn) -> web.Response:
+    await require_ticket(request, principal, path_int(request, "id"))
+    await require_ticket(request, principal, body.into_id)
     try:
         async with unit_of_work(request.app[CTX]) as tx:
             target = await ticket_admin.do_merge(tx, path_int(request, "id"), body.into_id, principal.agent_id)
@@ -168,6 +184,16 @@ async def merge_ticket(request: web.Request, principal: Principal, body: MergeIn
     except TicketError as exc:
         raise _ticket_error(exc) from None
     return ok({"ticket": data})
+
+
+async def _check_assignee(request: web.Request, ticket_id: int, assignee_id: int) -> None:
+    """A ticket on a conversation goes only to an agent who can see that conversation's inbox."""
+    async with request.app[CTX].db.session() as s:
+        row = (await s.execute(select(Conversation.inbox_id, Agent.role).select_from(Ticket)
+                               .join(Conversation, Conversation.id == Ticket.conversation_id)
+                               .join(Agent, Agent.id == assignee_id).where(Ticket.id == ticket_id))).first()
+        if row is not None and not await inbox_access.agent_sees_inbox(s, assignee_id, row[1], row[0]):
+            raise ApiError(400, "this agent is not a member of the ticket's inbox", "not_inbox_member")
 
 
 _MINE = API_ROUTES[_FIRST:]

@@ -11,6 +11,8 @@ from sqlalchemy import select
 from channels.registry import available_channel_types, get_adapter_class
 from scrm.db.models import ContactIdentity, Conversation, Inbox, Message
 from scrm.services.agents import Principal
+from scrm.services.file_access import record_upload
+from scrm.web.access import require_inbox
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int, query_int
 from scrm.web.serializers import iso
@@ -41,6 +43,8 @@ async def upload(request: web.Request, principal: Principal) -> web.Response:
                 raise ApiError(413, f"file larger than {UPLOAD_LIMIT // (1024 * 1024)} MB", "too_large")
         mime = part.headers.get("Content-Type") or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         key = await ctx.storage.save(bytes(data), filename=filename, mime_type=mime)
+        async with ctx.db.transaction() as s:
+            await record_upload(s, principal.agent_id, key)
         return ok({"kind": _kind(mime), "filename": filename[:255], "mime_type": mime, "size": len(data),
                    "storage_key": key}, 201)
     raise ApiError(400, "no field named 'file' in the upload", "bad_upload")
@@ -82,6 +86,7 @@ async def channel_types(request: web.Request, principal: Principal) -> web.Respo
 async def simulator_messages(request: web.Request, principal: Principal) -> web.Response:
     ctx = request.app[CTX]
     inbox_id = path_int(request, "inbox_id")
+    await require_inbox(request, principal, inbox_id)
     sender = (request.query.get("sender") or "").strip()
     if not sender:
         raise ApiError(400, "query parameter sender is required", "bad_query")

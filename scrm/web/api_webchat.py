@@ -13,6 +13,7 @@ from scrm.services import webchat as chat_svc
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.services.webchat_push import publish
+from scrm.web.access import require_conversation
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int
 
@@ -30,6 +31,7 @@ async def _web_conversation(request: web.Request) -> Conversation:
 
 async def _set_blocked(request: web.Request, principal: Principal, blocked: bool) -> web.Response:
     ctx = request.app[CTX]
+    await require_conversation(request, principal, path_int(request, "id"))
     conv = await _web_conversation(request)
     async with unit_of_work(ctx) as tx:
         identity, _contact = await chat_svc.set_blocked(tx, conv.id, principal.agent_id, blocked)

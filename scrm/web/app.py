@@ -28,8 +28,9 @@ STOP: web.AppKey[asyncio.Event] = web.AppKey("stop", asyncio.Event)
 
 
 async def serve_file(request: web.Request) -> web.StreamResponse:
-    """Attachments, only for logged-in agents (files never get public URLs)."""
-    if request.get(PRINCIPAL) is None:
+    """Attachments, only for logged-in agents who may see the message carrying them (files never get public URLs)."""
+    principal = request.get(PRINCIPAL)
+    if principal is None:
         raise ApiError(401, "authentication required", "unauthenticated")
     ctx = request.app[CTX]
     try:
@@ -37,6 +38,13 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     except KeyError:
         raise ApiError(404, "file not found", "not_found") from None
     if not path.is_file():
+        raise ApiError(404, "file not found", "not_found")
+    from scrm.services.file_access import may_fetch
+
+    async with ctx.db.session() as s:
+        allowed = await may_fetch(s, principal, request.match_info["key"])
+    if not allowed:  # answered like a missing file: no oracle for which keys exist
+        log.info("file refused to agent %s (%s): not in an inbox they see", principal.agent_id, principal.role)
         raise ApiError(404, "file not found", "not_found")
     ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     headers = {"Content-Type": ctype, "X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600",

@@ -26,6 +26,7 @@ def add_routes(app: web.Application) -> None:
         "scrm.web.api_wecom",
         "scrm.web.api_wechat_mass",
         "scrm.web.webchat",
+        "scrm.web.api_inbox_members",
     ):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).add_routes(app)

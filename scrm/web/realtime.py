@@ -21,6 +21,7 @@ from scrm import events as ev
 from scrm.listeners.realtime import Client, hub_for
 from scrm.services import agents as agent_svc
 from scrm.services.agents import Principal
+from scrm.services.inbox_access import visible_inbox_set
 from scrm.web.keys import CTX, PRINCIPAL, SESSION_COOKIE
 from scrm.web.routing import SUPPORT, ApiError
 
@@ -51,10 +52,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     hub = hub_for(ctx)
     client = Client(ws, principal.agent_id, principal.role)
+    async with ctx.db.session() as s:
+        client.inboxes = await visible_inbox_set(s, principal.agent_id, principal.role)
     client.offer(json.dumps({"type": "hello", "agent_id": principal.agent_id, "process": ctx.bus.process_id}))
     hub.add(client)
     pump = asyncio.create_task(client.pump())
-    watch = asyncio.create_task(_watch_session(request, ws)) if principal.via == "session" else None
+    watch = asyncio.create_task(_watch_session(request, ws, client)) if principal.via == "session" else None
     last_typing = 0.0
     try:
         async for msg in ws:
@@ -86,7 +89,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _watch_session(request: web.Request, ws: web.WebSocketResponse) -> None:
+async def _watch_session(request: web.Request, ws: web.WebSocketResponse, client: Client) -> None:
     """Close the socket (4401) once the session has expired or been logged out."""
     ctx = request.app[CTX]
     raw = request.cookies.get(SESSION_COOKIE, "")
@@ -94,6 +97,8 @@ async def _watch_session(request: web.Request, ws: web.WebSocketResponse) -> Non
         await asyncio.sleep(SESSION_CHECK_SECONDS)
         async with ctx.db.session() as s:
             alive = await agent_svc.principal_from_session(s, raw)
+            if alive is not None:  # team membership may have changed too: re-read what this tab may see
+                client.inboxes = await visible_inbox_set(s, alive.agent_id, alive.role)
         if alive is None:
             await ws.close(code=4401, message=b"session ended")
             return

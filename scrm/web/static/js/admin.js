@@ -5,6 +5,7 @@ import { h, replace, select } from "./dom.js";
 import { t } from "./i18n.js";
 import { structuredValue, wecomActions, wecomHelp } from "./admin_wecom.js";
 import { webchatButton } from "./admin_webchat.js";
+import { membersButton } from "./admin_members.js";
 import { channelIcon } from "./icons.js";
 import { isAdmin, state } from "./state.js";
 import { toast } from "./toast.js";
@@ -121,7 +122,8 @@ async function inboxes(body) {
     return h("tr", { class: i.active ? "" : "inactive" }, h("td", {}, channelIcon(i.channel_type), " ", h("span", { text: i.name })),
       h("td", { text: i.channel_type }), h("td", {}, h("code.copy", { "data-testid": "webhook-url", text: webhookUrl(i) })),
       h("td", { text: i.active ? t("admin.active") : t("admin.disabled") }),
-      h("td", {}, test, " ", i.channel_type === "web" ? webchatButton(i, panel) : null, " ", result, wecomActions(i, wecomPanel)));
+      h("td", {}, test, " ", membersButton(i, panel), " ", i.channel_type === "web" ? webchatButton(i, panel) : null, " ", result,
+        wecomActions(i, wecomPanel)));
   });
   const typeSel = select(types.items.map((c) => [c.channel_type, `${c.display_name} (${c.channel_type})`]), types.items[0]?.channel_type,
     { name: "channel_type", "data-testid": "channel-type" });

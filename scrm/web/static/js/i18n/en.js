@@ -5,6 +5,7 @@ import { enDesk } from "./en_desk.js";
 import { enWecom } from "./en_wecom.js";
 import { enWechat } from "./en_wechat.js";
 import { enWebchat } from "./en_webchat.js";
+import { enAccess } from "./en_access.js";
 export const en = {
   "loading": "Loading…",
   "nav.inbox": "Inbox", "nav.admin": "Admin", "nav.simulator": "Customer simulator",
@@ -84,4 +85,5 @@ export const en = {
   ...enCampaigns, // campaigns, QR codes, funnel, churn warning
   ...enDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
   ...enWebchat, // web chat inbox settings
+  ...enAccess, // inbox membership
 };

@@ -5,6 +5,7 @@ import { zhDesk } from "./zh_desk.js";
 import { zhWecom } from "./zh_wecom.js";
 import { zhWechat } from "./zh_wechat.js";
 import { zhWebchat } from "./zh_webchat.js";
+import { zhAccess } from "./zh_access.js";
 export const zh = {
   "loading": "加载中…",
   "nav.inbox": "收件箱", "nav.admin": "管理", "nav.simulator": "客户模拟器",
@@ -84,4 +85,5 @@ export const zh = {
   ...zhCampaigns, // campaigns, QR codes, funnel, churn warning
   ...zhDesk, // tickets, knowledge base, desk settings, audit, reports, notifications
   ...zhWebchat, // web chat inbox settings
+  ...zhAccess, // inbox membership
 };
