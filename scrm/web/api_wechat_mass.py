@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from scrm.db.models import ContactIdentity, Inbox
 from scrm.db.models_marketing import Broadcast
-from scrm.services import wechat_mass, wechat_subscribe
+from scrm.services import inbox_access, wechat_mass, wechat_subscribe
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.api_faq import register
@@ -100,8 +100,11 @@ async def broadcast_refresh(request: web.Request, principal: Principal) -> web.R
 @api("GET", "/contacts/{id}/wechat-subscriptions", roles=MARKETING | {"agent"}, tag="wechat",
      summary="A contact's subscription-message (订阅通知) consents per template")
 async def contact_subscriptions(request: web.Request, principal: Principal) -> web.Response:
+    cid = path_int(request, "id")
     async with request.app[CTX].db.session() as s:
-        return ok({"consents": await wechat_subscribe.consents(s, path_int(request, "id"))})
+        if not await inbox_access.can_see_contact(s, principal, cid):  # another inbox's customer: as if absent
+            raise ApiError(404, "contact not found", "not_found")
+        return ok({"consents": await wechat_subscribe.consents(s, cid)})
 
 
 _MINE = API_ROUTES[_FIRST:]

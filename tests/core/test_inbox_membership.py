@@ -30,6 +30,7 @@ ROUTE_ARGS: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("PUT", "/contacts/{id}/attributes"): ("contact", {"attributes": {}}),
     ("GET", "/contacts/{id}/timeline"): ("contact", None),
     ("PUT", "/contacts/{id}/tags"): ("contact", {"tags": ["x"]}),
+    ("GET", "/contacts/{id}/wechat-subscriptions"): ("contact", None),
     ("GET", "/conversations/{id}"): ("conversation", None),
     ("GET", "/conversations/{id}/messages"): ("conversation", None),
     ("POST", "/conversations/{id}/messages"): ("conversation", {"text": "hi"}),
