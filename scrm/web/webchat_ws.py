@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from channels import safejson
 from channels.web.adapter import WebChatAdapter, visitor_topic
 from channels.web.tokens import verify_visitor
 from scrm import events as ev
@@ -141,8 +142,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     try:
         first = await ws.receive(timeout=AUTH_TIMEOUT)
-        frame = json.loads(first.data) if first.type == WSMsgType.TEXT else {}
-    except (TimeoutError, ValueError, TypeError):
+        frame = safejson.loads(first.data) if first.type == WSMsgType.TEXT else {}
+    except (TimeoutError, ValueError, TypeError):  # safejson.UnsafeJSON is a ValueError
         frame = {}
     if not isinstance(frame, dict) or frame.get("type") != "auth":
         await ws.close(code=4401, message=b"send an auth frame first")
@@ -178,7 +179,7 @@ async def _serve(request: web.Request, conn: VisitorSocket, inbox: Any, adapter:
         if msg.type != WSMsgType.TEXT:
             continue
         try:
-            frame: Any = json.loads(msg.data)
+            frame: Any = safejson.loads(msg.data)
             kind = frame.get("type")
         except (ValueError, AttributeError):
             continue  # junk from a client is ignored, not fatal
