@@ -90,6 +90,13 @@ def require_visitor(request: web.Request, inbox: Inbox, adapter: WebChatAdapter)
     return visitor
 
 
+def message_id(value: Any) -> int | None:
+    """`value` if it can be a message id (a JSON integer a BIGINT holds; true is not 1), else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+        return None
+    return value
+
+
 def client_ip(request: web.Request) -> str:
     return request.remote or "unknown"
 

@@ -28,7 +28,15 @@ from hypothesis import strategies as st
 from scrm.services import wecom_contacts
 from scrm.services.wecom_kf_sync import wait_pulls
 from tests.channels.wecom.fake_wecom_api import serving
-from tests.channels.wecom.wecom_samples import CORP_ID, OTHER_CORP, TOKEN, callback_query, encrypt, sign
+from tests.channels.wecom.wecom_samples import (
+    CORP_ID,
+    OTHER_CORP,
+    TOKEN,
+    callback_query,
+    encrypt,
+    envelope,
+    sign,
+)
 from tests.core.test_webhook_fuzz import (
     EXAMPLES,
     _dumps,
@@ -367,3 +375,72 @@ async def test_web_chat_websocket_fuzz(client, ctx):
 
     await asyncio.to_thread(check)
     assert "served" in outcomes, sorted(set(outcomes))
+
+
+# --- what the fuzzing found, kept as plain examples ---------------------------------------------------------
+async def test_web_chat_hostile_examples_get_clear_4xx(client, ctx):
+    inbox, token = await _web_inbox_and_token(client, ctx)
+    base = f"/chat/{inbox.id}"
+    ok_headers = {"X-Scrm-Visitor": token, "Origin": SITE}
+
+    async def status(method: str, path: str, **kw: Any) -> tuple[int, str]:
+        resp = await client.request(method, path, **kw)
+        body = await resp.json() if resp.content_type == "application/json" else {}
+        return resp.status, (body.get("error") or {}).get("code", "")
+
+    # Tokens, hashes and file signatures with non-ASCII characters are wrong, not a crash (compare_digest).
+    assert await status("POST", f"{base}/messages", json={"client_id": "abcdefgh", "text": "hi"},
+                        headers={"X-Scrm-Visitor": "v1.é.é", "Origin": SITE}) == (401, "bad_visitor_token")
+    assert await status("POST", f"{base}/session", data=b'{"token": "v1.\\ud800.x"}',
+                        headers={"Origin": SITE}) == (400, "malformed_json")  # a lone surrogate stores nowhere
+    assert await status("POST", f"{base}/session", json={"identifier": "u1", "identifier_hash": "é" * 64},
+                        headers={"Origin": SITE}) == (401, "bad_identity")
+    assert (await status("GET", f"{base}/files/x.png", params={"e": "99999999999", "s": "é" * 32}))[0] == 403
+    # An Origin that is not a URL is an origin that is not allowed.
+    assert await status("POST", f"{base}/messages", json={"client_id": "abcdefgh", "text": "hi"},
+                        headers={"X-Scrm-Visitor": token, "Origin": "http://["}) == (403, "origin_not_allowed")
+    # Bodies: nested past any use, message ids past BIGINT or true, inbox ids past BIGINT.
+    deep = b'{"client_id": "abcdefgh", "text": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert await status("POST", f"{base}/messages", data=deep, headers=ok_headers) == (400, "malformed_json")
+    for upto in (2**70, True, -1):
+        assert await status("POST", f"{base}/read", json={"upto": upto}, headers=ok_headers) == (400, "invalid_request")
+    assert await status("GET", f"/chat/{2**63}/config") == (404, "unknown_inbox")
+    # Uploads whose multipart is broken: a boundary over 70 characters, a NUL in a part's header.
+    for boundary, name in (("x" * 80, "a.png"), ("b0undary", "a\x00.png")):
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                f"Content-Type: image/png\r\n\r\n").encode() + PNG + f"\r\n--{boundary}--\r\n".encode()
+        assert await status("POST", f"{base}/upload", data=body, headers={
+            **ok_headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}) == (400, "bad_upload")
+    # Nothing of it was stored; a proper message still is.
+    before = await _stored(ctx)
+    assert (await status("POST", f"{base}/messages", json={"client_id": "abcdefgh", "text": "你好"},
+                         headers=ok_headers))[0] == 201
+    assert (await _stored(ctx))[0] == before[0] + 1
+
+
+async def test_web_chat_socket_survives_hostile_frames(client, ctx):
+    inbox, token = await _web_inbox_and_token(client, ctx)
+    async with client.ws_connect(f"/chat/{inbox.id}/ws", headers={"Origin": SITE}) as ws:
+        await ws.send_str(json.dumps({"type": "auth", "token": token, "after": 2**70}))
+        await ws.send_str(json.dumps({"type": "message", "client_id": "abcdefgh", "text": "在吗"}))
+        for frame in ({"type": "read", "upto": 2**70}, {"type": "read", "upto": True}, "[" * 5000 + "]" * 5000,
+                      {"type": "message", "client_id": "abcdefgi", "text": "a\u0000b"}, {"type": "ping"}):
+            await ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
+        kinds = []
+        while "pong" not in kinds:
+            kinds.append(json.loads((await ws.receive(timeout=10)).data)["type"])
+    assert "ack" in kinds and "error" not in kinds, kinds
+
+
+async def test_wecom_contacts_callback_with_a_time_that_is_not_one(client, ctx):
+    async with serving() as fake:
+        inbox = await contacts_inbox(ctx, fake)
+        for created in ("²", "253402300800", "9" * 400):
+            xml = _xml({"ToUserName": CORP_ID, "CreateTime": created, "MsgType": "event",
+                        "Event": "change_external_contact", "ChangeType": "edit_external_contact",
+                        "UserID": "zhangsan", "ExternalUserID": "wmEXT-time"})
+            query, body = envelope(xml)
+            resp = await client.post(f"/webhooks/wecom-contacts/{inbox.id}", params=query, data=body,
+                                     headers={"Content-Type": "text/xml"})
+            assert resp.status == 200, (created, await resp.text())
+        await wecom_contacts.wait_background(ctx)
