@@ -1,6 +1,6 @@
 """Ticket list before / after issue 21's follow-up (migration 0020, ticket_queries), measured in the same run.
 
-    python bench/tickets.py [--quick] [--backend postgresql|sqlite] [--before-ref main]
+    python bench/tickets.py [--quick] [--backend postgresql|sqlite] [--before-ref REF]
 
 Two scratch databases get the same tickets (bench/inbox.py's seed without its messages: one ticket per
 conversation, a quarter unassigned, 3/8 active, SLA clocks on a fifth, one in twenty of those breached): "before" stops at
@@ -194,11 +194,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="20k tickets, 30 samples")
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
-    parser.add_argument("--before-ref", default="main", help="git ref of the 'before' code and schema")
+    parser.add_argument("--before-ref", help="git ref of the 'before' code and schema (default: where this branch "
+                                             "left main)")
     parser.add_argument("--db", default="scrm_bench_tickets", help="scratch PostgreSQL database name prefix")
     parser.add_argument("--keep", action="store_true", help="keep the databases (for EXPLAIN ANALYZE)")
     args = parser.parse_args()
     n, samples = (20_000, 30) if args.quick else (100_000, 100)
+    if args.before_ref is None:  # main moves on (other work merged); compare with what this branch started from
+        args.before_ref = subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, check=True,
+                                         capture_output=True, text=True).stdout.strip()
     before_mod = load_before(args.before_ref)
     tmp = Path(tempfile.mkdtemp(prefix="scrm-bench-tickets-"))
     if args.backend == "postgresql":
