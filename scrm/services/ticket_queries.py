@@ -142,8 +142,9 @@ async def list_tickets(session: AsyncSession, f: TicketFilter, me: int, *, befor
     """A page of tickets (with contact, assignee, team names and SLA state) and the next page's cursor."""
     term = (f.q or "").strip()
     postgres = (await session.connection()).dialect.name == "postgresql"
+    by_text = bool(term) and not (term.startswith("#") and _NUMBER.match(term))  # "#1042": one index lookup
     spaced_search = False
-    if term and postgres:
+    if by_text and postgres:
         # Plan for this term, not a cached generic plan (see the module's docstring); this transaction only.
         # The other filters' plans do not depend much on their values (literal statuses, index-only pages),
         # so they skip this round trip.
@@ -159,7 +160,7 @@ async def list_tickets(session: AsyncSession, f: TicketFilter, me: int, *, befor
         ids = ids.join(ConversationStats, ConversationStats.conversation_id == Ticket.conversation_id)
     ids = ids.where(*conds)
     match = text_match(term, spaced_search) if term else None
-    found = await _rare_matches(session, conds, joined, match, limit) if match is not None and postgres else None
+    found = await _rare_matches(session, conds, joined, match, limit) if by_text and postgres else None
     if found is not None:
         page_cond = Ticket.id.in_(found)
     else:
