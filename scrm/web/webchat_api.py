@@ -164,7 +164,7 @@ async def post_message(request: web.Request) -> web.Response:
 async def upload(request: web.Request) -> web.Response:
     """An attachment (image or file), size- and type-checked, stored, then sent as a message."""
     ctx, inbox, adapter, visitor = await _visitor(request)
-    fields, attachment = await read_upload(request, adapter)
+    fields, attachment = await read_upload(request, adapter, check_fields=_client_id)
     result = await accept_message(ctx, inbox, adapter, visitor, fields, client_ip(request), attachments=(attachment,))
     return ok(result, 200 if result["duplicate"] else 201)
 

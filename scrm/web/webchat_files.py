@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import mimetypes
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -81,8 +82,10 @@ async def _read_parts(request: web.Request, limit: int, max_chars: int) -> tuple
     return fields, data, filename
 
 
-async def read_upload(request: web.Request, adapter: WebChatAdapter) -> tuple[dict[str, Any], Attachment]:
-    """Read the form fields and the file; 413 past the inbox's limit, 415 for a type it does not take."""
+async def read_upload(request: web.Request, adapter: WebChatAdapter,
+                      check_fields: Callable[[dict[str, Any]], object] | None = None) -> tuple[dict[str, Any], Attachment]:
+    """Read the form fields and the file; 413 past the inbox's limit, 415 for a type it does not take.
+    `check_fields` refuses bad form fields before the file is stored (no file kept for a refused message)."""
     st: Any = adapter.settings
     limit = int(st.max_attachment_bytes)
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
@@ -105,6 +108,8 @@ async def read_upload(request: web.Request, adapter: WebChatAdapter) -> tuple[di
         raise ApiError(415, f"the file's content ({mime}) does not match its name", "unsupported_type", mime_type=mime)
     if not allowed_type(mime, list(st.attachment_types)):
         raise ApiError(415, f"files of type {mime} are not accepted here", "unsupported_type", mime_type=mime)
+    if check_fields is not None:
+        check_fields(fields)
     # Stored under the extension of what it really is, so it is served with that type.
     key = await request.app[CTX].storage.save(bytes(data), filename=None, mime_type=mime)
     kind = "image" if mime.startswith("image/") else "file"

@@ -411,6 +411,14 @@ async def test_web_chat_hostile_examples_get_clear_4xx(client, ctx):
                 f"Content-Type: image/png\r\n\r\n").encode() + PNG + f"\r\n--{boundary}--\r\n".encode()
         assert await status("POST", f"{base}/upload", data=body, headers={
             **ok_headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}) == (400, "bad_upload")
+    # A picture with a client id the message would refuse is not kept either.
+    files = sorted(p for p in ctx.storage.root.rglob("*") if p.is_file()) if ctx.storage.root.exists() else []
+    body = (b'--b0undary\r\nContent-Disposition: form-data; name="client_id"\r\n\r\nbad id!\r\n'
+            b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + PNG + b"\r\n--b0undary--\r\n")
+    assert await status("POST", f"{base}/upload", data=body, headers={
+        **ok_headers, "Content-Type": "multipart/form-data; boundary=b0undary"}) == (400, "invalid_request")
+    assert (sorted(p for p in ctx.storage.root.rglob("*") if p.is_file()) if ctx.storage.root.exists() else []) == files
     # Nothing of it was stored; a proper message still is.
     before = await _stored(ctx)
     assert (await status("POST", f"{base}/messages", json={"client_id": "abcdefgh", "text": "你好"},
