@@ -245,6 +245,7 @@ async def main() -> None:
             for db in dbs.values():
                 await db.dispose()
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
         if args.backend == "postgresql" and not args.keep:
             for url in urls.values():
                 await pg_admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
