@@ -29,8 +29,18 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _bytes(text: str) -> bytes:
+    """Any text a client sent as bytes: lone surrogates (JSON "\\ud800") pass instead of raising."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison; as bytes, since compare_digest raises on str with non-ASCII characters."""
+    return hmac.compare_digest(_bytes(expected), _bytes(given))
+
+
 def _mac(key: str, data: str) -> str:
-    return _b64(hmac.new(key.encode(), data.encode(), hashlib.sha256).digest())
+    return _b64(hmac.new(key.encode(), _bytes(data), hashlib.sha256).digest())
 
 
 def new_visitor_id() -> str:
@@ -57,7 +67,7 @@ def verify_visitor(key: str, inbox_id: int, token: str | None, now: float | None
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != "v1":
         return None
-    if not hmac.compare_digest(_mac(key, parts[1]), parts[2]):
+    if not _same(_mac(key, parts[1]), parts[2]):
         return None
     try:
         data = json.loads(_unb64(parts[1]))
@@ -71,14 +81,14 @@ def verify_visitor(key: str, inbox_id: int, token: str | None, now: float | None
 
 def identifier_hash(secret: str, identifier: str) -> str:
     """What the website computes: hex HMAC-SHA256 of the identifier with the inbox's hmac_secret."""
-    return hmac.new(secret.encode(), identifier.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(secret.encode(), _bytes(identifier), hashlib.sha256).hexdigest()
 
 
 def check_identifier(secret: str, identifier: str, given: str | None) -> bool:
     """True when `given` is the identifier's hash (constant-time compare)."""
     if not given or not identifier or len(identifier) > MAX_IDENTIFIER:
         return False
-    return hmac.compare_digest(identifier_hash(secret, identifier), given.strip().lower())
+    return _same(identifier_hash(secret, identifier), given.strip().lower())
 
 
 def sign_file(key: str, storage_key: str, expiry: int) -> str:
@@ -102,14 +112,17 @@ def check_file(key: str, storage_key: str, expiry: str | None, sig: str | None, 
         return False
     if exp < (now or time.time()) or not sig:
         return False
-    return hmac.compare_digest(sign_file(key, storage_key, exp), sig)
+    return _same(sign_file(key, storage_key, exp), sig)
 
 
 def origin_of(url: str | None) -> str | None:
     """`https://a.example.com:8443/x` -> `https://a.example.com:8443` (None when there is none)."""
     if not url or url == "null":
         return None
-    parts = urlsplit(url.lower())
+    try:
+        parts = urlsplit(url.lower())
+    except ValueError:  # "http://[" (an unclosed IPv6 bracket) and the like: no origin, not an error
+        return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     try:

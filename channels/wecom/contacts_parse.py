@@ -47,11 +47,21 @@ class ContactChange:
                              data={"source": self.state} if self.state else {})]
 
 
+def _when(raw: str) -> datetime | None:
+    """A callback's Unix time, or None when it is not one: "²" passes isdigit() but not int(), and a year
+    past 9999 overflows (both were a 500 for a correctly signed callback)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 11:
+        return None
+    try:
+        return datetime.fromtimestamp(int(raw), tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def parse_change(fields: Mapping[str, Any]) -> ContactChange | None:
     """The change a callback announces, or None (with a log line) for what this version ignores."""
     event = event_name(fields)
-    created = text(fields, "CreateTime") or text(fields, "TimeStamp")
-    at = datetime.fromtimestamp(int(created), tz=UTC) if created.isdigit() else None
+    at = _when(text(fields, "CreateTime") or text(fields, "TimeStamp"))
     change = text(fields, "ChangeType")
     if event == "change_external_tag":
         return ContactChange(event=event, change=change, at=at)

@@ -27,7 +27,15 @@ from scrm.services.ingest import ingest
 from scrm.services.webchat_push import hub_for, publish
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError, ok
-from scrm.web.webchat_common import check_origin, client_ip, rate_limit, read_json, require_visitor, web_inbox
+from scrm.web.webchat_common import (
+    check_origin,
+    client_ip,
+    message_id,
+    rate_limit,
+    read_json,
+    require_visitor,
+    web_inbox,
+)
 from scrm.web.webchat_files import read_upload
 
 log = logging.getLogger("scrm.webchat")
@@ -156,7 +164,7 @@ async def post_message(request: web.Request) -> web.Response:
 async def upload(request: web.Request) -> web.Response:
     """An attachment (image or file), size- and type-checked, stored, then sent as a message."""
     ctx, inbox, adapter, visitor = await _visitor(request)
-    fields, attachment = await read_upload(request, adapter)
+    fields, attachment = await read_upload(request, adapter, check_fields=_client_id)
     result = await accept_message(ctx, inbox, adapter, visitor, fields, client_ip(request), attachments=(attachment,))
     return ok(result, 200 if result["duplicate"] else 201)
 
@@ -164,8 +172,8 @@ async def upload(request: web.Request) -> web.Response:
 async def read(request: web.Request) -> web.Response:
     """Read receipt: the visitor has seen the messages up to `upto`."""
     ctx, inbox, _adapter, visitor = await _visitor(request)
-    upto = (await read_json(request)).get("upto")
-    if not isinstance(upto, int) or upto <= 0:
+    upto = message_id((await read_json(request)).get("upto"))
+    if not upto:
         raise ApiError(400, "upto must be a message id", "invalid_request")
     identity = await chat_svc.identity_of(ctx, inbox.id, visitor)
     marked = await chat_svc.mark_read(ctx, inbox.id, identity.id, upto) if identity else 0

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from channels import safejson
 from channels.web.adapter import WebChatAdapter
 from channels.web.tokens import origin_allowed, origin_of, verify_visitor
 from scrm.db.models import Inbox
@@ -17,6 +17,7 @@ from scrm.web.routing import ApiError
 
 log = logging.getLogger("scrm.webchat")
 TOKEN_HEADER = "X-Scrm-Visitor"
+MAX_ID = 2**63 - 1
 JSON_LIMIT = 64 * 1024  # a visitor's JSON request (a message is at most max_message_chars of it)
 
 
@@ -32,6 +33,8 @@ async def web_inbox(request: web.Request) -> tuple[Inbox, WebChatAdapter]:
         inbox_id = int(request.match_info["inbox"])
     except (KeyError, ValueError):
         raise ApiError(404, "unknown chat", "unknown_inbox") from None
+    if inbox_id > MAX_ID:  # no inbox has it (a BIGINT cannot hold it): not worth asking the database
+        raise ApiError(404, "unknown chat", "unknown_inbox")
     inbox = await ctx.adapters.inbox(inbox_id)
     if inbox is None or inbox.channel_type != "web" or not inbox.active:
         raise ApiError(404, "unknown chat", "unknown_inbox")
@@ -87,6 +90,13 @@ def require_visitor(request: web.Request, inbox: Inbox, adapter: WebChatAdapter)
     return visitor
 
 
+def message_id(value: Any) -> int | None:
+    """`value` if it can be a message id (a JSON integer a BIGINT holds; true is not 1), else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+        return None
+    return value
+
+
 def client_ip(request: web.Request) -> str:
     return request.remote or "unknown"
 
@@ -106,13 +116,17 @@ async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, 
     """A JSON object body of at most `limit` bytes (413 beyond, 400 when malformed)."""
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"body larger than {limit} bytes", "too_large")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise ApiError(413, f"body larger than {limit} bytes", "too_large")
+    raw = bytearray()  # to the end: content.read(n) returns only what is buffered (a large body came cut)
+    while chunk := await request.content.readany():
+        raw += chunk
+        if len(raw) > limit:
+            raise ApiError(413, f"body larger than {limit} bytes", "too_large")
     try:
-        data = json.loads(raw or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON: {exc}", "malformed_json") from None
+        # Strict: not only malformed JSON but nesting deep enough for a RecursionError, NaN and lone
+        # surrogates (which no database column takes) are the sender's mistake, a 400.
+        data = safejson.loads(bytes(raw) or b"{}")
+    except safejson.UnsafeJSON as exc:
+        raise ApiError(400, str(exc), "malformed_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "send a JSON object", "malformed_json")
     return data

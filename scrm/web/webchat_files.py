@@ -5,10 +5,12 @@ from __future__ import annotations
 import fnmatch
 import mimetypes
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from channels.web.adapter import WebChatAdapter
 from scrm.domain import Attachment
@@ -56,14 +58,8 @@ def clean_filename(name: str | None) -> str:
     return base[-120:]
 
 
-async def read_upload(request: web.Request, adapter: WebChatAdapter) -> tuple[dict[str, Any], Attachment]:
-    """Read the form fields and the file; 413 past the inbox's limit, 415 for a type it does not take."""
-    st: Any = adapter.settings
-    limit = int(st.max_attachment_bytes)
-    if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        raise ApiError(413, f"file larger than {limit // 1024} KB", "too_large", max_bytes=limit)
-    if not request.content_type.startswith("multipart/"):
-        raise ApiError(400, "send the file as multipart/form-data in the field 'file'", "bad_upload")
+async def _read_parts(request: web.Request, limit: int, max_chars: int) -> tuple[dict[str, Any], bytearray | None, str]:
+    """The form fields, the file's bytes (None without one) and its display name."""
     fields: dict[str, Any] = {}
     data: bytearray | None = None
     filename = "file"
@@ -80,9 +76,30 @@ async def read_upload(request: web.Request, adapter: WebChatAdapter) -> tuple[di
                     raise ApiError(413, f"file larger than {limit // 1024} KB", "too_large", max_bytes=limit)
         elif part.name in FORM_FIELDS:
             value = await part.read(decode=False)
-            if len(value) > 4 * int(st.max_message_chars) + 1024:
+            if len(value) > 4 * max_chars + 1024:
                 raise ApiError(413, f"{part.name} is too long", "too_long")
             fields[part.name] = value.decode("utf-8", "replace")
+    return fields, data, filename
+
+
+async def read_upload(request: web.Request, adapter: WebChatAdapter,
+                      check_fields: Callable[[dict[str, Any]], object] | None = None) -> tuple[dict[str, Any], Attachment]:
+    """Read the form fields and the file; 413 past the inbox's limit, 415 for a type it does not take.
+    `check_fields` refuses bad form fields before the file is stored (no file kept for a refused message)."""
+    st: Any = adapter.settings
+    limit = int(st.max_attachment_bytes)
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        raise ApiError(413, f"file larger than {limit // 1024} KB", "too_large", max_bytes=limit)
+    if not request.content_type.startswith("multipart/"):
+        raise ApiError(400, "send the file as multipart/form-data in the field 'file'", "bad_upload")
+    try:
+        fields, data, filename = await _read_parts(request, limit, int(st.max_message_chars))
+    except (HttpProcessingError, ValueError, RuntimeError, AssertionError, EOFError) as exc:
+        # aiohttp's multipart reader raises these for a body that is not the multipart it claims to be (a
+        # boundary over 70 characters, none at all, a missing closing one, a NUL in a part's header): the
+        # sender's mistake, a 400.
+        reason = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+        raise ApiError(400, f"malformed multipart body: {reason}"[:300], "bad_upload") from None
     if not data:
         raise ApiError(400, "no file in the field 'file'", "bad_upload")
     mime = sniff(bytes(data[:16384]), filename)
@@ -91,6 +108,8 @@ async def read_upload(request: web.Request, adapter: WebChatAdapter) -> tuple[di
         raise ApiError(415, f"the file's content ({mime}) does not match its name", "unsupported_type", mime_type=mime)
     if not allowed_type(mime, list(st.attachment_types)):
         raise ApiError(415, f"files of type {mime} are not accepted here", "unsupported_type", mime_type=mime)
+    if check_fields is not None:
+        check_fields(fields)
     # Stored under the extension of what it really is, so it is served with that type.
     key = await request.app[CTX].storage.save(bytes(data), filename=None, mime_type=mime)
     kind = "image" if mime.startswith("image/") else "file"

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from channels import safejson
 from channels.web.adapter import WebChatAdapter, visitor_topic
 from channels.web.tokens import verify_visitor
 from scrm import events as ev
@@ -27,7 +28,7 @@ from scrm.services.webchat_push import VisitorHub, hub_for
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError
 from scrm.web.webchat_api import accept_message
-from scrm.web.webchat_common import check_origin, client_ip, cookie_name, web_inbox
+from scrm.web.webchat_common import check_origin, client_ip, cookie_name, message_id, web_inbox
 
 log = logging.getLogger("scrm.webchat")
 AUTH_TIMEOUT = 10.0
@@ -39,7 +40,7 @@ class VisitorSocket:
     """One visitor connection; it reads from the database what it has not shown when nudged."""
 
     __slots__ = ("ws", "ctx", "hub", "inbox_id", "token_key", "visitor", "topic", "conversations", "identity_id",
-                 "last_id", "_dirty", "_state_dirty", "_busy", "blocked")
+                 "last_id", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing")
 
     def __init__(self, ws: web.WebSocketResponse, ctx: Any, inbox_id: int, token_key: str, visitor: str,
                  identity_id: int | None, after: int) -> None:
@@ -57,6 +58,7 @@ class VisitorSocket:
         self._state_dirty = False
         self._busy = False
         self.blocked = False
+        self.last_typing = 0.0  # when this visitor's last typing event went to the agents
 
     def notify(self, push: dict[str, Any]) -> None:
         """A push from the hub (synchronous: it only schedules work)."""
@@ -141,8 +143,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     try:
         first = await ws.receive(timeout=AUTH_TIMEOUT)
-        frame = json.loads(first.data) if first.type == WSMsgType.TEXT else {}
-    except (TimeoutError, ValueError, TypeError):
+        frame = safejson.loads(first.data) if first.type == WSMsgType.TEXT else {}
+    except (TimeoutError, ValueError, TypeError):  # safejson.UnsafeJSON is a ValueError
         frame = {}
     if not isinstance(frame, dict) or frame.get("type") != "auth":
         await ws.close(code=4401, message=b"send an auth frame first")
@@ -157,7 +159,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if chat_svc.is_blocked(identity) or len(hub.by_topic.get(visitor_topic(inbox.id, visitor), ())) >= MAX_SOCKETS_PER_VISITOR:
         await ws.close(code=4403, message=b"refused")
         return ws
-    after = frame.get("after") if isinstance(frame.get("after"), int) and frame["after"] >= 0 else 0
+    after = message_id(frame.get("after")) or 0
     conn = VisitorSocket(ws, ctx, inbox.id, adapter.secrets.token_key, visitor,  # type: ignore[attr-defined]
                          identity.id if identity else None, after)
     hub.add(conn)
@@ -173,35 +175,44 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 async def _serve(request: web.Request, conn: VisitorSocket, inbox: Any, adapter: WebChatAdapter) -> None:
     ctx = request.app[CTX]
     ip = client_ip(request)
-    last_typing = 0.0
     async for msg in conn.ws:
         if msg.type != WSMsgType.TEXT:
             continue
         try:
-            frame: Any = json.loads(msg.data)
+            frame: Any = safejson.loads(msg.data)
             kind = frame.get("type")
         except (ValueError, AttributeError):
             continue  # junk from a client is ignored, not fatal
-        if kind == "ping":
-            conn.send({"type": "pong"})
-        elif kind == "message":
-            try:
-                result = await accept_message(ctx, inbox, adapter, conn.visitor, frame, ip, blocked_checked=True)
-                conn.send({"type": "ack", **result})
-            except ApiError as exc:
-                conn.send({"type": "error", "client_id": frame.get("client_id"), "code": exc.code,
-                           "message": exc.message, "status": exc.status})
-            if conn.identity_id is None:
-                conn.notify({"t": "sync"})
-        elif kind == "read" and isinstance(frame.get("upto"), int) and conn.identity_id is not None:
-            await chat_svc.mark_read(ctx, inbox.id, conn.identity_id, frame["upto"])
-        elif kind == "typing" and conn.conversations and time.monotonic() - last_typing >= TYPING_INTERVAL:
-            last_typing = time.monotonic()
-            await ctx.bus.publish([ev.Event(ev.TYPING, {
-                "conversation_id": max(conn.conversations), "agent_id": None, "contact": True,
-                "agent_name": await _visitor_name(ctx, conn), "private": False})])
-        elif kind == "sync":
+        try:
+            await _frame(ctx, conn, inbox, adapter, frame, kind, ip)
+        except Exception:  # noqa: BLE001 - one frame's failure (a database hiccup) must not end the visitor's chat
+            log.exception("web chat frame %r failed", kind if isinstance(kind, str) else type(kind).__name__)
+            conn.send({"type": "error", "code": "internal", "message": "that did not work; try again"})
+
+
+async def _frame(ctx: Any, conn: VisitorSocket, inbox: Any, adapter: WebChatAdapter, frame: dict[str, Any],
+                 kind: Any, ip: str) -> None:
+    """Act on one frame from the visitor."""
+    if kind == "ping":
+        conn.send({"type": "pong"})
+    elif kind == "message":
+        try:
+            result = await accept_message(ctx, inbox, adapter, conn.visitor, frame, ip, blocked_checked=True)
+            conn.send({"type": "ack", **result})
+        except ApiError as exc:
+            conn.send({"type": "error", "client_id": frame.get("client_id"), "code": exc.code,
+                       "message": exc.message, "status": exc.status})
+        if conn.identity_id is None:
             conn.notify({"t": "sync"})
+    elif kind == "read" and message_id(frame.get("upto")) and conn.identity_id is not None:
+        await chat_svc.mark_read(ctx, inbox.id, conn.identity_id, frame["upto"])
+    elif kind == "typing" and conn.conversations and time.monotonic() - conn.last_typing >= TYPING_INTERVAL:
+        conn.last_typing = time.monotonic()
+        await ctx.bus.publish([ev.Event(ev.TYPING, {
+            "conversation_id": max(conn.conversations), "agent_id": None, "contact": True,
+            "agent_name": await _visitor_name(ctx, conn), "private": False})])
+    elif kind == "sync":
+        conn.notify({"t": "sync"})
 
 
 async def _visitor_name(ctx: Any, conn: VisitorSocket) -> str:

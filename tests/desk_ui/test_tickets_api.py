@@ -128,3 +128,49 @@ async def test_marketers_cannot_touch_tickets(client, ctx):
     headers = await login(client, "mkt", "password-123")
     assert (await client.patch("/api/v1/tickets/1", json={"priority": "low"}, headers=headers)).status == 403
     assert (await client.post("/api/v1/tickets/1/merge", json={"into_id": 2}, headers=headers)).status == 403
+
+
+async def test_ticket_search_and_paging_find_the_same_tickets_whatever_index_answers(client, ctx, admin_headers,
+                                                                                    monkeypatch):
+    """Subject search is a case-insensitive substring on both backends (CJK terms of one or two characters
+    and mixed terms too), and paging an agent's active tickets returns each once, newest first."""
+    li = await make_agent(ctx, "li2", "agent")
+    cid = await _conversation(client, ctx)
+    subjects = ["订单 12345 物流问题", "订订单", "Invoice 发票 missing", "退款", "订单12345", "100% 退款_x"]
+    made = []
+    for subject in subjects:
+        made.append(await (await client.post(f"/api/v1/conversations/{cid}/tickets", json={"subject": subject},
+                                              headers=admin_headers)).json())
+    for t in made[:5]:
+        r = await client.patch(f"/api/v1/tickets/{t['id']}", json={"assignee_id": li}, headers=admin_headers)
+        assert r.status == 200, await r.text()
+
+    async def ids(query: str) -> list[int]:
+        resp = await client.get(f"/api/v1/tickets?{query}", headers=admin_headers)
+        assert resp.status == 200, await resp.text()
+        return [t["id"] for t in (await resp.json())["items"]]
+
+    by = {s: t["id"] for s, t in zip(subjects, made, strict=True)}
+    assert await ids("q=发票") == [by["Invoice 发票 missing"]]
+    assert await ids("q=invoice 发") == [by["Invoice 发票 missing"]]  # case folded, mixed scripts
+    assert await ids("q=订单") == [by["订单12345"], by["订订单"], by["订单 12345 物流问题"]]
+    assert await ids("q=订单 12") == [by["订单 12345 物流问题"]]  # the space counts: "订单12345" has none
+    assert await ids("q=退") == [by["100% 退款_x"], by["退款"]]
+    assert await ids("q=100%25 退") == [by["100% 退款_x"]]  # % and _ are text, not wildcards
+    assert await ids("q=款_") == [by["100% 退款_x"]]
+    assert await ids("q=单 1") == [by["订单 12345 物流问题"]]
+    monkeypatch.setattr(ticket_queries, "TEXT_CAP", 1)  # PostgreSQL: a "common" term walks the list instead
+    assert await ids("q=订单") == [by["订单12345"], by["订订单"], by["订单 12345 物流问题"]]
+    assert await ids("q=发票") == [by["Invoice 发票 missing"]]
+    # Paging li's active tickets two at a time: every one once, newest first.
+    seen, cursor = [], None
+    while True:
+        page = await (await client.get(f"/api/v1/tickets?assignee={li}&status=active&limit=2"
+                                       + (f"&before_id={cursor}" if cursor else ""), headers=admin_headers)).json()
+        seen += [t["id"] for t in page["items"]]
+        cursor = page["next_before_id"]
+        if cursor is None:
+            break
+    assert seen == [t["id"] for t in reversed(made[:5])]
+    assert await ids(f"assignee={li}&status=open,pending") == []  # new tickets are "new"
+    assert await ids("assignee=me&status=active") == [by["100% 退款_x"]]  # the admin opened it, kept it
