@@ -223,6 +223,9 @@ async def run_worker(settings: Settings, *, burst: bool = False, name: str | Non
     _tune_gc()
     _lower_priority(settings.worker.nice)
     try:
+        from scrm.secret_box import seal_at_start
+
+        await seal_at_start(ctx.db)
         worker = OutboxWorker(ctx, name=name)
         if burst:
             sent = await worker.run_until_idle(timeout=3600)

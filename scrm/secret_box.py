@@ -186,6 +186,14 @@ def _plain(value: Any) -> Any:
     return dict(value) if isinstance(value, dict) else value
 
 
+async def seal_at_start(db: Any) -> None:
+    """`seal_stored_secrets` for a starting process: a failure is logged, not fatal (next start retries)."""
+    try:
+        await seal_stored_secrets(db)
+    except Exception as exc:  # noqa: BLE001 - plaintext rows still work meanwhile
+        log.warning("could not encrypt stored plaintext secrets now: %s", type(exc).__name__)
+
+
 async def seal_stored_secrets(db: Any) -> int:
     """At start: seal secrets stored before encryption was introduced (idempotent, cheap when none)."""
     count = await reseal(db, everything=False)

@@ -109,7 +109,9 @@ def _context(settings: Settings, given: AppContext | None):  # type: ignore[no-u
             await upgrade(settings.database.url)
         ctx = await build_context(settings)
         app[CTX] = ctx
-        await seal_plaintext_secrets(ctx)
+        from scrm.secret_box import seal_at_start
+
+        await seal_at_start(ctx.db)
         yield
         await ctx.close()
 
@@ -152,16 +154,6 @@ def _background(settings: Settings, run_background: bool | None):  # type: ignor
                 await task
 
     return background
-
-
-async def seal_plaintext_secrets(ctx: AppContext) -> None:
-    """Encrypt channel secrets stored before encryption at rest (they stay readable until then)."""
-    from scrm.secret_box import seal_stored_secrets
-
-    try:
-        await seal_stored_secrets(ctx.db)
-    except Exception as exc:  # noqa: BLE001 - the next start tries again; plaintext rows still work
-        log.warning("could not encrypt stored plaintext secrets now: %s", type(exc).__name__)
 
 
 async def _setup_inboxes(ctx: AppContext) -> None:

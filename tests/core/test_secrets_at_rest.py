@@ -95,7 +95,7 @@ async def test_webhook_signing_and_web_identity_secrets_are_sealed_and_never_sho
         assert (await s.get(Inbox, web["id"])).secrets["hmac_secret"] == fresh["hmac_secret"]
 
 
-async def test_plaintext_rows_from_before_keep_working_and_are_sealed_at_start(client, ctx):
+async def test_plaintext_rows_from_before_keep_working_and_are_sealed_at_start(client, ctx, settings, aiohttp_client):
     plain = json.dumps({"secret": "legacy-plaintext-secret-0123456789"})
     async with ctx.db.transaction() as s:
         await s.execute(text("INSERT INTO inboxes (name, channel_type, settings, secrets, reopen_policy, active, "
@@ -104,7 +104,9 @@ async def test_plaintext_rows_from_before_keep_working_and_are_sealed_at_start(c
     inbox_id = await _raw(ctx, "SELECT id FROM inboxes WHERE name = 'old'")
     # Read as it is before sealing: its webhooks verify.
     assert (await post_signed(client, inbox_id, api_message("p-1"), secret="legacy-plaintext-secret-0123456789")).status == 200
-    assert await secret_box.seal_stored_secrets(ctx.db) == 1
+    from scrm.web.app import create_app
+
+    await aiohttp_client(create_app(settings, run_background=False))  # a server starting: seals what is plain
     raw = _as_dict(await _raw(ctx, "SELECT secrets FROM inboxes WHERE id = :id", id=inbox_id))
     assert raw["secret"].startswith("enc:v1:") and "legacy" not in raw["secret"]
     assert await secret_box.seal_stored_secrets(ctx.db) == 0  # idempotent
