@@ -54,7 +54,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     client.offer(json.dumps({"type": "hello", "agent_id": principal.agent_id, "process": ctx.bus.process_id}))
     hub.add(client)
     pump = asyncio.create_task(client.pump())
-    watch = asyncio.create_task(_watch_session(request, ws)) if principal.via == "session" else None
+    watch = asyncio.create_task(_watch_session(request, ws, principal.via))
     last_typing = 0.0
     try:
         async for msg in ws:
@@ -86,14 +86,18 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _watch_session(request: web.Request, ws: web.WebSocketResponse) -> None:
-    """Close the socket (4401) once the session has expired or been logged out."""
+async def _watch_session(request: web.Request, ws: web.WebSocketResponse, via: str) -> None:
+    """Close the socket (4401) once the session has expired or been logged out, or the API token it
+    was opened with has been revoked (password reset, deactivation, sign out everywhere)."""
     ctx = request.app[CTX]
-    raw = request.cookies.get(SESSION_COOKIE, "")
+    if via == "token":
+        raw, check = request.headers.get("Authorization", "")[7:].strip(), agent_svc.principal_from_token
+    else:
+        raw, check = request.cookies.get(SESSION_COOKIE, ""), agent_svc.principal_from_session
     while not ws.closed:
         await asyncio.sleep(SESSION_CHECK_SECONDS)
         async with ctx.db.session() as s:
-            alive = await agent_svc.principal_from_session(s, raw)
+            alive = await check(s, raw)
         if alive is None:
             await ws.close(code=4401, message=b"session ended")
             return

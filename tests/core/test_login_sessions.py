@@ -186,3 +186,29 @@ async def test_sign_out_everywhere(client, ctx, admin):
     finally:
         await laptop.close()
         await phone.close()
+
+
+async def test_open_live_sockets_close_when_their_credentials_are_revoked(client, ctx, admin, monkeypatch):
+    from aiohttp import WSMsgType
+
+    from scrm.web import realtime
+
+    monkeypatch.setattr(realtime, "SESSION_CHECK_SECONDS", 0.05)
+    aid = await make_agent(ctx, "dan", "agent")
+    admin_headers = await login(client, "root", admin["password"])
+    browser, headers = await _agent_session(client, "dan", "password-123")
+    try:
+        bearer = await _token(browser, client, headers)
+        url = client.make_url("/ws")
+        by_cookie = await browser.ws_connect(url, headers={"Origin": f"http://{client.host}:{client.port}"})
+        by_token = await client.session.ws_connect(url, headers=bearer)
+        for ws in (by_cookie, by_token):
+            assert (await ws.receive_json(timeout=5))["type"] == "hello"
+        assert (await client.patch(f"/api/v1/agents/{aid}", json={"active": False}, headers=admin_headers)).status == 200
+        for ws in (by_cookie, by_token):
+            msg = await ws.receive(timeout=5)
+            while msg.type == WSMsgType.TEXT:  # events sent before the check came round
+                msg = await ws.receive(timeout=5)
+            assert msg.type == WSMsgType.CLOSE and msg.data == 4401
+    finally:
+        await browser.close()
