@@ -11,6 +11,10 @@ from pathlib import Path
 
 import aiohttp
 
+# Channel secrets are encrypted at rest: the benchmark's own process and the servers it starts share
+# this key (a server on PostgreSQL refuses to start without one).
+BENCH_SECRET_KEY = "Yb7m7o2b7u0y0JkQ2c3n9nM0e3q2C1ZQm3V8yX1lq0s="
+
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""

@@ -1,4 +1,4 @@
-"""The `scrm` command: serve, worker, migrate, create-admin, demo."""
+"""The `scrm` command: serve, worker, migrate, create-admin, demo, rotate-secrets, generate-secret-key."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_argument("--name", help="display name")
     admin.add_argument("--role", default="admin", choices=["admin", "agent", "marketer"])
 
+    sub.add_parser("rotate-secrets", help="re-encrypt every stored channel secret with the newest key "
+                   "(the first of SCRM_SECRET_KEY)")
+    sub.add_parser("generate-secret-key", help="print a new key for SCRM_SECRET_KEY")
+
     demo = sub.add_parser("demo", help="seed demo data (admin, API inbox, sample conversations) and serve")
     demo.add_argument("--no-serve", action="store_true", help="only seed, do not start the server")
     demo.add_argument("--port", type=int)
@@ -63,6 +67,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(settings.logging.level, settings.logging.json_logs)
     _fast_event_loop(settings.server.uvloop)
+    if args.command == "generate-secret-key":
+        from scrm.secret_box import new_key
+
+        print(new_key())
+        return 0
+    try:
+        if args.command != "migrate":  # migrations never read a secret
+            _check_secret_key(settings, demo=args.command == "demo")
+    except SettingsError as exc:
+        print(f"scrm: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "serve":
             return serve(settings)
@@ -73,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "create-admin":
             password = args.password or os.environ.get("SCRM_ADMIN_PASSWORD") or getpass.getpass("password: ")
             return asyncio.run(create_admin(settings, args.login, password, args.name, args.role))
+        if args.command == "rotate-secrets":
+            return asyncio.run(rotate_secrets(settings))
         if args.command == "demo":
             from scrm.demo import seed_demo
 
@@ -85,6 +102,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scrm: cannot connect to the database or Redis: {exc}", file=sys.stderr)
         return 1
     return 2
+
+
+def _check_secret_key(settings: Settings, *, demo: bool) -> None:
+    """Refuse to start without a key for channel secrets where one must be given (PostgreSQL).
+
+    The demo keeps a generated key in var/ (next to its database, or in ./var on PostgreSQL), and the
+    settings carry it from then on, so the server it starts uses the same key.
+    """
+    from pathlib import Path
+
+    from pydantic import SecretStr
+
+    from scrm import secret_box
+
+    demo_dir = Path("var") if demo and not settings.database.url.startswith("sqlite") else None
+    raw = secret_box.resolve_keys(settings, generate_in=demo_dir)
+    secret_box.install(raw)
+    settings.security.secret_key = SecretStr(raw)
+
+
+async def rotate_secrets(settings: Settings) -> int:
+    """Re-encrypt every stored secret with the newest key; then the older keys can be dropped."""
+    from scrm.db.database import Database
+    from scrm.secret_box import reseal
+
+    db = Database(settings.database.url, pool_size=2)
+    try:
+        count = await reseal(db, everything=True)
+    finally:
+        await db.dispose()
+    print(f"re-encrypted the secrets of {count} rows with the newest key")
+    return 0
 
 
 def serve(settings: Settings) -> int:
@@ -174,6 +223,9 @@ async def run_worker(settings: Settings, *, burst: bool = False, name: str | Non
     _tune_gc()
     _lower_priority(settings.worker.nice)
     try:
+        from scrm.secret_box import seal_at_start
+
+        await seal_at_start(ctx.db)
         worker = OutboxWorker(ctx, name=name)
         if burst:
             sent = await worker.run_until_idle(timeout=3600)

@@ -61,8 +61,11 @@ class AppContext:
 
 async def build_context(settings: Settings) -> AppContext:
     """Create the context for `settings` (embedded default without Redis, or Redis-backed)."""
+    from scrm import secret_box
     from scrm.channels_runtime import AdapterPool
 
+    # Before anything touches the database: without a usable key (PostgreSQL and none set) this stops.
+    secret_box.install(secret_box.resolve_keys(settings))
     db = Database(settings.database.url, pool_size=settings.database.pool_size, echo=settings.database.echo)
     redis = None
     if settings.redis.url:

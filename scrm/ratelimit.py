@@ -102,16 +102,25 @@ class WindowCounter:
         return n if expires > time.monotonic() else 0
 
     async def hit(self, key: str, window: float) -> int:
+        """Count one attempt and return the count in this window, this attempt included.
+
+        One atomic step (MULTI: SET NX EX, then INCR): of many parallel attempts each sees its own
+        number, so a caller that counts *before* doing the work lets exactly `limit` of them through,
+        in every process sharing the Redis. The window starts with the first attempt and the expiry is
+        set together with the key, so a process dying in between cannot leave a key that never expires.
+        """
         if self.redis is not None:
             k = "scrm:win:" + key
             try:
-                n = await self.redis.incr(k)
-                if n == 1:
-                    await self.redis.expire(k, int(window))
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.set(k, 0, ex=max(1, int(window)), nx=True)
+                    pipe.incr(k)
+                    _, n = await pipe.execute()
                 return int(n)
             except Exception as exc:
                 if not unavailable(exc):
                     raise
+        # No await between reading and writing: atomic within the event loop.
         n = self._count_mem(key)
         expires = self._mem.get(key, (0, 0.0))[1] if n else time.monotonic() + window
         self._mem[key] = (n + 1, expires)

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "scrm.toml"
 
@@ -73,6 +81,9 @@ class SecuritySettings(_Section):
     login_attempts: int = Field(5, ge=1)  # failed logins per login+address ...
     login_window_seconds: int = Field(300, ge=1)  # ... within this window
     cookie_secure: bool = False  # set true behind HTTPS
+    # Fernet keys for channel secrets at rest, comma-separated, newest first (env SCRM_SECRET_KEY).
+    # Required with PostgreSQL; with SQLite one is generated next to the database file when unset.
+    secret_key: SecretStr | None = None
 
 
 class WebhookSettings(_Section):
@@ -193,7 +204,10 @@ def load_settings(
     data = _read_toml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
     if config_file:
         data = _merge(data, _read_toml(Path(config_file)))
-    data = _merge(data, _env_overrides(os.environ if env is None else env))
+    environ = os.environ if env is None else env
+    data = _merge(data, _env_overrides(environ))
+    if environ.get("SCRM_SECRET_KEY"):  # the documented name (not SCRM_SECURITY_SECRET_KEY, which works too)
+        data = _merge(data, {"security": {"secret_key": environ["SCRM_SECRET_KEY"]}})
     if overrides:
         data = _merge(data, overrides)
     try:

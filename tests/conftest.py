@@ -30,6 +30,10 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 if not SHARED.exists():
     SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
+# Channel secrets are encrypted at rest; every test process (and the servers and workers tests start)
+# uses this key. CI runs on PostgreSQL, where a server without a key refuses to start.
+TEST_SECRET_KEY = "9O8XMqGGAaFZ6jbszQNWFeGCHF23U4qOTPwnyMgJmFA="
+
 _template_db: Path | None = None
 _pg_migrated = False
 
@@ -100,7 +104,7 @@ async def settings(tmp_path: Path) -> Settings:
             "redis": {"url": REDIS_URL},
             "storage": {"path": str(tmp_path / "files")},
             "worker": {"poll_interval": 0.1, "backoff_base": 1.05, "lease_seconds": 30, "send_timeout": 10},
-            "security": {"login_attempts": 5},
+            "security": {"login_attempts": 5, "secret_key": TEST_SECRET_KEY},
         },
     )
 

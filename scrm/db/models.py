@@ -23,6 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from scrm.secret_box import SealedDict
+
 # BIGINT ids on PostgreSQL, INTEGER (rowid alias) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -108,7 +110,7 @@ class Inbox(Base):
     name: Mapped[str] = mapped_column(String(120))
     channel_type: Mapped[str] = mapped_column(String(32))
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    secrets: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    secrets: Mapped[dict[str, Any]] = mapped_column(SealedDict(), default=dict)  # encrypted at rest
     # What a customer message on a resolved conversation does: "reopen" it or open a "new" one.
     reopen_policy: Mapped[str] = mapped_column(String(16), default="reopen")
     active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -12,6 +12,7 @@ from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scrm.db.models import Base, BigId, utcnow
+from scrm.secret_box import SealedText
 
 
 class DeskSetting(Base):
@@ -129,7 +130,7 @@ class WebhookSubscription(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(120))
     url: Mapped[str] = mapped_column(Text)
-    secret: Mapped[str] = mapped_column(String(128))
+    secret: Mapped[str] = mapped_column(SealedText())  # encrypted at rest (scrm/secret_box.py)
     events: Mapped[list[Any]] = mapped_column(default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm.db.models import Agent, AgentSession, ApiToken, utcnow
@@ -38,17 +39,27 @@ class Principal:
     csrf_token: str | None = None
 
 
-def hash_password(password: str) -> str:
+# argon2 takes ~0.2 s of CPU and memory by design: it runs in the default thread pool (argon2-cffi
+# releases the GIL), never on the event loop, where it would stall every other request meanwhile.
+
+
+async def hash_password(password: str) -> str:
+    """The argon2id hash of a new password (checked for length), computed off the event loop."""
     if len(password) < MIN_PASSWORD:
         raise AgentError(f"password must have at least {MIN_PASSWORD} characters")
-    return _hasher.hash(password)
+    return await asyncio.to_thread(_hasher.hash, password)
 
 
-def verify_password(stored: str | None, password: str) -> bool:
+def _verify(stored: str | None, password: str) -> bool:
     try:
         return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    """Check a password against its stored hash (or a dummy one: equal timing), off the event loop."""
+    return await asyncio.to_thread(_verify, stored, password)
 
 
 def token_hash(raw: str) -> str:
@@ -67,7 +78,7 @@ async def create_agent(
         raise AgentError("login must not be empty")
     if await s.scalar(select(Agent.id).where(Agent.login == login)):
         raise AgentError(f"login {login!r} is taken")
-    agent = Agent(login=login, password_hash=hash_password(password), role=role,
+    agent = Agent(login=login, password_hash=await hash_password(password), role=role,
                   display_name=display_name or login, email=email, active=True, availability="online")
     s.add(agent)
     await s.flush()
@@ -75,14 +86,40 @@ async def create_agent(
 
 
 async def authenticate(s: AsyncSession, login: str, password: str) -> Agent | None:
-    """The active agent with these credentials, or None."""
+    """The active agent with these credentials, or None.
+
+    Call it in a read session: the hash check takes a while and must not hold the write lock.
+    """
     agent = await s.scalar(select(Agent).where(Agent.login == login))
-    ok = verify_password(agent.password_hash if agent else None, password)
+    ok = await verify_password(agent.password_hash if agent else None, password)
     if not ok or agent is None or not agent.active:
         return None
-    if _hasher.check_needs_rehash(agent.password_hash):
-        agent.password_hash = _hasher.hash(password)
     return agent
+
+
+def needs_rehash(agent: Agent) -> bool:
+    """True when the stored hash uses weaker parameters than today's (rehash on the next login)."""
+    return _hasher.check_needs_rehash(agent.password_hash)
+
+
+async def revoke_credentials(s: AsyncSession, agent_id: int, *, keep_session: str | None = None,
+                             tokens: bool = True) -> tuple[int, int]:
+    """End every login session of an agent (but `keep_session`, a raw cookie) and revoke its API tokens.
+
+    Rows are deleted or marked revoked, not merely hidden behind `active`, so reactivating the agent
+    later does not bring any of them back. Returns (sessions ended, tokens revoked).
+    """
+    stmt = delete(AgentSession).where(AgentSession.agent_id == agent_id)
+    if keep_session is not None:
+        stmt = stmt.where(AgentSession.token_hash != token_hash(keep_session))
+    ended = (await s.execute(stmt)).rowcount or 0
+    revoked = 0
+    if tokens:
+        revoked = (await s.execute(
+            update(ApiToken).where(ApiToken.agent_id == agent_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )).rowcount or 0
+    return int(ended), int(revoked)
 
 
 async def open_session(s: AsyncSession, agent: Agent, ttl_hours: float) -> tuple[str, str]:

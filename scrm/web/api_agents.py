@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from yarl import URL
 
 from scrm.db.models import Agent, ApiToken, utcnow
 from scrm.services import agents as agent_svc
 from scrm.services import audit
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
+from scrm.settings import SecuritySettings
 from scrm.web.keys import CTX, SESSION_COOKIE
 from scrm.web.routing import ADMIN, ALL_ROLES, ApiError, api, ok, path_int
 from scrm.web.serializers import agent_json
+
+log = logging.getLogger("scrm.auth")
 
 
 class LoginIn(BaseModel):
@@ -23,25 +28,63 @@ class LoginIn(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
-@api("POST", "/auth/login", roles=None, body=LoginIn, summary="Log in: sets the session cookie, returns the CSRF token",
-     tag="auth")
+def _login_guard(request: web.Request) -> None:
+    """Login CSRF: a JSON body only (a cross-site form cannot send one without a CORS preflight, which
+    we never grant) and, when the browser says where the request comes from, only from this site."""
+    if request.content_type != "application/json":
+        log.warning("login refused: Content-Type %r from %s", request.content_type[:60], request.remote)
+        raise ApiError(415, "login needs Content-Type: application/json", "unsupported_media_type")
+    origin = request.headers.get("Origin")
+    if origin is not None and not same_origin(origin, request, request.app[CTX].settings.server.public_url):
+        log.warning("login refused: cross-site Origin %r from %s", origin[:120], request.remote)
+        raise ApiError(403, "login from another site is refused (Origin does not match this server)", "cross_origin")
+
+
+def same_origin(origin: str, request: web.Request, public_url: str | None) -> bool:
+    """Whether an Origin header names this server: its public URL, or the host the browser addressed."""
+    try:
+        url = URL(origin)
+    except ValueError:
+        return False
+    if not url.scheme or not url.host:  # "null": sandboxed frames, file:// pages, privacy redirects
+        return False
+    if public_url:
+        public = URL(public_url)
+        if (url.scheme, url.host, url.port) == (public.scheme, public.host, public.port):
+            return True
+    # The Host header is the address the victim's browser used: a page elsewhere cannot make the
+    # browser send an Origin with this host. The scheme is not compared (TLS may end at a proxy).
+    return url.raw_authority.lower() == request.host.lower() or f"{url.host}:{url.port}" == request.host.lower()
+
+
+@api("POST", "/auth/login", roles=None, body=LoginIn, guard=_login_guard, tag="auth",
+     summary="Log in: sets the session cookie, returns the CSRF token (JSON only, same origin)")
 async def login(request: web.Request, principal: Principal | None, body: LoginIn) -> web.Response:
     ctx = request.app[CTX]
     sec = ctx.settings.security
     key = f"login:{body.login.lower()}:{request.remote}"
-    if await ctx.counter.count(key, sec.login_window_seconds) >= sec.login_attempts:
-        resp = ApiError(429, "too many failed logins; try again later", "rate_limited")
-        raise resp
-    async with unit_of_work(ctx) as tx:
-        agent = await agent_svc.authenticate(tx.session, body.login, body.password)
-        if agent is not None:
-            raw, csrf = await agent_svc.open_session(tx.session, agent, sec.session_ttl_hours)
-            audit.record(tx, agent.id, "agent.login", "agent", agent.id, remote=request.remote)
-    if agent is None:
-        await ctx.counter.hit(key, sec.login_window_seconds)
+    # Counted before the password is checked, in one atomic step (Redis INCR across processes): of
+    # many parallel guesses only the first `login_attempts` reach the hash check.
+    if await ctx.counter.hit(key, sec.login_window_seconds) > sec.login_attempts:
+        log.warning("login rate limited for %r from %s", body.login[:120], request.remote)
+        raise ApiError(429, "too many failed logins; try again later", "rate_limited")
+    async with ctx.db.session() as s:  # a read session: the slow hash check holds no write lock
+        found = await agent_svc.authenticate(s, body.login, body.password)
+    if found is None:
         raise ApiError(401, "wrong login or password", "bad_credentials")
+    async with unit_of_work(ctx) as tx:
+        agent = await tx.session.get(Agent, found.id)
+        if agent is None or not agent.active:  # deactivated while the password was being checked
+            raise ApiError(401, "wrong login or password", "bad_credentials")
+        if agent_svc.needs_rehash(agent):
+            agent.password_hash = await agent_svc.hash_password(body.password)
+        raw, csrf = await agent_svc.open_session(tx.session, agent, sec.session_ttl_hours)
+        audit.record(tx, agent.id, "agent.login", "agent", agent.id, remote=request.remote)
     await ctx.counter.reset(key)
-    resp = ok({"agent": agent_json(agent), "csrf_token": csrf})
+    return _with_session(ok({"agent": agent_json(agent), "csrf_token": csrf}), raw, sec)
+
+
+def _with_session(resp: web.Response, raw: str, sec: SecuritySettings) -> web.Response:
     resp.set_cookie(SESSION_COOKIE, raw, httponly=True, samesite="Lax", secure=sec.cookie_secure, path="/",
                     max_age=int(sec.session_ttl_hours * 3600))
     return resp
@@ -57,6 +100,55 @@ async def logout(request: web.Request, principal: Principal) -> web.Response:
     resp = ok({"ok": True})
     resp.del_cookie(SESSION_COOKIE, path="/")
     return resp
+
+
+@api("POST", "/auth/logout-all", roles=ALL_ROLES, tag="auth",
+     summary="Sign out everywhere: ends every login session of mine, this one included (API tokens stay)")
+async def logout_everywhere(request: web.Request, principal: Principal) -> web.Response:
+    ctx = request.app[CTX]
+    async with unit_of_work(ctx) as tx:
+        ended, _ = await agent_svc.revoke_credentials(tx.session, principal.agent_id, tokens=False)
+        audit.record(tx, principal.agent_id, "agent.logout_all", "agent", principal.agent_id, sessions=ended)
+    resp = ok({"ok": True, "sessions_ended": ended})
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    return resp
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=8, max_length=1024)
+
+
+@api("POST", "/me/password", roles=ALL_ROLES, body=PasswordChange, tag="auth",
+     summary="Change my password (current one required): a new session here, my other sessions end")
+async def change_password(request: web.Request, principal: Principal, body: PasswordChange) -> web.Response:
+    ctx = request.app[CTX]
+    sec = ctx.settings.security
+    # Guesses at the current password through this form count like login attempts.
+    key = f"password:{principal.agent_id}"
+    if await ctx.counter.hit(key, sec.login_window_seconds) > sec.login_attempts:
+        raise ApiError(429, "too many wrong passwords; try again later", "rate_limited")
+    async with ctx.db.session() as s:
+        agent = await s.get(Agent, principal.agent_id)
+        stored = agent.password_hash if agent else None
+    if not await agent_svc.verify_password(stored, body.current_password):
+        log.warning("password change refused for agent %s: wrong current password", principal.agent_id)
+        raise ApiError(403, "the current password is wrong", "bad_credentials")
+    try:
+        new_hash = await agent_svc.hash_password(body.new_password)
+    except agent_svc.AgentError as exc:
+        raise ApiError(400, str(exc), "bad_password") from None
+    async with unit_of_work(ctx) as tx:
+        agent = await tx.session.get(Agent, principal.agent_id)
+        assert agent is not None
+        agent.password_hash = new_hash
+        # Every session ends, this one too: the caller gets a fresh cookie (session rotation), so a
+        # session cookie stolen before the change is worth nothing after it.
+        ended, _ = await agent_svc.revoke_credentials(tx.session, agent.id, tokens=False)
+        raw, csrf = await agent_svc.open_session(tx.session, agent, sec.session_ttl_hours)
+        audit.record(tx, agent.id, "agent.password_change", "agent", agent.id, sessions=ended)
+    await ctx.counter.reset(key)
+    return _with_session(ok({"ok": True, "csrf_token": csrf}), raw, sec)
 
 
 @api("GET", "/me", roles=ALL_ROLES, summary="The current agent (and the CSRF token for cookie sessions)", tag="auth")
@@ -168,6 +260,7 @@ async def update_agent(request: web.Request, principal: Principal, body: AgentPa
     aid = path_int(request, "id")
     if aid == principal.agent_id and (body.active is False or (body.role and body.role != "admin")):
         raise ApiError(400, "you cannot deactivate or demote yourself", "self_change")
+    new_hash = await agent_svc.hash_password(body.password) if body.password else None
     async with unit_of_work(ctx) as tx:
         agent = await tx.session.get(Agent, aid)
         if agent is None:
@@ -176,8 +269,14 @@ async def update_agent(request: web.Request, principal: Principal, body: AgentPa
             value = getattr(body, name)
             if value is not None:
                 setattr(agent, name, value)
-        if body.password:
-            agent.password_hash = agent_svc.hash_password(body.password)
+        revoked = None
+        if new_hash is not None:
+            agent.password_hash = new_hash
+        if new_hash is not None or body.active is False:
+            # A reset or a deactivation answers a leaver or a leaked password: every session and API
+            # token of the agent ends now, and reactivation later does not bring them back.
+            revoked = await agent_svc.revoke_credentials(tx.session, aid)
         audit.record(tx, principal.agent_id, "agent.update", "agent", aid,
-                     fields=sorted(k for k in body.model_dump(exclude_unset=True) if k != "password"))
+                     fields=sorted(k for k in body.model_dump(exclude_unset=True) if k != "password"),
+                     **({"sessions_ended": revoked[0], "tokens_revoked": revoked[1]} if revoked else {}))
     return ok(agent_json(agent))

@@ -15,7 +15,7 @@ from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int
-from scrm.web.serializers import inbox_json
+from scrm.web.serializers import inbox_json, is_masked
 
 
 class InboxIn(BaseModel):
@@ -92,14 +92,15 @@ async def _setup(request: web.Request, inbox: Inbox) -> None:
                        inbox_id=inbox.id) from None
 
 
-@api("GET", "/inboxes/{id}", roles=ADMIN, summary="One inbox with its secrets (admin)", tag="inboxes")
+@api("GET", "/inboxes/{id}", roles=ADMIN, summary="One inbox (secrets masked: they are shown only when created)",
+     tag="inboxes")
 async def get_inbox(request: web.Request, principal: Principal) -> web.Response:
     ctx = request.app[CTX]
     async with ctx.db.session() as s:
         inbox = await s.get(Inbox, path_int(request, "id"))
     if inbox is None:
         raise ApiError(404, "inbox not found", "not_found")
-    return ok(inbox_json(inbox, public_url=ctx.settings.server.public_url, reveal=True))
+    return ok(inbox_json(inbox, public_url=ctx.settings.server.public_url))
 
 
 @api("PATCH", "/inboxes/{id}", roles=ADMIN, body=InboxPatch, summary="Update an inbox", tag="inboxes")
@@ -110,7 +111,9 @@ async def update_inbox(request: web.Request, principal: Principal, body: InboxPa
         if inbox is None:
             raise ApiError(404, "inbox not found", "not_found")
         settings = body.settings if body.settings is not None else inbox.settings
-        secrets = dict(inbox.secrets) | (body.secrets or {})
+        # A masked value sent back unchanged (a form filled from GET) keeps the stored secret.
+        given = {k: v for k, v in (body.secrets or {}).items() if not is_masked(v)}
+        secrets = dict(inbox.secrets) | given
         validate_inbox_config(inbox.channel_type, settings, secrets)
         inbox.settings, inbox.secrets = settings, secrets
         for name in ("name", "reopen_policy", "active"):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import secrets
 
 from aiohttp import web
 from sqlalchemy import select
 
 from channels.web.adapter import visitor_topic
 from scrm.db.models import Conversation, Inbox
+from scrm.services import audit
 from scrm.services import webchat as chat_svc
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
@@ -16,6 +18,7 @@ from scrm.services.webchat_push import publish
 from scrm.web.access import require_conversation
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int
+from scrm.web.serializers import mask_secret
 
 
 async def _web_conversation(request: web.Request) -> Conversation:
@@ -66,10 +69,25 @@ async def embed_info(request: web.Request, principal: Principal) -> web.Response
 
     return ok({
         "inbox_id": inbox.id, "script": script, "settings": WebSettings.model_validate(inbox.settings or {}).model_dump(), "h5_url": f"{base}/chat/{inbox.id}",
-        "qr_path": f"/chat/{inbox.id}/qr.svg", "hmac_secret": (inbox.secrets or {}).get("hmac_secret"),
+        # Masked like every stored secret: a new one is shown once by POST .../webchat/identity-secret.
+        "qr_path": f"/chat/{inbox.id}/qr.svg", "hmac_secret": mask_secret((inbox.secrets or {}).get("hmac_secret")),
         "identity_example": ("window.scrmSettings = {identifier: 'user-42', identifier_hash: "
                              "HMAC_SHA256_hex(hmac_secret, 'user-42'), name: '张三', email: 'z@example.com'};"),
     })
+
+
+@api("POST", "/inboxes/{id}/webchat/identity-secret", roles=ADMIN, tag="webchat",
+     summary="Replace a web inbox's identity-validation secret; the new one is shown once")
+async def new_identity_secret(request: web.Request, principal: Principal) -> web.Response:
+    ctx = request.app[CTX]
+    async with unit_of_work(ctx) as tx:
+        inbox = await tx.session.get(Inbox, path_int(request, "id"), with_for_update=True)
+        if inbox is None or inbox.channel_type != "web":
+            raise ApiError(404, "web inbox not found", "not_found")
+        fresh = secrets.token_hex(32)
+        inbox.secrets = {**inbox.secrets, "hmac_secret": fresh}
+        audit.record(tx, principal.agent_id, "inbox.identity_secret", "inbox", inbox.id)
+    return ok({"inbox_id": inbox.id, "hmac_secret": fresh})
 
 
 def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:

@@ -57,7 +57,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     client.offer(json.dumps({"type": "hello", "agent_id": principal.agent_id, "process": ctx.bus.process_id}))
     hub.add(client)
     pump = asyncio.create_task(client.pump())
-    watch = asyncio.create_task(_watch_session(request, ws, client)) if principal.via == "session" else None
+    watch = asyncio.create_task(_watch_session(request, ws, client, principal.via))
     last_typing = 0.0
     try:
         async for msg in ws:
@@ -89,14 +89,19 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _watch_session(request: web.Request, ws: web.WebSocketResponse, client: Client) -> None:
-    """Close the socket (4401) once the session has expired or been logged out."""
+async def _watch_session(request: web.Request, ws: web.WebSocketResponse, client: Client, via: str) -> None:
+    """Close the socket (4401) once the session has expired or been logged out, or the API token it
+    was opened with has been revoked (password reset, deactivation, sign out everywhere); meanwhile keep
+    what this tab may see (its inboxes) current."""
     ctx = request.app[CTX]
-    raw = request.cookies.get(SESSION_COOKIE, "")
+    if via == "token":
+        raw, check = request.headers.get("Authorization", "")[7:].strip(), agent_svc.principal_from_token
+    else:
+        raw, check = request.cookies.get(SESSION_COOKIE, ""), agent_svc.principal_from_session
     while not ws.closed:
         await asyncio.sleep(SESSION_CHECK_SECONDS)
         async with ctx.db.session() as s:
-            alive = await agent_svc.principal_from_session(s, raw)
+            alive = await check(s, raw)
             if alive is not None:  # team membership may have changed too: re-read what this tab may see
                 client.inboxes = await visible_inbox_set(s, alive.agent_id, alive.role)
         if alive is None:

@@ -66,9 +66,12 @@ API_ROUTES: list[ApiRoute] = []
 
 def api(
     method: str, path: str, *, roles: Iterable[str] | None, summary: str, body: type[BaseModel] | None = None,
-    query: dict[str, str] | None = None, tag: str = "api",
+    query: dict[str, str] | None = None, tag: str = "api", guard: Callable[[web.Request], None] | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Register an /api/v1 endpoint. The handler gets (request, principal[, body])."""
+    """Register an /api/v1 endpoint. The handler gets (request, principal[, body]).
+
+    `guard` checks the request before its body is read (login: content type and origin).
+    """
 
     def deco(fn: Handler) -> Handler:
         role_set = frozenset(roles) if roles is not None else None
@@ -81,6 +84,8 @@ def api(
                     raise ApiError(401, "authentication required", "unauthenticated")
                 if principal.role not in role_set:
                     raise ApiError(403, f"this needs the role {' or '.join(sorted(role_set))}", "forbidden")
+            if guard is not None:
+                guard(request)
             args: list[Any] = [request, principal]
             if body is not None:
                 args.append(await parse_body(request, body))

@@ -16,9 +16,21 @@ def agent_json(a: Agent) -> dict[str, Any]:
             "active": a.active, "availability": a.availability, "last_seen_at": iso(a.last_seen_at)}
 
 
+MASK = "••••"
+
+
 def _mask(value: Any) -> str:
+    """What the API shows of a stored secret: that it is set, and its last 4 characters when it is long."""
     s = str(value)
-    return "••••" + s[-4:] if len(s) > 8 else "••••"
+    return MASK + s[-4:] if len(s) > 8 else MASK
+
+
+def mask_secret(value: Any) -> str | None:
+    return None if value is None else _mask(value)
+
+
+def is_masked(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(MASK)
 
 
 WEBHOOK_SEGMENTS = {"wechat_oa": "wechat", "wecom_kf": "wecom", "wecom_contacts": "wecom-contacts"}
@@ -28,7 +40,8 @@ def inbox_json(i: Inbox, *, public_url: str | None = None, reveal: bool = False)
     path = f"/webhooks/{WEBHOOK_SEGMENTS.get(i.channel_type, i.channel_type)}/{i.id}"
     return {
         "id": i.id, "name": i.name, "channel_type": i.channel_type, "settings": i.settings,
-        "secrets": dict(i.secrets) if reveal else {k: _mask(v) for k, v in (i.secrets or {}).items()},
+        # Secrets are shown once, in the answer to the creation (`reveal`), and masked ever after.
+        "secrets": dict(i.secrets) if reveal else {k: _mask(v) for k, v in (i.secrets or {}).items() if v is not None},
         "reopen_policy": i.reopen_policy, "active": i.active, "created_at": iso(i.created_at),
         "webhook_path": path, "webhook_url": (public_url + path) if public_url else None,
     }

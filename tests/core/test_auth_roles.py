@@ -21,8 +21,8 @@ def _routes():
     from scrm.web import api_agents, api_contacts, api_conversations, api_inboxes  # noqa: F401
 
     routes = {(r.method, r.path): r for r in API_ROUTES if r.roles is not None}
-    # logout last: it ends the session the loop is using
-    return sorted(routes.values(), key=lambda r: r.path == "/auth/logout")
+    # logout last: it ends the session the loop is using (so does signing out everywhere)
+    return sorted(routes.values(), key=lambda r: r.path in ("/auth/logout", "/auth/logout-all"))
 
 
 async def test_every_protected_endpoint_needs_authentication(client):

@@ -24,7 +24,7 @@ from scrm.db.migrate import upgrade
 from scrm.db.models import Inbox, Message
 from scrm.settings import load_settings
 from scrm.web.app import create_app
-from tests.conftest import api_message
+from tests.conftest import TEST_SECRET_KEY, api_message
 from tests.scratch import ScratchPostgres
 
 SECRET = "s" * 32
@@ -93,7 +93,8 @@ async def test_503_not_500_while_postgresql_restarts_and_starts_up(aiohttp_clien
     try:
         await upgrade(pg.url)
         settings = load_settings(env={}, overrides={"database": {"url": pg.url, "auto_migrate": False, "pool_size": 4},
-                                                    "storage": {"path": str(tmp_path / "files")}})
+                                                    "storage": {"path": str(tmp_path / "files")},
+                                                    "security": {"secret_key": TEST_SECRET_KEY}})
         ctx = await build_context(settings)
         async with ctx.db.transaction() as s:
             inbox = Inbox(name="API", channel_type="api", settings={}, secrets={"secret": SECRET})

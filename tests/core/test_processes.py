@@ -32,6 +32,7 @@ def _env(settings, **extra: str) -> dict[str, str]:
         "SCRM_DATABASE_AUTO_MIGRATE": "false",
         "SCRM_STORAGE_PATH": settings.storage.path,
         "SCRM_LOGGING_LEVEL": "WARNING",
+        "SCRM_SECRET_KEY": settings.security.secret_key.get_secret_value(),
         "PYTHONPATH": str(ROOT),
         "SCRM_BOT_CONFIG": str(Path(__file__).resolve().parent / "fixtures" / "bot_disabled.toml"),
     })

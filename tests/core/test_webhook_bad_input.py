@@ -108,7 +108,8 @@ async def test_database_unavailable_gets_503(aiohttp_client, settings):
 
     down = load_settings(env={}, overrides={"database": {"url": "postgresql+asyncpg://nobody@127.0.0.1:1/none",
                                                          "auto_migrate": False},
-                                            "storage": {"path": settings.storage.path}})
+                                            "storage": {"path": settings.storage.path},
+                                            "security": {"secret_key": settings.security.secret_key}})
     ctx = await build_context(down)
     try:
         client = await aiohttp_client(create_app(down, ctx=ctx, run_background=False))

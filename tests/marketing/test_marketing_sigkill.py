@@ -29,6 +29,7 @@ def _spawn(settings, *args: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
     env.update({"SCRM_DATABASE_URL": settings.database.url, "SCRM_DATABASE_AUTO_MIGRATE": "false",
                 "SCRM_STORAGE_PATH": settings.storage.path, "SCRM_LOGGING_LEVEL": "WARNING",
+                "SCRM_SECRET_KEY": settings.security.secret_key.get_secret_value(),
                 "PYTHONPATH": str(ROOT), "SCRM_WORKER_LEASE_SECONDS": "3", "SCRM_WORKER_SEND_TIMEOUT": "2.5",
                 "SCRM_WORKER_POLL_INTERVAL": "0.2"})
     if settings.redis.url:

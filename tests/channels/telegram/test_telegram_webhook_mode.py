@@ -34,6 +34,7 @@ def _env(settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
     env.update({"SCRM_DATABASE_URL": settings.database.url, "SCRM_DATABASE_AUTO_MIGRATE": "false",
                 "SCRM_STORAGE_PATH": settings.storage.path, "SCRM_LOGGING_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+                "SCRM_SECRET_KEY": settings.security.secret_key.get_secret_value(),
                 "SCRM_BOT_CONFIG": str(ROOT / "tests" / "core" / "fixtures" / "bot_disabled.toml")})
     if settings.redis.url:
         env["SCRM_REDIS_URL"] = settings.redis.url

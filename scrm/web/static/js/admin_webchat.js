@@ -1,10 +1,24 @@
 // Admin: a web chat inbox's widget page: embed code, H5 link and QR code, identity secret, and its settings.
-import { get, patch } from "./api.js";
+import { get, patch, post } from "./api.js";
 import { h, replace, select } from "./dom.js";
 import { t } from "./i18n.js";
 import { toast } from "./toast.js";
 
 const STANDARD = ["name", "email", "phone"];
+
+/** The stored identity secret is masked; a new one is generated here and shown this once. */
+function identitySecret(inbox, masked) {
+  const row = h("div", {}, h("code.copy", { "data-testid": "webchat-secret", text: masked || "" }));
+  const button = h("button", { type: "button", "data-testid": "webchat-secret-new", text: t("wc.secret_new"), on: { click: async () => {
+    try {
+      const res = await post(`/inboxes/${inbox.id}/webchat/identity-secret`);
+      replace(row, copyable(res.hmac_secret, "webchat-secret"), h("p.warn", { text: t("wc.secret_once") }));
+    } catch (err) {
+      toast(err.message, "error", 4000);
+    }
+  } } });
+  return h("div", {}, row, h("p.muted", { text: t("wc.secret_masked") }), button);
+}
 
 /** The "Widget" button of a web inbox's row; it opens the panel into `box`. */
 export function webchatButton(inbox, box) {
@@ -90,7 +104,7 @@ export async function webchatPanel(inbox, box) {
     h("h4", { text: t("wc.embed") }), h("p.muted", { text: t("wc.embed_hint") }), copyable(info.script, "webchat-script"),
     h("h4", { text: t("wc.h5") }), copyable(info.h5_url, "webchat-h5"),
     h("img.qr", { src: info.qr_path, alt: t("wc.qr"), width: 180, height: 180, "data-testid": "webchat-qr" }),
-    h("h4", { text: t("wc.identity") }), h("p.muted", { text: t("wc.identity_hint") }), copyable(info.hmac_secret || "", "webchat-secret"),
+    h("h4", { text: t("wc.identity") }), h("p.muted", { text: t("wc.identity_hint") }), identitySecret(inbox, info.hmac_secret),
     h("h4", { text: t("wc.settings") }), form));
   box.scrollIntoView({ block: "start" });
 }

@@ -65,6 +65,11 @@ export const enDesk = {
   "prefs.title": "My preferences", "prefs.signature": "E-mail signature",
   "prefs.signature_hint": "Added under your replies on e-mail inboxes (after a \"-- \" line). Chat channels get no signature.",
   "prefs.browser_hint": "Browser notifications are switched on from the bell in the header (your browser asks once).",
+  "prefs.security": "Password and sessions", "prefs.pw_current": "Current password", "prefs.pw_new": "New password",
+  "prefs.pw_hint": "At least 8 characters. Your other sessions end; this browser stays signed in.",
+  "prefs.pw_change": "Change password", "prefs.pw_changed": "Password changed. Your other sessions have ended.",
+  "prefs.signout_all": "Sign out everywhere",
+  "prefs.signout_all_hint": "Ends every session of yours on every device, this one included. API tokens are not affected (revoke them one by one).",
   // knowledge base
   "kb.tab.entries": "Entries", "kb.tab.try": "Try a question", "kb.tab.unanswered": "Unanswered", "kb.tab.import": "Import / export",
   "kb.read_only": "Read only", "kb.search": "Search questions and answers", "kb.any_category": "Any category",

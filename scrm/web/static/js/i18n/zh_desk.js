@@ -64,6 +64,11 @@ export const zhDesk = {
   "prefs.title": "个人设置", "prefs.signature": "邮件签名",
   "prefs.signature_hint": "附加在你通过邮件渠道发出的回复末尾（在“-- ”一行之后）。聊天渠道不加签名。",
   "prefs.browser_hint": "浏览器通知可在页头的铃铛中开启（浏览器只会询问一次）。",
+  "prefs.security": "密码与登录会话", "prefs.pw_current": "当前密码", "prefs.pw_new": "新密码",
+  "prefs.pw_hint": "至少 8 个字符。修改后你在其他设备上的登录会话将结束，本浏览器保持登录。",
+  "prefs.pw_change": "修改密码", "prefs.pw_changed": "密码已修改，其他登录会话已结束。",
+  "prefs.signout_all": "在所有设备上退出",
+  "prefs.signout_all_hint": "结束你在所有设备上的登录会话（包括本设备）。API 令牌不受影响（可逐个撤销）。",
   // 知识库
   "kb.tab.entries": "条目", "kb.tab.try": "试一试", "kb.tab.unanswered": "未答问题", "kb.tab.import": "导入 / 导出",
   "kb.read_only": "只读", "kb.search": "搜索问题和答案", "kb.any_category": "全部分类",
