@@ -47,6 +47,23 @@ def _serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+async def _ready(port: int, timeout: float = 120.0) -> None:
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while loop.time() < deadline:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"scrm serve on port {port} was not ready within {timeout:.0f} s")
+
+
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -70,9 +87,12 @@ async def test_webhook_mode_stays_across_restarts_and_processes(ctx, settings, b
     processes = 2 if settings.redis.url else 1
     started = 0
     for _phase in range(2):
-        procs = [_serve(free_port(), env) for _ in range(processes)]
+        ports = [free_port() for _ in range(processes)]
+        procs = [_serve(port, env) for port in ports]
         started += processes
         try:
+            for port in ports:  # a loaded machine can take a while to start a server: the phase starts when it is up
+                await _ready(port)
             await asyncio.sleep(PHASE_SECONDS)
             for proc in procs:
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
