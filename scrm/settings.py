@@ -34,6 +34,8 @@ class ServerSettings(_Section):
     run_worker: bool = True  # embedded default: the outbox worker runs inside `scrm serve`
     run_pollers: bool = True
     uvloop: bool = True  # the libuv event loop where installed (Linux, macOS); false: asyncio's own
+    # `scrm demo` turns this on: the customer simulator (memory channel) and its unauthenticated webhook.
+    demo: bool = False
 
     @field_validator("public_url")
     @classmethod
@@ -73,6 +75,25 @@ class SecuritySettings(_Section):
     login_attempts: int = Field(5, ge=1)  # failed logins per login+address ...
     login_window_seconds: int = Field(300, ge=1)  # ... within this window
     cookie_secure: bool = False  # set true behind HTTPS
+    # Private destinations server-side requests may reach (CIDRs, host names, *.suffix); see scrm/outbound.py.
+    outbound_allow: list[str] = Field(default_factory=list)
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow_entries(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+                continue
+            except ValueError:
+                pass
+            name = entry.strip().removeprefix("*.")
+            if not name or not all(part and len(part) <= 63 and part.replace("-", "").isalnum()
+                                   for part in name.rstrip(".").split(".")):
+                raise ValueError(f"{entry!r} is neither a CIDR (10.0.0.0/8) nor a host name")
+        return [e.strip() for e in v]
 
 
 class WebhookSettings(_Section):

@@ -13,9 +13,12 @@ from scrm.db.models import Inbox
 from scrm.services import audit
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
+from scrm.settings import Settings
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int
 from scrm.web.serializers import inbox_json
+
+SIMULATOR = "memory"  # the customer simulator's channel type (channels/memory.py)
 
 
 class InboxIn(BaseModel):
@@ -61,13 +64,21 @@ async def list_inboxes(request: web.Request, principal: Principal) -> web.Respon
     async with ctx.db.session() as s:
         rows = (await s.scalars(select(Inbox).order_by(Inbox.id))).all()
     public = ctx.settings.server.public_url
-    return ok({"items": [inbox_json(i, public_url=public) for i in rows], "channel_types": available_channel_types()})
+    return ok({"items": [inbox_json(i, public_url=public) for i in rows], "channel_types": channel_types_for(ctx.settings)})
+
+
+def channel_types_for(settings: Settings) -> list[str]:
+    """The channel types an admin may connect here (the simulator only in demo mode)."""
+    return [t for t in available_channel_types() if t != SIMULATOR or settings.server.demo]
 
 
 @api("POST", "/inboxes", roles=ADMIN, body=InboxIn, summary="Connect a channel account (secrets are shown once)",
      tag="inboxes")
 async def create_inbox(request: web.Request, principal: Principal, body: InboxIn) -> web.Response:
     ctx = request.app[CTX]
+    if body.channel_type == SIMULATOR and not ctx.settings.server.demo:
+        # Its webhook takes messages from anyone: only the demo (server.demo) has simulator inboxes.
+        raise ApiError(400, "the simulator channel (memory) is available in demo mode only", "demo_only")
     validate_inbox_config(body.channel_type, body.settings, body.secrets, check_secrets=False)
     secrets = get_adapter_class(body.channel_type).init_secrets(body.secrets)  # generated once, stored as checked
     validate_inbox_config(body.channel_type, body.settings, secrets)
