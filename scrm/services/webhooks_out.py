@@ -26,7 +26,7 @@ from channels import signing
 from scrm.db.models import utcnow
 from scrm.db.models_desk import WebhookDelivery, WebhookSubscription
 from scrm.events import Event
-from scrm.outbound import OutboundRefused, short_reason
+from scrm.outbound import OutboundRefused
 from scrm.services.uow import Tx
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ async def _post(http: aiohttp.ClientSession, d: WebhookDelivery, hook: WebhookSu
                              timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as resp:
             if 200 <= resp.status < 300:
                 return resp.status, None
-            return resp.status, short_reason(resp.status)  # never the body: admins read the delivery log
+            return resp.status, f"HTTP {resp.status}"  # never the body: admins read the delivery log
     except OutboundRefused as exc:
         return None, f"refused: {exc.reason}"
     except TimeoutError:
