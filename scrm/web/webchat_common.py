@@ -12,6 +12,7 @@ from aiohttp import web
 from channels.web.adapter import WebChatAdapter
 from channels.web.tokens import origin_allowed, origin_of, verify_visitor
 from scrm.db.models import Inbox
+from scrm.web.headers import content_security_policy
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError
 
@@ -120,10 +121,7 @@ async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, 
 
 def page_csp(adapter: WebChatAdapter) -> str:
     """The chat page's own CSP: it may be framed only by the inbox's allowed sites."""
-    ancestors = " ".join(["'self'", *adapter.settings.allowed_origins])  # type: ignore[attr-defined]
-    return ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-            "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; form-action 'self'; "
-            f"frame-ancestors {ancestors}")
+    return content_security_policy(["'self'", *adapter.settings.allowed_origins])  # type: ignore[attr-defined]
 
 
 def cors_headers(origin: str | None) -> dict[str, str]:
