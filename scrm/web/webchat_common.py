@@ -15,6 +15,7 @@ from scrm.db.models import Inbox
 from scrm.web.headers import content_security_policy
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError
+from scrm.web.webhooks import read_body
 
 log = logging.getLogger("scrm.webchat")
 TOKEN_HEADER = "X-Scrm-Visitor"
@@ -105,11 +106,9 @@ async def rate_limit(ctx: Any, key: str, per_minute: int, what: str) -> None:
 
 async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, Any]:
     """A JSON object body of at most `limit` bytes (413 beyond, 400 when malformed)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"body larger than {limit} bytes", "too_large")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise ApiError(413, f"body larger than {limit} bytes", "too_large")
+    # The whole stream up to the limit: content.read(n) returns what is buffered, which cut a chunked
+    # body short (a truncated JSON then answered 400 instead of 413, or a small body failed).
+    raw = await read_body(request, limit)
     try:
         data = json.loads(raw or b"{}")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
