@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 log = logging.getLogger("scrm.outbound")
 
@@ -95,7 +96,7 @@ class OutboundPolicy:
 
     def check_url(self, url: Any) -> None:
         """Scheme and (for a literal IP host) address of one request or redirect hop."""
-        u = url if isinstance(url, aiohttp.client.URL) else aiohttp.client.URL(str(url))
+        u = url if isinstance(url, URL) else URL(str(url))
         host = u.raw_host or ""
         if u.scheme not in SCHEMES:
             raise OutboundRefused(host or str(u.scheme), f"scheme {u.scheme!r} is not http or https")
