@@ -13,6 +13,7 @@ import yaml
 
 from bot_flows.matcher import FaqEntry
 from scrm.domain import Choice
+from scrm.spreadsheet import read_cell, safe_cell
 
 Format = Literal["csv", "json", "yaml"]
 KbError = tuple[int, str]  # (line number, 1-based; 0 when the whole document is unreadable, message)
@@ -136,7 +137,8 @@ def _records_csv(text: str, errors: list[KbError]) -> list[tuple[int, Any]]:
         return []
     out = []
     for row in reader:
-        row = {k: v for k, v in row.items() if k is not None and v not in (None, "") or k in {"id", "question", "answer"}}
+        row = {k: read_cell(v) if isinstance(v, str) else v for k, v in row.items()
+               if k is not None and v not in (None, "") or k in {"id", "question", "answer"}}
         out.append((reader.line_num, row))
     return out
 
@@ -186,8 +188,9 @@ def dump_kb(entries: Iterable[FaqEntry], fmt: Format) -> str:
         w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "paraphrases": "|".join(r["paraphrases"]), "enabled": str(r["enabled"]).lower(),
-                        "buttons": json.dumps(r["buttons"], ensure_ascii=False) if r["buttons"] else ""})
+            cells = {**r, "paraphrases": "|".join(r["paraphrases"]), "enabled": str(r["enabled"]).lower(),
+                     "buttons": json.dumps(r["buttons"], ensure_ascii=False) if r["buttons"] else ""}
+            w.writerow({k: safe_cell(v) for k, v in cells.items()})
         return buf.getvalue()
     raise ValueError(f"unknown format {fmt!r}; use csv, json or yaml")
 

@@ -34,6 +34,7 @@ from scrm.domain import (
     WebhookRequest,
     WebhookResponse,
 )
+from scrm.outbound import OutboundRefused, short_reason
 
 log = logging.getLogger("scrm.channels.api")
 MAX_BATCH = 100
@@ -43,6 +44,13 @@ class ApiSettings(AdapterSettings):
     callback_url: str | None = None
     callback_timeout: float = Field(10.0, gt=0)
     timestamp_tolerance_seconds: int = Field(300, ge=1)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_only(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v or None
 
 
 class ApiSecrets(AdapterSettings):
@@ -220,13 +228,17 @@ class ApiChannelAdapter(ChannelAdapter):
         headers = {"Content-Type": "application/json", "Idempotency-Key": message.idempotency_key}
         headers |= signing.signed_headers(self.secrets.secret, body)  # type: ignore[attr-defined]
         try:
+            # No redirects: a callback that answers 3xx is misconfigured, and following it would let the
+            # receiver point the server somewhere else (scrm/outbound.py checks every request it sends).
             async with self.runtime.http.post(
-                url, data=body, headers=headers,
+                url, data=body, headers=headers, allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self.settings.callback_timeout),  # type: ignore[attr-defined]
             ) as resp:
-                text = await resp.text(errors="replace")
+                text = await resp.text(errors="replace") if 200 <= resp.status < 300 else ""
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
+        except OutboundRefused as exc:
+            raise PermanentSendError(f"callback_url refused: {exc.reason}", code="outbound_refused") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientSendError(f"callback unreachable: {type(exc).__name__}", code="network") from None
         if 200 <= status < 300:
@@ -236,7 +248,8 @@ class ApiChannelAdapter(ChannelAdapter):
             except (ValueError, AttributeError):
                 pass
             return SendResult(external_id=str(external_id) if external_id else None)
-        reason = f"callback answered HTTP {status}: {text[:200]}"
+        # Status only: the receiver's body is its own text (possibly an internal page) and agents read this.
+        reason = f"callback answered {short_reason(status)}"
         if status == 429 or status == 408 or status >= 500:
             after = float(retry_after) if retry_after and retry_after.isdigit() else None
             raise TransientSendError(reason, code=str(status), retry_after=after)

@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.setdefault("server", {})["host"] = args.host
     if getattr(args, "port", None):
         overrides.setdefault("server", {})["port"] = args.port
+    if args.command == "demo":
+        overrides.setdefault("server", {})["demo"] = True  # the customer simulator (memory channel)
     if getattr(args, "no_worker", False):
         overrides.setdefault("server", {})["run_worker"] = False
     try:

@@ -38,8 +38,12 @@ class AppContext:
 
     @property
     def http_session(self) -> aiohttp.ClientSession:
+        """The one session for server-side requests, guarded by the outbound policy (scrm/outbound.py)."""
         if self.http is None or self.http.closed:
-            self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            from scrm.outbound import OutboundPolicy, guarded_session
+
+            policy = OutboundPolicy(self.settings.security.outbound_allow)
+            self.http = guarded_session(policy, timeout=30, resolver=self.extras.get("outbound_resolver"))
         return self.http
 
     async def close(self) -> None:

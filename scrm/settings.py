@@ -42,6 +42,8 @@ class ServerSettings(_Section):
     run_worker: bool = True  # embedded default: the outbox worker runs inside `scrm serve`
     run_pollers: bool = True
     uvloop: bool = True  # the libuv event loop where installed (Linux, macOS); false: asyncio's own
+    # `scrm demo` turns this on: the customer simulator (memory channel) and its unauthenticated webhook.
+    demo: bool = False
 
     @field_validator("public_url")
     @classmethod
@@ -84,6 +86,25 @@ class SecuritySettings(_Section):
     # Fernet keys for channel secrets at rest, comma-separated, newest first (env SCRM_SECRET_KEY).
     # Required with PostgreSQL; with SQLite one is generated next to the database file when unset.
     secret_key: SecretStr | None = None
+    # Private destinations server-side requests may reach (CIDRs, host names, *.suffix); see scrm/outbound.py.
+    outbound_allow: list[str] = Field(default_factory=list)
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow_entries(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+                continue
+            except ValueError:
+                pass
+            name = entry.strip().removeprefix("*.")
+            if not name or not all(part and len(part) <= 63 and part.replace("-", "").isalnum()
+                                   for part in name.rstrip(".").split(".")):
+                raise ValueError(f"{entry!r} is neither a CIDR (10.0.0.0/8) nor a host name")
+        return [e.strip() for e in v]
 
 
 class WebhookSettings(_Section):

@@ -35,6 +35,9 @@ if not SHARED.exists():
 TEST_SECRET_KEY = "9O8XMqGGAaFZ6jbszQNWFeGCHF23U4qOTPwnyMgJmFA="
 
 _template_db: Path | None = None
+TEST_OUTBOUND_ALLOW = ["127.0.0.0/8", "::1/128"]
+# The same, for servers the tests start as processes (SCRM_* environment variables).
+TEST_SERVER_ENV = {"SCRM_SECURITY_OUTBOUND_ALLOW": '["127.0.0.0/8", "::1/128"]', "SCRM_SERVER_DEMO": "true"}
 _pg_migrated = False
 
 
@@ -104,7 +107,11 @@ async def settings(tmp_path: Path) -> Settings:
             "redis": {"url": REDIS_URL},
             "storage": {"path": str(tmp_path / "files")},
             "worker": {"poll_interval": 0.1, "backoff_base": 1.05, "lease_seconds": 30, "send_timeout": 10},
-            "security": {"login_attempts": 5, "secret_key": TEST_SECRET_KEY},
+            # The fake platforms, callback receivers and flow endpoints of the tests listen on 127.0.0.1:
+            # the outbound policy refuses loopback unless allowed, exactly as production does.
+            "security": {"login_attempts": 5, "secret_key": TEST_SECRET_KEY, "outbound_allow": TEST_OUTBOUND_ALLOW},
+            # Tests drive conversations through the customer simulator (memory channel): demo mode.
+            "server": {"demo": True},
         },
     )
 

@@ -27,8 +27,15 @@ from channels.base import (
     RateLimit,
 )
 from channels.registry import register
+from channels.replay import ReplayGuard
 from channels.wechat.api import WeChatClient
-from channels.wechat.callback import Callback, check_plain_signature, check_timestamp, open_callback
+from channels.wechat.callback import (
+    Callback,
+    CallbackMode,
+    check_plain_signature,
+    check_timestamp,
+    open_callback,
+)
 from channels.wechat.inbound import to_items
 from channels.wechat.mass import send_wechat_op
 from channels.wechat.outbound import (
@@ -95,6 +102,9 @@ class WeChatAdapter(ChannelAdapter):
         self._token = self.keys.token.get_secret_value()
         aes_keys = [self.keys.encoding_aes_key, self.keys.previous_encoding_aes_key]
         self._cryptos = [WeChatCrypto(self._token, k.get_secret_value(), app_id) for k in aes_keys if k]
+        self.callback_mode: CallbackMode = self.config.callback_mode or ("safe" if self._cryptos else "plaintext")
+        self.replays = ReplayGuard(runtime.cache, scope=f"wechat:{inbox.id}",
+                                   window=self.config.timestamp_window_seconds)
         self.tokens = AccessTokenProvider(
             app_id=app_id,
             app_secret=self.keys.app_secret.get_secret_value(),
@@ -125,7 +135,10 @@ class WeChatAdapter(ChannelAdapter):
             cryptos=self._cryptos,
             window=self.config.timestamp_window_seconds,
             now=self.clock(),
+            mode=self.callback_mode,
         )
+        if callback.crypto is None:  # plaintext: the signature does not cover the body
+            await self.replays.check(request.query.get("timestamp", ""), request.query.get("nonce", ""), request.body)
         try:
             items = to_items(callback.xml, callback.fields)
         except Exception:

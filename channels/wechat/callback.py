@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 from xml.parsers import expat
 
 import xmltodict
@@ -28,6 +28,7 @@ REQUIRED_FIELDS = ("ToUserName", "FromUserName", "CreateTime", "MsgType")
 _DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
 _ENCODING = re.compile(rb"^\s*<\?xml[^>]*encoding\s*=\s*[\"']([A-Za-z0-9_.\-]+)[\"']", re.IGNORECASE)
 _GB_ENCODINGS = {"gbk", "gb2312", "gb18030", "cp936"}
+CallbackMode = Literal["plaintext", "compatible", "safe"]
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,16 @@ def open_callback(
     cryptos: Sequence[WeChatCrypto],
     window: float,
     now: float,
+    mode: CallbackMode = "compatible",
 ) -> Callback:
-    """Authenticate and parse a POST callback in plaintext, compatible or safe mode."""
-    encrypted = query.get("encrypt_type", "raw").lower() == "aes"
+    """Authenticate and parse a POST callback in plaintext, compatible or safe mode.
+
+    `mode` is the inbox's setting, never the query's `encrypt_type` (anyone can rewrite a query
+    string): in safe mode a body without <Encrypt> is refused, and a body that carries <Encrypt> is
+    decrypted whatever the query says. Plaintext bodies (callback.crypto is None) must still pass
+    the caller's replay check: their signature does not cover the body.
+    """
+    encrypted = mode == "safe" or query.get("encrypt_type", "raw").lower() == "aes"
     if encrypted:
         if "signature" in query:  # WeChat sends both; the URL signature must hold as well
             check_plain_signature(token, query)
@@ -175,6 +183,12 @@ def open_callback(
         check_plain_signature(token, query)
     check_timestamp(query.get("timestamp"), window, now)
     fields = parse_xml(decode_xml(body))
+    envelope = fields.get("Encrypt")
+    if not encrypted and cryptos and isinstance(envelope, str) and envelope:
+        encrypted = True  # "encrypt_type=raw" on an encrypted body: a downgrade attempt, the ciphertext wins
+    if mode == "safe" and not (isinstance(envelope, str) and envelope):
+        log.warning("wechat callback refused: plaintext body while the inbox is in safe mode")
+        raise WebhookError(403, "plaintext callbacks are refused (the inbox is in safe mode)", code="plaintext_refused")
     crypto: WeChatCrypto | None = None
     xml_text = ""
     if encrypted:

@@ -29,6 +29,9 @@ class TemplateSettings(BaseModel):
 
 class WeChatSettings(AdapterSettings):
     app_id: str | None = None
+    # 消息加解密方式, as chosen in the WeChat console: plaintext (明文), compatible (兼容) or safe (安全).
+    # Unset: safe when an EncodingAESKey is configured (plaintext bodies are then refused), else plaintext.
+    callback_mode: Literal["plaintext", "compatible", "safe"] | None = None
     api_base_url: str = DEFAULT_API_BASE_URL
     timestamp_window_seconds: float = Field(default=300.0, gt=0)
     passive_reply_timeout: float = Field(default=4.0, ge=0, lt=5.0)  # WeChat gives up after 5 s

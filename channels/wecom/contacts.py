@@ -19,6 +19,7 @@ from wechatpy.enterprise.crypto import WeChatCrypto
 
 from channels.base import Capabilities, ChannelAdapter, ChannelRuntime, InboxConfig, IngestSink, RateLimit
 from channels.registry import register
+from channels.replay import ReplayGuard
 from channels.wecom.api import WeComAPIError, WeComClient, WeComNetworkError
 from channels.wecom.callback import open_callback, verify_url
 from channels.wecom.contacts_parse import parse_change
@@ -74,6 +75,9 @@ class WeComContactsAdapter(ChannelAdapter):
         if request.method.upper() != "POST":
             raise WebhookError(405, "only GET and POST are supported", code="method_not_allowed")
         callback = open_callback(self.crypto, request.query, request.body, window=window, now=self.clock())
+        # The same replay cache as WeChat's: a (timestamp, nonce) pair is good for one body only.
+        await ReplayGuard(self.runtime.cache, scope=f"wecom_contacts:{self.inbox.id}", window=window).check(
+            request.query.get("timestamp", ""), request.query.get("nonce", ""), request.body)
         change = parse_change(callback.fields)
         if change is None:
             return OK

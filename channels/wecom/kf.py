@@ -27,6 +27,7 @@ from channels.base import (
     RateLimit,
 )
 from channels.registry import register
+from channels.replay import ReplayGuard
 from channels.wecom.api import WeComAPIError, WeComClient, WeComNetworkError
 from channels.wecom.callback import event_name, open_callback, text, verify_url
 from channels.wecom.kf_inbound import KfRecord, translate
@@ -95,6 +96,9 @@ class WeComKfAdapter(ChannelAdapter):
         if method != "POST":
             raise WebhookError(405, "only GET and POST are supported", code="method_not_allowed")
         callback = open_callback(self.crypto, request.query, request.body, window=window, now=self.clock())
+        # The same replay cache as WeChat's: a (timestamp, nonce) pair is good for one body only.
+        await ReplayGuard(self.runtime.cache, scope=f"wecom_kf:{self.inbox.id}", window=window).check(
+            request.query.get("timestamp", ""), request.query.get("nonce", ""), request.body)
         fields = callback.fields
         event = event_name(fields)
         if event == "kf_msg_or_event":

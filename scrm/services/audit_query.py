@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm.db.models import Agent, AuditLog
+from scrm.spreadsheet import safe_row
 
 CSV_COLUMNS = ("id", "created_at", "agent_id", "agent", "action", "target_type", "target_id", "data")
 
@@ -73,10 +74,5 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         values = [r["id"], r["created_at"], r["agent_id"], r["agent"], r["action"], r["target_type"], r["target_id"],
                   json.dumps(r["data"], ensure_ascii=False, sort_keys=True, default=str)]
-        writer.writerow([_cell(v) for v in values])
+        writer.writerow(safe_row("" if v is None else v for v in values))
     return out.getvalue()
-
-
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -17,6 +17,7 @@ from scrm.db.models import Contact, Delivery
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient
 from scrm.services import wechat_mass
 from scrm.services.conversions import funnel
+from scrm.spreadsheet import safe_row
 
 PENDING = ("queued", "claimed", "sending")
 
@@ -112,7 +113,8 @@ async def recipients_csv(session: AsyncSession, broadcast_id: int) -> str:
     for r, name, email, dstatus, code, error, sent_at in rows:
         status = effective_status(r.status, dstatus)
         reason = r.reason if status == "skipped" else (_failure_reason(code, error) if status == "failed" else "")
-        w.writerow([r.contact_id, name or "", email or "", r.channel or "", r.inbox_id or "", status, reason or "",
-                    sent_at.isoformat() if sent_at else "", r.replied_at.isoformat() if r.replied_at else "",
-                    r.opted_out_at.isoformat() if r.opted_out_at else ""])
+        w.writerow(safe_row([r.contact_id, name or "", email or "", r.channel or "", r.inbox_id or "", status,
+                             reason or "", sent_at.isoformat() if sent_at else "",
+                             r.replied_at.isoformat() if r.replied_at else "",
+                             r.opted_out_at.isoformat() if r.opted_out_at else ""]))
     return "\ufeff" + buf.getvalue()

@@ -15,6 +15,7 @@ from scrm.db.models import Contact, ContactTag, utcnow
 from scrm.services import audit
 from scrm.services.attributes import AttributeError_, attribute_types, coerce
 from scrm.services.uow import Tx
+from scrm.spreadsheet import read_cell, safe_row
 
 PROFILE = ("name", "email", "phone", "language")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -81,7 +82,7 @@ async def import_csv(tx: Tx, data: bytes, mapping: dict[str, str], *, dry_run: b
         if rows > MAX_ROWS:
             raise CsvError(f"at most {MAX_ROWS} rows per import")
         try:
-            values = _row(raw, index, types, line_no)
+            values = _row([read_cell(cell) for cell in raw], index, types, line_no)
         except AttributeError_ as exc:
             errors.append({"row": line_no, "message": str(exc)})
             continue
@@ -182,8 +183,8 @@ async def export_csv(tx: Tx) -> str:
     for c in (await tx.session.scalars(select(Contact).where(Contact.merged_into_id.is_(None)).order_by(Contact.id))):
         attrs = c.attributes or {}
         consent = (attrs.get("consent") or {}).get("email") if isinstance(attrs.get("consent"), dict) else None
-        w.writerow([c.id, c.name or "", c.email or "", c.phone or "", c.language or "", ";".join(tags.get(c.id, [])),
-                    "" if consent is None else ("yes" if consent else "no"),
-                    *["" if attrs.get(k) is None else attrs.get(k) for k in keys],
-                    c.first_seen_at.isoformat(), c.last_seen_at.isoformat()])
+        w.writerow(safe_row([c.id, c.name or "", c.email or "", c.phone or "", c.language or "",
+                             ";".join(tags.get(c.id, [])), "" if consent is None else ("yes" if consent else "no"),
+                             *["" if attrs.get(k) is None else attrs.get(k) for k in keys],
+                             c.first_seen_at.isoformat(), c.last_seen_at.isoformat()]))
     return "\ufeff" + buf.getvalue()

@@ -328,11 +328,13 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS)
     import csv
     import io
 
+    from scrm.spreadsheet import safe_cell
+
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\r\n")
     w.writeheader()
     for row in rows:
-        w.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+        w.writerow({c: ("" if row.get(c) is None else safe_cell(row.get(c))) for c in columns})
     return buf.getvalue()
 
 

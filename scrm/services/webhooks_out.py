@@ -26,6 +26,7 @@ from channels import signing
 from scrm.db.models import utcnow
 from scrm.db.models_desk import WebhookDelivery, WebhookSubscription
 from scrm.events import Event
+from scrm.outbound import OutboundRefused
 from scrm.services.uow import Tx
 
 if TYPE_CHECKING:
@@ -174,12 +175,14 @@ async def _post(http: aiohttp.ClientSession, d: WebhookDelivery, hook: WebhookSu
                "X-SCRM-Event": d.event, "X-SCRM-Delivery": str(d.id),
                "Idempotency-Key": f"scrm-{hook.id}-{d.event_id}", **signing.signed_headers(hook.secret, body)}
     try:
-        async with http.post(hook.url, data=body, headers=headers,
+        # No redirects (a receiver must answer itself); the session's policy checks the destination.
+        async with http.post(hook.url, data=body, headers=headers, allow_redirects=False,
                              timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as resp:
-            await resp.read()
             if 200 <= resp.status < 300:
                 return resp.status, None
-            return resp.status, f"HTTP {resp.status}"
+            return resp.status, f"HTTP {resp.status}"  # never the body: admins read the delivery log
+    except OutboundRefused as exc:
+        return None, f"refused: {exc.reason}"
     except TimeoutError:
         return None, f"timed out after {TIMEOUT:g} s"
     except aiohttp.ClientError as exc:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import exists, func, select, tuple_
 
 from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, ConversationLabel, Inbox, Message
@@ -195,10 +195,22 @@ class ChoiceIn(BaseModel):
     payload: str = Field(min_length=1, max_length=64)
 
 
+class ReplyAttachmentIn(BaseModel):
+    """A file uploaded with POST /uploads (its answer, as is). Only stored files: a URL here would make
+    the server (or the channel's platform, on its behalf) fetch whatever address an agent names."""
+
+    model_config = ConfigDict(extra="forbid")
+    storage_key: str = Field(min_length=1, max_length=200)
+    kind: Literal["image", "file", "audio", "voice", "video"] = "file"
+    filename: str | None = Field(None, max_length=255)
+    mime_type: str | None = Field(None, max_length=255)
+    size: int | None = Field(None, ge=0)
+
+
 class ReplyIn(BaseModel):
     text: str | None = Field(None, max_length=20000)
     private: bool = False
-    attachments: list[dict[str, Any]] = Field(default_factory=list, max_length=10)
+    attachments: list[ReplyAttachmentIn] = Field(default_factory=list, max_length=10)
     choices: list[ChoiceIn] = Field(default_factory=list, max_length=10)
 
 
@@ -219,8 +231,17 @@ async def reply(request: web.Request, principal: Principal, body: ReplyIn) -> we
     if body.private:
         note = await _run(request, conv_svc.do_note, cid, principal.agent_id, body.text or "")
         return ok(message_json(note), 201)
+    storage = request.app[CTX].storage
+    for att in body.attachments:
+        try:
+            stored = storage.path_for(att.storage_key).is_file()
+        except KeyError:
+            stored = False
+        if not stored:
+            raise ApiError(400, f"attachment {att.storage_key!r} is not an uploaded file (upload it with POST /uploads)",
+                           "bad_attachment")
     message, _ = await _run(request, conv_svc.do_reply, cid, principal.agent_id, body.text,
-                            attachments=body.attachments, choices=[Choice(c.label, c.payload) for c in body.choices])
+                            attachments=[a.model_dump(exclude_none=True) for a in body.attachments], choices=[Choice(c.label, c.payload) for c in body.choices])
     return ok(message_json(message), 201)
 
 

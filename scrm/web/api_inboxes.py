@@ -13,9 +13,12 @@ from scrm.db.models import Inbox
 from scrm.services import audit, inbox_access
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
+from scrm.settings import Settings
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int
 from scrm.web.serializers import inbox_json, is_masked
+
+SIMULATOR = "memory"  # the customer simulator's channel type (channels/memory.py)
 
 
 class InboxIn(BaseModel):
@@ -63,13 +66,21 @@ async def list_inboxes(request: web.Request, principal: Principal) -> web.Respon
         mine = [Inbox.id.in_(inbox_access.visible_inbox_ids(principal.agent_id))] if principal.role == "agent" else []
         rows = (await s.scalars(select(Inbox).where(*mine).order_by(Inbox.id))).all()
     public = ctx.settings.server.public_url
-    return ok({"items": [inbox_json(i, public_url=public) for i in rows], "channel_types": available_channel_types()})
+    return ok({"items": [inbox_json(i, public_url=public) for i in rows], "channel_types": channel_types_for(ctx.settings)})
+
+
+def channel_types_for(settings: Settings) -> list[str]:
+    """The channel types an admin may connect here (the simulator only in demo mode)."""
+    return [t for t in available_channel_types() if t != SIMULATOR or settings.server.demo]
 
 
 @api("POST", "/inboxes", roles=ADMIN, body=InboxIn, summary="Connect a channel account (secrets are shown once)",
      tag="inboxes")
 async def create_inbox(request: web.Request, principal: Principal, body: InboxIn) -> web.Response:
     ctx = request.app[CTX]
+    if body.channel_type == SIMULATOR and not ctx.settings.server.demo:
+        # Its webhook takes messages from anyone: only the demo (server.demo) has simulator inboxes.
+        raise ApiError(400, "the simulator channel (memory) is available in demo mode only", "demo_only")
     validate_inbox_config(body.channel_type, body.settings, body.secrets, check_secrets=False)
     secrets = get_adapter_class(body.channel_type).init_secrets(body.secrets)  # generated once, stored as checked
     validate_inbox_config(body.channel_type, body.settings, secrets)

@@ -8,11 +8,12 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from sqlalchemy import select
 
-from channels.registry import available_channel_types, get_adapter_class
+from channels.registry import get_adapter_class
 from scrm.db.models import ContactIdentity, Conversation, Inbox, Message
 from scrm.services.agents import Principal
 from scrm.services.file_access import record_upload
 from scrm.web.access import require_inbox
+from scrm.web.api_inboxes import channel_types_for
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int, query_int
 from scrm.web.serializers import iso
@@ -69,7 +70,7 @@ def _fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
      summary="Channel types in this build with the settings and secrets each inbox form asks for")
 async def channel_types(request: web.Request, principal: Principal) -> web.Response:
     items = []
-    for name in available_channel_types():
+    for name in channel_types_for(request.app[CTX].settings):
         try:
             cls = get_adapter_class(name)
         except (KeyError, ImportError):

@@ -15,6 +15,7 @@ from scrm.context import AppContext, build_context
 from scrm.db.migrate import upgrade
 from scrm.settings import Settings
 from scrm.web import middleware
+from scrm.web.headers import apply_security_headers
 from scrm.web.keys import CTX, PRINCIPAL
 from scrm.web.openapi import openapi_handler
 from scrm.web.ops import healthz, metrics, readyz
@@ -61,27 +62,13 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(page, headers={"Cache-Control": "no-cache", "Content-Type": "text/html; charset=utf-8"})
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: middleware.Handler) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if response.content_type == "text/html":
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-            "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-        )
-    return response
-
-
 def create_app(settings: Settings, *, ctx: AppContext | None = None, run_background: bool | None = None) -> web.Application:
     """Build the app. Pass `ctx` to share a context (tests); background tasks follow settings by default."""
     app = web.Application(
-        middlewares=[middleware.request_context, middleware.errors, security_headers, middleware.authenticate],
+        middlewares=[middleware.request_context, middleware.errors, middleware.authenticate],
         client_max_size=settings.server.max_body_bytes,
     )
+    app.on_response_prepare.append(apply_security_headers)  # every response, files and errors included
     app.cleanup_ctx.append(_context(settings, ctx))
     app.cleanup_ctx.append(_background(settings, run_background))
     add_routes(app)

@@ -12,8 +12,10 @@ from channels import safejson
 from channels.web.adapter import WebChatAdapter
 from channels.web.tokens import origin_allowed, origin_of, verify_visitor
 from scrm.db.models import Inbox
+from scrm.web.headers import content_security_policy
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError
+from scrm.web.webhooks import read_body
 
 log = logging.getLogger("scrm.webchat")
 TOKEN_HEADER = "X-Scrm-Visitor"
@@ -114,13 +116,9 @@ async def rate_limit(ctx: Any, key: str, per_minute: int, what: str) -> None:
 
 async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, Any]:
     """A JSON object body of at most `limit` bytes (413 beyond, 400 when malformed)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"body larger than {limit} bytes", "too_large")
-    raw = bytearray()  # to the end: content.read(n) returns only what is buffered (a large body came cut)
-    while chunk := await request.content.readany():
-        raw += chunk
-        if len(raw) > limit:
-            raise ApiError(413, f"body larger than {limit} bytes", "too_large")
+    # The whole stream up to the limit: content.read(n) returns what is buffered, which cut a chunked
+    # body short (a truncated JSON then answered 400 instead of 413, or a small body failed).
+    raw = await read_body(request, limit)
     try:
         # Strict: not only malformed JSON but nesting deep enough for a RecursionError, NaN and lone
         # surrogates (which no database column takes) are the sender's mistake, a 400.
@@ -134,10 +132,7 @@ async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, 
 
 def page_csp(adapter: WebChatAdapter) -> str:
     """The chat page's own CSP: it may be framed only by the inbox's allowed sites."""
-    ancestors = " ".join(["'self'", *adapter.settings.allowed_origins])  # type: ignore[attr-defined]
-    return ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-            "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; form-action 'self'; "
-            f"frame-ancestors {ancestors}")
+    return content_security_policy(["'self'", *adapter.settings.allowed_origins])  # type: ignore[attr-defined]
 
 
 def cors_headers(origin: str | None) -> dict[str, str]:

@@ -19,7 +19,7 @@ from scrm.events import RedisEventBus
 from scrm.services.ingest import ingest
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import unit_of_work
-from tests.conftest import REDIS_URL, api_message, free_port, make_inbox, wait_for
+from tests.conftest import REDIS_URL, TEST_SERVER_ENV, api_message, free_port, make_inbox, wait_for
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _env(settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
+    env.update(TEST_SERVER_ENV)  # loopback fakes allowed, simulator on (as the in-process tests)
     env.update({
         "SCRM_DATABASE_URL": settings.database.url,
         "SCRM_DATABASE_AUTO_MIGRATE": "false",

@@ -18,7 +18,7 @@ from scrm.db.models_marketing import BroadcastRecipient
 from scrm.services import broadcasts
 from scrm.services.broadcast_report import report
 from scrm.services.uow import unit_of_work
-from tests.conftest import make_inbox, wait_for
+from tests.conftest import TEST_SERVER_ENV, make_inbox, wait_for
 from tests.marketing.helpers_marketing import make_contact
 
 pytestmark = pytest.mark.slow
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _spawn(settings, *args: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
+    env.update(TEST_SERVER_ENV)  # loopback fakes allowed, simulator on (as the in-process tests)
     env.update({"SCRM_DATABASE_URL": settings.database.url, "SCRM_DATABASE_AUTO_MIGRATE": "false",
                 "SCRM_STORAGE_PATH": settings.storage.path, "SCRM_LOGGING_LEVEL": "WARNING",
                 "SCRM_SECRET_KEY": settings.security.secret_key.get_secret_value(),

@@ -17,7 +17,7 @@ from channels.base import InboxConfig
 from channels.telegram import TelegramAdapter
 from tests.channels.telegram.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
 from tests.channels.telegram.helpers import WEBHOOK_SECRET, FakeRuntime
-from tests.conftest import make_inbox
+from tests.conftest import TEST_SERVER_ENV, make_inbox
 
 ROOT = Path(__file__).resolve().parents[3]
 PUBLIC_URL = "https://crm.example.com"
@@ -32,6 +32,7 @@ def test_only_an_inbox_without_public_url_wants_polling() -> None:
 
 def _env(settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
+    env.update(TEST_SERVER_ENV)  # loopback fakes allowed, simulator on (as the in-process tests)
     env.update({"SCRM_DATABASE_URL": settings.database.url, "SCRM_DATABASE_AUTO_MIGRATE": "false",
                 "SCRM_STORAGE_PATH": settings.storage.path, "SCRM_LOGGING_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
                 "SCRM_SECRET_KEY": settings.security.secret_key.get_secret_value(),

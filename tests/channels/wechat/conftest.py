@@ -51,7 +51,8 @@ def make_adapter(api_url: str, runtime: FakeRuntime) -> Callable[..., WeChatAdap
             id=1,
             name="公众号",
             channel_type="wechat_oa",
-            settings={"api_base_url": api_url, **(settings or {})},
+            # Compatible mode: most tests send plaintext callbacks (safe mode is tested on its own).
+            settings={"api_base_url": api_url, "callback_mode": "compatible", **(settings or {})},
             secrets={
                 "app_id": APP_ID,
                 "app_secret": APP_SECRET,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import secrets
 import time
 from pathlib import Path
 
@@ -19,7 +20,11 @@ OWN = Path(__file__).resolve().parent / "fixtures"
 TOKEN = "callback-token"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 OLD_AES_KEY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut"
-NONCE = "1320562132"
+NONCE = "1320562132"  # URL verification; callbacks get a fresh nonce each, as WeChat's servers send
+
+
+def fresh_nonce() -> str:
+    return str(secrets.randbelow(10**10))
 
 
 def sign(*parts: str) -> str:
@@ -38,10 +43,11 @@ def plain_request(
     body: bytes | str, *, token: str = TOKEN, ts: int | None = None, signature: str | None = None
 ) -> WebhookRequest:
     ts_s = str(ts if ts is not None else int(time.time()))
+    nonce = fresh_nonce()
     query = {
-        "signature": signature or sign(token, ts_s, NONCE),
+        "signature": signature or sign(token, ts_s, nonce),
         "timestamp": ts_s,
-        "nonce": NONCE,
+        "nonce": nonce,
         "openid": "fromUser",
     }
     data = body.encode("utf-8") if isinstance(body, str) else body
@@ -69,13 +75,14 @@ def encrypted_request(
     enc = encrypted if encrypted is not None else encrypt(xml, app_id=app_id, key=key)
     inner = xml.strip()[len("<xml>"):-len("</xml>")] if compatible else "<ToUserName><![CDATA[gh_1]]></ToUserName>"
     body = f"<xml>{inner}<Encrypt><![CDATA[{enc}]]></Encrypt></xml>"
+    nonce = fresh_nonce()
     query = {
-        "signature": sign(token, ts_s, NONCE),
+        "signature": sign(token, ts_s, nonce),
         "timestamp": ts_s,
-        "nonce": NONCE,
+        "nonce": nonce,
         "openid": "fromUser",
         "encrypt_type": "aes",
-        "msg_signature": msg_signature or sign(token, ts_s, NONCE, enc),
+        "msg_signature": msg_signature or sign(token, ts_s, nonce, enc),
     }
     return WebhookRequest(
         method="POST", path="/webhooks/wechat/1", query=query, headers={}, body=body.encode("utf-8")

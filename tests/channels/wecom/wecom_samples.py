@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ def encrypt(xml: str, *, corp_id: str = CORP_ID, key: str = AES_KEY) -> str:
 
 def callback_query(encrypted: str, *, token: str = TOKEN, ts: int | None = None) -> dict[str, str]:
     ts_s = str(ts if ts is not None else int(time.time()))
-    return {"msg_signature": sign(token, ts_s, NONCE, encrypted), "timestamp": ts_s, "nonce": NONCE}
+    nonce = str(secrets.randbelow(10**10))  # a fresh nonce per callback, as WeCom's servers send
+    return {"msg_signature": sign(token, ts_s, nonce, encrypted), "timestamp": ts_s, "nonce": nonce}
 
 
 def envelope(xml: str, *, corp_id: str = CORP_ID, key: str = AES_KEY, token: str = TOKEN,
