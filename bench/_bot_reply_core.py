@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 import yaml
-from _common import BENCH_SECRET_KEY, free_port, fresh_redis, stop, wait_up
+from _common import BENCH_SERVER_ENV, free_port, fresh_redis, stop, wait_up
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,7 +205,7 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
         env |= {"SCRM_DATABASE_URL": self.cfg.db_url, "SCRM_STORAGE_PATH": str(self.tmp / "files"),
                 "SCRM_LOGGING_LEVEL": "WARNING", "SCRM_DATABASE_AUTO_MIGRATE": "false", "PYTHONPATH": str(ROOT),
-                "SCRM_SECRET_KEY": BENCH_SECRET_KEY}  # channel secrets are encrypted at rest
+                **BENCH_SERVER_ENV}  # channel secrets are encrypted at rest
         if self.cfg.redis_url and not self.cfg.sqlite:
             env["SCRM_REDIS_URL"] = self.cfg.redis_url
         if self.cfg.worker_nice is not None:

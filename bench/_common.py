@@ -14,6 +14,11 @@ import aiohttp
 # Channel secrets are encrypted at rest: the benchmark's own process and the servers it starts share
 # this key (a server on PostgreSQL refuses to start without one).
 BENCH_SECRET_KEY = "Yb7m7o2b7u0y0JkQ2c3n9nM0e3q2C1ZQm3V8yX1lq0s="
+# The fake platforms and callback receivers of the benchmarks listen on 127.0.0.1, which the outbound policy
+# refuses unless allowed (as a deployment with private receivers would set security.outbound_allow).
+BENCH_OUTBOUND_ALLOW = ["127.0.0.0/8", "::1/128"]
+BENCH_SERVER_ENV = {"SCRM_SECRET_KEY": BENCH_SECRET_KEY,
+                    "SCRM_SECURITY_OUTBOUND_ALLOW": '["127.0.0.0/8", "::1/128"]', "SCRM_SERVER_DEMO": "true"}
 
 
 def free_port() -> int:

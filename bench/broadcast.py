@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import BENCH_SECRET_KEY  # noqa: E402
+from _common import BENCH_OUTBOUND_ALLOW, BENCH_SECRET_KEY, BENCH_SERVER_ENV  # noqa: E402
 from aiohttp import web  # noqa: E402
 from sqlalchemy import func, insert, select, text  # noqa: E402
 
@@ -328,7 +328,7 @@ async def new_broadcast(ctx: Any, inbox_ids: list[int], rules: dict[str, Any]) -
 
 def spawn_worker(*args: str, storage: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
-    env.update({"SCRM_SECRET_KEY": BENCH_SECRET_KEY, "SCRM_DATABASE_URL": PG_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false", "SCRM_STORAGE_PATH": storage,
+    env.update({**BENCH_SERVER_ENV, "SCRM_DATABASE_URL": PG_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false", "SCRM_STORAGE_PATH": storage,
                 "SCRM_LOGGING_LEVEL": "ERROR", "PYTHONPATH": str(ROOT), "SCRM_WORKER_LEASE_SECONDS": "3",
                 "SCRM_WORKER_SEND_TIMEOUT": "2.5", "SCRM_WORKER_CONCURRENCY": "16", "SCRM_WORKER_BATCH_SIZE": "50"})
     return subprocess.Popen([sys.executable, "-m", "scrm.cli", "worker", *args], env=env, cwd=ROOT,
@@ -395,7 +395,7 @@ async def run(n: int, window: float, kill_n: int, profile_dir: str | None = None
     profiler = Profiler(profile_dir)
     try:
         await upgrade(PG_URL)
-        settings = load_settings(env={}, overrides={"security": {"secret_key": BENCH_SECRET_KEY},
+        settings = load_settings(env={}, overrides={"security": {"secret_key": BENCH_SECRET_KEY, "outbound_allow": BENCH_OUTBOUND_ALLOW},
             "database": {"url": PG_URL, "auto_migrate": False, "pool_size": 20}, "storage": {"path": storage},
             "worker": {"concurrency": 64, "batch_size": 100, "poll_interval": 0.05}})
         ctx = await build_context(settings)

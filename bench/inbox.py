@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
-from _common import BENCH_SECRET_KEY, free_port, stop, wait_up  # noqa: E402
+from _common import BENCH_SERVER_ENV, free_port, stop, wait_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -170,7 +170,7 @@ async def grow(first: int, last: int) -> float:
 # ---- servers ---------------------------------------------------------------
 
 def spawn_server(port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SCRM_SECRET_KEY": BENCH_SECRET_KEY, "SCRM_DATABASE_URL": DB_URL, "SCRM_REDIS_URL": REDIS_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false",
+    env = {**os.environ, **BENCH_SERVER_ENV, "SCRM_DATABASE_URL": DB_URL, "SCRM_REDIS_URL": REDIS_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false",
            "SCRM_SERVER_RUN_POLLERS": "false", "SCRM_LOGGING_LEVEL": "WARNING"}
     with log.open("wb") as out:
         return subprocess.Popen([sys.executable, "-m", "scrm.cli", "serve", "--host", "127.0.0.1", "--port", str(port),

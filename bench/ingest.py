@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from _common import BENCH_SECRET_KEY, free_port, fresh_redis, stop, wait_up  # noqa: E402
+from _common import BENCH_SERVER_ENV, free_port, fresh_redis, stop, wait_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -158,7 +158,7 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
         await fresh_redis(env["SCRM_REDIS_URL"])
     inbox_id = await seed_inbox(db_url)
     port = free_port()
-    env |= {"SCRM_SECRET_KEY": BENCH_SECRET_KEY, "SCRM_DATABASE_URL": db_url, "SCRM_STORAGE_PATH": str(tmp / "files"), "SCRM_LOGGING_LEVEL": "WARNING",
+    env |= {**BENCH_SERVER_ENV, "SCRM_DATABASE_URL": db_url, "SCRM_STORAGE_PATH": str(tmp / "files"), "SCRM_LOGGING_LEVEL": "WARNING",
             "SCRM_DATABASE_AUTO_MIGRATE": "false", "PYTHONPATH": str(ROOT)}
     # PostgreSQL + Redis is measured as deployed (README: `scrm serve --no-worker` + `scrm worker`); SQLite
     # as the embedded default, the outbox worker inside `scrm serve`.

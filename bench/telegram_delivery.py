@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import BENCH_SECRET_KEY  # noqa: E402
+from _common import BENCH_OUTBOUND_ALLOW, BENCH_SECRET_KEY, BENCH_SERVER_ENV  # noqa: E402
 
 from tests.channels.telegram.fake_bot_api import FakeBotApi  # noqa: E402
 
@@ -90,7 +90,7 @@ async def seed(api: FakeBotApi, chats: int, total: int, files: Path) -> list[str
     from scrm.settings import load_settings
 
     await upgrade(DB_URL)
-    settings = load_settings(env={}, overrides={"security": {"secret_key": BENCH_SECRET_KEY}, "database": {"url": DB_URL, "auto_migrate": False},
+    settings = load_settings(env={}, overrides={"security": {"secret_key": BENCH_SECRET_KEY, "outbound_allow": BENCH_OUTBOUND_ALLOW}, "database": {"url": DB_URL, "auto_migrate": False},
                                                 "storage": {"path": str(files)}})
     ctx = await build_context(settings)
     texts: list[str] = []
@@ -152,7 +152,7 @@ async def db_counts() -> dict[str, int]:
 
 def spawn_worker(name: str, tmp: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
-    env |= {"SCRM_SECRET_KEY": BENCH_SECRET_KEY, "SCRM_DATABASE_URL": DB_URL, "SCRM_REDIS_URL": REDIS_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false",
+    env |= {**BENCH_SERVER_ENV, "SCRM_DATABASE_URL": DB_URL, "SCRM_REDIS_URL": REDIS_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false",
             "SCRM_STORAGE_PATH": str(tmp / "files"), "SCRM_LOGGING_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "scrm.cli", "worker", "--name", name], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.log", "wb"))  # noqa: SIM115

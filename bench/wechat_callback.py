@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _common import BENCH_SECRET_KEY, free_port, fresh_redis, stop, wait_up  # noqa: E402
+from _common import BENCH_SERVER_ENV, free_port, fresh_redis, stop, wait_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -158,7 +158,7 @@ async def run(total: int, passive: bool, builtin_worker: bool = False) -> dict[s
         base = f"http://127.0.0.1:{port}"
         with tempfile.TemporaryDirectory() as tmp:
             env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
-            env |= {"SCRM_SECRET_KEY": BENCH_SECRET_KEY, "SCRM_DATABASE_URL": DB_URL, "SCRM_REDIS_URL": REDIS_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false",
+            env |= {**BENCH_SERVER_ENV, "SCRM_DATABASE_URL": DB_URL, "SCRM_REDIS_URL": REDIS_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false",
                     "SCRM_STORAGE_PATH": f"{tmp}/files", "SCRM_LOGGING_LEVEL": "ERROR", "PYTHONPATH": str(ROOT)}
             roles = [["serve", "--port", str(port)]] if builtin_worker else \
                 [["serve", "--port", str(port), "--no-worker"], ["worker"]]
