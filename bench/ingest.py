@@ -36,7 +36,8 @@ from channels.signing import signed_headers  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef-xyz"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_DB = "scrm_bench_ingest"
+PG_DB = os.environ.get("BENCH_PG_DB", "scrm_bench_ingest")  # per engineer on a shared server
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 BARE = """
 import sys
 from aiohttp import web
@@ -154,7 +155,7 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
         if not await pg_available():
             return None
         db_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
-        env["SCRM_REDIS_URL"] = "redis://127.0.0.1:6379/14"
+        env["SCRM_REDIS_URL"] = REDIS_URL
         await fresh_redis(env["SCRM_REDIS_URL"])
     inbox_id = await seed_inbox(db_url)
     port = free_port()

@@ -28,6 +28,7 @@ JOBS: tuple[tuple[str, str], ...] = (
     ("scrm.services.wecom_kf_sync", "run_catchup"),
     ("scrm.services.wecom_jobs", "run_wecom_jobs"),
     ("scrm.services.webchat_email", "run_email_followups"),
+    ("scrm.event_log", "run_pruner"),
 )
 LEASE = 30.0
 RENEW_EVERY = LEASE / 3

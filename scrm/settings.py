@@ -103,6 +103,14 @@ class WorkerSettings(_Section):
         return self
 
 
+class EventsSettings(_Section):
+    """The event log (scrm/event_log.py): how consumers work it and how long worked events are kept."""
+
+    batch_size: int = Field(64, ge=1, le=1000)  # events one consumer transaction works
+    poll_interval: float = Field(1.0, gt=0)  # work committed while no wake-up arrived (Redis down) waits at most this
+    retention_hours: float = Field(24.0, ge=0)  # worked events kept for debugging, then pruned
+
+
 class StorageSettings(_Section):
     path: str = "var/files"
     max_file_bytes: int = Field(20 * 1024 * 1024, ge=1)
@@ -136,6 +144,7 @@ class Settings(_Section):
     security: SecuritySettings = SecuritySettings()
     webhooks: WebhookSettings = WebhookSettings()
     worker: WorkerSettings = WorkerSettings()
+    events: EventsSettings = EventsSettings()
     storage: StorageSettings = StorageSettings()
     logging: LoggingSettings = LoggingSettings()
     display: DisplaySettings = DisplaySettings()

@@ -20,7 +20,7 @@ from scrm.db.models import Conversation
 from scrm.db.sql import is_postgresql
 from scrm.services.uow import Tx
 
-_TURNS = 0x5C13 << 48  # advisory key space of conversation turns; migrate.py locks 0x5C12_0001
+TURNS = 0x5C13 << 48  # advisory key space of conversation turns; migrate.py locks 0x5C12_0001
 _WAIT = text("SELECT pg_advisory_xact_lock(:key)").bindparams(bindparam("key", type_=BigInteger))
 
 
@@ -29,7 +29,7 @@ async def wait_turn(tx: Tx, conversation_ids: Iterable[int]) -> None:
     if not is_postgresql(tx.session):
         return
     for conversation_id in sorted(set(conversation_ids)):
-        await tx.session.execute(_WAIT, {"key": _TURNS | conversation_id})
+        await tx.session.execute(_WAIT, {"key": TURNS | conversation_id})
 
 
 async def take_turn(tx: Tx, conversation_id: int) -> Conversation | None:
