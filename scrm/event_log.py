@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from scrm import events as ev
 from scrm.db.models import utcnow
 from scrm.db.models_events import EventRecord
+from scrm.event_batch import preload
 from scrm.services.conversation_turns import TURNS
 
 if TYPE_CHECKING:
@@ -189,8 +190,11 @@ class EventConsumer:
                 self._careful = 0
                 return 0
             errors: dict[int, str] = {}
-            for record in claimed:
-                event = _event(record)
+            events = [_event(record) for record in claimed]
+            # The turns of the claimed conversations are this transaction's (on SQLite: every one).
+            shared.turns = {r.conversation_id for r in claimed if r.conversation_id is not None}
+            await preload(shared, events)
+            for record, event in zip(claimed, events, strict=True):
                 for sub in self.bus.work_listeners(event):
                     if sub.after_commit:
                         later.append((sub, event))

@@ -82,6 +82,15 @@ class SharedTransaction:
     owner: asyncio.Task[Any] | None
     savepoints: bool = False
     events: list[Any] = field(default_factory=list)  # events the joined units of work emitted
+    turns: set[int] = field(default_factory=set)  # conversations whose turn this transaction holds
+    locked: set[tuple[str, Any]] = field(default_factory=set)  # (table, key): rows loaded locked with the batch
+    loaded: list[Any] = field(default_factory=list)  # rows loaded for the batch (the identity map holds them weakly)
+
+
+def shared_for(session: AsyncSession) -> SharedTransaction | None:
+    """The shared transaction `session` belongs to, if any (for services that can skip a lock it holds)."""
+    shared = _SHARED.get()
+    return shared if shared is not None and shared.session is session else None
 
 
 _SHARED: ContextVar[SharedTransaction | None] = ContextVar("scrm_shared_transaction", default=None)
