@@ -46,6 +46,14 @@ log = logging.getLogger("scrm.event_log")
 
 # Live-only events: nothing works them, they only update screens and wake processes.
 LIVE_ONLY = frozenset({ev.OUTBOX_ENQUEUED, ev.FAQ_CHANGED, ev.TYPING, "notification.created", "notification.read"})
+
+
+def live_only(event: ev.Event) -> bool:
+    """Not logged: no consumer works it. A conversation.updated matters to the desk only when the
+    priority changed (it re-picks the SLA); every stored message sends one for the clocks and preview."""
+    if event.name == ev.CONVERSATION_UPDATED:
+        return "priority" not in (event.data.get("changed") or ("priority",))
+    return event.name in LIVE_ONLY
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between attempts while the database is unreachable
 PRUNE_EVERY = 60.0
 PRUNE_CHUNK = 10_000
@@ -67,7 +75,7 @@ def records(events: list[ev.Event]) -> list[dict[str, Any]]:
     now = utcnow()
     rows = []
     for event in events:
-        if event.name in LIVE_ONLY:
+        if live_only(event):
             continue
         cid = event.data.get("conversation_id")
         rows.append({"conversation_id": cid if isinstance(cid, int) and not isinstance(cid, bool) else None,
