@@ -43,7 +43,11 @@ async def test_events_are_worked_once_across_consumers_in_order_per_conversation
 
             worker.bus.subscribe(step, "test.step")
             worker.bus.consume_work()
-        await asyncio.gather(*(_log(producer, c, n) for n in range(10) for c in range(1, 9)))
+        async def conversation(c: int) -> None:  # one conversation's changes commit one after the other
+            for n in range(10):
+                await _log(producer, c, n)
+
+        await asyncio.gather(*(conversation(c) for c in range(1, 9)))
         await wait_for(lambda: sum(len(v) for v in seen.values()) >= 80, timeout=30)
         await producer.bus.drain(10)
         await asyncio.sleep(0.2)  # nothing arrives late
