@@ -45,7 +45,8 @@ async def _fresh_pg() -> str:
     return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
 
 
-async def measure(url: str, storage: str, customers: int, listeners: bool) -> tuple[int, int, float]:
+async def measure(url: str, storage: str, customers: int, listeners: bool,
+                  batch: int | None = None) -> tuple[int, int, float]:
     """(statements, messages, seconds of follow-up work) for one fresh database."""
     from scrm.context import build_context
     from scrm.db.migrate import upgrade
@@ -57,8 +58,10 @@ async def measure(url: str, storage: str, customers: int, listeners: bool) -> tu
     from scrm.settings import load_settings
 
     await upgrade(url)
-    settings = load_settings(env={}, overrides={"database": {"url": url, "auto_migrate": False},
-                                                "storage": {"path": storage}})
+    overrides: dict[str, Any] = {"database": {"url": url, "auto_migrate": False}, "storage": {"path": storage}}
+    if batch:
+        overrides["events"] = {"batch_size": batch}
+    settings = load_settings(env={}, overrides=overrides)
     ctx = await build_context(settings)
     try:
         unsubscribe = install_listeners(ctx, run_work=False) if listeners else []
@@ -117,13 +120,14 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="100 customers (under a minute)")
     ap.add_argument("--customers", type=int)
     ap.add_argument("--backend", default="sqlite", choices=("sqlite", "postgresql"))
+    ap.add_argument("--batch", type=int, help="events.batch_size (default: the configured one)")
     args = ap.parse_args()
     customers = args.customers or (100 if args.quick else 500)
     with tempfile.TemporaryDirectory() as tmp:
         results = []
         for listeners in (False, True):
             url = await _fresh_pg() if args.backend == "postgresql" else f"sqlite+aiosqlite:///{tmp}/{listeners}.db"
-            results.append(await measure(url, f"{tmp}/files", customers, listeners))
+            results.append(await measure(url, f"{tmp}/files", customers, listeners, args.batch))
     (alone, messages, _), (total, _, took) = results
     per_message = (total - alone) / messages
     print(f"follow-up statements on {args.backend}: {customers} customers x {len(QUESTIONS)} questions = {messages} "

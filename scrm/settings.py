@@ -106,7 +106,9 @@ class WorkerSettings(_Section):
 class EventsSettings(_Section):
     """The event log (scrm/event_log.py): how consumers work it and how long worked events are kept."""
 
-    batch_size: int = Field(64, ge=1, le=1000)  # events one consumer transaction works
+    # Events one consumer transaction works. Its row locks (the conversations it answers) are held until it
+    # commits, and ingest updates the same rows: small batches keep acknowledgements fast; reads are set-based anyway.
+    batch_size: int = Field(16, ge=1, le=1000)
     poll_interval: float = Field(1.0, gt=0)  # work committed while no wake-up arrived (Redis down) waits at most this
     retention_hours: float = Field(24.0, ge=0)  # worked events kept for debugging, then pruned
 
