@@ -55,6 +55,7 @@ def live_only(event: ev.Event) -> bool:
         return "priority" not in (event.data.get("changed") or ("priority",))
     return event.name in LIVE_ONLY
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between attempts while the database is unreachable
+SCAN = 4  # PostgreSQL: unworked events a claim looks at, in batches (conversations other consumers hold are skipped)
 PRUNE_EVERY = 60.0
 PRUNE_CHUNK = 10_000
 
@@ -104,11 +105,12 @@ def _event(record: Any) -> ev.Event:
 
 # PostgreSQL: candidates in id order, the turns of their conversations that are free (a try-lock: a
 # consumer never waits for another, it takes other conversations), then every unworked event of those
-# conversations and the candidates with no conversation, locked. One statement: the try-lock is volatile,
+# conversations and the candidates with no conversation, locked. Candidates reach past one batch, so a
+# second consumer finds conversations beyond the ones the first took. One statement: the try-lock is volatile,
 # so the CTE runs once; FOR UPDATE re-reads a row another consumer marked worked meanwhile and drops it.
 _CLAIM_PG = text("""
 WITH candidates AS (
-    SELECT id, conversation_id FROM events WHERE worked_at IS NULL ORDER BY id LIMIT :n
+    SELECT id, conversation_id FROM events WHERE worked_at IS NULL ORDER BY id LIMIT :scan
 ), turns AS (
     SELECT c FROM (SELECT DISTINCT conversation_id AS c FROM candidates WHERE conversation_id IS NOT NULL
                    ORDER BY 1) AS d
@@ -126,7 +128,7 @@ FOR UPDATE OF e SKIP LOCKED
 async def claim(session: AsyncSession, limit: int) -> list[Any]:
     """Unworked events this transaction may work now, in order (see the module docstring)."""
     if session.bind.dialect.name == "postgresql":
-        return list((await session.execute(_CLAIM_PG, {"n": limit, "turns": TURNS})).all())
+        return list((await session.execute(_CLAIM_PG, {"n": limit, "scan": limit * SCAN, "turns": TURNS})).all())
     return list((await session.execute(
         select(EventRecord.id, EventRecord.conversation_id, EventRecord.name, EventRecord.payload,
                EventRecord.created_at).where(EventRecord.worked_at.is_(None)).order_by(EventRecord.id).limit(limit)
@@ -142,12 +144,16 @@ class EventConsumer:
         self.settings = settings
         self._wake = asyncio.Event()
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._careful = 0  # events still to work one at a time after a batch failed
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        """Start the consumer tasks: on PostgreSQL several (each claims other conversations, so one's
+        database round trips overlap another's bot work); on SQLite one (a single writer anyway)."""
+        if not self._tasks:
+            count = 1 if self.db.is_sqlite else self.settings.consumers
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._run()) for _ in range(count)]
 
     def wake(self) -> None:
         self._wake.set()
@@ -156,8 +162,9 @@ class EventConsumer:
         """Finish the batch in hand (its transaction commits or rolls back), then stop."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None and not self._task.done():
-            await asyncio.wait({self._task}, timeout=30)
+        running = {task for task in self._tasks if not task.done()}
+        if running:
+            await asyncio.wait(running, timeout=30)
 
     async def _run(self) -> None:
         backoff = RETRY_FIRST

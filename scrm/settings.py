@@ -109,6 +109,7 @@ class EventsSettings(_Section):
     # Events one consumer transaction works. Its row locks (the conversations it answers) are held until it
     # commits, and ingest updates the same rows: small batches keep acknowledgements fast; reads are set-based anyway.
     batch_size: int = Field(16, ge=1, le=1000)
+    consumers: int = Field(2, ge=1, le=16)  # consumer tasks per worker process (PostgreSQL; SQLite: one)
     poll_interval: float = Field(1.0, gt=0)  # work committed while no wake-up arrived (Redis down) waits at most this
     retention_hours: float = Field(24.0, ge=0)  # worked events kept for debugging, then pruned
 
