@@ -4,8 +4,8 @@ next to a bare aiohttp handler (reads the body, answers 200) measured in the sam
     python bench/ingest.py [--quick] [--messages N] [--backends sqlite,postgresql] [--embedded] [--worker-after]
 
 PostgreSQL + Redis is deployed as the README says: `scrm serve --no-worker` stores and acknowledges,
-one `scrm worker` does the follow-up work (FAQ bot answers, desk bookkeeping) from the Redis work
-stream; the bench also prints how long after the last acknowledgement that work was done. Both run
+one `scrm worker` does the follow-up work (FAQ bot answers, desk bookkeeping) from the event
+log; the bench also prints how long after the last acknowledgement that work was done. Both run
 on this machine, so the worker's share of its cores and of the database is in the figures;
 `--worker-after` starts the worker once the burst is acknowledged (workers on other hosts: the
 acknowledgement path alone).
@@ -36,7 +36,8 @@ from channels.signing import signed_headers  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef-xyz"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_DB = "scrm_bench_ingest"
+PG_DB = os.environ.get("BENCH_PG_DB", "scrm_bench_ingest")  # per engineer on a shared server
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 BARE = """
 import sys
 from aiohttp import web
@@ -154,7 +155,7 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
         if not await pg_available():
             return None
         db_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_DB}"
-        env["SCRM_REDIS_URL"] = "redis://127.0.0.1:6379/14"
+        env["SCRM_REDIS_URL"] = REDIS_URL
         await fresh_redis(env["SCRM_REDIS_URL"])
     inbox_id = await seed_inbox(db_url)
     port = free_port()
@@ -173,7 +174,7 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
         url = f"http://127.0.0.1:{port}/webhooks/api/{inbox_id}"
         await load(url, min(300, total))  # warm-up (contacts and conversations exist afterwards too)
         if separate_worker:
-            await work_drained(env["SCRM_REDIS_URL"], 120)
+            await work_drained(db_url, 120)
             if worker_after:
                 stop(procs.pop())
         res = await load(url, total)
@@ -181,7 +182,7 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
             procs.append(spawn(worker, env, tmp / f"worker-{backend}.log"))
         if separate_worker:  # the follow-up work (bot answers, desk) trails the acknowledgements
             started = time.perf_counter()
-            if await work_drained(env["SCRM_REDIS_URL"], 600):
+            if await work_drained(db_url, 600):
                 res["drain_s"] = time.perf_counter() - started
                 res["work_rate"] = total / (total / res["rate"] + res["drain_s"])
         return res
@@ -192,23 +193,21 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
             await drop_pg()
 
 
-async def work_drained(redis_url: str, timeout: float) -> bool:
-    """Wait until the workers have worked off every event (Redis work stream: nothing unread or unacknowledged)."""
-    import redis.asyncio as aioredis
+async def work_drained(db_url: str, timeout: float) -> bool:
+    """Wait until the workers have worked off every event (the event log: no unworked row)."""
+    from scrm.db.database import Database
+    from scrm.event_log import unworked
 
-    from scrm.events import RedisEventBus
-
-    r = aioredis.from_url(redis_url)
+    db = Database(db_url, pool_size=1)
     try:
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
-            groups = await r.xinfo_groups(RedisEventBus.STREAM)
-            if all(int(g.get("lag") or 0) == 0 and int(g.get("pending") or 0) == 0 for g in groups):
+            if not await unworked(db):
                 return True
             await asyncio.sleep(0.05)
         return False
     finally:
-        await r.aclose()
+        await db.dispose()
 
 
 async def main() -> None:

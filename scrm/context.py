@@ -84,9 +84,7 @@ async def build_context(settings: Settings) -> AppContext:
         bus = EventBus()
         cache = MemoryCache()
         limiter = MemoryRateLimiter()
-    # Turns per conversation spare listener slots from row-lock waits; SQLite has no row locks (its
-    # writers already take turns on one write lock), and there they only held back the acknowledgements.
-    bus.turns_per_conversation = not db.is_sqlite
+    bus.attach(db, settings.events)
     ctx = AppContext(
         settings=settings,
         db=db,

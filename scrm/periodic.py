@@ -29,6 +29,7 @@ JOBS: tuple[tuple[str, str], ...] = (
     ("scrm.services.wecom_jobs", "run_wecom_jobs"),
     ("scrm.services.webchat_email", "run_email_followups"),
     ("scrm.services.churn", "run_churn_daily"),
+    ("scrm.event_log", "run_pruner"),
 )
 LEASE = 30.0
 RENEW_EVERY = LEASE / 3

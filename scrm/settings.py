@@ -135,6 +135,17 @@ class WorkerSettings(_Section):
         return self
 
 
+class EventsSettings(_Section):
+    """The event log (scrm/event_log.py): how consumers work it and how long worked events are kept."""
+
+    # Events one consumer transaction works. Its row locks (the conversations it answers) are held until it
+    # commits, and ingest updates the same rows: small batches keep acknowledgements fast; reads are set-based anyway.
+    batch_size: int = Field(16, ge=1, le=1000)
+    consumers: int = Field(2, ge=1, le=16)  # consumer tasks per worker process (PostgreSQL; SQLite: one)
+    poll_interval: float = Field(1.0, gt=0)  # work committed while no wake-up arrived (Redis down) waits at most this
+    retention_hours: float = Field(24.0, ge=0)  # worked events kept for debugging, then pruned
+
+
 class StorageSettings(_Section):
     path: str = "var/files"
     max_file_bytes: int = Field(20 * 1024 * 1024, ge=1)
@@ -168,6 +179,7 @@ class Settings(_Section):
     security: SecuritySettings = SecuritySettings()
     webhooks: WebhookSettings = WebhookSettings()
     worker: WorkerSettings = WorkerSettings()
+    events: EventsSettings = EventsSettings()
     storage: StorageSettings = StorageSettings()
     logging: LoggingSettings = LoggingSettings()
     display: DisplaySettings = DisplaySettings()

@@ -45,6 +45,7 @@ from channels.registry import get_adapter_class
 from scrm import events as ev
 from scrm.db.models import ContactIdentity, Delivery, Inbox, Message, utcnow
 from scrm.domain import OutboundMessage, PermanentSendError, SendResult, TransientSendError
+from scrm.event_log import append
 from scrm.metrics import DELIVERIES, OUTBOX_DEPTH
 from scrm.services import wechat_mass
 from scrm.services.outbox import outbound_from_delivery
@@ -187,6 +188,7 @@ class OutboxWorker:
                     tx = Tx(session)
                     yield tx
                     await session.flush()
+                    await append(session, tx.events)  # logged with the change that caused them
                 finally:
                     await session.close()
         except BaseException:

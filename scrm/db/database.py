@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,35 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
 
+@dataclass(eq=False)
+class SharedTransaction:
+    """A consumer's transaction that the listeners it calls join (event_log.py).
+
+    Their writes and the consumer's record of progress commit together: an effect happens exactly
+    once even when the process dies at any point. `savepoints`: each joined transaction() becomes a
+    savepoint, so a failing listener undoes only its own writes (used when a batch is retried event by
+    event); off in the common case, where a savepoint per listener would be two statements more each.
+    """
+
+    db: Database
+    session: AsyncSession
+    owner: asyncio.Task[Any] | None
+    savepoints: bool = False
+    events: list[Any] = field(default_factory=list)  # events the joined units of work emitted
+    turns: set[int] = field(default_factory=set)  # conversations whose turn this transaction holds
+    locked: set[tuple[str, Any]] = field(default_factory=set)  # (table, key): rows loaded locked with the batch
+    loaded: list[Any] = field(default_factory=list)  # rows loaded for the batch (the identity map holds them weakly)
+
+
+def shared_for(session: AsyncSession) -> SharedTransaction | None:
+    """The shared transaction `session` belongs to, if any (for services that can skip a lock it holds)."""
+    shared = _SHARED.get()
+    return shared if shared is not None and shared.session is session else None
+
+
+_SHARED: ContextVar[SharedTransaction | None] = ContextVar("scrm_shared_transaction", default=None)
+
+
 class Database:
     """Owns the engine(s); hands out read sessions and write transactions."""
 
@@ -105,15 +136,46 @@ class Database:
     def dialect(self) -> str:
         return "sqlite" if self.is_sqlite else "postgresql"
 
+    def joined(self) -> SharedTransaction | None:
+        """The shared transaction this task works in, if any (only its own task: tasks it starts
+        inherit the context variable but must not use its session)."""
+        shared = _SHARED.get()
+        if shared is not None and shared.db is self and shared.owner is asyncio.current_task():
+            return shared
+        return None
+
+    @contextlib.asynccontextmanager
+    async def shared_transaction(self) -> AsyncIterator[SharedTransaction]:
+        """A write transaction that every transaction() and session() of this task joins until it ends."""
+        async with self.transaction() as session:
+            shared = SharedTransaction(self, session, asyncio.current_task())
+            token = _SHARED.set(shared)
+            try:
+                yield shared
+            finally:
+                _SHARED.reset(token)
+
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A read-mostly session (no write lock on SQLite)."""
+        shared = self.joined()
+        if shared is not None:  # a listener reads what the consumer's transaction wrote so far
+            yield shared.session
+            return
         async with self._read_sessions() as session:
             yield session
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A write transaction: committed on normal exit, rolled back on error."""
+        shared = self.joined()
+        if shared is not None:
+            if shared.savepoints:
+                async with shared.session.begin_nested():
+                    yield shared.session
+            else:
+                yield shared.session
+            return
         lock = self._write_lock
         if lock is not None:
             await lock.acquire()

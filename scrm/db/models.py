@@ -358,4 +358,5 @@ class WorkerHeartbeat(Base):
     beat_at: Mapped[datetime] = mapped_column(default=utcnow)  # informative (for operators)
 
 
-from scrm.db import models_desk  # noqa: E402,F401  (tickets.team_id refers to desk_teams)
+# tickets.team_id refers to desk_teams; the event log is written by every unit of work
+from scrm.db import models_desk, models_events  # noqa: E402,F401

@@ -9,12 +9,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError
-
 from scrm import events as ev
 from scrm.services import bot as bot_svc
 from scrm.services import faq as faq_svc
-from scrm.services.ingest import is_retryable
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -37,14 +34,8 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
         if data.get("handler", "bot") != "bot":
             return
         cid = data.get("conversation_id")
-        for attempt in range(3):
-            try:
-                await bot_svc.handle_inbound(ctx, int(data["message_id"]), cid if isinstance(cid, int) else None)
-                return
-            except DBAPIError as exc:  # deadlock victim: the bot's turn is one transaction, run it again
-                if attempt == 2 or not is_retryable(exc):
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))
+        # In the event log consumer's transaction: a deadlock fails the batch, which is worked again.
+        await bot_svc.handle_inbound(ctx, int(data["message_id"]), cid if isinstance(cid, int) else None)
 
     async def on_faq(event: ev.Event) -> None:
         index = ctx.extras.get(faq_svc._INDEX_KEY)  # noqa: SLF001
@@ -52,7 +43,13 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
             return  # not built yet: it will read the table as it is
         await index.refresh(ctx, [str(k) for k in event.data.get("keys") or []])
 
-    unsubscribe = [ctx.bus.subscribe(on_message, ev.MESSAGE_CREATED, per_conversation=True),
+    async def index_ready() -> None:
+        if runtime.enabled:  # built (and the example knowledge base seeded) outside the consumer's transaction
+            await faq_svc.get_index(ctx, dict(runtime.config))
+
+    ctx.bus.before_work.append(index_ready)
+    unsubscribe = [ctx.bus.subscribe(on_message, ev.MESSAGE_CREATED),
+                   lambda: ctx.bus.before_work.remove(index_ready) if index_ready in ctx.bus.before_work else None,
                    ctx.bus.subscribe(on_faq, ev.FAQ_CHANGED, everywhere=True)]
     try:
         loop = asyncio.get_running_loop()

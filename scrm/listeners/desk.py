@@ -1,8 +1,8 @@
 """Service-desk listener: SLA clocks and report figures, CSAT, automation rules, auto-assignment and
 outgoing webhooks, driven by committed events.
 
-Events reach every process when Redis carries them; each event is claimed once cluster-wide, and
-events of one conversation are handled in order within the process that claimed them.
+Called by the event log's consumer: once per event cluster-wide, in order per conversation, inside the
+consumer's transaction (its writes commit with the consumer's progress).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ BOOKKEEPING = {
 }
 DESK_WORK = BOOKKEEPING | set(automation.RULE_EVENTS)  # events the desk itself acts on
 INTERESTING = DESK_WORK | set(webhooks_out.EVENTS)
-CLAIM_TTL = 600.0
 
 
 def _desk_relevant(event: ev.Event) -> bool:
@@ -48,9 +47,6 @@ def _desk_relevant(event: ev.Event) -> bool:
 class DeskListener:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        # Shared by every desk listener installed on this context (tests install it twice).
-        self._locks: dict[int, asyncio.Lock] = ctx.extras.setdefault("desk.locks", {})
-        self.owner = f"{ctx.process_id}:{id(self):x}"  # two installs in one process still claim once
 
     async def __call__(self, event: ev.Event) -> None:
         if event.name not in INTERESTING:
@@ -58,22 +54,8 @@ class DeskListener:
         if event.name == ev.CONVERSATION_UPDATED and "priority" not in event.data.get("changed", ("priority",)):
             return  # e.g. a new message moved the clocks: nothing for the desk (only priority changes re-pick the SLA)
         if not await self._wanted(event):
-            return  # no claim, no transaction
-        cid = event.data.get("conversation_id")
-        if not isinstance(cid, int):
-            if await self._claim(event):
-                await self.handle(event)
             return
-        # Lock before claiming: tasks reach the lock in publish order, so one conversation's events
-        # are handled in order (the claim is a Redis round trip that could reorder them).
-        lock = self._locks.setdefault(cid, asyncio.Lock())
-        try:
-            async with lock:
-                if await self._claim(event):
-                    await self.handle(event)
-        finally:
-            if not lock.locked() and not getattr(lock, "_waiters", None):
-                self._locks.pop(cid, None)
+        await self.handle(event)
 
     async def _wanted(self, event: ev.Event) -> bool:
         """Does any desk step act on the event? Its own bookkeeping (SLA, CSAT, assignment) on the
@@ -84,10 +66,6 @@ class DeskListener:
         if await automation.wants(self.ctx, event.name):
             return True
         return await webhooks_out.wanted(self.ctx, event.name)
-
-    async def _claim(self, event: ev.Event) -> bool:
-        """True for exactly one listener in the cluster."""
-        return bool(await self.ctx.cache.try_acquire(f"desk:event:{event.id}", self.owner, CLAIM_TTL))
 
     async def handle(self, event: ev.Event) -> None:
         """Each concern in its own transaction: one failing never stops the others."""
@@ -195,7 +173,7 @@ class DeskListener:
 def install(ctx: AppContext) -> list[Callable[[], None]]:
     """Subscribe the desk listener and start the outgoing-webhook sender for this process."""
     listener = DeskListener(ctx)
-    unsubscribe = ctx.bus.subscribe(listener, per_conversation=True)  # it locks the conversation's row
+    unsubscribe = ctx.bus.subscribe(listener)
     stop = asyncio.Event()
     ctx.extras.setdefault(webhooks_out.WAKE_KEY, asyncio.Event())
     try:

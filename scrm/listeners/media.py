@@ -26,7 +26,6 @@ log = logging.getLogger("scrm.listeners.media")
 # Content types that can carry a file; others (text, location, postback, ...) skip the lookup.
 MEDIA_CONTENT = {"image", "file", "audio", "voice", "video", "sticker"}
 FETCH_TIMEOUT = 120.0  # seconds for one download (the Bot API allows 20 MB files)
-CLAIM_TTL = 600.0  # one process downloads a message's files (every process sees the event via Redis)
 PARALLEL_DOWNLOADS = 4  # per process: downloads must not starve webhooks of bandwidth
 
 
@@ -44,12 +43,11 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
         message_id = data.get("message_id")
         if not isinstance(message_id, int):
             return
-        if not await ctx.cache.try_acquire(f"media:{message_id}", ctx.process_id, CLAIM_TTL):
-            return  # another process fetches it
         async with slots:
             await fetch_message_media(ctx, message_id)
 
-    return [ctx.bus.subscribe(on_message, ev.MESSAGE_CREATED)]
+    # After the consumer's commit: a download may take minutes and must not hold its transaction open.
+    return [ctx.bus.subscribe(on_message, ev.MESSAGE_CREATED, after_commit=True)]
 
 
 def _pending(attachment: Mapping[str, Any]) -> bool:

@@ -9,8 +9,6 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
 from scrm import events as ev
 from scrm.db.models import ContactIdentity, Conversation, Inbox, Message
 from scrm.services.optout import CONFIRMATION, awaiting_reply, is_opt_out_keyword, link_reply, opt_out
@@ -31,15 +29,13 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
         if data.get("direction") != "in" or data.get("auto_submitted"):
             return
         async with ctx.db.session() as s:  # read first: almost every message is neither an opt-out nor a broadcast reply
-            row = (await s.execute(
-                select(Message.text, Conversation.contact_id)
-                .join(Conversation, Conversation.id == Message.conversation_id)
-                .where(Message.id == data["message_id"])
-            )).first()
-            if row is None:
+            # By primary key: in the event log consumer's batch both rows are in the session already.
+            message = await s.get(Message, data["message_id"])
+            conv = await s.get(Conversation, message.conversation_id) if message is not None else None
+            if message is None or conv is None:
                 return
-            keyword = is_opt_out_keyword(row.text)
-            if not keyword and not await awaiting_reply(s, row.contact_id, data["inbox_id"]):
+            keyword = is_opt_out_keyword(message.text)
+            if not keyword and not await awaiting_reply(s, conv.contact_id, data["inbox_id"]):
                 return
         async with unit_of_work(ctx) as tx:
             message = await tx.session.get(Message, data["message_id"])

@@ -55,9 +55,10 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
             await push_labels(ctx, contact_id)
 
     names = (ev.CONVERSATION_CREATED, ev.CONVERSATION_HANDLER_CHANGED, ev.CONVERSATION_STATUS_CHANGED)
-    subs = [ctx.bus.subscribe(on_conversation, name, per_conversation=True) for name in names]
+    subs = [ctx.bus.subscribe(on_conversation, name) for name in names]
     subs.append(ctx.bus.subscribe(on_delivery, ev.DELIVERY_UPDATED,
                                   wants=lambda e: e.data.get("kind") == "wecom_state"))
-    subs.append(ctx.bus.subscribe(on_contact, ev.CONTACT_UPDATED, wants=lambda e: bool(e.data.get("created")) or (
+    # WeCom / OA API calls: after the consumer's commit, not inside its transaction.
+    subs.append(ctx.bus.subscribe(on_contact, ev.CONTACT_UPDATED, after_commit=True, wants=lambda e: bool(e.data.get("created")) or (
         e.data.get("change") in (None, "tag", "merged") and "imported" not in e.data)))
     return subs

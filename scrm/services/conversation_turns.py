@@ -16,11 +16,12 @@ from collections.abc import Iterable
 
 from sqlalchemy import BigInteger, bindparam, text
 
+from scrm.db.database import shared_for
 from scrm.db.models import Conversation
 from scrm.db.sql import is_postgresql
 from scrm.services.uow import Tx
 
-_TURNS = 0x5C13 << 48  # advisory key space of conversation turns; migrate.py locks 0x5C12_0001
+TURNS = 0x5C13 << 48  # advisory key space of conversation turns; migrate.py locks 0x5C12_0001
 _WAIT = text("SELECT pg_advisory_xact_lock(:key)").bindparams(bindparam("key", type_=BigInteger))
 
 
@@ -28,11 +29,17 @@ async def wait_turn(tx: Tx, conversation_ids: Iterable[int]) -> None:
     """Wait for this transaction's turn on each conversation (in id order, so two writers never deadlock)."""
     if not is_postgresql(tx.session):
         return
-    for conversation_id in sorted(set(conversation_ids)):
-        await tx.session.execute(_WAIT, {"key": _TURNS | conversation_id})
+    shared = shared_for(tx.session)
+    held = shared.turns if shared is not None else set()
+    for conversation_id in sorted(set(conversation_ids) - held):
+        await tx.session.execute(_WAIT, {"key": TURNS | conversation_id})
 
 
 async def take_turn(tx: Tx, conversation_id: int) -> Conversation | None:
     """The conversation as its previous writer committed it, once it is this transaction's turn."""
+    shared = shared_for(tx.session)
+    if shared is not None and conversation_id in shared.turns:
+        # The event log's consumer claimed the turn and loaded the row with its batch (event_batch.py).
+        return await tx.session.get(Conversation, conversation_id)
     await wait_turn(tx, (conversation_id,))
     return await tx.session.get(Conversation, conversation_id, populate_existing=True)

@@ -29,6 +29,7 @@ from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Message, utcnow
 from scrm.db.sql import by_each_key, is_postgresql, one_of
 from scrm.domain import InboundMessage, IngestOutcome
+from scrm.event_log import append
 from scrm.metrics import INGEST_LATENCY, INGESTED
 from scrm.services import ingest as single
 from scrm.services.ingest_pg import store_fast
@@ -133,6 +134,7 @@ class GroupCommit:
                 async with self.ctx.db.transaction() as session:
                     tx = Tx(session)
                     stored = await store_batch(tx, inbox, [messages[i] for i in rest])
+                    await append(session, tx.events)  # the follow-up work commits with the messages
                 return stored, tx.events
 
             done, failure = await self._attempts(python_path, len(rest))

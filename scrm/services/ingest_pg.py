@@ -1,4 +1,4 @@
-"""PostgreSQL fast path of the group commit: a batch stored by one call of `scrm_ingest_batch`.
+"""PostgreSQL fast path of the group commit: a batch stored, and its events logged, by one statement.
 
 The function (migration 0013) does in the database what ingest_batch.store_batch does for the common
 case, in one round trip that is its own transaction. What it does not handle (a merged contact) comes
@@ -30,13 +30,57 @@ _ARRAYS: dict[str, Any] = {
     "attachments": Text, "payloads": Text, "sent_ats": DateTime(timezone=True), "subjects": Text,
     "names": Text, "emails": Text, "phones": Text, "languages": Text, "avatars": Text, "usernames": Text,
 }
-_CALL = text(
-    "SELECT idx, outcome, message_id, conversation_id, contact_id, handler, previous_status, contact_changed, "
-    "contact_created "
-    f"FROM scrm_ingest_batch(:inbox, :new_on_resolved, :now, {', '.join(f':{name}' for name in _ARRAYS)})"
-).bindparams(
+# The call and the event log rows of what it stored, in one statement and so in one transaction (a
+# data-modifying CTE always runs): the follow-up work of an acknowledged message can never be lost.
+# The rows are the events the Python path logs (uow/event_log), in the order store_fast lists them:
+# new people by sender id (code-point order), then per message its contact and status changes, then
+# per message its conversation.created / reopen / message.created (conversation.updated is live-only).
+_CALL = text(f"""
+WITH r AS MATERIALIZED (
+    SELECT idx, outcome, message_id, conversation_id, contact_id, handler, previous_status, contact_changed,
+           contact_created
+    FROM scrm_ingest_batch(:inbox, :new_on_resolved, :now, {', '.join(f':{name}' for name in _ARRAYS)})
+), st AS (
+    SELECT * FROM r WHERE outcome NOT IN ('slow', 'duplicate')
+), logged AS (
+    INSERT INTO events (conversation_id, name, payload, created_at)
+    SELECT conv, name, payload, :now FROM (
+        SELECT 1 AS part, (:senders)[idx] COLLATE "C" AS who, idx, 0 AS step, NULL::bigint AS conv,
+               'contact.updated' AS name, json_build_object('contact_id', contact_id, 'created', true) AS payload
+        FROM st WHERE contact_created
+        UNION ALL
+        SELECT 2, '', idx, 0, NULL, 'contact.updated', json_build_object('contact_id', contact_id)
+        FROM st WHERE contact_changed
+        UNION ALL
+        SELECT 2, '', idx, 1, conversation_id, 'conversation.status_changed',
+               json_build_object('conversation_id', conversation_id, 'status', 'open', 'previous', previous_status,
+                                 'by', 'contact')
+        FROM st WHERE previous_status IS NOT NULL
+        UNION ALL
+        SELECT 3, '', idx, 0, conversation_id, 'conversation.created',
+               json_build_object('conversation_id', conversation_id, 'inbox_id', :inbox, 'contact_id', contact_id)
+        FROM st WHERE outcome = 'created'
+        UNION ALL
+        SELECT 3, '', idx, 1, conversation_id, 'conversation.status_changed',
+               json_build_object('conversation_id', conversation_id, 'status', 'open', 'previous', 'resolved',
+                                 'by', 'contact')
+        FROM st WHERE outcome = 'reopened'
+        UNION ALL
+        SELECT 3, '', idx, 2, conversation_id, 'message.created',
+               json_build_object('message_id', message_id, 'conversation_id', conversation_id, 'inbox_id', :inbox,
+                                 'channel', CAST(:channel AS text), 'direction', 'in', 'sender_kind', 'contact',
+                                 'handler', handler, 'content_type', (:event_content_types)[idx],
+                                 'auto_submitted', (:auto_submitted)[idx])
+        FROM st
+    ) AS e
+    ORDER BY part, who, idx, step
+)
+SELECT * FROM r
+""").bindparams(
     bindparam("inbox", type_=BigInteger), bindparam("new_on_resolved", type_=Boolean),
     bindparam("now", type_=DateTime(timezone=True)), *[bindparam(n, type_=ARRAY(t)) for n, t in _ARRAYS.items()],
+    bindparam("channel", type_=Text), bindparam("event_content_types", type_=ARRAY(Text)),
+    bindparam("auto_submitted", type_=ARRAY(Boolean)),
 )
 
 
@@ -127,4 +171,6 @@ def _arguments(inbox: Inbox, messages: list[InboundMessage]) -> dict[str, Any]:
         for name, attr in (("names", "name"), ("emails", "email"), ("phones", "phone"), ("languages", "language"),
                            ("avatars", "avatar_url"), ("usernames", "username")):
             columns[name].append(getattr(profile, attr, None) if profile is not None else None)
-    return {"inbox": inbox.id, "new_on_resolved": inbox.reopen_policy == "new", "now": utcnow(), **columns}
+    return {"inbox": inbox.id, "new_on_resolved": inbox.reopen_policy == "new", "now": utcnow(), **columns,
+            "channel": inbox.channel_type, "event_content_types": [str(m.content_type) for m in messages],
+            "auto_submitted": [bool(m.auto_submitted) for m in messages]}

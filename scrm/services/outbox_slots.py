@@ -1,9 +1,9 @@
 """Send slots of one outbox worker: how many deliveries may be sending at once, shared by inbox.
 
-A delivery takes a slot when its inbox's line gives it its turn (see Pacer) and gives it back when
+A delivery takes a slot when its inbox's line gives it its go-ahead (see Pacer) and gives it back when
 its channel answered: waiting in line holds none, so a slow channel's backlog cannot fill the slots
 a fast channel needs (64 slots held mostly by deliveries waiting for a 150/s or a 30/s channel's
-turn left a 300/s channel at 85-92% of its paced rate). While several inboxes want slots, each may
+go-ahead left a 300/s channel at 85-92% of its paced rate). While several inboxes want slots, each may
 hold an even share, so one whose channel hangs (sends running into their timeout) leaves the others
 theirs.
 """

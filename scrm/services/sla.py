@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot_flows.conditions import BusinessHours
+from scrm.db.database import shared_for
 from scrm.db.models import Conversation, utcnow
 from scrm.db.models_desk import ConversationStats, SlaPolicy
 from scrm.services.business_time import add_business_seconds, business_seconds
@@ -84,8 +85,12 @@ async def choose_policy(tx: Tx, inbox_id: int, priority: str) -> SlaPolicy | Non
 
 async def ensure_stats(tx: Tx, conv: Conversation) -> ConversationStats:
     """The conversation's stats row, created if missing (safe against a concurrent insert), locked."""
-    stats = await tx.session.get(ConversationStats, conv.id, with_for_update=True, populate_existing=True)
-    if stats is not None:  # the usual case: one statement
+    shared = shared_for(tx.session)
+    if shared is not None and ("desk_conversation_stats", conv.id) in shared.locked:
+        stats = await tx.session.get(ConversationStats, conv.id)  # locked and loaded with the consumer's batch
+    else:
+        stats = await tx.session.get(ConversationStats, conv.id, with_for_update=True, populate_existing=True)
+    if stats is not None:  # the usual case: one statement (none in a consumer's batch)
         return stats
     values = {"conversation_id": conv.id, "inbox_id": conv.inbox_id, "priority": conv.priority,
               "created_at": conv.created_at, "agent_id": conv.assignee_id, "human_involved": False, "handoffs": 0,
@@ -95,6 +100,9 @@ async def ensure_stats(tx: Tx, conv: Conversation) -> ConversationStats:
     await tx.session.execute(ins(ConversationStats).values(**values).on_conflict_do_nothing())
     stats = await tx.session.get(ConversationStats, conv.id, with_for_update=True, populate_existing=True)
     assert stats is not None
+    if shared is not None:  # locked for the rest of the consumer's batch: its next events need no statement
+        shared.locked.add(("desk_conversation_stats", conv.id))
+        shared.loaded.append(stats)
     return stats
 
 

@@ -1,4 +1,4 @@
-"""A write transaction that collects events and publishes them only after it has committed."""
+"""A write transaction that records its events in the event log and publishes them after commit."""
 
 from __future__ import annotations
 
@@ -21,15 +21,26 @@ class Tx:
     events: list[Event] = field(default_factory=list)
 
     def emit(self, name: str, **data: Any) -> None:
-        """Queue an event; it is published after commit, or dropped on rollback."""
+        """Queue an event: logged in this transaction, pushed live after commit, dropped on rollback."""
         self.events.append(Event(name, data))
 
 
 @contextlib.asynccontextmanager
 async def unit_of_work(ctx: AppContext) -> AsyncIterator[Tx]:
-    """`async with unit_of_work(ctx) as tx:` ... commit, then publish tx.events."""
+    """`async with unit_of_work(ctx) as tx:` ... log tx.events, commit, then publish them.
+
+    Inside a consumer's shared transaction (a listener at work) it joins that transaction, and its
+    events are logged and published with the consumer's commit.
+    """
+    from scrm.event_log import append
+
+    shared = ctx.db.joined()
     async with ctx.db.transaction() as session:
         tx = Tx(session)
         yield tx
-    if tx.events:
+        if shared is None and tx.events:
+            await append(session, tx.events)
+    if shared is not None:
+        shared.events.extend(tx.events)
+    elif tx.events:
         await ctx.bus.publish(tx.events)

@@ -69,13 +69,9 @@ async def test_a_takeover_between_the_message_and_the_bot_wins(client, ctx, admi
     round runs: the bot must not answer."""
     inbox, cid = await _start(client, ctx)
     gate = asyncio.Event()
-    real = bot_svc.get_index
-
-    async def slow_index(*args, **kwargs):
-        await gate.wait()
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(bot_svc, "get_index", slow_index)
+    # The consumer is held before its next batch (a round in progress holds the conversation's turn:
+    # the agent's action would wait for it, so the race is between the commit and the round).
+    ctx.bus.before_work.append(gate.wait)
     before = await bot_replies(ctx, cid)
     r = await post_signed(client, inbox, api_message("race-1", sender="cust-1", text="运费怎么收？"))
     assert r.status == 200  # stored while the bot handles the conversation; the bot's round is held

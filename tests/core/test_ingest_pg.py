@@ -19,7 +19,9 @@ from sqlalchemy import func, select, text
 from scrm import events as ev
 from scrm.context import AppContext, build_context
 from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Message
+from scrm.db.models_events import EventRecord
 from scrm.domain import Attachment, ContactProfile, InboundMessage
+from scrm.event_log import live_only
 from scrm.services.ingest import group_commit, ingest
 from tests.conftest import make_inbox
 
@@ -66,6 +68,8 @@ async def tell_story(ctx: AppContext, inbox: Inbox, *, fast: bool) -> tuple[list
             seen.append(event)
 
     unsubscribe = ctx.bus.subscribe(record, everywhere=True)
+    async with ctx.db.session() as s:
+        logged_from = await s.scalar(select(func.coalesce(func.max(EventRecord.id), 0)))
     p = inbox.id
     requests = [
         [InboundMessage(f"{p}-a", "s1", "换个名字", profile=ContactProfile(name="新名字", username="s1_handle"),
@@ -86,6 +90,12 @@ async def tell_story(ctx: AppContext, inbox: Inbox, *, fast: bool) -> tuple[list
     acks = await asyncio.gather(*[ingest(ctx, inbox, r) for r in requests])
     await asyncio.sleep(0.05)
     unsubscribe()
+    async with ctx.db.session() as s:  # the event log: what consumers will work (nobody works it here)
+        logged = [ev.Event(r.name, r.payload) for r in await s.scalars(
+            select(EventRecord).where(EventRecord.id > logged_from).order_by(EventRecord.id))]
+    # Logged in the transaction that stored the messages: every event a consumer works, nothing else.
+    assert sorted((e.name, sorted(e.data.items())) for e in logged) == sorted(
+        (e.name, sorted(e.data.items())) for e in seen if not live_only(e))
     return acks, seen
 
 

@@ -1,0 +1,290 @@
+"""The event log's writer, consumer and pruner (a transactional outbox for follow-up work).
+
+Every unit of work appends its events to the `events` table before it commits (uow.py, ingest), so
+an event exists exactly when the change that caused it does. A consumer claims a batch of unworked
+events, calls the work listeners (bot, desk, automation, notifications, ...) inside one shared
+transaction that their own writes join (Database.shared_transaction), marks the events worked in
+that same transaction and commits: an effect and the record that it happened commit together, so a
+process killed at any point leaves the work either done once or still to do.
+
+Ordering, one mechanism: on PostgreSQL a consumer works a conversation's events only while it holds
+the conversation's turn (conversation_turns: a transaction-level advisory lock, the lock agents'
+actions take too), taken with a try-lock when it claims, so another consumer skips that conversation
+and takes others; events with no conversation are claimed with FOR UPDATE SKIP LOCKED. Events are
+worked in id order (ids are allocated in the writing transaction: commit order, give or take the
+overlap of concurrent transactions). On SQLite one write transaction at a time: the consumer's batch
+is itself the turn.
+
+Progress is kept per event (`worked_at`), not as a position: ids are allocated before commit, so a
+position could pass an id whose transaction commits later and skip it for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import BigInteger, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scrm import events as ev
+from scrm.db.models import utcnow
+from scrm.db.models_events import EventRecord
+from scrm.event_batch import preload
+from scrm.services.conversation_turns import TURNS
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+    from scrm.db.database import Database, SharedTransaction
+    from scrm.events import EventBus, Subscription
+    from scrm.settings import EventsSettings
+
+log = logging.getLogger("scrm.event_log")
+
+# Live-only events: nothing works them, they only update screens and wake processes.
+LIVE_ONLY = frozenset({ev.OUTBOX_ENQUEUED, ev.FAQ_CHANGED, ev.TYPING, "notification.created", "notification.read"})
+
+
+def live_only(event: ev.Event) -> bool:
+    """Not logged: no consumer works it. A conversation.updated matters to the desk only when the
+    priority changed (it re-picks the SLA); every stored message sends one for the clocks and preview."""
+    if event.name == ev.CONVERSATION_UPDATED:
+        return "priority" not in (event.data.get("changed") or ("priority",))
+    return event.name in LIVE_ONLY
+RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between attempts while the database is unreachable
+SCAN = 4  # PostgreSQL: unworked events a claim looks at, in batches (conversations other consumers hold are skipped)
+PRUNE_EVERY = 60.0
+PRUNE_CHUNK = 10_000
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe payload (dates and other scalars as text, as the live fan-out writes them)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def records(events: list[ev.Event]) -> list[dict[str, Any]]:
+    """The rows of `events` that consumers work (live-only events are not logged)."""
+    now = utcnow()
+    rows = []
+    for event in events:
+        if live_only(event):
+            continue
+        cid = event.data.get("conversation_id")
+        rows.append({"conversation_id": cid if isinstance(cid, int) and not isinstance(cid, bool) else None,
+                     "name": event.name, "payload": _plain(event.data), "created_at": now})
+    return rows
+
+
+async def append(session: AsyncSession, events: list[ev.Event]) -> None:
+    """Log `events` in the caller's transaction (one statement)."""
+    rows = records(events)
+    if rows:
+        await session.execute(insert(EventRecord), rows)
+
+
+async def unworked(db: Database) -> bool:
+    """Whether any logged event waits for a consumer."""
+    async with db.session() as s:
+        return (await s.scalar(select(EventRecord.id).where(EventRecord.worked_at.is_(None)).limit(1))) is not None
+
+
+def _event(record: Any) -> ev.Event:
+    # The id is the log's: stable when the event is worked again after a crash (notification dedup keys use it).
+    return ev.Event(record.name, dict(record.payload or {}), id=f"log-{record.id}",
+                    at=record.created_at.isoformat() if record.created_at else "")
+
+
+# PostgreSQL: candidates in id order, the turns of their conversations that are free (a try-lock: a
+# consumer never waits for another, it takes other conversations), then every unworked event of those
+# conversations and the candidates with no conversation, locked. Candidates reach past one batch, so a
+# second consumer finds conversations beyond the ones the first took. One statement: the try-lock is volatile,
+# so the CTE runs once; FOR UPDATE re-reads a row another consumer marked worked meanwhile and drops it.
+_CLAIM_PG = text("""
+WITH candidates AS (
+    SELECT id, conversation_id FROM events WHERE worked_at IS NULL ORDER BY id LIMIT :scan
+), turns AS (
+    SELECT c FROM (SELECT DISTINCT conversation_id AS c FROM candidates WHERE conversation_id IS NOT NULL
+                   ORDER BY 1) AS d
+    WHERE pg_try_advisory_xact_lock(:turns | c)
+)
+SELECT e.id, e.conversation_id, e.name, e.payload, e.created_at FROM events e
+WHERE e.worked_at IS NULL
+  AND (e.conversation_id IN (SELECT c FROM turns)
+       OR (e.conversation_id IS NULL AND e.id IN (SELECT id FROM candidates)))
+ORDER BY e.id LIMIT :n
+FOR UPDATE OF e SKIP LOCKED
+""").bindparams(bindparam("turns", type_=BigInteger))
+
+
+async def claim(session: AsyncSession, limit: int) -> list[Any]:
+    """Unworked events this transaction may work now, in order (see the module docstring)."""
+    if session.bind.dialect.name == "postgresql":
+        return list((await session.execute(_CLAIM_PG, {"n": limit, "scan": limit * SCAN, "turns": TURNS})).all())
+    return list((await session.execute(
+        select(EventRecord.id, EventRecord.conversation_id, EventRecord.name, EventRecord.payload,
+               EventRecord.created_at).where(EventRecord.worked_at.is_(None)).order_by(EventRecord.id).limit(limit)
+    )).all())
+
+
+class EventConsumer:
+    """Works the event log in one process: a batch per transaction, woken by new events or a poll."""
+
+    def __init__(self, bus: EventBus, db: Database, settings: EventsSettings) -> None:
+        self.bus = bus
+        self.db = db
+        self.settings = settings
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._careful = 0  # events still to work one at a time after a batch failed
+
+    def start(self) -> None:
+        """Start the consumer tasks: on PostgreSQL several (each claims other conversations, so one's
+        database round trips overlap another's bot work); on SQLite one (a single writer anyway)."""
+        if not self._tasks:
+            count = 1 if self.db.is_sqlite else self.settings.consumers
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._run()) for _ in range(count)]
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Finish the batch in hand (its transaction commits or rolls back), then stop."""
+        self._stopping = True
+        self._wake.set()
+        running = {task for task in self._tasks if not task.done()}
+        if running:
+            await asyncio.wait(running, timeout=30)
+
+    async def _run(self) -> None:
+        backoff = RETRY_FIRST
+        while not self._stopping:
+            self._wake.clear()  # before looking: an event committed while we work wakes the next round
+            try:
+                worked = await self.work_once()
+                backoff = RETRY_FIRST
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the database is away, or a batch failed: retry
+                if self._careful:
+                    log.warning("event log: could not work events (%s: %s); retrying in %.1f s",
+                                type(exc).__name__, exc, backoff)
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX)
+                else:
+                    log.warning("event log: a batch failed (%s: %s); working its events one by one",
+                                type(exc).__name__, exc)
+                    self._careful = self.settings.batch_size
+                continue
+            if not worked:
+                await self._pause(self.settings.poll_interval)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def work_once(self) -> int:
+        """Claim and work one batch in one transaction; returns how many events it worked."""
+        careful = self._careful > 0
+        later: list[tuple[Subscription, ev.Event]] = []
+        for ready in list(self.bus.before_work):
+            await ready()
+        async with self.db.shared_transaction() as shared:
+            claimed = await claim(shared.session, 1 if careful else self.settings.batch_size)
+            if not claimed:
+                self._careful = 0
+                return 0
+            errors: dict[int, str] = {}
+            events = [_event(record) for record in claimed]
+            # The turns of the claimed conversations are this transaction's (on SQLite: every one).
+            shared.turns = {r.conversation_id for r in claimed if r.conversation_id is not None}
+            await preload(shared, events)
+            for record, event in zip(claimed, events, strict=True):
+                for sub in self.bus.work_listeners(event):
+                    if sub.after_commit:
+                        later.append((sub, event))
+                    elif careful:
+                        error = await _call_alone(shared, sub, event)
+                        if error:
+                            errors[record.id] = f"{errors.get(record.id, '')}{error}\n"
+                    else:
+                        await sub.listener(event)
+            await self._mark(shared, claimed, errors)
+            if shared.events:
+                await append(shared.session, shared.events)
+        if careful:
+            self._careful -= 1
+        if shared.events:
+            await self.bus.publish(shared.events)
+        for sub, event in later:
+            self.bus.spawn(sub.listener, event)
+        return len(claimed)
+
+    @staticmethod
+    async def _mark(shared: SharedTransaction, claimed: list[Any], errors: dict[int, str]) -> None:
+        now = utcnow()
+        ids = [r.id for r in claimed if r.id not in errors]
+        if ids:
+            await shared.session.execute(update(EventRecord).where(EventRecord.id.in_(ids)).values(worked_at=now))
+        for event_id, error in errors.items():
+            await shared.session.execute(update(EventRecord).where(EventRecord.id == event_id)
+                                         .values(worked_at=now, error=error[:2000]))
+
+
+async def _call_alone(shared: SharedTransaction, sub: Subscription, event: ev.Event) -> str | None:
+    """Call one listener in a savepoint of its own: a failure undoes its writes only, and is recorded."""
+    shared.savepoints = True
+    emitted = len(shared.events)
+    try:
+        async with shared.session.begin_nested():
+            await sub.listener(event)
+        return None
+    except Exception as exc:  # noqa: BLE001 - recorded on the event; the other listeners still do their part
+        del shared.events[emitted:]
+        name = getattr(sub.listener, "__qualname__", repr(sub.listener))
+        log.exception("listener %s failed on %s (event %s); recorded on the event", name, event.name, event.id)
+        return f"{name}: {type(exc).__name__}: {exc}"[:500]
+    finally:
+        shared.savepoints = False
+
+
+async def prune(db: Database, retention_hours: float) -> int:
+    """Delete events worked longer ago than the retention window; returns how many."""
+    cutoff = utcnow() - timedelta(hours=retention_hours)
+    total = 0
+    while True:
+        async with db.transaction() as s:
+            ids = list(await s.scalars(select(EventRecord.id).where(EventRecord.worked_at < cutoff)
+                                       .order_by(EventRecord.id).limit(PRUNE_CHUNK)))
+            if ids:
+                await s.execute(delete(EventRecord).where(EventRecord.id.in_(ids)))
+        total += len(ids)
+        if len(ids) < PRUNE_CHUNK:
+            return total
+
+
+async def run_pruner(ctx: AppContext, stop: asyncio.Event) -> None:
+    """Periodic job: prune worked events (scrm.periodic runs it in one process at a time)."""
+    while not stop.is_set():
+        pruned = await prune(ctx.db, ctx.settings.events.retention_hours)
+        if pruned:
+            log.info("pruned %d worked events older than %.0f h", pruned, ctx.settings.events.retention_hours)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PRUNE_EVERY)
+
+
+async def backlog(db: Database) -> int:
+    """Events waiting for a consumer (for operators and benchmarks)."""
+    async with db.session() as s:
+        return int(await s.scalar(select(func.count()).select_from(EventRecord).where(EventRecord.worked_at.is_(None)))
+                   or 0)

@@ -1,0 +1,137 @@
+"""The event log: follow-up work is logged with the change, worked once across consumers, in order per
+conversation, with each listener's writes and the consumer's progress in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from scrm import events as ev
+from scrm.context import build_context
+from scrm.db.models import Contact, utcnow
+from scrm.db.models_events import EventRecord
+from scrm.event_log import prune
+from scrm.services.uow import unit_of_work
+from tests.conftest import wait_for
+
+
+async def _log(ctx: Any, conversation_id: int, n: int) -> None:
+    async with unit_of_work(ctx) as tx:
+        tx.emit("test.step", conversation_id=conversation_id, n=n)
+
+
+async def _rows(ctx: Any) -> list[EventRecord]:
+    async with ctx.db.session() as s:
+        return list(await s.scalars(select(EventRecord).order_by(EventRecord.id)))
+
+
+async def test_events_are_worked_once_across_consumers_in_order_per_conversation(settings) -> None:
+    producer = await build_context(settings)  # `scrm serve --no-worker`: logs, works nothing
+    workers = [await build_context(settings) for _ in range(2)]
+    seen: dict[int, list[int]] = collections.defaultdict(list)
+    by_worker: collections.Counter[int] = collections.Counter()
+    try:
+        for index, worker in enumerate(workers):
+            async def step(event: ev.Event, index: int = index) -> None:
+                await asyncio.sleep(0.002)
+                seen[event.data["conversation_id"]].append(event.data["n"])
+                by_worker[index] += 1
+
+            worker.bus.subscribe(step, "test.step")
+            worker.bus.consume_work()
+        async def conversation(c: int) -> None:  # one conversation's changes commit one after the other
+            for n in range(10):
+                await _log(producer, c, n)
+
+        await asyncio.gather(*(conversation(c) for c in range(1, 9)))
+        await wait_for(lambda: sum(len(v) for v in seen.values()) >= 80, timeout=30)
+        await producer.bus.drain(10)
+        await asyncio.sleep(0.2)  # nothing arrives late
+    finally:
+        for context in (producer, *workers):
+            await context.close()
+    assert sum(len(v) for v in seen.values()) == 80  # each event worked once
+    assert all(sorted(v) == v for v in seen.values()), seen  # in order within each conversation
+    assert all(row.worked_at is not None and row.error is None for row in await _rows(producer))
+
+
+async def test_a_failing_listener_undoes_only_its_own_writes_and_the_failure_is_recorded(ctx) -> None:
+    async with ctx.db.transaction() as s:
+        contact = Contact(name="before", attributes={})
+        s.add(contact)
+        await s.flush()
+        contact_id = contact.id
+
+    async def renames(event: ev.Event) -> None:
+        async with unit_of_work(ctx) as tx:
+            await tx.session.execute(update(Contact).where(Contact.id == contact_id).values(name="renamed"))
+
+    async def breaks(event: ev.Event) -> None:
+        async with unit_of_work(ctx) as tx:
+            await tx.session.execute(update(Contact).where(Contact.id == contact_id).values(email="x@example.com"))
+            raise RuntimeError("listener bug")
+
+    ctx.bus.subscribe(renames, "test.step")
+    ctx.bus.subscribe(breaks, "test.step")
+    await _log(ctx, 1, 0)
+    await ctx.bus.drain(10)
+    [row] = [r for r in await _rows(ctx) if r.name == "test.step"]
+    assert row.worked_at is not None  # not retried forever
+    assert "listener bug" in (row.error or "")
+    async with ctx.db.session() as s:
+        contact = await s.get(Contact, contact_id)
+        assert contact is not None
+        assert (contact.name, contact.email) == ("renamed", None)  # the other listener's write is kept
+
+
+async def test_a_batch_that_fails_to_commit_is_worked_again_and_its_effects_happen_once(ctx) -> None:
+    async with ctx.db.transaction() as s:
+        contact = Contact(name="n", attributes={"count": 0})
+        s.add(contact)
+        await s.flush()
+        contact_id = contact.id
+    calls = collections.Counter[int]()
+
+    async def counts(event: ev.Event) -> None:
+        calls[event.data["n"]] += 1
+        async with unit_of_work(ctx) as tx:
+            row = await tx.session.get(Contact, contact_id)
+            assert row is not None
+            row.attributes = {"count": row.attributes["count"] + 1}
+        if calls[event.data["n"]] == 1 and event.data["n"] == 2:
+            raise ConnectionResetError("the database went away mid-batch")  # the whole batch rolls back
+
+    ctx.bus.subscribe(counts, "test.step")
+    for n in range(4):
+        await _log(ctx, 7, n)
+    await ctx.bus.drain(10)
+    async with ctx.db.session() as s:
+        contact = await s.get(Contact, contact_id)
+        assert contact is not None
+        assert contact.attributes == {"count": 4}  # every event's effect once, though some ran twice
+    assert calls[2] == 2
+    assert all(r.worked_at is not None for r in await _rows(ctx))
+
+
+async def test_worked_events_are_pruned_after_the_retention_window_and_unworked_never(settings) -> None:
+    ctx = await build_context(settings)  # no consumer: the events stay unworked
+    try:
+        for n in range(3):
+            await _log(ctx, 1, n)
+        rows = await _rows(ctx)
+        async with ctx.db.transaction() as s:
+            await s.execute(update(EventRecord).where(EventRecord.id == rows[0].id)
+                            .values(worked_at=utcnow() - timedelta(hours=30)))
+            await s.execute(update(EventRecord).where(EventRecord.id == rows[1].id)
+                            .values(worked_at=utcnow() - timedelta(hours=2)))
+        assert await prune(ctx.db, retention_hours=24) == 1
+        async with ctx.db.session() as s:
+            left = list(await s.scalars(select(EventRecord.id).order_by(EventRecord.id)))
+            assert left == [rows[1].id, rows[2].id]  # kept for debugging; the unworked one waits
+            assert await s.scalar(select(func.count()).select_from(EventRecord).where(EventRecord.worked_at.is_(None))) == 1
+    finally:
+        await ctx.close()
