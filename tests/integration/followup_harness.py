@@ -22,7 +22,7 @@ from scrm.db.database import Database
 from scrm.db.models import Conversation, Delivery, Message
 from scrm.db.models_desk import ConversationStats
 from scrm.db.models_events import EventRecord
-from tests.conftest import api_message, free_port
+from tests.conftest import TEST_SECRET_KEY, TEST_SERVER_ENV, api_message, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s" * 32
@@ -36,7 +36,7 @@ def env_for(db_url: str, redis_url: str | None, storage: str, **extra: str) -> d
         "SCRM_DATABASE_URL": db_url, "SCRM_DATABASE_AUTO_MIGRATE": "false", "SCRM_STORAGE_PATH": storage,
         "SCRM_LOGGING_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "SCRM_WORKER_POLL_INTERVAL": "0.2",
         "SCRM_WORKER_LEASE_SECONDS": "3", "SCRM_WORKER_SEND_TIMEOUT": "2.5", "SCRM_EVENTS_POLL_INTERVAL": "0.2",
-        "SCRM_WORKER_NICE": "0",
+        "SCRM_WORKER_NICE": "0", "SCRM_SECRET_KEY": TEST_SECRET_KEY, **TEST_SERVER_ENV,
     })
     if redis_url:
         env["SCRM_REDIS_URL"] = redis_url

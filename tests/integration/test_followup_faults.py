@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from scrm import secret_box
 from scrm.db.database import Database
 from scrm.db.migrate import upgrade
 from scrm.db.models import Inbox
 from scrm.db.models_events import EventRecord
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, TEST_SECRET_KEY
 from tests.integration.followup_harness import (
     SECRET,
     Platform,
@@ -52,6 +53,7 @@ async def _when(check: Callable[[], bool], timeout: float = 60) -> None:
 async def _run(db_url: str, redis_url: str | None, tmp_path: Path, callback: Any,
                fault: Callable[[Processes, Platform, Database], Awaitable[None]]) -> Platform:
     """Start the processes, learn the bot's answers from one customer, then a burst with `fault` in it."""
+    secret_box.install(TEST_SECRET_KEY)  # this process writes the inbox; its secrets are sealed like the servers'
     db = Database(db_url, pool_size=2)
     procs = Processes(env_for(db_url, redis_url, str(tmp_path / "files")), tmp_path)
     try:
