@@ -9,14 +9,18 @@ pure functions (bot_flows engine, FAQ matcher); their writes are flushed togethe
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, event, func, inspect, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from scrm import events as ev
-from scrm.db.database import SharedTransaction
+from scrm.db.database import SharedTransaction, shared_for
 from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Message
 from scrm.db.models_desk import ConversationStats
+from scrm.services.outbox import CLOCKS_DEFERRED
 
 
 def _ids(values: Any) -> list[int]:
@@ -55,3 +59,78 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     for model, key in ((Contact, "contact_id"), (ContactIdentity, "identity_id"), (Inbox, "inbox_id")):
         if ids := _ids(getattr(c, key) for c in conversations):
             shared.loaded += (await session.scalars(select(model).where(model.id.in_(ids)))).all()
+
+
+
+def hold_back_conversation_writes(shared: SharedTransaction) -> None:
+    """Collect the ORM changes of the batch's conversations instead of flushing them (see the module
+    docstring); write_held_back writes them. Objects keep showing the new values to the listeners."""
+
+    def before_flush(session: Session, _context: object, _instances: object) -> None:
+        for obj in list(session.dirty):
+            if not isinstance(obj, Conversation) or obj.id not in shared.turns:
+                continue
+            state = inspect(obj)
+            changed = {}
+            for attr in state.mapper.column_attrs:
+                if state.attrs[attr.key].history.has_changes():
+                    changed[attr.key] = value = getattr(obj, attr.key)
+                    set_committed_value(obj, attr.key, value)  # no UPDATE now: nothing left to flush
+            if changed:
+                ops = shared.held_back.setdefault(obj.id, [])
+                if ops and ops[-1][0] == "set":
+                    ops[-1] = ("set", {**ops[-1][1], **changed})
+                else:
+                    ops.append(("set", changed))
+
+    event.listen(shared.session.sync_session, "before_flush", before_flush)
+
+
+def _statement(op: tuple[Any, ...]) -> tuple[Any, dict[str, Any]]:
+    """The statement (shared by every conversation with a write of the same shape) and its parameters."""
+    if op[0] == "clocks":
+        return CLOCKS_DEFERRED[op[1]], op[2]
+    return _set_statement(tuple(sorted(op[1]))), {f"b_{key}": value for key, value in op[1].items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _set_statement(keys: tuple[str, ...]) -> Any:
+    table = Conversation.__table__
+    sets: dict[str, Any] = {}
+    for key in keys:
+        param = bindparam(f"b_{key}", type_=table.c[key].type)
+        # The first reply stays the first one, whoever wrote it meanwhile (set-once, never from a stale row).
+        sets[key] = func.coalesce(table.c[key], param) if key == "first_reply_at" else param
+    return update(table).where(table.c.id == bindparam("b_id")).values(sets)
+
+
+async def write_held_back(shared: SharedTransaction, conversation_id: int | None = None) -> None:
+    """Write the held-back conversation changes and reply clocks: the batch's last statements before
+    its commit. Round k writes every conversation's k-th change (a conversation's changes stay in
+    order), one executemany per statement shape, conversations in id order (as other writers lock rows).
+    With `conversation_id`: that conversation's now (a listener locks and reads its row again)."""
+    session = shared.session
+    await session.flush()  # the last ORM changes of the batch's conversations join the held-back ones
+    if conversation_id is not None:
+        pending = {conversation_id: shared.held_back.pop(conversation_id, [])}
+    else:
+        pending = {cid: ops for cid, ops in sorted(shared.held_back.items()) if ops}
+        shared.held_back = {}
+    for round_ in range(max((len(ops) for ops in pending.values()), default=0)):
+        shapes: dict[Any, list[dict[str, Any]]] = {}
+        for conversation_id, ops in pending.items():
+            if round_ < len(ops):
+                statement, params = _statement(ops[round_])
+                shapes.setdefault(statement, []).append({**params, "b_id": conversation_id})
+        for statement, rows in shapes.items():
+            await session.execute(statement, rows)
+
+
+async def before_reading_again(session: Any, conversation_id: int) -> None:
+    """A listener is about to lock or read the conversation's row again (populate_existing): its
+    held-back changes are written first, or the read would undo them on the object. Rare (handoffs,
+    status changes by the bot): the row stays locked from here to the batch's commit, as it must for
+    a status or handler change (conversations.load)."""
+    shared = shared_for(session)
+    if shared is not None and conversation_id in shared.turns:
+        await write_held_back(shared, conversation_id)

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from scrm import events as ev
 from scrm.db.models import utcnow
 from scrm.db.models_events import EventRecord
-from scrm.event_batch import preload
+from scrm.event_batch import hold_back_conversation_writes, preload, write_held_back
 from scrm.services.conversation_turns import TURNS
 
 if TYPE_CHECKING:
@@ -208,6 +208,7 @@ class EventConsumer:
             events = [_event(record) for record in claimed]
             # The turns of the claimed conversations are this transaction's (on SQLite: every one).
             shared.turns = {r.conversation_id for r in claimed if r.conversation_id is not None}
+            hold_back_conversation_writes(shared)
             await preload(shared, events)
             for record, event in zip(claimed, events, strict=True):
                 for sub in self.bus.work_listeners(event):
@@ -222,6 +223,7 @@ class EventConsumer:
             await self._mark(shared, claimed, errors)
             if shared.events:
                 await append(shared.session, shared.events)
+            await write_held_back(shared)  # last: the conversation rows stay locked only until the commit
         if careful:
             self._careful -= 1
         if shared.events:
@@ -245,12 +247,14 @@ async def _call_alone(shared: SharedTransaction, sub: Subscription, event: ev.Ev
     """Call one listener in a savepoint of its own: a failure undoes its writes only, and is recorded."""
     shared.savepoints = True
     emitted = len(shared.events)
+    held_back = {cid: list(ops) for cid, ops in shared.held_back.items()}
     try:
         async with shared.session.begin_nested():
             await sub.listener(event)
         return None
     except Exception as exc:  # noqa: BLE001 - recorded on the event; the other listeners still do their part
         del shared.events[emitted:]
+        shared.held_back = held_back  # its held-back conversation writes are undone with the savepoint too
         name = getattr(sub.listener, "__qualname__", repr(sub.listener))
         log.exception("listener %s failed on %s (event %s); recorded on the event", name, event.name, event.id)
         return f"{name}: {type(exc).__name__}: {exc}"[:500]

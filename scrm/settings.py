@@ -138,8 +138,8 @@ class WorkerSettings(_Section):
 class EventsSettings(_Section):
     """The event log (scrm/event_log.py): how consumers work it and how long worked events are kept."""
 
-    # Events one consumer transaction works. Its row locks (the conversations it answers) are held until it
-    # commits, and ingest updates the same rows: small batches keep acknowledgements fast; reads are set-based anyway.
+    # Events one consumer transaction works. Its conversation row writes are held back to just before its
+    # commit (event_batch.py), so ingest does not wait for a batch; its desk stats rows stay locked until then.
     batch_size: int = Field(16, ge=1, le=1000)
     consumers: int = Field(2, ge=1, le=16)  # consumer tasks per worker process (PostgreSQL; SQLite: one)
     poll_interval: float = Field(1.0, gt=0)  # work committed while no wake-up arrived (Redis down) waits at most this

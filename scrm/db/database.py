@@ -85,6 +85,10 @@ class SharedTransaction:
     turns: set[int] = field(default_factory=set)  # conversations whose turn this transaction holds
     locked: set[tuple[str, Any]] = field(default_factory=set)  # (table, key): rows loaded locked with the batch
     loaded: list[Any] = field(default_factory=list)  # rows loaded for the batch (the identity map holds them weakly)
+    # Writes to the batch's conversation rows, held back until just before the commit (event_batch.py):
+    # ingest updates those rows too and must not wait for the whole batch.
+    # conversation id -> its writes in order: ("clocks", answers, parameters) or ("set", {column: value})
+    held_back: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)
 
 
 def shared_for(session: AsyncSession) -> SharedTransaction | None:

@@ -25,6 +25,7 @@ from scrm.db.models import (
     utcnow,
 )
 from scrm.domain import Choice
+from scrm.event_batch import before_reading_again
 from scrm.services import audit, notifications, preferences
 from scrm.services.conversation_turns import wait_turn
 from scrm.services.inbox_access import agent_sees_inbox
@@ -61,6 +62,7 @@ async def load(tx: Tx, conversation_id: int, *, lock: bool = True) -> tuple[Conv
     before the lock may be stale, since ingest takes no turn)."""
     if lock:
         await wait_turn(tx, (conversation_id,))
+        await before_reading_again(tx.session, conversation_id)
     conv = await tx.session.get(Conversation, conversation_id, with_for_update={"key_share": True} if lock else None,
                                 populate_existing=lock)
     if conv is None:

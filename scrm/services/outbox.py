@@ -11,6 +11,7 @@ from sqlalchemy import String, Update, bindparam, case, null, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from scrm import events as ev
+from scrm.db.database import shared_for
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
 from scrm.domain import PASSIVE_REPLY_UNTIL, Attachment, Choice, OutboundMessage
 from scrm.services.ingest_writes import preview
@@ -72,7 +73,7 @@ def enqueue_delivery(
     return delivery
 
 
-def _clocks_statement(*, answers: bool) -> Update:
+def _clocks_statement(*, answers: bool, returning: bool = True) -> Update:
     c = Conversation.__table__.c
     now = bindparam("b_now", type_=c.last_activity_at.type)
     later = c.last_activity_at > now
@@ -82,19 +83,35 @@ def _clocks_statement(*, answers: bool) -> Update:
     }
     if answers:
         values["waiting_since"] = case((later, c.waiting_since), else_=null())
-    return (update(Conversation.__table__).where(c.id == bindparam("b_id")).values(values)
-            .returning(c.last_activity_at, c.last_message_preview, c.waiting_since))
+    stmt = update(Conversation.__table__).where(c.id == bindparam("b_id")).values(values)
+    return stmt.returning(c.last_activity_at, c.last_message_preview, c.waiting_since) if returning else stmt
 
 
 _CLOCKS = {answers: _clocks_statement(answers=answers) for answers in (True, False)}  # built once, not per reply
+# A consumer batch's clocks, written together just before it commits (event_batch.write_deferred).
+CLOCKS_DEFERRED = {answers: _clocks_statement(answers=answers, returning=False) for answers in (True, False)}
 
 
 async def _move_clocks(tx: Tx, conversation: Conversation, now: datetime, text_preview: str, *, answers: bool) -> None:
     """The conversation moved to this message and, from an agent or the bot, is answered; unless ingest
     stored a later message meanwhile (it takes no turn on the conversation, see conversation_turns):
     then that message stays the latest and keeps the conversation waiting."""
-    row = (await tx.session.execute(_CLOCKS[answers], {
-        "b_id": conversation.id, "b_now": now, "b_preview": text_preview})).one()
+    params = {"b_id": conversation.id, "b_now": now, "b_preview": text_preview}
+    shared = shared_for(tx.session)
+    if shared is not None and conversation.id in shared.turns:
+        # A consumer's batch: the row is written just before the batch commits, so ingest, which moves
+        # these clocks too, never waits for the rest of the batch behind its row lock. The statement is
+        # relative to the stored row then; the object shows what it would make of the row loaded now.
+        shared.held_back.setdefault(conversation.id, []).append(("clocks", answers, params))
+        stored = conversation.last_activity_at
+        if stored is not None and stored > now:
+            return
+        set_committed_value(conversation, "last_activity_at", now)
+        set_committed_value(conversation, "last_message_preview", text_preview)
+        if answers:
+            set_committed_value(conversation, "waiting_since", None)
+        return
+    row = (await tx.session.execute(_CLOCKS[answers], params)).one()
     # Mirrored on the object without history, so the ORM does not write them again.
     for key, value in zip(("last_activity_at", "last_message_preview", "waiting_since"), row, strict=True):
         set_committed_value(conversation, key, value)

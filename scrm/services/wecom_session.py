@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from channels.wecom.session import STATE_NAMES, current_state, remembered
 from scrm.db.models import Agent, ContactIdentity, Conversation, Delivery, Inbox
+from scrm.event_batch import before_reading_again
 from scrm.services import conversations as conv_svc
 from scrm.services.outbox import enqueue_delivery
 from scrm.services.uow import Tx, unit_of_work
@@ -69,6 +70,7 @@ async def target_state(tx: Tx, inbox: Inbox, conv: Conversation, current: int) -
 async def mirror(ctx: AppContext, conversation_id: int) -> int | None:
     """Queue the service_state change this conversation's handoff calls for; returns the delivery id."""
     async with unit_of_work(ctx) as tx:
+        await before_reading_again(tx.session, conversation_id)
         conv = await tx.session.get(Conversation, conversation_id, populate_existing=True)
         if conv is None:
             return None

@@ -8,15 +8,16 @@ import collections
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from scrm import events as ev
 from scrm.context import build_context
-from scrm.db.models import Contact, utcnow
+from scrm.db.models import Contact, ContactIdentity, Conversation, utcnow
 from scrm.db.models_events import EventRecord
 from scrm.event_log import prune
+from scrm.services.outbox import enqueue_message
 from scrm.services.uow import unit_of_work
-from tests.conftest import wait_for
+from tests.conftest import make_inbox, wait_for
 
 
 async def _log(ctx: Any, conversation_id: int, n: int) -> None:
@@ -135,3 +136,58 @@ async def test_worked_events_are_pruned_after_the_retention_window_and_unworked_
             assert await s.scalar(select(func.count()).select_from(EventRecord).where(EventRecord.worked_at.is_(None))) == 1
     finally:
         await ctx.close()
+
+
+async def test_a_batch_writes_its_conversations_at_its_end_and_a_message_stored_meanwhile_stays_waiting(ctx) -> None:
+    """Ingest moves a conversation's clocks without a turn: a batch answering that conversation must not
+    hold its row from the reply to the commit (on PostgreSQL the row is free mid-batch), and a customer
+    message stored meanwhile stays the latest, the conversation still waiting for an answer."""
+    inbox = await make_inbox(ctx)
+    asked = utcnow()
+    async with ctx.db.transaction() as s:
+        contact = Contact(name="顾客", attributes={})
+        s.add(contact)
+        await s.flush()
+        identity = ContactIdentity(inbox_id=inbox.id, external_id="held-back", contact_id=contact.id, attributes={})
+        s.add(identity)
+        await s.flush()
+        conv = Conversation(inbox_id=inbox.id, contact_id=contact.id, identity_id=identity.id, status="open",
+                            handler="bot", last_activity_at=asked, waiting_since=asked, last_message_preview="在吗")
+        s.add(conv)
+        await s.flush()
+        conv_id = conv.id
+    replied, release = asyncio.Event(), asyncio.Event()
+
+    async def bot_round(event: ev.Event) -> None:
+        async with unit_of_work(ctx) as tx:
+            row = await tx.session.get(Conversation, conv_id)
+            assert row is not None
+            await enqueue_message(tx, inbox=inbox, conversation=row, identity=identity, sender_kind="bot", text="您好")
+            row.bot_state = {"step": "answered"}
+            assert row.waiting_since is None  # the listener sees its own reply at once
+        replied.set()
+        await release.wait()
+
+    ctx.bus.subscribe(bot_round, "test.step")
+    await _log(ctx, conv_id, 0)
+    working = asyncio.create_task(ctx.bus.drain(10))
+    await asyncio.wait_for(replied.wait(), 10)
+    later = utcnow() + timedelta(seconds=5)
+    if not ctx.db.is_sqlite:
+        async with ctx.db.transaction() as s:  # as ingest: relative clocks, no turn; the row is not locked
+            await s.execute(text("SET LOCAL lock_timeout = '2s'"))
+            await s.execute(update(Conversation).where(Conversation.id == conv_id).values(
+                last_activity_at=later, last_message_preview="还在吗",
+                waiting_since=func.coalesce(Conversation.waiting_since, later)))
+    release.set()
+    await asyncio.wait_for(working, 20)
+    async with ctx.db.session() as s:
+        stored = await s.get(Conversation, conv_id)
+        assert stored is not None
+        assert stored.bot_state == {"step": "answered"}
+        if not ctx.db.is_sqlite:
+            assert (stored.last_message_preview, stored.last_activity_at) == ("还在吗", later)
+            # Still waiting for an answer (since the stored row's time, as when ingest commits before a reply).
+            assert stored.waiting_since is not None
+        else:
+            assert stored.last_message_preview == "您好" and stored.waiting_since is None
