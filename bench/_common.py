@@ -16,6 +16,14 @@ import aiohttp
 BENCH_SECRET_KEY = "Yb7m7o2b7u0y0JkQ2c3n9nM0e3q2C1ZQm3V8yX1lq0s="
 # The fake platforms and callback receivers of the benchmarks listen on 127.0.0.1, which the outbound policy
 # refuses unless allowed (as a deployment with private receivers would set security.outbound_allow).
+def _install_key() -> None:
+    """Benchmarks write inboxes from their own process too: seal their secrets with the servers' key."""
+    from scrm import secret_box
+
+    secret_box.install(BENCH_SECRET_KEY)
+
+
+_install_key()
 BENCH_OUTBOUND_ALLOW = ["127.0.0.0/8", "::1/128"]
 BENCH_SERVER_ENV = {"SCRM_SECRET_KEY": BENCH_SECRET_KEY,
                     "SCRM_SECURITY_OUTBOUND_ALLOW": '["127.0.0.0/8", "::1/128"]', "SCRM_SERVER_DEMO": "true"}

@@ -58,7 +58,10 @@ async def measure(url: str, storage: str, customers: int, listeners: bool,
     from scrm.settings import load_settings
 
     await upgrade(url)
-    overrides: dict[str, Any] = {"database": {"url": url, "auto_migrate": False}, "storage": {"path": storage}}
+    from _common import BENCH_SECRET_KEY  # channel secrets are sealed with a key (PostgreSQL requires one)
+
+    overrides: dict[str, Any] = {"database": {"url": url, "auto_migrate": False}, "storage": {"path": storage},
+                                 "security": {"secret_key": BENCH_SECRET_KEY}}
     if batch:
         overrides["events"] = {"batch_size": batch}
     settings = load_settings(env={}, overrides=overrides)
