@@ -18,7 +18,7 @@ from tests.channels.wechat.wechat_callbacks import TOKEN as WX_TOKEN
 from tests.channels.wechat.wechat_callbacks import encrypted_request
 from tests.channels.wecom.fake_wecom_api import FakeWeCom, serving
 from tests.channels.wecom.wecom_samples import CORP_ID, text_item
-from tests.conftest import make_inbox
+from tests.conftest import make_inbox, wait_for
 from tests.integration.helpers_integration import deliver_all, identity
 from tests.integration.wecom_helpers import contacts_inbox, kf_inbox, notify, post_xml
 
@@ -99,7 +99,8 @@ async def test_tags_sync_both_ways(client, ctx, fake, admin_headers) -> None:
     # scrm -> WeCom: a marketer adds a label; it becomes a corp tag in our group, marked on both pairs.
     resp = await client.patch(f"/api/v1/contacts/{contact.id}", json={"tags": ["VIP", "展会客户"]}, headers=admin_headers)
     assert resp.status == 200, await resp.text()
-    await ctx.bus.drain(5)  # the listener pushes the change
+    await ctx.bus.drain(5)  # the listener pushes the change (its WeCom calls run after the event's commit)
+    await wait_for(lambda: len(fake.contacts.marks) >= 2, timeout=15)
     ours = next(g for g in fake.contacts.tag_groups if g["group_name"] == "scrm")
     new_id = ours["tag"][0]["id"]
     assert {(m["userid"], tuple(m["add_tag"])) for m in fake.contacts.marks} == {("zhangsan", (new_id,)),
@@ -114,6 +115,7 @@ async def test_tags_sync_both_ways(client, ctx, fake, admin_headers) -> None:
     # scrm -> WeCom removal.
     await client.patch(f"/api/v1/contacts/{contact.id}", json={"tags": []}, headers=admin_headers)
     await ctx.bus.drain(5)
+    await wait_for(lambda: len(fake.contacts.marks) >= 4, timeout=15)
     assert {tuple(m["remove_tag"]) for m in fake.contacts.marks[-2:]} == {(new_id,)}
 
 
