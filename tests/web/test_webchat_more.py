@@ -56,7 +56,7 @@ async def test_mobile_visitor_in_chinese_and_the_h5_page(browser, ctx, admin, li
     await chat.get_by_test_id("chat-choice").first.wait_for()
     await _shot(page, "webchat-11-open-zh-mobile")
     await chat.get_by_test_id("chat-close").click()
-    assert await launcher.is_visible()
+    await launcher.wait_for(state="visible")  # the panel closes with a transition: wait, do not sample once
 
     # The H5 page: same chat, first-party, history kept in an HttpOnly cookie; source attribution.
     base = str(live_server.make_url("")).rstrip("/")
