@@ -112,13 +112,13 @@ async def revoke_credentials(s: AsyncSession, agent_id: int, *, keep_session: st
     stmt = delete(AgentSession).where(AgentSession.agent_id == agent_id)
     if keep_session is not None:
         stmt = stmt.where(AgentSession.token_hash != token_hash(keep_session))
-    ended = (await s.execute(stmt)).rowcount or 0
+    ended = (await s.execute(stmt)).rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
     revoked = 0
     if tokens:
         revoked = (await s.execute(
             update(ApiToken).where(ApiToken.agent_id == agent_id, ApiToken.revoked_at.is_(None))
             .values(revoked_at=utcnow())
-        )).rowcount or 0
+        )).rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
     return int(ended), int(revoked)
 
 
