@@ -95,7 +95,7 @@ class ContactPatch(BaseModel):
 
 @api("PATCH", "/contacts/{id}", roles=SUPPORT, body=ContactPatch, summary="Update a contact's profile, attributes, tags",
      tag="contacts")
-async def update_contact(request: web.Request, principal: Principal, body: ContactPatch) -> web.Response:
+async def update_contact(request: web.Request, principal: Principal, body: ContactPatch) -> web.StreamResponse:
     ctx = request.app[CTX]
     cid = path_int(request, "id")
     await require_contact(request, principal, cid)
