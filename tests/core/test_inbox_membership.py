@@ -236,8 +236,12 @@ async def test_leaving_a_member_team_or_its_deletion_requeues_the_agents_convers
     detail = await (await client.get(f"/api/v1/conversations/{conv_b}", headers=admin)).json()
     assert detail["assignee_id"] is None
     assert (await client.get(f"/api/v1/conversations/{conv_b}", headers=world["bob"])).status == 404
-    # Back on the team, assigned again; then the team is deleted: requeued again.
+    # Back on the team, assigned again; then the team is deleted (B keeps alice as a member, so it does
+    # not become open to all): requeued again.
     r = await client.put(f"/api/v1/desk/teams/{team}", json={"name": "B team", "members": [bob]}, headers=admin)
+    assert r.status == 200
+    r = await client.put(f"/api/v1/inboxes/{world['inbox']['B']}/members",
+                         json={"team_ids": [team], "agent_ids": [world["ids_of"]["alice"]]}, headers=admin)
     assert r.status == 200
     assert (await client.post(f"/api/v1/conversations/{conv_b}/assign", json={"assignee_id": bob},
                               headers=admin)).status == 200
