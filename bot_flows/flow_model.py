@@ -174,4 +174,3 @@ class FlowValidationError(ValueError):
     def __init__(self, errors: list[FlowError]) -> None:
         super().__init__("\n".join(str(e) for e in errors))
         self.errors = errors
-

@@ -230,4 +230,3 @@ class StepChecker(ShapeChecker):
             seconds = 1
         return Timeout(float(seconds), self.actions(m["actions"], kl["actions"]) if "actions" in m else (),
                        self.target(m.get("goto", END), kl.get("goto", line), "'goto'"))
-

@@ -144,4 +144,3 @@ def _kind(node: Any) -> str:
     if isinstance(node, MarkedList):
         return "a list"
     return "nothing" if node is None else type(node).__name__
-

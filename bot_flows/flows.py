@@ -91,7 +91,6 @@ def load_flow_sources(sources: list[tuple[str, str]]) -> FlowSet:
     return FlowSet(flows=flows, default=defaults[0])
 
 
-
 class FileChecker(StepChecker):
     """Walks one flow document, building the model and collecting FlowErrors with line numbers."""
 

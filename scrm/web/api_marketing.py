@@ -26,7 +26,15 @@ from scrm.db.models import (
 )
 from scrm.db.models_marketing import AttributeDefinition, Broadcast, BroadcastRecipient, Segment
 from scrm.services import attributes as attr_svc
-from scrm.services import audit, broadcasts, contacts_csv, contacts_merge, inbox_access, segments
+from scrm.services import (
+    audit,
+    broadcast_preview,
+    broadcasts,
+    contacts_csv,
+    contacts_merge,
+    inbox_access,
+    segments,
+)
 from scrm.services.agents import Principal
 from scrm.services.attributes import AttributeError_, check_definition
 from scrm.services.broadcast_report import effective_status, recipients_csv, report
@@ -481,7 +489,7 @@ async def delete_broadcast(request: web.Request, principal: Principal) -> web.Re
 @api("POST", "/broadcasts/{id}/preview", roles=MARKETING, body=ContactIn, tag="broadcasts",
      summary="The message as each channel will show it (for one contact, or with fallbacks)")
 async def preview_broadcast(request: web.Request, principal: Principal, body: ContactIn) -> web.Response:
-    _, out = await _verb(request, lambda tx, b: broadcasts.preview(request.app[CTX], tx, b, body.contact_id))
+    _, out = await _verb(request, lambda tx, b: broadcast_preview.preview(request.app[CTX], tx, b, body.contact_id))
     return ok({"channels": out})
 
 
@@ -490,7 +498,7 @@ async def preview_broadcast(request: web.Request, principal: Principal, body: Co
 async def test_broadcast(request: web.Request, principal: Principal, body: ContactIn) -> web.Response:
     if body.contact_id is None:
         raise ApiError(400, "contact_id is required", "invalid_request")
-    _, out = await _verb(request, lambda tx, b: broadcasts.send_test(request.app[CTX], b, body.contact_id, tx))
+    _, out = await _verb(request, lambda tx, b: broadcast_preview.send_test(request.app[CTX], b, body.contact_id, tx))
     return ok(out, 202)
 
 
