@@ -1,4 +1,4 @@
-"""The bulk side of starting a broadcast: contacts' channel decisions, delivery ids drawn ahead, rows written in the background.
+"""The bulk side of starting a broadcast: channel decisions, delivery ids drawn ahead, background writes.
 
 The writer inserts (COPY on PostgreSQL) one chunk while the caller builds the next one.
 """

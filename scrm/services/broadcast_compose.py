@@ -1,4 +1,4 @@
-"""Composing a broadcast: its errors, the inboxes it names, template and delivery-mode checks, one delivery's payload.
+"""Composing a broadcast: its error, its inboxes, template and delivery-mode checks, one delivery's payload.
 
 Shared by the lifecycle (broadcasts), the bulk start and the previews; no state of its own.
 """
