@@ -251,6 +251,14 @@ async def resume(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
     return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
+async def delete_draft(tx: Tx, b: Broadcast, agent_id: int | None) -> None:
+    """Delete a draft or scheduled broadcast; one that started is kept for its report (cancel it instead)."""
+    if b.status not in ("draft", "scheduled"):
+        raise BroadcastError(f"a {b.status} broadcast is kept for its report; cancel it instead")
+    await tx.session.delete(b)
+    audit.record(tx, agent_id, "broadcast.delete", "broadcast", b.id)
+
+
 async def cancel(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
     """Stop for good: deliveries not yet claimed become "cancelled"."""
     if b.status in ("completed", "cancelled"):

@@ -11,10 +11,11 @@ from sqlalchemy import select
 from scrm import events as ev
 from scrm.db.models import Contact
 from scrm.db.models_marketing import AttributeDefinition
+from scrm.services import attribute_definitions as definitions
 from scrm.services import attributes as attr_svc
 from scrm.services import audit
 from scrm.services.agents import Principal
-from scrm.services.attributes import AttributeError_, check_definition
+from scrm.services.attributes import AttributeError_
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact
 from scrm.web.keys import CTX
@@ -45,17 +46,13 @@ async def list_definitions(request: web.Request, principal: Principal) -> web.Re
      summary="Define a typed attribute (text, number, date, choice)")
 async def create_definition(request: web.Request, principal: Principal, body: DefinitionIn) -> web.Response:
     try:
-        choices = check_definition(body.key, body.type, body.choices)
+        async with unit_of_work(request.app[CTX]) as tx:
+            d = await definitions.define(tx, principal.agent_id, body.key, body.label, body.type, body.choices)
+            return ok(_definition_json(d), 201)
+    except definitions.DefinitionExists as exc:
+        raise ApiError(409, str(exc), "exists") from None
     except AttributeError_ as exc:
         raise ApiError(400, str(exc), "bad_definition") from None
-    async with unit_of_work(request.app[CTX]) as tx:
-        if await tx.session.scalar(select(AttributeDefinition).where(AttributeDefinition.key == body.key)):
-            raise ApiError(409, f"attribute {body.key!r} already exists", "exists")
-        d = AttributeDefinition(key=body.key, label=body.label, type=body.type, choices=choices)
-        tx.session.add(d)
-        await tx.session.flush()
-        audit.record(tx, principal.agent_id, "attribute.define", "attribute", d.id, key=d.key, type=d.type)
-        return ok(_definition_json(d), 201)
 
 
 class DefinitionPatch(BaseModel):
@@ -66,30 +63,22 @@ class DefinitionPatch(BaseModel):
 @api("PATCH", "/attribute-definitions/{id}", roles=ADMIN, body=DefinitionPatch, tag="contacts",
      summary="Rename an attribute or change its choices (the type cannot change)")
 async def update_definition(request: web.Request, principal: Principal, body: DefinitionPatch) -> web.Response:
-    async with unit_of_work(request.app[CTX]) as tx:
-        d = await tx.session.get(AttributeDefinition, path_int(request, "id"))
-        if d is None:
-            raise ApiError(404, "attribute not found", "not_found")
-        if body.label:
-            d.label = body.label
-        if body.choices is not None:
-            try:
-                d.choices = check_definition(d.key, d.type, body.choices)
-            except AttributeError_ as exc:
-                raise ApiError(400, str(exc), "bad_definition") from None
-        audit.record(tx, principal.agent_id, "attribute.update", "attribute", d.id, key=d.key)
-        return ok(_definition_json(d))
+    try:
+        async with unit_of_work(request.app[CTX]) as tx:
+            d = await definitions.update(tx, principal.agent_id, path_int(request, "id"), body.label, body.choices)
+            if d is None:
+                raise ApiError(404, "attribute not found", "not_found")
+            return ok(_definition_json(d))
+    except AttributeError_ as exc:
+        raise ApiError(400, str(exc), "bad_definition") from None
 
 
 @api("DELETE", "/attribute-definitions/{id}", roles=ADMIN, tag="contacts",
      summary="Delete a definition (stored values stay on contacts)")
 async def delete_definition(request: web.Request, principal: Principal) -> web.Response:
     async with unit_of_work(request.app[CTX]) as tx:
-        d = await tx.session.get(AttributeDefinition, path_int(request, "id"))
-        if d is None:
+        if not await definitions.delete(tx, principal.agent_id, path_int(request, "id")):
             raise ApiError(404, "attribute not found", "not_found")
-        await tx.session.delete(d)
-        audit.record(tx, principal.agent_id, "attribute.delete", "attribute", d.id, key=d.key)
     return ok({"deleted": True})
 
 

@@ -97,11 +97,7 @@ async def update_broadcast(request: web.Request, principal: Principal, body: Bro
 
 @api("DELETE", "/broadcasts/{id}", roles=MARKETING, tag="broadcasts", summary="Delete a draft or scheduled broadcast")
 async def delete_broadcast(request: web.Request, principal: Principal) -> web.Response:
-    async def drop(tx: Any, b: Broadcast) -> None:
-        if b.status not in ("draft", "scheduled"):
-            raise broadcasts.BroadcastError(f"a {b.status} broadcast is kept for its report; cancel it instead")
-        await tx.session.delete(b)
-    await _verb(request, drop)
+    await _verb(request, lambda tx, b: broadcasts.delete_draft(tx, b, principal.agent_id))
     return ok({"deleted": True})
 
 

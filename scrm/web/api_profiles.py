@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import func, or_, select
 
 from scrm import events as ev
 from scrm.db.models import (
@@ -22,7 +22,7 @@ from scrm.db.models import (
     Ticket,
 )
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient
-from scrm.services import audit, contacts_csv, contacts_merge, inbox_access, segments
+from scrm.services import audit, contact_profile, contacts_csv, contacts_merge, inbox_access, segments
 from scrm.services.agents import Principal
 from scrm.services.broadcast_report import effective_status
 from scrm.services.uow import unit_of_work
@@ -174,18 +174,17 @@ class TagsIn(BaseModel):
      summary="Replace a contact's tags (trimmed, de-duplicated, at most 64 characters each)")
 async def set_tags(request: web.Request, principal: Principal, body: TagsIn) -> web.Response:
     cid = path_int(request, "id")
-    clean = sorted({t.strip() for t in body.tags if t.strip()})
-    if any(len(t) > 64 for t in clean):
-        raise ApiError(400, "tags are at most 64 characters", "bad_tag")
+    try:
+        clean = contact_profile.normalize_tags(body.tags)
+    except contact_profile.TagError as exc:
+        raise ApiError(400, str(exc), "bad_tag") from None
     await require_contact(request, principal, cid)
     async with unit_of_work(request.app[CTX]) as tx:
         contact = await tx.session.get(Contact, cid, with_for_update=True)
         if contact is None or contact.merged_into_id:
             raise ApiError(404, "contact not found", "not_found")
-        before = sorted((await tx.session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == cid))).all())
+        before = await contact_profile.replace_tags(tx, cid, clean)
         if before != clean:
-            await tx.session.execute(delete(ContactTag).where(ContactTag.contact_id == cid))
-            tx.session.add_all(ContactTag(contact_id=cid, tag=t) for t in clean)
             audit.record(tx, principal.agent_id, "contact.update", "contact", cid, fields=["tags"],
                          tags={"from": before, "to": clean})
             tx.emit(ev.CONTACT_UPDATED, contact_id=cid)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from scrm.db.models_marketing import Segment
-from scrm.services import audit, segments
+from scrm.services import saved_segments, segments
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
@@ -35,13 +35,6 @@ def _segment_json(sg: Segment) -> dict[str, Any]:
             "updated_at": iso(sg.updated_at)}
 
 
-async def _check_rules(session: Any, rules: Any) -> None:
-    try:
-        await segments.compile_rules(session, rules)
-    except segments.SegmentError as exc:
-        raise ApiError(400, str(exc), "bad_rules") from None
-
-
 @api("POST", "/segments/preview", roles=MARKETING, body=RulesIn, tag="segments",
      summary="Live count and a sample of the contacts matching rules")
 async def preview_rules(request: web.Request, principal: Principal, body: RulesIn) -> web.Response:
@@ -61,13 +54,12 @@ async def list_segments(request: web.Request, principal: Principal) -> web.Respo
 
 @api("POST", "/segments", roles=MARKETING, body=SegmentIn, tag="segments", summary="Save a segment")
 async def create_segment(request: web.Request, principal: Principal, body: SegmentIn) -> web.Response:
-    async with unit_of_work(request.app[CTX]) as tx:
-        await _check_rules(tx.session, body.rules)
-        sg = Segment(name=body.name, rules=body.rules, created_by=principal.agent_id)
-        tx.session.add(sg)
-        await tx.session.flush()
-        audit.record(tx, principal.agent_id, "segment.create", "segment", sg.id, name=sg.name)
-        return ok(_segment_json(sg), 201)
+    try:
+        async with unit_of_work(request.app[CTX]) as tx:
+            sg = await saved_segments.save(tx, principal.agent_id, body.name, body.rules)
+            return ok(_segment_json(sg), 201)
+    except segments.SegmentError as exc:
+        raise ApiError(400, str(exc), "bad_rules") from None
 
 
 async def _segment(session: Any, request: web.Request) -> Segment:
@@ -90,20 +82,18 @@ async def get_segment(request: web.Request, principal: Principal) -> web.Respons
 
 @api("PUT", "/segments/{id}", roles=MARKETING, body=SegmentIn, tag="segments", summary="Replace a segment's rules")
 async def update_segment(request: web.Request, principal: Principal, body: SegmentIn) -> web.Response:
-    async with unit_of_work(request.app[CTX]) as tx:
-        sg = await _segment(tx.session, request)
-        await _check_rules(tx.session, body.rules)
-        sg.name, sg.rules = body.name, body.rules
-        audit.record(tx, principal.agent_id, "segment.update", "segment", sg.id)
-        return ok(_segment_json(sg))
+    try:
+        async with unit_of_work(request.app[CTX]) as tx:
+            sg = await saved_segments.save(tx, principal.agent_id, body.name, body.rules, await _segment(tx.session, request))
+            return ok(_segment_json(sg))
+    except segments.SegmentError as exc:
+        raise ApiError(400, str(exc), "bad_rules") from None
 
 
 @api("DELETE", "/segments/{id}", roles=MARKETING, tag="segments", summary="Delete a segment")
 async def delete_segment(request: web.Request, principal: Principal) -> web.Response:
     async with unit_of_work(request.app[CTX]) as tx:
-        sg = await _segment(tx.session, request)
-        await tx.session.delete(sg)
-        audit.record(tx, principal.agent_id, "segment.delete", "segment", sg.id)
+        await saved_segments.delete(tx, principal.agent_id, await _segment(tx.session, request))
     return ok({"deleted": True})
 
 
