@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +27,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from channels.wecom.api import WeComAPIError, WeComNetworkError
+from channels.wecom.kf_inbound import KfRecord
 from scrm.db.models import Inbox, utcnow
 from scrm.db.models_wecom import WeComKfCursor
-from scrm.services.wecom_kf_store import store_records
+from scrm.domain import ContactProfile
+from scrm.services.wecom_kf_store import fetch_profiles, store_records
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -39,7 +42,7 @@ LEASE_SECONDS = 30.0
 TOKEN_TTL = timedelta(minutes=9)  # WeCom's sync token is valid 10 minutes
 MAX_PAGES = 10_000  # per pull: a runaway has_more never pins a process
 PREFETCH_PAGES = 32  # pages fetched ahead while earlier ones are stored
-BATCH_ITEMS = 400  # items stored in one go at most
+BATCH_ITEMS = 512  # items stored in one go at most (in concurrent ingest batches by customer)
 OWED_RETRY_AFTER = timedelta(seconds=30)  # a pull that failed is tried again by the catch-up after this
 CATCHUP_TICK = 5.0
 C = WeComKfCursor.__table__.c
@@ -223,47 +226,69 @@ async def _release(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, s
     return row is not None and int(row[0]) > seen
 
 
+@dataclass
+class _Page:
+    """A fetched page, translated, with the profiles of its new customers (fetched ahead too)."""
+
+    records: list[KfRecord]
+    profiles: dict[str, ContactProfile]
+    next_cursor: str | None
+
+
 async def _pull_pages(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
                       token: str | None) -> int:
     """Fetch pages in order while the previous ones are stored. Pages that arrived while a store ran
     are stored together (up to BATCH_ITEMS items), then the cursor of the last of them is saved, fenced
-    by the lease: the cursor never passes a message that is not committed."""
+    by the lease: the cursor never passes a message that is not committed. The save runs while the
+    next batch is stored (saves stay in order; a lost lease stops the pull at the next batch)."""
     inbox = await ctx.adapters.inbox(inbox_id)
     adapter = await ctx.adapters.get(inbox_id)
     if inbox is None or adapter is None:
         return 0
-    pages: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue(maxsize=PREFETCH_PAGES)
-    fetcher = asyncio.get_running_loop().create_task(_fetch_pages(adapter, inbox_id, open_kfid, cursor, token, pages))
+    pages: asyncio.Queue[_Page | BaseException | None] = asyncio.Queue(maxsize=PREFETCH_PAGES)
+    loop = asyncio.get_running_loop()
+    fetcher = loop.create_task(_fetch_pages(ctx, inbox, adapter, open_kfid, cursor, token, pages))
+    saving: asyncio.Task[None] | None = None
     stored = 0
     try:
         finished = False
         while not finished:
             batch = [await pages.get()]
-            while not pages.empty() and sum(len(p.get("msg_list") or []) for p in batch
-                                            if isinstance(p, dict)) < BATCH_ITEMS:
+            while not pages.empty() and sum(len(p.records) for p in batch if isinstance(p, _Page)) < BATCH_ITEMS:
                 batch.append(pages.get_nowait())
-            ready = [p for p in batch if isinstance(p, dict)]
+            ready = [p for p in batch if isinstance(p, _Page)]
             if ready:
-                records = adapter.translate([i for p in ready for i in p.get("msg_list") or []])  # type: ignore[attr-defined]
-                count = await store_records(ctx, inbox, adapter, records)
+                records = [r for p in ready for r in p.records]
+                profiles = {k: v for p in ready for k, v in p.profiles.items()}
+                count = await store_records(ctx, inbox, adapter, records, profiles)
                 stored += count
-                await _save_cursor(ctx, inbox_id, open_kfid, owner, ready[-1].get("next_cursor") or cursor, count)
-                cursor = ready[-1].get("next_cursor") or cursor
+                cursor = ready[-1].next_cursor or cursor
+                if saving is not None:
+                    await saving  # in order; raises LeaseLost
+                saving = loop.create_task(_save_cursor(ctx, inbox_id, open_kfid, owner, cursor, count))
             for item in batch:
                 if isinstance(item, BaseException):
                     raise item
                 if item is None:
                     finished = True
+        if saving is not None:
+            await saving
+            saving = None
     finally:
         fetcher.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await fetcher
+        if saving is not None:  # an error ended the pull: the cursor of what was stored is still saved
+            with contextlib.suppress(Exception):
+                await saving
     return stored
 
 
-async def _fetch_pages(adapter: Any, inbox_id: int, open_kfid: str, cursor: str | None, token: str | None,
-                       out: asyncio.Queue[dict[str, Any] | BaseException | None]) -> None:
-    """kf/sync_msg pages in cursor order into `out`; None after the last (has_more 0), an error as is."""
+async def _fetch_pages(ctx: AppContext, inbox: Inbox, adapter: Any, open_kfid: str, cursor: str | None,
+                       token: str | None, out: asyncio.Queue[_Page | BaseException | None]) -> None:
+    """kf/sync_msg pages in cursor order into `out` (translated, new customers' profiles fetched);
+    None after the last (has_more 0), an error as is."""
+    inbox_id = inbox.id
     try:
         for _ in range(MAX_PAGES):
             try:
@@ -277,7 +302,9 @@ async def _fetch_pages(adapter: Any, inbox_id: int, open_kfid: str, cursor: str 
                 continue
             next_cursor = page.get("next_cursor") or cursor
             more = str(page.get("has_more") or "0") not in ("0", "False", "false")
-            await out.put(page)
+            records = adapter.translate(page.get("msg_list") or [])
+            profiles = await fetch_profiles(ctx, inbox, adapter, records) if records else {}
+            await out.put(_Page(records, profiles, page.get("next_cursor") or None))
             if not more:
                 break
             if next_cursor == cursor and not page.get("msg_list"):
