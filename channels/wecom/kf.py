@@ -28,7 +28,7 @@ from channels.base import (
 )
 from channels.registry import register
 from channels.replay import ReplayGuard
-from channels.wecom.api import WeComAPIError, WeComClient, WeComNetworkError
+from channels.wecom.api import MediaTooLarge, WeComAPIError, WeComClient, WeComNetworkError
 from channels.wecom.callback import event_name, open_callback, text, verify_url
 from channels.wecom.kf_inbound import KfRecord, translate
 from channels.wecom.kf_outbound import build_parts, menu_body, part_msgid, send_error, split_utf8
@@ -270,7 +270,9 @@ class WeComKfAdapter(ChannelAdapter):
         if not media_id:
             raise PermanentSendError("attachment has no media_id", code="bad_attachment")
         try:
-            fetched = await self.client.get_media(str(media_id))
+            fetched = await self.client.get_media(str(media_id), max_bytes=self.config.media_max_bytes)
+        except MediaTooLarge as exc:
+            raise PermanentSendError(exc.errmsg, code="too_large") from None
         except (WeComAPIError, WeComNetworkError) as exc:
             raise send_error(exc) from None
         return FetchedFile(data=fetched.data, filename=fetched.filename or attachment.filename,
