@@ -59,3 +59,22 @@ async def test_an_expired_media_id_still_fails_with_its_code(small_chunks: None,
     with pytest.raises(PermanentSendError) as refused:
         await make_kf().fetch_attachment(Attachment(kind="file", source={"media_id": "gone"}))
     assert "40007" in refused.value.reason
+
+
+async def test_the_agent_sees_why_a_big_customer_file_was_not_kept(client, ctx, fake: FakeWeCom, api_url: str) -> None:
+    from scrm.listeners.media import fetch_message_media
+    from tests.channels.wecom.wecom_samples import OPEN_KFID
+    from tests.integration.helpers_integration import inbound, messages
+    from tests.integration.wecom_helpers import kf_inbox, notify
+
+    fake.base_url = api_url  # type: ignore[attr-defined]
+    inbox = await kf_inbox(ctx, fake, media_max_bytes=1000)
+    fake.media["BIG_FILE"] = (DATA, "application/pdf")
+    fake.add({"msgid": "big-1", "open_kfid": OPEN_KFID, "external_userid": "wmMediaCustomer000000000000001",
+              "send_time": 1700000000, "origin": 3, "msgtype": "file", "file": {"media_id": "BIG_FILE"}})
+    await notify(client, ctx, fake, inbox.id)
+    (message,) = await inbound(ctx, inbox.id)
+    await fetch_message_media(ctx, message.id)
+    (message,) = await messages(ctx, id=message.id)
+    (attachment,) = message.attachments
+    assert "storage_key" not in attachment and "3584 bytes" in attachment["error"]
