@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from channels.wecom.api import WeComAPIError, WeComNetworkError
 from channels.wecom.kf_inbound import KfRecord
 from scrm.db.models import Inbox
-from scrm.domain import ChannelEvent, ContactProfile, Inbound, InboundMessage
+from scrm.domain import ChannelEvent, ContactProfile, Inbound, InboundMessage, IngestOutcome
 from scrm.services.ingest import group_commit, ingest
 from scrm.services.wecom_kf_effects import apply_effect
 from scrm.services.wecom_unionid import record_unionids
@@ -37,8 +37,42 @@ CACHE_CONCURRENCY = 16
 T = TypeVar("T")
 
 
+class CustomerOrder:
+    """Ingest batches of one pull that run while earlier pages' batches are still being stored: a batch
+    first waits for the earlier batches holding any of its customers, so each customer's messages are
+    stored in their order (and not at all after an earlier batch of theirs failed)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, asyncio.Future[bool]] = {}
+
+    async def ingest(self, ctx: AppContext, inbox: Inbox, chunk: list[InboundMessage]) -> list[IngestOutcome]:
+        senders = {m.sender_id for m in chunk}
+        before = {f for s in senders if (f := self._last.get(s)) is not None}
+        mine: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        for sender in senders:
+            self._last[sender] = mine
+        try:
+            if not all(await asyncio.gather(*before)):
+                raise RuntimeError("an earlier ingest batch of the same customer failed")
+            outcomes = await ingest(ctx, inbox, chunk)
+        except BaseException:
+            mine.set_result(False)
+            raise
+        mine.set_result(True)
+        for sender in senders:
+            if self._last.get(sender) is mine:
+                del self._last[sender]
+        return outcomes
+
+
+def messages_only(records: Sequence[KfRecord]) -> bool:
+    """Whether the records are customer messages only (no effect, no channel event): their batches may
+    be stored while earlier ones still are (CustomerOrder keeps each customer's order)."""
+    return all(r.effect is None and all(isinstance(i, InboundMessage) for i in r.items) for r in records)
+
+
 async def store_records(ctx: AppContext, inbox: Inbox, adapter: Any, records: Sequence[KfRecord],
-                        profiles: dict[str, ContactProfile] | None = None) -> int:
+                        profiles: dict[str, ContactProfile] | None = None, order: CustomerOrder | None = None) -> int:
     """Store pulled records (profiles fetched here unless given); returns how many new customer messages were stored."""
     if profiles is None:
         profiles = await fetch_profiles(ctx, inbox, adapter, records)
@@ -49,10 +83,10 @@ async def store_records(ctx: AppContext, inbox: Inbox, adapter: Any, records: Se
             continue
         run += [_with_profile(item, profiles) for item in record.items]
         if record.effect is not None:
-            stored += await _ingest(ctx, inbox, run)
+            stored += await _ingest(ctx, inbox, run, order)
             run = []
             await apply_effect(ctx, inbox, record)
-    stored += await _ingest(ctx, inbox, run)
+    stored += await _ingest(ctx, inbox, run, order)
     unionids = {euid: p.attributes["wechat_unionid"] for euid, p in profiles.items()
                 if p.attributes.get("wechat_unionid")}
     if unionids:
@@ -60,7 +94,7 @@ async def store_records(ctx: AppContext, inbox: Inbox, adapter: Any, records: Se
     return stored
 
 
-async def _ingest(ctx: AppContext, inbox: Inbox, items: list[Inbound]) -> int:
+async def _ingest(ctx: AppContext, inbox: Inbox, items: list[Inbound], order: CustomerOrder | None) -> int:
     """Consecutive messages as concurrent batches, channel events (item by item in ingest) where they sit."""
     stored = 0
     start = 0
@@ -71,16 +105,16 @@ async def _ingest(ctx: AppContext, inbox: Inbox, items: list[Inbound]) -> int:
             end += 1
         segment = items[start:end]
         if messages:
-            stored += await _ingest_messages(ctx, inbox, segment)  # type: ignore[arg-type]
+            stored += await _ingest_messages(ctx, inbox, segment, order or CustomerOrder())  # type: ignore[arg-type]
         else:
             await ingest(ctx, inbox, segment)
         start = end
     return stored
 
 
-async def _ingest_messages(ctx: AppContext, inbox: Inbox, messages: list[InboundMessage]) -> int:
+async def _ingest_messages(ctx: AppContext, inbox: Inbox, messages: list[InboundMessage], order: CustomerOrder) -> int:
     chunks = by_customer(messages, group_commit(ctx).max_messages)
-    results = await asyncio.gather(*(ingest(ctx, inbox, chunk) for chunk in chunks))
+    results = await asyncio.gather(*(order.ingest(ctx, inbox, chunk) for chunk in chunks))
     return sum(1 for chunk, outcomes in zip(chunks, results, strict=True) for o in outcomes
                if not o.duplicate and o.message_id is not None) if chunks else 0
 

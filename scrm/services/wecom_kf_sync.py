@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from channels.wecom.kf_inbound import KfRecord
 from scrm.db.models import Inbox, utcnow
 from scrm.db.models_wecom import WeComKfCursor
 from scrm.domain import ContactProfile
-from scrm.services.wecom_kf_store import fetch_profiles, store_records
+from scrm.services.wecom_kf_store import CustomerOrder, fetch_profiles, messages_only, store_records
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -43,6 +44,7 @@ TOKEN_TTL = timedelta(minutes=9)  # WeCom's sync token is valid 10 minutes
 MAX_PAGES = 10_000  # per pull: a runaway has_more never pins a process
 PREFETCH_PAGES = 32  # pages fetched ahead while earlier ones are stored
 BATCH_ITEMS = 512  # items stored in one go at most (in concurrent ingest batches by customer)
+BATCHES_IN_FLIGHT = 2  # message-only batches stored while the one before is still being stored
 OWED_RETRY_AFTER = timedelta(seconds=30)  # a pull that failed is tried again by the catch-up after this
 CATCHUP_TICK = 5.0
 C = WeComKfCursor.__table__.c
@@ -239,8 +241,10 @@ async def _pull_pages(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str
                       token: str | None) -> int:
     """Fetch pages in order while the previous ones are stored. Pages that arrived while a store ran
     are stored together (up to BATCH_ITEMS items), then the cursor of the last of them is saved, fenced
-    by the lease: the cursor never passes a message that is not committed. The save runs while the
-    next batch is stored (saves stay in order; a lost lease stops the pull at the next batch)."""
+    by the lease: the cursor never passes a message that is not committed. A batch of customer messages
+    only is stored while the batch before it still is (CustomerOrder keeps each customer's messages in
+    order); its cursor save waits for that batch's (saves stay in order; a lost lease stops the pull).
+    A batch with effects or channel events is stored alone."""
     inbox = await ctx.adapters.inbox(inbox_id)
     adapter = await ctx.adapters.get(inbox_id)
     if inbox is None or adapter is None:
@@ -248,7 +252,8 @@ async def _pull_pages(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str
     pages: asyncio.Queue[_Page | BaseException | None] = asyncio.Queue(maxsize=PREFETCH_PAGES)
     loop = asyncio.get_running_loop()
     fetcher = loop.create_task(_fetch_pages(ctx, inbox, adapter, open_kfid, cursor, token, pages))
-    saving: asyncio.Task[None] | None = None
+    order = CustomerOrder()
+    in_flight: deque[asyncio.Task[int]] = deque()  # each: a batch's store, then its cursor save (chained)
     stored = 0
     try:
         finished = False
@@ -260,28 +265,48 @@ async def _pull_pages(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str
             if ready:
                 records = [r for p in ready for r in p.records]
                 profiles = {k: v for p in ready for k, v in p.profiles.items()}
-                count = await store_records(ctx, inbox, adapter, records, profiles)
-                stored += count
+                # Effects and events: stored alone, after everything before them and before anything after.
+                alone = not messages_only(records)
+                while alone and in_flight:
+                    stored += await in_flight.popleft()
+                store = loop.create_task(store_records(ctx, inbox, adapter, records, profiles, order))
                 cursor = ready[-1].next_cursor or cursor
-                if saving is not None:
-                    await saving  # in order; raises LeaseLost
-                saving = loop.create_task(_save_cursor(ctx, inbox_id, open_kfid, owner, cursor, count))
+                previous = in_flight[-1] if in_flight else None
+                in_flight.append(loop.create_task(_save_after(ctx, inbox_id, open_kfid, owner, cursor, store,
+                                                              previous)))
+                while len(in_flight) > (0 if alone else BATCHES_IN_FLIGHT - 1):
+                    stored += await in_flight.popleft()
             for item in batch:
                 if isinstance(item, BaseException):
                     raise item
                 if item is None:
                     finished = True
-        if saving is not None:
-            await saving
-            saving = None
+        while in_flight:
+            stored += await in_flight.popleft()
     finally:
         fetcher.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await fetcher
-        if saving is not None:  # an error ended the pull: the cursor of what was stored is still saved
-            with contextlib.suppress(Exception):
-                await saving
+        # An error ended the pull: what was stored before it still gets its cursor saved.
+        for task in in_flight:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
     return stored
+
+
+async def _save_after(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
+                      store: asyncio.Task[int], previous: asyncio.Task[int] | None) -> int:
+    """Save the cursor of a batch once it is stored and the batches before it are saved (in order)."""
+    try:
+        count = await store
+    finally:
+        if previous is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # its own awaiter sees its error
+                await previous
+    if previous is not None and (previous.cancelled() or previous.exception() is not None):
+        raise RuntimeError("an earlier batch of this pull was not stored")
+    await _save_cursor(ctx, inbox_id, open_kfid, owner, cursor, count)
+    return count
 
 
 async def _fetch_pages(ctx: AppContext, inbox: Inbox, adapter: Any, open_kfid: str, cursor: str | None,
