@@ -230,10 +230,10 @@ async def _release(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, s
 
 @dataclass
 class _Page:
-    """A fetched page, translated, with the profiles of its new customers (fetched ahead too)."""
+    """A fetched page, translated, with the fetch of its new customers' profiles (running meanwhile)."""
 
     records: list[KfRecord]
-    profiles: dict[str, ContactProfile]
+    profiles: asyncio.Task[dict[str, ContactProfile]]
     next_cursor: str | None
 
 
@@ -264,7 +264,7 @@ async def _pull_pages(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str
             ready = [p for p in batch if isinstance(p, _Page)]
             if ready:
                 records = [r for p in ready for r in p.records]
-                profiles = {k: v for p in ready for k, v in p.profiles.items()}
+                profiles = {k: v for p in ready for k, v in (await p.profiles).items()}
                 # Effects and events: stored alone, after everything before them and before anything after.
                 alone = not messages_only(records)
                 while alone and in_flight:
@@ -287,6 +287,10 @@ async def _pull_pages(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str
         fetcher.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await fetcher
+        while not pages.empty():  # pages fetched but not stored: their profile lookups are not needed
+            left = pages.get_nowait()
+            if isinstance(left, _Page):
+                left.profiles.cancel()
         # An error ended the pull: what was stored before it still gets its cursor saved.
         for task in in_flight:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -314,6 +318,7 @@ async def _fetch_pages(ctx: AppContext, inbox: Inbox, adapter: Any, open_kfid: s
     """kf/sync_msg pages in cursor order into `out` (translated, new customers' profiles fetched);
     None after the last (has_more 0), an error as is."""
     inbox_id = inbox.id
+    profiles: asyncio.Task[dict[str, ContactProfile]] | None = None
     try:
         for _ in range(MAX_PAGES):
             try:
@@ -328,7 +333,9 @@ async def _fetch_pages(ctx: AppContext, inbox: Inbox, adapter: Any, open_kfid: s
             next_cursor = page.get("next_cursor") or cursor
             more = str(page.get("has_more") or "0") not in ("0", "False", "false")
             records = adapter.translate(page.get("msg_list") or [])
-            profiles = await fetch_profiles(ctx, inbox, adapter, records) if records else {}
+            # Profiles are looked up while the next page is fetched, one page's after another's (the
+            # memo of the one before saves asking twice for a customer on both pages).
+            profiles = asyncio.get_running_loop().create_task(_profiles_after(ctx, inbox, adapter, records, profiles))
             await out.put(_Page(records, profiles, page.get("next_cursor") or None))
             if not more:
                 break
@@ -341,6 +348,14 @@ async def _fetch_pages(ctx: AppContext, inbox: Inbox, adapter: Any, open_kfid: s
         raise
     except Exception as exc:  # noqa: BLE001 - handed to the storing side, which stops the pull with it
         await out.put(exc)
+
+
+async def _profiles_after(ctx: AppContext, inbox: Inbox, adapter: Any, records: list[KfRecord],
+                          previous: asyncio.Task[dict[str, ContactProfile]] | None) -> dict[str, ContactProfile]:
+    if previous is not None:
+        with contextlib.suppress(Exception):
+            await previous
+    return await fetch_profiles(ctx, inbox, adapter, records) if records else {}
 
 
 async def _save_cursor(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
