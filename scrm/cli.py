@@ -197,7 +197,7 @@ async def migrate(settings: Settings) -> int:
 
 
 async def create_admin(settings: Settings, login: str, password: str, name: str | None, role: str) -> int:
-    from scrm.context import build_context
+    from scrm.bootstrap import build_context
     from scrm.db.migrate import upgrade
     from scrm.services.agents import AgentError, create_agent
 
@@ -217,7 +217,7 @@ async def create_admin(settings: Settings, login: str, password: str, name: str 
 
 async def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None) -> int:
     """A standalone outbox worker; SIGTERM/SIGINT finish in-flight sends and release claims."""
-    from scrm.context import build_context
+    from scrm.bootstrap import build_context
     from scrm.listeners import install_listeners, uninstall_listeners
     from scrm.worker import OutboxWorker
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from scrm.context import AppContext, build_context
+from scrm.bootstrap import build_context
+from scrm.context import AppContext
 from scrm.db.migrate import upgrade
 from scrm.settings import Settings
 from scrm.web import middleware
