@@ -13,11 +13,9 @@ from scrm.db.models_desk import Team
 from scrm.services import audit, inbox_access
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
-from scrm.web.api_faq import register
 from scrm.web.keys import CTX
-from scrm.web.routing import ADMIN, API_ROUTES, ApiError, api, ok, path_int
+from scrm.web.routing import ADMIN, ApiError, api, ok, path_int
 
-_FIRST = len(API_ROUTES)
 MEMBERS_CHANGED = "inbox.members_changed"  # realtime hubs re-read their sockets' visible inboxes
 
 
@@ -77,11 +75,3 @@ async def put_members(request: web.Request, principal: Principal, body: MembersI
         members = await inbox_access.inbox_members(s, inbox_id)
     return ok({**members, "open_to_all": not members["agent_ids"] and not members["team_ids"],
                "unassigned_conversations": list(lost)})
-
-
-_MINE = API_ROUTES[_FIRST:]
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register the membership endpoints."""
-    register(app, _MINE, prefix)

@@ -88,14 +88,3 @@ async def new_identity_secret(request: web.Request, principal: Principal) -> web
         inbox.secrets = {**inbox.secrets, "hmac_secret": fresh}
         audit.record(tx, principal.agent_id, "inbox.identity_secret", "inbox", inbox.id)
     return ok({"inbox_id": inbox.id, "hmac_secret": fresh})
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register this module's @api routes (the core table was built before it was imported)."""
-    from scrm.web.routing import API_ROUTES
-
-    existing = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
-    for route in API_ROUTES:
-        if route.handler.__module__ == __name__ and (route.method, prefix + route.path) not in existing:
-            existing.add((route.method, prefix + route.path))
-            app.router.add_route(route.method, prefix + route.path, route.handler)
