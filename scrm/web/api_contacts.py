@@ -10,6 +10,7 @@ from sqlalchemy import delete, or_, select
 
 from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, ContactTag, Conversation, Inbox, Ticket
+from scrm.serializers import contact_json, conversation_json, identity_json, ticket_json
 from scrm.services import attributes as attr_svc
 from scrm.services import audit, inbox_access
 from scrm.services.agents import Principal
@@ -17,7 +18,6 @@ from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact
 from scrm.web.keys import CTX
 from scrm.web.routing import ALL_ROLES, SUPPORT, ApiError, api, ok, path_int, query_int
-from scrm.web.serializers import contact_json, conversation_json, identity_json, ticket_json
 
 
 @api("GET", "/contacts", roles=ALL_ROLES, summary="List or search contacts (name, email, phone)",

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from scrm.db.models import Conversation
+from scrm.serializers import message_json
 from scrm.services import bulk, inbox_access, outreach
 from scrm.services.agents import Principal
 from scrm.services.conversations import ConversationError
@@ -14,7 +15,6 @@ from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact, require_inbox
 from scrm.web.keys import CTX
 from scrm.web.routing import SUPPORT, ApiError, api, ok
-from scrm.web.serializers import message_json
 
 
 @api("POST", "/conversations/bulk", roles=SUPPORT, body=bulk.BulkIn, tag="conversations",

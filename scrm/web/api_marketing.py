@@ -25,6 +25,7 @@ from scrm.db.models import (
     utcnow,
 )
 from scrm.db.models_marketing import AttributeDefinition, Broadcast, BroadcastRecipient, Segment
+from scrm.serializers import contact_json, iso
 from scrm.services import attributes as attr_svc
 from scrm.services import audit, broadcasts, contacts_csv, contacts_merge, inbox_access, segments
 from scrm.services.agents import Principal
@@ -35,7 +36,6 @@ from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, ALL_ROLES, API_ROUTES, ApiError, ApiRoute, api, ok, path_int
-from scrm.web.serializers import contact_json, iso
 
 MARKETING = frozenset({"admin", "marketer"})
 _FIRST = len(API_ROUTES)

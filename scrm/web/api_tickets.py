@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from scrm.db.models import Agent, Contact, Conversation, Inbox, Ticket
 from scrm.db.models_desk import Team
+from scrm.serializers import conversation_json
 from scrm.services import audit, inbox_access, ticket_admin, ticket_queries
 from scrm.services import tickets as ticket_svc
 from scrm.services.agents import Principal
@@ -19,7 +20,6 @@ from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact, require_conversation, require_ticket
 from scrm.web.keys import CTX
 from scrm.web.routing import SUPPORT, ApiError, api, ok, path_int, query_int
-from scrm.web.serializers import conversation_json
 
 STATUSES = ticket_queries.STATUSES
 Priority = Literal["low", "normal", "high", "urgent"]

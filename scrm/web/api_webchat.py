@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from channels.web.adapter import visitor_topic
 from scrm.db.models import Conversation, Inbox
+from scrm.serializers import mask_secret
 from scrm.services import audit
 from scrm.services import webchat as chat_svc
 from scrm.services.agents import Principal
@@ -18,7 +19,6 @@ from scrm.services.webchat_push import publish
 from scrm.web.access import require_conversation
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int
-from scrm.web.serializers import mask_secret
 
 
 async def _web_conversation(request: web.Request) -> Conversation:

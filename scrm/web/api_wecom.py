@@ -12,11 +12,11 @@ from sqlalchemy import select
 
 from scrm.db.models import Inbox
 from scrm.db.models_wecom import WeComContactWay, WeComKfCursor
+from scrm.serializers import iso
 from scrm.services.agents import Principal
 from scrm.services.wecom_ways import WayError, create_way, list_ways
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, ApiError, api, ok, path_int
-from scrm.web.serializers import iso
 
 MARKETING_ADMIN = ADMIN | {"marketer"}
 
