@@ -127,7 +127,7 @@ def _check_secret_key(settings: Settings, *, demo: bool) -> None:
 async def rotate_secrets(settings: Settings) -> int:
     """Re-encrypt every stored secret with the newest key; then the older keys can be dropped."""
     from scrm.db.database import Database
-    from scrm.secret_box import reseal
+    from scrm.db.reseal import reseal
 
     db = Database(settings.database.url, pool_size=2)
     try:
@@ -225,7 +225,7 @@ async def run_worker(settings: Settings, *, burst: bool = False, name: str | Non
     _tune_gc()
     _lower_priority(settings.worker.nice)
     try:
-        from scrm.secret_box import seal_at_start
+        from scrm.db.reseal import seal_at_start
 
         await seal_at_start(ctx.db)
         worker = OutboxWorker(ctx, name=name)

@@ -100,7 +100,7 @@ def _context(settings: Settings, given: AppContext | None):  # type: ignore[no-u
             await upgrade(settings.database.url)
         ctx = await build_context(settings)
         app[CTX] = ctx
-        from scrm.secret_box import seal_at_start
+        from scrm.db.reseal import seal_at_start
 
         await seal_at_start(ctx.db)
         yield

@@ -68,3 +68,11 @@ def test_periodic_jobs_have_distinct_lease_names() -> None:
     names = [name for name, _ in periodic.JOBS]
     assert len(set(names)) == len(names) == 9
     assert all(callable(job) for _, job in periodic.JOBS)
+
+
+def test_the_schema_maps_every_model_module() -> None:
+    """scrm.db.schema (imported by the Database) imports every model module, so cross-module foreign keys resolve."""
+    from scrm.db import schema
+
+    modules = {p.stem for p in (ROOT / "scrm" / "db").glob("models*.py")}
+    assert modules == {name for name in vars(schema) if name.startswith("models")}
