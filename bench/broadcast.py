@@ -379,7 +379,7 @@ class Profiler:
 
 
 async def run(n: int, window: float, kill_n: int, profile_dir: str | None = None) -> None:
-    from scrm.context import build_context
+    from scrm.bootstrap import build_context
     from scrm.db.migrate import upgrade
     from scrm.services import broadcasts
     from scrm.services.segments import preview

@@ -48,7 +48,7 @@ async def _fresh_pg() -> str:
 async def measure(url: str, storage: str, customers: int, listeners: bool,
                   batch: int | None = None) -> tuple[int, int, float]:
     """(statements, messages, seconds of follow-up work) for one fresh database."""
-    from scrm.context import build_context
+    from scrm.bootstrap import build_context
     from scrm.db.migrate import upgrade
     from scrm.db.models import Inbox
     from scrm.domain import InboundMessage

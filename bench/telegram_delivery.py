@@ -80,7 +80,7 @@ async def drop_db() -> None:
 
 async def seed(api: FakeBotApi, chats: int, total: int, files: Path) -> list[str]:
     """Inbox + one customer message per chat (ingest), then `total` agent replies round-robin."""
-    from scrm.context import build_context
+    from scrm.bootstrap import build_context
     from scrm.db.migrate import upgrade
     from scrm.db.models import ContactIdentity, Conversation, Inbox
     from scrm.domain import InboundMessage

@@ -1,3 +1,2 @@
-"""The bot's pure logic: the FAQ matcher and the flow engine (flow files, engine): state + message in, actions out.
-May import: scrm.domain, the leaf scrm.spreadsheet (KB files), yaml, numpy, jieba; never scrm.db, services or web.
-"""
+"""The bot engine: flows, FAQ matching and knowledge-base files, pure and testable.
+May import only scrm.domain, its own package and third-party libraries (never the application)."""

@@ -12,8 +12,7 @@ from typing import Any, Literal
 import yaml
 
 from bot_flows.matcher import FaqEntry
-from scrm.domain import Choice
-from scrm.spreadsheet import read_cell, safe_cell
+from scrm.domain import Choice, read_cell, safe_cell
 
 Format = Literal["csv", "json", "yaml"]
 KbError = tuple[int, str]  # (line number, 1-based; 0 when the whole document is unreadable, message)

@@ -1,3 +1,2 @@
-"""Channel adapters: translate a network's webhooks and polls into scrm.domain values and send outbound messages.
-May import: scrm.domain, the leaf scrm.outbound (safe HTTP) and channel SDKs; never scrm.db, services or web.
-"""
+"""Channel adapters: translate each platform to and from scrm.domain values.
+May import only scrm.domain, their own package and third-party libraries (never the application)."""

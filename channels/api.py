@@ -12,13 +12,14 @@ import json
 import logging
 import secrets
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
 import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from channels import safejson, signing
-from channels.base import AdapterSettings, Capabilities, ChannelAdapter, IngestSink
+from channels.base import AdapterSettings, Capabilities, ChannelAdapter, IngestSink, OutboundRefused
 from channels.registry import register
 from scrm.domain import (
     Attachment,
@@ -34,7 +35,6 @@ from scrm.domain import (
     WebhookRequest,
     WebhookResponse,
 )
-from scrm.outbound import OutboundRefused, short_reason
 
 log = logging.getLogger("scrm.channels.api")
 MAX_BATCH = 100
@@ -262,3 +262,12 @@ def _validation_message(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "body"
         parts.append(f"{loc}: {err['msg']}")
     return "invalid message: " + "; ".join(parts)
+
+
+def short_reason(status: int) -> str:
+    """What an agent may read about a failed request: the status and its standard phrase. Never the
+    body or the receiver's own reason text (both are the receiver's words, e.g. an internal page)."""
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"

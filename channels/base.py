@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar, Protocol
 
+import aiohttp
 from pydantic import BaseModel, ConfigDict
 
 from scrm.domain import (
@@ -112,6 +113,18 @@ class DurableState(Protocol):
     async def get(self, key: str) -> Any | None: ...
 
     async def set(self, key: str, value: Any) -> None: ...
+
+
+class OutboundRefused(aiohttp.ClientConnectionError):
+    """The runtime's `http` refused a destination (the server's outbound policy, scrm/outbound.py).
+
+    The message names the host and why, never a response body.
+    """
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"outbound request to {host} refused: {reason}")
+        self.host = host
+        self.reason = reason
 
 
 class ChannelRuntime(Protocol):

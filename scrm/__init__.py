@@ -1,3 +1,2 @@
-"""The social CRM: domain values, db, services, listeners, web, and the process wiring (context, worker, cli).
-Layering (each imports only lower): domain <- db <- services <- listeners <- web; channels, bot_flows on domain.
-"""
+"""scrm: the application (core, database, services, listeners, web), layered bottom to top.
+Lower layers never import higher ones; tests/core/test_import_graph.py checks it."""

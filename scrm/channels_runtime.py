@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
-from channels.base import ChannelAdapter, InboxConfig
+from channels.base import Capabilities, ChannelAdapter, InboxConfig
 from channels.registry import get_adapter_class
 from scrm.db.models import Delivery, Inbox, InboxState, Message, utcnow
 from scrm.domain import IngestOutcome, OutboundMessage
@@ -321,6 +321,13 @@ class AdapterPool:
         if inbox is None or not inbox.active:
             return None
         return self.for_inbox(inbox)
+
+    def capabilities(self, channel_type: str) -> Capabilities | None:
+        """What a channel type can do, or None when its adapter is not available in this build."""
+        try:
+            return get_adapter_class(channel_type).capabilities
+        except KeyError:
+            return None
 
     def for_inbox(self, inbox: Inbox) -> ChannelAdapter:
         version = (inbox.updated_at, inbox.channel_type)

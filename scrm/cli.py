@@ -127,7 +127,7 @@ def _check_secret_key(settings: Settings, *, demo: bool) -> None:
 async def rotate_secrets(settings: Settings) -> int:
     """Re-encrypt every stored secret with the newest key; then the older keys can be dropped."""
     from scrm.db.database import Database
-    from scrm.secret_box import reseal
+    from scrm.db.reseal import reseal
 
     db = Database(settings.database.url, pool_size=2)
     try:
@@ -197,7 +197,7 @@ async def migrate(settings: Settings) -> int:
 
 
 async def create_admin(settings: Settings, login: str, password: str, name: str | None, role: str) -> int:
-    from scrm.context import build_context
+    from scrm.bootstrap import build_context
     from scrm.db.migrate import upgrade
     from scrm.services.agents import AgentError, create_agent
 
@@ -217,7 +217,7 @@ async def create_admin(settings: Settings, login: str, password: str, name: str 
 
 async def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None) -> int:
     """A standalone outbox worker; SIGTERM/SIGINT finish in-flight sends and release claims."""
-    from scrm.context import build_context
+    from scrm.bootstrap import build_context
     from scrm.listeners import install_listeners, uninstall_listeners
     from scrm.worker import OutboxWorker
 
@@ -225,7 +225,7 @@ async def run_worker(settings: Settings, *, burst: bool = False, name: str | Non
     _tune_gc()
     _lower_priority(settings.worker.nice)
     try:
-        from scrm.secret_box import seal_at_start
+        from scrm.db.reseal import seal_at_start
 
         await seal_at_start(ctx.db)
         worker = OutboxWorker(ctx, name=name)

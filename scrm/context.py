@@ -1,4 +1,8 @@
-"""The application context: the resources every service, listener and worker shares in a process."""
+"""The application context: the resources every service, listener and worker shares in a process.
+
+The type only: it sits below the services that take it. scrm.bootstrap builds one (and wires in what
+lives above the services: the channel adapters' runtime and the event log's consumer).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,38 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
 from scrm.cache import MemoryCache, RedisCache
 from scrm.db.database import Database
-from scrm.events import EventBus, RedisEventBus
+from scrm.events import EventBus
 from scrm.ratelimit import MemoryRateLimiter, RedisRateLimiter, WindowCounter
 from scrm.settings import Settings
 from scrm.storage import LocalFileStorage
 
+if TYPE_CHECKING:
+    from channels.base import Capabilities, ChannelAdapter
+    from scrm.db.models import Inbox
+
 log = logging.getLogger("scrm")
+
+
+class Adapters(Protocol):
+    """The channel adapters of the inboxes (scrm.channels_runtime.AdapterPool, installed by scrm.bootstrap)."""
+
+    async def inbox(self, inbox_id: int) -> Inbox | None: ...
+
+    async def get(self, inbox_id: int) -> ChannelAdapter | None: ...
+
+    def for_inbox(self, inbox: Inbox) -> ChannelAdapter: ...
+
+    def capabilities(self, channel_type: str) -> Capabilities | None:
+        """What a channel type can do (None: not available in this build): data, no adapter import needed."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -32,8 +56,8 @@ class AppContext:
     redis: Any | None = None
     http: aiohttp.ClientSession | None = None
     process_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    # Set by scrm.channels_runtime.AdapterPool at start (avoids an import cycle).
-    adapters: Any = None
+    # Set by scrm.bootstrap.build_context right after (the pool holds the context it lends its adapters).
+    adapters: Adapters = field(init=False)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,48 +77,12 @@ class AppContext:
             await batcher.close()  # messages already queued are committed (and answered) first
         for closer in self.extras.pop("on_close", []):  # feature resources (web chat's push subscription)
             await closer()
-        if self.adapters is not None:
-            await self.adapters.close()
+        adapters = getattr(self, "adapters", None)
+        if adapters is not None:
+            await adapters.close()
         await self.bus.close()
         if self.http is not None and not self.http.closed:
             await self.http.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()
-
-
-async def build_context(settings: Settings) -> AppContext:
-    """Create the context for `settings` (embedded default without Redis, or Redis-backed)."""
-    from scrm import secret_box
-    from scrm.channels_runtime import AdapterPool
-
-    # Before anything touches the database: without a usable key (PostgreSQL and none set) this stops.
-    secret_box.install(secret_box.resolve_keys(settings))
-    db = Database(settings.database.url, pool_size=settings.database.pool_size, echo=settings.database.echo)
-    redis = None
-    if settings.redis.url:
-        from scrm.redis_client import connect
-
-        # Short timeouts and a breaker: no request waits on a Redis that stopped answering.
-        redis = connect(settings.redis.url)
-        bus: EventBus = RedisEventBus(redis)
-        cache: MemoryCache | RedisCache = RedisCache(redis)
-        limiter: MemoryRateLimiter | RedisRateLimiter = RedisRateLimiter(redis)
-    else:
-        bus = EventBus()
-        cache = MemoryCache()
-        limiter = MemoryRateLimiter()
-    bus.attach(db, settings.events)
-    ctx = AppContext(
-        settings=settings,
-        db=db,
-        bus=bus,
-        cache=cache,
-        limiter=limiter,
-        counter=WindowCounter(redis),
-        storage=LocalFileStorage(settings.storage.path),
-        redis=redis,
-    )
-    ctx.adapters = AdapterPool(ctx)
-    await bus.start()
-    return ctx

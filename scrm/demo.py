@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from scrm.context import build_context
+from scrm.bootstrap import build_context
 from scrm.db.models import Agent, Inbox
 from scrm.domain import ContactProfile, InboundMessage
 from scrm.services.agents import create_agent

@@ -19,13 +19,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from scrm.redis_client import bounded, unavailable
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from scrm.db.database import Database
-    from scrm.event_log import EventConsumer
     from scrm.settings import EventsSettings
 
 log = logging.getLogger("scrm.events")
@@ -87,6 +88,29 @@ def events_from_json(raw: str | bytes) -> list[Event]:
 Listener = Callable[[Event], Awaitable[None]]
 
 
+class Consumer(Protocol):
+    """A worker of the event log in this process (scrm.event_log.EventConsumer)."""
+
+    def start(self) -> None: ...
+
+    def wake(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EventLog:
+    """The durable event log's functions, handed to the bus at start (scrm.bootstrap).
+
+    The bus sits below the log: the log's consumer calls the listeners, which call the services,
+    which write through unit_of_work (services/uow.py), which logs its events with `append`.
+    """
+
+    append: Callable[[AsyncSession, list[Event]], Awaitable[None]]  # in the caller's transaction
+    unworked: Callable[[Database], Awaitable[bool]]  # whether any logged event waits for a consumer
+    consumer: Callable[[EventBus, Database, EventsSettings], Consumer]
+
+
 @dataclass(eq=False)
 class Subscription:
     listener: Listener
@@ -108,14 +132,20 @@ class EventBus:
         self._tasks: set[asyncio.Task[None]] = set()
         self.db: Database | None = None
         self.settings: EventsSettings | None = None
-        self.consumer: EventConsumer | None = None
+        self.log: EventLog | None = None
+        self.consumer: Consumer | None = None
         # Awaited by the consumer before it opens a batch's transaction: what listeners need that other
         # tasks build with writes of their own (the FAQ index), which must not wait for that transaction.
         self.before_work: list[Callable[[], Awaitable[object]]] = []
 
-    def attach(self, db: Database, settings: EventsSettings) -> None:
-        """The database whose event log this bus's consumer works (build_context)."""
-        self.db, self.settings = db, settings
+    def attach(self, db: Database, settings: EventsSettings, log: EventLog) -> None:
+        """The database whose event log this bus's consumer works, and the log's functions (build_context)."""
+        self.db, self.settings, self.log = db, settings, log
+
+    def event_log(self) -> EventLog:
+        """The attached event log (units of work append their events with it)."""
+        assert self.log is not None, "attach() the event log first (scrm.bootstrap.build_context)"
+        return self.log
 
     def subscribe(self, listener: Listener, name: str | None = None, *, everywhere: bool = False,
                   wants: Callable[[Event], bool] | None = None, after_commit: bool = False) -> Callable[[], None]:
@@ -170,12 +200,10 @@ class EventBus:
         """Wait until the event log has no unworked event (by any consumer) and listener tasks finished."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if self.db is not None:
-            from scrm.event_log import unworked
-
+        if self.db is not None and self.log is not None:
             while loop.time() < deadline:
                 try:
-                    if not await unworked(self.db):
+                    if not await self.log.unworked(self.db):
                         break
                 except Exception:  # noqa: BLE001 - the database is down: nothing to wait for now
                     break
@@ -193,10 +221,8 @@ class EventBus:
         Returns a stopper: it returns a task that finishes the batch in hand.
         """
         if self.consumer is None:
-            from scrm.event_log import EventConsumer
-
-            assert self.db is not None and self.settings is not None, "attach() the database first"
-            self.consumer = EventConsumer(self, self.db, self.settings)
+            assert self.db is not None and self.settings is not None and self.log is not None, "attach() first"
+            self.consumer = self.log.consumer(self, self.db, self.settings)
             self.consumer.start()
         consumer = self.consumer
 

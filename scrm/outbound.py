@@ -22,7 +22,6 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Iterable
-from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -30,20 +29,13 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
+from channels.base import OutboundRefused
+
 log = logging.getLogger("scrm.outbound")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCHEMES = frozenset({"http", "https"})
-
-
-class OutboundRefused(aiohttp.ClientConnectionError):
-    """The policy refused a destination; the message names the host and why, never a response body."""
-
-    def __init__(self, host: str, reason: str) -> None:
-        super().__init__(f"outbound request to {host} refused: {reason}")
-        self.host = host
-        self.reason = reason
 
 
 class OutboundPolicy:
@@ -158,12 +150,3 @@ def guarded_session(policy: OutboundPolicy, *, timeout: float = 30.0,
     connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy, resolver), use_dns_cache=False)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout),
                                  middlewares=(guard_middleware(policy),))
-
-
-def short_reason(status: int) -> str:
-    """What an agent may read about a failed request: the status and its standard phrase. Never the
-    body or the receiver's own reason text (both are the receiver's words, e.g. an internal page)."""
-    try:
-        return f"HTTP {status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"HTTP {status}"

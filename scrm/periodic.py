@@ -8,43 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
+
+from scrm import event_log
+from scrm.services import bot, broadcasts, churn, sla, snooze, webchat_email, wecom_jobs, wecom_kf_sync
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
 
 log = logging.getLogger("scrm.periodic")
 
-# (module, function): each function is `async def f(ctx, stop: asyncio.Event) -> None`.
-JOBS: tuple[tuple[str, str], ...] = (
-    ("scrm.services.broadcasts", "run_scheduler"),
-    ("scrm.services.sla", "run_sla_checker"),
-    ("scrm.services.bot", "run_timeouts"),
-    ("scrm.services.snooze", "run_snooze_waker"),
-    ("scrm.services.wecom_kf_sync", "run_catchup"),
-    ("scrm.services.wecom_jobs", "run_wecom_jobs"),
-    ("scrm.services.webchat_email", "run_email_followups"),
-    ("scrm.services.churn", "run_churn_daily"),
-    ("scrm.event_log", "run_pruner"),
+Job = Callable[["AppContext", asyncio.Event], Awaitable[None]]
+
+# (name, job): each job is `async def f(ctx, stop: asyncio.Event) -> None`. The name keys the job's
+# cluster-wide lease: keep it when a module moves, or old and new processes would run the job twice.
+JOBS: tuple[tuple[str, Job], ...] = (
+    ("scrm.services.broadcasts.run_scheduler", broadcasts.run_scheduler),
+    ("scrm.services.sla.run_sla_checker", sla.run_sla_checker),
+    ("scrm.services.bot.run_timeouts", bot.run_timeouts),
+    ("scrm.services.snooze.run_snooze_waker", snooze.run_snooze_waker),
+    ("scrm.services.wecom_kf_sync.run_catchup", wecom_kf_sync.run_catchup),
+    ("scrm.services.wecom_jobs.run_wecom_jobs", wecom_jobs.run_wecom_jobs),
+    ("scrm.services.webchat_email.run_email_followups", webchat_email.run_email_followups),
+    ("scrm.services.churn.run_churn_daily", churn.run_churn_daily),
+    ("scrm.event_log.run_pruner", event_log.run_pruner),
 )
 LEASE = 30.0
 RENEW_EVERY = LEASE / 3
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # backoff after a failure (Redis down, the job crashed), doubling
-
-
-def _available() -> list[tuple[str, Callable[..., Awaitable[None]]]]:
-    jobs = []
-    for module, name in JOBS:
-        if importlib.util.find_spec(module) is None:
-            continue
-        fn = getattr(importlib.import_module(module), name, None)
-        if fn is not None:
-            jobs.append((f"{module}.{name}", fn))
-    return jobs
 
 
 async def _leased(ctx: AppContext, name: str, fn: Callable[..., Awaitable[None]], stop: asyncio.Event) -> None:
@@ -112,5 +105,5 @@ async def _run_while_held(ctx: AppContext, key: str, name: str, fn: Callable[...
 
 
 def start_periodic(ctx: AppContext, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    """Start every available periodic job; they end when `stop` is set."""
-    return [asyncio.create_task(_leased(ctx, name, fn, stop)) for name, fn in _available()]
+    """Start every periodic job; they end when `stop` is set."""
+    return [asyncio.create_task(_leased(ctx, name, fn, stop)) for name, fn in JOBS]

@@ -7,7 +7,7 @@ key is put first, `scrm rotate-secrets` re-encrypts every row, and the old key i
 
 Encryption happens in the column types below, so every reader (adapters, workers, the API) sees
 plain values and no code path can forget it. A value without the prefix is a row from before
-encryption: it is read as it is and sealed when the process starts (`seal_stored_secrets`).
+encryption: it is read as it is and sealed when the process starts (scrm/db/reseal.py).
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import JSON, Text, select, text
+from sqlalchemy import JSON, Text
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.types import TypeDecorator
 
 from scrm.settings import Settings, SettingsError
@@ -150,53 +149,3 @@ class SealedText(TypeDecorator[str]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
         return None if value is None else unseal(value)
-
-
-async def reseal(db: Any, *, everything: bool) -> int:
-    """Re-encrypt stored secrets with the newest key; only rows still holding plaintext unless `everything`.
-
-    Reads the raw column (not the decrypting type) to tell sealed from plain, then rewrites the row
-    through the model, whose column type seals with the newest key. Returns the rows rewritten.
-    """
-    from scrm.db.models import Inbox
-    from scrm.db.models_desk import WebhookSubscription
-
-    rewritten = 0
-    async with db.transaction() as s:
-        for model, column, raw_sql in (
-            (Inbox, "secrets", "SELECT id, secrets FROM inboxes"),
-            (WebhookSubscription, "secret", "SELECT id, secret FROM desk_webhooks"),
-        ):
-            for row_id, raw in (await s.execute(text(raw_sql))).all():
-                if isinstance(raw, str) and column == "secrets":
-                    raw = json.loads(raw)
-                values = list(raw.values()) if isinstance(raw, dict) else [raw]
-                if not everything and all(v is None or is_sealed(v) for v in values):
-                    continue
-                row = (await s.execute(select(model).where(model.id == row_id))).scalar_one()
-                setattr(row, column, _plain(getattr(row, column)))
-                flag_modified(row, column)
-                rewritten += 1
-        await s.flush()
-    return rewritten
-
-
-def _plain(value: Any) -> Any:
-    """A fresh copy of the decrypted value (so the ORM writes it, and seals it with the newest key)."""
-    return dict(value) if isinstance(value, dict) else value
-
-
-async def seal_at_start(db: Any) -> None:
-    """`seal_stored_secrets` for a starting process: a failure is logged, not fatal (next start retries)."""
-    try:
-        await seal_stored_secrets(db)
-    except Exception as exc:  # noqa: BLE001 - plaintext rows still work meanwhile
-        log.warning("could not encrypt stored plaintext secrets now: %s", type(exc).__name__)
-
-
-async def seal_stored_secrets(db: Any) -> int:
-    """At start: seal secrets stored before encryption was introduced (idempotent, cheap when none)."""
-    count = await reseal(db, everything=False)
-    if count:
-        log.info("encrypted the stored secrets of %d rows written before encryption at rest", count)
-    return count

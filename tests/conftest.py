@@ -18,7 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from channels import signing
-from scrm.context import AppContext, build_context
+from scrm.bootstrap import build_context
+from scrm.context import AppContext
 from scrm.db.migrate import upgrade
 from scrm.db.models import Base, Inbox
 from scrm.services.agents import create_agent

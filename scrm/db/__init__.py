@@ -1,3 +1,2 @@
-"""The schema: SQLAlchemy 2.0 models by capability (models_*.py), engines and sessions, running migrations.
-May import: sqlalchemy, scrm.domain, scrm.secret_box/settings (sealed columns); never services, listeners or web.
-"""
+"""The database: engine and sessions, the ORM models (schema.py maps every table), migrations.
+May import the core below it (settings, secret_box, domain), never services, listeners or web."""

@@ -21,6 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from scrm.db import schema  # noqa: F401 - every table mapped before the first flush
+
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached: webhooks answer 503 so the platform retries."""

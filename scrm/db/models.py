@@ -359,7 +359,3 @@ class WorkerHeartbeat(Base):
     beats: Mapped[int] = mapped_column(BigInteger, default=0)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     beat_at: Mapped[datetime] = mapped_column(default=utcnow)  # informative (for operators)
-
-
-# tickets.team_id refers to desk_teams; the event log is written by every unit of work
-from scrm.db import models_desk, models_events  # noqa: E402,F401

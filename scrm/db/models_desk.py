@@ -206,5 +206,3 @@ class FaqOutcome(Base):
     entry_key: Mapped[str | None] = mapped_column(String(120))
     confidence: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-from scrm.db import models_access  # noqa: E402,F401  (inbox_teams refers to desk_teams)

@@ -1,41 +1,41 @@
 """Event listeners: they decide and enqueue (never heavy work inline). Installed per process.
-May import: scrm.services, scrm.db, scrm.domain, scrm.context and other top modules; never scrm.web.
+
+They may import the services and the core (scrm.*), never the web.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from scrm.listeners import bot, desk, media, notifications, optout, realtime, wecom
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
 
-# Each module exposes install(ctx) -> list of unsubscribe callables.
-LISTENER_MODULES = (
-    "scrm.listeners.media",
-    "scrm.listeners.optout",  # before the bot: opt-out keywords are not questions
-    "scrm.listeners.bot",
-    "scrm.listeners.realtime",
-    "scrm.listeners.desk",
-    "scrm.listeners.notifications",
-    "scrm.listeners.wecom",
+# Each install(ctx) subscribes its listeners and returns their unsubscribe callables; in this order.
+INSTALLERS: tuple[Callable[[AppContext], list[Callable[[], object]]], ...] = (
+    media.install,
+    optout.install,  # before the bot: opt-out keywords are not questions
+    bot.install,
+    realtime.install,
+    desk.install,
+    notifications.install,
+    wecom.install,
 )
 
 
 def install_listeners(ctx: AppContext, *, run_work: bool = True) -> list[Callable[[], object]]:
-    """Subscribe every available listener to the context's event bus.
+    """Subscribe every listener to the context's event bus.
 
     `run_work=False` (`scrm serve --no-worker` on Redis): this process still pushes live updates to
     its WebSocket clients, but the work listeners' events (bot answers, desk bookkeeping) are left to
     the processes that run workers.
     """
     unsubscribe: list[Callable[[], object]] = []
-    for name in LISTENER_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            unsubscribe += importlib.import_module(name).install(ctx)
+    for install in INSTALLERS:
+        unsubscribe += install(ctx)
     if run_work:
         unsubscribe.append(ctx.bus.consume_work())
     return unsubscribe

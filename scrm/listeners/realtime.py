@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from scrm import events as ev
 from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, ConversationLabel, Inbox, Message
-from scrm.web.serializers import conversation_json, message_json
+from scrm.serializers import conversation_json, message_json
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -1,3 +1,2 @@
-"""Business operations, the only code that writes: ingest, outbox, conversations, desk, marketing, bot, reports.
-May import: scrm.db, scrm.domain, scrm.context and other top modules, channels, bot_flows; never web or listeners.
-"""
+"""The services, grouped by capability: the only code that writes (ingest, conversations, desk, marketing, bot).
+May import the core (context, events, db, domain, serializers) and channels, never listeners or the web."""

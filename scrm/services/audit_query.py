@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm.db.models import Agent, AuditLog
-from scrm.spreadsheet import safe_row
+from scrm.domain import safe_row
 
 CSV_COLUMNS = ("id", "created_at", "agent_id", "agent", "action", "target_type", "target_id", "data")
 

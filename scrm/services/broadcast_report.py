@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm.db.models import Contact, Delivery
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient
+from scrm.domain import safe_row
 from scrm.services import wechat_mass
 from scrm.services.conversions import funnel
-from scrm.spreadsheet import safe_row
 
 PENDING = ("queued", "claimed", "sending")
 

@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 
 from scrm import events as ev
 from scrm.db.models import Contact, ContactTag, utcnow
+from scrm.domain import read_cell, safe_row
 from scrm.services import audit
 from scrm.services.attributes import AttributeError_, attribute_types, coerce
 from scrm.services.uow import Tx
-from scrm.spreadsheet import read_cell, safe_row
 
 PROFILE = ("name", "email", "phone", "language")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -328,7 +328,7 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = CSV_COLUMNS)
     import csv
     import io
 
-    from scrm.spreadsheet import safe_cell
+    from scrm.domain import safe_cell
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\r\n")

@@ -34,7 +34,7 @@ async def store_unroutable(tx: Tx, inbox: Inbox, event: ChannelEvent) -> IngestO
 
 def unroutable_json(row: UnroutableMail) -> dict[str, Any]:
     """The admin list's view of one kept mail."""
-    from scrm.web.serializers import iso
+    from scrm.serializers import iso
 
     return {"id": row.id, "inbox_id": row.inbox_id, "external_id": row.external_id, "reason": row.reason,
             "subject": row.subject, "headers": row.headers or {}, "warnings": row.warnings or [],

@@ -32,14 +32,12 @@ async def unit_of_work(ctx: AppContext) -> AsyncIterator[Tx]:
     Inside a consumer's shared transaction (a listener at work) it joins that transaction, and its
     events are logged and published with the consumer's commit.
     """
-    from scrm.event_log import append
-
     shared = ctx.db.joined()
     async with ctx.db.transaction() as session:
         tx = Tx(session)
         yield tx
         if shared is None and tx.events:
-            await append(session, tx.events)
+            await ctx.bus.event_log().append(session, tx.events)
     if shared is not None:
         shared.events.extend(tx.events)
     elif tx.events:

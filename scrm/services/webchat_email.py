@@ -117,15 +117,14 @@ async def send_transcript(ctx: AppContext, web_inbox: Inbox, adapter: WebChatAda
 
 async def email_unread_replies(ctx: AppContext, now: Any = None) -> int:
     """Mail agents' replies that a visitor with an email left unread: one mail per conversation, once."""
-    from channels.registry import get_adapter_class
+    from channels.web.config import WebSettings
 
     now = now or utcnow()
     sent = 0
     async with ctx.db.session() as s:
         inboxes = (await s.scalars(select(Inbox).where(Inbox.channel_type == "web", Inbox.active.is_(True)))).all()
-    cls = get_adapter_class("web")
     for web_inbox in inboxes:
-        settings: Any = cls.settings_model.model_validate(web_inbox.settings or {})
+        settings = WebSettings.model_validate(web_inbox.settings or {})
         if settings.email_inbox_id is None:
             continue
         due = now - timedelta(seconds=settings.email_after_seconds)

@@ -1,3 +1,2 @@
-"""The aiohttp app: REST API (api_*.py), webhooks, web chat, UI pages, realtime socket, ops endpoints, OpenAPI.
-May import: the layers below (services, listeners, db, domain, context), channels, bot_flows; writes via services.
-"""
+"""The HTTP layer: API endpoints (routes.py lists them), pages, webhooks, web chat, WebSockets.
+The top layer: may import services, listeners and the core; nothing below imports it."""

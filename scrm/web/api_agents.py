@@ -11,6 +11,7 @@ from sqlalchemy import select
 from yarl import URL
 
 from scrm.db.models import Agent, ApiToken, utcnow
+from scrm.serializers import agent_json
 from scrm.services import agents as agent_svc
 from scrm.services import audit
 from scrm.services.agents import Principal
@@ -18,7 +19,6 @@ from scrm.services.uow import unit_of_work
 from scrm.settings import SecuritySettings
 from scrm.web.keys import CTX, SESSION_COOKIE
 from scrm.web.routing import ADMIN, ALL_ROLES, ApiError, api, ok, path_int
-from scrm.web.serializers import agent_json
 
 log = logging.getLogger("scrm.auth")
 

@@ -19,9 +19,7 @@ from scrm.services.attributes import AttributeError_
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact
 from scrm.web.keys import CTX
-from scrm.web.routing import ADMIN, ALL_ROLES, API_ROUTES, ApiError, ApiRoute, api, ok, path_int
-
-_FIRST = len(API_ROUTES)
+from scrm.web.routing import ADMIN, ALL_ROLES, ApiError, api, ok, path_int
 
 
 class DefinitionIn(BaseModel):
@@ -105,5 +103,3 @@ async def set_attributes(request: web.Request, principal: Principal, body: Attri
             tx.emit(ev.CONTACT_UPDATED, contact_id=cid)
         return ok({"id": cid, "attributes": attrs, "changes": changes})
 
-
-MY_ROUTES: list[ApiRoute] = API_ROUTES[_FIRST:]

@@ -10,11 +10,9 @@ from aiohttp import web
 from scrm.services import audit_query
 from scrm.services.agents import Principal
 from scrm.services.desk_settings import get_section
-from scrm.web.api_faq import register
 from scrm.web.keys import CTX
-from scrm.web.routing import ADMIN, API_ROUTES, ApiError, api, ok, query_int
+from scrm.web.routing import ADMIN, ApiError, api, ok, query_int
 
-_FIRST = len(API_ROUTES)
 EXPORT_LIMIT = 50_000
 QUERY = {"agent_id": "only this agent's actions", "action": "an action (ticket.status) or a prefix ending in '.' (ticket.)",
          "target_type": "conversation, ticket, faq_entry, ...", "target_id": "the object's id",
@@ -59,11 +57,3 @@ async def audit_csv(request: web.Request, principal: Principal) -> web.Response:
     body = ("\ufeff" + audit_query.to_csv(rows)).encode("utf-8")  # the BOM makes Excel read UTF-8 Chinese
     return web.Response(body=body, content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": 'attachment; filename="audit-log.csv"'})
-
-
-_MINE = API_ROUTES[_FIRST:]
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register this module's endpoints."""
-    register(app, _MINE, prefix)

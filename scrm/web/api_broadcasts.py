@@ -11,16 +11,14 @@ from sqlalchemy import select
 
 from scrm.db.models import utcnow
 from scrm.db.models_marketing import Broadcast
+from scrm.serializers import iso
 from scrm.services import broadcast_preview, broadcasts
 from scrm.services.agents import Principal
 from scrm.services.broadcast_report import recipients_csv, report
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.marketing_http import MARKETING, csv_response, service_error
-from scrm.web.routing import API_ROUTES, ApiError, ApiRoute, api, ok, path_int
-from scrm.web.serializers import iso
-
-_FIRST = len(API_ROUTES)
+from scrm.web.routing import ApiError, api, ok, path_int
 
 
 class BroadcastIn(BaseModel):
@@ -165,5 +163,3 @@ async def broadcast_recipients(request: web.Request, principal: Principal) -> we
     _, body = await _verb(request, lambda tx, b: recipients_csv(tx.session, b.id))
     return csv_response(body, f"broadcast-{path_int(request, 'id')}-recipients.csv")
 
-
-MY_ROUTES: list[ApiRoute] = API_ROUTES[_FIRST:]

@@ -19,12 +19,10 @@ from scrm.services import campaigns, churn, conversions, marketing_settings
 from scrm.services.agents import Principal
 from scrm.services.link_tracking import record_click
 from scrm.services.uow import unit_of_work
-from scrm.web.api_faq import register
 from scrm.web.keys import CTX
-from scrm.web.routing import ADMIN, API_ROUTES, ApiError, api, ok, path_int, query_int
+from scrm.web.routing import ADMIN, ApiError, api, ok, path_int, query_int
 
 MARKETING = frozenset({"admin", "marketer"})
-_FIRST = len(API_ROUTES)
 TAG = "campaigns"
 
 
@@ -272,13 +270,11 @@ async def click_redirect(request: web.Request) -> web.StreamResponse:
                                              "Referrer-Policy": "no-referrer"})
 
 
-_MINE = API_ROUTES[_FIRST:]
 PAGES = ("/campaigns", "/campaigns/{sub:new|churn|\\d+}")
 
 
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register the campaign endpoints, the campaign pages of the SPA and the click redirect."""
-    register(app, _MINE, prefix)
+def add_routes(app: web.Application) -> None:
+    """Register the campaign pages of the SPA and the click redirect (the endpoints: scrm.web.routes)."""
     from scrm.web.ui import page
 
     for path in PAGES:

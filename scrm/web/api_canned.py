@@ -10,12 +10,12 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from scrm.db.models_ui import CannedResponse
+from scrm.serializers import iso
 from scrm.services import canned
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int, query_int
-from scrm.web.serializers import iso
 
 SHORTCUT = r"^[^\s/]{1,64}$"
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 
 from scrm.db.models import Contact, ContactIdentity, ContactTag, Conversation, Inbox, Ticket
+from scrm.serializers import contact_json, conversation_json, identity_json, ticket_json
 from scrm.services import attributes as attr_svc
 from scrm.services import contact_profile, inbox_access
 from scrm.services.agents import Principal
@@ -16,7 +17,6 @@ from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact
 from scrm.web.keys import CTX
 from scrm.web.routing import ALL_ROLES, SUPPORT, ApiError, api, ok, path_int, query_int
-from scrm.web.serializers import contact_json, conversation_json, identity_json, ticket_json
 
 
 @api("GET", "/contacts", roles=ALL_ROLES, summary="List or search contacts (name, email, phone)",

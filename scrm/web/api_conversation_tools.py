@@ -7,17 +7,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from scrm.db.models import Conversation
+from scrm.serializers import message_json
 from scrm.services import bulk, inbox_access, outreach
 from scrm.services.agents import Principal
 from scrm.services.conversations import ConversationError
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact, require_inbox
-from scrm.web.api_faq import register
 from scrm.web.keys import CTX
-from scrm.web.routing import API_ROUTES, SUPPORT, ApiError, api, ok
-from scrm.web.serializers import message_json
-
-_FIRST = len(API_ROUTES)
+from scrm.web.routing import SUPPORT, ApiError, api, ok
 
 
 @api("POST", "/conversations/bulk", roles=SUPPORT, body=bulk.BulkIn, tag="conversations",
@@ -57,11 +54,3 @@ async def start_conversation(request: web.Request, principal: Principal, body: S
     except ConversationError as exc:
         raise ApiError(exc.status, str(exc), exc.code) from None
     return ok(data, 201)
-
-
-_MINE = API_ROUTES[_FIRST:]
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register this module's endpoints."""
-    register(app, _MINE, prefix)

@@ -13,6 +13,7 @@ from sqlalchemy import exists, func, select, tuple_
 
 from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, ConversationLabel, Inbox, Message
 from scrm.domain import Choice
+from scrm.serializers import conversation_json, identity_json, message_json
 from scrm.services import conversation_search, inbox_access
 from scrm.services import conversations as conv_svc
 from scrm.services.agents import Principal
@@ -21,7 +22,6 @@ from scrm.services.uow import unit_of_work
 from scrm.web.access import require_conversation, require_message
 from scrm.web.keys import CTX
 from scrm.web.routing import SUPPORT, ApiError, api, ok, path_int, query_int
-from scrm.web.serializers import conversation_json, identity_json, message_json
 
 LIST_QUERY = {
     "tab": "mine | unassigned | all (default all)",

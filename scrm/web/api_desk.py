@@ -37,9 +37,8 @@ from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_ticket
 from scrm.web.keys import CTX
-from scrm.web.routing import ADMIN, API_ROUTES, SUPPORT, ApiError, ApiRoute, api, ok, path_int, query_int
+from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int, query_int
 
-_FIRST = len(API_ROUTES)
 TAG = "desk"
 
 
@@ -455,14 +454,3 @@ async def add_ticket_comment(request: web.Request, principal: Principal, body: C
 def _inbox_in(column: Any, principal: Principal) -> list[Any]:
     ids = inbox_access.scope(principal)
     return [] if ids is None else [column.in_(ids)]
-
-
-MY_ROUTES: list[ApiRoute] = API_ROUTES[_FIRST:]
-
-
-def add_routes(app: web.Application) -> None:
-    """Add this module's /api/v1 routes (unless already added). The reports page is in the app (/reports)."""
-    existing = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
-    for route in MY_ROUTES:
-        if (route.method, "/api/v1" + route.path) not in existing:
-            app.router.add_route(route.method, "/api/v1" + route.path, route.handler)

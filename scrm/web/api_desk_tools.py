@@ -12,11 +12,9 @@ from scrm.services import automation, automation_dry_run, holidays_cn, webhook_t
 from scrm.services.agents import Principal
 from scrm.services.uow import Tx
 from scrm.web.api_desk import DELIVERY_FIELDS, _row
-from scrm.web.api_faq import register
 from scrm.web.keys import CTX
-from scrm.web.routing import ADMIN, API_ROUTES, ApiError, api, ok, path_int, query_int
+from scrm.web.routing import ADMIN, ApiError, api, ok, path_int, query_int
 
-_FIRST = len(API_ROUTES)
 TAG = "desk"
 
 
@@ -61,11 +59,3 @@ async def cn_holidays(request: web.Request, principal: Principal) -> web.Respons
     except holidays_cn.HolidayDataMissing as exc:
         raise ApiError(404, str(exc), "no_calendar", covered_years=holidays_cn.covered_years()) from None
     return ok({**data, "covered_years": holidays_cn.covered_years()})
-
-
-_MINE = API_ROUTES[_FIRST:]
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register this module's endpoints."""
-    register(app, _MINE, prefix)

@@ -17,7 +17,7 @@ from scrm.services.agents import Principal
 from scrm.services.bot import get_runtime
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
-from scrm.web.routing import ADMIN, API_ROUTES, SUPPORT, ApiError, api, ok, query_int
+from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, query_int
 
 FORMATS = {"csv": "text/csv", "json": "application/json", "yaml": "application/yaml"}
 _MIME_FORMAT = {"text/csv": "csv", "application/json": "json", "application/yaml": "yaml", "application/x-yaml": "yaml",
@@ -244,20 +244,3 @@ async def promote(request: web.Request, principal: Principal, body: PromoteIn) -
         raise _error(exc) from None
     await _after_change(request, [row.key])
     return ok({"entry": faq_svc.row_json(row), "created": created, "resolved": ids}, 201 if created else 200)
-
-
-_MINE = [r for r in API_ROUTES if r.path.startswith("/faq")]
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register the FAQ endpoints (skipping any add_api_routes already added)."""
-    register(app, _MINE, prefix)
-
-
-def register(app: web.Application, routes: list[Any], prefix: str = "/api/v1") -> None:
-    """Add @api routes of a feature module unless the router has them already."""
-    have = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
-    for route in routes:
-        if (route.method, prefix + route.path) not in have:
-            app.router.add_route(route.method, prefix + route.path, route.handler)
-            have.add((route.method, prefix + route.path))

@@ -9,11 +9,9 @@ from scrm.db.models import Inbox
 from scrm.services import inbox_access, inbox_members
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
-from scrm.web.api_faq import register
 from scrm.web.keys import CTX
-from scrm.web.routing import ADMIN, API_ROUTES, ApiError, api, ok, path_int
+from scrm.web.routing import ADMIN, ApiError, api, ok, path_int
 
-_FIRST = len(API_ROUTES)
 MEMBERS_CHANGED = inbox_members.MEMBERS_CHANGED
 
 
@@ -49,11 +47,3 @@ async def put_members(request: web.Request, principal: Principal, body: MembersI
         raise ApiError(400, str(exc), "bad_member") from None
     return ok({**members, "open_to_all": not members["agent_ids"] and not members["team_ids"],
                "unassigned_conversations": list(lost)})
-
-
-_MINE = API_ROUTES[_FIRST:]
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register the membership endpoints."""
-    register(app, _MINE, prefix)

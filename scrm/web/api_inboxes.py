@@ -10,13 +10,13 @@ from sqlalchemy import select
 
 from channels.registry import available_channel_types, get_adapter_class
 from scrm.db.models import Inbox
+from scrm.serializers import inbox_json, is_masked
 from scrm.services import inbox_access, inboxes
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.settings import Settings
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int
-from scrm.web.serializers import inbox_json, is_masked
 
 SIMULATOR = "memory"  # the customer simulator's channel type (channels/memory.py)
 

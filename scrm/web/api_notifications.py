@@ -11,11 +11,9 @@ from scrm.services import notifications as svc
 from scrm.services import preferences
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
-from scrm.web.api_faq import register
 from scrm.web.keys import CTX
-from scrm.web.routing import ALL_ROLES, API_ROUTES, SUPPORT, ApiError, api, ok, query_int
+from scrm.web.routing import ALL_ROLES, SUPPORT, ApiError, api, ok, query_int
 
-_FIRST = len(API_ROUTES)
 TAG = "notifications"
 
 
@@ -74,11 +72,3 @@ async def put_preferences(request: web.Request, principal: Principal, body: pref
         row = await preferences.save(tx, principal.agent_id, body)
         data = preferences.preferences_json(row)
     return ok(data)
-
-
-_MINE = API_ROUTES[_FIRST:]
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register this module's endpoints."""
-    register(app, _MINE, prefix)

@@ -22,6 +22,7 @@ from scrm.db.models import (
     Ticket,
 )
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient
+from scrm.serializers import contact_json, iso
 from scrm.services import audit, contact_profile, contacts_csv, contacts_merge, inbox_access, segments
 from scrm.services.agents import Principal
 from scrm.services.broadcast_report import effective_status
@@ -29,10 +30,7 @@ from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact
 from scrm.web.keys import CTX
 from scrm.web.marketing_http import MARKETING, csv_response, service_error
-from scrm.web.routing import ALL_ROLES, API_ROUTES, ApiError, ApiRoute, api, ok, path_int
-from scrm.web.serializers import contact_json, iso
-
-_FIRST = len(API_ROUTES)
+from scrm.web.routing import ALL_ROLES, ApiError, api, ok, path_int
 
 
 class MergeIn(BaseModel):
@@ -190,5 +188,3 @@ async def set_tags(request: web.Request, principal: Principal, body: TagsIn) -> 
             tx.emit(ev.CONTACT_UPDATED, contact_id=cid)
     return ok({"id": cid, "tags": clean})
 
-
-MY_ROUTES: list[ApiRoute] = API_ROUTES[_FIRST:]

@@ -9,15 +9,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from scrm.db.models_marketing import Segment
+from scrm.serializers import iso
 from scrm.services import saved_segments, segments
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.marketing_http import MARKETING
-from scrm.web.routing import API_ROUTES, ApiError, ApiRoute, api, ok, path_int
-from scrm.web.serializers import iso
-
-_FIRST = len(API_ROUTES)
+from scrm.web.routing import ApiError, api, ok, path_int
 
 
 class SegmentIn(BaseModel):
@@ -96,5 +94,3 @@ async def delete_segment(request: web.Request, principal: Principal) -> web.Resp
         await saved_segments.delete(tx, principal.agent_id, await _segment(tx.session, request))
     return ok({"deleted": True})
 
-
-MY_ROUTES: list[ApiRoute] = API_ROUTES[_FIRST:]

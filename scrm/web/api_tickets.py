@@ -11,18 +11,16 @@ from sqlalchemy import select
 
 from scrm.db.models import Agent, Contact, Conversation, Inbox, Ticket
 from scrm.db.models_desk import Team
+from scrm.serializers import conversation_json
 from scrm.services import audit, inbox_access, ticket_admin, ticket_queries
 from scrm.services import tickets as ticket_svc
 from scrm.services.agents import Principal
 from scrm.services.ticket_workflow import TicketError
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact, require_conversation, require_ticket
-from scrm.web.api_faq import register
 from scrm.web.keys import CTX
-from scrm.web.routing import API_ROUTES, SUPPORT, ApiError, api, ok, path_int, query_int
-from scrm.web.serializers import conversation_json
+from scrm.web.routing import SUPPORT, ApiError, api, ok, path_int, query_int
 
-_FIRST = len(API_ROUTES)
 STATUSES = ticket_queries.STATUSES
 Priority = Literal["low", "normal", "high", "urgent"]
 
@@ -194,12 +192,3 @@ async def _check_assignee(request: web.Request, ticket_id: int, assignee_id: int
                                .join(Agent, Agent.id == assignee_id).where(Ticket.id == ticket_id))).first()
         if row is not None and not await inbox_access.agent_sees_inbox(s, assignee_id, row[1], row[0]):
             raise ApiError(400, "this agent is not a member of the ticket's inbox", "not_inbox_member")
-
-
-_MINE = API_ROUTES[_FIRST:]
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register the ticket endpoints (skipping any add_api_routes already added)."""
-    register(app, _MINE, prefix)
-

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from channels.web.adapter import visitor_topic
 from scrm.db.models import Conversation, Inbox
+from scrm.serializers import mask_secret
 from scrm.services import audit
 from scrm.services import webchat as chat_svc
 from scrm.services.agents import Principal
@@ -18,7 +19,6 @@ from scrm.services.webchat_push import publish
 from scrm.web.access import require_conversation
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int
-from scrm.web.serializers import mask_secret
 
 
 async def _web_conversation(request: web.Request) -> Conversation:
@@ -88,14 +88,3 @@ async def new_identity_secret(request: web.Request, principal: Principal) -> web
         inbox.secrets = {**inbox.secrets, "hmac_secret": fresh}
         audit.record(tx, principal.agent_id, "inbox.identity_secret", "inbox", inbox.id)
     return ok({"inbox_id": inbox.id, "hmac_secret": fresh})
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register this module's @api routes (the core table was built before it was imported)."""
-    from scrm.web.routing import API_ROUTES
-
-    existing = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
-    for route in API_ROUTES:
-        if route.handler.__module__ == __name__ and (route.method, prefix + route.path) not in existing:
-            existing.add((route.method, prefix + route.path))
-            app.router.add_route(route.method, prefix + route.path, route.handler)

@@ -14,12 +14,10 @@ from scrm.db.models_marketing import Broadcast
 from scrm.services import inbox_access, wechat_mass, wechat_subscribe
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
-from scrm.web.api_faq import register
 from scrm.web.keys import CTX
-from scrm.web.routing import API_ROUTES, ApiError, api, ok, path_int
+from scrm.web.routing import ApiError, api, ok, path_int
 
 MARKETING = frozenset({"admin", "marketer"})
-_FIRST = len(API_ROUTES)
 
 
 class PreviewIn(BaseModel):
@@ -105,11 +103,3 @@ async def contact_subscriptions(request: web.Request, principal: Principal) -> w
         if not await inbox_access.can_see_contact(s, principal, cid):  # another inbox's customer: as if absent
             raise ApiError(404, "contact not found", "not_found")
         return ok({"consents": await wechat_subscribe.consents(s, cid)})
-
-
-_MINE = API_ROUTES[_FIRST:]
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register the WeChat OA marketing endpoints."""
-    register(app, _MINE, prefix)

@@ -12,12 +12,11 @@ from sqlalchemy import select
 
 from scrm.db.models import Inbox
 from scrm.db.models_wecom import WeComContactWay, WeComKfCursor
+from scrm.serializers import iso
 from scrm.services.agents import Principal
 from scrm.services.wecom_ways import WayError, create_way, list_ways
-from scrm.web.api_faq import register
 from scrm.web.keys import CTX
-from scrm.web.routing import ADMIN, API_ROUTES, ApiError, api, ok, path_int
-from scrm.web.serializers import iso
+from scrm.web.routing import ADMIN, ApiError, api, ok, path_int
 
 MARKETING_ADMIN = ADMIN | {"marketer"}
 
@@ -98,11 +97,3 @@ async def status(request: web.Request, principal: Principal) -> web.Response:
                                     "pulled_total": r.pulled_total, "pulling": r.lease_owner is not None}
                                    for r in rows]
     return ok({"items": items})
-
-
-_MINE = [r for r in API_ROUTES if r.tag == "wecom"]
-
-
-def add_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    """Register the WeCom endpoints."""
-    register(app, _MINE, prefix)

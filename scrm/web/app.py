@@ -7,11 +7,11 @@ import contextlib
 import logging
 import mimetypes
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
-from scrm.context import AppContext, build_context
+from scrm.bootstrap import build_context
+from scrm.context import AppContext
 from scrm.db.migrate import upgrade
 from scrm.settings import Settings
 from scrm.web import middleware
@@ -19,11 +19,12 @@ from scrm.web.headers import apply_security_headers
 from scrm.web.keys import CTX, PRINCIPAL
 from scrm.web.openapi import openapi_handler
 from scrm.web.ops import healthz, metrics, readyz
-from scrm.web.routing import ApiError, add_api_routes
+from scrm.web.routes import add_api_routes, add_page_routes
+from scrm.web.routing import ApiError
+from scrm.web.ui import STATIC
 from scrm.web.webhooks import handle_webhook
 
 log = logging.getLogger("scrm.web")
-STATIC = Path(__file__).resolve().parent / "static"
 BACKGROUND: web.AppKey[list[asyncio.Task[None]]] = web.AppKey("background", list)
 STOP: web.AppKey[asyncio.Event] = web.AppKey("stop", asyncio.Event)
 
@@ -83,12 +84,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/files/{key:.+}", serve_file)
-    from scrm.web import extensions
-
-    extensions.add_routes(app)
-    from scrm.web import csat_page
-
-    csat_page.add_routes(app)  # public: the signed token is the credential
+    add_page_routes(app)
     app.router.add_get("/", index)
     if STATIC.exists():
         app.router.add_static("/static/", STATIC, append_version=False)
@@ -104,7 +100,7 @@ def _context(settings: Settings, given: AppContext | None):  # type: ignore[no-u
             await upgrade(settings.database.url)
         ctx = await build_context(settings)
         app[CTX] = ctx
-        from scrm.secret_box import seal_at_start
+        from scrm.db.reseal import seal_at_start
 
         await seal_at_start(ctx.db)
         yield

@@ -111,19 +111,6 @@ async def parse_body(request: web.Request, model: type[BaseModel]) -> Any:
         raise ApiError(400, f"invalid request: {summary}", "invalid_request", fields=fields) from None
 
 
-def add_api_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    # Import modules for their @api registrations.
-    from scrm.web import api_agents, api_contacts, api_conversations, api_inboxes, api_mail  # noqa: F401
-
-    seen: set[tuple[str, str]] = set()
-    for route in API_ROUTES:
-        key = (route.method, route.path)
-        if key in seen:
-            continue
-        seen.add(key)
-        app.router.add_route(route.method, prefix + route.path, route.handler)
-
-
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":

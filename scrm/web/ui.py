@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
+from pathlib import Path
 
 from aiohttp import web
 
-from scrm.web.app import STATIC
-from scrm.web.routing import API_ROUTES
-
-# API modules owned by the UI; their @api routes are registered here because add_api_routes ran already.
-UI_API_MODULES = ("scrm.web.api_canned", "scrm.web.api_ui")
+STATIC = Path(__file__).resolve().parent / "static"
 PAGES = ("/login", "/conversations/{id:\\d+}", "/admin", "/admin/{page:[a-z_]+}", "/simulator", "/settings")
-
-
-def _add_ui_api_routes(app: web.Application, prefix: str = "/api/v1") -> None:
-    for name in UI_API_MODULES:
-        importlib.import_module(name)
-    existing = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
-    for route in API_ROUTES:
-        if route.handler.__module__ in UI_API_MODULES and (route.method, prefix + route.path) not in existing:
-            existing.add((route.method, prefix + route.path))
-            app.router.add_route(route.method, prefix + route.path, route.handler)
 
 
 async def page(request: web.Request) -> web.StreamResponse:
@@ -35,8 +21,7 @@ async def favicon(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    """Register the page routes and the UI's API endpoints."""
-    _add_ui_api_routes(app)
+    """Register the page routes (the UI's API endpoints, api_canned and api_ui: scrm.web.routes)."""
     for path in PAGES:
         app.router.add_get(path, page)
     app.router.add_get("/favicon.ico", favicon)

@@ -281,7 +281,7 @@ async def qr_code(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     """Register the visitor routes (pages, session, files, WebSocket, message API) and the demo page."""
-    from scrm.web import api_webchat, webchat_api, webchat_demo, webchat_ws
+    from scrm.web import webchat_api, webchat_demo, webchat_ws
 
     app.router.add_get("/chat/{inbox:\\d+}", h5_page)
     app.router.add_get("/chat/{inbox:\\d+}/widget", widget_page)
@@ -293,7 +293,6 @@ def add_routes(app: web.Application) -> None:
     webchat_ws.add_routes(app)
     webchat_api.add_routes(app)
     webchat_demo.add_routes(app)
-    api_webchat.add_routes(app)
     app.on_shutdown.append(_close_hub)
 
 

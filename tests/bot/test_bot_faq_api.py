@@ -8,7 +8,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from scrm.context import build_context
+from scrm.bootstrap import build_context
 from scrm.db.models import FaqEntryRow, UnansweredQuestion
 from scrm.listeners import bot as bot_listener
 from scrm.services import faq as faq_svc

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from scrm.context import build_context
+from scrm.bootstrap import build_context
 from scrm.db.models import Inbox, Message
 from scrm.domain import InboundMessage
 from scrm.services import bot as bot_svc

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from scrm.web.routing import ADMIN, API_ROUTES, SUPPORT
+from scrm.web.routes import api_routes
+from scrm.web.routing import ADMIN, SUPPORT
 from tests.conftest import login, make_agent
 
 
@@ -15,12 +16,7 @@ def _concrete(path: str) -> str:
 
 
 def _routes():
-    from scrm.web import routing
-
-    routing.add_api_routes.__globals__  # ensure modules are imported
-    from scrm.web import api_agents, api_contacts, api_conversations, api_inboxes  # noqa: F401
-
-    routes = {(r.method, r.path): r for r in API_ROUTES if r.roles is not None}
+    routes = {(r.method, r.path): r for r in api_routes() if r.roles is not None}
     # logout last: it ends the session the loop is using (so does signing out everywhere)
     return sorted(routes.values(), key=lambda r: r.path in ("/auth/logout", "/auth/logout-all"))
 

@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from channels import signing
-from scrm.context import build_context
+from scrm.bootstrap import build_context
 from scrm.db.database import DatabaseUnavailable
 from scrm.db.errors import BAD_INPUT, UNAVAILABLE, classify
 from scrm.db.migrate import upgrade

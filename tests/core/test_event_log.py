@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 
 from scrm import events as ev
-from scrm.context import build_context
+from scrm.bootstrap import build_context
 from scrm.db.models import Contact, ContactIdentity, Conversation, utcnow
 from scrm.db.models_events import EventRecord
 from scrm.event_log import prune

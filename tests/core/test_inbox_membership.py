@@ -16,7 +16,7 @@ from aiohttp import FormData
 
 from scrm.db.models import Agent
 from scrm.services.agents import create_token
-from scrm.web.routing import API_ROUTES
+from scrm.web.routes import api_routes
 from tests.conftest import api_message, make_agent, make_inbox, post_signed
 
 SECRET_TEXT = "机密订单A-7731"  # the customer's words in inbox A
@@ -58,12 +58,7 @@ NOT_INBOX_DATA = {("DELETE", "/tokens/{id}"), ("GET", "/faq/entries/{key}"), ("G
 
 def _agent_id_routes() -> list[Any]:
     """Every agent-reachable /api/v1 route with an id in its path, as the real app registers them."""
-    from aiohttp import web
-
-    from scrm.web.app import add_routes
-
-    add_routes(web.Application())  # imports every feature module, so their @api routes are in the table
-    routes = {(r.method, r.path): r for r in API_ROUTES if r.roles and "agent" in r.roles and "{" in r.path}
+    routes = {(r.method, r.path): r for r in api_routes() if r.roles and "agent" in r.roles and "{" in r.path}
     return sorted(routes.values(), key=lambda r: (r.path, r.method))
 
 

@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import func, select, text
 
 from scrm import events as ev
-from scrm.context import AppContext, build_context
+from scrm.bootstrap import build_context
+from scrm.context import AppContext
 from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Message
 from scrm.db.models_events import EventRecord
 from scrm.domain import Attachment, ContactProfile, InboundMessage

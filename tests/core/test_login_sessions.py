@@ -35,7 +35,7 @@ async def test_parallel_wrong_guesses_are_counted_before_the_password_check(clie
 
 @pytest.mark.skipif(not REDIS_URL, reason="the limit is shared across processes through Redis")
 async def test_login_limit_holds_across_server_processes(aiohttp_server, client, admin, settings):
-    from scrm.context import build_context
+    from scrm.bootstrap import build_context
     from scrm.web.app import create_app
 
     other_ctx = await build_context(settings)  # a second server process: own memory, same Redis

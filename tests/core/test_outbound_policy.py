@@ -18,7 +18,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from sqlalchemy import select
 
 from bot_flows.actions import CallHttp
-from scrm.context import AppContext, build_context
+from scrm.bootstrap import build_context
+from scrm.context import AppContext
 from scrm.db.models import Delivery, Message
 from scrm.domain import InboundMessage
 from scrm.outbound import OutboundPolicy

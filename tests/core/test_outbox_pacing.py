@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from channels.api import ApiChannelAdapter
 from channels.base import Capabilities, RateLimit
 from channels.registry import register
-from scrm.context import build_context
+from scrm.bootstrap import build_context
 from scrm.db.models import Delivery, utcnow
 from scrm.domain import OutboundMessage
 from scrm.ratelimit import MemoryRateLimiter

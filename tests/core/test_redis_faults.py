@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from channels import signing
-from scrm.context import build_context
+from scrm.bootstrap import build_context
 from scrm.db.models import Message, utcnow
 from scrm.db.models_marketing import Broadcast
 from scrm.events import MESSAGE_CREATED, RedisEventBus

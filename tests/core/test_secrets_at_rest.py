@@ -18,6 +18,7 @@ from sqlalchemy import text
 from scrm import secret_box
 from scrm.db.models import Inbox
 from scrm.db.models_desk import WebhookSubscription
+from scrm.db.reseal import seal_stored_secrets
 from scrm.settings import SettingsError, load_settings
 from tests.conftest import TEST_SECRET_KEY, api_message, post_signed
 
@@ -109,7 +110,7 @@ async def test_plaintext_rows_from_before_keep_working_and_are_sealed_at_start(c
     await aiohttp_client(create_app(settings, run_background=False))  # a server starting: seals what is plain
     raw = _as_dict(await _raw(ctx, "SELECT secrets FROM inboxes WHERE id = :id", id=inbox_id))
     assert raw["secret"].startswith("enc:v1:") and "legacy" not in raw["secret"]
-    assert await secret_box.seal_stored_secrets(ctx.db) == 0  # idempotent
+    assert await seal_stored_secrets(ctx.db) == 0  # idempotent
     assert (await post_signed(client, inbox_id, api_message("p-2"), secret="legacy-plaintext-secret-0123456789")).status == 200
 
 

@@ -102,7 +102,7 @@ async def test_batch_of_messages_is_stored_in_order(client, ctx):
 
 
 async def test_database_unavailable_gets_503(aiohttp_client, settings):
-    from scrm.context import build_context
+    from scrm.bootstrap import build_context
     from scrm.settings import load_settings
     from scrm.web.app import create_app
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from scrm.context import AppContext, build_context
+from scrm.bootstrap import build_context
+from scrm.context import AppContext
 from scrm.db.models import ContactIdentity, Conversation, Inbox, utcnow
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import unit_of_work

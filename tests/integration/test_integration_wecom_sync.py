@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from scrm.context import build_context
+from scrm.bootstrap import build_context
 from scrm.db.models import Contact, utcnow
 from scrm.db.models_wecom import WeChatUnionId, WeComKfCursor
 from scrm.services import wecom_kf_sync

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from scrm.context import AppContext, build_context
+from scrm.bootstrap import build_context
+from scrm.context import AppContext
 from scrm.db.models import Contact, utcnow
 from scrm.services import reports
 from scrm.settings import Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from scrm.db.models import Base
+from scrm.db.schema import Base
 
 config = context.config
 connection = config.attributes.get("connection")

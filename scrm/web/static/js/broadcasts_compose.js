@@ -5,7 +5,7 @@ import { api, del, get, post } from "./api.js";
 import { h, replace, select } from "./dom.js";
 import { fmtTime, t } from "./i18n.js";
 import { channelIcon } from "./icons.js";
-import { navigate } from "./main.js";
+import { navigate } from "./router.js";
 import { attributeDefinitions, busy, channelTag, errorLine, fieldBox, fmtNum, frame, label, statusChip } from "./marketing.js";
 import { toast } from "./toast.js";
 import { wechatSection } from "./broadcasts_wechat.js";

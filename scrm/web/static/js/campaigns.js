@@ -6,7 +6,7 @@ import { fmtTime, t } from "./i18n.js";
 import { busy, errorLine, fieldBox, fmtNum, frame, routedPage } from "./marketing.js";
 import { fmtMoney } from "./funnel.js";
 import { toast } from "./toast.js";
-import { navigate } from "./main.js";
+import { navigate } from "./router.js";
 import { isAdmin } from "./state.js";
 
 const STATS = ["scans", "new_followers", "contacts", "first_touch_contacts", "conversations", "orders", "value"];

@@ -1,5 +1,6 @@
 // Shared pieces of the desk pages (tickets, knowledge base, desk settings, audit, reports): frames,
 // form fields, tables, errors and a busy button. Everything is text: no markup is ever parsed.
+import { get } from "./api.js";
 import { h, replace, select } from "./dom.js";
 import { fmtTime, t } from "./i18n.js";
 import { isAdmin, state } from "./state.js";
@@ -127,3 +128,18 @@ export async function loadInto(el, build) {
 }
 
 export { isAdmin };
+
+// Tickets: shared by the list (tickets.js) and the detail view (ticket_detail.js).
+export const PRIORITIES = ["low", "normal", "high", "urgent"];
+
+let teamsCache = null;
+export async function teams() {
+  if (!teamsCache) teamsCache = (await get("/desk/teams")).teams;
+  return teamsCache;
+}
+
+export function slaBadge(sla) {
+  if (!sla || sla.state === "none") return null;
+  return h("span.sla", { class: "sla-" + sla.state, "data-testid": "sla-state", "data-state": sla.state,
+    text: tr("tickets.sla_state", sla.state) });
+}

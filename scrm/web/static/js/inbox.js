@@ -3,7 +3,7 @@ import { get, qs } from "./api.js";
 import { debounce, h, replace, select } from "./dom.js";
 import { fmtAgo, t } from "./i18n.js";
 import { channelIcon } from "./icons.js";
-import { navigate, refreshCounts } from "./main.js";
+import { navigate, refreshCounts } from "./router.js";
 import { on, state } from "./state.js";
 import { ThreadView } from "./thread.js";
 import { ContactPanel } from "./contact.js";

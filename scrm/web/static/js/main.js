@@ -5,6 +5,7 @@ import { getLang, setLang, t } from "./i18n.js";
 import { emit, isAdmin, on, state } from "./state.js";
 import { toast } from "./toast.js";
 import { live } from "./ws.js";
+import { navigate } from "./router.js";
 import { buildDeskPage, deskNav, deskPageName, isDeskPage } from "./desk_nav.js";
 import { notificationBell } from "./notifications.js";
 import { installShortcuts } from "./shortcuts.js";
@@ -14,11 +15,6 @@ const MARKETING_PAGES = ["contacts", "segments", "broadcasts", "campaigns"];
 let page = null; // {name, el, destroy(), route?(path)}
 let expiredNotice = false;
 
-export function navigate(path, { replace: rep = false } = {}) {
-  if (path === location.pathname + location.search) return;
-  history[rep ? "replaceState" : "pushState"](null, "", path);
-  route();
-}
 
 async function loadMe() {
   try {
@@ -166,7 +162,7 @@ function renderLive(status) {
   headerEls.liveEl.className = "live " + status;
 }
 
-export async function refreshCounts() {
+async function refreshCounts() {
   if (!state.me || !["admin", "agent"].includes(state.me.role)) return;
   try {
     const c = await get("/conversations/counts");
@@ -209,6 +205,8 @@ on("live-event", (frame) => {
   }
 });
 on("live-resync", refreshCounts);
+on("refresh-counts", refreshCounts);
+on("route", route);
 on("session-expired", () => {
   if (!state.me) return;
   live.stop();

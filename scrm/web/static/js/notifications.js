@@ -3,7 +3,7 @@
 import { api, get, post, qs } from "./api.js";
 import { h, replace } from "./dom.js";
 import { fmtAgo, t } from "./i18n.js";
-import { navigate } from "./main.js";
+import { navigate } from "./router.js";
 import { on, state } from "./state.js";
 import { toast } from "./toast.js";
 

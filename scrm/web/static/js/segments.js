@@ -2,7 +2,7 @@
 import { api, del, get, post } from "./api.js";
 import { debounce, h, replace } from "./dom.js";
 import { fmtTime, t } from "./i18n.js";
-import { navigate } from "./main.js";
+import { navigate } from "./router.js";
 import { attributeDefinitions, busy, errorLine, fieldBox, fmtNum, frame, loadInboxes, routedPage } from "./marketing.js";
 import { RuleBuilder } from "./segments_builder.js";
 import { toast } from "./toast.js";

@@ -2,7 +2,7 @@
 // a assign to me, g t tickets, g i inbox, ? shows them all. Keys typed into a field are left alone.
 import { h } from "./dom.js";
 import { t } from "./i18n.js";
-import { navigate } from "./main.js";
+import { navigate } from "./router.js";
 import { state } from "./state.js";
 
 export const SHORTCUTS = [

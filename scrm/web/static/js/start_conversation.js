@@ -3,7 +3,7 @@
 import { get, post, qs } from "./api.js";
 import { debounce, h, replace } from "./dom.js";
 import { t } from "./i18n.js";
-import { navigate } from "./main.js";
+import { navigate } from "./router.js";
 import { selectOf } from "./desk_common.js";
 
 const STARTABLE = ["email", "telegram", "wechat_oa", "api", "memory"];

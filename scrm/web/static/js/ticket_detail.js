@@ -3,10 +3,9 @@
 import { api, get, post } from "./api.js";
 import { h, replace } from "./dom.js";
 import { fmtTime, t } from "./i18n.js";
-import { navigate } from "./main.js";
+import { navigate } from "./router.js";
 import { toast } from "./toast.js";
-import { agentName, agentOptions, deskFrame, isAdmin, selectOf, tr } from "./desk_common.js";
-import { PRIORITIES, slaBadge, teams } from "./tickets.js";
+import { agentName, agentOptions, deskFrame, isAdmin, PRIORITIES, selectOf, slaBadge, teams, tr } from "./desk_common.js";
 
 const TRANSITIONS = { new: ["open", "pending", "solved", "closed"], open: ["pending", "solved", "closed"],
   pending: ["open", "solved", "closed"], solved: ["open", "closed"], closed: [] };

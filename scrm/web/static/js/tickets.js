@@ -2,26 +2,13 @@
 import { api, get, qs } from "./api.js";
 import { debounce, h, replace } from "./dom.js";
 import { fmtAgo, t } from "./i18n.js";
-import { navigate } from "./main.js";
+import { navigate } from "./router.js";
 import { on, state } from "./state.js";
 import { toast } from "./toast.js";
-import { agentOptions, deskFrame, forbidden, selectOf, SUPPORT_ROLES, tr } from "./desk_common.js";
+import { agentOptions, deskFrame, forbidden, PRIORITIES, selectOf, slaBadge, SUPPORT_ROLES, teams, tr } from "./desk_common.js";
 
 export const STATUSES = ["new", "open", "pending", "solved", "closed"];
-export const PRIORITIES = ["low", "normal", "high", "urgent"];
 const DEFAULT_FILTERS = { status: "active", priority: "", assignee: "", team_id: "", sla: "", q: "" };
-
-let teamsCache = null;
-export async function teams() {
-  if (!teamsCache) teamsCache = (await get("/desk/teams")).teams;
-  return teamsCache;
-}
-
-export function slaBadge(sla) {
-  if (!sla || sla.state === "none") return null;
-  return h("span.sla", { class: "sla-" + sla.state, "data-testid": "sla-state", "data-state": sla.state,
-    text: tr("tickets.sla_state", sla.state) });
-}
 
 export function ticketsPage(path) {
   const el = h("div.desk-wrap");

@@ -1,4 +1,4 @@
-"""Turn rows into the JSON the REST API answers (one place, so the UI and integrators see the same)."""
+"""Turn rows into the JSON the REST API and the live pushes answer (one place, so the UI and integrators see the same)."""
 
 from __future__ import annotations
 
