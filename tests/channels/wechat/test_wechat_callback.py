@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 
 import pytest
-from fake_wechat_api import APP_ID
-from wechat_callbacks import (
+from tests.channels.wechat.fake_wechat_api import APP_ID
+from tests.channels.wechat.wechat_callbacks import (
     OLD_AES_KEY,
     OWN,
     SHARED,
@@ -17,7 +17,7 @@ from wechat_callbacks import (
     plain_request,
     text_xml,
 )
-from wechat_fakes import RecordingSink
+from tests.fakes import RecordingSink
 
 from channels.base import InboxConfig
 from channels.wechat import WeChatAdapter

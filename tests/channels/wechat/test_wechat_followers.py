@@ -4,7 +4,7 @@ batch limits and WeChat's error codes surfacing as WeChatAPIError."""
 from __future__ import annotations
 
 import pytest
-from fake_wechat_api import FakeWeChat
+from tests.channels.wechat.fake_wechat_api import FakeWeChat
 
 from channels.wechat import WeChatAdapter
 from channels.wechat import followers as api

@@ -6,9 +6,9 @@ import socket
 from collections.abc import Callable
 
 import pytest
-from fake_wechat_api import APP_ID, FakeWeChat
-from wechat_callbacks import encrypted_request, text_xml
-from wechat_fakes import FakeRuntime, RecordingSink
+from tests.channels.wechat.fake_wechat_api import APP_ID, FakeWeChat
+from tests.channels.wechat.wechat_callbacks import encrypted_request, text_xml
+from tests.fakes import FakeRuntime, RecordingSink
 
 from channels.wechat import WeChatAdapter
 from scrm.domain import (
