@@ -15,10 +15,8 @@ def _concrete(path: str) -> str:
 
 
 def _routes():
-    from scrm.web import routing
-
-    routing.add_api_routes.__globals__  # ensure modules are imported
-    from scrm.web import api_agents, api_contacts, api_conversations, api_inboxes  # noqa: F401
+    # Importing the routing and API modules registers every route in API_ROUTES.
+    from scrm.web import api_agents, api_contacts, api_conversations, api_inboxes, routing  # noqa: F401
 
     routes = {(r.method, r.path): r for r in API_ROUTES if r.roles is not None}
     # logout last: it ends the session the loop is using (so does signing out everywhere)

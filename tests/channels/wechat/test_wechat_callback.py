@@ -7,6 +7,10 @@ import time
 from collections.abc import Callable
 
 import pytest
+
+from channels.base import InboxConfig
+from channels.wechat import WeChatAdapter
+from scrm.domain import InboundMessage, WebhookError, WebhookRequest
 from tests.channels.wechat.fake_wechat_api import APP_ID
 from tests.channels.wechat.wechat_callbacks import (
     OLD_AES_KEY,
@@ -18,10 +22,6 @@ from tests.channels.wechat.wechat_callbacks import (
     text_xml,
 )
 from tests.fakes import RecordingSink
-
-from channels.base import InboxConfig
-from channels.wechat import WeChatAdapter
-from scrm.domain import InboundMessage, WebhookError, WebhookRequest
 
 
 async def refused(adapter: WeChatAdapter, request: WebhookRequest, sink: RecordingSink) -> WebhookError:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-from tests.channels.wechat.fake_wechat_api import APP_ID
-from tests.channels.wechat.wechat_callbacks import OWN, SHARED, encrypted_request, plain_request, text_xml
-from tests.fakes import FakeRuntime, RecordingSink
 
 from channels.wechat import WeChatAdapter
 from scrm.domain import ChannelEvent, ChannelEventKind, Choice, ContentType, InboundMessage, OutboundMessage
+from tests.channels.wechat.fake_wechat_api import APP_ID
+from tests.channels.wechat.wechat_callbacks import OWN, SHARED, encrypted_request, plain_request, text_xml
+from tests.fakes import FakeRuntime, RecordingSink
 
 K = ChannelEventKind
 MESSAGES = SHARED / "messages"

@@ -11,8 +11,8 @@ import pytest
 from channels.base import InboxConfig
 from channels.wecom import WeComContactsAdapter, WeComKfAdapter
 from tests.channels.wecom.fake_wecom_api import FakeWeCom
-from tests.fakes import FakeRuntime, RecordingSink
 from tests.channels.wecom.wecom_samples import AES_KEY, CONTACTS_SECRET, CORP_ID, OPEN_KFID, SECRET, TOKEN
+from tests.fakes import FakeRuntime, RecordingSink
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
 from channels.wecom import WeComKfAdapter
 from channels.wecom.callback import open_callback, verify_url
 from scrm.domain import WebhookError, WebhookRequest
-from tests.fakes import FakeRuntime, RecordingSink
 from tests.channels.wecom.wecom_samples import (
     AES_KEY,
     CORP_ID,
@@ -23,6 +22,7 @@ from tests.channels.wecom.wecom_samples import (
     kf_event_xml,
     post_request,
 )
+from tests.fakes import FakeRuntime, RecordingSink
 
 VECTORS = json.loads((SHARED / "crypto" / "known_answer.json").read_text("utf-8"))["vectors"]
 FOREVER = 1e12  # the vectors' timestamps are years old: the window check is tested separately

@@ -26,8 +26,8 @@ from scrm.domain import (
     WebhookError,
 )
 from tests.channels.wecom.fake_wecom_api import FakeWeCom
-from tests.fakes import FakeRuntime, RecordingSink
 from tests.channels.wecom.wecom_samples import CORP_ID, OPEN_KFID, SHARED, post_request, sample
+from tests.fakes import FakeRuntime, RecordingSink
 
 MSG, EVT, EFFECT, PULL, STORED_PULL, IGNORED, REFUSED = "msg", "evt", "effect", "pull", "stored+pull", "ignored", "refused"
 
