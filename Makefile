@@ -18,6 +18,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check scrm channels bot_flows tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: install

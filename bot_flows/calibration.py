@@ -62,7 +62,8 @@ class Logistic:
     def standardized(self, x: Mapping[str, float]) -> np.ndarray:
         """The feature vector in the fit's units (a missing feature counts as its mean)."""
         raw = np.array([x.get(f, m) for f, m in zip(self.features, self.mean, strict=True)], np.float64)
-        return (raw - self.mean) / self.scale
+        out: np.ndarray = (raw - self.mean) / self.scale
+        return out
 
     def probability(self, x: Mapping[str, float]) -> float:
         """P(true | features)."""

@@ -42,7 +42,7 @@ from bot_flows.conditions import (
     validate_text,
 )
 from bot_flows.faq_lookup import FaqCandidate, FaqLookup, FaqMatch, MatcherLookup
-from bot_flows.flows import END, ActionSpec, ChoiceSpec, FlowSet, State, Text, Transition
+from bot_flows.flow_model import END, ActionSpec, ChoiceSpec, FlowSet, State, Text, Transition
 from scrm.domain import Choice
 
 __all__ = ["EngineConfig", "FaqCandidate", "FaqLookup", "FaqMatch", "FlowEngine", "MatcherLookup"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot_flows.conditions import MatchContext, matches, normalize_text
-from bot_flows.flows import FlowSet
+from bot_flows.flow_model import FlowSet
 from bot_flows.intents import says
 from bot_flows.matcher import FaqMatcher, MatchResult
 from bot_flows.normalize import normalize

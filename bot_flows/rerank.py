@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -80,7 +80,7 @@ class SemanticReranker:
 
     def set_entry(self, entry_id: str, vectors: np.ndarray) -> None:
         """Use these sentence embeddings (rows in the matcher's sentence order) for an entry."""
-        mat = np.asarray(vectors, np.float32)
+        mat: np.ndarray = np.asarray(vectors, np.float32)
         norms = np.linalg.norm(mat, axis=1, keepdims=True)
         mat = mat / np.where(norms > 0, norms, 1.0)
         centroid = mat.mean(axis=0)
@@ -98,7 +98,7 @@ class SemanticReranker:
             if vec is not None:
                 self._queries.move_to_end(query)
                 return vec
-        vec = self.encode([query])[0]
+        vec = cast("np.ndarray", self.encode([query])[0])
         with self._qlock:
             self._queries[query] = vec
             while len(self._queries) > self._query_cache:

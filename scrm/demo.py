@@ -85,6 +85,7 @@ async def seed_demo(settings: Settings) -> None:
                 fresh = False
         web_inbox = await _demo_web_inbox(ctx)
         if fresh:
+            assert sim is not None  # created with the API inbox above
             # Samples arrive in the simulator inbox with the listeners on, so the demo shows real bot
             # answers and a real handoff ("转人工"); the worker delivers the bot's replies.
             from scrm.listeners import install_listeners

@@ -26,7 +26,7 @@ import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -148,7 +148,9 @@ def connect(url: str) -> ScrmRedis:
     timeouts: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": SOCKET_TIMEOUT}
     probe_client = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
     breaker = RedisBreaker(probe_client.ping)
-    client = ScrmRedis.from_url(url, retry=_GuardedRetry(breaker), health_check_interval=30, **timeouts)
+    # from_url builds `cls(...)`; redis-py annotates it as returning the base Redis.
+    client = cast(ScrmRedis, ScrmRedis.from_url(url, retry=_GuardedRetry(breaker), health_check_interval=30,
+                                                **timeouts))
     client.breaker = breaker
     client._probe_client = probe_client
     return client

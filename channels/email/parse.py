@@ -12,11 +12,12 @@ import email.policy
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.headerregistry import ContentDispositionHeader, ContentTypeHeader
 from email.message import EmailMessage, Message
 from email.policy import EmailPolicy
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from channels.email.charsets import decode_text
 from channels.email.headers import decode_header, parse_mailboxes, parse_msgids
@@ -112,11 +113,12 @@ class ParsedMail:
 
 def _content_type(part: Message) -> tuple[str, dict[str, Any]]:
     try:
-        header = part.get("content-type")
+        # policy.default parses headers into header objects; typeshed types Message headers as str.
+        header = cast("ContentTypeHeader | None", part.get("content-type"))
         if header is None:
             return part.get_default_type(), {}
-        ctype = header.content_type  # type: ignore[union-attr]
-        params = dict(header.params)  # type: ignore[union-attr]
+        ctype = header.content_type
+        params = dict(header.params)
     except Exception:  # noqa: BLE001 - malformed header: RFC 2045 default
         return "text/plain", {}
     return ctype.lower(), params
@@ -124,9 +126,9 @@ def _content_type(part: Message) -> tuple[str, dict[str, Any]]:
 
 def _disposition(part: Message) -> tuple[str | None, str | None]:
     try:
-        header = part.get("content-disposition")
-        disp = header.content_disposition if header is not None else None  # type: ignore[union-attr]
-        name = header.params.get("filename") if header is not None else None  # type: ignore[union-attr]
+        header = cast("ContentDispositionHeader | None", part.get("content-disposition"))
+        disp = header.content_disposition if header is not None else None
+        name = header.params.get("filename") if header is not None else None
     except Exception:  # noqa: BLE001
         disp, name = None, None
     return disp, name
@@ -170,9 +172,10 @@ class _Collector:
                 children = part.get_payload()
                 if not isinstance(children, list):
                     continue
+                parts = cast("list[Message]", children)  # a multipart's payload: its sub-messages
                 if ctype == "multipart/alternative":
-                    children = [self._choose_alternative(children)]
-                stack.extend((child, depth + 1) for child in reversed(children))
+                    parts = [self._choose_alternative(parts)]
+                stack.extend((child, depth + 1) for child in reversed(parts))
             else:
                 self._leaf(part, ctype, params)
             for defect in getattr(part, "defects", ()):

@@ -1,4 +1,6 @@
-"""Telegram channel: importing this package registers the `telegram` adapter."""
+"""Telegram channel: importing this package registers the `telegram` adapter.
+May import: scrm.domain, channels (base, registry), python-telegram-bot and aiohttp; no other scrm.
+"""
 
 from channels.telegram.adapter import TelegramAdapter, TelegramSecrets, TelegramSettings
 

@@ -174,17 +174,17 @@ class TelegramAdapter(ChannelAdapter):
         except Exception as exc:  # noqa: BLE001 - any update we cannot read is repaired or answered 400, never 500
             try:
                 repaired = repair(data, self.bot)
-                parsed = parse_update(repaired.update, accept_groups=self.settings.accept_groups) if repaired else None
+                reparsed = parse_update(repaired.update, accept_groups=self.settings.accept_groups) if repaired else None
             except Exception:  # noqa: BLE001 - hostile input the repair cannot read either
-                repaired, parsed = None, None
-            if repaired is None or parsed is None:
+                repaired, reparsed = None, None
+            if repaired is None or reparsed is None:
                 log.warning("telegram inbox %s: update %s failed to parse: %s: %s", self.inbox.id,
                             update_id, type(exc).__name__, exc)
                 return None
             # An older or partial update: keep what can be read rather than refuse the message.
             log.info("telegram inbox %s: update %s stored without its unreadable parts: %s", self.inbox.id,
                      update_id, ", ".join(repaired.dropped))
-            parsed = with_unsupported(parsed, repaired)
+            parsed = with_unsupported(reparsed, repaired)
         if parsed.ignored:
             log.info("telegram inbox %s: update %s ignored: %s (keys: %s)", self.inbox.id, update_id,
                      parsed.ignored, ",".join(k for k in data if k != "update_id"))

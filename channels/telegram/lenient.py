@@ -16,7 +16,7 @@ from typing import Any
 from telegram import Bot, Update
 
 from channels.telegram.inbound import ParsedUpdate, external_id
-from scrm.domain import ContentType, InboundMessage
+from scrm.domain import ContentType, Inbound, InboundMessage
 
 MESSAGE_KEYS = ("message", "edited_message", "channel_post", "edited_channel_post")
 # Without these a message cannot be placed in a conversation: such an update is refused.
@@ -70,7 +70,7 @@ def repair(data: dict[str, Any], bot: Bot) -> Repaired | None:
 def with_unsupported(parsed: ParsedUpdate, repaired: Repaired) -> ParsedUpdate:
     """Mark the message of a repaired update: a note of what was dropped, the raw update kept."""
     note = "unsupported Telegram content: " + ", ".join(repaired.dropped)
-    items = []
+    items: list[Inbound] = []
     for item in parsed.items:
         if not isinstance(item, InboundMessage):
             items.append(item)
@@ -78,7 +78,7 @@ def with_unsupported(parsed: ParsedUpdate, repaired: Repaired) -> ParsedUpdate:
         payload = {**item.payload, "unsupported": list(repaired.dropped), "raw_update": repaired.raw,
                    "warnings": [f"{note} (kept in the raw update)"]}
         changes: dict[str, Any] = {"payload": payload}
-        raw_message = next((repaired.raw[k] for k in MESSAGE_KEYS if isinstance(repaired.raw.get(k), dict)), {})
+        raw_message: dict[str, Any] = next((repaired.raw[k] for k in MESSAGE_KEYS if isinstance(repaired.raw.get(k), dict)), {})
         caption = raw_message.get("caption")
         if item.content_type == ContentType.EVENT:  # nothing readable was left but perhaps a caption
             readable = caption if isinstance(caption, str) and caption else None

@@ -1,4 +1,5 @@
 """Web chat: the website widget and the H5 chat page (`/chat/{inbox}`).
+May import: scrm.domain and channels (base, registry); no other scrm (the HTTP side is scrm.web.webchat*).
 
 Visitors talk to `scrm.web.webchat*` (HTTP + WebSocket); their messages go through the ingest sink
 like any webhook. This adapter only delivers: `send` (called by the outbox worker) tells the

@@ -28,11 +28,11 @@ from channels.base import (
 )
 from channels.registry import register
 from channels.replay import ReplayGuard
-from channels.wecom.api import WeComAPIError, WeComClient, WeComNetworkError
+from channels.wecom.api import MediaTooLarge, WeComAPIError, WeComClient, WeComNetworkError
 from channels.wecom.callback import event_name, open_callback, text, verify_url
 from channels.wecom.kf_inbound import KfRecord, translate
-from channels.wecom.kf_outbound import build_parts, menu_body, part_msgid, send_error
-from channels.wecom.session import STATE_NAMES, current_state
+from channels.wecom.kf_outbound import build_parts, menu_body, part_msgid, send_error, split_utf8
+from channels.wecom.session import STATE_NAMES, current_state, reply_code, reply_code_key
 from channels.wecom.settings import WeComKfSecrets, WeComKfSettings
 from channels.wecom.token import WeComTokenProvider
 from scrm.domain import (
@@ -176,6 +176,8 @@ class WeComKfAdapter(ChannelAdapter):
     def reply_blocked(cls, identity_attributes: Mapping[str, Any]) -> str | None:
         """In 待接入池 (2) and 人工 (3) WeCom refuses API messages (95018): say so before anyone tries."""
         state, servicer = current_state(identity_attributes)
+        if state == 3 and reply_code(identity_attributes) is not None:
+            return None  # the msg_code of the move into 人工 carries one text reply (send_msg_on_event)
         if state == 3:
             return (f"the WeCom session is with servicer {servicer or '?'} (人工): WeCom refuses API messages then "
                     "(95018); reply from the WeCom client (the reply shows here) or hand the conversation back")
@@ -198,6 +200,9 @@ class WeComKfAdapter(ChannelAdapter):
                 return await self._change_state(message, op)
             if op is not None and op.get("op") == "event_code":
                 return await self._send_on_event(message, str(op.get("code") or ""), part_msgid(message.idempotency_key, 0))
+            code = reply_code(message.recipient_data) if op is None else None
+            if code is not None:
+                return await self._first_reply(message, code)
             parts = await build_parts(message, self.client, self.runtime.storage)
             first = part_msgid(message.idempotency_key, 0)
             for index, part in enumerate(parts):
@@ -224,8 +229,29 @@ class WeComKfAdapter(ChannelAdapter):
         code = data.get("msg_code")
         if code and message.text:  # the pool / closing message WeCom lets us send with this code
             await self._send_on_event(message, str(code), part_msgid(message.idempotency_key, 1))
+        elif code and target == 3:  # kept for the agent's first reply (wecom_session.on_state_sent copies it)
+            await self.runtime.state.set(reply_code_key(message.recipient_id),
+                                         {"code": str(code), "servicer": wanted})
         log.info("wecom kf: %s moved %s -> %s", message.recipient_id, STATE_NAMES.get(current), STATE_NAMES.get(target))
         return SendResult(external_id=None, data={"service_state": target, "previous": current})
+
+    async def _first_reply(self, message: OutboundMessage, code: str) -> SendResult:
+        """An agent's reply in 人工 (3) through the move's msg_code: one text message (PROTOCOL.md §4)."""
+        parts = split_utf8(message.text or "")
+        if len(parts) != 1 or message.attachments or message.choices:
+            raise PermanentSendError("in 人工 WeCom lets the API send one text reply (up to 2048 bytes) with the "
+                                     "session's code; send files and longer replies from the WeCom client",
+                                     code="reply_code_text_only")
+        msgid = part_msgid(message.idempotency_key, 0)
+        try:
+            await self.client.post("kf/send_msg_on_event", {"code": code, "msgid": msgid, "msgtype": "text",
+                                                            "text": {"content": parts[0]}})
+        except WeComAPIError as exc:
+            if exc.errcode in (45009, 45033, -1, 40014, 42001):
+                raise
+            raise PermanentSendError(f"WeCom refused the one reply its 人工 code allows [{exc.errcode}]: reply from "
+                                     "the WeCom client", code=str(exc.errcode)) from None
+        return SendResult(external_id=msgid, data={"via": "msg_code"})
 
     async def _send_on_event(self, message: OutboundMessage, code: str, msgid: str) -> SendResult:
         if not code:
@@ -244,7 +270,9 @@ class WeComKfAdapter(ChannelAdapter):
         if not media_id:
             raise PermanentSendError("attachment has no media_id", code="bad_attachment")
         try:
-            fetched = await self.client.get_media(str(media_id))
+            fetched = await self.client.get_media(str(media_id), max_bytes=self.config.media_max_bytes)
+        except MediaTooLarge as exc:
+            raise PermanentSendError(exc.errmsg, code="too_large") from None
         except (WeComAPIError, WeComNetworkError) as exc:
             raise send_error(exc) from None
         return FetchedFile(data=fetched.data, filename=fetched.filename or attachment.filename,

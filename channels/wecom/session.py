@@ -1,4 +1,10 @@
-"""WeCom 微信客服 session states (service_state) as remembered on a customer's identity attributes."""
+"""WeCom 微信客服 session states (service_state) as remembered on a customer's identity attributes.
+
+In 人工 (3) WeCom refuses kf/send_msg (95018), but the move into 3 (service_state/trans, or the
+session_status_change event when a servicer takes the customer from the pool) hands out a msg_code
+that carries one text message through kf/send_msg_on_event within 48 h while the session stays in 3
+(PROTOCOL.md §4). It is remembered here (`wecom_reply_code`) so an agent's first reply can use it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-SESSION_LIFETIME = timedelta(hours=48)  # WeCom ends a session after 48 h: a remembered state expires with it
+SESSION_LIFETIME = timedelta(hours=48)
+REPLY_CODE_LIFETIME = timedelta(hours=48)  # the "taken from the pool" code  # WeCom ends a session after 48 h: a remembered state expires with it
 STATE_NAMES = {0: "未处理", 1: "智能助手", 2: "待接入池", 3: "人工", 4: "已结束"}
 
 
@@ -29,10 +36,46 @@ def current_state(attrs: Mapping[str, Any], now: datetime | None = None) -> tupl
 def remembered(attrs: Mapping[str, Any], state: int, servicer: str | None = None) -> dict[str, Any]:
     """Identity attributes with this session state (and servicer in state 3) written in."""
     out = dict(attrs)
+    before = current_state(attrs)
     out["wecom_kf_state"] = state
     out["wecom_kf_state_at"] = datetime.now(UTC).isoformat()
     if state == 3 and servicer:
         out["wecom_servicer"] = servicer
     else:
         out.pop("wecom_servicer", None)
+    if (state, servicer) != before:  # a code works only in the state (and with the servicer) that produced it
+        out.pop("wecom_reply_code", None)
     return out
+
+
+def with_reply_code(attrs: Mapping[str, Any], code: str, servicer: str | None) -> dict[str, Any]:
+    """Identity attributes remembering the msg_code of a move into 人工 (3)."""
+    return dict(attrs) | {"wecom_reply_code": {"code": code, "servicer": servicer,
+                                               "at": datetime.now(UTC).isoformat()}}
+
+
+def reply_code(attrs: Mapping[str, Any], now: datetime | None = None) -> str | None:
+    """The unused msg_code that lets one reply reach a customer in 人工 (3), if any."""
+    state, servicer = current_state(attrs, now)
+    entry = attrs.get("wecom_reply_code")
+    if state != 3 or not isinstance(entry, Mapping) or entry.get("used") or not entry.get("code"):
+        return None
+    if entry.get("servicer") and servicer and entry["servicer"] != servicer:
+        return None
+    try:
+        if datetime.fromisoformat(str(entry.get("at"))) < (now or datetime.now(UTC)) - REPLY_CODE_LIFETIME:
+            return None
+    except ValueError:
+        return None
+    return str(entry["code"])
+
+
+def code_used(attrs: Mapping[str, Any], message_id: int) -> dict[str, Any]:
+    """Identity attributes with the reply code marked as taken by this message."""
+    entry = dict(attrs.get("wecom_reply_code") or {})
+    return dict(attrs) | {"wecom_reply_code": entry | {"used": message_id}}
+
+
+def reply_code_key(external_userid: str) -> str:
+    """The inbox state key under which the adapter hands a trans msg_code to the application."""
+    return f"reply_code:{external_userid}"

@@ -74,6 +74,9 @@ class WeComKfSettings(_Common):
     closing_message: str | None = Field(None, max_length=500, description="sent with the closing code on resolve")
     catchup_interval_seconds: float = Field(300.0, ge=60, description="token-less catch-up pull interval")
     voice_format: Literal[0, 1] = Field(0, description="0 AMR, 1 Silk")
+    media_max_bytes: int = Field(20 * 1024 * 1024, ge=1, description=(
+        "customer files above this are refused before download, with a note on the message (files over 20 MB "
+        "are read in 20 MB Range chunks); keep it at or below storage.max_file_bytes"))
 
     @field_validator("open_kfid")
     @classmethod

@@ -24,8 +24,9 @@ def one_of(column: Any, values: Collection[Any], *, postgresql: bool) -> ColumnE
 
 
 def by_each_key(
-    query: Select[Any], key: Any, keys: Collection[str], *, postgresql: bool, entity: type[Any] | None = None,
-) -> Select[Any]:
+    query: Select[*tuple[Any, ...]], key: Any, keys: Collection[str], *, postgresql: bool,
+    entity: type[Any] | None = None,
+) -> Select[*tuple[Any, ...]]:
     """The rows of `query` whose unique `key` is one of `keys`, each looked up through its index.
 
     On PostgreSQL the keys are unnested and each probes `query ... AND key = k LIMIT 1` (a LATERAL

@@ -1,4 +1,6 @@
-"""Event listeners: they decide and enqueue (never heavy work inline). Installed per process."""
+"""Event listeners: they decide and enqueue (never heavy work inline). Installed per process.
+May import: scrm.services, scrm.db, scrm.domain, scrm.context and other top modules; never scrm.web.
+"""
 
 from __future__ import annotations
 

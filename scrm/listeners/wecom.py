@@ -40,6 +40,13 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     async def on_delivery(event: ev.Event) -> None:
         if event.data.get("kind") == "wecom_state" and event.data.get("status") == "failed":
             await wecom_session.on_state_failed(ctx, int(event.data["delivery_id"]))
+        elif event.data.get("kind") == "wecom_state" and event.data.get("status") == "sent":
+            await wecom_session.on_state_sent(ctx, int(event.data["delivery_id"]))
+
+    async def on_agent_message(event: ev.Event) -> None:
+        cid, mid = event.data.get("conversation_id"), event.data.get("message_id")
+        if isinstance(cid, int) and isinstance(mid, int):
+            await wecom_session.reply_code_taken(ctx, cid, mid)
 
     async def on_contact(event: ev.Event) -> None:
         contact_id = event.data.get("contact_id")
@@ -58,6 +65,9 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     subs = [ctx.bus.subscribe(on_conversation, name) for name in names]
     subs.append(ctx.bus.subscribe(on_delivery, ev.DELIVERY_UPDATED,
                                   wants=lambda e: e.data.get("kind") == "wecom_state"))
+    subs.append(ctx.bus.subscribe(on_agent_message, ev.MESSAGE_CREATED, wants=lambda e: (
+        e.data.get("channel") == "wecom_kf" and e.data.get("direction") == "out"
+        and e.data.get("sender_kind") == "agent")))
     # WeCom / OA API calls: after the consumer's commit, not inside its transaction.
     subs.append(ctx.bus.subscribe(on_contact, ev.CONTACT_UPDATED, after_commit=True, wants=lambda e: bool(e.data.get("created")) or (
         e.data.get("change") in (None, "tag", "merged") and "imported" not in e.data)))

@@ -7,6 +7,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -112,13 +113,13 @@ async def revoke_credentials(s: AsyncSession, agent_id: int, *, keep_session: st
     stmt = delete(AgentSession).where(AgentSession.agent_id == agent_id)
     if keep_session is not None:
         stmt = stmt.where(AgentSession.token_hash != token_hash(keep_session))
-    ended = (await s.execute(stmt)).rowcount or 0
+    ended = (await s.execute(stmt)).rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
     revoked = 0
     if tokens:
         revoked = (await s.execute(
             update(ApiToken).where(ApiToken.agent_id == agent_id, ApiToken.revoked_at.is_(None))
             .values(revoked_at=utcnow())
-        )).rowcount or 0
+        )).rowcount or 0  # type: ignore[attr-defined]  # DML: a CursorResult
     return int(ended), int(revoked)
 
 
@@ -170,3 +171,34 @@ async def principal_from_token(s: AsyncSession, raw: str) -> Principal | None:
         return None
     _, agent = row
     return Principal(agent.id, agent.login, agent.role, agent.display_name, "token")
+
+
+async def update_own(tx: Any, agent_id: int, changes: dict[str, Any]) -> Agent:
+    """An agent's own availability, display name, language or time zone."""
+    agent = await tx.session.get(Agent, agent_id)
+    assert agent is not None, "a signed-in agent exists"
+    for name in ("availability", "display_name", "language", "timezone"):
+        if name in changes:
+            setattr(agent, name, changes[name])
+    tx.emit("agent.updated", agent_id=agent.id, availability=agent.availability)
+    return agent
+
+
+async def admin_update(tx: Any, agent_id: int, changes: dict[str, Any],
+                       new_hash: str | None) -> tuple[Agent, tuple[int, int] | None] | None:
+    """An admin's change of role, active, display name or password; None when there is no such agent.
+
+    A reset or a deactivation answers a leaver or a leaked password: every session and API token of the
+    agent ends now (returned as counts), and reactivation later does not bring them back."""
+    agent = await tx.session.get(Agent, agent_id)
+    if agent is None:
+        return None
+    for name in ("role", "active", "display_name"):
+        if changes.get(name) is not None:
+            setattr(agent, name, changes[name])
+    revoked = None
+    if new_hash is not None:
+        agent.password_hash = new_hash
+    if new_hash is not None or changes.get("active") is False:
+        revoked = await revoke_credentials(tx.session, agent_id)
+    return agent, revoked

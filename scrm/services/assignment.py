@@ -82,7 +82,7 @@ async def open_counts(tx: Tx, agent_ids: Sequence[int]) -> dict[int, int]:
         .where(Conversation.assignee_id.in_(agent_ids), Conversation.status.in_(OPEN_STATUSES))
         .group_by(Conversation.assignee_id)
     )
-    return {a: n for a, n in rows.all()}
+    return {a: n for a, n in rows.all() if a is not None}  # IN already excludes NULL; for the type
 
 
 def pick_round_robin(candidates: Sequence[int], last: int | None, counts: dict[int, int], limit: int) -> int | None:

@@ -38,7 +38,8 @@ from bot_flows.actions import (
 )
 from bot_flows.conditions import BusinessHours
 from bot_flows.engine import EngineConfig, FlowEngine, MatcherLookup
-from bot_flows.flows import FlowSet, load_flows
+from bot_flows.flow_model import FlowSet
+from bot_flows.flows import load_flows
 from scrm import events as ev
 from scrm.db.models import (
     Contact,

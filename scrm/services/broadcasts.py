@@ -12,42 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import operator
 import secrets
 import time
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, Text, and_, cast, func, insert, select, text, update
+from sqlalchemy import Text, and_, cast, select, update
 
-from channels.registry import get_adapter_class
 from scrm import events as ev
-from scrm.db.models import Contact, ContactIdentity, Delivery, Inbox, utcnow
-from scrm.db.models_campaigns import TrackedLink
+from scrm.db.models import Contact, ContactIdentity, Delivery, utcnow
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient, Segment
-from scrm.domain import ContentType
-from scrm.services import audit, wechat_mass, wechat_subscribe
-from scrm.services.attributes import attribute_types
-from scrm.services.broadcast_rules import (
-    VAR_RE,
-    Chooser,
-    Decision,
-    IdentityInfo,
-    InboxInfo,
-    TemplateError,
-    WeChatRules,
-    check_identity,
-    choose,
-    compile_template,
-    render,
-    template_variables,
+from scrm.services import audit, wechat_mass
+from scrm.services.broadcast_bulk import BulkWriter, allocate_delivery_ids, group_decisions
+from scrm.services.broadcast_compose import (
+    BroadcastError,
+    check_mode,
+    check_template,
+    delivery_payload,
+    load_inboxes,
+    unsubscribe_url,
 )
+from scrm.services.broadcast_rules import Chooser, compile_template
+from scrm.services.broadcast_wechat import after_materialize, start_sendall, wechat_rules
 from scrm.services.link_tracking import LinkRewriter
-from scrm.services.outbox import enqueue_delivery
 from scrm.services.segments import SegmentError, members_query
 from scrm.services.uow import Tx, unit_of_work
 
@@ -58,51 +46,6 @@ log = logging.getLogger("scrm.broadcasts")
 CHUNK = 5000
 YIELD_EVERY = 250  # contacts built between two turns of the event loop
 SCHEDULER_INTERVAL = 5.0
-
-
-class BroadcastError(ValueError):
-    """The broadcast cannot do that; `status` is the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 409, code: str = "conflict") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-def unsubscribe_url(base: str | None, token: str) -> str:
-    return f"{(base or '').rstrip('/')}/unsubscribe/{token}"
-
-
-async def _inboxes(tx: Tx, inbox_ids: Sequence[int]) -> list[InboxInfo]:
-    if not inbox_ids:
-        raise BroadcastError("pick at least one inbox (channel)", 400, "no_channel")
-    rows = {i.id: i for i in (await tx.session.scalars(select(Inbox).where(Inbox.id.in_(inbox_ids)))).all()}
-    missing = [i for i in inbox_ids if i not in rows]
-    if missing:
-        raise BroadcastError(f"inbox {missing[0]} not found", 400, "bad_inbox")
-    return [InboxInfo(i, rows[i].channel_type, rows[i].active, dict(rows[i].settings or {})) for i in inbox_ids]
-
-
-async def check_template(tx: Tx, template: str, subject: str | None = None) -> None:
-    """Reject unknown variables before anything is stored or sent."""
-    keys = list((await attribute_types(tx.session)).keys())
-    try:
-        template_variables(template, keys)
-        if subject:
-            template_variables(subject, keys)
-    except TemplateError as exc:
-        raise BroadcastError(str(exc), 400, "bad_template") from None
-
-
-async def _check_mode(b: Broadcast, inboxes: list[InboxInfo]) -> None:
-    """The WeChat delivery mode (群发 / 订阅通知) must suit the inboxes and the message."""
-    if not isinstance(b.delivery_options or {}, dict):
-        raise BroadcastError("delivery_options must be an object", 400, "bad_mode")
-    try:
-        wechat_mass.validate(b.delivery_mode or "standard", b.delivery_options or {}, inboxes,
-                             [m.group(1) for m in VAR_RE.finditer(b.template)])
-    except wechat_mass.MassSendError as exc:
-        raise BroadcastError(str(exc), exc.status, exc.code) from None
 
 
 async def save(tx: Tx, agent_id: int | None, data: dict[str, Any], broadcast: Broadcast | None = None) -> Broadcast:
@@ -118,7 +61,7 @@ async def save(tx: Tx, agent_id: int | None, data: dict[str, Any], broadcast: Br
     if not b.template or not b.template.strip():
         raise BroadcastError("the message is empty", 400, "empty_template")
     await check_template(tx, b.template, b.subject)
-    await _check_mode(b, await _inboxes(tx, list(b.inbox_ids)))
+    await check_mode(b, await load_inboxes(tx, list(b.inbox_ids)))
     if b.segment_id is not None and await tx.session.get(Segment, b.segment_id) is None:
         raise BroadcastError("segment not found", 400, "bad_segment")
     if broadcast is None:
@@ -153,35 +96,6 @@ async def schedule(tx: Tx, b: Broadcast, at: datetime, agent_id: int | None) -> 
     audit.record(tx, agent_id, "broadcast.schedule", "broadcast", b.id, at=at.isoformat())
 
 
-def _contact_dict(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "email": row.email, "phone": row.phone, "language": row.language,
-            "attributes": row.attributes or {}, "opt_outs": row.opt_outs or {}}
-
-
-def _payload(b: Broadcast, d: Decision, contact: dict[str, Any], token: str | None, public_url: str | None,
-             text: str) -> tuple[str, str, dict[str, Any]]:
-    """(text, content_type, metadata) for one recipient's delivery."""
-    assert d.inbox is not None
-    meta: dict[str, Any] = {"broadcast_id": b.id}
-    content_type = ContentType.TEXT.value
-    if d.inbox.channel_type == "email":
-        assert token is not None
-        url = unsubscribe_url(public_url, token)
-        text = f"{text}\n\n--\n退订 / Unsubscribe: {url}"
-        meta["subject"] = render(b.subject or b.name, contact)
-        meta["unsubscribe_url"] = url
-        # RFC 2369 + RFC 8058 one-click: mail clients show an unsubscribe button.
-        meta["headers"] = {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
-    if d.mode == "template":
-        content_type = ContentType.TEMPLATE.value
-    elif d.mode == "subscribe":  # 订阅通知: the template's fields, filled for this follower
-        options = b.delivery_options or {}
-        fields = options.get("fields") or {"thing1": "text"}
-        meta["wechat"] = {"op": "subscribe", "template_id": options.get("template_id"), "url": options.get("url"),
-                          "data": {k: text if v == "text" else render(str(v), contact) for k, v in fields.items()}}
-    return text, content_type, meta
-
-
 async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None) -> dict[str, int]:
     """Resolve the segment once and materialize every recipient (queued with a delivery, or skipped).
 
@@ -196,11 +110,11 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
         if b.status not in ("draft", "scheduled"):
             raise BroadcastError(f"the broadcast is already {b.status}")
         await check_template(tx, b.template, b.subject)
-        inboxes = await _inboxes(tx, list(b.inbox_ids))
-        await _check_mode(b, inboxes)
+        inboxes = await load_inboxes(tx, list(b.inbox_ids))
+        await check_mode(b, inboxes)
         if b.delivery_mode == "mass" and (b.delivery_options or {}).get("target") in ("tag", "all"):
-            return await _start_sendall(tx, b, inboxes[0], agent_id, now)
-        wechat = await _wechat_rules(tx, b, inboxes, now)
+            return await start_sendall(tx, b, inboxes[0], agent_id, now)
+        wechat = await wechat_rules(tx, b, inboxes, now)
         rules = await _rules(tx, b)
         try:
             members = (await members_query(tx.session, rules, now)).subquery()
@@ -226,13 +140,13 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
         # deciding so each chunk goes to the writer as soon as it is built and the inserts overlap the
         # channel rules of the next chunks.
         targeted = sum(1 for i, r in enumerate(rows) if i == 0 or r.id != rows[i - 1].id)
-        delivery_ids = iter(await _allocate_delivery_ids(tx, targeted))
+        delivery_ids = iter(await allocate_delivery_ids(tx, targeted))
         t_ids = time.perf_counter()
-        decisions = _decisions(rows, Chooser(inboxes, now, wechat))
+        decisions = group_decisions(rows, Chooser(inboxes, now, wechat))
         mass_members: list[tuple[int, str]] = []  # (delivery id, OpenID) of 群发 recipients, in id order
         subscribed: list[int] = []  # identities whose one-time consent this broadcast spends
         queued = 0
-        writer = _BulkWriter(tx)
+        writer = BulkWriter(tx)
         try:
             fill = compile_template(b.template)
             links = LinkRewriter(b.id, b.template, public_url, now)  # per-recipient short links /r/{token}
@@ -264,7 +178,7 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
                 body = fill(contact, {"unsubscribe_url": url})
                 if d.mode != "mass":  # 群发 sends one identical text per batch: no per-recipient links to count
                     body = links.rewrite(cid, body, link_rows)
-                text, ctype, meta = _payload(b, d, contact, token, public_url, body)
+                text, ctype, meta = delivery_payload(b, d, contact, token, public_url, body)
                 rec["unsubscribe_token"], rec["delivery_id"] = token, next(delivery_ids)
                 queued += 1
                 inbox_ids.add(d.inbox.id)
@@ -291,7 +205,7 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
             await writer.close()
         finally:
             writer.cancel()
-        await _after_materialize(tx, b, inboxes, mass_members, subscribed, queued, now)
+        await after_materialize(tx, b, inboxes, mass_members, subscribed, queued, now)
         t_end = time.perf_counter()
         # Where the time of a large start goes (the database's share is the writer's).
         log.info("broadcast %s materialized %d recipients in %.2fs: query %.2fs, ids %.2fs, channel rules and "
@@ -302,168 +216,6 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
         for inbox_id in inbox_ids:
             tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox_id)
     return {"targeted": targeted, "queued": queued, "skipped": targeted - queued}
-
-
-async def _wechat_rules(tx: Tx, b: Broadcast, inboxes: list[InboxInfo], now: datetime) -> WeChatRules | None:
-    """Consents to the subscription template and followers at their 群发 quota, looked up once."""
-    wechat_inboxes = [i for i in inboxes if i.channel_type == "wechat_oa"]
-    if not wechat_inboxes:
-        return None
-    mode, options = b.delivery_mode or "standard", b.delivery_options or {}
-    consented: frozenset[int] = frozenset()
-    template_id = str(options.get("template_id") or "")
-    if template_id and mode in ("standard", "subscribe"):
-        for i in wechat_inboxes:
-            consented |= await wechat_subscribe.usable(tx.session, i.id, template_id)
-    capped: frozenset[int] = frozenset()
-    if mode == "mass" and wechat_inboxes[0].settings.get("account_type") != "subscription":
-        capped = await wechat_mass.capped_followers(tx, wechat_inboxes[0].id, now)
-        if -1 in capped:
-            raise BroadcastError(f"quota exceeded: every follower already got {wechat_mass.SERVICE_MONTHLY} 群发 "
-                                 "this month (服务号每位粉丝每月 4 次)", 409, "mass_quota")
-    return WeChatRules(mode, consented, capped)
-
-
-async def _after_materialize(tx: Tx, b: Broadcast, inboxes: list[InboxInfo], mass_members: list[tuple[int, str]],
-                             subscribed: list[int], queued: int, now: datetime) -> None:
-    """群发: check the account's quota and record the batches; 订阅通知: spend the one-time consents."""
-    if b.delivery_mode == "mass":
-        if not mass_members:
-            raise BroadcastError("no follower can receive this 群发 (see the skip reasons: quota, unsubscribed, "
-                                 "opted out)", 409, "mass_quota" if queued == 0 else "empty_segment")
-        if len(mass_members) < 2:
-            raise BroadcastError("a 群发 by OpenID list needs at least 2 followers (WeChat's rule)", 400,
-                                 "too_few_followers")
-        inbox = await tx.session.get(Inbox, inboxes[0].id)
-        assert inbox is not None
-        batches = -(-len(mass_members) // wechat_mass.batch_size(b))
-        try:
-            await wechat_mass.check_account_quota(tx, inbox, "list", batches, now=now)
-        except wechat_mass.MassSendError as exc:
-            raise BroadcastError(str(exc), exc.status, exc.code) from None
-        await wechat_mass.create_batches(tx, b, inbox, b.template, mass_members, now)
-    if subscribed:
-        await wechat_subscribe.use_up(tx, str((b.delivery_options or {}).get("template_id")), subscribed)
-
-
-async def _start_sendall(tx: Tx, b: Broadcast, info: InboxInfo, agent_id: int | None, now: datetime) -> dict[str, int]:
-    """A 群发 to all followers or to a tag: one batch, no recipient list (WeChat knows the audience)."""
-    if not info.active:
-        raise BroadcastError("the inbox is disabled", 409, "inbox_disabled")
-    inbox = await tx.session.get(Inbox, info.id)
-    assert inbox is not None
-    options = b.delivery_options or {}
-    try:
-        await wechat_mass.check_account_quota(tx, inbox, str(options.get("target")), 1, options.get("tag_id"), now)
-    except wechat_mass.MassSendError as exc:
-        raise BroadcastError(str(exc), exc.status, exc.code) from None
-    batch = await wechat_mass.create_sendall(tx, b, inbox, b.template, now)
-    b.status, b.started_at, b.last_error = "running", now, None
-    audit.record(tx, agent_id, "broadcast.start", "broadcast", b.id, mass=batch.target, clientmsgid=batch.clientmsgid)
-    tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox.id)
-    return {"targeted": 0, "queued": 0, "skipped": 0, "batches": 1}
-
-
-def _decisions(rows: Sequence[Any], chooser: Chooser) -> Iterator[tuple[int, dict[str, Any], Decision]]:
-    """Group the (contact x identity) rows by contact and pick each contact's channel."""
-    cid: int | None = None
-    contact: dict[str, Any] = {}
-    idents: list[IdentityInfo] = []
-    for r in rows:  # ordered by contact id
-        if r.id != cid:
-            if cid is not None:
-                yield cid, contact, chooser(contact, idents)
-            cid, contact, idents = r.id, _contact_dict(r), []
-            contact["opt_outs"] = _json_object(r.opt_outs)
-        if r.iid is not None:
-            idents.append(IdentityInfo(r.iid, r.inbox_id, r.external_id, r.reachable, r.subscribed,
-                                       r.last_inbound_at, _json_object(r.iattrs)))
-    if cid is not None:
-        yield cid, contact, chooser(contact, idents)
-
-
-def _json_object(raw: str | None) -> dict[str, Any]:
-    """A JSON column read as text: most are empty, and skipping their decoding adds up over 100k rows."""
-    if not raw or raw in ("{}", "null"):
-        return {}
-    value = json.loads(raw)
-    return value if isinstance(value, dict) else {}
-
-
-async def _allocate_delivery_ids(tx: Tx, n: int) -> list[int]:
-    """Ids for `n` new deliveries, drawn before inserting so recipients can point at them directly."""
-    if n == 0:
-        return []
-    s = tx.session
-    if s.bind.dialect.name == "postgresql":
-        # One array, not n rows: decoding 100k result rows cost more than drawing the numbers.
-        return list(await s.scalar(text(
-            "SELECT array_agg(nextval(pg_get_serial_sequence('deliveries', 'id'))) FROM generate_series(1, :n)"),
-            {"n": n}) or [])
-    # SQLite: write transactions hold the database's write lock (BEGIN IMMEDIATE), so max(id) is ours.
-    top = await s.scalar(select(func.max(Delivery.id))) or 0
-    return list(range(top + 1, top + 1 + n))
-
-
-class _BulkWriter:
-    """Inserts deliveries and recipients in the background while the caller builds the next chunk."""
-
-    def __init__(self, tx: Tx) -> None:
-        self.tx = tx
-        self.queue: asyncio.Queue[tuple[list[dict[str, Any]], ...] | None] = asyncio.Queue()
-        self.task = asyncio.create_task(self._run())
-        self.busy = 0.0  # seconds spent in the database's inserts
-
-    async def write(self, deliveries: list[dict[str, Any]], recipients: list[dict[str, Any]],
-                    links: list[dict[str, Any]] | None = None) -> None:
-        if self.task.done():
-            await self.task  # raises what went wrong
-        self.queue.put_nowait((deliveries, recipients, links or []))
-        await asyncio.sleep(0)  # let the writer send this chunk before the next one is built
-
-    async def close(self) -> None:
-        self.queue.put_nowait(None)
-        await self.task
-
-    def cancel(self) -> None:
-        """Stop the writer if the caller failed half-way (the transaction is rolled back)."""
-        if not self.task.done():
-            self.task.cancel()
-
-    async def _run(self) -> None:
-        s = self.tx.session
-        copy = None
-        if s.bind.dialect.name == "postgresql":
-            raw = await (await s.connection()).get_raw_connection()
-            copy = raw.driver_connection.copy_records_to_table  # type: ignore[union-attr]
-        while (item := await self.queue.get()) is not None:
-            deliveries, recipients, links = item
-            for table, rows in ((Delivery.__table__, deliveries), (BroadcastRecipient.__table__, recipients),
-                                (TrackedLink.__table__, links)):
-                if not rows:
-                    continue
-                t0 = time.perf_counter()
-                if copy is None:
-                    await s.execute(insert(table), rows)
-                else:
-                    # Plain columns through one C-level itemgetter per row, then the JSON ones
-                    # serialized (per-cell generator expressions were a third of the Python time).
-                    json_cols = [c for c in rows[0] if isinstance(table.c[c].type, JSON)]
-                    plain = [c for c in rows[0] if c not in json_cols]
-                    get = operator.itemgetter(*plain) if len(plain) > 1 else lambda r, c=plain[0]: (r[c],)
-                    dumps = json.JSONEncoder(ensure_ascii=False).encode
-                    if json_cols:
-                        get_json = operator.itemgetter(*json_cols) if len(json_cols) > 1 else None
-                        if get_json is None:
-                            only = json_cols[0]
-                            records = [(*get(r), dumps(r[only])) for r in rows]
-                        else:
-                            records = [(*get(r), *map(dumps, get_json(r))) for r in rows]
-                    else:
-                        records = [get(r) for r in rows]
-                    t0 = time.perf_counter()
-                    await copy(table.name, records=records, columns=plain + json_cols)
-                self.busy += time.perf_counter() - t0
 
 
 def _own_deliveries(broadcast_id: int) -> Any:
@@ -499,6 +251,14 @@ async def resume(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
     return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
+async def delete_draft(tx: Tx, b: Broadcast, agent_id: int | None) -> None:
+    """Delete a draft or scheduled broadcast; one that started is kept for its report (cancel it instead)."""
+    if b.status not in ("draft", "scheduled"):
+        raise BroadcastError(f"a {b.status} broadcast is kept for its report; cancel it instead")
+    await tx.session.delete(b)
+    audit.record(tx, agent_id, "broadcast.delete", "broadcast", b.id)
+
+
 async def cancel(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
     """Stop for good: deliveries not yet claimed become "cancelled"."""
     if b.status in ("completed", "cancelled"):
@@ -510,68 +270,6 @@ async def cancel(tx: Tx, b: Broadcast, agent_id: int | None) -> int:
     b.status, b.finished_at = "cancelled", utcnow()
     audit.record(tx, agent_id, "broadcast.cancel", "broadcast", b.id)
     return int(res.rowcount or 0)  # type: ignore[attr-defined]
-
-
-async def _contact_and_identities(tx: Tx, contact_id: int, inboxes: list[InboxInfo]) -> tuple[dict[str, Any],
-                                                                                             list[IdentityInfo]]:
-    c = await tx.session.get(Contact, contact_id)
-    if c is None:
-        raise BroadcastError("contact not found", 404, "not_found")
-    idents = (await tx.session.scalars(select(ContactIdentity).where(
-        ContactIdentity.contact_id == contact_id, ContactIdentity.inbox_id.in_([i.id for i in inboxes])))).all()
-    return _contact_dict(c), [IdentityInfo(i.id, i.inbox_id, i.external_id, i.reachable, i.subscribed,
-                                           i.last_inbound_at, i.attributes or {}) for i in idents]
-
-
-async def send_test(ctx: AppContext, b: Broadcast, contact_id: int, tx: Tx) -> dict[str, Any]:
-    """Send the personalized message to one named contact (yourself), under the same channel rules."""
-    inboxes = await _inboxes(tx, list(b.inbox_ids))
-    contact, idents = await _contact_and_identities(tx, contact_id, inboxes)
-    d = choose(contact, idents, inboxes, utcnow())
-    if d.reason is not None:
-        raise BroadcastError(f"this contact cannot receive it: {d.reason}", 409, d.reason)
-    assert d.identity is not None and d.inbox is not None
-    token = "test" if d.inbox.channel_type == "email" else None
-    url = unsubscribe_url(ctx.settings.server.public_url, token) if token else ""
-    # A test send keeps the written links: its clicks must not count in the report.
-    text, ctype, meta = _payload(b, d, contact, token, ctx.settings.server.public_url,
-                                 render(b.template, contact, {"unsubscribe_url": url}))
-    inbox = await tx.session.get(Inbox, d.inbox.id)
-    identity = await tx.session.get(ContactIdentity, d.identity.id)
-    assert inbox is not None and identity is not None
-    delivery = enqueue_delivery(tx, inbox=inbox, identity=identity, conversation_id=None, message_id=None, text=text,
-                                content_type=ctype, metadata=meta | {"test": True}, kind="broadcast")
-    await tx.session.flush()
-    return {"delivery_id": delivery.id, "inbox_id": inbox.id, "channel": inbox.channel_type, "text": text}
-
-
-async def preview(ctx: AppContext, tx: Tx, b: Broadcast, contact_id: int | None) -> list[dict[str, Any]]:
-    """What the message looks like on each of the broadcast's channels (for one contact, or a sample)."""
-    inboxes = await _inboxes(tx, list(b.inbox_ids))
-    contact: dict[str, Any] = {"name": None, "attributes": {}, "opt_outs": {}}
-    idents: list[IdentityInfo] = []
-    if contact_id is not None:
-        contact, idents = await _contact_and_identities(tx, contact_id, inboxes)
-    now = utcnow()
-    links = LinkRewriter(b.id, b.template, ctx.settings.server.public_url, now)
-    out = []
-    for inbox in inboxes:
-        ident = next((i for i in idents if i.inbox_id == inbox.id), None)
-        d = check_identity(contact, ident, inbox, now) if ident else Decision(None, inbox, "message")
-        token = "preview" if inbox.channel_type == "email" else None
-        url = unsubscribe_url(ctx.settings.server.public_url, token) if token else ""
-        text, ctype, meta = _payload(b, Decision(ident, inbox, d.mode or "message"), contact, token,
-                                     ctx.settings.server.public_url,
-                                     links.preview(render(b.template, contact, {"unsubscribe_url": url})))
-        try:
-            limit = get_adapter_class(inbox.channel_type).capabilities.max_text_length
-        except KeyError:
-            limit = None
-        out.append({"inbox_id": inbox.id, "channel": inbox.channel_type, "text": text, "content_type": ctype,
-                    "subject": meta.get("subject"), "headers": meta.get("headers", {}),
-                    "parts": -(-len(text) // limit) if limit else 1,
-                    "eligible": d.reason is None if ident else None, "skip_reason": d.reason})
-    return out
 
 
 async def finish_completed(ctx: AppContext) -> int:
@@ -620,10 +318,3 @@ async def run_scheduler(ctx: AppContext, stop: asyncio.Event) -> None:
             log.exception("broadcast scheduler step failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
-
-
-def count_by(items: Sequence[tuple[str | None, int]]) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for k, n in items:
-        out[k or "unknown"] += n
-    return dict(out)

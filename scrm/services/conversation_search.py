@@ -203,7 +203,7 @@ async def _trigram(session: AsyncSession, conds: Sequence[Any], like: str, plan:
     if plan.spaced:
         spaced_like = like_pattern(spaced(plan.piece))
         # The expressions are literal SQL so that they match the indexes' (a bind parameter would not).
-        msg_match = [literal_column(SPACED_MESSAGE).ilike(spaced_like, escape="\\"), text(HAS_NON_ASCII)]
+        msg_match: list[Any] = [literal_column(SPACED_MESSAGE).ilike(spaced_like, escape="\\"), text(HAS_NON_ASCII)]
         contacts: Any = select(Contact.id).where(literal_column(SPACED_CONTACT).ilike(spaced_like, escape="\\"),
                                                  _contact_match(Contact, like))
     else:

@@ -87,7 +87,7 @@ async def last_touch(session: AsyncSession, contact_id: int, at: datetime, windo
     ids = [contact_id, *(await session.scalars(select(Contact.id).where(Contact.merged_into_id == contact_id))).all()]
     touches: list[Touch] = []
     sent_at = func.coalesce(Delivery.sent_at, BroadcastRecipient.created_at)
-    row = (await session.execute(
+    row: Any = (await session.execute(  # one name for three differently shaped rows
         select(BroadcastRecipient.broadcast_id, sent_at.label("at"))
         .join(Delivery, Delivery.id == BroadcastRecipient.delivery_id)
         .where(BroadcastRecipient.contact_id.in_(ids), Delivery.status.in_(REACHED), sent_at >= since, sent_at <= at)

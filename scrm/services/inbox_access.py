@@ -31,7 +31,7 @@ def _open_inbox() -> Any:
     return and_(~exists().where(InboxAgent.inbox_id == Inbox.id), ~exists().where(InboxTeam.inbox_id == Inbox.id))
 
 
-def visible_inbox_ids(agent_id: int | Any) -> Select[tuple[int]]:
+def visible_inbox_ids(agent_id: int | Any) -> Select[int]:
     """SELECT of the inbox ids `agent_id` may see as a non-admin (embed with .in_()); `agent_id` may be a
     column (Agent.id) for a correlated check."""
     # correlate_except: with agent_id = Agent.id the agents row comes from the outermost query.
@@ -47,7 +47,7 @@ def sees_inbox(inbox_id: int) -> Any:
     return or_(Agent.role == "admin", exists(visible_inbox_ids(Agent.id).where(Inbox.id == inbox_id)))
 
 
-def scope(principal: Principal | None) -> Select[tuple[int]] | None:
+def scope(principal: Principal | None) -> Select[int] | None:
     """The visible inbox ids of the caller, or None when the caller sees everything (admins)."""
     if principal is None or principal.role == "admin":
         return None
@@ -67,7 +67,7 @@ def contact_filter(principal: Principal | None) -> list[Any]:
     return [_contact_visible(Contact.id, visible_inbox_ids(principal.agent_id))]
 
 
-def _contact_visible(contact_id: Any, ids: Select[tuple[int]]) -> Any:
+def _contact_visible(contact_id: Any, ids: Select[int]) -> Any:
     """The contact has an identity in a visible inbox, or none at all. Scalar subqueries with LIMIT 1 are index
     probes per listed row; EXISTS inside OR would make PostgreSQL hash every identity on each request."""
     def first(*conds: Any) -> Any:

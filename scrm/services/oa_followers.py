@@ -84,6 +84,7 @@ async def _chunk(ctx: AppContext, inbox: Inbox, client: Any, openids: Sequence[s
     # tag merge below sees the person's labels, not a fresh contact's.
     now = utcnow()
     unionids: dict[str, str] = {}
+    identity: ContactIdentity | None  # resolved below (always found), then re-read under lock (may be gone)
     async with unit_of_work(ctx) as tx:
         for p in profiles:
             profile = ContactProfile(language=p.get("language") or None,

@@ -159,10 +159,10 @@ async def deflection(s: AsyncSession, start: datetime, end: datetime, group: str
         q = q.outerjoin(ConversationStats, ConversationStats.conversation_id == Conversation.id)
     q = (q.where(_in(Conversation.resolved_at, start, end), Conversation.status == "resolved").group_by(g))
     out: dict[Any, dict[str, Any]] = {}
-    for key, resolved, bot_only in (await s.execute(q)).all():
-        bot_only = int(bot_only or 0)
-        out[key] = {"resolved_total": resolved, "resolved_by_bot": bot_only,
-                    "deflection_rate": round(bot_only / resolved, 4) if resolved else None}
+    for key, resolved, by_bot in (await s.execute(q)).all():
+        by_bot = int(by_bot or 0)
+        out[key] = {"resolved_total": resolved, "resolved_by_bot": by_bot,
+                    "deflection_rate": round(by_bot / resolved, 4) if resolved else None}
     g2, joins2 = _source(group, "stats")
     q2 = (joins2(select(g2, func.coalesce(func.sum(ConversationStats.handoffs), 0),
                         func.sum(case((ConversationStats.handoffs > 0, 1), else_=0))).select_from(ConversationStats))

@@ -242,7 +242,7 @@ async def compile_rules(session: AsyncSession, rules: Any, now: datetime | None 
     return _Compiler(types, now or utcnow()).group(rules, "rules", 0)
 
 
-async def members_query(session: AsyncSession, rules: Any, now: datetime | None = None) -> Select[tuple[int]]:
+async def members_query(session: AsyncSession, rules: Any, now: datetime | None = None) -> Select[int]:
     """SELECT contacts.id of the segment's live members (merged contacts excluded)."""
     cond = await compile_rules(session, rules, now)
     return select(Contact.id).where(Contact.merged_into_id.is_(None), cond)

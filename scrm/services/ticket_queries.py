@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, bindparam, cast, func, literal_column, or_, select, text, true
+from sqlalchemy import ColumnElement, String, bindparam, cast, func, literal_column, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm.db.models import Agent, Contact, Ticket, utcnow
@@ -130,7 +130,7 @@ def text_match(term: str, spaced_search: bool = False) -> Any:
     number = _NUMBER.match(term)
     if number and term.startswith("#"):
         return Ticket.number == int(number.group(1))  # "#1042" is a ticket number: one index lookup
-    text_cond = Ticket.subject.ilike(like_pattern(term), escape="\\")
+    text_cond: ColumnElement[bool] = Ticket.subject.ilike(like_pattern(term), escape="\\")
     if spaced_search and _NON_ASCII.search(term):
         # The index finds spaced(subject) containing spaced(term); the plain ILIKE stays as the exact check
         # (spacing can make "订 " look like a part of "订订").
@@ -199,7 +199,7 @@ async def _rare_matches(session: AsyncSession, conds: list[Any], joined: bool, m
     count = select(func.count()).select_from(hits).scalar_subquery()
     # Sorted by the matches' own ids, so no plan can walk the whole list by id looking for them; and only
     # when they are few (the count gates the page: a common term's page is not worked out twice).
-    page = select(hits.c.id).join(Ticket, Ticket.id == hits.c.id)
+    page: Any = select(hits.c.id).join(Ticket, Ticket.id == hits.c.id)  # a Select, then its subquery
     if joined:
         page = page.join(ConversationStats, ConversationStats.conversation_id == Ticket.conversation_id)
     page = page.where(*conds, count <= TEXT_CAP).order_by(hits.c.id.desc()).limit(limit + 1).subquery("p")
@@ -234,7 +234,7 @@ def ticket_row(t: Ticket) -> dict[str, Any]:
 async def sla_clocks(session: AsyncSession, conversation_id: int | None, now: datetime | None = None) -> dict[str, Any]:
     """The SLA clocks of a ticket's conversation: each target's due time and the business minutes left
     (negative once overdue), counted in the desk's business hours unless the policy runs 24x7."""
-    empty = {"policy": None, "state": "none", "clocks": []}
+    empty: dict[str, Any] = {"policy": None, "state": "none", "clocks": []}
     if conversation_id is None:
         return empty
     stats = await session.get(ConversationStats, conversation_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from scrm.db.models import Inbox
 from scrm.db.models_mail import UnroutableMail
@@ -40,3 +40,8 @@ def unroutable_json(row: UnroutableMail) -> dict[str, Any]:
             "subject": row.subject, "headers": row.headers or {}, "warnings": row.warnings or [],
             "size": row.size, "has_raw": bool(row.raw_storage_key), "sent_at": iso(row.sent_at),
             "received_at": iso(row.received_at)}
+
+
+async def discard(s: Any, mail_id: int) -> None:
+    """An admin dismissed an unroutable mail (its raw source stays in file storage until pruned)."""
+    await s.execute(delete(UnroutableMail).where(UnroutableMail.id == mail_id))

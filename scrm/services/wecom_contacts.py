@@ -20,13 +20,13 @@ from sqlalchemy import delete, select
 from channels.wecom.api import WeComAPIError, WeComNetworkError
 from channels.wecom.contacts_parse import TRANSFER_FAIL, follow_record, merge_follows, profile_of
 from scrm import events as ev
-from scrm.db.models import ContactIdentity, ContactTag, Delivery, Inbox, utcnow
+from scrm.db.models import ContactIdentity, ContactTag, Inbox, utcnow
 from scrm.db.models_wecom import WeComContactWay, WeComCorpTag
 from scrm.services.ingest import resolve_identity
-from scrm.services.outbox import enqueue_delivery
 from scrm.services.uow import Tx, unit_of_work
-from scrm.services.wecom_kf_effects import welcome_key
 from scrm.services.wecom_unionid import record_unionids
+from scrm.services.wecom_welcome import already_queued
+from scrm.services.wecom_welcome import queue_welcome as queue_welcome_message
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -88,18 +88,15 @@ async def queue_welcome(ctx: AppContext, inbox: Inbox, euid: str, code: str, sta
                 text = way.settings["welcome_text"]
         if not text:
             return None
-        key = welcome_key(code)
-        if await tx.session.scalar(select(Delivery.id).where(Delivery.idempotency_key == key)) is not None:
+        if await already_queued(tx, code):
             return None
         identity = await tx.session.scalar(select(ContactIdentity).where(ContactIdentity.inbox_id == inbox.id,
                                                                          ContactIdentity.external_id == euid))
         if identity is None:
             return None
-        delivery = enqueue_delivery(tx, inbox=inbox, identity=identity, conversation_id=None, message_id=None,
-                                    text=str(text), automatic=True, kind="wecom_code",
-                                    metadata={"wecom": {"op": "welcome", "code": code}})
-        delivery.idempotency_key = key
-        await tx.session.flush()
+        # Shown on the contact as the bot's message (a resolved conversation of this inbox, which has no chat).
+        delivery = await queue_welcome_message(tx, inbox, identity, code=code, text=str(text),
+                                               op={"op": "welcome", "code": code}, open_new=False)
         return delivery.id
 
 

@@ -7,7 +7,6 @@ so the listener that mirrors conversation changes to WeCom (wecom_session) sees 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,14 +15,14 @@ from sqlalchemy import select
 
 from channels.wecom.kf_inbound import KfRecord
 from scrm import events as ev
-from scrm.db.models import Agent, ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
+from scrm.db.models import Agent, ContactIdentity, Conversation, Inbox, Message, utcnow
 from scrm.domain import Choice, InboundMessage
 from scrm.services import conversations as conv_svc
 from scrm.services.ingest import continuable, new_conversation, resolve_identity
 from scrm.services.ingest_writes import preview
-from scrm.services.outbox import enqueue_delivery
 from scrm.services.uow import Tx, unit_of_work
 from scrm.services.wecom_session import remember
+from scrm.services.wecom_welcome import already_queued, queue_welcome
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -99,13 +98,9 @@ async def store_servicer_message(ctx: AppContext, inbox: Inbox, msg: InboundMess
         return message.id
 
 
-def welcome_key(code: str) -> str:
-    """The delivery idempotency key of a welcome: one send per welcome_code, whatever pulls it again."""
-    return "wecom-welcome-" + hashlib.sha1(code.encode()).hexdigest()[:32]
-
-
 async def send_welcome(ctx: AppContext, inbox: Inbox, record: KfRecord) -> int | None:
-    """Queue the configured welcome for an enter_session's welcome_code (20 s validity, once)."""
+    """Queue the configured welcome for an enter_session's welcome_code (20 s validity, once), shown in
+    the customer's conversation as the bot's message."""
     effect = record.effect or {}
     code = effect.get("welcome_code")
     settings = inbox.settings or {}
@@ -117,21 +112,15 @@ async def send_welcome(ctx: AppContext, inbox: Inbox, record: KfRecord) -> int |
         log.info("wecom kf inbox %s: welcome_code of %s expired before it was pulled; no welcome", inbox.id, record.msgid)
         return None
     async with unit_of_work(ctx) as tx:
-        key = welcome_key(str(code))
-        if await tx.session.scalar(select(Delivery.id).where(Delivery.idempotency_key == key)) is not None:
+        if await already_queued(tx, str(code)):
             return None
         identity = await tx.session.scalar(select(ContactIdentity).where(
             ContactIdentity.inbox_id == inbox.id, ContactIdentity.external_id == record.external_userid))
         if identity is None:
             return None
-        conv = await _latest_conversation(tx, identity)
         choices = [Choice(str(o), str(o)) for o in settings.get("welcome_menu") or []]
-        delivery = enqueue_delivery(tx, inbox=inbox, identity=identity, conversation_id=conv.id if conv else None,
-                                    message_id=None, text=str(text), choices=choices, automatic=True,
-                                    metadata={"wecom": {"op": "event_code", "code": code, "scene": "welcome"}},
-                                    kind="wecom_code")
-        delivery.idempotency_key = key
-        await tx.session.flush()
+        delivery = await queue_welcome(tx, inbox, identity, code=str(code), text=str(text), choices=choices,
+                                       op={"op": "event_code", "code": code, "scene": "welcome"})
         return delivery.id
 
 
@@ -156,7 +145,8 @@ async def session_changed(ctx: AppContext, inbox: Inbox, record: KfRecord) -> No
             if conv.status != "resolved":
                 await conv_svc.do_set_status(tx, conv.id, None, "resolved")
             return
-        remember(identity, 3, servicer)
+        # Taken from the pool in WeCom (1) comes with the code of one reply (PROTOCOL.md §4).
+        remember(identity, 3, servicer, effect.get("msg_code") if change == 1 else None)
         reason = f"WeCom 接待人员 / servicer {servicer}" if servicer else None
         if conv.handler != "human":
             await conv_svc.do_set_handler(tx, conv.id, agent_id, "human", reason)

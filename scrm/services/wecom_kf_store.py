@@ -2,23 +2,28 @@
 
 Profiles come from kf/customer/batchget (at most 100 ids a call) for customers not seen recently
 (a shared-cache mark per customer), so a new customer's first message already carries their
-nickname, avatar and UnionID. Items go to the ingest sink in runs; a WeCom effect (servicer message,
-session state, welcome) is applied where it sits in the page, after the items before it.
+nickname, avatar and UnionID; the puller fetches them while the previous pages are being stored.
+Items go to the ingest sink in runs; a WeCom effect (servicer message, session state, welcome) is
+applied where it sits in the page, after the items before it. A run of customer messages is cut into
+ingest batches by customer (each customer's messages in one batch, in order) that are stored at the
+same time: the group commit keeps two transactions per inbox in flight, and batches with disjoint
+customers cannot store one customer's messages out of order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from channels.wecom.api import WeComAPIError, WeComNetworkError
 from channels.wecom.kf_inbound import KfRecord
 from scrm.db.models import Inbox
-from scrm.domain import ChannelEvent, ContactProfile, Inbound, InboundMessage
-from scrm.services.ingest import ingest
+from scrm.domain import ChannelEvent, ContactProfile, Inbound, InboundMessage, IngestOutcome
+from scrm.services.ingest import group_commit, ingest
 from scrm.services.wecom_kf_effects import apply_effect
 from scrm.services.wecom_unionid import record_unionids
 
@@ -28,11 +33,49 @@ if TYPE_CHECKING:
 log = logging.getLogger("scrm.wecom.store")
 PROFILE_TTL = 86400.0  # seconds before a customer's profile is fetched again
 GENDERS = {1: "male", 2: "female"}
+CACHE_CONCURRENCY = 16
+T = TypeVar("T")
 
 
-async def store_records(ctx: AppContext, inbox: Inbox, adapter: Any, records: Sequence[KfRecord]) -> int:
-    """Store one page; returns how many new customer messages were stored."""
-    profiles = await fetch_profiles(ctx, inbox, adapter, records)
+class CustomerOrder:
+    """Ingest batches of one pull that run while earlier pages' batches are still being stored: a batch
+    first waits for the earlier batches holding any of its customers, so each customer's messages are
+    stored in their order (and not at all after an earlier batch of theirs failed)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, asyncio.Future[bool]] = {}
+
+    async def ingest(self, ctx: AppContext, inbox: Inbox, chunk: list[InboundMessage]) -> list[IngestOutcome]:
+        senders = {m.sender_id for m in chunk}
+        before = {f for s in senders if (f := self._last.get(s)) is not None}
+        mine: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        for sender in senders:
+            self._last[sender] = mine
+        try:
+            if not all(await asyncio.gather(*before)):
+                raise RuntimeError("an earlier ingest batch of the same customer failed")
+            outcomes = await ingest(ctx, inbox, chunk)
+        except BaseException:
+            mine.set_result(False)
+            raise
+        mine.set_result(True)
+        for sender in senders:
+            if self._last.get(sender) is mine:
+                del self._last[sender]
+        return outcomes
+
+
+def messages_only(records: Sequence[KfRecord]) -> bool:
+    """Whether the records are customer messages only (no effect, no channel event): their batches may
+    be stored while earlier ones still are (CustomerOrder keeps each customer's order)."""
+    return all(r.effect is None and all(isinstance(i, InboundMessage) for i in r.items) for r in records)
+
+
+async def store_records(ctx: AppContext, inbox: Inbox, adapter: Any, records: Sequence[KfRecord],
+                        profiles: dict[str, ContactProfile] | None = None, order: CustomerOrder | None = None) -> int:
+    """Store pulled records (profiles fetched here unless given); returns how many new customer messages were stored."""
+    if profiles is None:
+        profiles = await fetch_profiles(ctx, inbox, adapter, records)
     stored = 0
     run: list[Inbound] = []
     for record in records:
@@ -40,10 +83,10 @@ async def store_records(ctx: AppContext, inbox: Inbox, adapter: Any, records: Se
             continue
         run += [_with_profile(item, profiles) for item in record.items]
         if record.effect is not None:
-            stored += await _ingest(ctx, inbox, run)
+            stored += await _ingest(ctx, inbox, run, order)
             run = []
             await apply_effect(ctx, inbox, record)
-    stored += await _ingest(ctx, inbox, run)
+    stored += await _ingest(ctx, inbox, run, order)
     unionids = {euid: p.attributes["wechat_unionid"] for euid, p in profiles.items()
                 if p.attributes.get("wechat_unionid")}
     if unionids:
@@ -51,12 +94,46 @@ async def store_records(ctx: AppContext, inbox: Inbox, adapter: Any, records: Se
     return stored
 
 
-async def _ingest(ctx: AppContext, inbox: Inbox, items: list[Inbound]) -> int:
-    if not items:
-        return 0
-    outcomes = await ingest(ctx, inbox, items)
-    return sum(1 for item, o in zip(items, outcomes, strict=True)
-               if isinstance(item, InboundMessage) and not o.duplicate and o.message_id is not None)
+async def _ingest(ctx: AppContext, inbox: Inbox, items: list[Inbound], order: CustomerOrder | None) -> int:
+    """Consecutive messages as concurrent batches, channel events (item by item in ingest) where they sit."""
+    stored = 0
+    start = 0
+    while start < len(items):
+        messages = isinstance(items[start], InboundMessage)
+        end = start
+        while end < len(items) and isinstance(items[end], InboundMessage) == messages:
+            end += 1
+        segment = items[start:end]
+        if messages:
+            stored += await _ingest_messages(ctx, inbox, segment, order or CustomerOrder())  # type: ignore[arg-type]
+        else:
+            await ingest(ctx, inbox, segment)
+        start = end
+    return stored
+
+
+async def _ingest_messages(ctx: AppContext, inbox: Inbox, messages: list[InboundMessage], order: CustomerOrder) -> int:
+    chunks = by_customer(messages, group_commit(ctx).max_messages)
+    results = await asyncio.gather(*(order.ingest(ctx, inbox, chunk) for chunk in chunks))
+    return sum(1 for chunk, outcomes in zip(chunks, results, strict=True) for o in outcomes
+               if not o.duplicate and o.message_id is not None) if chunks else 0
+
+
+def by_customer(messages: Sequence[InboundMessage], size: int) -> list[list[InboundMessage]]:
+    """Batches of about `size` messages where each customer's messages sit in one batch, in their order."""
+    senders: dict[str, list[InboundMessage]] = {}
+    for msg in messages:
+        senders.setdefault(msg.sender_id, []).append(msg)
+    chunks: list[list[InboundMessage]] = []
+    current: list[InboundMessage] = []
+    for own in senders.values():
+        if current and len(current) + len(own) > size:
+            chunks.append(current)
+            current = []
+        current += own
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def _with_profile(item: Inbound, profiles: dict[str, ContactProfile]) -> Inbound:
@@ -78,12 +155,17 @@ async def fetch_profiles(ctx: AppContext, inbox: Inbox, adapter: Any,
     corp = (inbox.settings or {}).get("corp_id", "")
     seen: dict[str, float] = ctx.extras.setdefault("wecom_kf_profiles_seen", {})  # this process's memo
     now = time.monotonic()
-    wanted: list[str] = []
+    candidates: list[str] = []
     for record in records:
         euid = record.external_userid
-        if not euid or euid in wanted or not record.items or seen.get(f"{corp}:{euid}", 0) > now:
+        if not euid or euid in candidates or not record.items or seen.get(f"{corp}:{euid}", 0) > now:
             continue
-        if await ctx.cache.get(f"wecom:kf:profile:{corp}:{euid}") is None:
+        candidates.append(euid)
+    # The shared marks of all of them at once (not one round trip after another).
+    marks = await _in_slices([ctx.cache.get(f"wecom:kf:profile:{corp}:{euid}") for euid in candidates])
+    wanted: list[str] = []
+    for euid, mark in zip(candidates, marks, strict=True):
+        if mark is None:
             wanted.append(euid)
         else:
             seen[f"{corp}:{euid}"] = now + PROFILE_TTL / 24
@@ -109,7 +191,15 @@ async def fetch_profiles(ctx: AppContext, inbox: Inbox, adapter: Any,
                                         avatar_url=customer.get("avatar") or None, attributes=attrs)
     if len(seen) > 100_000:
         seen.clear()
+    await _in_slices([ctx.cache.set(f"wecom:kf:profile:{corp}:{euid}", "1", ttl=PROFILE_TTL) for euid in wanted])
     for euid in wanted:
-        await ctx.cache.set(f"wecom:kf:profile:{corp}:{euid}", "1", ttl=PROFILE_TTL)
         seen[f"{corp}:{euid}"] = now + PROFILE_TTL / 24
     return profiles
+
+
+async def _in_slices(calls: list[Coroutine[Any, Any, T]], width: int = CACHE_CONCURRENCY) -> list[T]:
+    """Await cache calls `width` at a time (a few connections, not one per customer)."""
+    results: list[T] = []
+    for start in range(0, len(calls), width):
+        results += await asyncio.gather(*calls[start:start + width])
+    return results

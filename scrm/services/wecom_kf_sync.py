@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +28,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from channels.wecom.api import WeComAPIError, WeComNetworkError
+from channels.wecom.kf_inbound import KfRecord
 from scrm.db.models import Inbox, utcnow
 from scrm.db.models_wecom import WeComKfCursor
-from scrm.services.wecom_kf_store import store_records
+from scrm.domain import ContactProfile
+from scrm.services.wecom_kf_store import CustomerOrder, fetch_profiles, messages_only, store_records
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -39,7 +43,8 @@ LEASE_SECONDS = 30.0
 TOKEN_TTL = timedelta(minutes=9)  # WeCom's sync token is valid 10 minutes
 MAX_PAGES = 10_000  # per pull: a runaway has_more never pins a process
 PREFETCH_PAGES = 32  # pages fetched ahead while earlier ones are stored
-BATCH_ITEMS = 400  # items stored in one go at most
+BATCH_ITEMS = 512  # items stored in one go at most (in concurrent ingest batches by customer)
+BATCHES_IN_FLIGHT = 2  # message-only batches stored while the one before is still being stored
 OWED_RETRY_AFTER = timedelta(seconds=30)  # a pull that failed is tried again by the catch-up after this
 CATCHUP_TICK = 5.0
 C = WeComKfCursor.__table__.c
@@ -223,47 +228,97 @@ async def _release(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, s
     return row is not None and int(row[0]) > seen
 
 
+@dataclass
+class _Page:
+    """A fetched page, translated, with the fetch of its new customers' profiles (running meanwhile)."""
+
+    records: list[KfRecord]
+    profiles: asyncio.Task[dict[str, ContactProfile]]
+    next_cursor: str | None
+
+
 async def _pull_pages(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
                       token: str | None) -> int:
     """Fetch pages in order while the previous ones are stored. Pages that arrived while a store ran
     are stored together (up to BATCH_ITEMS items), then the cursor of the last of them is saved, fenced
-    by the lease: the cursor never passes a message that is not committed."""
+    by the lease: the cursor never passes a message that is not committed. A batch of customer messages
+    only is stored while the batch before it still is (CustomerOrder keeps each customer's messages in
+    order); its cursor save waits for that batch's (saves stay in order; a lost lease stops the pull).
+    A batch with effects or channel events is stored alone."""
     inbox = await ctx.adapters.inbox(inbox_id)
     adapter = await ctx.adapters.get(inbox_id)
     if inbox is None or adapter is None:
         return 0
-    pages: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue(maxsize=PREFETCH_PAGES)
-    fetcher = asyncio.get_running_loop().create_task(_fetch_pages(adapter, inbox_id, open_kfid, cursor, token, pages))
+    pages: asyncio.Queue[_Page | BaseException | None] = asyncio.Queue(maxsize=PREFETCH_PAGES)
+    loop = asyncio.get_running_loop()
+    fetcher = loop.create_task(_fetch_pages(ctx, inbox, adapter, open_kfid, cursor, token, pages))
+    order = CustomerOrder()
+    in_flight: deque[asyncio.Task[int]] = deque()  # each: a batch's store, then its cursor save (chained)
     stored = 0
     try:
         finished = False
         while not finished:
             batch = [await pages.get()]
-            while not pages.empty() and sum(len(p.get("msg_list") or []) for p in batch
-                                            if isinstance(p, dict)) < BATCH_ITEMS:
+            while not pages.empty() and sum(len(p.records) for p in batch if isinstance(p, _Page)) < BATCH_ITEMS:
                 batch.append(pages.get_nowait())
-            ready = [p for p in batch if isinstance(p, dict)]
+            ready = [p for p in batch if isinstance(p, _Page)]
             if ready:
-                records = adapter.translate([i for p in ready for i in p.get("msg_list") or []])  # type: ignore[attr-defined]
-                count = await store_records(ctx, inbox, adapter, records)
-                stored += count
-                await _save_cursor(ctx, inbox_id, open_kfid, owner, ready[-1].get("next_cursor") or cursor, count)
-                cursor = ready[-1].get("next_cursor") or cursor
+                records = [r for p in ready for r in p.records]
+                profiles = {k: v for p in ready for k, v in (await p.profiles).items()}
+                # Effects and events: stored alone, after everything before them and before anything after.
+                alone = not messages_only(records)
+                while alone and in_flight:
+                    stored += await in_flight.popleft()
+                store = loop.create_task(store_records(ctx, inbox, adapter, records, profiles, order))
+                cursor = ready[-1].next_cursor or cursor
+                previous = in_flight[-1] if in_flight else None
+                in_flight.append(loop.create_task(_save_after(ctx, inbox_id, open_kfid, owner, cursor, store,
+                                                              previous)))
+                while len(in_flight) > (0 if alone else BATCHES_IN_FLIGHT - 1):
+                    stored += await in_flight.popleft()
             for item in batch:
                 if isinstance(item, BaseException):
                     raise item
                 if item is None:
                     finished = True
+        while in_flight:
+            stored += await in_flight.popleft()
     finally:
         fetcher.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await fetcher
+        while not pages.empty():  # pages fetched but not stored: their profile lookups are not needed
+            left = pages.get_nowait()
+            if isinstance(left, _Page):
+                left.profiles.cancel()
+        # An error ended the pull: what was stored before it still gets its cursor saved.
+        for task in in_flight:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
     return stored
 
 
-async def _fetch_pages(adapter: Any, inbox_id: int, open_kfid: str, cursor: str | None, token: str | None,
-                       out: asyncio.Queue[dict[str, Any] | BaseException | None]) -> None:
-    """kf/sync_msg pages in cursor order into `out`; None after the last (has_more 0), an error as is."""
+async def _save_after(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
+                      store: asyncio.Task[int], previous: asyncio.Task[int] | None) -> int:
+    """Save the cursor of a batch once it is stored and the batches before it are saved (in order)."""
+    try:
+        count = await store
+    finally:
+        if previous is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # its own awaiter sees its error
+                await previous
+    if previous is not None and (previous.cancelled() or previous.exception() is not None):
+        raise RuntimeError("an earlier batch of this pull was not stored")
+    await _save_cursor(ctx, inbox_id, open_kfid, owner, cursor, count)
+    return count
+
+
+async def _fetch_pages(ctx: AppContext, inbox: Inbox, adapter: Any, open_kfid: str, cursor: str | None,
+                       token: str | None, out: asyncio.Queue[_Page | BaseException | None]) -> None:
+    """kf/sync_msg pages in cursor order into `out` (translated, new customers' profiles fetched);
+    None after the last (has_more 0), an error as is."""
+    inbox_id = inbox.id
+    profiles: asyncio.Task[dict[str, ContactProfile]] | None = None
     try:
         for _ in range(MAX_PAGES):
             try:
@@ -277,7 +332,11 @@ async def _fetch_pages(adapter: Any, inbox_id: int, open_kfid: str, cursor: str 
                 continue
             next_cursor = page.get("next_cursor") or cursor
             more = str(page.get("has_more") or "0") not in ("0", "False", "false")
-            await out.put(page)
+            records = adapter.translate(page.get("msg_list") or [])
+            # Profiles are looked up while the next page is fetched, one page's after another's (the
+            # memo of the one before saves asking twice for a customer on both pages).
+            profiles = asyncio.get_running_loop().create_task(_profiles_after(ctx, inbox, adapter, records, profiles))
+            await out.put(_Page(records, profiles, page.get("next_cursor") or None))
             if not more:
                 break
             if next_cursor == cursor and not page.get("msg_list"):
@@ -289,6 +348,14 @@ async def _fetch_pages(adapter: Any, inbox_id: int, open_kfid: str, cursor: str 
         raise
     except Exception as exc:  # noqa: BLE001 - handed to the storing side, which stops the pull with it
         await out.put(exc)
+
+
+async def _profiles_after(ctx: AppContext, inbox: Inbox, adapter: Any, records: list[KfRecord],
+                          previous: asyncio.Task[dict[str, ContactProfile]] | None) -> dict[str, ContactProfile]:
+    if previous is not None:
+        with contextlib.suppress(Exception):
+            await previous
+    return await fetch_profiles(ctx, inbox, adapter, records) if records else {}
 
 
 async def _save_cursor(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,

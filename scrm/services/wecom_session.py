@@ -4,7 +4,8 @@ handoff "in_step" (default): bot ↔ 1 智能助手, queue ↔ 2 待接入池, h
 userid: settings.servicers maps agent logins to userids, default_servicer_userid otherwise), resolved ↔ 4.
 WeCom lets the API send only in states 0 and 1 (95018 otherwise), so in state 3 the agent replies from
 the WeCom client (the reply comes back through kf/sync_msg, origin 5, and is stored as theirs) and the
-reply box says so instead of failing later. An agent without a WeCom userid keeps the session in 1
+reply box says so instead of failing later; except the first reply after the move into 3, which goes
+through the msg_code that move returned (send_msg_on_event, one text within 48 h). An agent without a WeCom userid keeps the session in 1
 (the API can send their replies); one that waits in the pool (2) needs a mapped agent.
 handoff "api_only": scrm is the desk, the session stays 1 (bot, queue, human) and 4 on resolve; the
 trade-off is that WeCom's own client and statistics see the whole session as 智能助手 and the 5-message
@@ -22,8 +23,16 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from channels.wecom.session import STATE_NAMES, current_state, remembered
-from scrm.db.models import Agent, ContactIdentity, Conversation, Delivery, Inbox
+from channels.wecom.session import (
+    STATE_NAMES,
+    code_used,
+    current_state,
+    remembered,
+    reply_code,
+    reply_code_key,
+    with_reply_code,
+)
+from scrm.db.models import Agent, ContactIdentity, Conversation, Delivery, Inbox, InboxState, Message
 from scrm.event_batch import before_reading_again
 from scrm.services import conversations as conv_svc
 from scrm.services.outbox import enqueue_delivery
@@ -35,9 +44,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("scrm.wecom.session")
 
 
-def remember(identity: ContactIdentity, state: int, servicer: str | None = None) -> None:
-    """Write the session state (and servicer in state 3) on the identity."""
+def remember(identity: ContactIdentity, state: int, servicer: str | None = None, code: str | None = None) -> None:
+    """Write the session state (and servicer in state 3, with the move's msg_code if given) on the identity."""
     identity.attributes = remembered(identity.attributes or {}, state, servicer)
+    if code and state == 3:
+        identity.attributes = with_reply_code(identity.attributes, code, servicer)
 
 
 async def _servicer(tx: Tx, inbox: Inbox, agent_id: int | None) -> str | None:
@@ -114,6 +125,38 @@ async def on_state_failed(ctx: AppContext, delivery_id: int) -> None:
             await conv_svc.add_system_note(
                 tx, conv, f"WeCom 拒绝切换会话状态到 {STATE_NAMES.get(target, target)} / WeCom refused the session "
                           f"state {target}: {delivery.last_error or 'unknown reason'}")
+
+
+async def on_state_sent(ctx: AppContext, delivery_id: int) -> None:
+    """A move into 人工 went through: remember the msg_code WeCom returned for the agent's first reply."""
+    async with unit_of_work(ctx) as tx:
+        delivery = await tx.session.get(Delivery, delivery_id)
+        if delivery is None or delivery.kind != "wecom_state" or delivery.identity_id is None:
+            return
+        row = await tx.session.get(InboxState, (delivery.inbox_id, reply_code_key(delivery.recipient_id)))
+        if row is None:
+            return
+        entry = (row.value or {}).get("v") or {}
+        await tx.session.delete(row)
+        identity = await tx.session.get(ContactIdentity, delivery.identity_id, with_for_update=True)
+        if identity is None or not entry.get("code"):
+            return
+        state, servicer = current_state(dict(identity.attributes or {}))
+        if state == 3 and (not entry.get("servicer") or entry.get("servicer") == servicer):
+            identity.attributes = with_reply_code(identity.attributes or {}, str(entry["code"]), servicer)
+
+
+async def reply_code_taken(ctx: AppContext, conversation_id: int, message_id: int) -> None:
+    """An agent's message in 人工: the one reply the session's code allows is taken (later ones are refused
+    with the reason, before they are sent)."""
+    async with unit_of_work(ctx) as tx:
+        conv = await tx.session.get(Conversation, conversation_id)
+        message = await tx.session.get(Message, message_id)
+        if conv is None or message is None or message.external_id is not None:
+            return  # a servicer's reply from the WeCom client (stored with its msgid) takes no code
+        identity = await tx.session.get(ContactIdentity, conv.identity_id, with_for_update=True)
+        if identity is not None and reply_code(identity.attributes or {}) is not None:
+            identity.attributes = code_used(identity.attributes or {}, message_id)
 
 
 async def latest_state_delivery(ctx: AppContext, conversation_id: int) -> Delivery | None:

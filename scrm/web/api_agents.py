@@ -173,11 +173,7 @@ class MePatch(BaseModel):
 async def update_me(request: web.Request, principal: Principal, body: MePatch) -> web.Response:
     ctx = request.app[CTX]
     async with unit_of_work(ctx) as tx:
-        agent = await tx.session.get(Agent, principal.agent_id)
-        assert agent is not None
-        for name, value in body.model_dump(exclude_unset=True).items():
-            setattr(agent, name, value)
-        tx.emit("agent.updated", agent_id=agent.id, availability=agent.availability)
+        agent = await agent_svc.update_own(tx, principal.agent_id, body.model_dump(exclude_unset=True))
     return ok({"agent": agent_json(agent)})
 
 
@@ -262,20 +258,11 @@ async def update_agent(request: web.Request, principal: Principal, body: AgentPa
         raise ApiError(400, "you cannot deactivate or demote yourself", "self_change")
     new_hash = await agent_svc.hash_password(body.password) if body.password else None
     async with unit_of_work(ctx) as tx:
-        agent = await tx.session.get(Agent, aid)
-        if agent is None:
+        updated = await agent_svc.admin_update(tx, aid, body.model_dump(include={"role", "active", "display_name"}),
+                                               new_hash)
+        if updated is None:
             raise ApiError(404, "agent not found", "not_found")
-        for name in ("role", "active", "display_name"):
-            value = getattr(body, name)
-            if value is not None:
-                setattr(agent, name, value)
-        revoked = None
-        if new_hash is not None:
-            agent.password_hash = new_hash
-        if new_hash is not None or body.active is False:
-            # A reset or a deactivation answers a leaver or a leaked password: every session and API
-            # token of the agent ends now, and reactivation later does not bring them back.
-            revoked = await agent_svc.revoke_credentials(tx.session, aid)
+        agent, revoked = updated
         audit.record(tx, principal.agent_id, "agent.update", "agent", aid,
                      fields=sorted(k for k in body.model_dump(exclude_unset=True) if k != "password"),
                      **({"sessions_ended": revoked[0], "tokens_revoked": revoked[1]} if revoked else {}))

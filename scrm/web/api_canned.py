@@ -10,7 +10,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from scrm.db.models_ui import CannedResponse
-from scrm.services import audit
+from scrm.services import canned
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
@@ -65,11 +65,7 @@ async def _save(request: web.Request, fn: Any) -> CannedResponse:
 @api("POST", "/canned_responses", roles=ADMIN, body=CannedIn, summary="Create a canned response", tag="canned")
 async def create_canned(request: web.Request, principal: Principal, body: CannedIn) -> web.Response:
     async def do(tx: Any) -> CannedResponse:
-        row = CannedResponse(shortcut=body.shortcut, title=body.title, text=body.text, created_by=principal.agent_id)
-        tx.session.add(row)
-        await tx.session.flush()
-        audit.record(tx, principal.agent_id, "canned.create", "canned_response", row.id)
-        return row
+        return await canned.create(tx, principal.agent_id, body.shortcut, body.title, body.text)
 
     return ok(canned_json(await _save(request, do)), 201)
 
@@ -79,14 +75,9 @@ async def update_canned(request: web.Request, principal: Principal, body: Canned
     cid = path_int(request, "id")
 
     async def do(tx: Any) -> CannedResponse:
-        row: CannedResponse | None = await tx.session.get(CannedResponse, cid)
+        row = await canned.update(tx, principal.agent_id, cid, body.model_dump(exclude_unset=True))
         if row is None:
             raise ApiError(404, "canned response not found", "not_found")
-        for name, value in body.model_dump(exclude_unset=True).items():
-            if value is not None:
-                setattr(row, name, value)
-        await tx.session.flush()
-        audit.record(tx, principal.agent_id, "canned.update", "canned_response", cid)
         return row
 
     return ok(canned_json(await _save(request, do)))
@@ -97,9 +88,6 @@ async def delete_canned(request: web.Request, principal: Principal) -> web.Respo
     ctx = request.app[CTX]
     cid = path_int(request, "id")
     async with unit_of_work(ctx) as tx:
-        row = await tx.session.get(CannedResponse, cid)
-        if row is None:
+        if not await canned.delete(tx, principal.agent_id, cid):
             raise ApiError(404, "canned response not found", "not_found")
-        await tx.session.delete(row)
-        audit.record(tx, principal.agent_id, "canned.delete", "canned_response", cid)
     return ok({"ok": True})

@@ -6,12 +6,11 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, or_, select
+from sqlalchemy import or_, select
 
-from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, ContactTag, Conversation, Inbox, Ticket
 from scrm.services import attributes as attr_svc
-from scrm.services import audit, inbox_access
+from scrm.services import contact_profile, inbox_access
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact
@@ -95,31 +94,18 @@ class ContactPatch(BaseModel):
 
 @api("PATCH", "/contacts/{id}", roles=SUPPORT, body=ContactPatch, summary="Update a contact's profile, attributes, tags",
      tag="contacts")
-async def update_contact(request: web.Request, principal: Principal, body: ContactPatch) -> web.Response:
+async def update_contact(request: web.Request, principal: Principal, body: ContactPatch) -> web.StreamResponse:
     ctx = request.app[CTX]
     cid = path_int(request, "id")
     await require_contact(request, principal, cid)
-    async with unit_of_work(ctx) as tx:
-        contact = await tx.session.get(Contact, cid, with_for_update=True)
-        if contact is None:
-            raise ApiError(404, "contact not found", "not_found")
-        changes = body.model_dump(exclude_unset=True)
-        for name in ("name", "email", "phone", "language"):
-            if name in changes:
-                setattr(contact, name, changes[name] or None)
-        if body.attributes is not None:  # the same validation as PUT /contacts/{id}/attributes
-            try:
-                attr_changes = await attr_svc.set_values(tx.session, contact, body.attributes)
-            except attr_svc.AttributeError_ as exc:
-                raise ApiError(400, str(exc), "bad_attribute") from None
-            if attr_changes:
-                audit.record(tx, principal.agent_id, "contact.attributes", "contact", cid, changes=attr_changes)
-        if body.tags is not None:
-            clean = sorted({t.strip() for t in body.tags if t.strip()})
-            if any(len(t) > 64 for t in clean):
-                raise ApiError(400, "tags are at most 64 characters", "bad_tag")
-            await tx.session.execute(delete(ContactTag).where(ContactTag.contact_id == cid))
-            tx.session.add_all(ContactTag(contact_id=cid, tag=t) for t in clean)
-        audit.record(tx, principal.agent_id, "contact.update", "contact", cid, fields=sorted(changes))
-        tx.emit(ev.CONTACT_UPDATED, contact_id=cid)
+    try:
+        async with unit_of_work(ctx) as tx:
+            contact = await contact_profile.update_profile(
+                tx, principal.agent_id, cid, body.model_dump(exclude_unset=True), body.attributes, body.tags)
+            if contact is None:
+                raise ApiError(404, "contact not found", "not_found")
+    except attr_svc.AttributeError_ as exc:
+        raise ApiError(400, str(exc), "bad_attribute") from None
+    except contact_profile.TagError as exc:
+        raise ApiError(400, str(exc), "bad_tag") from None
     return await get_contact(request, principal)

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, or_, select
+from sqlalchemy import or_, select
 
 from scrm.db.models import Conversation, Ticket
 from scrm.db.models_desk import (
@@ -22,7 +22,16 @@ from scrm.db.models_desk import (
     WebhookDelivery,
     WebhookSubscription,
 )
-from scrm.services import assignment, automation, inbox_access, reports, sla, ticket_workflow, webhooks_out
+from scrm.services import (
+    assignment,
+    automation,
+    desk_config,
+    inbox_access,
+    reports,
+    sla,
+    ticket_workflow,
+    webhooks_out,
+)
 from scrm.services import desk_settings as settings_svc
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
@@ -91,20 +100,20 @@ async def list_teams(request: web.Request, principal: Principal) -> web.Response
 
 @api("POST", "/desk/teams", roles=ADMIN, body=assignment.TeamIn, summary="Create a team", tag=TAG)
 async def create_team(request: web.Request, principal: Principal, body: assignment.TeamIn) -> web.Response:
-    return await _save_team(request, body, None)
+    return await _save_team(request, principal, body, None)
 
 
 @api("PUT", "/desk/teams/{id}", roles=ADMIN, body=assignment.TeamIn, summary="Update a team", tag=TAG)
 async def update_team(request: web.Request, principal: Principal, body: assignment.TeamIn) -> web.Response:
-    return await _save_team(request, body, path_int(request, "id"))
+    return await _save_team(request, principal, body, path_int(request, "id"))
 
 
-async def _save_team(request: web.Request, body: assignment.TeamIn, team_id: int | None) -> web.Response:
+async def _save_team(request: web.Request, principal: Principal, body: assignment.TeamIn,
+                     team_id: int | None) -> web.Response:
     try:
         async with unit_of_work(request.app[CTX]) as tx:
-            team = await assignment.save_team(tx, body, team_id)
+            team = await desk_config.save_team(tx, principal.agent_id, body, team_id)
             data = await _team_json(tx, team)
-            tx.emit("inbox.members_changed", team_id=team.id)  # a team may give its members an inbox
     except assignment.AssignmentError as exc:
         raise ApiError(404 if "not found" in str(exc) else 400, str(exc), "invalid_team") from None
     return ok({"team": data}, 200 if team_id else 201)
@@ -112,16 +121,15 @@ async def _save_team(request: web.Request, body: assignment.TeamIn, team_id: int
 
 @api("DELETE", "/desk/teams/{id}", roles=ADMIN, summary="Delete a team", tag=TAG)
 async def delete_team(request: web.Request, principal: Principal) -> web.Response:
-    return await _delete(request, Team)
+    return await _delete(request, principal, "team")
 
 
-async def _delete(request: web.Request, model: Any) -> web.Response:
+async def _delete(request: web.Request, principal: Principal, kind: str) -> web.Response:
     async with unit_of_work(request.app[CTX]) as tx:
-        res = await tx.session.execute(delete(model).where(model.id == path_int(request, "id")))
-    if not res.rowcount:  # type: ignore[attr-defined]
+        deleted = await desk_config.delete_row(tx, principal.agent_id, kind, path_int(request, "id"))
+    if not deleted:
         raise ApiError(404, "not found", "not_found")
-    automation.invalidate_cache()
-    webhooks_out.invalidate_cache()
+    desk_config.invalidate_caches()
     return ok({"deleted": True})
 
 
@@ -141,26 +149,22 @@ async def list_sla(request: web.Request, principal: Principal) -> web.Response:
 @api("POST", "/desk/sla-policies", roles=ADMIN, body=sla.SlaPolicyIn, summary="Create an SLA policy", tag=TAG)
 async def create_sla(request: web.Request, principal: Principal, body: sla.SlaPolicyIn) -> web.Response:
     async with unit_of_work(request.app[CTX]) as tx:
-        policy = SlaPolicy(**body.model_dump())
-        tx.session.add(policy)
-        await tx.session.flush()
+        policy = await desk_config.save_sla_policy(tx, body, None)
         return ok({"policy": _row(policy, *SLA_FIELDS)}, 201)
 
 
 @api("PUT", "/desk/sla-policies/{id}", roles=ADMIN, body=sla.SlaPolicyIn, summary="Update an SLA policy", tag=TAG)
 async def update_sla(request: web.Request, principal: Principal, body: sla.SlaPolicyIn) -> web.Response:
     async with unit_of_work(request.app[CTX]) as tx:
-        policy = await tx.session.get(SlaPolicy, path_int(request, "id"))
+        policy = await desk_config.save_sla_policy(tx, body, path_int(request, "id"))
         if policy is None:
             raise ApiError(404, "SLA policy not found", "not_found")
-        for k, v in body.model_dump().items():
-            setattr(policy, k, v)
         return ok({"policy": _row(policy, *SLA_FIELDS)})
 
 
 @api("DELETE", "/desk/sla-policies/{id}", roles=ADMIN, summary="Delete an SLA policy", tag=TAG)
 async def delete_sla(request: web.Request, principal: Principal) -> web.Response:
-    return await _delete(request, SlaPolicy)
+    return await _delete(request, principal, "sla_policy")
 
 
 @api("GET", "/desk/sla/conversations", roles=SUPPORT, query={"ids": "comma-separated conversation ids (max 200)"},
@@ -203,16 +207,9 @@ async def update_rule(request: web.Request, principal: Principal, body: automati
 async def _save_rule(request: web.Request, body: automation.RuleIn, rule_id: int | None) -> web.Response:
     try:
         async with unit_of_work(request.app[CTX]) as tx:
-            await automation.check_targets(tx, body)
-            rule = await tx.session.get(AutomationRule, rule_id) if rule_id else AutomationRule()
+            rule = await desk_config.save_rule(tx, body, rule_id)
             if rule is None:
                 raise ApiError(404, "rule not found", "not_found")
-            data = body.model_dump(mode="json", exclude_none=False)
-            data["conditions"] = body.conditions.model_dump(mode="json", exclude_none=True)
-            for k, v in data.items():
-                setattr(rule, k, v)
-            tx.session.add(rule)
-            await tx.session.flush()
             out = _row(rule, *RULE_FIELDS)
     except automation.RuleError as exc:
         raise ApiError(400, str(exc), "invalid_rule") from None
@@ -222,7 +219,7 @@ async def _save_rule(request: web.Request, body: automation.RuleIn, rule_id: int
 
 @api("DELETE", "/desk/rules/{id}", roles=ADMIN, summary="Delete an automation rule", tag=TAG)
 async def delete_rule(request: web.Request, principal: Principal) -> web.Response:
-    return await _delete(request, AutomationRule)
+    return await _delete(request, principal, "rule")
 
 
 @api("GET", "/desk/rules/log", roles=SUPPORT, query={"conversation_id": "only this conversation", "limit": "1-500"},
@@ -260,10 +257,8 @@ async def list_hooks(request: web.Request, principal: Principal) -> web.Response
      summary="Subscribe an endpoint to events (the signing secret is returned once)", tag=TAG)
 async def create_hook(request: web.Request, principal: Principal, body: webhooks_out.WebhookIn) -> web.Response:
     async with unit_of_work(request.app[CTX]) as tx:
-        hook = WebhookSubscription(name=body.name, url=body.url, events=body.events, active=body.active,
-                                   secret=body.secret or webhooks_out.new_secret())
-        tx.session.add(hook)
-        await tx.session.flush()
+        hook = await desk_config.save_webhook(tx, body, None)
+        assert hook is not None
         data = _hook_json(hook, with_secret=True)
     webhooks_out.invalidate_cache()
     return ok({"webhook": data}, 201)
@@ -272,12 +267,9 @@ async def create_hook(request: web.Request, principal: Principal, body: webhooks
 @api("PUT", "/desk/webhooks/{id}", roles=ADMIN, body=webhooks_out.WebhookIn, summary="Update an outgoing webhook", tag=TAG)
 async def update_hook(request: web.Request, principal: Principal, body: webhooks_out.WebhookIn) -> web.Response:
     async with unit_of_work(request.app[CTX]) as tx:
-        hook = await tx.session.get(WebhookSubscription, path_int(request, "id"))
+        hook = await desk_config.save_webhook(tx, body, path_int(request, "id"))
         if hook is None:
             raise ApiError(404, "webhook not found", "not_found")
-        hook.name, hook.url, hook.events, hook.active = body.name, body.url, body.events, body.active
-        if body.secret:
-            hook.secret = body.secret
         data = _hook_json(hook)
     webhooks_out.invalidate_cache()
     return ok({"webhook": data})
@@ -285,7 +277,7 @@ async def update_hook(request: web.Request, principal: Principal, body: webhooks
 
 @api("DELETE", "/desk/webhooks/{id}", roles=ADMIN, summary="Delete an outgoing webhook and its log", tag=TAG)
 async def delete_hook(request: web.Request, principal: Principal) -> web.Response:
-    return await _delete(request, WebhookSubscription)
+    return await _delete(request, principal, "webhook")
 
 
 DELIVERY_FIELDS = ("id", "webhook_id", "event_id", "event", "status", "attempts", "next_attempt_at",

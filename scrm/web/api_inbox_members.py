@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select
 
-from scrm import events as ev
-from scrm.db.models import Agent, Conversation, Inbox
-from scrm.db.models_access import InboxAgent, InboxTeam
-from scrm.db.models_desk import Team
-from scrm.services import audit, inbox_access
+from scrm.db.models import Inbox
+from scrm.services import inbox_access, inbox_members
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.api_faq import register
@@ -18,7 +14,7 @@ from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, API_ROUTES, ApiError, api, ok, path_int
 
 _FIRST = len(API_ROUTES)
-MEMBERS_CHANGED = "inbox.members_changed"  # realtime hubs re-read their sockets' visible inboxes
+MEMBERS_CHANGED = inbox_members.MEMBERS_CHANGED
 
 
 class MembersIn(BaseModel):
@@ -43,38 +39,14 @@ async def get_members(request: web.Request, principal: Principal) -> web.Respons
              "no longer sees the inbox are unassigned")
 async def put_members(request: web.Request, principal: Principal, body: MembersIn) -> web.Response:
     inbox_id = path_int(request, "id")
-    agent_ids, team_ids = sorted(set(body.agent_ids)), sorted(set(body.team_ids))
-    async with unit_of_work(request.app[CTX]) as tx:
-        s = tx.session
-        if await s.get(Inbox, inbox_id, with_for_update=True) is None:
-            raise ApiError(404, "inbox not found", "not_found")
-        found = set((await s.scalars(select(Agent.id).where(Agent.id.in_(agent_ids)))).all()) if agent_ids else set()
-        if missing := [a for a in agent_ids if a not in found]:
-            raise ApiError(400, f"no agent with id {missing[0]}", "bad_member")
-        teams = set((await s.scalars(select(Team.id).where(Team.id.in_(team_ids)))).all()) if team_ids else set()
-        if missing := [t for t in team_ids if t not in teams]:
-            raise ApiError(400, f"no team with id {missing[0]}", "bad_member")
-        await s.execute(delete(InboxAgent).where(InboxAgent.inbox_id == inbox_id))
-        await s.execute(delete(InboxTeam).where(InboxTeam.inbox_id == inbox_id))
-        s.add_all(InboxAgent(inbox_id=inbox_id, agent_id=a) for a in agent_ids)
-        s.add_all(InboxTeam(inbox_id=inbox_id, team_id=t) for t in team_ids)
-        await s.flush()
-        # An assignee who lost the inbox could no longer open their own conversation: put it back in the queue.
-        lost = (await s.scalars(
-            select(Conversation.id).join(Agent, Agent.id == Conversation.assignee_id)
-            .where(Conversation.inbox_id == inbox_id, Conversation.status != "resolved", ~inbox_access.sees_inbox(inbox_id))
-        )).all()
-        for cid in lost:
-            conv = await s.get(Conversation, cid)
-            if conv is not None:
-                conv.assignee_id = None
-                tx.emit(ev.CONVERSATION_ASSIGNED, conversation_id=cid, assignee_id=None, inbox_id=inbox_id,
-                        by=principal.agent_id)
-                tx.emit(ev.CONVERSATION_UPDATED, conversation_id=cid, inbox_id=inbox_id)
-        audit.record(tx, principal.agent_id, "inbox.members", "inbox", inbox_id, agent_ids=agent_ids,
-                     team_ids=team_ids, unassigned=list(lost))
-        tx.emit(MEMBERS_CHANGED, inbox_id=inbox_id)
-        members = await inbox_access.inbox_members(s, inbox_id)
+    try:
+        async with unit_of_work(request.app[CTX]) as tx:
+            lost = await inbox_members.set_members(tx, principal.agent_id, inbox_id, body.agent_ids, body.team_ids)
+            if lost is None:
+                raise ApiError(404, "inbox not found", "not_found")
+            members = await inbox_access.inbox_members(tx.session, inbox_id)
+    except inbox_members.MemberError as exc:
+        raise ApiError(400, str(exc), "bad_member") from None
     return ok({**members, "open_to_all": not members["agent_ids"] and not members["team_ids"],
                "unassigned_conversations": list(lost)})
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from channels.registry import available_channel_types, get_adapter_class
 from scrm.db.models import Inbox
-from scrm.services import audit, inbox_access
+from scrm.services import inbox_access, inboxes
 from scrm.services.agents import Principal
 from scrm.services.uow import unit_of_work
 from scrm.settings import Settings
@@ -85,11 +85,8 @@ async def create_inbox(request: web.Request, principal: Principal, body: InboxIn
     secrets = get_adapter_class(body.channel_type).init_secrets(body.secrets)  # generated once, stored as checked
     validate_inbox_config(body.channel_type, body.settings, secrets)
     async with unit_of_work(ctx) as tx:
-        inbox = Inbox(name=body.name, channel_type=body.channel_type, settings=body.settings,
-                      secrets=secrets, reopen_policy=body.reopen_policy, active=True)
-        tx.session.add(inbox)
-        await tx.session.flush()
-        audit.record(tx, principal.agent_id, "inbox.create", "inbox", inbox.id, channel_type=body.channel_type)
+        inbox = await inboxes.create(tx, principal.agent_id, name=body.name, channel_type=body.channel_type,
+                                     settings=body.settings, secrets=secrets, reopen_policy=body.reopen_policy)
     await _setup(request, inbox)
     return ok(inbox_json(inbox, public_url=ctx.settings.server.public_url, reveal=True), 201)
 
@@ -118,7 +115,7 @@ async def get_inbox(request: web.Request, principal: Principal) -> web.Response:
 async def update_inbox(request: web.Request, principal: Principal, body: InboxPatch) -> web.Response:
     ctx = request.app[CTX]
     async with unit_of_work(ctx) as tx:
-        inbox = await tx.session.get(Inbox, path_int(request, "id"), with_for_update=True)
+        inbox = await inboxes.lock(tx, path_int(request, "id"))
         if inbox is None:
             raise ApiError(404, "inbox not found", "not_found")
         settings = body.settings if body.settings is not None else inbox.settings
@@ -126,13 +123,9 @@ async def update_inbox(request: web.Request, principal: Principal, body: InboxPa
         given = {k: v for k, v in (body.secrets or {}).items() if not is_masked(v)}
         secrets = dict(inbox.secrets) | given
         validate_inbox_config(inbox.channel_type, settings, secrets)
-        inbox.settings, inbox.secrets = settings, secrets
-        for name in ("name", "reopen_policy", "active"):
-            value = getattr(body, name)
-            if value is not None:
-                setattr(inbox, name, value)
-        audit.record(tx, principal.agent_id, "inbox.update", "inbox", inbox.id,
-                     fields=sorted(body.model_dump(exclude_unset=True)))
+        inboxes.update(tx, principal.agent_id, inbox, settings=settings, secrets=secrets,
+                       changes=body.model_dump(include={"name", "reopen_policy", "active"}),
+                       fields=sorted(body.model_dump(exclude_unset=True)))
     return ok(inbox_json(inbox, public_url=ctx.settings.server.public_url))
 
 
@@ -140,11 +133,8 @@ async def update_inbox(request: web.Request, principal: Principal, body: InboxPa
 async def delete_inbox(request: web.Request, principal: Principal) -> web.Response:
     ctx = request.app[CTX]
     async with unit_of_work(ctx) as tx:
-        inbox = await tx.session.get(Inbox, path_int(request, "id"))
-        if inbox is None:
+        if not await inboxes.disable(tx, principal.agent_id, path_int(request, "id")):
             raise ApiError(404, "inbox not found", "not_found")
-        inbox.active = False
-        audit.record(tx, principal.agent_id, "inbox.disable", "inbox", inbox.id)
     return ok({"ok": True})
 
 

@@ -11,10 +11,11 @@ import re
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from scrm.db.models import Message
 from scrm.db.models_mail import UnroutableMail
+from scrm.services import unroutable
 from scrm.services.agents import Principal
 from scrm.services.unroutable import unroutable_json
 from scrm.web.access import require_message
@@ -69,7 +70,7 @@ async def unroutable_raw(request: web.Request, principal: Principal) -> web.Stre
 async def delete_unroutable(request: web.Request, principal: Principal) -> web.Response:
     row = await _unroutable(request)
     async with request.app[CTX].db.transaction() as s:
-        await s.execute(delete(UnroutableMail).where(UnroutableMail.id == row.id))
+        await unroutable.discard(s, row.id)
     return ok({"ok": True})
 
 

@@ -225,6 +225,31 @@ async def test_assignment_never_goes_to_an_agent_who_cannot_see_the_inbox(client
     assert (await client.get(f"/api/v1/conversations/{world['conv']['A']}", headers=world["bob"])).status == 200
 
 
+async def test_leaving_a_member_team_or_its_deletion_requeues_the_agents_conversations(client, world):
+    admin, team, bob = world["admin"], world["team"], world["ids_of"]["bob"]
+    conv_b = world["conv"]["B"]
+    assert (await client.post(f"/api/v1/conversations/{conv_b}/assign", json={"assignee_id": bob},
+                              headers=admin)).status == 200
+    # Bob is taken off the team that gives him inbox B: his open conversation there goes back to the queue.
+    r = await client.put(f"/api/v1/desk/teams/{team}", json={"name": "B team", "members": []}, headers=admin)
+    assert r.status == 200, await r.text()
+    detail = await (await client.get(f"/api/v1/conversations/{conv_b}", headers=admin)).json()
+    assert detail["assignee_id"] is None
+    assert (await client.get(f"/api/v1/conversations/{conv_b}", headers=world["bob"])).status == 404
+    # Back on the team, assigned again; then the team is deleted (B keeps alice as a member, so it does
+    # not become open to all): requeued again.
+    r = await client.put(f"/api/v1/desk/teams/{team}", json={"name": "B team", "members": [bob]}, headers=admin)
+    assert r.status == 200
+    r = await client.put(f"/api/v1/inboxes/{world['inbox']['B']}/members",
+                         json={"team_ids": [team], "agent_ids": [world["ids_of"]["alice"]]}, headers=admin)
+    assert r.status == 200
+    assert (await client.post(f"/api/v1/conversations/{conv_b}/assign", json={"assignee_id": bob},
+                              headers=admin)).status == 200
+    assert (await client.delete(f"/api/v1/desk/teams/{team}", headers=admin)).status == 200
+    detail = await (await client.get(f"/api/v1/conversations/{conv_b}", headers=admin)).json()
+    assert detail["assignee_id"] is None
+
+
 async def test_members_api_validates_and_empty_members_open_the_inbox(client, world):
     admin, inbox_a = world["admin"], world["inbox"]["A"]
     r = await client.put(f"/api/v1/inboxes/{inbox_a}/members", json={"agent_ids": [987654]}, headers=admin)

@@ -65,6 +65,8 @@ class FakeWeCom:
     contact_ways: list[dict[str, Any]] = field(default_factory=list)
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     uploads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    media_limit: int = 20 * 1024 * 1024  # a plain media/get of a bigger file answers 830002 (use Range)
+    media_ranges: list[str] = field(default_factory=list)  # Range headers of media/get calls, in order
     errors: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     garbage: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # next N answers: not JSON
     canned: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))  # verbatim answers
@@ -287,8 +289,19 @@ class FakeWeCom:
         if media_id not in self.media:
             return web.Response(text=json.dumps(sample(ERROR_SAMPLES[40007])), content_type="application/json")
         data, mime = self.media[media_id]
-        return web.Response(body=data, content_type=mime,
-                            headers={"Content-disposition": f'attachment; filename="{media_id}.jpg"'})
+        disposition = {"Content-disposition": f'attachment; filename="{media_id}.jpg"'}
+        wanted = request.headers.get("Range")
+        self.media_ranges.append(wanted or "")
+        if wanted:
+            first, _, last = wanted.removeprefix("bytes=").partition("-")
+            start, end = int(first), min(int(last), len(data) - 1)
+            if end - start + 1 > self.media_limit:
+                return web.json_response({"errcode": 830002, "errmsg": "media size exceed limit"})
+            return web.Response(status=206, body=data[start:end + 1], content_type=mime,
+                                headers=disposition | {"Content-Range": f"bytes {start}-{end}/{len(data)}"})
+        if len(data) > self.media_limit:
+            return web.json_response({"errcode": 830002, "errmsg": "media size exceed limit"})  # message ours
+        return web.Response(body=data, content_type=mime, headers=disposition)
 
 
 @contextlib.asynccontextmanager
