@@ -17,7 +17,7 @@ demo: install
 	$(BIN)/scrm demo
 
 test: install
-	$(BIN)/ruff check scrm channels bot_flows
+	$(BIN)/ruff check scrm channels bot_flows tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 

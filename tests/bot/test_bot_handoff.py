@@ -68,14 +68,19 @@ async def test_a_takeover_between_the_message_and_the_bot_wins(client, ctx, admi
     """The customer writes while the bot handles the conversation; an agent takes over before the bot's
     round runs: the bot must not answer."""
     inbox, cid = await _start(client, ctx)
-    gate = asyncio.Event()
+    at_gate, gate = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        at_gate.set()
+        await gate.wait()
+
     # The consumer is held before its next batch (a round in progress holds the conversation's turn:
     # the agent's action would wait for it, so the race is between the commit and the round).
-    ctx.bus.before_work.append(gate.wait)
+    ctx.bus.before_work.append(hold)
     before = await bot_replies(ctx, cid)
     r = await post_signed(client, inbox, api_message("race-1", sender="cust-1", text="运费怎么收？"))
     assert r.status == 200  # stored while the bot handles the conversation; the bot's round is held
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(at_gate.wait(), 10)
     await _handler(client, admin_headers, cid, "human")
     gate.set()
     await settle(ctx)

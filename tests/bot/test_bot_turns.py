@@ -4,17 +4,23 @@ message is stored and acknowledged without waiting for a round in progress (Post
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
-from scrm.db.models import Conversation, ContactIdentity, Inbox, Message, utcnow
+from scrm.db.models import ContactIdentity, Conversation, Inbox, Message, utcnow
 from scrm.services import bot as bot_svc
+from scrm.services import conversations as conv_svc
+from scrm.services.conversation_turns import TURNS
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import unit_of_work
+from scrm.web import api_conversations
 from tests.bot.helpers_bot import TUESDAY_MORNING, bot_replies, conversation, say, set_clock, settle
-from tests.conftest import api_message, make_inbox, post_signed
+from tests.conftest import api_message, make_inbox, post_signed, wait_for
 
 
 async def _start(client, ctx):
@@ -36,6 +42,55 @@ def _hold_rounds(monkeypatch) -> tuple[asyncio.Event, asyncio.Event]:
 
     monkeypatch.setattr(bot_svc, "_business_hours", held)
     return entered, gate
+
+
+class _WatchedWriteLock(asyncio.Lock):
+    """SQLite's write lock (one writer at a time), recording the tasks that wait for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: set[asyncio.Task[Any]] = set()
+
+    async def acquire(self) -> bool:
+        task = asyncio.current_task()
+        if self.locked() and task is not None:
+            self.waiting.add(task)
+        try:
+            return await super().acquire()
+        finally:
+            self.waiting.discard(task)  # type: ignore[arg-type]
+
+
+def _watch_takeovers(ctx, backend: str, monkeypatch) -> Callable[[int], Awaitable[bool]]:
+    """Returns `waits_for_turn(cid)`: whether an agent's handler change is blocked waiting for its turn on the
+    conversation: on PostgreSQL an ungranted advisory lock on the conversation's turn, on SQLite the request's
+    task waiting for the write lock. Call before anything writes (it swaps SQLite's lock)."""
+    takeovers: set[asyncio.Task[Any]] = set()
+    real_run = api_conversations._run
+
+    async def run(request, fn, *args, **kwargs):
+        if fn is conv_svc.do_set_handler:
+            takeovers.add(asyncio.current_task())  # type: ignore[arg-type]
+        return await real_run(request, fn, *args, **kwargs)
+
+    monkeypatch.setattr(api_conversations, "_run", run)
+    if backend == "sqlite":
+        lock = _WatchedWriteLock()
+        monkeypatch.setattr(ctx.db, "_write_lock", lock)
+
+        async def sqlite_waits(cid: int) -> bool:
+            return bool(takeovers & lock.waiting)
+
+        return sqlite_waits
+
+    async def pg_waits(cid: int) -> bool:
+        key = TURNS | cid
+        async with ctx.db.session() as s:
+            return bool(await s.scalar(text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND classid::bigint = :hi AND objid::bigint = :lo"), {"hi": key >> 32, "lo": key & 0xFFFFFFFF}))
+
+    return pg_waits
 
 
 async def test_a_message_is_acknowledged_while_the_bot_answers_that_conversation(client, ctx, backend, monkeypatch):
@@ -61,19 +116,26 @@ async def test_a_message_is_acknowledged_while_the_bot_answers_that_conversation
     assert conv.waiting_since is None and conv.last_message_preview == replies[-1]["text"][:len(conv.last_message_preview)]
 
 
-async def test_an_agent_takeover_waits_for_the_bot_round_in_progress(client, ctx, admin_headers, monkeypatch):
+async def test_an_agent_takeover_waits_for_the_bot_round_in_progress(client, ctx, backend, admin_headers, monkeypatch):
+    waits_for_turn = _watch_takeovers(ctx, backend, monkeypatch)
     inbox, cid = await _start(client, ctx)
+    waits_for_turn = functools.partial(waits_for_turn, cid)
     entered, gate = _hold_rounds(monkeypatch)
     r = await post_signed(client, inbox, api_message("turn-3", sender="cust-1", text="运费怎么收？"))
     assert r.status == 200
     await asyncio.wait_for(entered.wait(), 10)
     takeover = asyncio.create_task(client.post(f"/api/v1/conversations/{cid}/handler", json={"handler": "human"},
                                                headers=admin_headers))
-    await asyncio.sleep(0.3)
-    held = not takeover.done()
-    gate.set()
+    # The round goes on only once the takeover is seen waiting for its turn; a takeover that does not wait
+    # answers first instead (however slow it is), and is caught.
+    waiting = asyncio.create_task(wait_for(lambda: waits_for_turn(), timeout=10))
+    try:
+        await asyncio.wait({takeover, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        held = not takeover.done()
+    finally:
+        gate.set()
     assert (await takeover).status == 200
-    assert held, "the takeover must wait for the bot's turn on the conversation"
+    assert held and await waiting, "the takeover must wait for the bot's turn on the conversation"
     await settle(ctx)
     async with ctx.db.session() as s:
         thread = [(m.sender_kind, m.text) for m in (await s.scalars(

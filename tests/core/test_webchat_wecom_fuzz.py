@@ -1,5 +1,5 @@
 """Property-based fuzzing (Hypothesis) of the WeCom callbacks and the web chat's visitor endpoints, as
-tests/core/test_webhook_fuzz.py does for the other webhooks: whatever arrives, the answer is never a 5xx,
+tests/core/test_webhook_fuzz.py does for the other webhooks, with its driver (tests/core/fuzzing.py): whatever arrives, the answer is never a 5xx,
 and nothing is stored unless the answer is a 2xx.
 
 WeCom: correctly encrypted and signed callbacks (so the code after decryption is reached) whose XML fields
@@ -12,17 +12,14 @@ Examples per endpoint are bounded for CI (SCRM_FUZZ_EXAMPLES, default 40).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
-import xml.sax.saxutils
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scrm.services import wecom_contacts
@@ -37,16 +34,20 @@ from tests.channels.wecom.wecom_samples import (
     envelope,
     sign,
 )
-from tests.core.test_webhook_fuzz import (
+from tests.core.fuzzing import (
     EXAMPLES,
-    _dumps,
-    _stored,
+    dumps,
     free_text,
+    fuzz_endpoint,
     garbage,
     hostile_str,
     json_value,
     numbers,
+    run_examples,
     scalar,
+    stored_counts,
+    xml_escape,
+    xml_text,
 )
 from tests.integration.wecom_helpers import contacts_inbox, kf_inbox
 from tests.web.webchat_helpers import make_web_inbox
@@ -54,54 +55,11 @@ from tests.web.webchat_helpers import make_web_inbox
 SITE = "https://shop.example.com"
 
 
-def _xml_text(value: Any) -> str:
-    return xml.sax.saxutils.escape(str(value)).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-
-
 def _xml(fields: dict[str, Any]) -> str:
-    return "<xml>" + "".join(f"<{k}>{_xml_text(v)}</{k}>" for k, v in fields.items()) + "</xml>"
-
-
-async def _run(client: Any, ctx: Any, strategy: st.SearchStrategy[dict[str, Any]], examples: int,
-               fill: Callable[[str], str], *, reaches_storage: bool = True,
-               settle: Callable[[], Awaitable[Any]] | None = None) -> list[int]:
-    """Send each drawn request (its "{id}" and "{token}" filled in); no 5xx, nothing stored without a 2xx."""
-    loop = asyncio.get_running_loop()
-    seen: list[int] = []
-
-    async def one(request: dict[str, Any]) -> None:
-        if "make" in request:
-            request = {**request["make"](), "plan": request["plan"]}
-        if settle is not None:  # work an earlier accepted request started in the background is done
-            await settle()
-        before = await _stored(ctx)
-        data = request.get("data")
-        if isinstance(data, bytes):
-            data = fill(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
-        headers = {k: fill(v) for k, v in (request.get("headers") or {}).items()}
-        resp = await client.request(request.get("method", "POST"), fill(request["path"]), data=data,
-                                    headers=headers, params=request.get("params"))
-        text = await resp.text()
-        seen.append(resp.status)
-        assert resp.status < 500, f"{resp.status} for {request!r}: {text[:300]}"
-        if not 200 <= resp.status < 300:
-            assert await _stored(ctx) == before, f"stored something but answered {resp.status}: {request!r}"
-
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(strategy)
-    def check(request: dict[str, Any]) -> None:
-        asyncio.run_coroutine_threadsafe(one(request), loop).result(timeout=60)
-
-    await asyncio.to_thread(check)
-    assert len(seen) >= examples
-    if reaches_storage:
-        assert any(200 <= status < 300 for status in seen), sorted(set(seen))
-    return seen
+    return "<xml>" + "".join(f"<{k}>{xml_escape(v)}</{k}>" for k, v in fields.items()) + "</xml>"
 
 
 # --- WeCom --------------------------------------------------------------------------------------------------
-xml_text = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=40)
 wecom_value = st.one_of(xml_text, scalar, st.sampled_from(["9" * 400, "١٧٠٠٠٠٠٠٠٠", "²", "-1", "0", ""]))
 KF_EVENTS = ["kf_msg_or_event", "kf_account_auth_change", "enter_session", "x", ""]
 CONTACT_CHANGES = ["add_external_contact", "edit_external_contact", "add_half_external_contact",
@@ -136,7 +94,7 @@ def wecom_requests(draw: Callable[..., Any]) -> dict[str, Any]:
         st.binary(max_size=100).map(lambda b: b.decode("latin-1"))))
     corp = CORP_ID if valid else draw(st.sampled_from([CORP_ID, OTHER_CORP]))
     cipher = "ok" if valid else draw(st.sampled_from(["ok", "ok", "cut", "hostile", "@@@", ""]))
-    hostile_cipher = draw(hostile_str.map(_xml_text))
+    hostile_cipher = draw(hostile_str.map(xml_escape))
     stamp = "now" if valid else draw(st.sampled_from(["now", "now", "9" * 400, "x", "", "-1", "١٧٠٠"]))
     signature = "ok" if valid else draw(st.sampled_from(["ok", "ok", "other"]))
     bad_signature = draw(st.text(max_size=45))
@@ -176,7 +134,7 @@ async def test_wecom_callback_fuzz(client, ctx, kind):
             await wecom_contacts.wait_background(ctx)
             await ctx.bus.drain(5)
 
-        seen = await _run(client, ctx, wecom_requests(), EXAMPLES,
+        seen = await fuzz_endpoint(client, ctx, wecom_requests(), EXAMPLES,
                           lambda s: s.replace("{segment}", segment).replace("{id}", str(inbox.id)), settle=settle)
         await settle()
     assert 200 in seen
@@ -211,7 +169,7 @@ id_value = st.one_of(st.integers(min_value=-5, max_value=2**70), st.sampled_from
 
 
 def _json_body(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
-    return st.one_of(strategy.map(_dumps), strategy.map(_dumps), strategy.map(_dumps), garbage)
+    return st.one_of(strategy.map(dumps), strategy.map(dumps), strategy.map(dumps), garbage)
 
 
 @st.composite
@@ -246,7 +204,7 @@ def widget_requests(draw: Callable[..., Any]) -> dict[str, Any]:
         return {"method": draw(st.sampled_from(["GET", "OPTIONS"])), "path": f"{base}/config", "headers": headers,
                 "params": {"lang": draw(st.sampled_from(["zh", "en", "é", ""]))}}
     return {"method": "GET", "path": draw(st.sampled_from([base, f"{base}/widget", f"{base}/qr.svg"])),
-            "params": {"lang": draw(st.sampled_from(["zh", "x"])), "source": draw(hostile_str.map(_xml_text))},
+            "params": {"lang": draw(st.sampled_from(["zh", "x"])), "source": draw(hostile_str.map(xml_escape))},
             "headers": headers}
 
 
@@ -261,14 +219,14 @@ async def _web_inbox_and_token(client: Any, ctx: Any, **settings: Any) -> tuple[
 async def test_web_chat_widget_api_fuzz(client, ctx):
     inbox, token = await _web_inbox_and_token(client, ctx, messages_per_minute=10_000,
                                               messages_per_minute_per_ip=10_000, sessions_per_minute_per_ip=10_000)
-    await _run(client, ctx, widget_requests(), EXAMPLES * 3,
+    await fuzz_endpoint(client, ctx, widget_requests(), EXAMPLES * 3,
                lambda s: s.replace("{id}", str(inbox.id)).replace("{token}", token))
 
 
 # --- web chat: uploads --------------------------------------------------------------------------------------
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 filename = st.one_of(st.sampled_from(["a.png", "../../x.png", "a.html", "", "é.png", "a\u0000.png", "%2e%2e/a.png",
-                                      "x" * 400 + ".png", "a.exe"]), hostile_str.map(_xml_text))
+                                      "x" * 400 + ".png", "a.exe"]), hostile_str.map(xml_escape))
 
 
 @st.composite
@@ -304,7 +262,7 @@ def upload_requests(draw: Callable[..., Any]) -> dict[str, Any]:
 async def test_web_chat_upload_fuzz(client, ctx):
     inbox, token = await _web_inbox_and_token(client, ctx, messages_per_minute=10_000,
                                               messages_per_minute_per_ip=10_000)
-    await _run(client, ctx, upload_requests(), EXAMPLES,
+    await fuzz_endpoint(client, ctx, upload_requests(), EXAMPLES,
                lambda s: s.replace("{id}", str(inbox.id)).replace("{token}", token))
 
 
@@ -324,29 +282,28 @@ def ws_sessions(draw: Callable[..., Any]) -> dict[str, Any]:
                               optional={"after": st.one_of(numbers, st.integers(0, 100))}),
         st.fixed_dictionaries({"type": st.just("auth"), "token": st.one_of(scalar, st.just("v1.é.é"))}),
         json_value))
-    frames = [_dumps(f).decode() for f in draw(st.lists(ws_frame, max_size=4))]
+    frames = [dumps(f).decode() for f in draw(st.lists(ws_frame, max_size=4))]
     frames += draw(st.lists(st.sampled_from(["{", "", "null", "[1]", '"x"', "\ud800"]), max_size=1))
     return {"inbox": draw(st.sampled_from(["{id}"] * 5 + [str(2**63), "9" * 40])),
-            "origin": draw(origin), "auth": _dumps(auth).decode(), "frames": frames}
+            "origin": draw(origin), "auth": dumps(auth).decode(), "frames": frames}
 
 
 async def test_web_chat_websocket_fuzz(client, ctx):
     inbox, token = await _web_inbox_and_token(client, ctx, messages_per_minute=10_000,
                                               messages_per_minute_per_ip=10_000)
-    loop = asyncio.get_running_loop()
     outcomes: list[str] = []
 
     def fill(s: str) -> str:
         return s.replace("{id}", str(inbox.id)).replace("{token}", token)
 
     async def one(case: dict[str, Any]) -> None:
-        before = await _stored(ctx)
+        before = await stored_counts(ctx)
         headers = {"Origin": case["origin"]} if case["origin"] is not None else {}
         try:
             ws = await client.ws_connect(f"/chat/{fill(case['inbox'])}/ws", headers=headers)
         except aiohttp.WSServerHandshakeError as exc:  # refused before the upgrade: a clear 4xx
             assert exc.status < 500, f"handshake answered {exc.status} for {case!r}"
-            assert await _stored(ctx) == before
+            assert await stored_counts(ctx) == before
             outcomes.append(f"refused {exc.status}")
             return
         try:
@@ -367,13 +324,7 @@ async def test_web_chat_websocket_fuzz(client, ctx):
         finally:
             await ws.close()
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(ws_sessions())
-    def check(case: dict[str, Any]) -> None:
-        asyncio.run_coroutine_threadsafe(one(case), loop).result(timeout=60)
-
-    await asyncio.to_thread(check)
+    await run_examples(ws_sessions(), EXAMPLES, one)
     assert "served" in outcomes, sorted(set(outcomes))
 
 
@@ -420,10 +371,10 @@ async def test_web_chat_hostile_examples_get_clear_4xx(client, ctx):
         **ok_headers, "Content-Type": "multipart/form-data; boundary=b0undary"}) == (400, "invalid_request")
     assert (sorted(p for p in ctx.storage.root.rglob("*") if p.is_file()) if ctx.storage.root.exists() else []) == files
     # Nothing of it was stored; a proper message still is.
-    before = await _stored(ctx)
+    before = await stored_counts(ctx)
     assert (await status("POST", f"{base}/messages", json={"client_id": "abcdefgh", "text": "你好"},
                          headers=ok_headers))[0] == 201
-    assert (await _stored(ctx))[0] == before[0] + 1
+    assert (await stored_counts(ctx))[0] == before[0] + 1
 
 
 async def test_web_chat_socket_survives_hostile_frames(client, ctx):

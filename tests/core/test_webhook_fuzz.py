@@ -5,67 +5,40 @@ The requests are built from each channel's real schema with hostile values mixed
 lone surrogates, NaN and huge numbers, far-off times with odd offsets, deep nesting, ids beyond
 BIGINT), most of them correctly signed so the code after authentication is reached too, plus raw
 garbage. Examples per endpoint are bounded for CI (SCRM_FUZZ_EXAMPLES, default 40; the API channel
-gets three times as many); the issue's run used 1,000.
+gets three times as many); the issue's run used 1,000. The driver and the hostile values are in
+tests/core/fuzzing.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import time
-import xml.sax.saxutils
 from collections.abc import Callable
-from datetime import timedelta, timezone
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
 
 from channels import signing
 from channels.wechat.callback import signature as wechat_signature
-from scrm.db.models import Contact, ContactIdentity, Message
 from tests.conftest import make_inbox
+from tests.core.fuzzing import (
+    EXAMPLES,
+    dumps,
+    free_text,
+    fuzz_endpoint,
+    garbage,
+    hostile_str,
+    ident,
+    json_value,
+    numbers,
+    scalar,
+    times,
+    xml_escape,
+    xml_text,
+)
 
-EXAMPLES = int(os.environ.get("SCRM_FUZZ_EXAMPLES", "40"))
 SECRET = "s" * 32
 TG_SECRET = "fuzz-telegram-secret"
 WX_TOKEN = "fuzztoken"
-
-HOSTILE_TEXT = ["\u0000", "a\u0000b", "\ud800", "x\udfffy", "", " ", "汉字" * 50, "\u202e", "\r\n", "'; DROP TABLE x; --",
-                "<script>", "%00", "\\u0000", "9" * 400]
-hostile_str = st.one_of(
-    st.text(st.characters(exclude_categories=()), max_size=40),  # any code point, surrogates included
-    st.sampled_from(HOSTILE_TEXT),
-)
-numbers = st.one_of(st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=True, allow_infinity=True),
-                    st.sampled_from([2**63, -(2**63) - 1, 10**30]))
-times = st.one_of(
-    st.datetimes(timezones=st.sampled_from([None, *[timezone(timedelta(hours=h)) for h in (-12, 0, 8, 14)]]))
-    .map(lambda d: d.isoformat()),
-    st.sampled_from(["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "1969-12-31T23:59:59Z", "not a time"]),
-)
-scalar = st.one_of(hostile_str, numbers, st.booleans(), st.none(), times)
-# Text a valid request may carry: anything but lone surrogates (NUL characters included: they are removed).
-free_text = st.one_of(st.text(st.characters(exclude_categories=("Cs",)), max_size=60),
-                      st.sampled_from(["a\u0000b", "\u0000", "汉字" * 50, "\u202e", "'; DROP TABLE x; --"]))
-ident = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=40)
-json_value = st.recursive(scalar, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                          st.dictionaries(hostile_str, inner, max_size=3)),
-                          max_leaves=8)
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, allow_nan=True).encode()  # NaN/Infinity tokens and \\ud800 escapes survive
-
-
-def _deep(depth: int) -> bytes:
-    return b'{"id": "deep", "sender": {"id": "u", "attributes": ' + b"[" * depth + b"]" * depth + b"}}"
-
-
-garbage = st.one_of(st.binary(max_size=300), st.integers(1, 6000).map(_deep),
-                    st.sampled_from([b"", b"{", b"null", b"[]", b'"x"', b"\xff\xfe", b"\xef\xbb\xbf{}"]))
 
 # --- the API channel ---------------------------------------------------------------------------------------
 sender = st.fixed_dictionaries({"id": st.one_of(hostile_str, numbers)}, optional={
@@ -84,10 +57,10 @@ api_valid = st.fixed_dictionaries({"id": ident, "sender": st.fixed_dictionaries(
     optional={"text": free_text, "sent_at": times, "content_type": st.sampled_from(["text", "postback"]),
               "choice": ident, "reply_to": ident,
               "attachments": st.lists(st.fixed_dictionaries({"url": ident, "filename": free_text}), max_size=2)})
-api_body = st.one_of(api_valid.map(_dumps), api_valid.map(_dumps),
-                     st.lists(api_valid, min_size=1, max_size=3).map(lambda m: _dumps({"messages": m})),
-                     api_message.map(_dumps), st.lists(api_message, max_size=3).map(lambda m: _dumps({"messages": m})),
-                     json_value.map(_dumps), garbage)
+api_body = st.one_of(api_valid.map(dumps), api_valid.map(dumps),
+                     st.lists(api_valid, min_size=1, max_size=3).map(lambda m: dumps({"messages": m})),
+                     api_message.map(dumps), st.lists(api_message, max_size=3).map(lambda m: dumps({"messages": m})),
+                     json_value.map(dumps), garbage)
 timestamp_header = st.one_of(st.just("now"), st.sampled_from(["9" * 400, "١٧٠٠٠٠٠٠٠٠", "-1", "1e9", ""]),
                              st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_categories=("Cc", "Cs")), max_size=20))
 signature_header = st.one_of(st.just("valid"), st.just("valid"), st.sampled_from(["sha256=" + "é" * 64, "sha256=",
@@ -133,19 +106,14 @@ tg_valid = st.builds(
 
 @st.composite
 def telegram_requests(draw: Callable[..., Any]) -> dict[str, Any]:
-    body = draw(st.one_of(tg_valid.map(_dumps), tg_valid.map(_dumps), tg_update.map(_dumps), garbage))
+    body = draw(st.one_of(tg_valid.map(dumps), tg_valid.map(dumps), tg_update.map(dumps), garbage))
     secret = draw(st.sampled_from([TG_SECRET, TG_SECRET, TG_SECRET, "wrong", "é"]))
     return {"path": "/webhooks/telegram/{id}", "data": body, "headers": {"X-Telegram-Bot-Api-Secret-Token": secret}}
 
 
 # --- WeChat (plain mode) ---------------------------------------------------------------------------------------
-def _xml_text(value: Any) -> str:
-    return xml.sax.saxutils.escape(str(value)).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-
-
 @st.composite
 def wechat_requests(draw: Callable[..., Any]) -> dict[str, Any]:
-    xml_text = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=40)
     valid = draw(st.booleans())  # signed, fresh, plain mode, a text message: only the content is hostile
     if valid:
         fields = {"ToUserName": "gh_fuzz", "FromUserName": draw(st.one_of(st.just("oUser123"), xml_text)),
@@ -156,7 +124,7 @@ def wechat_requests(draw: Callable[..., Any]) -> dict[str, Any]:
                   "CreateTime": draw(st.one_of(numbers, st.just(int(time.time())), scalar)),
                   "MsgType": draw(st.sampled_from(["text", "image", "event", "voice", "location", "x"])),
                   "Content": draw(scalar), "MsgId": draw(st.one_of(numbers, scalar)), "Event": draw(scalar)}
-    xml_body = ("<xml>" + "".join(f"<{k}>{_xml_text(v)}</{k}>" for k, v in fields.items()) + "</xml>").encode()
+    xml_body = ("<xml>" + "".join(f"<{k}>{xml_escape(v)}</{k}>" for k, v in fields.items()) + "</xml>").encode()
     body = xml_body if valid else draw(st.one_of(st.just(xml_body), garbage,
                                                  st.just(b"<!DOCTYPE x [<!ENTITY a 'b'>]><xml/>")))
     ts = str(int(time.time())) if valid else draw(st.sampled_from([str(int(time.time())), "9" * 400, "x", ""]))
@@ -174,8 +142,8 @@ def wechat_requests(draw: Callable[..., Any]) -> dict[str, Any]:
 @st.composite
 def memory_requests(draw: Callable[..., Any]) -> dict[str, Any]:
     valid = st.fixed_dictionaries({"id": ident, "sender": ident}, optional={"text": free_text, "name": free_text})
-    body = draw(st.one_of(valid.map(_dumps), valid.map(_dumps), st.fixed_dictionaries({"id": scalar, "sender": scalar}, optional={
-        "text": scalar, "name": scalar, "choice": scalar}).map(_dumps), json_value.map(_dumps), garbage))
+    body = draw(st.one_of(valid.map(dumps), valid.map(dumps), st.fixed_dictionaries({"id": scalar, "sender": scalar}, optional={
+        "text": scalar, "name": scalar, "choice": scalar}).map(dumps), json_value.map(dumps), garbage))
     return {"path": "/webhooks/memory/{id}", "data": body}
 
 
@@ -185,38 +153,10 @@ def email_requests(draw: Callable[..., Any]) -> dict[str, Any]:
 
 
 # --- the property -------------------------------------------------------------------------------------------
-async def _stored(ctx: Any) -> tuple[int, int, int]:
-    async with ctx.db.session() as s:
-        return tuple([int(await s.scalar(select(func.count()).select_from(model)))  # type: ignore[misc]
-                      for model in (Message, Contact, ContactIdentity)])
-
-
 async def _fuzz(client: Any, ctx: Any, inbox_id: int, strategy: st.SearchStrategy[dict[str, Any]],
                 examples: int, reaches_storage: bool = True) -> None:
-    loop = asyncio.get_running_loop()
-    seen: list[int] = []
-
-    async def one(request: dict[str, Any]) -> None:
-        before = await _stored(ctx)
-        path = request["path"].replace("{id}", str(inbox_id))
-        resp = await client.request(request.get("method", "POST"), path, data=request["data"],
-                                    headers=request.get("headers"), params=request.get("params"))
-        text = await resp.text()
-        seen.append(resp.status)
-        assert resp.status < 500, f"{resp.status} for {request!r}: {text[:300]}"
-        if not 200 <= resp.status < 300:
-            assert await _stored(ctx) == before, f"stored something but answered {resp.status}: {request!r}"
-
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(strategy)
-    def check(request: dict[str, Any]) -> None:
-        asyncio.run_coroutine_threadsafe(one(request), loop).result(timeout=60)
-
-    await asyncio.to_thread(check)  # Hypothesis drives from a thread; requests run on the test's loop
-    assert len(seen) >= examples
-    if reaches_storage:  # the valid-in-shape requests got through: the fuzz reached the database
-        assert any(200 <= status < 300 for status in seen), sorted(set(seen))
+    await fuzz_endpoint(client, ctx, strategy, examples, lambda s: s.replace("{id}", str(inbox_id)),
+                        reaches_storage=reaches_storage)
 
 
 async def test_api_webhook_fuzz(client, ctx):

@@ -13,7 +13,14 @@ from sqlalchemy import select
 
 from scrm.db.models import Message
 from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET
-from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN, encrypted_request, plain_request, sign, text_xml
+from tests.channels.wechat.wechat_callbacks import (
+    AES_KEY,
+    TOKEN,
+    encrypted_request,
+    plain_request,
+    sign,
+    text_xml,
+)
 from tests.channels.wecom import wecom_samples as wc
 from tests.conftest import make_inbox
 

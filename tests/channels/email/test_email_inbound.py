@@ -132,7 +132,7 @@ async def test_html_is_sanitized_for_the_agent(load, adapter_factory, runtime, s
     msg = await one_message(adapter_factory, runtime, sink, load("quote__alternative_prefers_plain.eml"))
     html = msg.payload["html"]
     assert "HTML answer." in html and "javascript:" not in html and "onclick" not in html
-    sink.items.clear()
+    sink.batches.clear()
     blockquote = await one_message(adapter_factory, runtime, sink, load("quote__html_blockquote.eml"))
     assert "<script>" not in blockquote.payload["html"]
 
@@ -172,7 +172,7 @@ async def test_reply_from_other_person_carries_addressing(load, adapter_factory,
 
 async def test_missing_message_id_gets_stable_synthetic_id(load, adapter_factory, runtime, sink):
     first = await one_message(adapter_factory, runtime, sink, load("malformed__no_message_id.eml"))
-    sink.items.clear()
+    sink.batches.clear()
     second = await one_message(adapter_factory, runtime, sink, load("malformed__no_message_id.eml"))
     assert first.external_id == second.external_id and first.external_id.endswith(".invalid")
 

@@ -12,13 +12,8 @@ from channels.base import InboxConfig
 from channels.telegram import TelegramAdapter
 from scrm.domain import Inbound
 from tests.channels.telegram.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
-from tests.channels.telegram.helpers import (
-    WEBHOOK_SECRET,
-    FakeRuntime,
-    RecordingSink,
-    load_fixture,
-    webhook_request,
-)
+from tests.channels.telegram.helpers import WEBHOOK_SECRET, load_fixture, webhook_request
+from tests.fakes import FakeRuntime, RecordingSink
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from scrm.domain import ChannelEvent, ChannelEventKind, ContentType, InboundMessage
 from tests.channels.telegram.fake_bot_api import FakeBotApi
-from tests.channels.telegram.helpers import RecordingSink
+from tests.fakes import RecordingSink
 
 CUSTOMER = "987654321"
 
@@ -190,7 +190,7 @@ async def test_bot_unblocked_marks_contact_reachable(deliver) -> None:
 
 async def test_group_message_ignored_by_default(deliver, sink: RecordingSink) -> None:
     assert await deliver("message__group_text") == []
-    assert sink.calls == []
+    assert sink.batches == []
 
 
 async def test_channel_post_ignored_by_default(deliver, sink: RecordingSink) -> None:

@@ -7,7 +7,8 @@ import pytest
 
 from scrm.domain import ContentType, InboundMessage
 from tests.channels.telegram.fake_bot_api import FakeBotApi
-from tests.channels.telegram.helpers import RecordingSink, load_fixture, webhook_request
+from tests.channels.telegram.helpers import load_fixture, webhook_request
+from tests.fakes import RecordingSink
 
 
 async def _stored(adapter, sink: RecordingSink, name: str) -> InboundMessage:

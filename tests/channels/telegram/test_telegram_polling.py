@@ -7,7 +7,8 @@ import pytest
 from channels.telegram.polling import OFFSET_KEY
 from scrm.domain import InboundMessage
 from tests.channels.telegram.fake_bot_api import FakeBotApi
-from tests.channels.telegram.helpers import RecordingSink, load_fixture, webhook_request
+from tests.channels.telegram.helpers import load_fixture, webhook_request
+from tests.fakes import RecordingSink
 
 
 async def test_first_poll_deletes_webhook_and_stores_batch(adapter, bot_api: FakeBotApi, runtime,
@@ -19,7 +20,7 @@ async def test_first_poll_deletes_webhook_and_stores_batch(adapter, bot_api: Fak
     await anext(poller)
     assert [c.method for c in bot_api.calls[:2]] == ["deleteWebhook", "getUpdates"]
     assert [i.external_id for i in sink.items] == ["987654321:101", "987654321:103"]
-    assert len(sink.calls) == 1  # one batch, one transaction
+    assert len(sink.batches) == 1  # one batch, one transaction
     assert runtime.state.values[OFFSET_KEY] == 10004
     await poller.aclose()
 

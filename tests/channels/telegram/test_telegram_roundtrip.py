@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from scrm.domain import InboundMessage, OutboundMessage
 from tests.channels.telegram.fake_bot_api import FakeBotApi
-from tests.channels.telegram.helpers import RecordingSink, load_fixture, webhook_request
+from tests.channels.telegram.helpers import load_fixture, webhook_request
+from tests.fakes import RecordingSink
 
 
 async def test_update_in_then_agent_reply_reaches_same_chat(adapter, bot_api: FakeBotApi,

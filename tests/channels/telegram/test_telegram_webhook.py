@@ -12,7 +12,8 @@ from channels.registry import get_adapter_class
 from channels.telegram import TelegramAdapter
 from scrm.domain import WebhookError, WebhookRequest
 from tests.channels.telegram.fake_bot_api import DEFAULT_TOKEN
-from tests.channels.telegram.helpers import RecordingSink, load_fixture, webhook_request
+from tests.channels.telegram.helpers import load_fixture, webhook_request
+from tests.fakes import RecordingSink
 
 
 async def test_registered_under_telegram() -> None:
@@ -25,7 +26,7 @@ async def test_wrong_or_missing_secret_is_401_and_nothing_stored(adapter, sink: 
     with pytest.raises(WebhookError) as err:
         await adapter.handle_webhook(webhook_request(load_fixture("message__text_chinese"), secret), sink)
     assert err.value.status == 401
-    assert sink.calls == []
+    assert sink.batches == []
 
 
 async def test_inbox_without_secret_refuses_every_webhook(make_adapter, runtime, sink) -> None:
@@ -42,7 +43,7 @@ async def test_malformed_json_is_400_and_logs_update_id(adapter, sink: Recording
     with pytest.raises(WebhookError) as err:
         await adapter.handle_webhook(webhook_request(b'{"update_id": 500123, "message": {'), sink)
     assert err.value.status == 400
-    assert sink.calls == []
+    assert sink.batches == []
     assert "500123" in caplog.text
 
 
@@ -58,7 +59,7 @@ async def test_update_that_fails_to_parse_is_400_and_logs_its_id(adapter, sink: 
     with pytest.raises(WebhookError) as err:
         await adapter.handle_webhook(webhook_request(load_fixture("message__missing_chat")), sink)
     assert err.value.status == 400
-    assert sink.calls == []
+    assert sink.batches == []
     assert "10025" in caplog.text
 
 
@@ -85,7 +86,7 @@ async def test_duplicate_update_is_stored_once(adapter, sink: RecordingSink) -> 
     update = load_fixture("message__photo")
     await adapter.handle_webhook(webhook_request(update), sink)
     await adapter.handle_webhook(webhook_request(update), sink)  # Telegram retried
-    assert [i.external_id for i in sink.calls[0]] == [i.external_id for i in sink.calls[1]]
+    assert [i.external_id for i in sink.batches[0]] == [i.external_id for i in sink.batches[1]]
     assert len(sink.stored) == 1
 
 

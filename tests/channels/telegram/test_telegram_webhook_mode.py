@@ -16,8 +16,9 @@ import pytest
 from channels.base import InboxConfig
 from channels.telegram import TelegramAdapter
 from tests.channels.telegram.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
-from tests.channels.telegram.helpers import WEBHOOK_SECRET, FakeRuntime
+from tests.channels.telegram.helpers import WEBHOOK_SECRET
 from tests.conftest import TEST_SERVER_ENV, make_inbox
+from tests.fakes import FakeRuntime
 
 ROOT = Path(__file__).resolve().parents[3]
 PUBLIC_URL = "https://crm.example.com"
@@ -26,8 +27,8 @@ PHASE_SECONDS = 15.0  # two phases (a restart between): 30 s, three poller round
 
 def test_only_an_inbox_without_public_url_wants_polling() -> None:
     config = InboxConfig(id=1, name="TG", channel_type="telegram", secrets={"bot_token": DEFAULT_TOKEN})
-    assert TelegramAdapter(config, FakeRuntime(None, public_url=PUBLIC_URL)).wants_polling() is False  # type: ignore[arg-type]
-    assert TelegramAdapter(config, FakeRuntime(None)).wants_polling() is True  # type: ignore[arg-type]
+    assert TelegramAdapter(config, FakeRuntime(public_url=PUBLIC_URL)).wants_polling() is False
+    assert TelegramAdapter(config, FakeRuntime()).wants_polling() is True
 
 
 def _env(settings, **extra: str) -> dict[str, str]:

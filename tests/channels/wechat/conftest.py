@@ -7,12 +7,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fake_wechat_api import APP_ID, APP_SECRET, FakeWeChat
-from wechat_callbacks import AES_KEY, TOKEN
-from wechat_fakes import FakeRuntime, RecordingSink
 
 from channels.base import InboxConfig
 from channels.wechat import WeChatAdapter
+from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET, FakeWeChat
+from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN
+from tests.fakes import FakeRuntime, RecordingSink
 
 
 @pytest.fixture

@@ -13,12 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-try:  # imported as tests.channels.wechat.fake_wechat_api (integration tests) or from this folder
-    from .fake_wechat_followers import FakeFollowers
-    from .fake_wechat_followers import add_routes as add_follower_routes
-except ImportError:
-    from fake_wechat_followers import FakeFollowers  # type: ignore[no-redef]
-    from fake_wechat_followers import add_routes as add_follower_routes  # type: ignore[no-redef]
+from tests.channels.wechat.fake_wechat_followers import FakeFollowers
+from tests.channels.wechat.fake_wechat_followers import add_routes as add_follower_routes
 
 APP_ID = "wx1234567890abcdef"
 APP_SECRET = "s3cr3t-app-secret-value"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from fake_wechat_api import FakeWeChat
+    from tests.channels.wechat.fake_wechat_api import FakeWeChat
 
 SYSTEM_TAGS = {2: "星标组"}  # WeChat's own tag, present on every account
 

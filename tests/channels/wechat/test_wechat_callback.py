@@ -7,8 +7,12 @@ import time
 from collections.abc import Callable
 
 import pytest
-from fake_wechat_api import APP_ID
-from wechat_callbacks import (
+
+from channels.base import InboxConfig
+from channels.wechat import WeChatAdapter
+from scrm.domain import InboundMessage, WebhookError, WebhookRequest
+from tests.channels.wechat.fake_wechat_api import APP_ID
+from tests.channels.wechat.wechat_callbacks import (
     OLD_AES_KEY,
     OWN,
     SHARED,
@@ -17,11 +21,7 @@ from wechat_callbacks import (
     plain_request,
     text_xml,
 )
-from wechat_fakes import RecordingSink
-
-from channels.base import InboxConfig
-from channels.wechat import WeChatAdapter
-from scrm.domain import InboundMessage, WebhookError, WebhookRequest
+from tests.fakes import RecordingSink
 
 
 async def refused(adapter: WeChatAdapter, request: WebhookRequest, sink: RecordingSink) -> WebhookError:

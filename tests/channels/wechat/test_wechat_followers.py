@@ -4,11 +4,11 @@ batch limits and WeChat's error codes surfacing as WeChatAPIError."""
 from __future__ import annotations
 
 import pytest
-from fake_wechat_api import FakeWeChat
 
 from channels.wechat import WeChatAdapter
 from channels.wechat import followers as api
 from channels.wechat.transport import WeChatAPIError
+from tests.channels.wechat.fake_wechat_api import FakeWeChat
 
 
 async def test_follower_pages_and_profiles_with_unionid(adapter: WeChatAdapter, fake: FakeWeChat) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-from fake_wechat_api import APP_ID
-from wechat_callbacks import OWN, SHARED, encrypted_request, plain_request, text_xml
-from wechat_fakes import FakeRuntime, RecordingSink
 
 from channels.wechat import WeChatAdapter
 from scrm.domain import ChannelEvent, ChannelEventKind, Choice, ContentType, InboundMessage, OutboundMessage
+from tests.channels.wechat.fake_wechat_api import APP_ID
+from tests.channels.wechat.wechat_callbacks import OWN, SHARED, encrypted_request, plain_request, text_xml
+from tests.fakes import FakeRuntime, RecordingSink
 
 K = ChannelEventKind
 MESSAGES = SHARED / "messages"
@@ -266,7 +266,7 @@ def bot_reply(text: str = "您好！订单已发货。", choices: tuple[Choice, 
 async def test_passive_reply_is_encrypted_when_the_request_was(
     adapter: WeChatAdapter, runtime: FakeRuntime, sink: RecordingSink
 ) -> None:
-    from wechat_callbacks import decrypt_reply
+    from tests.channels.wechat.wechat_callbacks import decrypt_reply
 
     runtime.reply = bot_reply()
     response = await adapter.handle_webhook(encrypted_request(text_xml("我的订单呢"), app_id=APP_ID), sink)

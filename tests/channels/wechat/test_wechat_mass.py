@@ -4,9 +4,6 @@ codes), and the subscribe_msg_* and MASSSENDJOBFINISH callbacks as the shared sa
 from __future__ import annotations
 
 import pytest
-from fake_wechat_api import FakeWeChat
-from wechat_callbacks import SHARED, plain_request
-from wechat_fakes import RecordingSink
 
 from channels.wechat import WeChatAdapter
 from scrm.domain import (
@@ -16,6 +13,9 @@ from scrm.domain import (
     PermanentSendError,
     TransientSendError,
 )
+from tests.channels.wechat.fake_wechat_api import FakeWeChat
+from tests.channels.wechat.wechat_callbacks import SHARED, plain_request
+from tests.fakes import RecordingSink
 
 MESSAGES = SHARED / "messages"
 

@@ -6,9 +6,6 @@ import socket
 from collections.abc import Callable
 
 import pytest
-from fake_wechat_api import APP_ID, FakeWeChat
-from wechat_callbacks import encrypted_request, text_xml
-from wechat_fakes import FakeRuntime, RecordingSink
 
 from channels.wechat import WeChatAdapter
 from scrm.domain import (
@@ -20,6 +17,9 @@ from scrm.domain import (
     PermanentSendError,
     TransientSendError,
 )
+from tests.channels.wechat.fake_wechat_api import APP_ID, FakeWeChat
+from tests.channels.wechat.wechat_callbacks import encrypted_request, text_xml
+from tests.fakes import FakeRuntime, RecordingSink
 
 CUSTOM = "/cgi-bin/message/custom/send"
 

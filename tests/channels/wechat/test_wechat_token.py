@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import aiohttp
 import pytest
-from fake_wechat_api import APP_SECRET, FakeWeChat
-from wechat_fakes import FakeRuntime, MemoryCache
 
 from channels.wechat import WeChatAdapter
 from scrm.domain import OutboundMessage, PermanentSendError, TransientSendError
+from tests.channels.wechat.fake_wechat_api import APP_SECRET, FakeWeChat
+from tests.fakes import FakeRuntime, MemoryCache
 
 
 def text(body: str = "hi", to: str = "oUser1") -> OutboundMessage:

@@ -11,8 +11,8 @@ import pytest
 from channels.base import InboxConfig
 from channels.wecom import WeComContactsAdapter, WeComKfAdapter
 from tests.channels.wecom.fake_wecom_api import FakeWeCom
-from tests.channels.wecom.wecom_fakes import PullRuntime, RecordingSink
 from tests.channels.wecom.wecom_samples import AES_KEY, CONTACTS_SECRET, CORP_ID, OPEN_KFID, SECRET, TOKEN
+from tests.fakes import FakeRuntime, RecordingSink
 
 
 @pytest.fixture
@@ -33,8 +33,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def runtime(http: aiohttp.ClientSession) -> PullRuntime:
-    return PullRuntime(http)
+def runtime(http: aiohttp.ClientSession) -> FakeRuntime:
+    return FakeRuntime(http)
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def sink() -> RecordingSink:
 
 
 @pytest.fixture
-def make_kf(api_url: str, runtime: PullRuntime) -> Callable[..., WeComKfAdapter]:
+def make_kf(api_url: str, runtime: FakeRuntime) -> Callable[..., WeComKfAdapter]:
     def build(**settings: Any) -> WeComKfAdapter:
         inbox = InboxConfig(id=1, name="微信客服", channel_type="wecom_kf",
                             settings={"corp_id": CORP_ID, "open_kfid": OPEN_KFID, "api_base_url": api_url, **settings},
@@ -61,7 +61,7 @@ def kf(make_kf: Callable[..., WeComKfAdapter]) -> WeComKfAdapter:
 
 
 @pytest.fixture
-def contacts(api_url: str, runtime: PullRuntime) -> WeComContactsAdapter:
+def contacts(api_url: str, runtime: FakeRuntime) -> WeComContactsAdapter:
     inbox = InboxConfig(id=2, name="客户联系", channel_type="wecom_contacts",
                         settings={"corp_id": CORP_ID, "api_base_url": api_url},
                         secrets={"secret": CONTACTS_SECRET, "token": TOKEN, "encoding_aes_key": AES_KEY})

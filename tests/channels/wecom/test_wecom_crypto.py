@@ -11,7 +11,6 @@ from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
 from channels.wecom import WeComKfAdapter
 from channels.wecom.callback import open_callback, verify_url
 from scrm.domain import WebhookError, WebhookRequest
-from tests.channels.wecom.wecom_fakes import PullRuntime, RecordingSink
 from tests.channels.wecom.wecom_samples import (
     AES_KEY,
     CORP_ID,
@@ -23,6 +22,7 @@ from tests.channels.wecom.wecom_samples import (
     kf_event_xml,
     post_request,
 )
+from tests.fakes import FakeRuntime, RecordingSink
 
 VECTORS = json.loads((SHARED / "crypto" / "known_answer.json").read_text("utf-8"))["vectors"]
 FOREVER = 1e12  # the vectors' timestamps are years old: the window check is tested separately
@@ -97,7 +97,7 @@ async def test_url_verification_through_the_adapter(kf: WeComKfAdapter, sink: Re
     ({"key": "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut"}, 400, "bad_ciphertext"),
     ({"ts": 1_000_000_000}, 403, "stale_timestamp"),
 ])
-async def test_forged_or_foreign_callbacks_are_refused(kf: WeComKfAdapter, sink: RecordingSink, runtime: PullRuntime,
+async def test_forged_or_foreign_callbacks_are_refused(kf: WeComKfAdapter, sink: RecordingSink, runtime: FakeRuntime,
                                                        change: dict[str, Any], status: int, code: str) -> None:
     with pytest.raises(WebhookError) as err:
         await kf.handle_webhook(post_request(kf_event_xml(), **change), sink)
@@ -110,7 +110,7 @@ async def test_forged_or_foreign_callbacks_are_refused(kf: WeComKfAdapter, sink:
     ("<xml><Event>kf_msg_or_event</Event>", "bad_xml"),
     ("not xml at all", "bad_xml"),
 ])
-async def test_bad_xml_inside_a_genuine_envelope_is_400(kf: WeComKfAdapter, sink: RecordingSink, runtime: PullRuntime,
+async def test_bad_xml_inside_a_genuine_envelope_is_400(kf: WeComKfAdapter, sink: RecordingSink, runtime: FakeRuntime,
                                                         xml: str, code: str) -> None:
     with pytest.raises(WebhookError) as err:
         await kf.handle_webhook(post_request(xml), sink)
@@ -125,7 +125,7 @@ async def test_entities_in_the_envelope_are_refused(kf: WeComKfAdapter, sink: Re
 
 
 async def test_unknown_events_are_acknowledged_and_ignored(kf: WeComKfAdapter, sink: RecordingSink,
-                                                           runtime: PullRuntime, caplog: pytest.LogCaptureFixture) -> None:
+                                                           runtime: FakeRuntime, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger="channels.wecom")
     xml = f"<xml><ToUserName>{CORP_ID}</ToUserName><MsgType>event</MsgType><Event>brand_new_event</Event></xml>"
     response = await kf.handle_webhook(post_request(xml), sink)
@@ -134,7 +134,7 @@ async def test_unknown_events_are_acknowledged_and_ignored(kf: WeComKfAdapter, s
 
 
 async def test_callback_without_open_kfid_pulls_the_inbox_account(kf: WeComKfAdapter, sink: RecordingSink,
-                                                                  runtime: PullRuntime) -> None:
+                                                                  runtime: FakeRuntime) -> None:
     await kf.handle_webhook(post_request(kf_event_xml(open_kfid=None)), sink)
     assert runtime.pulls[0]["open_kfid"] == kf.open_kfid
 

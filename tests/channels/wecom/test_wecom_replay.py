@@ -26,8 +26,8 @@ from scrm.domain import (
     WebhookError,
 )
 from tests.channels.wecom.fake_wecom_api import FakeWeCom
-from tests.channels.wecom.wecom_fakes import PullRuntime, RecordingSink
 from tests.channels.wecom.wecom_samples import CORP_ID, OPEN_KFID, SHARED, post_request, sample
+from tests.fakes import FakeRuntime, RecordingSink
 
 MSG, EVT, EFFECT, PULL, STORED_PULL, IGNORED, REFUSED = "msg", "evt", "effect", "pull", "stored+pull", "ignored", "refused"
 
@@ -132,7 +132,7 @@ def test_every_shared_sample_has_an_expectation() -> None:
 
 @pytest.mark.parametrize("name", sorted(CALLBACKS))
 async def test_replay_callback(name: str, kf: WeComKfAdapter, contacts: WeComContactsAdapter, sink: RecordingSink,
-                               runtime: PullRuntime, caplog: pytest.LogCaptureFixture) -> None:
+                               runtime: FakeRuntime, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="channels.wecom")
     which, expected = CALLBACKS[name]
     adapter = kf if which == "kf" else contacts
