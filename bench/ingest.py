@@ -147,7 +147,7 @@ async def seed_inbox(db_url: str) -> int:
 
 
 async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False,
-                     worker_after: bool = False) -> dict[str, float] | None:
+                     worker_after: bool = False, db_function: bool = True) -> dict[str, float] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
     if backend == "sqlite":
         db_url = f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -161,6 +161,8 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
     port = free_port()
     env |= {**BENCH_SERVER_ENV, "SCRM_DATABASE_URL": db_url, "SCRM_STORAGE_PATH": str(tmp / "files"), "SCRM_LOGGING_LEVEL": "WARNING",
             "SCRM_DATABASE_AUTO_MIGRATE": "false", "PYTHONPATH": str(ROOT)}
+    if not db_function:
+        env["SCRM_INGEST_DB_FUNCTION"] = "off"
     # PostgreSQL + Redis is measured as deployed (README: `scrm serve --no-worker` + `scrm worker`); SQLite
     # as the embedded default, the outbox worker inside `scrm serve`.
     separate_worker = backend == "postgresql" and not embedded
@@ -218,6 +220,8 @@ async def main() -> None:
     ap.add_argument("--embedded", action="store_true", help="PostgreSQL too with the worker inside `scrm serve`")
     ap.add_argument("--worker-after", action="store_true",
                     help="start `scrm worker` once the burst is acknowledged (the acknowledgement path alone)")
+    ap.add_argument("--no-db-function", action="store_true",
+                    help="PostgreSQL: store batches without the scrm_ingest_batch function (the Python batch path)")
     args = ap.parse_args()
     total = args.messages or (1500 if args.quick else 6000)
     print(f"ingest benchmark: {total} signed messages, 64 concurrent senders, 500 contacts, FAQ bot on; "
@@ -228,7 +232,7 @@ async def main() -> None:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
-            res = await bench_scrm(backend, total, Path(tmp), args.embedded, args.worker_after)
+            res = await bench_scrm(backend, total, Path(tmp), args.embedded, args.worker_after, not args.no_db_function)
             if res is None:
                 continue
             results[backend] = res
@@ -250,6 +254,7 @@ async def main() -> None:
     parts += [f"bare_rate={bare['rate']:.0f}", f"bare_p99_ms={bare['p99_ms']:.1f}"]
     if "postgresql" in results and not args.embedded:
         parts.append(f"pg_worker={'after' if args.worker_after else 'during'}")
+        parts.append(f"pg_db_function={'off' if args.no_db_function else 'on'}")
     print("BENCH ingest " + " ".join(parts))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -69,7 +70,8 @@ class GroupCommit:
         self._draining: dict[int, int] = {}  # inbox id -> drain tasks running
         self._tasks: set[asyncio.Task[None]] = set()
         self._published: dict[int, asyncio.Event] = {}  # inbox id -> set when the latest batch has published
-        self.fast = not ctx.db.is_sqlite  # scrm_ingest_batch (ingest_pg.py)
+        # scrm_ingest_batch (ingest_pg.py); SCRM_INGEST_DB_FUNCTION=off turns it off (bench/ingest.py --no-db-function)
+        self.fast = not ctx.db.is_sqlite and os.environ.get("SCRM_INGEST_DB_FUNCTION", "on") != "off"
 
     async def submit(self, inbox: Inbox, messages: list[InboundMessage]) -> list[IngestOutcome]:
         future: asyncio.Future[list[IngestOutcome]] = asyncio.get_running_loop().create_future()
