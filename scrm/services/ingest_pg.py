@@ -19,8 +19,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from scrm import events as ev
 from scrm.db.models import Inbox, utcnow
 from scrm.domain import InboundMessage, IngestOutcome
-from scrm.services import ingest as single
-from scrm.services.ingest_writes import preview
+from scrm.services import ingest_rules as rules
 
 if TYPE_CHECKING:
     from scrm.db.database import Database
@@ -97,7 +96,7 @@ def handled(msg: InboundMessage, threaded: bool) -> bool:
     """Whether the function can store this message (else its sender takes the Python path)."""
     profile = msg.profile
     return (
-        single.follows_latest(msg, threaded) and not msg.reply_to_external_id
+        rules.follows_latest(msg, threaded) and not msg.reply_to_external_id
         and (profile is None or not profile.attributes)
         and not (isinstance(msg.payload, dict) and msg.payload.get("recipients"))
     )
@@ -105,7 +104,7 @@ def handled(msg: InboundMessage, threaded: bool) -> bool:
 
 async def store_fast(db: Database, inbox: Inbox, messages: list[InboundMessage]) -> FastOutcome:
     """Store what the function handles of `messages` (one inbox, arrival order) in one call."""
-    threaded = single.is_threaded(inbox)
+    threaded = rules.is_threaded(inbox)
     python_senders = {m.sender_id for m in messages if not handled(m, threaded)}
     sent: list[int] = []  # indexes given to the function, each external id once
     first: dict[str, int] = {}
@@ -142,7 +141,7 @@ async def store_fast(db: Database, inbox: Inbox, messages: list[InboundMessage])
                     "conversation_id": row.conversation_id, "status": "open", "previous": row.previous_status,
                     "by": "contact"}))
         for index, row in stored:
-            result.outcomes[index] = single.stored_events(
+            result.outcomes[index] = rules.stored_events(
                 result.events, inbox, messages[index], row.message_id, row.conversation_id, row.handler,
                 row.contact_id, created=row.outcome == "created", reopened=row.outcome == "reopened")
     for index, original in copies.items():
@@ -157,13 +156,13 @@ async def store_fast(db: Database, inbox: Inbox, messages: list[InboundMessage])
 def _arguments(inbox: Inbox, messages: list[InboundMessage]) -> dict[str, Any]:
     columns: dict[str, list[Any]] = {name: [] for name in _ARRAYS}
     for msg in messages:
-        values = single.message_content(msg)
+        values = rules.message_content(msg)
         profile = msg.profile
         columns["external_ids"].append(msg.external_id)
         columns["senders"].append(msg.sender_id)
         columns["texts"].append(msg.text)
         columns["content_types"].append(values["content_type"])
-        columns["previews"].append(preview(msg.text, msg.content_type))
+        columns["previews"].append(rules.preview(msg.text, msg.content_type))
         columns["attachments"].append(json.dumps(values["attachments"]))
         columns["payloads"].append(json.dumps(values["payload"]))
         columns["sent_ats"].append(values["sent_at"])

@@ -28,8 +28,11 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from scrm.db.models import Contact, ContactIdentity, Conversation, Message
 from scrm.domain import InboundMessage
+from scrm.services.ingest_rules import preview, wrote_in
 
-# Column -> (array element type, SQL cast of the element); the keys are those of ingest.message_values.
+__all__ = ["BatchClocks", "insert_messages", "preview"]  # preview: for the outbox and WeCom
+
+# Column -> (array element type, SQL cast of the element); the keys are those of ingest_rules.message_values.
 _MESSAGE_COLUMNS: dict[str, tuple[Any, str]] = {
     "conversation_id": (BigInteger, "bigint"), "inbox_id": (BigInteger, "bigint"), "direction": (Text, "text"),
     "sender_kind": (Text, "text"), "content_type": (Text, "text"), "text": (Text, "text"),
@@ -47,7 +50,7 @@ _INSERT_MESSAGES = text(
 
 
 async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]], *, postgresql: bool) -> list[int]:
-    """Insert inbound message rows (ingest.message_values, distinct external ids); their ids, in order."""
+    """Insert inbound message rows (ingest_rules.message_values, distinct external ids); their ids, in order."""
     if not postgresql:
         table = Message.__table__
         return list((await session.execute(
@@ -59,14 +62,6 @@ async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]],
             values.append(json.dumps(value) if name in _JSON_COLUMNS else value)
     ids = {external_id: id_ for id_, external_id in await session.execute(_INSERT_MESSAGES, columns)}
     return [ids[row["external_id"]] for row in rows]
-
-
-def preview(text: str | None, content_type: str) -> str:
-    """A one-line preview for the conversation list."""
-    if text:
-        line = " ".join(text.split())
-        return line[:197] + "…" if len(line) > 198 else line
-    return f"[{content_type}]"
 
 
 _CLOCKS_POSTGRESQL = text("""
@@ -121,23 +116,16 @@ class BatchClocks:
     def move(self, msg: InboundMessage, identity: ContactIdentity, contact: Contact, conversation: Conversation,
              now: datetime) -> None:
         """A new inbound message: the contact was seen, the conversation moved and waits for an answer.
-        The rare changes (reachable again, email participants) go through the ORM."""
+        The rare changes (ingest_rules.wrote_in: reachable again, email participants) go through the ORM."""
         self._contacts[contact.id] = (contact, now)
         self._identities[identity.id] = (identity, now)
-        if not identity.reachable and msg.content_type != "event":
-            identity.reachable = True  # they wrote to us again: the channel works
-            identity.unreachable_reason = None
         activity = self._conversations.get(conversation.id)
         if activity is None:
             activity = self._conversations[conversation.id] = _Activity(conversation, now, now, "")
         activity.at = now
         activity.preview = preview(msg.text, msg.content_type)
         activity.added += 1
-        recipients = msg.payload.get("recipients") if isinstance(msg.payload, dict) else None
-        if recipients:
-            meta = dict(conversation.meta or {})
-            meta["participants"] = sorted(set(meta.get("participants", [])) | {str(r).lower() for r in recipients})
-            conversation.meta = meta
+        wrote_in(msg, identity, conversation)
 
     async def write(self, session: AsyncSession, *, postgresql: bool) -> None:
         """Write the clocks collected so far (after the session's flush), and mirror them on the objects."""
