@@ -1,7 +1,8 @@
 """PostgreSQL fast path of the group commit: a batch stored, and its events logged, by one statement.
 
 The function (migration 0013) does in the database what ingest_batch.store_batch does for the common
-case, in one round trip that is its own transaction. What it does not handle (a merged contact) comes
+case, in one round trip that is its own transaction: it restates in SQL the rules of ingest_rules.py
+(tests/core/test_ingest_pg.py keeps the two equal). What it does not handle (a merged contact) comes
 back as `slow`, untouched, and so does every message of a sender the function is not given at all
 (threads, reply references, custom attributes, email participants): the caller stores those with the
 Python path. A sender is wholly on one path, so its messages keep their order.
@@ -106,17 +107,11 @@ async def store_fast(db: Database, inbox: Inbox, messages: list[InboundMessage])
     """Store what the function handles of `messages` (one inbox, arrival order) in one call."""
     threaded = rules.is_threaded(inbox)
     python_senders = {m.sender_id for m in messages if not handled(m, threaded)}
-    sent: list[int] = []  # indexes given to the function, each external id once
-    first: dict[str, int] = {}
-    copies: dict[int, int] = {}  # a repeat inside the batch -> its first copy
-    for index, msg in enumerate(messages):
-        if msg.sender_id in python_senders:
-            continue
-        if msg.external_id in first:
-            copies[index] = first[msg.external_id]
-        else:
-            first[msg.external_id] = index
-            sent.append(index)
+    # Given to the function: each external id once (a repeat inside the batch is a duplicate of its first copy).
+    eligible = [i for i, m in enumerate(messages) if m.sender_id not in python_senders]
+    firsts, repeated = rules.repeats([messages[i] for i in eligible])
+    sent = [eligible[j] for j in firsts]
+    copies = {eligible[j]: eligible[k] for j, k in repeated.items()}
     result = FastOutcome()
     if sent:
         rows = await db.autocommit(_CALL, _arguments(inbox, [messages[i] for i in sent]))
@@ -146,9 +141,7 @@ async def store_fast(db: Database, inbox: Inbox, messages: list[InboundMessage])
                 row.contact_id, created=row.outcome == "created", reopened=row.outcome == "reopened")
     for index, original in copies.items():
         if original in result.outcomes:
-            done = result.outcomes[original]
-            result.outcomes[index] = IngestOutcome(duplicate=True, message_id=done.message_id,
-                                                   conversation_id=done.conversation_id)
+            result.outcomes[index] = rules.duplicate_of(result.outcomes[original])
     result.rest = [i for i, m in enumerate(messages) if i not in result.outcomes]
     return result
 
