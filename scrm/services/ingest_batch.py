@@ -7,10 +7,12 @@ order), one contact query and one latest-conversation query for the whole batch,
 the clocks in one statement, one INSERT ... RETURNING for the messages (ingest_writes.py) and one commit.
 Nothing waits for a batch to fill: a lone message is a batch of one, so latency at low load is unchanged.
 
-Each caller still gets its own acknowledgement only after the commit that stored its messages. If
-the batch fails (a concurrent process created the same identity, a deadlock, bad data in one
-message) it is tried again, then every request is stored on its own so one bad message cannot fail
-its neighbours.
+Each caller still gets its own acknowledgement only after the commit that stored its messages.
+The paths, fastest first: on PostgreSQL the database function (ingest_pg.py, one round trip), then
+this set-based batch (both tried twice: a concurrent process created the same identity, a deadlock),
+then every request on its own (ingest_one.ingest_each, retried up to four times) so one bad message
+cannot fail its neighbours. Each step down is a WARNING with its reason and counted in /metrics
+(scrm_ingest_fallbacks_total). The rules themselves are ingest_rules.py's.
 """
 
 from __future__ import annotations

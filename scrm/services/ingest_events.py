@@ -73,11 +73,12 @@ async def apply_event(tx: Tx, inbox: Inbox, event: ChannelEvent) -> IngestOutcom
     if creates:
         identity, contact, _ = await resolve_identity(tx, inbox, event.sender_id, event.profile, now)
     else:
-        identity = await find_identity(tx, inbox.id, event.sender_id, lock=True)
-        if identity is None:
+        known = await find_identity(tx, inbox.id, event.sender_id, lock=True)
+        if known is None:
             return IngestOutcome(duplicate=False, ignored_reason=f"{kind} for unknown contact")
-        contact = await tx.session.get(Contact, identity.contact_id)
-        assert contact is not None
+        found = await tx.session.get(Contact, known.contact_id)
+        assert found is not None
+        identity, contact = known, found
     if kind == ChannelEventKind.CONTACT_UNREACHABLE:
         if event.data.get("bounce"):
             attrs = dict(identity.attributes or {})

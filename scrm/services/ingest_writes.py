@@ -19,9 +19,21 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Integer, Text, bindparam, func, insert, text, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -40,6 +52,11 @@ _MESSAGE_COLUMNS: dict[str, tuple[Any, str]] = {
     "payload": (Text, "json"), "created_at": (DateTime(timezone=True), "timestamptz"),
     "sent_at": (DateTime(timezone=True), "timestamptz"), "edit_history": (Text, "json"), "private": (Boolean, "boolean"),
 }
+def _table(model: Any) -> Table:
+    """A model's table, typed as one (`__table__` is typed as any FromClause)."""
+    return cast(Table, model.__table__)
+
+
 _JSON_COLUMNS = {name for name, (_, cast) in _MESSAGE_COLUMNS.items() if cast == "json"}
 _INSERT_MESSAGES = text(
     f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
@@ -52,7 +69,7 @@ _INSERT_MESSAGES = text(
 async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]], *, postgresql: bool) -> list[int]:
     """Insert inbound message rows (ingest_rules.message_values, distinct external ids); their ids, in order."""
     if not postgresql:
-        table = Message.__table__
+        table = _table(Message)
         return list((await session.execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True), list(rows))).scalars().all())
     columns: dict[str, list[Any]] = {name: [] for name in _MESSAGE_COLUMNS}
@@ -84,15 +101,15 @@ WHERE conversations.id = v.id
     bindparam("first_ats", type_=ARRAY(DateTime(timezone=True))),
 )
 
-_conversations = Conversation.__table__.c
-_SQLITE_CONVERSATIONS = update(Conversation.__table__).where(_conversations.id == bindparam("b_id")).values(
+_conversations = _table(Conversation).c
+_SQLITE_CONVERSATIONS = update(_table(Conversation)).where(_conversations.id == bindparam("b_id")).values(
     last_activity_at=bindparam("b_at"), last_message_preview=bindparam("b_preview"),
     unread_count=_conversations.unread_count + bindparam("b_added"),
     waiting_since=func.coalesce(_conversations.waiting_since, bindparam("b_first_at", type_=_conversations.waiting_since.type)),
 )
-_SQLITE_CONTACTS = update(Contact.__table__).where(Contact.__table__.c.id == bindparam("b_id")).values(
+_SQLITE_CONTACTS = update(_table(Contact)).where(_table(Contact).c.id == bindparam("b_id")).values(
     last_seen_at=bindparam("b_at"), updated_at=bindparam("b_at"))
-_SQLITE_IDENTITIES = update(ContactIdentity.__table__).where(ContactIdentity.__table__.c.id == bindparam("b_id")).values(
+_SQLITE_IDENTITIES = update(_table(ContactIdentity)).where(_table(ContactIdentity).c.id == bindparam("b_id")).values(
     last_inbound_at=bindparam("b_at"))
 
 
