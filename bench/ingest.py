@@ -147,7 +147,7 @@ async def seed_inbox(db_url: str) -> int:
 
 
 async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False,
-                     worker_after: bool = False, db_function: bool = True) -> dict[str, float] | None:
+                     worker_after: bool = False, db_function: bool = True, drain: bool = True) -> dict[str, float] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
     if backend == "sqlite":
         db_url = f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -182,7 +182,7 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
         res = await load(url, total)
         if separate_worker and worker_after:
             procs.append(spawn(worker, env, tmp / f"worker-{backend}.log"))
-        if separate_worker:  # the follow-up work (bot answers, desk) trails the acknowledgements
+        if separate_worker and drain:  # the follow-up work (bot answers, desk) trails the acknowledgements
             started = time.perf_counter()
             if await work_drained(db_url, 600):
                 res["drain_s"] = time.perf_counter() - started
@@ -222,6 +222,8 @@ async def main() -> None:
                     help="start `scrm worker` once the burst is acknowledged (the acknowledgement path alone)")
     ap.add_argument("--no-db-function", action="store_true",
                     help="PostgreSQL: store batches without the scrm_ingest_batch function (the Python batch path)")
+    ap.add_argument("--no-drain", action="store_true",
+                    help="do not wait for the follow-up work after the burst (A/B runs of the acknowledgement path)")
     args = ap.parse_args()
     total = args.messages or (1500 if args.quick else 6000)
     print(f"ingest benchmark: {total} signed messages, 64 concurrent senders, 500 contacts, FAQ bot on; "
@@ -232,7 +234,8 @@ async def main() -> None:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
-            res = await bench_scrm(backend, total, Path(tmp), args.embedded, args.worker_after, not args.no_db_function)
+            res = await bench_scrm(backend, total, Path(tmp), args.embedded, args.worker_after, not args.no_db_function,
+                                   not args.no_drain)
             if res is None:
                 continue
             results[backend] = res

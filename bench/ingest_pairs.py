@@ -2,7 +2,7 @@
 
     python bench/ingest_pairs.py [--pairs 5] [--quick] [--messages N] [-- extra bench/ingest.py args]
 
-Each pair runs `bench/ingest.py --backends postgresql` once with the function and once with
+Each pair runs `bench/ingest.py --backends postgresql --no-drain` once with the function and once with
 `--no-db-function`, the order alternating from pair to pair (on/off, off/on, ...) so drift on a
 shared machine does not favour one side. Prints every pair and the median of the per-pair ratios.
 """
@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run(extra: list[str], db_function: bool) -> dict[str, float]:
-    args = [sys.executable, str(HERE / "ingest.py"), "--backends", "postgresql", *extra]
+    args = [sys.executable, str(HERE / "ingest.py"), "--backends", "postgresql", "--no-drain", *extra]
     if not db_function:
         args.append("--no-db-function")
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
