@@ -2,6 +2,7 @@
 next to a bare aiohttp handler (reads the body, answers 200) measured in the same run.
 
     python bench/ingest.py [--quick] [--messages N] [--backends sqlite,postgresql] [--embedded] [--worker-after]
+                           [--no-db-function] [--no-drain]
 
 PostgreSQL + Redis is deployed as the README says: `scrm serve --no-worker` stores and acknowledges,
 one `scrm worker` does the follow-up work (FAQ bot answers, desk bookkeeping) from the event
@@ -11,6 +12,8 @@ on this machine, so the worker's share of its cores and of the database is in th
 acknowledgement path alone).
 PostgreSQL runs use a scratch database `scrm_bench_ingest` (created and dropped) on
 127.0.0.1:5432 and Redis db 14 (emptied), as in production; skipped when unreachable.
+`--no-db-function` stores PostgreSQL batches without the `scrm_ingest_batch` function (the server
+is started with SCRM_INGEST_DB_FUNCTION=off); bench/ingest_pairs.py alternates it with the default.
 """
 
 from __future__ import annotations
