@@ -5,10 +5,11 @@ find or open the conversation, store the message, update timestamps. Events are 
 commit. A concurrent duplicate loses the unique-constraint race and is retried, then seen as a
 duplicate, so 20 identical posts store one message.
 
-The modules, each importing only those listed after it:
-  ingest (this entry point) -> ingest_batch (group commit, set-based batches) -> ingest_one (one item
-  per transaction) -> ingest_events (channel events) -> ingest_identity (who wrote) -> ingest_writes
-  (set-based statements) -> ingest_rules (the rules, no database).
+The modules, each importing only those listed after it (tests/core/test_ingest_layers.py):
+  ingest (this entry point) -> ingest_batch (group commit, set-based batches) -> ingest_pg (PostgreSQL:
+  the batch in one database function call) -> ingest_one (one item per transaction) -> ingest_events
+  (channel events) -> ingest_identity (who wrote) -> ingest_writes (set-based statements) ->
+  ingest_rules (the rules, no database) -> inbound_clean.
 """
 
 from __future__ import annotations
