@@ -2,6 +2,7 @@
 next to a bare aiohttp handler (reads the body, answers 200) measured in the same run.
 
     python bench/ingest.py [--quick] [--messages N] [--backends sqlite,postgresql] [--embedded] [--worker-after]
+                           [--no-db-function] [--no-drain]
 
 PostgreSQL + Redis is deployed as the README says: `scrm serve --no-worker` stores and acknowledges,
 one `scrm worker` does the follow-up work (FAQ bot answers, desk bookkeeping) from the event
@@ -11,6 +12,8 @@ on this machine, so the worker's share of its cores and of the database is in th
 acknowledgement path alone).
 PostgreSQL runs use a scratch database `scrm_bench_ingest` (created and dropped) on
 127.0.0.1:5432 and Redis db 14 (emptied), as in production; skipped when unreachable.
+`--no-db-function` stores PostgreSQL batches without the `scrm_ingest_batch` function (the server
+is started with SCRM_INGEST_DB_FUNCTION=off); bench/ingest_pairs.py alternates it with the default.
 """
 
 from __future__ import annotations
@@ -147,7 +150,7 @@ async def seed_inbox(db_url: str) -> int:
 
 
 async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False,
-                     worker_after: bool = False) -> dict[str, float] | None:
+                     worker_after: bool = False, db_function: bool = True, drain: bool = True) -> dict[str, float] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
     if backend == "sqlite":
         db_url = f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -161,6 +164,8 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
     port = free_port()
     env |= {**BENCH_SERVER_ENV, "SCRM_DATABASE_URL": db_url, "SCRM_STORAGE_PATH": str(tmp / "files"), "SCRM_LOGGING_LEVEL": "WARNING",
             "SCRM_DATABASE_AUTO_MIGRATE": "false", "PYTHONPATH": str(ROOT)}
+    if not db_function:
+        env["SCRM_INGEST_DB_FUNCTION"] = "off"
     # PostgreSQL + Redis is measured as deployed (README: `scrm serve --no-worker` + `scrm worker`); SQLite
     # as the embedded default, the outbox worker inside `scrm serve`.
     separate_worker = backend == "postgresql" and not embedded
@@ -180,7 +185,7 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
         res = await load(url, total)
         if separate_worker and worker_after:
             procs.append(spawn(worker, env, tmp / f"worker-{backend}.log"))
-        if separate_worker:  # the follow-up work (bot answers, desk) trails the acknowledgements
+        if separate_worker and drain:  # the follow-up work (bot answers, desk) trails the acknowledgements
             started = time.perf_counter()
             if await work_drained(db_url, 600):
                 res["drain_s"] = time.perf_counter() - started
@@ -218,6 +223,10 @@ async def main() -> None:
     ap.add_argument("--embedded", action="store_true", help="PostgreSQL too with the worker inside `scrm serve`")
     ap.add_argument("--worker-after", action="store_true",
                     help="start `scrm worker` once the burst is acknowledged (the acknowledgement path alone)")
+    ap.add_argument("--no-db-function", action="store_true",
+                    help="PostgreSQL: store batches without the scrm_ingest_batch function (the Python batch path)")
+    ap.add_argument("--no-drain", action="store_true",
+                    help="do not wait for the follow-up work after the burst (A/B runs of the acknowledgement path)")
     args = ap.parse_args()
     total = args.messages or (1500 if args.quick else 6000)
     print(f"ingest benchmark: {total} signed messages, 64 concurrent senders, 500 contacts, FAQ bot on; "
@@ -228,7 +237,8 @@ async def main() -> None:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
-            res = await bench_scrm(backend, total, Path(tmp), args.embedded, args.worker_after)
+            res = await bench_scrm(backend, total, Path(tmp), args.embedded, args.worker_after, not args.no_db_function,
+                                   not args.no_drain)
             if res is None:
                 continue
             results[backend] = res
@@ -250,6 +260,7 @@ async def main() -> None:
     parts += [f"bare_rate={bare['rate']:.0f}", f"bare_p99_ms={bare['p99_ms']:.1f}"]
     if "postgresql" in results and not args.embedded:
         parts.append(f"pg_worker={'after' if args.worker_after else 'during'}")
+        parts.append(f"pg_db_function={'off' if args.no_db_function else 'on'}")
     print("BENCH ingest " + " ".join(parts))
 
 

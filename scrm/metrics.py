@@ -14,3 +14,6 @@ INGEST_LATENCY = Histogram(
 WEBHOOK_REQUESTS = Counter("scrm_webhook_requests_total", "Webhook requests", ["channel", "status"])
 DELIVERIES = Counter("scrm_deliveries_total", "Outbound delivery attempts by outcome", ["channel", "status"])
 OUTBOX_DEPTH = Gauge("scrm_outbox_depth", "Deliveries waiting in the outbox", ["status"])
+# A faster ingest path failed and a slower one took its messages (from/to: function, batch, single).
+INGEST_FALLBACKS = Counter("scrm_ingest_fallbacks", "Ingest batches handed to a slower path after a failure",
+                           ["from", "to", "reason"])

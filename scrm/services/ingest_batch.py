@@ -7,16 +7,19 @@ order), one contact query and one latest-conversation query for the whole batch,
 the clocks in one statement, one INSERT ... RETURNING for the messages (ingest_writes.py) and one commit.
 Nothing waits for a batch to fill: a lone message is a batch of one, so latency at low load is unchanged.
 
-Each caller still gets its own acknowledgement only after the commit that stored its messages. If
-the batch fails (a concurrent process created the same identity, a deadlock, bad data in one
-message) it is tried again, then every request is stored on its own so one bad message cannot fail
-its neighbours.
+Each caller still gets its own acknowledgement only after the commit that stored its messages.
+The paths, fastest first: on PostgreSQL the database function (ingest_pg.py, one round trip), then
+this set-based batch (both tried twice: a concurrent process created the same identity, a deadlock),
+then every request on its own (ingest_one.ingest_each, retried up to four times) so one bad message
+cannot fail its neighbours. Each step down is a WARNING with its reason and counted in /metrics
+(scrm_ingest_fallbacks_total). The rules themselves are ingest_rules.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,8 +33,10 @@ from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Messag
 from scrm.db.sql import by_each_key, is_postgresql, one_of
 from scrm.domain import InboundMessage, IngestOutcome
 from scrm.event_log import append
-from scrm.metrics import INGEST_LATENCY, INGESTED
-from scrm.services import ingest as single
+from scrm.metrics import INGEST_FALLBACKS, INGEST_LATENCY, INGESTED
+from scrm.services import ingest_rules as rules
+from scrm.services.ingest_identity import update_profile
+from scrm.services.ingest_one import emit_stored, ingest_each, open_or_reopen, store_message
 from scrm.services.ingest_pg import store_fast
 from scrm.services.ingest_writes import BatchClocks, insert_messages
 from scrm.services.uow import Tx
@@ -69,7 +74,8 @@ class GroupCommit:
         self._draining: dict[int, int] = {}  # inbox id -> drain tasks running
         self._tasks: set[asyncio.Task[None]] = set()
         self._published: dict[int, asyncio.Event] = {}  # inbox id -> set when the latest batch has published
-        self.fast = not ctx.db.is_sqlite  # scrm_ingest_batch (ingest_pg.py)
+        # scrm_ingest_batch (ingest_pg.py); SCRM_INGEST_DB_FUNCTION=off turns it off (bench/ingest.py --no-db-function)
+        self.fast = not ctx.db.is_sqlite and os.environ.get("SCRM_INGEST_DB_FUNCTION", "on") != "off"
 
     async def submit(self, inbox: Inbox, messages: list[InboundMessage]) -> list[IngestOutcome]:
         future: asyncio.Future[list[IngestOutcome]] = asyncio.get_running_loop().create_future()
@@ -126,9 +132,12 @@ class GroupCommit:
             fast, failure = await self._attempts(lambda: store_fast(self.ctx.db, inbox, messages), len(messages))
             if fast is not None:
                 outcomes, events, rest = fast.outcomes, fast.events, fast.rest
-            elif _missing_function(failure):
-                log.warning("the database lacks scrm_ingest_batch (run `scrm migrate`); storing batches without it")
-                self.fast = False
+            else:
+                assert failure is not None
+                if _missing_function(failure):
+                    self.fast = False
+                fell_back("function", "batch", failure, len(messages),
+                          "the database lacks scrm_ingest_batch (run `scrm migrate`)" if not self.fast else "")
         if rest:
             async def python_path() -> tuple[list[IngestOutcome], list[ev.Event]]:
                 async with self.ctx.db.transaction() as session:
@@ -146,9 +155,11 @@ class GroupCommit:
             await previous.wait()
         if events:
             await self.ctx.bus.publish(events)
-        if rest and len(batch) == 1 and failure is not None and not _retryable(failure):
-            _settle(batch[0], failure)  # e.g. the database is down: the request gets its 503
-            return
+        if rest and failure is not None:
+            if len(batch) == 1 and not _retryable(failure):
+                _settle(batch[0], failure)  # e.g. the database is down: the request gets its 503
+                return
+            fell_back("batch", "single", failure, len(rest))
         done_at = time.perf_counter()
         start = 0
         for pending in batch:
@@ -157,7 +168,7 @@ class GroupCommit:
             missing = [i for i in indexes if i not in outcomes]
             if missing:  # the batch failed: this request's messages on their own, with the single path's retries
                 try:
-                    stored = await single.ingest_each(self.ctx, pending.inbox, [messages[i] for i in missing])
+                    stored = await ingest_each(self.ctx, pending.inbox, [messages[i] for i in missing])
                 except Exception as exc:  # noqa: BLE001
                     _settle(pending, exc)
                     continue
@@ -176,11 +187,12 @@ class GroupCommit:
                 return await store(), None
             except (IntegrityError, DBAPIError) as exc:
                 error = exc
-                log.info("ingest batch of %d (attempt %d) failed: %s", count, attempt + 1, exc.__class__.__name__)
                 if not _retryable(exc):
                     break
-            except Exception as exc:  # noqa: BLE001 - handed to the waiting request(s)
-                log.warning("ingest batch of %d failed (%s); storing each request on its own", count, exc)
+                if attempt + 1 < _BATCH_ATTEMPTS:
+                    log.info("ingest batch of %d (attempt %d) failed, trying again: %s", count, attempt + 1,
+                             rules.failure_reason(exc))
+            except Exception as exc:  # noqa: BLE001 - handed to the slower path, then to the waiting request(s)
                 return None, exc
         return None, error
 
@@ -191,7 +203,15 @@ class GroupCommit:
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, IntegrityError) or single.is_retryable(exc)
+    return isinstance(exc, IntegrityError) or rules.is_retryable(exc)
+
+
+def fell_back(source: str, target: str, failure: BaseException, count: int, hint: str = "") -> None:
+    """A faster path failed and a slower one takes its messages: said at WARNING, and counted in /metrics."""
+    reason = rules.failure_reason(failure)
+    log.warning("ingest: %d messages fall back from the %s path to the %s path after %s: %s%s", count, source, target,
+                reason, str(failure).splitlines()[0] if str(failure) else "", f"; {hint}" if hint else "")
+    INGEST_FALLBACKS.labels(source, target, reason).inc()
 
 
 def _missing_function(exc: BaseException | None) -> bool:
@@ -211,7 +231,7 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
     """Store messages of one inbox in `tx`, in order, each exactly once. Returns one outcome per message."""
     session = tx.session
     pg = is_postgresql(session)
-    threaded = single.is_threaded(inbox)
+    threaded = rules.is_threaded(inbox)
     stored: dict[str, IngestOutcome] = {
         r.external_id: IngestOutcome(duplicate=True, message_id=r.id, conversation_id=r.conversation_id)
         for r in await session.execute(by_each_key(
@@ -219,8 +239,8 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
             Message.external_id, {m.external_id for m in messages}, postgresql=pg,
         ))
     }
-    fast = [m for m in messages if m.external_id not in stored and single.follows_latest(m, threaded)]
-    identities, contacts, latest = await _load_senders(tx, inbox, sorted({m.sender_id for m in fast}))
+    fast = [m for m in messages if m.external_id not in stored and rules.follows_latest(m, threaded)]
+    identities, contacts, latest = await _load_senders(tx, inbox, rules.lock_order(m.sender_id for m in fast))
     opened = await _open_conversations(tx, inbox, fast, identities, contacts, latest)
     replied: dict[str, int] = {}
     if reply_refs := {m.reply_to_external_id for m in messages if m.reply_to_external_id}:
@@ -248,7 +268,7 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
         # The messages themselves: one INSERT ... RETURNING for all (no ORM objects to track).
         ids = await insert_messages(session, [values for _, _, values, *_ in unflushed], postgresql=pg)
         for (index, msg, _, conv, contact, created, reopened), message_id in zip(unflushed, ids, strict=True):
-            outcomes[index] = single.emit_stored(tx, inbox, msg, message_id, conv, contact, created=created, reopened=reopened)
+            outcomes[index] = emit_stored(tx, inbox, msg, message_id, conv, contact, created=created, reopened=reopened)
         unflushed.clear()
 
     for msg in messages:
@@ -261,25 +281,25 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
             continue
         identity = identities.get(msg.sender_id)
         contact = contacts.get(identity.contact_id) if identity is not None else None
-        if identity is None or contact is None or msg.sender_id in slow_senders or not single.follows_latest(msg, threaded):
+        if identity is None or contact is None or msg.sender_id in slow_senders or not rules.follows_latest(msg, threaded):
             # Merged contact, email threading: the single path, flushing first so events keep their order.
             await flush_and_emit()
-            outcome = await single.store_message(tx, inbox, msg)
+            outcome = await store_message(tx, inbox, msg)
             slow_senders.add(msg.sender_id)
             in_batch[msg.external_id] = len(outcomes)
             outcomes.append(outcome)
             continue
         now = utcnow()
         if msg.profile is not None:
-            single.apply_profile(tx, contact, identity, msg.profile)
-        conversation, _, reopened = await single.open_or_reopen(
-            tx, inbox, identity, contact, msg, now, single.continuable(inbox, latest.get(identity.id))
+            update_profile(tx, contact, identity, msg.profile)
+        conversation, _, reopened = await open_or_reopen(
+            tx, inbox, identity, contact, msg, now, rules.continuable(inbox, latest.get(identity.id))
         )
         latest[identity.id] = conversation  # the sender's next message in this batch joins it
         created = conversation.id in opened
         opened.discard(conversation.id)
         reply_to_id = replied.get(msg.reply_to_external_id) if msg.reply_to_external_id else None
-        values = single.message_values(inbox, msg, conversation, reply_to_id, now)
+        values = rules.message_values(inbox, msg, conversation, reply_to_id, now)
         clocks.move(msg, identity, contact, conversation, now)
         in_batch[msg.external_id] = len(outcomes)
         unflushed.append((len(outcomes), msg, values, conversation, contact, created, reopened))
@@ -289,7 +309,7 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
     for index, first in copies.items():
         original = outcomes[first]
         assert original is not None
-        outcomes[index] = IngestOutcome(duplicate=True, message_id=original.message_id, conversation_id=original.conversation_id)
+        outcomes[index] = rules.duplicate_of(original)
     result = [o for o in outcomes if o is not None]
     assert len(result) == len(messages)
     return result
@@ -306,7 +326,7 @@ async def _load_senders(
     latest: dict[int, Conversation | None] = {}
     if not senders:
         return identities, contacts, latest
-    # Locked in the order of `senders` (sorted): concurrent batches, in other processes too, lock
+    # Locked in the order of `senders` (ingest_rules.lock_order): concurrent batches, in other processes too, lock
     # shared identities in the same order.
     for identity in await session.scalars(by_each_key(
         select(ContactIdentity).where(ContactIdentity.inbox_id == inbox.id).with_for_update(key_share=True),
@@ -335,7 +355,7 @@ async def _load_senders(
         # New people: contacts and identities in two multi-row inserts. A concurrent process creating
         # the same identity makes the flush fail; the batch is then run again and finds it.
         now = utcnow()
-        fresh = [single.new_contact(now) for _ in missing]
+        fresh = [rules.new_contact(now) for _ in missing]
         session.add_all(fresh)
         await session.flush()
         created = [ContactIdentity(inbox_id=inbox.id, external_id=s, contact_id=c.id, attributes={}) for s, c in zip(missing, fresh, strict=True)]
@@ -362,8 +382,8 @@ async def _open_conversations(
         if msg.sender_id in first_seen or identity is None or identity.contact_id not in contacts:
             continue
         first_seen.add(msg.sender_id)
-        if single.continuable(inbox, latest.get(identity.id)) is None:
-            conv = single.new_conversation(inbox, identity, contacts[identity.contact_id], msg, now)
+        if rules.continuable(inbox, latest.get(identity.id)) is None:
+            conv = rules.new_conversation(inbox, identity, contacts[identity.contact_id], msg, now)
             opened.append(conv)
     if opened:
         tx.session.add_all(opened)

@@ -1,7 +1,8 @@
 """PostgreSQL fast path of the group commit: a batch stored, and its events logged, by one statement.
 
 The function (migration 0013) does in the database what ingest_batch.store_batch does for the common
-case, in one round trip that is its own transaction. What it does not handle (a merged contact) comes
+case, in one round trip that is its own transaction: it restates in SQL the rules of ingest_rules.py
+(tests/core/test_ingest_pg.py keeps the two equal). What it does not handle (a merged contact) comes
 back as `slow`, untouched, and so does every message of a sender the function is not given at all
 (threads, reply references, custom attributes, email participants): the caller stores those with the
 Python path. A sender is wholly on one path, so its messages keep their order.
@@ -19,8 +20,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from scrm import events as ev
 from scrm.db.models import Inbox, utcnow
 from scrm.domain import InboundMessage, IngestOutcome
-from scrm.services import ingest as single
-from scrm.services.ingest_writes import preview
+from scrm.services import ingest_rules as rules
 
 if TYPE_CHECKING:
     from scrm.db.database import Database
@@ -97,7 +97,7 @@ def handled(msg: InboundMessage, threaded: bool) -> bool:
     """Whether the function can store this message (else its sender takes the Python path)."""
     profile = msg.profile
     return (
-        single.follows_latest(msg, threaded) and not msg.reply_to_external_id
+        rules.follows_latest(msg, threaded) and not msg.reply_to_external_id
         and (profile is None or not profile.attributes)
         and not (isinstance(msg.payload, dict) and msg.payload.get("recipients"))
     )
@@ -105,19 +105,13 @@ def handled(msg: InboundMessage, threaded: bool) -> bool:
 
 async def store_fast(db: Database, inbox: Inbox, messages: list[InboundMessage]) -> FastOutcome:
     """Store what the function handles of `messages` (one inbox, arrival order) in one call."""
-    threaded = single.is_threaded(inbox)
+    threaded = rules.is_threaded(inbox)
     python_senders = {m.sender_id for m in messages if not handled(m, threaded)}
-    sent: list[int] = []  # indexes given to the function, each external id once
-    first: dict[str, int] = {}
-    copies: dict[int, int] = {}  # a repeat inside the batch -> its first copy
-    for index, msg in enumerate(messages):
-        if msg.sender_id in python_senders:
-            continue
-        if msg.external_id in first:
-            copies[index] = first[msg.external_id]
-        else:
-            first[msg.external_id] = index
-            sent.append(index)
+    # Given to the function: each external id once (a repeat inside the batch is a duplicate of its first copy).
+    eligible = [i for i, m in enumerate(messages) if m.sender_id not in python_senders]
+    firsts, repeated = rules.repeats([messages[i] for i in eligible])
+    sent = [eligible[j] for j in firsts]
+    copies = {eligible[j]: eligible[k] for j, k in repeated.items()}
     result = FastOutcome()
     if sent:
         rows = await db.autocommit(_CALL, _arguments(inbox, [messages[i] for i in sent]))
@@ -142,14 +136,12 @@ async def store_fast(db: Database, inbox: Inbox, messages: list[InboundMessage])
                     "conversation_id": row.conversation_id, "status": "open", "previous": row.previous_status,
                     "by": "contact"}))
         for index, row in stored:
-            result.outcomes[index] = single.stored_events(
+            result.outcomes[index] = rules.stored_events(
                 result.events, inbox, messages[index], row.message_id, row.conversation_id, row.handler,
                 row.contact_id, created=row.outcome == "created", reopened=row.outcome == "reopened")
     for index, original in copies.items():
         if original in result.outcomes:
-            done = result.outcomes[original]
-            result.outcomes[index] = IngestOutcome(duplicate=True, message_id=done.message_id,
-                                                   conversation_id=done.conversation_id)
+            result.outcomes[index] = rules.duplicate_of(result.outcomes[original])
     result.rest = [i for i, m in enumerate(messages) if i not in result.outcomes]
     return result
 
@@ -157,13 +149,13 @@ async def store_fast(db: Database, inbox: Inbox, messages: list[InboundMessage])
 def _arguments(inbox: Inbox, messages: list[InboundMessage]) -> dict[str, Any]:
     columns: dict[str, list[Any]] = {name: [] for name in _ARRAYS}
     for msg in messages:
-        values = single.message_content(msg)
+        values = rules.message_content(msg)
         profile = msg.profile
         columns["external_ids"].append(msg.external_id)
         columns["senders"].append(msg.sender_id)
         columns["texts"].append(msg.text)
         columns["content_types"].append(values["content_type"])
-        columns["previews"].append(preview(msg.text, msg.content_type))
+        columns["previews"].append(rules.preview(msg.text, msg.content_type))
         columns["attachments"].append(json.dumps(values["attachments"]))
         columns["payloads"].append(json.dumps(values["payload"]))
         columns["sent_ats"].append(values["sent_at"])

@@ -19,17 +19,32 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Integer, Text, bindparam, func, insert, text, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from scrm.db.models import Contact, ContactIdentity, Conversation, Message
 from scrm.domain import InboundMessage
+from scrm.services.ingest_rules import preview, wrote_in
 
-# Column -> (array element type, SQL cast of the element); the keys are those of ingest.message_values.
+__all__ = ["BatchClocks", "insert_messages", "preview"]  # preview: for the outbox and WeCom
+
+# Column -> (array element type, SQL cast of the element); the keys are those of ingest_rules.message_values.
 _MESSAGE_COLUMNS: dict[str, tuple[Any, str]] = {
     "conversation_id": (BigInteger, "bigint"), "inbox_id": (BigInteger, "bigint"), "direction": (Text, "text"),
     "sender_kind": (Text, "text"), "content_type": (Text, "text"), "text": (Text, "text"),
@@ -37,6 +52,11 @@ _MESSAGE_COLUMNS: dict[str, tuple[Any, str]] = {
     "payload": (Text, "json"), "created_at": (DateTime(timezone=True), "timestamptz"),
     "sent_at": (DateTime(timezone=True), "timestamptz"), "edit_history": (Text, "json"), "private": (Boolean, "boolean"),
 }
+def _table(model: Any) -> Table:
+    """A model's table, typed as one (`__table__` is typed as any FromClause)."""
+    return cast(Table, model.__table__)
+
+
 _JSON_COLUMNS = {name for name, (_, cast) in _MESSAGE_COLUMNS.items() if cast == "json"}
 _INSERT_MESSAGES = text(
     f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
@@ -47,9 +67,9 @@ _INSERT_MESSAGES = text(
 
 
 async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]], *, postgresql: bool) -> list[int]:
-    """Insert inbound message rows (ingest.message_values, distinct external ids); their ids, in order."""
+    """Insert inbound message rows (ingest_rules.message_values, distinct external ids); their ids, in order."""
     if not postgresql:
-        table = Message.__table__
+        table = _table(Message)
         return list((await session.execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True), list(rows))).scalars().all())
     columns: dict[str, list[Any]] = {name: [] for name in _MESSAGE_COLUMNS}
@@ -59,14 +79,6 @@ async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]],
             values.append(json.dumps(value) if name in _JSON_COLUMNS else value)
     ids = {external_id: id_ for id_, external_id in await session.execute(_INSERT_MESSAGES, columns)}
     return [ids[row["external_id"]] for row in rows]
-
-
-def preview(text: str | None, content_type: str) -> str:
-    """A one-line preview for the conversation list."""
-    if text:
-        line = " ".join(text.split())
-        return line[:197] + "…" if len(line) > 198 else line
-    return f"[{content_type}]"
 
 
 _CLOCKS_POSTGRESQL = text("""
@@ -89,15 +101,15 @@ WHERE conversations.id = v.id
     bindparam("first_ats", type_=ARRAY(DateTime(timezone=True))),
 )
 
-_conversations = Conversation.__table__.c
-_SQLITE_CONVERSATIONS = update(Conversation.__table__).where(_conversations.id == bindparam("b_id")).values(
+_conversations = _table(Conversation).c
+_SQLITE_CONVERSATIONS = update(_table(Conversation)).where(_conversations.id == bindparam("b_id")).values(
     last_activity_at=bindparam("b_at"), last_message_preview=bindparam("b_preview"),
     unread_count=_conversations.unread_count + bindparam("b_added"),
     waiting_since=func.coalesce(_conversations.waiting_since, bindparam("b_first_at", type_=_conversations.waiting_since.type)),
 )
-_SQLITE_CONTACTS = update(Contact.__table__).where(Contact.__table__.c.id == bindparam("b_id")).values(
+_SQLITE_CONTACTS = update(_table(Contact)).where(_table(Contact).c.id == bindparam("b_id")).values(
     last_seen_at=bindparam("b_at"), updated_at=bindparam("b_at"))
-_SQLITE_IDENTITIES = update(ContactIdentity.__table__).where(ContactIdentity.__table__.c.id == bindparam("b_id")).values(
+_SQLITE_IDENTITIES = update(_table(ContactIdentity)).where(_table(ContactIdentity).c.id == bindparam("b_id")).values(
     last_inbound_at=bindparam("b_at"))
 
 
@@ -121,23 +133,16 @@ class BatchClocks:
     def move(self, msg: InboundMessage, identity: ContactIdentity, contact: Contact, conversation: Conversation,
              now: datetime) -> None:
         """A new inbound message: the contact was seen, the conversation moved and waits for an answer.
-        The rare changes (reachable again, email participants) go through the ORM."""
+        The rare changes (ingest_rules.wrote_in: reachable again, email participants) go through the ORM."""
         self._contacts[contact.id] = (contact, now)
         self._identities[identity.id] = (identity, now)
-        if not identity.reachable and msg.content_type != "event":
-            identity.reachable = True  # they wrote to us again: the channel works
-            identity.unreachable_reason = None
         activity = self._conversations.get(conversation.id)
         if activity is None:
             activity = self._conversations[conversation.id] = _Activity(conversation, now, now, "")
         activity.at = now
         activity.preview = preview(msg.text, msg.content_type)
         activity.added += 1
-        recipients = msg.payload.get("recipients") if isinstance(msg.payload, dict) else None
-        if recipients:
-            meta = dict(conversation.meta or {})
-            meta["participants"] = sorted(set(meta.get("participants", [])) | {str(r).lower() for r in recipients})
-            conversation.meta = meta
+        wrote_in(msg, identity, conversation)
 
     async def write(self, session: AsyncSession, *, postgresql: bool) -> None:
         """Write the clocks collected so far (after the session's flush), and mirror them on the objects."""

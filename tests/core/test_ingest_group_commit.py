@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from typing import Any
 
 from sqlalchemy import func, select
@@ -115,6 +117,30 @@ async def test_one_bad_request_does_not_fail_its_neighbours(ctx):
     assert isinstance(results[2], Exception)
     assert all(not isinstance(r, Exception) and not r[0].duplicate for i, r in enumerate(results) if i != 2)
     assert await count(ctx, Message) == 5
+
+
+def fallbacks_in(metrics: str, source: str, target: str) -> float:
+    """The count /metrics reports for fallbacks from `source` to `target` (any reason)."""
+    pattern = re.compile(rf'^scrm_ingest_fallbacks_total{{from="{source}",reason="[^"]*",to="{target}"}} (\S+)$', re.M)
+    return sum(float(v) for v in pattern.findall(metrics))
+
+
+async def test_a_failed_batch_falls_back_to_one_at_a_time_with_a_warning_and_a_count(client, ctx, caplog):
+    """A batch that cannot be stored is not silent: each request is then stored on its own, the fallback
+    is logged at WARNING with its reason and counted in /metrics."""
+    inbox = await make_inbox(ctx)
+    before = await (await client.get("/metrics")).text()
+    good = [[InboundMessage(f"fb-{i}", f"p{i}", "fine")] for i in range(4)]
+    bad = [InboundMessage("fb-bad", "p-bad", "x", payload={"oops": object()})]  # not JSON-serialisable
+    with caplog.at_level(logging.WARNING, logger="scrm.ingest"):
+        results = await asyncio.gather(*[ingest(ctx, inbox, b) for b in [*good[:2], bad, *good[2:]]],
+                                       return_exceptions=True)
+    assert isinstance(results[2], Exception)
+    assert all(not isinstance(r, Exception) and not r[0].duplicate for i, r in enumerate(results) if i != 2)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "fall back" in r.getMessage()]
+    assert any("to the single path" in r.getMessage() and "TypeError" in r.getMessage() for r in warnings)
+    after = await (await client.get("/metrics")).text()
+    assert fallbacks_in(after, "batch", "single") == fallbacks_in(before, "batch", "single") + 1
 
 
 async def test_a_batch_moves_every_clock_once_per_row(ctx):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 
 from scrm import events as ev
@@ -180,6 +182,8 @@ async def test_without_the_function_batches_take_the_python_path(quiet_ctx: AppC
     await ingest(ctx, inbox, [InboundMessage("before", "u1", "hello")])
     async with ctx.db.transaction() as s:
         await s.execute(text("DROP FUNCTION scrm_ingest_batch"))
+    labels = {"from": "function", "to": "batch", "reason": "UndefinedFunctionError"}
+    counted = REGISTRY.get_sample_value("scrm_ingest_fallbacks_total", labels) or 0
     try:
         acks = await asyncio.gather(*[ingest(ctx, inbox, [InboundMessage(f"m{i}", f"u{i % 3}", f"消息 {i}")])
                                       for i in range(12)])
@@ -187,7 +191,9 @@ async def test_without_the_function_batches_take_the_python_path(quiet_ctx: AppC
         async with ctx.db.session() as s:
             assert await s.scalar(select(func.count()).select_from(Message)) == 13
         assert group_commit(ctx).fast is False
-        assert "run `scrm migrate`" in caplog.text
+        assert any(r.levelno == logging.WARNING and "run `scrm migrate`" in r.getMessage()
+                   and "from the function path to the batch path" in r.getMessage() for r in caplog.records)
+        assert (REGISTRY.get_sample_value("scrm_ingest_fallbacks_total", labels) or 0) > counted
     finally:  # the next tests share this database
         migration = importlib.import_module("scrm.db.migrations.versions.0013_ingest_batch_function")
         async with ctx.db.transaction() as s:
