@@ -7,12 +7,13 @@ worker meanwhile is left alone, it owns the outcome now.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, select, update
+from sqlalchemy import and_, bindparam, case, select, update
 
 from scrm import events as ev
 from scrm.db.models import ContactIdentity, Delivery, Message
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from scrm.settings import WorkerSettings
 
 D = Delivery.__table__
+M = Message.__table__
 Decided = tuple["Outcome", str, dict[str, Any], dict[str, Any]]  # outcome, status, delivery values, message values
 
 
@@ -94,20 +96,51 @@ async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str
         res = await s.execute(update(D).where(D.c.id == o.delivery.id, ours).values(**values))
         if res.rowcount == 1:  # type: ignore[attr-defined]
             applied.add(o.delivery.id)
-    for o, status, _, msg_values in decided:
-        if o.delivery.id in applied:
-            await apply_outcome(tx, o, status, msg_values)
+    done = [(o, status, msg_values) for o, status, _, msg_values in decided if o.delivery.id in applied]
+    await _update_messages(s, done)
+    for o, status, msg_values in done:
+        await apply_outcome(tx, o, status, msg_values)
     return applied
 
 
+async def _update_messages(s: AsyncSession, done: list[tuple[Outcome, str, dict[str, Any]]]) -> None:
+    """The conversation messages of a batch of outcomes: one statement per shape of change (nearly always
+    one for the whole batch), and the platform's message id where no other message of the inbox has it
+    (one read for the batch)."""
+    wanted = {(o.delivery.inbox_id, o.result.external_id) for o, _, _ in done
+              if o.delivery.message_id is not None and o.result is not None and o.result.external_id}
+    taken: set[tuple[int, str]] = set()
+    if wanted:
+        taken = {(i, e) for i, e in (await s.execute(
+            select(M.c.inbox_id, M.c.external_id).where(M.c.inbox_id.in_({i for i, _ in wanted}),
+                                                        M.c.external_id.in_({e for _, e in wanted})))).all()}
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for o, _, msg_values in done:
+        d = o.delivery
+        if d.message_id is None:
+            continue
+        values = dict(msg_values)
+        ext = o.result.external_id if o.result is not None else None
+        if ext and (d.inbox_id, ext) not in taken:
+            taken.add((d.inbox_id, ext))  # unique per inbox: the first message of the batch keeps it
+            values["external_id"] = ext
+        params = {f"v_{k}": v for k, v in values.items()} | {"m_id": d.message_id}
+        shapes.setdefault(tuple(sorted(values)), []).append(params)
+    for keys, rows in shapes.items():
+        await s.execute(_message_update(keys), rows)
+
+
+@functools.lru_cache(maxsize=16)
+def _message_update(keys: tuple[str, ...]) -> Any:
+    return update(M).where(M.c.id == bindparam("m_id")).values(
+        {k: bindparam(f"v_{k}", type_=M.c[k].type) for k in keys})
+
+
 async def apply_outcome(tx: Tx, o: Outcome, status: str, msg_values: dict[str, Any]) -> None:
-    """The outcome's side effects: the conversation message's status, an unreachable identity, events."""
+    """The outcome's other effects (its message is updated with the batch's, _update_messages): a 群发
+    batch's recipients, an unreachable identity, events."""
     s, d = tx.session, o.delivery
     if d.message_id is not None:
-        await s.execute(update(Message).where(Message.id == d.message_id).values(**msg_values))
-        ext = o.result.external_id if o.result is not None else None
-        if ext and not await _external_id_taken(s, d.inbox_id, ext):
-            await s.execute(update(Message).where(Message.id == d.message_id).values(external_id=ext))
         tx.emit(ev.MESSAGE_UPDATED, message_id=d.message_id, conversation_id=d.conversation_id,
                 delivery_status=msg_values.get("delivery_status"))
     error = o.error
@@ -122,10 +155,3 @@ async def apply_outcome(tx: Tx, o: Outcome, status: str, msg_values: dict[str, A
             identity.unreachable_reason = error.reason
             tx.emit(ev.CONTACT_UPDATED, contact_id=identity.contact_id, identity_id=identity.id)
     tx.emit(ev.DELIVERY_UPDATED, delivery_id=d.id, status=status, conversation_id=d.conversation_id, kind=d.kind)
-
-
-async def _external_id_taken(session: AsyncSession, inbox_id: int, external_id: str) -> bool:
-    found = await session.scalar(
-        select(Message.id).where(and_(Message.inbox_id == inbox_id, Message.external_id == external_id))
-    )
-    return found is not None

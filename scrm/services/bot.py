@@ -38,6 +38,7 @@ from bot_flows.conditions import BusinessHours
 from bot_flows.engine import EngineConfig, FlowEngine, MatcherLookup
 from bot_flows.flows import FlowSet, load_flows
 from scrm import events as ev
+from scrm.db.database import batch_fact
 from scrm.db.models import (
     Contact,
     ContactIdentity,
@@ -132,7 +133,11 @@ def _has_buttons(inbox: Inbox) -> bool:
 
 
 async def _contact_view(tx: Tx, contact: Contact) -> dict[str, Any]:
-    tags = (await tx.session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == contact.id))).all()
+    batch_tags = batch_fact(tx.session, "contact_tags")  # read for the consumer's whole batch
+    if batch_tags is not None and contact.id in batch_tags:
+        tags = batch_tags[contact.id]
+    else:
+        tags = (await tx.session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == contact.id))).all()
     return {"name": contact.name, "language": contact.language, "attributes": dict(contact.attributes or {}),
             "tags": list(tags)}
 
