@@ -35,6 +35,7 @@ from scrm.db.models import utcnow
 from scrm.db.models_events import EventRecord
 from scrm.event_batch import hold_back_conversation_writes, preload, write_held_back
 from scrm.services.conversation_turns import TURNS
+from scrm.services.outbox import insert_deferred_deliveries
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -230,6 +231,7 @@ class EventConsumer:
                             errors[record.id] = f"{errors.get(record.id, '')}{error}\n"
                     else:
                         await sub.listener(event)
+            await insert_deferred_deliveries(shared)
             await self._mark(shared, claimed, errors)
             if shared.events:
                 await append(shared.session, shared.events)
