@@ -3,8 +3,12 @@
 The listeners a batch calls (bot round, desk bookkeeping, notifications, opt-out) read the same rows
 for every event: the message, its conversation, the conversation's contact, identity, inbox and desk
 stats. Loaded here with one query per table into the shared session, their own `session.get` calls
-are answered from the session's identity map instead of a statement each. The decisions stay in the
-pure functions (bot_flows engine, FAQ matcher); their writes are flushed together at the commit.
+are answered from the session's identity map instead of a statement each. What they ask about each
+customer message (the contact's tags, a ticket waiting on the customer, a broadcast awaiting a reply) is
+asked once for the batch too (`SharedTransaction.facts`, read with `batch_fact`; dropped when the batch
+writes the table). The decisions stay in the pure functions (bot_flows engine, FAQ matcher); their
+writes are flushed together: on PostgreSQL new messages take ids from the sequence a chunk at a time
+(services/outbox.py), so a batch's messages, deliveries and FAQ outcomes are one INSERT per table.
 """
 
 from __future__ import annotations
