@@ -35,7 +35,7 @@ from scrm.db.models import utcnow
 from scrm.db.models_events import EventRecord
 from scrm.event_batch import hold_back_conversation_writes, preload, write_held_back
 from scrm.services.conversation_turns import TURNS
-from scrm.services.outbox import insert_deferred_deliveries
+from scrm.services.outbox import defer_deliveries, insert_deferred_deliveries
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -220,6 +220,7 @@ class EventConsumer:
             # The turns of the claimed conversations are this transaction's (on SQLite: every one).
             shared.turns = {r.conversation_id for r in claimed if r.conversation_id is not None}
             hold_back_conversation_writes(shared)
+            defer_deliveries(shared)
             await preload(shared, events)
             for record, event in zip(claimed, events, strict=True):
                 for sub in self.bus.work_listeners(event):

@@ -215,7 +215,8 @@ async def _batch_message_id(tx: Tx) -> int | None:
     the batch is redone event by event: each listener's writes are flushed in its own savepoint)."""
     shared = shared_for(tx.session)
     bind = tx.session.bind
-    if shared is None or shared.savepoints or bind is None or bind.dialect.name != "postgresql":
+    if (shared is None or shared.savepoints or "deliveries" not in shared.facts or bind is None
+            or bind.dialect.name != "postgresql"):
         return None
     pool: list[int] = shared.facts.setdefault("message_ids", [])
     if not pool:
@@ -227,9 +228,13 @@ def _deferred_deliveries(tx: Tx) -> dict[str, Any] | None:
     """The consumer batch's deliveries of messages with a batch id: the unit of work does not order a
     delivery after its message (no relationship between them), so they are added once the messages are in."""
     shared = shared_for(tx.session)
-    if shared is None:
-        return None
-    return shared.facts.setdefault("deliveries", {"rows": [], "message": None})  # type: ignore[no-any-return]
+    return None if shared is None else shared.facts.get("deliveries")
+
+
+def defer_deliveries(shared: SharedTransaction) -> None:
+    """Let this consumer batch's new messages take batch ids and their deliveries wait for
+    insert_deferred_deliveries, which the batch must call before it commits."""
+    shared.facts["deliveries"] = {"rows": [], "message": None}
 
 
 async def insert_deferred_deliveries(shared: SharedTransaction) -> None:
