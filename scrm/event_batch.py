@@ -95,17 +95,19 @@ async def _read_facts(shared: SharedTransaction, conversations: list[Conversatio
                                           .where(ContactTag.contact_id.in_(contact_ids))):
         tags[cid].append(tag)
     waiting = dict.fromkeys(_ids(c.id for c in conversations), False)  # conversation -> has a ticket waiting
-    for cid in await session.scalars(select(Ticket.conversation_id).distinct().where(
+    for conversation_id in await session.scalars(select(Ticket.conversation_id).distinct().where(
             Ticket.conversation_id.in_(list(waiting)), Ticket.status.in_(("pending", "solved")))):
-        waiting[cid] = True
+        if conversation_id is not None:
+            waiting[conversation_id] = True
     since = utcnow() - timedelta(days=MAX_REPLY_WINDOW_DAYS)
     awaiting: dict[int, set[int]] = {cid: set() for cid in contact_ids}  # contact -> inboxes
-    for cid, iid in await session.execute(
+    for contact_id, inbox_id in await session.execute(
         select(BroadcastRecipient.contact_id, BroadcastRecipient.inbox_id).distinct()
         .join(Delivery, Delivery.id == BroadcastRecipient.delivery_id)
         .where(BroadcastRecipient.contact_id.in_(contact_ids), BroadcastRecipient.replied_at.is_(None),
                Delivery.sent_at >= since)):
-        awaiting[cid].add(iid)
+        if inbox_id is not None:
+            awaiting[contact_id].add(inbox_id)
     shared.facts |= {"contact_tags": tags, "tickets_waiting": waiting, "broadcast_awaiting": awaiting}
 
 

@@ -11,9 +11,9 @@ import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import and_, bindparam, case, select, update
+from sqlalchemy import Table, and_, bindparam, case, select, update
 
 from scrm import events as ev
 from scrm.db.models import ContactIdentity, Delivery, Message
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
     from scrm.settings import WorkerSettings
 
-D = Delivery.__table__
-M = Message.__table__
+D = cast(Table, Delivery.__table__)
+M = cast(Table, Message.__table__)
 Decided = tuple["Outcome", str, dict[str, Any], dict[str, Any]]  # outcome, status, delivery values, message values
 
 
