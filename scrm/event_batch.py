@@ -3,23 +3,39 @@
 The listeners a batch calls (bot round, desk bookkeeping, notifications, opt-out) read the same rows
 for every event: the message, its conversation, the conversation's contact, identity, inbox and desk
 stats. Loaded here with one query per table into the shared session, their own `session.get` calls
-are answered from the session's identity map instead of a statement each. The decisions stay in the
-pure functions (bot_flows engine, FAQ matcher); their writes are flushed together at the commit.
+are answered from the session's identity map instead of a statement each. What they ask about each
+customer message (the contact's tags, a ticket waiting on the customer, a broadcast awaiting a reply) is
+asked once for the batch too (`SharedTransaction.facts`, read with `batch_fact`; dropped when the batch
+writes the table). The decisions stay in the pure functions (bot_flows engine, FAQ matcher); their
+writes are flushed together: on PostgreSQL new messages take ids from the sequence a chunk at a time
+(services/outbox.py), so a batch's messages, deliveries and FAQ outcomes are one INSERT per table.
 """
 
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, event, func, inspect, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from scrm import events as ev
 from scrm.db.database import SharedTransaction, shared_for
-from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Message
+from scrm.db.models import (
+    Contact,
+    ContactIdentity,
+    ContactTag,
+    Conversation,
+    Delivery,
+    Inbox,
+    Message,
+    Ticket,
+    utcnow,
+)
 from scrm.db.models_desk import ConversationStats
+from scrm.db.models_marketing import BroadcastRecipient
 from scrm.services.outbox import CLOCKS_DEFERRED
 
 
@@ -59,6 +75,50 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     for model, key in ((Contact, "contact_id"), (ContactIdentity, "identity_id"), (Inbox, "inbox_id")):
         if ids := _ids(getattr(c, key) for c in conversations):
             shared.loaded += (await session.scalars(select(model).where(model.id.in_(ids)))).all()
+    asked = {e.data.get("conversation_id") for e in events if e.name == ev.MESSAGE_CREATED
+             and e.data.get("direction") == "in" and e.data.get("sender_kind", "contact") == "contact"}
+    if customers := [c for c in conversations if c.id in asked]:
+        await _read_facts(shared, customers)
+
+
+async def _read_facts(shared: SharedTransaction, conversations: list[Conversation]) -> None:
+    """What the listeners ask about each customer message, asked once for the batch's conversations:
+    the contact's tags (bot), which conversations have a ticket waiting on the customer (desk), which
+    contacts await a reply to a broadcast on the inbox (opt-out). Read at the batch's start: a change
+    committed meanwhile counts as made after these messages."""
+    from scrm.services.optout import MAX_REPLY_WINDOW_DAYS
+
+    session = shared.session
+    contact_ids = _ids(c.contact_id for c in conversations)
+    tags: dict[int, list[str]] = {cid: [] for cid in contact_ids}
+    for cid, tag in await session.execute(select(ContactTag.contact_id, ContactTag.tag)
+                                          .where(ContactTag.contact_id.in_(contact_ids))):
+        tags[cid].append(tag)
+    waiting = dict.fromkeys(_ids(c.id for c in conversations), False)  # conversation -> has a ticket waiting
+    for conversation_id in await session.scalars(select(Ticket.conversation_id).distinct().where(
+            Ticket.conversation_id.in_(list(waiting)), Ticket.status.in_(("pending", "solved")))):
+        if conversation_id is not None:
+            waiting[conversation_id] = True
+    since = utcnow() - timedelta(days=MAX_REPLY_WINDOW_DAYS)
+    awaiting: dict[int, set[int]] = {cid: set() for cid in contact_ids}  # contact -> inboxes
+    for contact_id, inbox_id in await session.execute(
+        select(BroadcastRecipient.contact_id, BroadcastRecipient.inbox_id).distinct()
+        .join(Delivery, Delivery.id == BroadcastRecipient.delivery_id)
+        .where(BroadcastRecipient.contact_id.in_(contact_ids), BroadcastRecipient.replied_at.is_(None),
+               Delivery.sent_at >= since)):
+        if inbox_id is not None:
+            awaiting[contact_id].add(inbox_id)
+    shared.facts |= {"contact_tags": tags, "tickets_waiting": waiting, "broadcast_awaiting": awaiting}
+
+
+# A fact is dropped when the batch writes its table (the reader then asks the database itself).
+_FACT_TABLES = {"contact_tags": "contact_tags", "tickets": "tickets_waiting", "broadcast_recipients": "broadcast_awaiting"}
+
+
+def _drop_facts(shared: SharedTransaction, table: str | None) -> None:
+    fact = _FACT_TABLES.get(table or "")
+    if fact is not None:
+        shared.facts.pop(fact, None)
 
 
 
@@ -83,7 +143,18 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
                 else:
                     ops.append(("set", changed))
 
+    def dml(state: ORMExecuteState) -> None:
+        if state.is_insert or state.is_update or state.is_delete:
+            _drop_facts(shared, getattr(getattr(state.statement, "table", None), "name", None))
+
+    def facts_flush(session: Session, _context: object, _instances: object) -> None:
+        if shared.facts:
+            for obj in (*session.new, *session.dirty, *session.deleted):
+                _drop_facts(shared, getattr(obj, "__tablename__", None))
+
     event.listen(shared.session.sync_session, "before_flush", before_flush)
+    event.listen(shared.session.sync_session, "before_flush", facts_flush)
+    event.listen(shared.session.sync_session, "do_orm_execute", dml)
 
 
 def _statement(op: tuple[Any, ...]) -> tuple[Any, dict[str, Any]]:

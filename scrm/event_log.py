@@ -35,6 +35,7 @@ from scrm.db.models import utcnow
 from scrm.db.models_events import EventRecord
 from scrm.event_batch import hold_back_conversation_writes, preload, write_held_back
 from scrm.services.conversation_turns import TURNS
+from scrm.services.outbox import defer_deliveries, insert_deferred_deliveries
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -57,6 +58,7 @@ def live_only(event: ev.Event) -> bool:
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between attempts while the database is unreachable
 SCAN = 4  # PostgreSQL: unworked events a claim looks at, in batches (conversations other consumers hold are skipped)
 PRUNE_EVERY = 60.0
+BATCH_GROWTH = 4  # a batch grows to at most this many times events.batch_size under a backlog
 PRUNE_CHUNK = 10_000
 
 
@@ -146,6 +148,11 @@ class EventConsumer:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._careful = 0  # events still to work one at a time after a batch failed
+        # Batches grow while the log has a backlog (a full batch came back): the per-batch statements
+        # (claim, reads per table, marks, commit) are then shared by more events; back to the setting
+        # once the consumer has caught up, so a lone message is not held up by a long batch.
+        self._limit = settings.batch_size
+        self._grow = False
 
     def start(self) -> None:
         """Start the consumer tasks: on PostgreSQL several (each claims other conversations, so one's
@@ -184,7 +191,8 @@ class EventConsumer:
                 else:
                     log.warning("event log: a batch failed (%s: %s); working its events one by one",
                                 type(exc).__name__, exc)
-                    self._careful = self.settings.batch_size
+                    self._careful = self._limit  # as many events as the failed batch may have held
+                    self._limit, self._grow = self.settings.batch_size, False
                 continue
             if not worked:
                 await self._pause(self.settings.poll_interval)
@@ -200,15 +208,19 @@ class EventConsumer:
         for ready in list(self.bus.before_work):
             await ready()
         async with self.db.shared_transaction() as shared:
-            claimed = await claim(shared.session, 1 if careful else self.settings.batch_size)
+            limit = 1 if careful else self._limit
+            claimed = await claim(shared.session, limit)
             if not claimed:
                 self._careful = 0
                 return 0
+            if not careful and len(claimed) >= limit:  # the next batch grows (only after this one commits)
+                self._grow = True
             errors: dict[int, str] = {}
             events = [_event(record) for record in claimed]
             # The turns of the claimed conversations are this transaction's (on SQLite: every one).
             shared.turns = {r.conversation_id for r in claimed if r.conversation_id is not None}
             hold_back_conversation_writes(shared)
+            defer_deliveries(shared)
             await preload(shared, events)
             for record, event in zip(claimed, events, strict=True):
                 for sub in self.bus.work_listeners(event):
@@ -220,12 +232,15 @@ class EventConsumer:
                             errors[record.id] = f"{errors.get(record.id, '')}{error}\n"
                     else:
                         await sub.listener(event)
+            await insert_deferred_deliveries(shared)
             await self._mark(shared, claimed, errors)
             if shared.events:
                 await append(shared.session, shared.events)
             await write_held_back(shared)  # last: the conversation rows stay locked only until the commit
         if careful:
             self._careful -= 1
+        grow, self._grow = self._grow, False
+        self._limit = min(self._limit * 2, self.settings.batch_size * BATCH_GROWTH) if grow else self.settings.batch_size
         if shared.events:
             await self.bus.publish(shared.events)
         for sub, event in later:

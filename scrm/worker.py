@@ -1,11 +1,9 @@
 """The outbox worker: claim delivery rows, respect channel rate limits, send, record the outcome.
 
 A delivery moves queued -> claimed -> sending -> sent | failed (or back to queued for a retry).
-`claimed` rows were never handed to a channel, so after a crash they are simply queued again.
-`sending` rows may or may not have reached the channel: they are sent again only where the channel
-deduplicates by our idempotency key; elsewhere they fail as "outcome unknown" for an agent to
-decide, so nobody gets a message twice. PostgreSQL claims with FOR UPDATE SKIP LOCKED; SQLite
-serializes writers, which makes the same UPDATE ... RETURNING safe.
+Recording outcomes is in worker_outcomes.py, recovery after a crash in worker_recovery.py.
+PostgreSQL claims with FOR UPDATE SKIP LOCKED; SQLite serializes writers, which makes the same
+UPDATE ... RETURNING safe.
 
 Throughput: the state changes are group-committed. Every delivery is still marked `sending` (and
 committed) before its channel is called, but the deliveries marked while a commit was running
@@ -30,51 +28,41 @@ import asyncio
 import contextlib
 import gc
 import logging
-import random
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from channels.base import ChannelAdapter
-from channels.registry import get_adapter_class
 from scrm import events as ev
-from scrm.db.models import ContactIdentity, Delivery, Inbox, Message, utcnow
+from scrm.db.models import Delivery, utcnow
 from scrm.domain import OutboundMessage, PermanentSendError, SendResult, TransientSendError
 from scrm.event_log import append
-from scrm.metrics import DELIVERIES, OUTBOX_DEPTH
-from scrm.services import wechat_mass
+from scrm.metrics import DELIVERIES
 from scrm.services.outbox import outbound_from_delivery
-from scrm.services.outbox_batching import ACTIVE, GroupCommit, OutboxStatements
+from scrm.services.outbox_batching import GroupCommit, OutboxStatements
 from scrm.services.outbox_budget import ClaimBudget
 from scrm.services.outbox_pacing import ARM_AHEAD_MAX, ARM_AHEAD_MIN, Pacer, paced
 from scrm.services.outbox_slots import SendSlots
 from scrm.services.uow import Tx, unit_of_work
 from scrm.worker_liveness import Liveness, keep_beating
+from scrm.worker_outcomes import Outcome, decide, record_outcomes
+from scrm.worker_recovery import UNKNOWN_OUTCOME as UNKNOWN_OUTCOME  # re-exported for callers and tests
+from scrm.worker_recovery import recover_stale, release_claimed, requeue
+from scrm.worker_recovery import update_outbox_depth as update_outbox_depth
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
 
 log = logging.getLogger("scrm.worker")
 
-UNKNOWN_OUTCOME = "outcome unknown: the worker stopped while sending; not resent to avoid a duplicate"
 MAX_INLINE_WAIT = 5.0  # rate-limit waits longer than this go back to the queue
 # A delivery that would wait longer than this in its inbox's line goes back to the queue (due when its
 # go-ahead would come); claims keep about half as much in line (see outbox_budget.CLAIM_HORIZON).
 LINE_HORIZON = 1.0
 D = Delivery.__table__
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    delivery: Any  # a claimed deliveries row
-    channel: str
-    result: SendResult | None
-    error: Exception | None
 
 
 class OutboxWorker:
@@ -97,7 +85,7 @@ class OutboxWorker:
         self._arm_ahead = ARM_AHEAD_MIN  # seconds of go-aheads each line marks `sending` ahead
         self._lookups: dict[int, asyncio.Future[ChannelAdapter | None]] = {}
         # One queue for both writes of a delivery: "mark sending" (an id) and "record the outcome".
-        self._writes: GroupCommit[int | _Outcome, bool] = GroupCommit(self._flush_writes)
+        self._writes: GroupCommit[int | Outcome, bool] = GroupCommit(self._flush_writes)
         self._sql = OutboxStatements(ctx.db.dialect == "postgresql")
         self._own: dict[str, AsyncConnection | None] = {}  # connections held by `run` (PostgreSQL)
         self._recover_every = min(self.cfg.lease_seconds / 2, 15)
@@ -435,14 +423,14 @@ class OutboxWorker:
             lookup.add_done_callback(lambda _: self._lookups.pop(inbox_id, None))
         return await asyncio.shield(lookup)
 
-    async def _flush_writes(self, items: list[int | _Outcome]) -> list[bool]:
+    async def _flush_writes(self, items: list[int | Outcome]) -> list[bool]:
         """One transaction for a batch of "mark sending" requests (ids) and outcomes.
 
         True where the row was still ours (claimed by this worker) and the change applied. A delivery
         never has both in one batch: its outcome is submitted only after its `sending` committed.
         """
         ids = [i for i in items if isinstance(i, int)]
-        outcomes = [i for i in items if isinstance(i, _Outcome)]
+        outcomes = [i for i in items if isinstance(i, Outcome)]
         now = utcnow()
         sending: set[int] = set()
         async with self._transaction("write") as tx:
@@ -450,8 +438,8 @@ class OutboxWorker:
                 rows = await tx.session.execute(self._sql.mark_sending, {
                     "ids": ids, "me": self.name, "lease": now + timedelta(seconds=self.cfg.lease_seconds)})
                 sending = set(rows.scalars())
-            decided = [(o, *self._decide(o, now)) for o in outcomes]
-            applied = await self._record_outcomes(tx, decided, now) if decided else set()
+            decided = [(o, *decide(o, now, self.cfg)) for o in outcomes]
+            applied = await record_outcomes(tx, decided, now, self.name, self._sql.mark_sent) if decided else set()
         for o, status, values, _ in decided:
             if o.delivery.id in applied:
                 DELIVERIES.labels(channel=o.channel, status=status).inc()
@@ -460,23 +448,7 @@ class OutboxWorker:
         return [i in sending if isinstance(i, int) else i.delivery.id in applied for i in items]
 
     async def _requeue(self, delivery: Any, wait: float) -> None:
-        """Back to the queue, due in `wait` seconds: it was not sent (it may be marked `sending` already)."""
-        async with self.ctx.db.transaction() as s:
-            await s.execute(
-                update(D)
-                .where(D.c.id == delivery.id, D.c.status.in_(("claimed", "sending")), D.c.claimed_by == self.name)
-                .values(
-                    status="queued",
-                    claimed_by=None,
-                    lease_until=None,
-                    attempts=D.c.attempts - 1,
-                    next_attempt_at=utcnow() + timedelta(seconds=wait),
-                )
-            )
-
-    def _backoff(self, attempts: int) -> float:
-        delay = min(self.cfg.backoff_max, self.cfg.backoff_base ** max(attempts, 1))
-        return delay * random.uniform(0.8, 1.2)
+        await requeue(self.ctx, delivery, self.name, wait)
 
     async def _finish(
         self, delivery: Any, channel: str, *, result: SendResult | None = None, error: Exception | None = None
@@ -484,154 +456,17 @@ class OutboxWorker:
         """Record the outcome (group-committed with other deliveries finishing at the same time)."""
         try:
             # Not urgent: no send waits for it, so it rides along with the next "mark sending".
-            await self._writes.submit(_Outcome(delivery, channel, result, error), urgent=False)
+            await self._writes.submit(Outcome(delivery, channel, result, error), urgent=False)
         except Exception:  # noqa: BLE001 - the row stays "sending": recovered after its lease
             log.exception("could not record the outcome of delivery %s", delivery.id)
 
-    def _decide(self, o: _Outcome, now: datetime) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        """(status, delivery values, message values) for one outcome."""
-        values: dict[str, Any] = {"lease_until": None}
-        error = o.error
-        if o.result is not None:
-            status = "delivered" if o.result.delivered else "sent"
-            values |= {"status": status, "external_id": o.result.external_id, "sent_at": now, "last_error": None}
-            return status, values, {"delivery_status": status, "delivery_error": None, "sent_at": now}
-        if isinstance(error, TransientSendError) and o.delivery.attempts < self.cfg.max_attempts:
-            delay = error.retry_after if error.retry_after is not None else self._backoff(o.delivery.attempts)
-            reason = f"{error.reason} (retrying)"
-            values |= {"status": "queued", "claimed_by": None, "next_attempt_at": now + timedelta(seconds=delay),
-                       "last_error": reason, "error_code": error.code}
-            return "queued", values, {"delivery_error": reason}
-        assert error is not None
-        reason = getattr(error, "reason", str(error))
-        values |= {"status": "failed", "last_error": reason, "error_code": getattr(error, "code", None)}
-        return "failed", values, {"delivery_status": "failed", "delivery_error": reason}
-
-    async def _record_outcomes(
-        self, tx: Tx, decided: list[tuple[_Outcome, str, dict[str, Any], dict[str, Any]]], now: datetime
-    ) -> set[int]:
-        """Record a batch of outcomes, guarded by our claim; returns the ids it applied to.
-
-        Successful sends (nearly all of them) take one UPDATE per status; retries and failures one
-        each. A row recovered by another worker meanwhile is left alone: it owns the outcome now.
-        """
-        ours = and_(D.c.claimed_by == self.name, D.c.status.in_(("claimed", "sending")))
-        applied: set[int] = set()
-        s = tx.session
-        for status in ("sent", "delivered"):
-            group = [o for o, st, _, _ in decided if st == status]
-            if not group:
-                continue
-            if self._sql.mark_sent is not None:
-                rows = await s.execute(self._sql.mark_sent, {
-                    "ids": [o.delivery.id for o in group], "me": self.name, "new_status": status, "now": now,
-                    "exts": [o.result.external_id if o.result else None for o in group]})
-            else:
-                external = {o.delivery.id: o.result.external_id for o in group if o.result and o.result.external_id}
-                rows = await s.execute(
-                    update(D)
-                    .where(D.c.id.in_([o.delivery.id for o in group]), ours)
-                    .values(status=status, sent_at=now, last_error=None, lease_until=None,
-                            external_id=case(external, value=D.c.id, else_=None) if external else None)
-                    .returning(D.c.id)
-                )
-            applied.update(rows.scalars())
-        for o, status, values, _ in decided:
-            if status in ("sent", "delivered"):
-                continue
-            res = await s.execute(update(D).where(D.c.id == o.delivery.id, ours).values(**values))
-            if res.rowcount == 1:  # type: ignore[attr-defined]
-                applied.add(o.delivery.id)
-        for o, status, _, msg_values in decided:
-            if o.delivery.id in applied:
-                await self._apply_outcome(tx, o, status, msg_values)
-        return applied
-
-    async def _apply_outcome(self, tx: Tx, o: _Outcome, status: str, msg_values: dict[str, Any]) -> None:
-        """The outcome's side effects: the conversation message's status, an unreachable identity, events."""
-        s, d = tx.session, o.delivery
-        if d.message_id is not None:
-            await s.execute(update(Message).where(Message.id == d.message_id).values(**msg_values))
-            ext = o.result.external_id if o.result is not None else None
-            if ext and not await _external_id_taken(s, d.inbox_id, ext):
-                await s.execute(update(Message).where(Message.id == d.message_id).values(external_id=ext))
-            tx.emit(ev.MESSAGE_UPDATED, message_id=d.message_id, conversation_id=d.conversation_id,
-                    delivery_status=msg_values.get("delivery_status"))
-        error = o.error
-        if d.kind == wechat_mass.KIND:  # a 群发 batch's recipients follow its control delivery
-            await wechat_mass.settle_batch(tx, d, status, o.result.external_id if o.result else None,
-                                           getattr(error, "reason", None) if error else None,
-                                           getattr(error, "code", None) if error else None)
-        if isinstance(error, PermanentSendError) and error.contact_unreachable and d.identity_id:
-            identity = await s.get(ContactIdentity, d.identity_id)
-            if identity is not None:
-                identity.reachable = False
-                identity.unreachable_reason = error.reason
-                tx.emit(ev.CONTACT_UPDATED, contact_id=identity.contact_id, identity_id=identity.id)
-        tx.emit(ev.DELIVERY_UPDATED, delivery_id=d.id, status=status, conversation_id=d.conversation_id, kind=d.kind)
-
     async def release_claimed(self) -> int:
         """Give back rows this worker claimed but never started sending (graceful shutdown)."""
-        async with self.ctx.db.transaction() as s:
-            res = await s.execute(
-                update(D)
-                .where(D.c.status == "claimed", D.c.claimed_by == self.name)
-                .values(status="queued", claimed_by=None, lease_until=None, attempts=D.c.attempts - 1)
-            )
-            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+        return await release_claimed(self.ctx, self.name)
 
     async def recover_stale(self, dead: set[str] | frozenset[str] = frozenset()) -> int:
-        """Recover deliveries whose worker died (their lease ran out, or their worker is in `dead`, see
-        worker_liveness.py): claimed -> queued; sending -> resend or fail."""
-        now = utcnow()
-        recovered = 0
-        stale = Delivery.lease_until < now
-        if dead:
-            stale = or_(stale, Delivery.claimed_by.in_(sorted(dead)))
-        async with unit_of_work(self.ctx) as tx:
-            s = tx.session
-            res = await s.execute(
-                update(Delivery)
-                .where(Delivery.status == "claimed", stale)
-                .values(status="queued", claimed_by=None, lease_until=None)
-            )
-            recovered += int(res.rowcount or 0)  # type: ignore[attr-defined]
-            stale = (
-                await s.execute(
-                    select(Delivery, Inbox.channel_type)
-                    .join(Inbox, Inbox.id == Delivery.inbox_id)
-                    .where(Delivery.status == "sending", stale)
-                    .with_for_update(skip_locked=True, of=Delivery)
-                )
-            ).all()
-            for d, channel_type in stale:
-                recovered += 1
-                # A 群发 resent with its recorded clientmsgid is not sent twice (WeChat answers 45065).
-                if _idempotent(channel_type) or d.kind == wechat_mass.KIND:
-                    d.status, d.claimed_by, d.lease_until = "queued", None, None
-                    continue
-                d.status, d.lease_until, d.last_error, d.error_code = "failed", None, UNKNOWN_OUTCOME, "unknown_outcome"
-                if d.message_id:
-                    await s.execute(
-                        update(Message)
-                        .where(Message.id == d.message_id)
-                        .values(delivery_status="failed", delivery_error=UNKNOWN_OUTCOME)
-                    )
-                    tx.emit(ev.MESSAGE_UPDATED, message_id=d.message_id, conversation_id=d.conversation_id)
-            if recovered:
-                log.warning("recovered %d deliveries left by a stopped worker", recovered)
-        return recovered
-
-
-async def update_outbox_depth(ctx: AppContext) -> None:
-    """Refresh the outbox depth gauge (called when /metrics is scraped)."""
-    async with ctx.db.session() as s:
-        rows = await s.execute(
-            select(Delivery.status, func.count()).where(Delivery.status.in_(ACTIVE)).group_by(Delivery.status)
-        )
-        counts = {status: n for status, n in rows}
-    for status in ACTIVE:
-        OUTBOX_DEPTH.labels(status=status).set(counts.get(status, 0))
+        """Recover deliveries of stopped workers (worker_recovery.py)."""
+        return await recover_stale(self.ctx, dead)
 
 
 def _freeze_startup_objects() -> None:
@@ -650,15 +485,3 @@ def _freeze_startup_objects() -> None:
 _FROZEN = False
 
 
-def _idempotent(channel_type: str) -> bool:
-    try:
-        return get_adapter_class(channel_type).capabilities.idempotent_send
-    except KeyError:
-        return False
-
-
-async def _external_id_taken(session, inbox_id: int, external_id: str) -> bool:  # type: ignore[no-untyped-def]
-    found = await session.scalar(
-        select(Message.id).where(and_(Message.inbox_id == inbox_id, Message.external_id == external_id))
-    )
-    return found is not None

@@ -91,12 +91,22 @@ class SharedTransaction:
     # ingest updates those rows too and must not wait for the whole batch.
     # conversation id -> its writes in order: ("clocks", answers, parameters) or ("set", {column: value})
     held_back: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)
+    # What the batch's listeners would otherwise read once per event, read once for the batch
+    # (event_batch.py); a fact is dropped as soon as the batch writes the table it comes from.
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 def shared_for(session: AsyncSession) -> SharedTransaction | None:
     """The shared transaction `session` belongs to, if any (for services that can skip a lock it holds)."""
     shared = _SHARED.get()
     return shared if shared is not None and shared.session is session else None
+
+
+def batch_fact(session: AsyncSession, name: str) -> Any:
+    """A fact the consumer's batch read for all its events (event_batch.py), or None outside a batch
+    or once the batch wrote its table: then the caller reads for itself."""
+    shared = shared_for(session)
+    return None if shared is None else shared.facts.get(name)
 
 
 _SHARED: ContextVar[SharedTransaction | None] = ContextVar("scrm_shared_transaction", default=None)

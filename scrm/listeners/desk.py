@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from scrm import events as ev
+from scrm.db.database import batch_fact
 from scrm.db.models import Conversation, Message, utcnow
 from scrm.db.models_desk import ConversationStats, TeamMember
 from scrm.services import assignment, automation, csat, sla, ticket_workflow, webhooks_out
@@ -165,7 +166,9 @@ class DeskListener:
             if stats.sla_started_at is None and conv.handler in ("queue", "human"):
                 await sla.start_clock(tx, conv, stats, msg.created_at)
             await sla.on_customer_message(tx, stats, msg.created_at)
-            await ticket_workflow.on_customer_message(tx, conv)
+            waiting = batch_fact(tx.session, "tickets_waiting")  # read for the consumer's whole batch
+            if waiting is None or waiting.get(conv.id, True):
+                await ticket_workflow.on_customer_message(tx, conv)
         elif msg.direction == "out" and msg.sender_kind == "agent":
             await sla.on_agent_reply(tx, stats, msg.created_at)
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -41,6 +39,7 @@ from bot_flows.engine import EngineConfig, FlowEngine, MatcherLookup
 from bot_flows.flow_model import FlowSet
 from bot_flows.flows import load_flows
 from scrm import events as ev
+from scrm.db.database import batch_fact
 from scrm.db.models import (
     Contact,
     ContactIdentity,
@@ -53,8 +52,9 @@ from scrm.db.models import (
 )
 from scrm.db.models_desk import FaqOutcome
 from scrm.services import conversations as conv_svc
+from scrm.services.bot_config import ROOT, load_bot_config
 from scrm.services.conversation_turns import take_turn
-from scrm.services.faq import ROOT, get_index, matcher_config
+from scrm.services.faq import get_index, matcher_config
 from scrm.services.outbox import enqueue_message, passive_hold
 from scrm.services.tickets import PRIORITIES, create_ticket, ticket_number_text
 from scrm.services.uow import Tx, unit_of_work
@@ -63,7 +63,6 @@ if TYPE_CHECKING:
     from scrm.context import AppContext
 
 log = logging.getLogger("scrm.bot")
-DEFAULT_CONFIG = ROOT / "config" / "bot.toml"
 _RUNTIME_KEY = "bot_runtime"
 _APP = "_app"  # the application's own bookkeeping inside bot_state (hidden from the engine)
 MAX_HTTP_CHAIN = 5
@@ -73,18 +72,6 @@ HANDOFF_REASONS = {
     "bot_unanswered": "机器人未能回答 / the bot could not answer",
     "after_hours": "非工作时间留言 / message left after hours",
 }
-
-
-def load_bot_config(path: str | Path | None = None) -> dict[str, Any]:
-    """Read config/bot.toml (or SCRM_BOT_CONFIG); a missing file means defaults."""
-    path = Path(path or os.environ.get("SCRM_BOT_CONFIG") or DEFAULT_CONFIG)
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"bot config {path} is not valid TOML: {exc}") from None
 
 
 def _resolve(path: str) -> Path:
@@ -147,7 +134,11 @@ def _has_buttons(inbox: Inbox) -> bool:
 
 
 async def _contact_view(tx: Tx, contact: Contact) -> dict[str, Any]:
-    tags = (await tx.session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == contact.id))).all()
+    batch_tags = batch_fact(tx.session, "contact_tags")  # read for the consumer's whole batch
+    if batch_tags is not None and contact.id in batch_tags:
+        tags = batch_tags[contact.id]
+    else:
+        tags = (await tx.session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == contact.id))).all()
     return {"name": contact.name, "language": contact.language, "attributes": dict(contact.attributes or {}),
             "tags": list(tags)}
 

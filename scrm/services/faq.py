@@ -37,13 +37,13 @@ from bot_flows.tokenize import Analysis
 from scrm import events as ev
 from scrm.db.models import FaqEntryRow, UnansweredQuestion, utcnow
 from scrm.domain import Choice
+from scrm.services.bot_config import ROOT, load_bot_config
 from scrm.services.uow import Tx, unit_of_work
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
 
 log = logging.getLogger("scrm.faq")
-ROOT = Path(__file__).resolve().parents[2]
 _INDEX_KEY = "faq_index"
 
 
@@ -365,8 +365,6 @@ async def get_index(ctx: AppContext, cfg: dict[str, Any] | None = None) -> FaqIn
     """The process's FAQ index for this context: seeds the table on first start, then builds it."""
     index: FaqIndex | None = ctx.extras.get(_INDEX_KEY)
     if index is None:
-        from scrm.services.bot import load_bot_config
-
         cfg = cfg or load_bot_config()
         index = ctx.extras[_INDEX_KEY] = FaqIndex(matcher_config(cfg), bool(cfg.get("semantic_rerank", False)))
         seed = cfg.get("seed_faq")

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from scrm.db.database import batch_fact
 from scrm.db.models import Contact, Delivery, utcnow
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient
 from scrm.services.uow import Tx
@@ -65,6 +66,9 @@ async def _recent_recipients(tx: Tx, contact_id: int, *, channel: str | None = N
 
 async def awaiting_reply(session: AsyncSession, contact_id: int, inbox_id: int) -> bool:
     """Cheap read: did this contact receive a broadcast on this inbox recently that has no reply yet?"""
+    known = batch_fact(session, "broadcast_awaiting")  # the event log consumer read it for its whole batch
+    if known is not None and contact_id in known:
+        return inbox_id in known[contact_id]
     since = utcnow() - timedelta(days=MAX_REPLY_WINDOW_DAYS)
     found = await session.scalar(
         select(BroadcastRecipient.id)

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, Update, bindparam, case, null, update
+from sqlalchemy import String, Update, bindparam, case, null, text, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from scrm import events as ev
-from scrm.db.database import shared_for
+from scrm.db.database import SharedTransaction, shared_for
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
 from scrm.domain import PASSIVE_REPLY_UNTIL, Attachment, Choice, OutboundMessage
 from scrm.services.ingest_writes import preview
@@ -68,7 +68,11 @@ def enqueue_delivery(
             "recipient_data": dict(identity.attributes or {}),
         },
     )
-    tx.session.add(delivery)
+    deferred = _deferred_deliveries(tx) if message_id is not None else None
+    if deferred is not None and deferred.get("message") == message_id:
+        deferred["rows"].append(delivery)  # inserted after the batch's messages (insert_deferred_deliveries)
+    else:
+        tx.session.add(delivery)
     tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox.id, conversation_id=conversation_id)
     return delivery
 
@@ -140,7 +144,9 @@ async def enqueue_message(
     `payload` is kept on the message (e.g. which FAQ entry the bot answered with), not sent.
     """
     now = utcnow()
+    batch_id = await _batch_message_id(tx)
     message = Message(
+        id=batch_id,
         conversation_id=conversation.id,
         inbox_id=inbox.id,
         direction="out",
@@ -157,7 +163,10 @@ async def enqueue_message(
         edit_history=[],
     )
     tx.session.add(message)
-    await tx.session.flush()
+    if batch_id is None:
+        await tx.session.flush()  # its id, for the delivery and the event
+    else:
+        _deferred_deliveries(tx)["message"] = batch_id  # type: ignore[index]
     delivery = enqueue_delivery(
         tx,
         inbox=inbox,
@@ -173,7 +182,8 @@ async def enqueue_message(
         reply_to_external_id=reply_to.external_id if reply_to else None,
         not_before=not_before,
     )
-    await tx.session.flush()
+    if batch_id is None:
+        await tx.session.flush()  # callers may read the delivery's id (a consumer's batch: none does)
     await _move_clocks(tx, conversation, now, preview(text, content_type), answers=sender_kind in ("agent", "bot"))
     if sender_kind == "agent" and conversation.first_reply_at is None:
         conversation.first_reply_at = now
@@ -191,6 +201,49 @@ async def enqueue_message(
     # What moved, so listeners can tell (the desk re-picks an SLA only when the priority changed).
     tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conversation.id, inbox_id=inbox.id, changed=["activity"])
     return message, delivery
+
+
+# PostgreSQL: message ids taken from the table's sequence a chunk at a time, so a consumer's batch needs no
+# flush per message to learn its id: its messages, deliveries and FAQ outcomes are inserted together (one
+# statement per table) when the batch flushes. Unused ids are a gap in the sequence, as after a rollback.
+_NEXT_MESSAGE_IDS = text("SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, :n)")
+MESSAGE_ID_CHUNK = 16
+
+
+async def _batch_message_id(tx: Tx) -> int | None:
+    """An id for a new message of the consumer's batch (PostgreSQL), or None: flush to get one (also while
+    the batch is redone event by event: each listener's writes are flushed in its own savepoint)."""
+    shared = shared_for(tx.session)
+    bind = tx.session.bind
+    if (shared is None or shared.savepoints or "deliveries" not in shared.facts or bind is None
+            or bind.dialect.name != "postgresql"):
+        return None
+    pool: list[int] = shared.facts.setdefault("message_ids", [])
+    if not pool:
+        pool.extend(sorted(await tx.session.scalars(_NEXT_MESSAGE_IDS, {"n": MESSAGE_ID_CHUNK})))
+    return pool.pop(0)
+
+
+def _deferred_deliveries(tx: Tx) -> dict[str, Any] | None:
+    """The consumer batch's deliveries of messages with a batch id: the unit of work does not order a
+    delivery after its message (no relationship between them), so they are added once the messages are in."""
+    shared = shared_for(tx.session)
+    return None if shared is None else shared.facts.get("deliveries")
+
+
+def defer_deliveries(shared: SharedTransaction) -> None:
+    """Let this consumer batch's new messages take batch ids and their deliveries wait for
+    insert_deferred_deliveries, which the batch must call before it commits."""
+    shared.facts["deliveries"] = {"rows": [], "message": None}
+
+
+async def insert_deferred_deliveries(shared: SharedTransaction) -> None:
+    """Insert the batch's deferred deliveries after its messages (event_log: before it marks its events)."""
+    deferred = shared.facts.pop("deliveries", None)
+    if deferred and deferred["rows"]:
+        await shared.session.flush()  # their messages first
+        shared.session.add_all(deferred["rows"])
+        await shared.session.flush()
 
 
 def passive_hold(message: Message | None) -> datetime | None:
