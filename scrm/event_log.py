@@ -129,7 +129,7 @@ FOR UPDATE OF e SKIP LOCKED
 
 async def claim(session: AsyncSession, limit: int) -> list[Any]:
     """Unworked events this transaction may work now, in order (see the module docstring)."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         return list((await session.execute(_CLAIM_PG, {"n": limit, "scan": limit * SCAN, "turns": TURNS})).all())
     return list((await session.execute(
         select(EventRecord.id, EventRecord.conversation_id, EventRecord.name, EventRecord.payload,

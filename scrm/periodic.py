@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from scrm import event_log
 from scrm.services import bot, broadcasts, churn, sla, snooze, webchat_email, wecom_jobs, wecom_kf_sync
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scrm.periodic")
 
-Job = Callable[["AppContext", asyncio.Event], Awaitable[None]]
+Job = Callable[["AppContext", asyncio.Event], Coroutine[Any, Any, None]]
 
 # (name, job): each job is `async def f(ctx, stop: asyncio.Event) -> None`. The name keys the job's
 # cluster-wide lease: keep it when a module moves, or old and new processes would run the job twice.
@@ -40,7 +40,7 @@ RENEW_EVERY = LEASE / 3
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # backoff after a failure (Redis down, the job crashed), doubling
 
 
-async def _leased(ctx: AppContext, name: str, fn: Callable[..., Awaitable[None]], stop: asyncio.Event) -> None:
+async def _leased(ctx: AppContext, name: str, fn: Callable[..., Coroutine[Any, Any, None]], stop: asyncio.Event) -> None:
     """Run `fn` while this process holds the job's lease; renew it; stop when asked.
 
     Survives anything: an error taking or renewing the lease (Redis down) or the job crashing is
@@ -68,12 +68,12 @@ async def _leased(ctx: AppContext, name: str, fn: Callable[..., Awaitable[None]]
             await asyncio.wait_for(stop.wait(), wait)
 
 
-async def _run_while_held(ctx: AppContext, key: str, name: str, fn: Callable[..., Awaitable[None]],
+async def _run_while_held(ctx: AppContext, key: str, name: str, fn: Callable[..., Coroutine[Any, Any, None]],
                           stop: asyncio.Event, held_until: float) -> bool:
     """Run the job and renew its lease until stopped, taken over or expired; True when something failed."""
     loop = asyncio.get_running_loop()
     inner = asyncio.Event()
-    task = asyncio.create_task(fn(ctx, inner))
+    task: asyncio.Task[None] = asyncio.create_task(fn(ctx, inner))
     failed = False
     try:
         while not stop.is_set() and not task.done():

@@ -11,7 +11,7 @@ import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, and_, bindparam, case, select, update
 
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
     from scrm.settings import WorkerSettings
 
-D = cast(Table, Delivery.__table__)
-M = cast(Table, Message.__table__)
+D: Table = Delivery.__table__
+M: Table = Message.__table__
 Decided = tuple["Outcome", str, dict[str, Any], dict[str, Any]]  # outcome, status, delivery values, message values
 
 

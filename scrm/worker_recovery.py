@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, func, or_, select, update
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scrm.worker")
 UNKNOWN_OUTCOME = "outcome unknown: the worker stopped while sending; not resent to avoid a duplicate"
-D = cast(Table, Delivery.__table__)
+D: Table = Delivery.__table__
 
 
 async def requeue(ctx: AppContext, delivery: Any, me: str, wait: float) -> None:

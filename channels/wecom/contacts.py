@@ -130,7 +130,7 @@ class WeComContactsAdapter(ChannelAdapter):
     async def corp_tags(self) -> list[dict[str, Any]]:
         """get_corp_tag_list: every group with its tags."""
         data = await self.client.post("externalcontact/get_corp_tag_list", {"tag_id": [], "group_id": []})
-        return [g for g in data.get("tag_group") or [] if isinstance(g, Mapping)]
+        return [g for g in data.get("tag_group") or [] if isinstance(g, dict)]
 
     async def add_corp_tags(self, group_name: str, names: Sequence[str]) -> dict[str, Any]:
         """add_corp_tag: create tags in a group (this app may edit only the tags it created)."""
@@ -151,7 +151,7 @@ class WeComContactsAdapter(ChannelAdapter):
 
     async def groupmsg_task(self, msgid: str) -> list[dict[str, Any]]:
         data = await self.client.post("externalcontact/get_groupmsg_task", {"msgid": msgid, "limit": 1000})
-        return [t for t in data.get("task_list") or [] if isinstance(t, Mapping)]
+        return [t for t in data.get("task_list") or [] if isinstance(t, dict)]
 
     async def groupmsg_results(self, msgid: str, userid: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -161,7 +161,7 @@ class WeComContactsAdapter(ChannelAdapter):
             if cursor:
                 body["cursor"] = cursor
             data = await self.client.post("externalcontact/get_groupmsg_send_result", body)
-            rows += [r for r in data.get("send_list") or [] if isinstance(r, Mapping)]
+            rows += [r for r in data.get("send_list") or [] if isinstance(r, dict)]
             cursor = str(data.get("next_cursor") or "")
             if not cursor:
                 break
@@ -174,7 +174,8 @@ class WeComContactsAdapter(ChannelAdapter):
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """A welcome (send_welcome_msg with its code) or one staff member's 群发 task (add_msg_template)."""
-        op = message.metadata.get("wecom") if isinstance(message.metadata.get("wecom"), Mapping) else {}
+        found = message.metadata.get("wecom")
+        op: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
         try:
             if op.get("op") == "welcome":
                 await self.client.post("externalcontact/send_welcome_msg", {

@@ -122,11 +122,11 @@ def message_of(msgid: str, customer: str, item: Mapping[str, Any]) -> InboundMes
         payload["userid"] = userid
         return InboundMessage(**base, text=f"[名片 / contact card] {userid}", content_type=ContentType.CONTACT_CARD,
                               payload=payload)
-    text = _card_text(msgtype, body)
-    if text is not None:
+    card = _card_text(msgtype, body)
+    if card is not None:
         payload[msgtype] = dict(body)
         plain = msgtype in ("merged_msg", "msgmenu")
-        return InboundMessage(**base, text=text, content_type=ContentType.TEXT if plain else ContentType.LINK,
+        return InboundMessage(**base, text=card, content_type=ContentType.TEXT if plain else ContentType.LINK,
                               payload=payload)
     # Unknown to this version: kept as a note for the agents, never answered by the bot.
     log.warning("wecom kf: unsupported message type %r (%s) stored as a note", msgtype, msgid)
@@ -169,7 +169,8 @@ def _merged_content(entry: Mapping[str, Any]) -> str:
     if not isinstance(inner, dict):
         return "[?]"
     kind = str(inner.get("msgtype") or entry.get("msgtype") or "")
-    body = inner.get(kind) if isinstance(inner.get(kind), dict) else {}
+    found = inner.get(kind)
+    body = found if isinstance(found, dict) else {}
     return _str(body.get("content")) or f"[{kind}]"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrm.listeners import bot, desk, media, notifications, optout, realtime, wecom
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from scrm.context import AppContext
 
 # Each install(ctx) subscribes its listeners and returns their unsubscribe callables; in this order.
-INSTALLERS: tuple[Callable[[AppContext], list[Callable[[], object]]], ...] = (
+INSTALLERS: tuple[Callable[[AppContext], list[Any]], ...] = (
     media.install,
     optout.install,  # before the bot: opt-out keywords are not questions
     bot.install,

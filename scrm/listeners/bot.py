@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("scrm.listeners.bot")
 
 
-def install(ctx: AppContext) -> list[Callable[[], None]]:
+def install(ctx: AppContext) -> list[Callable[[], object]]:
     """Subscribe to message.created and faq.changed; start building the FAQ index in the background."""
     runtime = bot_svc.get_runtime(ctx)  # validates the flows at start: a broken file fails loudly
 
@@ -48,7 +48,7 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
             await faq_svc.get_index(ctx, dict(runtime.config))
 
     ctx.bus.before_work.append(index_ready)
-    unsubscribe = [ctx.bus.subscribe(on_message, ev.MESSAGE_CREATED),
+    unsubscribe: list[Callable[[], object]] = [ctx.bus.subscribe(on_message, ev.MESSAGE_CREATED),
                    lambda: ctx.bus.before_work.remove(index_ready) if index_ready in ctx.bus.before_work else None,
                    ctx.bus.subscribe(on_faq, ev.FAQ_CHANGED, everywhere=True)]
     try:

@@ -29,7 +29,7 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
                 inbox_id = await s.scalar(select(Conversation.inbox_id).where(Conversation.id == conversation_id))
             if inbox_id is None:
                 return False
-        inbox = await ctx.adapters.inbox(inbox_id)
+        inbox = await ctx.adapters.inbox(int(inbox_id))  # type: ignore[call-overload]
         return inbox is not None and inbox.channel_type == "wecom_kf"
 
     async def on_conversation(event: ev.Event) -> None:

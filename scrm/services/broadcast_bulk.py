@@ -53,7 +53,7 @@ async def allocate_delivery_ids(tx: Tx, n: int) -> list[int]:
     if n == 0:
         return []
     s = tx.session
-    if s.bind.dialect.name == "postgresql":
+    if s.get_bind().dialect.name == "postgresql":
         # One array, not n rows: decoding 100k result rows cost more than drawing the numbers.
         return list(await s.scalar(text(
             "SELECT array_agg(nextval(pg_get_serial_sequence('deliveries', 'id'))) FROM generate_series(1, :n)"),
@@ -91,7 +91,7 @@ class BulkWriter:
     async def _run(self) -> None:
         s = self.tx.session
         copy = None
-        if s.bind.dialect.name == "postgresql":
+        if s.get_bind().dialect.name == "postgresql":
             raw = await (await s.connection()).get_raw_connection()
             copy = raw.driver_connection.copy_records_to_table  # type: ignore[union-attr]
         while (item := await self.queue.get()) is not None:

@@ -140,6 +140,7 @@ class VisitorHub:
             self.ready.set()
 
     async def _read_forever(self) -> None:
+        assert self.ctx.redis is not None  # started only with Redis
         backoff = 0.5
         while True:
             pubsub = self.ctx.redis.pubsub()

@@ -8,6 +8,7 @@ so the listener that mirrors conversation changes to WeCom (wecom_session) sees 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -154,7 +155,7 @@ async def session_changed(ctx: AppContext, inbox: Inbox, record: KfRecord) -> No
             await conv_svc.do_assign(tx, conv.id, agent_id, agent_id)
 
 
-async def servicer_availability(ctx: AppContext, inbox: Inbox, effect: dict[str, Any]) -> None:
+async def servicer_availability(ctx: AppContext, inbox: Inbox, effect: Mapping[str, Any]) -> None:
     """A servicer started (1) or stopped (2) receiving in WeCom: the mapped agent's availability follows."""
     status = int(effect.get("status") or 0)
     async with unit_of_work(ctx) as tx:

@@ -115,7 +115,7 @@ def _notes(ctx: AppContext) -> _PullNotes:
 async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]]) -> None:
     now = utcnow()
     async with ctx.db.transaction() as s:
-        insert = pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert
+        insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
         for (inbox_id, open_kfid), (count, token) in sorted(notes.items()):
             stmt = insert(WeComKfCursor.__table__).values(
                 inbox_id=inbox_id, open_kfid=open_kfid, requested_seq=count, pulled_seq=0, pending_token=token,
@@ -410,7 +410,7 @@ async def catch_up(ctx: AppContext, now: datetime | None = None) -> int:
 
 async def _mark_catchup(ctx: AppContext, key: tuple[int, str], now: datetime) -> None:
     async with ctx.db.transaction() as s:
-        insert = pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert
+        insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
         await s.execute(insert(WeComKfCursor.__table__).values(
             inbox_id=key[0], open_kfid=key[1], requested_seq=0, pulled_seq=0, pulled_total=0, updated_at=now,
             last_catchup_at=now).on_conflict_do_update(index_elements=["inbox_id", "open_kfid"],

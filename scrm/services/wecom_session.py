@@ -19,7 +19,7 @@ identity is the one asked for; a refused change puts it back (on_state_failed).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -121,7 +121,7 @@ async def on_state_failed(ctx: AppContext, delivery_id: int) -> None:
             remember(identity, op["from"], op.get("from_servicer"))
         conv = await tx.session.get(Conversation, delivery.conversation_id) if delivery.conversation_id else None
         if conv is not None:
-            target = op.get("service_state")
+            target: Any = op.get("service_state")
             await conv_svc.add_system_note(
                 tx, conv, f"WeCom 拒绝切换会话状态到 {STATE_NAMES.get(target, target)} / WeCom refused the session "
                           f"state {target}: {delivery.last_error or 'unknown reason'}")

@@ -242,7 +242,7 @@ async def transcript(request: web.Request) -> web.Response:
     identity = await chat_svc.identity_of(ctx, inbox.id, visitor)
     if identity is None:
         raise ApiError(409, "there is no conversation to send yet", "no_conversation")
-    lang = data.get("lang") if data.get("lang") in ("zh", "en") else "zh"
+    lang = "en" if data.get("lang") == "en" else "zh"
     try:
         await webchat_email.send_transcript(ctx, inbox, adapter, identity.id, email.strip(), lang)
     except webchat_email.TranscriptError as exc:

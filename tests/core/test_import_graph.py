@@ -18,14 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("scrm", "channels", "bot_flows")
 SKIP_DIRS = {"migrations", "static", "__pycache__"}
 
-# TEMPORARY (the lead removes this at merge): cycles other helpers are taking apart in parallel.
-# Edges between two modules of one group are ignored; any other edge of theirs is checked as usual.
-# Matched by the module's last name inside scrm.services, so the allowance survives a move into sub-packages.
-TEMPORARY_CYCLE_GROUPS: tuple[frozenset[str], ...] = (
-    frozenset({"ingest", "ingest_batch", "ingest_pg"}),  # ingest rules helper
-    frozenset({"bot", "faq"}),  # pipeline helper
-)
-
 
 def _modules() -> dict[str, tuple[Path, bool]]:
     """Dotted module name -> (file, is a package's __init__)."""
@@ -77,13 +69,6 @@ def import_graph() -> dict[str, dict[str, int]]:
                 if target is not None and target != module:
                     edges.setdefault(target, line)
     return graph
-
-
-def _temporarily_allowed(a: str, b: str) -> bool:
-    if not (a.startswith("scrm.services.") and b.startswith("scrm.services.")):
-        return False
-    names = {a.rsplit(".", 1)[1], b.rsplit(".", 1)[1]}
-    return any(names <= group for group in TEMPORARY_CYCLE_GROUPS)
 
 
 def find_cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
@@ -166,7 +151,7 @@ def layer_violation(a: str, b: str) -> str | None:
 def test_no_import_cycles() -> None:
     graph = import_graph()
     assert "scrm.context" in graph and "channels.base" in graph  # the walk found the tree
-    checked = {a: {b: ln for b, ln in out.items() if not _temporarily_allowed(a, b)} for a, out in graph.items()}
+    checked = graph
     cycles = find_cycles(checked)
     report = [" -> ".join(f"{m}:{checked[m][n]}" for m, n in zip(c, c[1:], strict=False)) + f" -> {c[-1]}"
               for c in cycles]
