@@ -317,7 +317,7 @@ def max_per_second(times: list[float]) -> int:
 
 
 async def new_broadcast(ctx: Any, inbox_ids: list[int], rules: dict[str, Any]) -> int:
-    from scrm.services import broadcasts
+    from scrm.services.marketing import broadcasts
     from scrm.services.uow import unit_of_work
 
     async with unit_of_work(ctx) as tx:
@@ -381,11 +381,11 @@ class Profiler:
 async def run(n: int, window: float, kill_n: int, profile_dir: str | None = None) -> None:
     from scrm.bootstrap import build_context
     from scrm.db.migrate import upgrade
-    from scrm.services import broadcasts
-    from scrm.services.segments import preview
+    from scrm.delivery.worker import OutboxWorker
+    from scrm.services.marketing import broadcasts
+    from scrm.services.marketing.segments import preview
     from scrm.services.uow import unit_of_work
     from scrm.settings import load_settings
-    from scrm.worker import OutboxWorker
 
     await _admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
     await _admin(f"CREATE DATABASE {PG_DB}")
@@ -517,9 +517,9 @@ async def mass_send_case(ctx: Any, n: int, storage: str) -> tuple[float, float, 
     clientmsgids recorded: `mass_start_s`), then the time until the fake WeChat API accepted every batch of
     10,000 (`mass_send_s`, in-process worker); then a second 群发 whose real worker is SIGKILLed mid-call:
     duplicates (an OpenID in two accepted batches) and followers never reached."""
-    from scrm.services import broadcasts
+    from scrm.delivery.worker import OutboxWorker
+    from scrm.services.marketing import broadcasts
     from scrm.services.uow import unit_of_work
-    from scrm.worker import OutboxWorker
     from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET, serving
     from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN
 

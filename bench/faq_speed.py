@@ -76,7 +76,7 @@ def app_startup(eval_dir: Path, size: int, reranker: bool) -> dict[str, float]:
 async def _app_startup(eval_dir: Path, size: int, reranker: bool) -> dict[str, float]:
     from scrm.bootstrap import build_context
     from scrm.db.migrate import upgrade
-    from scrm.services import faq as faq_svc
+    from scrm.services.bot import faq as faq_svc
     from scrm.services.uow import unit_of_work
     from scrm.settings import load_settings
 

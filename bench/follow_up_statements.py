@@ -53,8 +53,8 @@ async def measure(url: str, storage: str, customers: int, listeners: bool,
     from scrm.db.models import Inbox
     from scrm.domain import InboundMessage
     from scrm.listeners import install_listeners
-    from scrm.services import faq as faq_svc
-    from scrm.services.ingest import ingest
+    from scrm.services.bot import faq as faq_svc
+    from scrm.services.conversations.ingest import ingest
     from scrm.settings import load_settings
 
     await upgrade(url)

@@ -77,7 +77,7 @@ async def seed_people() -> tuple[str, str]:
     """Agents, inboxes and bearer tokens for agent 1 (an admin) and agent 2 (returned)."""
     from scrm.db.database import Database
     from scrm.db.models import Inbox
-    from scrm.services.agents import create_agent, create_token
+    from scrm.services.agents.accounts import create_agent, create_token
 
     db = Database(DB_URL)
     try:

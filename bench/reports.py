@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from scrm.db.database import Database  # noqa: E402
 from scrm.db.migrate import upgrade  # noqa: E402
-from scrm.services import reports  # noqa: E402
+from scrm.services.desk import reports  # noqa: E402
 
 PG_ADMIN = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 PG_DB = "scrm_bench_reports"

@@ -84,7 +84,7 @@ async def seed(api: FakeBotApi, chats: int, total: int, files: Path) -> list[str
     from scrm.db.migrate import upgrade
     from scrm.db.models import ContactIdentity, Conversation, Inbox
     from scrm.domain import InboundMessage
-    from scrm.services.ingest import ingest
+    from scrm.services.conversations.ingest import ingest
     from scrm.services.outbox import enqueue_message
     from scrm.services.uow import unit_of_work
     from scrm.settings import load_settings

@@ -41,10 +41,10 @@ from scrm.db.database import Database  # noqa: E402
 from scrm.db.migrate import upgrade  # noqa: E402
 from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, Inbox, Ticket  # noqa: E402
 from scrm.db.models_desk import ConversationStats  # noqa: E402
-from scrm.services import ticket_queries  # noqa: E402
+from scrm.services.tickets import queries as ticket_queries  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-MODULE = "scrm/services/ticket_queries.py"
+MODULE = "scrm/services/tickets/queries.py"
 AGENTS = 10
 # name -> filter. Agent 1 ("me") has no active ticket in this distribution: the page stays empty, which is
 # where a walk in id order costs the most.

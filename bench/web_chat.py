@@ -98,7 +98,7 @@ async def seed() -> tuple[int, int]:
     from scrm.db.database import Database
     from scrm.db.migrate import upgrade
     from scrm.db.models import Inbox
-    from scrm.services import desk_settings
+    from scrm.services.desk import settings as desk_settings
 
     await upgrade(DB_URL)
     db = Database(DB_URL)

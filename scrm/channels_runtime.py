@@ -87,17 +87,17 @@ class AppChannelRuntime:
     async def request_pull(self, data: Any) -> None:
         """Record the owed pull durably (committed before the webhook is answered) and start it."""
         if data.get("kind") == "external_contact":
-            from scrm.services.wecom_contacts import on_change
+            from scrm.services.wecom.contacts import on_change
 
             await on_change(self.ctx, self.inbox_id, data)
             return
-        from scrm.services.wecom_kf_sync import request_pull
+        from scrm.services.wecom.kf_sync import request_pull
 
         await request_pull(self.ctx, self.inbox_id, dict(data))
 
     async def push(self, topic: str, payload: str) -> None:
-        """Live push to web chat visitors (scrm.services.webchat_push)."""
-        from scrm.services.webchat_push import publish
+        """Live push to web chat visitors (scrm.services.webchat.push)."""
+        from scrm.services.webchat.push import publish
 
         await publish(self.ctx, topic, payload)
 

@@ -199,7 +199,7 @@ async def migrate(settings: Settings) -> int:
 async def create_admin(settings: Settings, login: str, password: str, name: str | None, role: str) -> int:
     from scrm.bootstrap import build_context
     from scrm.db.migrate import upgrade
-    from scrm.services.agents import AgentError, create_agent
+    from scrm.services.agents.accounts import AgentError, create_agent
 
     await upgrade(settings.database.url)
     ctx = await build_context(settings)
@@ -218,8 +218,8 @@ async def create_admin(settings: Settings, login: str, password: str, name: str 
 async def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None) -> int:
     """A standalone outbox worker; SIGTERM/SIGINT finish in-flight sends and release claims."""
     from scrm.bootstrap import build_context
+    from scrm.delivery.worker import OutboxWorker
     from scrm.listeners import install_listeners, uninstall_listeners
-    from scrm.worker import OutboxWorker
 
     ctx = await build_context(settings)
     _tune_gc()

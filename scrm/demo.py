@@ -11,8 +11,8 @@ from sqlalchemy import select
 from scrm.bootstrap import build_context
 from scrm.db.models import Agent, Inbox
 from scrm.domain import ContactProfile, InboundMessage
-from scrm.services.agents import create_agent
-from scrm.services.ingest import ingest
+from scrm.services.agents.accounts import create_agent
+from scrm.services.conversations.ingest import ingest
 from scrm.settings import Settings
 
 DEMO_ADMIN = ("admin", "scrm-demo-2026")
@@ -88,8 +88,8 @@ async def seed_demo(settings: Settings) -> None:
             assert sim is not None  # created with the API inbox above
             # Samples arrive in the simulator inbox with the listeners on, so the demo shows real bot
             # answers and a real handoff ("转人工"); the worker delivers the bot's replies.
+            from scrm.delivery.worker import OutboxWorker
             from scrm.listeners import install_listeners
-            from scrm.worker import OutboxWorker
 
             install_listeners(ctx)
             start = datetime.now(UTC) - timedelta(hours=3)

@@ -86,7 +86,7 @@ async def _read_facts(shared: SharedTransaction, conversations: list[Conversatio
     the contact's tags (bot), which conversations have a ticket waiting on the customer (desk), which
     contacts await a reply to a broadcast on the inbox (opt-out). Read at the batch's start: a change
     committed meanwhile counts as made after these messages."""
-    from scrm.services.optout import MAX_REPLY_WINDOW_DAYS
+    from scrm.services.marketing.optout import MAX_REPLY_WINDOW_DAYS
 
     session = shared.session
     contact_ids = _ids(c.contact_id for c in conversations)

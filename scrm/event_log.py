@@ -34,7 +34,7 @@ from scrm import events as ev
 from scrm.db.models import utcnow
 from scrm.db.models_events import EventRecord
 from scrm.event_batch import hold_back_conversation_writes, preload, write_held_back
-from scrm.services.conversation_turns import TURNS
+from scrm.services.conversations.turns import TURNS
 from scrm.services.outbox import defer_deliveries, insert_deferred_deliveries
 
 if TYPE_CHECKING:

@@ -13,7 +13,12 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from scrm import event_log
-from scrm.services import bot, broadcasts, churn, sla, snooze, webchat_email, wecom_jobs, wecom_kf_sync
+from scrm.services.bot import rounds as bot
+from scrm.services.desk import sla, snooze
+from scrm.services.marketing import broadcasts, churn
+from scrm.services.webchat import email as webchat_email
+from scrm.services.wecom import jobs as wecom_jobs
+from scrm.services.wecom import kf_sync as wecom_kf_sync
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -25,14 +30,14 @@ Job = Callable[["AppContext", asyncio.Event], Coroutine[Any, Any, None]]
 # (name, job): each job is `async def f(ctx, stop: asyncio.Event) -> None`. The name keys the job's
 # cluster-wide lease: keep it when a module moves, or old and new processes would run the job twice.
 JOBS: tuple[tuple[str, Job], ...] = (
-    ("scrm.services.broadcasts.run_scheduler", broadcasts.run_scheduler),
-    ("scrm.services.sla.run_sla_checker", sla.run_sla_checker),
-    ("scrm.services.bot.run_timeouts", bot.run_timeouts),
-    ("scrm.services.snooze.run_snooze_waker", snooze.run_snooze_waker),
-    ("scrm.services.wecom_kf_sync.run_catchup", wecom_kf_sync.run_catchup),
-    ("scrm.services.wecom_jobs.run_wecom_jobs", wecom_jobs.run_wecom_jobs),
-    ("scrm.services.webchat_email.run_email_followups", webchat_email.run_email_followups),
-    ("scrm.services.churn.run_churn_daily", churn.run_churn_daily),
+    ("scrm.services.marketing.broadcasts.run_scheduler", broadcasts.run_scheduler),
+    ("scrm.services.desk.sla.run_sla_checker", sla.run_sla_checker),
+    ("scrm.services.bot.rounds.run_timeouts", bot.run_timeouts),
+    ("scrm.services.desk.snooze.run_snooze_waker", snooze.run_snooze_waker),
+    ("scrm.services.wecom.kf_sync.run_catchup", wecom_kf_sync.run_catchup),
+    ("scrm.services.wecom.jobs.run_wecom_jobs", wecom_jobs.run_wecom_jobs),
+    ("scrm.services.webchat.email.run_email_followups", webchat_email.run_email_followups),
+    ("scrm.services.marketing.churn.run_churn_daily", churn.run_churn_daily),
     ("scrm.event_log.run_pruner", event_log.run_pruner),
 )
 LEASE = 30.0

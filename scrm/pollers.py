@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from channels.registry import get_adapter_class
 from scrm.db.models import Inbox
-from scrm.services.ingest import ingest
+from scrm.services.conversations.ingest import ingest
 
 if TYPE_CHECKING:
     from scrm.context import AppContext

@@ -22,7 +22,7 @@ from scrm.bootstrap import build_context
 from scrm.context import AppContext
 from scrm.db.migrate import upgrade
 from scrm.db.models import Base, Inbox
-from scrm.services.agents import create_agent
+from scrm.services.agents.accounts import create_agent
 from scrm.settings import Settings, load_settings
 
 PG_URL = os.environ.get("SCRM_TEST_DATABASE_URL")

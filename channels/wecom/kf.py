@@ -2,7 +2,7 @@
 
 A kf callback carries no message, only a sync token: the adapter asks the application to record
 that a pull is needed (durably, before answering) and answers 200 at once; the pull runs after the
-answer (scrm.services.wecom_kf_sync), calling `sync_page` and `translate` here. Sending, session
+answer (scrm.services.wecom.kf_sync), calling `sync_page` and `translate` here. Sending, session
 state changes (service_state/trans) and event-code messages (welcome, pool, closing) all go
 through `send`, called by the outbox worker only.
 """

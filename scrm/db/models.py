@@ -351,7 +351,7 @@ class WorkerHeartbeat(Base):
     """A running outbox worker (`name` as in Delivery.claimed_by), counting `beats` while it lives.
 
     Other workers tell a dead one by a count that stopped moving, watched on their own clocks, not by
-    comparing timestamps written by hosts whose clocks may differ (see scrm/worker_liveness.py).
+    comparing timestamps written by hosts whose clocks may differ (see scrm/delivery/liveness.py).
     """
 
     __tablename__ = "worker_heartbeats"

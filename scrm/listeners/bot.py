@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from scrm import events as ev
-from scrm.services import bot as bot_svc
-from scrm.services import faq as faq_svc
+from scrm.services.bot import faq as faq_svc
+from scrm.services.bot import rounds as bot_svc
 
 if TYPE_CHECKING:
     from scrm.context import AppContext

@@ -18,8 +18,9 @@ from scrm import events as ev
 from scrm.db.database import batch_fact
 from scrm.db.models import Conversation, Message, utcnow
 from scrm.db.models_desk import ConversationStats, TeamMember
-from scrm.services import assignment, automation, csat, sla, ticket_workflow, webhooks_out
-from scrm.services.conversation_turns import take_turn
+from scrm.services.conversations.turns import take_turn
+from scrm.services.desk import assignment, automation, csat, sla, webhooks_out
+from scrm.services.tickets import workflow as ticket_workflow
 from scrm.services.uow import unit_of_work
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from scrm import events as ev
 from scrm.db.models import Contact, Conversation, Message
 from scrm.listeners.realtime import hub_for
-from scrm.services import notifications as svc
+from scrm.services.desk import notifications as svc
 from scrm.services.uow import unit_of_work
 
 if TYPE_CHECKING:

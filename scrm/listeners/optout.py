@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 from scrm import events as ev
 from scrm.db.models import ContactIdentity, Conversation, Inbox, Message
-from scrm.services.optout import CONFIRMATION, awaiting_reply, is_opt_out_keyword, link_reply, opt_out
+from scrm.services.marketing.optout import (
+    CONFIRMATION,
+    awaiting_reply,
+    is_opt_out_keyword,
+    link_reply,
+    opt_out,
+)
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import unit_of_work
 

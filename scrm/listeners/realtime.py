@@ -175,7 +175,7 @@ async def refresh_visibility(ctx: AppContext, hub: Hub) -> None:
     clients = [c for c in list(hub.clients) if c.role != "admin"]
     if not clients:
         return
-    from scrm.services.inbox_access import visible_inbox_set
+    from scrm.services.agents.inbox_access import visible_inbox_set
 
     async with ctx.db.session() as s:
         by_agent = {a: await visible_inbox_set(s, a, "agent") for a in {c.agent_id for c in clients}}

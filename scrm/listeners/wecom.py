@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from scrm import events as ev
 from scrm.db.models import Conversation
-from scrm.services import wecom_session
+from scrm.services.wecom import session as wecom_session
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -53,11 +53,11 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
         if not isinstance(contact_id, int):
             return
         if event.data.get("created"):
-            from scrm.services.wecom_oa import fetch_follower_unionids
+            from scrm.services.wecom.oa import fetch_follower_unionids
 
             await fetch_follower_unionids(ctx, contact_id)
         elif event.data.get("change") in (None, "tag", "merged"):
-            from scrm.services.wecom_contacts import push_labels  # labels -> corp tags (no-op without WeCom)
+            from scrm.services.wecom.contacts import push_labels  # labels -> corp tags (no-op without WeCom)
 
             await push_labels(ctx, contact_id)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from scrm.db.models import Inbox
-from scrm.services import audit
+from scrm.services.agents import audit
 from scrm.services.uow import Tx
 
 

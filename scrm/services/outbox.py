@@ -14,7 +14,7 @@ from scrm import events as ev
 from scrm.db.database import SharedTransaction, shared_for
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
 from scrm.domain import PASSIVE_REPLY_UNTIL, Attachment, Choice, OutboundMessage
-from scrm.services.ingest_writes import preview
+from scrm.services.conversations.ingest_writes import preview
 from scrm.services.uow import Tx
 
 

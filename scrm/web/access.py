@@ -6,8 +6,8 @@ from aiohttp import web
 from sqlalchemy import select
 
 from scrm.db.models import Message
-from scrm.services import inbox_access
-from scrm.services.agents import Principal
+from scrm.services.agents import inbox_access
+from scrm.services.agents.accounts import Principal
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError
 

@@ -12,9 +12,9 @@ from yarl import URL
 
 from scrm.db.models import Agent, ApiToken, utcnow
 from scrm.serializers import agent_json
-from scrm.services import agents as agent_svc
-from scrm.services import audit
-from scrm.services.agents import Principal
+from scrm.services.agents import accounts as agent_svc
+from scrm.services.agents import audit
+from scrm.services.agents.accounts import Principal
 from scrm.services.uow import unit_of_work
 from scrm.settings import SecuritySettings
 from scrm.web.keys import CTX, SESSION_COOKIE

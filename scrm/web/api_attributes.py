@@ -11,11 +11,11 @@ from sqlalchemy import select
 from scrm import events as ev
 from scrm.db.models import Contact
 from scrm.db.models_marketing import AttributeDefinition
-from scrm.services import attribute_definitions as definitions
-from scrm.services import attributes as attr_svc
-from scrm.services import audit
-from scrm.services.agents import Principal
-from scrm.services.attributes import AttributeError_
+from scrm.services.agents import audit
+from scrm.services.agents.accounts import Principal
+from scrm.services.contacts import attributes as attr_svc
+from scrm.services.contacts import definitions
+from scrm.services.contacts.attributes import AttributeError_
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact
 from scrm.web.keys import CTX

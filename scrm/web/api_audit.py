@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from scrm.services import audit_query
-from scrm.services.agents import Principal
-from scrm.services.desk_settings import get_section
+from scrm.services.agents import audit_query
+from scrm.services.agents.accounts import Principal
+from scrm.services.desk.settings import get_section
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, ApiError, api, ok, query_int
 

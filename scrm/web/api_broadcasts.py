@@ -12,9 +12,9 @@ from sqlalchemy import select
 from scrm.db.models import utcnow
 from scrm.db.models_marketing import Broadcast
 from scrm.serializers import iso
-from scrm.services import broadcast_preview, broadcasts
-from scrm.services.agents import Principal
-from scrm.services.broadcast_report import recipients_csv, report
+from scrm.services.agents.accounts import Principal
+from scrm.services.marketing import broadcast_preview, broadcasts
+from scrm.services.marketing.broadcast_report import recipients_csv, report
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.marketing_http import MARKETING, csv_response, service_error

@@ -15,9 +15,10 @@ from sqlalchemy.exc import IntegrityError
 
 from scrm.db.models import Contact, Inbox, utcnow
 from scrm.db.models_campaigns import Campaign, CampaignQrCode, ChurnScore, Conversion, TrackedLink
-from scrm.services import campaigns, churn, conversions, marketing_settings
-from scrm.services.agents import Principal
-from scrm.services.link_tracking import record_click
+from scrm.services.agents.accounts import Principal
+from scrm.services.marketing import campaigns, churn, conversions
+from scrm.services.marketing import settings as marketing_settings
+from scrm.services.marketing.link_tracking import record_click
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, ApiError, api, ok, path_int, query_int
@@ -105,7 +106,7 @@ async def put_settings(request: web.Request, principal: Principal, body: Setting
     try:
         async with unit_of_work(request.app[CTX]) as tx:
             clean = await marketing_settings.save(tx.session, body.settings)
-            from scrm.services import audit
+            from scrm.services.agents import audit
 
             audit.record(tx, principal.agent_id, "settings.marketing", "settings", None, value=clean.model_dump())
     except ValueError as exc:
@@ -234,7 +235,7 @@ async def recompute_churn(request: web.Request, principal: Principal) -> web.Res
 @api("POST", "/inboxes/{id}/wechat/follower-sync", roles=MARKETING, tag=TAG,
      summary="Sync the Official Account's followers (user/get, user/info/batchget) and tags both ways")
 async def follower_sync(request: web.Request, principal: Principal) -> web.Response:
-    from scrm.services import oa_followers
+    from scrm.services.marketing import oa_followers
 
     ctx = request.app[CTX]
     async with ctx.db.session() as s:

@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from scrm.db.models_ui import CannedResponse
 from scrm.serializers import iso
-from scrm.services import canned
-from scrm.services.agents import Principal
+from scrm.services.agents.accounts import Principal
+from scrm.services.desk import canned
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int, query_int

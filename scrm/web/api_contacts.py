@@ -10,9 +10,10 @@ from sqlalchemy import or_, select
 
 from scrm.db.models import Contact, ContactIdentity, ContactTag, Conversation, Inbox, Ticket
 from scrm.serializers import contact_json, conversation_json, identity_json, ticket_json
-from scrm.services import attributes as attr_svc
-from scrm.services import contact_profile, inbox_access
-from scrm.services.agents import Principal
+from scrm.services.agents import inbox_access
+from scrm.services.agents.accounts import Principal
+from scrm.services.contacts import attributes as attr_svc
+from scrm.services.contacts import profile as contact_profile
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact
 from scrm.web.keys import CTX

@@ -8,9 +8,11 @@ from sqlalchemy import select
 
 from scrm.db.models import Conversation
 from scrm.serializers import message_json
-from scrm.services import bulk, inbox_access, outreach
-from scrm.services.agents import Principal
-from scrm.services.conversations import ConversationError
+from scrm.services.agents import inbox_access
+from scrm.services.agents.accounts import Principal
+from scrm.services.conversations import outreach
+from scrm.services.conversations.actions import ConversationError
+from scrm.services.desk import bulk
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact, require_inbox
 from scrm.web.keys import CTX

@@ -14,10 +14,11 @@ from sqlalchemy import exists, func, select, tuple_
 from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, ConversationLabel, Inbox, Message
 from scrm.domain import Choice
 from scrm.serializers import conversation_json, identity_json, message_json
-from scrm.services import conversation_search, inbox_access
-from scrm.services import conversations as conv_svc
-from scrm.services.agents import Principal
-from scrm.services.reply_limits import with_reply_count
+from scrm.services.agents import inbox_access
+from scrm.services.agents.accounts import Principal
+from scrm.services.conversations import actions as conv_svc
+from scrm.services.conversations import search as conversation_search
+from scrm.services.conversations.reply_limits import with_reply_count
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_conversation, require_message
 from scrm.web.keys import CTX

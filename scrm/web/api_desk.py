@@ -22,18 +22,12 @@ from scrm.db.models_desk import (
     WebhookDelivery,
     WebhookSubscription,
 )
-from scrm.services import (
-    assignment,
-    automation,
-    desk_config,
-    inbox_access,
-    reports,
-    sla,
-    ticket_workflow,
-    webhooks_out,
-)
-from scrm.services import desk_settings as settings_svc
-from scrm.services.agents import Principal
+from scrm.services.agents import inbox_access
+from scrm.services.agents.accounts import Principal
+from scrm.services.desk import assignment, automation, reports, sla, webhooks_out
+from scrm.services.desk import config as desk_config
+from scrm.services.desk import settings as settings_svc
+from scrm.services.tickets import workflow as ticket_workflow
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_ticket
 from scrm.web.keys import CTX

@@ -8,8 +8,8 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from scrm.services import automation, automation_dry_run, holidays_cn, webhook_test
-from scrm.services.agents import Principal
+from scrm.services.agents.accounts import Principal
+from scrm.services.desk import automation, automation_dry_run, holidays_cn, webhook_test
 from scrm.services.uow import Tx
 from scrm.web.api_desk import DELIVERY_FIELDS, _row
 from scrm.web.keys import CTX

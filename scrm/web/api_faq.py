@@ -11,10 +11,10 @@ from sqlalchemy import func, or_, select
 
 from bot_flows.explain import explain, flow_trigger
 from scrm.db.models import Conversation, FaqEntryRow, UnansweredQuestion
-from scrm.services import audit, inbox_access
-from scrm.services import faq as faq_svc
-from scrm.services.agents import Principal
-from scrm.services.bot import get_runtime
+from scrm.services.agents import audit, inbox_access
+from scrm.services.agents.accounts import Principal
+from scrm.services.bot import faq as faq_svc
+from scrm.services.bot.rounds import get_runtime
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, query_int

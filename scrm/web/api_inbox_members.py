@@ -6,8 +6,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from scrm.db.models import Inbox
-from scrm.services import inbox_access, inbox_members
-from scrm.services.agents import Principal
+from scrm.services.agents import inbox_access, inbox_members
+from scrm.services.agents.accounts import Principal
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, ApiError, api, ok, path_int

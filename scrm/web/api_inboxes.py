@@ -11,8 +11,9 @@ from sqlalchemy import select
 from channels.registry import available_channel_types, get_adapter_class
 from scrm.db.models import Inbox
 from scrm.serializers import inbox_json, is_masked
-from scrm.services import inbox_access, inboxes
-from scrm.services.agents import Principal
+from scrm.services import inboxes
+from scrm.services.agents import inbox_access
+from scrm.services.agents.accounts import Principal
 from scrm.services.uow import unit_of_work
 from scrm.settings import Settings
 from scrm.web.keys import CTX

@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from scrm.db.models import Message
 from scrm.db.models_mail import UnroutableMail
-from scrm.services import unroutable
-from scrm.services.agents import Principal
-from scrm.services.unroutable import unroutable_json
+from scrm.services.agents.accounts import Principal
+from scrm.services.conversations import unroutable
+from scrm.services.conversations.unroutable import unroutable_json
 from scrm.web.access import require_message
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int, query_int

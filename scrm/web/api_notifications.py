@@ -7,9 +7,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from scrm.db.models_desk_ui import AgentPreference
-from scrm.services import notifications as svc
-from scrm.services import preferences
-from scrm.services.agents import Principal
+from scrm.services.agents import preferences
+from scrm.services.agents.accounts import Principal
+from scrm.services.desk import notifications as svc
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.routing import ALL_ROLES, SUPPORT, ApiError, api, ok, query_int

@@ -23,9 +23,13 @@ from scrm.db.models import (
 )
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient
 from scrm.serializers import contact_json, iso
-from scrm.services import audit, contact_profile, contacts_csv, contacts_merge, inbox_access, segments
-from scrm.services.agents import Principal
-from scrm.services.broadcast_report import effective_status
+from scrm.services.agents import audit, inbox_access
+from scrm.services.agents.accounts import Principal
+from scrm.services.contacts import csv_files as contacts_csv
+from scrm.services.contacts import merge as contacts_merge
+from scrm.services.contacts import profile as contact_profile
+from scrm.services.marketing import segments
+from scrm.services.marketing.broadcast_report import effective_status
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact
 from scrm.web.keys import CTX

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from scrm.db.models_marketing import Segment
 from scrm.serializers import iso
-from scrm.services import saved_segments, segments
-from scrm.services.agents import Principal
+from scrm.services.agents.accounts import Principal
+from scrm.services.marketing import saved_segments, segments
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.marketing_http import MARKETING

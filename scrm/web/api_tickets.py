@@ -12,10 +12,12 @@ from sqlalchemy import select
 from scrm.db.models import Agent, Contact, Conversation, Inbox, Ticket
 from scrm.db.models_desk import Team
 from scrm.serializers import conversation_json
-from scrm.services import audit, inbox_access, ticket_admin, ticket_queries
-from scrm.services import tickets as ticket_svc
-from scrm.services.agents import Principal
-from scrm.services.ticket_workflow import TicketError
+from scrm.services.agents import audit, inbox_access
+from scrm.services.agents.accounts import Principal
+from scrm.services.tickets import admin as ticket_admin
+from scrm.services.tickets import queries as ticket_queries
+from scrm.services.tickets import records as ticket_svc
+from scrm.services.tickets.workflow import TicketError
 from scrm.services.uow import unit_of_work
 from scrm.web.access import require_contact, require_conversation, require_ticket
 from scrm.web.keys import CTX

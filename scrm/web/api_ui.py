@@ -11,8 +11,8 @@ from sqlalchemy import select
 from channels.registry import get_adapter_class
 from scrm.db.models import ContactIdentity, Conversation, Inbox, Message
 from scrm.serializers import iso
-from scrm.services.agents import Principal
-from scrm.services.file_access import record_upload
+from scrm.services.agents.accounts import Principal
+from scrm.services.agents.file_access import record_upload
 from scrm.web.access import require_inbox
 from scrm.web.api_inboxes import channel_types_for
 from scrm.web.keys import CTX

@@ -11,11 +11,11 @@ from sqlalchemy import select
 from channels.web.adapter import visitor_topic
 from scrm.db.models import Conversation, Inbox
 from scrm.serializers import mask_secret
-from scrm.services import audit
-from scrm.services import webchat as chat_svc
-from scrm.services.agents import Principal
+from scrm.services.agents import audit
+from scrm.services.agents.accounts import Principal
 from scrm.services.uow import unit_of_work
-from scrm.services.webchat_push import publish
+from scrm.services.webchat import visitors as chat_svc
+from scrm.services.webchat.push import publish
 from scrm.web.access import require_conversation
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, SUPPORT, ApiError, api, ok, path_int

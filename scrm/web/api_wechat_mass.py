@@ -11,8 +11,9 @@ from sqlalchemy import select
 
 from scrm.db.models import ContactIdentity, Inbox
 from scrm.db.models_marketing import Broadcast
-from scrm.services import inbox_access, wechat_mass, wechat_subscribe
-from scrm.services.agents import Principal
+from scrm.services.agents import inbox_access
+from scrm.services.agents.accounts import Principal
+from scrm.services.marketing import wechat_mass, wechat_subscribe
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError, api, ok, path_int

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from scrm.db.models import Inbox
 from scrm.db.models_wecom import WeComContactWay, WeComKfCursor
 from scrm.serializers import iso
-from scrm.services.agents import Principal
-from scrm.services.wecom_ways import WayError, create_way, list_ways
+from scrm.services.agents.accounts import Principal
+from scrm.services.wecom.ways import WayError, create_way, list_ways
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, ApiError, api, ok, path_int
 
@@ -76,10 +76,10 @@ async def sync_now(request: web.Request, principal: Principal) -> web.Response:
     inbox = await _wecom_inbox(request)
     try:
         if inbox.channel_type == "wecom_contacts":
-            from scrm.services.wecom_contacts import full_sync
+            from scrm.services.wecom.contacts import full_sync
 
             return ok({"contacts": await full_sync(ctx, inbox.id)})
-        from scrm.services.wecom_kf_sync import pull
+        from scrm.services.wecom.kf_sync import pull
 
         return ok({"stored": await pull(ctx, inbox.id, str(inbox.settings.get("open_kfid")))})
     except Exception as exc:  # noqa: BLE001 - WeCom trouble is shown to the admin

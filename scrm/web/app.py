@@ -41,7 +41,7 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "file not found", "not_found") from None
     if not path.is_file():
         raise ApiError(404, "file not found", "not_found")
-    from scrm.services.file_access import may_fetch
+    from scrm.services.agents.file_access import may_fetch
 
     async with ctx.db.session() as s:
         allowed = await may_fetch(s, principal, request.match_info["key"])
@@ -121,7 +121,7 @@ def _background(settings: Settings, run_background: bool | None):  # type: ignor
         # Tests (run_background given) drive the outbox by hand but still want the bot and desk to react.
         unsubscribe = install_listeners(ctx, run_work=run_background is not None or settings.server.run_worker)
         if enabled:
-            from scrm.worker import OutboxWorker
+            from scrm.delivery.worker import OutboxWorker
 
             tasks.append(asyncio.create_task(OutboxWorker(ctx).run(stop)))
             from scrm.periodic import start_periodic

@@ -12,7 +12,7 @@ import html
 
 from aiohttp import web
 
-from scrm.services import csat, csat_link
+from scrm.services.desk import csat, csat_link
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 

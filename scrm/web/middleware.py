@@ -12,7 +12,7 @@ from aiohttp import web
 from scrm.db.errors import BAD_INPUT, UNAVAILABLE, classify
 from scrm.logs import request_id_var
 from scrm.redis_client import unavailable as redis_unavailable
-from scrm.services import agents as agent_svc
+from scrm.services.agents import accounts as agent_svc
 from scrm.web.keys import CSRF_HEADER, CTX, PRINCIPAL, REQUEST_ID, SESSION_COOKIE
 from scrm.web.routing import ApiError, json_error
 

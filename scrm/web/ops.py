@@ -8,8 +8,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from scrm.db.database import DatabaseUnavailable
+from scrm.delivery.worker import update_outbox_depth
 from scrm.web.keys import CTX
-from scrm.worker import update_outbox_depth
 
 
 async def healthz(request: web.Request) -> web.Response:

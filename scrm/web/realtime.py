@@ -19,9 +19,9 @@ from aiohttp import WSMsgType, web
 
 from scrm import events as ev
 from scrm.listeners.realtime import Client, hub_for
-from scrm.services import agents as agent_svc
-from scrm.services.agents import Principal
-from scrm.services.inbox_access import visible_inbox_set
+from scrm.services.agents import accounts as agent_svc
+from scrm.services.agents.accounts import Principal
+from scrm.services.agents.inbox_access import visible_inbox_set
 from scrm.web.keys import CTX, PRINCIPAL, SESSION_COOKIE
 from scrm.web.routing import SUPPORT, ApiError
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from channels import safejson
-from scrm.services.agents import Principal
+from scrm.services.agents.accounts import Principal
 from scrm.web.keys import PRINCIPAL
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]

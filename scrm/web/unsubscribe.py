@@ -10,7 +10,7 @@ from sqlalchemy import select
 from scrm import events as ev
 from scrm.db.models import utcnow
 from scrm.db.models_marketing import BroadcastRecipient
-from scrm.services.optout import opt_out
+from scrm.services.marketing.optout import opt_out
 from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 

@@ -34,8 +34,8 @@ from channels.web.tokens import (
 )
 from scrm.db.models import Contact, Inbox
 from scrm.domain import ChannelEvent, ChannelEventKind, ContactProfile
-from scrm.services import webchat as chat_svc
-from scrm.services.ingest import ingest
+from scrm.services.conversations.ingest import ingest
+from scrm.services.webchat import visitors as chat_svc
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError, json_error, ok
 from scrm.web.webchat_common import (
@@ -64,7 +64,7 @@ async def public_config(request: web.Request, inbox: Inbox, adapter: WebChatAdap
     """What the loader and the chat page need to draw the widget (no secrets)."""
     ctx = request.app[CTX]
     st: Any = adapter.settings
-    from scrm.services.desk_settings import business_hours
+    from scrm.services.desk.settings import business_hours
 
     async with ctx.db.session() as s:
         hours = await business_hours(s)
@@ -297,7 +297,7 @@ def add_routes(app: web.Application) -> None:
 
 
 async def _close_hub(app: web.Application) -> None:
-    from scrm.services.webchat_push import HUB_KEY
+    from scrm.services.webchat.push import HUB_KEY
 
     hub = app[CTX].extras.get(HUB_KEY) if CTX in app else None
     if hub is not None:

@@ -21,10 +21,10 @@ from aiohttp import web
 from channels.web.adapter import WebChatAdapter, visitor_topic
 from scrm.db.models import Inbox
 from scrm.domain import Attachment, ChannelEvent, ChannelEventKind, ContactProfile, InboundMessage
-from scrm.services import webchat as chat_svc
-from scrm.services import webchat_email
-from scrm.services.ingest import ingest
-from scrm.services.webchat_push import hub_for, publish
+from scrm.services.conversations.ingest import ingest
+from scrm.services.webchat import email as webchat_email
+from scrm.services.webchat import visitors as chat_svc
+from scrm.services.webchat.push import hub_for, publish
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError, ok
 from scrm.web.webchat_common import (

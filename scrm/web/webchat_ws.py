@@ -23,8 +23,8 @@ from channels import safejson
 from channels.web.adapter import WebChatAdapter, visitor_topic
 from channels.web.tokens import verify_visitor
 from scrm import events as ev
-from scrm.services import webchat as chat_svc
-from scrm.services.webchat_push import VisitorHub, hub_for
+from scrm.services.webchat import visitors as chat_svc
+from scrm.services.webchat.push import VisitorHub, hub_for
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError
 from scrm.web.webchat_api import accept_message

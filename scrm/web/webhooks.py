@@ -9,7 +9,7 @@ from aiohttp import web
 
 from scrm.domain import Inbound, IngestOutcome, WebhookError, WebhookRequest
 from scrm.metrics import WEBHOOK_REQUESTS
-from scrm.services.ingest import ingest
+from scrm.services.conversations.ingest import ingest
 from scrm.web.keys import CTX
 from scrm.web.routing import MAX_ID, ApiError, json_error
 

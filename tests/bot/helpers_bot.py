@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from scrm.context import AppContext
 from scrm.db.models import Conversation, Delivery, Message
-from scrm.services import bot as bot_svc
+from scrm.services.bot import rounds as bot_svc
 from tests.conftest import REDIS_URL, api_message, post_signed
 
 # Tuesday 2025-03-04 10:00 in Shanghai: agents are working. Saturday 2025-03-08 10:00: they are not.

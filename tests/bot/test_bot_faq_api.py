@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from scrm.bootstrap import build_context
 from scrm.db.models import FaqEntryRow, UnansweredQuestion
 from scrm.listeners import bot as bot_listener
-from scrm.services import faq as faq_svc
+from scrm.services.bot import faq as faq_svc
 from scrm.services.uow import unit_of_work
 from tests.bot.helpers_bot import TUESDAY_MORNING, bot_replies, say, set_clock, settle
 from tests.conftest import REDIS_URL, login, make_agent, make_inbox, wait_for

@@ -9,9 +9,9 @@ from sqlalchemy import select
 
 from bot_flows.matcher import FaqEntry, FaqMatcher
 from scrm.db.models import FaqEntryRow
-from scrm.services import faq as faq_svc
-from scrm.services.bot import load_bot_config
-from scrm.services.faq import FaqIndex, matcher_config
+from scrm.services.bot import faq as faq_svc
+from scrm.services.bot.faq import FaqIndex, matcher_config
+from scrm.services.bot.rounds import load_bot_config
 from scrm.services.uow import unit_of_work
 
 KB = [FaqEntry(id="ship", question="多久发货", paraphrases=("什么时候发货", "多久发货？"), answer="48小时内发货"),

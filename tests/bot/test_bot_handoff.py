@@ -11,9 +11,9 @@ from sqlalchemy import select
 from scrm.bootstrap import build_context
 from scrm.db.models import Inbox, Message
 from scrm.domain import InboundMessage
-from scrm.services import bot as bot_svc
-from scrm.services import faq as faq_svc
-from scrm.services.ingest import ingest
+from scrm.services.bot import faq as faq_svc
+from scrm.services.bot import rounds as bot_svc
+from scrm.services.conversations.ingest import ingest
 from scrm.web.app import create_app
 from tests.bot.helpers_bot import (
     TUESDAY_MORNING,

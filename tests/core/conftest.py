@@ -12,7 +12,7 @@ BOT_DISABLED = Path(__file__).resolve().parent / "fixtures" / "bot_disabled.toml
 
 @pytest.fixture
 async def ctx(ctx):  # type: ignore[no-untyped-def]
-    from scrm.services import bot
+    from scrm.services.bot import rounds as bot
 
     bot.get_runtime(ctx).enabled = False
     return ctx

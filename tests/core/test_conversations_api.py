@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from scrm.db.models import Delivery, Message
-from scrm.worker import OutboxWorker
+from scrm.delivery.worker import OutboxWorker
 from tests.conftest import api_message, login, make_agent, make_inbox, post_signed
 
 

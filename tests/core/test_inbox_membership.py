@@ -15,7 +15,7 @@ import pytest
 from aiohttp import FormData
 
 from scrm.db.models import Agent
-from scrm.services.agents import create_token
+from scrm.services.agents.accounts import create_token
 from scrm.web.routes import api_routes
 from tests.conftest import api_message, make_agent, make_inbox, post_signed
 

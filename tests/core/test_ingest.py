@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Conversation, Message
 from scrm.domain import ChannelEvent, ChannelEventKind, ContactProfile, InboundMessage
-from scrm.services.ingest import ingest
+from scrm.services.conversations.ingest import ingest
 from tests.conftest import api_message, make_inbox, post_signed
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Conversation, Message
 from scrm.domain import ContactProfile, InboundMessage
-from scrm.services.ingest import group_commit, ingest
+from scrm.services.conversations.ingest import group_commit, ingest
 from tests.conftest import make_inbox
 
 

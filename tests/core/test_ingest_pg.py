@@ -25,7 +25,7 @@ from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Messag
 from scrm.db.models_events import EventRecord
 from scrm.domain import Attachment, ContactProfile, InboundMessage
 from scrm.event_log import live_only
-from scrm.services.ingest import group_commit, ingest
+from scrm.services.conversations.ingest import group_commit, ingest
 from tests.conftest import make_inbox
 
 pytestmark = pytest.mark.usefixtures("backend")

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from scrm.services import agents as agent_svc
+from scrm.services.agents import accounts as agent_svc
 from tests.conftest import REDIS_URL, login, make_agent, wait_for
 
 LOGIN = "/api/v1/auth/login"

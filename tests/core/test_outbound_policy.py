@@ -21,13 +21,13 @@ from bot_flows.actions import CallHttp
 from scrm.bootstrap import build_context
 from scrm.context import AppContext
 from scrm.db.models import Delivery, Message
+from scrm.delivery.worker import OutboxWorker
 from scrm.domain import InboundMessage
 from scrm.outbound import OutboundPolicy
-from scrm.services import bot as bot_svc
-from scrm.services import webhooks_out
-from scrm.services.ingest import ingest
+from scrm.services.bot import rounds as bot_svc
+from scrm.services.conversations.ingest import ingest
+from scrm.services.desk import webhooks_out
 from scrm.settings import Settings, load_settings
-from scrm.worker import OutboxWorker
 from tests.conftest import free_port, login, make_inbox
 
 PUBLIC_HOST = "127.0.0.2"  # stands for a host on the internet: the one address the strict settings allow

@@ -7,11 +7,11 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
+from scrm.delivery.worker import UNKNOWN_OUTCOME, OutboxWorker
 from scrm.domain import InboundMessage
-from scrm.services.ingest import ingest
+from scrm.services.conversations.ingest import ingest
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import unit_of_work
-from scrm.worker import UNKNOWN_OUTCOME, OutboxWorker
 from tests.conftest import make_inbox
 
 

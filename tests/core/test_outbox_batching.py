@@ -15,10 +15,10 @@ from channels.api import ApiChannelAdapter
 from channels.base import RateLimit
 from channels.registry import register
 from scrm.db.models import Delivery, Message
+from scrm.delivery.batching import GroupCommit
+from scrm.delivery.pacing import MARGIN_SECONDS, PACE_TARGET, RATE_TOLERANCE, paced
+from scrm.delivery.worker import OutboxWorker
 from scrm.domain import OutboundMessage
-from scrm.services.outbox_batching import GroupCommit
-from scrm.services.outbox_pacing import MARGIN_SECONDS, PACE_TARGET, RATE_TOLERANCE, paced
-from scrm.worker import OutboxWorker
 from tests.conftest import make_inbox, wait_for
 from tests.core.test_outbox import _queue
 

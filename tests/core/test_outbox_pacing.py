@@ -18,11 +18,11 @@ from channels.base import Capabilities, RateLimit
 from channels.registry import register
 from scrm.bootstrap import build_context
 from scrm.db.models import Delivery, utcnow
+from scrm.delivery.pacing import ARM_MIN, RATE_TOLERANCE, Pacer
+from scrm.delivery.slots import SendSlots
+from scrm.delivery.worker import UNKNOWN_OUTCOME, OutboxWorker
 from scrm.domain import OutboundMessage
 from scrm.ratelimit import MemoryRateLimiter
-from scrm.services.outbox_pacing import ARM_MIN, RATE_TOLERANCE, Pacer
-from scrm.services.outbox_slots import SendSlots
-from scrm.worker import UNKNOWN_OUTCOME, OutboxWorker
 from tests.conftest import CallbackServer, make_inbox, wait_for
 from tests.core.test_outbox import _queue
 from tests.core.test_outbox_batching import TwoPerSecondApi  # noqa: F401 - registers its channel

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox
 from scrm.domain import InboundMessage
 from scrm.events import RedisEventBus
-from scrm.services.ingest import ingest
+from scrm.services.conversations.ingest import ingest
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import unit_of_work
 from tests.conftest import REDIS_URL, TEST_SERVER_ENV, api_message, free_port, make_inbox, wait_for
@@ -128,7 +128,7 @@ async def test_events_cross_two_server_processes_through_redis(ctx, settings, ca
                 assert r.status == 200
                 cid = (await r.json())["results"][0]["conversation_id"]
             await wait_for(lambda: any(n == "message.created" and o not in (None, "test-observer") for n, o in seen))
-            from scrm.services.agents import create_agent
+            from scrm.services.agents.accounts import create_agent
 
             async with ctx.db.transaction() as s:
                 await create_agent(s, login="x", password="password-123", role="agent")

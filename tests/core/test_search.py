@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from scrm.db.models import Contact, ContactIdentity, Conversation, ConversationLabel, Message
-from scrm.services import conversation_search as search
+from scrm.services.conversations import search
 from tests.conftest import make_inbox
 
 BASE = datetime(2024, 5, 1, 8, 0, 0, tzinfo=UTC)

@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 from hypothesis import strategies as st
 
-from scrm.services import wecom_contacts
-from scrm.services.wecom_kf_sync import wait_pulls
+from scrm.services.wecom import contacts as wecom_contacts
+from scrm.services.wecom.kf_sync import wait_pulls
 from tests.channels.wecom.fake_wecom_api import serving
 from tests.channels.wecom.wecom_samples import (
     CORP_ID,

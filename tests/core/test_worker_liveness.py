@@ -9,12 +9,12 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, WorkerHeartbeat, utcnow
+from scrm.delivery.liveness import DEAD_AFTER_BEATS, Liveness
+from scrm.delivery.worker import OutboxWorker
 from scrm.domain import InboundMessage
-from scrm.services.ingest import ingest
+from scrm.services.conversations.ingest import ingest
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import unit_of_work
-from scrm.worker import OutboxWorker
-from scrm.worker_liveness import DEAD_AFTER_BEATS, Liveness
 from tests.conftest import make_inbox
 
 

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select
 
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, WorkerHeartbeat
+from scrm.delivery.worker import UNKNOWN_OUTCOME
 from scrm.domain import InboundMessage
-from scrm.services.ingest import ingest
+from scrm.services.conversations.ingest import ingest
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import unit_of_work
-from scrm.worker import UNKNOWN_OUTCOME
 from tests.channels.telegram.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
 from tests.conftest import make_inbox, wait_for
 from tests.core.test_processes import _env, _spawn

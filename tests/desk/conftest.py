@@ -12,8 +12,9 @@ from scrm.context import AppContext
 from scrm.db.models import Conversation, Inbox
 from scrm.domain import ContactProfile, InboundMessage
 from scrm.events import Event
-from scrm.services import automation, desk_settings, webhooks_out
-from scrm.services.ingest import ingest
+from scrm.services.conversations.ingest import ingest
+from scrm.services.desk import automation, webhooks_out
+from scrm.services.desk import settings as desk_settings
 
 _counter = {"n": 0}
 

@@ -9,8 +9,8 @@ from sqlalchemy import update
 
 from scrm.context import AppContext
 from scrm.db.models import Agent
-from scrm.services import conversations as conv_svc
-from scrm.services.assignment import TeamIn, pick_round_robin, save_team
+from scrm.services.conversations import actions as conv_svc
+from scrm.services.desk.assignment import TeamIn, pick_round_robin, save_team
 from scrm.services.uow import unit_of_work
 from tests.conftest import make_agent, make_inbox
 from tests.desk.conftest import conv, say, settle
@@ -81,7 +81,7 @@ async def test_no_reassignment_unless_configured(desk: AppContext) -> None:
     await _team(desk, [a])
     inbox = await make_inbox(desk)
     (cid,) = await _queue(desk, inbox, 1)
-    from scrm.services.assignment import reassign_from_offline
+    from scrm.services.desk.assignment import reassign_from_offline
 
     async with unit_of_work(desk) as tx:
         assert await reassign_from_offline(tx, a) == []

@@ -9,8 +9,8 @@ from sqlalchemy import func, select, text
 from scrm.context import AppContext
 from scrm.db.models import ContactTag, Conversation, ConversationLabel, Message, Ticket, utcnow
 from scrm.db.models_desk import AutomationLog, AutomationRule, WebhookDelivery, WebhookSubscription
-from scrm.services import automation
-from scrm.services.assignment import TeamIn, save_team
+from scrm.services.desk import automation
+from scrm.services.desk.assignment import TeamIn, save_team
 from scrm.services.uow import unit_of_work
 from tests.conftest import make_agent, make_inbox
 from tests.desk.conftest import conv, say
@@ -117,7 +117,7 @@ async def test_a_rule_does_not_retrigger_itself_or_loop_through_another(desk: Ap
     async with desk.db.session() as s:
         assert await s.scalar(select(func.count()).select_from(AutomationLog).where(AutomationLog.rule_id == selfish)) == 1
     async with unit_of_work(desk) as tx:
-        from scrm.services import conversations as conv_svc
+        from scrm.services.conversations import actions as conv_svc
 
         await conv_svc.do_set_handler(tx, cid, None, "human")
     from tests.desk.conftest import settle

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scrm.services.business_time import (
+from scrm.services.desk.business_time import (
     add_business_seconds,
     business_seconds,
     hours_from_config,

@@ -10,9 +10,9 @@ from scrm.context import AppContext
 from scrm.db.models import ContactIdentity, Message
 from scrm.db.models_desk import CsatSurvey
 from scrm.domain import InboundMessage
-from scrm.services import conversations as conv_svc
-from scrm.services.csat import parse_answer
-from scrm.services.ingest import ingest
+from scrm.services.conversations import actions as conv_svc
+from scrm.services.conversations.ingest import ingest
+from scrm.services.desk.csat import parse_answer
 from scrm.services.uow import unit_of_work
 from tests.conftest import make_agent, make_inbox
 from tests.desk.conftest import conv, say, settle

@@ -12,8 +12,8 @@ from scrm.context import AppContext
 from scrm.db.models import Delivery, Message, utcnow
 from scrm.db.models_desk import CsatSurvey
 from scrm.events import Event
-from scrm.services import conversations as conv_svc
-from scrm.services import csat_link, reports
+from scrm.services.conversations import actions as conv_svc
+from scrm.services.desk import csat_link, reports
 from scrm.services.uow import unit_of_work
 from tests.conftest import make_agent, make_inbox
 from tests.desk.conftest import say, settle

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from scrm.context import AppContext
 from scrm.db.models import Message, utcnow
 from scrm.db.models_desk import FaqOutcome
-from scrm.services import reports
+from scrm.services.desk import reports
 from tests.bot.helpers_bot import TUESDAY_MORNING, say, set_clock
 from tests.conftest import make_inbox
 

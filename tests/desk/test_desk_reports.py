@@ -13,7 +13,7 @@ from typing import Any
 from scrm.context import AppContext
 from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Message
 from scrm.db.models_desk import ConversationStats, CsatSurvey, Team
-from scrm.services import reports
+from scrm.services.desk import reports
 from tests.conftest import login, make_agent
 
 START = datetime(2025, 3, 1, tzinfo=UTC)

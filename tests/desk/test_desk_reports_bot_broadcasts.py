@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from scrm.context import AppContext
 from scrm.db.models import Contact, Delivery, Inbox, UnansweredQuestion
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient
-from scrm.services import reports
+from scrm.services.desk import reports
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 END = datetime(2025, 4, 1, tzinfo=UTC)

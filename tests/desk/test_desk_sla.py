@@ -10,8 +10,9 @@ from scrm.context import AppContext
 from scrm.db.models import Conversation, utcnow
 from scrm.db.models_desk import ConversationStats, SlaPolicy
 from scrm.events import Event
-from scrm.services import conversations as conv_svc
-from scrm.services import desk_settings, sla
+from scrm.services.conversations import actions as conv_svc
+from scrm.services.desk import settings as desk_settings
+from scrm.services.desk import sla
 from scrm.services.uow import unit_of_work
 from tests.conftest import login, make_agent, make_inbox
 from tests.desk.conftest import say, settle

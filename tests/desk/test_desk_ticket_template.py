@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from scrm.context import AppContext
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, Message, Ticket, utcnow
-from scrm.worker import OutboxWorker
+from scrm.delivery.worker import OutboxWorker
 from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET, FakeWeChat, serving
 from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN
 from tests.conftest import make_inbox

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from scrm.context import AppContext
 from scrm.db.models import utcnow
 from scrm.db.models_desk import WebhookDelivery
-from scrm.services import webhooks_out
+from scrm.services.desk import webhooks_out
 from tests.conftest import CallbackServer, free_port, make_inbox, wait_for
 from tests.desk.conftest import say
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from scrm.db.models import Conversation, ConversationLabel, Message, utcnow
 from scrm.periodic import JOBS
-from scrm.services import snooze
+from scrm.services.desk import snooze
 from tests.conftest import api_message, login, make_agent, make_inbox, post_signed
 
 
@@ -69,7 +69,7 @@ async def test_bulk_actions_change_each_conversation_and_report_failures(client,
 
 
 async def test_snoozed_conversation_wakes_at_its_time(client, ctx, admin, admin_headers):
-    assert ("scrm.services.snooze.run_snooze_waker", snooze.run_snooze_waker) in JOBS  # one process cluster-wide runs it
+    assert ("scrm.services.desk.snooze.run_snooze_waker", snooze.run_snooze_waker) in JOBS  # one process cluster-wide runs it
     inbox = await make_inbox(ctx)
     cid = await _conv(client, ctx, inbox, "m-1", "u1")
     until = utcnow() + timedelta(minutes=30)

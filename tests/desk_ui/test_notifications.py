@@ -13,7 +13,7 @@ from sqlalchemy import select
 from scrm.db.models_desk_ui import Notification
 from scrm.events import Event
 from scrm.listeners import notifications as listener
-from scrm.services.notifications import find_mentions
+from scrm.services.desk.notifications import find_mentions
 from tests.conftest import api_message, login, make_agent, make_inbox, post_signed
 
 AGENTS = [(1, "li", "李雷"), (2, "lisa", "Lisa"), (3, "wang", "王小明"), (4, "wang2", "王小")]

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from scrm.db.models import AuditLog, Contact, Ticket, utcnow
 from scrm.db.models_desk import ConversationStats, SlaPolicy, Team, TicketComment
-from scrm.services import ticket_queries
+from scrm.services.tickets import queries as ticket_queries
 from tests.conftest import api_message, login, make_agent, make_inbox, post_signed
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from scrm.context import AppContext
 from scrm.db.models import ContactIdentity, Conversation, Delivery, Message
-from scrm.worker import OutboxWorker
+from scrm.delivery.worker import OutboxWorker
 from tests.conftest import wait_for
 
 

@@ -10,7 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from scrm.db.models import AuditLog, Contact, ContactIdentity, ContactTag
-from scrm.services import wecom_contacts, wecom_jobs, wecom_mass
+from scrm.services.wecom import contacts as wecom_contacts
+from scrm.services.wecom import jobs as wecom_jobs
+from scrm.services.wecom import mass as wecom_mass
 from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET
 from tests.channels.wechat.fake_wechat_api import serving as serving_wechat
 from tests.channels.wechat.wechat_callbacks import AES_KEY as WX_AES

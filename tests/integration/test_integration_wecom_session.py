@@ -43,7 +43,7 @@ async def first_message(client: Any, ctx: Any, fake: FakeWeCom, inbox_id: int, t
 def agents_always_in(ctx: Any) -> None:
     """The bot hands over instead of saying when agents are back (the test may run on a Sunday)."""
     from bot_flows.conditions import BusinessHours
-    from scrm.services import bot
+    from scrm.services.bot import rounds as bot
 
     days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
     bot.get_runtime(ctx).hours_override = BusinessHours.from_config({"weekly": {d: "00:00-23:59" for d in days}})
@@ -126,7 +126,7 @@ async def test_wecom_side_changes_move_the_conversation(client, ctx, fake) -> No
 
 
 async def test_five_messages_per_customer_message_within_48_hours(client, ctx, fake, admin_headers) -> None:
-    from scrm.services import bot
+    from scrm.services.bot import rounds as bot
 
     bot.get_runtime(ctx).enabled = False
     inbox = await kf_inbox(ctx, fake, handoff="api_only")
@@ -176,7 +176,7 @@ async def test_welcome_code_is_answered_once(client, ctx, fake) -> None:
 
 
 async def test_95018_and_msg_send_fail_fail_the_delivery_with_the_reason(client, ctx, fake, admin_headers) -> None:
-    from scrm.services import bot
+    from scrm.services.bot import rounds as bot
 
     bot.get_runtime(ctx).enabled = False
     inbox = await kf_inbox(ctx, fake, handoff="api_only")

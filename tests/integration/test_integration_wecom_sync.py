@@ -13,7 +13,7 @@ from sqlalchemy import select
 from scrm.bootstrap import build_context
 from scrm.db.models import Contact, utcnow
 from scrm.db.models_wecom import WeChatUnionId, WeComKfCursor
-from scrm.services import wecom_kf_sync
+from scrm.services.wecom import kf_sync as wecom_kf_sync
 from tests.channels.wecom.fake_wecom_api import FakeWeCom, serving
 from tests.channels.wecom.wecom_samples import (
     OPEN_KFID,
@@ -31,7 +31,7 @@ C1, C2 = "wmCustomerOne000000000000000001", "wmCustomerTwo000000000000000002"
 
 @pytest.fixture
 async def ctx(ctx):  # type: ignore[no-untyped-def]
-    from scrm.services import bot
+    from scrm.services.bot import rounds as bot
 
     bot.get_runtime(ctx).enabled = False  # these tests count stored messages, not answers
     return ctx

@@ -65,7 +65,7 @@ async def test_the_worker_leaves_the_answer_to_the_waiting_callback(served, ctx,
 
 async def test_a_lost_passive_claim_answers_at_once(served, ctx, fake_wechat, monkeypatch) -> None:
     from scrm.channels_runtime import AppChannelRuntime
-    from scrm.services import bot
+    from scrm.services.bot import rounds as bot
 
     monkeypatch.setattr(bot, "passive_hold", lambda message: None)  # the answer is not held back: the worker races
     claim = AppChannelRuntime._claim_passive

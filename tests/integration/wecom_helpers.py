@@ -6,7 +6,7 @@ from typing import Any
 
 from scrm.context import AppContext
 from scrm.db.models import Inbox
-from scrm.services.wecom_kf_sync import wait_pulls
+from scrm.services.wecom.kf_sync import wait_pulls
 from tests.channels.wecom.fake_wecom_api import FakeWeCom
 from tests.channels.wecom.wecom_samples import (
     AES_KEY,

@@ -8,7 +8,7 @@ import io
 from sqlalchemy import func, select
 
 from scrm.db.models import Delivery
-from scrm.worker import OutboxWorker
+from scrm.delivery.worker import OutboxWorker
 from tests.conftest import login, make_agent, make_inbox
 from tests.marketing.helpers_marketing import make_contact
 

@@ -6,8 +6,8 @@ from sqlalchemy import select
 
 from scrm.db.models import Contact, Delivery
 from scrm.db.models_marketing import BroadcastRecipient
-from scrm.services import broadcasts
-from scrm.services.broadcast_report import report
+from scrm.services.marketing import broadcasts
+from scrm.services.marketing.broadcast_report import report
 from scrm.services.uow import unit_of_work
 from tests.conftest import make_inbox
 from tests.marketing.helpers_marketing import ago, make_contact

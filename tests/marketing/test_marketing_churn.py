@@ -12,8 +12,8 @@ from scrm.db.models import ContactIdentity, Conversation, Message, Ticket, utcno
 from scrm.db.models_campaigns import ChurnScore
 from scrm.db.models_desk import CsatSurvey, DeskSetting
 from scrm.db.models_desk_ui import Notification
-from scrm.services.churn import RUN_KEY, Signals, explain, run_churn_daily
-from scrm.services.marketing_settings import ChurnSettings, ChurnWeights
+from scrm.services.marketing.churn import RUN_KEY, Signals, explain, run_churn_daily
+from scrm.services.marketing.settings import ChurnSettings, ChurnWeights
 from tests.conftest import login, make_agent, make_inbox
 from tests.marketing.helpers_marketing import make_contact
 

@@ -15,10 +15,11 @@ from scrm.context import AppContext
 from scrm.db.models import Agent, Delivery, utcnow
 from scrm.db.models_campaigns import Conversion, TrackedLink
 from scrm.db.models_marketing import AttributeDefinition, BroadcastRecipient
-from scrm.services import agents, broadcasts
-from scrm.services.link_tracking import template_urls
+from scrm.delivery.worker import OutboxWorker
+from scrm.services.agents import accounts as agents
+from scrm.services.marketing import broadcasts
+from scrm.services.marketing.link_tracking import template_urls
 from scrm.services.uow import unit_of_work
-from scrm.worker import OutboxWorker
 from tests.conftest import login, make_agent, make_inbox
 from tests.marketing.helpers_marketing import make_contact
 

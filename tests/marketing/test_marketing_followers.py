@@ -11,7 +11,7 @@ from sqlalchemy import select
 from scrm.context import AppContext
 from scrm.db.models import Contact, ContactIdentity, ContactTag, Inbox
 from scrm.db.models_wecom import WeChatUnionId
-from scrm.services.oa_followers import merge_tags
+from scrm.services.marketing.oa_followers import merge_tags
 from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET, FakeWeChat, serving
 from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN
 from tests.conftest import login, make_agent, make_inbox

@@ -7,9 +7,9 @@ from sqlalchemy import select
 
 from scrm.db.models import Delivery
 from scrm.db.models_marketing import BroadcastRecipient
-from scrm.services import broadcasts
+from scrm.delivery.worker import OutboxWorker
+from scrm.services.marketing import broadcasts
 from scrm.services.uow import unit_of_work
-from scrm.worker import OutboxWorker
 from tests.conftest import make_inbox
 from tests.marketing.helpers_marketing import make_contact
 

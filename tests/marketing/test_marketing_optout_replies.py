@@ -6,14 +6,14 @@ import pytest
 from sqlalchemy import select
 
 from scrm.db.models import Contact, Delivery
+from scrm.delivery.worker import OutboxWorker
 from scrm.domain import InboundMessage
 from scrm.listeners.optout import install
-from scrm.services import broadcasts
-from scrm.services.broadcast_report import report
-from scrm.services.ingest import ingest
-from scrm.services.optout import is_opt_out_keyword
+from scrm.services.conversations.ingest import ingest
+from scrm.services.marketing import broadcasts
+from scrm.services.marketing.broadcast_report import report
+from scrm.services.marketing.optout import is_opt_out_keyword
 from scrm.services.uow import unit_of_work
-from scrm.worker import OutboxWorker
 from tests.conftest import make_inbox
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from scrm.db.models import ContactIdentity, Conversation, ConversationLabel, Ticket
 from scrm.db.models_marketing import AttributeDefinition
-from scrm.services.segments import SegmentError, preview
+from scrm.services.marketing.segments import SegmentError, preview
 from tests.conftest import make_inbox
 from tests.marketing.helpers_marketing import make_contact
 

@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from scrm.db.models import Delivery
 from scrm.db.models_marketing import BroadcastRecipient
-from scrm.services import broadcasts
-from scrm.services.broadcast_report import report
+from scrm.services.marketing import broadcasts
+from scrm.services.marketing.broadcast_report import report
 from scrm.services.uow import unit_of_work
 from tests.conftest import TEST_SERVER_ENV, make_inbox, wait_for
 from tests.marketing.helpers_marketing import make_contact

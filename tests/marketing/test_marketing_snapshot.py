@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from scrm.db.migrate import alembic_config, current_revisions, upgrade
 from scrm.db.models_marketing import BroadcastRecipient
-from scrm.services import broadcasts, contacts_merge
-from scrm.services.broadcast_report import report
+from scrm.delivery.worker import OutboxWorker
+from scrm.services.contacts import merge as contacts_merge
+from scrm.services.marketing import broadcasts
+from scrm.services.marketing.broadcast_report import report
 from scrm.services.uow import unit_of_work
-from scrm.worker import OutboxWorker
 from tests.conftest import make_inbox
 from tests.marketing.helpers_marketing import make_contact
 

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from scrm.db.models import Delivery
 from scrm.db.models_wechat import WeChatMassBatch
-from scrm.services import broadcasts
-from scrm.services.broadcast_report import report
+from scrm.services.marketing import broadcasts
+from scrm.services.marketing.broadcast_report import report
 from scrm.services.uow import unit_of_work
 from tests.channels.wechat.fake_wechat_api import FakeWeChat, serving
 from tests.integration.helpers_integration import deliver_all

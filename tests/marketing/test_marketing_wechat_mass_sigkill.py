@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from scrm.db.models_wechat import WeChatMassBatch
-from scrm.services import broadcasts
-from scrm.services.broadcast_report import report
+from scrm.services.marketing import broadcasts
+from scrm.services.marketing.broadcast_report import report
 from tests.channels.wechat.fake_wechat_api import serving
 from tests.conftest import wait_for
 from tests.marketing.test_marketing_sigkill import _spawn

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scrm.services import broadcasts
-from scrm.services.broadcast_report import report
+from scrm.services.marketing import broadcasts
+from scrm.services.marketing.broadcast_report import report
 from tests.channels.wechat.fake_wechat_api import FakeWeChat, serving
 from tests.integration.helpers_integration import deliver_all
 from tests.marketing.helpers_marketing import ago, make_contact

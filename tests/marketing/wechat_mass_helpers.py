@@ -7,7 +7,7 @@ from typing import Any
 
 from scrm.context import AppContext
 from scrm.db.models import Inbox
-from scrm.services import broadcasts
+from scrm.services.marketing import broadcasts
 from scrm.services.uow import unit_of_work
 from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET, FakeWeChat
 from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN, encrypted_request

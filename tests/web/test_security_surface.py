@@ -15,7 +15,7 @@ import pytest
 from scrm.bootstrap import build_context
 from scrm.context import AppContext
 from scrm.db.models import Contact, utcnow
-from scrm.services import reports
+from scrm.services.desk import reports
 from scrm.settings import Settings
 from scrm.web.headers import APP_CSP
 from tests.conftest import login, make_inbox
@@ -77,7 +77,7 @@ async def production_client(aiohttp_client: Any, settings: Settings) -> AsyncIte
 
 async def test_the_simulator_channel_exists_only_in_demo_mode(production_client) -> None:
     client, context = production_client
-    from scrm.services.agents import create_agent
+    from scrm.services.agents.accounts import create_agent
 
     async with context.db.transaction() as s:
         await create_agent(s, login="root", password="correct-horse-1", role="admin", display_name="Root")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from scrm.services import desk_settings
+from scrm.services.desk import settings as desk_settings
 from tests.channels.web.conftest import Visitor, make_web_inbox
 from tests.conftest import api_message, make_inbox, post_signed
 

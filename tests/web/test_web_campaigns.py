@@ -16,9 +16,10 @@ from sqlalchemy import select
 from channels.memory import MemoryChannelAdapter
 from scrm.context import AppContext
 from scrm.db.models import Agent, ContactIdentity, Conversation, Message, utcnow
-from scrm.services import agents, broadcasts
+from scrm.delivery.worker import OutboxWorker
+from scrm.services.agents import accounts as agents
+from scrm.services.marketing import broadcasts
 from scrm.services.uow import unit_of_work
-from scrm.worker import OutboxWorker
 from tests.channels.wechat.fake_wechat_api import APP_ID, APP_SECRET, FakeWeChat, serving
 from tests.channels.wechat.wechat_callbacks import AES_KEY, TOKEN, encrypted_request
 from tests.conftest import make_agent, make_inbox

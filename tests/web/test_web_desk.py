@@ -15,7 +15,7 @@ from sqlalchemy import select
 from scrm.db.models import Conversation, ConversationLabel, utcnow
 from scrm.db.models_desk import AutomationRule, SlaPolicy, Team
 from scrm.db.models_desk_ui import Notification
-from scrm.services import sla
+from scrm.services.desk import sla
 from tests.conftest import api_message, make_agent, make_inbox, post_signed
 from tests.web.conftest import Tab
 

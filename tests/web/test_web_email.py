@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from scrm.services.ingest import ingest
+from scrm.services.conversations.ingest import ingest
 from tests.conftest import make_inbox
 
 pytestmark = pytest.mark.browser

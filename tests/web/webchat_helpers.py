@@ -9,7 +9,7 @@ from aiohttp import web
 from channels.web.adapter import WebChatAdapter
 from scrm.context import AppContext
 from scrm.db.models import Inbox
-from scrm.services import desk_settings
+from scrm.services.desk import settings as desk_settings
 
 ALL_DAY = {"timezone": "Asia/Shanghai", "weekly": {d: "00:00-24:00" for d in
                                                   ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from scrm.db.models import Message
 from scrm.db.models_mail import UnroutableMail
-from scrm.services.ingest import ingest
+from scrm.services.conversations.ingest import ingest
 from tests.conftest import login, make_agent, make_inbox
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -10,7 +10,7 @@ import pytest
 from channels.web.adapter import WebChatAdapter
 from scrm.context import AppContext
 from scrm.db.models import Inbox
-from scrm.services import desk_settings
+from scrm.services.desk import settings as desk_settings
 
 SITE = "https://shop.example.com"
 ALL_DAY = {"timezone": "Asia/Shanghai", "weekly": {d: "00:00-24:00" for d in

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from channels.web.tokens import identifier_hash, sign_visitor
 from scrm.db.models import Contact, ContactIdentity, Delivery, Inbox, Message
-from scrm.worker import OutboxWorker
+from scrm.delivery.worker import OutboxWorker
 from tests.channels.web.conftest import SITE, Visitor, make_web_inbox
 from tests.conftest import make_inbox
 
@@ -250,7 +250,7 @@ async def test_transcript_and_unread_replies_go_out_through_the_email_inbox(clie
     from datetime import timedelta
 
     from scrm.db.models import utcnow
-    from scrm.services.webchat_email import email_unread_replies
+    from scrm.services.webchat.email import email_unread_replies
 
     email = await make_inbox(ctx, "email", name="Mail", settings={"address": "support@shop.example.com"})
     inbox = await make_web_inbox(ctx, email_inbox_id=email.id, email_after_seconds=60)
@@ -279,7 +279,7 @@ async def test_transcript_and_unread_replies_go_out_through_the_email_inbox(clie
 async def test_broadcasts_skip_web_identities(ctx):
     from datetime import UTC, datetime
 
-    from scrm.services.broadcast_rules import IdentityInfo, InboxInfo, check_identity
+    from scrm.services.marketing.broadcast_rules import IdentityInfo, InboxInfo, check_identity
 
     ident = IdentityInfo.__new__(IdentityInfo)
     fields = {f: None for f in IdentityInfo.__dataclass_fields__}  # type: ignore[attr-defined]
@@ -294,7 +294,7 @@ async def test_broadcasts_skip_web_identities(ctx):
 async def test_adapter_send_pushes_to_the_visitor_and_refuses_broadcasts(ctx, web_inbox: Inbox):
     from channels.web.adapter import visitor_topic
     from scrm.domain import OutboundMessage, PermanentSendError
-    from scrm.services.webchat_push import hub_for
+    from scrm.services.webchat.push import hub_for
 
     adapter = ctx.adapters.for_inbox(web_inbox)
     got: list[dict] = []

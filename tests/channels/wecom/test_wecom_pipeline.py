@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from scrm.db.models_wecom import WeComKfCursor
-from scrm.services import wecom_kf_store, wecom_kf_sync
+from scrm.services.wecom import kf_store as wecom_kf_store
+from scrm.services.wecom import kf_sync as wecom_kf_sync
 from tests.channels.wecom.fake_wecom_api import FakeWeCom, serving
 from tests.channels.wecom.wecom_samples import OPEN_KFID, text_item
 from tests.integration.helpers_integration import inbound, messages
@@ -25,7 +26,7 @@ async def fake() -> AsyncIterator[FakeWeCom]:
 
 
 async def test_customers_messages_stay_in_order_across_concurrent_batches(client, ctx, fake, monkeypatch) -> None:
-    from scrm.services import bot
+    from scrm.services.bot import rounds as bot
 
     bot.get_runtime(ctx).enabled = False
     monkeypatch.setattr(wecom_kf_sync, "BATCH_ITEMS", 7)  # many small batches, two in flight
@@ -47,7 +48,7 @@ async def test_customers_messages_stay_in_order_across_concurrent_batches(client
 
 
 async def test_a_servicer_reply_is_stored_after_the_messages_before_it(client, ctx, fake) -> None:
-    from scrm.services import bot
+    from scrm.services.bot import rounds as bot
 
     bot.get_runtime(ctx).enabled = False
     inbox = await kf_inbox(ctx, fake)

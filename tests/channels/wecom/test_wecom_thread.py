@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from scrm.db.models import Delivery
-from scrm.services import wecom_contacts
+from scrm.services.wecom import contacts as wecom_contacts
 from tests.channels.wecom.fake_wecom_api import FakeWeCom, serving
 from tests.channels.wecom.wecom_samples import CORP_ID, event_item, text_item
 from tests.conftest import login, make_agent
@@ -29,7 +29,7 @@ async def fake() -> AsyncIterator[FakeWeCom]:
 
 
 def bot_off(ctx: Any) -> None:
-    from scrm.services import bot
+    from scrm.services.bot import rounds as bot
 
     bot.get_runtime(ctx).enabled = False
 

@@ -5,7 +5,7 @@ scan in full: measured at 1M messages, a full pending list added ~50 ms to each 
 limit keeps that under ~2 ms while inserts stay batched (~20% slower bulk inserts, unmeasurable per message).
 2. pg_trgm needs three characters in a word, so "王五" or "退款" could only be found by scanning every
 message. These expression indexes space out each non-ASCII character so it is a word of its own; the
-search (scrm/services/conversation_search.py) repeats the expressions verbatim. The messages one is
+search (scrm/services/conversations/search.py) repeats the expressions verbatim. The messages one is
 partial (rows with non-ASCII text only), so English-only inboxes pay nothing for it.
 PostgreSQL only; skipped where pg_trgm is not installed (0007 logs that).
 

@@ -1,13 +1,13 @@
 """PostgreSQL: `scrm_ingest_batch`, a batch of inbound messages stored by one call.
 
-The ingest service's set-based batch path (services/ingest_batch.py) spent most of its time on
+The ingest service's set-based batch path (services/conversations/ingest_batch.py) spent most of its time on
 round trips and on building ORM rows: about ten statements a batch, each waited for by the event
 loop. This function does the common case of that path inside the database, in one call that is its
 own transaction: dedup, lock the senders' identities (in code-point order of their ids, as the Python
 path does) or create new people, open or reopen their conversation by the inbox's rule, apply their profile, insert the
 messages and move the clocks. Everything it does not do is answered `slow` and left untouched, for
 the Python path to store: a merged contact, and (filtered before the call) threads, reply
-references, custom attributes and email participants. services/ingest_pg.py
+references, custom attributes and email participants. services/conversations/ingest_pg.py
 calls it; tests/core/test_ingest_pg.py checks it stores what the Python path stores.
 
 Revision ID: 0013_ingest_batch

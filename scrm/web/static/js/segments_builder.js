@@ -1,5 +1,5 @@
 // The segment rule builder: AND/OR groups of conditions on tags, attributes, channel, subscription,
-// first/last seen, conversation labels and ticket state -- the rule shape scrm/services/segments.py compiles.
+// first/last seen, conversation labels and ticket state -- the rule shape scrm/services/marketing/segments.py compiles.
 import { get } from "./api.js";
 import { h, replace, select } from "./dom.js";
 import { t } from "./i18n.js";

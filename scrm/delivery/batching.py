@@ -1,0 +1,193 @@
+"""Outbox write batching for the worker: group commit, and its statements built once.
+
+A delivery's state changes are group-committed (see GroupCommit), and the statements that run per
+batch are built once per worker with array parameters on PostgreSQL, so their SQL text never
+changes with the batch size (no per-call statement building, IN-list rendering or re-preparing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql.elements import ColumnElement
+
+from scrm.db.models import Delivery, Inbox
+
+log = logging.getLogger("scrm.delivery.worker")
+
+ACTIVE = ("queued", "claimed", "sending")
+D = Delivery.__table__
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[T, R]):
+    """Coalesce concurrent requests into one database transaction.
+
+    The first urgent request starts a flush at once; requests arriving while it runs wait for the
+    next one, so batches grow with load and an idle worker adds no delay. A request that is not
+    urgent (nobody waits for it to go on) rides along with the next urgent flush, or is flushed
+    `linger` seconds later if none comes: it never makes an urgent one queue behind its own commit.
+    A failed flush is retried twice (the statements are guarded by status and owner, so a retry
+    never applies anything twice), then every caller in the batch gets the error.
+    """
+
+    RETRIES = 2
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 500,
+                 linger: float = 0.05) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._linger = linger
+        self._pending: list[tuple[T, asyncio.Future[R], bool]] = []  # (item, its caller's future, urgent)
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def submit(self, item: T, *, urgent: bool = True) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append((item, future, urgent))
+        if self._task is None or self._task.done():
+            if urgent:
+                self._start()
+            elif self._timer is None:
+                self._timer = loop.call_later(self._linger, self._start)
+        return await future
+
+    def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        first = True  # started by an urgent request or by the linger's deadline: goes at once
+        while self._pending and (first or any(urgent for _, _, urgent in self._pending)):
+            first = False
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch:]
+            items = [item for item, _, _ in batch]
+            for attempt in range(self.RETRIES + 1):
+                try:
+                    results = await self._flush(items)
+                except Exception as exc:  # noqa: BLE001 - handed to the callers
+                    if attempt < self.RETRIES:
+                        log.warning("outbox commit of %d rows failed (%s); retrying", len(items), exc)
+                        await asyncio.sleep(0.2 * 2**attempt)
+                        continue
+                    for _, future, _ in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for (_, future, _), result in zip(batch, results, strict=True):
+                        if not future.done():
+                            future.set_result(result)
+                break
+        if self._pending and self._timer is None:  # only riders left: they go at the deadline
+            self._timer = asyncio.get_running_loop().call_later(self._linger, self._start)
+
+
+class OutboxStatements:
+    """The worker's per-delivery statements, built once (their compiled form is then cached).
+
+    PostgreSQL gets the id list as one array parameter: the statement text never changes with the
+    batch size, so it is neither re-rendered nor re-prepared per call. SQLite has no arrays and keeps
+    an expanding IN list.
+    """
+
+    def __init__(self, postgresql: bool) -> None:
+        self.postgresql = postgresql
+        ids = self.in_list(D.c.id, "ids", BigInteger)
+        # Literal alternatives, not IN (...): an IN list would be re-rendered on every execution.
+        ours = and_(D.c.claimed_by == bindparam("me"), or_(D.c.status == "claimed", D.c.status == "sending"))
+        # The literal (not a parameter) lets a prepared statement's plan use the partial queue indexes.
+        queued = D.c.status == literal_column("'queued'")
+        due = D.c.next_attempt_at <= bindparam("now")
+        # Only the head of each ordering key (no earlier queued, claimed or sending row for the contact):
+        # a window of an inbox's oldest rows that counted rows stuck behind another row of their contact
+        # (one a dead worker left `sending`) could be all stuck, and the whole inbox waited for that one
+        # lease. One probe of ix_deliveries_ordering per row read.
+        earlier = D.alias("earlier")
+        head = ~exists().where(
+            earlier.c.ordering_key == D.c.ordering_key, earlier.c.id < D.c.id,
+            or_(*(earlier.c.status == literal_column(f"'{st}'") for st in ACTIVE)))
+        # The oldest due rows of given inboxes, so many of each (ix_deliveries_queue_inbox): PostgreSQL
+        # takes every inbox in one statement, SQLite one inbox per execution (`inbox`, `n`).
+        if postgresql:
+            want = (
+                func.unnest(bindparam("inboxes", type_=ARRAY(BigInteger)), bindparam("limits", type_=ARRAY(Integer)))
+                .table_valued("inbox_id", "n")
+                .render_derived(name="want")
+            )
+            queue = (
+                select(D.c.id, D.c.ordering_key, D.c.inbox_id)
+                .where(D.c.inbox_id == want.c.inbox_id, queued, due, head)
+                .order_by(D.c.id)
+                .limit(want.c.n)
+                .with_for_update(skip_locked=True)
+                .lateral("queue")
+            )
+            self.inbox_windows: Any = select(queue.c.id, queue.c.ordering_key, queue.c.inbox_id).select_from(
+                want.join(queue, true()))
+        else:
+            self.inbox_windows = (
+                select(D.c.id, D.c.ordering_key, D.c.inbox_id)
+                .where(D.c.inbox_id == bindparam("inbox"), queued, due, head)
+                .order_by(D.c.id)
+                .limit(bindparam("n"))
+            )  # SQLite serializes writers: no row locks to take
+        self.inbox_ids = select(Inbox.id)
+        self.claim = (
+            update(D)
+            .where(ids, D.c.status == "queued")
+            .values(status="claimed", claimed_by=bindparam("me"), lease_until=bindparam("lease"),
+                    attempts=D.c.attempts + 1)
+            .returning(*D.c)
+        )
+        self.mark_sending = (
+            update(D)
+            .where(ids, D.c.status == "claimed", D.c.claimed_by == bindparam("me"))
+            .values(status="sending", lease_until=bindparam("lease"))
+            .returning(D.c.id)
+        )
+        if postgresql:
+            # One statement for a whole batch of successful sends, each with its own external id.
+            sent = (
+                select(func.unnest(bindparam("ids", type_=ARRAY(BigInteger))).label("id"),
+                       func.unnest(bindparam("exts", type_=ARRAY(String))).label("ext"))
+                .subquery("sent")
+            )
+            self.mark_sent: Any = (
+                update(D)
+                .where(D.c.id == sent.c.id, ours)
+                .values(status=bindparam("new_status"), sent_at=bindparam("now"), last_error=None,
+                        lease_until=None, external_id=sent.c.ext)
+                .returning(D.c.id)
+            )
+        else:
+            self.mark_sent = None  # SQLite: a CASE over the batch's external ids (built per call)
+
+    def in_list(self, column: Any, name: str, type_: Any) -> ColumnElement[bool]:
+        """`column IN :name` for a list parameter: one array on PostgreSQL, an expanding list on SQLite."""
+        if self.postgresql:
+            return column == any_(bindparam(name, type_=ARRAY(type_)))  # type: ignore[no-any-return]
+        return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]

@@ -1,0 +1,157 @@
+"""Recording what became of a send (the outbox worker's second write per delivery, group-committed).
+
+A successful send (nearly every one) is one row of one UPDATE per status for the whole batch; retries
+and failures one UPDATE each. Every write is guarded by the worker's claim: a row recovered by another
+worker meanwhile is left alone, it owns the outcome now.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, and_, bindparam, case, select, update
+
+from scrm import events as ev
+from scrm.db.models import ContactIdentity, Delivery, Message
+from scrm.domain import PermanentSendError, SendResult, TransientSendError
+from scrm.services.marketing import wechat_mass
+from scrm.services.uow import Tx
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from scrm.settings import WorkerSettings
+
+D: Table = Delivery.__table__
+M: Table = Message.__table__
+Decided = tuple["Outcome", str, dict[str, Any], dict[str, Any]]  # outcome, status, delivery values, message values
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivery: Any  # a claimed deliveries row
+    channel: str
+    result: SendResult | None
+    error: Exception | None
+
+
+def backoff(cfg: WorkerSettings, attempts: int) -> float:
+    delay = min(cfg.backoff_max, cfg.backoff_base ** max(attempts, 1))
+    return delay * random.uniform(0.8, 1.2)
+
+
+def decide(o: Outcome, now: datetime, cfg: WorkerSettings) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(status, delivery values, message values) for one outcome."""
+    values: dict[str, Any] = {"lease_until": None}
+    error = o.error
+    if o.result is not None:
+        status = "delivered" if o.result.delivered else "sent"
+        values |= {"status": status, "external_id": o.result.external_id, "sent_at": now, "last_error": None}
+        return status, values, {"delivery_status": status, "delivery_error": None, "sent_at": now}
+    if isinstance(error, TransientSendError) and o.delivery.attempts < cfg.max_attempts:
+        delay = error.retry_after if error.retry_after is not None else backoff(cfg, o.delivery.attempts)
+        reason = f"{error.reason} (retrying)"
+        values |= {"status": "queued", "claimed_by": None, "next_attempt_at": now + timedelta(seconds=delay),
+                   "last_error": reason, "error_code": error.code}
+        return "queued", values, {"delivery_error": reason}
+    assert error is not None
+    reason = getattr(error, "reason", str(error))
+    values |= {"status": "failed", "last_error": reason, "error_code": getattr(error, "code", None)}
+    return "failed", values, {"delivery_status": "failed", "delivery_error": reason}
+
+
+async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str, mark_sent: Any) -> set[int]:
+    """Record a batch of outcomes, guarded by our claim (`me`); returns the ids it applied to.
+
+    `mark_sent`: the prepared array statement for successful sends (PostgreSQL), or None.
+    """
+    ours = and_(D.c.claimed_by == me, D.c.status.in_(("claimed", "sending")))
+    applied: set[int] = set()
+    s = tx.session
+    for status in ("sent", "delivered"):
+        group = [o for o, st, _, _ in decided if st == status]
+        if not group:
+            continue
+        if mark_sent is not None:
+            rows = await s.execute(mark_sent, {
+                "ids": [o.delivery.id for o in group], "me": me, "new_status": status, "now": now,
+                "exts": [o.result.external_id if o.result else None for o in group]})
+        else:
+            external = {o.delivery.id: o.result.external_id for o in group if o.result and o.result.external_id}
+            rows = await s.execute(
+                update(D)
+                .where(D.c.id.in_([o.delivery.id for o in group]), ours)
+                .values(status=status, sent_at=now, last_error=None, lease_until=None,
+                        external_id=case(external, value=D.c.id, else_=None) if external else None)
+                .returning(D.c.id)
+            )
+        applied.update(rows.scalars())
+    for o, status, values, _ in decided:
+        if status in ("sent", "delivered"):
+            continue
+        res = await s.execute(update(D).where(D.c.id == o.delivery.id, ours).values(**values))
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            applied.add(o.delivery.id)
+    done = [(o, status, msg_values) for o, status, _, msg_values in decided if o.delivery.id in applied]
+    await _update_messages(s, done)
+    for o, status, msg_values in done:
+        await apply_outcome(tx, o, status, msg_values)
+    return applied
+
+
+async def _update_messages(s: AsyncSession, done: list[tuple[Outcome, str, dict[str, Any]]]) -> None:
+    """The conversation messages of a batch of outcomes: one statement per shape of change (nearly always
+    one for the whole batch), and the platform's message id where no other message of the inbox has it
+    (one read for the batch)."""
+    wanted = {(o.delivery.inbox_id, o.result.external_id) for o, _, _ in done
+              if o.delivery.message_id is not None and o.result is not None and o.result.external_id}
+    taken: set[tuple[int, str]] = set()
+    if wanted:
+        taken = {(i, e) for i, e in (await s.execute(
+            select(M.c.inbox_id, M.c.external_id).where(M.c.inbox_id.in_({i for i, _ in wanted}),
+                                                        M.c.external_id.in_({e for _, e in wanted})))).all()}
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for o, _, msg_values in done:
+        d = o.delivery
+        if d.message_id is None:
+            continue
+        values = dict(msg_values)
+        ext = o.result.external_id if o.result is not None else None
+        if ext and (d.inbox_id, ext) not in taken:
+            taken.add((d.inbox_id, ext))  # unique per inbox: the first message of the batch keeps it
+            values["external_id"] = ext
+        params = {f"v_{k}": v for k, v in values.items()} | {"m_id": d.message_id}
+        shapes.setdefault(tuple(sorted(values)), []).append(params)
+    for keys, rows in shapes.items():
+        await s.execute(_message_update(keys), rows)
+
+
+@functools.lru_cache(maxsize=16)
+def _message_update(keys: tuple[str, ...]) -> Any:
+    return update(M).where(M.c.id == bindparam("m_id")).values(
+        {k: bindparam(f"v_{k}", type_=M.c[k].type) for k in keys})
+
+
+async def apply_outcome(tx: Tx, o: Outcome, status: str, msg_values: dict[str, Any]) -> None:
+    """The outcome's other effects (its message is updated with the batch's, _update_messages): a 群发
+    batch's recipients, an unreachable identity, events."""
+    s, d = tx.session, o.delivery
+    if d.message_id is not None:
+        tx.emit(ev.MESSAGE_UPDATED, message_id=d.message_id, conversation_id=d.conversation_id,
+                delivery_status=msg_values.get("delivery_status"))
+    error = o.error
+    if d.kind == wechat_mass.KIND:  # a 群发 batch's recipients follow its control delivery
+        await wechat_mass.settle_batch(tx, d, status, o.result.external_id if o.result else None,
+                                       getattr(error, "reason", None) if error else None,
+                                       getattr(error, "code", None) if error else None)
+    if isinstance(error, PermanentSendError) and error.contact_unreachable and d.identity_id:
+        identity = await s.get(ContactIdentity, d.identity_id)
+        if identity is not None:
+            identity.reachable = False
+            identity.unreachable_reason = error.reason
+            tx.emit(ev.CONTACT_UPDATED, contact_id=identity.contact_id, identity_id=identity.id)
+    tx.emit(ev.DELIVERY_UPDATED, delivery_id=d.id, status=status, conversation_id=d.conversation_id, kind=d.kind)

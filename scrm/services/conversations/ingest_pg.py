@@ -1,0 +1,168 @@
+"""PostgreSQL fast path of the group commit: a batch stored, and its events logged, by one statement.
+
+The function (migration 0013) does in the database what ingest_batch.store_batch does for the common
+case, in one round trip that is its own transaction: it restates in SQL the rules of ingest_rules.py
+(tests/core/test_ingest_pg.py keeps the two equal). What it does not handle (a merged contact) comes
+back as `slow`, untouched, and so does every message of a sender the function is not given at all
+(threads, reply references, custom attributes, email participants): the caller stores those with the
+Python path. A sender is wholly on one path, so its messages keep their order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Text, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from scrm import events as ev
+from scrm.db.models import Inbox, utcnow
+from scrm.domain import InboundMessage, IngestOutcome
+from scrm.services.conversations import ingest_rules as rules
+
+if TYPE_CHECKING:
+    from scrm.db.database import Database
+
+_ARRAYS: dict[str, Any] = {
+    "external_ids": Text, "senders": Text, "texts": Text, "content_types": Text, "previews": Text,
+    "attachments": Text, "payloads": Text, "sent_ats": DateTime(timezone=True), "subjects": Text,
+    "names": Text, "emails": Text, "phones": Text, "languages": Text, "avatars": Text, "usernames": Text,
+}
+# The call and the event log rows of what it stored, in one statement and so in one transaction (a
+# data-modifying CTE always runs): the follow-up work of an acknowledged message can never be lost.
+# The rows are the events the Python path logs (uow/event_log), in the order store_fast lists them:
+# new people by sender id (code-point order), then per message its contact and status changes, then
+# per message its conversation.created / reopen / message.created (conversation.updated is live-only).
+_CALL = text(f"""
+WITH r AS MATERIALIZED (
+    SELECT idx, outcome, message_id, conversation_id, contact_id, handler, previous_status, contact_changed,
+           contact_created
+    FROM scrm_ingest_batch(:inbox, :new_on_resolved, :now, {', '.join(f':{name}' for name in _ARRAYS)})
+), st AS (
+    SELECT * FROM r WHERE outcome NOT IN ('slow', 'duplicate')
+), logged AS (
+    INSERT INTO events (conversation_id, name, payload, created_at)
+    SELECT conv, name, payload, :now FROM (
+        SELECT 1 AS part, (:senders)[idx] COLLATE "C" AS who, idx, 0 AS step, NULL::bigint AS conv,
+               'contact.updated' AS name, json_build_object('contact_id', contact_id, 'created', true) AS payload
+        FROM st WHERE contact_created
+        UNION ALL
+        SELECT 2, '', idx, 0, NULL, 'contact.updated', json_build_object('contact_id', contact_id)
+        FROM st WHERE contact_changed
+        UNION ALL
+        SELECT 2, '', idx, 1, conversation_id, 'conversation.status_changed',
+               json_build_object('conversation_id', conversation_id, 'status', 'open', 'previous', previous_status,
+                                 'by', 'contact')
+        FROM st WHERE previous_status IS NOT NULL
+        UNION ALL
+        SELECT 3, '', idx, 0, conversation_id, 'conversation.created',
+               json_build_object('conversation_id', conversation_id, 'inbox_id', :inbox, 'contact_id', contact_id)
+        FROM st WHERE outcome = 'created'
+        UNION ALL
+        SELECT 3, '', idx, 1, conversation_id, 'conversation.status_changed',
+               json_build_object('conversation_id', conversation_id, 'status', 'open', 'previous', 'resolved',
+                                 'by', 'contact')
+        FROM st WHERE outcome = 'reopened'
+        UNION ALL
+        SELECT 3, '', idx, 2, conversation_id, 'message.created',
+               json_build_object('message_id', message_id, 'conversation_id', conversation_id, 'inbox_id', :inbox,
+                                 'channel', CAST(:channel AS text), 'direction', 'in', 'sender_kind', 'contact',
+                                 'handler', handler, 'content_type', (:event_content_types)[idx],
+                                 'auto_submitted', (:auto_submitted)[idx])
+        FROM st
+    ) AS e
+    ORDER BY part, who, idx, step
+)
+SELECT * FROM r
+""").bindparams(
+    bindparam("inbox", type_=BigInteger), bindparam("new_on_resolved", type_=Boolean),
+    bindparam("now", type_=DateTime(timezone=True)), *[bindparam(n, type_=ARRAY(t)) for n, t in _ARRAYS.items()],
+    bindparam("channel", type_=Text), bindparam("event_content_types", type_=ARRAY(Text)),
+    bindparam("auto_submitted", type_=ARRAY(Boolean)),
+)
+
+
+@dataclass
+class FastOutcome:
+    """What the call stored: outcomes by message index, their events, and the indexes left to store."""
+
+    outcomes: dict[int, IngestOutcome] = field(default_factory=dict)
+    events: list[ev.Event] = field(default_factory=list)
+    rest: list[int] = field(default_factory=list)
+
+
+def handled(msg: InboundMessage, threaded: bool) -> bool:
+    """Whether the function can store this message (else its sender takes the Python path)."""
+    profile = msg.profile
+    return (
+        rules.follows_latest(msg, threaded) and not msg.reply_to_external_id
+        and (profile is None or not profile.attributes)
+        and not (isinstance(msg.payload, dict) and msg.payload.get("recipients"))
+    )
+
+
+async def store_fast(db: Database, inbox: Inbox, messages: list[InboundMessage]) -> FastOutcome:
+    """Store what the function handles of `messages` (one inbox, arrival order) in one call."""
+    threaded = rules.is_threaded(inbox)
+    python_senders = {m.sender_id for m in messages if not handled(m, threaded)}
+    # Given to the function: each external id once (a repeat inside the batch is a duplicate of its first copy).
+    eligible = [i for i, m in enumerate(messages) if m.sender_id not in python_senders]
+    firsts, repeated = rules.repeats([messages[i] for i in eligible])
+    sent = [eligible[j] for j in firsts]
+    copies = {eligible[j]: eligible[k] for j, k in repeated.items()}
+    result = FastOutcome()
+    if sent:
+        rows = await db.autocommit(_CALL, _arguments(inbox, [messages[i] for i in sent]))
+        stored: list[tuple[int, Any]] = []
+        for row in sorted(rows, key=lambda r: r.idx):
+            index = sent[row.idx - 1]
+            if row.outcome == "slow":
+                python_senders.add(messages[index].sender_id)
+            elif row.outcome == "duplicate":
+                result.outcomes[index] = IngestOutcome(duplicate=True, message_id=row.message_id,
+                                                       conversation_id=row.conversation_id)
+            else:
+                stored.append((index, row))
+        # Events in the order the Python path queues them: new people, profile and status changes, then the messages.
+        for _, row in sorted((r for r in stored if r[1].contact_created), key=lambda r: messages[r[0]].sender_id):
+            result.events.append(ev.Event(ev.CONTACT_UPDATED, {"contact_id": row.contact_id, "created": True}))
+        for _, row in stored:
+            if row.contact_changed:
+                result.events.append(ev.Event(ev.CONTACT_UPDATED, {"contact_id": row.contact_id}))
+            if row.previous_status:
+                result.events.append(ev.Event(ev.CONVERSATION_STATUS_CHANGED, {
+                    "conversation_id": row.conversation_id, "status": "open", "previous": row.previous_status,
+                    "by": "contact"}))
+        for index, row in stored:
+            result.outcomes[index] = rules.stored_events(
+                result.events, inbox, messages[index], row.message_id, row.conversation_id, row.handler,
+                row.contact_id, created=row.outcome == "created", reopened=row.outcome == "reopened")
+    for index, original in copies.items():
+        if original in result.outcomes:
+            result.outcomes[index] = rules.duplicate_of(result.outcomes[original])
+    result.rest = [i for i, m in enumerate(messages) if i not in result.outcomes]
+    return result
+
+
+def _arguments(inbox: Inbox, messages: list[InboundMessage]) -> dict[str, Any]:
+    columns: dict[str, list[Any]] = {name: [] for name in _ARRAYS}
+    for msg in messages:
+        values = rules.message_content(msg)
+        profile = msg.profile
+        columns["external_ids"].append(msg.external_id)
+        columns["senders"].append(msg.sender_id)
+        columns["texts"].append(msg.text)
+        columns["content_types"].append(values["content_type"])
+        columns["previews"].append(rules.preview(msg.text, msg.content_type))
+        columns["attachments"].append(json.dumps(values["attachments"]))
+        columns["payloads"].append(json.dumps(values["payload"]))
+        columns["sent_ats"].append(values["sent_at"])
+        columns["subjects"].append(msg.payload.get("subject") if isinstance(msg.payload, dict) else None)
+        for name, attr in (("names", "name"), ("emails", "email"), ("phones", "phone"), ("languages", "language"),
+                           ("avatars", "avatar_url"), ("usernames", "username")):
+            columns[name].append(getattr(profile, attr, None) if profile is not None else None)
+    return {"inbox": inbox.id, "new_on_resolved": inbox.reopen_policy == "new", "now": utcnow(), **columns,
+            "channel": inbox.channel_type, "event_content_types": [str(m.content_type) for m in messages],
+            "auto_submitted": [bool(m.auto_submitted) for m in messages]}

@@ -1,0 +1,167 @@
+"""What a pulled kf item means beyond a stored customer message: servicer replies, welcome codes,
+session state changes made in WeCom, servicer availability.
+
+Session state seen here is written to the identity (`wecom_kf_state`) before the conversation moves,
+so the listener that mirrors conversation changes to WeCom (wecom_session) sees nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from channels.wecom.kf_inbound import KfRecord
+from scrm import events as ev
+from scrm.db.models import Agent, ContactIdentity, Conversation, Inbox, Message, utcnow
+from scrm.domain import Choice, InboundMessage
+from scrm.services.conversations import actions as conv_svc
+from scrm.services.conversations.ingest import continuable, new_conversation, resolve_identity
+from scrm.services.conversations.ingest_writes import preview
+from scrm.services.uow import Tx, unit_of_work
+from scrm.services.wecom.session import remember
+from scrm.services.wecom.welcome import already_queued, queue_welcome
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.wecom.effects")
+WELCOME_CODE_TTL = timedelta(seconds=20)  # WeCom accepts a welcome_code for 20 s, once
+
+
+async def apply_effect(ctx: AppContext, inbox: Inbox, record: KfRecord) -> None:
+    """Apply one record's effect in its own transaction."""
+    effect = record.effect or {}
+    kind = effect.get("kind")
+    if kind == "servicer_message":
+        await store_servicer_message(ctx, inbox, effect["message"], str(effect.get("servicer_userid") or ""))
+    elif kind == "enter_session":
+        await send_welcome(ctx, inbox, record)
+    elif kind == "session_status":
+        await session_changed(ctx, inbox, record)
+    elif kind == "servicer_status":
+        await servicer_availability(ctx, inbox, effect)
+
+
+async def agent_for_servicer(tx: Tx, inbox: Inbox, userid: str | None) -> Agent | None:
+    """The agent mapped to a WeCom servicer userid in the inbox settings (servicers: login -> userid)."""
+    if not userid:
+        return None
+    logins = [login for login, uid in ((inbox.settings or {}).get("servicers") or {}).items() if uid == userid]
+    if not logins:
+        return None
+    return await tx.session.scalar(select(Agent).where(Agent.login.in_(logins), Agent.active.is_(True)).limit(1))
+
+
+async def _latest_conversation(tx: Tx, identity: ContactIdentity) -> Conversation | None:
+    return await tx.session.scalar(select(Conversation).where(Conversation.identity_id == identity.id)
+                                   .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc()).limit(1))
+
+
+async def store_servicer_message(ctx: AppContext, inbox: Inbox, msg: InboundMessage, servicer: str) -> int | None:
+    """A servicer's reply from the WeCom client (origin 5): an agent message by that servicer, stored once."""
+    async with unit_of_work(ctx) as tx:
+        s = tx.session
+        if await s.scalar(select(Message.id).where(Message.inbox_id == inbox.id,
+                                                   Message.external_id == msg.external_id)) is not None:
+            return None
+        now = utcnow()
+        identity, contact, _ = await resolve_identity(tx, inbox, msg.sender_id, None, now)
+        conv = continuable(inbox, await _latest_conversation(tx, identity))
+        if conv is None:
+            conv = new_conversation(inbox, identity, contact, msg, now)
+            conv.handler = "human"
+            s.add(conv)
+            await s.flush()
+            tx.emit(ev.CONVERSATION_CREATED, conversation_id=conv.id, inbox_id=inbox.id, contact_id=contact.id)
+        agent = await agent_for_servicer(tx, inbox, servicer)
+        attachments = [{"kind": a.kind, "mime_type": a.mime_type, "source": dict(a.source)} for a in msg.attachments]
+        message = Message(conversation_id=conv.id, inbox_id=inbox.id, direction="out", sender_kind="agent",
+                          sender_agent_id=agent.id if agent else None, content_type=str(msg.content_type),
+                          text=msg.text, attachments=attachments, external_id=msg.external_id,
+                          delivery_status="sent", payload=dict(msg.payload) | {"wecom_servicer": servicer},
+                          created_at=now, sent_at=msg.sent_at, edit_history=[])
+        s.add(message)
+        await s.flush()
+        if conv.last_activity_at is None or conv.last_activity_at <= now:
+            conv.last_activity_at = now
+            conv.last_message_preview = preview(msg.text, str(msg.content_type))
+            conv.waiting_since = None
+        if conv.first_reply_at is None:
+            conv.first_reply_at = now
+        tx.emit(ev.MESSAGE_CREATED, message_id=message.id, conversation_id=conv.id, inbox_id=inbox.id,
+                channel=inbox.channel_type, direction="out", sender_kind="agent", handler=conv.handler,
+                content_type=str(msg.content_type))
+        tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conv.id, inbox_id=inbox.id, changed=["activity"])
+        return message.id
+
+
+async def send_welcome(ctx: AppContext, inbox: Inbox, record: KfRecord) -> int | None:
+    """Queue the configured welcome for an enter_session's welcome_code (20 s validity, once), shown in
+    the customer's conversation as the bot's message."""
+    effect = record.effect or {}
+    code = effect.get("welcome_code")
+    settings = inbox.settings or {}
+    text = settings.get("welcome_text")
+    if not code or not text or not record.external_userid:
+        return None
+    at = effect.get("at")
+    if at and datetime.fromisoformat(at) < utcnow() - WELCOME_CODE_TTL:
+        log.info("wecom kf inbox %s: welcome_code of %s expired before it was pulled; no welcome", inbox.id, record.msgid)
+        return None
+    async with unit_of_work(ctx) as tx:
+        if await already_queued(tx, str(code)):
+            return None
+        identity = await tx.session.scalar(select(ContactIdentity).where(
+            ContactIdentity.inbox_id == inbox.id, ContactIdentity.external_id == record.external_userid))
+        if identity is None:
+            return None
+        choices = [Choice(str(o), str(o)) for o in settings.get("welcome_menu") or []]
+        delivery = await queue_welcome(tx, inbox, identity, code=str(code), text=str(text), choices=choices,
+                                       op={"op": "event_code", "code": code, "scene": "welcome"})
+        return delivery.id
+
+
+async def session_changed(ctx: AppContext, inbox: Inbox, record: KfRecord) -> None:
+    """Reflect a change made in WeCom: taken from the pool (human), transferred (new assignee), ended."""
+    effect: dict[str, Any] = dict(record.effect or {})
+    change = int(effect.get("change_type") or 0)
+    if change not in (1, 2, 3) or not record.external_userid:
+        log.info("wecom kf inbox %s: session_status_change %s ignored", inbox.id, change)
+        return
+    async with unit_of_work(ctx) as tx:
+        identity = await tx.session.scalar(select(ContactIdentity).where(
+            ContactIdentity.inbox_id == inbox.id, ContactIdentity.external_id == record.external_userid))
+        conv = await _latest_conversation(tx, identity) if identity is not None else None
+        if identity is None or conv is None:
+            return
+        servicer = effect.get("new_servicer_userid")
+        agent = await agent_for_servicer(tx, inbox, servicer)
+        agent_id = agent.id if agent else None
+        if change == 3:
+            remember(identity, 4)
+            if conv.status != "resolved":
+                await conv_svc.do_set_status(tx, conv.id, None, "resolved")
+            return
+        # Taken from the pool in WeCom (1) comes with the code of one reply (PROTOCOL.md §4).
+        remember(identity, 3, servicer, effect.get("msg_code") if change == 1 else None)
+        reason = f"WeCom 接待人员 / servicer {servicer}" if servicer else None
+        if conv.handler != "human":
+            await conv_svc.do_set_handler(tx, conv.id, agent_id, "human", reason)
+        elif agent_id is not None and conv.assignee_id != agent_id:
+            await conv_svc.do_assign(tx, conv.id, agent_id, agent_id)
+
+
+async def servicer_availability(ctx: AppContext, inbox: Inbox, effect: Mapping[str, Any]) -> None:
+    """A servicer started (1) or stopped (2) receiving in WeCom: the mapped agent's availability follows."""
+    status = int(effect.get("status") or 0)
+    async with unit_of_work(ctx) as tx:
+        agent = await agent_for_servicer(tx, inbox, effect.get("servicer_userid"))
+        if agent is None or status not in (1, 2):
+            log.info("wecom kf inbox %s: servicer_status_change of %r ignored (no mapped agent)", inbox.id,
+                     effect.get("servicer_userid"))
+            return
+        agent.availability = "online" if status == 1 else "away"

@@ -1,0 +1,428 @@
+"""Pulling 微信客服 messages with kf/sync_msg: durable pull requests, one puller per kf account, the cursor.
+
+A callback is answered only after `request_pull` committed "a pull is owed for open_kfid X, token T"
+(requested_seq + 1); the pull then runs in the background. One process pulls an account at a time,
+under a lease in the database (not Redis: losing Redis must not let two processes pull). The cursor
+is saved after every stored batch of pages, fenced by the lease, so a restart or another process neither skips nor
+re-imports (a page stored but not yet acknowledged by its cursor is pulled again and deduplicated by
+msgid). Pages are fetched ahead while earlier ones are stored, and pages that arrived during a store are
+stored together (a group commit of pages: one ingest and one cursor save for them). A pull that ends
+compares requested_seq with the request it served and goes round again if a
+callback came meanwhile. The periodic catch-up pulls what is owed (a kill -9 between the answer and
+the pull) and pulls every account without a token now and then (downtime: only 3 days are readable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from channels.wecom.api import WeComAPIError, WeComNetworkError
+from channels.wecom.kf_inbound import KfRecord
+from scrm.db.models import Inbox, utcnow
+from scrm.db.models_wecom import WeComKfCursor
+from scrm.domain import ContactProfile
+from scrm.services.wecom.kf_store import CustomerOrder, fetch_profiles, messages_only, store_records
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.wecom.sync")
+
+LEASE_SECONDS = 30.0
+TOKEN_TTL = timedelta(minutes=9)  # WeCom's sync token is valid 10 minutes
+MAX_PAGES = 10_000  # per pull: a runaway has_more never pins a process
+PREFETCH_PAGES = 32  # pages fetched ahead while earlier ones are stored
+BATCH_ITEMS = 512  # items stored in one go at most (in concurrent ingest batches by customer)
+BATCHES_IN_FLIGHT = 2  # message-only batches stored while the one before is still being stored
+OWED_RETRY_AFTER = timedelta(seconds=30)  # a pull that failed is tried again by the catch-up after this
+CATCHUP_TICK = 5.0
+C = WeComKfCursor.__table__.c
+_TASKS = "wecom_kf_pulls"
+
+
+class LeaseLost(Exception):
+    """Another process took this account's lease (we were too slow): stop pulling."""
+
+
+async def request_pull(ctx: AppContext, inbox_id: int, data: dict[str, Any]) -> None:
+    """Record the owed pull (committed before the callback is answered), then start it in the background."""
+    open_kfid = str(data.get("open_kfid") or "")
+    target = await target_inbox(ctx, inbox_id, open_kfid)
+    if target is None:
+        log.warning("wecom kf: callback for open_kfid %r on inbox %s: no active inbox serves it; ignored",
+                    open_kfid, inbox_id)
+        return
+    await _notes(ctx).submit((target, open_kfid), data.get("token") or None)
+    kick(ctx, target, open_kfid)
+
+
+class _PullNotes:
+    """Group commit of pull requests: callbacks arriving while a note is being written share the next
+    transaction (one upsert per kf account), so a burst of callbacks costs a few commits, not one each."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.pending: dict[tuple[int, str], list[Any]] = {}  # key -> [count, newest token, futures]
+        self.running: asyncio.Task[None] | None = None
+
+    async def submit(self, key: tuple[int, str], token: str | None) -> None:
+        entry = self.pending.setdefault(key, [0, None, []])
+        entry[0] += 1
+        entry[1] = token or entry[1]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry[2].append(done)
+        if self.running is None or self.running.done():
+            self.running = asyncio.get_running_loop().create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, {}
+            try:
+                await _write_notes(self.ctx, {k: (v[0], v[1]) for k, v in batch.items()})
+            except BaseException as exc:  # the callbacks fail (503 / retried by WeCom): nothing was noted
+                for entry in batch.values():
+                    for f in entry[2]:
+                        if not f.done():
+                            f.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for entry in batch.values():
+                for f in entry[2]:
+                    if not f.done():
+                        f.set_result(None)
+
+
+def _notes(ctx: AppContext) -> _PullNotes:
+    notes = ctx.extras.get("wecom_kf_notes")
+    if notes is None:
+        notes = ctx.extras["wecom_kf_notes"] = _PullNotes(ctx)
+    return notes
+
+
+async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]]) -> None:
+    now = utcnow()
+    async with ctx.db.transaction() as s:
+        insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+        for (inbox_id, open_kfid), (count, token) in sorted(notes.items()):
+            stmt = insert(WeComKfCursor.__table__).values(
+                inbox_id=inbox_id, open_kfid=open_kfid, requested_seq=count, pulled_seq=0, pending_token=token,
+                pending_at=now if token else None, pulled_total=0, updated_at=now)
+            changes: dict[str, Any] = {"requested_seq": C.requested_seq + count, "updated_at": now}
+            if token:
+                changes |= {"pending_token": token, "pending_at": now}
+            await s.execute(stmt.on_conflict_do_update(index_elements=["inbox_id", "open_kfid"], set_=changes))
+
+
+async def target_inbox(ctx: AppContext, inbox_id: int, open_kfid: str) -> int | None:
+    """The active wecom_kf inbox of this kf account: the callback's own, or another of the same corp
+    (one app callback URL serves every kf account the app manages)."""
+    inbox = await ctx.adapters.inbox(inbox_id)
+    if inbox is None:
+        return None
+    if inbox.active and (inbox.settings or {}).get("open_kfid") == open_kfid:
+        return inbox.id
+    corp = (inbox.settings or {}).get("corp_id")
+    async with ctx.db.session() as s:
+        rows = (await s.scalars(select(Inbox).where(Inbox.channel_type == "wecom_kf", Inbox.active.is_(True)))).all()
+    for other in rows:
+        settings = other.settings or {}
+        if settings.get("open_kfid") == open_kfid and settings.get("corp_id") == corp:
+            return other.id
+    return None
+
+
+def kick(ctx: AppContext, inbox_id: int, open_kfid: str) -> asyncio.Task[int] | None:
+    """Start a background pull in this process unless one for the account already runs here."""
+    tasks: dict[tuple[int, str], asyncio.Task[int]] = ctx.extras.setdefault(_TASKS, {})
+    key = (inbox_id, open_kfid)
+    running = tasks.get(key)
+    if running is not None and not running.done():
+        return None  # it looks at requested_seq before it stops
+    task = asyncio.get_running_loop().create_task(_guarded_pull(ctx, inbox_id, open_kfid))
+    tasks[key] = task
+    task.add_done_callback(lambda t: tasks.pop(key, None) if tasks.get(key) is t else None)
+    return task
+
+
+async def _guarded_pull(ctx: AppContext, inbox_id: int, open_kfid: str) -> int:
+    try:
+        return await pull(ctx, inbox_id, open_kfid)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - the request stays owed; the catch-up tries again
+        log.exception("wecom kf pull of inbox %s failed", inbox_id)
+        return 0
+
+
+async def wait_pulls(ctx: AppContext, timeout: float = 10.0) -> None:
+    """Wait for this process's background pulls (tests, shutdown)."""
+    tasks = list(ctx.extras.get(_TASKS, {}).values())
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+
+
+async def pull(ctx: AppContext, inbox_id: int, open_kfid: str) -> int:
+    """Pull until nothing is owed; returns the messages stored. Returns at once if another process pulls."""
+    owner = f"{ctx.process_id}:{uuid.uuid4().hex[:8]}"
+    stored = 0
+    while True:
+        row = await _acquire(ctx, inbox_id, open_kfid, owner)
+        if row is None:
+            return stored
+        cursor, seen, token, token_at = row
+        if token and (token_at is None or utcnow() - token_at > TOKEN_TTL):
+            token = None  # expired: the token-less pull has a stricter rate limit but works
+        error: str | None = None
+        try:
+            stored += await _pull_pages(ctx, inbox_id, open_kfid, owner, cursor, token)
+        except LeaseLost:
+            log.warning("wecom kf inbox %s: another process took over the pull", inbox_id)
+            return stored
+        except (WeComAPIError, WeComNetworkError) as exc:
+            error = str(exc)
+            log.warning("wecom kf inbox %s: pull stopped: %s (retried later)", inbox_id, error)
+        except Exception as exc:  # the database, a bug: give the lease back so the catch-up can retry soon
+            await _release(ctx, inbox_id, open_kfid, owner, seen, f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        if not await _release(ctx, inbox_id, open_kfid, owner, seen, error) or error:
+            return stored
+
+
+async def _acquire(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str) -> tuple[Any, ...] | None:
+    now = utcnow()
+    async with ctx.db.transaction() as s:
+        row = (await s.execute(
+            update(WeComKfCursor.__table__)
+            .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid,
+                   or_(C.lease_owner.is_(None), C.lease_until < now, C.lease_owner == owner))
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_SECONDS))
+            .returning(C.cursor, C.requested_seq, C.pending_token, C.pending_at))).first()
+    return tuple(row) if row is not None else None
+
+
+async def _release(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, seen: int,
+                   error: str | None) -> bool:
+    """Give the lease back; True when a callback came during the pull (requested_seq moved past `seen`)."""
+    now = utcnow()
+    values: dict[str, Any] = {"lease_owner": None, "lease_until": None, "last_pull_at": now, "last_error": error}
+    if error is None:
+        values["pulled_seq"] = seen
+    async with ctx.db.transaction() as s:
+        row = (await s.execute(
+            update(WeComKfCursor.__table__).where(C.inbox_id == inbox_id, C.open_kfid == open_kfid,
+                                                  C.lease_owner == owner)
+            .values(**values).returning(C.requested_seq))).first()
+    return row is not None and int(row[0]) > seen
+
+
+@dataclass
+class _Page:
+    """A fetched page, translated, with the fetch of its new customers' profiles (running meanwhile)."""
+
+    records: list[KfRecord]
+    profiles: asyncio.Task[dict[str, ContactProfile]]
+    next_cursor: str | None
+
+
+async def _pull_pages(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
+                      token: str | None) -> int:
+    """Fetch pages in order while the previous ones are stored. Pages that arrived while a store ran
+    are stored together (up to BATCH_ITEMS items), then the cursor of the last of them is saved, fenced
+    by the lease: the cursor never passes a message that is not committed. A batch of customer messages
+    only is stored while the batch before it still is (CustomerOrder keeps each customer's messages in
+    order); its cursor save waits for that batch's (saves stay in order; a lost lease stops the pull).
+    A batch with effects or channel events is stored alone."""
+    inbox = await ctx.adapters.inbox(inbox_id)
+    adapter = await ctx.adapters.get(inbox_id)
+    if inbox is None or adapter is None:
+        return 0
+    pages: asyncio.Queue[_Page | BaseException | None] = asyncio.Queue(maxsize=PREFETCH_PAGES)
+    loop = asyncio.get_running_loop()
+    fetcher = loop.create_task(_fetch_pages(ctx, inbox, adapter, open_kfid, cursor, token, pages))
+    order = CustomerOrder()
+    in_flight: deque[asyncio.Task[int]] = deque()  # each: a batch's store, then its cursor save (chained)
+    stored = 0
+    try:
+        finished = False
+        while not finished:
+            batch = [await pages.get()]
+            while not pages.empty() and sum(len(p.records) for p in batch if isinstance(p, _Page)) < BATCH_ITEMS:
+                batch.append(pages.get_nowait())
+            ready = [p for p in batch if isinstance(p, _Page)]
+            if ready:
+                records = [r for p in ready for r in p.records]
+                profiles = {k: v for p in ready for k, v in (await p.profiles).items()}
+                # Effects and events: stored alone, after everything before them and before anything after.
+                alone = not messages_only(records)
+                while alone and in_flight:
+                    stored += await in_flight.popleft()
+                store = loop.create_task(store_records(ctx, inbox, adapter, records, profiles, order))
+                cursor = ready[-1].next_cursor or cursor
+                previous = in_flight[-1] if in_flight else None
+                in_flight.append(loop.create_task(_save_after(ctx, inbox_id, open_kfid, owner, cursor, store,
+                                                              previous)))
+                while len(in_flight) > (0 if alone else BATCHES_IN_FLIGHT - 1):
+                    stored += await in_flight.popleft()
+            for item in batch:
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    finished = True
+        while in_flight:
+            stored += await in_flight.popleft()
+    finally:
+        fetcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await fetcher
+        while not pages.empty():  # pages fetched but not stored: their profile lookups are not needed
+            left = pages.get_nowait()
+            if isinstance(left, _Page):
+                left.profiles.cancel()
+        # An error ended the pull: what was stored before it still gets its cursor saved.
+        for task in in_flight:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    return stored
+
+
+async def _save_after(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
+                      store: asyncio.Task[int], previous: asyncio.Task[int] | None) -> int:
+    """Save the cursor of a batch once it is stored and the batches before it are saved (in order)."""
+    try:
+        count = await store
+    finally:
+        if previous is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # its own awaiter sees its error
+                await previous
+    if previous is not None and (previous.cancelled() or previous.exception() is not None):
+        raise RuntimeError("an earlier batch of this pull was not stored")
+    await _save_cursor(ctx, inbox_id, open_kfid, owner, cursor, count)
+    return count
+
+
+async def _fetch_pages(ctx: AppContext, inbox: Inbox, adapter: Any, open_kfid: str, cursor: str | None,
+                       token: str | None, out: asyncio.Queue[_Page | BaseException | None]) -> None:
+    """kf/sync_msg pages in cursor order into `out` (translated, new customers' profiles fetched);
+    None after the last (has_more 0), an error as is."""
+    inbox_id = inbox.id
+    profiles: asyncio.Task[dict[str, ContactProfile]] | None = None
+    try:
+        for _ in range(MAX_PAGES):
+            try:
+                page = await adapter.sync_page(cursor=cursor, token=token, open_kfid=open_kfid)
+            except WeComAPIError as exc:
+                if token is None:
+                    raise
+                # An expired or foreign token: the token-less pull still reads the account.
+                log.warning("wecom kf inbox %s: sync token refused (%s); pulling without it", inbox_id, exc.errcode)
+                token = None
+                continue
+            next_cursor = page.get("next_cursor") or cursor
+            more = str(page.get("has_more") or "0") not in ("0", "False", "false")
+            records = adapter.translate(page.get("msg_list") or [])
+            # Profiles are looked up while the next page is fetched, one page's after another's (the
+            # memo of the one before saves asking twice for a customer on both pages).
+            profiles = asyncio.get_running_loop().create_task(_profiles_after(ctx, inbox, adapter, records, profiles))
+            await out.put(_Page(records, profiles, page.get("next_cursor") or None))
+            if not more:
+                break
+            if next_cursor == cursor and not page.get("msg_list"):
+                log.warning("wecom kf inbox %s: has_more without progress; stopping this pull", inbox_id)
+                break
+            cursor = next_cursor
+        await out.put(None)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - handed to the storing side, which stops the pull with it
+        await out.put(exc)
+
+
+async def _profiles_after(ctx: AppContext, inbox: Inbox, adapter: Any, records: list[KfRecord],
+                          previous: asyncio.Task[dict[str, ContactProfile]] | None) -> dict[str, ContactProfile]:
+    if previous is not None:
+        with contextlib.suppress(Exception):
+            await previous
+    return await fetch_profiles(ctx, inbox, adapter, records) if records else {}
+
+
+async def _save_cursor(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
+                       stored: int) -> None:
+    now = utcnow()
+    async with ctx.db.transaction() as s:
+        done = await s.execute(
+            update(WeComKfCursor.__table__)
+            .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid, C.lease_owner == owner)
+            .values(cursor=cursor, lease_until=now + timedelta(seconds=LEASE_SECONDS),
+                    pulled_total=C.pulled_total + stored, updated_at=now))
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise LeaseLost
+
+
+# --- catch-up (periodic job) ---------------------------------------------------------------------
+
+
+async def catch_up(ctx: AppContext, now: datetime | None = None) -> int:
+    """Pull what is owed (callbacks whose pull never ran) and what is due a token-less catch-up."""
+    now = now or utcnow()
+    async with ctx.db.session() as s:
+        owed = (await s.execute(select(C.inbox_id, C.open_kfid).where(
+            C.requested_seq > C.pulled_seq,
+            or_(C.lease_owner.is_(None), C.lease_until < now),
+            or_(C.last_error.is_(None), C.last_pull_at < now - OWED_RETRY_AFTER)))).all()
+        inboxes = (await s.scalars(select(Inbox).where(Inbox.channel_type == "wecom_kf",
+                                                       Inbox.active.is_(True)))).all()
+        known = {(r.inbox_id, r.open_kfid): r for r in (await s.execute(select(
+            C.inbox_id, C.open_kfid, C.last_catchup_at))).all()}
+    todo = {(r.inbox_id, r.open_kfid) for r in owed}
+    due: list[tuple[int, str]] = []
+    for inbox in inboxes:
+        settings = inbox.settings or {}
+        key = (inbox.id, str(settings.get("open_kfid") or ""))
+        interval = timedelta(seconds=float(settings.get("catchup_interval_seconds") or 300))
+        last = known.get(key)
+        if not key[1] or key in todo:
+            continue
+        if last is None or last.last_catchup_at is None or last.last_catchup_at < now - interval:
+            due.append(key)
+    for key in due:
+        await _mark_catchup(ctx, key, now)
+    stored = 0
+    for inbox_id, open_kfid in [*todo, *due]:
+        try:
+            stored += await pull(ctx, inbox_id, open_kfid)
+        except Exception:  # noqa: BLE001 - one account's trouble never stops the others
+            log.exception("wecom kf catch-up of inbox %s failed", inbox_id)
+    return stored
+
+
+async def _mark_catchup(ctx: AppContext, key: tuple[int, str], now: datetime) -> None:
+    async with ctx.db.transaction() as s:
+        insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+        await s.execute(insert(WeComKfCursor.__table__).values(
+            inbox_id=key[0], open_kfid=key[1], requested_seq=0, pulled_seq=0, pulled_total=0, updated_at=now,
+            last_catchup_at=now).on_conflict_do_update(index_elements=["inbox_id", "open_kfid"],
+                                                       set_={"last_catchup_at": now}))
+
+
+async def run_catchup(ctx: AppContext, stop: asyncio.Event) -> None:
+    """Periodic job (scrm.periodic): owed pulls within seconds, token-less catch-up per the inbox's interval."""
+    while not stop.is_set():
+        try:
+            await catch_up(ctx)
+        except Exception:
+            log.exception("wecom kf catch-up failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), CATCHUP_TICK)

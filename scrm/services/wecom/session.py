@@ -1,0 +1,166 @@
+"""The WeCom session state (service_state) kept in step with the conversation's handoff.
+
+handoff "in_step" (default): bot ↔ 1 智能助手, queue ↔ 2 待接入池, human ↔ 3 人工 (with the agent's WeCom
+userid: settings.servicers maps agent logins to userids, default_servicer_userid otherwise), resolved ↔ 4.
+WeCom lets the API send only in states 0 and 1 (95018 otherwise), so in state 3 the agent replies from
+the WeCom client (the reply comes back through kf/sync_msg, origin 5, and is stored as theirs) and the
+reply box says so instead of failing later; except the first reply after the move into 3, which goes
+through the msg_code that move returned (send_msg_on_event, one text within 48 h). An agent without a WeCom userid keeps the session in 1
+(the API can send their replies); one that waits in the pool (2) needs a mapped agent.
+handoff "api_only": scrm is the desk, the session stays 1 (bot, queue, human) and 4 on resolve; the
+trade-off is that WeCom's own client and statistics see the whole session as 智能助手 and the 5-message
+rule applies to agents' replies too.
+
+Changes go through the outbox (kind "wecom_state"), in order with the messages to the same customer: a
+bot's handoff message leaves before the move to the pool that would forbid it. The state written on the
+identity is the one asked for; a refused change puts it back (on_state_failed).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from channels.wecom.session import (
+    STATE_NAMES,
+    code_used,
+    current_state,
+    remembered,
+    reply_code,
+    reply_code_key,
+    with_reply_code,
+)
+from scrm.db.models import Agent, ContactIdentity, Conversation, Delivery, Inbox, InboxState, Message
+from scrm.event_batch import before_reading_again
+from scrm.services.conversations import actions as conv_svc
+from scrm.services.outbox import enqueue_delivery
+from scrm.services.uow import Tx, unit_of_work
+
+if TYPE_CHECKING:
+    from scrm.context import AppContext
+
+log = logging.getLogger("scrm.wecom.session")
+
+
+def remember(identity: ContactIdentity, state: int, servicer: str | None = None, code: str | None = None) -> None:
+    """Write the session state (and servicer in state 3, with the move's msg_code if given) on the identity."""
+    identity.attributes = remembered(identity.attributes or {}, state, servicer)
+    if code and state == 3:
+        identity.attributes = with_reply_code(identity.attributes, code, servicer)
+
+
+async def _servicer(tx: Tx, inbox: Inbox, agent_id: int | None) -> str | None:
+    settings = inbox.settings or {}
+    if agent_id is not None:
+        agent = await tx.session.get(Agent, agent_id)
+        mapped = (settings.get("servicers") or {}).get(agent.login) if agent else None
+        if mapped:
+            return str(mapped)
+    default = settings.get("default_servicer_userid")
+    return str(default) if default else None
+
+
+async def target_state(tx: Tx, inbox: Inbox, conv: Conversation, current: int) -> tuple[int | None, str | None, str | None]:
+    """(state, servicer userid, message to send with the event code) the conversation calls for; None: stay."""
+    settings = inbox.settings or {}
+    in_step = settings.get("handoff", "in_step") == "in_step"
+    if conv.status == "resolved":
+        return 4, None, settings.get("closing_message")
+    if conv.handler == "bot" or not in_step:
+        return 1, None, None
+    if conv.handler == "queue":
+        return 2, None, settings.get("queue_message")
+    servicer = await _servicer(tx, inbox, conv.assignee_id)
+    if servicer:
+        return 3, servicer, None
+    return (1, None, None) if current in (0, 1) else (None, None, None)
+
+
+async def mirror(ctx: AppContext, conversation_id: int) -> int | None:
+    """Queue the service_state change this conversation's handoff calls for; returns the delivery id."""
+    async with unit_of_work(ctx) as tx:
+        await before_reading_again(tx.session, conversation_id)
+        conv = await tx.session.get(Conversation, conversation_id, populate_existing=True)
+        if conv is None:
+            return None
+        inbox = await tx.session.get(Inbox, conv.inbox_id)
+        if inbox is None or inbox.channel_type != "wecom_kf" or not inbox.active:
+            return None
+        identity = await tx.session.get(ContactIdentity, conv.identity_id, with_for_update=True)
+        assert identity is not None
+        current, servicer_now = current_state(dict(identity.attributes or {}))
+        target, servicer, text = await target_state(tx, inbox, conv, current)
+        if target is None:
+            await conv_svc.add_system_note(
+                tx, conv, f"WeCom: 会话仍在{STATE_NAMES.get(current)}；请在渠道设置 servicers 中把该客服映射到企业微信 userid "
+                          f"/ the WeCom session stays {current}: map this agent to a WeCom userid (servicers)")
+            return None
+        if target == current and (target != 3 or servicer == servicer_now):
+            return None
+        remember(identity, target, servicer)
+        delivery = enqueue_delivery(
+            tx, inbox=inbox, identity=identity, conversation_id=conv.id, message_id=None, text=text or None,
+            content_type="event", automatic=True, kind="wecom_state",
+            metadata={"wecom": {"op": "service_state", "service_state": target, "servicer_userid": servicer,
+                                "from": current, "from_servicer": servicer_now}})
+        await tx.session.flush()
+        return delivery.id
+
+
+async def on_state_failed(ctx: AppContext, delivery_id: int) -> None:
+    """WeCom refused a state change: remember the state it kept and tell the agents why."""
+    async with unit_of_work(ctx) as tx:
+        delivery = await tx.session.get(Delivery, delivery_id)
+        if delivery is None or delivery.kind != "wecom_state" or delivery.status != "failed":
+            return
+        op = ((delivery.payload or {}).get("metadata") or {}).get("wecom") or {}
+        identity = await tx.session.get(ContactIdentity, delivery.identity_id) if delivery.identity_id else None
+        if identity is not None and isinstance(op.get("from"), int):
+            remember(identity, op["from"], op.get("from_servicer"))
+        conv = await tx.session.get(Conversation, delivery.conversation_id) if delivery.conversation_id else None
+        if conv is not None:
+            target: Any = op.get("service_state")
+            await conv_svc.add_system_note(
+                tx, conv, f"WeCom 拒绝切换会话状态到 {STATE_NAMES.get(target, target)} / WeCom refused the session "
+                          f"state {target}: {delivery.last_error or 'unknown reason'}")
+
+
+async def on_state_sent(ctx: AppContext, delivery_id: int) -> None:
+    """A move into 人工 went through: remember the msg_code WeCom returned for the agent's first reply."""
+    async with unit_of_work(ctx) as tx:
+        delivery = await tx.session.get(Delivery, delivery_id)
+        if delivery is None or delivery.kind != "wecom_state" or delivery.identity_id is None:
+            return
+        row = await tx.session.get(InboxState, (delivery.inbox_id, reply_code_key(delivery.recipient_id)))
+        if row is None:
+            return
+        entry = (row.value or {}).get("v") or {}
+        await tx.session.delete(row)
+        identity = await tx.session.get(ContactIdentity, delivery.identity_id, with_for_update=True)
+        if identity is None or not entry.get("code"):
+            return
+        state, servicer = current_state(dict(identity.attributes or {}))
+        if state == 3 and (not entry.get("servicer") or entry.get("servicer") == servicer):
+            identity.attributes = with_reply_code(identity.attributes or {}, str(entry["code"]), servicer)
+
+
+async def reply_code_taken(ctx: AppContext, conversation_id: int, message_id: int) -> None:
+    """An agent's message in 人工: the one reply the session's code allows is taken (later ones are refused
+    with the reason, before they are sent)."""
+    async with unit_of_work(ctx) as tx:
+        conv = await tx.session.get(Conversation, conversation_id)
+        message = await tx.session.get(Message, message_id)
+        if conv is None or message is None or message.external_id is not None:
+            return  # a servicer's reply from the WeCom client (stored with its msgid) takes no code
+        identity = await tx.session.get(ContactIdentity, conv.identity_id, with_for_update=True)
+        if identity is not None and reply_code(identity.attributes or {}) is not None:
+            identity.attributes = code_used(identity.attributes or {}, message_id)
+
+
+async def latest_state_delivery(ctx: AppContext, conversation_id: int) -> Delivery | None:
+    """The newest session-state change queued for a conversation (tests, status display)."""
+    async with ctx.db.session() as s:
+        return await s.scalar(select(Delivery).where(Delivery.conversation_id == conversation_id,
+                                                     Delivery.kind == "wecom_state").order_by(Delivery.id.desc()).limit(1))
