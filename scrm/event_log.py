@@ -239,7 +239,8 @@ class EventConsumer:
             await write_held_back(shared)  # last: the conversation rows stay locked only until the commit
         if careful:
             self._careful -= 1
-        grow, self._grow = self._grow, False
+        # Not on SQLite: its one writer is shared with ingest, which a longer batch would hold up.
+        grow, self._grow = self._grow and not self.db.is_sqlite, False
         self._limit = min(self._limit * 2, self.settings.batch_size * BATCH_GROWTH) if grow else self.settings.batch_size
         if shared.events:
             await self.bus.publish(shared.events)
