@@ -23,6 +23,7 @@ from channels import safejson
 from channels.web.adapter import WebChatAdapter, visitor_topic
 from channels.web.tokens import verify_visitor
 from scrm import events as ev
+from scrm.db.models import utcnow
 from scrm.services.webchat import visitors as chat_svc
 from scrm.services.webchat.push import VisitorHub, hub_for
 from scrm.web.keys import CTX
@@ -40,7 +41,7 @@ class VisitorSocket:
     """One visitor connection; it reads from the database what it has not shown when nudged."""
 
     __slots__ = ("ws", "ctx", "hub", "inbox_id", "token_key", "visitor", "topic", "conversations", "identity_id",
-                 "last_id", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing")
+                 "last_id", "_sent", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing")
 
     def __init__(self, ws: web.WebSocketResponse, ctx: Any, inbox_id: int, token_key: str, visitor: str,
                  identity_id: int | None, after: int) -> None:
@@ -54,6 +55,7 @@ class VisitorSocket:
         self.conversations: set[int] = set()
         self.identity_id = identity_id
         self.last_id = after
+        self._sent: dict[int, float] = {}  # ids shown in the last LATE_COMMIT window -> when
         self._dirty = False
         self._state_dirty = False
         self._busy = False
@@ -64,7 +66,7 @@ class VisitorSocket:
         """A push from the hub (synchronous: it only schedules work)."""
         kind = push.get("t")
         if kind == "m":
-            if isinstance(push.get("m"), int) and push["m"] <= self.last_id:
+            if isinstance(push.get("m"), int) and push["m"] in self._sent:
                 return  # already shown (a repeated push after a worker retry)
             self._dirty = True
         elif kind == "sync":
@@ -116,11 +118,17 @@ class VisitorSocket:
     async def _send_new(self) -> None:
         assert self.identity_id is not None
         while True:
-            items = await chat_svc.messages(self.ctx, self.inbox_id, self.token_key, self.identity_id,
-                                            after=self.last_id, limit=200)
+            window = chat_svc.LATE_COMMIT.total_seconds()
+            now = time.monotonic()
+            self._sent = {i: t for i, t in self._sent.items() if now - t < 2 * window}
+            found = await chat_svc.messages(self.ctx, self.inbox_id, self.token_key, self.identity_id,
+                                            after=self.last_id, limit=200,
+                                            recent_since=utcnow() - chat_svc.LATE_COMMIT)
+            items = [m for m in found if m["id"] not in self._sent]  # a late commit below the cursor too
             if not items:
                 return
-            self.last_id = items[-1]["id"]
+            self._sent.update((m["id"], now) for m in items)
+            self.last_id = max(self.last_id, items[-1]["id"])
             new_conv = False
             for item in items:
                 if item["conversation_id"] not in self.conversations:
@@ -129,7 +137,7 @@ class VisitorSocket:
             await self._write(json.dumps({"type": "messages", "items": items}, ensure_ascii=False))
             if new_conv:
                 self._state_dirty = True
-            if len(items) < 200:
+            if len(found) < 200:
                 return
 
 

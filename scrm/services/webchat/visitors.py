@@ -7,10 +7,10 @@ by a contact id the browser names.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import and_, exists, or_, select, update
 
 from channels.web.tokens import file_path
 from scrm import events as ev
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from scrm.context import AppContext
 
 PAGE = 50
+# Ids are drawn before the commit: a bot reply written in a consumer's batch can commit after a
+# customer message with a higher id was shown. A reader that keeps "the highest id shown" as its
+# cursor also looks back this long for rows it has not shown (the widget de-duplicates by id).
+LATE_COMMIT = timedelta(seconds=60)
 SHOWN_OUT = ("queued", "sending", "sent", "delivered", "read")  # failed / cancelled never reached the visitor
 _PRESENCE_TTL = 15.0
 
@@ -115,9 +119,10 @@ async def claim_anonymous(ctx: AppContext, inbox_id: int, anonymous: str, identi
 
 
 async def messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: int, *, after: int = 0,
-                   before: int | None = None, limit: int = PAGE) -> list[dict[str, Any]]:
-    """The visitor's messages across their conversations, oldest first: newer than `after`, or the
-    page before `before` (history on reload)."""
+                   before: int | None = None, limit: int = PAGE,
+                   recent_since: datetime | None = None) -> list[dict[str, Any]]:
+    """The visitor's messages across their conversations, oldest first: newer than `after` (and, with
+    `recent_since`, any created since then: see LATE_COMMIT), or the page before `before` (history on reload)."""
     # Plain rows, not ORM objects: every push to a visitor runs this, and the mapping cost more than the query.
     m = Message.__table__.c
     stmt = (select(m.id, m.conversation_id, m.direction, m.sender_kind, m.text, m.content_type, m.created_at, m.payload,
@@ -128,7 +133,9 @@ async def messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: 
     if before is not None:
         stmt = stmt.where(Message.id < before).order_by(Message.id.desc()).limit(limit)
     else:
-        stmt = stmt.where(Message.id > after).order_by(Message.id).limit(limit)
+        newer = Message.id > after
+        stmt = stmt.where(or_(newer, Message.created_at >= recent_since) if recent_since else newer)
+        stmt = stmt.order_by(Message.id).limit(limit)
     async with ctx.db.session() as s:
         rows = (await s.execute(stmt)).all()
     if before is not None:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from channels.web.tokens import identifier_hash, sign_visitor
 from scrm.db.models import Contact, ContactIdentity, Delivery, Inbox, Message
 from scrm.delivery.worker import OutboxWorker
+from scrm.services.webchat.push import hub_for
 from tests.channels.web.conftest import SITE, Visitor, make_web_inbox
 from tests.conftest import make_inbox
 
@@ -352,3 +353,56 @@ async def test_agent_typing_reaches_the_visitor_and_visitor_typing_reaches_the_a
     assert frame["data"]["agent_id"] is None
     await vws.close()
     await agent.close()
+
+
+async def test_socket_shows_a_reply_that_commits_below_what_it_already_showed(visitor: Visitor, client, ctx):
+    """Ids are drawn before the commit: a bot reply can commit after a later message was shown."""
+    await visitor.session()
+    ws = await client.ws_connect(f"/chat/{visitor.inbox.id}/ws")
+    await ws.send_json({"type": "auth", "token": visitor.token, "after": 0})
+    assert (await ws.receive_json(timeout=5))["type"] == "hello"
+    worker = asyncio.create_task(_deliver(ctx))  # the bot answers meanwhile; its reply is shown as it commits
+    try:
+        await _late_commit_case(ws, visitor, ctx)
+    finally:
+        worker.cancel()
+    await ws.close()
+
+
+async def _late_commit_case(ws, visitor: Visitor, ctx) -> None:
+    await ws.send_json({"type": "message", "client_id": "late-commit-1", "text": "在吗"})
+    shown: dict[int, dict] = {}
+    first = 0
+    while not first:
+        msg = await ws.receive_json(timeout=10)
+        if msg["type"] == "ack":
+            first = msg["id"]
+        elif msg["type"] == "messages":
+            shown.update((m["id"], m) for m in msg["items"])
+    async with ctx.db.transaction() as s:
+        visitor_msg = await s.get(Message, first)
+        conv_id = visitor_msg.conversation_id
+        base = await s.scalar(select(func.max(Message.id)))
+        # The customer's next message (a high id) is committed and shown first ...
+        s.add(Message(id=base + 200, conversation_id=conv_id, inbox_id=visitor.inbox.id, direction="in",
+                      sender_kind="contact", text="还有一个问题", external_id="late-2", content_type="text"))
+    hub = hub_for(ctx)
+    topic = next(iter(hub.by_topic))
+    hub.dispatch(topic, {"t": "m", "c": conv_id, "m": base + 200})
+    while base + 200 not in shown:
+        msg = await ws.receive_json(timeout=10)
+        if msg["type"] == "messages":
+            shown.update((m["id"], m) for m in msg["items"])
+    # ... then the bot's reply to the first one commits with the lower id it drew earlier.
+    async with ctx.db.transaction() as s:
+        s.add(Message(id=base + 100, conversation_id=conv_id, inbox_id=visitor.inbox.id, direction="out",
+                      sender_kind="bot", text="在的，请问有什么可以帮您？", content_type="text",
+                      delivery_status="sent"))
+    hub.dispatch(topic, {"t": "m", "c": conv_id, "m": base + 100})
+    while base + 100 not in shown:
+        msg = await ws.receive_json(timeout=10)
+        if msg["type"] == "messages":
+            for m in msg["items"]:
+                assert m["id"] not in shown, "a message was pushed twice"
+                shown[m["id"]] = m
+    assert shown[base + 100]["text"] == "在的，请问有什么可以帮您？"
