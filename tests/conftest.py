@@ -30,6 +30,8 @@ REDIS_URL = os.environ.get("SCRM_TEST_REDIS_URL")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 if not SHARED.exists():
     SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+if not SHARED.exists():  # the checkout may live elsewhere; /work/shared is the canonical place
+    SHARED = Path("/work/shared")
 
 # Channel secrets are encrypted at rest; every test process (and the servers and workers tests start)
 # uses this key. CI runs on PostgreSQL, where a server without a key refuses to start.

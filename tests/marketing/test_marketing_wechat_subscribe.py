@@ -16,7 +16,9 @@ from tests.integration.helpers_integration import deliver_all
 from tests.marketing.helpers_marketing import ago, make_contact
 from tests.marketing.wechat_mass_helpers import draft, oa_inbox, post_callback
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "wechat" / "messages"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "wechat" / "messages"
+if not SHARED.exists():  # the checkout may live elsewhere; /work/shared is the canonical place
+    SHARED = Path("/work/shared/fixtures/wechat/messages")
 OPENID = "otFpruAK8D-E6EfStSYonYSBZ8_4"  # the follower of the shared subscribe_msg fixtures
 ACCEPTED = "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc"
 REJECTED = "9nLIlbOQZC5Y89AZteFEux3WCXRRRG5Wfzkpssu4bLI"
