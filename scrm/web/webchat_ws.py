@@ -41,7 +41,7 @@ class VisitorSocket:
     """One visitor connection; it reads from the database what it has not shown when nudged."""
 
     __slots__ = ("ws", "ctx", "hub", "inbox_id", "token_key", "visitor", "topic", "conversations", "identity_id",
-                 "last_id", "_sent", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing")
+                 "last_id", "_sent", "_seeded", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing")
 
     def __init__(self, ws: web.WebSocketResponse, ctx: Any, inbox_id: int, token_key: str, visitor: str,
                  identity_id: int | None, after: int) -> None:
@@ -56,6 +56,7 @@ class VisitorSocket:
         self.identity_id = identity_id
         self.last_id = after
         self._sent: dict[int, float] = {}  # ids shown in the last LATE_COMMIT window -> when
+        self._seeded = False  # what the client had when it (re)connected counts as shown
         self._dirty = False
         self._state_dirty = False
         self._busy = False
@@ -124,6 +125,9 @@ class VisitorSocket:
             found = await chat_svc.messages(self.ctx, self.inbox_id, self.token_key, self.identity_id,
                                             after=self.last_id, limit=200,
                                             recent_since=utcnow() - chat_svc.LATE_COMMIT)
+            if not self._seeded:  # a reconnect: the client has everything up to its cursor
+                self._seeded = True
+                self._sent.update((m["id"], now) for m in found if m["id"] <= self.last_id)
             items = [m for m in found if m["id"] not in self._sent]  # a late commit below the cursor too
             if not items:
                 return
