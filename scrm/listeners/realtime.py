@@ -21,6 +21,7 @@ from sqlalchemy import select
 from scrm import events as ev
 from scrm.db.models import Agent, Contact, ContactIdentity, Conversation, ConversationLabel, Inbox, Message
 from scrm.serializers import conversation_json, message_json
+from scrm.services.agents.inbox_members import MEMBERS_CHANGED
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -140,7 +141,6 @@ async def enrich(ctx: AppContext, event: ev.Event) -> dict[str, Any]:
     return {"type": "event", "name": event.name, "id": event.id, "at": event.at, "data": data}
 
 
-MEMBERS_CHANGED = "inbox.members_changed"
 _INBOX_OF: collections.OrderedDict[int, int] = collections.OrderedDict()  # conversation -> inbox (never changes)
 _INBOX_OF_MAX = 50_000
 

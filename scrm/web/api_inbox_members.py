@@ -12,8 +12,6 @@ from scrm.services.uow import unit_of_work
 from scrm.web.keys import CTX
 from scrm.web.routing import ADMIN, ApiError, api, ok, path_int
 
-MEMBERS_CHANGED = inbox_members.MEMBERS_CHANGED
-
 
 class MembersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
