@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -326,6 +326,13 @@ class AdapterPool:
         """What a channel type can do, or None when its adapter is not available in this build."""
         try:
             return get_adapter_class(channel_type).capabilities
+        except KeyError:
+            return None
+
+    def reply_blocked(self, channel_type: str, identity_attributes: Mapping[str, Any]) -> str | None:
+        """Why the platform would refuse a reply to this identity now (its session rules), or None."""
+        try:
+            return get_adapter_class(channel_type).reply_blocked(identity_attributes)
         except KeyError:
             return None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,7 +29,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("scrm")
 
 
-class Adapters(Protocol):
+class ChannelRules(Protocol):
+    """What services need to know of a channel type, handed in as data (services never import the adapters)."""
+
+    def capabilities(self, channel_type: str) -> Capabilities | None:
+        """What a channel type can do (None: not available in this build)."""
+        ...
+
+    def reply_blocked(self, channel_type: str, identity_attributes: Mapping[str, Any]) -> str | None:
+        """Why the platform would refuse a reply to this identity now (its session rules), or None."""
+        ...
+
+
+class Adapters(ChannelRules, Protocol):
     """The channel adapters of the inboxes (scrm.channels_runtime.AdapterPool, installed by scrm.bootstrap)."""
 
     async def inbox(self, inbox_id: int) -> Inbox | None: ...
@@ -36,10 +49,6 @@ class Adapters(Protocol):
     async def get(self, inbox_id: int) -> ChannelAdapter | None: ...
 
     def for_inbox(self, inbox: Inbox) -> ChannelAdapter: ...
-
-    def capabilities(self, channel_type: str) -> Capabilities | None:
-        """What a channel type can do (None: not available in this build): data, no adapter import needed."""
-        ...
 
     async def close(self) -> None: ...
 

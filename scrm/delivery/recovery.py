@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, func, or_, select, update
 
-from channels.registry import get_adapter_class
 from scrm import events as ev
 from scrm.db.models import Delivery, Inbox, Message, utcnow
 from scrm.delivery.batching import ACTIVE
@@ -85,7 +84,7 @@ async def recover_stale(ctx: AppContext, dead: set[str] | frozenset[str] = froze
         for d, channel_type in rows:
             recovered += 1
             # A 群发 resent with its recorded clientmsgid is not sent twice (WeChat answers 45065).
-            if _idempotent(channel_type) or d.kind == wechat_mass.KIND:
+            if _idempotent(ctx, channel_type) or d.kind == wechat_mass.KIND:
                 d.status, d.claimed_by, d.lease_until = "queued", None, None
                 continue
             d.status, d.lease_until, d.last_error, d.error_code = "failed", None, UNKNOWN_OUTCOME, "unknown_outcome"
@@ -112,8 +111,6 @@ async def update_outbox_depth(ctx: AppContext) -> None:
         OUTBOX_DEPTH.labels(status=status).set(counts.get(status, 0))
 
 
-def _idempotent(channel_type: str) -> bool:
-    try:
-        return get_adapter_class(channel_type).capabilities.idempotent_send
-    except KeyError:
-        return False
+def _idempotent(ctx: AppContext, channel_type: str) -> bool:
+    caps = ctx.adapters.capabilities(channel_type)
+    return bool(caps is not None and caps.idempotent_send)

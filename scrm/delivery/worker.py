@@ -173,7 +173,7 @@ class OutboxWorker:
                 # The session joins the connection's transaction; ORM changes are flushed before commit.
                 session = AsyncSession(bind=conn, expire_on_commit=False)
                 try:
-                    tx = Tx(session)
+                    tx = Tx(session, self.ctx.adapters)
                     yield tx
                     await session.flush()
                     await append(session, tx.events)  # logged with the change that caused them

@@ -12,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from scrm.events import Event
 
 if TYPE_CHECKING:
-    from scrm.context import AppContext
+    from scrm.context import AppContext, ChannelRules
 
 
 @dataclass
 class Tx:
     session: AsyncSession
+    channels: ChannelRules  # what each channel type can do, from the context (never the adapter registry)
     events: list[Event] = field(default_factory=list)
 
     def emit(self, name: str, **data: Any) -> None:
@@ -34,7 +35,7 @@ async def unit_of_work(ctx: AppContext) -> AsyncIterator[Tx]:
     """
     shared = ctx.db.joined()
     async with ctx.db.transaction() as session:
-        tx = Tx(session)
+        tx = Tx(session, ctx.adapters)
         yield tx
         if shared is None and tx.events:
             await ctx.bus.event_log().append(session, tx.events)

@@ -145,7 +145,7 @@ async def _conversation_detail(request: web.Request, cid: int) -> dict[str, Any]
         assignee = await s.get(Agent, conv.assignee_id) if conv.assignee_id else None
         labels = list((await s.scalars(select(ConversationLabel.label).where(ConversationLabel.conversation_id == cid))).all())
         assert inbox is not None and identity is not None
-        window = await with_reply_count(s, inbox, identity, conv_svc.reply_window(inbox, identity))
+        window = await with_reply_count(s, inbox, identity, conv_svc.reply_window(inbox, identity, ctx.adapters), ctx.adapters)
     data = conversation_json(conv, contact=contact, inbox=inbox, assignee=assignee, labels=sorted(labels))
     data["identity"] = identity_json(identity, inbox)
     data["reply_window"] = window

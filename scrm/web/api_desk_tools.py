@@ -31,12 +31,13 @@ async def rule_dry_run(request: web.Request, principal: Principal, body: DryRunI
         rule = automation.parse_rule(body.rule)
     except automation.RuleError as exc:
         raise ApiError(400, str(exc), "invalid_rule") from None
-    async with request.app[CTX].db.session() as s:
+    ctx = request.app[CTX]
+    async with ctx.db.session() as s:
         try:
-            await automation.check_targets(Tx(s), rule)  # typed attribute values, as saving would store them
+            await automation.check_targets(Tx(s, ctx.adapters), rule)  # typed attribute values, as saving would store them
         except automation.RuleError as exc:
             raise ApiError(400, str(exc), "invalid_rule") from None
-        result = await automation_dry_run.dry_run(Tx(s), rule, body.limit)
+        result = await automation_dry_run.dry_run(Tx(s, ctx.adapters), rule, body.limit)
         await s.rollback()  # read-only: the session never commits
     return ok(result)
 

@@ -141,6 +141,8 @@ def layer_violation(a: str, b: str) -> str | None:
             return f"{own}/ may import only itself and scrm.domain"
     if _within(a, "scrm.services") and _within(b, "scrm.web", "scrm.listeners"):
         return "services must not import the web or the listeners"
+    if _within(a, "scrm.services", "scrm.delivery") and b == "channels.registry":
+        return "services read what a channel can do from the context (ChannelRules), not the adapter registry"
     if _within(a, "scrm.listeners") and _within(b, "scrm.web"):
         return "listeners must not import the web"
     if _within(a, "scrm.db") and _within(b, "scrm.services", "scrm.web", "scrm.listeners"):
@@ -206,5 +208,8 @@ def test_the_guard_sees_cycles_and_backwards_arrows() -> None:
     assert layer_violation("scrm.services.desk.tickets", "scrm.web.routing")  # sub-packages count too
     assert layer_violation("channels.wecom.api", "scrm.outbound")
     assert layer_violation("scrm.db.models", "scrm.services.agents.audit")
+    assert layer_violation("scrm.services.bot.rounds", "channels.registry")
+    assert layer_violation("scrm.delivery.recovery", "channels.registry")
+    assert layer_violation("scrm.channels_runtime", "channels.registry") is None
     assert layer_violation("channels.wecom.api", "scrm.domain") is None
     assert layer_violation("scrm.web.api_desk", "scrm.services.tickets.records") is None

@@ -124,13 +124,9 @@ async def _business_hours(rt: BotRuntime, tx: Tx) -> BusinessHours:
     return await business_hours(tx.session)
 
 
-def _has_buttons(inbox: Inbox) -> bool:
-    from channels.registry import get_adapter_class
-
-    try:
-        return bool(get_adapter_class(inbox.channel_type).capabilities.buttons)
-    except KeyError:
-        return False
+def _has_buttons(tx: Tx, inbox: Inbox) -> bool:
+    caps = tx.channels.capabilities(inbox.channel_type)
+    return bool(caps is not None and caps.buttons)
 
 
 async def _contact_view(tx: Tx, contact: Contact) -> dict[str, Any]:
@@ -216,7 +212,7 @@ async def run_round(
         assert inbox is not None and identity is not None and contact is not None
         hours = await _business_hours(rt, tx)
         inp = BotInput(kind=inp.kind, now=inp.now, text=inp.text, choice=inp.choice,
-                       is_first_message=inp.is_first_message, channel_has_buttons=_has_buttons(inbox),
+                       is_first_message=inp.is_first_message, channel_has_buttons=_has_buttons(tx, inbox),
                        contact=await _contact_view(tx, contact), business_hours_open=hours.is_open(inp.now),
                        data=inp.data)
         state = {k: v for k, v in (conv.bot_state or {}).items() if k != _APP}
@@ -257,7 +253,7 @@ def faq_button_as_question(state: dict[str, Any], inp: BotInput, matcher: Any) -
 async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: ContactIdentity, contact: Contact,
                         result: BotResult, *, hold_until: datetime | None = None) -> list[CallHttp]:
     """Write the engine's actions in the caller's transaction; returns the HTTP calls for later."""
-    window_open = conv_svc.reply_window(inbox, identity)["open"]
+    window_open = conv_svc.reply_window(inbox, identity, tx.channels)["open"]
     number: str | None = None
     calls: list[CallHttp] = []
     faq_seen: list[tuple[Any, FaqOutcome]] = []  # one outcome dict may ride on RecordUnanswered and its reply

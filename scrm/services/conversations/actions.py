@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
-from channels.registry import get_adapter_class
 from scrm import events as ev
 from scrm.db.models import (
     Agent,
@@ -33,6 +32,9 @@ from scrm.services.conversations.turns import wait_turn
 from scrm.services.desk import notifications
 from scrm.services.outbox import enqueue_message
 from scrm.services.uow import Tx
+
+if TYPE_CHECKING:
+    from scrm.context import ChannelRules
 
 STATUSES = ("open", "pending", "snoozed", "resolved")
 HANDLERS = ("bot", "queue", "human")
@@ -74,13 +76,12 @@ async def load(tx: Tx, conversation_id: int, *, lock: bool = True) -> tuple[Conv
     return conv, inbox, identity
 
 
-def reply_window(inbox: Inbox, identity: ContactIdentity, now: datetime | None = None) -> dict[str, Any]:
+def reply_window(inbox: Inbox, identity: ContactIdentity, channels: ChannelRules,
+                 now: datetime | None = None) -> dict[str, Any]:
     """Whether a reply can reach the contact now, and until when (WeChat's 48-hour window)."""
     now = now or utcnow()
-    try:
-        adapter_class = get_adapter_class(inbox.channel_type)
-        caps = adapter_class.capabilities
-    except KeyError:
+    caps = channels.capabilities(inbox.channel_type)
+    if caps is None:
         return {"open": False, "reason": f"channel {inbox.channel_type!r} is not available in this build"}
     if not inbox.active:
         return {"open": False, "reason": "inbox is disabled"}
@@ -88,7 +89,7 @@ def reply_window(inbox: Inbox, identity: ContactIdentity, now: datetime | None =
         return {"open": False, "reason": "contact unsubscribed from this channel"}
     if not identity.reachable:
         return {"open": False, "reason": f"contact unreachable: {identity.unreachable_reason or 'blocked'}"}
-    blocked = adapter_class.reply_blocked(identity.attributes or {})
+    blocked = channels.reply_blocked(inbox.channel_type, identity.attributes or {})
     if blocked:
         return {"open": False, "reason": blocked}
     if caps.reply_window is None:
@@ -111,7 +112,7 @@ async def do_reply(
     if not (text and text.strip()) and not attachments:
         raise ConversationError("reply text is empty", 400, "empty_reply")
     conv, inbox, identity = await load(tx, conversation_id)
-    window = await with_reply_count(tx.session, inbox, identity, reply_window(inbox, identity))
+    window = await with_reply_count(tx.session, inbox, identity, reply_window(inbox, identity, tx.channels), tx.channels)
     if not window["open"]:
         raise ConversationError(window["reason"], 409, "reply_window_closed")
     last_in = await tx.session.scalar(
@@ -284,7 +285,7 @@ async def do_retry_delivery(tx: Tx, message_id: int, agent_id: int) -> Delivery:
         raise ConversationError(f"only failed deliveries can be retried (this one is {delivery.status})", 409, "not_failed")
     conv, inbox, identity = await load(tx, delivery.conversation_id) if delivery.conversation_id else (None, None, None)
     if inbox is not None and identity is not None:
-        window = await with_reply_count(tx.session, inbox, identity, reply_window(inbox, identity))
+        window = await with_reply_count(tx.session, inbox, identity, reply_window(inbox, identity, tx.channels), tx.channels)
         if not window["open"]:
             raise ConversationError(window["reason"], 409, "reply_window_closed")
     delivery.status = "queued"

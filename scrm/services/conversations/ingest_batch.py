@@ -129,7 +129,7 @@ class GroupCommit:
         rest = list(range(len(messages)))  # not stored yet
         failure: BaseException | None = None
         if self.fast:  # PostgreSQL: what scrm_ingest_batch handles, in one round trip
-            fast, failure = await self._attempts(lambda: store_fast(self.ctx.db, inbox, messages), len(messages))
+            fast, failure = await self._attempts(lambda: store_fast(self.ctx.db, self.ctx.adapters, inbox, messages), len(messages))
             if fast is not None:
                 outcomes, events, rest = fast.outcomes, fast.events, fast.rest
             else:
@@ -141,7 +141,7 @@ class GroupCommit:
         if rest:
             async def python_path() -> tuple[list[IngestOutcome], list[ev.Event]]:
                 async with self.ctx.db.transaction() as session:
-                    tx = Tx(session)
+                    tx = Tx(session, self.ctx.adapters)
                     stored = await store_batch(tx, inbox, [messages[i] for i in rest])
                     await append(session, tx.events)  # the follow-up work commits with the messages
                 return stored, tx.events
@@ -231,7 +231,7 @@ async def store_batch(tx: Tx, inbox: Inbox, messages: list[InboundMessage]) -> l
     """Store messages of one inbox in `tx`, in order, each exactly once. Returns one outcome per message."""
     session = tx.session
     pg = is_postgresql(session)
-    threaded = rules.is_threaded(inbox)
+    threaded = rules.is_threaded(tx.channels, inbox)
     stored: dict[str, IngestOutcome] = {
         r.external_id: IngestOutcome(duplicate=True, message_id=r.id, conversation_id=r.conversation_id)
         for r in await session.execute(by_each_key(

@@ -116,7 +116,7 @@ async def _candidate(
                 conv = await tx.session.get(Conversation, by_ref[ref])
                 if conv is not None and rules.may_join(conv, contact, msg):
                     return conv
-    if rules.is_threaded(inbox):
+    if rules.is_threaded(tx.channels, inbox):
         return None
     latest = await tx.session.scalar(
         select(Conversation)

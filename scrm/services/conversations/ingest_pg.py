@@ -23,6 +23,7 @@ from scrm.domain import InboundMessage, IngestOutcome
 from scrm.services.conversations import ingest_rules as rules
 
 if TYPE_CHECKING:
+    from scrm.context import ChannelRules
     from scrm.db.database import Database
 
 _ARRAYS: dict[str, Any] = {
@@ -103,9 +104,9 @@ def handled(msg: InboundMessage, threaded: bool) -> bool:
     )
 
 
-async def store_fast(db: Database, inbox: Inbox, messages: list[InboundMessage]) -> FastOutcome:
+async def store_fast(db: Database, channels: ChannelRules, inbox: Inbox, messages: list[InboundMessage]) -> FastOutcome:
     """Store what the function handles of `messages` (one inbox, arrival order) in one call."""
-    threaded = rules.is_threaded(inbox)
+    threaded = rules.is_threaded(channels, inbox)
     python_senders = {m.sender_id for m in messages if not handled(m, threaded)}
     # Given to the function: each external id once (a repeat inside the batch is a duplicate of its first copy).
     eligible = [i for i, m in enumerate(messages) if m.sender_id not in python_senders]

@@ -20,24 +20,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox
 from scrm.domain import ContactProfile, InboundMessage, IngestOutcome
 
+if TYPE_CHECKING:
+    from scrm.context import ChannelRules
+
 _REPLACED = ("name", "language", "avatar_url")  # the platform knows best
 _FILLED_IN = ("email", "phone")  # never overwrite what an agent or the customer already set
 
 
-def is_threaded(inbox: Inbox) -> bool:
+def is_threaded(channels: ChannelRules, inbox: Inbox) -> bool:
     """Whether the inbox's channel threads conversations itself (email): messages follow references."""
-    from channels.registry import get_adapter_class
-
-    try:
-        return bool(getattr(get_adapter_class(inbox.channel_type).capabilities, "threaded", False))
-    except KeyError:
-        return False
+    caps = channels.capabilities(inbox.channel_type)
+    return bool(caps is not None and caps.threaded)
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -8,13 +8,15 @@ Added to the reply window check, so the reply box and the API refuse with the re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from channels.registry import get_adapter_class
 from scrm.db.models import ContactIdentity, Delivery, Inbox
+
+if TYPE_CHECKING:
+    from scrm.context import ChannelRules
 
 COUNTED_KINDS = ("message", "broadcast", "notice")
 
@@ -31,14 +33,12 @@ async def replies_since_inbound(session: AsyncSession, inbox: Inbox, identity: C
 
 
 async def with_reply_count(session: AsyncSession, inbox: Inbox, identity: ContactIdentity,
-                           window: dict[str, Any]) -> dict[str, Any]:
+                           window: dict[str, Any], channels: ChannelRules) -> dict[str, Any]:
     """The reply window, closed when the channel's per-window message count is used up."""
     if not window.get("open"):
         return window
-    try:
-        limit = get_adapter_class(inbox.channel_type).capabilities.max_replies_in_window
-    except KeyError:
-        return window
+    caps = channels.capabilities(inbox.channel_type)
+    limit = caps.max_replies_in_window if caps is not None else None
     if not limit:
         return window
     sent = await replies_since_inbound(session, inbox, identity)

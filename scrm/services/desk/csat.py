@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from channels.registry import get_adapter_class
 from scrm import events as ev
 from scrm.db.models import Conversation, Message, utcnow
 from scrm.db.models_desk import ConversationStats, CsatSurvey
@@ -30,6 +29,8 @@ from scrm.services.uow import Tx
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from channels.base import Capabilities
+
 CSAT_ANSWERED = "csat.answered"
 LABELS = {1: "1 😞 很不满意 / Very poor", 2: "2 🙁 不满意 / Poor", 3: "3 😐 一般 / OK",
           4: "4 🙂 满意 / Good", 5: "5 😄 非常满意 / Excellent"}
@@ -39,10 +40,8 @@ LINK_CHANNELS = frozenset({"email"})  # a link reads better than numbered option
 MAX_COMMENT = 2000
 
 
-def _has_buttons(channel_type: str, settings: dict[str, Any]) -> bool:
-    try:
-        caps = get_adapter_class(channel_type).capabilities
-    except KeyError:
+def _has_buttons(caps: Capabilities | None, settings: dict[str, Any]) -> bool:
+    if caps is None:
         return False
     return bool(caps.buttons and caps.max_buttons >= 5 and settings.get("buttons", True) is not False)
 
@@ -60,7 +59,7 @@ async def ask(tx: Tx, conversation_id: int, *, ticket_id: int | None = None,
     stats = await tx.session.get(ConversationStats, conv.id)
     if cfg["only_when_human"] and not (stats and stats.human_involved) and conv.assignee_id is None:
         return None, "resolved by the bot alone"
-    window = conv_svc.reply_window(inbox, identity)
+    window = conv_svc.reply_window(inbox, identity, tx.channels)
     if not window["open"]:
         return None, f"not asked: {window['reason']}"
     # One open survey per conversation: a second resolve does not ask again while one is pending.
@@ -83,7 +82,7 @@ async def ask(tx: Tx, conversation_id: int, *, ticket_id: int | None = None,
         text = (f"{question}\n\n请点击链接评分 / Rate us here:\n{url}\n\n"
                 "也可以直接回复数字 1-5 / Or simply reply with a number 1-5.")
         metadata.update(csat_url=url, subject=conv.subject or "服务评价 / How did we do?")
-    elif _has_buttons(inbox.channel_type, inbox.settings or {}):
+    elif _has_buttons(tx.channels.capabilities(inbox.channel_type), inbox.settings or {}):
         choices = [Choice(LABELS[n], f"{PAYLOAD_PREFIX}{survey.id}:{n}") for n in range(5, 0, -1)]
         text, how = question, "buttons"
     else:
@@ -147,7 +146,7 @@ async def record_reply(tx: Tx, message: Message, conv: Conversation) -> CsatSurv
                 by="csat", inbox_id=conv.inbox_id)
         tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conv.id, inbox_id=conv.inbox_id)
     _, inbox, identity = await conv_svc.load(tx, conv.id, lock=False)
-    if conv_svc.reply_window(inbox, identity)["open"]:
+    if conv_svc.reply_window(inbox, identity, tx.channels)["open"]:
         await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="system",
                               text=cfg["thanks"], automatic=True)
     return survey

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from channels.registry import get_adapter_class
 from scrm.db.models import Contact, ContactIdentity, Inbox, utcnow
 from scrm.db.models_marketing import Broadcast
 from scrm.services.marketing.broadcast_compose import (
@@ -47,7 +46,7 @@ async def send_test(ctx: AppContext, b: Broadcast, contact_id: int, tx: Tx) -> d
     """Send the personalized message to one named contact (yourself), under the same channel rules."""
     inboxes = await load_inboxes(tx, list(b.inbox_ids))
     contact, idents = await _contact_and_identities(tx, contact_id, inboxes)
-    d = choose(contact, idents, inboxes, utcnow())
+    d = choose(contact, idents, inboxes, utcnow(), tx.channels)
     if d.reason is not None:
         raise BroadcastError(f"this contact cannot receive it: {d.reason}", 409, d.reason)
     assert d.identity is not None and d.inbox is not None
@@ -77,16 +76,14 @@ async def preview(ctx: AppContext, tx: Tx, b: Broadcast, contact_id: int | None)
     out = []
     for inbox in inboxes:
         ident = next((i for i in idents if i.inbox_id == inbox.id), None)
-        d = check_identity(contact, ident, inbox, now) if ident else Decision(None, inbox, "message")
+        caps = tx.channels.capabilities(inbox.channel_type)
+        d = check_identity(contact, ident, inbox, now, caps) if ident else Decision(None, inbox, "message")
         token = "preview" if inbox.channel_type == "email" else None
         url = unsubscribe_url(ctx.settings.server.public_url, token) if token else ""
         text, ctype, meta = delivery_payload(b, Decision(ident, inbox, d.mode or "message"), contact, token,
                                      ctx.settings.server.public_url,
                                      links.preview(render(b.template, contact, {"unsubscribe_url": url})))
-        try:
-            limit = get_adapter_class(inbox.channel_type).capabilities.max_text_length
-        except KeyError:
-            limit = None
+        limit = caps.max_text_length if caps is not None else None
         out.append({"inbox_id": inbox.id, "channel": inbox.channel_type, "text": text, "content_type": ctype,
                     "subject": meta.get("subject"), "headers": meta.get("headers", {}),
                     "parts": -(-len(text) // limit) if limit else 1,

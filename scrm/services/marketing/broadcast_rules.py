@@ -20,10 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from channels.registry import get_adapter_class
+if TYPE_CHECKING:
+    from channels.base import Capabilities
+    from scrm.context import ChannelRules
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")  # WeCom's daily 群发 cap counts calendar days in China
 
@@ -149,16 +151,9 @@ def has_template(inbox: InboxInfo) -> bool:
     return isinstance(tpl, Mapping) and bool(tpl.get("template_id"))
 
 
-def _capabilities(channel: str) -> Any:
-    try:
-        return get_adapter_class(channel).capabilities
-    except KeyError:
-        return None
-
-
 def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: InboxInfo, now: datetime,
-                   capabilities: Mapping[str, Any] | None = None, wechat: WeChatRules | None = None) -> Decision:
-    """Apply the channel's rules to one identity of the contact (`capabilities`: a per-channel cache)."""
+                   caps: Capabilities | None, wechat: WeChatRules | None = None) -> Decision:
+    """Apply the channel's rules to one identity of the contact (`caps`: what the inbox's channel can do)."""
     channel = inbox.channel_type
     skip = lambda reason: Decision(ident, inbox, None, reason)  # noqa: E731
     if not inbox.active:
@@ -170,7 +165,6 @@ def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: Inbox
         return skip("unreachable")
     if not ident.subscribed:
         return skip("unsubscribed")
-    caps = capabilities[channel] if capabilities is not None else _capabilities(channel)
     if caps is None:
         return skip("channel_unavailable")
     if channel == "web":
@@ -203,12 +197,13 @@ def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: Inbox
 class Chooser:
     """`choose` for many contacts of one broadcast: the inbox lookups are built once."""
 
-    def __init__(self, inboxes: Sequence[InboxInfo], now: datetime, wechat: WeChatRules | None = None) -> None:
+    def __init__(self, inboxes: Sequence[InboxInfo], now: datetime, channels: ChannelRules,
+                 wechat: WeChatRules | None = None) -> None:
         self.now = now
         self.wechat = wechat
         self.by_inbox = {i.id: i for i in inboxes}
         self.order = {i.id: n for n, i in enumerate(inboxes)}
-        self.capabilities = {i.channel_type: _capabilities(i.channel_type) for i in inboxes}
+        self.capabilities = {i.channel_type: channels.capabilities(i.channel_type) for i in inboxes}
 
     def __call__(self, contact: Mapping[str, Any], identities: Sequence[IdentityInfo]) -> Decision:
         by_inbox = self.by_inbox
@@ -218,7 +213,8 @@ class Chooser:
             candidates.sort(key=lambda i: (by_inbox[i.inbox_id].channel_type != preferred, self.order[i.inbox_id], i.id))
         first_refusal: Decision | None = None
         for ident in candidates:
-            decision = check_identity(contact, ident, by_inbox[ident.inbox_id], self.now, self.capabilities,
+            inbox = by_inbox[ident.inbox_id]
+            decision = check_identity(contact, ident, inbox, self.now, self.capabilities[inbox.channel_type],
                                       self.wechat)
             if decision.reason is None:
                 return decision
@@ -227,7 +223,8 @@ class Chooser:
 
 
 def choose(
-    contact: Mapping[str, Any], identities: Sequence[IdentityInfo], inboxes: Sequence[InboxInfo], now: datetime
+    contact: Mapping[str, Any], identities: Sequence[IdentityInfo], inboxes: Sequence[InboxInfo], now: datetime,
+    channels: ChannelRules,
 ) -> Decision:
     """Pick the contact's channel: their preferred channel first, then the broadcast's inbox order."""
-    return Chooser(inboxes, now)(contact, identities)
+    return Chooser(inboxes, now, channels)(contact, identities)

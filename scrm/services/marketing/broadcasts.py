@@ -143,7 +143,7 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
         targeted = sum(1 for i, r in enumerate(rows) if i == 0 or r.id != rows[i - 1].id)
         delivery_ids = iter(await allocate_delivery_ids(tx, targeted))
         t_ids = time.perf_counter()
-        decisions = group_decisions(rows, Chooser(inboxes, now, wechat))
+        decisions = group_decisions(rows, Chooser(inboxes, now, tx.channels, wechat))
         mass_members: list[tuple[int, str]] = []  # (delivery id, OpenID) of 群发 recipients, in id order
         subscribed: list[int] = []  # identities whose one-time consent this broadcast spends
         queued = 0

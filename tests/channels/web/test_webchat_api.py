@@ -288,7 +288,7 @@ async def test_broadcasts_skip_web_identities(ctx):
     ident = IdentityInfo(**fields)
     inbox_fields = {f: None for f in InboxInfo.__dataclass_fields__}  # type: ignore[attr-defined]
     inbox_fields.update(id=1, channel_type="web", active=True)
-    decision = check_identity({}, ident, InboxInfo(**inbox_fields), datetime.now(UTC))
+    decision = check_identity({}, ident, InboxInfo(**inbox_fields), datetime.now(UTC), ctx.adapters.capabilities("web"))
     assert decision.reason == "web_chat"
 
 
