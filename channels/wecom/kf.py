@@ -199,6 +199,10 @@ class WeComKfAdapter(ChannelAdapter):
             if op is not None and op.get("op") == "service_state":
                 return await self._change_state(message, op)
             if op is not None and op.get("op") == "event_code":
+                expires = op.get("expires_at")
+                if isinstance(expires, (int, float)) and self.clock() > expires:
+                    raise PermanentSendError(f"the WeCom {op.get('scene') or 'event'} code expired (valid 20 s) "
+                                             "before it could be sent", code="code_expired")
                 return await self._send_on_event(message, str(op.get("code") or ""), part_msgid(message.idempotency_key, 0))
             code = reply_code(message.recipient_data) if op is None else None
             if code is not None:
