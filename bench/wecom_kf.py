@@ -145,7 +145,9 @@ async def count_duplicates(prefix: str) -> int:
 
 
 async def settle(max_wait: float = 180.0) -> None:
-    """Wait until the worker has caught up (no new bot answers for 2 s): each phase starts on a quiet server."""
+    """Wait until the worker has caught up (every logged event worked, no new bot answers for 2 s): each
+    phase starts on a quiet server. Bot answers alone were not enough: the worker was still working the
+    previous phase's events (40-70% of a core) when the next phase started, which the next phase paid for."""
     import asyncpg
 
     conn = await asyncpg.connect(DB_URL.replace("+asyncpg", ""), timeout=5)
@@ -154,6 +156,7 @@ async def settle(max_wait: float = 180.0) -> None:
         deadline = time.monotonic() + max_wait
         while time.monotonic() < deadline:
             n = int(await conn.fetchval("SELECT count(*) FROM messages WHERE direction = 'out'"))
+            n += int(await conn.fetchval("SELECT count(*) FROM events WHERE worked_at IS NULL")) * 1_000_000
             if n != last:
                 last, still_since = n, time.monotonic()
             elif time.monotonic() - still_since > 2.0:
