@@ -55,6 +55,12 @@ SENDERS = 64
 CUSTOMERS = 500
 
 
+def trace(what: str) -> None:
+    """Phase marks on stderr (BENCH_TRACE=1), to line up with a CPU sampler's output."""
+    if os.environ.get("BENCH_TRACE"):
+        print(f"{time.time() % 1000:8.2f} {what}", file=sys.stderr, flush=True)
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[max(0, int(len(values) * q) - 1)] if values else 0.0
@@ -139,7 +145,9 @@ async def count_duplicates(prefix: str) -> int:
 
 
 async def settle(max_wait: float = 180.0) -> None:
-    """Wait until the worker has caught up (no new bot answers for 2 s): each phase starts on a quiet server."""
+    """Wait until the worker has caught up (every logged event worked, no new bot answers for 2 s): each
+    phase starts on a quiet server. Bot answers alone were not enough: the worker was still working the
+    previous phase's events (40-70% of a core) when the next phase started, which the next phase paid for."""
     import asyncpg
 
     conn = await asyncpg.connect(DB_URL.replace("+asyncpg", ""), timeout=5)
@@ -148,6 +156,7 @@ async def settle(max_wait: float = 180.0) -> None:
         deadline = time.monotonic() + max_wait
         while time.monotonic() < deadline:
             n = int(await conn.fetchval("SELECT count(*) FROM messages WHERE direction = 'out'"))
+            n += int(await conn.fetchval("SELECT count(*) FROM events WHERE worked_at IS NULL")) * 1_000_000
             if n != last:
                 last, still_since = n, time.monotonic()
             elif time.monotonic() - still_since > 2.0:
@@ -249,8 +258,10 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
                 env |= {**BENCH_SERVER_ENV, "SCRM_DATABASE_URL": DB_URL, "SCRM_REDIS_URL": REDIS_URL,
                         "SCRM_DATABASE_AUTO_MIGRATE": "false", "SCRM_STORAGE_PATH": f"{tmp}/files",
                         "SCRM_LOGGING_LEVEL": "ERROR", "PYTHONPATH": str(ROOT)}
-                for args in (["serve", "--port", str(port), "--no-worker"], ["worker"]):
-                    procs.append(subprocess.Popen([sys.executable, "-m", "scrm.cli", *args], env=env, cwd=ROOT,
+                profile = os.environ.get("BENCH_PROFILE_DIR")  # cProfile the server processes (slower)
+                for name, args in (("serve", ["serve", "--port", str(port), "--no-worker"]), ("worker", ["worker"])):
+                    prof = ["-m", "cProfile", "-o", f"{profile}/{name}.prof"] if profile else []
+                    procs.append(subprocess.Popen([sys.executable, *prof, "-m", "scrm.cli", *args], env=env, cwd=ROOT,
                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 await wait_up(f"{base}/readyz")
                 run_id = os.urandom(3).hex()
@@ -260,9 +271,13 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
                 batches = [rnd.randint(1, 50) for _ in range(callbacks)]
                 fake.page_sizes = [rnd.randint(1, 50) for _ in range(callbacks * 4)]  # pages of 1-50
                 await settle()
+                trace("api phase")
                 api = await api_run(base, api_id, batches, run_id + "a")
+                trace("api done")
                 await settle()
+                trace("kf phase")
                 kfr = await kf_run(base, fake, kf, batches, run_id + "k", timeout=180)
+                trace("kf done")
                 return {"api": api, "kf": kfr, "sync_calls": len(fake.sync_requests)}
         finally:
             for proc in procs:

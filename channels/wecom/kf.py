@@ -9,6 +9,7 @@ through `send`, called by the outbox worker only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -97,15 +98,20 @@ class WeComKfAdapter(ChannelAdapter):
             raise WebhookError(405, "only GET and POST are supported", code="method_not_allowed")
         callback = open_callback(self.crypto, request.query, request.body, window=window, now=self.clock())
         # The same replay cache as WeChat's: a (timestamp, nonce) pair is good for one body only.
-        await ReplayGuard(self.runtime.cache, scope=f"wecom_kf:{self.inbox.id}", window=window).check(
+        replay = ReplayGuard(self.runtime.cache, scope=f"wecom_kf:{self.inbox.id}", window=window).check(
             request.query.get("timestamp", ""), request.query.get("nonce", ""), request.body)
         fields = callback.fields
         event = event_name(fields)
         if event == "kf_msg_or_event":
             # OpenKfId may be missing (seen in 2022): the inbox's own account is meant then.
             open_kfid = text(fields, "OpenKfId") or self.open_kfid
-            await self.runtime.request_pull({"open_kfid": open_kfid, "token": text(fields, "Token") or None})
+            # The replay check and the durable note run side by side (the answer waits for both, not one
+            # after the other): a note for a refused replay only makes a pull that finds nothing new,
+            # and a replay can only repeat this signed body (msg_signature covers Encrypt).
+            await asyncio.gather(replay, self.runtime.request_pull({"open_kfid": open_kfid,
+                                                                    "token": text(fields, "Token") or None}))
             return OK
+        await replay
         if event == "kf_account_auth_change":
             added, removed = text(fields, "AuthAddOpenKfId"), text(fields, "AuthDelOpenKfId")
             log.info("wecom kf: kf_account_auth_change add=%r del=%r (inbox %s)", added, removed, self.inbox.id)
@@ -199,6 +205,10 @@ class WeComKfAdapter(ChannelAdapter):
             if op is not None and op.get("op") == "service_state":
                 return await self._change_state(message, op)
             if op is not None and op.get("op") == "event_code":
+                expires = op.get("expires_at")
+                if isinstance(expires, (int, float)) and self.clock() > expires:
+                    raise PermanentSendError(f"the WeCom {op.get('scene') or 'event'} code expired (valid 20 s) "
+                                             "before it could be sent", code="code_expired")
                 return await self._send_on_event(message, str(op.get("code") or ""), part_msgid(message.idempotency_key, 0))
             code = reply_code(message.recipient_data) if op is None else None
             if code is not None:

@@ -214,7 +214,7 @@ def _event(msgid: str, item: Mapping[str, Any]) -> KfRecord:
             "kind": "session_status", "change_type": _int(event.get("change_type"), 0),
             "old_servicer_userid": _str(event.get("old_servicer_userid")) or None,
             "new_servicer_userid": _str(event.get("new_servicer_userid")) or None,
-            "msg_code": _str(event.get("msg_code")) or None})
+            "msg_code": _str(event.get("msg_code")) or None, "at": at.isoformat() if at else None})
     if kind == "servicer_status_change":
         return KfRecord(msgid, None, effect={"kind": "servicer_status",
                                              "servicer_userid": _str(event.get("servicer_userid")),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -19,6 +20,7 @@ from channels.wechat.transport import WeChatAPIError, request_json
 log = logging.getLogger(__name__)
 
 REFRESH_MARGIN_SECONDS = 300.0  # stop using a token this long before WeCom's expiry
+MEMO_SECONDS = 60.0  # a token read from the cache is reused this long without asking the cache again
 
 
 class WeComTokenProvider:
@@ -36,24 +38,35 @@ class WeComTokenProvider:
         self.cache_key = f"wecom:access_token:{corp_id}:{digest}"
         self._lock_key = f"{self.cache_key}:lock"
         self.fetches = 0
+        # This process's copy: every API call asking the cache first cost a round trip on the kf pull's
+        # critical path (one sync_msg page after another). A token WeCom invalidated early is still
+        # caught: the call fails with 40014/42001 and refresh() drops the copy.
+        self._memo: tuple[str, float] | None = None
+
+    def _remember(self, token: str, ttl: float = MEMO_SECONDS) -> str:
+        self._memo = (token, time.monotonic() + min(ttl, MEMO_SECONDS))
+        return token
 
     async def get(self) -> str:
         """Return a valid token, fetching one (by one process only) when the cache has none."""
+        if self._memo is not None and self._memo[1] > time.monotonic():
+            return self._memo[0]
         token = await self._cache.get(self.cache_key)
         if token:
-            return token
+            return self._remember(token)
         async with self._cache.lock(self._lock_key):
             token = await self._cache.get(self.cache_key)
             if token:
-                return token
+                return self._remember(token)
             return await self._fetch_and_store()
 
     async def refresh(self, stale: str) -> str:
         """WeCom rejected `stale` (40014/42001): replace it unless another caller already did."""
+        self._memo = None
         async with self._cache.lock(self._lock_key):
             current = await self._cache.get(self.cache_key)
             if current and current != stale:
-                return current
+                return self._remember(current)
             await self._cache.delete(self.cache_key)
             return await self._fetch_and_store()
 
@@ -70,5 +83,6 @@ class WeComTokenProvider:
             expires_in = 7200.0
         ttl = expires_in - REFRESH_MARGIN_SECONDS if expires_in > 2 * REFRESH_MARGIN_SECONDS else expires_in / 2
         await self._cache.set(self.cache_key, token, ttl=max(ttl, 1.0))
+        self._remember(token, max(ttl, 1.0))
         log.info("wecom access_token fetched for corp %s (valid %ss)", self._corp_id, expires_in)
         return token

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -123,6 +124,54 @@ async def test_wecom_side_changes_move_the_conversation(client, ctx, fake) -> No
     async with ctx.db.session() as s:
         conv = await s.get(Conversation, msg.conversation_id)
     assert conv.status == "resolved"
+
+
+async def test_session_ended_in_wecom_gets_the_closing_message_once(client, ctx, fake) -> None:
+    inbox = await kf_inbox(ctx, fake, servicers={"lei": "leilei"}, closing_message="感谢您的咨询，再见")
+    msg = await first_message(client, ctx, fake, inbox.id)
+    await deliver_all(ctx)
+    code = fake.issue_code("closing")
+    end = event_item("ev-close", {"event_type": "session_status_change", "open_kfid": inbox.settings["open_kfid"],
+                                  "external_userid": CUSTOMER, "change_type": 3, "old_servicer_userid": "leilei",
+                                  "msg_code": code})
+    fake.add(end)
+    await notify(client, ctx, fake, inbox.id)
+    fake.raw_pages.append({"errcode": 0, "errmsg": "ok", "next_cursor": "2", "has_more": 0, "msg_list": [end]})
+    await notify(client, ctx, fake, inbox.id)  # the same event pulled again
+    await deliver_all(ctx)
+    [closing] = fake.event_sends
+    assert closing["code"] == code and closing["text"]["content"] == "感谢您的咨询，再见"
+    assert all(t["service_state"] != 4 for t in fake.trans_requests)  # WeCom ended it: nothing echoed back
+    shown = [m for m in await messages(ctx, conversation_id=msg.conversation_id) if m.direction == "out"]
+    assert [m.text for m in shown].count("感谢您的咨询，再见") == 1  # shown in the thread
+
+    # The customer writes again (a new conversation), the servicer ends it once more, but the event is
+    # pulled after its code's 20 s: no closing message is attempted.
+    await first_message(client, ctx, fake, inbox.id, "还有一个问题", msgid="s2")
+    await deliver_all(ctx)
+    late = event_item("ev-close-late", {"event_type": "session_status_change", "open_kfid": inbox.settings["open_kfid"],
+                                        "external_userid": CUSTOMER, "change_type": 3, "old_servicer_userid": "leilei",
+                                        "msg_code": fake.issue_code("closing")})
+    fake.add(late | {"send_time": int(late["send_time"]) - 60})
+    await notify(client, ctx, fake, inbox.id)
+    await deliver_all(ctx)
+    assert len(fake.event_sends) == 1
+
+
+async def test_closing_code_not_sent_after_it_expired_in_the_outbox(client, ctx, fake) -> None:
+    inbox = await kf_inbox(ctx, fake, closing_message="再见")
+    await first_message(client, ctx, fake, inbox.id)
+    await deliver_all(ctx)
+    fake.add(event_item("ev-close", {"event_type": "session_status_change", "open_kfid": inbox.settings["open_kfid"],
+                                     "external_userid": CUSTOMER, "change_type": 3,
+                                     "msg_code": fake.issue_code("closing")}))
+    await notify(client, ctx, fake, inbox.id)
+    adapter = await ctx.adapters.get(inbox.id)
+    adapter.clock = lambda: time.time() + 30  # the worker gets to it after the code's 20 s
+    await deliver_all(ctx)
+    assert fake.event_sends == []
+    [failed] = [d for d in await deliveries(ctx) if d.kind == "wecom_code"]
+    assert failed.status == "failed" and "expired" in (failed.last_error or "")
 
 
 async def test_five_messages_per_customer_message_within_48_hours(client, ctx, fake, admin_headers) -> None:

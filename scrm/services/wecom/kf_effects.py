@@ -30,6 +30,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scrm.wecom.effects")
 WELCOME_CODE_TTL = timedelta(seconds=20)  # WeCom accepts a welcome_code for 20 s, once
+CLOSING_CODE_TTL = timedelta(seconds=20)  # and the msg_code of a session ended in WeCom (PROTOCOL.md §4)
+
+
+def _expired(effect: Mapping[str, Any], ttl: timedelta) -> bool:
+    at = effect.get("at")
+    return bool(at) and datetime.fromisoformat(str(at)) < utcnow() - ttl
+
+
+def _expires_at(effect: Mapping[str, Any], ttl: timedelta) -> float | None:
+    """When the event's code stops working (epoch seconds): the worker does not send it later."""
+    at = effect.get("at")
+    return (datetime.fromisoformat(str(at)) + ttl).timestamp() if at else None
 
 
 async def apply_effect(ctx: AppContext, inbox: Inbox, record: KfRecord) -> None:
@@ -108,8 +120,7 @@ async def send_welcome(ctx: AppContext, inbox: Inbox, record: KfRecord) -> int |
     text = settings.get("welcome_text")
     if not code or not text or not record.external_userid:
         return None
-    at = effect.get("at")
-    if at and datetime.fromisoformat(at) < utcnow() - WELCOME_CODE_TTL:
+    if _expired(effect, WELCOME_CODE_TTL):
         log.info("wecom kf inbox %s: welcome_code of %s expired before it was pulled; no welcome", inbox.id, record.msgid)
         return None
     async with unit_of_work(ctx) as tx:
@@ -121,7 +132,8 @@ async def send_welcome(ctx: AppContext, inbox: Inbox, record: KfRecord) -> int |
             return None
         choices = [Choice(str(o), str(o)) for o in settings.get("welcome_menu") or []]
         delivery = await queue_welcome(tx, inbox, identity, code=str(code), text=str(text), choices=choices,
-                                       op={"op": "event_code", "code": code, "scene": "welcome"})
+                                       op={"op": "event_code", "code": code, "scene": "welcome",
+                                           "expires_at": _expires_at(effect, WELCOME_CODE_TTL)})
         return delivery.id
 
 
@@ -143,7 +155,8 @@ async def session_changed(ctx: AppContext, inbox: Inbox, record: KfRecord) -> No
         agent_id = agent.id if agent else None
         if change == 3:
             remember(identity, 4)
-            if conv.status != "resolved":
+            if conv.status != "resolved":  # resolved in scrm first: its move to 4 carried the closing message
+                await _queue_closing(tx, inbox, identity, record)
                 await conv_svc.do_set_status(tx, conv.id, None, "resolved")
             return
         # Taken from the pool in WeCom (1) comes with the code of one reply (PROTOCOL.md §4).
@@ -153,6 +166,24 @@ async def session_changed(ctx: AppContext, inbox: Inbox, record: KfRecord) -> No
             await conv_svc.do_set_handler(tx, conv.id, agent_id, "human", reason)
         elif agent_id is not None and conv.assignee_id != agent_id:
             await conv_svc.do_assign(tx, conv.id, agent_id, agent_id)
+
+
+async def _queue_closing(tx: Tx, inbox: Inbox, identity: ContactIdentity, record: KfRecord) -> None:
+    """A session ended in WeCom (change_type 3) with a msg_code: the configured closing message, sent with
+    that code through send_msg_on_event once (the delivery is keyed by the code) while it is valid (20 s)."""
+    effect = record.effect or {}
+    code, text = effect.get("msg_code"), (inbox.settings or {}).get("closing_message")
+    if not code or not text:
+        return
+    if _expired(effect, CLOSING_CODE_TTL):
+        log.info("wecom kf inbox %s: closing code of %s expired before it was pulled; no closing message",
+                 inbox.id, record.msgid)
+        return
+    if await already_queued(tx, str(code)):
+        return
+    await queue_welcome(tx, inbox, identity, code=str(code), text=str(text),
+                        op={"op": "event_code", "code": code, "scene": "closing",
+                            "expires_at": _expires_at(effect, CLOSING_CODE_TTL)})
 
 
 async def servicer_availability(ctx: AppContext, inbox: Inbox, effect: Mapping[str, Any]) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -69,12 +69,15 @@ async def request_pull(ctx: AppContext, inbox_id: int, data: dict[str, Any]) -> 
 
 class _PullNotes:
     """Group commit of pull requests: callbacks arriving while a note is being written share the next
-    transaction (one upsert per kf account), so a burst of callbacks costs a few commits, not one each."""
+    statement (one multi-row upsert, its own transaction), so a burst of callbacks costs a few commits,
+    not one each. On PostgreSQL two notes may be in flight (a callback arriving during a write does not
+    wait for it to finish) and each is one round trip (autocommit: no BEGIN, no COMMIT)."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.pending: dict[tuple[int, str], list[Any]] = {}  # key -> [count, newest token, futures]
-        self.running: asyncio.Task[None] | None = None
+        self.running: set[asyncio.Task[None]] = set()
+        self.in_flight = 1 if ctx.db.is_sqlite else 2
 
     async def submit(self, key: tuple[int, str], token: str | None) -> None:
         entry = self.pending.setdefault(key, [0, None, []])
@@ -82,8 +85,10 @@ class _PullNotes:
         entry[1] = token or entry[1]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry[2].append(done)
-        if self.running is None or self.running.done():
-            self.running = asyncio.get_running_loop().create_task(self._flush())
+        if len(self.running) < self.in_flight:
+            task = asyncio.get_running_loop().create_task(self._flush())
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
         await done
 
     async def _flush(self) -> None:
@@ -113,17 +118,28 @@ def _notes(ctx: AppContext) -> _PullNotes:
 
 
 async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]]) -> None:
+    """One upsert for all the accounts noted (sorted: two processes lock rows in the same order)."""
     now = utcnow()
-    async with ctx.db.transaction() as s:
-        insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-        for (inbox_id, open_kfid), (count, token) in sorted(notes.items()):
-            stmt = insert(WeComKfCursor.__table__).values(
-                inbox_id=inbox_id, open_kfid=open_kfid, requested_seq=count, pulled_seq=0, pending_token=token,
-                pending_at=now if token else None, pulled_total=0, updated_at=now)
-            changes: dict[str, Any] = {"requested_seq": C.requested_seq + count, "updated_at": now}
-            if token:
-                changes |= {"pending_token": token, "pending_at": now}
-            await s.execute(stmt.on_conflict_do_update(index_elements=["inbox_id", "open_kfid"], set_=changes))
+    insert = sqlite_insert if ctx.db.is_sqlite else pg_insert
+    stmt = insert(WeComKfCursor.__table__).values([
+        {"inbox_id": inbox_id, "open_kfid": open_kfid, "requested_seq": count, "pulled_seq": 0,
+         "pending_token": token, "pending_at": now if token else None, "pulled_total": 0, "updated_at": now}
+        for (inbox_id, open_kfid), (count, token) in sorted(notes.items())])
+    new = stmt.excluded
+    await one_statement(ctx, stmt.on_conflict_do_update(index_elements=["inbox_id", "open_kfid"], set_={
+        "requested_seq": C.requested_seq + new.requested_seq, "updated_at": new.updated_at,
+        "pending_token": func.coalesce(new.pending_token, C.pending_token),
+        "pending_at": func.coalesce(new.pending_at, C.pending_at)}).returning(C.requested_seq))
+
+
+async def one_statement(ctx: AppContext, stmt: Any) -> list[Any]:
+    """A statement that is atomic on its own, as its own transaction; returns its rows. On PostgreSQL one
+    round trip (autocommit), so a row lock is held for the statement and its commit only; on SQLite
+    through transaction() (its write lock)."""
+    if ctx.db.is_sqlite:
+        async with ctx.db.transaction() as s:
+            return list((await s.execute(stmt)).all())
+    return await ctx.db.autocommit(stmt, {})
 
 
 async def target_inbox(ctx: AppContext, inbox_id: int, open_kfid: str) -> int | None:
@@ -203,14 +219,12 @@ async def pull(ctx: AppContext, inbox_id: int, open_kfid: str) -> int:
 
 async def _acquire(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str) -> tuple[Any, ...] | None:
     now = utcnow()
-    async with ctx.db.transaction() as s:
-        row = (await s.execute(
-            update(WeComKfCursor.__table__)
-            .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid,
-                   or_(C.lease_owner.is_(None), C.lease_until < now, C.lease_owner == owner))
-            .values(lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_SECONDS))
-            .returning(C.cursor, C.requested_seq, C.pending_token, C.pending_at))).first()
-    return tuple(row) if row is not None else None
+    rows = await one_statement(ctx, update(WeComKfCursor.__table__)
+                               .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid,
+                                      or_(C.lease_owner.is_(None), C.lease_until < now, C.lease_owner == owner))
+                               .values(lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_SECONDS))
+                               .returning(C.cursor, C.requested_seq, C.pending_token, C.pending_at))
+    return tuple(rows[0]) if rows else None
 
 
 async def _release(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, seen: int,
@@ -220,12 +234,10 @@ async def _release(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, s
     values: dict[str, Any] = {"lease_owner": None, "lease_until": None, "last_pull_at": now, "last_error": error}
     if error is None:
         values["pulled_seq"] = seen
-    async with ctx.db.transaction() as s:
-        row = (await s.execute(
-            update(WeComKfCursor.__table__).where(C.inbox_id == inbox_id, C.open_kfid == open_kfid,
-                                                  C.lease_owner == owner)
-            .values(**values).returning(C.requested_seq))).first()
-    return row is not None and int(row[0]) > seen
+    rows = await one_statement(ctx, update(WeComKfCursor.__table__)
+                               .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid, C.lease_owner == owner)
+                               .values(**values).returning(C.requested_seq))
+    return bool(rows) and int(rows[0][0]) > seen
 
 
 @dataclass
@@ -361,14 +373,13 @@ async def _profiles_after(ctx: AppContext, inbox: Inbox, adapter: Any, records: 
 async def _save_cursor(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
                        stored: int) -> None:
     now = utcnow()
-    async with ctx.db.transaction() as s:
-        done = await s.execute(
-            update(WeComKfCursor.__table__)
-            .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid, C.lease_owner == owner)
-            .values(cursor=cursor, lease_until=now + timedelta(seconds=LEASE_SECONDS),
-                    pulled_total=C.pulled_total + stored, updated_at=now))
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            raise LeaseLost
+    rows = await one_statement(ctx, update(WeComKfCursor.__table__)
+                               .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid, C.lease_owner == owner)
+                               .values(cursor=cursor, lease_until=now + timedelta(seconds=LEASE_SECONDS),
+                                       pulled_total=C.pulled_total + stored, updated_at=now)
+                               .returning(C.inbox_id))
+    if len(rows) != 1:
+        raise LeaseLost
 
 
 # --- catch-up (periodic job) ---------------------------------------------------------------------
