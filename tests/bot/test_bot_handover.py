@@ -64,8 +64,8 @@ async def test_answers_reach_each_customer_once_and_in_order(client, ctx, callba
     for c in customers:  # a greeting, then one answer per question, in the order the bot wrote them
         sent_order = [r["delivery_id"] for r in callback_server.received if r["recipient"]["id"] == c]
         assert sent_order == sorted(sent_order) and len(sent_order) == 4, sent_order
-    if ctx.db.dialect == "postgresql":  # the answers went straight from the batch to the worker
-        assert len(adopted) >= len(customers) * 2
+    if ctx.db.dialect == "postgresql":  # answers went straight from the batch to the worker (not all: one
+        assert adopted  # written while the contact's previous answer is still being recorded waits its turn)
 
 
 async def test_an_answer_waits_behind_an_earlier_message_to_the_contact(client, ctx, callback_server) -> None:
