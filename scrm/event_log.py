@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from scrm import events as ev
 from scrm.db.models import utcnow
 from scrm.db.models_events import EventRecord
+from scrm.delivery.handoff import Handover
 from scrm.event_batch import hold_back_conversation_writes, preload, write_held_back
 from scrm.services.conversations.turns import TURNS
 from scrm.services.outbox import defer_deliveries, insert_deferred_deliveries
@@ -207,36 +208,42 @@ class EventConsumer:
         later: list[tuple[Subscription, ev.Event]] = []
         for ready in list(self.bus.before_work):
             await ready()
-        async with self.db.shared_transaction() as shared:
-            limit = 1 if careful else self._limit
-            claimed = await claim(shared.session, limit)
-            if not claimed:
-                self._careful = 0
-                return 0
-            if not careful and len(claimed) >= limit:  # the next batch grows (only after this one commits)
-                self._grow = True
-            errors: dict[int, str] = {}
-            events = [_event(record) for record in claimed]
-            # The turns of the claimed conversations are this transaction's (on SQLite: every one).
-            shared.turns = {r.conversation_id for r in claimed if r.conversation_id is not None}
-            hold_back_conversation_writes(shared)
-            defer_deliveries(shared)
-            await preload(shared, events)
-            for record, event in zip(claimed, events, strict=True):
-                for sub in self.bus.work_listeners(event):
-                    if sub.after_commit:
-                        later.append((sub, event))
-                    elif careful:
-                        error = await _call_alone(shared, sub, event)
-                        if error:
-                            errors[record.id] = f"{errors.get(record.id, '')}{error}\n"
-                    else:
-                        await sub.listener(event)
-            await insert_deferred_deliveries(shared)
-            await self._mark(shared, claimed, errors)
-            if shared.events:
-                await append(shared.session, shared.events)
-            await write_held_back(shared)  # last: the conversation rows stay locked only until the commit
+        handover = Handover(self.bus.deliveries)
+        try:
+            async with self.db.shared_transaction() as shared:
+                limit = 1 if careful else self._limit
+                claimed = await claim(shared.session, limit)
+                if not claimed:
+                    self._careful = 0
+                    return 0
+                if not careful and len(claimed) >= limit:  # the next batch grows (only after this one commits)
+                    self._grow = True
+                errors: dict[int, str] = {}
+                events = [_event(record) for record in claimed]
+                # The turns of the claimed conversations are this transaction's (on SQLite: every one).
+                shared.turns = {r.conversation_id for r in claimed if r.conversation_id is not None}
+                hold_back_conversation_writes(shared)
+                defer_deliveries(shared)
+                await preload(shared, events)
+                for record, event in zip(claimed, events, strict=True):
+                    for sub in self.bus.work_listeners(event):
+                        if sub.after_commit:
+                            later.append((sub, event))
+                        elif careful:
+                            error = await _call_alone(shared, sub, event)
+                            if error:
+                                errors[record.id] = f"{errors.get(record.id, '')}{error}\n"
+                        else:
+                            await sub.listener(event)
+                # The new deliveries this process's outbox worker sends at once are marked `sending` for it.
+                await handover.mark(shared, await insert_deferred_deliveries(shared))
+                await self._mark(shared, claimed, errors)
+                if shared.events:
+                    await append(shared.session, shared.events)
+                await write_held_back(shared)  # last: the conversation rows stay locked only until the commit
+            handover.committed()  # first thing after the commit: the customer waits for these sends
+        finally:
+            handover.close()
         if careful:
             self._careful -= 1
         # Not on SQLite: its one writer is shared with ingest, which a longer batch would hold up.

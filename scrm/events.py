@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -98,6 +98,26 @@ class Consumer(Protocol):
     async def stop(self) -> None: ...
 
 
+class DeliveryTaker(Protocol):
+    """The outbox worker running in this process, which takes the deliveries its consumer's batches write
+    straight from them (scrm/delivery/handoff.py)."""
+
+    name: str
+    lease_seconds: float
+
+    def reserve(self) -> bool:
+        """Whether it takes deliveries now; True holds its shutdown until `adopt` is called."""
+        ...
+
+    def room(self, inbox_id: int) -> int:
+        """How many new deliveries of the inbox it would start at once."""
+        ...
+
+    def adopt(self, rows: Sequence[Any]) -> None:
+        """Start the deliveries marked `sending` for it in a batch that committed (none: it rolled back)."""
+        ...
+
+
 @dataclass(frozen=True)
 class EventLog:
     """The durable event log's functions, handed to the bus at start (scrm.bootstrap).
@@ -134,6 +154,7 @@ class EventBus:
         self.settings: EventsSettings | None = None
         self.log: EventLog | None = None
         self.consumer: Consumer | None = None
+        self.deliveries: DeliveryTaker | None = None  # this process's running outbox worker, if any
         # Awaited by the consumer before it opens a batch's transaction: what listeners need that other
         # tasks build with writes of their own (the FAQ index), which must not wait for that transaction.
         self.before_work: list[Callable[[], Awaitable[object]]] = []

@@ -116,6 +116,10 @@ class Pacer:
             return ARM_UNLIMITED
         return max(ARM_MIN, math.ceil(self.arm_ahead() / self.interval))
 
+    def unmarked_room(self) -> int:
+        """How many deliveries joining now would be at the front, among those marked `sending` ahead."""
+        return max(0, self.ahead() - len(self._line))
+
     def join(self, limits: Sequence[RateLimit], armed: bool = False) -> Place:
         """Take a place at the end of the line (`armed`: already marked `sending`)."""
         place = Place(limits, armed)

@@ -42,7 +42,7 @@ from scrm.delivery.batching import GroupCommit, OutboxStatements
 from scrm.delivery.budget import ClaimBudget
 from scrm.delivery.liveness import Liveness, keep_beating
 from scrm.delivery.outcomes import Outcome, decide, record_outcomes
-from scrm.delivery.pacing import ARM_AHEAD_MAX, ARM_AHEAD_MIN, Pacer, paced
+from scrm.delivery.pacing import ARM_AHEAD_MAX, ARM_AHEAD_MIN, ARM_MIN, Pacer, paced
 from scrm.delivery.recovery import UNKNOWN_OUTCOME as UNKNOWN_OUTCOME  # re-exported for callers and tests
 from scrm.delivery.recovery import recover_stale, release_claimed, requeue
 from scrm.delivery.recovery import update_outbox_depth as update_outbox_depth
@@ -91,6 +91,12 @@ class OutboxWorker:
         self._recover_every = min(self.cfg.lease_seconds / 2, 15)
         self._unsubscribe = ctx.bus.subscribe(self._on_enqueued, ev.OUTBOX_ENQUEUED, everywhere=True)
         self._stopping = False
+        self.lease_seconds = self.cfg.lease_seconds
+        # Consumer batches of this process that may hand deliveries over (delivery/handoff.py): shutdown
+        # waits for them, so no delivery marked `sending` for this worker is left unstarted.
+        self._handovers = 0
+        self._handovers_done = asyncio.Event()
+        self._handovers_done.set()
 
     async def _on_enqueued(self, event: ev.Event) -> None:
         inbox_id = event.data.get("inbox_id")
@@ -114,6 +120,8 @@ class OutboxWorker:
         stopping.add_done_callback(lambda _: self._wake.set())
         liveness = Liveness(self.ctx, self.name, self.cfg.heartbeat_seconds)
         heartbeat = asyncio.create_task(keep_beating(liveness, stop, self._recover_dead))
+        if self.ctx.bus.deliveries is None:  # the process's consumer hands its batches' deliveries to us
+            self.ctx.bus.deliveries = self
         try:
             while not stop.is_set():
                 if loop.time() - last_recover > self._recover_every:
@@ -139,7 +147,9 @@ class OutboxWorker:
             heartbeat.cancel()
             try:
                 await self.shutdown()
-                if not self._inflight:  # nothing of ours left to recover: others need not watch for us
+                if self.ctx.bus.deliveries is self:
+                    self.ctx.bus.deliveries = None
+                if not self._inflight and not self._handovers:  # nothing of ours left to recover: others need not watch for us
                     with contextlib.suppress(Exception):
                         await liveness.stop()
             finally:
@@ -244,10 +254,38 @@ class OutboxWorker:
         """Finish in-flight sends (up to the timeout) and hand back claimed, unstarted rows."""
         self._stopping = True
         self._unsubscribe()
+        timeout = timeout or self.ctx.settings.server.shutdown_timeout
+        with contextlib.suppress(TimeoutError):  # a batch handing deliveries over: they are started first
+            await asyncio.wait_for(self._handovers_done.wait(), timeout)
         if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=timeout or self.ctx.settings.server.shutdown_timeout)
+            await asyncio.wait(set(self._inflight), timeout=timeout)
         with contextlib.suppress(Exception):
             await self.release_claimed()
+
+    # --- deliveries handed over by this process's event log consumer (delivery/handoff.py) -----------
+
+    def reserve(self) -> bool:
+        """A consumer batch is about to hand deliveries over; False once this worker is stopping."""
+        if self._stopping:
+            return False
+        self._handovers += 1
+        self._handovers_done.clear()
+        return True
+
+    def room(self, inbox_id: int) -> int:
+        """New deliveries of the inbox to start at once: within its budget and the places its line marks
+        `sending` ahead of their go-aheads (a line not started yet: its least)."""
+        pacer = self._pacers.get(inbox_id)
+        ahead = pacer.unmarked_room() if pacer is not None else ARM_MIN
+        return max(0, min(self._budget.room(inbox_id), ahead))
+
+    def adopt(self, rows: Sequence[Any]) -> None:
+        """Start the deliveries a batch marked `sending` for this worker and committed (ends a reserve)."""
+        for delivery in rows:
+            self._start(delivery)
+        self._handovers -= 1
+        if not self._handovers:
+            self._handovers_done.set()
 
     async def run_until_idle(self, timeout: float = 30.0) -> int:
         """Burst mode (tests, `scrm worker --burst`): deliver everything due now, then return the count."""
@@ -363,9 +401,9 @@ class OutboxWorker:
         await self._finish(delivery, adapter.channel_type, result=result, error=error)
 
     async def _wait_in_line(self, delivery: Any, adapter: ChannelAdapter, message: OutboundMessage) -> bool:
-        """Mark the delivery `sending` once it is near the front of its inbox's line, then wait for the
-        rate limiter's go-ahead and a send slot (which the caller gives back). False when it was requeued or
-        is no longer ours (holding no slot)."""
+        """Mark the delivery `sending` once it is near the front of its inbox's line (one handed over by a
+        consumer batch is marked already), then wait for the rate limiter's go-ahead and a send slot (which
+        the caller gives back). False when it was requeued or is no longer ours (holding no slot)."""
         limits = [paced(lim) for lim in adapter.rate_limits(message)]
         pacer = self._pacers.get(delivery.inbox_id)
         if pacer is None:
@@ -378,12 +416,14 @@ class OutboxWorker:
         if eta > LINE_HORIZON:
             await self._requeue(delivery, eta)
             return False
-        place = pacer.join(limits)
+        marked = delivery.status == "sending"  # handed over by a consumer batch, marked in its transaction
+        place = pacer.join(limits, armed=marked)
         try:
-            await place.armable
-            if not await self._mark_sending(delivery):
-                return False
-            pacer.arm(place)
+            if not marked:
+                await place.armable
+                if not await self._mark_sending(delivery):
+                    return False
+                pacer.arm(place)
             while True:
                 try:
                     wait = await pacer.go_ahead(place)

@@ -237,13 +237,16 @@ def defer_deliveries(shared: SharedTransaction) -> None:
     shared.facts["deliveries"] = {"rows": [], "message": None}
 
 
-async def insert_deferred_deliveries(shared: SharedTransaction) -> None:
-    """Insert the batch's deferred deliveries after its messages (event_log: before it marks its events)."""
+async def insert_deferred_deliveries(shared: SharedTransaction) -> list[Delivery]:
+    """Insert the batch's deferred deliveries after its messages (event_log: before it marks its events);
+    returns them."""
     deferred = shared.facts.pop("deliveries", None)
-    if deferred and deferred["rows"]:
-        await shared.session.flush()  # their messages first
-        shared.session.add_all(deferred["rows"])
-        await shared.session.flush()
+    if not deferred or not deferred["rows"]:
+        return []
+    await shared.session.flush()  # their messages first
+    shared.session.add_all(deferred["rows"])
+    await shared.session.flush()
+    return list(deferred["rows"])
 
 
 def passive_hold(message: Message | None) -> datetime | None:
