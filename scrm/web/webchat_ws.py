@@ -26,6 +26,7 @@ from scrm import events as ev
 from scrm.db.models import utcnow
 from scrm.services.webchat import visitors as chat_svc
 from scrm.services.webchat.push import VisitorHub, hub_for
+from scrm.services.webchat.shown import Shown
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError
 from scrm.web.webchat_api import accept_message
@@ -41,7 +42,7 @@ class VisitorSocket:
     """One visitor connection; it reads from the database what it has not shown when nudged."""
 
     __slots__ = ("ws", "ctx", "hub", "inbox_id", "token_key", "visitor", "topic", "conversations", "identity_id",
-                 "last_id", "_sent", "_seeded", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing")
+                 "shown", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing")
 
     def __init__(self, ws: web.WebSocketResponse, ctx: Any, inbox_id: int, token_key: str, visitor: str,
                  identity_id: int | None, after: int) -> None:
@@ -54,9 +55,7 @@ class VisitorSocket:
         self.topic = visitor_topic(inbox_id, visitor)
         self.conversations: set[int] = set()
         self.identity_id = identity_id
-        self.last_id = after
-        self._sent: dict[int, float] = {}  # ids shown in the last LATE_COMMIT window -> when
-        self._seeded = False  # what the client had when it (re)connected counts as shown
+        self.shown = Shown(after)  # what the client had when it (re)connected counts as shown
         self._dirty = False
         self._state_dirty = False
         self._busy = False
@@ -67,7 +66,7 @@ class VisitorSocket:
         """A push from the hub (synchronous: it only schedules work)."""
         kind = push.get("t")
         if kind == "m":
-            if isinstance(push.get("m"), int) and push["m"] in self._sent:
+            if isinstance(push.get("m"), int) and self.shown.has(push["m"]):
                 return  # already shown (a repeated push after a worker retry)
             self._dirty = True
         elif kind == "sync":
@@ -119,20 +118,12 @@ class VisitorSocket:
     async def _send_new(self) -> None:
         assert self.identity_id is not None
         while True:
-            window = chat_svc.LATE_COMMIT.total_seconds()
-            now = time.monotonic()
-            self._sent = {i: t for i, t in self._sent.items() if now - t < 2 * window}
             found = await chat_svc.messages(self.ctx, self.inbox_id, self.token_key, self.identity_id,
-                                            after=self.last_id, limit=200,
+                                            after=self.shown.after, limit=200,
                                             recent_since=utcnow() - chat_svc.LATE_COMMIT)
-            if not self._seeded:  # a reconnect: the client has everything up to its cursor
-                self._seeded = True
-                self._sent.update((m["id"], now) for m in found if m["id"] <= self.last_id)
-            items = [m for m in found if m["id"] not in self._sent]  # a late commit below the cursor too
+            items = self.shown.take(found)  # a late commit below the cursor too
             if not items:
                 return
-            self._sent.update((m["id"], now) for m in items)
-            self.last_id = max(self.last_id, items[-1]["id"])
             new_conv = False
             for item in items:
                 if item["conversation_id"] not in self.conversations:

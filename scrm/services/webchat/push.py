@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scrm import events as ev
@@ -81,23 +81,30 @@ class VisitorHub:
             if not group:
                 del self.by_topic[conn.topic]
 
-    async def wait(self, topic: str, timeout: float) -> bool:
-        """A long poll: wait until something is pushed to `topic` (True) or `timeout` passes (False)."""
+    @contextlib.asynccontextmanager
+    async def listening(self, topic: str) -> AsyncIterator[asyncio.Event]:
+        """A long poll's ear on `topic`: the event is set by the next push to it."""
         self._start()
         event = asyncio.Event()
         self.polls.setdefault(topic, set()).add(event)
         try:
-            async with asyncio.timeout(timeout):
-                await event.wait()
-            return True
-        except TimeoutError:
-            return False
+            yield event
         finally:
             group = self.polls.get(topic)
             if group is not None:
                 group.discard(event)
                 if not group:
                     del self.polls[topic]
+
+    @staticmethod
+    async def wait_for(event: asyncio.Event, timeout: float) -> bool:
+        """Wait until `event` (from listening()) is set (True) or `timeout` passes (False)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
 
     def dispatch(self, topic: str, push: dict[str, Any]) -> None:
         """Hand a push to this process's connections and long polls of `topic`."""

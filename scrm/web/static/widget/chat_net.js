@@ -16,6 +16,7 @@ export class Connection {
     this.unacked = new Map(); // client_id -> frame
     this.stopped = false;
     this.timer = null;
+    this.cursor = null; // long polling: what this client was shown, as the server's last answer put it
   }
 
   start() {
@@ -88,11 +89,13 @@ export class Connection {
   async pollLoop() {
     while (!this.stopped && this.mode === "poll") {
       try {
-        const r = await fetch(`${this.base}/poll?after=${this.h.lastId()}`, { headers: this.headers(), credentials: "same-origin" });
+        const where = this.cursor ? `cursor=${encodeURIComponent(this.cursor)}` : `after=${this.h.lastId()}`;
+        const r = await fetch(`${this.base}/poll?${where}`, { headers: this.headers(), credentials: "same-origin" });
         if (r.status === 401) return this.h.expired();
         if (r.status === 403) return this.h.refused();
         if (!r.ok) throw new Error("HTTP " + r.status);
         const data = await r.json();
+        if (data.cursor) this.cursor = data.cursor;
         this.attempt = 0;
         this.h.status("polling");
         this.h.frame({ type: "messages", items: data.messages || [] });
