@@ -30,6 +30,7 @@ from scrm.services.webchat.shown import Shown
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError
 from scrm.web.webchat_api import accept_message
+from scrm.web.webchat_catchup import PAGE, catchup_for
 from scrm.web.webchat_common import check_origin, client_ip, cookie_name, message_id, web_inbox
 
 log = logging.getLogger("scrm.webchat")
@@ -62,6 +63,10 @@ class VisitorSocket:
         self.blocked = False
         self.last_typing = 0.0  # when this visitor's last typing event went to the agents
 
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
     def notify(self, push: dict[str, Any]) -> None:
         """A push from the hub (synchronous: it only schedules work)."""
         kind = push.get("t")
@@ -81,9 +86,20 @@ class VisitorSocket:
             self.send({"type": "error", "code": "blocked", "message": "this chat is not available to you"})
             asyncio.ensure_future(self.ws.close(code=4403, message=b"blocked"))
             return
-        if not self._busy:
-            self._busy = True
-            asyncio.get_running_loop().create_task(self._catch_up())
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Read what the pushes announced, together with the other connections nudged meanwhile
+        (webchat_catchup.py); one read at a time per connection, so reads are applied in order."""
+        if self._busy or self.ws.closed or not (self._dirty or self._state_dirty):
+            return
+        self._busy = True
+        catchup_for(self.ctx).add(self)
+
+    def done(self) -> None:
+        """The read in hand is applied: look again if more was pushed meanwhile."""
+        self._busy = False
+        self.schedule()
 
     def send(self, frame: dict[str, Any]) -> None:
         if not self.ws.closed:
@@ -93,47 +109,34 @@ class VisitorSocket:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.ws.send_str(text)
 
-    async def _catch_up(self) -> None:
-        try:
-            while (self._dirty or self._state_dirty) and not self.ws.closed:
-                messages, self._dirty = self._dirty, False
-                state, self._state_dirty = self._state_dirty, False
-                if self.identity_id is None:
-                    identity = await chat_svc.identity_of(self.ctx, self.inbox_id, self.visitor)
-                    if identity is None:
-                        continue
-                    self.identity_id = identity.id
-                if messages:
-                    await self._send_new()
-                if state or messages and not self.conversations:
-                    conv = await chat_svc.conversation_state(self.ctx, self.identity_id)
-                    if conv is not None:
-                        self.hub.watch(self, conv["id"])
-                        await self._write(json.dumps({"type": "conversation", "conversation": conv}))
-        except Exception:  # noqa: BLE001 - a database hiccup: the next push or a reconnect catches up
-            log.exception("web chat catch-up failed")
-        finally:
-            self._busy = False
-
-    async def _send_new(self) -> None:
+    async def send_new(self) -> None:
+        """Read on its own what was not shown, page by page, and show it (a long backlog)."""
         assert self.identity_id is not None
         while True:
             found = await chat_svc.messages(self.ctx, self.inbox_id, self.token_key, self.identity_id,
-                                            after=self.shown.after, limit=200,
+                                            after=self.shown.after, limit=PAGE,
                                             recent_since=utcnow() - chat_svc.LATE_COMMIT)
-            items = self.shown.take(found)  # a late commit below the cursor too
-            if not items:
+            if not await self.show(found) or len(found) < PAGE:
                 return
-            new_conv = False
-            for item in items:
-                if item["conversation_id"] not in self.conversations:
-                    self.hub.watch(self, item["conversation_id"])
-                    new_conv = True
-            await self._write(json.dumps({"type": "messages", "items": items}, ensure_ascii=False))
-            if new_conv:
+
+    async def show(self, found: list[dict[str, Any]]) -> bool:
+        """Show the rows of a read (after the cursor, with the lookback) not shown yet; False: none.
+        A message of a conversation new to this connection asks for the conversation's state too."""
+        items = self.shown.take(found)  # a late commit below the cursor too
+        if not items:
+            return False
+        for item in items:
+            if item["conversation_id"] not in self.conversations:
+                self.hub.watch(self, item["conversation_id"])
                 self._state_dirty = True
-            if len(found) < 200:
-                return
+        await self._write(json.dumps({"type": "messages", "items": items}, ensure_ascii=False))
+        return True
+
+    async def show_state(self, conv: dict[str, Any] | None) -> None:
+        """Show the visitor's latest conversation (status, read receipts)."""
+        if conv is not None:
+            self.hub.watch(self, conv["id"])
+            await self._write(json.dumps({"type": "conversation", "conversation": conv}))
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
