@@ -3,7 +3,7 @@
 Every push ("message 42 is waiting") makes a connection read its visitor's new rows. On a busy site
 those pushes arrive many per second, and a read per socket (a pooled connection, a round trip,
 SQLAlchemy's per-statement work) cost the `scrm serve` process more CPU than the chat itself. The
-connections nudged while a read is in flight wait for the next one, which serves them all: each
+connections nudged while the reads are in flight wait for the next one, which serves them all: each
 connection then picks the rows after its own cursor (and the lookback, shown.py). There is no timer:
 an idle server reads at once, a busy one reads as often as its database answers.
 """
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("scrm.webchat")
 PAGE = 200  # rows one connection reads at a time on its own
 BATCH = 200  # connections one read serves
+# Reads in flight at once (each connection in at most one): a connection nudged while one read runs
+# goes in the other at once, rather than waiting for the first to come back.
+READERS = 2
 ROWS = 5000  # rows one read may return; more (visitors with long backlogs) and they read on their own
 KEY = "webchat_catchup"
 
@@ -54,13 +57,17 @@ class CatchUp:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
         self.waiting: dict[Reader, None] = {}  # in arrival order
-        self._task: asyncio.Task[None] | None = None
+        self._running = 0  # counted down the moment a reader finds nothing waiting (not when its task ends)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def add(self, conn: Reader) -> None:
         """`conn` (marked busy by its caller) wants a read; it is told by conn.done()."""
         self.waiting[conn] = None
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._running < READERS:
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
         try:
@@ -76,7 +83,7 @@ class CatchUp:
                     for conn in batch:
                         conn.done()
         finally:
-            self._task = None
+            self._running -= 1
 
     async def _read(self, batch: list[Reader]) -> None:
         messages = [c for c in batch if c._dirty]

@@ -160,14 +160,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if visitor is None:
         await ws.close(code=4401, message=b"bad visitor token")
         return ws
-    identity = await chat_svc.identity_of(ctx, inbox.id, visitor)
+    identity = await chat_svc.identity_facts(ctx, inbox.id, visitor)
     hub = hub_for(ctx)
-    if chat_svc.is_blocked(identity) or len(hub.by_topic.get(visitor_topic(inbox.id, visitor), ())) >= MAX_SOCKETS_PER_VISITOR:
+    blocked = identity is not None and identity[1]
+    if blocked or len(hub.by_topic.get(visitor_topic(inbox.id, visitor), ())) >= MAX_SOCKETS_PER_VISITOR:
         await ws.close(code=4403, message=b"refused")
         return ws
     after = message_id(frame.get("after")) or 0
     conn = VisitorSocket(ws, ctx, inbox.id, adapter.secrets.token_key, visitor,  # type: ignore[attr-defined]
-                         identity.id if identity else None, after)
+                         identity[0] if identity else None, after)
     hub.add(conn)
     try:
         await ws.send_str(json.dumps({"type": "hello"}))
