@@ -153,7 +153,8 @@ async def connect(http: aiohttp.ClientSession, base: str, inbox: int, v: Visitor
             await asyncio.sleep(0.2 * (attempt + 1))
     else:
         raise RuntimeError("could not connect")
-    await ws.send_str(json.dumps({"type": "auth", "token": v.token, "after": v.last_id}))
+    # As the widget does: the newest id it has, and the ids of its newest messages.
+    await ws.send_str(json.dumps({"type": "auth", "token": v.token, "after": v.last_id, "shown": sorted(v.seen)[-200:]}))
     v.ws = ws
     v.reader = asyncio.create_task(read(v, ws))
 

@@ -1,6 +1,7 @@
 """GET /chat/{inbox}/ws: a visitor's live connection.
 
-The first frame authenticates: {"type": "auth", "token": "...", "after": last message id shown}
+The first frame authenticates: {"type": "auth", "token": "...", "after": last message id shown, "shown":
+[ids of the newest messages the client has]}
 (the H5 page's HttpOnly cookie counts as its token). The server then sends what the visitor missed
 and keeps pushing: {"type": "messages", "items": [...]}, {"type": "typing"}, {"type": "conversation",
 ...} (status, agents' read receipts). The visitor sends {"type": "message", "client_id", "text" |
@@ -26,7 +27,7 @@ from scrm import events as ev
 from scrm.db.models import utcnow
 from scrm.services.webchat import visitors as chat_svc
 from scrm.services.webchat.push import VisitorHub, hub_for
-from scrm.services.webchat.shown import Shown
+from scrm.services.webchat.shown import MAX_RECENT, Shown
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError
 from scrm.web.webchat_api import accept_message
@@ -46,7 +47,7 @@ class VisitorSocket:
                  "shown", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing")
 
     def __init__(self, ws: web.WebSocketResponse, ctx: Any, inbox_id: int, token_key: str, visitor: str,
-                 identity_id: int | None, after: int) -> None:
+                 identity_id: int | None, shown: Shown) -> None:
         self.ws = ws
         self.ctx = ctx
         self.hub: VisitorHub = hub_for(ctx)
@@ -56,7 +57,7 @@ class VisitorSocket:
         self.topic = visitor_topic(inbox_id, visitor)
         self.conversations: set[int] = set()
         self.identity_id = identity_id
-        self.shown = Shown(after)  # what the client had when it (re)connected counts as shown
+        self.shown = shown
         self._dirty = False
         self._state_dirty = False
         self._busy = False
@@ -166,9 +167,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if blocked or len(hub.by_topic.get(visitor_topic(inbox.id, visitor), ())) >= MAX_SOCKETS_PER_VISITOR:
         await ws.close(code=4403, message=b"refused")
         return ws
-    after = message_id(frame.get("after")) or 0
     conn = VisitorSocket(ws, ctx, inbox.id, adapter.secrets.token_key, visitor,  # type: ignore[attr-defined]
-                         identity[0] if identity else None, after)
+                         identity[0] if identity else None, _shown(frame))
     hub.add(conn)
     try:
         await ws.send_str(json.dumps({"type": "hello"}))
@@ -177,6 +177,16 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     finally:
         hub.remove(conn)
     return ws
+
+
+def _shown(frame: dict[str, Any]) -> Shown:
+    """What the client has, from its auth frame: `after` (the newest id it has) and `shown` (the ids of its
+    newest messages). Without the list (an older widget), all it had up to `after` counts as shown."""
+    after = message_id(frame.get("after")) or 0
+    ids = frame.get("shown")
+    if isinstance(ids, list) and len(ids) <= MAX_RECENT and all(message_id(i) for i in ids):
+        return Shown(after, ids)
+    return Shown(after)
 
 
 async def _serve(request: web.Request, conn: VisitorSocket, inbox: Any, adapter: WebChatAdapter) -> None:

@@ -3,8 +3,9 @@
 Message ids are drawn before the commit, so a bot reply can commit after a later message was shown.
 A reader therefore asks for the rows after its cursor *and* the rows created in the last LATE_COMMIT
 (visitors.messages(recent_since=...)), and shows those it has not shown yet. `Shown` keeps the ids of
-the recent rows it has shown, so each message is shown once: over a socket it lives in the connection,
-over long polling it travels as the opaque `cursor` string the client sends back with its next poll.
+the recent rows it has shown, so each message is shown once: over a socket it lives in the connection
+(the client names the ids of its newest messages when it connects), over long polling it travels as
+the opaque `cursor` string the client sends back with its next poll.
 """
 
 from __future__ import annotations

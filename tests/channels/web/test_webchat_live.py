@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from scrm.db.models import Delivery
+from scrm.db.models import Delivery, Message
 from scrm.delivery.worker import OutboxWorker
 from tests.channels.web.conftest import Visitor
 
@@ -58,3 +58,37 @@ async def test_the_bot_answer_reaches_every_tab_once_stored_and_not_again_when_d
                 assert msg["type"] != "messages" or all(m["id"] not in items for m in msg["items"])
     for ws in tabs:
         await ws.close()
+
+
+async def test_a_reply_that_commits_below_the_cursor_while_the_tab_reconnects_is_shown_once(visitor: Visitor, client, ctx):
+    await visitor.session()
+    sent = await visitor.send("在吗", status=201)
+    await ctx.bus.drain(5)
+    ws = await _open(client, visitor)
+    had: dict[int, dict] = {}
+    while sent["id"] not in had:
+        msg = await ws.receive_json(timeout=10)
+        if msg["type"] == "messages":
+            had.update((m["id"], m) for m in msg["items"])
+    await ws.close()
+    async with ctx.db.transaction() as s:
+        base = await s.scalar(select(func.max(Message.id)))
+        # The tab had the customer's next message (a high id) when the network dropped ...
+        s.add(Message(id=base + 200, conversation_id=sent["conversation_id"], inbox_id=visitor.inbox.id,
+                      direction="in", sender_kind="contact", text="还有一个问题", external_id="late-2", content_type="text"))
+    had[base + 200] = {}
+    # ... and while it was away the bot's reply committed with the lower id it drew earlier.
+    async with ctx.db.transaction() as s:
+        s.add(Message(id=base + 100, conversation_id=sent["conversation_id"], inbox_id=visitor.inbox.id,
+                      direction="out", sender_kind="bot", text="在的，请问有什么可以帮您？", content_type="text",
+                      delivery_status="sent"))
+    ws = await client.ws_connect(f"/chat/{visitor.inbox.id}/ws")
+    await ws.send_json({"type": "auth", "token": visitor.token, "after": base + 200, "shown": sorted(had, reverse=True)})
+    got: list[int] = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            msg = await ws.receive_json(timeout=1)
+            if msg["type"] == "messages":
+                got += [m["id"] for m in msg["items"]]
+    assert got == [base + 100]
+    await ws.close()
