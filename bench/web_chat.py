@@ -16,6 +16,8 @@ never got (lost) or got twice (duplicates), checked against the database's histo
 tell where the time goes: the serve process's CPU per answered question over the load (the reconnect
 included; on a shared machine the latency follows the CPU it gets), and from the server's timestamps
 (PostgreSQL) the question's row -> its event worked with the bot's reply committed -> the outbox worker's send.
+BENCH_DEBUG=1 also prints (stderr) each message a visitor was never shown, each socket the server closed,
+and the server's log.
 Uses a scratch database `scrm_i22_bench` (created and dropped) and Redis db 8 (emptied).
 """
 
@@ -62,7 +64,7 @@ class Visitor:
     """One visitor: a session token, a socket, what it was shown, and its open question."""
 
     __slots__ = ("n", "token", "ws", "seen", "last_id", "asked_at", "latencies", "sent", "reader", "connected",
-                 "human")
+                 "human", "closing")
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -76,6 +78,7 @@ class Visitor:
         self.reader: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.human = False  # asked for an agent: a later question waits for no bot answer
+        self.closing = False  # the bench closes this visitor's socket (the forced reconnect, the end)
 
 
 async def create_db() -> None:
@@ -179,6 +182,8 @@ async def read(v: Visitor, ws: aiohttp.ClientWebSocketResponse) -> None:
                 if item["from"] == "bot" and v.asked_at is not None:
                     v.latencies.append(time.perf_counter() - v.asked_at)
                     v.asked_at = None
+    if os.environ.get("BENCH_DEBUG") and not v.closing:
+        print(f"# visitor {v.n} socket closed by the server: code {ws.close_code} {ws.exception()!r}", file=sys.stderr)
     v.connected.clear()
 
 
@@ -238,7 +243,11 @@ async def check(http: aiohttp.ClientSession, base: str, web_id: int, visitors: l
     for i in range(0, len(visitors), 100):
         batch = visitors[i:i + 100]
         for v, items in zip(batch, await asyncio.gather(*[history(http, base, web_id, v) for v in batch]), strict=True):
-            lost += len({m["id"] for m in items} - set(v.seen))
+            missing = {m["id"] for m in items} - set(v.seen)
+            lost += len(missing)
+            if missing and os.environ.get("BENCH_DEBUG"):
+                print(f"# visitor {v.n} last_id {v.last_id} never shown: "
+                      f"{[(m['id'], m['from'], m['at']) for m in items if m['id'] in missing]}", file=sys.stderr)
             duplicates += sum(1 for n in v.seen.values() if n > 1)
             mine = [m for m in items if m["from"] == "visitor"]
             duplicates += len(mine) - len({m.get("client_id") for m in mine})  # a resend stored twice
@@ -299,6 +308,9 @@ async def run(sockets: int, rate: int, seconds: float) -> dict[str, Any]:
             try:
                 result = await drive(base, procs[0].pid, api_id, web_id, sockets, rate, seconds)
                 result["stages"] = {} if SQLITE else await stages(web_id)
+                if os.environ.get("BENCH_DEBUG"):
+                    for log in (x for x in logs if x.exists()):
+                        print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
                 return result
             except Exception:
                 for log in (x for x in logs if x.exists()):
@@ -350,9 +362,12 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             tick += 1
             if not reconnected and time.perf_counter() - started >= seconds / 2:
                 reconnected = True
+                for v in visitors:
+                    v.closing = True
                 await asyncio.gather(*[v.ws.close() for v in visitors if v.ws is not None])
                 for v in visitors:
                     v.connected.clear()
+                    v.closing = False
                 for i in range(0, sockets, 200):
                     await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
             await asyncio.sleep(max(0.0, started + tick - time.perf_counter()))
@@ -369,6 +384,7 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
         # Measured last: the bot's answers to these posts would hold up the web chat's answers.
         api = await api_rate(base, api_id, 3000 if sockets >= 1000 else 1000)
         for v in visitors:
+            v.closing = True
             if v.ws is not None:
                 await v.ws.close()
             if v.reader is not None:
