@@ -12,7 +12,12 @@ Printed: visitor message -> bot answer latency (p50/p99) as the visitor's socket
 process's memory per idle connection (RSS growth over the connections); the API channel's ingest rate
 (signed posts, 32 senders) with every socket still connected, after the chat load; and, after every socket is closed at once in
 the middle of the load and reconnected with its last seen message id, how many messages a visitor
-never got (lost) or got twice (duplicates), checked against the database's history.
+never got (lost) or got twice (duplicates), checked against the database's history. Also printed, to
+tell where the time goes: the serve process's CPU per answered question over the load (the reconnect
+included; on a shared machine the latency follows the CPU it gets), and from the server's timestamps
+(PostgreSQL) the question's row -> its event worked with the bot's reply committed -> the outbox worker's send.
+BENCH_DEBUG=1 also prints (stderr) each message a visitor was never shown, each socket the server closed,
+and the server's log.
 Uses a scratch database `scrm_i22_bench` (created and dropped) and Redis db 8 (emptied).
 """
 
@@ -52,12 +57,14 @@ if SQLITE:
     DB_URL = f"sqlite+aiosqlite:///{tempfile.gettempdir()}/scrm_i22_bench_{os.getpid()}.db"
 QUESTIONS = ["下单后多久发货？", "支持7天无理由退货吗？", "发票怎么开？", "可以开增值税专用发票吗？", "怎么修改收货地址？",
              "运费怎么算？", "有没有优惠券？", "How long does shipping take?", "Can I return an item?", "怎么联系人工客服"]
+HUMAN = QUESTIONS[-1]  # hands the conversation to the agents' queue: the bot answers nothing after it
 
 
 class Visitor:
     """One visitor: a session token, a socket, what it was shown, and its open question."""
 
-    __slots__ = ("n", "token", "ws", "seen", "last_id", "asked_at", "latencies", "sent", "reader", "connected")
+    __slots__ = ("n", "token", "ws", "seen", "last_id", "asked_at", "latencies", "sent", "reader", "connected",
+                 "human", "closing")
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -70,6 +77,8 @@ class Visitor:
         self.sent: dict[str, int | None] = {}  # client id -> stored message id (acknowledged)
         self.reader: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+        self.human = False  # asked for an agent: a later question waits for no bot answer
+        self.closing = False  # the bench closes this visitor's socket (the forced reconnect, the end)
 
 
 async def create_db() -> None:
@@ -116,6 +125,12 @@ async def seed() -> tuple[int, int]:
     return ids
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -141,7 +156,8 @@ async def connect(http: aiohttp.ClientSession, base: str, inbox: int, v: Visitor
             await asyncio.sleep(0.2 * (attempt + 1))
     else:
         raise RuntimeError("could not connect")
-    await ws.send_str(json.dumps({"type": "auth", "token": v.token, "after": v.last_id}))
+    # As the widget does: the newest id it has, and the ids of its newest messages.
+    await ws.send_str(json.dumps({"type": "auth", "token": v.token, "after": v.last_id, "shown": sorted(v.seen)[-200:]}))
     v.ws = ws
     v.reader = asyncio.create_task(read(v, ws))
 
@@ -166,6 +182,8 @@ async def read(v: Visitor, ws: aiohttp.ClientWebSocketResponse) -> None:
                 if item["from"] == "bot" and v.asked_at is not None:
                     v.latencies.append(time.perf_counter() - v.asked_at)
                     v.asked_at = None
+    if os.environ.get("BENCH_DEBUG") and not v.closing:
+        print(f"# visitor {v.n} socket closed by the server: code {ws.close_code} {ws.exception()!r}", file=sys.stderr)
     v.connected.clear()
 
 
@@ -175,8 +193,10 @@ async def ask(v: Visitor) -> None:
     cid = uuid.uuid4().hex
     v.sent[cid] = None
     v.asked_at = time.perf_counter()
+    text = random.choice(QUESTIONS)
+    v.human |= text == HUMAN
     try:
-        await v.ws.send_str(json.dumps({"type": "message", "client_id": cid, "text": random.choice(QUESTIONS)}))
+        await v.ws.send_str(json.dumps({"type": "message", "client_id": cid, "text": text}))
     except (ConnectionError, RuntimeError):
         v.asked_at = None
 
@@ -223,12 +243,45 @@ async def check(http: aiohttp.ClientSession, base: str, web_id: int, visitors: l
     for i in range(0, len(visitors), 100):
         batch = visitors[i:i + 100]
         for v, items in zip(batch, await asyncio.gather(*[history(http, base, web_id, v) for v in batch]), strict=True):
-            lost += len({m["id"] for m in items} - set(v.seen))
+            missing = {m["id"] for m in items} - set(v.seen)
+            lost += len(missing)
+            if missing and os.environ.get("BENCH_DEBUG"):
+                print(f"# visitor {v.n} last_id {v.last_id} never shown: "
+                      f"{[(m['id'], m['from'], m['at']) for m in items if m['id'] in missing]}", file=sys.stderr)
             duplicates += sum(1 for n in v.seen.values() if n > 1)
             mine = [m for m in items if m["from"] == "visitor"]
             duplicates += len(mine) - len({m.get("client_id") for m in mine})  # a resend stored twice
-            unanswered += v.asked_at is not None
+            unanswered += v.asked_at is not None and not v.human
     return lost, duplicates, unanswered
+
+
+async def stages(web_id: int) -> dict[str, tuple[float, float]]:
+    """Where the time went, from the server's own timestamps (PostgreSQL), for each visitor question: its
+    row stored (ingest) -> its event worked by the consumer (the bot's reply is committed with that mark)
+    -> the outbox worker's send of the reply."""
+    import asyncpg
+
+    conn = await asyncpg.connect(DB_URL.replace("+asyncpg", ""), timeout=5)
+    try:
+        rows = await conn.fetch("""
+            WITH worked AS (SELECT (payload->>'message_id')::bigint AS message_id, worked_at FROM events
+                            WHERE name = 'message.created' AND payload->>'direction' = 'in')
+            SELECT EXTRACT(EPOCH FROM w.worked_at - q.created_at) * 1000 AS worked,
+                   EXTRACT(EPOCH FROM d.sent_at - w.worked_at) * 1000 AS sent
+            FROM messages q
+            JOIN worked w ON w.message_id = q.id
+            JOIN LATERAL (SELECT id FROM messages r WHERE r.conversation_id = q.conversation_id
+                          AND r.direction = 'out' AND r.id > q.id ORDER BY r.id LIMIT 1) r ON true
+            LEFT JOIN deliveries d ON d.message_id = r.id
+            WHERE q.inbox_id = $1 AND q.direction = 'in'""", web_id)
+    finally:
+        await conn.close()
+
+    def p50_p99(xs: list[float]) -> tuple[float, float]:
+        xs = sorted(xs)
+        return (statistics.median(xs), xs[max(0, int(len(xs) * 0.99) - 1)]) if xs else (0.0, 0.0)
+    return {"question stored -> bot reply committed": p50_p99([float(r["worked"]) for r in rows]),
+            "bot reply committed -> worker sent": p50_p99([float(r["sent"]) for r in rows if r["sent"] is not None])}
 
 
 async def run(sockets: int, rate: int, seconds: float) -> dict[str, Any]:
@@ -253,7 +306,12 @@ async def run(sockets: int, rate: int, seconds: float) -> dict[str, Any]:
                                               stdout=subprocess.DEVNULL, stderr=log.open("wb")))
             await wait_up(f"{base}/readyz")
             try:
-                return await drive(base, procs[0].pid, api_id, web_id, sockets, rate, seconds)
+                result = await drive(base, procs[0].pid, api_id, web_id, sockets, rate, seconds)
+                result["stages"] = {} if SQLITE else await stages(web_id)
+                if os.environ.get("BENCH_DEBUG"):
+                    for log in (x for x in logs if x.exists()):
+                        print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+                return result
             except Exception:
                 for log in (x for x in logs if x.exists()):
                     print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
@@ -291,8 +349,10 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
 
         # The load: `rate` different visitors ask a question every second; halfway, every socket is
         # closed at once and reconnects with the last message id it was shown.
+        print("# load starts", flush=True, file=sys.stderr)
         order = list(visitors)
         random.shuffle(order)
+        cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         tick = 0
         reconnected = False
@@ -302,12 +362,18 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             tick += 1
             if not reconnected and time.perf_counter() - started >= seconds / 2:
                 reconnected = True
+                for v in visitors:
+                    v.closing = True
                 await asyncio.gather(*[v.ws.close() for v in visitors if v.ws is not None])
                 for v in visitors:
                     v.connected.clear()
+                    v.closing = False
                 for i in range(0, sockets, 200):
                     await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
             await asyncio.sleep(max(0.0, started + tick - time.perf_counter()))
+        print("# load ends", flush=True, file=sys.stderr)
+        cpu_load = cpu_seconds(pid) - cpu_before
+        wall_load = time.perf_counter() - started
         # A message counts as lost only if it never arrives: wait (up to a minute) for the last answers.
         deadline = time.perf_counter() + 60
         while True:
@@ -318,6 +384,7 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
         # Measured last: the bot's answers to these posts would hold up the web chat's answers.
         api = await api_rate(base, api_id, 3000 if sockets >= 1000 else 1000)
         for v in visitors:
+            v.closing = True
             if v.ws is not None:
                 await v.ws.close()
             if v.reader is not None:
@@ -328,7 +395,9 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
         raise RuntimeError("no bot answer reached a visitor")
     return {"p50_ms": statistics.median(lat) * 1000, "p99_ms": lat[max(0, int(len(lat) * 0.99) - 1)] * 1000,
             "answers": len(lat), "kb_per_conn": kb_per_conn, "api_rate": api, "lost": lost,
-            "duplicates": duplicates, "unanswered": unanswered, "rss_mb": after / 1024}
+            "duplicates": duplicates, "unanswered": unanswered, "rss_mb": after / 1024,
+            "cpu_ms_per_question": cpu_load * 1000 / max(1, len(lat)), "cpu_share": cpu_load / wall_load,
+            "load": os.getloadavg()[0]}
 
 
 def main() -> int:
@@ -354,11 +423,16 @@ def main() -> int:
     r = asyncio.run(run(sockets, rate, seconds))
     print(f"  visitor -> bot answer   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms   (target p99 < 300 ms; "
           f"{r['answers']} answers, {r['unanswered']} unanswered at the end)")
+    print(f"  serve CPU               {r['cpu_ms_per_question']:7.1f} ms per answered question over the load "
+          f"({r['cpu_share'] * 100:.0f}% of one core; machine load average {r['load']:.1f} on {os.cpu_count()} cores)")
     print(f"  serve memory            {r['kb_per_conn']:7.1f} KB per idle connection (target < 50 KB; RSS {r['rss_mb']:.0f} MB)")
     print(f"  API channel ingest      {r['api_rate']:7.0f} messages/s in the same run (baseline)")
+    for name, (p50, p99) in r["stages"].items():
+        print(f"  server: {name:38s} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
     print(f"  forced reconnect        lost {r['lost']}   duplicates {r['duplicates']}   (target 0 / 0)")
     print(f"BENCH web_chat p99_ms={r['p99_ms']:.1f} p50_ms={r['p50_ms']:.1f} kb_per_conn={r['kb_per_conn']:.1f} "
-          f"api_rate={r['api_rate']:.0f} lost={r['lost']} duplicates={r['duplicates']}")
+          f"api_rate={r['api_rate']:.0f} lost={r['lost']} duplicates={r['duplicates']} "
+          f"cpu_ms_per_q={r['cpu_ms_per_question']:.1f}")
     return 0 if not (r["lost"] or r["duplicates"]) else 1
 
 

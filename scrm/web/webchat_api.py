@@ -1,7 +1,7 @@
 """Visitor message endpoints (used by the widget when WebSockets are blocked, and for files and forms).
 
     GET  /chat/{inbox}/messages?after=N|before=N   history
-    GET  /chat/{inbox}/poll?after=N                long poll (waits up to 25 s for something new)
+    GET  /chat/{inbox}/poll?cursor=C|after=N       long poll (waits up to 25 s for something new)
     POST /chat/{inbox}/messages                    {"client_id", "text"} or {"client_id", "choice", "text": label}
     POST /chat/{inbox}/upload                      multipart: client_id, file, text (caption)
     POST /chat/{inbox}/read                        {"upto": message id}
@@ -19,12 +19,13 @@ from typing import Any
 from aiohttp import web
 
 from channels.web.adapter import WebChatAdapter, visitor_topic
-from scrm.db.models import Inbox
+from scrm.db.models import Inbox, utcnow
 from scrm.domain import Attachment, ChannelEvent, ChannelEventKind, ContactProfile, InboundMessage
 from scrm.services.conversations.ingest import ingest
 from scrm.services.webchat import email as webchat_email
 from scrm.services.webchat import visitors as chat_svc
 from scrm.services.webchat.push import hub_for, publish
+from scrm.services.webchat.shown import Shown
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError, ok
 from scrm.web.webchat_common import (
@@ -134,24 +135,41 @@ async def history(request: web.Request) -> web.Response:
     return ok({"messages": items, "conversation": await chat_svc.conversation_state(ctx, identity.id)})
 
 
+def _shown(request: web.Request) -> Shown:
+    """Where the long-polling client is: its `cursor` (from the last poll), else `after` alone."""
+    raw = request.query.get("cursor")
+    if raw:
+        try:
+            return Shown.parse(raw)
+        except ValueError:
+            raise ApiError(400, "cursor must be the cursor of the last poll", "bad_query") from None
+    return Shown(_int(request, "after") or 0)
+
+
 async def poll(request: web.Request) -> web.Response:
-    """Long polling: answer at once when there is something after `after`, else wait for a push."""
+    """Long polling: answer at once when there is something the client was not shown, else wait for a
+    push. Like the socket it looks back for replies that committed below its cursor (see shown.py);
+    the answer's `cursor` goes with the next poll so that nothing is shown twice."""
     ctx, inbox, adapter, visitor = await _visitor(request)
-    after = _int(request, "after") or 0
+    shown = _shown(request)
     key = adapter.secrets.token_key  # type: ignore[attr-defined]
     hub = hub_for(ctx)
-    topic = visitor_topic(inbox.id, visitor)
-    for attempt in range(2):
-        identity = await chat_svc.identity_of(ctx, inbox.id, visitor)
-        if identity is not None:
-            if chat_svc.is_blocked(identity):
-                raise ApiError(403, "this chat is not available to you", "blocked")
-            items = await chat_svc.messages(ctx, inbox.id, key, identity.id, after=after, limit=200)
-            if items or attempt:
-                return ok({"messages": items, "conversation": await chat_svc.conversation_state(ctx, identity.id)})
-        if attempt == 0 and not await hub.wait(topic, POLL_SECONDS):
-            break
-    return ok({"messages": [], "conversation": None})
+    # Listening before reading: a push between the read and the wait is not missed.
+    async with hub.listening(visitor_topic(inbox.id, visitor)) as pushed:
+        for attempt in range(2):
+            identity = await chat_svc.identity_of(ctx, inbox.id, visitor)
+            if identity is not None:
+                if chat_svc.is_blocked(identity):
+                    raise ApiError(403, "this chat is not available to you", "blocked")
+                found = await chat_svc.messages(ctx, inbox.id, key, identity.id, after=shown.after, limit=200,
+                                                recent_since=utcnow() - chat_svc.LATE_COMMIT)
+                items = shown.take(found)
+                if items or attempt:
+                    return ok({"messages": items, "cursor": shown.cursor(),
+                               "conversation": await chat_svc.conversation_state(ctx, identity.id)})
+            if attempt == 0 and not await hub.wait_for(pushed, POLL_SECONDS):
+                break
+    return ok({"messages": [], "conversation": None, "cursor": shown.cursor()})
 
 
 async def post_message(request: web.Request) -> web.Response:

@@ -1,6 +1,7 @@
 """GET /chat/{inbox}/ws: a visitor's live connection.
 
-The first frame authenticates: {"type": "auth", "token": "...", "after": last message id shown}
+The first frame authenticates: {"type": "auth", "token": "...", "after": last message id shown, "shown":
+[ids of the newest messages the client has]}
 (the H5 page's HttpOnly cookie counts as its token). The server then sends what the visitor missed
 and keeps pushing: {"type": "messages", "items": [...]}, {"type": "typing"}, {"type": "conversation",
 ...} (status, agents' read receipts). The visitor sends {"type": "message", "client_id", "text" |
@@ -26,9 +27,11 @@ from scrm import events as ev
 from scrm.db.models import utcnow
 from scrm.services.webchat import visitors as chat_svc
 from scrm.services.webchat.push import VisitorHub, hub_for
+from scrm.services.webchat.shown import MAX_RECENT, Shown
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError
 from scrm.web.webchat_api import accept_message
+from scrm.web.webchat_catchup import PAGE, catchup_for
 from scrm.web.webchat_common import check_origin, client_ip, cookie_name, message_id, web_inbox
 
 log = logging.getLogger("scrm.webchat")
@@ -41,10 +44,10 @@ class VisitorSocket:
     """One visitor connection; it reads from the database what it has not shown when nudged."""
 
     __slots__ = ("ws", "ctx", "hub", "inbox_id", "token_key", "visitor", "topic", "conversations", "identity_id",
-                 "last_id", "_sent", "_seeded", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing")
+                 "shown", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing")
 
     def __init__(self, ws: web.WebSocketResponse, ctx: Any, inbox_id: int, token_key: str, visitor: str,
-                 identity_id: int | None, after: int) -> None:
+                 identity_id: int | None, shown: Shown) -> None:
         self.ws = ws
         self.ctx = ctx
         self.hub: VisitorHub = hub_for(ctx)
@@ -54,20 +57,22 @@ class VisitorSocket:
         self.topic = visitor_topic(inbox_id, visitor)
         self.conversations: set[int] = set()
         self.identity_id = identity_id
-        self.last_id = after
-        self._sent: dict[int, float] = {}  # ids shown in the last LATE_COMMIT window -> when
-        self._seeded = False  # what the client had when it (re)connected counts as shown
+        self.shown = shown
         self._dirty = False
         self._state_dirty = False
         self._busy = False
         self.blocked = False
         self.last_typing = 0.0  # when this visitor's last typing event went to the agents
 
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
     def notify(self, push: dict[str, Any]) -> None:
         """A push from the hub (synchronous: it only schedules work)."""
         kind = push.get("t")
         if kind == "m":
-            if isinstance(push.get("m"), int) and push["m"] in self._sent:
+            if isinstance(push.get("m"), int) and self.shown.has(push["m"]):
                 return  # already shown (a repeated push after a worker retry)
             self._dirty = True
         elif kind == "sync":
@@ -82,9 +87,20 @@ class VisitorSocket:
             self.send({"type": "error", "code": "blocked", "message": "this chat is not available to you"})
             asyncio.ensure_future(self.ws.close(code=4403, message=b"blocked"))
             return
-        if not self._busy:
-            self._busy = True
-            asyncio.get_running_loop().create_task(self._catch_up())
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Read what the pushes announced, together with the other connections nudged meanwhile
+        (webchat_catchup.py); one read at a time per connection, so reads are applied in order."""
+        if self._busy or self.ws.closed or not (self._dirty or self._state_dirty):
+            return
+        self._busy = True
+        catchup_for(self.ctx).add(self)
+
+    def done(self) -> None:
+        """The read in hand is applied: look again if more was pushed meanwhile."""
+        self._busy = False
+        self.schedule()
 
     def send(self, frame: dict[str, Any]) -> None:
         if not self.ws.closed:
@@ -94,55 +110,34 @@ class VisitorSocket:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.ws.send_str(text)
 
-    async def _catch_up(self) -> None:
-        try:
-            while (self._dirty or self._state_dirty) and not self.ws.closed:
-                messages, self._dirty = self._dirty, False
-                state, self._state_dirty = self._state_dirty, False
-                if self.identity_id is None:
-                    identity = await chat_svc.identity_of(self.ctx, self.inbox_id, self.visitor)
-                    if identity is None:
-                        continue
-                    self.identity_id = identity.id
-                if messages:
-                    await self._send_new()
-                if state or messages and not self.conversations:
-                    conv = await chat_svc.conversation_state(self.ctx, self.identity_id)
-                    if conv is not None:
-                        self.hub.watch(self, conv["id"])
-                        await self._write(json.dumps({"type": "conversation", "conversation": conv}))
-        except Exception:  # noqa: BLE001 - a database hiccup: the next push or a reconnect catches up
-            log.exception("web chat catch-up failed")
-        finally:
-            self._busy = False
-
-    async def _send_new(self) -> None:
+    async def send_new(self) -> None:
+        """Read on its own what was not shown, page by page, and show it (a long backlog)."""
         assert self.identity_id is not None
         while True:
-            window = chat_svc.LATE_COMMIT.total_seconds()
-            now = time.monotonic()
-            self._sent = {i: t for i, t in self._sent.items() if now - t < 2 * window}
             found = await chat_svc.messages(self.ctx, self.inbox_id, self.token_key, self.identity_id,
-                                            after=self.last_id, limit=200,
+                                            after=self.shown.after, limit=PAGE,
                                             recent_since=utcnow() - chat_svc.LATE_COMMIT)
-            if not self._seeded:  # a reconnect: the client has everything up to its cursor
-                self._seeded = True
-                self._sent.update((m["id"], now) for m in found if m["id"] <= self.last_id)
-            items = [m for m in found if m["id"] not in self._sent]  # a late commit below the cursor too
-            if not items:
+            if not await self.show(found) or len(found) < PAGE:
                 return
-            self._sent.update((m["id"], now) for m in items)
-            self.last_id = max(self.last_id, items[-1]["id"])
-            new_conv = False
-            for item in items:
-                if item["conversation_id"] not in self.conversations:
-                    self.hub.watch(self, item["conversation_id"])
-                    new_conv = True
-            await self._write(json.dumps({"type": "messages", "items": items}, ensure_ascii=False))
-            if new_conv:
+
+    async def show(self, found: list[dict[str, Any]]) -> bool:
+        """Show the rows of a read (after the cursor, with the lookback) not shown yet; False: none.
+        A message of a conversation new to this connection asks for the conversation's state too."""
+        items = self.shown.take(found)  # a late commit below the cursor too
+        if not items:
+            return False
+        for item in items:
+            if item["conversation_id"] not in self.conversations:
+                self.hub.watch(self, item["conversation_id"])
                 self._state_dirty = True
-            if len(found) < 200:
-                return
+        await self._write(json.dumps({"type": "messages", "items": items}, ensure_ascii=False))
+        return True
+
+    async def show_state(self, conv: dict[str, Any] | None) -> None:
+        """Show the visitor's latest conversation (status, read receipts)."""
+        if conv is not None:
+            self.hub.watch(self, conv["id"])
+            await self._write(json.dumps({"type": "conversation", "conversation": conv}))
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -166,14 +161,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if visitor is None:
         await ws.close(code=4401, message=b"bad visitor token")
         return ws
-    identity = await chat_svc.identity_of(ctx, inbox.id, visitor)
+    identity = await chat_svc.identity_facts(ctx, inbox.id, visitor)
     hub = hub_for(ctx)
-    if chat_svc.is_blocked(identity) or len(hub.by_topic.get(visitor_topic(inbox.id, visitor), ())) >= MAX_SOCKETS_PER_VISITOR:
+    blocked = identity is not None and identity[1]
+    if blocked or len(hub.by_topic.get(visitor_topic(inbox.id, visitor), ())) >= MAX_SOCKETS_PER_VISITOR:
         await ws.close(code=4403, message=b"refused")
         return ws
-    after = message_id(frame.get("after")) or 0
     conn = VisitorSocket(ws, ctx, inbox.id, adapter.secrets.token_key, visitor,  # type: ignore[attr-defined]
-                         identity.id if identity else None, after)
+                         identity[0] if identity else None, _shown(frame))
     hub.add(conn)
     try:
         await ws.send_str(json.dumps({"type": "hello"}))
@@ -182,6 +177,16 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     finally:
         hub.remove(conn)
     return ws
+
+
+def _shown(frame: dict[str, Any]) -> Shown:
+    """What the client has, from its auth frame: `after` (the newest id it has) and `shown` (the ids of its
+    newest messages). Without the list (an older widget), all it had up to `after` counts as shown."""
+    after = message_id(frame.get("after")) or 0
+    ids = frame.get("shown")
+    if isinstance(ids, list) and len(ids) <= MAX_RECENT and all(message_id(i) for i in ids):
+        return Shown(after, ids)
+    return Shown(after)
 
 
 async def _serve(request: web.Request, conn: VisitorSocket, inbox: Any, adapter: WebChatAdapter) -> None:

@@ -4,7 +4,9 @@ A push is only a nudge ("message 42 of conversation 7 is waiting"); each connect
 what it has not shown yet from the database. A lost push therefore loses nothing: the next push,
 a reconnect or a long poll shows it. With Redis configured every push goes through one pub/sub
 channel, so the worker that delivered a message (any process) reaches the visitor's socket (any
-`scrm serve`); without Redis it is dispatched in this process.
+`scrm serve`); without Redis it is dispatched in this process. A stored reply's message.created
+event (on the event bus, right after the commit that recorded the reply and its delivery) nudges the
+visitor's connections too, so the answer is shown without waiting for the outbox worker's turn.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scrm import events as ev
@@ -81,23 +83,30 @@ class VisitorHub:
             if not group:
                 del self.by_topic[conn.topic]
 
-    async def wait(self, topic: str, timeout: float) -> bool:
-        """A long poll: wait until something is pushed to `topic` (True) or `timeout` passes (False)."""
+    @contextlib.asynccontextmanager
+    async def listening(self, topic: str) -> AsyncIterator[asyncio.Event]:
+        """A long poll's ear on `topic`: the event is set by the next push to it."""
         self._start()
         event = asyncio.Event()
         self.polls.setdefault(topic, set()).add(event)
         try:
-            async with asyncio.timeout(timeout):
-                await event.wait()
-            return True
-        except TimeoutError:
-            return False
+            yield event
         finally:
             group = self.polls.get(topic)
             if group is not None:
                 group.discard(event)
                 if not group:
                     del self.polls[topic]
+
+    @staticmethod
+    async def wait_for(event: asyncio.Event, timeout: float) -> bool:
+        """Wait until `event` (from listening()) is set (True) or `timeout` passes (False)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
 
     def dispatch(self, topic: str, push: dict[str, Any]) -> None:
         """Hand a push to this process's connections and long polls of `topic`."""
@@ -122,16 +131,26 @@ class VisitorHub:
                 return False  # notes and the visitor's own typing stay with the agents
             if event.name == ev.CONVERSATION_UPDATED and data.get("changed") == ["activity"]:
                 return False  # a new message: its own push brings it (status and reading matter here)
+            if event.name == ev.MESSAGE_CREATED:
+                return data.get("direction") == "out" and isinstance(data.get("message_id"), int)
             return True
 
         async def on_event(event: ev.Event) -> None:
-            kind = "typing" if event.name == ev.TYPING else "conversation"
-            for conn in self._local_conversation(event.data.get("conversation_id")):
-                conn.notify({"t": kind, "c": event.data.get("conversation_id"),
-                             "name": event.data.get("agent_name")})
+            cid = event.data.get("conversation_id")
+            if event.name == ev.MESSAGE_CREATED:
+                # A reply (bot or agent) is stored and its delivery recorded: the visitor's connections
+                # read it now instead of at the worker's push, which then finds it shown.
+                push = {"t": "m", "c": cid, "m": event.data["message_id"]}
+            else:
+                push = {"t": "typing" if event.name == ev.TYPING else "conversation", "c": cid,
+                        "name": event.data.get("agent_name")}
+            for conn in self._local_conversation(cid):
+                conn.notify(push)
 
-        # Agents' typing and reading are passing signals: the event bus carries them to every process.
-        self._unsubscribe = [bus.subscribe(on_event, ev.TYPING, everywhere=True, wants=wanted),
+        # Agents' typing and reading are passing signals, and a stored reply a nudge to read it: the event
+        # bus carries them to every process right after their commit.
+        self._unsubscribe = [bus.subscribe(on_event, ev.MESSAGE_CREATED, everywhere=True, wants=wanted),
+                             bus.subscribe(on_event, ev.TYPING, everywhere=True, wants=wanted),
                              bus.subscribe(on_event, ev.CONVERSATION_UPDATED, everywhere=True, wants=wanted)]
         self.ctx.extras.setdefault("on_close", []).append(self.close)
         if self.ctx.redis is not None:

@@ -7,6 +7,7 @@ by a contact id the browser names.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -118,29 +119,78 @@ async def claim_anonymous(ctx: AppContext, inbox_id: int, anonymous: str, identi
         return "merged"
 
 
+def _message_select() -> Any:
+    # Plain rows, not ORM objects: every push to a visitor runs this, and the mapping cost more than the query.
+    m = Message.__table__.c
+    return (select(m.id, m.conversation_id, m.direction, m.sender_kind, m.text, m.content_type, m.created_at,
+                   m.payload, m.delivery_status, m.external_id, m.attachments, Agent.display_name,
+                   Conversation.identity_id)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .outerjoin(Agent, Agent.id == Message.sender_agent_id)
+            .where(_visible()))
+
+
+async def _read(ctx: AppContext, stmt: Any) -> list[Any]:
+    """One read statement: on PostgreSQL without BEGIN/ROLLBACK (one round trip instead of three)."""
+    if ctx.db.is_sqlite or ctx.db.joined() is not None:
+        async with ctx.db.session() as s:
+            return list((await s.execute(stmt)).all())
+    return await ctx.db.autocommit(stmt, {})
+
+
 async def messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: int, *, after: int = 0,
                    before: int | None = None, limit: int = PAGE,
                    recent_since: datetime | None = None) -> list[dict[str, Any]]:
     """The visitor's messages across their conversations, oldest first: newer than `after` (and, with
     `recent_since`, any created since then: see LATE_COMMIT), or the page before `before` (history on reload)."""
-    # Plain rows, not ORM objects: every push to a visitor runs this, and the mapping cost more than the query.
-    m = Message.__table__.c
-    stmt = (select(m.id, m.conversation_id, m.direction, m.sender_kind, m.text, m.content_type, m.created_at, m.payload,
-                   m.delivery_status, m.external_id, m.attachments, Agent.display_name)
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            .outerjoin(Agent, Agent.id == Message.sender_agent_id)
-            .where(Conversation.identity_id == identity_id, _visible()))
+    stmt = _message_select().where(Conversation.identity_id == identity_id)
     if before is not None:
         stmt = stmt.where(Message.id < before).order_by(Message.id.desc()).limit(limit)
     else:
         newer = Message.id > after
         stmt = stmt.where(or_(newer, Message.created_at >= recent_since) if recent_since else newer)
         stmt = stmt.order_by(Message.id).limit(limit)
-    async with ctx.db.session() as s:
-        rows = (await s.execute(stmt)).all()
+    rows = await _read(ctx, stmt)
     if before is not None:
         rows = list(reversed(rows))
     return [visitor_message(row, row.display_name, inbox_id, token_key) for row in rows]
+
+
+async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, afters: dict[int, int], *,
+                           recent_since: datetime, limit: int,
+                           ) -> dict[int, list[tuple[datetime, dict[str, Any]]]] | None:
+    """messages(after=..., recent_since=...) of many visitors (identity id -> after) in one statement: the
+    live pushes of a busy site arrive together. Each visitor's rows, oldest first, with their creation time
+    (for each of a visitor's connections to pick the rows after its own cursor). None when `limit` rows
+    came back: read them one by one."""
+    stmt = (_message_select().where(Conversation.identity_id.in_(list(afters)),
+                                    or_(Message.id > min(afters.values()), Message.created_at >= recent_since))
+            .order_by(Message.id).limit(limit))
+    rows = await _read(ctx, stmt)
+    if len(rows) >= limit:
+        return None
+    out: dict[int, list[tuple[datetime, dict[str, Any]]]] = {}
+    for row in rows:
+        if row.id > afters[row.identity_id] or row.created_at >= recent_since:
+            out.setdefault(row.identity_id, []).append(
+                (row.created_at, visitor_message(row, row.display_name, inbox_id, token_key)))
+    return out
+
+
+async def identity_facts(ctx: AppContext, inbox_id: int, visitor: str) -> tuple[int, bool] | None:
+    """(identity id, blocked) of a visitor, or None before their first message: what a socket needs to
+    open (every socket opens with it, all of them at once after a network blip)."""
+    c = ContactIdentity.__table__.c
+    rows = await _read(ctx, select(c.id, c.attributes).where(c.inbox_id == inbox_id, c.external_id == visitor))
+    return (rows[0].id, bool((rows[0].attributes or {}).get("blocked"))) if rows else None
+
+
+async def identities_of(ctx: AppContext, inbox_id: int, visitors: Iterable[str]) -> dict[str, int]:
+    """The contact identity ids of these visitors of an inbox (those who have one yet)."""
+    c = ContactIdentity.__table__.c
+    rows = await _read(ctx, select(c.id, c.external_id).where(c.inbox_id == inbox_id,
+                                                               c.external_id.in_(list(visitors))))
+    return {row.external_id: row.id for row in rows}
 
 
 async def latest_messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: int) -> list[dict[str, Any]]:
@@ -151,18 +201,25 @@ async def latest_messages(ctx: AppContext, inbox_id: int, token_key: str, identi
 async def conversation_state(ctx: AppContext, identity_id: int) -> dict[str, Any] | None:
     """The visitor's latest conversation: status, who answers, and up to which of the visitor's
     messages an agent has read (the widget's read receipts)."""
-    async with ctx.db.session() as s:
-        conv = await s.scalar(select(Conversation).where(Conversation.identity_id == identity_id)
-                              .order_by(Conversation.id.desc()).limit(1))
-        if conv is None:
-            return None
+    return (await conversation_states(ctx, [identity_id])).get(identity_id)
+
+
+async def conversation_states(ctx: AppContext, identity_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """conversation_state() of many visitors: their conversations in one statement."""
+    c = Conversation.__table__.c
+    rows = await _read(ctx, select(c.id, c.identity_id, c.status, c.handler, c.assignee_id, c.unread_count)
+                       .where(c.identity_id.in_(list(identity_ids))).order_by(c.id))
+    latest = {row.identity_id: row for row in rows}  # a visitor has a few conversations; the last one counts
+    out: dict[int, dict[str, Any]] = {}
+    for identity_id, conv in latest.items():
         read_upto = None
         if conv.assignee_id is not None or conv.handler == "human":
             # The newest `unread_count` customer messages are unread; the one before them was read.
-            read_upto = await s.scalar(select(Message.id).where(
-                Message.conversation_id == conv.id, Message.direction == "in")
-                .order_by(Message.id.desc()).offset(conv.unread_count or 0).limit(1))
-    return {"id": conv.id, "status": conv.status, "handler": conv.handler, "agent_read_upto": read_upto}
+            rows = await _read(ctx, select(Message.id).where(Message.conversation_id == conv.id, Message.direction == "in")
+                               .order_by(Message.id.desc()).offset(conv.unread_count or 0).limit(1))
+            read_upto = rows[0].id if rows else None
+        out[identity_id] = {"id": conv.id, "status": conv.status, "handler": conv.handler, "agent_read_upto": read_upto}
+    return out
 
 
 async def mark_read(ctx: AppContext, inbox_id: int, identity_id: int, upto: int) -> int:

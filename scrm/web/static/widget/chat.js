@@ -10,6 +10,8 @@ const BASE = `/chat/${cfg.inbox}`;
 const KEY = `scrm.chat.${cfg.inbox}.token`;
 const widget = cfg.mode === "widget";
 const parentOrigin = widget ? (location.ancestorOrigins?.[0] || (document.referrer ? new URL(document.referrer).origin : null)) : null;
+const SHOWN_SENT = 200; // the newest message ids this tab has, sent on (re)connect: a reply that committed below
+// the newest one while the tab was away is shown, and nothing it has is sent again
 const st = { token: null, msgs: new Map(), pending: new Map(), lastId: 0, readUpto: 0, conv: null, open: !widget,
   unread: 0, readSent: 0, identity: {}, started: false, view: "chat", rated: false, conn: null, visitor: {} };
 
@@ -302,6 +304,7 @@ async function startSession() {
   st.conn?.stop();
   st.conn = new Connection(BASE, headers, {
     frame: onFrame, lastId: () => st.lastId,
+    shownIds: () => [...st.msgs.keys()].sort((a, b) => b - a).slice(0, SHOWN_SENT),
     status: (s) => showNotice(s === "reconnecting" ? t("reconnecting") : s === "polling" && !notice.hidden ? t("polling") : ""),
     expired: () => { localStorage.removeItem(KEY); st.started = false; showNotice(t("expired")); startSession(); },
     refused: () => showView("blocked"),

@@ -4,7 +4,7 @@
 const MAX_BACKOFF = 30000;
 
 export class Connection {
-  /** handlers: {frame(data), status(state), lastId(), expired(), refused()} */
+  /** handlers: {frame(data), status(state), lastId(), shownIds(), expired(), refused()} */
   constructor(base, headers, handlers) {
     this.base = base; // "/chat/3"
     this.headers = headers; // () => ({"X-Scrm-Visitor": token}) or {}
@@ -16,6 +16,7 @@ export class Connection {
     this.unacked = new Map(); // client_id -> frame
     this.stopped = false;
     this.timer = null;
+    this.cursor = null; // long polling: what this client was shown, as the server's last answer put it
   }
 
   start() {
@@ -46,7 +47,7 @@ export class Connection {
       this.failures = 0;
       this.attempt = 0;
       const token = this.headers()["X-Scrm-Visitor"];
-      sock.send(JSON.stringify({ type: "auth", token: token || undefined, after: this.h.lastId() }));
+      sock.send(JSON.stringify({ type: "auth", token: token || undefined, after: this.h.lastId(), shown: this.h.shownIds() }));
     };
     sock.onmessage = (e) => {
       let data;
@@ -88,11 +89,13 @@ export class Connection {
   async pollLoop() {
     while (!this.stopped && this.mode === "poll") {
       try {
-        const r = await fetch(`${this.base}/poll?after=${this.h.lastId()}`, { headers: this.headers(), credentials: "same-origin" });
+        const where = `cursor=${encodeURIComponent(this.cursor || [this.h.lastId(), ...this.h.shownIds()].join("."))}`;
+        const r = await fetch(`${this.base}/poll?${where}`, { headers: this.headers(), credentials: "same-origin" });
         if (r.status === 401) return this.h.expired();
         if (r.status === 403) return this.h.refused();
         if (!r.ok) throw new Error("HTTP " + r.status);
         const data = await r.json();
+        if (data.cursor) this.cursor = data.cursor;
         this.attempt = 0;
         this.h.status("polling");
         this.h.frame({ type: "messages", items: data.messages || [] });

@@ -1,0 +1,94 @@
+"""Web chat sockets: the bot's answer is shown as soon as it is stored, once, to every tab of the visitor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from sqlalchemy import func, select
+
+from scrm.db.models import Delivery, Message
+from scrm.delivery.worker import OutboxWorker
+from tests.channels.web.conftest import Visitor
+
+
+async def _open(client, visitor: Visitor):
+    ws = await client.ws_connect(f"/chat/{visitor.inbox.id}/ws")
+    await ws.send_json({"type": "auth", "token": visitor.token, "after": 0})
+    assert (await ws.receive_json(timeout=5))["type"] == "hello"
+    return ws
+
+
+async def _until_bot(ws, items: dict[int, dict]) -> dict:
+    while True:
+        msg = await ws.receive_json(timeout=10)
+        if msg["type"] == "messages":
+            for m in msg["items"]:
+                assert m["id"] not in items, "a message was shown twice"
+                items[m["id"]] = m
+                if m["from"] == "bot":
+                    return m
+
+
+async def test_the_bot_answer_reaches_every_tab_once_stored_and_not_again_when_delivered(visitor: Visitor, client, ctx):
+    await visitor.session()
+    await visitor.send("发票怎么开？", status=201)  # the visitor is known before the tabs open
+    await ctx.bus.drain(5)
+    await OutboxWorker(ctx).run_until_idle()
+    tabs = [await _open(client, visitor) for _ in range(2)]
+    shown: list[dict[int, dict]] = [{}, {}]
+    for ws, items in zip(tabs, shown, strict=True):
+        await _until_bot(ws, items)  # the history so far
+
+    await tabs[0].send_json({"type": "message", "client_id": "live-question-1", "text": "下单后多久发货？"})
+    while (msg := await tabs[0].receive_json(timeout=10))["type"] != "ack":
+        if msg["type"] == "messages":
+            shown[0].update((m["id"], m) for m in msg["items"])
+    await ctx.bus.drain(5)  # the bot answers; the outbox worker has not run
+    async with ctx.db.session() as s:
+        assert "queued" in set(await s.scalars(select(Delivery.status)))
+    answers = [await asyncio.wait_for(_until_bot(ws, items), 10) for ws, items in zip(tabs, shown, strict=True)]
+    assert all("48 小时" in (a["text"] or "") for a in answers)
+
+    await OutboxWorker(ctx).run_until_idle()  # the delivery's own push: already shown, nothing is sent again
+    for ws, items in zip(tabs, shown, strict=True):
+        with contextlib.suppress(TimeoutError):
+            while True:
+                msg = await ws.receive_json(timeout=0.5)
+                assert msg["type"] != "messages" or all(m["id"] not in items for m in msg["items"])
+    for ws in tabs:
+        await ws.close()
+
+
+async def test_a_reply_that_commits_below_the_cursor_while_the_tab_reconnects_is_shown_once(visitor: Visitor, client, ctx):
+    await visitor.session()
+    sent = await visitor.send("在吗", status=201)
+    await ctx.bus.drain(5)
+    ws = await _open(client, visitor)
+    had: dict[int, dict] = {}
+    while sent["id"] not in had:
+        msg = await ws.receive_json(timeout=10)
+        if msg["type"] == "messages":
+            had.update((m["id"], m) for m in msg["items"])
+    await ws.close()
+    async with ctx.db.transaction() as s:
+        base = await s.scalar(select(func.max(Message.id)))
+        # The tab had the customer's next message (a high id) when the network dropped ...
+        s.add(Message(id=base + 200, conversation_id=sent["conversation_id"], inbox_id=visitor.inbox.id,
+                      direction="in", sender_kind="contact", text="还有一个问题", external_id="late-2", content_type="text"))
+    had[base + 200] = {}
+    # ... and while it was away the bot's reply committed with the lower id it drew earlier.
+    async with ctx.db.transaction() as s:
+        s.add(Message(id=base + 100, conversation_id=sent["conversation_id"], inbox_id=visitor.inbox.id,
+                      direction="out", sender_kind="bot", text="在的，请问有什么可以帮您？", content_type="text",
+                      delivery_status="sent"))
+    ws = await client.ws_connect(f"/chat/{visitor.inbox.id}/ws")
+    await ws.send_json({"type": "auth", "token": visitor.token, "after": base + 200, "shown": sorted(had, reverse=True)})
+    got: list[int] = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            msg = await ws.receive_json(timeout=1)
+            if msg["type"] == "messages":
+                got += [m["id"] for m in msg["items"]]
+    assert got == [base + 100]
+    await ws.close()
