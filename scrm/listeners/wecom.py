@@ -20,14 +20,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("scrm.listeners.wecom")
 
 
-def _contact_wanted(e: ev.Event) -> bool:
-    """A new contact is looked up only when it came from an Official Account (the UnionID fetch); one from
-    another channel has nothing to fetch (events logged before `channel` was added are still looked up)."""
-    if e.data.get("created"):
-        return e.data.get("channel") in (None, "wechat_oa")
-    return e.data.get("change") in (None, "tag", "merged") and "imported" not in e.data
-
-
 def install(ctx: AppContext) -> list[Callable[[], None]]:
     """Subscribe to conversation changes (per conversation, in order) and state-change outcomes."""
 
@@ -77,5 +69,6 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
         e.data.get("channel") == "wecom_kf" and e.data.get("direction") == "out"
         and e.data.get("sender_kind") == "agent")))
     # WeCom / OA API calls: after the consumer's commit, not inside its transaction.
-    subs.append(ctx.bus.subscribe(on_contact, ev.CONTACT_UPDATED, after_commit=True, wants=_contact_wanted))
+    subs.append(ctx.bus.subscribe(on_contact, ev.CONTACT_UPDATED, after_commit=True, wants=lambda e: bool(e.data.get("created")) or (
+        e.data.get("change") in (None, "tag", "merged") and "imported" not in e.data)))
     return subs

@@ -365,7 +365,7 @@ async def _load_senders(
             identities[identity.external_id] = identity
             contacts[contact.id] = contact
             latest[identity.id] = None
-            tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id, created=True, channel=inbox.channel_type)
+            tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id, created=True)
     return identities, contacts, latest
 
 

@@ -50,7 +50,7 @@ async def resolve_identity(
     if profile is not None:
         update_profile(tx, contact, identity, profile)
     await tx.session.flush()  # raises IntegrityError if a concurrent request created it first
-    tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id, created=True, channel=inbox.channel_type)
+    tx.emit(ev.CONTACT_UPDATED, contact_id=contact.id, created=True)
     return identity, contact, True
 
 

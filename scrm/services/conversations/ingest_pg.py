@@ -128,8 +128,7 @@ async def store_fast(db: Database, channels: ChannelRules, inbox: Inbox, message
                 stored.append((index, row))
         # Events in the order the Python path queues them: new people, profile and status changes, then the messages.
         for _, row in sorted((r for r in stored if r[1].contact_created), key=lambda r: messages[r[0]].sender_id):
-            result.events.append(ev.Event(ev.CONTACT_UPDATED, {"contact_id": row.contact_id, "created": True,
-                                                           "channel": inbox.channel_type}))
+            result.events.append(ev.Event(ev.CONTACT_UPDATED, {"contact_id": row.contact_id, "created": True}))
         for _, row in stored:
             if row.contact_changed:
                 result.events.append(ev.Event(ev.CONTACT_UPDATED, {"contact_id": row.contact_id}))
