@@ -130,14 +130,6 @@ def _message_select() -> Any:
             .where(_visible()))
 
 
-async def _read(ctx: AppContext, stmt: Any) -> list[Any]:
-    """One read statement: on PostgreSQL without BEGIN/ROLLBACK (one round trip instead of three)."""
-    if ctx.db.is_sqlite or ctx.db.joined() is not None:
-        async with ctx.db.session() as s:
-            return list((await s.execute(stmt)).all())
-    return await ctx.db.autocommit(stmt, {})
-
-
 async def messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: int, *, after: int = 0,
                    before: int | None = None, limit: int = PAGE,
                    recent_since: datetime | None = None) -> list[dict[str, Any]]:
@@ -150,7 +142,7 @@ async def messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: 
         newer = Message.id > after
         stmt = stmt.where(or_(newer, Message.created_at >= recent_since) if recent_since else newer)
         stmt = stmt.order_by(Message.id).limit(limit)
-    rows = await _read(ctx, stmt)
+    rows = await ctx.db.one_statement(stmt)
     if before is not None:
         rows = list(reversed(rows))
     return [visitor_message(row, row.display_name, inbox_id, token_key) for row in rows]
@@ -166,7 +158,7 @@ async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, after
     stmt = (_message_select().where(Conversation.identity_id.in_(list(afters)),
                                     or_(Message.id > min(afters.values()), Message.created_at >= recent_since))
             .order_by(Message.id).limit(limit))
-    rows = await _read(ctx, stmt)
+    rows = await ctx.db.one_statement(stmt)
     if len(rows) >= limit:
         return None
     out: dict[int, list[tuple[datetime, dict[str, Any]]]] = {}
@@ -181,15 +173,15 @@ async def identity_facts(ctx: AppContext, inbox_id: int, visitor: str) -> tuple[
     """(identity id, blocked) of a visitor, or None before their first message: what a socket needs to
     open (every socket opens with it, all of them at once after a network blip)."""
     c = ContactIdentity.__table__.c
-    rows = await _read(ctx, select(c.id, c.attributes).where(c.inbox_id == inbox_id, c.external_id == visitor))
+    rows = await ctx.db.one_statement(select(c.id, c.attributes).where(c.inbox_id == inbox_id, c.external_id == visitor))
     return (rows[0].id, bool((rows[0].attributes or {}).get("blocked"))) if rows else None
 
 
 async def identities_of(ctx: AppContext, inbox_id: int, visitors: Iterable[str]) -> dict[str, int]:
     """The contact identity ids of these visitors of an inbox (those who have one yet)."""
     c = ContactIdentity.__table__.c
-    rows = await _read(ctx, select(c.id, c.external_id).where(c.inbox_id == inbox_id,
-                                                               c.external_id.in_(list(visitors))))
+    rows = await ctx.db.one_statement(select(c.id, c.external_id).where(c.inbox_id == inbox_id,
+                                                                          c.external_id.in_(list(visitors))))
     return {row.external_id: row.id for row in rows}
 
 
@@ -207,7 +199,7 @@ async def conversation_state(ctx: AppContext, identity_id: int) -> dict[str, Any
 async def conversation_states(ctx: AppContext, identity_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """conversation_state() of many visitors: their conversations in one statement."""
     c = Conversation.__table__.c
-    rows = await _read(ctx, select(c.id, c.identity_id, c.status, c.handler, c.assignee_id, c.unread_count)
+    rows = await ctx.db.one_statement(select(c.id, c.identity_id, c.status, c.handler, c.assignee_id, c.unread_count)
                        .where(c.identity_id.in_(list(identity_ids))).order_by(c.id))
     latest = {row.identity_id: row for row in rows}  # a visitor has a few conversations; the last one counts
     out: dict[int, dict[str, Any]] = {}
@@ -215,7 +207,7 @@ async def conversation_states(ctx: AppContext, identity_ids: Iterable[int]) -> d
         read_upto = None
         if conv.assignee_id is not None or conv.handler == "human":
             # The newest `unread_count` customer messages are unread; the one before them was read.
-            rows = await _read(ctx, select(Message.id).where(Message.conversation_id == conv.id, Message.direction == "in")
+            rows = await ctx.db.one_statement(select(Message.id).where(Message.conversation_id == conv.id, Message.direction == "in")
                                .order_by(Message.id.desc()).offset(conv.unread_count or 0).limit(1))
             read_upto = rows[0].id if rows else None
         out[identity_id] = {"id": conv.id, "status": conv.status, "handler": conv.handler, "agent_read_upto": read_upto}

@@ -126,20 +126,11 @@ async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, 
          "pending_token": token, "pending_at": now if token else None, "pulled_total": 0, "updated_at": now}
         for (inbox_id, open_kfid), (count, token) in sorted(notes.items())])
     new = stmt.excluded
-    await one_statement(ctx, stmt.on_conflict_do_update(index_elements=["inbox_id", "open_kfid"], set_={
+    upsert = stmt.on_conflict_do_update(index_elements=["inbox_id", "open_kfid"], set_={
         "requested_seq": C.requested_seq + new.requested_seq, "updated_at": new.updated_at,
         "pending_token": func.coalesce(new.pending_token, C.pending_token),
-        "pending_at": func.coalesce(new.pending_at, C.pending_at)}).returning(C.requested_seq))
-
-
-async def one_statement(ctx: AppContext, stmt: Any) -> list[Any]:
-    """A statement that is atomic on its own, as its own transaction; returns its rows. On PostgreSQL one
-    round trip (autocommit), so a row lock is held for the statement and its commit only; on SQLite
-    through transaction() (its write lock)."""
-    if ctx.db.is_sqlite:
-        async with ctx.db.transaction() as s:
-            return list((await s.execute(stmt)).all())
-    return await ctx.db.autocommit(stmt, {})
+        "pending_at": func.coalesce(new.pending_at, C.pending_at)}).returning(C.requested_seq)
+    await ctx.db.one_statement(upsert, write=True)
 
 
 async def target_inbox(ctx: AppContext, inbox_id: int, open_kfid: str) -> int | None:
@@ -219,11 +210,12 @@ async def pull(ctx: AppContext, inbox_id: int, open_kfid: str) -> int:
 
 async def _acquire(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str) -> tuple[Any, ...] | None:
     now = utcnow()
-    rows = await one_statement(ctx, update(WeComKfCursor.__table__)
-                               .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid,
-                                      or_(C.lease_owner.is_(None), C.lease_until < now, C.lease_owner == owner))
-                               .values(lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_SECONDS))
-                               .returning(C.cursor, C.requested_seq, C.pending_token, C.pending_at))
+    rows = await ctx.db.one_statement(
+        update(WeComKfCursor.__table__)
+        .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid,
+               or_(C.lease_owner.is_(None), C.lease_until < now, C.lease_owner == owner))
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=LEASE_SECONDS))
+        .returning(C.cursor, C.requested_seq, C.pending_token, C.pending_at), write=True)
     return tuple(rows[0]) if rows else None
 
 
@@ -234,9 +226,10 @@ async def _release(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, s
     values: dict[str, Any] = {"lease_owner": None, "lease_until": None, "last_pull_at": now, "last_error": error}
     if error is None:
         values["pulled_seq"] = seen
-    rows = await one_statement(ctx, update(WeComKfCursor.__table__)
-                               .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid, C.lease_owner == owner)
-                               .values(**values).returning(C.requested_seq))
+    rows = await ctx.db.one_statement(
+        update(WeComKfCursor.__table__)
+        .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid, C.lease_owner == owner)
+        .values(**values).returning(C.requested_seq), write=True)
     return bool(rows) and int(rows[0][0]) > seen
 
 
@@ -373,11 +366,12 @@ async def _profiles_after(ctx: AppContext, inbox: Inbox, adapter: Any, records: 
 async def _save_cursor(ctx: AppContext, inbox_id: int, open_kfid: str, owner: str, cursor: str | None,
                        stored: int) -> None:
     now = utcnow()
-    rows = await one_statement(ctx, update(WeComKfCursor.__table__)
-                               .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid, C.lease_owner == owner)
-                               .values(cursor=cursor, lease_until=now + timedelta(seconds=LEASE_SECONDS),
-                                       pulled_total=C.pulled_total + stored, updated_at=now)
-                               .returning(C.inbox_id))
+    rows = await ctx.db.one_statement(
+        update(WeComKfCursor.__table__)
+        .where(C.inbox_id == inbox_id, C.open_kfid == open_kfid, C.lease_owner == owner)
+        .values(cursor=cursor, lease_until=now + timedelta(seconds=LEASE_SECONDS),
+                pulled_total=C.pulled_total + stored, updated_at=now)
+        .returning(C.inbox_id), write=True)
     if len(rows) != 1:
         raise LeaseLost
 
