@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -38,6 +39,9 @@ CHIT_CHAT = ["哈哈哈", "今天天气真不错", "你吃饭了吗", "嗯嗯", 
 MIX = (("faq", 0.7), ("small_talk", 0.2), ("handoff", 0.1))
 # A reply offering these leaves the conversation one refusal from a handoff: its contact is not used again.
 AGENT_PAYLOADS = {"handoff", "open_ticket", "handoff_wait"}
+# Share of a rate's messages that retire their contact (every non-FAQ one, and FAQ answers offering an agent),
+# with a margin: the pool is topped up to this many greeted contacts per message a rate will send.
+RETIRING = 0.5
 
 
 def pct(values: list[float], p: float) -> float:
@@ -83,6 +87,9 @@ class BenchConfig:
     pool: int = 1200
     warm_rate: float = 5.0
     warm_seconds: float = 3.0
+    # Messages from brand-new customers (greeting and answer in one round), at every rate; the others come
+    # from greeted, returning customers (the pool, topped up before each rate so it never runs dry).
+    new_share: float = 0.1
     worker_nice: int | None = None
     seed: int = 23
 
@@ -99,7 +106,8 @@ class BenchConfig:
         if self.embedded:
             store = f"{'SQLite' if self.sqlite else 'PostgreSQL'}, worker inside scrm serve"
         mix = ", ".join(f"{int(w * 100)}% {n}" for n, w in MIX)
-        return f"{store}; {self.seconds:.0f} s per rate, Poisson arrivals, {mix}"
+        return (f"{store}; {self.seconds:.0f} s per rate, Poisson arrivals, {mix}; "
+                f"{self.new_share:.0%} from new customers")
 
 
 @dataclass(eq=False)
@@ -140,7 +148,8 @@ class StepResult:
     late: int  # no reply (and still with the bot) when the step's drain ended
     no_answer: int
     ack_errors: int
-    settled: bool  # every message of this and earlier steps answered or accounted for before the next step
+    settled: bool
+    new_customers: int = 0  # every message of this and earlier steps answered or accounted for before the next step
 
     def ok(self, target_ms: float) -> bool:
         return self.sent > 0 and self.late == 0 and self.ack_errors == 0 and self.p99_ms < target_ms
@@ -195,6 +204,7 @@ class Bench:
         self.warm_up: list[Sent] = []  # the unmeasured first seconds of the mix
         self.idle = self.receiver.idle
         self.fresh = 0
+        self.pooled = 0  # pool contacts created so far
         self.steps = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.base = self.url = ""
@@ -317,9 +327,11 @@ class Bench:
         self._check_conversation = lambda cid: call("GET", f"/conversations/{cid}?limit=20")
         return int(inbox["id"])
 
-    async def _warm_up(self) -> None:
-        """Greet the pool's contacts so their questions get one answer each, and wait for the greetings."""
-        pool = [Contact(f"p{n}") for n in range(self.cfg.pool)]
+    async def _greet(self, count: int) -> None:
+        """Greet `count` more pool contacts (not measured) and wait for the greetings: returning customers."""
+        first = self.pooled
+        self.pooled += count
+        pool = [Contact(f"p{n}") for n in range(first, self.pooled)]
         for c in pool:
             self.receiver.contacts[c.id] = c
         sem = asyncio.Semaphore(32)
@@ -330,9 +342,13 @@ class Bench:
 
         await asyncio.gather(*[hello(c) for c in pool])
         deadline = time.perf_counter() + 120
-        while len(self.receiver.greeted) < len(pool) and time.perf_counter() < deadline:
+        while any(c.id not in self.receiver.greeted for c in pool) and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
         self.idle.extend(c for c in pool if c.id in self.receiver.greeted)
+
+    async def _warm_up(self) -> None:
+        """Greet the pool's contacts so their questions get one answer each, and wait for the greetings."""
+        await self._greet(self.cfg.pool)
         if not self.idle:
             raise RuntimeError(f"no greeting came back within 120 s; logs in {self.tmp}")
         # A few seconds of the real mix, not measured: the first FAQ question loads the word segmenter and
@@ -375,11 +391,17 @@ class Bench:
             return 0, None, None
 
     def _contact(self) -> Contact:
+        if self.rng.random() < self.cfg.new_share:
+            return self._new_customer()
         while self.idle:
             c = self.idle.popleft()
             if not c.retired and c.open is None:
                 return c
-        self.fresh += 1  # the pool ran dry: a new customer (greeted and answered in the same round)
+        return self._new_customer()  # the pool ran dry (a rate beyond its top-up)
+
+    def _new_customer(self) -> Contact:
+        """A customer writing for the first time: greeted and answered in the same round."""
+        self.fresh += 1
         c = self.receiver.contacts[f"f{self.fresh}"] = Contact(f"f{self.fresh}")
         c.retired = True  # its greeting and its answer come separately: never reused
         return c
@@ -389,7 +411,15 @@ class Bench:
         if sent.status != 200:
             sent.contact.open = None
 
+    async def top_up(self, rate: float, seconds: float, need: int | None = None) -> None:
+        """Returning customers for a whole rate (or `need` of them): greet more pool contacts first (not measured)."""
+        need = need or int(rate * seconds * RETIRING) + 10
+        if len(self.idle) < need:
+            await self._greet(need - len(self.idle))
+            await self.settle(self.cfg.drain_timeout)
+
     async def step(self, rate: float, seconds: float) -> StepResult:
+        await self.top_up(rate, seconds)
         self.steps += 1
         step, mine = self.steps, []
         kinds, weights = zip(*MIX, strict=True)
@@ -416,7 +446,8 @@ class Bench:
         # Before the next rate, earlier backlog must clear, or it would be measured there.
         settled = await self._drain([s for s in self.sent if s.step <= step], self.cfg.drain_timeout)
         return StepResult(rate, len(mine), pct(lat, 50), pct(lat, 99), len(late),
-                          sum(s.no_answer for s in mine), sum(s.status != 200 for s in mine), settled)
+                          sum(s.no_answer for s in mine), sum(s.status != 200 for s in mine), settled,
+                          sum(s.fresh for s in mine))
 
     async def settle(self, timeout: float) -> bool:
         """Wait for every message sent so far to be answered or accounted for."""
@@ -471,8 +502,15 @@ class Bench:
                 "extra": sum(max(0, s.replies - (2 if s.fresh else 1)) for s in mine),
                 "fresh": sum(s.fresh for s in mine),
                 "latencies": [s.latency for s in mine if s.latency is not None]}
-        lost = sum(c["lost"] for c in classes.values())
-        extra = sum(c["extra"] for c in classes.values())
+        new = [s for s in self.sent if s.fresh and s.status == 200]
+        classes["new customers"] = {  # across the classes above: the same messages counted by their sender
+            "sent": len(new), "replied": sum(s.first_reply is not None for s in new),
+            "no_answer": sum(s.no_answer and s.first_reply is None for s in new),
+            "lost": sum(s.first_reply is None and not s.no_answer for s in new),
+            "extra": sum(max(0, s.replies - 2) for s in new), "fresh": len(new),
+            "latencies": [s.latency for s in new if s.latency is not None]}
+        lost = sum(c["lost"] for n, c in classes.items() if n != "new customers")
+        extra = sum(c["extra"] for n, c in classes.items() if n != "new customers")
         redelivered = sum(n - 1 for n in self.receiver.delivered.values())
         return {"classes": classes, "lost": lost, "extra": extra, "redelivered": redelivered,
                 "duplicates": redelivered + extra, "stray": self.receiver.stray}
@@ -496,3 +534,94 @@ class Bench:
         await asyncio.gather(*[sender() for _ in range(senders)])
         elapsed = time.perf_counter() - started
         return {"rate": total / elapsed, "p99_ms": pct(latencies, 99), "errors": errors}
+
+
+# --- CPU per message (the --rate mode) ---------------------------------------------------------------
+
+
+def _ticks(pid: int) -> int:
+    """utime + stime of a process in clock ticks (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def _local_ports(pid: int) -> set[int]:
+    """Local TCP ports of a process's sockets (/proc/<pid>/fd -> socket inodes -> /proc/net/tcp{,6})."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                cols = row.split()
+                if cols[9] in inodes:
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def backend_pids(db_url: str, client_ports: set[int] | None = None) -> list[int]:
+    """PostgreSQL backends connected to the bench's database (the servers' pools); with `client_ports`,
+    only those serving these ports (one process's connections)."""
+    import asyncpg
+
+    server, name = db_url.replace("+asyncpg", "").rsplit("/", 1)
+    conn = await asyncpg.connect(f"{server}/postgres", timeout=5)
+    try:
+        rows = await conn.fetch("SELECT pid, client_port FROM pg_stat_activity WHERE datname = $1", name)
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows if client_ports is None or r["client_port"] in client_ports]
+
+
+async def cpu_sample(bench: Bench) -> dict[str, dict[int, int]]:
+    """Clock ticks so far of `scrm serve`, each worker, the PostgreSQL backends of the bench's database
+    and, of those, the workers' own (their connections' ports)."""
+    serve, *workers = bench.procs
+    pg = [] if bench.cfg.sqlite else await backend_pids(bench.cfg.db_url)
+    ports = set().union(*(_local_ports(p.pid) for p in workers)) if workers else set()
+    mine = [] if bench.cfg.sqlite else await backend_pids(bench.cfg.db_url, ports)
+    return {"serve": {serve.pid: _ticks(serve.pid)}, "worker": {p.pid: _ticks(p.pid) for p in workers},
+            "postgres": {pid: _ticks(pid) for pid in pg}, "worker_pg": {pid: _ticks(pid) for pid in mine}}
+
+
+def cpu_ms(before: dict[str, dict[int, int]], after: dict[str, dict[int, int]]) -> dict[str, float]:
+    """CPU milliseconds per process group between two samples (a backend that appeared counts from 0)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    return {group: sum(t - before[group].get(pid, 0) for pid, t in after[group].items()) * 1000 / hz
+            for group in after}
+
+
+async def last_event(db_url: str) -> int:
+    """The event log's last id so far (0 when empty or on SQLite)."""
+    import asyncpg
+
+    if db_url.startswith("sqlite"):
+        return 0
+    conn = await asyncpg.connect(db_url.replace("+asyncpg", ""), timeout=5)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM events"))
+    finally:
+        await conn.close()
+
+
+async def event_summary(db_url: str, after: int) -> str:
+    """The events logged after id `after`: how many per name and the batches (distinct worked_at) that worked them."""
+    import asyncpg
+
+    conn = await asyncpg.connect(db_url.replace("+asyncpg", ""), timeout=5)
+    try:
+        names = await conn.fetch("SELECT name, count(*) AS n FROM events WHERE id > $1 GROUP BY name ORDER BY 2 DESC",
+                                 after)
+        batches = await conn.fetchval("SELECT count(DISTINCT worked_at) FROM events WHERE id > $1", after)
+        total = await conn.fetchval("SELECT count(*) FROM events WHERE id > $1", after)
+    finally:
+        await conn.close()
+    return (f"events {total} in {batches} batches: " + ", ".join(f"{r['name']} {r['n']}" for r in names))

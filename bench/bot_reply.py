@@ -1,6 +1,6 @@
 """Bot reply latency: what the customer sees, from their message to the bot's answer on their channel.
 
-    python bench/bot_reply.py [--quick] [--workers 1,2] [--db-url URL] [--redis-db 9] [--seconds S]
+    python bench/bot_reply.py [--quick] [--workers 1,2] [--db-url URL] [--redis-db 9] [--seconds S] [--rate R,...]
 
 Runs the README's production shape on this machine: `scrm serve --no-worker` plus N `scrm worker` processes
 on PostgreSQL + Redis (a scratch database, scrm_bench_bot_reply by default, created and dropped; Redis db 9 by
@@ -12,10 +12,18 @@ hours (a handoff goes to the queue, not to the after-hours menu) and imports the
 
 An open-loop sender posts signed messages with Poisson arrivals at a fixed offered rate: FAQ questions
 (paraphrases from the knowledge bases and bench/data), small talk (bench/data/en_shop's unrelated questions and
-chit-chat) and handoff requests (bench/data/handoff.jsonl) from a pool of contacts greeted beforehand, so each
-message gets one reply and no greeting. A contact has one message open at a time: a callback is matched to its
+chit-chat) and handoff requests (bench/data/handoff.jsonl), 90% (--new-share) from returning customers: a pool
+of contacts greeted beforehand, so each message gets one reply and no greeting; the pool is topped up before each
+rate with as many greeted contacts as the rate may retire (unmeasured greetings), so a high rate is not
+measured on brand-new customers only because the pool ran dry. The other 10% come from brand-new customers
+(greeted and answered in one round; their first reply, the greeting, is what is timed), at every rate, and
+their figures are printed apart. A contact has one message open at a time: a callback is matched to its
 message by the recipient. A contact whose conversation may have left the bot (a handoff request, or an answer
 offering an agent) is not used again.
+
+    --rate 40,80 [--seconds S] [--pool N]: fixed rates instead of the search, each followed by the CPU
+    milliseconds per message of the worker, the PostgreSQL backends of the bench's database and `scrm serve`
+    (utime + stime from /proc from the rate's start until its backlog cleared) and the events it logged.
 
 For each offered rate: customer message -> first bot reply p50/p99, timed from when the message was due (a slow
 acknowledgement counts). Rates double from 10 msg/s while p99 < 1 s and every reply came, then bisect. Counted:
@@ -37,6 +45,10 @@ from _bot_reply_core import (  # noqa: E402
     Bench,
     BenchConfig,
     StepResult,
+    cpu_ms,
+    cpu_sample,
+    event_summary,
+    last_event,
     pct,
 )
 
@@ -50,7 +62,7 @@ async def search(bench: Bench, cfg: BenchConfig) -> tuple[float, list[StepResult
         res = await bench.step(rate, cfg.seconds)
         steps.append(res)
         print(f"  {rate:7.1f} msg/s offered  {res.sent:5d} sent  p50 {res.p50_ms:8.1f} ms  p99 {res.p99_ms:8.1f} ms  "
-              f"late {res.late:3d}  no-answer-needed {res.no_answer:3d}  ack errors {res.ack_errors}"
+              f"late {res.late:3d}  new customers {res.new_customers:3d}  no-answer-needed {res.no_answer:3d}  ack errors {res.ack_errors}"
               f"{'' if res.settled else '  (backlog did not clear)'}", flush=True)
         return res.ok(cfg.target_ms) and res.settled
 
@@ -100,6 +112,69 @@ async def one_run(cfg: BenchConfig, workers: int, tmp: Path) -> dict[str, float 
             "lost": final["lost"], "duplicates": final["duplicates"], "workers": workers}
 
 
+async def fixed_rates(cfg: BenchConfig, rates: list[float], tmp: Path, py_spy: str | None) -> None:
+    """Each rate for --seconds after the warm-up: latency, and CPU per message of `scrm serve`, the worker
+    and the PostgreSQL backends (utime + stime from /proc, from the step's start until its backlog cleared)."""
+    print(f"\n1 scrm worker process; fixed rates {rates}; {cfg.describe()}", flush=True)
+    async with Bench(cfg, 1, tmp) as bench:
+        for rate in rates:
+            spy = None
+            if py_spy:
+                import subprocess
+
+                spy = subprocess.Popen(["py-spy", "record", "-p", str(bench.procs[1].pid), "-r", "200", "-f", "raw",
+                                        "-o", f"{py_spy}-{rate:g}.txt", "-d", str(int(cfg.seconds + 2))],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await bench.top_up(rate, cfg.seconds)
+            first = await last_event(cfg.db_url)
+            before = await cpu_sample(bench)
+            res = await bench.step(rate, cfg.seconds)
+            await bench.settle(cfg.drain_timeout)
+            cpu = cpu_ms(before, await cpu_sample(bench))
+            if spy is not None:
+                spy.wait()
+            per = {k: v / max(1, res.sent) for k, v in cpu.items()}
+            print(f"CPU rate={rate:g} sent={res.sent} new_customers={res.new_customers} "
+                  f"worker_ms={per['worker']:.2f} worker_pg_ms={per['worker_pg']:.2f} postgres_all_ms={per['postgres']:.2f} "
+                  f"serve_ms={per['serve']:.2f} follow_up_ms={per['worker'] + per['worker_pg']:.2f} p50_ms={res.p50_ms:.1f} p99_ms={res.p99_ms:.1f} "
+                  f"late={res.late}", flush=True)
+        if not cfg.sqlite:
+            print("  " + await event_summary(cfg.db_url, first), flush=True)
+
+
+async def burst(cfg: BenchConfig, count: int, repeats: int, tmp: Path) -> None:
+    """CPU per message with the batching fixed: the worker is stopped (SIGSTOP) while `count` messages are
+    acknowledged, then continued; CPU from then until every reply came. Independent of how busy the host
+    is (a busy host makes batches longer at a fixed rate, which changes the CPU per message)."""
+    import signal
+
+    print(f"\n1 scrm worker process; bursts of {count} messages x {repeats}; {cfg.describe()}", flush=True)
+    async with Bench(cfg, 1, tmp) as bench:
+        worker = bench.procs[1]
+        for _ in range(repeats):
+            await bench.top_up(count / 2.0, 2.0, need=count + 20)  # every message of the burst waits at once
+            first = await last_event(cfg.db_url)
+            worker.send_signal(signal.SIGSTOP)
+            try:
+                res_task = asyncio.create_task(bench.step(count / 2.0, 2.0))  # sent in about 2 s
+                while bench.sent and len([s for s in bench.sent if s.step == bench.steps]) < 1:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(2.2)
+                await asyncio.gather(*list(bench.tasks), return_exceptions=True)
+                before = await cpu_sample(bench)
+            finally:
+                worker.send_signal(signal.SIGCONT)
+            res = await res_task
+            await bench.settle(cfg.drain_timeout * 10)
+            cpu = cpu_ms(before, await cpu_sample(bench))
+            per = {k: v / max(1, res.sent) for k, v in cpu.items()}
+            print(f"CPU burst={res.sent} new_customers={res.new_customers} worker_ms={per['worker']:.2f} "
+                  f"worker_pg_ms={per['worker_pg']:.2f} follow_up_ms={per['worker'] + per['worker_pg']:.2f} "
+                  f"postgres_all_ms={per['postgres']:.2f} late={res.late}", flush=True)
+            if not cfg.sqlite:
+                print("  " + await event_summary(cfg.db_url, first), flush=True)
+
+
 def line(r: dict[str, float | int | str]) -> str:
     return (f"sustained_ratio={r['ratio']:.3f} sustained_rate={r['sustained_rate']:.1f} ack_rate={r['ack_rate']:.0f} "
             f"p99_ms={r['p99_ms']:.1f} p50_low_ms={r['p50_low_ms']:.1f} workers={r['workers']} lost={r['lost']} "
@@ -119,14 +194,24 @@ async def main() -> int:
     ap.add_argument("--max-rate", type=float, default=640.0)
     ap.add_argument("--worker-nice", type=int, help="set worker.nice (default: the product's, 10 above the bench: "
                     "on a host busy with other work the worker then gets little CPU)")
+    ap.add_argument("--rate", help="comma-separated fixed offered rates instead of the search: prints CPU ms per "
+                    "message of the worker, the PostgreSQL backends and scrm serve for each (one worker)")
+    ap.add_argument("--burst", type=int, help="instead of the search: CPU ms per message of bursts of BURST messages "
+                    "sent while the worker is stopped, then worked as a backlog (--repeat times)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--pool", type=int, help="contacts greeted before the measured rates (default 600; --quick 60)")
+    ap.add_argument("--new-share", type=float, default=0.1, help="share of messages from brand-new customers "
+                    "(greeting + answer) at every rate; the rest from greeted contacts, topped up before each rate")
+    ap.add_argument("--py-spy", help="with --rate: record the worker with py-spy into PREFIX-<rate>.txt")
     args = ap.parse_args()
     if args.redis_db == 0:
         ap.error("--redis-db 0 is refused: the bench empties its Redis db")
     cfg = BenchConfig(db_url=args.db_url, redis_url=f"redis://{args.redis_host}/{args.redis_db}",
                       seconds=args.seconds or (3.0 if args.quick else 15.0), max_rate=args.max_rate,
                       bisect=2 if args.quick else 3, drain_timeout=6.0 if args.quick else 30.0,
-                      ack_messages=500 if args.quick else 4000, pool=60 if args.quick else 600,
-                      warm_seconds=2.0 if args.quick else 5.0, worker_nice=args.worker_nice)
+                      ack_messages=500 if args.quick else 4000, pool=args.pool or (60 if args.quick else 600),
+                      warm_seconds=2.0 if args.quick else 5.0, worker_nice=args.worker_nice,
+                      new_share=args.new_share)
     workers = [int(w) for w in (args.workers or ("1" if args.quick else "1,2")).split(",")]
     if cfg.embedded:
         workers = [0]
@@ -136,6 +221,14 @@ async def main() -> int:
         uvloop.install()
     except ImportError:
         pass
+    if args.burst:
+        with tempfile.TemporaryDirectory(prefix="bench_bot_reply_") as tmp:
+            await burst(cfg, args.burst, args.repeat, Path(tmp))
+        return 0
+    if args.rate:
+        with tempfile.TemporaryDirectory(prefix="bench_bot_reply_") as tmp:
+            await fixed_rates(cfg, [float(r) for r in args.rate.split(",")], Path(tmp), args.py_spy)
+        return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_bot_reply_") as tmp:
         for n in workers:
