@@ -108,9 +108,11 @@ def _event(record: Any) -> ev.Event:
 
 # PostgreSQL: candidates in id order, the turns of their conversations that are free (a try-lock: a
 # consumer never waits for another, it takes other conversations), then every unworked event of those
-# conversations and the candidates with no conversation, locked. Candidates reach past one batch, so a
-# second consumer finds conversations beyond the ones the first took. One statement: the try-lock is volatile,
-# so the CTE runs once; FOR UPDATE re-reads a row another consumer marked worked meanwhile and drops it.
+# conversations and the candidates with no conversation, locked and marked worked. Candidates reach past
+# one batch, so a second consumer finds conversations beyond the ones the first took. One statement: the
+# try-lock is volatile, so the CTE runs once; FOR UPDATE re-reads a row another consumer marked worked
+# meanwhile and drops it. Marked in the claim (the batch's transaction: a rollback unmarks them), not
+# by a second statement before the commit.
 _CLAIM_PG = text("""
 WITH candidates AS (
     SELECT id, conversation_id FROM events WHERE worked_at IS NULL ORDER BY id LIMIT :scan
@@ -118,20 +120,26 @@ WITH candidates AS (
     SELECT c FROM (SELECT DISTINCT conversation_id AS c FROM candidates WHERE conversation_id IS NOT NULL
                    ORDER BY 1) AS d
     WHERE pg_try_advisory_xact_lock(:turns | c)
+), claimed AS (
+    SELECT e.id FROM events e
+    WHERE e.worked_at IS NULL
+      AND (e.conversation_id IN (SELECT c FROM turns)
+           OR (e.conversation_id IS NULL AND e.id IN (SELECT id FROM candidates)))
+    ORDER BY e.id LIMIT :n
+    FOR UPDATE OF e SKIP LOCKED
 )
-SELECT e.id, e.conversation_id, e.name, e.payload, e.created_at FROM events e
-WHERE e.worked_at IS NULL
-  AND (e.conversation_id IN (SELECT c FROM turns)
-       OR (e.conversation_id IS NULL AND e.id IN (SELECT id FROM candidates)))
-ORDER BY e.id LIMIT :n
-FOR UPDATE OF e SKIP LOCKED
-""").bindparams(bindparam("turns", type_=BigInteger))
+UPDATE events AS w SET worked_at = :now FROM claimed WHERE w.id = claimed.id
+RETURNING w.id, w.conversation_id, w.name, w.payload, w.created_at
+""").bindparams(bindparam("turns", type_=BigInteger), bindparam("now", type_=EventRecord.__table__.c.worked_at.type))
 
 
 async def claim(session: AsyncSession, limit: int) -> list[Any]:
-    """Unworked events this transaction may work now, in order (see the module docstring)."""
+    """Unworked events this transaction may work now, in order (see the module docstring). On
+    PostgreSQL they come back marked worked (see _CLAIM_PG); on SQLite the batch marks them."""
     if session.get_bind().dialect.name == "postgresql":
-        return list((await session.execute(_CLAIM_PG, {"n": limit, "scan": limit * SCAN, "turns": TURNS})).all())
+        rows = (await session.execute(_CLAIM_PG, {"n": limit, "scan": limit * SCAN, "turns": TURNS,
+                                                  "now": utcnow()})).all()
+        return sorted(rows, key=lambda r: r.id)  # RETURNING has no order
     return list((await session.execute(
         select(EventRecord.id, EventRecord.conversation_id, EventRecord.name, EventRecord.payload,
                EventRecord.created_at).where(EventRecord.worked_at.is_(None)).order_by(EventRecord.id).limit(limit)
@@ -145,9 +153,12 @@ class EventConsumer:
         self.bus = bus
         self.db = db
         self.settings = settings
-        self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Each task's own wake-up, and the tasks waiting for one: a wake-up starts one idle task, not
+        # all of them (the others' claims would find nothing, each a transaction of its own).
+        self._wakes: dict[asyncio.Task[None] | None, asyncio.Event] = {}
+        self._idle: list[asyncio.Event] = []
         self._careful = 0  # events still to work one at a time after a batch failed
         # Batches grow while the log has a backlog (a full batch came back): the per-batch statements
         # (claim, reads per table, marks, commit) are then shared by more events; back to the setting
@@ -164,20 +175,40 @@ class EventConsumer:
             self._tasks = [loop.create_task(self._run()) for _ in range(count)]
 
     def wake(self) -> None:
-        self._wake.set()
+        """New events: one waiting task looks now; with none waiting, every task looks again after
+        its batch (an event committed during its claim may not be in it). A task's own publish after
+        its batch wakes nobody: it looks again anyway, having worked events."""
+        try:
+            me = asyncio.current_task()
+        except RuntimeError:
+            me = None
+        if me is not None and me in self._wakes:
+            return
+        if self._idle:
+            self._idle.pop().set()
+        else:
+            for wake in self._wakes.values():
+                wake.set()
+
+    def _wake_another(self) -> None:
+        """A full batch: the backlog is worth a second task (it takes other conversations)."""
+        if self._idle:
+            self._idle.pop().set()
 
     async def stop(self) -> None:
         """Finish the batch in hand (its transaction commits or rolls back), then stop."""
         self._stopping = True
-        self._wake.set()
+        for wake in self._wakes.values():
+            wake.set()
         running = {task for task in self._tasks if not task.done()}
         if running:
             await asyncio.wait(running, timeout=30)
 
     async def _run(self) -> None:
         backoff = RETRY_FIRST
+        wake = self._wakes[asyncio.current_task()] = asyncio.Event()
         while not self._stopping:
-            self._wake.clear()  # before looking: an event committed while we work wakes the next round
+            wake.clear()  # before looking: an event committed while we work wakes the next round
             try:
                 worked = await self.work_once()
                 backoff = RETRY_FIRST
@@ -187,7 +218,7 @@ class EventConsumer:
                 if self._careful:
                     log.warning("event log: could not work events (%s: %s); retrying in %.1f s",
                                 type(exc).__name__, exc, backoff)
-                    await self._pause(backoff)
+                    await self._pause(wake, backoff)
                     backoff = min(backoff * 2, RETRY_MAX)
                 else:
                     log.warning("event log: a batch failed (%s: %s); working its events one by one",
@@ -196,11 +227,18 @@ class EventConsumer:
                     self._limit, self._grow = self.settings.batch_size, False
                 continue
             if not worked:
-                await self._pause(self.settings.poll_interval)
+                await self._pause(wake, self.settings.poll_interval)
 
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+    async def _pause(self, wake: asyncio.Event, seconds: float) -> None:
+        if wake.is_set() or self._stopping:
+            return
+        self._idle.append(wake)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), seconds)
+        finally:
+            if wake in self._idle:
+                self._idle.remove(wake)
 
     async def work_once(self) -> int:
         """Claim and work one batch in one transaction; returns how many events it worked."""
@@ -218,6 +256,7 @@ class EventConsumer:
                     return 0
                 if not careful and len(claimed) >= limit:  # the next batch grows (only after this one commits)
                     self._grow = True
+                    self._wake_another()
                 errors: dict[int, str] = {}
                 events = [_event(record) for record in claimed]
                 # The turns of the claimed conversations are this transaction's (on SQLite: every one).
@@ -259,7 +298,7 @@ class EventConsumer:
     async def _mark(shared: SharedTransaction, claimed: list[Any], errors: dict[int, str]) -> None:
         now = utcnow()
         ids = [r.id for r in claimed if r.id not in errors]
-        if ids:
+        if ids and shared.session.get_bind().dialect.name != "postgresql":  # PostgreSQL: marked by the claim
             await shared.session.execute(update(EventRecord).where(EventRecord.id.in_(ids)).values(worked_at=now))
         for event_id, error in errors.items():
             await shared.session.execute(update(EventRecord).where(EventRecord.id == event_id)

@@ -191,3 +191,37 @@ async def test_a_batch_writes_its_conversations_at_its_end_and_a_message_stored_
             assert stored.waiting_since is not None
         else:
             assert stored.last_message_preview == "您好" and stored.waiting_since is None
+
+
+async def test_a_wake_up_starts_one_waiting_consumer_task_and_a_task_publishing_its_own_events_none() -> None:
+    """Every empty claim is a transaction: a new event wakes one idle task, not every one of them."""
+    from types import SimpleNamespace
+
+    from scrm.event_log import EventConsumer
+
+    looks: list[asyncio.Task[Any] | None] = []
+    consumer = EventConsumer(SimpleNamespace(), SimpleNamespace(is_sqlite=False),  # type: ignore[arg-type]
+                             SimpleNamespace(batch_size=16, consumers=3, poll_interval=60.0))  # type: ignore[arg-type]
+
+    async def work_once() -> int:
+        looks.append(asyncio.current_task())
+        return 0
+
+    consumer.work_once = work_once  # type: ignore[method-assign]
+    consumer.start()
+    try:
+        await wait_for(lambda: len(consumer._idle) == 3, timeout=5)  # noqa: SLF001 - each looked once, then waits
+        assert len(looks) == 3
+        consumer.wake()
+        await asyncio.sleep(0.05)
+        assert len(looks) == 4  # one task looked again
+        await wait_for(lambda: len(consumer._idle) == 3, timeout=5)  # noqa: SLF001
+
+        async def own_publish() -> None:  # as a task of the consumer publishing after its batch
+            consumer.wake()
+        consumer._wakes[asyncio.current_task()] = asyncio.Event()  # noqa: SLF001 - this test task as one of them
+        await own_publish()
+        await asyncio.sleep(0.05)
+        assert len(looks) == 4
+    finally:
+        await consumer.stop()
