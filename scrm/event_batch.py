@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Integer,
@@ -71,27 +71,19 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     conversation_ids = _ids(e.data.get("conversation_id") for e in events if _reads_conversation(e))
     if not conversation_ids:
         return
-    # Fresh rows: the turn is ours now, but the rows may have changed since this session last saw them.
-    fresh = {"populate_existing": True}
-    # With each its contact, identity and inbox: one round trip, not four (the batch waits for each).
-    rows = (await session.execute(
-        select(Conversation, Contact, ContactIdentity, Inbox)
-        .outerjoin(Contact, Contact.id == Conversation.contact_id)
-        .outerjoin(ContactIdentity, ContactIdentity.id == Conversation.identity_id)
-        .outerjoin(Inbox, Inbox.id == Conversation.inbox_id)
-        .where(Conversation.id.in_(conversation_ids)).execution_options(**fresh))).all()
+    statements = _preload_statements()
+    rows = (await session.execute(statements.conversations, {"ids": conversation_ids})).all()
     conversations = [row[0] for row in rows]
     shared.loaded += [obj for row in rows for obj in row if obj is not None]
     if message_ids := _ids(e.data.get("message_id") for e in events):
-        shared.loaded += (await session.scalars(
-            select(Message).where(Message.id.in_(message_ids)).execution_options(**fresh))).all()
+        shared.loaded += (await session.scalars(statements.messages, {"ids": message_ids})).all()
     # Locked in conversation order, as ensure_stats would lock each one (sla.py skips the lock for these).
-    for stats in await session.scalars(
-        select(ConversationStats).where(ConversationStats.conversation_id.in_(conversation_ids))
-        .order_by(ConversationStats.conversation_id).with_for_update().execution_options(**fresh)
-    ):
+    missing = set(conversation_ids)
+    for stats in await session.scalars(statements.stats, {"ids": conversation_ids}):
         shared.locked.add(("desk_conversation_stats", stats.conversation_id))
         shared.loaded.append(stats)
+        missing.discard(stats.conversation_id)
+    shared.facts["stats_missing"] = missing  # sla.ensure_stats inserts these without looking first
     asked = {e.data.get("conversation_id") for e in events if e.name == ev.MESSAGE_CREATED
              and e.data.get("direction") == "in" and e.data.get("sender_kind", "contact") == "contact"}
     if customers := [c for c in conversations if c.id in asked]:
@@ -99,6 +91,46 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
 
 
 _TAG, _TICKET, _BROADCAST = 0, 1, 2  # which question a row of _read_facts answers
+
+
+class _Preload(NamedTuple):
+    conversations: Any
+    messages: Any
+    stats: Any
+    facts: Any
+
+
+@functools.cache
+def _preload_statements() -> _Preload:
+    """The batch's reads, built once (with expanding id lists): building and hashing them anew for every
+    batch cost about as much Python as running them."""
+    ids: Any = bindparam("ids", expanding=True)
+    # Fresh rows: the turn is ours now, but the rows may have changed since this session last saw them.
+    fresh = {"populate_existing": True}
+    # With each its contact, identity and inbox: one round trip, not four (the batch waits for each).
+    conversations = (select(Conversation, Contact, ContactIdentity, Inbox)
+                     .outerjoin(Contact, Contact.id == Conversation.contact_id)
+                     .outerjoin(ContactIdentity, ContactIdentity.id == Conversation.identity_id)
+                     .outerjoin(Inbox, Inbox.id == Conversation.inbox_id)
+                     .where(Conversation.id.in_(ids)).execution_options(**fresh))
+    messages = select(Message).where(Message.id.in_(ids)).execution_options(**fresh)
+    stats = (select(ConversationStats).where(ConversationStats.conversation_id.in_(ids))
+             .order_by(ConversationStats.conversation_id).with_for_update().execution_options(**fresh))
+    # The three questions of _read_facts in one round trip: (which, contact or conversation id, tag, inbox id) rows.
+    contacts: Any = bindparam("contacts", expanding=True)
+    no_text, no_id = cast(null(), String), cast(null(), Integer)
+    facts: CompoundSelect[Any] = union_all(
+        select(literal(_TAG), ContactTag.contact_id, ContactTag.tag, no_id)
+        .where(ContactTag.contact_id.in_(contacts)),
+        select(literal(_TICKET), Ticket.conversation_id, no_text, no_id).distinct()
+        .where(Ticket.conversation_id.in_(bindparam("conversations", expanding=True)),
+               Ticket.status.in_(("pending", "solved"))),
+        select(literal(_BROADCAST), BroadcastRecipient.contact_id, no_text, BroadcastRecipient.inbox_id).distinct()
+        .join(Delivery, Delivery.id == BroadcastRecipient.delivery_id)
+        .where(BroadcastRecipient.contact_id.in_(contacts), BroadcastRecipient.replied_at.is_(None),
+               Delivery.sent_at >= bindparam("since", type_=Delivery.__table__.c.sent_at.type)),
+    )
+    return _Preload(conversations, messages, stats, facts)
 
 
 async def _read_facts(shared: SharedTransaction, conversations: list[Conversation]) -> None:
@@ -113,19 +145,8 @@ async def _read_facts(shared: SharedTransaction, conversations: list[Conversatio
     waiting = dict.fromkeys(_ids(c.id for c in conversations), False)  # conversation -> has a ticket waiting
     awaiting: dict[int, set[int]] = {cid: set() for cid in contact_ids}  # contact -> inboxes
     since = utcnow() - timedelta(days=MAX_REPLY_WINDOW_DAYS)
-    # The three questions in one round trip: (which, contact or conversation id, tag, inbox id) rows.
-    no_text, no_id = cast(null(), String), cast(null(), Integer)
-    asked: CompoundSelect[Any] = union_all(
-        select(literal(_TAG), ContactTag.contact_id, ContactTag.tag, no_id)
-        .where(ContactTag.contact_id.in_(contact_ids)),
-        select(literal(_TICKET), Ticket.conversation_id, no_text, no_id).distinct()
-        .where(Ticket.conversation_id.in_(list(waiting)), Ticket.status.in_(("pending", "solved"))),
-        select(literal(_BROADCAST), BroadcastRecipient.contact_id, no_text, BroadcastRecipient.inbox_id).distinct()
-        .join(Delivery, Delivery.id == BroadcastRecipient.delivery_id)
-        .where(BroadcastRecipient.contact_id.in_(contact_ids), BroadcastRecipient.replied_at.is_(None),
-               Delivery.sent_at >= since),
-    )
-    for which, key, tag, inbox_id in await shared.session.execute(asked):
+    asked = {"contacts": contact_ids, "conversations": list(waiting), "since": since}
+    for which, key, tag, inbox_id in await shared.session.execute(_preload_statements().facts, asked):
         if key is None:
             continue
         if which == _TAG:
@@ -187,18 +208,45 @@ def _statement(op: tuple[Any, ...]) -> tuple[Any, dict[str, Any]]:
     """The statement (shared by every conversation with a write of the same shape) and its parameters."""
     if op[0] == "clocks":
         return CLOCKS_DEFERRED[op[1]], op[2]
+    if op[0] == "clocks+set":
+        return (_clocks_set_statement(op[1], tuple(sorted(op[3]))),
+                op[2] | {f"s_{key}": value for key, value in op[3].items()})
     return _set_statement(tuple(sorted(op[1]))), {f"b_{key}": value for key, value in op[1].items()}
+
+
+def _merged(ops: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """A conversation's clocks followed by a change of its columns, as one UPDATE (one new row version,
+    not two): the same as the two in order, since every SET expression reads the row as it was and the
+    change's values are constants that win over the clocks' where both set a column."""
+    out: list[tuple[Any, ...]] = []
+    for op in ops:
+        if op[0] == "set" and out and out[-1][0] == "clocks":
+            out[-1] = ("clocks+set", out[-1][1], out[-1][2], op[1])
+        else:
+            out.append(op)
+    return out
+
+
+def _set_values(keys: tuple[str, ...], prefix: str) -> dict[str, Any]:
+    table = Conversation.__table__
+    sets: dict[str, Any] = {}
+    for key in keys:
+        param = bindparam(f"{prefix}{key}", type_=table.c[key].type)
+        # The first reply stays the first one, whoever wrote it meanwhile (set-once, never from a stale row).
+        sets[key] = func.coalesce(table.c[key], param) if key == "first_reply_at" else param
+    return sets
 
 
 @functools.lru_cache(maxsize=64)
 def _set_statement(keys: tuple[str, ...]) -> Any:
     table = Conversation.__table__
-    sets: dict[str, Any] = {}
-    for key in keys:
-        param = bindparam(f"b_{key}", type_=table.c[key].type)
-        # The first reply stays the first one, whoever wrote it meanwhile (set-once, never from a stale row).
-        sets[key] = func.coalesce(table.c[key], param) if key == "first_reply_at" else param
-    return update(table).where(table.c.id == bindparam("b_id")).values(sets)
+    return update(table).where(table.c.id == bindparam("b_id")).values(_set_values(keys, "b_"))
+
+
+@functools.lru_cache(maxsize=64)
+def _clocks_set_statement(answers: bool, keys: tuple[str, ...]) -> Any:
+    clocks = CLOCKS_DEFERRED[answers]
+    return clocks.values(_set_values(keys, "s_"))  # a column in both: the change's value (set after the clocks)
 
 
 async def write_held_back(shared: SharedTransaction, conversation_id: int | None = None) -> None:
@@ -209,9 +257,9 @@ async def write_held_back(shared: SharedTransaction, conversation_id: int | None
     session = shared.session
     await session.flush()  # the last ORM changes of the batch's conversations join the held-back ones
     if conversation_id is not None:
-        pending = {conversation_id: shared.held_back.pop(conversation_id, [])}
+        pending = {conversation_id: _merged(shared.held_back.pop(conversation_id, []))}
     else:
-        pending = {cid: ops for cid, ops in sorted(shared.held_back.items()) if ops}
+        pending = {cid: _merged(ops) for cid, ops in sorted(shared.held_back.items()) if ops}
         shared.held_back = {}
     for round_ in range(max((len(ops) for ops in pending.values()), default=0)):
         shapes: dict[Any, list[dict[str, Any]]] = {}

@@ -83,22 +83,32 @@ async def choose_policy(tx: Tx, inbox_id: int, priority: str) -> SlaPolicy | Non
     return (await tx.session.scalars(stmt)).first()
 
 
+# A consumer batch's fact: the conversations it found no stats row for (event_batch.preload).
+STATS_MISSING = "stats_missing"
+
+
 async def ensure_stats(tx: Tx, conv: Conversation) -> ConversationStats:
     """The conversation's stats row, created if missing (safe against a concurrent insert), locked."""
     shared = shared_for(tx.session)
+    stats: ConversationStats | None = None
     if shared is not None and ("desk_conversation_stats", conv.id) in shared.locked:
         stats = await tx.session.get(ConversationStats, conv.id)  # locked and loaded with the consumer's batch
-    else:
+    elif shared is None or conv.id not in (shared.facts.get(STATS_MISSING) or ()):
         stats = await tx.session.get(ConversationStats, conv.id, with_for_update=True, populate_existing=True)
     if stats is not None:  # the usual case: one statement (none in a consumer's batch)
         return stats
+    # A new conversation (the consumer's batch found no row for it): inserted and loaded in one statement;
+    # a row inserted meanwhile by someone else is read (and locked) instead.
     values = {"conversation_id": conv.id, "inbox_id": conv.inbox_id, "priority": conv.priority,
               "created_at": conv.created_at, "agent_id": conv.assignee_id, "human_involved": False, "handoffs": 0,
               "warned": [], "breached": []}
     dialect = tx.session.bind.dialect.name if tx.session.bind else "sqlite"
     ins = pg_insert if dialect == "postgresql" else sqlite_insert
-    await tx.session.execute(ins(ConversationStats).values(**values).on_conflict_do_nothing())
-    stats = await tx.session.get(ConversationStats, conv.id, with_for_update=True, populate_existing=True)
+    inserted = ins(ConversationStats).values(**values).on_conflict_do_nothing().returning(ConversationStats)
+    stats = (await tx.session.scalars(select(ConversationStats).from_statement(inserted)
+                                      .execution_options(populate_existing=True))).first()
+    if stats is None:
+        stats = await tx.session.get(ConversationStats, conv.id, with_for_update=True, populate_existing=True)
     assert stats is not None
     if shared is not None:  # locked for the rest of the consumer's batch: its next events need no statement
         shared.locked.add(("desk_conversation_stats", conv.id))
