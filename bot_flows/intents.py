@@ -48,6 +48,12 @@ def message_tokens(text: str) -> tuple[str, ...]:
     return tuple(_tokens(normalize(text)))
 
 
+@lru_cache(maxsize=1024)
+def _present(text: str) -> frozenset[str]:
+    """The message's distinct tokens: a phrase with a token the message lacks cannot match (most don't)."""
+    return frozenset(message_tokens(text))
+
+
 def phrase_in(tokens: Sequence[str], phrase: Phrase) -> bool:
     """True when the phrase's tokens appear in order within their allowed gaps."""
     want, gaps = phrase
@@ -65,5 +71,9 @@ def phrase_in(tokens: Sequence[str], phrase: Phrase) -> bool:
 
 def says(text: str, phrases: Sequence[str]) -> str | None:
     """The first of the phrases the message says, or None."""
-    tokens = message_tokens(text)
-    return next((p for p in phrases if phrase_in(tokens, compile_phrase(p))), None)
+    tokens, present = message_tokens(text), _present(text)
+    for p in phrases:
+        phrase = compile_phrase(p)
+        if present.issuperset(phrase[0]) and phrase_in(tokens, phrase):
+            return p
+    return None

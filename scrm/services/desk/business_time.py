@@ -6,6 +6,8 @@ falls due on Monday 12:00, and a public holiday in between is skipped.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -25,7 +27,17 @@ MAX_DAYS = 800
 
 def hours_from_config(cfg: Mapping[str, Any] | None) -> BusinessHours:
     """BusinessHours from a stored config (the default Mon-Fri 09:00-18:00 Asia/Shanghai when empty)."""
-    return BusinessHours.from_config(cfg or DEFAULT_HOURS)
+    # Parsed once per distinct config: the bot and the SLA clocks ask for every customer message.
+    try:
+        key = json.dumps(cfg or DEFAULT_HOURS, sort_keys=True)
+    except TypeError:  # not a stored (JSON) config, e.g. dates as keys: parsed as it is
+        return BusinessHours.from_config(cfg or DEFAULT_HOURS)
+    return _parsed(key)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(config: str) -> BusinessHours:
+    return BusinessHours.from_config(json.loads(config))  # frozen: safe to share
 
 
 def _spans(hours: BusinessHours, day: date) -> tuple[tuple[int, int], ...]:
