@@ -147,3 +147,25 @@ async def test_closing_message_that_finds_the_session_ended_fails_with_the_reaso
     assert any("did not go out" in (m.text or "") for m in out if m.private)
     ident = await identity(ctx, inbox.id, CUSTOMER)
     assert ident.attributes["wecom_kf_state"] == 4  # WeCom is there: not put back to 人工
+
+
+async def test_a_message_sent_with_an_expired_event_code_cannot_be_retried(client, ctx, fake, admin_headers) -> None:
+    import time
+
+    inbox = await kf_inbox(ctx, fake, closing_message="再见")
+    fake.add(text_item("c1", CUSTOMER, "你好"))
+    await notify(client, ctx, fake, inbox.id)
+    await deliver_all(ctx)
+    fake.add(event_item("ev-close", {"event_type": "session_status_change", "open_kfid": inbox.settings["open_kfid"],
+                                     "external_userid": CUSTOMER, "change_type": 3,
+                                     "msg_code": fake.issue_code("closing")}))
+    await notify(client, ctx, fake, inbox.id)
+    adapter = await ctx.adapters.get(inbox.id)
+    adapter.clock = lambda: time.time() + 30  # the worker gets to it after the code's 20 s
+    await deliver_all(ctx)
+    await ctx.bus.drain(5)
+    [failed] = [d for d in await deliveries(ctx) if d.kind == "wecom_code"]
+    assert failed.status == "failed" and await surveys(ctx) == []  # the survey it carried was never asked
+    resp = await client.post(f"/api/v1/messages/{failed.message_id}/retry", headers=admin_headers)
+    body = await resp.json()
+    assert resp.status == 409 and body["error"]["code"] == "code_single_use", body
