@@ -61,6 +61,12 @@ def trace(what: str) -> None:
         print(f"{time.time() % 1000:8.2f} {what}", file=sys.stderr, flush=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used: steadier than wall time on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[max(0, int(len(values) * q) - 1)] if values else 0.0
@@ -272,13 +278,25 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
                 fake.page_sizes = [rnd.randint(1, 50) for _ in range(callbacks * 4)]  # pages of 1-50
                 await settle()
                 trace("api phase")
+                cpu0 = [cpu_seconds(p.pid) for p in procs]
                 api = await api_run(base, api_id, batches, run_id + "a")
                 trace("api done")
                 await settle()
+                cpu1 = [cpu_seconds(p.pid) for p in procs]
                 trace("kf phase")
+                if os.environ.get("BENCH_PROFILES"):  # batchget answers a profile (gender) for every customer
+                    for k in range(CUSTOMERS):
+                        euid = f"wm{run_id}k{k:06d}"
+                        fake.customers[euid] = {"external_userid": euid, "nickname": f"客户{k}", "gender": 1 + k % 2,
+                                                "avatar": f"https://wework.qpic.cn/avatar/{k}/0", "unionid": ""}
                 kfr = await kf_run(base, fake, kf, batches, run_id + "k", timeout=180)
                 trace("kf done")
-                return {"api": api, "kf": kfr, "sync_calls": len(fake.sync_requests)}
+                await settle()
+                cpu2 = [cpu_seconds(p.pid) for p in procs]
+                cpu = {"api_serve": cpu1[0] - cpu0[0], "api_worker": cpu1[1] - cpu0[1],
+                       "kf_serve": cpu2[0] - cpu1[0], "kf_worker": cpu2[1] - cpu1[1]}
+                return {"api": api, "kf": kfr, "sync_calls": len(fake.sync_requests), "cpu": cpu,
+                        "callbacks": len(batches)}
         finally:
             for proc in procs:
                 stop(proc)
@@ -307,9 +325,14 @@ def main() -> int:
     print(f"  callback -> stored       p50 {kf['stored_p50_ms']:7.1f} ms   p99 {kf['stored_p99_ms']:7.1f} ms")
     print(f"  ratio {ratio:.2f} (target >= 0.70)   lost {kf['lost']}   duplicates {kf['duplicates']}   "
           f"callback errors {kf['errors']}")
+    cpu, n = res["cpu"], res["callbacks"]
+    print(f"  CPU (/proc, phase incl. the worker catching up): serve {cpu['kf_serve'] * 1000 / n:.1f} ms per kf "
+          f"callback vs {cpu['api_serve'] * 1000 / n:.1f} ms per API post; worker {cpu['kf_worker'] * 1000 / n:.1f} "
+          f"vs {cpu['api_worker'] * 1000 / n:.1f} ms")
     print(f"BENCH wecom_kf ratio={ratio:.3f} ack_p99_ms={kf['ack_p99_ms']:.1f} stored_p99_ms={kf['stored_p99_ms']:.1f} "
           f"rate={kf['rate']:.0f} api_rate={api['rate']:.0f} lost={kf['lost']} duplicates={kf['duplicates']} "
-          f"api_ack_p99_ms={api['ack_p99_ms']:.1f}")
+          f"api_ack_p99_ms={api['ack_p99_ms']:.1f} serve_cpu_ms_per_callback={cpu['kf_serve'] * 1000 / n:.2f} "
+          f"serve_cpu_ms_per_api_post={cpu['api_serve'] * 1000 / n:.2f}")
     return 0 if not (kf["lost"] or kf["duplicates"] or kf["errors"]) else 1
 
 

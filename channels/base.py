@@ -11,7 +11,7 @@ import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 import aiohttp
@@ -52,6 +52,10 @@ class Capabilities:
     # Broadcasts are handed to staff who confirm them in their own client (WeCom 群发助手), grouped
     # per sender, instead of being sent one delivery at a time.
     staff_confirmed_broadcast: bool = False
+    # The channel carries the satisfaction survey in the message that ends its session (WeCom 微信客服:
+    # after the end only the session's closing code reaches the customer, kf/send_msg answers 95018),
+    # so the desk does not queue a survey of its own when a conversation is resolved.
+    survey_on_close: bool = False
 
 
 @dataclass(frozen=True)
@@ -232,8 +236,10 @@ class ChannelAdapter(abc.ABC):
         return ()
 
     @classmethod
-    def reply_blocked(cls, identity_attributes: Mapping[str, Any]) -> str | None:
-        """Why the platform would refuse a reply to this identity now (its session rules), or None."""
+    def reply_blocked(cls, identity_attributes: Mapping[str, Any], last_inbound_at: datetime | None = None) -> str | None:
+        """Why the platform would refuse a reply to this identity now (its session rules), or None.
+
+        `last_inbound_at`: the contact's last message (a session the platform ended may restart with it)."""
         return None
 
     async def setup(self) -> None:

@@ -17,6 +17,8 @@ from scrm.db.models import Delivery, Inbox, InboxState, Message, utcnow
 from scrm.domain import IngestOutcome, OutboundMessage
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from scrm.context import AppContext
 
 log = logging.getLogger("scrm.channels")
@@ -329,10 +331,11 @@ class AdapterPool:
         except KeyError:
             return None
 
-    def reply_blocked(self, channel_type: str, identity_attributes: Mapping[str, Any]) -> str | None:
+    def reply_blocked(self, channel_type: str, identity_attributes: Mapping[str, Any],
+                      last_inbound_at: datetime | None = None) -> str | None:
         """Why the platform would refuse a reply to this identity now (its session rules), or None."""
         try:
-            return get_adapter_class(channel_type).reply_blocked(identity_attributes)
+            return get_adapter_class(channel_type).reply_blocked(identity_attributes, last_inbound_at)
         except KeyError:
             return None
 

@@ -23,6 +23,8 @@ from scrm.settings import Settings
 from scrm.storage import LocalFileStorage
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from channels.base import Capabilities, ChannelAdapter
     from scrm.db.models import Inbox
 
@@ -36,7 +38,8 @@ class ChannelRules(Protocol):
         """What a channel type can do (None: not available in this build)."""
         ...
 
-    def reply_blocked(self, channel_type: str, identity_attributes: Mapping[str, Any]) -> str | None:
+    def reply_blocked(self, channel_type: str, identity_attributes: Mapping[str, Any],
+                      last_inbound_at: datetime | None = None) -> str | None:
         """Why the platform would refuse a reply to this identity now (its session rules), or None."""
         ...
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from wechatpy.enterprise.crypto import WeChatCrypto
@@ -33,7 +33,7 @@ from channels.wecom.api import MediaTooLarge, WeComAPIError, WeComClient, WeComN
 from channels.wecom.callback import event_name, open_callback, text, verify_url
 from channels.wecom.kf_inbound import KfRecord, translate
 from channels.wecom.kf_outbound import build_parts, menu_body, part_msgid, send_error, split_utf8
-from channels.wecom.session import STATE_NAMES, current_state, reply_code, reply_code_key
+from channels.wecom.session import STATE_NAMES, TEXT_UNSENT, current_state, reply_code, reply_code_key
 from channels.wecom.settings import WeComKfSecrets, WeComKfSettings
 from channels.wecom.token import WeComTokenProvider
 from scrm.domain import (
@@ -66,6 +66,7 @@ class WeComKfAdapter(ChannelAdapter):
         reply_window=timedelta(hours=48),
         max_replies_in_window=5,
         idempotent_send=True,  # our msgid: WeCom refuses a repeated one
+        survey_on_close=True,  # the closing code's menu (send_msg_on_event) is the last message WeCom lets through
     )
     settings_model = WeComKfSettings
     secrets_model = WeComKfSecrets
@@ -179,9 +180,9 @@ class WeComKfAdapter(ChannelAdapter):
         return int(data.get("service_state") or 0), data.get("servicer_userid") or None
 
     @classmethod
-    def reply_blocked(cls, identity_attributes: Mapping[str, Any]) -> str | None:
-        """In 待接入池 (2) and 人工 (3) WeCom refuses API messages (95018): say so before anyone tries."""
-        state, servicer = current_state(identity_attributes)
+    def reply_blocked(cls, identity_attributes: Mapping[str, Any], last_inbound_at: datetime | None = None) -> str | None:
+        """kf/send_msg works in 未处理 (0) and 智能助手 (1) only (95018 otherwise): say why before anyone tries."""
+        state, servicer = current_state(identity_attributes, last_inbound_at=last_inbound_at)
         if state == 3 and reply_code(identity_attributes) is not None:
             return None  # the msg_code of the move into 人工 carries one text reply (send_msg_on_event)
         if state == 3:
@@ -190,6 +191,9 @@ class WeComKfAdapter(ChannelAdapter):
         if state == 2:
             return ("the WeCom session waits in the pool (待接入池), where WeCom refuses API messages (95018); "
                     "take it over as an agent mapped to a WeCom userid")
+        if state == 4:
+            return ("the WeCom session has ended (已结束): WeCom refuses API messages until the customer writes "
+                    "again (95018)")
         return None
 
     # -- outbound ----------------------------------------------------------------------------
@@ -226,10 +230,19 @@ class WeComKfAdapter(ChannelAdapter):
             raise PermanentSendError(f"stored attachment is missing: {exc}", code="missing_file") from None
 
     async def _change_state(self, message: OutboundMessage, op: Mapping[str, Any]) -> SendResult:
+        """service_state/trans, and the pool / closing message (and survey) with the code the move returns.
+
+        The message needs that code: when WeCom is in the target state already, or the move returns no
+        code, or the code is refused, the delivery fails with TEXT_UNSENT (the state did change: the
+        application remembers the target, not the state before) so the thread shows why."""
         target = int(op["service_state"])
         current, servicer = await self.service_state(message.recipient_id)
         wanted = op.get("servicer_userid") or None
+        name = STATE_NAMES.get(target, str(target))
         if current == target and (target != 3 or servicer == wanted):
+            if message.text:
+                raise PermanentSendError(f"the WeCom session was {name} already, so no code came with which to send "
+                                         "this message (WeCom refuses API messages then, 95018)", code=TEXT_UNSENT)
             return SendResult(external_id=None, data={"service_state": target, "unchanged": True})
         body: dict[str, Any] = {"open_kfid": self.open_kfid, "external_userid": message.recipient_id,
                                 "service_state": target}
@@ -237,12 +250,20 @@ class WeComKfAdapter(ChannelAdapter):
             body["servicer_userid"] = wanted
         data = await self.client.post("kf/service_state/trans", body)
         code = data.get("msg_code")
-        if code and message.text:  # the pool / closing message WeCom lets us send with this code
-            await self._send_on_event(message, str(code), part_msgid(message.idempotency_key, 1))
-        elif code and target == 3:  # kept for the agent's first reply (wecom_session.on_state_sent copies it)
-            await self.runtime.state.set(reply_code_key(message.recipient_id),
-                                         {"code": str(code), "servicer": wanted})
-        log.info("wecom kf: %s moved %s -> %s", message.recipient_id, STATE_NAMES.get(current), STATE_NAMES.get(target))
+        log.info("wecom kf: %s moved %s -> %s", message.recipient_id, STATE_NAMES.get(current), name)
+        if message.text:  # the pool / closing message WeCom lets us send with this code
+            if not code:
+                raise PermanentSendError(f"the WeCom session moved to {name} without a code to send this message "
+                                         "with (WeCom refuses API messages then, 95018)", code=TEXT_UNSENT)
+            try:
+                await self._send_on_event(message, str(code), part_msgid(message.idempotency_key, 1))
+            except (WeComAPIError, WeComNetworkError) as exc:  # a retry would find the move made and no code
+                raise PermanentSendError(f"the WeCom session moved to {name}, but WeCom refused the message sent "
+                                         f"with its code: {send_error(exc).reason}", code=TEXT_UNSENT) from None
+            return SendResult(external_id=part_msgid(message.idempotency_key, 1),
+                              data={"service_state": target, "previous": current})
+        if code and target == 3:  # kept for the agent's first reply (wecom_session.on_state_sent copies it)
+            await self.runtime.state.set(reply_code_key(message.recipient_id), {"code": str(code), "servicer": wanted})
         return SendResult(external_id=None, data={"service_state": target, "previous": current})
 
     async def _first_reply(self, message: OutboundMessage, code: str) -> SendResult:

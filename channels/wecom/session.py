@@ -14,20 +14,33 @@ from typing import Any
 
 SESSION_LIFETIME = timedelta(hours=48)
 REPLY_CODE_LIFETIME = timedelta(hours=48)  # the "taken from the pool" code  # WeCom ends a session after 48 h: a remembered state expires with it
+# The error code of a state change that was made while the message riding on its code could not be sent.
+TEXT_UNSENT = "state_text_unsent"
 STATE_NAMES = {0: "未处理", 1: "智能助手", 2: "待接入池", 3: "人工", 4: "已结束"}
 
 
-def current_state(attrs: Mapping[str, Any], now: datetime | None = None) -> tuple[int, str | None]:
-    """The remembered state of a customer's session and its servicer (0 when unknown or expired)."""
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+
+
+def current_state(attrs: Mapping[str, Any], now: datetime | None = None,
+                  last_inbound_at: datetime | None = None) -> tuple[int, str | None]:
+    """The remembered state of a customer's session and its servicer (0 when unknown or expired).
+
+    `last_inbound_at`: the customer's last message; one after the session ended (4) started a new
+    session, which WeCom puts in 0 (PROTOCOL.md §4: "4 → nothing, the customer's next message makes it 0")."""
     state = attrs.get("wecom_kf_state")
     at = attrs.get("wecom_kf_state_at")
     if not isinstance(state, int):
         return 0, None
     if isinstance(at, str):
         try:
-            if datetime.fromisoformat(at) < (now or datetime.now(UTC)) - SESSION_LIFETIME:
-                return 0, None
+            since = _aware(datetime.fromisoformat(at))
         except ValueError:
+            return 0, None
+        if since < (now or datetime.now(UTC)) - SESSION_LIFETIME:
+            return 0, None
+        if state == 4 and last_inbound_at is not None and _aware(last_inbound_at) > since:
             return 0, None
     servicer = attrs.get("wecom_servicer")
     return state, servicer if isinstance(servicer, str) else None

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from scrm import events as ev
 from scrm.db.models import Conversation
 from scrm.services.wecom import session as wecom_session
+from scrm.services.wecom.welcome import WELCOME_KIND
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -35,10 +36,12 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     async def on_conversation(event: ev.Event) -> None:
         cid = event.data.get("conversation_id")
         if isinstance(cid, int) and await is_kf(event.data.get("inbox_id"), cid):
-            await wecom_session.mirror(ctx, cid)
+            await wecom_session.mirror(ctx, cid, by=event.data.get("by") if isinstance(event.data.get("by"), str) else None)
 
     async def on_delivery(event: ev.Event) -> None:
-        if event.data.get("kind") == "wecom_state" and event.data.get("status") == "failed":
+        if event.data.get("kind") == WELCOME_KIND and event.data.get("status") == "failed":
+            await wecom_session.on_code_failed(ctx, int(event.data["delivery_id"]))
+        elif event.data.get("kind") == "wecom_state" and event.data.get("status") == "failed":
             await wecom_session.on_state_failed(ctx, int(event.data["delivery_id"]))
         elif event.data.get("kind") == "wecom_state" and event.data.get("status") == "sent":
             await wecom_session.on_state_sent(ctx, int(event.data["delivery_id"]))
@@ -64,10 +67,12 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     names = (ev.CONVERSATION_CREATED, ev.CONVERSATION_HANDLER_CHANGED, ev.CONVERSATION_STATUS_CHANGED)
     subs = [ctx.bus.subscribe(on_conversation, name) for name in names]
     subs.append(ctx.bus.subscribe(on_delivery, ev.DELIVERY_UPDATED,
-                                  wants=lambda e: e.data.get("kind") == "wecom_state"))
+                                  wants=lambda e: e.data.get("kind") in ("wecom_state", WELCOME_KIND)))
+    # Any message the API sends in 人工 takes the one reply its code allows (an agent's, an automation's,
+    # a ticket notice): the next is refused before it is queued (reply_blocked), not by WeCom.
     subs.append(ctx.bus.subscribe(on_agent_message, ev.MESSAGE_CREATED, wants=lambda e: (
-        e.data.get("channel") == "wecom_kf" and e.data.get("direction") == "out"
-        and e.data.get("sender_kind") == "agent")))
+        e.data.get("channel") == "wecom_kf" and e.data.get("direction") == "out" and not e.data.get("private")
+        and e.data.get("sender_kind") in ("agent", "bot", "system"))))
     # WeCom / OA API calls: after the consumer's commit, not inside its transaction.
     subs.append(ctx.bus.subscribe(on_contact, ev.CONTACT_UPDATED, after_commit=True, wants=lambda e: bool(e.data.get("created")) or (
         e.data.get("change") in (None, "tag", "merged") and "imported" not in e.data)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Messag
 from scrm.db.models_events import EventRecord
 from scrm.domain import Attachment, ContactProfile, InboundMessage
 from scrm.event_log import live_only
+from scrm.services.conversations import ingest_pg
 from scrm.services.conversations.ingest import group_commit, ingest
 from tests.conftest import make_inbox
 
@@ -78,17 +80,20 @@ async def tell_story(ctx: AppContext, inbox: Inbox, *, fast: bool) -> tuple[list
         [InboundMessage(f"{p}-a", "s1", "换个名字", profile=ContactProfile(name="新名字", username="s1_handle"),
                         auto_submitted=True)],
         [InboundMessage(f"{p}-b", "s2", "又来了", payload={"subject": "重新打开"})],
-        [InboundMessage(f"{p}-c", "s3", "  snoozed\n  wakes   up ", profile=ContactProfile(language="en"))],
+        [InboundMessage(f"{p}-c", "s3", "  snoozed\n  wakes   up ",
+                        profile=ContactProfile(language="en", attributes={"source": "oamenu3", "tier": 2}))],
         [InboundMessage(f"{p}-d", "s4", None, content_type="image",
                         attachments=(Attachment(kind="image", filename="a.png", mime_type="image/png", size=3, url="https://x/a.png"),),
                         sent_at=datetime(2026, 11, 1, 8, 0, tzinfo=UTC), payload={"choice": "yes"})],
         [InboundMessage(f"{p}-e", "s5", "email?", profile=ContactProfile(email="new@example.com", phone="+1 555"))],
         [InboundMessage(f"{p}-f", "s6", "merged")],
-        [InboundMessage(f"{p}-g", "s7", "new person", profile=ContactProfile(name="Newcomer"))],
+        [InboundMessage(f"{p}-g", "s7", "new person", profile=ContactProfile(
+            name="Newcomer", attributes={"gender": "female", "wechat_unionid": "oU7", "source": "kf_link"})),
+         InboundMessage(f"{p}-g2", "s7", "same batch", profile=ContactProfile(attributes={"source": "later", "gender": "f"}))],
         [InboundMessage(f"{p}-first-s1", "s1", "first s1")],  # a platform's retry of an old message
         [InboundMessage(f"{p}-h", "s1", "second in batch"), InboundMessage(f"{p}-h", "s1", "second in batch")],
         [InboundMessage(f"{p}-i", "s2", "and again", profile=ContactProfile(name="name s2"))],
-        [InboundMessage(f"{p}-j", "s5", "x" * 300)],
+        [InboundMessage(f"{p}-j", "s5", "x" * 300, profile=ContactProfile(attributes={"vip": True}))],
     ]
     acks = await asyncio.gather(*[ingest(ctx, inbox, r) for r in requests])
     await asyncio.sleep(0.05)
@@ -139,9 +144,9 @@ async def snapshot(ctx: AppContext, inbox: Inbox, acks: list[Any], events: list[
                                  c.last_message_preview, c.subject, c.bot_state, c.resolved_at is None,
                                  c.snoozed_until is None) for c in convs.values()),
         "identities": sorted((i.external_id, i.username, i.reachable, i.unreachable_reason, i.last_inbound_at is not None,
-                              sender_of_contact.get(i.contact_id)) for i in idents.values()),
-        "contacts": sorted((sender_of_contact[c.id], c.name, c.email, c.phone, c.language, c.merged_into_id is not None)
-                           for c in contacts.values() if c.id in sender_of_contact),
+                              sender_of_contact.get(i.contact_id), i.source) for i in idents.values()),
+        "contacts": sorted((sender_of_contact[c.id], c.name, c.email, c.phone, c.language, c.merged_into_id is not None,
+                            json.dumps(c.attributes, sort_keys=True)) for c in contacts.values() if c.id in sender_of_contact),
         "acks": [[(a.duplicate, name("message_id", a.message_id), name("conversation_id", a.conversation_id)) for a in ack]
                  for ack in acks],
         "events": sorted((e.name, tuple(sorted((k, str(name(k, v))) for k, v in e.data.items()))) for e in events),
@@ -154,6 +159,9 @@ async def test_the_function_stores_what_the_python_path_stores(quiet_ctx: AppCon
     fast_inbox = await make_inbox(ctx, name="fast", reopen_policy=policy)
     python_inbox = await make_inbox(ctx, name="python", reopen_policy=policy)
     fast = await snapshot(ctx, fast_inbox, *await tell_story(ctx, fast_inbox, fast=True))
+    assert group_commit(ctx).fast is True  # the function took its part (no fall back to the batch path)
+    with_attributes = InboundMessage("x", "s", "hi", profile=ContactProfile(attributes={"gender": "female"}))
+    assert ingest_pg.handled(with_attributes, threaded=False)  # a new 微信客服 customer's profile: the function's
     python = await snapshot(ctx, python_inbox, *await tell_story(ctx, python_inbox, fast=False))
     for part in python:
         assert fast[part] == python[part], part
@@ -170,6 +178,10 @@ async def test_the_function_stores_what_the_python_path_stores(quiet_ctx: AppCon
     contacts = {c[0]: c for c in fast["contacts"]}
     assert contacts["s1+s6"][1] == "新名字" and contacts["s3"][4] == "en"
     assert contacts["s5"][2:4] == ("kept@example.com", "+86 10 1234")
+    # Custom attributes: keys replace, "source" is first-touch on the contact and the identity.
+    assert json.loads(contacts["s7"][6]) == {"gender": "f", "wechat_unionid": "oU7", "source": "kf_link"}
+    assert identities["s7"][6] == "kf_link" and identities["s3"][6] == "oamenu3"
+    assert json.loads(contacts["s5"][6])["vip"] is True
     retried, twice = fast["acks"][7], fast["acks"][8]
     assert retried[0][0] is True and [a[0] for a in twice] == [False, True] and twice[0][1:] == twice[1][1:]
     assert any(name == ev.CONVERSATION_STATUS_CHANGED and ("previous", "snoozed") in data for name, data in fast["events"])
@@ -195,6 +207,6 @@ async def test_without_the_function_batches_take_the_python_path(quiet_ctx: AppC
                    and "from the function path to the batch path" in r.getMessage() for r in caplog.records)
         assert (REGISTRY.get_sample_value("scrm_ingest_fallbacks_total", labels) or 0) > counted
     finally:  # the next tests share this database
-        migration = importlib.import_module("scrm.db.migrations.versions.0013_ingest_batch_function")
+        migration = importlib.import_module("scrm.db.migrations.versions.0026_i17b_ingest_attributes")
         async with ctx.db.transaction() as s:
             await s.execute(text(migration.FUNCTION))

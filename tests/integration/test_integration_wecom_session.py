@@ -85,7 +85,9 @@ async def test_states_follow_bot_queue_human_resolved(client, ctx, fake, admin_h
     resp = await client.post(f"/api/v1/conversations/{cid}/status", json={"status": "resolved"}, headers=headers)
     assert resp.status == 200
     await deliver_all(ctx)
-    assert fake.state(CUSTOMER) == 4 and fake.event_sends[-1]["text"]["content"] == "感谢您的咨询，再见"
+    assert fake.state(CUSTOMER) == 4
+    closing = fake.event_sends[-1]  # with the closing code: the closing message and the survey as one menu
+    assert closing["_kind"] == "closing" and closing["msgmenu"]["head_content"].startswith("感谢您的咨询，再见")
 
 
 async def test_api_only_keeps_the_session_with_the_api(client, ctx, fake, admin_headers) -> None:
@@ -140,10 +142,10 @@ async def test_session_ended_in_wecom_gets_the_closing_message_once(client, ctx,
     await notify(client, ctx, fake, inbox.id)  # the same event pulled again
     await deliver_all(ctx)
     [closing] = fake.event_sends
-    assert closing["code"] == code and closing["text"]["content"] == "感谢您的咨询，再见"
+    assert closing["code"] == code and closing["msgmenu"]["head_content"].startswith("感谢您的咨询，再见")
     assert all(t["service_state"] != 4 for t in fake.trans_requests)  # WeCom ended it: nothing echoed back
     shown = [m for m in await messages(ctx, conversation_id=msg.conversation_id) if m.direction == "out"]
-    assert [m.text for m in shown].count("感谢您的咨询，再见") == 1  # shown in the thread
+    assert [m.text.startswith("感谢您的咨询，再见") for m in shown].count(True) == 1  # shown in the thread
 
     # The customer writes again (a new conversation), the servicer ends it once more, but the event is
     # pulled after its code's 20 s: no closing message is attempted.

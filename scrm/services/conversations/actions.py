@@ -89,7 +89,7 @@ def reply_window(inbox: Inbox, identity: ContactIdentity, channels: ChannelRules
         return {"open": False, "reason": "contact unsubscribed from this channel"}
     if not identity.reachable:
         return {"open": False, "reason": f"contact unreachable: {identity.unreachable_reason or 'blocked'}"}
-    blocked = channels.reply_blocked(inbox.channel_type, identity.attributes or {})
+    blocked = channels.reply_blocked(inbox.channel_type, identity.attributes or {}, identity.last_inbound_at)
     if blocked:
         return {"open": False, "reason": blocked}
     if caps.reply_window is None:
@@ -104,6 +104,12 @@ def reply_window(inbox: Inbox, identity: ContactIdentity, channels: ChannelRules
     return {"open": True, "closes_at": closes.isoformat()}
 
 
+async def reply_window_counted(tx: Tx, inbox: Inbox, identity: ContactIdentity) -> dict[str, Any]:
+    """reply_window with the channel's message count per window (WeCom 微信客服: 5 within 48 h): what any
+    message queued now must pass, or the platform would refuse it."""
+    return await with_reply_count(tx.session, inbox, identity, reply_window(inbox, identity, tx.channels), tx.channels)
+
+
 async def do_reply(
     tx: Tx, conversation_id: int, agent_id: int, text: str | None, *,
     attachments: Sequence[dict[str, Any]] = (), choices: Sequence[Choice] = (),
@@ -112,7 +118,7 @@ async def do_reply(
     if not (text and text.strip()) and not attachments:
         raise ConversationError("reply text is empty", 400, "empty_reply")
     conv, inbox, identity = await load(tx, conversation_id)
-    window = await with_reply_count(tx.session, inbox, identity, reply_window(inbox, identity, tx.channels), tx.channels)
+    window = await reply_window_counted(tx, inbox, identity)
     if not window["open"]:
         raise ConversationError(window["reason"], 409, "reply_window_closed")
     last_in = await tx.session.scalar(
@@ -283,9 +289,13 @@ async def do_retry_delivery(tx: Tx, message_id: int, agent_id: int) -> Delivery:
         raise ConversationError("message has no delivery", 404, "not_found")
     if delivery.status != "failed":
         raise ConversationError(f"only failed deliveries can be retried (this one is {delivery.status})", 409, "not_failed")
+    wecom_op = ((delivery.payload or {}).get("metadata") or {}).get("wecom")
+    if isinstance(wecom_op, dict) and wecom_op.get("op") == "event_code":
+        raise ConversationError("this message was sent with a WeCom event code (welcome or closing), which works "
+                                "once and for 20 s: it cannot be sent again", 409, "code_single_use")
     conv, inbox, identity = await load(tx, delivery.conversation_id) if delivery.conversation_id else (None, None, None)
     if inbox is not None and identity is not None:
-        window = await with_reply_count(tx.session, inbox, identity, reply_window(inbox, identity, tx.channels), tx.channels)
+        window = await reply_window_counted(tx, inbox, identity)
         if not window["open"]:
             raise ConversationError(window["reason"], 409, "reply_window_closed")
     delivery.status = "queued"

@@ -1,10 +1,10 @@
 """PostgreSQL fast path of the group commit: a batch stored, and its events logged, by one statement.
 
-The function (migration 0013) does in the database what ingest_batch.store_batch does for the common
+The function (migrations 0013, 0026: custom attributes) does in the database what ingest_batch.store_batch does for the common
 case, in one round trip that is its own transaction: it restates in SQL the rules of ingest_rules.py
 (tests/core/test_ingest_pg.py keeps the two equal). What it does not handle (a merged contact) comes
 back as `slow`, untouched, and so does every message of a sender the function is not given at all
-(threads, reply references, custom attributes, email participants): the caller stores those with the
+(threads, reply references, email participants): the caller stores those with the
 Python path. A sender is wholly on one path, so its messages keep their order.
 """
 
@@ -30,6 +30,7 @@ _ARRAYS: dict[str, Any] = {
     "external_ids": Text, "senders": Text, "texts": Text, "content_types": Text, "previews": Text,
     "attachments": Text, "payloads": Text, "sent_ats": DateTime(timezone=True), "subjects": Text,
     "names": Text, "emails": Text, "phones": Text, "languages": Text, "avatars": Text, "usernames": Text,
+    "profile_attributes": Text,  # a JSON object per message, NULL for none (migration 0026)
 }
 # The call and the event log rows of what it stored, in one statement and so in one transaction (a
 # data-modifying CTE always runs): the follow-up work of an acknowledged message can never be lost.
@@ -96,10 +97,8 @@ class FastOutcome:
 
 def handled(msg: InboundMessage, threaded: bool) -> bool:
     """Whether the function can store this message (else its sender takes the Python path)."""
-    profile = msg.profile
     return (
         rules.follows_latest(msg, threaded) and not msg.reply_to_external_id
-        and (profile is None or not profile.attributes)
         and not (isinstance(msg.payload, dict) and msg.payload.get("recipients"))
     )
 
@@ -164,6 +163,8 @@ def _arguments(inbox: Inbox, messages: list[InboundMessage]) -> dict[str, Any]:
         for name, attr in (("names", "name"), ("emails", "email"), ("phones", "phone"), ("languages", "language"),
                            ("avatars", "avatar_url"), ("usernames", "username")):
             columns[name].append(getattr(profile, attr, None) if profile is not None else None)
+        attributes = profile.attributes if profile is not None else None
+        columns["profile_attributes"].append(json.dumps(dict(attributes)) if attributes else None)
     return {"inbox": inbox.id, "new_on_resolved": inbox.reopen_policy == "new", "now": utcnow(), **columns,
             "channel": inbox.channel_type, "event_content_types": [str(m.content_type) for m in messages],
             "auto_submitted": [bool(m.auto_submitted) for m in messages]}

@@ -55,7 +55,7 @@ async def do_start_conversation(tx: Tx, agent_id: int, contact_id: int, inbox_id
     if inbox.channel_type not in STARTABLE:
         raise ConversationError(f"a {inbox.channel_type} inbox cannot start conversations", 409, "cannot_start")
     identity = await _identity(tx, contact, inbox)
-    window = conv_svc.reply_window(inbox, identity, tx.channels)
+    window = await conv_svc.reply_window_counted(tx, inbox, identity)
     if not window["open"]:
         raise ConversationError(window["reason"], 409, "reply_window_closed")
     conv = None

@@ -290,7 +290,7 @@ async def _canned_text(tx: Tx, shortcut: str) -> str | None:
 
 async def _send(tx: Tx, conv: Conversation, body: str) -> str:
     conv_obj, inbox, identity = await conv_svc.load(tx, conv.id)
-    window = conv_svc.reply_window(inbox, identity, tx.channels)
+    window = await conv_svc.reply_window_counted(tx, inbox, identity)
     if not window["open"]:
         return f"not sent: {window['reason']}"
     from scrm.services.outbox import enqueue_message

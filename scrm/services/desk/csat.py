@@ -46,32 +46,52 @@ def _has_buttons(caps: Capabilities | None, settings: dict[str, Any]) -> bool:
     return bool(caps.buttons and caps.max_buttons >= 5 and settings.get("buttons", True) is not False)
 
 
+async def not_wanted(tx: Tx, conv: Conversation) -> str | None:
+    """Why no survey is asked for this resolved conversation (settings, bot alone, one pending), or None."""
+    cfg = await get_section(tx.session, "csat")
+    if not cfg["enabled"]:
+        return "csat disabled"
+    stats = await tx.session.get(ConversationStats, conv.id)
+    if cfg["only_when_human"] and not (stats and stats.human_involved) and conv.assignee_id is None:
+        return "resolved by the bot alone"
+    # One open survey per conversation: a second resolve does not ask again while one is pending.
+    pending = await tx.session.scalar(select(CsatSurvey.id).where(CsatSurvey.conversation_id == conv.id,
+                                                                  CsatSurvey.status == "asked"))
+    return "already asked" if pending else None
+
+
+async def _new_survey(tx: Tx, conv: Conversation, ticket_id: int | None = None) -> CsatSurvey:
+    stats = await tx.session.get(ConversationStats, conv.id)
+    survey = CsatSurvey(conversation_id=conv.id, inbox_id=conv.inbox_id, contact_id=conv.contact_id,
+                        agent_id=conv.assignee_id, team_id=stats.team_id if stats else None, ticket_id=ticket_id,
+                        status="asked", asked_at=utcnow())
+    tx.session.add(survey)
+    await tx.session.flush()
+    return survey
+
+
+def _buttons(survey: CsatSurvey) -> list[Choice]:
+    return [Choice(LABELS[n], f"{PAYLOAD_PREFIX}{survey.id}:{n}") for n in range(5, 0, -1)]
+
+
 async def ask(tx: Tx, conversation_id: int, *, ticket_id: int | None = None,
               public_url: str | None = None) -> tuple[CsatSurvey | None, str]:
     """Send the survey for a resolved conversation; returns (survey or None, how it was asked or why not).
 
     `public_url` (settings server.public_url) is needed for the email rating link; without it email
     falls back to numbered text."""
-    cfg = await get_section(tx.session, "csat")
-    if not cfg["enabled"]:
-        return None, "csat disabled"
     conv, inbox, identity = await conv_svc.load(tx, conversation_id)
-    stats = await tx.session.get(ConversationStats, conv.id)
-    if cfg["only_when_human"] and not (stats and stats.human_involved) and conv.assignee_id is None:
-        return None, "resolved by the bot alone"
-    window = conv_svc.reply_window(inbox, identity, tx.channels)
+    caps = tx.channels.capabilities(inbox.channel_type)
+    if caps is not None and caps.survey_on_close:
+        return None, "left to the message that ends the channel's session (survey_for_closing)"
+    why_not = await not_wanted(tx, conv)
+    if why_not:
+        return None, why_not
+    window = await conv_svc.reply_window_counted(tx, inbox, identity)
     if not window["open"]:
         return None, f"not asked: {window['reason']}"
-    # One open survey per conversation: a second resolve does not ask again while one is pending.
-    pending = await tx.session.scalar(select(CsatSurvey.id).where(CsatSurvey.conversation_id == conv.id,
-                                                                  CsatSurvey.status == "asked"))
-    if pending:
-        return None, "already asked"
-    survey = CsatSurvey(conversation_id=conv.id, inbox_id=inbox.id, contact_id=conv.contact_id,
-                        agent_id=conv.assignee_id, team_id=stats.team_id if stats else None, ticket_id=ticket_id,
-                        status="asked", asked_at=utcnow())
-    tx.session.add(survey)
-    await tx.session.flush()
+    cfg = await get_section(tx.session, "csat")
+    survey = await _new_survey(tx, conv, ticket_id)
     question = cfg["question_zh"] + "\n" + cfg["question_en"]
     metadata: dict[str, Any] = {"csat_survey_id": survey.id}
     if inbox.channel_type in LINK_CHANNELS and public_url:
@@ -82,9 +102,8 @@ async def ask(tx: Tx, conversation_id: int, *, ticket_id: int | None = None,
         text = (f"{question}\n\n请点击链接评分 / Rate us here:\n{url}\n\n"
                 "也可以直接回复数字 1-5 / Or simply reply with a number 1-5.")
         metadata.update(csat_url=url, subject=conv.subject or "服务评价 / How did we do?")
-    elif _has_buttons(tx.channels.capabilities(inbox.channel_type), inbox.settings or {}):
-        choices = [Choice(LABELS[n], f"{PAYLOAD_PREFIX}{survey.id}:{n}") for n in range(5, 0, -1)]
-        text, how = question, "buttons"
+    elif _has_buttons(caps, inbox.settings or {}):
+        choices, text, how = _buttons(survey), question, "buttons"
     else:
         choices = []
         text = question + "\n" + "\n".join(LABELS[n] for n in range(5, 0, -1)) + "\n请回复数字 1-5 / Reply with a number 1-5"
@@ -92,6 +111,25 @@ async def ask(tx: Tx, conversation_id: int, *, ticket_id: int | None = None,
     await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="system", text=text,
                           choices=choices, automatic=True, metadata=metadata)
     return survey, how
+
+
+async def survey_for_closing(tx: Tx, conv: Conversation) -> tuple[CsatSurvey | None, str, list[Choice]]:
+    """The survey a channel sends with the message that ends its session (Capabilities.survey_on_close):
+    (survey, question, rating buttons), or (None, why not, []). The caller sends it, or drops it with
+    `not_sent` when the closing message could not carry it."""
+    why_not = await not_wanted(tx, conv)
+    if why_not:
+        return None, why_not, []
+    cfg = await get_section(tx.session, "csat")
+    survey = await _new_survey(tx, conv)
+    return survey, cfg["question_zh"] + "\n" + cfg["question_en"], _buttons(survey)
+
+
+async def not_sent(tx: Tx, survey_id: int) -> None:
+    """A survey that never reached the customer is no survey asked (reports count asked ones)."""
+    survey = await tx.session.get(CsatSurvey, survey_id)
+    if survey is not None and survey.status == "asked":
+        await tx.session.delete(survey)
 
 
 def parse_answer(text: str | None, payload: dict[str, Any] | None) -> tuple[int, str | None, int | None] | None:
@@ -146,7 +184,7 @@ async def record_reply(tx: Tx, message: Message, conv: Conversation) -> CsatSurv
                 by="csat", inbox_id=conv.inbox_id)
         tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conv.id, inbox_id=conv.inbox_id)
     _, inbox, identity = await conv_svc.load(tx, conv.id, lock=False)
-    if conv_svc.reply_window(inbox, identity, tx.channels)["open"]:
+    if (await conv_svc.reply_window_counted(tx, inbox, identity))["open"]:
         await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="system",
                               text=cfg["thanks"], automatic=True)
     return survey

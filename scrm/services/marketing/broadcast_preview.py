@@ -77,7 +77,8 @@ async def preview(ctx: AppContext, tx: Tx, b: Broadcast, contact_id: int | None)
     for inbox in inboxes:
         ident = next((i for i in idents if i.inbox_id == inbox.id), None)
         caps = tx.channels.capabilities(inbox.channel_type)
-        d = check_identity(contact, ident, inbox, now, caps) if ident else Decision(None, inbox, "message")
+        d = (check_identity(contact, ident, inbox, now, caps, blocked=tx.channels.reply_blocked(
+            inbox.channel_type, ident.attributes, ident.last_inbound_at)) if ident else Decision(None, inbox, "message"))
         token = "preview" if inbox.channel_type == "email" else None
         url = unsubscribe_url(ctx.settings.server.public_url, token) if token else ""
         text, ctype, meta = delivery_payload(b, Decision(ident, inbox, d.mode or "message"), contact, token,

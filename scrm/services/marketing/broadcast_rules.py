@@ -7,6 +7,9 @@ Channel rules come from each adapter's capabilities and the identity's state, ne
   skipped "outside_window" -- never a template message: WeChat allows those for service notices only;
 - WeChat OA in 群发 mode (mass): every follower, window or not, within the monthly per-follower quota of
   service accounts; in 订阅通知 mode (subscribe): only followers with a consent to the template;
+- WeCom 微信客服: inside the window, and only while the session lets the API send (not in 待接入池, 人工
+  or 已结束: skipped "session_state"); the 5-message allowance is not counted per recipient here: one who
+  had 5 messages since writing fails at send with WeCom's reason (95001), shown on the recipient;
 - Telegram: only users who started the bot (they wrote to it) and did not block it;
 - email: only with consent (contact attributes consent.email = true), with an unsubscribe link;
 - WeCom 客户联系: only customers a staff member follows, at most one 群发 per customer per day; the
@@ -152,8 +155,9 @@ def has_template(inbox: InboxInfo) -> bool:
 
 
 def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: InboxInfo, now: datetime,
-                   caps: Capabilities | None, wechat: WeChatRules | None = None) -> Decision:
-    """Apply the channel's rules to one identity of the contact (`caps`: what the inbox's channel can do)."""
+                   caps: Capabilities | None, wechat: WeChatRules | None = None, blocked: str | None = None) -> Decision:
+    """Apply the channel's rules to one identity of the contact (`caps`: what the inbox's channel can do;
+    `blocked`: why the channel's session rules refuse messages to the identity now, ChannelRules.reply_blocked)."""
     channel = inbox.channel_type
     skip = lambda reason: Decision(ident, inbox, None, reason)  # noqa: E731
     if not inbox.active:
@@ -191,6 +195,8 @@ def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: Inbox
             if channel == "wechat_oa" and wechat is not None and ident.id in wechat.consented:
                 return Decision(ident, inbox, "subscribe")
             return skip("outside_window")
+        if blocked:  # WeCom 微信客服 in 待接入池 / 人工 / 已结束: kf/send_msg would answer 95018
+            return skip("session_state")
     return Decision(ident, inbox, "message")
 
 
@@ -201,6 +207,7 @@ class Chooser:
                  wechat: WeChatRules | None = None) -> None:
         self.now = now
         self.wechat = wechat
+        self.channels = channels
         self.by_inbox = {i.id: i for i in inboxes}
         self.order = {i.id: n for n, i in enumerate(inboxes)}
         self.capabilities = {i.channel_type: channels.capabilities(i.channel_type) for i in inboxes}
@@ -215,7 +222,8 @@ class Chooser:
         for ident in candidates:
             inbox = by_inbox[ident.inbox_id]
             decision = check_identity(contact, ident, inbox, self.now, self.capabilities[inbox.channel_type],
-                                      self.wechat)
+                                      self.wechat, self.channels.reply_blocked(inbox.channel_type, ident.attributes,
+                                                                               ident.last_inbound_at))
             if decision.reason is None:
                 return decision
             first_refusal = first_refusal or decision

@@ -94,7 +94,7 @@ async def notify_customer(tx: Tx, ticket: Ticket) -> str:
     conv, inbox, identity = await conv_svc.load(tx, ticket.conversation_id, lock=False)
     zh, en = NOTICE[ticket.status]
     text = zh.format(n=ticket.number) + "\n" + en.format(n=ticket.number)
-    window = conv_svc.reply_window(inbox, identity, tx.channels)
+    window = await conv_svc.reply_window_counted(tx, inbox, identity)
     if not window["open"]:
         template = await _template_for(tx, inbox, identity)
         if template is not None:

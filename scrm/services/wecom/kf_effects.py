@@ -21,6 +21,7 @@ from scrm.domain import Choice, InboundMessage
 from scrm.services.conversations import actions as conv_svc
 from scrm.services.conversations.ingest import continuable, new_conversation, resolve_identity
 from scrm.services.conversations.ingest_writes import preview
+from scrm.services.desk import csat
 from scrm.services.uow import Tx, unit_of_work
 from scrm.services.wecom.session import remember
 from scrm.services.wecom.welcome import already_queued, queue_welcome
@@ -156,7 +157,7 @@ async def session_changed(ctx: AppContext, inbox: Inbox, record: KfRecord) -> No
         if change == 3:
             remember(identity, 4)
             if conv.status != "resolved":  # resolved in scrm first: its move to 4 carried the closing message
-                await _queue_closing(tx, inbox, identity, record)
+                await _queue_closing(tx, inbox, identity, conv, record)
                 await conv_svc.do_set_status(tx, conv.id, None, "resolved")
             return
         # Taken from the pool in WeCom (1) comes with the code of one reply (PROTOCOL.md §4).
@@ -168,22 +169,36 @@ async def session_changed(ctx: AppContext, inbox: Inbox, record: KfRecord) -> No
             await conv_svc.do_assign(tx, conv.id, agent_id, agent_id)
 
 
-async def _queue_closing(tx: Tx, inbox: Inbox, identity: ContactIdentity, record: KfRecord) -> None:
-    """A session ended in WeCom (change_type 3) with a msg_code: the configured closing message, sent with
-    that code through send_msg_on_event once (the delivery is keyed by the code) while it is valid (20 s)."""
+async def _queue_closing(tx: Tx, inbox: Inbox, identity: ContactIdentity, conv: Conversation, record: KfRecord) -> None:
+    """A session ended in WeCom (change_type 3): the configured closing message and the satisfaction
+    survey as one menu, sent with the event's msg_code through send_msg_on_event once (the delivery is
+    keyed by the code) while it is valid (20 s). Without a usable code nothing can reach the customer
+    until they write again (kf/send_msg answers 95018 after the end): the survey is not asked and the
+    thread says why."""
     effect = record.effect or {}
-    code, text = effect.get("msg_code"), (inbox.settings or {}).get("closing_message")
-    if not code or not text:
-        return
-    if _expired(effect, CLOSING_CODE_TTL):
-        log.info("wecom kf inbox %s: closing code of %s expired before it was pulled; no closing message",
-                 inbox.id, record.msgid)
+    code, closing = effect.get("msg_code"), (inbox.settings or {}).get("closing_message")
+    unusable = ("WeCom 未给出结束语 code / WeCom sent no closing code" if not code
+                else "结束语 code 已过期（20 秒）/ the closing code expired (valid 20 s)"
+                if _expired(effect, CLOSING_CODE_TTL) else None)
+    if unusable:
+        log.info("wecom kf inbox %s: session end %s: %s; no closing message", inbox.id, record.msgid, unusable)
+        if await csat.not_wanted(tx, conv) is None:  # wanted, but nothing can carry it: the agents see why
+            await conv_svc.add_system_note(tx, conv, f"未发送满意度评价 / satisfaction survey not sent: {unusable}; "
+                                                     "会话结束后企业微信拒收 API 消息 / WeCom refuses API messages after "
+                                                     "the end (95018)")
         return
     if await already_queued(tx, str(code)):
         return
-    await queue_welcome(tx, inbox, identity, code=str(code), text=str(text),
-                        op={"op": "event_code", "code": code, "scene": "closing",
-                            "expires_at": _expires_at(effect, CLOSING_CODE_TTL)})
+    survey, question, choices = await csat.survey_for_closing(tx, conv)
+    text = "\n\n".join(str(t) for t in (closing, question if survey else None) if t)
+    if not text:
+        return
+    delivery = await queue_welcome(tx, inbox, identity, code=str(code), text=text, choices=choices,
+                                   op={"op": "event_code", "code": code, "scene": "closing",
+                                       "expires_at": _expires_at(effect, CLOSING_CODE_TTL)})
+    if survey is not None:
+        delivery.payload = dict(delivery.payload or {}) | {
+            "metadata": dict((delivery.payload or {}).get("metadata") or {}) | {"csat_survey_id": survey.id}}
 
 
 async def servicer_availability(ctx: AppContext, inbox: Inbox, effect: Mapping[str, Any]) -> None:

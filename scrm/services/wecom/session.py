@@ -1,7 +1,9 @@
 """The WeCom session state (service_state) kept in step with the conversation's handoff.
 
 handoff "in_step" (default): bot ↔ 1 智能助手, queue ↔ 2 待接入池, human ↔ 3 人工 (with the agent's WeCom
-userid: settings.servicers maps agent logins to userids, default_servicer_userid otherwise), resolved ↔ 4.
+userid: settings.servicers maps agent logins to userids, default_servicer_userid otherwise), resolved ↔ 4
+(the move's closing code carries the closing message and the satisfaction survey as one menu: after the
+end WeCom refuses kf/send_msg until the customer writes again).
 WeCom lets the API send only in states 0 and 1 (95018 otherwise), so in state 3 the agent replies from
 the WeCom client (the reply comes back through kf/sync_msg, origin 5, and is stored as theirs) and the
 reply box says so instead of failing later; except the first reply after the move into 3, which goes
@@ -25,6 +27,7 @@ from sqlalchemy import select
 
 from channels.wecom.session import (
     STATE_NAMES,
+    TEXT_UNSENT,
     code_used,
     current_state,
     remembered,
@@ -33,15 +36,18 @@ from channels.wecom.session import (
     with_reply_code,
 )
 from scrm.db.models import Agent, ContactIdentity, Conversation, Delivery, Inbox, InboxState, Message
+from scrm.domain import Choice
 from scrm.event_batch import before_reading_again
 from scrm.services.conversations import actions as conv_svc
-from scrm.services.outbox import enqueue_delivery
+from scrm.services.desk import csat
+from scrm.services.outbox import enqueue_delivery, enqueue_message
 from scrm.services.uow import Tx, unit_of_work
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
 
 log = logging.getLogger("scrm.wecom.session")
+STATE_KIND = "wecom_state"  # a delivery that changes the session state (and may carry the message its code allows)
 
 
 def remember(identity: ContactIdentity, state: int, servicer: str | None = None, code: str | None = None) -> None:
@@ -78,8 +84,13 @@ async def target_state(tx: Tx, inbox: Inbox, conv: Conversation, current: int) -
     return (1, None, None) if current in (0, 1) else (None, None, None)
 
 
-async def mirror(ctx: AppContext, conversation_id: int) -> int | None:
-    """Queue the service_state change this conversation's handoff calls for; returns the delivery id."""
+async def mirror(ctx: AppContext, conversation_id: int, *, by: str | None = None) -> int | None:
+    """Queue the service_state change this conversation's handoff calls for; returns the delivery id.
+
+    A move to 已结束 (4) carries the closing message and the satisfaction survey in one message sent with
+    the move's closing code (Capabilities.survey_on_close): after the end WeCom refuses kf/send_msg, so
+    a survey queued on its own would fail with 95018. `by` "csat": a rating closed again what the answer
+    reopened, so no second closing message or survey."""
     async with unit_of_work(ctx) as tx:
         await before_reading_again(tx.session, conversation_id)
         conv = await tx.session.get(Conversation, conversation_id, populate_existing=True)
@@ -90,7 +101,7 @@ async def mirror(ctx: AppContext, conversation_id: int) -> int | None:
             return None
         identity = await tx.session.get(ContactIdentity, conv.identity_id, with_for_update=True)
         assert identity is not None
-        current, servicer_now = current_state(dict(identity.attributes or {}))
+        current, servicer_now = current_state(dict(identity.attributes or {}), last_inbound_at=identity.last_inbound_at)
         target, servicer, text = await target_state(tx, inbox, conv, current)
         if target is None:
             await conv_svc.add_system_note(
@@ -100,38 +111,73 @@ async def mirror(ctx: AppContext, conversation_id: int) -> int | None:
         if target == current and (target != 3 or servicer == servicer_now):
             return None
         remember(identity, target, servicer)
-        delivery = enqueue_delivery(
-            tx, inbox=inbox, identity=identity, conversation_id=conv.id, message_id=None, text=text or None,
-            content_type="event", automatic=True, kind="wecom_state",
-            metadata={"wecom": {"op": "service_state", "service_state": target, "servicer_userid": servicer,
-                                "from": current, "from_servicer": servicer_now}})
+        op = {"op": "service_state", "service_state": target, "servicer_userid": servicer,
+              "from": current, "from_servicer": servicer_now}
+        metadata: dict[str, Any] = {"wecom": op}
+        choices: list[Choice] = []
+        if target == 4 and by == "csat":
+            text = None
+        elif target == 4:
+            survey, question, choices = await csat.survey_for_closing(tx, conv)
+            if survey is not None:
+                text = "\n\n".join(t for t in (text, question) if t)
+                metadata["csat_survey_id"] = survey.id
+        if text:  # shown in the thread, so an agent sees it sent or failed with WeCom's reason
+            _, delivery = await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity,
+                                                sender_kind="system", text=text, choices=choices, automatic=True,
+                                                metadata=metadata, payload={"wecom_state": target})
+            delivery.kind = STATE_KIND
+        else:
+            delivery = enqueue_delivery(
+                tx, inbox=inbox, identity=identity, conversation_id=conv.id, message_id=None, text=None,
+                content_type="event", automatic=True, kind=STATE_KIND, metadata=metadata)
         await tx.session.flush()
         return delivery.id
 
 
 async def on_state_failed(ctx: AppContext, delivery_id: int) -> None:
-    """WeCom refused a state change: remember the state it kept and tell the agents why."""
+    """WeCom refused a state change, or made it but the message riding on its code could not be sent:
+    remember the state WeCom is in, drop a survey that never left, and tell the agents why."""
     async with unit_of_work(ctx) as tx:
         delivery = await tx.session.get(Delivery, delivery_id)
-        if delivery is None or delivery.kind != "wecom_state" or delivery.status != "failed":
+        if delivery is None or delivery.kind != STATE_KIND or delivery.status != "failed":
             return
-        op = ((delivery.payload or {}).get("metadata") or {}).get("wecom") or {}
+        metadata = (delivery.payload or {}).get("metadata") or {}
+        op = metadata.get("wecom") or {}
+        moved = delivery.error_code == TEXT_UNSENT
         identity = await tx.session.get(ContactIdentity, delivery.identity_id) if delivery.identity_id else None
-        if identity is not None and isinstance(op.get("from"), int):
+        if identity is not None and isinstance(op.get("from"), int) and not moved:
             remember(identity, op["from"], op.get("from_servicer"))
+        if isinstance(metadata.get("csat_survey_id"), int):
+            await csat.not_sent(tx, metadata["csat_survey_id"])
         conv = await tx.session.get(Conversation, delivery.conversation_id) if delivery.conversation_id else None
         if conv is not None:
             target: Any = op.get("service_state")
-            await conv_svc.add_system_note(
-                tx, conv, f"WeCom 拒绝切换会话状态到 {STATE_NAMES.get(target, target)} / WeCom refused the session "
-                          f"state {target}: {delivery.last_error or 'unknown reason'}")
+            name = STATE_NAMES.get(target, target)
+            if moved:
+                note = (f"WeCom 会话已切换到{name}，但随之发送的消息未发出 / the WeCom session is {target} now, but the "
+                        f"message sent with it did not go out: {delivery.last_error}")
+            else:
+                note = (f"WeCom 拒绝切换会话状态到 {name} / WeCom refused the session state {target}: "
+                        f"{delivery.last_error or 'unknown reason'}")
+            await conv_svc.add_system_note(tx, conv, note)
+
+
+async def on_code_failed(ctx: AppContext, delivery_id: int) -> None:
+    """A message sent with an event code (welcome, closing) failed: a survey it carried was never asked
+    (the message itself shows the reason in the thread)."""
+    async with unit_of_work(ctx) as tx:
+        delivery = await tx.session.get(Delivery, delivery_id)
+        survey_id = ((delivery.payload or {}).get("metadata") or {}).get("csat_survey_id") if delivery else None
+        if delivery is not None and delivery.status == "failed" and isinstance(survey_id, int):
+            await csat.not_sent(tx, survey_id)
 
 
 async def on_state_sent(ctx: AppContext, delivery_id: int) -> None:
     """A move into 人工 went through: remember the msg_code WeCom returned for the agent's first reply."""
     async with unit_of_work(ctx) as tx:
         delivery = await tx.session.get(Delivery, delivery_id)
-        if delivery is None or delivery.kind != "wecom_state" or delivery.identity_id is None:
+        if delivery is None or delivery.kind != STATE_KIND or delivery.identity_id is None:
             return
         row = await tx.session.get(InboxState, (delivery.inbox_id, reply_code_key(delivery.recipient_id)))
         if row is None:
@@ -163,4 +209,4 @@ async def latest_state_delivery(ctx: AppContext, conversation_id: int) -> Delive
     """The newest session-state change queued for a conversation (tests, status display)."""
     async with ctx.db.session() as s:
         return await s.scalar(select(Delivery).where(Delivery.conversation_id == conversation_id,
-                                                     Delivery.kind == "wecom_state").order_by(Delivery.id.desc()).limit(1))
+                                                     Delivery.kind == STATE_KIND).order_by(Delivery.id.desc()).limit(1))

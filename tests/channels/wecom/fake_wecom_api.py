@@ -81,8 +81,13 @@ class FakeWeCom:
         self.errors[path].extend(codes)
 
     def add(self, *items: dict[str, Any], open_kfid: str = OPEN_KFID) -> None:
-        """Customer activity WeCom would return from kf/sync_msg."""
+        """Customer activity WeCom would return from kf/sync_msg; a customer's message after the end of
+        their session starts a new one in 未处理 (PROTOCOL.md §4: 4 → 0)."""
         self.log[open_kfid].extend(items)
+        for item in items:
+            key = (open_kfid, str(item.get("external_userid") or ""))
+            if item.get("origin", 3) == 3 and self.states.get(key, (0, None))[0] == 4:
+                self.states[key] = (0, None)
 
     def new_callback_token(self) -> str:
         token = f"ENC{next(self._ids):08d}SYNCTOKEN"
