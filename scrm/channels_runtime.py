@@ -292,6 +292,8 @@ class AdapterPool:
         self._adapters: dict[int, tuple[Any, ChannelAdapter]] = {}
         self._inboxes: dict[int, tuple[float, Inbox | None]] = {}
         self._loading: dict[int, asyncio.Task[Inbox | None]] = {}
+        self._active: tuple[float, tuple[Inbox, ...]] | None = None
+        self._loading_active: asyncio.Task[tuple[Inbox, ...]] | None = None
 
     async def inbox(self, inbox_id: int) -> Inbox | None:
         """The inbox row, cached briefly: edits reach every process within INBOX_TTL seconds.
@@ -316,6 +318,24 @@ class AdapterPool:
             self._inboxes.clear()
         self._inboxes[inbox_id] = (asyncio.get_running_loop().time(), inbox)
         return inbox
+
+    async def active(self, channel_type: str) -> list[Inbox]:
+        """The active inboxes of a channel type, cached like `inbox` (INBOX_TTL): work that only some
+        channels need (OA UnionID lookups, WeCom tag pushes) asks this before a query per contact."""
+        loop = asyncio.get_running_loop()
+        if self._active is None or loop.time() - self._active[0] >= self.INBOX_TTL:
+            if self._loading_active is None:
+                self._loading_active = loop.create_task(self._load_active())
+                self._loading_active.add_done_callback(lambda _t: setattr(self, "_loading_active", None))
+            await asyncio.shield(self._loading_active)
+        assert self._active is not None
+        return [inbox for inbox in self._active[1] if inbox.channel_type == channel_type]
+
+    async def _load_active(self) -> tuple[Inbox, ...]:
+        async with self.ctx.db.session() as s:
+            rows = tuple((await s.scalars(select(Inbox).where(Inbox.active.is_(True)))).all())
+        self._active = (asyncio.get_running_loop().time(), rows)
+        return rows
 
     async def get(self, inbox_id: int) -> ChannelAdapter | None:
         """The adapter of an active inbox, or None when the inbox does not exist or is inactive."""

@@ -55,11 +55,16 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
         contact_id = event.data.get("contact_id")
         if not isinstance(contact_id, int):
             return
+        # Most installs have neither kind of inbox: a cached look saves a session and query per contact.
         if event.data.get("created"):
+            if not any((i.settings or {}).get("link_unionid") for i in await ctx.adapters.active("wechat_oa")):
+                return
             from scrm.services.wecom.oa import fetch_follower_unionids
 
             await fetch_follower_unionids(ctx, contact_id)
         elif event.data.get("change") in (None, "tag", "merged"):
+            if not await ctx.adapters.active("wecom_contacts"):
+                return
             from scrm.services.wecom.contacts import push_labels  # labels -> corp tags (no-op without WeCom)
 
             await push_labels(ctx, contact_id)
