@@ -6,12 +6,14 @@ by a contact id the browser names.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, and_, any_, bindparam, exists, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from channels.web.tokens import file_path
 from scrm import events as ev
@@ -148,6 +150,19 @@ async def messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: 
     return [visitor_message(row, row.display_name, inbox_id, token_key) for row in rows]
 
 
+@functools.cache
+def _many_select(sqlite: bool) -> Any:
+    """messages_of_many()'s statement, built once: building it (SQLAlchemy's expression objects) cost more
+    than running it. On PostgreSQL `= ANY(array)`, one SQL text for any number of visitors (one prepared
+    statement; an IN list renders a new text, and prepares it again, for each length)."""
+    ids = bindparam("ids", expanding=True) if sqlite else any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    return (_message_select()
+            .where(Conversation.identity_id.in_(ids) if sqlite else Conversation.identity_id == ids,
+                   or_(Message.id > bindparam("after", type_=BigInteger),
+                       Message.created_at >= bindparam("since", type_=DateTime(timezone=True))))
+            .order_by(Message.id).limit(bindparam("limit", type_=Integer)))
+
+
 async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, afters: dict[int, int], *,
                            recent_since: datetime, limit: int,
                            ) -> dict[int, list[tuple[datetime, dict[str, Any]]]] | None:
@@ -155,10 +170,8 @@ async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, after
     live pushes of a busy site arrive together. Each visitor's rows, oldest first, with their creation time
     (for each of a visitor's connections to pick the rows after its own cursor). None when `limit` rows
     came back: read them one by one."""
-    stmt = (_message_select().where(Conversation.identity_id.in_(list(afters)),
-                                    or_(Message.id > min(afters.values()), Message.created_at >= recent_since))
-            .order_by(Message.id).limit(limit))
-    rows = await ctx.db.one_statement(stmt)
+    rows = await ctx.db.one_statement(_many_select(ctx.db.is_sqlite), {
+        "ids": list(afters), "after": min(afters.values()), "since": recent_since, "limit": limit})
     if len(rows) >= limit:
         return None
     out: dict[int, list[tuple[datetime, dict[str, Any]]]] = {}
