@@ -26,6 +26,7 @@ from channels.web.tokens import verify_visitor
 from scrm import events as ev
 from scrm.db.models import utcnow
 from scrm.services.webchat import visitors as chat_svc
+from scrm.services.webchat.facts import facts_lookup
 from scrm.services.webchat.push import VisitorHub, hub_for
 from scrm.services.webchat.shown import MAX_RECENT, Shown
 from scrm.web.keys import CTX
@@ -170,7 +171,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if visitor is None:
         await ws.close(code=4401, message=b"bad visitor token")
         return ws
-    identity = await chat_svc.identity_facts(ctx, inbox.id, visitor)
+    identity = await facts_lookup(ctx).get(inbox.id, visitor)
     hub = hub_for(ctx)
     blocked = identity is not None and identity[1]
     if blocked or len(hub.by_topic.get(visitor_topic(inbox.id, visitor), ())) >= MAX_SOCKETS_PER_VISITOR:

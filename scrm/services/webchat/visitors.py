@@ -182,14 +182,6 @@ async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, after
     return out
 
 
-async def identity_facts(ctx: AppContext, inbox_id: int, visitor: str) -> tuple[int, bool] | None:
-    """(identity id, blocked) of a visitor, or None before their first message: what a socket needs to
-    open (every socket opens with it, all of them at once after a network blip)."""
-    c = ContactIdentity.__table__.c
-    rows = await ctx.db.one_statement(select(c.id, c.attributes).where(c.inbox_id == inbox_id, c.external_id == visitor))
-    return (rows[0].id, bool((rows[0].attributes or {}).get("blocked"))) if rows else None
-
-
 async def identities_of(ctx: AppContext, inbox_id: int, visitors: Iterable[str]) -> dict[str, int]:
     """The contact identity ids of these visitors of an inbox (those who have one yet)."""
     c = ContactIdentity.__table__.c

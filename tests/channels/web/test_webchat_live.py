@@ -10,8 +10,9 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import func, select
 
-from scrm.db.models import Conversation, Delivery, Message
+from scrm.db.models import ContactIdentity, Conversation, Delivery, Message
 from scrm.delivery.worker import OutboxWorker
+from scrm.services.webchat.facts import facts_lookup
 from scrm.services.webchat.push import hub_for, publish
 from tests.channels.web.conftest import Visitor
 
@@ -147,3 +148,24 @@ async def test_a_push_redis_refuses_still_reaches_the_connections_of_this_proces
     with pytest.raises(RedisConnectionError):  # the caller still hears that the push failed
         await publish(ctx, "webchat:1:v:x", '{"t": "m", "c": 1, "m": 2}')  # type: ignore[arg-type]
     assert woken.is_set()
+
+
+async def test_sockets_opening_together_look_their_visitors_up_in_one_statement(visitor: Visitor, ctx, monkeypatch):
+    await visitor.session()
+    sent = await visitor.send("在吗", status=201)
+    async with ctx.db.session() as s:
+        known = await s.scalar(select(Conversation.identity_id).where(Conversation.id == sent["conversation_id"]))
+        external = await s.scalar(select(ContactIdentity.external_id).where(ContactIdentity.id == known))
+    statements = []
+    one_statement = ctx.db.one_statement
+
+    async def counted(*args, **kwargs):
+        statements.append(args)
+        return await one_statement(*args, **kwargs)
+    monkeypatch.setattr(ctx.db, "one_statement", counted)
+    lookup = facts_lookup(ctx)
+    first = asyncio.ensure_future(lookup.get(visitor.inbox.id, "v:nobody-yet"))
+    await asyncio.sleep(0)  # its lookup is in flight: the next sockets wait for one together
+    found = await asyncio.gather(first, *[lookup.get(visitor.inbox.id, v) for v in (external, "v:nobody-2", external)])
+    assert found == [None, (known, False), None, (known, False)]
+    assert len(statements) == 2
