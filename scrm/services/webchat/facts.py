@@ -25,8 +25,9 @@ Facts = tuple[int, bool] | None  # (identity id, blocked), or None before the vi
 
 
 @functools.cache
-def _select(sqlite: bool) -> Any:
-    """Built once; on PostgreSQL one SQL text for any number of visitors (= ANY(array))."""
+def identities_select(sqlite: bool) -> Any:
+    """The identities of some visitors (`visitors`) of an inbox (`inbox`): built once; on PostgreSQL one SQL
+    text for any number of visitors (= ANY(array))."""
     c = ContactIdentity.__table__.c
     wanted = bindparam("visitors", expanding=True) if sqlite else any_(bindparam("visitors", type_=ARRAY(Text)))
     return select(c.id, c.external_id, c.attributes).where(
@@ -58,7 +59,7 @@ class FactsLookup:
                     by_inbox.setdefault(inbox_id, []).append(visitor)
                 for inbox_id, visitors in by_inbox.items():
                     try:
-                        rows = await self.ctx.db.one_statement(_select(self.ctx.db.is_sqlite),
+                        rows = await self.ctx.db.one_statement(identities_select(self.ctx.db.is_sqlite),
                                                                {"inbox": inbox_id, "visitors": visitors})
                     except Exception as exc:  # noqa: BLE001 - each waiting socket gets the error (and closes)
                         for visitor in visitors:

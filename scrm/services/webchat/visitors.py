@@ -20,6 +20,7 @@ from scrm import events as ev
 from scrm.db.models import Agent, AgentSession, Contact, ContactIdentity, Conversation, Message, utcnow
 from scrm.services.agents import audit
 from scrm.services.uow import Tx, unit_of_work
+from scrm.services.webchat.facts import identities_select
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -184,9 +185,7 @@ async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, after
 
 async def identities_of(ctx: AppContext, inbox_id: int, visitors: Iterable[str]) -> dict[str, int]:
     """The contact identity ids of these visitors of an inbox (those who have one yet)."""
-    c = ContactIdentity.__table__.c
-    rows = await ctx.db.one_statement(select(c.id, c.external_id).where(c.inbox_id == inbox_id,
-                                                                          c.external_id.in_(list(visitors))))
+    rows = await ctx.db.one_statement(identities_select(ctx.db.is_sqlite), {"inbox": inbox_id, "visitors": list(visitors)})
     return {row.external_id: row.id for row in rows}
 
 
@@ -201,11 +200,18 @@ async def conversation_state(ctx: AppContext, identity_id: int) -> dict[str, Any
     return (await conversation_states(ctx, [identity_id])).get(identity_id)
 
 
+@functools.cache
+def _states_select(sqlite: bool) -> Any:
+    """conversation_states()'s statement, built once (= ANY(array) on PostgreSQL, as _many_select)."""
+    c = Conversation.__table__.c
+    ids = bindparam("ids", expanding=True) if sqlite else any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    return (select(c.id, c.identity_id, c.status, c.handler, c.assignee_id, c.unread_count)
+            .where(c.identity_id.in_(ids) if sqlite else c.identity_id == ids).order_by(c.id))
+
+
 async def conversation_states(ctx: AppContext, identity_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """conversation_state() of many visitors: their conversations in one statement."""
-    c = Conversation.__table__.c
-    rows = await ctx.db.one_statement(select(c.id, c.identity_id, c.status, c.handler, c.assignee_id, c.unread_count)
-                       .where(c.identity_id.in_(list(identity_ids))).order_by(c.id))
+    rows = await ctx.db.one_statement(_states_select(ctx.db.is_sqlite), {"ids": list(identity_ids)})
     latest = {row.identity_id: row for row in rows}  # a visitor has a few conversations; the last one counts
     out: dict[int, dict[str, Any]] = {}
     for identity_id, conv in latest.items():
