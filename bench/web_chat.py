@@ -16,7 +16,8 @@ never got (lost) or got twice (duplicates), checked against the database's histo
 tell where the time goes: the serve process's CPU per answered question over the load (the reconnect
 included; on a shared machine the latency follows the CPU it gets), and from the server's timestamps
 (PostgreSQL) the question's row -> its event worked with the bot's reply committed -> the outbox worker's send.
-BENCH_DEBUG=1 also prints (stderr) each message a visitor was never shown, each socket the server closed,
+BENCH_PROFILE=FILE records the serve process over the load with py-spy (raw collapsed stacks, for
+flamegraph.pl or a script summing shares). BENCH_DEBUG=1 also prints (stderr) each message a visitor was never shown, each socket the server closed,
 and the server's log.
 Uses a scratch database `scrm_i22_bench` (created and dropped) and Redis db 8 (emptied).
 """
@@ -352,6 +353,11 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
         print("# load starts", flush=True, file=sys.stderr)
         order = list(visitors)
         random.shuffle(order)
+        spy = None
+        if os.environ.get("BENCH_PROFILE"):  # a py-spy sampling profile of the serve process over the load
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+                                    "--format", "raw", "--output", os.environ["BENCH_PROFILE"]],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         tick = 0
@@ -373,6 +379,8 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             await asyncio.sleep(max(0.0, started + tick - time.perf_counter()))
         print("# load ends", flush=True, file=sys.stderr)
         cpu_load = cpu_seconds(pid) - cpu_before
+        if spy is not None:
+            spy.wait(30)
         wall_load = time.perf_counter() - started
         # A message counts as lost only if it never arrives: wait (up to a minute) for the last answers.
         deadline = time.perf_counter() + 60

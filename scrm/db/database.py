@@ -210,15 +210,17 @@ class Database:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             return list((await conn.execute(statement, params)).all())
 
-    async def one_statement(self, statement: Any, *, write: bool = False) -> list[Any]:
+    async def one_statement(self, statement: Any, params: dict[str, Any] | None = None, *,
+                            write: bool = False) -> list[Any]:
         """One statement that is atomic on its own, as its own transaction; returns its rows. On PostgreSQL
         one round trip (autocommit: no BEGIN and no COMMIT/ROLLBACK, so a write's row locks last only as
         long as the statement). On SQLite a write takes transaction() (its write lock) and a read a plain
-        session; a read inside a consumer's shared transaction reads through it (what it wrote so far)."""
+        session; a read inside a consumer's shared transaction reads through it (what it wrote so far).
+        `params`: values of the statement's bind parameters (a statement built once and reused)."""
         if self.is_sqlite or (not write and self.joined() is not None):
             async with self.transaction() if write else self.session() as s:
-                return list((await s.execute(statement)).all())
-        return await self.autocommit(statement, {})
+                return list((await s.execute(statement, params)).all())
+        return await self.autocommit(statement, params or {})
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless a trivial query succeeds."""

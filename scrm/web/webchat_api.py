@@ -100,8 +100,9 @@ async def accept_message(ctx: Any, inbox: Inbox, adapter: WebChatAdapter, visito
 async def rate_limit_message(ctx: Any, inbox: Inbox, adapter: WebChatAdapter, visitor: str, ip: str) -> None:
     """Per-visitor and per-address message limits (429)."""
     st: Any = adapter.settings
-    await rate_limit(ctx, f"msg:v:{inbox.id}:{visitor}", st.messages_per_minute, "messages")
-    await rate_limit(ctx, f"msg:ip:{inbox.id}:{ip}", st.messages_per_minute_per_ip, "messages from this address")
+    # Both counted in one step: a visitor's attempts past their own limit count against their address too.
+    await rate_limit(ctx, f"msg:v:{inbox.id}:{visitor}", st.messages_per_minute, "messages",
+                     (f"msg:ip:{inbox.id}:{ip}", st.messages_per_minute_per_ip, "messages from this address"))
 
 
 async def _visitor(request: web.Request) -> tuple[Any, Inbox, WebChatAdapter, str]:

@@ -103,15 +103,18 @@ def client_ip(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-async def rate_limit(ctx: Any, key: str, per_minute: int, what: str) -> None:
-    """Count one `what` against `key` (Redis when configured, this process otherwise); 429 past the limit."""
+async def rate_limit(ctx: Any, key: str, per_minute: int, what: str, *more: tuple[str, int, str]) -> None:
+    """Count one `what` against `key` (Redis when configured, this process otherwise); 429 past the limit.
+    `more` are further (key, per_minute, what) limits counted in the same step (one Redis round trip)."""
+    limits = [(key, per_minute, what), *more]
     try:
-        count = await ctx.counter.hit(f"webchat:{key}", 60)
+        counts = await ctx.counter.hit_many([f"webchat:{k}" for k, _, _ in limits], 60)
     except Exception as exc:  # noqa: BLE001 - Redis busy or gone: chat goes on (the database stays the truth)
         log.warning("web chat rate limit not checked (%s)", type(exc).__name__)
         return
-    if count > per_minute:
-        raise ApiError(429, f"too many {what}; wait a minute", "rate_limited", retry_after=60)
+    for (_, limit, name), count in zip(limits, counts, strict=True):
+        if count > limit:
+            raise ApiError(429, f"too many {name}; wait a minute", "rate_limited", retry_after=60)
 
 
 async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from channels.web.tokens import verify_visitor
 from scrm import events as ev
 from scrm.db.models import utcnow
 from scrm.services.webchat import visitors as chat_svc
+from scrm.services.webchat.facts import facts_lookup
 from scrm.services.webchat.push import VisitorHub, hub_for
 from scrm.services.webchat.shown import MAX_RECENT, Shown
 from scrm.web.keys import CTX
@@ -44,7 +45,7 @@ class VisitorSocket:
     """One visitor connection; it reads from the database what it has not shown when nudged."""
 
     __slots__ = ("ws", "ctx", "hub", "inbox_id", "token_key", "visitor", "topic", "conversations", "identity_id",
-                 "shown", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing")
+                 "shown", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing", "own")
 
     def __init__(self, ws: web.WebSocketResponse, ctx: Any, inbox_id: int, token_key: str, visitor: str,
                  identity_id: int | None, shown: Shown) -> None:
@@ -63,6 +64,7 @@ class VisitorSocket:
         self._busy = False
         self.blocked = False
         self.last_typing = 0.0  # when this visitor's last typing event went to the agents
+        self.own: tuple[int, ...] = ()  # the visitor's latest messages sent over this connection
 
     @property
     def closed(self) -> bool:
@@ -72,8 +74,8 @@ class VisitorSocket:
         """A push from the hub (synchronous: it only schedules work)."""
         kind = push.get("t")
         if kind == "m":
-            if isinstance(push.get("m"), int) and self.shown.has(push["m"]):
-                return  # already shown (a repeated push after a worker retry)
+            if isinstance(push.get("m"), int) and (self.shown.has(push["m"]) or push["m"] in self.own):
+                return  # already shown (a repeated push after a worker retry), or the echo of our own message
             self._dirty = True
         elif kind == "sync":
             self._dirty = self._state_dirty = True
@@ -88,6 +90,14 @@ class VisitorSocket:
             asyncio.ensure_future(self.ws.close(code=4403, message=b"blocked"))
             return
         self.schedule()
+
+    def wrote(self, message_id: int) -> None:
+        """The visitor's message sent over this connection is stored: it is shown here at once, whether or not
+        the push to the visitor's connections gets through (pub/sub is best effort: a busy Redis client
+        refuses calls past its pool), since after a handoff no bot reply follows whose push would bring it.
+        Its echo push then needs no read of its own."""
+        self.own = (*self.own[-7:], message_id)
+        self.notify({"t": "m", "m": None})
 
     def schedule(self) -> None:
         """Read what the pushes announced, together with the other connections nudged meanwhile
@@ -161,7 +171,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if visitor is None:
         await ws.close(code=4401, message=b"bad visitor token")
         return ws
-    identity = await chat_svc.identity_facts(ctx, inbox.id, visitor)
+    identity = await facts_lookup(ctx).get(inbox.id, visitor)
     hub = hub_for(ctx)
     blocked = identity is not None and identity[1]
     if blocked or len(hub.by_topic.get(visitor_topic(inbox.id, visitor), ())) >= MAX_SOCKETS_PER_VISITOR:
@@ -219,8 +229,9 @@ async def _frame(ctx: Any, conn: VisitorSocket, inbox: Any, adapter: WebChatAdap
         except ApiError as exc:
             conn.send({"type": "error", "client_id": frame.get("client_id"), "code": exc.code,
                        "message": exc.message, "status": exc.status})
-        if conn.identity_id is None:
-            conn.notify({"t": "sync"})
+            return
+        if isinstance(result["id"], int):
+            conn.wrote(result["id"])
     elif kind == "read" and message_id(frame.get("upto")) and conn.identity_id is not None:
         await chat_svc.mark_read(ctx, inbox.id, conn.identity_id, frame["upto"])
     elif kind == "typing" and conn.conversations and time.monotonic() - conn.last_typing >= TYPING_INTERVAL:

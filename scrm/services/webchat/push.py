@@ -216,9 +216,14 @@ def hub_for(ctx: AppContext) -> VisitorHub:
 
 async def publish(ctx: AppContext, topic: str, payload: str) -> None:
     """Push to a visitor's connections wherever they are (Redis), or in this process."""
-    if ctx.redis is not None:
-        await ctx.redis.publish(channel_name(ctx.redis), f"{topic}\n{payload}")
-        return
     hub: VisitorHub | None = ctx.extras.get(HUB_KEY)
+    if ctx.redis is not None:
+        try:
+            await ctx.redis.publish(channel_name(ctx.redis), f"{topic}\n{payload}")
+        except Exception:
+            if hub is not None:  # the connections in this process get it at least; the caller says it failed
+                hub.dispatch(topic, json.loads(payload))
+            raise
+        return
     if hub is not None:
         hub.dispatch(topic, json.loads(payload))

@@ -6,18 +6,21 @@ by a contact id the browser names.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, and_, any_, bindparam, exists, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from channels.web.tokens import file_path
 from scrm import events as ev
 from scrm.db.models import Agent, AgentSession, Contact, ContactIdentity, Conversation, Message, utcnow
 from scrm.services.agents import audit
 from scrm.services.uow import Tx, unit_of_work
+from scrm.services.webchat.facts import identities_select
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -148,6 +151,19 @@ async def messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: 
     return [visitor_message(row, row.display_name, inbox_id, token_key) for row in rows]
 
 
+@functools.cache
+def _many_select(sqlite: bool) -> Any:
+    """messages_of_many()'s statement, built once: building it (SQLAlchemy's expression objects) cost more
+    than running it. On PostgreSQL `= ANY(array)`, one SQL text for any number of visitors (one prepared
+    statement; an IN list renders a new text, and prepares it again, for each length)."""
+    ids = bindparam("ids", expanding=True) if sqlite else any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    return (_message_select()
+            .where(Conversation.identity_id.in_(ids) if sqlite else Conversation.identity_id == ids,
+                   or_(Message.id > bindparam("after", type_=BigInteger),
+                       Message.created_at >= bindparam("since", type_=DateTime(timezone=True))))
+            .order_by(Message.id).limit(bindparam("limit", type_=Integer)))
+
+
 async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, afters: dict[int, int], *,
                            recent_since: datetime, limit: int,
                            ) -> dict[int, list[tuple[datetime, dict[str, Any]]]] | None:
@@ -155,10 +171,8 @@ async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, after
     live pushes of a busy site arrive together. Each visitor's rows, oldest first, with their creation time
     (for each of a visitor's connections to pick the rows after its own cursor). None when `limit` rows
     came back: read them one by one."""
-    stmt = (_message_select().where(Conversation.identity_id.in_(list(afters)),
-                                    or_(Message.id > min(afters.values()), Message.created_at >= recent_since))
-            .order_by(Message.id).limit(limit))
-    rows = await ctx.db.one_statement(stmt)
+    rows = await ctx.db.one_statement(_many_select(ctx.db.is_sqlite), {
+        "ids": list(afters), "after": min(afters.values()), "since": recent_since, "limit": limit})
     if len(rows) >= limit:
         return None
     out: dict[int, list[tuple[datetime, dict[str, Any]]]] = {}
@@ -169,19 +183,9 @@ async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, after
     return out
 
 
-async def identity_facts(ctx: AppContext, inbox_id: int, visitor: str) -> tuple[int, bool] | None:
-    """(identity id, blocked) of a visitor, or None before their first message: what a socket needs to
-    open (every socket opens with it, all of them at once after a network blip)."""
-    c = ContactIdentity.__table__.c
-    rows = await ctx.db.one_statement(select(c.id, c.attributes).where(c.inbox_id == inbox_id, c.external_id == visitor))
-    return (rows[0].id, bool((rows[0].attributes or {}).get("blocked"))) if rows else None
-
-
 async def identities_of(ctx: AppContext, inbox_id: int, visitors: Iterable[str]) -> dict[str, int]:
     """The contact identity ids of these visitors of an inbox (those who have one yet)."""
-    c = ContactIdentity.__table__.c
-    rows = await ctx.db.one_statement(select(c.id, c.external_id).where(c.inbox_id == inbox_id,
-                                                                          c.external_id.in_(list(visitors))))
+    rows = await ctx.db.one_statement(identities_select(ctx.db.is_sqlite), {"inbox": inbox_id, "visitors": list(visitors)})
     return {row.external_id: row.id for row in rows}
 
 
@@ -196,11 +200,18 @@ async def conversation_state(ctx: AppContext, identity_id: int) -> dict[str, Any
     return (await conversation_states(ctx, [identity_id])).get(identity_id)
 
 
+@functools.cache
+def _states_select(sqlite: bool) -> Any:
+    """conversation_states()'s statement, built once (= ANY(array) on PostgreSQL, as _many_select)."""
+    c = Conversation.__table__.c
+    ids = bindparam("ids", expanding=True) if sqlite else any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    return (select(c.id, c.identity_id, c.status, c.handler, c.assignee_id, c.unread_count)
+            .where(c.identity_id.in_(ids) if sqlite else c.identity_id == ids).order_by(c.id))
+
+
 async def conversation_states(ctx: AppContext, identity_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """conversation_state() of many visitors: their conversations in one statement."""
-    c = Conversation.__table__.c
-    rows = await ctx.db.one_statement(select(c.id, c.identity_id, c.status, c.handler, c.assignee_id, c.unread_count)
-                       .where(c.identity_id.in_(list(identity_ids))).order_by(c.id))
+    rows = await ctx.db.one_statement(_states_select(ctx.db.is_sqlite), {"ids": list(identity_ids)})
     latest = {row.identity_id: row for row in rows}  # a visitor has a few conversations; the last one counts
     out: dict[int, dict[str, Any]] = {}
     for identity_id, conv in latest.items():

@@ -102,6 +102,18 @@ async def test_messages_need_a_valid_token_and_respect_the_limits(client, ctx):
     assert r.status == 400
 
 
+async def test_the_address_limit_counts_every_visitor_behind_it(client, ctx):
+    inbox = await make_web_inbox(ctx, messages_per_minute=2, messages_per_minute_per_ip=3)
+    first, second = Visitor(client, inbox), Visitor(client, inbox)
+    await first.session()
+    await second.session()
+    await first.send("one", status=201)
+    await first.send("two", status=201)
+    assert "messages;" in (await first.send("three", status=429))["error"]["message"]  # the visitor's own limit
+    # ... which counted against the address too: the other visitor there has no room left.
+    assert "from this address" in (await second.send("four", status=429))["error"]["message"]
+
+
 async def test_bot_answer_reaches_a_long_poll(visitor: Visitor, client, ctx):
     await visitor.session()
     sent = await visitor.send("下单后多久发货？", status=201)

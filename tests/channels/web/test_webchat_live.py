@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from types import SimpleNamespace
 
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import func, select
 
-from scrm.db.models import Delivery, Message
+from scrm.db.models import ContactIdentity, Conversation, Delivery, Message
 from scrm.delivery.worker import OutboxWorker
+from scrm.services.webchat.facts import facts_lookup
+from scrm.services.webchat.push import hub_for, publish
 from tests.channels.web.conftest import Visitor
 
 
@@ -92,3 +97,75 @@ async def test_a_reply_that_commits_below_the_cursor_while_the_tab_reconnects_is
                 got += [m["id"] for m in msg["items"]]
     assert got == [base + 100]
     await ws.close()
+
+
+async def test_a_message_sent_over_the_socket_is_shown_on_it_when_the_push_is_lost(visitor: Visitor, client, ctx,
+                                                                                    monkeypatch):
+    # After a handoff the bot is silent: no later push brings the visitor's own message. Its echo to the
+    # visitor's connections is a best-effort pub/sub message, which a busy Redis (the forced reconnect of
+    # bench/web_chat.py) can fail to take: the connection that sent it must show it all the same.
+    await visitor.session()
+    await visitor.send("怎么联系人工客服", status=201)
+    await ctx.bus.drain(5)  # the bot hands the conversation to the agents' queue
+    async with ctx.db.session() as s:
+        assert await s.scalar(select(Conversation.handler)) == "queue"
+    ws = await _open(client, visitor)
+    shown: dict[int, int] = {}
+    with contextlib.suppress(TimeoutError):
+        while True:  # the history so far
+            msg = await ws.receive_json(timeout=1)
+            if msg["type"] == "messages":
+                shown.update((m["id"], shown.get(m["id"], 0) + 1) for m in msg["items"])
+    assert len(shown) >= 2
+
+    async def lost(*_args, **_kwargs) -> None:
+        raise ConnectionError("Redis did not take the push")
+    monkeypatch.setattr("scrm.web.webchat_api.publish", lost)
+    await ws.send_json({"type": "message", "client_id": "after-handoff-1", "text": "还有一个问题"})
+    acked = None
+    with contextlib.suppress(TimeoutError):
+        while True:
+            msg = await ws.receive_json(timeout=2)
+            if msg["type"] == "ack":
+                acked = msg["id"]
+            elif msg["type"] == "messages":
+                for m in msg["items"]:
+                    shown[m["id"]] = shown.get(m["id"], 0) + 1
+    assert acked is not None
+    assert shown.get(acked) == 1, f"the visitor's own message {acked} was shown {shown.get(acked, 0)} times"
+    await ws.close()
+
+
+async def test_a_push_redis_refuses_still_reaches_the_connections_of_this_process():
+    class Refusing:  # redis-py past its pool: "Too many connections", raised before anything is sent
+        async def publish(self, *_args: object) -> None:
+            raise RedisConnectionError("Too many connections")
+
+    ctx = SimpleNamespace(redis=Refusing(), extras={})
+    hub = hub_for(ctx)  # type: ignore[arg-type]
+    woken = asyncio.Event()
+    hub.polls["webchat:1:v:x"] = {woken}
+    with pytest.raises(RedisConnectionError):  # the caller still hears that the push failed
+        await publish(ctx, "webchat:1:v:x", '{"t": "m", "c": 1, "m": 2}')  # type: ignore[arg-type]
+    assert woken.is_set()
+
+
+async def test_sockets_opening_together_look_their_visitors_up_in_one_statement(visitor: Visitor, ctx, monkeypatch):
+    await visitor.session()
+    sent = await visitor.send("在吗", status=201)
+    async with ctx.db.session() as s:
+        known = await s.scalar(select(Conversation.identity_id).where(Conversation.id == sent["conversation_id"]))
+        external = await s.scalar(select(ContactIdentity.external_id).where(ContactIdentity.id == known))
+    statements = []
+    one_statement = ctx.db.one_statement
+
+    async def counted(*args, **kwargs):
+        statements.append(args)
+        return await one_statement(*args, **kwargs)
+    monkeypatch.setattr(ctx.db, "one_statement", counted)
+    lookup = facts_lookup(ctx)
+    first = asyncio.ensure_future(lookup.get(visitor.inbox.id, "v:nobody-yet"))
+    await asyncio.sleep(0)  # its lookup is in flight: the next sockets wait for one together
+    found = await asyncio.gather(first, *[lookup.get(visitor.inbox.id, v) for v in (external, "v:nobody-2", external)])
+    assert found == [None, (known, False), None, (known, False)]
+    assert len(statements) == 2
