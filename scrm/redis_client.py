@@ -11,6 +11,8 @@ hangs (SIGSTOP, a stalled host, a full network buffer) held requests for many se
   at once with a ConnectionError (callers fall back: events are dispatched in-process, a send's
   rate-limit go-ahead is asked for again later, a lease is renewed later) while one background
   probe pings Redis every PROBE_INTERVAL seconds; its first answer closes the breaker;
+- calls beyond MAX_CONNECTIONS at once wait for a free connection (up to SOCKET_TIMEOUT) instead of
+  failing, so a burst delays a push or a rate-limit count rather than dropping it;
 - `bounded()` puts a deadline on a call that must not wait at all (the acknowledgement path) and
   opens the breaker when it passes.
 
@@ -26,7 +28,7 @@ import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -41,6 +43,7 @@ SOCKET_TIMEOUT = 3.0
 ACK_PATH_TIMEOUT = 0.25  # Redis answers in well under a millisecond; a quarter second is a hang
 PROBE_INTERVAL = 0.5
 FAILURES_TO_OPEN = 2
+MAX_CONNECTIONS = 500  # per process; Redis takes 10,000 clients by default
 T = TypeVar("T")
 
 
@@ -149,8 +152,15 @@ def connect(url: str) -> ScrmRedis:
     probe_client = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
     breaker = RedisBreaker(probe_client.ping)
     # from_url builds `cls(...)`; redis-py annotates it as returning the base Redis.
-    client = cast(ScrmRedis, ScrmRedis.from_url(url, retry=_GuardedRetry(breaker), health_check_interval=30,
-                                                **timeouts))
+    # A burst (all web chat sockets reconnecting at once) asks for more connections than redis-py's
+    # default pool of 100 holds, and its plain pool refuses the call past that at once (MaxConnectionsError:
+    # a lost push, a rate limit counted in memory). A blocking pool of MAX_CONNECTIONS queues the call for a
+    # connection instead, up to the socket timeout.
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=SOCKET_TIMEOUT,
+                                                    retry=_GuardedRetry(breaker), health_check_interval=30,
+                                                    **timeouts)
+    client = ScrmRedis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # as from_url does: closing the client closes its pool
     client.breaker = breaker
     client._probe_client = probe_client
     return client
