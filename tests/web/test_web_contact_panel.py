@@ -44,3 +44,31 @@ async def test_agent_sets_a_defined_attribute_and_an_undefined_one_is_refused(ta
     assert contact.attributes.get("orders") == 12 and "vip" not in contact.attributes
     assert tab.errors == []
 
+
+
+async def test_a_realtime_update_keeps_what_the_agent_is_typing_in_the_panel(tab, ctx, admin, live_server):
+    # The panel re-renders when the contact changes (the customer's own profile update, another agent's edit):
+    # a half-typed attribute must survive it, or the agent's click adds nothing.
+    inbox = await make_inbox(ctx)
+    async with ctx.db.transaction() as s:
+        s.add(AttributeDefinition(key="orders", label="订单数", type="number", choices=[]))
+    async with aiohttp.ClientSession(base_url=str(live_server.make_url("/"))) as http:
+        r = await post_signed(http, inbox.id, api_message("m-1", sender="c-1", text="我的积分呢", name="周八"))
+        result = (await r.json())["results"][0]
+        await tab.login("root", "correct-horse-1")
+        await tab.goto(f"/conversations/{result['conversation_id']}")
+        page = tab.page
+        panel = page.get_by_test_id("contact-panel")
+        await panel.get_by_test_id("contact-name").filter(has_text="周八").wait_for()
+        await panel.get_by_test_id("attr-key").fill("orders")
+        await panel.get_by_test_id("attr-value").fill("7")
+        await post_signed(http, inbox.id, api_message("m-2", sender="c-1", text="还在吗", name="周九"))
+        await panel.get_by_test_id("contact-name").filter(has_text="周九").wait_for(timeout=15_000)  # re-rendered
+    assert await panel.get_by_test_id("attr-key").input_value() == "orders"
+    assert await panel.get_by_test_id("attr-value").input_value() == "7"
+    assert await page.evaluate("document.activeElement && document.activeElement.dataset.testid") == "attr-value"
+    await panel.get_by_test_id("attr-add").click()
+    await panel.locator("table.attrs th", has_text="orders").wait_for(timeout=15_000)
+    async with ctx.db.session() as s:
+        contact = (await s.scalars(select(Contact).where(Contact.name == "周九"))).one()
+    assert contact.attributes["orders"] == 7

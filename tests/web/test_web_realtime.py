@@ -11,7 +11,7 @@ from aiohttp import WSMsgType
 from tests.conftest import api_message, login, make_agent, make_inbox, post_signed
 
 
-async def _next_event(ws: Any, name: str, timeout: float = 2.0) -> dict[str, Any]:
+async def _next_event(ws: Any, name: str, timeout: float = 10.0) -> dict[str, Any]:
     async def read() -> dict[str, Any]:
         while True:
             msg = await ws.receive()

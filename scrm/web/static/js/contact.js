@@ -33,7 +33,7 @@ export class ContactPanel {
       definitions = defs;
       if (id !== this.id) return;
       this.contact = contact;
-      this.render();
+      this.render(force); // a realtime refresh of the same contact keeps what the agent is typing
     } catch (err) {
       if (id === this.id) replace(this.el, h("p.error", { role: "alert", text: err.message }));
     }
@@ -45,7 +45,7 @@ export class ContactPanel {
       this.render();
     } catch (err) {
       toast(err.message);
-      this.render();
+      this.render(true); // refused: what the agent typed stays, to correct it
     }
   }
 
@@ -55,7 +55,29 @@ export class ContactPanel {
     return h("label.field", {}, h("span", { text: label }), input);
   }
 
-  render() {
+  // What the agent is typing and has not saved: the new attribute's key and value, and the focused field.
+  drafts() {
+    const values = {};
+    for (const input of this.el.querySelectorAll("input[data-draft]")) values[input.dataset.draft] = input.value;
+    const focused = this.el.contains(document.activeElement) && document.activeElement.tagName === "INPUT"
+      ? document.activeElement : null;
+    return { values, focused: focused && { key: focused.dataset.testid || focused.getAttribute("aria-label"),
+      value: focused.value, start: focused.selectionStart, end: focused.selectionEnd } };
+  }
+
+  restore({ values, focused }) {
+    for (const input of this.el.querySelectorAll("input[data-draft]")) input.value = values[input.dataset.draft] ?? "";
+    if (!focused || !focused.key) return;
+    const sel = `input[data-testid="${CSS.escape(focused.key)}"], input[aria-label="${CSS.escape(focused.key)}"]`;
+    const input = this.el.querySelector(sel);
+    if (!input) return;
+    input.value = focused.value;
+    input.focus();
+    try { input.setSelectionRange(focused.start, focused.end); } catch { /* not a text input */ }
+  }
+
+  render(keepDrafts = false) {
+    const drafts = keepDrafts ? this.drafts() : null;
     const c = this.contact;
     const initials = (c.name || c.email || "?").trim().slice(0, 1).toUpperCase();
     const avatar = c.avatar_url && c.avatar_url.startsWith("/files/")
@@ -72,8 +94,8 @@ export class ContactPanel {
     });
     // Only defined attributes can be set (the server validates them by type); the list offers their keys.
     const keyList = h("datalist", { id: "attr-keys" }, (definitions || []).map((d) => h("option", { value: d.key, label: d.label || d.key })));
-    const newKey = h("input", { placeholder: t("contact.attr_key"), "data-testid": "attr-key", list: "attr-keys" });
-    const newValue = h("input", { placeholder: t("contact.attr_value"), "data-testid": "attr-value" });
+    const newKey = h("input", { placeholder: t("contact.attr_key"), "data-testid": "attr-key", "data-draft": "key", list: "attr-keys" });
+    const newValue = h("input", { placeholder: t("contact.attr_value"), "data-testid": "attr-value", "data-draft": "value" });
     const addAttr = h("button", { text: t("contact.add"), "data-testid": "attr-add", on: { click: () => {
       const key = newKey.value.trim();
       if (key) this.save({ attributes: { [key]: newValue.value } });
@@ -106,5 +128,6 @@ export class ContactPanel {
       (c.tickets || []).length
         ? h("ul.tickets", {}, c.tickets.map((tk) => h("li", { text: `#${tk.number} ${tk.subject} · ${tk.status}` })))
         : h("p.muted", { text: t("contact.no_tickets") }));
+    if (drafts) this.restore(drafts);
   }
 }
