@@ -67,6 +67,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
+async def pg_backends() -> list[int]:
+    """PostgreSQL backends connected to the bench database (the servers' pools and the bench's own counts)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        return [r["pid"] for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", PG_DB)]
+    finally:
+        await conn.close()
+
+
+async def cpu_sample(procs: list[subprocess.Popen[bytes]]) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of serve, the worker, the bench database's PostgreSQL backends and this process
+    (the fake WeCom API and the senders run here)."""
+    def safe(pid: int) -> float:
+        try:
+            return cpu_seconds(pid)
+        except OSError:
+            return 0.0
+
+    pg = await pg_backends()
+    return {"serve": {procs[0].pid: safe(procs[0].pid)}, "worker": {procs[1].pid: safe(procs[1].pid)},
+            "pg": {pid: safe(pid) for pid in pg}, "bench": {0: sum(os.times()[:2])}}
+
+
+def cpu_delta(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds per group between two samples (a backend that appeared counts from 0)."""
+    return {g: sum(t - before[g].get(pid, 0.0) for pid, t in after[g].items()) for g in after}
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[max(0, int(len(values) * q) - 1)] if values else 0.0
@@ -278,11 +308,11 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
                 fake.page_sizes = [rnd.randint(1, 50) for _ in range(callbacks * 4)]  # pages of 1-50
                 await settle()
                 trace("api phase")
-                cpu0 = [cpu_seconds(p.pid) for p in procs]
+                cpu0 = await cpu_sample(procs)
                 api = await api_run(base, api_id, batches, run_id + "a")
                 trace("api done")
                 await settle()
-                cpu1 = [cpu_seconds(p.pid) for p in procs]
+                cpu1 = await cpu_sample(procs)
                 trace("kf phase")
                 if os.environ.get("BENCH_PROFILES"):  # batchget answers a profile (gender) for every customer
                     for k in range(CUSTOMERS):
@@ -292,9 +322,9 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
                 kfr = await kf_run(base, fake, kf, batches, run_id + "k", timeout=180)
                 trace("kf done")
                 await settle()
-                cpu2 = [cpu_seconds(p.pid) for p in procs]
-                cpu = {"api_serve": cpu1[0] - cpu0[0], "api_worker": cpu1[1] - cpu0[1],
-                       "kf_serve": cpu2[0] - cpu1[0], "kf_worker": cpu2[1] - cpu1[1]}
+                cpu2 = await cpu_sample(procs)
+                api_cpu, kf_cpu = cpu_delta(cpu0, cpu1), cpu_delta(cpu1, cpu2)
+                cpu = {f"api_{g}": v for g, v in api_cpu.items()} | {f"kf_{g}": v for g, v in kf_cpu.items()}
                 return {"api": api, "kf": kfr, "sync_calls": len(fake.sync_requests), "cpu": cpu,
                         "callbacks": len(batches)}
         finally:
@@ -326,13 +356,19 @@ def main() -> int:
     print(f"  ratio {ratio:.2f} (target >= 0.70)   lost {kf['lost']}   duplicates {kf['duplicates']}   "
           f"callback errors {kf['errors']}")
     cpu, n = res["cpu"], res["callbacks"]
+    msgs = kf["messages"]
+    per_msg = "   ".join(f"{g} {cpu['kf_' + g] * 1000 / msgs:.2f} vs {cpu['api_' + g] * 1000 / msgs:.2f}"
+                         for g in ("serve", "worker", "pg", "bench"))
+    print(f"  CPU ms per stored message, kf vs API (phase incl. settling): {per_msg}")
     print(f"  CPU (/proc, phase incl. the worker catching up): serve {cpu['kf_serve'] * 1000 / n:.1f} ms per kf "
           f"callback vs {cpu['api_serve'] * 1000 / n:.1f} ms per API post; worker {cpu['kf_worker'] * 1000 / n:.1f} "
           f"vs {cpu['api_worker'] * 1000 / n:.1f} ms")
     print(f"BENCH wecom_kf ratio={ratio:.3f} ack_p99_ms={kf['ack_p99_ms']:.1f} stored_p99_ms={kf['stored_p99_ms']:.1f} "
           f"rate={kf['rate']:.0f} api_rate={api['rate']:.0f} lost={kf['lost']} duplicates={kf['duplicates']} "
           f"api_ack_p99_ms={api['ack_p99_ms']:.1f} serve_cpu_ms_per_callback={cpu['kf_serve'] * 1000 / n:.2f} "
-          f"serve_cpu_ms_per_api_post={cpu['api_serve'] * 1000 / n:.2f}")
+          f"serve_cpu_ms_per_api_post={cpu['api_serve'] * 1000 / n:.2f} "
+          + " ".join(f"{p}_{g}_cpu_ms_per_msg={cpu[p + '_' + g] * 1000 / msgs:.3f}"
+                     for p in ("kf", "api") for g in ("serve", "worker", "pg", "bench")))
     return 0 if not (kf["lost"] or kf["duplicates"] or kf["errors"]) else 1
 
 

@@ -169,3 +169,43 @@ async def test_a_message_sent_with_an_expired_event_code_cannot_be_retried(clien
     resp = await client.post(f"/api/v1/messages/{failed.message_id}/retry", headers=admin_headers)
     body = await resp.json()
     assert resp.status == 409 and body["error"]["code"] == "code_single_use", body
+
+
+async def test_msg_send_fail_for_the_closing_message_drops_the_survey_it_carried(client, ctx, fake) -> None:
+    inbox, cid, headers = await with_mei(client, ctx, fake, closing_message="感谢您的咨询，再见")
+    resp = await client.post(f"/api/v1/conversations/{cid}/status", json={"status": "resolved"}, headers=headers)
+    assert resp.status == 200
+    await deliver_all(ctx)
+    [closing] = fake.event_sends
+    [survey] = await surveys(ctx)
+    assert closing["msgmenu"]["list"][0]["click"]["id"] == f"csat:{survey.id}:5"
+    # WeCom accepted the closing message, then reports it never reached the customer (msg_send_fail).
+    fake.add(event_item("fail-close", {"event_type": "msg_send_fail", "open_kfid": inbox.settings["open_kfid"],
+                                       "external_userid": CUSTOMER, "fail_msgid": closing["msgid"], "fail_type": 10}))
+    await notify(client, ctx, fake, inbox.id)
+    await deliver_all(ctx)
+    assert await surveys(ctx) == []  # a survey the customer never saw is not counted as asked
+    shown = [m for m in await messages(ctx, conversation_id=cid) if m.direction == "out" and not m.private]
+    assert shown[-1].text.startswith("感谢您的咨询") and shown[-1].delivery_status == "failed"
+    assert "拒收" in shown[-1].delivery_error  # the thread says why
+    ident = await identity(ctx, inbox.id, CUSTOMER)
+    assert ident.attributes["wecom_kf_state"] == 4  # the move itself happened: not put back to 人工
+
+
+async def test_msg_send_fail_for_a_closing_message_of_a_session_ended_in_wecom_drops_its_survey(client, ctx, fake) -> None:
+    inbox, cid, _ = await with_mei(client, ctx, fake, closing_message="再见")
+    fake.states[(inbox.settings["open_kfid"], CUSTOMER)] = (4, None)
+    fake.add(event_item("ev-end", {"event_type": "session_status_change", "open_kfid": inbox.settings["open_kfid"],
+                                   "external_userid": CUSTOMER, "change_type": 3, "old_servicer_userid": "meimei",
+                                   "msg_code": fake.issue_code("closing")}))
+    await notify(client, ctx, fake, inbox.id)
+    await deliver_all(ctx)
+    [closing] = fake.event_sends
+    assert len(await surveys(ctx)) == 1
+    fake.add(event_item("fail-end", {"event_type": "msg_send_fail", "open_kfid": inbox.settings["open_kfid"],
+                                     "external_userid": CUSTOMER, "fail_msgid": closing["msgid"], "fail_type": 10}))
+    await notify(client, ctx, fake, inbox.id)
+    await deliver_all(ctx)
+    assert await surveys(ctx) == []
+    [failed] = [d for d in await deliveries(ctx) if d.kind == "wecom_code"]
+    assert failed.status == "failed" and "拒收" in failed.last_error

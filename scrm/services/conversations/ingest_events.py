@@ -58,6 +58,11 @@ async def apply_event(tx: Tx, inbox: Inbox, event: ChannelEvent) -> IngestOutcom
         delivery.status = status
         if status == "failed":
             delivery.last_error = str(event.data.get("error") or "failed")
+            survey_id = ((delivery.payload or {}).get("metadata") or {}).get("csat_survey_id")
+            if isinstance(survey_id, int):  # e.g. WeCom's msg_send_fail for a closing message carrying the survey
+                from scrm.services.desk.csat import not_sent
+
+                await not_sent(tx, survey_id)  # never reached the customer: no survey asked (reports count asked ones)
         if delivery.message_id is not None:
             message = await tx.session.get(Message, delivery.message_id)
             if message is not None:
