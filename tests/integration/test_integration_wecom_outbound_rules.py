@@ -76,3 +76,40 @@ async def test_ticket_notice_counts_the_five_message_allowance(client, ctx, fake
     assert any("#2001" in n and "at most 5 messages" in n for n in notes)
     async with ctx.db.session() as s:
         assert (await s.scalars(select(Ticket.status).where(Ticket.id == tid))).one() == "solved"
+
+
+async def test_bot_answer_beyond_the_five_message_allowance_is_not_sent_and_the_thread_says_why(
+        client, ctx, fake, admin_headers) -> None:
+    from bot_flows.actions import BotResult, SendReply
+    from scrm.db.models import Contact
+    from scrm.services.bot import rounds as bot
+    from scrm.services.conversations import actions as conv_svc
+    from scrm.services.uow import unit_of_work
+
+    quiet_bot(ctx)
+    inbox = await kf_inbox(ctx, fake, handoff="api_only")
+    fake.add(text_item("b1", FIRST, "还在吗"))
+    await notify(client, ctx, fake, inbox.id)
+    cid = (await inbound(ctx, inbox.id))[-1].conversation_id
+    for n in range(4):  # four of the five messages WeCom lets through after the customer's last one
+        await agent_reply(client, admin_headers, cid, f"第{n + 1}条")
+    # The bot's answer comes in two messages: only the first fits in the allowance.
+    async with unit_of_work(ctx) as tx:
+        conv, box, ident = await conv_svc.load(tx, cid)
+        contact = await tx.session.get(Contact, ident.contact_id)
+        await bot.apply_actions(tx, conv, box, ident, contact, BotResult(state={}, actions=[
+            SendReply("您的订单已发货"), SendReply("还有其他问题吗？")]))
+    await deliver_all(ctx)
+    assert [a["text"]["content"] for a in fake.send_attempts][-2:] == ["第4条", "您的订单已发货"]
+    assert len(fake.send_attempts) == 5  # nothing was tried that WeCom refuses with 95001
+    notes = [m.text or "" for m in await messages(ctx, conversation_id=cid, private=True)]
+    assert any("bot answer not sent" in n and "at most 5 messages" in n for n in notes)
+    # The customer writes again: a new allowance, and the bot's answers go out again.
+    fake.add(text_item("b2", FIRST, "好的"))
+    await notify(client, ctx, fake, inbox.id)
+    async with unit_of_work(ctx) as tx:
+        conv, box, ident = await conv_svc.load(tx, cid)
+        contact = await tx.session.get(Contact, ident.contact_id)
+        await bot.apply_actions(tx, conv, box, ident, contact, BotResult(state={}, actions=[SendReply("好的，再见")]))
+    await deliver_all(ctx)
+    assert fake.send_attempts[-1]["text"]["content"] == "好的，再见"

@@ -264,6 +264,8 @@ async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: Cont
         if not window_open or not text.strip():
             log.info("bot reply not sent on conversation %s: the channel cannot reach the contact", conv.id)
             return None
+        if await conv_svc.allowance_used_up(tx, conv, inbox, identity):  # WeCom 微信客服: 5 within 48 h
+            return None
         message, _ = await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="bot",
                                            text=text, choices=tuple(choices), automatic=True,
                                            payload={"faq": dict(faq)} if faq else None, not_before=hold_until)

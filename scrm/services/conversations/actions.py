@@ -110,6 +110,20 @@ async def reply_window_counted(tx: Tx, inbox: Inbox, identity: ContactIdentity) 
     return await with_reply_count(tx.session, inbox, identity, reply_window(inbox, identity, tx.channels), tx.channels)
 
 
+async def allowance_used_up(tx: Tx, conv: Conversation, inbox: Inbox, identity: ContactIdentity) -> bool:
+    """For an automatic message inside the reply window (the bot's answer): True when the channel's message
+    count per window is used up (WeCom 微信客服: 5 within 48 h of the customer's last message; WeCom
+    would refuse it with 95001), after a note that tells the agents why the answer was not sent."""
+    caps = tx.channels.capabilities(inbox.channel_type)
+    if caps is None or not caps.max_replies_in_window:
+        return False  # channels without a count: no query
+    window = await reply_window_counted(tx, inbox, identity)  # counts what this transaction queued too
+    if window["open"] or window.get("code") != "reply_limit":
+        return False
+    await add_system_note(tx, conv, f"机器人回复未发送 / bot answer not sent: {window['reason']}")
+    return True
+
+
 async def do_reply(
     tx: Tx, conversation_id: int, agent_id: int, text: str | None, *,
     attachments: Sequence[dict[str, Any]] = (), choices: Sequence[Choice] = (),
