@@ -78,6 +78,13 @@ async def pg_backends() -> list[int]:
         await conn.close()
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 async def cpu_sample(procs: list[subprocess.Popen[bytes]]) -> dict[str, dict[int, float]]:
     """CPU seconds so far of serve, the worker, the bench database's PostgreSQL backends and this process
     (the fake WeCom API and the senders run here)."""
@@ -88,7 +95,9 @@ async def cpu_sample(procs: list[subprocess.Popen[bytes]]) -> dict[str, dict[int
             return 0.0
 
     pg = await pg_backends()
+    # The worker's children: its 微信客服 pull runner process, where the worker hosts one.
     return {"serve": {procs[0].pid: safe(procs[0].pid)}, "worker": {procs[1].pid: safe(procs[1].pid)},
+            "runner": {pid: safe(pid) for pid in children(procs[1].pid)},
             "pg": {pid: safe(pid) for pid in pg}, "bench": {0: sum(os.times()[:2])}}
 
 
@@ -358,7 +367,7 @@ def main() -> int:
     cpu, n = res["cpu"], res["callbacks"]
     msgs = kf["messages"]
     per_msg = "   ".join(f"{g} {cpu['kf_' + g] * 1000 / msgs:.2f} vs {cpu['api_' + g] * 1000 / msgs:.2f}"
-                         for g in ("serve", "worker", "pg", "bench"))
+                         for g in ("serve", "worker", "runner", "pg", "bench"))
     print(f"  CPU ms per stored message, kf vs API (phase incl. settling): {per_msg}")
     print(f"  CPU (/proc, phase incl. the worker catching up): serve {cpu['kf_serve'] * 1000 / n:.1f} ms per kf "
           f"callback vs {cpu['api_serve'] * 1000 / n:.1f} ms per API post; worker {cpu['kf_worker'] * 1000 / n:.1f} "
@@ -368,7 +377,7 @@ def main() -> int:
           f"api_ack_p99_ms={api['ack_p99_ms']:.1f} serve_cpu_ms_per_callback={cpu['kf_serve'] * 1000 / n:.2f} "
           f"serve_cpu_ms_per_api_post={cpu['api_serve'] * 1000 / n:.2f} "
           + " ".join(f"{p}_{g}_cpu_ms_per_msg={cpu[p + '_' + g] * 1000 / msgs:.3f}"
-                     for p in ("kf", "api") for g in ("serve", "worker", "pg", "bench")))
+                     for p in ("kf", "api") for g in ("serve", "worker", "runner", "pg", "bench")))
     return 0 if not (kf["lost"] or kf["duplicates"] or kf["errors"]) else 1
 
 

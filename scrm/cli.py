@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="deliver what is due now, then exit")
     worker.add_argument("--name", help="worker name in claims (default host:pid)")
 
+    sub.add_parser("kf-pulls", help="pull WeCom 微信客服 messages (started by `scrm worker`)")
     sub.add_parser("migrate", help="apply database migrations")
 
     admin = sub.add_parser("create-admin", help="create an admin agent")
@@ -84,7 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve(settings)
         if args.command == "worker":
-            return asyncio.run(run_worker(settings, burst=args.burst, name=args.name))
+            return asyncio.run(run_worker(settings, burst=args.burst, name=args.name, config=args.config))
+        if args.command == "kf-pulls":
+            from scrm.kf_pull_process import run_kf_pulls
+
+            _tune_gc()
+            return asyncio.run(run_kf_pulls(settings))
         if args.command == "migrate":
             return asyncio.run(migrate(settings))
         if args.command == "create-admin":
@@ -215,16 +221,24 @@ async def create_admin(settings: Settings, login: str, password: str, name: str 
         await ctx.close()
 
 
-async def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None) -> int:
+async def run_worker(settings: Settings, *, burst: bool = False, name: str | None = None,
+                     config: str | None = None) -> int:
     """A standalone outbox worker; SIGTERM/SIGINT finish in-flight sends and release claims."""
     from scrm.bootstrap import build_context
     from scrm.delivery.worker import OutboxWorker
+    from scrm.kf_pull_process import PullProcess, wanted
     from scrm.listeners import install_listeners, uninstall_listeners
+    from scrm.services.wecom import kf_sync
 
     ctx = await build_context(settings)
     _tune_gc()
-    _lower_priority(settings.worker.nice)
+    pulls: PullProcess | None = None
     try:
+        if not burst and settings.worker.wecom_pull_process and await wanted(ctx):
+            pulls = PullProcess(config)
+            await pulls.start()  # before the priority is lowered: the child keeps the normal one
+            kf_sync.pull_elsewhere(ctx)
+        _lower_priority(settings.worker.nice)
         from scrm.db.reseal import seal_at_start
 
         await seal_at_start(ctx.db)
@@ -242,14 +256,20 @@ async def run_worker(settings: Settings, *, burst: bool = False, name: str | Non
         from scrm.periodic import start_periodic
 
         periodic = start_periodic(ctx, stop)
+        if pulls is None:  # 微信客服 pulls in this process (no pull runner process)
+            periodic.append(asyncio.create_task(kf_sync.run_runner(ctx, stop)))
         log.info("worker %s running (Ctrl-C to stop)", worker.name)
         await worker.run(stop)
+        if pulls is not None:
+            await pulls.stop(settings.server.shutdown_timeout)
         # Finish the bot and desk work in hand; what is left is taken over by another worker.
         await uninstall_listeners(unsubscribe, timeout=settings.server.shutdown_timeout)
         if periodic:
             await asyncio.wait(periodic, timeout=15)
         return 0
     finally:
+        if pulls is not None and not pulls.stopping:
+            await pulls.stop(5.0)
         await ctx.close()
 
 

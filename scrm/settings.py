@@ -126,6 +126,9 @@ class WorkerSettings(_Section):
     # A running worker counts a heartbeat in the database this often; one whose count stays put for
     # five of them is dead, and its deliveries are recovered then rather than when their lease ends.
     heartbeat_seconds: float = Field(2.0, gt=0, le=60)
+    # WeCom 微信客服: pull kf/sync_msg in a process of its own that the worker starts (scrm/kf_pull_process.py),
+    # at the normal priority, instead of in the worker's loop behind the bot and desk work. Off: the worker pulls.
+    wecom_pull_process: bool = True
 
 
     @model_validator(mode="after")

@@ -120,6 +120,10 @@ def _background(settings: Settings, run_background: bool | None):  # type: ignor
         enabled = settings.server.run_worker if run_background is None else run_background
         # Tests (run_background given) drive the outbox by hand but still want the bot and desk to react.
         unsubscribe = install_listeners(ctx, run_work=run_background is not None or settings.server.run_worker)
+        from scrm.services.wecom import kf_sync
+
+        if run_background is None and not settings.server.run_worker:
+            kf_sync.pull_elsewhere(ctx)  # `serve --no-worker`: callbacks are answered here, pulled by the workers
         if enabled:
             from scrm.delivery.worker import OutboxWorker
 
@@ -127,6 +131,7 @@ def _background(settings: Settings, run_background: bool | None):  # type: ignor
             from scrm.periodic import start_periodic
 
             tasks += start_periodic(ctx, stop)
+            tasks.append(asyncio.create_task(kf_sync.run_runner(ctx, stop)))  # also pulls for other servers
         pollers = settings.server.run_pollers if run_background is None else run_background
         if pollers:
             from scrm.pollers import PollerManager

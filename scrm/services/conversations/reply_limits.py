@@ -8,9 +8,11 @@ Added to the reply window check, so the reply box and the API refuse with the re
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm.db.models import ContactIdentity, Delivery, Inbox
@@ -47,3 +49,35 @@ async def with_reply_count(session: AsyncSession, inbox: Inbox, identity: Contac
                 "reason": f"the channel allows at most {limit} messages after each customer message "
                           f"({sent} sent); wait for the customer to write again"}
     return window | {"remaining": limit - sent}
+
+
+async def identities_at_limit(session: AsyncSession, limits: Mapping[int, tuple[int, timedelta]], now: datetime,
+                              identity_ids: Sequence[int] | None = None) -> frozenset[int]:
+    """Identities of these inboxes ({inbox id: (messages allowed, window)}) whose allowance is used up: as
+    many messages queued or sent since their last inbound message (inside the window) as the channel
+    allows. One grouped query per limit, for a broadcast's recipients (or the given identities)."""
+    found: set[int] = set()
+    by_limit: dict[tuple[int, timedelta], list[int]] = {}
+    for inbox_id, limit in limits.items():
+        by_limit.setdefault(limit, []).append(inbox_id)
+    key = cast(ContactIdentity.inbox_id, String) + ":" + ContactIdentity.external_id
+    for (limit, window), inbox_ids in by_limit.items():
+        q = (select(ContactIdentity.id)
+             .join(Delivery, (Delivery.ordering_key == key) & (Delivery.created_at >= ContactIdentity.last_inbound_at))
+             .where(ContactIdentity.inbox_id.in_(inbox_ids), ContactIdentity.last_inbound_at > now - window,
+                    Delivery.kind.in_(COUNTED_KINDS), Delivery.status.not_in(("failed", "cancelled")))
+             .group_by(ContactIdentity.id).having(func.count(Delivery.id) >= limit))
+        if identity_ids is not None:
+            q = q.where(ContactIdentity.id.in_(list(identity_ids)))
+        found.update((await session.scalars(q)).all())
+    return frozenset(found)
+
+
+def counted_limits(channels: ChannelRules, inboxes: Sequence[Any]) -> dict[int, tuple[int, timedelta]]:
+    """{inbox id: (messages allowed, window)} of the inboxes whose channel counts messages per reply window."""
+    out = {}
+    for inbox in inboxes:
+        caps = channels.capabilities(inbox.channel_type)
+        if caps is not None and caps.max_replies_in_window and caps.reply_window is not None:
+            out[inbox.id] = (caps.max_replies_in_window, caps.reply_window)
+    return out

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from scrm.db.models import Contact, ContactIdentity, Inbox, utcnow
 from scrm.db.models_marketing import Broadcast
+from scrm.services.conversations.reply_limits import counted_limits, identities_at_limit
 from scrm.services.marketing.broadcast_compose import (
     BroadcastError,
     contact_dict,
@@ -77,8 +78,11 @@ async def preview(ctx: AppContext, tx: Tx, b: Broadcast, contact_id: int | None)
     for inbox in inboxes:
         ident = next((i for i in idents if i.inbox_id == inbox.id), None)
         caps = tx.channels.capabilities(inbox.channel_type)
+        limits = counted_limits(tx.channels, [inbox])
+        used = bool(ident and limits and await identities_at_limit(tx.session, limits, now, [ident.id]))
         d = (check_identity(contact, ident, inbox, now, caps, blocked=tx.channels.reply_blocked(
-            inbox.channel_type, ident.attributes, ident.last_inbound_at)) if ident else Decision(None, inbox, "message"))
+            inbox.channel_type, ident.attributes, ident.last_inbound_at), allowance_used=used)
+             if ident else Decision(None, inbox, "message"))
         token = "preview" if inbox.channel_type == "email" else None
         url = unsubscribe_url(ctx.settings.server.public_url, token) if token else ""
         text, ctype, meta = delivery_payload(b, Decision(ident, inbox, d.mode or "message"), contact, token,

@@ -8,8 +8,9 @@ Channel rules come from each adapter's capabilities and the identity's state, ne
 - WeChat OA in 群发 mode (mass): every follower, window or not, within the monthly per-follower quota of
   service accounts; in 订阅通知 mode (subscribe): only followers with a consent to the template;
 - WeCom 微信客服: inside the window, and only while the session lets the API send (not in 待接入池, 人工
-  or 已结束: skipped "session_state"); the 5-message allowance is not counted per recipient here: one who
-  had 5 messages since writing fails at send with WeCom's reason (95001), shown on the recipient;
+  or 已结束: skipped "session_state"), and only while the customer's allowance of 5 messages since their
+  last message is not used up (skipped "reply_limit": WeCom would refuse it with 95001); the broadcast
+  then counts as one of the 5;
 - Telegram: only users who started the bot (they wrote to it) and did not block it;
 - email: only with consent (contact attributes consent.email = true), with an unsubscribe link;
 - WeCom 客户联系: only customers a staff member follows, at most one 群发 per customer per day; the
@@ -155,9 +156,12 @@ def has_template(inbox: InboxInfo) -> bool:
 
 
 def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: InboxInfo, now: datetime,
-                   caps: Capabilities | None, wechat: WeChatRules | None = None, blocked: str | None = None) -> Decision:
+                   caps: Capabilities | None, wechat: WeChatRules | None = None, blocked: str | None = None,
+                   allowance_used: bool = False) -> Decision:
     """Apply the channel's rules to one identity of the contact (`caps`: what the inbox's channel can do;
-    `blocked`: why the channel's session rules refuse messages to the identity now, ChannelRules.reply_blocked)."""
+    `blocked`: why the channel's session rules refuse messages to the identity now, ChannelRules.reply_blocked;
+    `allowance_used`: the channel's message count since the identity's last message is used up,
+    reply_limits.identities_at_limit)."""
     channel = inbox.channel_type
     skip = lambda reason: Decision(ident, inbox, None, reason)  # noqa: E731
     if not inbox.active:
@@ -197,6 +201,8 @@ def check_identity(contact: Mapping[str, Any], ident: IdentityInfo, inbox: Inbox
             return skip("outside_window")
         if blocked:  # WeCom 微信客服 in 待接入池 / 人工 / 已结束: kf/send_msg would answer 95018
             return skip("session_state")
+        if allowance_used:  # WeCom 微信客服: 5 messages since the customer's last (95001 beyond)
+            return skip("reply_limit")
     return Decision(ident, inbox, "message")
 
 
@@ -204,9 +210,10 @@ class Chooser:
     """`choose` for many contacts of one broadcast: the inbox lookups are built once."""
 
     def __init__(self, inboxes: Sequence[InboxInfo], now: datetime, channels: ChannelRules,
-                 wechat: WeChatRules | None = None) -> None:
+                 wechat: WeChatRules | None = None, allowance_used: frozenset[int] = frozenset()) -> None:
         self.now = now
         self.wechat = wechat
+        self.allowance_used = allowance_used  # identity ids (reply_limits.identities_at_limit)
         self.channels = channels
         self.by_inbox = {i.id: i for i in inboxes}
         self.order = {i.id: n for n, i in enumerate(inboxes)}
@@ -223,7 +230,8 @@ class Chooser:
             inbox = by_inbox[ident.inbox_id]
             decision = check_identity(contact, ident, inbox, self.now, self.capabilities[inbox.channel_type],
                                       self.wechat, self.channels.reply_blocked(inbox.channel_type, ident.attributes,
-                                                                               ident.last_inbound_at))
+                                                                               ident.last_inbound_at),
+                                      ident.id in self.allowance_used)
             if decision.reason is None:
                 return decision
             first_refusal = first_refusal or decision

@@ -24,6 +24,7 @@ from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Delivery, utcnow
 from scrm.db.models_marketing import Broadcast, BroadcastRecipient, Segment
 from scrm.services.agents import audit
+from scrm.services.conversations.reply_limits import counted_limits, identities_at_limit
 from scrm.services.marketing import wechat_mass
 from scrm.services.marketing.broadcast_bulk import BulkWriter, allocate_delivery_ids, group_decisions
 from scrm.services.marketing.broadcast_compose import (
@@ -143,7 +144,9 @@ async def start(ctx: AppContext, broadcast_id: int, agent_id: int | None = None)
         targeted = sum(1 for i, r in enumerate(rows) if i == 0 or r.id != rows[i - 1].id)
         delivery_ids = iter(await allocate_delivery_ids(tx, targeted))
         t_ids = time.perf_counter()
-        decisions = group_decisions(rows, Chooser(inboxes, now, tx.channels, wechat))
+        limits = counted_limits(tx.channels, inboxes)  # WeCom 微信客服: 5 messages since the customer's last
+        used = await identities_at_limit(tx.session, limits, now) if limits else frozenset()
+        decisions = group_decisions(rows, Chooser(inboxes, now, tx.channels, wechat, used))
         mass_members: list[tuple[int, str]] = []  # (delivery id, OpenID) of 群发 recipients, in id order
         subscribed: list[int] = []  # identities whose one-time consent this broadcast spends
         queued = 0

@@ -47,6 +47,9 @@ BATCH_ITEMS = 512  # items stored in one go at most (in concurrent ingest batche
 BATCHES_IN_FLIGHT = 2  # message-only batches stored while the one before is still being stored
 OWED_RETRY_AFTER = timedelta(seconds=30)  # a pull that failed is tried again by the catch-up after this
 CATCHUP_TICK = 5.0
+RUNNER_SCAN = 1.0  # a pull runner looks for owed pulls this often (missed wake-ups, expired leases, no Redis)
+WAKE_CHANNEL = "scrm:wecom_kf_pull"
+_ELSEWHERE = "wecom_kf_pull_elsewhere"
 C = WeComKfCursor.__table__.c
 _TASKS = "wecom_kf_pulls"
 
@@ -64,7 +67,9 @@ async def request_pull(ctx: AppContext, inbox_id: int, data: dict[str, Any]) -> 
                     open_kfid, inbox_id)
         return
     await _notes(ctx).submit((target, open_kfid), data.get("token") or None)
-    kick(ctx, target, open_kfid)
+    if pulls_here(ctx):
+        kick(ctx, target, open_kfid)
+    # Otherwise the note's commit woke the pull runners (_PullNotes._flush): the answer does not wait for that.
 
 
 class _PullNotes:
@@ -104,10 +109,47 @@ class _PullNotes:
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            if not pulls_here(self.ctx):
+                wake(self.ctx, list(batch))
             for entry in batch.values():
                 for f in entry[2]:
                     if not f.done():
                         f.set_result(None)
+
+
+def pulls_here(ctx: AppContext) -> bool:
+    """Whether this process pulls the kf accounts its callbacks note (see pull_elsewhere)."""
+    return not ctx.extras.get(_ELSEWHERE, False)
+
+
+def pull_elsewhere(ctx: AppContext) -> None:
+    """This process only notes pulls and wakes the pull runners (`scrm serve --no-worker`, and `scrm worker`
+    while its pull runner process runs): the pulls' fetching and storing stay off its event loop."""
+    ctx.extras[_ELSEWHERE] = True
+
+
+def wake(ctx: AppContext, keys: list[tuple[int, str]]) -> None:
+    """Tell the pull runners (every process running run_runner) that these accounts are owed a pull, over
+    Redis, without waiting: a lost wake-up only delays the pull to the runners' next scan (RUNNER_SCAN)."""
+    if ctx.redis is None or not keys:
+        return
+    tasks: set[asyncio.Task[None]] = ctx.extras.setdefault("wecom_kf_wakes", set())
+    task = asyncio.get_running_loop().create_task(_publish(ctx, keys))
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+def _wake_channel(ctx: AppContext) -> str:
+    # Pub/sub channels are server-wide: two installations sharing a Redis server must not wake each other.
+    db = getattr(getattr(ctx.redis, "connection_pool", None), "connection_kwargs", {}).get("db", 0)
+    return f"{WAKE_CHANNEL}:{db}"
+
+
+async def _publish(ctx: AppContext, keys: list[tuple[int, str]]) -> None:
+    try:
+        await ctx.redis.publish(_wake_channel(ctx), "\n".join(f"{i} {k}" for i, k in keys))  # type: ignore[union-attr]
+    except Exception as exc:  # noqa: BLE001 - the note is committed; the runners' scan finds it
+        log.warning("wecom kf: could not wake the pull runners (%s); their scan will find the pull", exc)
 
 
 def _notes(ctx: AppContext) -> _PullNotes:
@@ -383,10 +425,7 @@ async def catch_up(ctx: AppContext, now: datetime | None = None) -> int:
     """Pull what is owed (callbacks whose pull never ran) and what is due a token-less catch-up."""
     now = now or utcnow()
     async with ctx.db.session() as s:
-        owed = (await s.execute(select(C.inbox_id, C.open_kfid).where(
-            C.requested_seq > C.pulled_seq,
-            or_(C.lease_owner.is_(None), C.lease_until < now),
-            or_(C.last_error.is_(None), C.last_pull_at < now - OWED_RETRY_AFTER)))).all()
+        owed = (await s.execute(_owed_query(now))).all()
         inboxes = (await s.scalars(select(Inbox).where(Inbox.channel_type == "wecom_kf",
                                                        Inbox.active.is_(True)))).all()
         known = {(r.inbox_id, r.open_kfid): r for r in (await s.execute(select(
@@ -404,6 +443,11 @@ async def catch_up(ctx: AppContext, now: datetime | None = None) -> int:
             due.append(key)
     for key in due:
         await _mark_catchup(ctx, key, now)
+    if not pulls_here(ctx):  # the pull runners pull: a token-less pull owed, as a callback without a token notes it
+        if due:
+            await _write_notes(ctx, {key: (1, None) for key in due})
+        wake(ctx, [*todo, *due])
+        return 0
     stored = 0
     for inbox_id, open_kfid in [*todo, *due]:
         try:
@@ -431,3 +475,66 @@ async def run_catchup(ctx: AppContext, stop: asyncio.Event) -> None:
             log.exception("wecom kf catch-up failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), CATCHUP_TICK)
+
+
+def _owed_query(now: datetime) -> Any:
+    """Accounts owed a pull that nobody pulls now (a failed pull waits OWED_RETRY_AFTER)."""
+    return select(C.inbox_id, C.open_kfid).where(
+        C.requested_seq > C.pulled_seq, or_(C.lease_owner.is_(None), C.lease_until < now),
+        or_(C.last_error.is_(None), C.last_pull_at < now - OWED_RETRY_AFTER))
+
+
+# --- the pull runner ----------------------------------------------------------------------------
+
+
+async def run_runner(ctx: AppContext, stop: asyncio.Event) -> None:
+    """Pull what callbacks noted, in this process: woken over Redis by the process that noted it, and a
+    scan every RUNNER_SCAN seconds for owed pulls (a lost wake-up, no Redis, a dead puller's expired lease).
+    Runs in the `scrm worker` pull runner process, or in the worker or embedded server itself. Every
+    process running it may be woken for the same account: the lease in the database lets one pull it."""
+    listener = asyncio.get_running_loop().create_task(_listen(ctx)) if ctx.redis is not None else None
+    try:
+        while not stop.is_set():
+            try:
+                async with ctx.db.session() as s:
+                    owed = (await s.execute(_owed_query(utcnow()))).all()
+                for row in owed:
+                    kick(ctx, row.inbox_id, row.open_kfid)
+            except Exception:
+                log.exception("wecom kf pull runner: scan for owed pulls failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RUNNER_SCAN)
+    finally:
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+        # Let the pulls in hand finish (their cursor saved); one cut short is pulled again from its cursor.
+        await wait_pulls(ctx, timeout=10.0)
+        for task in list(ctx.extras.get(_TASKS, {}).values()):
+            task.cancel()
+
+
+async def _listen(ctx: AppContext) -> None:
+    """Kick a pull for every account a wake-up names; resubscribe after a lost connection."""
+    while True:
+        try:
+            pubsub = ctx.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[union-attr]
+            try:
+                await pubsub.subscribe(_wake_channel(ctx))
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    data = message["data"]
+                    for line in (data.decode() if isinstance(data, bytes) else str(data)).splitlines():
+                        inbox_id, _, open_kfid = line.partition(" ")
+                        if inbox_id.isdigit() and open_kfid:
+                            kick(ctx, int(inbox_id), open_kfid)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the scan keeps pulling meanwhile
+            log.warning("wecom kf pull runner: wake-up subscription lost (%s); resubscribing", exc)
+            await asyncio.sleep(1.0)

@@ -99,5 +99,5 @@ export const enMarketing = {
   "mk.reason.opted_out": "opted out", "mk.reason.unreachable": "unreachable", "mk.reason.unsubscribed": "unsubscribed",
   "mk.reason.inbox_disabled": "inbox disabled", "mk.reason.channel_unavailable": "channel unavailable",
   "mk.reason.not_started": "has not started the bot", "mk.reason.no_consent": "no email consent",
-  "mk.reason.session_state": "the WeCom session does not accept API messages now (queued, with a servicer or ended)", "mk.reason.outside_window": "outside the 48-hour window, no subscription consent", "mk.reason.no_channel": "no identity on the chosen channels",
+  "mk.reason.reply_limit": "WeCom allows at most 5 messages after the customer's last one, and they are used up", "mk.reason.session_state": "the WeCom session does not accept API messages now (queued, with a servicer or ended)", "mk.reason.outside_window": "outside the 48-hour window, no subscription consent", "mk.reason.no_channel": "no identity on the chosen channels",
 };

@@ -99,5 +99,5 @@ export const zhMarketing = {
   "mk.reason.opted_out": "已退订", "mk.reason.unreachable": "无法触达", "mk.reason.unsubscribed": "未订阅",
   "mk.reason.inbox_disabled": "渠道已停用", "mk.reason.channel_unavailable": "渠道不可用",
   "mk.reason.not_started": "未启动机器人", "mk.reason.no_consent": "未同意接收邮件",
-  "mk.reason.session_state": "企业微信会话当前不接受 API 消息（排队中、人工接待中或已结束）", "mk.reason.outside_window": "超出 48 小时窗口且未授权订阅通知", "mk.reason.no_channel": "所选渠道上没有身份",
+  "mk.reason.reply_limit": "客户上次发言后最多可发 5 条消息，已用完", "mk.reason.session_state": "企业微信会话当前不接受 API 消息（排队中、人工接待中或已结束）", "mk.reason.outside_window": "超出 48 小时窗口且未授权订阅通知", "mk.reason.no_channel": "所选渠道上没有身份",
 };
