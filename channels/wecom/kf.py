@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -47,6 +47,22 @@ from scrm.domain import (
 )
 
 log = logging.getLogger(__name__)
+
+_CHECKS: set[asyncio.Task[None]] = set()
+
+
+def _background(check: Coroutine[Any, Any, None]) -> None:
+    """Run a replay check without waiting for it; a refusal is logged (ReplayGuard) and changes nothing."""
+    task = asyncio.get_running_loop().create_task(check)
+    _CHECKS.add(task)
+
+    def done(t: asyncio.Task[None]) -> None:
+        _CHECKS.discard(t)
+        if not t.cancelled() and t.exception() is not None and not isinstance(t.exception(), WebhookError):
+            log.warning("wecom kf: replay check failed: %r", t.exception())
+
+    task.add_done_callback(done)
+
 
 OK = WebhookResponse(status=200, body=b"", content_type="text/plain")
 SENDS_PER_SECOND = 20.0  # per corp across workers: WeCom publishes no kf send rate; stay well clear
@@ -106,11 +122,12 @@ class WeComKfAdapter(ChannelAdapter):
         if event == "kf_msg_or_event":
             # OpenKfId may be missing (seen in 2022): the inbox's own account is meant then.
             open_kfid = text(fields, "OpenKfId") or self.open_kfid
-            # The replay check and the durable note run side by side (the answer waits for both, not one
-            # after the other): a note for a refused replay only makes a pull that finds nothing new,
-            # and a replay can only repeat this signed body (msg_signature covers Encrypt).
-            await asyncio.gather(replay, self.runtime.request_pull({"open_kfid": open_kfid,
-                                                                    "token": text(fields, "Token") or None}))
+            # The answer waits for the durable note only: the replay check runs beside it and is not
+            # waited for. msg_signature covers the Encrypt text, so a replay can only repeat a body
+            # WeCom signed, and a kf_msg_or_event carries no message: a replayed one only makes a pull
+            # that finds nothing new. (Every other callback waits for the check before it is acted on.)
+            _background(replay)
+            await self.runtime.request_pull({"open_kfid": open_kfid, "token": text(fields, "Token") or None})
             return OK
         await replay
         if event == "kf_account_auth_change":

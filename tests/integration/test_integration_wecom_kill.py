@@ -1,5 +1,6 @@
-"""Real processes: `scrm serve` killed with SIGKILL after acknowledging a kf callback, mid-pull. The
-owed pull is in the database, so `scrm worker`'s catch-up pulls it: nothing lost, nothing twice."""
+"""Real processes: `scrm serve` killed with SIGKILL after acknowledging a kf callback, and the worker's
+pull runner process killed mid-pull. The owed pull is in the database, so the runner the worker starts
+again pulls it once the dead one's lease runs out: nothing lost, nothing twice."""
 
 from __future__ import annotations
 
@@ -32,33 +33,44 @@ async def fake() -> AsyncIterator[FakeWeCom]:
 async def test_sigkill_between_ack_and_pull_loses_nothing(ctx, settings, fake) -> None:
     inbox = await kf_inbox(ctx, fake)
     fake.add(*[text_item(f"kill-{i}", CUSTOMER, f"消息 {i}") for i in range(25)])
-    fake.sync_delays = [30.0]  # the first pull hangs in WeCom: the process dies meanwhile
+    fake.sync_delays = [30.0]  # the first pull hangs in WeCom: the puller dies meanwhile
     port = free_port()
     serve = _spawn(["serve", "--port", str(port), "--no-worker"], _env(settings))
-    worker = None
+    worker = _spawn(["worker"], _env(settings, SCRM_WORKER_POLL_INTERVAL="0.2"))
     try:
         async with aiohttp.ClientSession() as http:
             await wait_for(lambda: _up(http, port), timeout=60)
             query, body = envelope(kf_event_xml(fake.new_callback_token()))
             async with http.post(f"http://127.0.0.1:{port}/webhooks/wecom/{inbox.id}", params=query, data=body) as r:
                 assert r.status == 200  # acknowledged: the owed pull is committed
-        await wait_for(lambda: bool(fake.sync_requests), timeout=30)
-        os.kill(serve.pid, signal.SIGKILL)
+        os.kill(serve.pid, signal.SIGKILL)  # the server that answered is gone: the pull does not need it
         serve.wait(10)
+        # The worker's pull runner process pulls; it is killed in the middle of the pull.
+        await wait_for(lambda: bool(fake.sync_requests), timeout=60)
+        [runner] = _children(worker.pid)
+        os.kill(runner, signal.SIGKILL)
         assert await inbound(ctx, inbox.id) == []
         async with ctx.db.session() as s:
             row = await s.get(WeComKfCursor, (inbox.id, OPEN_KFID))
         assert row.requested_seq > row.pulled_seq and row.lease_owner  # owed, leased by the dead process
-        worker = _spawn(["worker"], _env(settings, SCRM_WORKER_POLL_INTERVAL="0.2"))
-        # After the dead process's lease runs out, the catch-up pulls what is owed.
+        # The worker starts a new runner; once the dead one's lease runs out, it pulls what is owed.
         found = await wait_for(lambda: _stored(ctx, inbox.id, 25), timeout=90, interval=0.5)
         assert sorted(m.external_id for m in found) == sorted(f"kill-{i}" for i in range(25))
+        assert [r for r in _children(worker.pid) if r != runner]  # restarted
     finally:
         for proc in (serve, worker):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
     await asyncio.sleep(0)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
 
 
 async def _up(http: aiohttp.ClientSession, port: int) -> bool:

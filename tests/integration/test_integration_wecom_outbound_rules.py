@@ -113,3 +113,29 @@ async def test_bot_answer_beyond_the_five_message_allowance_is_not_sent_and_the_
         await bot.apply_actions(tx, conv, box, ident, contact, BotResult(state={}, actions=[SendReply("好的，再见")]))
     await deliver_all(ctx)
     assert fake.send_attempts[-1]["text"]["content"] == "好的，再见"
+
+
+async def test_broadcast_counts_the_five_message_allowance(client, ctx, fake, admin_headers) -> None:
+    quiet_bot(ctx)
+    inbox = await kf_inbox(ctx, fake, handoff="api_only")
+    fake.add(text_item("m1", FIRST, "你好"), text_item("m2", SECOND, "你好"))
+    await notify(client, ctx, fake, inbox.id)
+    convs = {m.external_id: m.conversation_id for m in await inbound(ctx, inbox.id)}
+    for n in range(5):  # FIRST has had the five messages WeCom lets through since writing
+        await agent_reply(client, admin_headers, convs["m1"], f"第{n + 1}条")
+    for n in range(4):  # SECOND has one left
+        await agent_reply(client, admin_headers, convs["m2"], f"第{n + 1}条")
+    await deliver_all(ctx)
+    tried = len(fake.send_attempts)
+    resp = await client.post("/api/v1/broadcasts", headers=admin_headers, json={
+        "name": "上新", "inbox_ids": [inbox.id], "template": "新品上架", "rules": {}})
+    assert resp.status == 201, await resp.text()
+    bid = (await resp.json())["id"]
+    assert (await client.post(f"/api/v1/broadcasts/{bid}/start", headers=admin_headers)).status == 202
+    await deliver_all(ctx)
+    report = await (await client.get(f"/api/v1/broadcasts/{bid}/report", headers=admin_headers)).json()
+    assert report["skipped_by_reason"] == {"reply_limit": 1} and report["sent"] == 1
+    assert [a["touser"] for a in fake.send_attempts[tried:]] == [SECOND]  # nothing WeCom refuses with 95001
+    # The broadcast was SECOND's fifth message: the reply box now says the allowance is used up.
+    refused = await agent_reply(client, admin_headers, convs["m2"], "还有一条", expect=409)
+    assert "at most 5 messages" in refused["error"]["message"]
