@@ -1,7 +1,8 @@
 """微信客服 benchmark: 64 concurrent encrypted kf callbacks against `scrm serve`, each announcing 1-50 new
 customer messages that the server pulls from a fake WeCom API (kf/sync_msg pages of 1-50 messages),
 next to signed HTTP API channel posts of the same message counts to the same server in the same run
-(the baseline).
+(the baseline). The fake WeCom API runs in a process of its own (bench/_fake_wecom_process.py): serving
+pages in the senders' event loop added its stalls to the acknowledgement times the senders measure.
 
     python bench/wecom_kf.py [--quick] [--callbacks N] [--accounts K]
 
@@ -35,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from channels.signing import signed_headers  # noqa: E402
-from tests.channels.wecom.fake_wecom_api import FakeWeCom, serving  # noqa: E402
 from tests.channels.wecom.wecom_samples import (  # noqa: E402
     AES_KEY,
     CORP_ID,
@@ -85,9 +85,9 @@ def children(pid: int) -> list[int]:
         return []
 
 
-async def cpu_sample(procs: list[subprocess.Popen[bytes]]) -> dict[str, dict[int, float]]:
+async def cpu_sample(procs: list[subprocess.Popen[bytes]], fake: FakeProcess) -> dict[str, dict[int, float]]:
     """CPU seconds so far of serve, the worker, the bench database's PostgreSQL backends and this process
-    (the fake WeCom API and the senders run here)."""
+    (the senders) and the fake WeCom API's process."""
     def safe(pid: int) -> float:
         try:
             return cpu_seconds(pid)
@@ -98,7 +98,8 @@ async def cpu_sample(procs: list[subprocess.Popen[bytes]]) -> dict[str, dict[int
     # The worker's children: its 微信客服 pull runner process, where the worker hosts one.
     return {"serve": {procs[0].pid: safe(procs[0].pid)}, "worker": {procs[1].pid: safe(procs[1].pid)},
             "runner": {pid: safe(pid) for pid in children(procs[1].pid)},
-            "pg": {pid: safe(pid) for pid in pg}, "bench": {0: sum(os.times()[:2])}}
+            "pg": {pid: safe(pid) for pid in pg}, "bench": {0: sum(os.times()[:2])},
+            "fake": {fake.proc.pid: safe(fake.proc.pid)}}
 
 
 def cpu_delta(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
@@ -211,7 +212,34 @@ async def settle(max_wait: float = 180.0) -> None:
         await conn.close()
 
 
-async def kf_run(base: str, fake: FakeWeCom, kf: list[tuple[int, str]], batches: list[int], run: str,
+class FakeProcess:
+    """The fake WeCom API in its own process (bench/_fake_wecom_process.py), driven over HTTP."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_fake_wecom_process.py")],
+                                     stdout=subprocess.PIPE, cwd=ROOT)
+        assert self.proc.stdout is not None
+        self.base_url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    async def add(self, http: aiohttp.ClientSession, items: list[dict[str, Any]], open_kfid: str) -> str:
+        """Make the messages readable in WeCom; returns the token of the callback that announces them."""
+        async with http.post(f"{self.base_url}/_bench/add", json={"items": items, "open_kfid": open_kfid}) as r:
+            return str((await r.json())["token"])
+
+    async def setup(self, **fields: Any) -> None:
+        async with aiohttp.ClientSession() as http, http.post(f"{self.base_url}/_bench/setup", json=fields) as r:
+            r.raise_for_status()
+
+    async def sync_calls(self) -> int:
+        async with aiohttp.ClientSession() as http, http.get(f"{self.base_url}/_bench/stats") as r:
+            return int((await r.json())["sync_calls"])
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+async def kf_run(base: str, fake: FakeProcess, kf: list[tuple[int, str]], batches: list[int], run: str,
                  timeout: float) -> dict[str, Any]:
     """Each callback first makes 1-50 messages readable in WeCom, then announces them, as WeCom does."""
     sent_at: dict[str, float] = {}
@@ -229,8 +257,7 @@ async def kf_run(base: str, fake: FakeWeCom, kf: list[tuple[int, str]], batches:
             started = time.time()
             for item in items:
                 sent_at[item["msgid"]] = started
-            fake.add(*items, open_kfid=kfid)
-            query, body = envelope(kf_event_xml(fake.new_callback_token(), kfid))
+            query, body = envelope(kf_event_xml(await fake.add(http, items, kfid), kfid))
             t0 = time.perf_counter()
             async with http.post(f"{base}/webhooks/wecom/{box}", params=query, data=body,
                                  headers={"Content-Type": "text/xml"}) as r:
@@ -239,7 +266,7 @@ async def kf_run(base: str, fake: FakeWeCom, kf: list[tuple[int, str]], batches:
             acks.append(time.perf_counter() - t0)
 
     started = time.time()
-    conn = aiohttp.TCPConnector(limit=SENDERS)
+    conn = aiohttp.TCPConnector(limit=2 * SENDERS)  # each sender: the fake's control call, then the callback
     async with aiohttp.ClientSession(connector=conn) as http:
         await asyncio.gather(*[sender(http) for _ in range(SENDERS)])
     # Wait with a cheap count; the commit times are read once at the end (the rate and latencies come
@@ -292,54 +319,55 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
     await create_db()
     await fresh_redis(REDIS_URL)
     procs: list[subprocess.Popen[bytes]] = []
-    async with serving(FakeWeCom(page_size=50)) as fake:
-        fake.page_sizes = []
-        try:
-            api_id, kf = await seed(fake.base_url, accounts)  # type: ignore[attr-defined]
-            port = free_port()
-            base = f"http://127.0.0.1:{port}"
-            with tempfile.TemporaryDirectory() as tmp:
-                env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
-                env |= {**BENCH_SERVER_ENV, "SCRM_DATABASE_URL": DB_URL, "SCRM_REDIS_URL": REDIS_URL,
-                        "SCRM_DATABASE_AUTO_MIGRATE": "false", "SCRM_STORAGE_PATH": f"{tmp}/files",
-                        "SCRM_LOGGING_LEVEL": "ERROR", "PYTHONPATH": str(ROOT)}
-                profile = os.environ.get("BENCH_PROFILE_DIR")  # cProfile the server processes (slower)
-                for name, args in (("serve", ["serve", "--port", str(port), "--no-worker"]), ("worker", ["worker"])):
-                    prof = ["-m", "cProfile", "-o", f"{profile}/{name}.prof"] if profile else []
-                    procs.append(subprocess.Popen([sys.executable, *prof, "-m", "scrm.cli", *args], env=env, cwd=ROOT,
-                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-                await wait_up(f"{base}/readyz")
-                run_id = os.urandom(3).hex()
-                warm = [rnd.randint(1, 50) for _ in range(max(8, callbacks // 8))]
-                await api_run(base, api_id, warm, run_id + "w0")
-                await kf_run(base, fake, kf, warm, run_id + "w1", timeout=60)
-                batches = [rnd.randint(1, 50) for _ in range(callbacks)]
-                fake.page_sizes = [rnd.randint(1, 50) for _ in range(callbacks * 4)]  # pages of 1-50
-                await settle()
-                trace("api phase")
-                cpu0 = await cpu_sample(procs)
-                api = await api_run(base, api_id, batches, run_id + "a")
-                trace("api done")
-                await settle()
-                cpu1 = await cpu_sample(procs)
-                trace("kf phase")
-                if os.environ.get("BENCH_PROFILES"):  # batchget answers a profile (gender) for every customer
-                    for k in range(CUSTOMERS):
-                        euid = f"wm{run_id}k{k:06d}"
-                        fake.customers[euid] = {"external_userid": euid, "nickname": f"客户{k}", "gender": 1 + k % 2,
-                                                "avatar": f"https://wework.qpic.cn/avatar/{k}/0", "unionid": ""}
-                kfr = await kf_run(base, fake, kf, batches, run_id + "k", timeout=180)
-                trace("kf done")
-                await settle()
-                cpu2 = await cpu_sample(procs)
-                api_cpu, kf_cpu = cpu_delta(cpu0, cpu1), cpu_delta(cpu1, cpu2)
-                cpu = {f"api_{g}": v for g, v in api_cpu.items()} | {f"kf_{g}": v for g, v in kf_cpu.items()}
-                return {"api": api, "kf": kfr, "sync_calls": len(fake.sync_requests), "cpu": cpu,
-                        "callbacks": len(batches)}
-        finally:
-            for proc in procs:
-                stop(proc)
-            await drop_db()
+    fake = FakeProcess()
+    try:
+        api_id, kf = await seed(fake.base_url, accounts)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
+            env |= {**BENCH_SERVER_ENV, "SCRM_DATABASE_URL": DB_URL, "SCRM_REDIS_URL": REDIS_URL,
+                    "SCRM_DATABASE_AUTO_MIGRATE": "false", "SCRM_STORAGE_PATH": f"{tmp}/files",
+                    "SCRM_LOGGING_LEVEL": "ERROR", "PYTHONPATH": str(ROOT)}
+            profile = os.environ.get("BENCH_PROFILE_DIR")  # cProfile the server processes (slower)
+            for name, args in (("serve", ["serve", "--port", str(port), "--no-worker"]), ("worker", ["worker"])):
+                prof = ["-m", "cProfile", "-o", f"{profile}/{name}.prof"] if profile else []
+                procs.append(subprocess.Popen([sys.executable, *prof, "-m", "scrm.cli", *args], env=env, cwd=ROOT,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            await wait_up(f"{base}/readyz")
+            run_id = os.urandom(3).hex()
+            warm = [rnd.randint(1, 50) for _ in range(max(8, callbacks // 8))]
+            await api_run(base, api_id, warm, run_id + "w0")
+            await kf_run(base, fake, kf, warm, run_id + "w1", timeout=60)
+            batches = [rnd.randint(1, 50) for _ in range(callbacks)]
+            await fake.setup(page_sizes=[rnd.randint(1, 50) for _ in range(callbacks * 4)])  # pages of 1-50
+            await settle()
+            trace("api phase")
+            cpu0 = await cpu_sample(procs, fake)
+            api = await api_run(base, api_id, batches, run_id + "a")
+            trace("api done")
+            await settle()
+            cpu1 = await cpu_sample(procs, fake)
+            trace("kf phase")
+            if os.environ.get("BENCH_PROFILES"):  # batchget answers a profile (gender) for every customer
+                await fake.setup(customers={
+                    f"wm{run_id}k{k:06d}": {"external_userid": f"wm{run_id}k{k:06d}", "nickname": f"客户{k}",
+                                            "gender": 1 + k % 2, "unionid": "",
+                                            "avatar": f"https://wework.qpic.cn/avatar/{k}/0"}
+                    for k in range(CUSTOMERS)})
+            kfr = await kf_run(base, fake, kf, batches, run_id + "k", timeout=180)
+            trace("kf done")
+            await settle()
+            cpu2 = await cpu_sample(procs, fake)
+            api_cpu, kf_cpu = cpu_delta(cpu0, cpu1), cpu_delta(cpu1, cpu2)
+            cpu = {f"api_{g}": v for g, v in api_cpu.items()} | {f"kf_{g}": v for g, v in kf_cpu.items()}
+            return {"api": api, "kf": kfr, "sync_calls": await fake.sync_calls(), "cpu": cpu,
+                    "callbacks": len(batches)}
+    finally:
+        for proc in procs:
+            stop(proc)
+        fake.close()
+        await drop_db()
 
 
 def main() -> int:
@@ -367,7 +395,7 @@ def main() -> int:
     cpu, n = res["cpu"], res["callbacks"]
     msgs = kf["messages"]
     per_msg = "   ".join(f"{g} {cpu['kf_' + g] * 1000 / msgs:.2f} vs {cpu['api_' + g] * 1000 / msgs:.2f}"
-                         for g in ("serve", "worker", "runner", "pg", "bench"))
+                         for g in ("serve", "worker", "runner", "pg", "bench", "fake"))
     print(f"  CPU ms per stored message, kf vs API (phase incl. settling): {per_msg}")
     print(f"  CPU (/proc, phase incl. the worker catching up): serve {cpu['kf_serve'] * 1000 / n:.1f} ms per kf "
           f"callback vs {cpu['api_serve'] * 1000 / n:.1f} ms per API post; worker {cpu['kf_worker'] * 1000 / n:.1f} "
@@ -377,7 +405,7 @@ def main() -> int:
           f"api_ack_p99_ms={api['ack_p99_ms']:.1f} serve_cpu_ms_per_callback={cpu['kf_serve'] * 1000 / n:.2f} "
           f"serve_cpu_ms_per_api_post={cpu['api_serve'] * 1000 / n:.2f} "
           + " ".join(f"{p}_{g}_cpu_ms_per_msg={cpu[p + '_' + g] * 1000 / msgs:.3f}"
-                     for p in ("kf", "api") for g in ("serve", "worker", "runner", "pg", "bench")))
+                     for p in ("kf", "api") for g in ("serve", "worker", "runner", "pg", "bench", "fake")))
     return 0 if not (kf["lost"] or kf["duplicates"] or kf["errors"]) else 1
 
 
