@@ -312,6 +312,9 @@ class RedisEventBus(EventBus):
                         origin, _, raw = message["data"].partition(b"\n")
                         if origin == own:
                             continue  # fanned out when it was published
+                        if not any(sub.everywhere for sub in self._listeners):
+                            self.wake()  # nothing here fans events out (e.g. the WeCom pull runner): no parsing
+                            continue
                         try:
                             for event in events_from_json(raw):
                                 self._fan_out(event)

@@ -245,3 +245,30 @@ async def test_links_count_the_customers_each_source_brought(client, ctx, fake, 
     assert [(w["scene"], w["customers"], w["conversations"]) for w in ways] == [("mini-app", 2, 2)]
     qr = await client.get(f"/api/v1/wecom/ways/{ways[0]['id']}/qr.svg", headers=admin_headers)
     assert qr.status == 200 and qr.content_type == "image/svg+xml" and b"<svg" in await qr.read()
+
+
+async def test_a_server_that_pulls_elsewhere_answers_and_the_pull_runner_pulls(ctx, fake, settings) -> None:
+    """`scrm serve --no-worker`: the callback notes the pull and wakes the runners; a runner process pulls
+    (woken over Redis at once; without Redis its scan finds the note within a second)."""
+    inbox = await kf_inbox(ctx, fake)
+    fake.add(*[text_item(f"e{i}", C1, f"{i}") for i in range(30)])
+    runner = await build_context(settings)  # the worker's pull runner process
+    stop = asyncio.Event()
+    running = asyncio.create_task(wecom_kf_sync.run_runner(runner, stop))
+    try:
+        await asyncio.sleep(0.2)  # subscribed
+        wecom_kf_sync.pull_elsewhere(ctx)
+        await wecom_kf_sync.request_pull(ctx, inbox.id, {"open_kfid": OPEN_KFID, "token": fake.new_callback_token()})
+        assert ctx.extras.get("wecom_kf_pulls", {}) == {}  # nothing pulled in the server that answered
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(await inbound(ctx, inbox.id)) < 30 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert sorted(m.external_id for m in await inbound(ctx, inbox.id)) == sorted(f"e{i}" for i in range(30))
+        assert fake.sync_requests[0]["token"]  # the callback's token was used
+        row = await cursor_row(ctx, inbox.id)
+        assert row.cursor == "30" and row.pulled_seq == row.requested_seq
+    finally:
+        stop.set()
+        await running
+        await runner.bus.drain(2)
+        await runner.close()
