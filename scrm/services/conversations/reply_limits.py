@@ -58,15 +58,15 @@ async def identities_at_limit(session: AsyncSession, limits: Mapping[int, tuple[
     allows. One grouped query per limit, for a broadcast's recipients (or the given identities)."""
     found: set[int] = set()
     by_limit: dict[tuple[int, timedelta], list[int]] = {}
-    for inbox_id, limit in limits.items():
-        by_limit.setdefault(limit, []).append(inbox_id)
+    for inbox_id, rule in limits.items():
+        by_limit.setdefault(rule, []).append(inbox_id)
     key = cast(ContactIdentity.inbox_id, String) + ":" + ContactIdentity.external_id
-    for (limit, window), inbox_ids in by_limit.items():
+    for (allowed, window), inbox_ids in by_limit.items():
         q = (select(ContactIdentity.id)
              .join(Delivery, (Delivery.ordering_key == key) & (Delivery.created_at >= ContactIdentity.last_inbound_at))
              .where(ContactIdentity.inbox_id.in_(inbox_ids), ContactIdentity.last_inbound_at > now - window,
                     Delivery.kind.in_(COUNTED_KINDS), Delivery.status.not_in(("failed", "cancelled")))
-             .group_by(ContactIdentity.id).having(func.count(Delivery.id) >= limit))
+             .group_by(ContactIdentity.id).having(func.count(Delivery.id) >= allowed))
         if identity_ids is not None:
             q = q.where(ContactIdentity.id.in_(list(identity_ids)))
         found.update((await session.scalars(q)).all())
