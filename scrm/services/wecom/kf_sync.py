@@ -500,10 +500,11 @@ async def run_runner(ctx: AppContext, stop: asyncio.Event) -> None:
     try:
         while not stop.is_set():
             try:
-                async with ctx.db.session() as s:
-                    owed = (await s.execute(_owed_query(utcnow()))).all()
-                for row in owed:
-                    kick(ctx, row.inbox_id, row.open_kfid)
+                if await ctx.adapters.active("wecom_kf"):  # cached: installs without 微信客服 do not query
+                    async with ctx.db.session() as s:
+                        owed = (await s.execute(_owed_query(utcnow()))).all()
+                    for row in owed:
+                        kick(ctx, row.inbox_id, row.open_kfid)
             except Exception:
                 log.exception("wecom kf pull runner: scan for owed pulls failed")
             with contextlib.suppress(TimeoutError):
