@@ -233,9 +233,16 @@ async def run_worker(settings: Settings, *, burst: bool = False, name: str | Non
     ctx = await build_context(settings)
     _tune_gc()
     pulls: PullProcess | None = None
+    stop = asyncio.Event()
+    fallback: list[asyncio.Task[None]] = []
+
+    def pull_here() -> None:  # the pull runner process cannot be kept running: pull in this process
+        kf_sync.pull_here(ctx)
+        fallback.append(asyncio.create_task(kf_sync.run_runner(ctx, stop)))
+
     try:
         if not burst and settings.worker.wecom_pull_process and await wanted(ctx):
-            pulls = PullProcess(config)
+            pulls = PullProcess(config, pull_here)
             await pulls.start()  # before the priority is lowered: the child keeps the normal one
             kf_sync.pull_elsewhere(ctx)
         _lower_priority(settings.worker.nice)
@@ -249,7 +256,6 @@ async def run_worker(settings: Settings, *, burst: bool = False, name: str | Non
             print(f"delivered {sent}")
             return 0
         unsubscribe = install_listeners(ctx)
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -262,6 +268,7 @@ async def run_worker(settings: Settings, *, burst: bool = False, name: str | Non
         await worker.run(stop)
         if pulls is not None:
             await pulls.stop(settings.server.shutdown_timeout)
+        periodic += fallback
         # Finish the bot and desk work in hand; what is left is taken over by another worker.
         await uninstall_listeners(unsubscribe, timeout=settings.server.shutdown_timeout)
         if periodic:

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scrm.kf_pull_process")
 RESTART_AFTER = 1.0
+GIVE_UP_AFTER = 3  # children in a row that died within QUICK_DEATH of their start: the worker pulls itself
+QUICK_DEATH = 10.0
 
 
 async def wanted(ctx: AppContext) -> bool:
@@ -45,11 +48,12 @@ async def wanted(ctx: AppContext) -> bool:
 class PullProcess:
     """`scrm kf-pulls` as a child of this process: started, restarted when it dies, stopped with us."""
 
-    def __init__(self, config: str | None) -> None:
+    def __init__(self, config: str | None, fallback: Callable[[], None]) -> None:
         self.args = [sys.executable, "-m", "scrm.cli", *(["--config", config] if config else []), "kf-pulls"]
         self.proc: asyncio.subprocess.Process | None = None
         self.stopping = False
         self.supervisor: asyncio.Task[None] | None = None
+        self.fallback = fallback  # called when the child cannot be kept running: pull in the worker instead
 
     async def start(self) -> None:
         """Start the child (before the worker lowers its priority: the child keeps the normal one)."""
@@ -58,10 +62,18 @@ class PullProcess:
         self.supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
     async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        quick_deaths = 0
         while not self.stopping:
             assert self.proc is not None
+            started = loop.time()
             code = await self.proc.wait()
             if self.stopping:
+                return
+            quick_deaths = quick_deaths + 1 if loop.time() - started < QUICK_DEATH else 0
+            if quick_deaths >= GIVE_UP_AFTER:
+                log.error("wecom kf pull runner keeps exiting (%s); the worker pulls in its own loop", code)
+                self.fallback()
                 return
             # A restarted child inherits the worker's lowered priority (raising it back needs privileges).
             log.error("wecom kf pull runner exited (%s); restarting it in %.0f s", code, RESTART_AFTER)

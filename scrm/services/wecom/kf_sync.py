@@ -132,6 +132,11 @@ def pull_elsewhere(ctx: AppContext) -> None:
     ctx.extras[_ELSEWHERE] = True
 
 
+def pull_here(ctx: AppContext) -> None:
+    """This process pulls again (the worker whose pull runner process could not be kept running)."""
+    ctx.extras.pop(_ELSEWHERE, None)
+
+
 def wake(ctx: AppContext, keys: list[tuple[int, str]]) -> None:
     """Tell the pull runners (every process running run_runner) that these accounts are owed a pull, over
     Redis, without waiting: a lost wake-up only delays the pull to the runners' next scan (RUNNER_SCAN)."""
