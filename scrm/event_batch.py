@@ -169,9 +169,16 @@ def _drop_facts(shared: SharedTransaction, table: str | None) -> None:
 
 
 
+@functools.cache
+def _conversation_columns() -> frozenset[str]:
+    return frozenset(attr.key for attr in inspect(Conversation).column_attrs)
+
+
 def hold_back_conversation_writes(shared: SharedTransaction) -> None:
     """Collect the ORM changes of the batch's conversations instead of flushing them (see the module
     docstring); write_held_back writes them. Objects keep showing the new values to the listeners."""
+
+    columns = _conversation_columns()
 
     def before_flush(session: Session, _context: object, _instances: object) -> None:
         for obj in list(session.dirty):
@@ -179,10 +186,11 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
                 continue
             state = inspect(obj)
             changed = {}
-            for attr in state.mapper.column_attrs:
-                if state.attrs[attr.key].history.has_changes():
-                    changed[attr.key] = value = getattr(obj, attr.key)
-                    set_committed_value(obj, attr.key, value)  # no UPDATE now: nothing left to flush
+            # Only the attributes set since the last flush (committed_state) can have changes: not every column.
+            for key in list(state.committed_state):
+                if key in columns and state.attrs[key].history.has_changes():
+                    changed[key] = value = getattr(obj, key)
+                    set_committed_value(obj, key, value)  # no UPDATE now: nothing left to flush
             if changed:
                 ops = shared.held_back.setdefault(obj.id, [])
                 if ops and ops[-1][0] == "set":
