@@ -63,6 +63,16 @@ def _reads_conversation(event: ev.Event) -> bool:
     return event.name.startswith("conversation.") or event.name == ev.TICKET_OPENED
 
 
+def _reads_message(event: ev.Event) -> bool:
+    """The listeners read the message of a customer's or an agent's new message (bot, desk, opt-out,
+    notifications); the bot's own messages and delivery updates (message.updated), most of a batch's
+    message ids, are not read: loading them built ORM objects nobody used. A listener that does read
+    another message still finds it with a statement of its own."""
+    if event.name != ev.MESSAGE_CREATED:
+        return False
+    return event.data.get("direction") == "in" or event.data.get("sender_kind") == "agent"
+
+
 async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     """Load the batch's conversations (whose turns it holds) and what hangs off them into the session."""
     session = shared.session
@@ -75,7 +85,7 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     rows = (await session.execute(statements.conversations, {"ids": conversation_ids})).all()
     conversations = [row[0] for row in rows]
     shared.loaded += [obj for row in rows for obj in row if obj is not None]
-    if message_ids := _ids(e.data.get("message_id") for e in events):
+    if message_ids := _ids(e.data.get("message_id") for e in events if _reads_message(e)):
         shared.loaded += (await session.scalars(statements.messages, {"ids": message_ids})).all()
     # Locked in conversation order, as ensure_stats would lock each one (sla.py skips the lock for these).
     missing = set(conversation_ids)
