@@ -32,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import ORMExecuteState, Session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, set_committed_value
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from scrm import events as ev
@@ -198,7 +198,8 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
             changed = {}
             # Only the attributes set since the last flush (committed_state) can have changes: not every column.
             for key in list(state.committed_state):
-                if key in columns and state.attrs[key].history.has_changes():
+                # state.get_history, not state.attrs[key].history: `attrs` builds a view of every attribute.
+                if key in columns and state.get_history(key, PASSIVE_NO_INITIALIZE).has_changes():
                     changed[key] = value = getattr(obj, key)
                     set_committed_value(obj, key, value)  # no UPDATE now: nothing left to flush
             if changed:
