@@ -142,7 +142,7 @@ async def fixed_rates(cfg: BenchConfig, rates: list[float], tmp: Path, py_spy: s
             print("  " + await event_summary(cfg.db_url, first), flush=True)
 
 
-async def burst(cfg: BenchConfig, count: int, repeats: int, tmp: Path) -> None:
+async def burst(cfg: BenchConfig, count: int, repeats: int, tmp: Path, py_spy: str | None = None) -> None:
     """CPU per message with the batching fixed: the worker is stopped (SIGSTOP) while `count` messages are
     acknowledged, then continued; CPU from then until every reply came. Independent of how busy the host
     is (a busy host makes batches longer at a fixed rate, which changes the CPU per message)."""
@@ -164,9 +164,19 @@ async def burst(cfg: BenchConfig, count: int, repeats: int, tmp: Path) -> None:
                 before = await cpu_sample(bench)
             finally:
                 worker.send_signal(signal.SIGCONT)
+            spy = None
+            if py_spy:  # the drain only: the worker's batch work on a backlog
+                import subprocess
+
+                spy = subprocess.Popen(["py-spy", "record", "-p", str(worker.pid), "-r", "200", "-f", "raw",
+                                        "-o", f"{py_spy}-burst{bench.steps}.txt"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             res = await res_task
             await bench.settle(cfg.drain_timeout * 10)
             cpu = cpu_ms(before, await cpu_sample(bench))
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait()
             per = {k: v / max(1, res.sent) for k, v in cpu.items()}
             print(f"CPU burst={res.sent} new_customers={res.new_customers} worker_ms={per['worker']:.2f} "
                   f"worker_pg_ms={per['worker_pg']:.2f} follow_up_ms={per['worker'] + per['worker_pg']:.2f} "
@@ -202,7 +212,7 @@ async def main() -> int:
     ap.add_argument("--pool", type=int, help="contacts greeted before the measured rates (default 600; --quick 60)")
     ap.add_argument("--new-share", type=float, default=0.1, help="share of messages from brand-new customers "
                     "(greeting + answer) at every rate; the rest from greeted contacts, topped up before each rate")
-    ap.add_argument("--py-spy", help="with --rate: record the worker with py-spy into PREFIX-<rate>.txt")
+    ap.add_argument("--py-spy", help="with --rate or --burst: record the worker with py-spy into PREFIX-<rate>.txt")
     args = ap.parse_args()
     if args.redis_db == 0:
         ap.error("--redis-db 0 is refused: the bench empties its Redis db")
@@ -223,7 +233,7 @@ async def main() -> int:
         pass
     if args.burst:
         with tempfile.TemporaryDirectory(prefix="bench_bot_reply_") as tmp:
-            await burst(cfg, args.burst, args.repeat, Path(tmp))
+            await burst(cfg, args.burst, args.repeat, Path(tmp), args.py_spy)
         return 0
     if args.rate:
         with tempfile.TemporaryDirectory(prefix="bench_bot_reply_") as tmp:

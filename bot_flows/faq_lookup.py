@@ -3,6 +3,8 @@ adapter from bot_flows.matcher (which returns entry ids) to that view."""
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,14 +47,55 @@ class FaqLookup(Protocol):
         ...
 
 
+CACHE_SIZE = 2048  # distinct questions remembered per index
+
+
+class _Answers:
+    """A matcher's decisions on recent questions, valid for one generation of its index."""
+
+    def __init__(self) -> None:
+        self.generation = -1
+        self.by_text: OrderedDict[str, FaqMatch] = OrderedDict()
+
+
+# Per matcher (a lookup is made for every bot round; the index lives as long as the process's matcher).
+_CACHES: weakref.WeakKeyDictionary[Any, _Answers] = weakref.WeakKeyDictionary()
+
+
 class MatcherLookup:
-    """Adapts bot_flows.matcher.FaqMatcher (candidates carry ids only) to FaqLookup."""
+    """Adapts bot_flows.matcher.FaqMatcher (candidates carry ids only) to FaqLookup.
+
+    Customers ask the same questions in the same words ("运费怎么收？") over and over: a match is a pure
+    function of the text and the index, so a matcher that counts its changes (`generation`) has its
+    decisions remembered per text (tokenizing and ranking were most of a bot round's Python time).
+    """
 
     def __init__(self, matcher: Any) -> None:
         self.matcher = matcher
 
     def match(self, text: str) -> FaqMatch:
         """Match and attach each candidate's question, answer and buttons from its entry."""
+        generation = getattr(self.matcher, "generation", None)
+        if not isinstance(generation, int):
+            return self._match(text)
+        answers = _CACHES.get(self.matcher)
+        if answers is None:
+            answers = _CACHES[self.matcher] = _Answers()
+        if answers.generation != generation:
+            answers.generation = generation
+            answers.by_text.clear()
+        found = answers.by_text.get(text)
+        if found is not None:
+            answers.by_text.move_to_end(text)
+            return found
+        found = self._match(text)
+        if getattr(self.matcher, "generation", None) == generation:  # not changed while it matched
+            answers.by_text[text] = found
+            if len(answers.by_text) > CACHE_SIZE:
+                answers.by_text.popitem(last=False)
+        return found
+
+    def _match(self, text: str) -> FaqMatch:
         result = self.matcher.match(text)
         cands = []
         n_options = getattr(result, "n_options", None)

@@ -108,6 +108,9 @@ class FaqMatcher:
         self._sid_seq: dict[int, tuple[str, ...]] = {}
         self._languages: dict[str, int] = {}  # entries per language (the language preference needs a mix)
         self._next_sid = itertools.count()
+        # Bumped by every change of the index: answers cached for a question (faq_lookup.MatcherLookup)
+        # are good only while it stays the same.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -174,6 +177,7 @@ class FaqMatcher:
 
     def build(self, entries: Iterable[FaqEntry]) -> None:
         """Replace the whole index with these entries (disabled ones are skipped)."""
+        self.generation += 1
         self._index = self._new_index()
         self._entries.clear()
         self._languages.clear()
@@ -191,6 +195,7 @@ class FaqMatcher:
             self._store(entry, prepared, vectors.get(entry.id))
             batch.extend((sid, terms.fields) for sid, terms, _text, _pos in prepared)
         self._index.add_many(batch)
+        self.generation += 1  # built in a thread: a match cached meanwhile saw a half-built index
 
     def embed_missing(self, entries: Iterable[FaqEntry]) -> dict[str, Any]:
         """Re-ranker embeddings by entry id: the stored ones, and the missing ones computed in one batched
@@ -217,12 +222,14 @@ class FaqMatcher:
     def add(self, entry: FaqEntry) -> None:
         """Index one entry (replacing an entry with the same id); disabled entries are only removed."""
         self.remove(entry.id)
+        self.generation += 1
         if not entry.enabled:
             return
         prepared = self._prepare(entry)
         self._store(entry, prepared, self._given_vectors(entry))
         for sid, terms, _text, _pos in prepared:
             self._index.add(sid, terms.fields)
+        self.generation += 1
 
     def update(self, entry: FaqEntry) -> None:
         """Re-index a changed entry (same as add)."""
@@ -233,6 +240,7 @@ class FaqMatcher:
         item = self._entries.pop(entry_id, None)
         if item is None:
             return
+        self.generation += 1
         self._languages[item.entry.language] -= 1
         for sid in item.sids:
             self._index.remove(sid)

@@ -32,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import ORMExecuteState, Session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, set_committed_value
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from scrm import events as ev
@@ -63,6 +63,16 @@ def _reads_conversation(event: ev.Event) -> bool:
     return event.name.startswith("conversation.") or event.name == ev.TICKET_OPENED
 
 
+def _reads_message(event: ev.Event) -> bool:
+    """The listeners read the message of a customer's or an agent's new message (bot, desk, opt-out,
+    notifications); the bot's own messages and delivery updates (message.updated), most of a batch's
+    message ids, are not read: loading them built ORM objects nobody used. A listener that does read
+    another message still finds it with a statement of its own."""
+    if event.name != ev.MESSAGE_CREATED:
+        return False
+    return event.data.get("direction") == "in" or event.data.get("sender_kind") == "agent"
+
+
 async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     """Load the batch's conversations (whose turns it holds) and what hangs off them into the session."""
     session = shared.session
@@ -75,7 +85,7 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     rows = (await session.execute(statements.conversations, {"ids": conversation_ids})).all()
     conversations = [row[0] for row in rows]
     shared.loaded += [obj for row in rows for obj in row if obj is not None]
-    if message_ids := _ids(e.data.get("message_id") for e in events):
+    if message_ids := _ids(e.data.get("message_id") for e in events if _reads_message(e)):
         shared.loaded += (await session.scalars(statements.messages, {"ids": message_ids})).all()
     # Locked in conversation order, as ensure_stats would lock each one (sla.py skips the lock for these).
     missing = set(conversation_ids)
@@ -169,9 +179,16 @@ def _drop_facts(shared: SharedTransaction, table: str | None) -> None:
 
 
 
+@functools.cache
+def _conversation_columns() -> frozenset[str]:
+    return frozenset(attr.key for attr in inspect(Conversation).column_attrs)
+
+
 def hold_back_conversation_writes(shared: SharedTransaction) -> None:
     """Collect the ORM changes of the batch's conversations instead of flushing them (see the module
     docstring); write_held_back writes them. Objects keep showing the new values to the listeners."""
+
+    columns = _conversation_columns()
 
     def before_flush(session: Session, _context: object, _instances: object) -> None:
         for obj in list(session.dirty):
@@ -179,10 +196,12 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
                 continue
             state = inspect(obj)
             changed = {}
-            for attr in state.mapper.column_attrs:
-                if state.attrs[attr.key].history.has_changes():
-                    changed[attr.key] = value = getattr(obj, attr.key)
-                    set_committed_value(obj, attr.key, value)  # no UPDATE now: nothing left to flush
+            # Only the attributes set since the last flush (committed_state) can have changes: not every column.
+            for key in list(state.committed_state):
+                # state.get_history, not state.attrs[key].history: `attrs` builds a view of every attribute.
+                if key in columns and state.get_history(key, PASSIVE_NO_INITIALIZE).has_changes():
+                    changed[key] = value = getattr(obj, key)
+                    set_committed_value(obj, key, value)  # no UPDATE now: nothing left to flush
             if changed:
                 ops = shared.held_back.setdefault(obj.id, [])
                 if ops and ops[-1][0] == "set":

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, and_, bindparam, case, select, update
+from sqlalchemy import Table, and_, bindparam, case, exists, update
 
 from scrm import events as ev
 from scrm.db.models import ContactIdentity, Delivery, Message
@@ -105,15 +105,9 @@ async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str
 
 async def _update_messages(s: AsyncSession, done: list[tuple[Outcome, str, dict[str, Any]]]) -> None:
     """The conversation messages of a batch of outcomes: one statement per shape of change (nearly always
-    one for the whole batch), and the platform's message id where no other message of the inbox has it
-    (one read for the batch)."""
-    wanted = {(o.delivery.inbox_id, o.result.external_id) for o, _, _ in done
-              if o.delivery.message_id is not None and o.result is not None and o.result.external_id}
-    taken: set[tuple[int, str]] = set()
-    if wanted:
-        taken = {(i, e) for i, e in (await s.execute(
-            select(M.c.inbox_id, M.c.external_id).where(M.c.inbox_id.in_({i for i, _ in wanted}),
-                                                        M.c.external_id.in_({e for _, e in wanted})))).all()}
+    one for the whole batch). The platform's message id is set where no other message of the inbox has it,
+    checked by the UPDATE itself (rows in order: a second message of the batch with the same id sees the
+    first's), not by a read of its own."""
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for o, _, msg_values in done:
         d = o.delivery
@@ -121,8 +115,7 @@ async def _update_messages(s: AsyncSession, done: list[tuple[Outcome, str, dict[
             continue
         values = dict(msg_values)
         ext = o.result.external_id if o.result is not None else None
-        if ext and (d.inbox_id, ext) not in taken:
-            taken.add((d.inbox_id, ext))  # unique per inbox: the first message of the batch keeps it
+        if ext:
             values["external_id"] = ext
         params = {f"v_{k}": v for k, v in values.items()} | {"m_id": d.message_id}
         shapes.setdefault(tuple(sorted(values)), []).append(params)
@@ -132,8 +125,14 @@ async def _update_messages(s: AsyncSession, done: list[tuple[Outcome, str, dict[
 
 @functools.lru_cache(maxsize=16)
 def _message_update(keys: tuple[str, ...]) -> Any:
-    return update(M).where(M.c.id == bindparam("m_id")).values(
-        {k: bindparam(f"v_{k}", type_=M.c[k].type) for k in keys})
+    values: dict[str, Any] = {k: bindparam(f"v_{k}", type_=M.c[k].type) for k in keys}
+    if "external_id" in values:  # unique per inbox: kept as it is when another message has it already
+        ext = values["external_id"]
+        other = M.alias("other")
+        values["external_id"] = case(
+            (exists().where(other.c.inbox_id == M.c.inbox_id, other.c.external_id == ext), M.c.external_id),
+            else_=ext)
+    return update(M).where(M.c.id == bindparam("m_id")).values(values)
 
 
 async def apply_outcome(tx: Tx, o: Outcome, status: str, msg_values: dict[str, Any]) -> None:

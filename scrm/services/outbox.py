@@ -144,7 +144,7 @@ async def enqueue_message(
     `payload` is kept on the message (e.g. which FAQ entry the bot answered with), not sent.
     """
     now = utcnow()
-    batch_id = await _batch_message_id(tx)
+    batch_id = await batch_message_id(tx)
     message = Message(
         id=batch_id,
         conversation_id=conversation.id,
@@ -210,7 +210,7 @@ _NEXT_MESSAGE_IDS = text("SELECT nextval(pg_get_serial_sequence('messages', 'id'
 MESSAGE_ID_CHUNK = 16
 
 
-async def _batch_message_id(tx: Tx) -> int | None:
+async def batch_message_id(tx: Tx) -> int | None:
     """An id for a new message of the consumer's batch (PostgreSQL), or None: flush to get one (also while
     the batch is redone event by event: each listener's writes are flushed in its own savepoint)."""
     shared = shared_for(tx.session)

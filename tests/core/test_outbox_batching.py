@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
+from aiohttp import web
 from sqlalchemy import select
 
 from channels.api import ApiChannelAdapter
@@ -19,7 +20,7 @@ from scrm.delivery.batching import GroupCommit
 from scrm.delivery.pacing import MARGIN_SECONDS, PACE_TARGET, RATE_TOLERANCE, paced
 from scrm.delivery.worker import OutboxWorker
 from scrm.domain import OutboundMessage
-from tests.conftest import make_inbox, wait_for
+from tests.conftest import CallbackServer, make_inbox, wait_for
 from tests.core.test_outbox import _queue
 
 
@@ -150,3 +151,31 @@ def test_pacing_aims_at_95_percent_of_per_second_limits_and_closer_on_longer_win
     for rate in (300, 150, 30, 1):
         assert paced(RateLimit("k", rate, 1.0)).rate * (1.0 + MARGIN_SECONDS) <= rate + 1e-9
     assert RATE_TOLERANCE < MARGIN_SECONDS
+
+
+class _OneIdReceiver(CallbackServer):
+    """A receiver that answers every message with the same platform id (a broken or lazy integration)."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await super().handle(request)
+        return web.json_response({"id": "same-id"})
+
+
+async def test_a_platform_id_given_twice_stays_with_one_message(ctx):
+    receiver = _OneIdReceiver()
+    await receiver.start()
+    try:
+        inbox = await make_inbox(ctx, settings={"callback_url": receiver.url})
+        ids = []
+        for i in range(3):
+            ids += await _queue(ctx, inbox, [f"第{i}条"], sender=f"u{i}")
+        assert await OutboxWorker(ctx).run_until_idle() == 3
+        async with ctx.db.session() as s:
+            rows = (await s.execute(select(Delivery, Message).join(Message, Message.id == Delivery.message_id)
+                                    .where(Delivery.id.in_(ids)))).all()
+        # Every send is recorded as sent; the message id, unique per inbox, is kept by one message only.
+        assert [d.status for d, _ in rows] == ["sent"] * 3
+        assert [m.delivery_status for _, m in rows] == ["sent"] * 3
+        assert sorted((m.external_id or "") for _, m in rows) == ["", "", "same-id"]
+    finally:
+        await receiver.stop()

@@ -30,7 +30,7 @@ from scrm.services.agents.inbox_access import agent_sees_inbox
 from scrm.services.conversations.reply_limits import with_reply_count
 from scrm.services.conversations.turns import wait_turn
 from scrm.services.desk import notifications
-from scrm.services.outbox import enqueue_message
+from scrm.services.outbox import batch_message_id, enqueue_message
 from scrm.services.uow import Tx
 
 if TYPE_CHECKING:
@@ -174,11 +174,14 @@ async def do_note(tx: Tx, conversation_id: int, agent_id: int, text: str) -> Mes
 
 async def add_system_note(tx: Tx, conv: Conversation, text: str, **payload: Any) -> Message:
     """A system note in the thread (handoffs, status changes by the bot)."""
-    msg = Message(conversation_id=conv.id, inbox_id=conv.inbox_id, direction="out", sender_kind="system",
-                  content_type="event", text=text, private=True, attachments=[], payload=payload,
-                  edit_history=[], created_at=utcnow())
+    # In a consumer's batch (a handoff by the bot) its id comes from the batch's chunk of the sequence: no
+    # flush of its own, it is inserted with the batch's other messages.
+    msg = Message(id=await batch_message_id(tx), conversation_id=conv.id, inbox_id=conv.inbox_id, direction="out",
+                  sender_kind="system", content_type="event", text=text, private=True, attachments=[],
+                  payload=payload, edit_history=[], created_at=utcnow())
     tx.session.add(msg)
-    await tx.session.flush()
+    if msg.id is None:
+        await tx.session.flush()
     tx.emit(ev.MESSAGE_CREATED, message_id=msg.id, conversation_id=conv.id, inbox_id=conv.inbox_id,
             direction="out", sender_kind="system", private=True, handler=conv.handler)
     return msg

@@ -7,10 +7,12 @@ when nobody qualifies it stays unassigned in the queue.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import Integer, bindparam, delete, func, or_, select
 
 from scrm import events as ev
 from scrm.db.models import Agent, Conversation
@@ -66,11 +68,17 @@ async def team_members(tx: Tx, team_id: int) -> list[int]:
                                           .order_by(TeamMember.agent_id))).all())
 
 
+@functools.cache
+def _team_for_inbox_statement() -> Any:
+    """Built once (every handoff to the queue asks): building and hashing it cost more than running it."""
+    inbox_id = bindparam("inbox_id", type_=Integer)
+    return (select(Team).where(or_(Team.inbox_id == inbox_id, Team.inbox_id.is_(None)))
+            .order_by(Team.inbox_id.is_(None), Team.id).limit(1))
+
+
 async def team_for_inbox(tx: Tx, inbox_id: int) -> Team | None:
     """The team serving an inbox (an inbox-specific team first, else a team for every inbox)."""
-    stmt = (select(Team).where(or_(Team.inbox_id == inbox_id, Team.inbox_id.is_(None)))
-            .order_by(Team.inbox_id.is_(None), Team.id).limit(1))
-    return (await tx.session.scalars(stmt)).first()
+    return (await tx.session.scalars(_team_for_inbox_statement(), {"inbox_id": inbox_id})).first()
 
 
 async def open_counts(tx: Tx, agent_ids: Sequence[int]) -> dict[int, int]:

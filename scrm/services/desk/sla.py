@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import case, or_, select
+from sqlalchemy import Integer, String, bindparam, case, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -69,9 +70,11 @@ class SlaPolicyIn(BaseModel):
         return self
 
 
-async def choose_policy(tx: Tx, inbox_id: int, priority: str) -> SlaPolicy | None:
-    """The most specific active policy: inbox+priority, then inbox, then priority, then the catch-all."""
-    stmt = (
+@functools.cache
+def _choose_policy_statement() -> Any:
+    """Built once (every handoff to the queue asks): building and hashing it cost more than running it."""
+    inbox_id, priority = bindparam("inbox_id", type_=Integer), bindparam("priority", type_=String)
+    return (
         select(SlaPolicy)
         .where(SlaPolicy.active.is_(True),
                or_(SlaPolicy.inbox_id == inbox_id, SlaPolicy.inbox_id.is_(None)),
@@ -80,7 +83,11 @@ async def choose_policy(tx: Tx, inbox_id: int, priority: str) -> SlaPolicy | Non
                   SlaPolicy.id)
         .limit(1)
     )
-    return (await tx.session.scalars(stmt)).first()
+
+
+async def choose_policy(tx: Tx, inbox_id: int, priority: str) -> SlaPolicy | None:
+    """The most specific active policy: inbox+priority, then inbox, then priority, then the catch-all."""
+    return (await tx.session.scalars(_choose_policy_statement(), {"inbox_id": inbox_id, "priority": priority})).first()
 
 
 # A consumer batch's fact: the conversations it found no stats row for (event_batch.preload).
