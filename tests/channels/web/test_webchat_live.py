@@ -157,12 +157,12 @@ async def test_sockets_opening_together_look_their_visitors_up_in_one_statement(
         known = await s.scalar(select(Conversation.identity_id).where(Conversation.id == sent["conversation_id"]))
         external = await s.scalar(select(ContactIdentity.external_id).where(ContactIdentity.id == known))
     statements = []
-    one_statement = ctx.db.one_statement
+    hot_read = ctx.db.hot_read
 
     async def counted(*args, **kwargs):
         statements.append(args)
-        return await one_statement(*args, **kwargs)
-    monkeypatch.setattr(ctx.db, "one_statement", counted)
+        return await hot_read(*args, **kwargs)
+    monkeypatch.setattr(ctx.db, "hot_read", counted)
     lookup = facts_lookup(ctx)
     first = asyncio.ensure_future(lookup.get(visitor.inbox.id, "v:nobody-yet"))
     await asyncio.sleep(0)  # its lookup is in flight: the next sockets wait for one together
