@@ -63,8 +63,13 @@ class _Compiled:
         return [params[name] if name in params else fixed[name] for name in self.names]
 
 
-def _asyncpg_dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+def _connect_kwargs(url: URL, dialect: Any) -> dict[str, Any]:
+    """asyncpg.connect()'s arguments for the engine's URL, as SQLAlchemy's asyncpg dialect derives them
+    (host, port, user, ... and the URL's query options), less the options only its adapter takes."""
+    _args, kwargs = dialect.create_connect_args(url)
+    for adapter_only in ("async_creator_fn", "prepared_statement_cache_size", "prepared_statement_name_func"):
+        kwargs.pop(adapter_only, None)
+    return dict(kwargs)
 
 
 async def _init(conn: asyncpg.Connection) -> None:
@@ -77,7 +82,7 @@ class FastReads:
     """The asyncpg pool and compiled statements of one Database (PostgreSQL only)."""
 
     def __init__(self, url: URL, dialect: Any) -> None:
-        self._dsn = _asyncpg_dsn(url)
+        self._connect = _connect_kwargs(url, dialect)
         self._dialect = dialect
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
@@ -89,8 +94,8 @@ class FastReads:
                 self._opening = asyncio.Lock()
             async with self._opening:
                 if self._pool is None:
-                    self._pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=POOL_SIZE, init=_init,
-                                                           connection_class=_Connection)
+                    self._pool = await asyncpg.create_pool(min_size=0, max_size=POOL_SIZE, init=_init,
+                                                           connection_class=_Connection, **self._connect)
         return self._pool
 
     def _compile(self, statement: Any, params: dict[str, Any]) -> _Compiled:
