@@ -39,6 +39,7 @@ log = logging.getLogger("scrm.webchat")
 AUTH_TIMEOUT = 10.0
 TYPING_INTERVAL = 2.0
 MAX_SOCKETS_PER_VISITOR = 20
+OWN_COPY_DELAY = 1.0  # seconds a visitor's own message waits for a read that would bring it anyway
 
 
 class VisitorSocket:
@@ -91,13 +92,23 @@ class VisitorSocket:
             return
         self.schedule()
 
-    def wrote(self, message_id: int) -> None:
-        """The visitor's message sent over this connection is stored: it is shown here at once, whether or not
-        the push to the visitor's connections gets through (pub/sub is best effort: a busy Redis client
-        refuses calls past its pool), since after a handoff no bot reply follows whose push would bring it.
-        Its echo push then needs no read of its own."""
+    def wrote(self, message_id: int, conversation_id: int | None) -> None:
+        """The visitor's message sent over this connection is stored (and acknowledged: the widget shows it
+        from the ack). Its server copy comes with the next read, most often the bot's answer a few
+        milliseconds later, which then serves both (a read per question less); failing that (after a
+        handoff no bot reply follows) a read of its own OWN_COPY_DELAY later, whether or not the push to the
+        visitor's connections gets through (pub/sub is best effort). Its echo push needs no read."""
         self.own = (*self.own[-7:], message_id)
-        self.notify({"t": "m", "m": None})
+        if conversation_id is not None and conversation_id not in self.conversations:
+            # Watched from now on, so that the bot's answer nudges this connection at once (the event bus);
+            # its state (status, who answers) comes with that read.
+            self.hub.watch(self, conversation_id)
+            self._state_dirty = True
+        asyncio.get_running_loop().call_later(OWN_COPY_DELAY, self._own_copy, message_id)
+
+    def _own_copy(self, message_id: int) -> None:
+        if not self.ws.closed and not self.shown.has(message_id):
+            self.notify({"t": "m", "m": None})
 
     def schedule(self) -> None:
         """Read what the pushes announced, together with the other connections nudged meanwhile
@@ -231,7 +242,7 @@ async def _frame(ctx: Any, conn: VisitorSocket, inbox: Any, adapter: WebChatAdap
                        "message": exc.message, "status": exc.status})
             return
         if isinstance(result["id"], int):
-            conn.wrote(result["id"])
+            conn.wrote(result["id"], message_id(result["conversation_id"]))
     elif kind == "read" and message_id(frame.get("upto")) and conn.identity_id is not None:
         await chat_svc.mark_read(ctx, inbox.id, conn.identity_id, frame["upto"])
     elif kind == "typing" and conn.conversations and time.monotonic() - conn.last_typing >= TYPING_INTERVAL:

@@ -59,7 +59,7 @@ class FactsLookup:
                     by_inbox.setdefault(inbox_id, []).append(visitor)
                 for inbox_id, visitors in by_inbox.items():
                     try:
-                        rows = await self.ctx.db.one_statement(identities_select(self.ctx.db.is_sqlite),
+                        rows = await self.ctx.db.hot_read(identities_select(self.ctx.db.is_sqlite),
                                                                {"inbox": inbox_id, "visitors": visitors})
                     except Exception as exc:  # noqa: BLE001 - each waiting socket gets the error (and closes)
                         for visitor in visitors:

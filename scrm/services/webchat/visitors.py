@@ -171,7 +171,7 @@ async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, after
     live pushes of a busy site arrive together. Each visitor's rows, oldest first, with their creation time
     (for each of a visitor's connections to pick the rows after its own cursor). None when `limit` rows
     came back: read them one by one."""
-    rows = await ctx.db.one_statement(_many_select(ctx.db.is_sqlite), {
+    rows = await ctx.db.hot_read(_many_select(ctx.db.is_sqlite), {
         "ids": list(afters), "after": min(afters.values()), "since": recent_since, "limit": limit})
     if len(rows) >= limit:
         return None
@@ -185,7 +185,7 @@ async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, after
 
 async def identities_of(ctx: AppContext, inbox_id: int, visitors: Iterable[str]) -> dict[str, int]:
     """The contact identity ids of these visitors of an inbox (those who have one yet)."""
-    rows = await ctx.db.one_statement(identities_select(ctx.db.is_sqlite), {"inbox": inbox_id, "visitors": list(visitors)})
+    rows = await ctx.db.hot_read(identities_select(ctx.db.is_sqlite), {"inbox": inbox_id, "visitors": list(visitors)})
     return {row.external_id: row.id for row in rows}
 
 
@@ -211,7 +211,7 @@ def _states_select(sqlite: bool) -> Any:
 
 async def conversation_states(ctx: AppContext, identity_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """conversation_state() of many visitors: their conversations in one statement."""
-    rows = await ctx.db.one_statement(_states_select(ctx.db.is_sqlite), {"ids": list(identity_ids)})
+    rows = await ctx.db.hot_read(_states_select(ctx.db.is_sqlite), {"ids": list(identity_ids)})
     latest = {row.identity_id: row for row in rows}  # a visitor has a few conversations; the last one counts
     out: dict[int, dict[str, Any]] = {}
     for identity_id, conv in latest.items():

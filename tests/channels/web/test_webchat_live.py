@@ -157,15 +157,58 @@ async def test_sockets_opening_together_look_their_visitors_up_in_one_statement(
         known = await s.scalar(select(Conversation.identity_id).where(Conversation.id == sent["conversation_id"]))
         external = await s.scalar(select(ContactIdentity.external_id).where(ContactIdentity.id == known))
     statements = []
-    one_statement = ctx.db.one_statement
+    hot_read = ctx.db.hot_read
 
     async def counted(*args, **kwargs):
         statements.append(args)
-        return await one_statement(*args, **kwargs)
-    monkeypatch.setattr(ctx.db, "one_statement", counted)
+        return await hot_read(*args, **kwargs)
+    monkeypatch.setattr(ctx.db, "hot_read", counted)
     lookup = facts_lookup(ctx)
     first = asyncio.ensure_future(lookup.get(visitor.inbox.id, "v:nobody-yet"))
     await asyncio.sleep(0)  # its lookup is in flight: the next sockets wait for one together
     found = await asyncio.gather(first, *[lookup.get(visitor.inbox.id, v) for v in (external, "v:nobody-2", external)])
     assert found == [None, (known, False), None, (known, False)]
     assert len(statements) == 2
+
+
+async def test_the_socket_shows_each_message_as_the_history_does(visitor: Visitor, client, ctx):
+    """The socket's batched reads (straight through asyncpg on PostgreSQL) and the history endpoint
+    (SQLAlchemy) show the same messages, field for field: text, sender, time, the bot's buttons."""
+    await visitor.session()
+    await visitor.send("发票怎么开？", status=201)
+    await ctx.bus.drain(5)
+    await OutboxWorker(ctx).run_until_idle()
+    history = {m["id"]: m for m in (await visitor.history())["messages"]}
+    assert any(m.get("choices") for m in history.values())  # the bot's buttons are among them
+    ws = await _open(client, visitor)
+    shown: dict[int, dict] = {}
+    async with asyncio.timeout(10):
+        while len(shown) < len(history):
+            msg = await ws.receive_json()
+            if msg["type"] == "messages":
+                for m in msg["items"]:
+                    assert m["id"] not in shown, "a message was shown twice"
+                    shown[m["id"]] = m
+    assert shown == history
+    await ws.close()
+
+
+async def test_a_message_sent_over_the_socket_is_shown_there_when_no_answer_follows(visitor: Visitor, client, ctx):
+    """With an agent on the chat the bot stays quiet: the visitor's own message still comes back over the
+    socket (its server copy, once), without waiting for another push."""
+    await visitor.session()
+    ws = await _open(client, visitor)
+    await ws.send_json({"type": "message", "client_id": "human-please-1", "text": "怎么联系人工客服"})
+    shown: dict[int, dict] = {}
+    acked = None
+    async with asyncio.timeout(10):
+        while acked is None or acked not in shown:
+            msg = await ws.receive_json()
+            if msg["type"] == "ack":
+                acked = msg["id"]
+            elif msg["type"] == "messages":
+                for m in msg["items"]:
+                    assert m["id"] not in shown, "a message was shown twice"
+                    shown[m["id"]] = m
+    assert shown[acked]["from"] == "visitor" and shown[acked]["client_id"] == "human-please-1"
+    await ws.close()
