@@ -31,6 +31,17 @@ def quiet_bot(ctx: Any) -> None:
     bot.get_runtime(ctx).enabled = False
 
 
+async def broadcast_to_inbox(client, ctx, admin_headers, inbox_id: int) -> dict:
+    """Start a broadcast to everyone in the inbox, deliver it, and return its report."""
+    resp = await client.post("/api/v1/broadcasts", headers=admin_headers, json={
+        "name": "上新", "inbox_ids": [inbox_id], "template": "新品上架", "rules": {}})
+    assert resp.status == 201, await resp.text()
+    bid = (await resp.json())["id"]
+    assert (await client.post(f"/api/v1/broadcasts/{bid}/start", headers=admin_headers)).status == 202
+    await deliver_all(ctx)
+    return await (await client.get(f"/api/v1/broadcasts/{bid}/report", headers=admin_headers)).json()
+
+
 async def test_broadcast_skips_a_customer_whose_session_refuses_api_messages(client, ctx, fake, admin_headers) -> None:
     quiet_bot(ctx)
     inbox = await kf_inbox(ctx, fake, servicers={"lei": "leilei"})
@@ -42,13 +53,7 @@ async def test_broadcast_skips_a_customer_whose_session_refuses_api_messages(cli
     fake.add(event_item("ev-take", {"event_type": "session_status_change", "open_kfid": inbox.settings["open_kfid"],
                                     "external_userid": SECOND, "change_type": 1, "new_servicer_userid": "leilei"}))
     await notify(client, ctx, fake, inbox.id)
-    resp = await client.post("/api/v1/broadcasts", headers=admin_headers, json={
-        "name": "上新", "inbox_ids": [inbox.id], "template": "新品上架", "rules": {}})
-    assert resp.status == 201, await resp.text()
-    bid = (await resp.json())["id"]
-    assert (await client.post(f"/api/v1/broadcasts/{bid}/start", headers=admin_headers)).status == 202
-    await deliver_all(ctx)
-    report = await (await client.get(f"/api/v1/broadcasts/{bid}/report", headers=admin_headers)).json()
+    report = await broadcast_to_inbox(client, ctx, admin_headers, inbox.id)
     assert report["skipped_by_reason"] == {"session_state": 1} and report["sent"] == 1
     assert [a["touser"] for a in fake.send_attempts] == [FIRST]  # nothing bound to fail was tried
 
@@ -127,13 +132,7 @@ async def test_broadcast_counts_the_five_message_allowance(client, ctx, fake, ad
         await agent_reply(client, admin_headers, convs["m2"], f"第{n + 1}条")
     await deliver_all(ctx)
     tried = len(fake.send_attempts)
-    resp = await client.post("/api/v1/broadcasts", headers=admin_headers, json={
-        "name": "上新", "inbox_ids": [inbox.id], "template": "新品上架", "rules": {}})
-    assert resp.status == 201, await resp.text()
-    bid = (await resp.json())["id"]
-    assert (await client.post(f"/api/v1/broadcasts/{bid}/start", headers=admin_headers)).status == 202
-    await deliver_all(ctx)
-    report = await (await client.get(f"/api/v1/broadcasts/{bid}/report", headers=admin_headers)).json()
+    report = await broadcast_to_inbox(client, ctx, admin_headers, inbox.id)
     assert report["skipped_by_reason"] == {"reply_limit": 1} and report["sent"] == 1
     assert [a["touser"] for a in fake.send_attempts[tried:]] == [SECOND]  # nothing WeCom refuses with 95001
     # The broadcast was SECOND's fifth message: the reply box now says the allowance is used up.
