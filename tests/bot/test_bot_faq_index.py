@@ -73,3 +73,35 @@ def test_stored_analyses_that_do_not_fit_are_ignored():
     assert faq_svc.unpack_analyses(b"not zlib", 1) is None
     packed = faq_svc.pack_analyses(FaqMatcher().analyze_entry(KB[0]))
     assert faq_svc.unpack_analyses(packed, 3) is not None and faq_svc.unpack_analyses(packed, 2) is None
+
+
+async def test_a_first_build_cancelled_half_way_is_built_again_for_whoever_waits(ctx, monkeypatch):
+    """A request or consumer stopped during the process's first FAQ build (seeding the example knowledge
+    base) must not leave the others waiting for the index forever: the bot would never answer again."""
+    import asyncio
+
+    async with unit_of_work(ctx) as tx:
+        await faq_svc.import_entries(tx, KB)
+    ctx.extras.pop(faq_svc._INDEX_KEY, None)  # noqa: SLF001 - a process that has not built it yet
+    seeding, release = asyncio.Event(), asyncio.Event()
+    original = faq_svc.seed_if_empty
+    calls = 0
+
+    async def slow_first_seed(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            seeding.set()
+            await release.wait()  # cancelled here
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(faq_svc, "seed_if_empty", slow_first_seed)
+    first = asyncio.create_task(faq_svc.get_index(ctx))
+    await asyncio.wait_for(seeding.wait(), 10)
+    waiting = asyncio.create_task(faq_svc.get_index(ctx))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    index = await asyncio.wait_for(waiting, 30)
+    assert ctx.extras[faq_svc._INDEX_KEY] is index  # noqa: SLF001
+    assert index.matcher.match("什么时候发货").best is not None  # built for real, not the half-built one
+    assert calls == 2

@@ -363,21 +363,30 @@ def _reranker() -> Any:
 
 async def get_index(ctx: AppContext, cfg: dict[str, Any] | None = None) -> FaqIndex:
     """The process's FAQ index for this context: seeds the table on first start, then builds it."""
-    index: FaqIndex | None = ctx.extras.get(_INDEX_KEY)
-    if index is None:
-        cfg = cfg or load_bot_config()
-        index = ctx.extras[_INDEX_KEY] = FaqIndex(matcher_config(cfg), bool(cfg.get("semantic_rerank", False)))
-        seed = cfg.get("seed_faq")
-        try:
-            await seed_if_empty(ctx, ROOT / seed if seed and not Path(seed).is_absolute() else seed)
-        except Exception:  # noqa: BLE001 - a broken example file must not stop the bot
-            log.exception("could not import the example knowledge base")
-        try:
-            await index.load(ctx)
-        finally:
-            index.ready.set()  # never leave callers waiting; an empty index rejects every question
-    await index.ready.wait()
-    return index
+    while True:
+        found: FaqIndex | None = ctx.extras.get(_INDEX_KEY)
+        if found is not None:
+            index = found
+        else:
+            cfg = cfg or load_bot_config()
+            index = ctx.extras[_INDEX_KEY] = FaqIndex(matcher_config(cfg), bool(cfg.get("semantic_rerank", False)))
+            try:
+                seed = cfg.get("seed_faq")
+                try:
+                    await seed_if_empty(ctx, ROOT / seed if seed and not Path(seed).is_absolute() else seed)
+                except Exception:  # noqa: BLE001 - a broken example file must not stop the bot
+                    log.exception("could not import the example knowledge base")
+                await index.load(ctx)
+            except asyncio.CancelledError:
+                # The builder was cancelled half-way (a request or a consumer stopped during the first build):
+                # forget this index so the callers waiting for it build it again, instead of waiting forever.
+                ctx.extras.pop(_INDEX_KEY, None)
+                raise
+            finally:
+                index.ready.set()  # never leave callers waiting; an empty index rejects every question
+        await index.ready.wait()
+        if ctx.extras.get(_INDEX_KEY) is index:  # not forgotten by a cancelled builder meanwhile
+            return index
 
 
 # --- unanswered questions --------------------------------------------------------------------------
