@@ -61,7 +61,8 @@ class Tab:
         await self.page.get_by_test_id("login-name").fill(login)
         await self.page.get_by_test_id("login-password").fill(password)
         await self.page.get_by_test_id("login-submit").click()
-        await self.page.get_by_test_id("me").wait_for()
+        # The password hash (argon2) is CPU-bound by design: on a loaded 2-core machine it can take seconds.
+        await self.page.get_by_test_id("me").wait_for(timeout=20000)
 
     async def shot(self, name: str) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
