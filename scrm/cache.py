@@ -67,8 +67,13 @@ class RedisCache:
 
     PREFIX = "scrm:cache:"
 
+    ACQUIRES_IN_FLIGHT = 2  # round trips of lease calls at once; calls arriving meanwhile share the next
+    ACQUIRE_BATCH = 500
+
     def __init__(self, redis: Any) -> None:
         self.redis = redis
+        self._acquires: list[tuple[str, str, float, asyncio.Future[Any]]] = []
+        self._acquiring: set[asyncio.Task[None]] = set()
 
     async def get(self, key: str) -> str | None:
         try:
@@ -117,6 +122,42 @@ class RedisCache:
     """
 
     async def try_acquire(self, key: str, owner: str, ttl: float) -> bool:
-        """Take or renew a leadership lease (one poller per inbox across processes)."""
-        got = await self.redis.eval(self._RENEW, 1, self.PREFIX + key, owner, int(ttl * 1000))
-        return bool(got)
+        """Take or renew a leadership lease (one poller per inbox across processes; the callbacks' replay
+        check, channels/replay.py, where dozens arrive at once). Calls made while earlier ones are on their
+        way to Redis go together in one pipeline: a burst of callbacks costs a few round trips, not one each."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._acquires.append((key, owner, ttl, done))
+        if len(self._acquiring) < self.ACQUIRES_IN_FLIGHT:
+            task = asyncio.get_running_loop().create_task(self._send_acquires())
+            self._acquiring.add(task)
+            task.add_done_callback(self._acquiring.discard)
+        return bool(await done)
+
+    async def _send_acquires(self) -> None:
+        while self._acquires:
+            batch = self._acquires[: self.ACQUIRE_BATCH]
+            del self._acquires[: self.ACQUIRE_BATCH]
+            results: list[Any]
+            try:
+                if len(batch) == 1:
+                    key, owner, ttl, _ = batch[0]
+                    results = [await self.redis.eval(self._RENEW, 1, self.PREFIX + key, owner, int(ttl * 1000))]
+                else:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for key, owner, ttl, _ in batch:
+                        pipe.eval(self._RENEW, 1, self.PREFIX + key, owner, int(ttl * 1000))
+                    results = await pipe.execute(raise_on_error=False)
+            except BaseException as exc:  # every caller of the batch gets the error (theirs to handle)
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (*_, done), result in zip(batch, results, strict=True):
+                if done.done():
+                    continue  # its caller gave up (cancelled)
+                if isinstance(result, Exception):
+                    done.set_exception(result)
+                else:
+                    done.set_result(result)

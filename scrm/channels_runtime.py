@@ -272,7 +272,7 @@ def _passive_waiters(ctx: AppContext) -> dict[int, set[asyncio.Event]]:
             for w in waiters.get(event.data.get("conversation_id"), ()):
                 w.set()
 
-        ctx.bus.subscribe(wake, "outbox.enqueued", everywhere=True)
+        ctx.bus.subscribe(wake, "outbox.enqueued", everywhere=True, interested=lambda _name, cid: cid in waiters)
     return waiters
 
 

@@ -79,6 +79,30 @@ def events_to_json(events: list[Event]) -> str:
     return json.dumps([e.to_dict() for e in events], ensure_ascii=False, default=str)
 
 
+def events_header(events: Sequence[Event]) -> str:
+    """What the listeners of other processes filter on, without the bodies: each distinct (event name,
+    conversation id) of a commit's events, as `name,id` (id empty: about no conversation) joined by `;`.
+
+    Sent before the JSON of a Redis event message, so a process parses the JSON only when one of its live
+    listeners may want one of the events (see Subscription.may_want); most processes, most of the time,
+    have no browser connected that could receive them.
+    """
+    seen: dict[str, None] = {}
+    for e in events:
+        cid = e.data.get("conversation_id")
+        seen[f"{e.name},{cid if type(cid) is int else ''}"] = None
+    return ";".join(seen)
+
+
+def header_entries(header: str) -> list[tuple[str, int | None]]:
+    """The (event name, conversation id) pairs of a header written by events_header."""
+    out: list[tuple[str, int | None]] = []
+    for entry in header.split(";"):
+        name, _, cid = entry.rpartition(",")
+        out.append((name, int(cid) if cid else None))
+    return out
+
+
 def events_from_json(raw: str | bytes) -> list[Event]:
     """An array written by events_to_json, or a single event object (written by an older version)."""
     obj = json.loads(raw)
@@ -138,9 +162,16 @@ class Subscription:
     everywhere: bool
     wants: Callable[[Event], bool] | None
     after_commit: bool
+    interested: Callable[[str, int | None], bool] | None = None
 
     def matches(self, event: Event) -> bool:
         return (self.name is None or self.name == event.name) and (self.wants is None or self.wants(event))
+
+    def may_want(self, name: str, conversation_id: int | None) -> bool:
+        """Whether an event of this name and conversation (read from another process's header) may match;
+        False only when `matches` would certainly be False for it."""
+        return (self.name is None or self.name == name) and (
+            self.interested is None or self.interested(name, conversation_id))
 
 
 class EventBus:
@@ -169,7 +200,8 @@ class EventBus:
         return self.log
 
     def subscribe(self, listener: Listener, name: str | None = None, *, everywhere: bool = False,
-                  wants: Callable[[Event], bool] | None = None, after_commit: bool = False) -> Callable[[], None]:
+                  wants: Callable[[Event], bool] | None = None, after_commit: bool = False,
+                  interested: Callable[[str, int | None], bool] | None = None) -> Callable[[], None]:
         """Call `listener` for every event (or only events called `name`); returns unsubscribe.
 
         By default a listener does work: the event log's consumer calls it once cluster-wide, in
@@ -179,9 +211,12 @@ class EventBus:
         the consumer starts it once its batch has committed (at most once: it keeps its own state).
         `everywhere=True` listeners run in every process right after the commit: WebSocket fan-out,
         worker wake-ups, in-memory index refreshes. `wants`, a cheap synchronous test, spares the
-        call for events it would ignore.
+        call for events it would ignore. `interested(name, conversation_id)`, for `everywhere` listeners, is
+        the same test on less (False only where `wants` would be False for every event of that name and
+        conversation, e.g. "no socket is connected"): events from other processes that no listener here is
+        interested in are not even parsed (RedisEventBus).
         """
-        entry = Subscription(listener, name, everywhere, wants, after_commit)
+        entry = Subscription(listener, name, everywhere, wants, after_commit, interested)
         self._listeners.append(entry)
         return lambda: self._listeners.remove(entry) if entry in self._listeners else None
 
@@ -287,8 +322,10 @@ class RedisEventBus(EventBus):
         try:
             # Bounded: this runs before the webhook is answered, which must never wait on Redis.
             async with bounded(self.redis):
-                # The origin goes first so every reader can skip its own events before parsing them.
-                await self.redis.publish(self.channel, f"{self.process_id}\n{events_to_json(stamped)}")
+                # The origin goes first so every reader can skip its own events before parsing them, then the
+                # header, so a reader parses the events only when a listener of its may want one of them.
+                await self.redis.publish(
+                    self.channel, f"{self.process_id}\n{events_header(stamped)}\n{events_to_json(stamped)}")
         except Exception as exc:  # noqa: BLE001 - live updates are best effort; the work is in the log
             if unavailable(exc):  # the breaker logged it once; not a traceback per batch
                 log.debug("Redis unavailable; %d events not fanned out", len(stamped))
@@ -312,12 +349,10 @@ class RedisEventBus(EventBus):
                         origin, _, raw = message["data"].partition(b"\n")
                         if origin == own:
                             continue  # fanned out when it was published
-                        if not any(sub.everywhere for sub in self._listeners):
-                            self.wake()  # nothing here fans events out (e.g. the WeCom pull runner): no parsing
-                            continue
                         try:
-                            for event in events_from_json(raw):
-                                self._fan_out(event)
+                            if self._wanted_here(raw):
+                                for event in events_from_json(raw.partition(b"\n")[2] if raw[:1] not in b"[{" else raw):
+                                    self._fan_out(event)
                         except (ValueError, KeyError, TypeError):
                             log.warning("ignoring malformed event on %s", self.channel)
                         self.wake()  # another process committed events: work them now
@@ -326,6 +361,17 @@ class RedisEventBus(EventBus):
             except Exception:
                 log.exception("Redis event subscription lost; reconnecting")
                 await asyncio.sleep(1.0)
+
+    def _wanted_here(self, raw: bytes) -> bool:
+        """Whether a live listener of this process may want an event of a Redis message (header, newline,
+        JSON; a message of an older version has no header: its JSON starts at once and is parsed)."""
+        subs = [sub for sub in self._listeners if sub.everywhere]
+        if not subs:
+            return False  # nothing here fans events out (e.g. the WeCom pull runner)
+        if raw[:1] in b"[{":
+            return True
+        entries = header_entries(raw.partition(b"\n")[0].decode())
+        return any(sub.may_want(name, cid) for sub in subs for name, cid in entries)
 
     async def close(self) -> None:
         await super().close()

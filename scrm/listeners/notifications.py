@@ -108,5 +108,6 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     hub = hub_for(ctx)
     return [
         ctx.bus.subscribe(on_work, wants=wanted),
-        ctx.bus.subscribe(on_push, everywhere=True, wants=lambda e: e.name in PUSHED and bool(hub.clients)),
+        ctx.bus.subscribe(on_push, everywhere=True, wants=lambda e: e.name in PUSHED and bool(hub.clients),
+                          interested=lambda name, _cid: name in PUSHED and bool(hub.clients)),
     ]

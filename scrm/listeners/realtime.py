@@ -221,4 +221,7 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     def stop() -> None:
         task.cancel()
 
-    return [ctx.bus.subscribe(on_event, everywhere=True, wants=wanted), stop]
+    def interested(name: str, _conversation_id: int | None) -> bool:  # other processes' events unparsed without tabs
+        return (name in PUSHED or name == MEMBERS_CHANGED) and bool(hub.clients)
+
+    return [ctx.bus.subscribe(on_event, everywhere=True, wants=wanted, interested=interested), stop]

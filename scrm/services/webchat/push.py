@@ -149,9 +149,12 @@ class VisitorHub:
 
         # Agents' typing and reading are passing signals, and a stored reply a nudge to read it: the event
         # bus carries them to every process right after their commit.
-        self._unsubscribe = [bus.subscribe(on_event, ev.MESSAGE_CREATED, everywhere=True, wants=wanted),
-                             bus.subscribe(on_event, ev.TYPING, everywhere=True, wants=wanted),
-                             bus.subscribe(on_event, ev.CONVERSATION_UPDATED, everywhere=True, wants=wanted)]
+        def interested(_name: str, conversation_id: int | None) -> bool:  # other processes' events parsed only then
+            return conversation_id in self.by_conversation
+
+        self._unsubscribe = [
+            bus.subscribe(on_event, name, everywhere=True, wants=wanted, interested=interested)
+            for name in (ev.MESSAGE_CREATED, ev.TYPING, ev.CONVERSATION_UPDATED)]
         self.ctx.extras.setdefault("on_close", []).append(self.close)
         if self.ctx.redis is not None:
             self._reader = asyncio.get_running_loop().create_task(self._read_forever())
