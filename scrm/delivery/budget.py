@@ -53,8 +53,9 @@ class ClaimBudget:
         return inbox_id not in self._drained and self.room(inbox_id) >= self._step(inbox_id)
 
     def wants_claim(self) -> bool:
-        """Whether a claim is due: nothing held, or an inbox that may have work is down to its refill step."""
-        return not self._ids or any(self._wants(i) for i in self._all())
+        """Whether a claim is due: an inbox that may have work (not drained) is down to its refill step
+        (one holding nothing always is). With every inbox drained a claim would find nothing."""
+        return any(self._wants(i) for i in self._all())
 
     def wanted(self) -> dict[int, int]:
         """Inboxes due a claim, with the room each has."""
@@ -107,4 +108,4 @@ class ClaimBudget:
         self.held[delivery.inbox_id] -= 1
         if self.held[delivery.inbox_id] <= 0:
             del self.held[delivery.inbox_id]
-        return not self._ids or self._wants(delivery.inbox_id)
+        return self._wants(delivery.inbox_id)
