@@ -6,8 +6,9 @@ worker could send. (Claims used to take the oldest rows across all inboxes up to
 concurrency, so a 30/s channel held as many rows as a 300/s one, mostly waiting for their turn,
 while the 300/s line ran short.) An inbox without a rate limit may hold the worker's concurrency and
 a little more. An inbox is topped up once REFILL_SHARE of its budget has left, so claims come in
-batches, not one per finished send; one whose queue a claim found empty is not claimed for again
-until new work is announced for it or the poll interval passes.
+batches, not one per finished send; one whose due rows a claim took to the last (or found none) is
+not claimed for again until new work is announced for it, an outcome finds a row of its contact waiting
+behind it, or the poll interval passes: a claim that would find nothing is not made.
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ class ClaimBudget:
     def pick(self, rows: Sequence[Any], limit: int, complete: Iterable[int] = ()) -> list[int]:
         """Ids of the claimable rows, oldest first, within each inbox's room and `limit` in all.
 
-        `complete`: inboxes all of whose due rows are among `rows` (none waiting behind an earlier row of
-        its ordering key: it may go once that one is sent); those left with room are drained.
+        `complete`: inboxes all of whose claimable rows are among `rows`; those left with room once their
+        rows are picked are drained. (A row waiting behind an earlier row of its ordering key is not among
+        them: the worker claims for its inbox again when that row's outcome finds it waiting.)
         """
         room: dict[int, int] = {}
         picked: list[int] = []

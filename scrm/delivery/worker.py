@@ -377,10 +377,10 @@ class OutboxWorker:
             if budget is None:
                 ids = sorted(r.id for r in rows)[:limit]
             else:
-                # Only an inbox with no claimable row is drained: rows stuck behind another row of their
-                # contact are not counted, and the inbox is claimed for again when one of its sends
-                # finishes (see _release), which may let the next row of that contact go.
-                ids = budget.pick(rows, limit, complete - {r.inbox_id for r in rows})
+                # An inbox whose due rows all came back (and fit) is drained: rows stuck behind a row of their
+                # contact are not among them, and the inbox is claimed for again when an outcome finds such a
+                # row waiting behind its delivery (see _start), which lets the next row of that contact go.
+                ids = budget.pick(rows, limit, complete)
             if not ids:
                 return [], more
             claimed = list((await s.execute(self._sql.claim, {
