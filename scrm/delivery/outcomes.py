@@ -91,7 +91,6 @@ async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str
     `waiting` (with `quiet`): the column telling whether a due queued row of the same ordering key waits
     behind a sent row (OutboxStatements.waiting); the sent rows with none are added to `quiet`.
     """
-    ours = and_(D.c.claimed_by == me, D.c.status.in_(("claimed", "sending")))
     applied: set[int] = set()
     s = tx.session
     for status in ("sent", "delivered"):
@@ -103,6 +102,7 @@ async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str
                 "ids": [o.delivery.id for o in group], "me": me, "new_status": status, "now": now,
                 "exts": [o.result.external_id if o.result else None for o in group]})
         else:
+            ours = and_(D.c.claimed_by == me, D.c.status.in_(("claimed", "sending")))
             external = {o.delivery.id: o.result.external_id for o in group if o.result and o.result.external_id}
             stmt = (
                 update(D)
@@ -119,6 +119,7 @@ async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str
     for o, status, values, _ in decided:
         if status in ("sent", "delivered"):
             continue
+        ours = and_(D.c.claimed_by == me, D.c.status.in_(("claimed", "sending")))  # built only when needed (rare)
         res = await s.execute(update(D).where(D.c.id == o.delivery.id, ours).values(**values))
         if res.rowcount == 1:  # type: ignore[attr-defined]
             applied.add(o.delivery.id)

@@ -359,6 +359,7 @@ class OutboxWorker:
         if limit <= 0:
             return [], False
         now = utcnow()
+        announced = self._announced
         async with self._transaction("claim") as tx:
             s = tx.session
             if refresh or not self._budget.inboxes:
@@ -370,6 +371,8 @@ class OutboxWorker:
             wanted = {i: min(room, limit) for i, room in wanted.items() if room > 0}
             rows, complete = await self._windows(s, wanted, now)
             more = len(complete) < len(wanted)
+            if self._announced != announced:
+                complete = set()  # work announced meanwhile may have been committed after our look: drain nothing
             if not rows:
                 if budget is not None:
                     budget.pick([], limit, complete)
