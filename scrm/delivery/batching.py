@@ -171,7 +171,7 @@ class OutboxStatements:
         )
         # Whether a due queued row of the same ordering key waits behind the row (one probe of
         # ix_deliveries_ordering): its outcome makes that row the head, to be claimed now; otherwise the
-        # claim after it would find nothing (delivery/worker.py, _finished).
+        # claim after it would find nothing (delivery/worker.py, OutboxWorker._start).
         # The updated row's columns spelled out: SQLite renders RETURNING's columns unqualified, which
         # inside the subquery would name the alias's own.
         later = D.alias("later")
