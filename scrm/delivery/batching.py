@@ -169,6 +169,16 @@ class OutboxStatements:
             .values(status="sending", lease_until=bindparam("lease"))
             .returning(D.c.id)
         )
+        # Whether a due queued row of the same ordering key waits behind the row (one probe of
+        # ix_deliveries_ordering): its outcome makes that row the head, to be claimed now; otherwise the
+        # claim after it would find nothing (delivery/worker.py, OutboxWorker._start).
+        # The updated row's columns spelled out: SQLite renders RETURNING's columns unqualified, which
+        # inside the subquery would name the alias's own.
+        later = D.alias("later")
+        self.waiting = exists().where(
+            later.c.ordering_key == literal_column("deliveries.ordering_key"), later.c.id > literal_column("deliveries.id"),
+            later.c.status == literal_column("'queued'"),
+            later.c.next_attempt_at <= bindparam("now", type_=D.c.next_attempt_at.type)).label("waiting")
         if postgresql:
             # One statement for a whole batch of successful sends, each with its own external id.
             sent = (
@@ -181,7 +191,7 @@ class OutboxStatements:
                 .where(D.c.id == sent.c.id, ours)
                 .values(status=bindparam("new_status"), sent_at=bindparam("now"), last_error=None,
                         lease_until=None, external_id=sent.c.ext)
-                .returning(D.c.id)
+                .returning(D.c.id, self.waiting)
             )
         else:
             self.mark_sent = None  # SQLite: a CASE over the batch's external ids (built per call)

@@ -6,8 +6,9 @@ worker could send. (Claims used to take the oldest rows across all inboxes up to
 concurrency, so a 30/s channel held as many rows as a 300/s one, mostly waiting for their turn,
 while the 300/s line ran short.) An inbox without a rate limit may hold the worker's concurrency and
 a little more. An inbox is topped up once REFILL_SHARE of its budget has left, so claims come in
-batches, not one per finished send; one whose queue a claim found empty is not claimed for again
-until new work is announced for it or the poll interval passes.
+batches, not one per finished send; one whose due rows a claim took to the last (or found none) is
+not claimed for again until new work is announced for it, an outcome finds a row of its contact waiting
+behind it, or the poll interval passes: a claim that would find nothing is not made.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ class ClaimBudget:
         return inbox_id not in self._drained and self.room(inbox_id) >= self._step(inbox_id)
 
     def wants_claim(self) -> bool:
-        """Whether a claim is due: nothing held, or an inbox that may have work is down to its refill step."""
-        return not self._ids or any(self._wants(i) for i in self._all())
+        """Whether a claim is due: an inbox that may have work (not drained) is down to its refill step
+        (one holding nothing always is). With every inbox drained a claim would find nothing."""
+        return any(self._wants(i) for i in self._all())
 
     def wanted(self) -> dict[int, int]:
         """Inboxes due a claim, with the room each has."""
@@ -73,8 +75,9 @@ class ClaimBudget:
     def pick(self, rows: Sequence[Any], limit: int, complete: Iterable[int] = ()) -> list[int]:
         """Ids of the claimable rows, oldest first, within each inbox's room and `limit` in all.
 
-        `complete`: inboxes all of whose due rows are among `rows` (none waiting behind an earlier row of
-        its ordering key: it may go once that one is sent); those left with room are drained.
+        `complete`: inboxes all of whose claimable rows are among `rows`; those left with room once their
+        rows are picked are drained. (A row waiting behind an earlier row of its ordering key is not among
+        them: the worker claims for its inbox again when that row's outcome finds it waiting.)
         """
         room: dict[int, int] = {}
         picked: list[int] = []
@@ -107,4 +110,4 @@ class ClaimBudget:
         self.held[delivery.inbox_id] -= 1
         if self.held[delivery.inbox_id] <= 0:
             del self.held[delivery.inbox_id]
-        return not self._ids or self._wants(delivery.inbox_id)
+        return self._wants(delivery.inbox_id)

@@ -3,6 +3,12 @@
 A successful send (nearly every one) is one row of one UPDATE per status for the whole batch; retries
 and failures one UPDATE each. Every write is guarded by the worker's claim: a row recovered by another
 worker meanwhile is left alone, it owns the outcome now.
+
+Outcome events: every outcome is pushed live (`message.updated`, `delivery.updated`: the agents' delivery
+ticks), but it is logged for the event log's consumer only when a work listener acts on it: an outgoing
+webhook subscribed to that event, or a delivery of another kind than a plain message (WeCom session
+states and codes, broadcasts, 群发). Logging every reply's two outcome events made them nearly half of
+the events the consumer claimed, decoded and dispatched, only for every listener to ignore them.
 """
 
 from __future__ import annotations
@@ -18,17 +24,27 @@ from sqlalchemy import Table, and_, bindparam, case, exists, update
 from scrm import events as ev
 from scrm.db.models import ContactIdentity, Delivery, Message
 from scrm.domain import PermanentSendError, SendResult, TransientSendError
+from scrm.services.desk import webhooks_out
 from scrm.services.marketing import wechat_mass
 from scrm.services.uow import Tx
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from scrm.context import AppContext
     from scrm.settings import WorkerSettings
 
 D: Table = Delivery.__table__
 M: Table = Message.__table__
 Decided = tuple["Outcome", str, dict[str, Any], dict[str, Any]]  # outcome, status, delivery values, message values
+OUTCOME_EVENTS = (ev.MESSAGE_UPDATED, ev.DELIVERY_UPDATED)
+PLAIN_KIND = "message"  # a conversation message: no work listener acts on its outcome but a webhook
+
+
+async def logged_outcome_events(ctx: AppContext) -> frozenset[str]:
+    """The outcome events every outcome logs (the others only kinds other than plain messages): those an
+    active outgoing webhook subscribes to (cached like the subscriptions, as the desk listener asks)."""
+    return frozenset([name for name in OUTCOME_EVENTS if await webhooks_out.wanted(ctx, name)])
 
 
 @dataclass(frozen=True)
@@ -64,12 +80,17 @@ def decide(o: Outcome, now: datetime, cfg: WorkerSettings) -> tuple[str, dict[st
     return "failed", values, {"delivery_status": "failed", "delivery_error": reason}
 
 
-async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str, mark_sent: Any) -> set[int]:
+async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str, mark_sent: Any,
+                          logged: frozenset[str] | None = None, live: set[str] | None = None,
+                          waiting: Any = None, quiet: set[int] | None = None) -> set[int]:
     """Record a batch of outcomes, guarded by our claim (`me`); returns the ids it applied to.
 
-    `mark_sent`: the prepared array statement for successful sends (PostgreSQL), or None.
+    `mark_sent`: the prepared array statement for successful sends (PostgreSQL), or None. `logged` (with
+    `live`): the outcome events a plain message's outcome logs; the ids of those it only pushes live
+    are added to `live` (the caller leaves them out of the log). None: every event is logged.
+    `waiting` (with `quiet`): the column telling whether a due queued row of the same ordering key waits
+    behind a sent row (OutboxStatements.waiting); the sent rows with none are added to `quiet`.
     """
-    ours = and_(D.c.claimed_by == me, D.c.status.in_(("claimed", "sending")))
     applied: set[int] = set()
     s = tx.session
     for status in ("sent", "delivered"):
@@ -81,25 +102,34 @@ async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str
                 "ids": [o.delivery.id for o in group], "me": me, "new_status": status, "now": now,
                 "exts": [o.result.external_id if o.result else None for o in group]})
         else:
+            ours = and_(D.c.claimed_by == me, D.c.status.in_(("claimed", "sending")))
             external = {o.delivery.id: o.result.external_id for o in group if o.result and o.result.external_id}
-            rows = await s.execute(
+            stmt = (
                 update(D)
                 .where(D.c.id.in_([o.delivery.id for o in group]), ours)
                 .values(status=status, sent_at=now, last_error=None, lease_until=None,
                         external_id=case(external, value=D.c.id, else_=None) if external else None)
-                .returning(D.c.id)
             )
-        applied.update(rows.scalars())
+            rows = await s.execute(stmt.returning(D.c.id, waiting) if waiting is not None else stmt.returning(D.c.id),
+                                   {"now": now} if waiting is not None else None)
+        for row in rows.all():
+            applied.add(row[0])
+            if quiet is not None and len(row) > 1 and not row[1]:
+                quiet.add(row[0])
     for o, status, values, _ in decided:
         if status in ("sent", "delivered"):
             continue
+        ours = and_(D.c.claimed_by == me, D.c.status.in_(("claimed", "sending")))  # built only when needed (rare)
         res = await s.execute(update(D).where(D.c.id == o.delivery.id, ours).values(**values))
         if res.rowcount == 1:  # type: ignore[attr-defined]
             applied.add(o.delivery.id)
     done = [(o, status, msg_values) for o, status, _, msg_values in decided if o.delivery.id in applied]
     await _update_messages(s, done)
     for o, status, msg_values in done:
+        emitted = len(tx.events)
         await apply_outcome(tx, o, status, msg_values)
+        if live is not None and logged is not None and o.delivery.kind == PLAIN_KIND:
+            live.update(e.id for e in tx.events[emitted:] if e.name in OUTCOME_EVENTS and e.name not in logged)
     return applied
 
 

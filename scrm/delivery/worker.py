@@ -41,7 +41,7 @@ from scrm.db.models import Delivery, utcnow
 from scrm.delivery.batching import GroupCommit, OutboxStatements
 from scrm.delivery.budget import ClaimBudget
 from scrm.delivery.liveness import Liveness, keep_beating
-from scrm.delivery.outcomes import Outcome, decide, record_outcomes
+from scrm.delivery.outcomes import Outcome, decide, logged_outcome_events, record_outcomes
 from scrm.delivery.pacing import ARM_AHEAD_MAX, ARM_AHEAD_MIN, ARM_MIN, Pacer, paced
 from scrm.delivery.recovery import UNKNOWN_OUTCOME as UNKNOWN_OUTCOME  # re-exported for callers and tests
 from scrm.delivery.recovery import recover_stale, release_claimed, requeue
@@ -97,8 +97,13 @@ class OutboxWorker:
         self._handovers = 0
         self._handovers_done = asyncio.Event()
         self._handovers_done.set()
+        # Sent deliveries whose outcome left no due row of their contact waiting behind them (and no new
+        # work was announced while it was recorded): their end makes no claim due (see _start).
+        self._quiet: set[int] = set()
+        self._announced = 0  # outbox.enqueued announcements seen
 
     async def _on_enqueued(self, event: ev.Event) -> None:
+        self._announced += 1
         inbox_id = event.data.get("inbox_id")
         if isinstance(inbox_id, int):
             self._budget.inboxes.add(inbox_id)
@@ -114,6 +119,7 @@ class OutboxWorker:
         _freeze_startup_objects()
         last_recover = float("-inf")
         loop = asyncio.get_running_loop()
+        last_look = loop.time()
         if self._sql.postgresql:
             self._own = {"claim": None, "write": None}
         stopping = asyncio.ensure_future(stop.wait())
@@ -130,6 +136,13 @@ class OutboxWorker:
                 # Cleared before looking, so a wake-up that arrives meanwhile is not lost.
                 self._wake.clear()
                 self._freed.clear()
+                if loop.time() - last_look > self.cfg.poll_interval:
+                    # Look everywhere again at least this often, even when wake-ups never let the wait
+                    # below time out: rows due by now (retries), work announced to other processes.
+                    self._budget.undrain()
+                    self._force_claim = True
+                if self._force_claim:
+                    last_look = loop.time()
                 filled = await self._guard(self._fill())
                 if filled and filled[1]:
                     await asyncio.sleep(0)
@@ -164,16 +177,26 @@ class OutboxWorker:
         return recovered
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, role: str) -> AsyncIterator[Tx]:
+    async def _transaction(self, role: str, live: set[str] | frozenset[str] = frozenset()) -> AsyncIterator[Tx]:
         """A unit of work for the hot path ("claim" or "write"), events published after commit.
 
         While `run` goes on PostgreSQL, each role keeps one connection of its own: checking one
         out of the pool per transaction (with its liveness ping) cost as much CPU as the statements.
-        A connection that failed is dropped and the next transaction opens a new one.
+        A connection that failed is dropped and the next transaction opens a new one. Events whose ids
+        are in `live` (filled in while the transaction runs) are published but not logged: no work
+        listener acts on them (delivery/outcomes.py).
         """
         if role not in self._own:  # SQLite (its write lock lives in Database.transaction), or not running
-            async with unit_of_work(self.ctx) as tx:
+            if self.ctx.db.joined() is not None:  # inside a consumer's batch: its commit logs and publishes
+                async with unit_of_work(self.ctx) as tx:
+                    yield tx
+                return
+            async with self.ctx.db.transaction() as session:
+                tx = Tx(session, self.ctx.adapters)
                 yield tx
+                await append(session, [e for e in tx.events if e.id not in live] if live else tx.events)
+            if tx.events:
+                await self.ctx.bus.publish(tx.events)
             return
         conn = self._own[role]
         if conn is None or conn.closed:
@@ -186,7 +209,8 @@ class OutboxWorker:
                     tx = Tx(session, self.ctx.adapters)
                     yield tx
                     await session.flush()
-                    await append(session, tx.events)  # logged with the change that caused them
+                    # logged with the change that caused them
+                    await append(session, [e for e in tx.events if e.id not in live] if live else tx.events)
                 finally:
                     await session.close()
         except BaseException:
@@ -233,7 +257,12 @@ class OutboxWorker:
             self._inflight.discard(t)
             self._release(delivery)
             self._freed.set()
-            # Its outcome is recorded now: the next delivery of its ordering key may be claimed.
+            # Its outcome is recorded now: the next delivery of its ordering key may be claimed (unless
+            # the outcome found none waiting: then a claim would come back empty).
+            if delivery.id in self._quiet:
+                self._quiet.discard(delivery.id)
+                return
+            self._budget.undrain(delivery.inbox_id)
             if self._budget.wants_claim():
                 self._wake.set()
             if not t.cancelled() and t.exception() is not None:
@@ -243,9 +272,8 @@ class OutboxWorker:
         task.add_done_callback(done)
 
     def _release(self, delivery: Any) -> None:
-        """The delivery's send is over: its place in the inbox's budget is free (idempotent), and the next
-        row of its contact may be claimable now."""
-        self._budget.undrain(delivery.inbox_id)
+        """The delivery's send is over: its place in the inbox's budget is free (idempotent). (The next row
+        of its contact is claimable only once its outcome is recorded: see _start.)"""
         if self._budget.release(delivery):
             self._wake.set()  # the claim loop is woken only when a claim is due, not per finished send
         self._freed.set()
@@ -331,6 +359,7 @@ class OutboxWorker:
         if limit <= 0:
             return [], False
         now = utcnow()
+        announced = self._announced
         async with self._transaction("claim") as tx:
             s = tx.session
             if refresh or not self._budget.inboxes:
@@ -342,6 +371,8 @@ class OutboxWorker:
             wanted = {i: min(room, limit) for i, room in wanted.items() if room > 0}
             rows, complete = await self._windows(s, wanted, now)
             more = len(complete) < len(wanted)
+            if self._announced != announced:
+                complete = set()  # work announced meanwhile may have been committed after our look: drain nothing
             if not rows:
                 if budget is not None:
                     budget.pick([], limit, complete)
@@ -349,10 +380,10 @@ class OutboxWorker:
             if budget is None:
                 ids = sorted(r.id for r in rows)[:limit]
             else:
-                # Only an inbox with no claimable row is drained: rows stuck behind another row of their
-                # contact are not counted, and the inbox is claimed for again when one of its sends
-                # finishes (see _release), which may let the next row of that contact go.
-                ids = budget.pick(rows, limit, complete - {r.inbox_id for r in rows})
+                # An inbox whose due rows all came back (and fit) is drained: rows stuck behind a row of their
+                # contact are not among them, and the inbox is claimed for again when an outcome finds such a
+                # row waiting behind its delivery (see _start), which lets the next row of that contact go.
+                ids = budget.pick(rows, limit, complete)
             if not ids:
                 return [], more
             claimed = list((await s.execute(self._sql.claim, {
@@ -473,13 +504,20 @@ class OutboxWorker:
         outcomes = [i for i in items if isinstance(i, Outcome)]
         now = utcnow()
         sending: set[int] = set()
-        async with self._transaction("write") as tx:
+        logged = await logged_outcome_events(self.ctx) if outcomes else frozenset()
+        live: set[str] = set()  # outcome events pushed live only (no work listener wants them)
+        async with self._transaction("write", live) as tx:
             if ids:
                 rows = await tx.session.execute(self._sql.mark_sending, {
                     "ids": ids, "me": self.name, "lease": now + timedelta(seconds=self.cfg.lease_seconds)})
                 sending = set(rows.scalars())
             decided = [(o, *decide(o, now, self.cfg)) for o in outcomes]
-            applied = await record_outcomes(tx, decided, now, self.name, self._sql.mark_sent) if decided else set()
+            announced = self._announced
+            quiet: set[int] = set()
+            applied = (await record_outcomes(tx, decided, now, self.name, self._sql.mark_sent, logged, live,
+                                             self._sql.waiting, quiet) if decided else set())
+        if self._announced == announced:  # else a row announced meanwhile may wait behind one of these
+            self._quiet |= quiet
         for o, status, values, _ in decided:
             if o.delivery.id in applied:
                 DELIVERIES.labels(channel=o.channel, status=status).inc()

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from scrm import events as ev
-from scrm.db.database import batch_fact
-from scrm.db.models import Conversation, Message, utcnow
+from scrm.db.database import batch_fact, shared_for
+from scrm.db.models import Message, utcnow
 from scrm.db.models_desk import ConversationStats, TeamMember
 from scrm.services.conversations.turns import take_turn
 from scrm.services.desk import assignment, automation, csat, sla, webhooks_out
@@ -109,17 +109,16 @@ class DeskListener:
             return
         if name == "agent.updated":
             return
-        if name == ev.CONVERSATION_UPDATED:
-            async with self.ctx.db.session() as s:  # cheap check first: most updates are not priority changes
-                row = (await s.execute(select(Conversation.priority, ConversationStats.priority)
-                                       .join(ConversationStats, ConversationStats.conversation_id == Conversation.id)
-                                       .where(Conversation.id == d["conversation_id"]))).first()
-            if row is None or row[0] == row[1]:
-                return
         async with unit_of_work(self.ctx) as tx:
             conv = await take_turn(tx, d["conversation_id"])
             if conv is None:
                 return
+            if name == ev.CONVERSATION_UPDATED:
+                # Only a priority change re-picks the SLA, and only for a conversation with stats. In a consumer's
+                # batch both rows are loaded with it (no statement); alone, one look at the stats row.
+                known = await _stats_if_any(tx, conv.id)
+                if known is None or known.priority == conv.priority:
+                    return
             stats = await sla.ensure_stats(tx, conv)
             now = utcnow()
             if name == ev.CONVERSATION_CREATED and conv.handler != "bot":
@@ -172,6 +171,16 @@ class DeskListener:
                 await ticket_workflow.on_customer_message(tx, conv)
         elif msg.direction == "out" and msg.sender_kind == "agent":
             await sla.on_agent_reply(tx, stats, msg.created_at)
+
+
+async def _stats_if_any(tx, conversation_id: int) -> ConversationStats | None:  # type: ignore[no-untyped-def]
+    """The conversation's stats row, if it has one (read like sla.ensure_stats would read it)."""
+    shared = shared_for(tx.session)
+    if shared is not None and ("desk_conversation_stats", conversation_id) in shared.locked:
+        return await tx.session.get(ConversationStats, conversation_id)  # loaded and locked with the batch
+    if shared is not None and conversation_id in (shared.facts.get(sla.STATS_MISSING) or ()):
+        return None
+    return await tx.session.get(ConversationStats, conversation_id, with_for_update=True, populate_existing=True)
 
 
 def install(ctx: AppContext) -> list[Callable[[], None]]:

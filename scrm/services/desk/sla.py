@@ -94,6 +94,20 @@ async def choose_policy(tx: Tx, inbox_id: int, priority: str) -> SlaPolicy | Non
 STATS_MISSING = "stats_missing"
 
 
+@functools.cache
+def _insert_stats_statement(dialect: str) -> Any:
+    """A new conversation's stats row, inserted (unless someone else did) and loaded; built once per
+    dialect (building and hashing it cost more than running it)."""
+    ins = pg_insert if dialect == "postgresql" else sqlite_insert
+    t = ConversationStats.__table__
+    values = {k: bindparam(k, type_=t.c[k].type) for k in ("conversation_id", "inbox_id", "priority", "created_at",
+                                                            "agent_id")}
+    inserted = (ins(ConversationStats)
+                .values(**values, human_involved=False, handoffs=0, warned=[], breached=[])
+                .on_conflict_do_nothing().returning(ConversationStats))
+    return select(ConversationStats).from_statement(inserted).execution_options(populate_existing=True)
+
+
 async def ensure_stats(tx: Tx, conv: Conversation) -> ConversationStats:
     """The conversation's stats row, created if missing (safe against a concurrent insert), locked."""
     shared = shared_for(tx.session)
@@ -107,13 +121,9 @@ async def ensure_stats(tx: Tx, conv: Conversation) -> ConversationStats:
     # A new conversation (the consumer's batch found no row for it): inserted and loaded in one statement;
     # a row inserted meanwhile by someone else is read (and locked) instead.
     values = {"conversation_id": conv.id, "inbox_id": conv.inbox_id, "priority": conv.priority,
-              "created_at": conv.created_at, "agent_id": conv.assignee_id, "human_involved": False, "handoffs": 0,
-              "warned": [], "breached": []}
+              "created_at": conv.created_at, "agent_id": conv.assignee_id}
     dialect = tx.session.bind.dialect.name if tx.session.bind else "sqlite"
-    ins = pg_insert if dialect == "postgresql" else sqlite_insert
-    inserted = ins(ConversationStats).values(**values).on_conflict_do_nothing().returning(ConversationStats)
-    stats = (await tx.session.scalars(select(ConversationStats).from_statement(inserted)
-                                      .execution_options(populate_existing=True))).first()
+    stats = (await tx.session.scalars(_insert_stats_statement(dialect), values)).first()
     if stats is None:
         stats = await tx.session.get(ConversationStats, conv.id, with_for_update=True, populate_existing=True)
     assert stats is not None
