@@ -224,11 +224,14 @@ class EventBus:
         """The work listeners (in the transaction and after commit) `event` calls for, in subscription order."""
         return [sub for sub in list(self._listeners) if not sub.everywhere and sub.matches(event)]
 
-    async def publish(self, events: Iterable[Event]) -> None:
-        """Fan events that were just committed (and logged) out to the live listeners; wake consumers."""
+    async def publish(self, events: Iterable[Event], *, wake: bool = True) -> None:
+        """Fan events that were just committed (and logged) out to the live listeners; wake consumers.
+        `wake=False`: none of them was logged (live-only pushes, e.g. a plain send's outcome), so no
+        consumer has anything new to work: waking one would only run a claim that finds nothing."""
         for event in events:
             self._fan_out(event)
-        self.wake()
+        if wake:
+            self.wake()
 
     def wake(self) -> None:
         """New events are in the log: this process's consumer looks now rather than at its next poll."""
@@ -294,6 +297,9 @@ class EventBus:
             task.cancel()
 
 
+LIVE_ONLY = " live"  # after the origin of a Redis event message none of whose events was logged (not hex)
+
+
 class RedisEventBus(EventBus):
     """Live updates cross processes through a Redis pub/sub channel, and wake their consumers.
 
@@ -314,18 +320,20 @@ class RedisEventBus(EventBus):
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
-    async def publish(self, events: Iterable[Event]) -> None:
+    async def publish(self, events: Iterable[Event], *, wake: bool = True) -> None:
         stamped = [Event(e.name, e.data, e.id, e.at, self.process_id) for e in events]
         if not stamped:
             return
-        await super().publish(stamped)  # this process's live listeners and consumer; its copy from Redis is skipped
+        await super().publish(stamped, wake=wake)  # this process's live listeners and consumer; its copy from Redis is skipped
         try:
             # Bounded: this runs before the webhook is answered, which must never wait on Redis.
             async with bounded(self.redis):
                 # The origin goes first so every reader can skip its own events before parsing them, then the
                 # header, so a reader parses the events only when a listener of its may want one of them.
+                # A live-only message says so after the origin (LIVE_ONLY): readers fan it out but wake no consumer.
+                origin = self.process_id if wake else f"{self.process_id}{LIVE_ONLY}"
                 await self.redis.publish(
-                    self.channel, f"{self.process_id}\n{events_header(stamped)}\n{events_to_json(stamped)}")
+                    self.channel, f"{origin}\n{events_header(stamped)}\n{events_to_json(stamped)}")
         except Exception as exc:  # noqa: BLE001 - live updates are best effort; the work is in the log
             if unavailable(exc):  # the breaker logged it once; not a traceback per batch
                 log.debug("Redis unavailable; %d events not fanned out", len(stamped))
@@ -343,10 +351,13 @@ class RedisEventBus(EventBus):
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.channel)
                 self._ready.set()
-                own = self.process_id.encode()
+                own, live_mark = self.process_id.encode(), LIVE_ONLY.encode()
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         origin, _, raw = message["data"].partition(b"\n")
+                        live_only = origin.endswith(live_mark)
+                        if live_only:
+                            origin = origin[:-len(live_mark)]
                         if origin == own:
                             continue  # fanned out when it was published
                         try:
@@ -355,7 +366,8 @@ class RedisEventBus(EventBus):
                                     self._fan_out(event)
                         except (ValueError, KeyError, TypeError):
                             log.warning("ignoring malformed event on %s", self.channel)
-                        self.wake()  # another process committed events: work them now
+                        if not live_only:
+                            self.wake()  # another process committed events: work them now
             except asyncio.CancelledError:
                 raise
             except Exception:

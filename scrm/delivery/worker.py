@@ -194,9 +194,10 @@ class OutboxWorker:
             async with self.ctx.db.transaction() as session:
                 tx = Tx(session, self.ctx.adapters)
                 yield tx
-                await append(session, [e for e in tx.events if e.id not in live] if live else tx.events)
+                logged = [e for e in tx.events if e.id not in live] if live else tx.events
+                await append(session, logged)
             if tx.events:
-                await self.ctx.bus.publish(tx.events)
+                await self.ctx.bus.publish(tx.events, wake=bool(logged))
             return
         conn = self._own[role]
         if conn is None or conn.closed:
@@ -210,7 +211,8 @@ class OutboxWorker:
                     yield tx
                     await session.flush()
                     # logged with the change that caused them
-                    await append(session, [e for e in tx.events if e.id not in live] if live else tx.events)
+                    logged = [e for e in tx.events if e.id not in live] if live else tx.events
+                    await append(session, logged)
                 finally:
                     await session.close()
         except BaseException:
@@ -221,7 +223,8 @@ class OutboxWorker:
                 await conn.close()
             raise
         if tx.events:
-            await self.ctx.bus.publish(tx.events)
+            # Only live pushes (a plain send's outcome with no webhook wanting it): no consumer is woken.
+            await self.ctx.bus.publish(tx.events, wake=bool(logged))
 
     async def _close_own(self) -> None:
         own, self._own = self._own, {}

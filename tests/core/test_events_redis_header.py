@@ -158,3 +158,39 @@ async def test_realtime_listener_parses_only_with_a_connected_tab(redis_url: str
         await sender.close()
         await receiver.redis.aclose()
         await sender.redis.aclose()
+
+
+async def test_live_only_events_reach_listeners_but_wake_no_consumer(redis_url: str) -> None:
+    """A plain send's outcome is pushed live but not logged (delivery/outcomes.py): it reaches the delivery
+    ticks' listeners in every process, but wakes no consumer (there is nothing new in the log to work)."""
+    import redis.asyncio as aioredis
+
+    sender = RedisEventBus(aioredis.from_url(redis_url), process_id="sender")
+    receiver = RedisEventBus(aioredis.from_url(redis_url), process_id="receiver")
+    remote, local = Wakes(), Wakes()
+    receiver.consumer, sender.consumer = remote, local
+    seen: list[Event] = []
+
+    async def on_event(event: Event) -> None:
+        seen.append(event)
+
+    receiver.subscribe(on_event, ev.MESSAGE_UPDATED, everywhere=True)
+    await receiver.start()
+    try:
+        await sender.publish([Event(ev.MESSAGE_UPDATED, {"conversation_id": 5, "message_id": 50})], wake=False)
+        await until(lambda: len(seen) == 1)
+        assert seen[0].data["message_id"] == 50 and seen[0].origin == "sender"
+        assert remote.count == 0 and local.count == 0
+        # A logged event still wakes both, and the receiver still knows its own messages by their origin.
+        await sender.publish([Event(ev.MESSAGE_UPDATED, {"conversation_id": 5, "message_id": 51})])
+        await until(lambda: len(seen) == 2 and remote.count == 1)
+        assert local.count == 1
+        await receiver.publish([Event(ev.MESSAGE_UPDATED, {"conversation_id": 5, "message_id": 52})], wake=False)
+        await until(lambda: len(seen) == 3)  # its own listener, called at once, and not again from Redis
+        await asyncio.sleep(0.2)
+        assert [e.data["message_id"] for e in seen] == [50, 51, 52] and remote.count == 1
+    finally:
+        await receiver.close()
+        await sender.close()
+        await receiver.redis.aclose()
+        await sender.redis.aclose()
