@@ -36,7 +36,7 @@ from scrm.db.models_events import EventRecord
 from scrm.delivery.handoff import Handover
 from scrm.event_batch import hold_back_conversation_writes, preload, write_held_back
 from scrm.services.conversations.turns import TURNS
-from scrm.services.outbox import defer_deliveries, insert_deferred_deliveries
+from scrm.services.outbox import defer_deliveries, insert_deferred_deliveries, write_batch_rows
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -307,6 +307,7 @@ class EventConsumer:
 
 async def _call_alone(shared: SharedTransaction, sub: Subscription, event: ev.Event) -> str | None:
     """Call one listener in a savepoint of its own: a failure undoes its writes only, and is recorded."""
+    await write_batch_rows(shared)  # the rows of the listeners before: a rollback of this savepoint must keep them
     shared.savepoints = True
     emitted = len(shared.events)
     held_back = {cid: list(ops) for cid, ops in shared.held_back.items()}
