@@ -325,8 +325,9 @@ def _inserts() -> dict[str, Any]:
 class BatchRows:
     """New rows of a consumer's batch on PostgreSQL (bot replies, their deliveries, FAQ outcomes, unanswered
     questions) kept as plain values and inserted with one statement per table: before any other statement
-    the batch's session runs (so whatever the batch reads next sees them, as after the ORM's autoflush)
-    and at the latest before the batch marks its events (insert_deferred_deliveries). Without ORM objects,
+    the batch's session runs (so whatever the batch reads next sees them, as after the ORM's autoflush;
+    deliveries excepted, as the ORM path defers them) and at the latest before the batch marks its events
+    (insert_deferred_deliveries). Without ORM objects,
     identity map or unit of work: the bot's rows cost what their values cost."""
 
     def __init__(self) -> None:
@@ -342,14 +343,16 @@ class BatchRows:
         self.deliveries.append(BatchDelivery(values))
         self.waiting += 1
 
-    def write(self, session: Session) -> None:
-        """Insert the pending rows (in the caller's greenlet: from a session event or run_sync)."""
-        if not any(self.pending.values()):
+    def write(self, session: Session, *, deliveries: bool = True) -> None:
+        """Insert the pending rows (in the caller's greenlet: from a session event or run_sync). Before
+        another statement of the batch, not its deliveries: nothing in a batch reads them, they wait for
+        its end (one INSERT for the whole batch, then its hand-over)."""
+        if not any(rows for table, rows in self.pending.items() if deliveries or table != "deliveries"):
             return
         connection = session.connection()
         inserts = _inserts()
         for table, rows in self.pending.items():
-            if not rows:
+            if not rows or (table == "deliveries" and not deliveries):
                 continue
             self.pending[table] = []
             if table == "deliveries":
@@ -384,7 +387,7 @@ def defer_deliveries(shared: SharedTransaction) -> None:
 
     def before_statement(state: ORMExecuteState) -> None:
         if state.statement is not _NEXT_MESSAGE_IDS:
-            rows.write(state.session)
+            rows.write(state.session, deliveries=False)
 
     event.listen(shared.session.sync_session, "do_orm_execute", before_statement)
 
