@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -217,7 +217,10 @@ class Condition:
 
     def is_empty(self) -> bool:
         """True when nothing would be tested."""
-        return self == Condition()
+        return self == _EMPTY
+
+
+_EMPTY = Condition()
 
 
 @dataclass
@@ -249,18 +252,24 @@ def matches(cond: Condition, ctx: MatchContext) -> bool:
     if cond.is_empty():
         return False
     text = ctx.text.strip()
-    checks: Iterable[bool] = (
-        not cond.keywords or any(_contains_keyword(text, k) for k in cond.keywords),
-        not cond.says or says(text, cond.says) is not None,
-        not cond.unless or says(text, cond.unless) is None,
-        not cond.exact or any(_bare(text) == _bare(normalize_text(e)) for e in cond.exact),
-        cond.regex is None or cond.regex.search(text) is not None,
-        not cond.payload or ctx.payload in cond.payload,
-        cond.first_message is None or cond.first_message == ctx.is_first_message,
-        cond.business_hours is None or (cond.business_hours == "open") == ctx.business_hours_open,
-        all(ctx.attributes.get(a) not in (None, "") for a in cond.has_attribute),
-    )
-    if not all(checks):
+    # In order of cost, each only when the ones before held (the phrase tests tokenize the message).
+    if cond.first_message is not None and cond.first_message != ctx.is_first_message:
+        return False
+    if cond.business_hours is not None and (cond.business_hours == "open") != ctx.business_hours_open:
+        return False
+    if cond.payload and ctx.payload not in cond.payload:
+        return False
+    if not all(ctx.attributes.get(a) not in (None, "") for a in cond.has_attribute):
+        return False
+    if cond.keywords and not any(_contains_keyword(text, k) for k in cond.keywords):
+        return False
+    if cond.exact and not any(_bare(text) == _bare(normalize_text(e)) for e in cond.exact):
+        return False
+    if cond.regex is not None and cond.regex.search(text) is None:
+        return False
+    if cond.says and says(text, cond.says) is None:
+        return False
+    if cond.unless and says(text, cond.unless) is not None:
         return False
     # The FAQ matcher is the costly test: only run it when everything else already holds.
     return not cond.intent or ctx.intent() in cond.intent

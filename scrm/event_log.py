@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import BigInteger, Text, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm import events as ev
@@ -36,7 +38,7 @@ from scrm.db.models_events import EventRecord
 from scrm.delivery.handoff import Handover
 from scrm.event_batch import hold_back_conversation_writes, preload, write_held_back
 from scrm.services.conversations.turns import TURNS
-from scrm.services.outbox import defer_deliveries, insert_deferred_deliveries
+from scrm.services.outbox import defer_deliveries, insert_deferred_deliveries, write_batch_rows
 
 if TYPE_CHECKING:
     from scrm.context import AppContext
@@ -87,10 +89,26 @@ def records(events: list[ev.Event]) -> list[dict[str, Any]]:
     return rows
 
 
+# PostgreSQL: a batch of events as one INSERT of arrays (one execution, not one per row: asyncpg's executemany
+# binds and PostgreSQL executes each row apart), ids allocated in the events' order (the order of work).
+_APPEND_PG = text("""
+INSERT INTO events (conversation_id, name, payload, created_at)
+SELECT u.conversation_id, u.name, u.payload::json, :now
+FROM unnest(:conversation_ids, :names, :payloads) WITH ORDINALITY AS u(conversation_id, name, payload, n)
+ORDER BY u.n
+""").bindparams(bindparam("conversation_ids", type_=ARRAY(BigInteger)), bindparam("names", type_=ARRAY(Text)),
+                bindparam("payloads", type_=ARRAY(Text)),
+                bindparam("now", type_=EventRecord.__table__.c.created_at.type))
+
+
 async def append(session: AsyncSession, events: list[ev.Event]) -> None:
     """Log `events` in the caller's transaction (one statement)."""
     rows = records(events)
-    if rows:
+    if len(rows) > 1 and session.get_bind().dialect.name == "postgresql":
+        await session.execute(_APPEND_PG, {
+            "conversation_ids": [r["conversation_id"] for r in rows], "names": [r["name"] for r in rows],
+            "payloads": [json.dumps(r["payload"]) for r in rows], "now": rows[0]["created_at"]})
+    elif rows:
         await session.execute(insert(EventRecord), rows)
 
 
@@ -307,6 +325,7 @@ class EventConsumer:
 
 async def _call_alone(shared: SharedTransaction, sub: Subscription, event: ev.Event) -> str | None:
     """Call one listener in a savepoint of its own: a failure undoes its writes only, and is recorded."""
+    await write_batch_rows(shared)  # the rows of the listeners before: a rollback of this savepoint must keep them
     shared.savepoints = True
     emitted = len(shared.events)
     held_back = {cid: list(ops) for cid, ops in shared.held_back.items()}

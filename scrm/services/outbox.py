@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, Update, bindparam, case, null, text, update
+from sqlalchemy import String, Update, bindparam, case, event, insert, null, text, update
+from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from scrm import events as ev
 from scrm.db.database import SharedTransaction, shared_for
-from scrm.db.models import ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
+from scrm.db.models import Base, ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
 from scrm.domain import PASSIVE_REPLY_UNTIL, Attachment, Choice, OutboundMessage
 from scrm.services.conversations.ingest_writes import preview
 from scrm.services.uow import Tx
@@ -44,20 +46,41 @@ def enqueue_delivery(
     `not_before` keeps the worker away until then (a WeChat callback waiting to carry it as its
     passive reply; see passive_hold); the passive claim takes queued rows whenever they are due.
     """
+    delivery = Delivery(**_delivery_values(inbox=inbox, identity=identity, conversation_id=conversation_id,
+                                           message_id=message_id, text=text, content_type=content_type,
+                                           attachments=attachments, choices=choices, metadata=metadata,
+                                           automatic=automatic, reply_to_external_id=reply_to_external_id, kind=kind,
+                                           not_before=not_before))
+    deferred = _deferred_deliveries(tx) if message_id is not None else None
+    if deferred is not None and deferred.get("message") == message_id:
+        deferred["rows"].append(delivery)  # inserted after the batch's messages (insert_deferred_deliveries)
+    else:
+        tx.session.add(delivery)
+    tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox.id, conversation_id=conversation_id)
+    return delivery
+
+
+def _delivery_values(
+    *, inbox: Inbox, identity: ContactIdentity, conversation_id: int | None, message_id: int | None,
+    text: str | None, content_type: str, attachments: Sequence[dict[str, Any]], choices: Sequence[Choice],
+    metadata: dict[str, Any] | None, automatic: bool, reply_to_external_id: str | None, kind: str,
+    not_before: datetime | None,
+) -> dict[str, Any]:
+    """A queued delivery row's columns (an ORM object's or a batch's Core row)."""
     now = utcnow()
-    delivery = Delivery(
-        idempotency_key=new_idempotency_key(),
-        inbox_id=inbox.id,
-        message_id=message_id,
-        conversation_id=conversation_id,
-        identity_id=identity.id,
-        recipient_id=identity.external_id,
-        ordering_key=f"{inbox.id}:{identity.external_id}",
-        kind=kind,
-        status="queued",
-        attempts=0,
-        next_attempt_at=max(now, not_before) if not_before is not None else now,
-        payload={
+    return {
+        "idempotency_key": new_idempotency_key(),
+        "inbox_id": inbox.id,
+        "message_id": message_id,
+        "conversation_id": conversation_id,
+        "identity_id": identity.id,
+        "recipient_id": identity.external_id,
+        "ordering_key": f"{inbox.id}:{identity.external_id}",
+        "kind": kind,
+        "status": "queued",
+        "attempts": 0,
+        "next_attempt_at": max(now, not_before) if not_before is not None else now,
+        "payload": {
             "text": text,
             "content_type": content_type,
             "attachments": list(attachments),
@@ -67,14 +90,8 @@ def enqueue_delivery(
             "reply_to_external_id": reply_to_external_id,
             "recipient_data": dict(identity.attributes or {}),
         },
-    )
-    deferred = _deferred_deliveries(tx) if message_id is not None else None
-    if deferred is not None and deferred.get("message") == message_id:
-        deferred["rows"].append(delivery)  # inserted after the batch's messages (insert_deferred_deliveries)
-    else:
-        tx.session.add(delivery)
-    tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox.id, conversation_id=conversation_id)
-    return delivery
+        "created_at": now,
+    }
 
 
 def _clocks_statement(*, answers: bool, returning: bool = True) -> Update:
@@ -145,23 +162,8 @@ async def enqueue_message(
     """
     now = utcnow()
     batch_id = await batch_message_id(tx)
-    message = Message(
-        id=batch_id,
-        conversation_id=conversation.id,
-        inbox_id=inbox.id,
-        direction="out",
-        sender_kind=sender_kind,
-        sender_agent_id=agent_id,
-        content_type=content_type,
-        text=text,
-        attachments=list(attachments),
-        reply_to_id=reply_to.id if reply_to else None,
-        delivery_status="queued",
-        payload=({"choices": [{"label": c.label, "payload": c.payload} for c in choices]} if choices else {})
-        | (payload or {}),
-        created_at=now,
-        edit_history=[],
-    )
+    message = Message(**_message_values(batch_id, conversation, inbox, sender_kind, agent_id, content_type, text,
+                                        attachments, reply_to.id if reply_to else None, choices, payload, now))
     tx.session.add(message)
     if batch_id is None:
         await tx.session.flush()  # its id, for the delivery and the event
@@ -203,6 +205,68 @@ async def enqueue_message(
     return message, delivery
 
 
+def _message_values(
+    message_id: int | None, conversation: Conversation, inbox: Inbox, sender_kind: str, agent_id: int | None,
+    content_type: str, text: str | None, attachments: Sequence[dict[str, Any]], reply_to_id: int | None,
+    choices: Sequence[Choice], payload: dict[str, Any] | None, now: datetime,
+) -> dict[str, Any]:
+    """An outbound message row's columns (an ORM object's or a batch's Core row)."""
+    return {
+        "id": message_id,
+        "conversation_id": conversation.id,
+        "inbox_id": inbox.id,
+        "direction": "out",
+        "sender_kind": sender_kind,
+        "sender_agent_id": agent_id,
+        "content_type": content_type,
+        "text": text,
+        "attachments": list(attachments),
+        "reply_to_id": reply_to_id,
+        "delivery_status": "queued",
+        "payload": ({"choices": [{"label": c.label, "payload": c.payload} for c in choices]} if choices else {})
+        | (payload or {}),
+        "created_at": now,
+        "edit_history": [],
+    }
+
+
+async def enqueue_batch_message(
+    tx: Tx,
+    *,
+    inbox: Inbox,
+    conversation: Conversation,
+    identity: ContactIdentity,
+    sender_kind: str,
+    text: str | None,
+    choices: Sequence[Choice] = (),
+    automatic: bool = False,
+    payload: dict[str, Any] | None = None,
+    not_before: datetime | None = None,
+) -> int | None:
+    """enqueue_message for the bot or the system in a consumer's batch on PostgreSQL: the message and its
+    delivery are plain rows, inserted with the batch's other rows (BatchRows), not ORM objects flushed by
+    the unit of work. Returns the message's id; None outside such a batch (call enqueue_message then)."""
+    rows = batch_rows(tx)
+    if rows is None:
+        return None
+    message_id = await batch_message_id(tx)
+    assert message_id is not None  # the same batches as batch_rows
+    now = utcnow()
+    rows.add("messages", _message_values(message_id, conversation, inbox, sender_kind, None, "text", text, (),
+                                         None, choices, payload, now))
+    values = _delivery_values(inbox=inbox, identity=identity, conversation_id=conversation.id, message_id=message_id,
+                              text=text, content_type="text", attachments=(), choices=choices, metadata=None,
+                              automatic=automatic, reply_to_external_id=None, kind="message", not_before=not_before)
+    rows.add_delivery(values)
+    tx.emit(ev.OUTBOX_ENQUEUED, inbox_id=inbox.id, conversation_id=conversation.id)
+    await _move_clocks(tx, conversation, now, preview(text, "text"), answers=sender_kind in ("agent", "bot"))
+    tx.emit(ev.MESSAGE_CREATED, message_id=message_id, conversation_id=conversation.id, inbox_id=inbox.id,
+            channel=inbox.channel_type, direction="out", sender_kind=sender_kind, handler=conversation.handler,
+            content_type="text")
+    tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conversation.id, inbox_id=inbox.id, changed=["activity"])
+    return message_id
+
+
 # PostgreSQL: message ids taken from the table's sequence a chunk at a time, so a consumer's batch needs no
 # flush per message to learn its id: its messages, deliveries and FAQ outcomes are inserted together (one
 # statement per table) when the batch flushes. Unused ids are a gap in the sequence, as after a rollback.
@@ -231,22 +295,127 @@ def _deferred_deliveries(tx: Tx) -> dict[str, Any] | None:
     return None if shared is None else shared.facts.get("deliveries")
 
 
+class BatchDelivery:
+    """A delivery a batch inserted as a plain row: what the hand-over reads of it (delivery/handoff.py)."""
+
+    __slots__ = ("conversation_id", "id", "inbox_id", "next_attempt_at", "status")
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.id: int | None = None  # once inserted
+        self.inbox_id: int = values["inbox_id"]
+        self.conversation_id: int | None = values["conversation_id"]
+        self.status: str = values["status"]
+        self.next_attempt_at: datetime = values["next_attempt_at"]
+
+
+_TABLES = ("messages", "deliveries", "desk_faq_outcomes", "unanswered_questions")  # in foreign key order
+
+
+@functools.cache
+def _inserts() -> dict[str, Any]:
+    """The batch's INSERT statements, built once (the desk's models are registered by then). Deliveries come
+    back with their ids: one INSERT ... VALUES (...), (...) RETURNING id, in the rows' order."""
+    tables = {name: Base.metadata.tables[name] for name in _TABLES}
+    inserts: dict[str, Any] = {name: insert(table) for name, table in tables.items()}
+    deliveries = tables["deliveries"]
+    inserts["deliveries"] = insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
+    return inserts
+
+
+class BatchRows:
+    """New rows of a consumer's batch on PostgreSQL (bot replies, their deliveries, FAQ outcomes, unanswered
+    questions) kept as plain values and inserted with one statement per table: before any other statement
+    the batch's session runs (so whatever the batch reads next sees them, as after the ORM's autoflush;
+    deliveries excepted, as the ORM path defers them) and at the latest before the batch marks its events
+    (insert_deferred_deliveries). Without ORM objects,
+    identity map or unit of work: the bot's rows cost what their values cost."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[dict[str, Any]]] = {name: [] for name in _TABLES}
+        self.deliveries: list[BatchDelivery] = []  # pending ones last
+        self.waiting = 0  # pending deliveries (the last ones of self.deliveries)
+
+    def add(self, table: str, values: dict[str, Any]) -> None:
+        self.pending[table].append(values)
+
+    def add_delivery(self, values: dict[str, Any]) -> None:
+        self.pending["deliveries"].append(values)
+        self.deliveries.append(BatchDelivery(values))
+        self.waiting += 1
+
+    def write(self, session: Session, *, deliveries: bool = True) -> None:
+        """Insert the pending rows (in the caller's greenlet: from a session event or run_sync). Before
+        another statement of the batch, not its deliveries: nothing in a batch reads them, they wait for
+        its end (one INSERT for the whole batch, then its hand-over)."""
+        if not any(rows for table, rows in self.pending.items() if deliveries or table != "deliveries"):
+            return
+        connection = session.connection()
+        inserts = _inserts()
+        for table, rows in self.pending.items():
+            if not rows or (table == "deliveries" and not deliveries):
+                continue
+            self.pending[table] = []
+            if table == "deliveries":
+                ids = connection.execute(inserts[table], rows).scalars().all()
+                for delivery, new_id in zip(self.deliveries[len(self.deliveries) - self.waiting:], ids, strict=True):
+                    delivery.id = new_id
+                self.waiting = 0
+            else:
+                connection.execute(inserts[table], rows)
+
+
+def batch_rows(tx: Tx) -> BatchRows | None:
+    """The consumer batch's plain new rows (BatchRows), or None: not in a batch, not on PostgreSQL, or the
+    batch is redone event by event (each listener's writes then go through the ORM in a savepoint)."""
+    deferred = _deferred_deliveries(tx)
+    if deferred is None or shared_for(tx.session).savepoints:  # type: ignore[union-attr]
+        return None
+    rows: BatchRows | None = deferred.get("core")
+    return rows
+
+
 def defer_deliveries(shared: SharedTransaction) -> None:
     """Let this consumer batch's new messages take batch ids and their deliveries wait for
-    insert_deferred_deliveries, which the batch must call before it commits."""
-    shared.facts["deliveries"] = {"rows": [], "message": None}
+    insert_deferred_deliveries, which the batch must call before it commits. On PostgreSQL the batch
+    also keeps plain rows (BatchRows), written before any other statement of its session."""
+    deferred: dict[str, Any] = {"rows": [], "message": None, "core": None}
+    shared.facts["deliveries"] = deferred
+    bind = shared.session.bind
+    if bind is None or bind.dialect.name != "postgresql":
+        return
+    rows = deferred["core"] = BatchRows()
+
+    def before_statement(state: ORMExecuteState) -> None:
+        if state.statement is not _NEXT_MESSAGE_IDS:
+            rows.write(state.session, deliveries=False)
+
+    event.listen(shared.session.sync_session, "do_orm_execute", before_statement)
 
 
-async def insert_deferred_deliveries(shared: SharedTransaction) -> list[Delivery]:
+async def write_batch_rows(shared: SharedTransaction) -> None:
+    """Insert the batch's pending plain rows now (before a savepoint opens: its rollback must not undo them)."""
+    deferred = shared.facts.get("deliveries")
+    rows: BatchRows | None = deferred.get("core") if deferred else None
+    if rows is not None and any(rows.pending.values()):
+        await shared.session.run_sync(rows.write)
+
+
+async def insert_deferred_deliveries(shared: SharedTransaction) -> list[Any]:
     """Insert the batch's deferred deliveries after its messages (event_log: before it marks its events);
-    returns them."""
+    returns them (ORM objects and BatchDelivery rows)."""
     deferred = shared.facts.pop("deliveries", None)
-    if not deferred or not deferred["rows"]:
+    if not deferred:
         return []
-    await shared.session.flush()  # their messages first
-    shared.session.add_all(deferred["rows"])
-    await shared.session.flush()
-    return list(deferred["rows"])
+    rows: BatchRows | None = deferred.get("core")
+    if rows is not None and any(rows.pending.values()):
+        await shared.session.run_sync(rows.write)
+    inserted: list[Any] = list(rows.deliveries) if rows is not None else []
+    if deferred["rows"]:
+        await shared.session.flush()  # their messages first
+        shared.session.add_all(deferred["rows"])
+        await shared.session.flush()
+        inserted += deferred["rows"]
+    return inserted
 
 
 def passive_hold(message: Message | None) -> datetime | None:

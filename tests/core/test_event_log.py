@@ -225,3 +225,17 @@ async def test_a_wake_up_starts_one_waiting_consumer_task_and_a_task_publishing_
         assert len(looks) == 4
     finally:
         await consumer.stop()
+
+
+async def test_a_batch_of_events_is_logged_in_its_order_with_its_payloads(ctx) -> None:
+    """One statement for many events (PostgreSQL: arrays): ids in the events' order, payloads as given."""
+    from scrm.event_log import append
+
+    events = [ev.Event("test.step", {"conversation_id": 7 if i % 2 else None, "n": i, "text": f"第{i}条 \"q\""})
+              for i in range(40)]
+    async with ctx.db.transaction() as s:
+        await append(s, events)
+    rows = await _rows(ctx)
+    assert [r.payload for r in rows] == [e.data for e in events]
+    assert [r.conversation_id for r in rows] == [e.data["conversation_id"] for e in events]
+    assert len({r.created_at for r in rows}) == 1 and all(r.worked_at is None for r in rows)

@@ -55,7 +55,7 @@ from scrm.services.bot.config import ROOT, load_bot_config
 from scrm.services.bot.faq import get_index, matcher_config
 from scrm.services.conversations import actions as conv_svc
 from scrm.services.conversations.turns import take_turn
-from scrm.services.outbox import enqueue_message, passive_hold
+from scrm.services.outbox import batch_rows, enqueue_batch_message, enqueue_message, passive_hold
 from scrm.services.tickets.records import PRIORITIES, create_ticket, ticket_number_text
 from scrm.services.uow import Tx, unit_of_work
 
@@ -252,13 +252,17 @@ def faq_button_as_question(state: dict[str, Any], inp: BotInput, matcher: Any) -
 
 async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: ContactIdentity, contact: Contact,
                         result: BotResult, *, hold_until: datetime | None = None) -> list[CallHttp]:
-    """Write the engine's actions in the caller's transaction; returns the HTTP calls for later."""
+    """Write the engine's actions in the caller's transaction; returns the HTTP calls for later.
+
+    In a consumer's batch on PostgreSQL the bot's messages, deliveries, FAQ outcomes and unanswered
+    questions are plain rows the batch inserts together (outbox.BatchRows), not ORM objects."""
     window_open = conv_svc.reply_window(inbox, identity, tx.channels)["open"]
+    rows = batch_rows(tx)
     number: str | None = None
     calls: list[CallHttp] = []
-    faq_seen: list[tuple[Any, FaqOutcome]] = []  # one outcome dict may ride on RecordUnanswered and its reply
+    faq_seen: list[tuple[Any, dict[str, Any]]] = []  # one outcome dict may ride on RecordUnanswered and its reply
 
-    async def send(text: str, choices: Any = (), faq: Any = None) -> Message | None:
+    async def send(text: str, choices: Any = (), faq: Any = None) -> int | None:
         if number is not None:
             text = text.replace("{ticket_number}", number)
         if not window_open or not text.strip():
@@ -266,17 +270,22 @@ async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: Cont
             return None
         if await conv_svc.allowance_used_up(tx, conv, inbox, identity):  # WeCom 微信客服: 5 within 48 h
             return None
+        payload = {"faq": dict(faq)} if faq else None
+        if rows is not None:
+            return await enqueue_batch_message(tx, inbox=inbox, conversation=conv, identity=identity,
+                                               sender_kind="bot", text=text, choices=tuple(choices), automatic=True,
+                                               payload=payload, not_before=hold_until)
         message, _ = await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity, sender_kind="bot",
-                                           text=text, choices=tuple(choices), automatic=True,
-                                           payload={"faq": dict(faq)} if faq else None, not_before=hold_until)
-        return message
+                                           text=text, choices=tuple(choices), automatic=True, payload=payload,
+                                           not_before=hold_until)
+        return message.id
 
     for action in result.actions:
         faq = getattr(action, "faq", None)
         if isinstance(action, SendReply):
-            message = await send(action.text, action.choices, faq)
+            message_id = await send(action.text, action.choices, faq)
             if faq:
-                await record_faq_outcome(tx, conv, faq, message, faq_seen)
+                record_faq_outcome(conv, faq, message_id, faq_seen)
         elif isinstance(action, SetAttribute):
             _set_attribute(tx, contact, action.key, action.value)
         elif isinstance(action, AddTag):
@@ -297,34 +306,42 @@ async def apply_actions(tx: Tx, conv: Conversation, inbox: Inbox, identity: Cont
             await conv_svc.do_set_handler(tx, conv.id, None, "queue", reason)
         elif isinstance(action, RecordUnanswered):
             if action.text.strip():
-                tx.session.add(UnansweredQuestion(conversation_id=conv.id, text=action.text.strip()[:2000]))
+                question = {"conversation_id": conv.id, "text": action.text.strip()[:2000], "resolved": False,
+                            "created_at": utcnow()}
+                if rows is not None:
+                    rows.add("unanswered_questions", question)
+                else:
+                    tx.session.add(UnansweredQuestion(**question))
             if faq:
-                await record_faq_outcome(tx, conv, faq, None, faq_seen)
+                record_faq_outcome(conv, faq, None, faq_seen)
         elif isinstance(action, CallHttp):
             calls.append(action)
         # ScheduleTimeout: the due time is in the engine state; run_timeouts finds it.
+    for _, outcome in faq_seen:  # written once the round knows each one's message
+        if rows is not None:
+            rows.add("desk_faq_outcomes", outcome)
+        else:
+            tx.session.add(FaqOutcome(**outcome))
     return calls
 
 
-async def record_faq_outcome(tx: Tx, conv: Conversation, faq: Any, message: Message | None,
-                             seen: list[tuple[Any, FaqOutcome]]) -> None:
+def record_faq_outcome(conv: Conversation, faq: Any, message_id: int | None,
+                       seen: list[tuple[Any, dict[str, Any]]]) -> None:
     """One FaqOutcome row per outcome the engine reported (the FAQ answer rate in reports), linked
-    to the bot message that carried it."""
+    to the bot message that carried it; collected in `seen` (the round writes them)."""
     for known, row in seen:
         if known is faq:
-            if row.message_id is None and message is not None:
-                row.message_id = message.id
+            if row["message_id"] is None and message_id is not None:
+                row["message_id"] = message_id
             return
     outcome = str(faq.get("outcome") or "")
     if outcome not in FAQ_OUTCOMES:
         return
     confidence = faq.get("confidence")
-    row = FaqOutcome(
-        conversation_id=conv.id, inbox_id=conv.inbox_id, message_id=message.id if message is not None else None,
-        outcome=outcome, entry_key=str(faq["entry"])[:120] if faq.get("entry") else None,
-        confidence=float(confidence) if isinstance(confidence, int | float) else None, created_at=utcnow())
-    tx.session.add(row)
-    seen.append((faq, row))
+    seen.append((faq, {
+        "conversation_id": conv.id, "inbox_id": conv.inbox_id, "message_id": message_id, "outcome": outcome,
+        "entry_key": str(faq["entry"])[:120] if faq.get("entry") else None,
+        "confidence": float(confidence) if isinstance(confidence, int | float) else None, "created_at": utcnow()}))
 
 
 def _set_attribute(tx: Tx, contact: Contact, key: str, value: Any) -> None:
