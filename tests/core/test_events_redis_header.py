@@ -31,6 +31,21 @@ async def redis_url() -> AsyncIterator[str]:
         server.close()
 
 
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the Redis event messages this test's buses parsed (events_from_json calls)."""
+    counts: list[int] = []
+    real = ev.events_from_json
+
+    def counting(raw: str | bytes) -> list[Event]:
+        out = real(raw)
+        counts.append(len(out))
+        return out
+
+    monkeypatch.setattr(ev, "events_from_json", counting)
+    return counts
+
+
 class Wakes:
     """A stand-in consumer: counts the Redis messages the bus has read (it wakes its consumer for each)."""
 
@@ -62,18 +77,9 @@ def test_header_lists_each_name_and_conversation_once() -> None:
         (ev.MESSAGE_CREATED, 7), (ev.CONVERSATION_UPDATED, 7), ("agent.updated", None), (ev.DELIVERY_UPDATED, None)]
 
 
-async def test_events_no_live_listener_wants_are_not_parsed(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_events_no_live_listener_wants_are_not_parsed(redis_url: str, parsed: list[int]) -> None:
     import redis.asyncio as aioredis
 
-    parsed: list[int] = []
-    real = ev.events_from_json
-
-    def counting(raw: str | bytes) -> list[Event]:
-        out = real(raw)
-        parsed.append(len(out))
-        return out
-
-    monkeypatch.setattr(ev, "events_from_json", counting)
     sender = RedisEventBus(aioredis.from_url(redis_url), process_id="sender")
     receiver = RedisEventBus(aioredis.from_url(redis_url), process_id="receiver")
     wakes = receiver.consumer = Wakes()
@@ -117,22 +123,12 @@ async def test_events_no_live_listener_wants_are_not_parsed(redis_url: str, monk
         await sender.redis.aclose()
 
 
-async def test_realtime_listener_parses_only_with_a_connected_tab(redis_url: str, monkeypatch: pytest.MonkeyPatch,
-                                                                  ctx: Any) -> None:
+async def test_realtime_listener_parses_only_with_a_connected_tab(redis_url: str, parsed: list[int], ctx: Any) -> None:
     """The realtime fan-out's interest: a process without sockets skips other processes' events unparsed."""
     import redis.asyncio as aioredis
 
     from scrm.listeners import realtime
 
-    parsed: list[int] = []
-    real = ev.events_from_json
-
-    def counting(raw: str | bytes) -> list[Event]:
-        out = real(raw)
-        parsed.append(len(out))
-        return out
-
-    monkeypatch.setattr(ev, "events_from_json", counting)
     sender = RedisEventBus(aioredis.from_url(redis_url), process_id="sender")
     receiver = RedisEventBus(aioredis.from_url(redis_url), process_id="receiver")
     wakes = receiver.consumer = Wakes()
