@@ -82,7 +82,8 @@ def decide(o: Outcome, now: datetime, cfg: WorkerSettings) -> tuple[str, dict[st
 
 async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str, mark_sent: Any,
                           logged: frozenset[str] | None = None, live: set[str] | None = None,
-                          waiting: Any = None, quiet: set[int] | None = None) -> set[int]:
+                          waiting: Any = None, quiet: set[int] | None = None,
+                          with_messages: Any = None) -> set[int]:
     """Record a batch of outcomes, guarded by our claim (`me`); returns the ids it applied to.
 
     `mark_sent`: the prepared array statement for successful sends (PostgreSQL), or None. `logged` (with
@@ -90,12 +91,26 @@ async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str
     are added to `live` (the caller leaves them out of the log). None: every event is logged.
     `waiting` (with `quiet`): the column telling whether a due queued row of the same ordering key waits
     behind a sent row (OutboxStatements.waiting); the sent rows with none are added to `quiet`.
+    `with_messages` (PostgreSQL): OutboxStatements.mark_sent_with_messages, which records a batch of
+    successful sends and updates their messages in one statement (telling `waiting` too).
     """
     applied: set[int] = set()
+    messages_done: set[int] = set()  # applied deliveries whose message the statement updated too
     s = tx.session
     for status in ("sent", "delivered"):
         group = [o for o, st, _, _ in decided if st == status]
         if not group:
+            continue
+        if with_messages is not None and _distinct_messages(group):
+            rows = await s.execute(with_messages, {
+                "ids": [o.delivery.id for o in group], "me": me, "new_status": status, "now": now,
+                "exts": [o.result.external_id if o.result else None for o in group],
+                "msg_exts": _message_exts(group)})
+            for row in rows.all():
+                applied.add(row[0])
+                messages_done.add(row[0])
+                if quiet is not None and not row[1]:
+                    quiet.add(row[0])
             continue
         if mark_sent is not None:
             rows = await s.execute(mark_sent, {
@@ -124,13 +139,35 @@ async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str
         if res.rowcount == 1:  # type: ignore[attr-defined]
             applied.add(o.delivery.id)
     done = [(o, status, msg_values) for o, status, _, msg_values in decided if o.delivery.id in applied]
-    await _update_messages(s, done)
+    await _update_messages(s, [d for d in done if d[0].delivery.id not in messages_done])
     for o, status, msg_values in done:
         emitted = len(tx.events)
         await apply_outcome(tx, o, status, msg_values)
         if live is not None and logged is not None and o.delivery.kind == PLAIN_KIND:
             live.update(e.id for e in tx.events[emitted:] if e.name in OUTCOME_EVENTS and e.name not in logged)
     return applied
+
+
+def _distinct_messages(group: list[Outcome]) -> bool:
+    """No two deliveries of the group update one message (one UPDATE ... FROM updates a row only once)."""
+    ids = [o.delivery.message_id for o in group if o.delivery.message_id is not None]
+    return len(ids) == len(set(ids))
+
+
+def _message_exts(group: list[Outcome]) -> list[str | None]:
+    """The external id each delivery's message takes: the platform's id, unless an earlier message of the
+    batch takes it (as the row-by-row updates did: the second saw the first's and kept its own)."""
+    seen: set[tuple[int, str]] = set()
+    out: list[str | None] = []
+    for o in group:
+        ext = o.result.external_id if o.result is not None else None
+        key = (o.delivery.inbox_id, ext) if ext else None
+        if key is None or key in seen or o.delivery.message_id is None:
+            out.append(None)
+            continue
+        seen.add(key)
+        out.append(ext)
+    return out
 
 
 async def _update_messages(s: AsyncSession, done: list[tuple[Outcome, str, dict[str, Any]]]) -> None:

@@ -101,6 +101,10 @@ class OutboxWorker:
         # work was announced while it was recorded): their end makes no claim due (see _start).
         self._quiet: set[int] = set()
         self._announced = 0  # outbox.enqueued announcements seen
+        # Deliveries marked `sending` before they started (by their claim or a consumer batch) that have not
+        # joined their inbox's line yet, by inbox: they count among the places the line marks ahead.
+        self._unjoined: Counter[int] = Counter()
+        self._unjoined_ids: set[int] = set()
 
     async def _on_enqueued(self, event: ev.Event) -> None:
         self._announced += 1
@@ -252,6 +256,9 @@ class OutboxWorker:
         return len(claimed), more and bool(claimed) and self._budget.wants_claim()
 
     def _start(self, delivery: Any) -> None:
+        if delivery.status == "sending":
+            self._unjoined[delivery.inbox_id] += 1
+            self._unjoined_ids.add(delivery.id)
         task = asyncio.create_task(self.process(delivery))
         self._inflight.add(task)
         self._budget.add(delivery)
@@ -306,9 +313,21 @@ class OutboxWorker:
     def room(self, inbox_id: int) -> int:
         """New deliveries of the inbox to start at once: within its budget and the places its line marks
         `sending` ahead of their go-aheads (a line not started yet: its least)."""
+        return max(0, min(self._budget.room(inbox_id), self._unmarked_room(inbox_id)))
+
+    def _unmarked_room(self, inbox_id: int) -> int:
+        """How many more deliveries of the inbox may be marked `sending` before they join its line."""
         pacer = self._pacers.get(inbox_id)
         ahead = pacer.unmarked_room() if pacer is not None else ARM_MIN
-        return max(0, min(self._budget.room(inbox_id), ahead))
+        return max(0, ahead - self._unjoined[inbox_id])
+
+    def _joined(self, delivery: Any) -> None:
+        """The delivery joined its line, or gave up before (idempotent)."""
+        if delivery.id in self._unjoined_ids:
+            self._unjoined_ids.discard(delivery.id)
+            self._unjoined[delivery.inbox_id] -= 1
+            if self._unjoined[delivery.inbox_id] <= 0:
+                del self._unjoined[delivery.inbox_id]
 
     def adopt(self, rows: Sequence[Any]) -> None:
         """Start the deliveries a batch marked `sending` for this worker and committed (ends a reserve)."""
@@ -389,8 +408,20 @@ class OutboxWorker:
                 ids = budget.pick(rows, limit, complete)
             if not ids:
                 return [], more
+            # The rows that would be at the front of their inbox's line are marked `sending` by the claim
+            # itself (as a consumer batch's hand-over does): one commit before their send, not two.
+            arm: list[int] = []
+            if budget is not None:
+                room: dict[int, int] = {}
+                inbox_of = {r.id: r.inbox_id for r in rows}
+                for i in sorted(ids):
+                    inbox = inbox_of[i]
+                    left = room[inbox] = room.get(inbox, self._unmarked_room(inbox)) - 1
+                    if left >= 0:
+                        arm.append(i)
             claimed = list((await s.execute(self._sql.claim, {
-                "ids": ids, "me": self.name, "lease": now + timedelta(seconds=self.cfg.lease_seconds)})).all())
+                "ids": ids, "arm": arm, "me": self.name,
+                "lease": now + timedelta(seconds=self.cfg.lease_seconds)})).all())
         return sorted(claimed, key=lambda d: d.id), more or len(ids) < len(rows)
 
     async def _windows(self, s: AsyncSession, wanted: dict[int, int], now: datetime) -> tuple[list[Any], set[int]]:
@@ -411,12 +442,16 @@ class OutboxWorker:
     async def process(self, delivery: Any) -> None:
         """Send one claimed delivery and record the outcome."""
         message = outbound_from_delivery(delivery)
-        adapter = await self._adapter(delivery.inbox_id)
-        if adapter is None:
-            await self._finish(delivery, "unknown", error=PermanentSendError("inbox deleted or disabled"))
-            return
-        if not await self._wait_in_line(delivery, adapter, message):
-            return
+        try:
+            adapter = await self._adapter(delivery.inbox_id)
+            if adapter is None:
+                self._joined(delivery)
+                await self._finish(delivery, "unknown", error=PermanentSendError("inbox deleted or disabled"))
+                return
+            if not await self._wait_in_line(delivery, adapter, message):
+                return
+        finally:
+            self._joined(delivery)
         result: SendResult | None = None
         error: Exception | None = None
         try:  # holding a send slot until the channel answers
@@ -448,10 +483,13 @@ class OutboxWorker:
             self._budget.rates[delivery.inbox_id] = pacer.rate  # its budget follows its rate
             self._wake.set()
         if eta > LINE_HORIZON:
+            self._joined(delivery)
             await self._requeue(delivery, eta)
             return False
-        marked = delivery.status == "sending"  # handed over by a consumer batch, marked in its transaction
+        # Marked by its claim, or handed over by a consumer batch and marked in its transaction.
+        marked = delivery.status == "sending"
         place = pacer.join(limits, armed=marked)
+        self._joined(delivery)
         try:
             if not marked:
                 await place.armable
@@ -518,7 +556,8 @@ class OutboxWorker:
             announced = self._announced
             quiet: set[int] = set()
             applied = (await record_outcomes(tx, decided, now, self.name, self._sql.mark_sent, logged, live,
-                                             self._sql.waiting, quiet) if decided else set())
+                                             self._sql.waiting, quiet, self._sql.mark_sent_with_messages)
+                       if decided else set())
         if self._announced == announced:  # else a row announced meanwhile may wait behind one of these
             self._quiet |= quiet
         for o, status, values, _ in decided:
