@@ -37,6 +37,7 @@ from scrm.domain import (
 )
 
 log = logging.getLogger("scrm.channels.api")
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # built once: json.dumps with options builds one per call
 MAX_BATCH = 100
 
 
@@ -203,7 +204,7 @@ class ApiChannelAdapter(ChannelAdapter):
         url = self.settings.callback_url  # type: ignore[attr-defined]
         if not url:
             raise PermanentSendError("this API inbox has no callback_url configured", code="no_callback")
-        body = json.dumps(
+        body = _ENCODER.encode(
             {
                 "delivery_id": message.delivery_id,
                 "idempotency_key": message.idempotency_key,
@@ -223,7 +224,6 @@ class ApiChannelAdapter(ChannelAdapter):
                     "automatic": message.automatic,
                 },
             },
-            ensure_ascii=False,
         ).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": message.idempotency_key}
         headers |= signing.signed_headers(self.secrets.secret, body)  # type: ignore[attr-defined]

@@ -45,6 +45,7 @@ class OutboundPolicy:
         self.networks: list[IPNetwork] = []
         self.hosts: set[str] = set()
         self.suffixes: list[str] = []
+        self._allowed: set[tuple[str, str | None]] = set()  # (scheme, host) that passed check_url
         for entry in allow:
             entry = entry.strip().lower()
             if not entry:
@@ -89,6 +90,15 @@ class OutboundPolicy:
     def check_url(self, url: Any) -> None:
         """Scheme and (for a literal IP host) address of one request or redirect hop."""
         u = url if isinstance(url, URL) else URL(str(url))
+        key = (u.scheme, u.raw_host)
+        if key in self._allowed:  # the same callback host, request after request: checked once
+            return
+        self._check(u)
+        if len(self._allowed) >= 1024:
+            self._allowed.clear()
+        self._allowed.add(key)
+
+    def _check(self, u: URL) -> None:
         host = u.raw_host or ""
         if u.scheme not in SCHEMES:
             raise OutboundRefused(host or str(u.scheme), f"scheme {u.scheme!r} is not http or https")
