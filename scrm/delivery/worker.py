@@ -15,7 +15,8 @@ on PostgreSQL a running worker keeps its own two connections (claims, writes) in
 checkout with a liveness ping per transaction.
 
 Pacing: the deliveries of one inbox wait in one line (Pacer). The front of the line is marked
-`sending` a little ahead; then each gets the rate limiter's go-ahead in order and is sent at once, so
+`sending` a little ahead (by the claim itself for the rows that would be at the front at once, as a
+consumer batch's hand-over does; by a group-committed "mark sending" for the rest); then each gets the rate limiter's go-ahead in order and is sent at once, so
 no commit stands between a go-ahead and its send (commits released sends in bursts). `concurrency` bounds
 the sends under way (from a go-ahead to the channel's answer), in even shares per inbox (SendSlots):
 waiting in line holds no slot. How much of an inbox's queue a worker claims follows its rate

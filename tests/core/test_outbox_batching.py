@@ -179,3 +179,31 @@ async def test_a_platform_id_given_twice_stays_with_one_message(ctx):
         assert sorted((m.external_id or "") for _, m in rows) == ["", "", "same-id"]
     finally:
         await receiver.stop()
+
+
+async def test_a_claim_marks_the_front_of_the_line_sending_itself(ctx, callback_server):
+    """The rows that would be at the front of their inbox's line at once are marked `sending` by the claim's
+    own statement (one commit before their send, not two); the rest stay `claimed` until they near the front."""
+    inbox = await make_inbox(ctx, settings={"callback_url": callback_server.url})
+    ids = []
+    for i in range(4):
+        ids += await _queue(ctx, inbox, [f"第{i}条"], sender=f"f{i}")
+    worker = OutboxWorker(ctx)
+    worker._budget.rates[inbox.id] = 0.0  # noqa: SLF001 - an inbox known to have no rate limit
+    claimed, _ = await worker._claim(10, budget=worker._budget, refresh=True)  # noqa: SLF001
+    assert [d.id for d in claimed] == ids
+    # No line yet: its least (ARM_MIN) is marked ahead.
+    assert [d.status for d in claimed] == ["sending", "sending", "claimed", "claimed"]
+    async with ctx.db.session() as s:
+        rows = dict((await s.execute(select(Delivery.id, Delivery.status).where(Delivery.id.in_(ids)))).all())
+    assert [rows[i] for i in ids] == ["sending", "sending", "claimed", "claimed"]
+    for d in claimed:
+        worker._start(d)  # noqa: SLF001
+
+    async def all_sent() -> bool:
+        async with ctx.db.session() as s:
+            return set((await s.scalars(select(Delivery.status).where(Delivery.id.in_(ids)))).all()) == {"sent"}
+
+    await wait_for(all_sent, timeout=10)
+    assert sorted(r["delivery_id"] for r in callback_server.received) == ids
+    assert not worker._unjoined  # noqa: SLF001 - every marked row joined its line
