@@ -227,8 +227,34 @@ class OutboxStatements:
             self.mark_sent = None  # SQLite: a CASE over the batch's external ids (built per call)
             self.mark_sent_with_messages = None
 
+
     def in_list(self, column: Any, name: str, type_: Any) -> ColumnElement[bool]:
         """`column IN :name` for a list parameter: one array on PostgreSQL, an expanding list on SQLite."""
         if self.postgresql:
             return column == any_(bindparam(name, type_=ARRAY(type_)))  # type: ignore[no-any-return]
         return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
+
+
+# PostgreSQL, straight through asyncpg on the worker's own write connection and outside a transaction (one
+# statement commits alone: no BEGIN and COMMIT round trips), for a batch that is nothing but this one change.
+# Same statements as OutboxStatements.mark_sending and .mark_sent_with_messages.
+MARK_SENDING_ALONE = (
+    "UPDATE deliveries SET status = 'sending', lease_until = $3 "
+    "WHERE id = ANY($1::bigint[]) AND status = 'claimed' AND claimed_by = $2 RETURNING id"
+)
+MARK_SENT_ALONE = (
+    "WITH batch AS (SELECT * FROM unnest($1::bigint[], $2::varchar[], $3::varchar[]) AS b(id, ext, msg_ext)), "
+    "sent AS (UPDATE deliveries SET status = $5, sent_at = $4, last_error = NULL, "
+    "lease_until = NULL, external_id = batch.ext FROM batch "
+    "WHERE deliveries.id = batch.id AND deliveries.claimed_by = $6 "
+    "AND (deliveries.status = 'claimed' OR deliveries.status = 'sending') "
+    "RETURNING deliveries.id, deliveries.message_id, batch.msg_ext, EXISTS (SELECT 1 FROM deliveries "
+    "AS later WHERE later.ordering_key = deliveries.ordering_key AND later.id > deliveries.id "
+    "AND later.status = 'queued' AND later.next_attempt_at <= $4) AS waiting), "
+    "msg AS (UPDATE messages SET delivery_status = $5, delivery_error = NULL, sent_at = $4, "
+    "external_id = CASE WHEN sent.msg_ext IS NULL OR EXISTS (SELECT 1 FROM messages AS other "
+    "WHERE other.inbox_id = messages.inbox_id AND other.external_id = sent.msg_ext) "
+    "THEN messages.external_id ELSE sent.msg_ext END "
+    "FROM sent WHERE messages.id = sent.message_id) "
+    "SELECT sent.id, sent.waiting FROM sent"
+)

@@ -148,6 +148,28 @@ async def record_outcomes(tx: Tx, decided: list[Decided], now: datetime, me: str
     return applied
 
 
+def sent_alone(outcomes: list[Outcome], logged: frozenset[str]) -> str | None:
+    """The status ("sent" or "delivered") when a batch of outcomes is nothing but successful sends of plain
+    messages of that one status (each its own message), whose outcome events no work listener wants (only
+    pushed live): one statement records them all, with nothing to log. Else None."""
+    if logged or not outcomes:
+        return None
+    statuses = set()
+    for o in outcomes:
+        if o.result is None or o.delivery.kind != PLAIN_KIND:
+            return None
+        statuses.add("delivered" if o.result.delivered else "sent")
+    if len(statuses) != 1 or not _distinct_messages(outcomes):
+        return None
+    return statuses.pop()
+
+
+def sent_alone_args(group: list[Outcome], now: datetime, me: str, status: str) -> tuple[Any, ...]:
+    """The positional arguments of batching.MARK_SENT_ALONE."""
+    return ([o.delivery.id for o in group], [o.result.external_id if o.result else None for o in group],
+            _message_exts(group), now, status, me)
+
+
 def _distinct_messages(group: list[Outcome]) -> bool:
     """No two deliveries of the group update one message (one UPDATE ... FROM updates a row only once)."""
     ids = [o.delivery.message_id for o in group if o.delivery.message_id is not None]

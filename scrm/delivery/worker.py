@@ -39,10 +39,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from channels.base import ChannelAdapter
 from scrm import events as ev
 from scrm.db.models import Delivery, utcnow
-from scrm.delivery.batching import GroupCommit, OutboxStatements
+from scrm.delivery.batching import MARK_SENDING_ALONE, MARK_SENT_ALONE, GroupCommit, OutboxStatements
 from scrm.delivery.budget import ClaimBudget
 from scrm.delivery.liveness import Liveness, keep_beating
-from scrm.delivery.outcomes import Outcome, decide, logged_outcome_events, record_outcomes
+from scrm.delivery.outcomes import (
+    Outcome,
+    apply_outcome,
+    decide,
+    logged_outcome_events,
+    record_outcomes,
+    sent_alone,
+    sent_alone_args,
+)
 from scrm.delivery.pacing import ARM_AHEAD_MAX, ARM_AHEAD_MIN, ARM_MIN, Pacer, paced
 from scrm.delivery.recovery import UNKNOWN_OUTCOME as UNKNOWN_OUTCOME  # re-exported for callers and tests
 from scrm.delivery.recovery import recover_stale, release_claimed, requeue
@@ -547,6 +555,15 @@ class OutboxWorker:
         now = utcnow()
         sending: set[int] = set()
         logged = await logged_outcome_events(self.ctx) if outcomes else frozenset()
+        if "write" in self._own:  # PostgreSQL, running: a batch that is one statement commits it alone
+            if ids and not outcomes:
+                rows = await self._alone(MARK_SENDING_ALONE, ids, self.name,
+                                         now + timedelta(seconds=self.cfg.lease_seconds))
+                sending = {r[0] for r in rows}
+                return [i in sending for i in ids]
+            status = None if ids else sent_alone(outcomes, logged)
+            if status is not None:
+                return await self._sent_alone(outcomes, status, now)
         live: set[str] = set()  # outcome events pushed live only (no work listener wants them)
         async with self._transaction("write", live) as tx:
             if ids:
@@ -567,6 +584,43 @@ class OutboxWorker:
                 if status == "failed":
                     log.warning("delivery %s failed: %s", o.delivery.id, values.get("last_error"))
         return [i in sending if isinstance(i, int) else i.delivery.id in applied for i in items]
+
+    async def _sent_alone(self, outcomes: list[Outcome], status: str, now: datetime) -> list[bool]:
+        """A batch of successful sends of plain messages, one status, nothing to log (outcomes.sent_alone):
+        recorded with their messages in one statement that commits alone; its events are pushed live."""
+        announced = self._announced
+        rows = await self._alone(MARK_SENT_ALONE, *sent_alone_args(outcomes, now, self.name, status))
+        applied = {r[0] for r in rows}
+        quiet = {r[0] for r in rows if not r[1]}
+        if self._announced == announced:  # else a row announced meanwhile may wait behind one of these
+            self._quiet |= quiet
+        # Events only: a plain message's successful send touches no other row (apply_outcome).
+        tx = Tx(None, self.ctx.adapters)  # type: ignore[arg-type]
+        msg_values = {"delivery_status": status, "delivery_error": None, "sent_at": now}
+        for o in outcomes:
+            if o.delivery.id in applied:
+                await apply_outcome(tx, o, status, msg_values)
+                DELIVERIES.labels(channel=o.channel, status=status).inc()
+        if tx.events:
+            await self.ctx.bus.publish(tx.events, wake=False)  # live pushes only: nothing was logged
+        return [o.delivery.id in applied for o in outcomes]
+
+    async def _alone(self, sql: str, *args: Any) -> list[Any]:
+        """Run one statement on the worker's own write connection outside a transaction (PostgreSQL
+        commits it by itself: no BEGIN and COMMIT round trips). A connection that failed is dropped."""
+        conn = self._own["write"]
+        if conn is None or conn.closed:
+            conn = self._own["write"] = await self.ctx.db.engine.connect()
+        try:
+            raw = await conn.get_raw_connection()
+            return list(await raw.driver_connection.fetch(sql, *args))  # type: ignore[union-attr]
+        except BaseException:
+            self._own["write"] = None
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
 
     async def _requeue(self, delivery: Any, wait: float) -> None:
         await requeue(self.ctx, delivery, self.name, wait)

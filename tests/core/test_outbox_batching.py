@@ -207,3 +207,47 @@ async def test_a_claim_marks_the_front_of_the_line_sending_itself(ctx, callback_
     await wait_for(all_sent, timeout=10)
     assert sorted(r["delivery_id"] for r in callback_server.received) == ids
     assert not worker._unjoined  # noqa: SLF001 - every marked row joined its line
+
+
+async def test_a_running_worker_records_sends_with_their_messages_and_pushes_them_live(ctx):
+    """A running worker (on PostgreSQL: its own connections, a batch of plain sends recorded by one statement
+    that commits alone) records each send's own platform id on its delivery and message, keeps a platform id
+    given twice with one message, and pushes the outcome events live."""
+    from scrm import events as ev
+
+    receiver = _OneIdReceiver()
+    await receiver.start()
+    live: list[ev.Event] = []
+
+    async def keep(event: ev.Event) -> None:
+        live.append(event)
+
+    ctx.bus.subscribe(keep, everywhere=True)
+    try:
+        inbox = await make_inbox(ctx, settings={"callback_url": receiver.url})
+        ids = []
+        for i in range(8):
+            ids += await _queue(ctx, inbox, [f"第{i}条"], sender=f"r{i}")
+        worker, stop = OutboxWorker(ctx), asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+
+        async def all_recorded() -> bool:
+            async with ctx.db.session() as s:
+                return set((await s.scalars(select(Delivery.status).where(Delivery.id.in_(ids)))).all()) == {"sent"}
+
+        try:
+            await wait_for(all_recorded, timeout=10)
+        finally:
+            stop.set()
+            await task
+        async with ctx.db.session() as s:
+            rows = (await s.execute(select(Delivery, Message).join(Message, Message.id == Delivery.message_id)
+                                    .where(Delivery.id.in_(ids)))).all()
+        assert [(d.status, d.external_id, d.lease_until) for d, _ in rows] == [("sent", "same-id", None)] * 8
+        assert all(d.sent_at is not None and m.sent_at is not None for d, m in rows)
+        assert [m.delivery_status for _, m in rows] == ["sent"] * 8
+        assert sorted((m.external_id or "") for _, m in rows) == [""] * 7 + ["same-id"]
+        await wait_for(lambda: {e.data.get("delivery_id") for e in live if e.name == ev.DELIVERY_UPDATED} >= set(ids))
+        assert {e.data.get("message_id") for e in live if e.name == ev.MESSAGE_UPDATED} >= {m.id for _, m in rows}
+    finally:
+        await receiver.stop()
