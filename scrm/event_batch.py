@@ -14,12 +14,18 @@ writes are flushed together: on PostgreSQL new messages take ids from the sequen
 from __future__ import annotations
 
 import functools
+import json
 from datetime import timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
     Integer,
     String,
+    Text,
     bindparam,
     cast,
     event,
@@ -28,9 +34,11 @@ from sqlalchemy import (
     literal,
     null,
     select,
+    text,
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, set_committed_value
 from sqlalchemy.sql.selectable import CompoundSelect
@@ -169,7 +177,8 @@ async def _read_facts(shared: SharedTransaction, conversations: list[Conversatio
 
 
 # A fact is dropped when the batch writes its table (the reader then asks the database itself).
-_FACT_TABLES = {"contact_tags": "contact_tags", "tickets": "tickets_waiting", "broadcast_recipients": "broadcast_awaiting"}
+_FACT_TABLES = {"contact_tags": "contact_tags", "tickets": "tickets_waiting", "broadcast_recipients": "broadcast_awaiting",
+                "desk_sla_policies": "sla_policies", "desk_teams": "teams_for_inbox"}
 
 
 def _drop_facts(shared: SharedTransaction, table: str | None) -> None:
@@ -280,7 +289,11 @@ async def write_held_back(shared: SharedTransaction, conversation_id: int | None
     else:
         pending = {cid: _merged(ops) for cid, ops in sorted(shared.held_back.items()) if ops}
         shared.held_back = {}
+    postgresql = session.get_bind().dialect.name == "postgresql"
     for round_ in range(max((len(ops) for ops in pending.values()), default=0)):
+        if postgresql:
+            await _write_round_pg(session, [(cid, ops[round_]) for cid, ops in pending.items() if round_ < len(ops)])
+            continue
         shapes: dict[Any, list[dict[str, Any]]] = {}
         for conversation_id, ops in pending.items():
             if round_ < len(ops):
@@ -288,6 +301,97 @@ async def write_held_back(shared: SharedTransaction, conversation_id: int | None
                 shapes.setdefault(statement, []).append({**params, "b_id": conversation_id})
         for statement, rows in shapes.items():
             await session.execute(statement, rows)
+
+
+# PostgreSQL: a round's writes as one UPDATE per shape over `unnest`ed arrays (one execution, not one per
+# conversation: an executemany binds and PostgreSQL executes each row apart), as ingest writes its clocks.
+# A shape: whether the write moves the reply clocks (and whether it answers), and which columns it sets.
+_PG_ARRAY_TYPES: dict[str, tuple[Any, str]] = {
+    "bigint": (BigInteger, "bigint"), "integer": (Integer, "integer"), "text": (Text, "text"),
+    "timestamptz": (DateTime(timezone=True), "timestamptz"), "boolean": (Boolean, "boolean"), "json": (Text, "json"),
+}
+
+
+def _pg_kind(key: str) -> str | None:
+    """How a conversation column travels in an array (None: a type this path does not handle)."""
+    column_type = Conversation.__table__.c[key].type
+    if isinstance(column_type, JSON):
+        return "json"
+    impl = getattr(column_type, "impl", column_type)
+    if isinstance(impl, DateTime):
+        return "timestamptz" if getattr(impl, "timezone", False) else None
+    if isinstance(impl, Boolean):
+        return "boolean"
+    if isinstance(impl, BigInteger):
+        return "bigint"
+    if isinstance(impl, Integer):
+        return "integer"
+    if isinstance(impl, String):  # Text too
+        return "text"
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_round_statement(answers: bool | None, keys: tuple[str, ...]) -> Any:
+    """UPDATE conversations over arrays: the reply clocks (answers not None: relative to the stored row,
+    as CLOCKS_DEFERRED) and then the columns in `keys` (a column in both: the change's value, as
+    _clocks_set_statement); None when a column's type has no array form here."""
+    kinds = [_pg_kind(key) for key in keys]
+    if None in kinds:
+        return None
+    arrays = [("ids", "bigint")]
+    sets: dict[str, str] = {}
+    if answers is not None:
+        arrays += [("nows", "timestamptz"), ("previews", "text")]
+        later = "conversations.last_activity_at > v.nows"
+        sets["last_activity_at"] = f"CASE WHEN {later} THEN conversations.last_activity_at ELSE v.nows END"
+        sets["last_message_preview"] = f"CASE WHEN {later} THEN conversations.last_message_preview ELSE v.previews END"
+        if answers:
+            sets["waiting_since"] = f"CASE WHEN {later} THEN conversations.waiting_since ELSE NULL END"
+    for n, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
+        arrays.append((f"k{n}", str(kind)))
+        value = f"v.k{n}::json" if kind == "json" else f"v.k{n}"
+        # The first reply stays the first one, whoever wrote it meanwhile (as _set_values).
+        sets[key] = f"coalesce(conversations.first_reply_at, {value})" if key == "first_reply_at" else value
+    names = [name for name, _ in arrays]
+    statement = text(
+        f"UPDATE conversations SET {', '.join(f'{key} = {value}' for key, value in sets.items())} "
+        f"FROM unnest({', '.join(f':{name}' for name in names)}) AS v({', '.join(names)}) "
+        "WHERE conversations.id = v.ids")
+    return statement.bindparams(*(bindparam(name, type_=ARRAY(_PG_ARRAY_TYPES[kind][0])) for name, kind in arrays))
+
+
+async def _write_round_pg(session: Any, writes: list[tuple[int, tuple[Any, ...]]]) -> None:
+    """One round of write_held_back on PostgreSQL (at most one write per conversation, in id order)."""
+    shapes: dict[tuple[bool | None, tuple[str, ...]], list[tuple[int, tuple[Any, ...]]]] = {}
+    for conversation_id, op in writes:
+        if op[0] == "clocks":
+            shape: tuple[bool | None, tuple[str, ...]] = (bool(op[1]), ())
+        elif op[0] == "clocks+set":
+            shape = (bool(op[1]), tuple(sorted(op[3])))
+        else:
+            shape = (None, tuple(sorted(op[1])))
+        shapes.setdefault(shape, []).append((conversation_id, op))
+    for (answers, keys), rows in shapes.items():
+        statement = _pg_round_statement(answers, keys)
+        if statement is None:  # a column this path does not handle: the statements of SQLite
+            by_statement: dict[Any, list[dict[str, Any]]] = {}
+            for conversation_id, op in rows:
+                stmt, one = _statement(op)
+                by_statement.setdefault(stmt, []).append({**one, "b_id": conversation_id})
+            for stmt, params_list in by_statement.items():
+                await session.execute(stmt, params_list)
+            continue
+        params: dict[str, list[Any]] = {"ids": [conversation_id for conversation_id, _ in rows]}
+        if answers is not None:
+            params["nows"] = [op[2]["b_now"] for _, op in rows]
+            params["previews"] = [op[2]["b_preview"] for _, op in rows]
+        for n, key in enumerate(keys):
+            values = [(op[3] if op[0] == "clocks+set" else op[1])[key] for _, op in rows]
+            if _pg_kind(key) == "json":
+                values = [json.dumps(value) for value in values]  # None as JSON null, as the JSON type binds it
+            params[f"k{n}"] = values
+        await session.execute(statement, params)
 
 
 async def before_reading_again(session: Any, conversation_id: int) -> None:
@@ -298,3 +402,31 @@ async def before_reading_again(session: Any, conversation_id: int) -> None:
     shared = shared_for(session)
     if shared is not None and conversation_id in shared.turns:
         await write_held_back(shared, conversation_id)
+
+
+@functools.lru_cache(maxsize=64)
+def _returning(statement: Any) -> Any:
+    """`statement` (an UPDATE of one conversation) loading the row it leaves into the session."""
+    return (select(Conversation).from_statement(statement.returning(*Conversation.__table__.c))
+            .execution_options(populate_existing=True))
+
+
+async def read_again_written(session: Any, conversation_id: int) -> Conversation | None:
+    """before_reading_again and the read in one statement: the conversation's held-back changes written
+    with an UPDATE ... RETURNING that loads the row as it leaves it (fresh, and locked: the UPDATE's row
+    lock is stronger than the FOR KEY SHARE of conversations.load). None when the batch holds no change
+    of it (the caller reads and locks the row itself)."""
+    shared = shared_for(session)
+    if shared is None or conversation_id not in shared.turns:
+        return None
+    await session.flush()  # the last ORM changes of the conversation join the held-back ones
+    ops = _merged(shared.held_back.pop(conversation_id, []))
+    if not ops:
+        return None
+    for op in ops[:-1]:
+        statement, params = _statement(op)
+        await session.execute(statement, {**params, "b_id": conversation_id})
+    statement, params = _statement(ops[-1])
+    conversation: Conversation | None = (await session.scalars(_returning(statement),
+                                                                {**params, "b_id": conversation_id})).first()
+    return conversation

@@ -104,7 +104,7 @@ ORDER BY u.n
 async def append(session: AsyncSession, events: list[ev.Event]) -> None:
     """Log `events` in the caller's transaction (one statement)."""
     rows = records(events)
-    if len(rows) > 1 and session.get_bind().dialect.name == "postgresql":
+    if rows and session.get_bind().dialect.name == "postgresql":
         await session.execute(_APPEND_PG, {
             "conversation_ids": [r["conversation_id"] for r in rows], "names": [r["name"] for r in rows],
             "payloads": [json.dumps(r["payload"]) for r in rows], "now": rows[0]["created_at"]})

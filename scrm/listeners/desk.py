@@ -125,12 +125,13 @@ class DeskListener:
                 await sla.start_clock(tx, conv, stats, conv.created_at)
             elif name == ev.CONVERSATION_HANDLER_CHANGED:
                 handler, previous = d.get("handler"), d.get("previous")
+                # The clock first: its policy lookup would flush the counts below as an UPDATE of their own.
+                if handler in ("queue", "human"):
+                    await sla.start_clock(tx, conv, stats, conv.waiting_since or now)
                 if handler in ("queue", "human") and previous == "bot":
                     stats.handoffs += 1
                 if handler == "human":
                     stats.human_involved = True
-                if handler in ("queue", "human"):
-                    await sla.start_clock(tx, conv, stats, conv.waiting_since or now)
             elif name == ev.CONVERSATION_ASSIGNED:
                 await self._attribute(tx, conv, stats, d.get("assignee_id"))
             elif name == ev.CONVERSATION_UPDATED:

@@ -16,6 +16,7 @@ from scrm import events as ev
 from scrm.db.database import SharedTransaction, shared_for
 from scrm.db.models import Base, ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
 from scrm.domain import PASSIVE_REPLY_UNTIL, Attachment, Choice, OutboundMessage
+from scrm.event_rows import insert_rows
 from scrm.services.conversations.ingest_writes import preview
 from scrm.services.uow import Tx
 
@@ -355,13 +356,13 @@ class BatchRows:
             if not rows or (table == "deliveries" and not deliveries):
                 continue
             self.pending[table] = []
-            if table == "deliveries":
-                ids = connection.execute(inserts[table], rows).scalars().all()
+            if table == "deliveries":  # one execution too, each new id matched to its row by its unique key
+                ids = insert_rows(connection, inserts[table].table, rows, key="idempotency_key")
                 for delivery, new_id in zip(self.deliveries[len(self.deliveries) - self.waiting:], ids, strict=True):
                     delivery.id = new_id
                 self.waiting = 0
-            else:
-                connection.execute(inserts[table], rows)
+            else:  # one execution for the rows (an executemany runs each row apart)
+                insert_rows(connection, inserts[table].table, rows)
 
 
 def batch_rows(tx: Tx) -> BatchRows | None:

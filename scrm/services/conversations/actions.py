@@ -24,7 +24,7 @@ from scrm.db.models import (
     utcnow,
 )
 from scrm.domain import Choice
-from scrm.event_batch import before_reading_again
+from scrm.event_batch import read_again_written
 from scrm.services.agents import audit, preferences
 from scrm.services.agents.inbox_access import agent_sees_inbox
 from scrm.services.conversations.reply_limits import with_reply_count
@@ -63,11 +63,15 @@ async def load(tx: Tx, conversation_id: int, *, lock: bool = True) -> tuple[Conv
     """The conversation with its inbox and identity; `lock`: this transaction's turn on it and its row,
     read again (a status or handler change must not cross a message being stored; what was read
     before the lock may be stale, since ingest takes no turn)."""
+    conv: Conversation | None = None
     if lock:
         await wait_turn(tx, (conversation_id,))
-        await before_reading_again(tx.session, conversation_id)
-    conv = await tx.session.get(Conversation, conversation_id, with_for_update={"key_share": True} if lock else None,
-                                populate_existing=lock)
+        # In a consumer's batch with changes of it held back (a bot's reply before its handoff): written
+        # and read again in one statement.
+        conv = await read_again_written(tx.session, conversation_id)
+    if conv is None:
+        conv = await tx.session.get(Conversation, conversation_id,
+                                    with_for_update={"key_share": True} if lock else None, populate_existing=lock)
     if conv is None:
         raise ConversationError("conversation not found", 404, "not_found")
     inbox = await tx.session.get(Inbox, conv.inbox_id)

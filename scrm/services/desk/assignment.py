@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Integer, bindparam, delete, func, or_, select
 
 from scrm import events as ev
+from scrm.db.database import shared_for
 from scrm.db.models import Agent, Conversation
 from scrm.db.models_desk import ConversationStats, Team, TeamMember
 from scrm.services.agents.inbox_access import sees_inbox
@@ -76,9 +77,24 @@ def _team_for_inbox_statement() -> Any:
             .order_by(Team.inbox_id.is_(None), Team.id).limit(1))
 
 
+# A consumer batch's fact: the team serving each inbox, by id (event_batch drops it if the batch writes the
+# teams): a batch's handoffs on one inbox ask once.
+TEAMS_FOR_INBOX = "teams_for_inbox"
+
+
 async def team_for_inbox(tx: Tx, inbox_id: int) -> Team | None:
     """The team serving an inbox (an inbox-specific team first, else a team for every inbox)."""
-    return (await tx.session.scalars(_team_for_inbox_statement(), {"inbox_id": inbox_id})).first()
+    shared = shared_for(tx.session)
+    known: dict[int, int | None] | None = None
+    if shared is not None:
+        known = shared.facts.setdefault(TEAMS_FOR_INBOX, {})
+        if inbox_id in known:
+            team_id = known[inbox_id]
+            return None if team_id is None else await tx.session.get(Team, team_id)
+    team = (await tx.session.scalars(_team_for_inbox_statement(), {"inbox_id": inbox_id})).first()
+    if known is not None:
+        known[inbox_id] = team.id if team is not None else None
+    return team
 
 
 async def open_counts(tx: Tx, agent_ids: Sequence[int]) -> dict[int, int]:

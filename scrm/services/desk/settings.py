@@ -144,9 +144,16 @@ async def _check_template_inboxes(session: AsyncSession, templates: dict[str, An
                              "template messages exist only on WeChat official accounts (wechat_oa)")
 
 
+_hours: list[Any] = [None, None]  # the cached section last parsed, and its hours (asked for every customer message)
+
+
 async def business_hours(session: AsyncSession) -> BusinessHours:
     """The desk's business hours (default Mon-Fri 09:00-18:00 Asia/Shanghai)."""
-    return hours_from_config(await get_section(session, "business_hours"))
+    section = await get_section(session, "business_hours")
+    if _hours[0] is not section:  # the same cached section: parsed already (no key to build for the parse cache)
+        _hours[:] = [section, hours_from_config(section)]
+    hours: BusinessHours = _hours[1]
+    return hours
 
 
 def clear_cache() -> None:

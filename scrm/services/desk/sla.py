@@ -85,9 +85,24 @@ def _choose_policy_statement() -> Any:
     )
 
 
+# A consumer batch's fact: the policy chosen per (inbox, priority), by id (event_batch drops it if the batch
+# writes the policies): a batch's handoffs on one inbox ask once.
+SLA_POLICIES = "sla_policies"
+
+
 async def choose_policy(tx: Tx, inbox_id: int, priority: str) -> SlaPolicy | None:
     """The most specific active policy: inbox+priority, then inbox, then priority, then the catch-all."""
-    return (await tx.session.scalars(_choose_policy_statement(), {"inbox_id": inbox_id, "priority": priority})).first()
+    shared = shared_for(tx.session)
+    chosen: dict[tuple[int, str], int | None] | None = None
+    if shared is not None:
+        chosen = shared.facts.setdefault(SLA_POLICIES, {})
+        if (inbox_id, priority) in chosen:
+            policy_id = chosen[(inbox_id, priority)]
+            return None if policy_id is None else await tx.session.get(SlaPolicy, policy_id)
+    policy = (await tx.session.scalars(_choose_policy_statement(), {"inbox_id": inbox_id, "priority": priority})).first()
+    if chosen is not None:
+        chosen[(inbox_id, priority)] = policy.id if policy is not None else None
+    return policy
 
 
 # A consumer batch's fact: the conversations it found no stats row for (event_batch.preload).
