@@ -65,7 +65,7 @@ class Visitor:
     """One visitor: a session token, a socket, what it was shown, and its open question."""
 
     __slots__ = ("n", "token", "ws", "seen", "last_id", "asked_at", "latencies", "sent", "reader", "connected",
-                 "human", "closing")
+                 "human", "closing", "timeline")
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -75,6 +75,7 @@ class Visitor:
         self.last_id = 0
         self.asked_at: float | None = None
         self.latencies: list[float] = []
+        self.timeline: list[tuple[float, float]] = []  # (asked at, latency) for BENCH_TIMELINE
         self.sent: dict[str, int | None] = {}  # client id -> stored message id (acknowledged)
         self.reader: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -182,6 +183,7 @@ async def read(v: Visitor, ws: aiohttp.ClientWebSocketResponse) -> None:
                 v.last_id = max(v.last_id, item["id"])
                 if item["from"] == "bot" and v.asked_at is not None:
                     v.latencies.append(time.perf_counter() - v.asked_at)
+                    v.timeline.append((v.asked_at, v.latencies[-1]))
                     v.asked_at = None
     if os.environ.get("BENCH_DEBUG") and not v.closing:
         print(f"# visitor {v.n} socket closed by the server: code {ws.close_code} {ws.exception()!r}", file=sys.stderr)
@@ -324,6 +326,18 @@ async def run(sockets: int, rate: int, seconds: float) -> dict[str, Any]:
             await drop_db()
 
 
+async def reconnect_all(http: aiohttp.ClientSession, base: str, web_id: int, visitors: list[Visitor]) -> None:
+    """Every socket closed at once, then reconnected (200 at a time) with the last message id it was shown."""
+    for v in visitors:
+        v.closing = True
+    await asyncio.gather(*[v.ws.close() for v in visitors if v.ws is not None])
+    for v in visitors:
+        v.connected.clear()
+        v.closing = False
+    for i in range(0, len(visitors), 200):
+        await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
+
+
 async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rate: int, seconds: float) -> dict[str, Any]:
     visitors = [Visitor(n) for n in range(sockets)]
     conn = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -361,23 +375,22 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
         cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         tick = 0
-        reconnected = False
+        reconnecting: asyncio.Future[None] | None = None
+        reconnect_started = started
         while time.perf_counter() - started < seconds:
             for k, v in enumerate(order[(tick * rate) % sockets:][:rate]):  # spread evenly over the second
                 asyncio.get_running_loop().call_later(k / rate, lambda v=v: asyncio.ensure_future(ask(v)))
             tick += 1
-            if not reconnected and time.perf_counter() - started >= seconds / 2:
-                reconnected = True
-                for v in visitors:
-                    v.closing = True
-                await asyncio.gather(*[v.ws.close() for v in visitors if v.ws is not None])
-                for v in visitors:
-                    v.connected.clear()
-                    v.closing = False
-                for i in range(0, sockets, 200):
-                    await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
+            if reconnecting is None and time.perf_counter() - started >= seconds / 2:
+                reconnect_started = time.perf_counter()
+                # Beside the questions, which go on at `rate` a second meanwhile (a visitor whose socket is
+                # down skips its turn): held up behind the reconnect, they used to go out in one burst after it.
+                reconnecting = asyncio.ensure_future(reconnect_all(http, base, web_id, visitors))
             await asyncio.sleep(max(0.0, started + tick - time.perf_counter()))
+        if reconnecting is not None:
+            await reconnecting
         print("# load ends", flush=True, file=sys.stderr)
+        reconnect_at = reconnect_started - started
         cpu_load = cpu_seconds(pid) - cpu_before
         if spy is not None:
             spy.wait(30)
@@ -398,11 +411,21 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             if v.reader is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(v.reader, 2)
+    if os.environ.get("BENCH_TIMELINE"):  # per second of the load (by the question's time): n, p50, p99, max
+        by_sec: dict[int, list[float]] = {}
+        for v in visitors:
+            for at, x in v.timeline:
+                by_sec.setdefault(int(at - started), []).append(x * 1000)
+        print(f"# timeline (reconnect at {reconnect_at:.1f} s): second n p50 p99 max", file=sys.stderr)
+        for sec in sorted(by_sec):
+            xs = sorted(by_sec[sec])
+            print(f"# t={sec:3d} n={len(xs):4d} p50={statistics.median(xs):7.0f} p99={xs[max(0, int(len(xs) * .99) - 1)]:7.0f}"
+                  f" max={xs[-1]:7.0f}", file=sys.stderr)
     lat = sorted(x for v in visitors for x in v.latencies)
     if not lat:
         raise RuntimeError("no bot answer reached a visitor")
     return {"p50_ms": statistics.median(lat) * 1000, "p99_ms": lat[max(0, int(len(lat) * 0.99) - 1)] * 1000,
-            "answers": len(lat), "kb_per_conn": kb_per_conn, "api_rate": api, "lost": lost,
+            "answers": len(lat), "asked": sum(len(v.sent) for v in visitors), "kb_per_conn": kb_per_conn, "api_rate": api, "lost": lost,
             "duplicates": duplicates, "unanswered": unanswered, "rss_mb": after / 1024,
             "cpu_ms_per_question": cpu_load * 1000 / max(1, len(lat)), "cpu_share": cpu_load / wall_load,
             "load": os.getloadavg()[0]}
@@ -430,7 +453,7 @@ def main() -> int:
           f"{'SQLite' if SQLITE else 'PostgreSQL + Redis'}; all sockets reconnect halfway")
     r = asyncio.run(run(sockets, rate, seconds))
     print(f"  visitor -> bot answer   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms   (target p99 < 300 ms; "
-          f"{r['answers']} answers, {r['unanswered']} unanswered at the end)")
+          f"{r['asked']} questions, {r['answers']} answers, {r['unanswered']} unanswered at the end)")
     print(f"  serve CPU               {r['cpu_ms_per_question']:7.1f} ms per answered question over the load "
           f"({r['cpu_share'] * 100:.0f}% of one core; machine load average {r['load']:.1f} on {os.cpu_count()} cores)")
     print(f"  serve memory            {r['kb_per_conn']:7.1f} KB per idle connection (target < 50 KB; RSS {r['rss_mb']:.0f} MB)")
