@@ -347,6 +347,7 @@ async def reconnect_all(http: aiohttp.ClientSession, base: str, web_id: int, vis
     """Every socket closed at once, then reconnected (200 at a time) with the last message id it was shown;
     returns when every socket was greeted again."""
     started = time.perf_counter()
+    cpu = time.process_time()
     for v in visitors:
         v.closing = True
     await asyncio.gather(*[v.ws.close() for v in visitors if v.ws is not None])
@@ -361,7 +362,8 @@ async def reconnect_all(http: aiohttp.ClientSession, base: str, web_id: int, vis
         await asyncio.wait_for(asyncio.gather(*[v.connected.wait() for v in visitors]), 60)
     if os.environ.get("BENCH_TIMELINE"):
         print(f"# reconnect: closed in {closed - started:.1f} s, reopened in {opened - closed:.1f} s, "
-              f"all greeted {time.perf_counter() - started:.1f} s after the start", file=sys.stderr)
+              f"all greeted {time.perf_counter() - started:.1f} s after the start; the bench's own process used "
+              f"{time.process_time() - cpu:.1f} s of CPU meanwhile", file=sys.stderr)
     return time.perf_counter()
 
 
@@ -382,12 +384,13 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
         visitors[0].latencies.clear()
         await asyncio.sleep(1)
         before = rss_kb(pid)
-        opening = time.perf_counter()
+        opening, opening_cpu = time.perf_counter(), time.process_time()
         for i in range(1, sockets, 200):
             await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
         await asyncio.wait_for(asyncio.gather(*[v.connected.wait() for v in visitors]), 120)
         if os.environ.get("BENCH_TIMELINE"):
-            print(f"# first connect (idle server): all greeted in {time.perf_counter() - opening:.1f} s", file=sys.stderr)
+            print(f"# first connect (idle server): all greeted in {time.perf_counter() - opening:.1f} s, the bench's own "
+                  f"process used {time.process_time() - opening_cpu:.1f} s of CPU meanwhile", file=sys.stderr)
         await asyncio.sleep(3)  # idle
         after = rss_kb(pid)
         kb_per_conn = (after - before) / max(1, sockets - 1)
@@ -478,9 +481,9 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
 
 
 def rest(result: dict[str, Any], worked: dict[int, float]) -> None:
-    """Per question, the visitor's latency less the server's stored -> bot reply committed (the consumer):
-    what is left is the socket side (the question's ingest, the nudge, the catch-up read, the write, the
-    client), for the questions whose answer came during the reconnect (asked before every socket was greeted
+    """Per question, the visitor's latency less the server's stored -> claimed (events.worked_at is set when the
+    consumer claims the event): what is left is the bot's round and its commit, and the socket side (the
+    question's ingest, the nudge, the catch-up read, the write, the client), for the questions whose answer came during the reconnect (asked before every socket was greeted
     again, answered after it started) and for the others."""
     start, end = result["reconnect_s"]
     inside: list[float] = []
@@ -492,7 +495,7 @@ def rest(result: dict[str, Any], worked: dict[int, float]) -> None:
     def p(xs: list[float]) -> str:
         xs = sorted(xs)
         return f"n={len(xs)} p50 {statistics.median(xs):7.1f} p99 {xs[max(0, int(len(xs) * .99) - 1)]:7.1f}" if xs else "n=0"
-    print(f"# latency less consumer: answered outside the reconnect {p(outside)} | during it "
+    print(f"# latency less stored->claimed: answered outside the reconnect {p(outside)} | during it "
           f"({start:.0f}-{end:.0f} s) {p(inside)}", file=sys.stderr)
 
 
