@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -65,7 +66,7 @@ class Visitor:
     """One visitor: a session token, a socket, what it was shown, and its open question."""
 
     __slots__ = ("n", "token", "ws", "seen", "last_id", "asked_at", "latencies", "sent", "reader", "connected",
-                 "human", "closing")
+                 "human", "closing", "timeline", "asked_cid")
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -75,6 +76,8 @@ class Visitor:
         self.last_id = 0
         self.asked_at: float | None = None
         self.latencies: list[float] = []
+        self.timeline: list[tuple[float, float, str]] = []  # (asked at, latency, client id) for BENCH_TIMELINE
+        self.asked_cid = ""
         self.sent: dict[str, int | None] = {}  # client id -> stored message id (acknowledged)
         self.reader: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -182,6 +185,7 @@ async def read(v: Visitor, ws: aiohttp.ClientWebSocketResponse) -> None:
                 v.last_id = max(v.last_id, item["id"])
                 if item["from"] == "bot" and v.asked_at is not None:
                     v.latencies.append(time.perf_counter() - v.asked_at)
+                    v.timeline.append((v.asked_at, v.latencies[-1], v.asked_cid))
                     v.asked_at = None
     if os.environ.get("BENCH_DEBUG") and not v.closing:
         print(f"# visitor {v.n} socket closed by the server: code {ws.close_code} {ws.exception()!r}", file=sys.stderr)
@@ -194,6 +198,7 @@ async def ask(v: Visitor) -> None:
     cid = uuid.uuid4().hex
     v.sent[cid] = None
     v.asked_at = time.perf_counter()
+    v.asked_cid = cid
     text = random.choice(QUESTIONS)
     v.human |= text == HUMAN
     try:
@@ -256,7 +261,7 @@ async def check(http: aiohttp.ClientSession, base: str, web_id: int, visitors: l
     return lost, duplicates, unanswered
 
 
-async def stages(web_id: int) -> dict[str, tuple[float, float]]:
+async def stages(web_id: int) -> tuple[dict[str, tuple[float, float]], dict[int, float]]:
     """Where the time went, from the server's own timestamps (PostgreSQL), for each visitor question: its
     row stored (ingest) -> its event worked by the consumer (the bot's reply is committed with that mark)
     -> the outbox worker's send of the reply."""
@@ -267,7 +272,7 @@ async def stages(web_id: int) -> dict[str, tuple[float, float]]:
         rows = await conn.fetch("""
             WITH worked AS (SELECT (payload->>'message_id')::bigint AS message_id, worked_at FROM events
                             WHERE name = 'message.created' AND payload->>'direction' = 'in')
-            SELECT EXTRACT(EPOCH FROM w.worked_at - q.created_at) * 1000 AS worked,
+            SELECT q.id, EXTRACT(EPOCH FROM q.created_at) AS at, EXTRACT(EPOCH FROM w.worked_at - q.created_at) * 1000 AS worked,
                    EXTRACT(EPOCH FROM d.sent_at - w.worked_at) * 1000 AS sent
             FROM messages q
             JOIN worked w ON w.message_id = q.id
@@ -281,8 +286,20 @@ async def stages(web_id: int) -> dict[str, tuple[float, float]]:
     def p50_p99(xs: list[float]) -> tuple[float, float]:
         xs = sorted(xs)
         return (statistics.median(xs), xs[max(0, int(len(xs) * 0.99) - 1)]) if xs else (0.0, 0.0)
-    return {"question stored -> bot reply committed": p50_p99([float(r["worked"]) for r in rows]),
-            "bot reply committed -> worker sent": p50_p99([float(r["sent"]) for r in rows if r["sent"] is not None])}
+    if os.environ.get("BENCH_TIMELINE") and rows:  # per second (of the server's clock) of the questions
+        first = min(float(r["at"]) for r in rows)
+        by_sec: dict[int, list[Any]] = {}
+        for r in rows:
+            by_sec.setdefault(int(float(r["at"]) - first), []).append(r)
+        print("# server timeline: second n  stored->committed p50 p99  committed->sent p50 p99", file=sys.stderr)
+        for sec in sorted(by_sec):
+            w = p50_p99([float(r["worked"]) for r in by_sec[sec]])
+            d = p50_p99([float(r["sent"]) for r in by_sec[sec] if r["sent"] is not None])
+            print(f"# s={sec:3d} n={len(by_sec[sec]):4d} worked {w[0]:7.0f} {w[1]:7.0f}  sent {d[0]:7.0f} {d[1]:7.0f}",
+                  file=sys.stderr)
+    return ({"question stored -> bot reply committed": p50_p99([float(r["worked"]) for r in rows]),
+             "bot reply committed -> worker sent": p50_p99([float(r["sent"]) for r in rows if r["sent"] is not None])},
+            {int(r["id"]): float(r["worked"]) for r in rows})
 
 
 async def run(sockets: int, rate: int, seconds: float) -> dict[str, Any]:
@@ -308,7 +325,9 @@ async def run(sockets: int, rate: int, seconds: float) -> dict[str, Any]:
             await wait_up(f"{base}/readyz")
             try:
                 result = await drive(base, procs[0].pid, api_id, web_id, sockets, rate, seconds)
-                result["stages"] = {} if SQLITE else await stages(web_id)
+                result["stages"], worked = ({}, {}) if SQLITE else await stages(web_id)
+                if worked and os.environ.get("BENCH_TIMELINE"):
+                    rest(result, worked)
                 if os.environ.get("BENCH_DEBUG"):
                     for log in (x for x in logs if x.exists()):
                         print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
@@ -322,6 +341,30 @@ async def run(sockets: int, rate: int, seconds: float) -> dict[str, Any]:
             stop(proc)
         if not os.environ.get("BENCH_KEEP"):
             await drop_db()
+
+
+async def reconnect_all(http: aiohttp.ClientSession, base: str, web_id: int, visitors: list[Visitor]) -> float:
+    """Every socket closed at once, then reconnected (200 at a time) with the last message id it was shown;
+    returns when every socket was greeted again."""
+    started = time.perf_counter()
+    cpu = time.process_time()
+    for v in visitors:
+        v.closing = True
+    await asyncio.gather(*[v.ws.close() for v in visitors if v.ws is not None])
+    closed = time.perf_counter()
+    for v in visitors:
+        v.connected.clear()
+        v.closing = False
+    for i in range(0, len(visitors), 200):
+        await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
+    opened = time.perf_counter()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*[v.connected.wait() for v in visitors]), 60)
+    if os.environ.get("BENCH_TIMELINE"):
+        print(f"# reconnect: closed in {closed - started:.1f} s, reopened in {opened - closed:.1f} s, "
+              f"all greeted {time.perf_counter() - started:.1f} s after the start; the bench's own process used "
+              f"{time.process_time() - cpu:.1f} s of CPU meanwhile", file=sys.stderr)
+    return time.perf_counter()
 
 
 async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rate: int, seconds: float) -> dict[str, Any]:
@@ -341,9 +384,13 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
         visitors[0].latencies.clear()
         await asyncio.sleep(1)
         before = rss_kb(pid)
+        opening, opening_cpu = time.perf_counter(), time.process_time()
         for i in range(1, sockets, 200):
             await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
         await asyncio.wait_for(asyncio.gather(*[v.connected.wait() for v in visitors]), 120)
+        if os.environ.get("BENCH_TIMELINE"):
+            print(f"# first connect (idle server): all greeted in {time.perf_counter() - opening:.1f} s, the bench's own "
+                  f"process used {time.process_time() - opening_cpu:.1f} s of CPU meanwhile", file=sys.stderr)
         await asyncio.sleep(3)  # idle
         after = rss_kb(pid)
         kb_per_conn = (after - before) / max(1, sockets - 1)
@@ -358,26 +405,40 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
                                     "--format", "raw", "--output", os.environ["BENCH_PROFILE"]],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spare = itertools.cycle(order)
+
+        def up(v: Visitor) -> Visitor:
+            """`v`, or while its socket is down (the forced reconnect) the next visitor whose socket is up and
+            who has no question open: the questions keep coming at `rate` a second through the reconnect."""
+            if v.ws is not None and not v.ws.closed:
+                return v
+            for _ in range(sockets):
+                w = next(spare)
+                if w.ws is not None and not w.ws.closed and not w.closing and w.asked_at is None:
+                    return w
+            return v
         cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         tick = 0
-        reconnected = False
+        reconnecting: asyncio.Future[float] | None = None
+        reconnect_started = started
         while time.perf_counter() - started < seconds:
             for k, v in enumerate(order[(tick * rate) % sockets:][:rate]):  # spread evenly over the second
-                asyncio.get_running_loop().call_later(k / rate, lambda v=v: asyncio.ensure_future(ask(v)))
+                asyncio.get_running_loop().call_later(k / rate, lambda v=v: asyncio.ensure_future(ask(up(v))))
             tick += 1
-            if not reconnected and time.perf_counter() - started >= seconds / 2:
-                reconnected = True
-                for v in visitors:
-                    v.closing = True
-                await asyncio.gather(*[v.ws.close() for v in visitors if v.ws is not None])
-                for v in visitors:
-                    v.connected.clear()
-                    v.closing = False
-                for i in range(0, sockets, 200):
-                    await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
+            if reconnecting is None and time.perf_counter() - started >= seconds / 2:
+                reconnect_started = time.perf_counter()
+                # Beside the questions, which go on at `rate` a second meanwhile (a visitor whose socket is
+                # down gives its turn to one whose socket is up, up()): held up behind the reconnect, they
+                # used to go out in one burst after it.
+                reconnecting = asyncio.ensure_future(reconnect_all(http, base, web_id, visitors))
             await asyncio.sleep(max(0.0, started + tick - time.perf_counter()))
+        reconnect_end = started
+        if reconnecting is not None:
+            await reconnecting
+            reconnect_end = reconnecting.result()
         print("# load ends", flush=True, file=sys.stderr)
+        reconnect_at = reconnect_started - started
         cpu_load = cpu_seconds(pid) - cpu_before
         if spy is not None:
             spy.wait(30)
@@ -398,14 +459,44 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             if v.reader is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(v.reader, 2)
+    if os.environ.get("BENCH_TIMELINE"):  # per second of the load (by the question's time): n, p50, p99, max
+        by_sec: dict[int, list[float]] = {}
+        for v in visitors:
+            for at, x, _cid in v.timeline:
+                by_sec.setdefault(int(at - started), []).append(x * 1000)
+        print(f"# timeline (reconnect at {reconnect_at:.1f} s): second n p50 p99 max", file=sys.stderr)
+        for sec in sorted(by_sec):
+            xs = sorted(by_sec[sec])
+            print(f"# t={sec:3d} n={len(xs):4d} p50={statistics.median(xs):7.0f} p99={xs[max(0, int(len(xs) * .99) - 1)]:7.0f}"
+                  f" max={xs[-1]:7.0f}", file=sys.stderr)
     lat = sorted(x for v in visitors for x in v.latencies)
+    asked = [(at - started, x * 1000, v.sent.get(cid)) for v in visitors for at, x, cid in v.timeline]
     if not lat:
         raise RuntimeError("no bot answer reached a visitor")
     return {"p50_ms": statistics.median(lat) * 1000, "p99_ms": lat[max(0, int(len(lat) * 0.99) - 1)] * 1000,
-            "answers": len(lat), "kb_per_conn": kb_per_conn, "api_rate": api, "lost": lost,
+            "answers": len(lat), "asked": sum(len(v.sent) for v in visitors), "kb_per_conn": kb_per_conn, "api_rate": api, "lost": lost,
             "duplicates": duplicates, "unanswered": unanswered, "rss_mb": after / 1024,
             "cpu_ms_per_question": cpu_load * 1000 / max(1, len(lat)), "cpu_share": cpu_load / wall_load,
-            "load": os.getloadavg()[0]}
+            "load": os.getloadavg()[0], "asked_rows": asked, "reconnect_s": (reconnect_at, reconnect_end - started)}
+
+
+def rest(result: dict[str, Any], worked: dict[int, float]) -> None:
+    """Per question, the visitor's latency less the server's stored -> claimed (events.worked_at is set when the
+    consumer claims the event): what is left is the bot's round and its commit, and the socket side (the
+    question's ingest, the nudge, the catch-up read, the write, the client), for the questions whose answer came during the reconnect (asked before every socket was greeted
+    again, answered after it started) and for the others."""
+    start, end = result["reconnect_s"]
+    inside: list[float] = []
+    outside: list[float] = []
+    for at, latency, qid in result["asked_rows"]:
+        if qid in worked:
+            (inside if at <= end and at + latency / 1000 >= start else outside).append(latency - worked[qid])
+
+    def p(xs: list[float]) -> str:
+        xs = sorted(xs)
+        return f"n={len(xs)} p50 {statistics.median(xs):7.1f} p99 {xs[max(0, int(len(xs) * .99) - 1)]:7.1f}" if xs else "n=0"
+    print(f"# latency less stored->claimed: answered outside the reconnect {p(outside)} | during it "
+          f"({start:.0f}-{end:.0f} s) {p(inside)}", file=sys.stderr)
 
 
 def main() -> int:
@@ -430,7 +521,7 @@ def main() -> int:
           f"{'SQLite' if SQLITE else 'PostgreSQL + Redis'}; all sockets reconnect halfway")
     r = asyncio.run(run(sockets, rate, seconds))
     print(f"  visitor -> bot answer   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms   (target p99 < 300 ms; "
-          f"{r['answers']} answers, {r['unanswered']} unanswered at the end)")
+          f"{r['asked']} questions, {r['answers']} answers, {r['unanswered']} unanswered at the end)")
     print(f"  serve CPU               {r['cpu_ms_per_question']:7.1f} ms per answered question over the load "
           f"({r['cpu_share'] * 100:.0f}% of one core; machine load average {r['load']:.1f} on {os.cpu_count()} cores)")
     print(f"  serve memory            {r['kb_per_conn']:7.1f} KB per idle connection (target < 50 KB; RSS {r['rss_mb']:.0f} MB)")

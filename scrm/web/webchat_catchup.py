@@ -6,6 +6,10 @@ SQLAlchemy's per-statement work) cost the `scrm serve` process more CPU than the
 connections nudged while the reads are in flight wait for the next one, which serves them all: each
 connection then picks the rows after its own cursor (and the lookback, shown.py). There is no timer:
 an idle server reads at once, a busy one reads as often as its database answers.
+
+A connection nudged about a new message (most often the bot's answer) is read before those that only
+resync (a reconnect, a resubscription): after a blip every socket of a site reconnects at once, and
+their catch-up reads (2,000 sockets: ten batches) used to come first, holding the answers back.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ BATCH = 200  # connections one read serves
 # Reads in flight at once (each connection in at most one): a connection nudged while one read runs
 # goes in the other at once, rather than waiting for the first to come back.
 READERS = 2
+# One more read may start for urgent connections (a new message) while READERS resyncs are in flight.
+URGENT_READERS = 1
 ROWS = 5000  # rows one read may return; more (visitors with long backlogs) and they read on their own
 KEY = "webchat_catchup"
 
@@ -56,25 +62,47 @@ class CatchUp:
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
-        self.waiting: dict[Reader, None] = {}  # in arrival order
+        self.urgent: dict[Reader, None] = {}  # a new message to show, in arrival order: read first
+        self.waiting: dict[Reader, None] = {}  # a resync, in arrival order
         self._running = 0  # counted down the moment a reader finds nothing waiting (not when its task ends)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def add(self, conn: Reader) -> None:
+    def add(self, conn: Reader, urgent: bool = False) -> None:
         """`conn` (marked busy by its caller) wants a read; it is told by conn.done()."""
-        self.waiting[conn] = None
-        if self._running < READERS:
-            self._running += 1
-            task = asyncio.get_running_loop().create_task(self._run())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        (self.urgent if urgent else self.waiting)[conn] = None
+        if self._running < READERS + (URGENT_READERS if urgent else 0):
+            self._start()
+
+    def hurry(self, conn: Reader) -> bool:
+        """`conn`, waiting for a resync read, now has a new message to show: read it with the urgent ones.
+        False when its read is not waiting (in flight: the connection asks again when told it is done)."""
+        if conn not in self.waiting:
+            return False
+        del self.waiting[conn]
+        self.add(conn, urgent=True)
+        return True
+
+    def _start(self) -> None:
+        self._running += 1
+        task = asyncio.get_running_loop().create_task(self._run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[Reader]:
+        """The next batch: urgent connections first, then resyncs."""
+        batch = list(self.urgent)[:BATCH]
+        for conn in batch:
+            del self.urgent[conn]
+        if len(batch) < BATCH and self._running <= READERS:  # the extra urgent reader takes no resyncs
+            more = list(self.waiting)[:BATCH - len(batch)]
+            for conn in more:
+                del self.waiting[conn]
+            batch += more
+        return batch
 
     async def _run(self) -> None:
         try:
-            while self.waiting:
-                batch = list(self.waiting)[:BATCH]
-                for conn in batch:
-                    del self.waiting[conn]
+            while batch := self._take():
                 try:
                     await self._read([c for c in batch if not c.closed])
                 except Exception:  # noqa: BLE001 - a database hiccup: the next push or a reconnect catches up

@@ -46,7 +46,7 @@ class VisitorSocket:
     """One visitor connection; it reads from the database what it has not shown when nudged."""
 
     __slots__ = ("ws", "ctx", "hub", "inbox_id", "token_key", "visitor", "topic", "conversations", "identity_id",
-                 "shown", "_dirty", "_state_dirty", "_busy", "blocked", "last_typing", "own")
+                 "shown", "_dirty", "_state_dirty", "_urgent", "_busy", "blocked", "last_typing", "own")
 
     def __init__(self, ws: web.WebSocketResponse, ctx: Any, inbox_id: int, token_key: str, visitor: str,
                  identity_id: int | None, shown: Shown) -> None:
@@ -62,6 +62,7 @@ class VisitorSocket:
         self.shown = shown
         self._dirty = False
         self._state_dirty = False
+        self._urgent = False  # a new message to show: the next read goes before the resyncs
         self._busy = False
         self.blocked = False
         self.last_typing = 0.0  # when this visitor's last typing event went to the agents
@@ -78,6 +79,7 @@ class VisitorSocket:
             if isinstance(push.get("m"), int) and (self.shown.has(push["m"]) or push["m"] in self.own):
                 return  # already shown (a repeated push after a worker retry), or the echo of our own message
             self._dirty = True
+            self._urgent |= isinstance(push.get("m"), int)  # a new message (the bot's answer): before resyncs
         elif kind == "sync":
             self._dirty = self._state_dirty = True
         elif kind == "conversation":
@@ -112,11 +114,18 @@ class VisitorSocket:
 
     def schedule(self) -> None:
         """Read what the pushes announced, together with the other connections nudged meanwhile
-        (webchat_catchup.py); one read at a time per connection, so reads are applied in order."""
-        if self._busy or self.ws.closed or not (self._dirty or self._state_dirty):
+        (webchat_catchup.py); one read at a time per connection, so reads are applied in order. A new
+        message to show is read before the connections that only resync (a reconnect)."""
+        if self.ws.closed or not (self._dirty or self._state_dirty):
+            return
+        if self._busy:
+            # Still waiting for a resync read (not in flight): that read comes sooner and shows it.
+            if self._urgent and catchup_for(self.ctx).hurry(self):
+                self._urgent = False
             return
         self._busy = True
-        catchup_for(self.ctx).add(self)
+        catchup_for(self.ctx).add(self, self._urgent)
+        self._urgent = False
 
     def done(self) -> None:
         """The read in hand is applied: look again if more was pushed meanwhile."""

@@ -12,7 +12,20 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, and_, any_, bindparam, exists, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    and_,
+    any_,
+    bindparam,
+    case,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from channels.web.tokens import file_path
@@ -200,24 +213,39 @@ async def conversation_state(ctx: AppContext, identity_id: int) -> dict[str, Any
     return (await conversation_states(ctx, [identity_id])).get(identity_id)
 
 
+def _read_upto_wanted(conv: Any) -> bool:
+    """Agents' read receipts matter once an agent has (or may take) the conversation."""
+    return conv.assignee_id is not None or conv.handler == "human"
+
+
 @functools.cache
 def _states_select(sqlite: bool) -> Any:
-    """conversation_states()'s statement, built once (= ANY(array) on PostgreSQL, as _many_select)."""
+    """conversation_states()'s statement, built once (= ANY(array) on PostgreSQL, as _many_select). On
+    PostgreSQL it also reads each conversation's read receipt (`read_upto`: the newest `unread_count`
+    customer messages are unread, the one before them was read), in the same statement: after a blip every
+    socket reconnects and asks for its state, and a query per handed-over conversation held up the batch."""
     c = Conversation.__table__.c
     ids = bindparam("ids", expanding=True) if sqlite else any_(bindparam("ids", type_=ARRAY(BigInteger)))
-    return (select(c.id, c.identity_id, c.status, c.handler, c.assignee_id, c.unread_count)
-            .where(c.identity_id.in_(ids) if sqlite else c.identity_id == ids).order_by(c.id))
+    columns: list[Any] = [c.id, c.identity_id, c.status, c.handler, c.assignee_id, c.unread_count]
+    if not sqlite:
+        m = Message.__table__.c
+        upto = (select(m.id).where(m.conversation_id == c.id, m.direction == "in")
+                .order_by(m.id.desc()).offset(func.coalesce(c.unread_count, 0)).limit(1).scalar_subquery())
+        columns.append(case((or_(c.assignee_id.is_not(None), c.handler == "human"), upto)).label("read_upto"))
+    return (select(*columns).where(c.identity_id.in_(ids) if sqlite else c.identity_id == ids).order_by(c.id))
 
 
 async def conversation_states(ctx: AppContext, identity_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """conversation_state() of many visitors: their conversations in one statement."""
-    rows = await ctx.db.hot_read(_states_select(ctx.db.is_sqlite), {"ids": list(identity_ids)})
+    sqlite = ctx.db.is_sqlite
+    rows = await ctx.db.hot_read(_states_select(sqlite), {"ids": list(identity_ids)})
     latest = {row.identity_id: row for row in rows}  # a visitor has a few conversations; the last one counts
     out: dict[int, dict[str, Any]] = {}
     for identity_id, conv in latest.items():
         read_upto = None
-        if conv.assignee_id is not None or conv.handler == "human":
-            # The newest `unread_count` customer messages are unread; the one before them was read.
+        if not sqlite:
+            read_upto = conv.read_upto
+        elif _read_upto_wanted(conv):  # SQLite cannot take the OFFSET from the outer row: one query each
             rows = await ctx.db.one_statement(select(Message.id).where(Message.conversation_id == conv.id, Message.direction == "in")
                                .order_by(Message.id.desc()).offset(conv.unread_count or 0).limit(1))
             read_upto = rows[0].id if rows else None
