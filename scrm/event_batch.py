@@ -19,9 +19,7 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
-    Boolean,
     DateTime,
     Integer,
     String,
@@ -58,6 +56,7 @@ from scrm.db.models import (
 )
 from scrm.db.models_desk import ConversationStats
 from scrm.db.models_marketing import BroadcastRecipient
+from scrm.event_rows import array_kind
 from scrm.services.outbox import CLOCKS_DEFERRED
 
 
@@ -306,29 +305,9 @@ async def write_held_back(shared: SharedTransaction, conversation_id: int | None
 # PostgreSQL: a round's writes as one UPDATE per shape over `unnest`ed arrays (one execution, not one per
 # conversation: an executemany binds and PostgreSQL executes each row apart), as ingest writes its clocks.
 # A shape: whether the write moves the reply clocks (and whether it answers), and which columns it sets.
-_PG_ARRAY_TYPES: dict[str, tuple[Any, str]] = {
-    "bigint": (BigInteger, "bigint"), "integer": (Integer, "integer"), "text": (Text, "text"),
-    "timestamptz": (DateTime(timezone=True), "timestamptz"), "boolean": (Boolean, "boolean"), "json": (Text, "json"),
-}
-
-
-def _pg_kind(key: str) -> str | None:
-    """How a conversation column travels in an array (None: a type this path does not handle)."""
-    column_type = Conversation.__table__.c[key].type
-    if isinstance(column_type, JSON):
-        return "json"
-    impl = getattr(column_type, "impl", column_type)
-    if isinstance(impl, DateTime):
-        return "timestamptz" if getattr(impl, "timezone", False) else None
-    if isinstance(impl, Boolean):
-        return "boolean"
-    if isinstance(impl, BigInteger):
-        return "bigint"
-    if isinstance(impl, Integer):
-        return "integer"
-    if isinstance(impl, String):  # Text too
-        return "text"
-    return None
+def _pg_kind(key: str) -> tuple[Any, str] | None:
+    """How a conversation column travels in an array (event_rows' rule; None: a type it does not handle)."""
+    return array_kind(Conversation.__table__.c[key].type)
 
 
 @functools.lru_cache(maxsize=64)
@@ -339,18 +318,19 @@ def _pg_round_statement(answers: bool | None, keys: tuple[str, ...]) -> Any:
     kinds = [_pg_kind(key) for key in keys]
     if None in kinds:
         return None
-    arrays = [("ids", "bigint")]
+    arrays: list[tuple[str, Any]] = [("ids", BigInteger)]
     sets: dict[str, str] = {}
     if answers is not None:
-        arrays += [("nows", "timestamptz"), ("previews", "text")]
+        arrays += [("nows", DateTime(timezone=True)), ("previews", Text)]
         later = "conversations.last_activity_at > v.nows"
         sets["last_activity_at"] = f"CASE WHEN {later} THEN conversations.last_activity_at ELSE v.nows END"
         sets["last_message_preview"] = f"CASE WHEN {later} THEN conversations.last_message_preview ELSE v.previews END"
         if answers:
             sets["waiting_since"] = f"CASE WHEN {later} THEN conversations.waiting_since ELSE NULL END"
     for n, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
-        arrays.append((f"k{n}", str(kind)))
-        value = f"v.k{n}::json" if kind == "json" else f"v.k{n}"
+        element, cast_to = kind  # type: ignore[misc]
+        arrays.append((f"k{n}", element))
+        value = f"v.k{n}::json" if cast_to == "json" else f"v.k{n}"
         # The first reply stays the first one, whoever wrote it meanwhile (as _set_values).
         sets[key] = f"coalesce(conversations.first_reply_at, {value})" if key == "first_reply_at" else value
     names = [name for name, _ in arrays]
@@ -358,7 +338,7 @@ def _pg_round_statement(answers: bool | None, keys: tuple[str, ...]) -> Any:
         f"UPDATE conversations SET {', '.join(f'{key} = {value}' for key, value in sets.items())} "
         f"FROM unnest({', '.join(f':{name}' for name in names)}) AS v({', '.join(names)}) "
         "WHERE conversations.id = v.ids")
-    return statement.bindparams(*(bindparam(name, type_=ARRAY(_PG_ARRAY_TYPES[kind][0])) for name, kind in arrays))
+    return statement.bindparams(*(bindparam(name, type_=ARRAY(element)) for name, element in arrays))
 
 
 async def _write_round_pg(session: Any, writes: list[tuple[int, tuple[Any, ...]]]) -> None:
@@ -388,7 +368,7 @@ async def _write_round_pg(session: Any, writes: list[tuple[int, tuple[Any, ...]]
             params["previews"] = [op[2]["b_preview"] for _, op in rows]
         for n, key in enumerate(keys):
             values = [(op[3] if op[0] == "clocks+set" else op[1])[key] for _, op in rows]
-            if _pg_kind(key) == "json":
+            if (_pg_kind(key) or (None, ""))[1] == "json":
                 values = [json.dumps(value) for value in values]  # None as JSON null, as the JSON type binds it
             params[f"k{n}"] = values
         await session.execute(statement, params)

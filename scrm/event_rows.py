@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 
 
-def _array_kind(column_type: Any) -> tuple[Any, str] | None:
+def array_kind(column_type: Any) -> tuple[Any, str] | None:
     """(array element type, SQL cast) for a column's values, or None: a type this path does not handle."""
     if isinstance(column_type, JSON):
         return None if getattr(column_type, "none_as_null", False) else (Text, "json")
@@ -63,7 +63,7 @@ def _unnest_insert(table: Any, keys: tuple[str, ...]) -> tuple[Any, tuple[tuple[
         else:
             return None
     names = (*keys, *(key for key, _ in defaults))
-    kinds = [_array_kind(table.c[key].type) for key in names]
+    kinds = [array_kind(table.c[key].type) for key in names]
     if any(kind is None for kind in kinds):
         return None
     columns = ", ".join(f'"{table.c[key].name}"' for key in names)
