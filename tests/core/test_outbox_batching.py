@@ -122,8 +122,8 @@ async def test_the_workers_own_connections_survive_a_drop_and_are_returned(ctx, 
         for i in range(3):
             await _queue(ctx, inbox, [f"first {i}"], sender=f"a{i}")
         await wait_for(lambda: len(callback_server.received) >= 3)
-        held = worker._own["write"]
-        assert held is not None
+        # The claim marks a send's row itself: the write connection is opened by the first outcome's record.
+        held = await wait_for(lambda: worker._own.get("write"))
         await held.invalidate()  # the database dropped the connection
         for i in range(3):
             await _queue(ctx, inbox, [f"second {i}"], sender=f"b{i}")
