@@ -1,4 +1,4 @@
-"""Periodic background jobs (broadcast scheduler, SLA checker, bot timeouts).
+"""Periodic background jobs (broadcast scheduler, SLA checker, bot timeouts, table statistics).
 
 They run wherever an outbox worker runs (`scrm serve` in the embedded default, `scrm worker` in
 production), each under a cluster-wide lease so exactly one process runs a given job at a time.
@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from scrm import event_log
+from scrm.db import table_stats
 from scrm.services.bot import rounds as bot
 from scrm.services.desk import sla, snooze
 from scrm.services.marketing import broadcasts, churn
@@ -39,6 +40,7 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("scrm.services.webchat.email.run_email_followups", webchat_email.run_email_followups),
     ("scrm.services.marketing.churn.run_churn_daily", churn.run_churn_daily),
     ("scrm.event_log.run_pruner", event_log.run_pruner),
+    ("scrm.db.table_stats.run_analyzer", table_stats.run_analyzer),
 )
 LEASE = 30.0
 RENEW_EVERY = LEASE / 3
