@@ -185,16 +185,19 @@ def _many_select(sqlite: bool) -> Any:
     limit = bindparam("limit", type_=Integer)
     wanted = (func.unnest(bindparam("ids", type_=ARRAY(BigInteger)), bindparam("afters", type_=ARRAY(BigInteger)))
               .table_valued("identity_id", "after").render_derived(name="wanted"))
+    # Each visitor's conversations by the identity index, whatever the table's size: OFFSET 0 keeps PostgreSQL
+    # from merging the subquery into a hash join over every conversation of the site.
+    convs = (select(c.id, c.identity_id).where(c.identity_id == wanted.c.identity_id).offset(0).lateral("c"))
     rows = (select(m.id, m.conversation_id, m.direction, m.sender_kind, m.text, m.content_type, m.created_at,
                    m.payload, m.delivery_status, m.external_id, m.attachments, m.sender_agent_id)
-            .where(m.conversation_id == c.id, _visible(),
+            .where(m.conversation_id == convs.c.id, _visible(),
                    or_(m.id > wanted.c.after, m.created_at >= bindparam("since", type_=DateTime(timezone=True))))
             .order_by(m.id).limit(limit).lateral("m"))
     return (select(rows.c.id, rows.c.conversation_id, rows.c.direction, rows.c.sender_kind, rows.c.text,
                    rows.c.content_type, rows.c.created_at, rows.c.payload, rows.c.delivery_status, rows.c.external_id,
-                   rows.c.attachments, Agent.display_name, c.identity_id)
-            .select_from(wanted.join(Conversation.__table__, c.identity_id == wanted.c.identity_id)
-                         .join(rows, true()).outerjoin(Agent, Agent.id == rows.c.sender_agent_id))
+                   rows.c.attachments, Agent.display_name, convs.c.identity_id)
+            .select_from(wanted.join(convs, true()).join(rows, true())
+                         .outerjoin(Agent, Agent.id == rows.c.sender_agent_id))
             .order_by(rows.c.id).limit(limit))
 
 
