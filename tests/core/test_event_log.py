@@ -243,20 +243,20 @@ async def test_a_batch_of_events_is_logged_in_its_order_with_its_payloads(ctx) -
 
 async def test_a_backlog_whose_events_take_as_long_in_any_batch_is_worked_in_short_batches(ctx) -> None:
     """Every event of a batch waits for the whole batch: a backlog whose work per event is the same in a
-    longer batch (here 20 ms each) is not worked in batches of 64 (each event then waited four times as
+    longer batch (here 40 ms each) is not worked in batches of 64 (each event then waited four times as
     long for the same rate); a longer batch is tried once, and dropped."""
     async def slow(event: ev.Event) -> None:
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.04)
 
     ctx.bus.subscribe(slow, "test.step")
-    async with unit_of_work(ctx) as tx:  # one commit: the consumers find a backlog of 120 events
-        for n in range(120):
+    async with unit_of_work(ctx) as tx:  # one commit: the consumers find a backlog of 100 events
+        for n in range(100):
             tx.emit("test.step", conversation_id=1000 + n % 40, n=n)
     await ctx.bus.drain(30)
     async with ctx.db.session() as s:
         sizes = list(await s.scalars(select(func.count()).select_from(EventRecord)
                                      .where(EventRecord.name == "test.step").group_by(EventRecord.worked_at)))
-    assert sum(sizes) == 120
+    assert sum(sizes) == 100
     assert max(sizes) <= (16 if ctx.db.is_sqlite else 32), sorted(sizes)
 
 
