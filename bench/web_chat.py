@@ -14,7 +14,8 @@ process's memory per idle connection (RSS growth over the connections); the API 
 the middle of the load and reconnected with its last seen message id, how many messages a visitor
 never got (lost) or got twice (duplicates), checked against the database's history. Also printed, to
 tell where the time goes: the serve process's CPU per answered question over the load (the reconnect
-included; on a shared machine the latency follows the CPU it gets), and from the server's timestamps
+included; on a shared machine the latency follows the CPU it gets) and that of the PostgreSQL backends of the
+bench's database (diagnostics: the database's share; a plan that scans a growing table shows there), and from the server's timestamps
 (PostgreSQL) the question's row -> its event worked with the bot's reply committed -> the outbox worker's send.
 BENCH_PG_SETTINGS="name=value;..." sets PostgreSQL settings on the scratch database (diagnostics, e.g.
 auto_explain's). BENCH_PROFILE=FILE records the serve process over the load with py-spy (raw collapsed stacks, for
