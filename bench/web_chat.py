@@ -14,9 +14,11 @@ process's memory per idle connection (RSS growth over the connections); the API 
 the middle of the load and reconnected with its last seen message id, how many messages a visitor
 never got (lost) or got twice (duplicates), checked against the database's history. Also printed, to
 tell where the time goes: the serve process's CPU per answered question over the load (the reconnect
-included; on a shared machine the latency follows the CPU it gets), and from the server's timestamps
+included; on a shared machine the latency follows the CPU it gets) and that of the PostgreSQL backends of the
+bench's database (diagnostics: the database's share; a plan that scans a growing table shows there), and from the server's timestamps
 (PostgreSQL) the question's row -> its event worked with the bot's reply committed -> the outbox worker's send.
-BENCH_PROFILE=FILE records the serve process over the load with py-spy (raw collapsed stacks, for
+BENCH_PG_SETTINGS="name=value;..." sets PostgreSQL settings on the scratch database (diagnostics, e.g.
+auto_explain's). BENCH_PROFILE=FILE records the serve process over the load with py-spy (raw collapsed stacks, for
 flamegraph.pl or a script summing shares). BENCH_DEBUG=1 also prints (stderr) each message a visitor was never shown, each socket the server closed,
 and the server's log.
 Uses a scratch database `scrm_i22_bench` (created and dropped) and Redis db 8 (emptied).
@@ -93,6 +95,10 @@ async def create_db() -> None:
     conn = await asyncpg.connect(PG_ADMIN, timeout=5)
     await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
     await conn.execute(f"CREATE DATABASE {PG_DB}")
+    # Diagnostics: BENCH_PG_SETTINGS="name=value;..." set on the scratch database (e.g. auto_explain's).
+    for setting in filter(None, os.environ.get("BENCH_PG_SETTINGS", "").split(";")):
+        name, _, value = setting.partition("=")
+        await conn.execute(f"ALTER DATABASE {PG_DB} SET {name.strip()} = '{value.strip()}'")
     await conn.close()
 
 
@@ -133,6 +139,26 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def pg_cpu() -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL backend of the scratch database (diagnostics: the database's
+    share of the cost per question; the same machine)."""
+    if SQLITE:
+        return {}
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        pids = [r["pid"] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", PG_DB)]
+    finally:
+        await conn.close()
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            found[pid] = cpu_seconds(pid)
+    return found
 
 
 def rss_kb(pid: int) -> int:
@@ -417,7 +443,7 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
                 if w.ws is not None and not w.ws.closed and not w.closing and w.asked_at is None:
                     return w
             return v
-        cpu_before = cpu_seconds(pid)
+        cpu_before, pg_before = cpu_seconds(pid), await pg_cpu()
         started = time.perf_counter()
         tick = 0
         reconnecting: asyncio.Future[float] | None = None
@@ -440,6 +466,7 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
         print("# load ends", flush=True, file=sys.stderr)
         reconnect_at = reconnect_started - started
         cpu_load = cpu_seconds(pid) - cpu_before
+        pg_load = sum(cpu - pg_before.get(backend, 0.0) for backend, cpu in (await pg_cpu()).items())
         if spy is not None:
             spy.wait(30)
         wall_load = time.perf_counter() - started
@@ -477,6 +504,7 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             "answers": len(lat), "asked": sum(len(v.sent) for v in visitors), "kb_per_conn": kb_per_conn, "api_rate": api, "lost": lost,
             "duplicates": duplicates, "unanswered": unanswered, "rss_mb": after / 1024,
             "cpu_ms_per_question": cpu_load * 1000 / max(1, len(lat)), "cpu_share": cpu_load / wall_load,
+            "pg_ms_per_question": pg_load * 1000 / max(1, len(lat)),
             "load": os.getloadavg()[0], "asked_rows": asked, "reconnect_s": (reconnect_at, reconnect_end - started)}
 
 
@@ -524,6 +552,9 @@ def main() -> int:
           f"{r['asked']} questions, {r['answers']} answers, {r['unanswered']} unanswered at the end)")
     print(f"  serve CPU               {r['cpu_ms_per_question']:7.1f} ms per answered question over the load "
           f"({r['cpu_share'] * 100:.0f}% of one core; machine load average {r['load']:.1f} on {os.cpu_count()} cores)")
+    if not SQLITE:
+        print(f"  PostgreSQL CPU          {r['pg_ms_per_question']:7.1f} ms per answered question over the load (its backends "
+              "of the bench's database, diagnostics)")
     print(f"  serve memory            {r['kb_per_conn']:7.1f} KB per idle connection (target < 50 KB; RSS {r['rss_mb']:.0f} MB)")
     print(f"  API channel ingest      {r['api_rate']:7.0f} messages/s in the same run (baseline)")
     for name, (p50, p99) in r["stages"].items():

@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm import events as ev
+from scrm.batch_sizer import BatchSizer
 from scrm.db.models import utcnow
 from scrm.db.models_events import EventRecord
 from scrm.delivery.handoff import Handover
@@ -178,11 +179,9 @@ class EventConsumer:
         self._wakes: dict[asyncio.Task[None] | None, asyncio.Event] = {}
         self._idle: list[asyncio.Event] = []
         self._careful = 0  # events still to work one at a time after a batch failed
-        # Batches grow while the log has a backlog (a full batch came back): the per-batch statements
-        # (claim, reads per table, marks, commit) are then shared by more events; back to the setting
-        # once the consumer has caught up, so a lone message is not held up by a long batch.
-        self._limit = settings.batch_size
-        self._grow = False
+        # Batches may grow under a backlog, while a longer batch works events faster (batch_sizer.py); not
+        # on SQLite: its one writer is shared with ingest, which a longer batch would hold up.
+        self._sizer = BatchSizer(settings.batch_size, settings.batch_size * (1 if db.is_sqlite else BATCH_GROWTH))
 
     def start(self) -> None:
         """Start the consumer tasks: on PostgreSQL several (each claims other conversations, so one's
@@ -241,8 +240,8 @@ class EventConsumer:
                 else:
                     log.warning("event log: a batch failed (%s: %s); working its events one by one",
                                 type(exc).__name__, exc)
-                    self._careful = self._limit  # as many events as the failed batch may have held
-                    self._limit, self._grow = self.settings.batch_size, False
+                    self._careful = self._sizer.limit  # as many events as the failed batch may have held
+                    self._sizer.reset()
                 continue
             if not worked:
                 await self._pause(wake, self.settings.poll_interval)
@@ -265,15 +264,15 @@ class EventConsumer:
         for ready in list(self.bus.before_work):
             await ready()
         handover = Handover(self.bus.deliveries)
+        started = asyncio.get_running_loop().time()
         try:
             async with self.db.shared_transaction() as shared:
-                limit = 1 if careful else self._limit
+                limit = 1 if careful else self._sizer.limit
                 claimed = await claim(shared.session, limit)
                 if not claimed:
                     self._careful = 0
                     return 0
-                if not careful and len(claimed) >= limit:  # the next batch grows (only after this one commits)
-                    self._grow = True
+                if not careful and len(claimed) >= limit:  # a backlog: worth a second task
                     self._wake_another()
                 errors: dict[int, str] = {}
                 events = [_event(record) for record in claimed]
@@ -303,9 +302,8 @@ class EventConsumer:
             handover.close()
         if careful:
             self._careful -= 1
-        # Not on SQLite: its one writer is shared with ingest, which a longer batch would hold up.
-        grow, self._grow = self._grow and not self.db.is_sqlite, False
-        self._limit = min(self._limit * 2, self.settings.batch_size * BATCH_GROWTH) if grow else self.settings.batch_size
+        else:
+            self._sizer.worked(len(claimed), limit, asyncio.get_running_loop().time() - started)
         if shared.events:
             await self.bus.publish(shared.events)
         for sub, event in later:

@@ -239,3 +239,48 @@ async def test_a_batch_of_events_is_logged_in_its_order_with_its_payloads(ctx) -
     assert [r.payload for r in rows] == [e.data for e in events]
     assert [r.conversation_id for r in rows] == [e.data["conversation_id"] for e in events]
     assert len({r.created_at for r in rows}) == 1 and all(r.worked_at is None for r in rows)
+
+
+async def test_a_backlog_whose_events_take_as_long_in_any_batch_is_worked_in_short_batches(ctx) -> None:
+    """Every event of a batch waits for the whole batch: a backlog whose work per event is the same in a
+    longer batch (here 40 ms each) is not worked in batches of 64 (each event then waited four times as
+    long for the same rate); a longer batch is tried once, and dropped."""
+    async def slow(event: ev.Event) -> None:
+        await asyncio.sleep(0.04)
+
+    ctx.bus.subscribe(slow, "test.step")
+    async with unit_of_work(ctx) as tx:  # one commit: the consumers find a backlog of 100 events
+        for n in range(100):
+            tx.emit("test.step", conversation_id=1000 + n % 40, n=n)
+    await ctx.bus.drain(30)
+    async with ctx.db.session() as s:
+        sizes = list(await s.scalars(select(func.count()).select_from(EventRecord)
+                                     .where(EventRecord.name == "test.step").group_by(EventRecord.worked_at)))
+    assert sum(sizes) == 100
+    assert max(sizes) <= (16 if ctx.db.is_sqlite else 32), sorted(sizes)
+
+
+def test_batches_grow_while_longer_ones_work_faster_and_return_to_the_base_size_without_a_backlog() -> None:
+    """The batch sizer: when a batch's own statements dominate (a longer batch works more events per
+    second) a backlog is worked in the longest batches; when the work per event dominates, in the base
+    size (after one try of the double); a short batch (no backlog) goes back to the base size."""
+    from scrm.batch_sizer import BatchSizer
+
+    now = [0.0]
+    sizer = BatchSizer(16, 64, clock=lambda: now[0])
+
+    def run(per_batch: float, per_event: float, batches: int) -> list[int]:
+        seen = []
+        for _ in range(batches):
+            limit = sizer.limit
+            seen.append(limit)
+            took = per_batch + per_event * limit
+            now[0] += took
+            sizer.worked(limit, limit, took)
+        return seen
+
+    assert run(0.05, 0.0005, 6) == [16, 32, 64, 64, 64, 64]  # the batch's statements dominate: grow, stay
+    sizer.worked(3, 64, 0.05)  # caught up
+    assert sizer.limit == 16
+    now[0] += 60  # later, another load: the work per event dominates
+    assert run(0.001, 0.005, 6) == [16, 32, 16, 16, 16, 16]

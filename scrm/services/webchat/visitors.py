@@ -17,13 +17,13 @@ from sqlalchemy import (
     DateTime,
     Integer,
     and_,
-    any_,
     bindparam,
     case,
     exists,
     func,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -167,14 +167,38 @@ async def messages(ctx: AppContext, inbox_id: int, token_key: str, identity_id: 
 @functools.cache
 def _many_select(sqlite: bool) -> Any:
     """messages_of_many()'s statement, built once: building it (SQLAlchemy's expression objects) cost more
-    than running it. On PostgreSQL `= ANY(array)`, one SQL text for any number of visitors (one prepared
-    statement; an IN list renders a new text, and prepares it again, for each length)."""
-    ids = bindparam("ids", expanding=True) if sqlite else any_(bindparam("ids", type_=ARRAY(BigInteger)))
-    return (_message_select()
-            .where(Conversation.identity_id.in_(ids) if sqlite else Conversation.identity_id == ids,
-                   or_(Message.id > bindparam("after", type_=BigInteger),
-                       Message.created_at >= bindparam("since", type_=DateTime(timezone=True))))
-            .order_by(Message.id).limit(bindparam("limit", type_=Integer)))
+    than running it. On PostgreSQL, one SQL text for any number of visitors (one prepared statement; an
+    IN list renders a new text, and prepares it again, for each length): each visitor (unnest of the
+    arrays `ids`, `afters`) -> their conversations (by identity) -> each conversation's rows after that
+    visitor's own cursor, through the (conversation_id, id) index (a LATERAL read per conversation). The
+    plan is fixed by the statement's shape: with the whole batch's lowest cursor (a socket that has shown
+    nothing yet: 0) and no table statistics (a new install, autovacuum not run yet), PostgreSQL chose a
+    scan of every message of the site per read (bench/web_chat.py: 30 ms at 12,000 messages, and growing
+    with the table; the reconnect's 2,000 catch-ups queued behind them)."""
+    if sqlite:
+        return (_message_select()
+                .where(Conversation.identity_id.in_(bindparam("ids", expanding=True)),
+                       or_(Message.id > bindparam("after", type_=BigInteger),
+                           Message.created_at >= bindparam("since", type_=DateTime(timezone=True))))
+                .order_by(Message.id).limit(bindparam("limit", type_=Integer)))
+    m, c = Message.__table__.c, Conversation.__table__.c
+    limit = bindparam("limit", type_=Integer)
+    wanted = (func.unnest(bindparam("ids", type_=ARRAY(BigInteger)), bindparam("afters", type_=ARRAY(BigInteger)))
+              .table_valued("identity_id", "after").render_derived(name="wanted"))
+    # Each visitor's conversations by the identity index, whatever the table's size: OFFSET 0 keeps PostgreSQL
+    # from merging the subquery into a hash join over every conversation of the site.
+    convs = (select(c.id, c.identity_id).where(c.identity_id == wanted.c.identity_id).offset(0).lateral("c"))
+    rows = (select(m.id, m.conversation_id, m.direction, m.sender_kind, m.text, m.content_type, m.created_at,
+                   m.payload, m.delivery_status, m.external_id, m.attachments, m.sender_agent_id)
+            .where(m.conversation_id == convs.c.id, _visible(),
+                   or_(m.id > wanted.c.after, m.created_at >= bindparam("since", type_=DateTime(timezone=True))))
+            .order_by(m.id).limit(limit).lateral("m"))
+    return (select(rows.c.id, rows.c.conversation_id, rows.c.direction, rows.c.sender_kind, rows.c.text,
+                   rows.c.content_type, rows.c.created_at, rows.c.payload, rows.c.delivery_status, rows.c.external_id,
+                   rows.c.attachments, Agent.display_name, convs.c.identity_id)
+            .select_from(wanted.join(convs, true()).join(rows, true())
+                         .outerjoin(Agent, Agent.id == rows.c.sender_agent_id))
+            .order_by(rows.c.id).limit(limit))
 
 
 async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, afters: dict[int, int], *,
@@ -184,8 +208,10 @@ async def messages_of_many(ctx: AppContext, inbox_id: int, token_key: str, after
     live pushes of a busy site arrive together. Each visitor's rows, oldest first, with their creation time
     (for each of a visitor's connections to pick the rows after its own cursor). None when `limit` rows
     came back: read them one by one."""
-    rows = await ctx.db.hot_read(_many_select(ctx.db.is_sqlite), {
-        "ids": list(afters), "after": min(afters.values()), "since": recent_since, "limit": limit})
+    sqlite = ctx.db.is_sqlite
+    cursors = {"after": min(afters.values())} if sqlite else {"afters": list(afters.values())}
+    rows = await ctx.db.hot_read(_many_select(sqlite), {
+        "ids": list(afters), **cursors, "since": recent_since, "limit": limit})
     if len(rows) >= limit:
         return None
     out: dict[int, list[tuple[datetime, dict[str, Any]]]] = {}
@@ -220,19 +246,26 @@ def _read_upto_wanted(conv: Any) -> bool:
 
 @functools.cache
 def _states_select(sqlite: bool) -> Any:
-    """conversation_states()'s statement, built once (= ANY(array) on PostgreSQL, as _many_select). On
-    PostgreSQL it also reads each conversation's read receipt (`read_upto`: the newest `unread_count`
-    customer messages are unread, the one before them was read), in the same statement: after a blip every
-    socket reconnects and asks for its state, and a query per handed-over conversation held up the batch."""
+    """conversation_states()'s statement, built once. On PostgreSQL one SQL text for any number of visitors:
+    each visitor (unnest of `ids`) -> their latest conversation (a LATERAL read through the identity index;
+    ordered by `id + 0`, so the planner cannot walk the primary key backwards filtering on the identity, its
+    choice before the table's first ANALYZE), with its read receipt (`read_upto`: the newest `unread_count`
+    customer messages are unread, the one before them was read) in the same statement: after a blip every
+    socket reconnects and asks for its state, and a query per handed-over conversation held up the batch.
+    (`identity_id = ANY(ids)` read every conversation of the site for a batch of 200 reconnects.)"""
     c = Conversation.__table__.c
-    ids = bindparam("ids", expanding=True) if sqlite else any_(bindparam("ids", type_=ARRAY(BigInteger)))
     columns: list[Any] = [c.id, c.identity_id, c.status, c.handler, c.assignee_id, c.unread_count]
-    if not sqlite:
-        m = Message.__table__.c
-        upto = (select(m.id).where(m.conversation_id == c.id, m.direction == "in")
-                .order_by(m.id.desc()).offset(func.coalesce(c.unread_count, 0)).limit(1).scalar_subquery())
-        columns.append(case((or_(c.assignee_id.is_not(None), c.handler == "human"), upto)).label("read_upto"))
-    return (select(*columns).where(c.identity_id.in_(ids) if sqlite else c.identity_id == ids).order_by(c.id))
+    if sqlite:
+        return (select(*columns).where(c.identity_id.in_(bindparam("ids", expanding=True))).order_by(c.id))
+    m = Message.__table__.c
+    upto = (select(m.id).where(m.conversation_id == c.id, m.direction == "in")
+            .order_by(m.id.desc()).offset(func.coalesce(c.unread_count, 0)).limit(1).scalar_subquery())
+    columns.append(case((or_(c.assignee_id.is_not(None), c.handler == "human"), upto)).label("read_upto"))
+    wanted = func.unnest(bindparam("ids", type_=ARRAY(BigInteger))).table_valued("identity_id").render_derived(
+        name="wanted")
+    latest = (select(*columns).where(c.identity_id == wanted.c.identity_id)
+              .order_by((c.id + 0).desc()).limit(1).lateral("latest"))
+    return select(*latest.c).select_from(wanted.join(latest, true()))
 
 
 async def conversation_states(ctx: AppContext, identity_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -240,6 +273,7 @@ async def conversation_states(ctx: AppContext, identity_ids: Iterable[int]) -> d
     sqlite = ctx.db.is_sqlite
     rows = await ctx.db.hot_read(_states_select(sqlite), {"ids": list(identity_ids)})
     latest = {row.identity_id: row for row in rows}  # a visitor has a few conversations; the last one counts
+    # (PostgreSQL reads only that one; SQLite reads them all in id order)
     out: dict[int, dict[str, Any]] = {}
     for identity_id, conv in latest.items():
         read_upto = None

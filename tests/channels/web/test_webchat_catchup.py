@@ -107,3 +107,58 @@ async def test_conversation_states_read_the_agents_read_receipts_with_the_states
     async with ctx.db.transaction() as s:  # the bot's: no read receipts
         await s.execute(update(Conversation).where(Conversation.id == cid).values(handler="bot", assignee_id=None))
     assert (await chat_svc.conversation_states(ctx, [identity]))[identity]["agent_read_upto"] is None
+
+
+async def test_a_catch_up_read_reads_its_visitors_rows_only_on_a_site_with_many_messages(visitor: Visitor, ctx):
+    """A batched catch-up (200 sockets, some that have shown nothing yet: cursor 0) reads through the
+    visitors' conversations, never the whole site's messages or conversations, even before PostgreSQL has
+    statistics for the tables (a new install; autovacuum off): a scan per read made every answer of a busy
+    site wait longer as the site grew, and the reconnect of every socket queue behind them."""
+    import json
+
+    import pytest
+
+    from scrm.db.models import Contact, ContactIdentity
+    from scrm.services.webchat import visitors as chat_svc
+
+    if ctx.db.is_sqlite:
+        pytest.skip("PostgreSQL's plan")
+    inbox_id = visitor.inbox.id
+    async with ctx.db.transaction() as s:
+        contacts = [Contact(name=f"c{i}") for i in range(400)]
+        s.add_all(contacts)
+        await s.flush()
+        identities = [ContactIdentity(inbox_id=inbox_id, external_id=f"v:{i}", contact_id=c.id)
+                      for i, c in enumerate(contacts)]
+        s.add_all(identities)
+        await s.flush()
+        conversations = [Conversation(inbox_id=inbox_id, contact_id=c.id, identity_id=i.id)
+                         for c, i in zip(contacts, identities, strict=True)]
+        s.add_all(conversations)
+        await s.flush()
+        s.add_all([Message(conversation_id=cv.id, inbox_id=inbox_id, direction="in" if n % 2 else "out",
+                           sender_kind="contact" if n % 2 else "bot", text=f"m{n}", content_type="text",
+                           delivery_status="sent") for cv in conversations for n in range(12)])
+    wanted = [i.id for i in identities[:200]]
+    afters = {identity_id: 0 if n % 10 == 0 else 2**40 for n, identity_id in enumerate(wanted)}
+    params = {"ids": wanted, "afters": list(afters.values()), "after": 0, "since": chat_svc.recent(60), "limit": 5000}
+    import asyncpg
+
+    from scrm.db.fast_reads import _Compiled, _connect_kwargs
+
+    dialect = ctx.db.engine.dialect
+    conn = await asyncpg.connect(**_connect_kwargs(ctx.db.engine.url, dialect))
+    try:
+        plans = []
+        for statement, values in ((chat_svc._many_select(False), params),  # noqa: SLF001 - the statements it runs
+                                  (chat_svc._states_select(False), {"ids": wanted})):  # noqa: SLF001
+            compiled = _Compiled(statement, dialect, values)
+            plans.append(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {compiled.sql}", *compiled.args(values)))
+    finally:
+        await conn.close()
+    plan, state_plan = plans
+    for found in (plan, state_plan):
+        scans = found if isinstance(found, str) else json.dumps(found)
+        assert '"Seq Scan"' not in scans and "Index Scan Backward" not in scans, scans
+    rows = await chat_svc.messages_of_many(ctx, inbox_id, "key", afters, recent_since=chat_svc.recent(60), limit=5000)
+    assert rows is not None and sum(len(v) for v in rows.values()) == 20 * 12 + 180 * 12  # all recent: the lookback

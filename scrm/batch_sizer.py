@@ -1,0 +1,69 @@
+"""How many events an event-log consumer claims per batch (scrm/event_log.py EventConsumer).
+
+A batch shares its per-batch statements (the claim, a read per table, the writes, the commit) among its
+events, so under a backlog a longer batch can work more events per second. But every event of a batch
+waits for the whole batch: its follow-up (the bot's answer) commits with the last one. A batch that
+doubled whenever one came back full (the old rule) kept doubling when the per-event work dominated and a
+longer batch worked no faster: bench/web_chat.py's new visitors (five events per question) filled the
+16-event batches of a busy consumer, the batches grew to 64 and took four times as long for the same
+rate, the questions' wait grew from 60 to 300 ms and stayed there until the backlog ran dry.
+
+So a longer batch has to earn its place: the sizer keeps the rate (events per second of batch time) it
+measured at each size for full batches, and doubles only while the doubled size is untried, its
+measurement is stale, or it worked faster (GAIN: a longer batch that raises the rate stays, so a backlog
+drains as fast as before; measured under load in bench/web_chat.py, 32 worked ~1.7 times the rate of 16
+and 64 ~1.2 times that of 32); a size that turns out no faster than half of it goes back down. A batch that comes back short (no backlog) returns to the base size, so a lone message is
+never held up by a long batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+GAIN = 1.1  # a doubled batch must work this many times the events per second of the size below it
+SMOOTHING = 0.3  # weight of a new measurement in a size's rate (one batch is noisy on a shared machine)
+STALE = 10.0  # seconds after which a size's rate is measured again (the load and the machine change)
+
+
+class BatchSizer:
+    """The batch size of one consumer process (its tasks share what they measure)."""
+
+    def __init__(self, base: int, most: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.base = base
+        self.most = max(base, most)
+        self.limit = base
+        self._clock = clock
+        self._rates: dict[int, tuple[float, float]] = {}  # size -> (events per second, when measured)
+
+    def rate(self, size: int) -> float | None:
+        """The measured rate of full batches of `size` (None: untried or stale)."""
+        found = self._rates.get(size)
+        if found is None or self._clock() - found[1] > STALE:
+            return None
+        return found[0]
+
+    def reset(self) -> None:
+        """Back to the base size (a batch failed: its events are worked one by one first)."""
+        self.limit = self.base
+
+    def worked(self, claimed: int, limit: int, seconds: float) -> None:
+        """A batch claimed with `limit` came back with `claimed` events and took `seconds` (claim to commit)."""
+        if claimed < limit:  # no backlog: short batches, short waits
+            self.limit = self.base
+            return
+        measured = claimed / max(seconds, 1e-6)
+        before = self.rate(limit)
+        self._rates[limit] = (measured if before is None else before + SMOOTHING * (measured - before),
+                              self._clock())
+        here = self.rate(limit) or measured
+        below = self.rate(limit // 2) if limit > self.base else None
+        if below is not None and here < below * GAIN:
+            self.limit = max(self.base, limit // 2)  # the longer batch did not pay for its longer wait
+            return
+        bigger = min(limit * 2, self.most)
+        above = self.rate(bigger) if bigger > limit else None
+        if bigger > limit and (above is None or above >= here * GAIN):
+            self.limit = bigger
+        else:
+            self.limit = limit
