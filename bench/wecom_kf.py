@@ -107,6 +107,38 @@ def cpu_delta(before: dict[str, dict[int, float]], after: dict[str, dict[int, fl
     return {g: sum(t - before[g].get(pid, 0.0) for pid, t in after[g].items()) for g in after}
 
 
+async def db_counts() -> dict[str, int]:
+    """Diagnostics (BENCH_EVENTS=1): events logged by name, deliveries by kind, messages by direction and
+    the bench database's transaction and row counters, to compare what a kf message costs with an API one."""
+    import asyncpg
+
+    conn = await asyncpg.connect(DB_URL.replace("+asyncpg", ""), timeout=5)
+    try:
+        out = {f"event {r[0]}": int(r[1]) for r in await conn.fetch("SELECT name, count(*) FROM events GROUP BY 1")}
+        out |= {f"delivery {r[0]}/{r[1]}": int(r[2]) for r in await conn.fetch(
+            "SELECT kind, status, count(*) FROM deliveries GROUP BY 1, 2")}
+        out |= {f"message {r[0]}/{r[1]}": int(r[2]) for r in await conn.fetch(
+            "SELECT direction, sender_kind, count(*) FROM messages GROUP BY 1, 2")}
+        row = await conn.fetchrow("SELECT xact_commit, tup_returned, tup_fetched, tup_inserted, tup_updated, "
+                                  "tup_deleted FROM pg_stat_database WHERE datname = $1", PG_DB)
+        out |= {f"pg {k}": int(v) for k, v in dict(row).items()}
+        for r in await conn.fetch("SELECT relname, seq_scan, seq_tup_read, idx_scan, idx_tup_fetch FROM pg_stat_user_tables"):
+            out |= {f"table {r[0]} {k}": int(r[k] or 0) for k in ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch")}
+        for r in await conn.fetch("SELECT indexrelname, idx_scan, idx_tup_read FROM pg_stat_user_indexes"):
+            out |= {f"index {r[0]} {k}": int(r[k] or 0) for k in ("idx_scan", "idx_tup_read")}
+    finally:
+        await conn.close()
+    return out
+
+
+def print_counts(label: str, before: dict[str, int], after: dict[str, int], msgs: int) -> None:
+    print(f"  diag {label}: per message ({msgs})", file=sys.stderr)
+    for key in sorted(after):
+        d = after[key] - before.get(key, 0)
+        if d:
+            print(f"    {key:50s} {d:8d} {d / msgs:8.3f}", file=sys.stderr)
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[max(0, int(len(values) * q) - 1)] if values else 0.0
@@ -343,11 +375,20 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
             await fake.setup(page_sizes=[rnd.randint(1, 50) for _ in range(callbacks * 4)])  # pages of 1-50
             await settle()
             trace("api phase")
+            diag = bool(os.environ.get("BENCH_EVENTS"))
+            counts0 = await db_counts() if diag else {}
             cpu0 = await cpu_sample(procs, fake)
             api = await api_run(base, api_id, batches, run_id + "a")
             trace("api done")
             await settle()
+            if os.environ.get("BENCH_ANALYZE"):  # diagnostics: the kf phase on fresh planner statistics
+                import asyncpg
+
+                conn = await asyncpg.connect(DB_URL.replace("+asyncpg", ""), timeout=5)
+                await conn.execute("ANALYZE")
+                await conn.close()
             cpu1 = await cpu_sample(procs, fake)
+            counts1 = await db_counts() if diag else {}
             trace("kf phase")
             if os.environ.get("BENCH_PROFILES"):  # batchget answers a profile (gender) for every customer
                 await fake.setup(customers={
@@ -361,7 +402,13 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
             # CPU on the callbacks themselves, without its idle ticks while the worker catches up below.
             live = cpu_delta(cpu1, await cpu_sample(procs, fake))["serve"]
             await settle()
+            trace("kf settled")
             cpu2 = await cpu_sample(procs, fake)
+            if diag:
+                await asyncio.sleep(1.0)  # pg_stat_database counters are flushed by the backends now and then
+                counts2 = await db_counts()
+                print_counts("api phase", counts0, counts1, sum(batches))
+                print_counts("kf phase", counts1, counts2, sum(batches))
             api_cpu, kf_cpu = cpu_delta(cpu0, cpu1), cpu_delta(cpu1, cpu2)
             cpu = {f"api_{g}": v for g, v in api_cpu.items()} | {f"kf_{g}": v for g, v in kf_cpu.items()}
             cpu["kf_serve_live"] = live
@@ -371,7 +418,8 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
         for proc in procs:
             stop(proc)
         fake.close()
-        await drop_db()
+        if not os.environ.get("BENCH_KEEP_DB"):  # diagnostics: keep the scratch database to inspect it
+            await drop_db()
 
 
 def main() -> int:

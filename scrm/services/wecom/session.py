@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from channels.wecom.session import (
     STATE_NAMES,
@@ -192,15 +192,26 @@ async def on_state_sent(ctx: AppContext, delivery_id: int) -> None:
             identity.attributes = with_reply_code(identity.attributes or {}, str(entry["code"]), servicer)
 
 
+# The conversation's identity (its attributes) and the message's msgid, read without loading ORM objects.
+_CODE_CHECK = (
+    select(ContactIdentity.id.label("identity_id"), ContactIdentity.attributes, Message.external_id)
+    .select_from(Conversation)
+    .join(ContactIdentity, ContactIdentity.id == Conversation.identity_id)
+    .join(Message, Message.id == bindparam("msg"))
+    .where(Conversation.id == bindparam("conv"), Message.conversation_id == Conversation.id)
+)
+
+
 async def reply_code_taken(ctx: AppContext, conversation_id: int, message_id: int) -> None:
     """An agent's message in 人工: the one reply the session's code allows is taken (later ones are refused
     with the reason, before they are sent)."""
     async with unit_of_work(ctx) as tx:
-        conv = await tx.session.get(Conversation, conversation_id)
-        message = await tx.session.get(Message, message_id)
-        if conv is None or message is None or message.external_id is not None:
-            return  # a servicer's reply from the WeCom client (stored with its msgid) takes no code
-        identity = await tx.session.get(ContactIdentity, conv.identity_id, with_for_update=True)
+        # Nearly every such message (each bot answer) finds no code: one plain read of the identity's
+        # attributes and the message's msgid says so, instead of three ORM loads and a row lock per message.
+        found = (await tx.session.execute(_CODE_CHECK, {"conv": conversation_id, "msg": message_id})).first()
+        if found is None or found.external_id is not None or reply_code(found.attributes or {}) is None:
+            return  # no code to take; a servicer's reply from the WeCom client (stored with its msgid) takes none
+        identity = await tx.session.get(ContactIdentity, found.identity_id, with_for_update=True)
         if identity is not None and reply_code(identity.attributes or {}) is not None:
             identity.attributes = code_used(identity.attributes or {}, message_id)
 

@@ -155,3 +155,27 @@ async def test_code_from_a_servicer_taking_the_customer_in_wecom(client, ctx, fa
                                   "external_userid": CUSTOMER, "change_type": 3, "old_servicer_userid": "leilei"}))
     await notify(client, ctx, fake, inbox.id)
     assert "wecom_reply_code" not in (await identity(ctx, inbox.id, CUSTOMER)).attributes
+
+
+async def test_bot_answers_cost_the_reply_code_listener_nothing(client, ctx, fake, monkeypatch) -> None:
+    """The bot's answers (most messages of a 微信客服 inbox) carry no reply code: the listener that marks
+    the code taken does not read or lock rows for them (it did three reads and a row lock per answer)."""
+    from scrm.services.wecom import session as wecom_session
+
+    calls: list[int] = []
+    real = wecom_session.reply_code_taken
+
+    async def counted(ctx_: Any, conversation_id: int, message_id: int) -> None:
+        calls.append(message_id)
+        await real(ctx_, conversation_id, message_id)
+
+    monkeypatch.setattr(wecom_session, "reply_code_taken", counted)
+    inbox = await kf_inbox(ctx, fake)
+    fake.add(text_item("bot-q-1", CUSTOMER, "什么时候发货"))
+    await notify(client, ctx, fake, inbox.id)
+    (msg,) = await inbound(ctx, inbox.id)
+    await deliver_all(ctx)
+    await ctx.bus.drain(5)
+    answers = await messages(ctx, conversation_id=msg.conversation_id, sender_kind="bot")
+    assert answers and all(a.delivery_status == "sent" for a in answers)
+    assert calls == []
