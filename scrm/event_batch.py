@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    any_,
     bindparam,
     cast,
     event,
@@ -88,7 +89,7 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     conversation_ids = _ids(e.data.get("conversation_id") for e in events if _reads_conversation(e))
     if not conversation_ids:
         return
-    statements = _preload_statements()
+    statements = _preload_statements(session.get_bind().dialect.name == "postgresql")
     rows = (await session.execute(statements.conversations, {"ids": conversation_ids})).all()
     conversations = [row[0] for row in rows]
     shared.loaded += [obj for row in rows for obj in row if obj is not None]
@@ -101,13 +102,18 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
         shared.loaded.append(stats)
         missing.discard(stats.conversation_id)
     shared.facts["stats_missing"] = missing  # sla.ensure_stats inserts these without looking first
-    asked = {e.data.get("conversation_id") for e in events if e.name == ev.MESSAGE_CREATED
-             and e.data.get("direction") == "in" and e.data.get("sender_kind", "contact") == "contact"}
-    if customers := [c for c in conversations if c.id in asked]:
-        await _read_facts(shared, customers)
+    asked = [e for e in events if e.name == ev.MESSAGE_CREATED
+             and e.data.get("direction") == "in" and e.data.get("sender_kind", "contact") == "contact"]
+    asked_ids = {e.data.get("conversation_id") for e in asked}
+    if customers := [c for c in conversations if c.id in asked_ids]:
+        await _read_facts(shared, customers, statements, len(asked))
 
 
-_TAG, _TICKET, _BROADCAST = 0, 1, 2  # which question a row of _read_facts answers
+# Which question a row of _read_facts answers.
+_TAG, _TICKET, _BROADCAST, _FIRST_IN, _MESSAGE_ID = 0, 1, 2, 3, 4
+# PostgreSQL: message ids the facts read take from the sequence per customer message of the batch (a reply,
+# and a greeting or a handoff's note), so the bot's rounds need no statement of their own for them.
+MESSAGE_IDS_PER_QUESTION = 2
 
 
 class _Preload(NamedTuple):
@@ -118,10 +124,17 @@ class _Preload(NamedTuple):
 
 
 @functools.cache
-def _preload_statements() -> _Preload:
-    """The batch's reads, built once (with expanding id lists): building and hashing them anew for every
-    batch cost about as much Python as running them."""
-    ids: Any = bindparam("ids", expanding=True)
+def _preload_statements(postgresql: bool) -> _Preload:
+    """The batch's reads, built once: building and hashing them anew for every batch cost about as much
+    Python as running them. On PostgreSQL a list of ids is one array parameter (= ANY), so the text is the
+    same whatever the batch's size: an IN list's text changes with its length, and each new length was a
+    new statement for PostgreSQL to prepare (and pushed warm ones out of the connection's statement cache)."""
+
+    def one_of(column: Any, name: str) -> Any:
+        if postgresql:
+            return column == any_(bindparam(name, type_=ARRAY(BigInteger)))
+        return column.in_(bindparam(name, expanding=True))
+
     # Fresh rows: the turn is ours now, but the rows may have changed since this session last saw them.
     fresh = {"populate_existing": True}
     # With each its contact, identity and inbox: one round trip, not four (the batch waits for each).
@@ -129,50 +142,73 @@ def _preload_statements() -> _Preload:
                      .outerjoin(Contact, Contact.id == Conversation.contact_id)
                      .outerjoin(ContactIdentity, ContactIdentity.id == Conversation.identity_id)
                      .outerjoin(Inbox, Inbox.id == Conversation.inbox_id)
-                     .where(Conversation.id.in_(ids)).execution_options(**fresh))
-    messages = select(Message).where(Message.id.in_(ids)).execution_options(**fresh)
-    stats = (select(ConversationStats).where(ConversationStats.conversation_id.in_(ids))
+                     .where(one_of(Conversation.id, "ids")).execution_options(**fresh))
+    messages = select(Message).where(one_of(Message.id, "ids")).execution_options(**fresh)
+    stats = (select(ConversationStats).where(one_of(ConversationStats.conversation_id, "ids"))
              .order_by(ConversationStats.conversation_id).with_for_update().execution_options(**fresh))
-    # The three questions of _read_facts in one round trip: (which, contact or conversation id, tag, inbox id) rows.
-    contacts: Any = bindparam("contacts", expanding=True)
-    no_text, no_id = cast(null(), String), cast(null(), Integer)
-    facts: CompoundSelect[Any] = union_all(
+    # The questions of _read_facts in one round trip: (which, key, tag, number) rows.
+    no_text, no_id = cast(null(), String), cast(null(), BigInteger)
+    branches = [
         select(literal(_TAG), ContactTag.contact_id, ContactTag.tag, no_id)
-        .where(ContactTag.contact_id.in_(contacts)),
+        .where(one_of(ContactTag.contact_id, "contacts")),
         select(literal(_TICKET), Ticket.conversation_id, no_text, no_id).distinct()
-        .where(Ticket.conversation_id.in_(bindparam("conversations", expanding=True)),
-               Ticket.status.in_(("pending", "solved"))),
-        select(literal(_BROADCAST), BroadcastRecipient.contact_id, no_text, BroadcastRecipient.inbox_id).distinct()
+        .where(one_of(Ticket.conversation_id, "conversations"), Ticket.status.in_(("pending", "solved"))),
+        select(literal(_BROADCAST), BroadcastRecipient.contact_id, no_text, cast(BroadcastRecipient.inbox_id, BigInteger))
+        .distinct()
         .join(Delivery, Delivery.id == BroadcastRecipient.delivery_id)
-        .where(BroadcastRecipient.contact_id.in_(contacts), BroadcastRecipient.replied_at.is_(None),
+        .where(one_of(BroadcastRecipient.contact_id, "contacts"), BroadcastRecipient.replied_at.is_(None),
                Delivery.sent_at >= bindparam("since", type_=Delivery.__table__.c.sent_at.type)),
-    )
+        # The bot's "is this the customer's first message?" for conversations it has not answered yet.
+        select(literal(_FIRST_IN), Message.conversation_id, no_text, cast(func.min(Message.id), BigInteger))
+        .where(one_of(Message.conversation_id, "unanswered"), Message.direction == "in",
+               Message.content_type != "event")
+        .group_by(Message.conversation_id),
+    ]
+    if postgresql:
+        ids = func.nextval(func.pg_get_serial_sequence("messages", "id"))
+        branches.append(select(literal(_MESSAGE_ID), cast(null(), BigInteger), no_text, ids)
+                        .select_from(func.generate_series(1, bindparam("message_ids", type_=Integer))))
+    facts: CompoundSelect[Any] = union_all(*branches)
     return _Preload(conversations, messages, stats, facts)
 
 
-async def _read_facts(shared: SharedTransaction, conversations: list[Conversation]) -> None:
+async def _read_facts(shared: SharedTransaction, conversations: list[Conversation], statements: _Preload,
+                      questions: int) -> None:
     """What the listeners ask about each customer message, asked once for the batch's conversations:
     the contact's tags (bot), which conversations have a ticket waiting on the customer (desk), which
-    contacts await a reply to a broadcast on the inbox (opt-out). Read at the batch's start: a change
-    committed meanwhile counts as made after these messages."""
+    contacts await a reply to a broadcast on the inbox (opt-out), the first customer message of the
+    conversations the bot has not answered yet (bot), and on PostgreSQL ids for the bot's messages. Read
+    at the batch's start: a change committed meanwhile counts as made after these messages."""
+    from scrm.services.bot.rounds import answered_up_to
     from scrm.services.marketing.optout import MAX_REPLY_WINDOW_DAYS
 
     contact_ids = _ids(c.contact_id for c in conversations)
     tags: dict[int, list[str]] = {cid: [] for cid in contact_ids}
     waiting = dict.fromkeys(_ids(c.id for c in conversations), False)  # conversation -> has a ticket waiting
     awaiting: dict[int, set[int]] = {cid: set() for cid in contact_ids}  # contact -> inboxes
+    # conversation -> id of its first customer message (None: none yet), for those the bot never answered
+    first_in: dict[int, int | None] = dict.fromkeys(_ids(c.id for c in conversations if not answered_up_to(c)))
+    message_ids: list[int] = []
     since = utcnow() - timedelta(days=MAX_REPLY_WINDOW_DAYS)
-    asked = {"contacts": contact_ids, "conversations": list(waiting), "since": since}
-    for which, key, tag, inbox_id in await shared.session.execute(_preload_statements().facts, asked):
-        if key is None:
+    asked = {"contacts": contact_ids, "conversations": list(waiting), "unanswered": list(first_in), "since": since,
+             "message_ids": questions * MESSAGE_IDS_PER_QUESTION}
+    for which, key, tag, number in await shared.session.execute(statements.facts, asked):
+        if which == _MESSAGE_ID:
+            message_ids.append(number)
+        elif key is None:
             continue
-        if which == _TAG:
+        elif which == _TAG:
             tags[key].append(tag)
         elif which == _TICKET:
             waiting[key] = True
-        elif inbox_id is not None:
-            awaiting[key].add(inbox_id)
-    shared.facts |= {"contact_tags": tags, "tickets_waiting": waiting, "broadcast_awaiting": awaiting}
+        elif which == _FIRST_IN:
+            first_in[key] = number
+        elif number is not None:
+            awaiting[key].add(number)
+    shared.facts |= {"contact_tags": tags, "tickets_waiting": waiting, "broadcast_awaiting": awaiting,
+                     "first_customer_message": first_in}
+    if message_ids:
+        shared.facts.setdefault("message_ids", []).extend(sorted(message_ids))
 
 
 # A fact is dropped when the batch writes its table (the reader then asks the database itself).

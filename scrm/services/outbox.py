@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, Update, bindparam, case, event, insert, null, text, update
+from sqlalchemy import String, Table, Update, bindparam, case, event, insert, null, text, update
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.util import find_tables
 
 from scrm import events as ev
 from scrm.db.database import SharedTransaction, shared_for
@@ -339,6 +341,15 @@ class BatchRows:
     def add(self, table: str, values: dict[str, Any]) -> None:
         self.pending[table].append(values)
 
+    def written_before(self, statement: Any) -> bool:
+        """Whether the pending rows are inserted before `statement`: when it may read or refer to them.
+        Most of a batch's statements touch other tables (a handoff's conversation, audit and desk rows, a
+        new conversation's stats): the rows then wait, and a batch inserts each table's rows once, not once
+        per statement that follows a bot round."""
+        if not any(self.pending[table] for table in _TABLES if table != "deliveries"):
+            return False
+        return _touches_batch_tables(statement)
+
     def add_delivery(self, values: dict[str, Any]) -> None:
         self.pending["deliveries"].append(values)
         self.deliveries.append(BatchDelivery(values))
@@ -365,6 +376,43 @@ class BatchRows:
                 insert_rows(connection, inserts[table].table, rows)
 
 
+@functools.cache
+def _batch_related_tables() -> frozenset[str]:
+    """The tables of BatchRows and those with a foreign key to one of them (a write there may refer to a
+    pending row)."""
+    related = set(_TABLES)
+    for table in Base.metadata.tables.values():
+        if any(fk.column.table.name in _TABLES for fk in table.foreign_keys):
+            related.add(table.name)
+    return frozenset(related)
+
+
+# Statements the batches run again and again (built once): whether they touch BatchRows' tables, by identity
+# (the statement kept alongside, so its id is not reused by another object).
+_TOUCHES: dict[int, tuple[Any, bool]] = {}
+_TOUCHES_MAX = 512
+
+
+def _touches_batch_tables(statement: Any) -> bool:
+    """Whether `statement` may read or write BatchRows' tables (or refer to their rows); a statement whose
+    tables are unknown (text) counts as touching them, except the batch's own id allocation."""
+    if statement is _NEXT_MESSAGE_IDS:
+        return False
+    found = _TOUCHES.get(id(statement))
+    if found is not None and found[0] is statement:
+        return found[1]
+    if isinstance(statement, TextClause):
+        touches = True
+    else:
+        related = _batch_related_tables()
+        touches = any(getattr(table, "name", None) in related or not isinstance(table, Table)
+                      for table in find_tables(statement, include_crud=True, include_joins=True))
+    if len(_TOUCHES) >= _TOUCHES_MAX:
+        _TOUCHES.clear()
+    _TOUCHES[id(statement)] = (statement, touches)
+    return touches
+
+
 def batch_rows(tx: Tx) -> BatchRows | None:
     """The consumer batch's plain new rows (BatchRows), or None: not in a batch, not on PostgreSQL, or the
     batch is redone event by event (each listener's writes then go through the ORM in a savepoint)."""
@@ -387,7 +435,7 @@ def defer_deliveries(shared: SharedTransaction) -> None:
     rows = deferred["core"] = BatchRows()
 
     def before_statement(state: ORMExecuteState) -> None:
-        if state.statement is not _NEXT_MESSAGE_IDS:
+        if rows.written_before(state.statement):
             rows.write(state.session, deliveries=False)
 
     event.listen(shared.session.sync_session, "do_orm_execute", before_statement)

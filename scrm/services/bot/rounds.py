@@ -155,6 +155,23 @@ def should_answer(message: Message) -> bool:
     return not is_opt_out_keyword(message.text)
 
 
+def answered_up_to(conv: Conversation) -> int:
+    """The id of the last customer message the bot answered in this conversation (0: none yet)."""
+    app = (conv.bot_state or {}).get(_APP) or {}
+    return int(app.get("last_in") or 0)
+
+
+async def _earlier_customer_message(tx: Tx, conversation_id: int, message_id: int) -> bool:
+    """Whether the customer wrote in the conversation before `message_id` (its first message is greeted)."""
+    first = batch_fact(tx.session, "first_customer_message")  # read for the consumer's whole batch
+    if first is not None and conversation_id in first:
+        known = first[conversation_id]
+        return known is not None and known < message_id
+    return bool(await tx.session.scalar(select(func.count()).select_from(Message).where(
+        Message.conversation_id == conversation_id, Message.direction == "in", Message.id < message_id,
+        Message.content_type != "event")))
+
+
 async def handle_inbound(ctx: AppContext, message_id: int, conversation_id: int | None = None) -> None:
     """React to a stored customer message (called by the listener for message.created, which knows
     the conversation: `build` checks the message really belongs to it)."""
@@ -168,14 +185,11 @@ async def handle_inbound(ctx: AppContext, message_id: int, conversation_id: int 
         message = await tx.session.get(Message, message_id)
         if message is None or message.conversation_id != conv.id or not should_answer(message):
             return None
-        app = conv.bot_state.get(_APP) or {}
-        last_in = int(app.get("last_in") or 0)
+        last_in = answered_up_to(conv)
         if message_id <= last_in:
             return None  # already answered (every process sees the event when Redis carries it)
         # The bot answered an earlier message of this conversation: not the first, no need to count.
-        earlier = last_in or await tx.session.scalar(select(func.count()).select_from(Message).where(
-            Message.conversation_id == conv.id, Message.direction == "in", Message.id < message.id,
-            Message.content_type != "event"))
+        earlier = last_in or await _earlier_customer_message(tx, conv.id, message.id)
         payload = message.payload or {}
         choice = payload.get("choice")
         conv_id = conv.id
