@@ -43,7 +43,7 @@ from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, set_committed_value
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from scrm import events as ev
-from scrm.db.database import SharedTransaction, shared_for
+from scrm.db.database import SKIPS_HELD_BACK_STATS, SharedTransaction, shared_for
 from scrm.db.models import (
     Contact,
     ContactIdentity,
@@ -57,7 +57,7 @@ from scrm.db.models import (
 )
 from scrm.db.models_desk import ConversationStats
 from scrm.db.models_marketing import BroadcastRecipient
-from scrm.event_rows import array_kind
+from scrm.event_rows import array_kind, statement_tables
 from scrm.services.outbox import CLOCKS_DEFERRED
 
 
@@ -102,6 +102,10 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
         shared.loaded.append(stats)
         missing.discard(stats.conversation_id)
     shared.facts["stats_missing"] = missing  # sla.ensure_stats inserts these without looking first
+    # New conversations: the desk books each one's conversation.created, and sla.ensure_stats inserts all
+    # their rows with the first of them (one INSERT for the batch).
+    shared.facts["stats_new"] = missing & {e.data.get("conversation_id") for e in events
+                                           if e.name == ev.CONVERSATION_CREATED}
     asked = [e for e in events if e.name == ev.MESSAGE_CREATED
              and e.data.get("direction") == "in" and e.data.get("sender_kind", "contact") == "contact"]
     asked_ids = {e.data.get("conversation_id") for e in asked}
@@ -228,24 +232,52 @@ def _conversation_columns() -> frozenset[str]:
     return frozenset(attr.key for attr in inspect(Conversation).column_attrs)
 
 
+@functools.cache
+def _stats_columns() -> frozenset[str]:
+    return frozenset(attr.key for attr in inspect(ConversationStats).column_attrs)
+
+
+_STATS = ConversationStats.__tablename__
+
+
+def _take_changes(obj: Any, columns: frozenset[str]) -> dict[str, Any]:
+    """The columns of `obj` set since its last flush, now marked committed (no UPDATE for them at the flush)."""
+    state = inspect(obj)
+    changed = {}
+    # Only the attributes set since the last flush (committed_state) can have changes: not every column.
+    for key in list(state.committed_state):
+        # state.get_history, not state.attrs[key].history: `attrs` builds a view of every attribute.
+        if key in columns and state.get_history(key, PASSIVE_NO_INITIALIZE).has_changes():
+            changed[key] = value = getattr(obj, key)
+            set_committed_value(obj, key, value)  # no UPDATE now: nothing left to flush
+    return changed
+
+
 def hold_back_conversation_writes(shared: SharedTransaction) -> None:
     """Collect the ORM changes of the batch's conversations instead of flushing them (see the module
-    docstring); write_held_back writes them. Objects keep showing the new values to the listeners."""
+    docstring); write_held_back writes them. Objects keep showing the new values to the listeners.
 
-    columns = _conversation_columns()
+    The desk's stats rows the batch holds locked too (SLA clock started, handoffs counted...): written
+    once per batch, one UPDATE for all of them, not an UPDATE per change each time a statement autoflushes;
+    written first whenever a statement may read them. Not while the batch is redone event by event: a
+    failing listener's savepoint must undo its changes, and held-back values would outlive it."""
+
+    columns, stats_columns = _conversation_columns(), _stats_columns()
+
+    def hold_stats(session: Session) -> None:
+        if shared.savepoints:
+            return
+        for obj in list(session.dirty):
+            if isinstance(obj, ConversationStats) and (_STATS, obj.conversation_id) in shared.locked:
+                if changed := _take_changes(obj, stats_columns):
+                    shared.held_back_stats.setdefault(obj.conversation_id, {}).update(changed)
 
     def before_flush(session: Session, _context: object, _instances: object) -> None:
+        hold_stats(session)
         for obj in list(session.dirty):
             if not isinstance(obj, Conversation) or obj.id not in shared.turns:
                 continue
-            state = inspect(obj)
-            changed = {}
-            # Only the attributes set since the last flush (committed_state) can have changes: not every column.
-            for key in list(state.committed_state):
-                # state.get_history, not state.attrs[key].history: `attrs` builds a view of every attribute.
-                if key in columns and state.get_history(key, PASSIVE_NO_INITIALIZE).has_changes():
-                    changed[key] = value = getattr(obj, key)
-                    set_committed_value(obj, key, value)  # no UPDATE now: nothing left to flush
+            changed = _take_changes(obj, columns)
             if changed:
                 ops = shared.held_back.setdefault(obj.id, [])
                 if ops and ops[-1][0] == "set":
@@ -256,6 +288,15 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
     def dml(state: ORMExecuteState) -> None:
         if state.is_insert or state.is_update or state.is_delete:
             _drop_facts(shared, getattr(getattr(state.statement, "table", None), "name", None))
+        if state.execution_options.get(SKIPS_HELD_BACK_STATS):
+            return
+        if not shared.held_back_stats and shared.savepoints:
+            return
+        tables = statement_tables(state.statement)
+        if tables is None or _STATS in tables:
+            # What it reads of the stats rows is what the batch made of them, changes since the last flush included.
+            hold_stats(state.session)
+            write_held_back_stats(state.session, shared)
 
     def facts_flush(session: Session, _context: object, _instances: object) -> None:
         if shared.facts:
@@ -312,6 +353,61 @@ def _clocks_set_statement(answers: bool, keys: tuple[str, ...]) -> Any:
     return clocks.values(_set_values(keys, "s_"))  # a column in both: the change's value (set after the clocks)
 
 
+def write_held_back_stats(session: Session, shared: SharedTransaction) -> None:
+    """Write the batch's held-back stats changes (in the caller's greenlet: a session event or run_sync): one
+    UPDATE per set of columns over arrays on PostgreSQL, an executemany on SQLite."""
+    if not shared.held_back_stats:
+        return
+    held, shared.held_back_stats = shared.held_back_stats, {}
+    shapes: dict[tuple[str, ...], list[tuple[int, dict[str, Any]]]] = {}
+    for conversation_id, changed in sorted(held.items()):  # in id order, as the rows were locked
+        shapes.setdefault(tuple(sorted(changed)), []).append((conversation_id, changed))
+    connection = session.connection()
+    postgresql = connection.dialect.name == "postgresql"
+    for keys, rows in shapes.items():
+        statement = _pg_stats_statement(keys) if postgresql else None
+        if statement is None:
+            connection.execute(_stats_statement(keys), [{"b_id": cid, **{f"b_{k}": v for k, v in changed.items()}}
+                                                        for cid, changed in rows])
+            continue
+        params: dict[str, list[Any]] = {"ids": [cid for cid, _ in rows]}
+        for n, key in enumerate(keys):
+            values = [changed[key] for _, changed in rows]
+            if (array_kind(ConversationStats.__table__.c[key].type) or (None, ""))[1] == "json":
+                values = [json.dumps(value) for value in values]
+            params[f"k{n}"] = values
+        connection.execute(statement, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _stats_statement(keys: tuple[str, ...]) -> Any:
+    table = ConversationStats.__table__
+    return (update(table).where(table.c.conversation_id == bindparam("b_id"))
+            .values({key: bindparam(f"b_{key}", type_=table.c[key].type) for key in keys}))
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_stats_statement(keys: tuple[str, ...]) -> Any:
+    """UPDATE desk_conversation_stats over arrays (one execution for the batch's rows of one shape); None
+    when a column's type has no array form here."""
+    table = ConversationStats.__table__
+    kinds = [array_kind(table.c[key].type) for key in keys]
+    if None in kinds:
+        return None
+    arrays: list[tuple[str, Any]] = [("ids", BigInteger)]
+    sets = []
+    for n, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
+        element, cast_to = kind  # type: ignore[misc]
+        arrays.append((f"k{n}", element))
+        sets.append(f"{table.c[key].name} = " + (f"v.k{n}::json" if cast_to == "json" else f"v.k{n}"))
+    names = [name for name, _ in arrays]
+    statement = text(
+        f"UPDATE {table.name} SET {', '.join(sets)} "
+        f"FROM unnest({', '.join(f':{name}' for name in names)}) AS v({', '.join(names)}) "
+        f"WHERE {table.name}.conversation_id = v.ids")
+    return statement.bindparams(*(bindparam(name, type_=ARRAY(element)) for name, element in arrays))
+
+
 async def write_held_back(shared: SharedTransaction, conversation_id: int | None = None) -> None:
     """Write the held-back conversation changes and reply clocks: the batch's last statements before
     its commit. Round k writes every conversation's k-th change (a conversation's changes stay in
@@ -319,6 +415,8 @@ async def write_held_back(shared: SharedTransaction, conversation_id: int | None
     With `conversation_id`: that conversation's now (a listener locks and reads its row again)."""
     session = shared.session
     await session.flush()  # the last ORM changes of the batch's conversations join the held-back ones
+    if conversation_id is None and shared.held_back_stats:
+        await session.run_sync(lambda sync: write_held_back_stats(sync, shared))
     if conversation_id is not None:
         pending = {conversation_id: _merged(shared.held_back.pop(conversation_id, []))}
     else:

@@ -8,17 +8,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, Table, Update, bindparam, case, event, insert, null, text, update
+from sqlalchemy import String, Update, bindparam, case, event, insert, null, text, update
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.sql.elements import TextClause
-from sqlalchemy.sql.util import find_tables
 
 from scrm import events as ev
 from scrm.db.database import SharedTransaction, shared_for
 from scrm.db.models import Base, ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
 from scrm.domain import PASSIVE_REPLY_UNTIL, Attachment, Choice, OutboundMessage
-from scrm.event_rows import insert_rows
+from scrm.event_rows import insert_rows, statement_tables
 from scrm.services.conversations.ingest_writes import preview
 from scrm.services.uow import Tx
 
@@ -387,30 +385,13 @@ def _batch_related_tables() -> frozenset[str]:
     return frozenset(related)
 
 
-# Statements the batches run again and again (built once): whether they touch BatchRows' tables, by identity
-# (the statement kept alongside, so its id is not reused by another object).
-_TOUCHES: dict[int, tuple[Any, bool]] = {}
-_TOUCHES_MAX = 512
-
-
 def _touches_batch_tables(statement: Any) -> bool:
     """Whether `statement` may read or write BatchRows' tables (or refer to their rows); a statement whose
     tables are unknown (text) counts as touching them, except the batch's own id allocation."""
     if statement is _NEXT_MESSAGE_IDS:
         return False
-    found = _TOUCHES.get(id(statement))
-    if found is not None and found[0] is statement:
-        return found[1]
-    if isinstance(statement, TextClause):
-        touches = True
-    else:
-        related = _batch_related_tables()
-        touches = any(getattr(table, "name", None) in related or not isinstance(table, Table)
-                      for table in find_tables(statement, include_crud=True, include_joins=True))
-    if len(_TOUCHES) >= _TOUCHES_MAX:
-        _TOUCHES.clear()
-    _TOUCHES[id(statement)] = (statement, touches)
-    return touches
+    tables = statement_tables(statement)
+    return tables is None or not tables.isdisjoint(_batch_related_tables())
 
 
 def batch_rows(tx: Tx) -> BatchRows | None:

@@ -134,3 +134,70 @@ async def test_the_bot_rows_of_several_rounds_wait_for_a_statement_that_reads_th
             await insert_deferred_deliveries(shared)
         inserts = [s.split(" (")[0] for s in sent if s.startswith("INSERT")]
         assert inserts == ["INSERT INTO messages", "INSERT INTO deliveries"]  # one per table for both rounds
+
+
+async def test_a_batch_writes_the_desk_stats_it_changed_once_and_before_a_statement_reads_them(ctx) -> None:
+    from scrm.db.models_desk import ConversationStats
+    from scrm.event_batch import write_held_back
+
+    _, made = await _conversations(ctx, 2)
+    ids = [cid for _, _, cid, _ in made]
+    async with ctx.db.transaction() as s:
+        for cid in ids:
+            s.add(ConversationStats(conversation_id=cid, inbox_id=1, priority="normal", created_at=utcnow()))
+    started = utcnow()
+    async with ctx.db.shared_transaction() as shared:
+        shared.turns = set(ids)
+        hold_back_conversation_writes(shared)
+        await preload(shared, [ev.Event(ev.CONVERSATION_HANDLER_CHANGED, {"conversation_id": cid}) for cid in ids])
+        with _statements(ctx) as sent:
+            for n, cid in enumerate(ids):
+                stats = await shared.session.get(ConversationStats, cid)
+                assert stats is not None
+                stats.sla_started_at = started
+                stats.handoffs += n + 1
+                await shared.session.scalar(select(func.count()).select_from(Contact))  # autoflushes
+                assert stats.handoffs == n + 1  # the listeners see their changes
+            assert not [s for s in sent if s.startswith("UPDATE")]
+            # A statement that reads the stats rows sees what the batch made of them.
+            counted = await shared.session.scalar(select(func.sum(ConversationStats.handoffs))
+                                                  .where(ConversationStats.conversation_id.in_(ids)))
+            assert counted == 3
+            stats = await shared.session.get(ConversationStats, ids[0])
+            assert stats is not None
+            stats.human_involved = True
+            await write_held_back(shared)
+        updates = [s for s in sent if s.startswith("UPDATE desk_conversation_stats")]
+        if not ctx.db.is_sqlite:
+            assert len(updates) == 2  # both rows at once, then the one changed after the read
+    async with ctx.db.session() as s:
+        rows = {r.conversation_id: r for r in await s.scalars(select(ConversationStats)
+                                                              .where(ConversationStats.conversation_id.in_(ids)))}
+    assert [(rows[c].sla_started_at, rows[c].handoffs) for c in ids] == [(started, 1), (started, 2)]
+    assert rows[ids[0]].human_involved and not rows[ids[1]].human_involved
+
+
+async def test_the_desk_stats_rows_of_a_batchs_new_conversations_are_one_insert(ctx) -> None:
+    from scrm.db.models_desk import ConversationStats
+    from scrm.services.desk.sla import ensure_stats
+
+    _, made = await _conversations(ctx, 3)
+    ids = [cid for _, _, cid, _ in made]
+    async with ctx.db.shared_transaction() as shared:
+        shared.turns = set(ids)
+        hold_back_conversation_writes(shared)
+        await preload(shared, [ev.Event(ev.CONVERSATION_CREATED, {"conversation_id": cid}) for cid in ids])
+        async with unit_of_work(ctx) as tx:
+            with _statements(ctx) as sent:
+                for cid in ids:
+                    conv = await tx.session.get(Conversation, cid)
+                    assert conv is not None
+                    stats = await ensure_stats(tx, conv)
+                    assert (stats.conversation_id, stats.inbox_id, stats.priority, stats.handoffs) == (
+                        cid, conv.inbox_id, "normal", 0)
+            inserts = [s for s in sent if s.startswith("INSERT INTO desk_conversation_stats")]
+            assert len(inserts) == (3 if ctx.db.is_sqlite else 1), sent
+    async with ctx.db.session() as s:
+        stored = list(await s.scalars(select(ConversationStats).where(ConversationStats.conversation_id.in_(ids))))
+    assert sorted(r.conversation_id for r in stored) == ids
+    assert all(r.warned == [] and r.breached == [] and r.human_involved is False for r in stored)
