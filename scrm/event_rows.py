@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import TextualSelect
 from sqlalchemy.sql.util import find_tables
 
 
@@ -129,7 +130,9 @@ def statement_tables(statement: Any) -> frozenset[str] | None:
     if found is not None and found[0] is statement:
         return found[1]
     tables: frozenset[str] | None = None
-    if not isinstance(statement, TextClause):
+    # An ORM entity loaded from a text statement (from_statement) names the entity's table, not what the text reads.
+    if not isinstance(statement, TextClause | TextualSelect) and not isinstance(
+            getattr(statement, "element", None), TextClause | TextualSelect):
         clauses = find_tables(statement, include_crud=True, include_joins=True)
         if all(isinstance(clause, Table) for clause in clauses):
             tables = frozenset(clause.name for clause in clauses)
