@@ -58,6 +58,7 @@ from scrm.db.models import (
 from scrm.db.models_desk import ConversationStats
 from scrm.db.models_marketing import BroadcastRecipient
 from scrm.event_rows import array_kind, statement_tables
+from scrm.services.bot.state import answered_up_to
 from scrm.services.outbox import CLOCKS_DEFERRED
 
 
@@ -183,7 +184,6 @@ async def _read_facts(shared: SharedTransaction, conversations: list[Conversatio
     contacts await a reply to a broadcast on the inbox (opt-out), the first customer message of the
     conversations the bot has not answered yet (bot), and on PostgreSQL ids for the bot's messages. Read
     at the batch's start: a change committed meanwhile counts as made after these messages."""
-    from scrm.services.bot.rounds import answered_up_to
     from scrm.services.marketing.optout import MAX_REPLY_WINDOW_DAYS
 
     contact_ids = _ids(c.contact_id for c in conversations)
@@ -191,7 +191,7 @@ async def _read_facts(shared: SharedTransaction, conversations: list[Conversatio
     waiting = dict.fromkeys(_ids(c.id for c in conversations), False)  # conversation -> has a ticket waiting
     awaiting: dict[int, set[int]] = {cid: set() for cid in contact_ids}  # contact -> inboxes
     # conversation -> id of its first customer message (None: none yet), for those the bot never answered
-    first_in: dict[int, int | None] = dict.fromkeys(_ids(c.id for c in conversations if not answered_up_to(c)))
+    first_in: dict[int, int | None] = dict.fromkeys(_ids(c.id for c in conversations if not answered_up_to(c.bot_state)))
     message_ids: list[int] = []
     since = utcnow() - timedelta(days=MAX_REPLY_WINDOW_DAYS)
     asked = {"contacts": contact_ids, "conversations": list(waiting), "unanswered": list(first_in), "since": since,
