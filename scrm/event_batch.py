@@ -163,12 +163,20 @@ def _preload_statements(postgresql: bool) -> _Preload:
         .join(Delivery, Delivery.id == BroadcastRecipient.delivery_id)
         .where(one_of(BroadcastRecipient.contact_id, "contacts"), BroadcastRecipient.replied_at.is_(None),
                Delivery.sent_at >= bindparam("since", type_=Delivery.__table__.c.sent_at.type)),
-        # The bot's "is this the customer's first message?" for conversations it has not answered yet.
-        select(literal(_FIRST_IN), Message.conversation_id, no_text, cast(func.min(Message.id), BigInteger))
-        .where(one_of(Message.conversation_id, "unanswered"), Message.direction == "in",
-               Message.content_type != "event")
-        .group_by(Message.conversation_id),
     ]
+    # The bot's "is this the customer's first message?" for conversations it has not answered yet: the id of
+    # each one's first customer message. On PostgreSQL one index probe per conversation (the (conversation_id,
+    # id) index in order, stopped at the first match), not an aggregate over its whole history.
+    first_in = (Message.direction == "in", Message.content_type != "event")
+    if postgresql:
+        unanswered = func.unnest(bindparam("unanswered", type_=ARRAY(BigInteger))).table_valued("cid").render_derived()
+        first = (select(Message.id).where(Message.conversation_id == unanswered.c.cid, *first_in)
+                 .order_by(Message.id).limit(1).scalar_subquery())
+        branches.append(select(literal(_FIRST_IN), unanswered.c.cid, no_text, first))
+    else:
+        branches.append(select(literal(_FIRST_IN), Message.conversation_id, no_text, cast(func.min(Message.id), BigInteger))
+                        .where(one_of(Message.conversation_id, "unanswered"), *first_in)
+                        .group_by(Message.conversation_id))
     if postgresql:
         ids = func.nextval(func.pg_get_serial_sequence("messages", "id"))
         branches.append(select(literal(_MESSAGE_ID), cast(null(), BigInteger), no_text, ids)
@@ -191,7 +199,8 @@ async def _read_facts(shared: SharedTransaction, conversations: list[Conversatio
     waiting = dict.fromkeys(_ids(c.id for c in conversations), False)  # conversation -> has a ticket waiting
     awaiting: dict[int, set[int]] = {cid: set() for cid in contact_ids}  # contact -> inboxes
     # conversation -> id of its first customer message (None: none yet), for those the bot never answered
-    first_in: dict[int, int | None] = dict.fromkeys(_ids(c.id for c in conversations if not answered_up_to(c.bot_state)))
+    first_in: dict[int, int | None] = dict.fromkeys(_ids(c.id for c in conversations
+                                                         if c.handler == "bot" and not answered_up_to(c.bot_state)))
     message_ids: list[int] = []
     since = utcnow() - timedelta(days=MAX_REPLY_WINDOW_DAYS)
     asked = {"contacts": contact_ids, "conversations": list(waiting), "unanswered": list(first_in), "since": since,
