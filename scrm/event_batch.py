@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    any_,
     bindparam,
     cast,
     event,
@@ -42,7 +43,7 @@ from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, set_committed_value
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from scrm import events as ev
-from scrm.db.database import SharedTransaction, shared_for
+from scrm.db.database import SKIPS_HELD_BACK_STATS, SharedTransaction, shared_for
 from scrm.db.models import (
     Contact,
     ContactIdentity,
@@ -56,7 +57,8 @@ from scrm.db.models import (
 )
 from scrm.db.models_desk import ConversationStats
 from scrm.db.models_marketing import BroadcastRecipient
-from scrm.event_rows import array_kind
+from scrm.event_rows import array_kind, statement_tables
+from scrm.services.bot.state import answered_up_to
 from scrm.services.outbox import CLOCKS_DEFERRED
 
 
@@ -88,7 +90,7 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     conversation_ids = _ids(e.data.get("conversation_id") for e in events if _reads_conversation(e))
     if not conversation_ids:
         return
-    statements = _preload_statements()
+    statements = _preload_statements(session.get_bind().dialect.name == "postgresql")
     rows = (await session.execute(statements.conversations, {"ids": conversation_ids})).all()
     conversations = [row[0] for row in rows]
     shared.loaded += [obj for row in rows for obj in row if obj is not None]
@@ -101,13 +103,22 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
         shared.loaded.append(stats)
         missing.discard(stats.conversation_id)
     shared.facts["stats_missing"] = missing  # sla.ensure_stats inserts these without looking first
-    asked = {e.data.get("conversation_id") for e in events if e.name == ev.MESSAGE_CREATED
-             and e.data.get("direction") == "in" and e.data.get("sender_kind", "contact") == "contact"}
-    if customers := [c for c in conversations if c.id in asked]:
-        await _read_facts(shared, customers)
+    # New conversations: the desk books each one's conversation.created, and sla.ensure_stats inserts all
+    # their rows with the first of them (one INSERT for the batch).
+    shared.facts["stats_new"] = missing & {e.data.get("conversation_id") for e in events
+                                           if e.name == ev.CONVERSATION_CREATED}
+    asked = [e for e in events if e.name == ev.MESSAGE_CREATED
+             and e.data.get("direction") == "in" and e.data.get("sender_kind", "contact") == "contact"]
+    asked_ids = {e.data.get("conversation_id") for e in asked}
+    if customers := [c for c in conversations if c.id in asked_ids]:
+        await _read_facts(shared, customers, statements, len(asked))
 
 
-_TAG, _TICKET, _BROADCAST = 0, 1, 2  # which question a row of _read_facts answers
+# Which question a row of _read_facts answers.
+_TAG, _TICKET, _BROADCAST, _FIRST_IN, _MESSAGE_ID = 0, 1, 2, 3, 4
+# PostgreSQL: message ids the facts read take from the sequence per customer message of the batch (a reply,
+# and a greeting or a handoff's note), so the bot's rounds need no statement of their own for them.
+MESSAGE_IDS_PER_QUESTION = 2
 
 
 class _Preload(NamedTuple):
@@ -118,10 +129,17 @@ class _Preload(NamedTuple):
 
 
 @functools.cache
-def _preload_statements() -> _Preload:
-    """The batch's reads, built once (with expanding id lists): building and hashing them anew for every
-    batch cost about as much Python as running them."""
-    ids: Any = bindparam("ids", expanding=True)
+def _preload_statements(postgresql: bool) -> _Preload:
+    """The batch's reads, built once: building and hashing them anew for every batch cost about as much
+    Python as running them. On PostgreSQL a list of ids is one array parameter (= ANY), so the text is the
+    same whatever the batch's size: an IN list's text changes with its length, and each new length was a
+    new statement for PostgreSQL to prepare (and pushed warm ones out of the connection's statement cache)."""
+
+    def one_of(column: Any, name: str) -> Any:
+        if postgresql:
+            return column == any_(bindparam(name, type_=ARRAY(BigInteger)))
+        return column.in_(bindparam(name, expanding=True))
+
     # Fresh rows: the turn is ours now, but the rows may have changed since this session last saw them.
     fresh = {"populate_existing": True}
     # With each its contact, identity and inbox: one round trip, not four (the batch waits for each).
@@ -129,50 +147,81 @@ def _preload_statements() -> _Preload:
                      .outerjoin(Contact, Contact.id == Conversation.contact_id)
                      .outerjoin(ContactIdentity, ContactIdentity.id == Conversation.identity_id)
                      .outerjoin(Inbox, Inbox.id == Conversation.inbox_id)
-                     .where(Conversation.id.in_(ids)).execution_options(**fresh))
-    messages = select(Message).where(Message.id.in_(ids)).execution_options(**fresh)
-    stats = (select(ConversationStats).where(ConversationStats.conversation_id.in_(ids))
+                     .where(one_of(Conversation.id, "ids")).execution_options(**fresh))
+    messages = select(Message).where(one_of(Message.id, "ids")).execution_options(**fresh)
+    stats = (select(ConversationStats).where(one_of(ConversationStats.conversation_id, "ids"))
              .order_by(ConversationStats.conversation_id).with_for_update().execution_options(**fresh))
-    # The three questions of _read_facts in one round trip: (which, contact or conversation id, tag, inbox id) rows.
-    contacts: Any = bindparam("contacts", expanding=True)
-    no_text, no_id = cast(null(), String), cast(null(), Integer)
-    facts: CompoundSelect[Any] = union_all(
+    # The questions of _read_facts in one round trip: (which, key, tag, number) rows.
+    no_text, no_id = cast(null(), String), cast(null(), BigInteger)
+    branches = [
         select(literal(_TAG), ContactTag.contact_id, ContactTag.tag, no_id)
-        .where(ContactTag.contact_id.in_(contacts)),
+        .where(one_of(ContactTag.contact_id, "contacts")),
         select(literal(_TICKET), Ticket.conversation_id, no_text, no_id).distinct()
-        .where(Ticket.conversation_id.in_(bindparam("conversations", expanding=True)),
-               Ticket.status.in_(("pending", "solved"))),
-        select(literal(_BROADCAST), BroadcastRecipient.contact_id, no_text, BroadcastRecipient.inbox_id).distinct()
+        .where(one_of(Ticket.conversation_id, "conversations"), Ticket.status.in_(("pending", "solved"))),
+        select(literal(_BROADCAST), BroadcastRecipient.contact_id, no_text, cast(BroadcastRecipient.inbox_id, BigInteger))
+        .distinct()
         .join(Delivery, Delivery.id == BroadcastRecipient.delivery_id)
-        .where(BroadcastRecipient.contact_id.in_(contacts), BroadcastRecipient.replied_at.is_(None),
+        .where(one_of(BroadcastRecipient.contact_id, "contacts"), BroadcastRecipient.replied_at.is_(None),
                Delivery.sent_at >= bindparam("since", type_=Delivery.__table__.c.sent_at.type)),
-    )
+    ]
+    # The bot's "is this the customer's first message?" for conversations it has not answered yet: the id of
+    # each one's first customer message. On PostgreSQL one index probe per conversation (the (conversation_id,
+    # id) index in order, stopped at the first match), not an aggregate over its whole history.
+    first_in = (Message.direction == "in", Message.content_type != "event")
+    if postgresql:
+        unanswered = func.unnest(bindparam("unanswered", type_=ARRAY(BigInteger))).table_valued("cid").render_derived()
+        first = (select(Message.id).where(Message.conversation_id == unanswered.c.cid, *first_in)
+                 .order_by(Message.id).limit(1).scalar_subquery())
+        branches.append(select(literal(_FIRST_IN), unanswered.c.cid, no_text, first))
+    else:
+        branches.append(select(literal(_FIRST_IN), Message.conversation_id, no_text, cast(func.min(Message.id), BigInteger))
+                        .where(one_of(Message.conversation_id, "unanswered"), *first_in)
+                        .group_by(Message.conversation_id))
+    if postgresql:
+        ids = func.nextval(func.pg_get_serial_sequence("messages", "id"))
+        branches.append(select(literal(_MESSAGE_ID), cast(null(), BigInteger), no_text, ids)
+                        .select_from(func.generate_series(1, bindparam("message_ids", type_=Integer))))
+    facts: CompoundSelect[Any] = union_all(*branches)
     return _Preload(conversations, messages, stats, facts)
 
 
-async def _read_facts(shared: SharedTransaction, conversations: list[Conversation]) -> None:
+async def _read_facts(shared: SharedTransaction, conversations: list[Conversation], statements: _Preload,
+                      questions: int) -> None:
     """What the listeners ask about each customer message, asked once for the batch's conversations:
     the contact's tags (bot), which conversations have a ticket waiting on the customer (desk), which
-    contacts await a reply to a broadcast on the inbox (opt-out). Read at the batch's start: a change
-    committed meanwhile counts as made after these messages."""
+    contacts await a reply to a broadcast on the inbox (opt-out), the first customer message of the
+    conversations the bot has not answered yet (bot), and on PostgreSQL ids for the bot's messages. Read
+    at the batch's start: a change committed meanwhile counts as made after these messages."""
     from scrm.services.marketing.optout import MAX_REPLY_WINDOW_DAYS
 
     contact_ids = _ids(c.contact_id for c in conversations)
     tags: dict[int, list[str]] = {cid: [] for cid in contact_ids}
     waiting = dict.fromkeys(_ids(c.id for c in conversations), False)  # conversation -> has a ticket waiting
     awaiting: dict[int, set[int]] = {cid: set() for cid in contact_ids}  # contact -> inboxes
+    # conversation -> id of its first customer message (None: none yet), for those the bot never answered
+    first_in: dict[int, int | None] = dict.fromkeys(_ids(c.id for c in conversations
+                                                         if c.handler == "bot" and not answered_up_to(c.bot_state)))
+    message_ids: list[int] = []
     since = utcnow() - timedelta(days=MAX_REPLY_WINDOW_DAYS)
-    asked = {"contacts": contact_ids, "conversations": list(waiting), "since": since}
-    for which, key, tag, inbox_id in await shared.session.execute(_preload_statements().facts, asked):
-        if key is None:
+    asked = {"contacts": contact_ids, "conversations": list(waiting), "unanswered": list(first_in), "since": since,
+             "message_ids": questions * MESSAGE_IDS_PER_QUESTION}
+    for which, key, tag, number in await shared.session.execute(statements.facts, asked):
+        if which == _MESSAGE_ID:
+            message_ids.append(number)
+        elif key is None:
             continue
-        if which == _TAG:
+        elif which == _TAG:
             tags[key].append(tag)
         elif which == _TICKET:
             waiting[key] = True
-        elif inbox_id is not None:
-            awaiting[key].add(inbox_id)
-    shared.facts |= {"contact_tags": tags, "tickets_waiting": waiting, "broadcast_awaiting": awaiting}
+        elif which == _FIRST_IN:
+            first_in[key] = number
+        elif number is not None:
+            awaiting[key].add(number)
+    shared.facts |= {"contact_tags": tags, "tickets_waiting": waiting, "broadcast_awaiting": awaiting,
+                     "first_customer_message": first_in}
+    if message_ids:
+        shared.facts.setdefault("message_ids", []).extend(sorted(message_ids))
 
 
 # A fact is dropped when the batch writes its table (the reader then asks the database itself).
@@ -192,24 +241,52 @@ def _conversation_columns() -> frozenset[str]:
     return frozenset(attr.key for attr in inspect(Conversation).column_attrs)
 
 
+@functools.cache
+def _stats_columns() -> frozenset[str]:
+    return frozenset(attr.key for attr in inspect(ConversationStats).column_attrs)
+
+
+_STATS = ConversationStats.__tablename__
+
+
+def _take_changes(obj: Any, columns: frozenset[str]) -> dict[str, Any]:
+    """The columns of `obj` set since its last flush, now marked committed (no UPDATE for them at the flush)."""
+    state = inspect(obj)
+    changed = {}
+    # Only the attributes set since the last flush (committed_state) can have changes: not every column.
+    for key in list(state.committed_state):
+        # state.get_history, not state.attrs[key].history: `attrs` builds a view of every attribute.
+        if key in columns and state.get_history(key, PASSIVE_NO_INITIALIZE).has_changes():
+            changed[key] = value = getattr(obj, key)
+            set_committed_value(obj, key, value)  # no UPDATE now: nothing left to flush
+    return changed
+
+
 def hold_back_conversation_writes(shared: SharedTransaction) -> None:
     """Collect the ORM changes of the batch's conversations instead of flushing them (see the module
-    docstring); write_held_back writes them. Objects keep showing the new values to the listeners."""
+    docstring); write_held_back writes them. Objects keep showing the new values to the listeners.
 
-    columns = _conversation_columns()
+    The desk's stats rows the batch holds locked too (SLA clock started, handoffs counted...): written
+    once per batch, one UPDATE for all of them, not an UPDATE per change each time a statement autoflushes;
+    written first whenever a statement may read them. Not while the batch is redone event by event: a
+    failing listener's savepoint must undo its changes, and held-back values would outlive it."""
+
+    columns, stats_columns = _conversation_columns(), _stats_columns()
+
+    def hold_stats(session: Session) -> None:
+        if shared.savepoints:
+            return
+        for obj in list(session.dirty):
+            if isinstance(obj, ConversationStats) and (_STATS, obj.conversation_id) in shared.locked:
+                if changed := _take_changes(obj, stats_columns):
+                    shared.held_back_stats.setdefault(obj.conversation_id, {}).update(changed)
 
     def before_flush(session: Session, _context: object, _instances: object) -> None:
+        hold_stats(session)
         for obj in list(session.dirty):
             if not isinstance(obj, Conversation) or obj.id not in shared.turns:
                 continue
-            state = inspect(obj)
-            changed = {}
-            # Only the attributes set since the last flush (committed_state) can have changes: not every column.
-            for key in list(state.committed_state):
-                # state.get_history, not state.attrs[key].history: `attrs` builds a view of every attribute.
-                if key in columns and state.get_history(key, PASSIVE_NO_INITIALIZE).has_changes():
-                    changed[key] = value = getattr(obj, key)
-                    set_committed_value(obj, key, value)  # no UPDATE now: nothing left to flush
+            changed = _take_changes(obj, columns)
             if changed:
                 ops = shared.held_back.setdefault(obj.id, [])
                 if ops and ops[-1][0] == "set":
@@ -220,6 +297,15 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
     def dml(state: ORMExecuteState) -> None:
         if state.is_insert or state.is_update or state.is_delete:
             _drop_facts(shared, getattr(getattr(state.statement, "table", None), "name", None))
+        if state.execution_options.get(SKIPS_HELD_BACK_STATS):
+            return
+        if not shared.held_back_stats and shared.savepoints:
+            return
+        tables = statement_tables(state.statement)
+        if tables is None or _STATS in tables:
+            # What it reads of the stats rows is what the batch made of them, changes since the last flush included.
+            hold_stats(state.session)
+            write_held_back_stats(state.session, shared)
 
     def facts_flush(session: Session, _context: object, _instances: object) -> None:
         if shared.facts:
@@ -276,6 +362,61 @@ def _clocks_set_statement(answers: bool, keys: tuple[str, ...]) -> Any:
     return clocks.values(_set_values(keys, "s_"))  # a column in both: the change's value (set after the clocks)
 
 
+def write_held_back_stats(session: Session, shared: SharedTransaction) -> None:
+    """Write the batch's held-back stats changes (in the caller's greenlet: a session event or run_sync): one
+    UPDATE per set of columns over arrays on PostgreSQL, an executemany on SQLite."""
+    if not shared.held_back_stats:
+        return
+    held, shared.held_back_stats = shared.held_back_stats, {}
+    shapes: dict[tuple[str, ...], list[tuple[int, dict[str, Any]]]] = {}
+    for conversation_id, changed in sorted(held.items()):  # in id order, as the rows were locked
+        shapes.setdefault(tuple(sorted(changed)), []).append((conversation_id, changed))
+    connection = session.connection()
+    postgresql = connection.dialect.name == "postgresql"
+    for keys, rows in shapes.items():
+        statement = _pg_stats_statement(keys) if postgresql else None
+        if statement is None:
+            connection.execute(_stats_statement(keys), [{"b_id": cid, **{f"b_{k}": v for k, v in changed.items()}}
+                                                        for cid, changed in rows])
+            continue
+        params: dict[str, list[Any]] = {"ids": [cid for cid, _ in rows]}
+        for n, key in enumerate(keys):
+            values = [changed[key] for _, changed in rows]
+            if (array_kind(ConversationStats.__table__.c[key].type) or (None, ""))[1] == "json":
+                values = [json.dumps(value) for value in values]
+            params[f"k{n}"] = values
+        connection.execute(statement, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _stats_statement(keys: tuple[str, ...]) -> Any:
+    table = ConversationStats.__table__
+    return (update(table).where(table.c.conversation_id == bindparam("b_id"))
+            .values({key: bindparam(f"b_{key}", type_=table.c[key].type) for key in keys}))
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_stats_statement(keys: tuple[str, ...]) -> Any:
+    """UPDATE desk_conversation_stats over arrays (one execution for the batch's rows of one shape); None
+    when a column's type has no array form here."""
+    table = ConversationStats.__table__
+    kinds = [array_kind(table.c[key].type) for key in keys]
+    if None in kinds:
+        return None
+    arrays: list[tuple[str, Any]] = [("ids", BigInteger)]
+    sets = []
+    for n, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
+        element, cast_to = kind  # type: ignore[misc]
+        arrays.append((f"k{n}", element))
+        sets.append(f"{table.c[key].name} = " + (f"v.k{n}::json" if cast_to == "json" else f"v.k{n}"))
+    names = [name for name, _ in arrays]
+    statement = text(
+        f"UPDATE {table.name} SET {', '.join(sets)} "
+        f"FROM unnest({', '.join(f':{name}' for name in names)}) AS v({', '.join(names)}) "
+        f"WHERE {table.name}.conversation_id = v.ids")
+    return statement.bindparams(*(bindparam(name, type_=ARRAY(element)) for name, element in arrays))
+
+
 async def write_held_back(shared: SharedTransaction, conversation_id: int | None = None) -> None:
     """Write the held-back conversation changes and reply clocks: the batch's last statements before
     its commit. Round k writes every conversation's k-th change (a conversation's changes stay in
@@ -283,6 +424,8 @@ async def write_held_back(shared: SharedTransaction, conversation_id: int | None
     With `conversation_id`: that conversation's now (a listener locks and reads its row again)."""
     session = shared.session
     await session.flush()  # the last ORM changes of the batch's conversations join the held-back ones
+    if conversation_id is None and shared.held_back_stats:
+        await session.run_sync(lambda sync: write_held_back_stats(sync, shared))
     if conversation_id is not None:
         pending = {conversation_id: _merged(shared.held_back.pop(conversation_id, []))}
     else:

@@ -23,12 +23,16 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    Table,
     Text,
     bindparam,
     insert,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import TextualSelect
+from sqlalchemy.sql.util import find_tables
 
 
 def array_kind(column_type: Any) -> tuple[Any, str] | None:
@@ -111,3 +115,28 @@ def _returning_ids(statement: Any, key_column: str) -> Any:
     """The INSERT returning each new row's id with its key (RETURNING has no order: matched by the key)."""
     return text(f'{statement.text} RETURNING id, "{key_column}"').bindparams(*statement._bindparams.values())  # noqa: SLF001
 
+
+
+# Statements a batch runs again and again (built once): their tables, cached by identity (the statement kept
+# alongside, so its id is not reused by another object). Bounded: ORM lookups build a new statement each time.
+_TABLES_OF: dict[int, tuple[Any, frozenset[str] | None]] = {}
+_TABLES_OF_MAX = 512
+
+
+def statement_tables(statement: Any) -> frozenset[str] | None:
+    """The names of the tables `statement` reads or writes (subqueries and joins included); None when they
+    are not known (a text statement, a lightweight table clause)."""
+    found = _TABLES_OF.get(id(statement))
+    if found is not None and found[0] is statement:
+        return found[1]
+    tables: frozenset[str] | None = None
+    # An ORM entity loaded from a text statement (from_statement) names the entity's table, not what the text reads.
+    if not isinstance(statement, TextClause | TextualSelect) and not isinstance(
+            getattr(statement, "element", None), TextClause | TextualSelect):
+        clauses = find_tables(statement, include_crud=True, include_joins=True)
+        if all(isinstance(clause, Table) for clause in clauses):
+            tables = frozenset(clause.name for clause in clauses)
+    if len(_TABLES_OF) >= _TABLES_OF_MAX:
+        _TABLES_OF.clear()
+    _TABLES_OF[id(statement)] = (statement, tables)
+    return tables

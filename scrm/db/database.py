@@ -94,9 +94,16 @@ class SharedTransaction:
     # ingest updates those rows too and must not wait for the whole batch.
     # conversation id -> its writes in order: ("clocks", answers, parameters) or ("set", {column: value})
     held_back: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)
+    # The same for the desk's stats rows the batch holds locked: conversation id -> {column: value}.
+    held_back_stats: dict[int, dict[str, Any]] = field(default_factory=dict)
     # What the batch's listeners would otherwise read once per event, read once for the batch
     # (event_batch.py); a fact is dropped as soon as the batch writes the table it comes from.
     facts: dict[str, Any] = field(default_factory=dict)
+
+
+# An execution option: the statement never reads the stats rows a batch holds back (event_batch.py), so they
+# need not be written before it (sla.py's insert of new conversations' rows).
+SKIPS_HELD_BACK_STATS = "scrm_skips_held_back_stats"
 
 
 def shared_for(session: AsyncSession) -> SharedTransaction | None:

@@ -16,7 +16,7 @@ from scrm import events as ev
 from scrm.db.database import SharedTransaction, shared_for
 from scrm.db.models import Base, ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
 from scrm.domain import PASSIVE_REPLY_UNTIL, Attachment, Choice, OutboundMessage
-from scrm.event_rows import insert_rows
+from scrm.event_rows import insert_rows, statement_tables
 from scrm.services.conversations.ingest_writes import preview
 from scrm.services.uow import Tx
 
@@ -339,6 +339,15 @@ class BatchRows:
     def add(self, table: str, values: dict[str, Any]) -> None:
         self.pending[table].append(values)
 
+    def written_before(self, statement: Any) -> bool:
+        """Whether the pending rows are inserted before `statement`: when it may read or refer to them.
+        Most of a batch's statements touch other tables (a handoff's conversation, audit and desk rows, a
+        new conversation's stats): the rows then wait, and a batch inserts each table's rows once, not once
+        per statement that follows a bot round."""
+        if not any(self.pending[table] for table in _TABLES if table != "deliveries"):
+            return False
+        return _touches_batch_tables(statement)
+
     def add_delivery(self, values: dict[str, Any]) -> None:
         self.pending["deliveries"].append(values)
         self.deliveries.append(BatchDelivery(values))
@@ -365,6 +374,26 @@ class BatchRows:
                 insert_rows(connection, inserts[table].table, rows)
 
 
+@functools.cache
+def _batch_related_tables() -> frozenset[str]:
+    """The tables of BatchRows and those with a foreign key to one of them (a write there may refer to a
+    pending row)."""
+    related = set(_TABLES)
+    for table in Base.metadata.tables.values():
+        if any(fk.column.table.name in _TABLES for fk in table.foreign_keys):
+            related.add(table.name)
+    return frozenset(related)
+
+
+def _touches_batch_tables(statement: Any) -> bool:
+    """Whether `statement` may read or write BatchRows' tables (or refer to their rows); a statement whose
+    tables are unknown (text) counts as touching them, except the batch's own id allocation."""
+    if statement is _NEXT_MESSAGE_IDS:
+        return False
+    tables = statement_tables(statement)
+    return tables is None or not tables.isdisjoint(_batch_related_tables())
+
+
 def batch_rows(tx: Tx) -> BatchRows | None:
     """The consumer batch's plain new rows (BatchRows), or None: not in a batch, not on PostgreSQL, or the
     batch is redone event by event (each listener's writes then go through the ORM in a savepoint)."""
@@ -387,7 +416,7 @@ def defer_deliveries(shared: SharedTransaction) -> None:
     rows = deferred["core"] = BatchRows()
 
     def before_statement(state: ORMExecuteState) -> None:
-        if state.statement is not _NEXT_MESSAGE_IDS:
+        if rows.written_before(state.statement):
             rows.write(state.session, deliveries=False)
 
     event.listen(shared.session.sync_session, "do_orm_execute", before_statement)

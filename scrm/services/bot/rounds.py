@@ -53,6 +53,7 @@ from scrm.db.models import (
 from scrm.db.models_desk import FaqOutcome
 from scrm.services.bot.config import ROOT, load_bot_config
 from scrm.services.bot.faq import get_index, matcher_config
+from scrm.services.bot.state import APP_KEY, answered_up_to
 from scrm.services.conversations import actions as conv_svc
 from scrm.services.conversations.turns import take_turn
 from scrm.services.outbox import batch_rows, enqueue_batch_message, enqueue_message, passive_hold
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scrm.bot")
 _RUNTIME_KEY = "bot_runtime"
-_APP = "_app"  # the application's own bookkeeping inside bot_state (hidden from the engine)
+_APP = APP_KEY  # the application's own bookkeeping inside bot_state (hidden from the engine)
 MAX_HTTP_CHAIN = 5
 FAQ_OUTCOMES = ("answer", "picked", "clarify", "reject", "none")
 HANDOFF_REASONS = {
@@ -155,6 +156,17 @@ def should_answer(message: Message) -> bool:
     return not is_opt_out_keyword(message.text)
 
 
+async def _earlier_customer_message(tx: Tx, conversation_id: int, message_id: int) -> bool:
+    """Whether the customer wrote in the conversation before `message_id` (its first message is greeted)."""
+    first = batch_fact(tx.session, "first_customer_message")  # read for the consumer's whole batch
+    if first is not None and conversation_id in first:
+        known = first[conversation_id]
+        return known is not None and known < message_id
+    return bool(await tx.session.scalar(select(func.count()).select_from(Message).where(
+        Message.conversation_id == conversation_id, Message.direction == "in", Message.id < message_id,
+        Message.content_type != "event")))
+
+
 async def handle_inbound(ctx: AppContext, message_id: int, conversation_id: int | None = None) -> None:
     """React to a stored customer message (called by the listener for message.created, which knows
     the conversation: `build` checks the message really belongs to it)."""
@@ -168,14 +180,11 @@ async def handle_inbound(ctx: AppContext, message_id: int, conversation_id: int 
         message = await tx.session.get(Message, message_id)
         if message is None or message.conversation_id != conv.id or not should_answer(message):
             return None
-        app = conv.bot_state.get(_APP) or {}
-        last_in = int(app.get("last_in") or 0)
+        last_in = answered_up_to(conv.bot_state)
         if message_id <= last_in:
             return None  # already answered (every process sees the event when Redis carries it)
         # The bot answered an earlier message of this conversation: not the first, no need to count.
-        earlier = last_in or await tx.session.scalar(select(func.count()).select_from(Message).where(
-            Message.conversation_id == conv.id, Message.direction == "in", Message.id < message.id,
-            Message.content_type != "event"))
+        earlier = last_in or await _earlier_customer_message(tx, conv.id, message.id)
         payload = message.payload or {}
         choice = payload.get("choice")
         conv_id = conv.id

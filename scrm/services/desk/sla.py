@@ -16,12 +16,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import Integer, String, bindparam, case, or_, select
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, bindparam, case, or_, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot_flows.conditions import BusinessHours
-from scrm.db.database import shared_for
+from scrm.db.database import SKIPS_HELD_BACK_STATS, SharedTransaction, shared_for
 from scrm.db.models import Conversation, utcnow
 from scrm.db.models_desk import ConversationStats, SlaPolicy
 from scrm.services.desk.business_time import add_business_seconds, business_seconds
@@ -120,7 +121,46 @@ def _insert_stats_statement(dialect: str) -> Any:
     inserted = (ins(ConversationStats)
                 .values(**values, human_involved=False, handoffs=0, warned=[], breached=[])
                 .on_conflict_do_nothing().returning(ConversationStats))
-    return select(ConversationStats).from_statement(inserted).execution_options(populate_existing=True)
+    return (select(ConversationStats).from_statement(inserted)
+            .execution_options(populate_existing=True, **{SKIPS_HELD_BACK_STATS: True}))
+
+
+# A consumer batch's fact: its new conversations (a conversation.created to book) with no stats row yet.
+STATS_NEW = "stats_new"
+
+
+@functools.cache
+def _insert_new_stats_statement() -> Any:
+    """PostgreSQL: the stats rows of a batch's new conversations, one INSERT over arrays (its text the same
+    whatever their number), loaded; a row someone else inserted meanwhile is left out (read and locked apart)."""
+    t = ConversationStats.__table__
+    columns = (("conversation_id", BigInteger), ("inbox_id", BigInteger), ("agent_id", BigInteger),
+               ("priority", Text), ("created_at", DateTime(timezone=True)))
+    names = ", ".join(name for name, _ in columns)
+    inserted = text(
+        f"INSERT INTO {t.name} ({names}, human_involved, handoffs, warned, breached) "
+        f"SELECT {', '.join(f'v.{name}' for name, _ in columns)}, false, 0, '[]'::json, '[]'::json "
+        f"FROM unnest({', '.join(f':{name}' for name, _ in columns)}) AS v({names}) ORDER BY v.conversation_id "
+        f"ON CONFLICT DO NOTHING RETURNING {', '.join(c.name for c in t.c)}"
+    ).bindparams(*(bindparam(name, type_=ARRAY(kind)) for name, kind in columns))
+    return (select(ConversationStats).from_statement(inserted.columns(*t.c))
+            .execution_options(populate_existing=True, **{SKIPS_HELD_BACK_STATS: True}))
+
+
+async def _insert_new_stats(tx: Tx, shared: SharedTransaction, created: set[int]) -> None:
+    """Insert the stats rows of the batch's new conversations (`created`) together, lock them for the batch."""
+    conversations = [c for c in [await tx.session.get(Conversation, cid) for cid in sorted(created)] if c is not None]
+    created.clear()
+    missing = shared.facts.get(STATS_MISSING) or set()
+    missing.difference_update(c.id for c in conversations)  # inserted now, or by someone else: read and locked
+    if not conversations:
+        return
+    params = {"conversation_id": [c.id for c in conversations], "inbox_id": [c.inbox_id for c in conversations],
+              "agent_id": [c.assignee_id for c in conversations], "priority": [c.priority for c in conversations],
+              "created_at": [c.created_at for c in conversations]}
+    for stats in (await tx.session.scalars(_insert_new_stats_statement(), params)).all():
+        shared.locked.add(("desk_conversation_stats", stats.conversation_id))
+        shared.loaded.append(stats)
 
 
 async def ensure_stats(tx: Tx, conv: Conversation) -> ConversationStats:
@@ -133,6 +173,11 @@ async def ensure_stats(tx: Tx, conv: Conversation) -> ConversationStats:
         stats = await tx.session.get(ConversationStats, conv.id, with_for_update=True, populate_existing=True)
     if stats is not None:  # the usual case: one statement (none in a consumer's batch)
         return stats
+    created = shared.facts.get(STATS_NEW) if shared is not None and not shared.savepoints else None
+    if created and conv.id in created and tx.session.bind is not None and tx.session.bind.dialect.name == "postgresql":
+        assert shared is not None
+        await _insert_new_stats(tx, shared, created)  # with the batch's other new conversations
+        return await ensure_stats(tx, conv)
     # A new conversation (the consumer's batch found no row for it): inserted and loaded in one statement;
     # a row inserted meanwhile by someone else is read (and locked) instead.
     values = {"conversation_id": conv.id, "inbox_id": conv.inbox_id, "priority": conv.priority,
