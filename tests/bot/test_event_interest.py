@@ -231,3 +231,21 @@ async def test_a_new_customer_is_pushed_live_and_logged_only_while_a_webhook_wan
     assert {p["contact_id"] for p in logged} == {second} and [p for p in logged if p.get("created")]
     assert set(hooked) == {second}
     await wait_for(lambda: len([e for e in live if e.data.get("created")]) == 2, timeout=5)
+
+
+async def test_a_handoff_logs_its_handler_change_and_only_pushes_the_conversation_update(ctx: AppContext) -> None:
+    from scrm.services.conversations.actions import do_set_handler
+
+    live: list[ev.Event] = []
+
+    async def watch(event: ev.Event) -> None:
+        live.append(event)
+
+    ctx.bus.subscribe(watch, ev.CONVERSATION_UPDATED, everywhere=True)
+    cid, _ = await _customer(ctx, "api", "handed")
+    async with unit_of_work(ctx) as tx:
+        await do_set_handler(tx, cid, None, "queue", reason="asked for a person")
+    await ctx.bus.drain(5)
+    assert [p["handler"] for p in await _logged(ctx, ev.CONVERSATION_HANDLER_CHANGED)] == ["queue"]
+    assert [p for p in await _logged(ctx, ev.CONVERSATION_UPDATED) if p["conversation_id"] == cid] == []
+    await wait_for(lambda: [e for e in live if e.data.get("changed") == ["handler"]], timeout=5)
