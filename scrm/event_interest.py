@@ -96,10 +96,11 @@ def notifies(event: ev.Event, _listening: Listening = ANY) -> bool:
 
 
 def wecom_kf_reply(event: ev.Event, _listening: Listening = ANY) -> bool:
-    """A message the API sends in a 微信客服 conversation takes the one reply its code allows (listeners/wecom.py)."""
+    """A message the API sends in a 微信客服 conversation in 人工 takes the one reply its code allows; one queued
+    while the bot or the queue had the conversation takes none (listeners/wecom.py)."""
     d = event.data
     return (d.get("channel") == "wecom_kf" and d.get("direction") == "out" and not d.get("private")
-            and d.get("sender_kind") in ("agent", "bot", "system"))
+            and d.get("sender_kind") in ("agent", "bot", "system") and d.get("handler") not in ("bot", "queue"))
 
 
 def wecom_state(event: ev.Event, _listening: Listening = ANY) -> bool:

@@ -8,12 +8,12 @@ import asyncio
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from scrm import event_interest as interest
 from scrm import events as ev
 from scrm.context import AppContext
-from scrm.db.models import Contact, ConversationLabel, Message
+from scrm.db.models import Contact, Conversation, ConversationLabel, Message
 from scrm.db.models_desk import AutomationRule, ConversationStats, WebhookDelivery, WebhookSubscription
 from scrm.db.models_events import EventRecord
 from scrm.domain import ContactProfile, InboundMessage
@@ -149,7 +149,7 @@ async def _answer(ctx: AppContext, cid: int, inbox: Any, sender_kind: str) -> in
     return mid
 
 
-async def test_a_bot_reply_on_wecom_kf_is_logged_and_elsewhere_is_only_pushed(ctx: AppContext) -> None:
+async def test_a_bot_reply_on_wecom_kf_in_human_hands_is_logged_and_elsewhere_is_only_pushed(ctx: AppContext) -> None:
     automation.invalidate_cache()
     webhooks_out.invalidate_cache()
     live: list[ev.Event] = []
@@ -160,11 +160,14 @@ async def test_a_bot_reply_on_wecom_kf_is_logged_and_elsewhere_is_only_pushed(ct
     ctx.bus.subscribe(watch, ev.MESSAGE_CREATED, everywhere=True)
     kf_cid, kf_inbox = await _customer(ctx, "wecom_kf", "kf-buyer")
     api_cid, api_inbox = await _customer(ctx, "api", "api-buyer")
-    kf_mid = await _answer(ctx, kf_cid, kf_inbox, "bot")  # takes the one reply the 微信客服 code allows
+    kf_bot_mid = await _answer(ctx, kf_cid, kf_inbox, "bot")  # while the bot has it: no 微信客服 reply code
+    async with ctx.db.transaction() as s:
+        await s.execute(update(Conversation).where(Conversation.id == kf_cid).values(handler="human"))
+    kf_mid = await _answer(ctx, kf_cid, kf_inbox, "bot")  # in 人工: takes the one reply the code allows
     api_mid = await _answer(ctx, api_cid, api_inbox, "bot")
     logged = {m["message_id"] for m in await _logged(ctx, ev.MESSAGE_CREATED)}
-    assert kf_mid in logged and api_mid not in logged
-    await wait_for(lambda: {kf_mid, api_mid} <= {e.data["message_id"] for e in live}, timeout=5)
+    assert kf_mid in logged and kf_bot_mid not in logged and api_mid not in logged
+    await wait_for(lambda: {kf_mid, kf_bot_mid, api_mid} <= {e.data["message_id"] for e in live}, timeout=5)
 
 
 async def test_a_publish_that_logged_nothing_wakes_no_consumer(ctx: AppContext) -> None:
