@@ -17,7 +17,8 @@ from scrm.settings import Settings
 from scrm.storage import LocalFileStorage
 
 # The event log's functions the bus uses: the bus sits below the log (whose consumer calls the listeners).
-EVENT_LOG = EventLog(append=event_log.append, unworked=event_log.unworked, consumer=event_log.EventConsumer)
+EVENT_LOG = EventLog(append=event_log.append, unworked=event_log.unworked, consumer=event_log.EventConsumer,
+                     listening=event_log.listening)
 
 
 async def build_context(settings: Settings) -> AppContext:

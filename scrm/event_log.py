@@ -32,13 +32,16 @@ from sqlalchemy import BigInteger, Text, bindparam, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from scrm import event_interest as interest
 from scrm import events as ev
 from scrm.batch_sizer import BatchSizer
+from scrm.db.database import shared_for
 from scrm.db.models import utcnow
 from scrm.db.models_events import EventRecord
 from scrm.delivery.handoff import Handover
 from scrm.event_batch import hold_back_conversation_writes, preload, write_held_back
 from scrm.services.conversations.turns import TURNS
+from scrm.services.desk import automation, webhooks_out
 from scrm.services.outbox import defer_deliveries, insert_deferred_deliveries, write_batch_rows
 
 if TYPE_CHECKING:
@@ -49,16 +52,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scrm.event_log")
 
-# Live-only events: nothing works them, they only update screens and wake processes.
-LIVE_ONLY = frozenset({ev.OUTBOX_ENQUEUED, ev.FAQ_CHANGED, ev.TYPING, "notification.created", "notification.read"})
+
+async def listening(ctx: AppContext) -> interest.Listening:
+    """What the database says listens to events beyond the code (event_interest.py), from the caches the
+    consumers read themselves: no statement while they are fresh, a few small reads when they expire."""
+    return interest.Listening(
+        rules=await automation.rule_events(ctx), webhooks=await webhooks_out.subscribed_events(ctx),
+        unionid_links=any((i.settings or {}).get("link_unionid") for i in await ctx.adapters.active("wechat_oa")),
+        wecom_contacts=bool(await ctx.adapters.active("wecom_contacts")))
 
 
-def live_only(event: ev.Event) -> bool:
-    """Not logged: no consumer works it. A conversation.updated matters to the desk only when the
-    priority changed (it re-picks the SLA); every stored message sends one for the clocks and preview."""
-    if event.name == ev.CONVERSATION_UPDATED:
-        return "priority" not in (event.data.get("changed") or ("priority",))
-    return event.name in LIVE_ONLY
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between attempts while the database is unreachable
 SCAN = 4  # PostgreSQL: unworked events a claim looks at, in batches (conversations other consumers hold are skipped)
 PRUNE_EVERY = 60.0
@@ -77,12 +80,12 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def records(events: list[ev.Event]) -> list[dict[str, Any]]:
-    """The rows of `events` that consumers work (live-only events are not logged)."""
+def records(events: list[ev.Event], listening: interest.Listening = interest.ANY) -> list[dict[str, Any]]:
+    """The rows of `events` that some consumer may act on (event_interest.py); the others are not logged."""
     now = utcnow()
     rows = []
     for event in events:
-        if live_only(event):
+        if not interest.logged(event, listening):
             continue
         cid = event.data.get("conversation_id")
         rows.append({"conversation_id": cid if isinstance(cid, int) and not isinstance(cid, bool) else None,
@@ -102,15 +105,21 @@ ORDER BY u.n
                 bindparam("now", type_=EventRecord.__table__.c.created_at.type))
 
 
-async def append(session: AsyncSession, events: list[ev.Event]) -> None:
-    """Log `events` in the caller's transaction (one statement)."""
-    rows = records(events)
+async def append(session: AsyncSession, events: list[ev.Event], listening: interest.Listening | None = None) -> int:
+    """Log the events some consumer may act on in the caller's transaction (one statement); returns how
+    many. `listening`: the snapshot taken before the transaction (event_log.listening); none given, a
+    consumer batch's own (its units of work took it), else every rule, webhook and inbox is assumed."""
+    if listening is None:
+        shared = shared_for(session)
+        listening = shared.facts.get(interest.LISTENING_FACT) if shared is not None else None
+    rows = records(events, listening or interest.ANY)
     if rows and session.get_bind().dialect.name == "postgresql":
         await session.execute(_APPEND_PG, {
             "conversation_ids": [r["conversation_id"] for r in rows], "names": [r["name"] for r in rows],
             "payloads": [json.dumps(r["payload"]) for r in rows], "now": rows[0]["created_at"]})
     elif rows:
         await session.execute(insert(EventRecord), rows)
+    return len(rows)
 
 
 async def unworked(db: Database) -> bool:

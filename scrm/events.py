@@ -150,9 +150,13 @@ class EventLog:
     which write through unit_of_work (services/uow.py), which logs its events with `append`.
     """
 
-    append: Callable[[AsyncSession, list[Event]], Awaitable[None]]  # in the caller's transaction
+    # In the caller's transaction, the events some consumer may act on (scrm/event_interest.py, given a
+    # `listening` snapshot or None); returns how many it logged.
+    append: Callable[[AsyncSession, list[Event], Any], Awaitable[int]]
     unworked: Callable[[Database], Awaitable[bool]]  # whether any logged event waits for a consumer
     consumer: Callable[[EventBus, Database, EventsSettings], Consumer]
+    # (AppContext) -> event_interest.Listening: what the database says listens beyond the code (cached reads)
+    listening: Callable[[Any], Awaitable[Any]]
 
 
 @dataclass(eq=False)

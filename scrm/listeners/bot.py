@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from scrm import event_interest as interest
 from scrm import events as ev
 from scrm.services.bot import faq as faq_svc
 from scrm.services.bot import rounds as bot_svc
@@ -25,13 +26,9 @@ def install(ctx: AppContext) -> list[Callable[[], object]]:
 
     async def on_message(event: ev.Event) -> None:
         data = event.data
-        if not runtime.enabled:
-            return
-        if data.get("direction") != "in" or data.get("sender_kind") != "contact" or data.get("auto_submitted"):
-            return
-        # The handler when the message was stored: a message sent to an agent stays the agent's,
-        # even if the conversation is handed back before this event is processed.
-        if data.get("handler", "bot") != "bot":
+        # A customer's message while the bot handled the conversation: the handler when the message was stored
+        # (a message sent to an agent stays the agent's, even if the conversation is handed back meanwhile).
+        if not runtime.enabled or not interest.bot_answers(event):
             return
         cid = data.get("conversation_id")
         # In the event log consumer's transaction: a deadlock fails the batch, which is worked again.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from scrm import event_interest as interest
 from scrm import events as ev
 from scrm.db.database import batch_fact, shared_for
 from scrm.db.models import Message, utcnow
@@ -35,15 +36,9 @@ DESK_WORK = BOOKKEEPING | set(automation.RULE_EVENTS)  # events the desk itself 
 INTERESTING = DESK_WORK | set(webhooks_out.EVENTS)
 
 
-def _desk_relevant(event: ev.Event) -> bool:
-    """Whether the desk's own bookkeeping (SLA clocks, CSAT) acts on the event: a new message counts
-    only when a customer wrote it or an agent answered (bot replies and notes move no clock)."""
-    if event.name != ev.MESSAGE_CREATED:
-        return True
-    d = event.data
-    if d.get("private"):
-        return False
-    return (d.get("direction"), d.get("sender_kind")) in (("in", "contact"), ("out", "agent"))
+# Whether the desk's own bookkeeping (SLA clocks, CSAT) acts on the event (bot replies and notes move no clock):
+# the event log's rule, so an event is logged exactly when the desk may act on it.
+_desk_relevant = interest.desk_books
 
 
 class DeskListener:
@@ -187,7 +182,8 @@ async def _stats_if_any(tx, conversation_id: int) -> ConversationStats | None:  
 def install(ctx: AppContext) -> list[Callable[[], None]]:
     """Subscribe the desk listener and start the outgoing-webhook sender for this process."""
     listener = DeskListener(ctx)
-    unsubscribe = ctx.bus.subscribe(listener)
+    # One subscription per event it may act on: each is declared in event_interest.CONSUMERS["<name>"]["desk"].
+    unsubscribe = [ctx.bus.subscribe(listener, name) for name in sorted(INTERESTING)]
     stop = asyncio.Event()
     ctx.extras.setdefault(webhooks_out.WAKE_KEY, asyncio.Event())
     try:
@@ -201,4 +197,4 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
         stop.set()
         return sender
 
-    return [unsubscribe, halt]  # type: ignore[list-item]
+    return [*unsubscribe, halt]  # type: ignore[list-item]

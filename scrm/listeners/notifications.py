@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from scrm import event_interest as interest
 from scrm import events as ev
 from scrm.db.models import Contact, Conversation, Message
 from scrm.listeners.realtime import hub_for
@@ -28,21 +29,13 @@ if TYPE_CHECKING:
     from scrm.context import AppContext
 
 log = logging.getLogger("scrm.listeners.notifications")
-SLA_EVENTS = ("sla.warning", "sla.breached")
+SLA_EVENTS = interest.SLA_EVENTS
 PUSHED = (svc.NOTIFICATION_CREATED, "notification.read")
 
 
-def wanted(event: ev.Event) -> bool:
-    """Cheap test on the event alone: which events can notify anybody."""
-    d = event.data
-    if event.name == ev.CONVERSATION_ASSIGNED:
-        return bool(d.get("assignee_id")) and d.get("by") != d.get("assignee_id")
-    if event.name == ev.MESSAGE_CREATED:
-        return (d.get("direction") == "in" and d.get("sender_kind") == "contact" and d.get("handler") != "bot"
-                and not d.get("auto_submitted"))
-    if event.name == ev.CONVERSATION_STATUS_CHANGED:
-        return d.get("by") == "snooze"
-    return event.name in SLA_EVENTS
+# Cheap test on the event alone: which events can notify anybody (the event log's rule: event_interest.py).
+wanted = interest.notifies
+NOTIFYING = (ev.CONVERSATION_ASSIGNED, ev.MESSAGE_CREATED, ev.CONVERSATION_STATUS_CHANGED, *SLA_EVENTS)
 
 
 async def handle(ctx: AppContext, event: ev.Event) -> None:
@@ -107,7 +100,7 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
 
     hub = hub_for(ctx)
     return [
-        ctx.bus.subscribe(on_work, wants=wanted),
+        *(ctx.bus.subscribe(on_work, name, wants=wanted) for name in NOTIFYING),
         ctx.bus.subscribe(on_push, everywhere=True, wants=lambda e: e.name in PUSHED and bool(hub.clients),
                           interested=lambda name, _cid: name in PUSHED and bool(hub.clients)),
     ]

@@ -36,13 +36,13 @@ async def desk(ctx: AppContext) -> AsyncIterator[AppContext]:
 
 @pytest.fixture
 def recorded(ctx: AppContext) -> list[Event]:
-    """Every event published on the bus during the test."""
+    """Every event published on the bus during the test (live: the event log keeps only what a consumer acts on)."""
     seen: list[Event] = []
 
     async def keep(event: Event) -> None:
         seen.append(event)
 
-    ctx.bus.subscribe(keep)
+    ctx.bus.subscribe(keep, everywhere=True)
     return seen
 
 

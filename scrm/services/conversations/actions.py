@@ -212,7 +212,9 @@ async def _change_handler(tx: Tx, conv: Conversation, handler: str, agent_id: in
     await add_system_note(tx, conv, note, handoff={"from": previous, "to": handler, "agent_id": agent_id})
     tx.emit(ev.CONVERSATION_HANDLER_CHANGED, conversation_id=conv.id, handler=handler, previous=previous,
             agent_id=agent_id, inbox_id=conv.inbox_id)
-    tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conv.id, inbox_id=conv.inbox_id)
+    # What moved: screens re-read the conversation; the desk re-picks an SLA only on a priority change, so
+    # this one is pushed live, not logged (the handoff's bookkeeping works conversation.handler_changed).
+    tx.emit(ev.CONVERSATION_UPDATED, conversation_id=conv.id, inbox_id=conv.inbox_id, changed=["handler"])
 
 
 async def do_set_handler(tx: Tx, conversation_id: int, agent_id: int | None, handler: str, reason: str | None = None) -> Conversation:

@@ -32,7 +32,7 @@ from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Message, utcnow
 from scrm.db.sql import by_each_key, is_postgresql, one_of
 from scrm.domain import InboundMessage, IngestOutcome
-from scrm.event_log import append
+from scrm.event_log import append, listening
 from scrm.metrics import INGEST_FALLBACKS, INGEST_LATENCY, INGESTED
 from scrm.services.conversations import ingest_rules as rules
 from scrm.services.conversations.ingest_identity import update_profile
@@ -128,8 +128,9 @@ class GroupCommit:
         events: list[ev.Event] = []
         rest = list(range(len(messages)))  # not stored yet
         failure: BaseException | None = None
+        snapshot = await listening(self.ctx)  # which events a consumer may act on (cached reads, before any transaction)
         if self.fast:  # PostgreSQL: what scrm_ingest_batch handles, in one round trip
-            fast, failure = await self._attempts(lambda: store_fast(self.ctx.db, self.ctx.adapters, inbox, messages), len(messages))
+            fast, failure = await self._attempts(lambda: store_fast(self.ctx.db, self.ctx.adapters, inbox, messages, snapshot), len(messages))
             if fast is not None:
                 outcomes, events, rest = fast.outcomes, fast.events, fast.rest
             else:
@@ -143,7 +144,7 @@ class GroupCommit:
                 async with self.ctx.db.transaction() as session:
                     tx = Tx(session, self.ctx.adapters)
                     stored = await store_batch(tx, inbox, [messages[i] for i in rest])
-                    await append(session, tx.events)  # the follow-up work commits with the messages
+                    await append(session, tx.events, snapshot)  # the follow-up work commits with the messages
                 return stored, tx.events
 
             done, failure = await self._attempts(python_path, len(rest))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Boolean, DateTime, Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from scrm import event_interest as interest
 from scrm import events as ev
 from scrm.db.models import Inbox, utcnow
 from scrm.domain import InboundMessage, IngestOutcome
@@ -36,7 +37,9 @@ _ARRAYS: dict[str, Any] = {
 # data-modifying CTE always runs): the follow-up work of an acknowledged message can never be lost.
 # The rows are the events the Python path logs (uow/event_log), in the order store_fast lists them:
 # new people by sender id (code-point order), then per message its contact and status changes, then
-# per message its conversation.created / reopen / message.created (conversation.updated is live-only).
+# per message its conversation.created / reopen / message.created (conversation.updated is live-only). A
+# contact's change is logged only while a consumer may act on it (:log_new_contacts, :log_changed_contacts:
+# event_interest.py, as the Python path's append decides).
 _CALL = text(f"""
 WITH r AS MATERIALIZED (
     SELECT idx, outcome, message_id, conversation_id, contact_id, handler, previous_status, contact_changed,
@@ -49,10 +52,10 @@ WITH r AS MATERIALIZED (
     SELECT conv, name, payload, :now FROM (
         SELECT 1 AS part, (:senders)[idx] COLLATE "C" AS who, idx, 0 AS step, NULL::bigint AS conv,
                'contact.updated' AS name, json_build_object('contact_id', contact_id, 'created', true) AS payload
-        FROM st WHERE contact_created
+        FROM st WHERE contact_created AND :log_new_contacts
         UNION ALL
         SELECT 2, '', idx, 0, NULL, 'contact.updated', json_build_object('contact_id', contact_id)
-        FROM st WHERE contact_changed
+        FROM st WHERE contact_changed AND :log_changed_contacts
         UNION ALL
         SELECT 2, '', idx, 1, conversation_id, 'conversation.status_changed',
                json_build_object('conversation_id', conversation_id, 'status', 'open', 'previous', previous_status,
@@ -82,7 +85,8 @@ SELECT * FROM r
     bindparam("inbox", type_=BigInteger), bindparam("new_on_resolved", type_=Boolean),
     bindparam("now", type_=DateTime(timezone=True)), *[bindparam(n, type_=ARRAY(t)) for n, t in _ARRAYS.items()],
     bindparam("channel", type_=Text), bindparam("event_content_types", type_=ARRAY(Text)),
-    bindparam("auto_submitted", type_=ARRAY(Boolean)),
+    bindparam("auto_submitted", type_=ARRAY(Boolean)), bindparam("log_new_contacts", type_=Boolean),
+    bindparam("log_changed_contacts", type_=Boolean),
 )
 
 
@@ -103,8 +107,10 @@ def handled(msg: InboundMessage, threaded: bool) -> bool:
     )
 
 
-async def store_fast(db: Database, channels: ChannelRules, inbox: Inbox, messages: list[InboundMessage]) -> FastOutcome:
-    """Store what the function handles of `messages` (one inbox, arrival order) in one call."""
+async def store_fast(db: Database, channels: ChannelRules, inbox: Inbox, messages: list[InboundMessage],
+                     listening: interest.Listening = interest.ANY) -> FastOutcome:
+    """Store what the function handles of `messages` (one inbox, arrival order) in one call; `listening`
+    decides whether contact changes are logged (event_log.listening)."""
     threaded = rules.is_threaded(channels, inbox)
     python_senders = {m.sender_id for m in messages if not handled(m, threaded)}
     # Given to the function: each external id once (a repeat inside the batch is a duplicate of its first copy).
@@ -114,7 +120,9 @@ async def store_fast(db: Database, channels: ChannelRules, inbox: Inbox, message
     copies = {eligible[j]: eligible[k] for j, k in repeated.items()}
     result = FastOutcome()
     if sent:
-        rows = await db.autocommit(_CALL, _arguments(inbox, [messages[i] for i in sent]))
+        rows = await db.autocommit(_CALL, _arguments(inbox, [messages[i] for i in sent]) | {
+            "log_new_contacts": interest.logged(ev.Event(ev.CONTACT_UPDATED, {"created": True}), listening),
+            "log_changed_contacts": interest.logged(ev.Event(ev.CONTACT_UPDATED, {}), listening)})
         stored: list[tuple[int, Any]] = []
         for row in sorted(rows, key=lambda r: r.idx):
             index = sent[row.idx - 1]

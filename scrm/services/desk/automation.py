@@ -202,11 +202,14 @@ async def check_targets(tx: Tx, rule: RuleIn) -> None:
 
 
 _rules_cache: dict[str, tuple[float, list[AutomationRule]]] = {}
+_events_cache: tuple[float, frozenset[str]] | None = None
 
 
 def invalidate_cache() -> None:
     """Rules changed (in this process; others see the change within RULES_TTL)."""
+    global _events_cache
     _rules_cache.clear()
+    _events_cache = None
 
 
 RULES_TTL = 5.0
@@ -222,6 +225,19 @@ async def _rules_for(ctx: AppContext, name: str) -> list[AutomationRule]:
                                       .order_by(AutomationRule.position, AutomationRule.id))).all())
     _rules_cache[name] = (time.monotonic() + RULES_TTL, rules)
     return rules
+
+
+async def rule_events(ctx: AppContext) -> frozenset[str]:
+    """The events some active rule runs on, cached like the rules (whether to log an event: event_interest.py)."""
+    global _events_cache
+    if _events_cache and _events_cache[0] > time.monotonic():
+        return _events_cache[1]
+    async with ctx.db.session() as s:
+        with s.no_autoflush:  # in a consumer's batch: its pending writes are not this read's to flush
+            names = frozenset((await s.scalars(select(AutomationRule.event).where(AutomationRule.active.is_(True))
+                                               .distinct())).all())
+    _events_cache = (time.monotonic() + RULES_TTL, names)
+    return names
 
 
 async def wants(ctx: AppContext, name: str) -> bool:

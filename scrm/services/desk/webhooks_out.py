@@ -101,6 +101,12 @@ async def wanted(ctx: AppContext, name: str) -> bool:
     return name in EVENTS and any("*" in names or name in names for _, names in await _subscriptions(ctx))
 
 
+async def subscribed_events(ctx: AppContext) -> frozenset[str]:
+    """The events some active subscription wants (cached like the subscriptions: event_interest.py)."""
+    names = {name for _, names in await _subscriptions(ctx) for name in names}
+    return frozenset(EVENTS) if "*" in names else frozenset(names) & frozenset(EVENTS)
+
+
 def _insert(dialect: str) -> Any:
     return pg_insert if dialect == "postgresql" else sqlite_insert
 
