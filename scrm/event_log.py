@@ -303,8 +303,7 @@ class EventConsumer:
                 # The new deliveries this process's outbox worker sends at once are marked `sending` for it.
                 await handover.mark(shared, await insert_deferred_deliveries(shared))
                 await self._mark(shared, claimed, errors)
-                if shared.events:
-                    await append(shared.session, shared.events)
+                logged = await append(shared.session, shared.events) if shared.events else 0
                 await write_held_back(shared)  # last: the conversation rows stay locked only until the commit
             handover.committed()  # first thing after the commit: the customer waits for these sends
         finally:
@@ -313,8 +312,8 @@ class EventConsumer:
             self._careful -= 1
         else:
             self._sizer.worked(len(claimed), limit, asyncio.get_running_loop().time() - started)
-        if shared.events:
-            await self.bus.publish(shared.events)
+        if shared.events:  # nothing logged (the bot's own messages, live pushes): no consumer to wake
+            await self.bus.publish(shared.events, wake=logged > 0)
         for sub, event in later:
             self.bus.spawn(sub.listener, event)
         return len(claimed)

@@ -252,3 +252,36 @@ async def test_a_handoff_logs_its_handler_change_and_only_pushes_the_conversatio
     assert [p["handler"] for p in await _logged(ctx, ev.CONVERSATION_HANDLER_CHANGED)] == ["queue"]
     assert [p for p in await _logged(ctx, ev.CONVERSATION_UPDATED) if p["conversation_id"] == cid] == []
     await wait_for(lambda: [e for e in live if e.data.get("changed") == ["handler"]], timeout=5)
+
+
+async def test_a_consumer_batch_that_logged_nothing_wakes_no_other_consumer(ctx: AppContext) -> None:
+    """A batch whose listeners only emitted live pushes (the bot's answer, typing) publishes them without a
+    wake-up: with Redis every other worker's consumer would otherwise run a claim that finds nothing."""
+    automation.invalidate_cache()
+    webhooks_out.invalidate_cache()
+    cid, _inbox = await _customer(ctx, "api", "batch")
+    worked: list[int] = []
+
+    async def step(event: ev.Event) -> None:
+        async with unit_of_work(ctx) as tx:
+            tx.emit(ev.TYPING, conversation_id=cid, who="bot")  # live only
+            if event.data.get("n") == 2:
+                tx.emit("test.follow_up", conversation_id=cid)  # a name the rule does not know: logged
+        worked.append(int(event.data["n"]))
+
+    ctx.bus.subscribe(step, "test.step")
+    woken: list[tuple[list[str], bool]] = []
+    publish = ctx.bus.publish
+
+    async def spy(events: Any, *, wake: bool = True) -> None:
+        woken.append(([e.name for e in events], wake))
+        await publish(events, wake=wake)
+
+    ctx.bus.publish = spy  # type: ignore[method-assign]
+    for n in (1, 2):  # one batch each
+        async with unit_of_work(ctx) as tx:
+            tx.emit("test.step", conversation_id=cid, n=n)
+        await wait_for(lambda n=n: n in worked, timeout=10)
+        await wait_for(lambda n=n: len([w for w in woken if ev.TYPING in w[0]]) >= n, timeout=10)
+    assert ([ev.TYPING], False) in woken
+    assert ([ev.TYPING, "test.follow_up"], True) in woken
