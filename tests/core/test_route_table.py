@@ -66,7 +66,7 @@ def test_the_app_serves_every_api_endpoint_and_the_pages() -> None:
 
 def test_periodic_jobs_have_distinct_lease_names() -> None:
     names = [name for name, _ in periodic.JOBS]
-    assert len(set(names)) == len(names) == 9
+    assert len(set(names)) == len(names) == 10
     assert all(callable(job) for _, job in periodic.JOBS)
 
 
