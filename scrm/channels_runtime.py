@@ -323,13 +323,16 @@ class AdapterPool:
         """The active inboxes of a channel type, cached like `inbox` (INBOX_TTL): work that only some
         channels need (OA UnionID lookups, WeCom tag pushes) asks this before a query per contact."""
         loop = asyncio.get_running_loop()
-        if self._active is None or loop.time() - self._active[0] >= self.INBOX_TTL:
+        cached = self._active
+        if cached is None or loop.time() - cached[0] >= self.INBOX_TTL:
             if self._loading_active is None:
                 self._loading_active = loop.create_task(self._load_active())
                 self._loading_active.add_done_callback(lambda _t: setattr(self, "_loading_active", None))
-            await asyncio.shield(self._loading_active)
-        assert self._active is not None
-        return [inbox for inbox in self._active[1] if inbox.channel_type == channel_type]
+            # The rows the load read (the cache may be dropped again before this task resumes).
+            rows = await asyncio.shield(self._loading_active)
+        else:
+            rows = cached[1]
+        return [inbox for inbox in rows if inbox.channel_type == channel_type]
 
     async def _load_active(self) -> tuple[Inbox, ...]:
         async with self.ctx.db.session() as s:
