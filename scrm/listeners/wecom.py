@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from scrm import event_interest as interest
 from scrm import events as ev
 from scrm.db.models import Conversation
 from scrm.services.wecom import session as wecom_session
@@ -71,17 +72,14 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
 
     names = (ev.CONVERSATION_CREATED, ev.CONVERSATION_HANDLER_CHANGED, ev.CONVERSATION_STATUS_CHANGED)
     subs = [ctx.bus.subscribe(on_conversation, name) for name in names]
-    subs.append(ctx.bus.subscribe(on_delivery, ev.DELIVERY_UPDATED,
-                                  wants=lambda e: e.data.get("kind") in ("wecom_state", WELCOME_KIND)))
+    subs.append(ctx.bus.subscribe(on_delivery, ev.DELIVERY_UPDATED, wants=interest.wecom_state))
     # Any message the API sends in 人工 takes the one reply its code allows (an agent's, an automation's,
     # a ticket notice): the next is refused before it is queued (reply_blocked), not by WeCom. A message
     # queued while the bot or the queue had the conversation takes no code: a message carries the code its
     # identity had when it was queued, and there is one only in 人工 (3), which the session leaves when the
     # conversation goes to the bot (1) or the queue (2). So the bot's answers, most of a 微信客服 inbox's
     # messages, cost this listener nothing (it read three rows and locked one per answer).
-    subs.append(ctx.bus.subscribe(on_agent_message, ev.MESSAGE_CREATED, wants=lambda e: (
-        e.data.get("channel") == "wecom_kf" and e.data.get("direction") == "out" and not e.data.get("private")
-        and e.data.get("sender_kind") in ("agent", "bot", "system") and e.data.get("handler") not in ("bot", "queue"))))
+    subs.append(ctx.bus.subscribe(on_agent_message, ev.MESSAGE_CREATED, wants=interest.wecom_kf_reply))
     # WeCom / OA API calls: after the consumer's commit, not inside its transaction.
     subs.append(ctx.bus.subscribe(on_contact, ev.CONTACT_UPDATED, after_commit=True, wants=lambda e: bool(e.data.get("created")) or (
         e.data.get("change") in (None, "tag", "merged") and "imported" not in e.data)))
