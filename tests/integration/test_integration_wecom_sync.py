@@ -265,7 +265,11 @@ async def test_a_server_that_pulls_elsewhere_answers_and_the_pull_runner_pulls(c
             await asyncio.sleep(0.05)
         assert sorted(m.external_id for m in await inbound(ctx, inbox.id)) == sorted(f"e{i}" for i in range(30))
         assert fake.sync_requests[0]["token"]  # the callback's token was used
+        # the pull gives its lease back (marking the request served) after its last page is committed
         row = await cursor_row(ctx, inbox.id)
+        while row.pulled_seq != row.requested_seq and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            row = await cursor_row(ctx, inbox.id)
         assert row.cursor == "30" and row.pulled_seq == row.requested_seq
     finally:
         stop.set()
