@@ -70,7 +70,7 @@ class Visitor:
     """One visitor: a session token, a socket, what it was shown, and its open question."""
 
     __slots__ = ("n", "token", "ws", "seen", "last_id", "asked_at", "latencies", "sent", "reader", "connected",
-                 "human", "closing", "timeline", "asked_cid")
+                 "human", "closing", "timeline", "asked_cid", "greeted_at", "reopened")
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -87,6 +87,10 @@ class Visitor:
         self.connected = asyncio.Event()
         self.human = False  # asked for an agent: a later question waits for no bot answer
         self.closing = False  # the bench closes this visitor's socket (the forced reconnect, the end)
+        self.greeted_at = 0.0  # when the server last said hello on this visitor's socket
+        # Questions whose socket was closed and opened again before their answer was shown:
+        # (asked -> greeted again, greeted again -> answer shown), seconds.
+        self.reopened: list[tuple[float, float]] = []
 
 
 async def create_db() -> None:
@@ -214,6 +218,7 @@ async def read(v: Visitor, ws: aiohttp.ClientWebSocketResponse) -> None:
         frame = json.loads(msg.data)
         kind = frame.get("type")
         if kind == "hello":
+            v.greeted_at = time.perf_counter()
             v.connected.set()
             for cid, mid in list(v.sent.items()):  # not acknowledged before the socket went: send again
                 if mid is None:
@@ -226,6 +231,8 @@ async def read(v: Visitor, ws: aiohttp.ClientWebSocketResponse) -> None:
                 v.last_id = max(v.last_id, item["id"])
                 if item["from"] == "bot" and v.asked_at is not None:
                     v.latencies.append(time.perf_counter() - v.asked_at)
+                    if v.greeted_at > v.asked_at:
+                        v.reopened.append((v.greeted_at - v.asked_at, time.perf_counter() - v.greeted_at))
                     v.timeline.append((v.asked_at, v.latencies[-1], v.asked_cid))
                     v.asked_at = None
     if os.environ.get("BENCH_DEBUG") and not v.closing:
@@ -441,6 +448,7 @@ async def reconnect_all(http: aiohttp.ClientSession, base: str, web_id: int, vis
     returns when every socket was greeted again."""
     started = time.perf_counter()
     cpu = time.process_time()
+    serve_cpu = cpu_seconds(SERVE_PID[0]) if SERVE_PID else 0.0
     spy = None
     if os.environ.get("BENCH_PROFILE_RECONNECT") and SERVE_PID:  # py-spy over the storm: closed until all greeted
         spy = subprocess.Popen(["py-spy", "record", "--pid", str(SERVE_PID[0]), "--rate", "200", "--format", "raw",
@@ -458,6 +466,7 @@ async def reconnect_all(http: aiohttp.ClientSession, base: str, web_id: int, vis
     opened = time.perf_counter()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*[v.connected.wait() for v in visitors]), 60)
+    serve_cpu = (cpu_seconds(SERVE_PID[0]) if SERVE_PID else 0.0) - serve_cpu
     if spy is not None:
         await asyncio.sleep(1)  # and the second after it
         spy.send_signal(signal.SIGINT)
@@ -465,7 +474,8 @@ async def reconnect_all(http: aiohttp.ClientSession, base: str, web_id: int, vis
     if os.environ.get("BENCH_TIMELINE"):
         print(f"# reconnect: closed in {closed - started:.1f} s, reopened in {opened - closed:.1f} s, "
               f"all greeted {time.perf_counter() - started:.1f} s after the start; the bench's own process used "
-              f"{time.process_time() - cpu:.1f} s of CPU meanwhile", file=sys.stderr)
+              f"{time.process_time() - cpu:.1f} s of CPU meanwhile, serve {serve_cpu:.1f} s (the questions' load included)",
+              file=sys.stderr)
     return time.perf_counter()
 
 
@@ -487,13 +497,14 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
         visitors[0].latencies.clear()
         await asyncio.sleep(1)
         before = rss_kb(pid)
-        opening, opening_cpu = time.perf_counter(), time.process_time()
+        opening, opening_cpu, serve_cpu = time.perf_counter(), time.process_time(), cpu_seconds(pid)
         for i in range(1, sockets, 200):
             await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
         await asyncio.wait_for(asyncio.gather(*[v.connected.wait() for v in visitors]), 120)
         if os.environ.get("BENCH_TIMELINE"):
             print(f"# first connect (idle server): all greeted in {time.perf_counter() - opening:.1f} s, the bench's own "
-                  f"process used {time.process_time() - opening_cpu:.1f} s of CPU meanwhile", file=sys.stderr)
+                  f"process used {time.process_time() - opening_cpu:.1f} s of CPU meanwhile, serve "
+                  f"{(cpu_seconds(pid) - serve_cpu) * 1000 / max(1, sockets - 1):.2f} ms per socket", file=sys.stderr)
         await asyncio.sleep(3)  # idle
         after = rss_kb(pid)
         kb_per_conn = (after - before) / max(1, sockets - 1)
@@ -573,6 +584,7 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             xs = sorted(by_sec[sec])
             print(f"# t={sec:3d} n={len(xs):4d} p50={statistics.median(xs):7.0f} p99={xs[max(0, int(len(xs) * .99) - 1)]:7.0f}"
                   f" max={xs[-1]:7.0f}", file=sys.stderr)
+    reopened = [x for v in visitors for x in v.reopened]
     lat = sorted(x for v in visitors for x in v.latencies)
     asked = [(at - started, x * 1000, v.sent.get(cid)) for v in visitors for at, x, cid in v.timeline]
     if not lat:
@@ -582,7 +594,7 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             "duplicates": duplicates, "unanswered": unanswered, "rss_mb": after / 1024,
             "cpu_ms_per_question": cpu_load * 1000 / max(1, len(lat)), "cpu_share": cpu_load / wall_load,
             "pg_ms_per_question": pg_load * 1000 / max(1, len(lat)),
-            "load": os.getloadavg()[0], "asked_rows": asked, "reconnect_s": (reconnect_at, reconnect_end - started)}
+            "load": os.getloadavg()[0], "asked_rows": asked, "reconnect_s": (reconnect_at, reconnect_end - started), "reopened": reopened}
 
 
 def rest(result: dict[str, Any], worked: dict[int, float]) -> None:
@@ -644,6 +656,15 @@ def main() -> int:
     for name, (p50, p99) in r["stages"].items():
         print(f"  server: {name:38s} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
     print(f"  forced reconnect        lost {r['lost']}   duplicates {r['duplicates']}   (target 0 / 0)")
+    if r["reopened"]:  # the answer came after the question's own socket was closed and greeted again
+        down = sorted(x[0] * 1000 for x in r["reopened"])
+        shown = sorted(x[1] * 1000 for x in r["reopened"])
+
+        def q(xs: list[float], f: float) -> float:
+            return xs[max(0, int(len(xs) * f) - 1)]
+        print(f"    {len(down)} questions were answered after their own socket reopened: asked -> socket greeted again "
+              f"p50 {statistics.median(down):.0f} p99 {q(down, .99):.0f} ms (the socket was down), greeted -> answer "
+              f"shown p50 {statistics.median(shown):.0f} p99 {q(shown, .99):.0f} ms (the server's catch-up)")
     print(f"BENCH web_chat p99_ms={r['p99_ms']:.1f} p50_ms={r['p50_ms']:.1f} kb_per_conn={r['kb_per_conn']:.1f} "
           f"api_rate={r['api']['rate']:.0f} api_accept_rate={r['api']['accept_rate']:.0f} lost={r['lost']} duplicates={r['duplicates']} "
           f"cpu_ms_per_q={r['cpu_ms_per_question']:.1f}")
