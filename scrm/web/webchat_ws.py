@@ -94,6 +94,12 @@ class VisitorSocket:
             return
         self.schedule()
 
+    def resync(self, urgent: bool = False) -> None:
+        """Read what the client has not shown, and the conversation's state (a connection that opens);
+        `urgent`: a new message is known to be waiting, read with the new messages' reads."""
+        self._urgent |= urgent
+        self.notify({"t": "sync"})
+
     def wrote(self, message_id: int, conversation_id: int | None) -> None:
         """The visitor's message sent over this connection is stored (and acknowledged: the widget shows it
         from the ack). Its server copy comes with the next read, most often the bot's answer a few
@@ -202,7 +208,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     hub.add(conn)
     try:
         await ws.send_str(json.dumps({"type": "hello"}))
-        conn.notify({"t": "sync"})
+        # A reply pushed while the visitor was away (a reconnect): this first read goes with the new
+        # messages, ahead of the resyncs of every other socket that reconnects at the same moment.
+        conn.resync(urgent=hub.take_missed(conn.topic))
         await _serve(request, conn, inbox, adapter)
     finally:
         hub.remove(conn)

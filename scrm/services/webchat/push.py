@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +34,14 @@ def channel_name(redis: Any) -> str:
     db = getattr(getattr(redis, "connection_pool", None), "connection_kwargs", {}).get("db", 0)
     return f"{CHANNEL}:{db}"
 HUB_KEY = "webchat_hub"
+# A reply stored while none of its visitor's connections is here (the visitor's network blipped, every socket
+# of a site reconnects) is remembered this long, so that the reconnect's first read goes with the new
+# messages, ahead of the plain resyncs of the same storm; at most MISSED_MAX visitors and GONE_MAX
+# conversations of lately closed connections are remembered (the oldest are forgotten: only an order of
+# reads depends on it, never what is shown).
+MISSED_TTL = 60.0
+MISSED_MAX = 20_000
+GONE_MAX = 20_000
 
 
 class Listener(Protocol):
@@ -52,6 +61,10 @@ class VisitorHub:
         self.by_topic: dict[str, set[Listener]] = {}
         self.polls: dict[str, set[asyncio.Event]] = {}
         self.by_conversation: dict[int, set[Listener]] = {}
+        # Conversations whose last connection here closed lately -> (its topic, until when) and the topics
+        # a reply was pushed to meanwhile -> until when (insertion order is age order: pruned from the front).
+        self.gone: dict[int, tuple[str, float]] = {}
+        self.missed: dict[str, float] = {}
         self._reader: asyncio.Task[None] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self.connections = 0
@@ -70,12 +83,16 @@ class VisitorHub:
             self.by_conversation.setdefault(conversation_id, set()).add(conn)
 
     def remove(self, conn: Listener) -> None:
+        until = time.monotonic() + MISSED_TTL
         for cid in conn.conversations:
             watchers = self.by_conversation.get(cid)
             if watchers is not None:
                 watchers.discard(conn)
                 if not watchers:
                     del self.by_conversation[cid]
+                    self.gone.pop(cid, None)  # re-inserted last: the dict stays in age order
+                    self.gone[cid] = (conn.topic, until)
+        _prune(self.gone, GONE_MAX, lambda entry: entry[1])
         group = self.by_topic.get(conn.topic)
         if group is not None and conn in group:
             group.discard(conn)
@@ -108,8 +125,24 @@ class VisitorHub:
         except TimeoutError:
             return False
 
+    def note_missed(self, topic: str) -> None:
+        """A reply for `topic` found no connection of it here: its next connection reads it first."""
+        self.missed.pop(topic, None)
+        self.missed[topic] = time.monotonic() + MISSED_TTL
+        _prune(self.missed, MISSED_MAX, lambda until: until)
+
+    def take_missed(self, topic: str) -> bool:
+        """Was a reply for `topic` pushed lately while none of its connections was here? (Asked once, by the
+        connection that opens: its first read then goes with the new messages, not the resyncs.)"""
+        until = self.missed.pop(topic, None)
+        return until is not None and until > time.monotonic()
+
     def dispatch(self, topic: str, push: dict[str, Any]) -> None:
         """Hand a push to this process's connections and long polls of `topic`."""
+        if topic not in self.by_topic and topic not in self.polls:
+            if push.get("t") == "m":
+                self.note_missed(topic)
+            return
         for conn in list(self.by_topic.get(topic, ())):
             conn.notify(push)
         for event in self.polls.get(topic, ()):
@@ -126,6 +159,11 @@ class VisitorHub:
         def wanted(event: ev.Event) -> bool:
             data = event.data
             if data.get("conversation_id") not in self.by_conversation:
+                # A reply for a visitor whose connection closed lately: remembered for the reconnect.
+                cid = data.get("conversation_id")
+                gone = self.gone.get(cid) if isinstance(cid, int) else None
+                if gone is not None and event.name == ev.MESSAGE_CREATED and data.get("direction") == "out":
+                    self.note_missed(gone[0])
                 return False
             if event.name == ev.TYPING and (data.get("private") or not data.get("agent_id")):
                 return False  # notes and the visitor's own typing stay with the agents
@@ -150,7 +188,7 @@ class VisitorHub:
         # Agents' typing and reading are passing signals, and a stored reply a nudge to read it: the event
         # bus carries them to every process right after their commit.
         def interested(_name: str, conversation_id: int | None) -> bool:  # other processes' events parsed only then
-            return conversation_id in self.by_conversation
+            return conversation_id in self.by_conversation or conversation_id in self.gone
 
         self._unsubscribe = [
             bus.subscribe(on_event, name, everywhere=True, wants=wanted, interested=interested)
@@ -186,6 +224,8 @@ class VisitorHub:
                             self.dispatch(topic, json.loads(body))
                         except ValueError:
                             log.warning("dropping a malformed web chat push")
+                    elif body.startswith(MESSAGE_PUSH):  # a new message for a visitor not connected here now
+                        self.note_missed(topic)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis restarted: resubscribe with backoff
@@ -207,6 +247,19 @@ class VisitorHub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
             self._reader = None
+
+
+MESSAGE_PUSH = '{"t": "m"'  # how json.dumps starts a new message's push (publish's callers write them so)
+
+
+def _prune(entries: dict[Any, Any], limit: int, until: Callable[[Any], float]) -> None:
+    """Drop the expired entries at the front of an age-ordered dict, and the oldest beyond `limit`."""
+    now = time.monotonic()
+    while entries:
+        key = next(iter(entries))
+        if len(entries) <= limit and until(entries[key]) > now:
+            return
+        del entries[key]
 
 
 def hub_for(ctx: AppContext) -> VisitorHub:

@@ -162,3 +162,80 @@ async def test_a_catch_up_read_reads_its_visitors_rows_only_on_a_site_with_many_
         assert '"Seq Scan"' not in scans and "Index Scan Backward" not in scans, scans
     rows = await chat_svc.messages_of_many(ctx, inbox_id, "key", afters, recent_since=chat_svc.recent(60), limit=5000)
     assert rows is not None and sum(len(v) for v in rows.values()) == 20 * 12 + 180 * 12  # all recent: the lookback
+
+
+async def _hello(client: Any, visitor: Visitor, after: int = 0) -> Any:
+    ws = await client.ws_connect(f"/chat/{visitor.inbox.id}/ws")
+    await ws.send_json({"type": "auth", "token": visitor.token, "after": after})
+    assert (await ws.receive_json(timeout=5))["type"] == "hello"
+    return ws
+
+
+async def test_a_socket_whose_answer_came_while_it_was_away_is_read_first_when_it_reconnects(
+        visitor: Visitor, client, ctx, web_inbox, monkeypatch):
+    """A reconnect storm: every socket of the site asks for a resync read at once. The visitor whose bot answer
+    was stored while the socket was down (it asked just before the blip) gets that answer with the new
+    messages' reads, not behind every other socket's resync; a visitor with nothing new waits its turn."""
+    from scrm import events as ev
+    from scrm.services.webchat.push import hub_for
+
+    await visitor.session()
+    sent = await visitor.send("在吗", status=201)
+    await ctx.bus.drain(5)
+    ws = await _hello(client, visitor)
+    while not any(k in hub_for(ctx).by_conversation for k in (sent["conversation_id"],)):
+        await asyncio.sleep(0.01)  # its first read shows the conversation: the socket watches it
+    await ws.close()
+    while hub_for(ctx).connections:
+        await asyncio.sleep(0.01)
+    other = Visitor(client, web_inbox)
+    await other.session()
+    # The answer is stored while the socket is down (its push finds no connection).
+    await ctx.bus.publish([ev.Event(ev.MESSAGE_CREATED, {
+        "conversation_id": sent["conversation_id"], "message_id": sent["id"] + 1000, "direction": "out"})])
+    catchup = catchup_for(ctx)
+    monkeypatch.setattr(catchup, "_start", lambda: None)  # the reads stay queued: their order is what is asked
+    sockets = [await _hello(client, other), await _hello(client, visitor, after=sent["id"])]
+    topics = {c.topic for c in catchup.urgent}  # type: ignore[attr-defined]
+    waiting = {c.topic for c in catchup.waiting}  # type: ignore[attr-defined]
+    assert any(t.endswith(visitor_of(visitor)) for t in topics)
+    assert not any(t.endswith(visitor_of(other)) for t in topics) and any(t.endswith(visitor_of(other)) for t in waiting)
+    assert not hub_for(ctx).take_missed(next(iter(topics)))  # asked once: a later reconnect is a plain resync
+    for s in sockets:
+        await s.close()
+
+
+def visitor_of(visitor: Visitor) -> str:
+    """The visitor id its token names (the push topic's end)."""
+    from channels.web.tokens import verify_visitor
+
+    return verify_visitor(visitor.inbox.secrets["token_key"], visitor.inbox.id, visitor.token) or "?"
+
+
+def test_the_hub_forgets_the_oldest_missed_replies_beyond_its_bound(monkeypatch):
+    """What a hub remembers for reconnects stays bounded, however many visitors go away."""
+    from scrm.services.webchat import push
+
+    monkeypatch.setattr(push, "MISSED_MAX", 2)
+    hub = push.VisitorHub(SimpleNamespace())  # type: ignore[arg-type]
+    for topic in ("a", "b", "c"):
+        hub.note_missed(topic)
+    assert list(hub.missed) == ["b", "c"]
+    assert hub.take_missed("c") and not hub.take_missed("a")
+
+
+async def test_a_new_message_pushed_to_a_visitor_not_connected_is_remembered_for_the_reconnect(ctx):
+    """The outbox worker's push of a reply (any process, through Redis when configured) to a visitor whose
+    sockets are all down marks the visitor's next connection for a first read with the new messages."""
+    from scrm.services.webchat.push import hub_for, publish
+
+    hub = hub_for(ctx)
+    hub._start()
+    await asyncio.wait_for(hub.ready.wait(), 5)
+    await publish(ctx, "1:v:away", '{"t": "m", "c": 3, "m": 9}')
+    await publish(ctx, "1:v:typing", '{"t": "typing", "c": 3}')  # a passing signal: nothing to read
+    for _ in range(200):
+        if "1:v:away" in hub.missed:
+            break
+        await asyncio.sleep(0.01)
+    assert hub.take_missed("1:v:away") and not hub.take_missed("1:v:typing")
