@@ -319,6 +319,7 @@ async def api_phase(base: str, pid: int, api_id: int, n: int) -> dict[str, Any]:
     cpu, pg = cpu_seconds(pid), await pg_cpu()
     started = time.perf_counter()
     accept_rate = await api_rate(base, api_id, n)
+    accept_cpu = cpu_seconds(pid) - cpu
     answered_at_ack = (await answered_out(api_id)) - out_before
     _, out_after = await quiet(api_id)
     elapsed = time.perf_counter() - started
@@ -327,7 +328,7 @@ async def api_phase(base: str, pid: int, api_id: int, n: int) -> dict[str, Any]:
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         await asyncio.to_thread(spy.wait, 30)
-    return {"n": n, "rate": n / elapsed, "accept_rate": accept_rate, "answered_at_ack": answered_at_ack,
+    return {"n": n, "rate": n / elapsed, "accept_rate": accept_rate, "accept_cpu_ms": accept_cpu * 1000 / n, "answered_at_ack": answered_at_ack,
             "answered": out_after - out_before, "quiet_s": quiet_s, "cpu_ms": cpu * 1000 / n, "pg_ms": pg_used * 1000 / n}
 
 
@@ -650,9 +651,9 @@ def main() -> int:
           f"{a['answered']} answers, "
           f"from 32 senders with every socket connected, started on a quiet server: waited {a['quiet_s']:.1f} s for the "
           f"load's events and deliveries; serve CPU {a['cpu_ms']:.2f} ms, PostgreSQL CPU {a['pg_ms']:.2f} ms per message)")
-    print(f"    posts acknowledged    {a['accept_rate']:7.0f} messages/s (the bot had answered {a['answered_at_ack']} of them "
-          "meanwhile: the embedded worker shares the process, so this rate moves with how much of the answering fell "
-          "inside the posting)")
+    print(f"    posts acknowledged    {a['accept_rate']:7.0f} messages/s, serve CPU {a['accept_cpu_ms']:.2f} ms per message meanwhile "
+          f"(the bot had sent {a['answered_at_ack']} of its {a['answered']} answers by then: with the embedded worker this "
+          "rate moves with how much of the answering falls inside the posting)")
     for name, (p50, p99) in r["stages"].items():
         print(f"  server: {name:38s} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
     print(f"  forced reconnect        lost {r['lost']}   duplicates {r['duplicates']}   (target 0 / 0)")
