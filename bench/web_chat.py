@@ -180,6 +180,16 @@ async def answered_out(inbox: int) -> int:
         await conn.close()
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (machine-wide: diagnostics)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            if names.startswith("TcpExt:"):
+                return int(dict(zip(names.split(), values.split(), strict=True))["ListenOverflows"])
+    return 0
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -450,6 +460,7 @@ async def reconnect_all(http: aiohttp.ClientSession, base: str, web_id: int, vis
     started = time.perf_counter()
     cpu = time.process_time()
     serve_cpu = cpu_seconds(SERVE_PID[0]) if SERVE_PID else 0.0
+    overflows = listen_overflows()
     spy = None
     if os.environ.get("BENCH_PROFILE_RECONNECT") and SERVE_PID:  # py-spy over the storm: closed until all greeted
         spy = subprocess.Popen(["py-spy", "record", "--pid", str(SERVE_PID[0]), "--rate", "200", "--format", "raw",
@@ -475,7 +486,8 @@ async def reconnect_all(http: aiohttp.ClientSession, base: str, web_id: int, vis
     if os.environ.get("BENCH_TIMELINE"):
         print(f"# reconnect: closed in {closed - started:.1f} s, reopened in {opened - closed:.1f} s, "
               f"all greeted {time.perf_counter() - started:.1f} s after the start; the bench's own process used "
-              f"{time.process_time() - cpu:.1f} s of CPU meanwhile, serve {serve_cpu:.1f} s (the questions' load included)",
+              f"{time.process_time() - cpu:.1f} s of CPU meanwhile, serve {serve_cpu:.1f} s (the questions' load included); "
+              f"{listen_overflows() - overflows} connections dropped by a full listen queue (machine-wide)",
               file=sys.stderr)
     return time.perf_counter()
 
@@ -499,13 +511,15 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
         await asyncio.sleep(1)
         before = rss_kb(pid)
         opening, opening_cpu, serve_cpu = time.perf_counter(), time.process_time(), cpu_seconds(pid)
+        overflows = listen_overflows()
         for i in range(1, sockets, 200):
             await asyncio.gather(*[connect(http, base, web_id, v) for v in visitors[i:i + 200]])
         await asyncio.wait_for(asyncio.gather(*[v.connected.wait() for v in visitors]), 120)
         if os.environ.get("BENCH_TIMELINE"):
             print(f"# first connect (idle server): all greeted in {time.perf_counter() - opening:.1f} s, the bench's own "
                   f"process used {time.process_time() - opening_cpu:.1f} s of CPU meanwhile, serve "
-                  f"{(cpu_seconds(pid) - serve_cpu) * 1000 / max(1, sockets - 1):.2f} ms per socket", file=sys.stderr)
+                  f"{(cpu_seconds(pid) - serve_cpu) * 1000 / max(1, sockets - 1):.2f} ms per socket; "
+                  f"{listen_overflows() - overflows} connections dropped by a full listen queue (machine-wide)", file=sys.stderr)
         await asyncio.sleep(3)  # idle
         after = rss_kb(pid)
         kb_per_conn = (after - before) / max(1, sockets - 1)

@@ -144,6 +144,13 @@ async def rotate_secrets(settings: Settings) -> int:
     return 0
 
 
+# Connections the kernel queues for accept() (capped by net.core.somaxconn). aiohttp's default, 128, overflowed
+# when a site's web chat sockets all reconnect at once (a network blip, a deploy): each connection dropped
+# there waits for the client's SYN retry, a second or more, and bench/web_chat.py's 2,000 sockets took
+# 6-10 s to reopen 200 at a time, while the server's own work per socket is about half a millisecond.
+LISTEN_BACKLOG = 4096
+
+
 def serve(settings: Settings) -> int:
     from aiohttp import web
 
@@ -153,7 +160,7 @@ def serve(settings: Settings) -> int:
     _tune_gc()
     print(f"scrm listening on http://{settings.server.host}:{settings.server.port}", flush=True)
     web.run_app(app, host=settings.server.host, port=settings.server.port, print=None,
-                shutdown_timeout=settings.server.shutdown_timeout, access_log=None)
+                shutdown_timeout=settings.server.shutdown_timeout, access_log=None, backlog=LISTEN_BACKLOG)
     return 0
 
 
