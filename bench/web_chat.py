@@ -676,7 +676,7 @@ def main() -> int:
         shown = sorted(x[1] * 1000 for x in r["reopened"])
 
         def q(xs: list[float], f: float) -> float:
-            return xs[max(0, int(len(xs) * f) - 1)]
+            return xs[min(len(xs) - 1, int(len(xs) * f))]
         print(f"    {len(down)} questions were answered after their own socket reopened: asked -> socket greeted again "
               f"p50 {statistics.median(down):.0f} p99 {q(down, .99):.0f} ms (the socket was down), greeted -> answer "
               f"shown p50 {statistics.median(shown):.0f} p99 {q(shown, .99):.0f} ms (the server's catch-up)")
