@@ -239,3 +239,19 @@ async def test_a_new_message_pushed_to_a_visitor_not_connected_is_remembered_for
             break
         await asyncio.sleep(0.01)
     assert hub.take_missed("1:v:away") and not hub.take_missed("1:v:typing")
+
+
+def test_serve_queues_a_whole_reconnect_storm_for_accept(monkeypatch):
+    """Every socket of a site reconnects at once after a blip: the listen queue takes them all, so none waits
+    for its client's SYN retry (a second or more; aiohttp's default queue of 128 dropped hundreds)."""
+    import aiohttp.web
+
+    from scrm import cli
+    from scrm.settings import load_settings
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(aiohttp.web, "run_app", lambda _app, **kw: seen.update(kw))
+    monkeypatch.setattr("scrm.web.app.create_app", lambda _settings: object())
+    monkeypatch.setattr(cli, "_tune_gc", lambda: None)
+    cli.serve(load_settings())
+    assert seen["backlog"] >= 2000
