@@ -10,7 +10,10 @@ default. Each visitor has at most one question open; 100 different visitors ask 
 evenly over the second.
 Printed: visitor message -> bot answer latency (p50/p99) as the visitor's socket sees it; the serve
 process's memory per idle connection (RSS growth over the connections); the API channel's ingest rate
-(signed posts, 32 senders) with every socket still connected, after the chat load; and, after every socket is closed at once in
+(signed posts, 32 senders) with every socket still connected, after the chat load, once its follow-up work is
+done: messages stored *and* answered by the bot per second, with serve's CPU per message (the rate of the
+acknowledgements alone, printed beside it, moves with how much of the embedded worker's answering falls
+inside the posting, not with the ingest's cost); and, after every socket is closed at once in
 the middle of the load and reconnected with its last seen message id, how many messages a visitor
 never got (lost) or got twice (duplicates), checked against the database's history. Also printed, to
 tell where the time goes: the serve process's CPU per answered question over the load (the reconnect
