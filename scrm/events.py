@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,9 @@ TYPING = "conversation.typing"
 class Event:
     name: str
     data: dict[str, Any]
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # 32 random hex digits, like uuid4().hex (nothing parses it as a UUID) at a fifth of its cost: a bot
+    # answer creates about eight events and keys.
+    id: str = field(default_factory=lambda: os.urandom(16).hex())
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     origin: str | None = None  # process id that published it
 

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from scrm.db import schema  # noqa: F401 - every table mapped before the first flush
+from scrm.db.sessions import Session
 
 if TYPE_CHECKING:
     from scrm.db.fast_reads import FastReads
@@ -142,8 +143,9 @@ class Database:
                                               pool_use_lifo=True)
             _ping_when_idle(self.engine)
             self.read_engine = self.engine
-        self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        # Session: a get of an object the session holds already costs no greenlet switch (db/sessions.py).
+        self._write_sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=Session)
+        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, class_=Session)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._fast: FastReads | None = None  # hot_read()'s asyncpg pool, opened on first use
 

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from channels.base import ChannelAdapter
 from scrm import events as ev
 from scrm.db.models import Delivery, utcnow
+from scrm.db.sessions import Session
 from scrm.delivery.batching import MARK_SENDING_ALONE, MARK_SENT_ALONE, GroupCommit, OutboxStatements
 from scrm.delivery.budget import ClaimBudget
 from scrm.delivery.liveness import Liveness, keep_beating
@@ -218,7 +219,7 @@ class OutboxWorker:
         try:
             async with conn.begin():
                 # The session joins the connection's transaction; ORM changes are flushed before commit.
-                session = AsyncSession(bind=conn, expire_on_commit=False)
+                session = Session(bind=conn, expire_on_commit=False)
                 try:
                     tx = Tx(session, self.ctx.adapters)
                     yield tx

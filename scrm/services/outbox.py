@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import uuid
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +22,7 @@ from scrm.services.uow import Tx
 
 
 def new_idempotency_key() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # random like uuid4().hex, cheaper (scrm/events.py's Event ids)
 
 
 def enqueue_delivery(
