@@ -21,6 +21,7 @@ identity is the one asked for; a refused change puts it back (on_state_failed).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
@@ -68,7 +69,20 @@ async def _servicer(tx: Tx, inbox: Inbox, agent_id: int | None) -> str | None:
     return str(default) if default else None
 
 
-async def target_state(tx: Tx, inbox: Inbox, conv: Conversation, current: int) -> tuple[int | None, str | None, str | None]:
+@dataclass(frozen=True)
+class Handoff:
+    """What the session state follows: a conversation's status, handler and assignee (as read at a time)."""
+
+    status: str
+    handler: str
+    assignee_id: int | None
+
+    @classmethod
+    def of(cls, conv: Conversation) -> Handoff:
+        return cls(conv.status, conv.handler, conv.assignee_id)
+
+
+async def target_state(tx: Tx, inbox: Inbox, conv: Handoff, current: int) -> tuple[int | None, str | None, str | None]:
     """(state, servicer userid, message to send with the event code) the conversation calls for; None: stay."""
     settings = inbox.settings or {}
     in_step = settings.get("handoff", "in_step") == "in_step"
@@ -84,13 +98,15 @@ async def target_state(tx: Tx, inbox: Inbox, conv: Conversation, current: int) -
     return (1, None, None) if current in (0, 1) else (None, None, None)
 
 
-async def mirror(ctx: AppContext, conversation_id: int, *, by: str | None = None) -> int | None:
+async def mirror(ctx: AppContext, conversation_id: int, *, by: str | None = None,
+                 seen: Handoff | None = None) -> int | None:
     """Queue the service_state change this conversation's handoff calls for; returns the delivery id.
 
     A move to 已结束 (4) carries the closing message and the satisfaction survey in one message sent with
     the move's closing code (Capabilities.survey_on_close): after the end WeCom refuses kf/send_msg, so
     a survey queued on its own would fail with 95018. `by` "csat": a rating closed again what the answer
-    reopened, so no second closing message or survey."""
+    reopened, so no second closing message or survey. `seen`: the handoff to mirror, read earlier
+    (mirror_at_batch_end), instead of the conversation's now."""
     async with unit_of_work(ctx) as tx:
         await before_reading_again(tx.session, conversation_id)
         conv = await tx.session.get(Conversation, conversation_id, populate_existing=True)
@@ -102,7 +118,7 @@ async def mirror(ctx: AppContext, conversation_id: int, *, by: str | None = None
         identity = await tx.session.get(ContactIdentity, conv.identity_id, with_for_update=True)
         assert identity is not None
         current, servicer_now = current_state(dict(identity.attributes or {}), last_inbound_at=identity.last_inbound_at)
-        target, servicer, text = await target_state(tx, inbox, conv, current)
+        target, servicer, text = await target_state(tx, inbox, seen or Handoff.of(conv), current)
         if target is None:
             await conv_svc.add_system_note(
                 tx, conv, f"WeCom: 会话仍在{STATE_NAMES.get(current)}；请在渠道设置 servicers 中把该客服映射到企业微信 userid "
@@ -133,6 +149,32 @@ async def mirror(ctx: AppContext, conversation_id: int, *, by: str | None = None
                 content_type="event", automatic=True, kind=STATE_KIND, metadata=metadata)
         await tx.session.flush()
         return delivery.id
+
+
+async def mirror_at_batch_end(ctx: AppContext, conversation_id: int, *, by: str | None = None) -> None:
+    """mirror(), left to the end of the event consumer's batch when called in one (still in its transaction).
+
+    mirror locks the conversation's identity (its session state is read, then written); ingest writes
+    that row for each new customer message (last_inbound_at). Taken where the listener is called, the lock
+    was held for the rest of the batch (hundreds of ms under a backlog, at the worker's lowered priority),
+    and the pull of a 微信客服 account stored nothing meanwhile: its next page had a message from a customer
+    whose conversation.created the batch had worked. At the end, the lock lasts until the commit only.
+    The handoff mirrored is the one read now, as the event's listener (a later listener of the batch may
+    change the conversation again: a rating that closes what the customer's answer reopened mirrors as
+    its own event, with its `by`). Deliveries it queues still join the batch's (inserted after its
+    listeners). A batch retried event by event (savepoints) mirrors in place: the savepoint must hold the
+    writes."""
+    shared = ctx.db.joined()
+    if shared is None or shared.savepoints:
+        await mirror(ctx, conversation_id, by=by)
+        return
+    async with unit_of_work(ctx) as tx:
+        await before_reading_again(tx.session, conversation_id)
+        conv = await tx.session.get(Conversation, conversation_id, populate_existing=True)
+        if conv is None:
+            return
+        seen = Handoff.of(conv)
+    shared.at_end.append(lambda: mirror(ctx, conversation_id, by=by, seen=seen))
 
 
 async def on_state_failed(ctx: AppContext, delivery_id: int) -> None:
