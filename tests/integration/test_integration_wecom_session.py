@@ -260,3 +260,20 @@ async def test_recalled_message_keeps_its_text_for_the_audit(client, ctx, fake) 
     await notify(client, ctx, fake, inbox.id)
     (again,) = await messages(ctx, external_id=msg.external_id)
     assert "撤回" in again.text and again.edit_history[0]["text"] == "我的手机号是 13800000000"
+
+
+async def test_new_sessions_worked_in_one_batch_each_move_to_the_bot(client, ctx, fake) -> None:
+    """Several customers' first messages in one pull: their conversation.created events are worked in one
+    consumer batch, whose mirrors run together at its end (their identities locked in one statement)."""
+    from channels.wecom.session import current_state
+
+    inbox = await kf_inbox(ctx, fake)
+    customers = [f"wmBatchCustomer{n:015d}" for n in range(3)]
+    fake.add(*[text_item(f"b{n}", c, "你好") for n, c in enumerate(customers)])
+    await notify(client, ctx, fake, inbox.id)
+    await deliver_all(ctx)
+    moved = sorted((t["external_userid"], t["service_state"]) for t in fake.trans_requests)
+    assert moved == [(c, 1) for c in customers]  # each once, none forgotten
+    for c in customers:
+        assert fake.state(c) == 1
+        assert current_state(dict((await identity(ctx, inbox.id, c)).attributes or {}))[0] == 1
