@@ -300,6 +300,8 @@ class EventConsumer:
                                 errors[record.id] = f"{errors.get(record.id, '')}{error}\n"
                         else:
                             await sub.listener(event)
+                while shared.at_end:  # work the listeners left to the end (SharedTransaction.at_end)
+                    await shared.at_end.pop(0)()
                 # The new deliveries this process's outbox worker sends at once are marked `sending` for it.
                 await handover.mark(shared, await insert_deferred_deliveries(shared))
                 await self._mark(shared, claimed, errors)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +100,9 @@ class SharedTransaction:
     # What the batch's listeners would otherwise read once per event, read once for the batch
     # (event_batch.py); a fact is dropped as soon as the batch writes the table it comes from.
     facts: dict[str, Any] = field(default_factory=dict)
+    # Work a listener leaves to the end of the batch, still in its transaction (the consumer runs it after
+    # every listener): a row lock it takes is held only until the commit, not for the whole batch.
+    at_end: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
 
 # An execution option: the statement never reads the stats rows a batch holds back (event_batch.py), so they
@@ -181,6 +184,8 @@ class Database:
             token = _SHARED.set(shared)
             try:
                 yield shared
+                while shared.at_end:  # left by a listener and not run by the consumer: before the commit
+                    await shared.at_end.pop(0)()
             finally:
                 _SHARED.reset(token)
 

@@ -37,7 +37,8 @@ def install(ctx: AppContext) -> list[Callable[[], None]]:
     async def on_conversation(event: ev.Event) -> None:
         cid = event.data.get("conversation_id")
         if isinstance(cid, int) and await is_kf(event.data.get("inbox_id"), cid):
-            await wecom_session.mirror(ctx, cid, by=event.data.get("by") if isinstance(event.data.get("by"), str) else None)
+            by = event.data.get("by")
+            await wecom_session.mirror_at_batch_end(ctx, cid, by=by if isinstance(by, str) else None)
 
     async def on_delivery(event: ev.Event) -> None:
         if event.data.get("kind") == WELCOME_KIND and event.data.get("status") == "failed":

@@ -58,10 +58,12 @@ async def test_states_follow_bot_queue_human_resolved(client, ctx, fake, admin_h
     msg = await first_message(client, ctx, fake, inbox.id, "转人工")  # the handoff keyword
     cid = msg.conversation_id
     await deliver_all(ctx)
-    # bot -> 1 on the new conversation, then the bot's handoff message (sent while the API may), then -> 2
+    # bot -> 1 on the new conversation, the bot's handoff message (sent while the API may: states 0 and 1),
+    # then -> 2. The move to 1 is queued at the end of the batch that worked conversation.created (the
+    # identity's lock held until the commit only), so it may follow the bot's first message.
     assert [t["service_state"] for t in fake.trans_requests] == [1, 2]
     assert fake.state(CUSTOMER) == 2
-    assert fake.ops[-2:] == [("send", "text"), ("trans", 2)]  # the handoff message left before the pool
+    assert fake.ops[-1] == ("trans", 2) and ("send", "text") in fake.ops  # the handoff message left before the pool
     assert [e["text"]["content"] for e in fake.event_sends] == ["已为您转接人工客服，请稍候"]  # the pool code
     # In the pool WeCom refuses API messages: the reply box says why instead of failing later.
     refused = await agent_reply(client, admin_headers, cid, "我来了", expect=409)
@@ -258,3 +260,20 @@ async def test_recalled_message_keeps_its_text_for_the_audit(client, ctx, fake) 
     await notify(client, ctx, fake, inbox.id)
     (again,) = await messages(ctx, external_id=msg.external_id)
     assert "撤回" in again.text and again.edit_history[0]["text"] == "我的手机号是 13800000000"
+
+
+async def test_new_sessions_worked_in_one_batch_each_move_to_the_bot(client, ctx, fake) -> None:
+    """Several customers' first messages in one pull: their conversation.created events are worked in one
+    consumer batch, whose mirrors run together at its end (their identities locked in one statement)."""
+    from channels.wecom.session import current_state
+
+    inbox = await kf_inbox(ctx, fake)
+    customers = [f"wmBatchCustomer{n:015d}" for n in range(3)]
+    fake.add(*[text_item(f"b{n}", c, "你好") for n, c in enumerate(customers)])
+    await notify(client, ctx, fake, inbox.id)
+    await deliver_all(ctx)
+    moved = sorted((t["external_userid"], t["service_state"]) for t in fake.trans_requests)
+    assert moved == [(c, 1) for c in customers]  # each once, none forgotten
+    for c in customers:
+        assert fake.state(c) == 1
+        assert current_state(dict((await identity(ctx, inbox.id, c)).attributes or {}))[0] == 1

@@ -21,6 +21,7 @@ identity is the one asked for; a refused change puts it back (on_state_failed).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
@@ -68,7 +69,20 @@ async def _servicer(tx: Tx, inbox: Inbox, agent_id: int | None) -> str | None:
     return str(default) if default else None
 
 
-async def target_state(tx: Tx, inbox: Inbox, conv: Conversation, current: int) -> tuple[int | None, str | None, str | None]:
+@dataclass(frozen=True)
+class Handoff:
+    """What the session state follows: a conversation's status, handler and assignee (as read at a time)."""
+
+    status: str
+    handler: str
+    assignee_id: int | None
+
+    @classmethod
+    def of(cls, conv: Conversation) -> Handoff:
+        return cls(conv.status, conv.handler, conv.assignee_id)
+
+
+async def target_state(tx: Tx, inbox: Inbox, conv: Handoff, current: int) -> tuple[int | None, str | None, str | None]:
     """(state, servicer userid, message to send with the event code) the conversation calls for; None: stay."""
     settings = inbox.settings or {}
     in_step = settings.get("handoff", "in_step") == "in_step"
@@ -101,38 +115,100 @@ async def mirror(ctx: AppContext, conversation_id: int, *, by: str | None = None
             return None
         identity = await tx.session.get(ContactIdentity, conv.identity_id, with_for_update=True)
         assert identity is not None
-        current, servicer_now = current_state(dict(identity.attributes or {}), last_inbound_at=identity.last_inbound_at)
-        target, servicer, text = await target_state(tx, inbox, conv, current)
-        if target is None:
-            await conv_svc.add_system_note(
-                tx, conv, f"WeCom: 会话仍在{STATE_NAMES.get(current)}；请在渠道设置 servicers 中把该客服映射到企业微信 userid "
-                          f"/ the WeCom session stays {current}: map this agent to a WeCom userid (servicers)")
+        delivery = await _queue_state(tx, conv, inbox, identity, Handoff.of(conv), by)
+        if delivery is None:
             return None
-        if target == current and (target != 3 or servicer == servicer_now):
-            return None
-        remember(identity, target, servicer)
-        op = {"op": "service_state", "service_state": target, "servicer_userid": servicer,
-              "from": current, "from_servicer": servicer_now}
-        metadata: dict[str, Any] = {"wecom": op}
-        choices: list[Choice] = []
-        if target == 4 and by == "csat":
-            text = None
-        elif target == 4:
-            survey, question, choices = await csat.survey_for_closing(tx, conv)
-            if survey is not None:
-                text = "\n\n".join(t for t in (text, question) if t)
-                metadata["csat_survey_id"] = survey.id
-        if text:  # shown in the thread, so an agent sees it sent or failed with WeCom's reason
-            _, delivery = await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity,
-                                                sender_kind="system", text=text, choices=choices, automatic=True,
-                                                metadata=metadata, payload={"wecom_state": target})
-            delivery.kind = STATE_KIND
-        else:
-            delivery = enqueue_delivery(
-                tx, inbox=inbox, identity=identity, conversation_id=conv.id, message_id=None, text=None,
-                content_type="event", automatic=True, kind=STATE_KIND, metadata=metadata)
         await tx.session.flush()
         return delivery.id
+
+
+async def _queue_state(tx: Tx, conv: Conversation, inbox: Inbox, identity: ContactIdentity, handoff: Handoff,
+                       by: str | None) -> Delivery | None:
+    """mirror's work once the identity is locked: the state `handoff` calls for, remembered and queued."""
+    current, servicer_now = current_state(dict(identity.attributes or {}), last_inbound_at=identity.last_inbound_at)
+    target, servicer, text = await target_state(tx, inbox, handoff, current)
+    if target is None:
+        await conv_svc.add_system_note(
+            tx, conv, f"WeCom: 会话仍在{STATE_NAMES.get(current)}；请在渠道设置 servicers 中把该客服映射到企业微信 userid "
+                      f"/ the WeCom session stays {current}: map this agent to a WeCom userid (servicers)")
+        return None
+    if target == current and (target != 3 or servicer == servicer_now):
+        return None
+    remember(identity, target, servicer)
+    op = {"op": "service_state", "service_state": target, "servicer_userid": servicer,
+          "from": current, "from_servicer": servicer_now}
+    metadata: dict[str, Any] = {"wecom": op}
+    choices: list[Choice] = []
+    if target == 4 and by == "csat":
+        text = None
+    elif target == 4:
+        survey, question, choices = await csat.survey_for_closing(tx, conv)
+        if survey is not None:
+            text = "\n\n".join(t for t in (text, question) if t)
+            metadata["csat_survey_id"] = survey.id
+    if text:  # shown in the thread, so an agent sees it sent or failed with WeCom's reason
+        _, delivery = await enqueue_message(tx, inbox=inbox, conversation=conv, identity=identity,
+                                            sender_kind="system", text=text, choices=choices, automatic=True,
+                                            metadata=metadata, payload={"wecom_state": target})
+        delivery.kind = STATE_KIND
+        return delivery
+    return enqueue_delivery(tx, inbox=inbox, identity=identity, conversation_id=conv.id, message_id=None, text=None,
+                            content_type="event", automatic=True, kind=STATE_KIND, metadata=metadata)
+
+
+_AT_END = "wecom_session_mirrors"  # SharedTransaction.facts: the batch's mirrors left to its end
+
+
+async def mirror_at_batch_end(ctx: AppContext, conversation_id: int, *, by: str | None = None) -> None:
+    """mirror(), left to the end of the event consumer's batch when called in one (still in its transaction).
+
+    mirror locks the conversation's identity (its session state is read, then written); ingest writes
+    that row for each new customer message (last_inbound_at). Taken where the listener is called, the lock
+    was held for the rest of the batch (hundreds of ms under a backlog, at the worker's lowered priority),
+    and the pull of a 微信客服 account stored nothing meanwhile: its next page had a message from a customer
+    whose conversation.created the batch had worked. At the end the batch's identities are locked with one
+    statement, so the locks last from there until the commit only.
+    The handoff mirrored is the one read now, as the event's listener (a later listener of the batch may
+    change the conversation again: a rating that closes what the customer's answer reopened mirrors as
+    its own event, with its `by`). Deliveries it queues still join the batch's (inserted after its
+    listeners). A batch retried event by event (savepoints) mirrors in place: the savepoint must hold the
+    writes."""
+    shared = ctx.db.joined()
+    if shared is None or shared.savepoints:
+        await mirror(ctx, conversation_id, by=by)
+        return
+    async with unit_of_work(ctx) as tx:
+        await before_reading_again(tx.session, conversation_id)
+        conv = await tx.session.get(Conversation, conversation_id, populate_existing=True)
+        if conv is None:
+            return
+        inbox = await tx.session.get(Inbox, conv.inbox_id)
+        if inbox is None or inbox.channel_type != "wecom_kf" or not inbox.active:
+            return
+        handoff = Handoff.of(conv)
+    pending: list[tuple[int, str | None, Handoff]] | None = shared.facts.get(_AT_END)
+    if pending is None:
+        pending = shared.facts[_AT_END] = []
+        shared.at_end.append(lambda: _mirror_pending(ctx, pending))
+    pending.append((conversation_id, by, handoff))
+
+
+async def _mirror_pending(ctx: AppContext, pending: list[tuple[int, str | None, Handoff]]) -> None:
+    """The batch's mirrors in the order of their events, their identities locked in one statement (in id order)."""
+    async with unit_of_work(ctx) as tx:
+        s = tx.session
+        convs = {cid: await s.get(Conversation, cid) for cid, _, _ in pending}  # the batch's: from its identity map
+        ids = sorted({c.identity_id for c in convs.values() if c is not None})
+        identities = {i.id: i for i in (await s.scalars(
+            select(ContactIdentity).where(ContactIdentity.id.in_(ids)).order_by(ContactIdentity.id)
+            .with_for_update().execution_options(populate_existing=True))).all()}
+        for cid, by, handoff in pending:
+            conv = convs[cid]
+            identity = identities.get(conv.identity_id) if conv is not None else None
+            inbox = await s.get(Inbox, conv.inbox_id) if conv is not None else None
+            if conv is None or identity is None or inbox is None:
+                continue
+            await _queue_state(tx, conv, inbox, identity, handoff, by)
 
 
 async def on_state_failed(ctx: AppContext, delivery_id: int) -> None:
