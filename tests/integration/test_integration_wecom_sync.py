@@ -276,3 +276,20 @@ async def test_a_server_that_pulls_elsewhere_answers_and_the_pull_runner_pulls(c
         await running
         await runner.bus.drain(2)
         await runner.close()
+
+
+async def test_a_burst_of_callbacks_for_several_kf_accounts_notes_each_one(ctx, fake) -> None:
+    """Callbacks for 10 kf accounts of one corp arriving together share the notes' upserts (one reused
+    statement per number of accounts): every callback is counted against its own account, and a callback
+    without a token keeps the account's earlier token, so no owed pull is lost or given to another account."""
+    kfids = [f"wkBurst{n:02d}" for n in range(10)]
+    inboxes = [await kf_inbox(ctx, fake, open_kfid=k, name=f"kf {k}") for k in kfids]
+    wecom_kf_sync.pull_elsewhere(ctx)  # only the notes: no pull runs here and moves pulled_seq
+    calls = [wecom_kf_sync.request_pull(ctx, inboxes[0].id, {"open_kfid": k, "token": f"tok-{k}"})
+             for n, k in enumerate(kfids) for _ in range(n + 1)]
+    calls += [wecom_kf_sync.request_pull(ctx, inboxes[0].id, {"open_kfid": kfids[3], "token": None})]
+    await asyncio.gather(*calls)
+    async with ctx.db.session() as s:
+        rows = {r.open_kfid: r for r in (await s.scalars(select(WeComKfCursor))).all()}
+    assert {k: (rows[k].inbox_id, rows[k].requested_seq, rows[k].pending_token) for k in kfids} == {
+        k: (inbox.id, n + 1 + (k == kfids[3]), f"tok-{k}") for n, (k, inbox) in enumerate(zip(kfids, inboxes, strict=True))}

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -168,20 +168,41 @@ def _notes(ctx: AppContext) -> _PullNotes:
     return notes
 
 
-async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]]) -> None:
-    """One upsert for all the accounts noted (sorted: two processes lock rows in the same order)."""
-    now = utcnow()
-    insert = sqlite_insert if ctx.db.is_sqlite else pg_insert
-    stmt = insert(WeComKfCursor.__table__).values([
-        {"inbox_id": inbox_id, "open_kfid": open_kfid, "requested_seq": count, "pulled_seq": 0,
-         "pending_token": token, "pending_at": now if token else None, "pulled_total": 0, "updated_at": now}
-        for (inbox_id, open_kfid), (count, token) in sorted(notes.items())])
-    new = stmt.excluded
-    upsert = stmt.on_conflict_do_update(index_elements=["inbox_id", "open_kfid"], set_={
+_NOTE_COLUMNS = ("inbox_id", "open_kfid", "requested_seq", "pending_token", "pending_at", "updated_at")
+_NOTE_STATEMENTS: dict[tuple[bool, int], Any] = {}
+_NOTE_STATEMENTS_CACHED = 8  # row counts kept built: one kf account per note is the common case
+
+
+def _notes_statement(sqlite: bool, rows: int) -> Any:
+    """The notes upsert for `rows` accounts, its values bound by name (`<column>_<row>`): built once per
+    row count and reused, because building it (insert + on conflict + coalesce) cost ~0.6 ms of the event
+    loop per note, ahead of every callback waiting to be answered."""
+    stmt = _NOTE_STATEMENTS.get((sqlite, rows))
+    if stmt is not None:
+        return stmt
+    insert = sqlite_insert if sqlite else pg_insert
+    values = [{name: bindparam(f"{name}_{row}", type_=C[name].type) for name in _NOTE_COLUMNS}
+              | {"pulled_seq": 0, "pulled_total": 0} for row in range(rows)]
+    base = insert(WeComKfCursor.__table__).values(values)
+    new = base.excluded
+    stmt = base.on_conflict_do_update(index_elements=["inbox_id", "open_kfid"], set_={
         "requested_seq": C.requested_seq + new.requested_seq, "updated_at": new.updated_at,
         "pending_token": func.coalesce(new.pending_token, C.pending_token),
         "pending_at": func.coalesce(new.pending_at, C.pending_at)}).returning(C.requested_seq)
-    await ctx.db.one_statement(upsert, write=True)
+    if rows <= _NOTE_STATEMENTS_CACHED:
+        _NOTE_STATEMENTS[(sqlite, rows)] = stmt
+    return stmt
+
+
+async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]]) -> None:
+    """One upsert for all the accounts noted (sorted: two processes lock rows in the same order)."""
+    now = utcnow()
+    params: dict[str, Any] = {}
+    for row, ((inbox_id, open_kfid), (count, token)) in enumerate(sorted(notes.items())):
+        params |= {f"inbox_id_{row}": inbox_id, f"open_kfid_{row}": open_kfid, f"requested_seq_{row}": count,
+                   f"pending_token_{row}": token, f"pending_at_{row}": now if token else None,
+                   f"updated_at_{row}": now}
+    await ctx.db.one_statement(_notes_statement(ctx.db.is_sqlite, len(notes)), params, write=True)
 
 
 async def target_inbox(ctx: AppContext, inbox_id: int, open_kfid: str) -> int | None:
