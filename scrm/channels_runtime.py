@@ -294,6 +294,7 @@ class AdapterPool:
         self._loading: dict[int, asyncio.Task[Inbox | None]] = {}
         self._active: tuple[float, tuple[Inbox, ...]] | None = None
         self._loading_active: asyncio.Task[tuple[Inbox, ...]] | None = None
+        self._changes = 0  # counts `forget` calls: a load begun before one must not cache what it read
 
     async def inbox(self, inbox_id: int) -> Inbox | None:
         """The inbox row, cached briefly: edits reach every process within INBOX_TTL seconds.
@@ -308,16 +309,33 @@ class AdapterPool:
         running = self._loading.get(inbox_id)
         if running is None:
             running = self._loading[inbox_id] = loop.create_task(self._load_inbox(inbox_id))
-            running.add_done_callback(lambda _t: self._loading.pop(inbox_id, None))
+            running.add_done_callback(lambda task: self._loaded(inbox_id, task))
         return await asyncio.shield(running)
 
+    def _loaded(self, inbox_id: int, task: asyncio.Task[Inbox | None]) -> None:
+        if self._loading.get(inbox_id) is task:  # not a newer load started after `forget`
+            del self._loading[inbox_id]
+
     async def _load_inbox(self, inbox_id: int) -> Inbox | None:
+        changes = self._changes
         async with self.ctx.db.session() as s:
             inbox = await s.get(Inbox, inbox_id)
-        if len(self._inboxes) > 10_000:
-            self._inboxes.clear()
-        self._inboxes[inbox_id] = (asyncio.get_running_loop().time(), inbox)
+        if changes == self._changes:  # else an inbox changed meanwhile: what was read may be stale
+            if len(self._inboxes) > 10_000:
+                self._inboxes.clear()
+            self._inboxes[inbox_id] = (asyncio.get_running_loop().time(), inbox)
         return inbox
+
+    def forget(self, inbox_id: int) -> None:
+        """An inbox was just changed by this process (committed): its next request reads the new row
+        instead of the cached one (other processes see the change within INBOX_TTL). A load already
+        running may have read the old row: it still answers its waiters, but caches nothing, and the
+        next request starts a load of its own."""
+        self._changes += 1
+        self._inboxes.pop(inbox_id, None)
+        self._loading.pop(inbox_id, None)
+        self._active = None
+        self._loading_active = None
 
     async def active(self, channel_type: str) -> list[Inbox]:
         """The active inboxes of a channel type, cached like `inbox` (INBOX_TTL): work that only some
@@ -325,19 +343,26 @@ class AdapterPool:
         loop = asyncio.get_running_loop()
         cached = self._active
         if cached is None or loop.time() - cached[0] >= self.INBOX_TTL:
-            if self._loading_active is None:
-                self._loading_active = loop.create_task(self._load_active())
-                self._loading_active.add_done_callback(lambda _t: setattr(self, "_loading_active", None))
+            running = self._loading_active
+            if running is None:
+                running = self._loading_active = loop.create_task(self._load_active())
+                running.add_done_callback(self._loaded_active)
             # The rows the load read (the cache may be dropped again before this task resumes).
-            rows = await asyncio.shield(self._loading_active)
+            rows = await asyncio.shield(running)
         else:
             rows = cached[1]
         return [inbox for inbox in rows if inbox.channel_type == channel_type]
 
+    def _loaded_active(self, task: asyncio.Task[tuple[Inbox, ...]]) -> None:
+        if self._loading_active is task:
+            self._loading_active = None
+
     async def _load_active(self) -> tuple[Inbox, ...]:
+        changes = self._changes
         async with self.ctx.db.session() as s:
             rows = tuple((await s.scalars(select(Inbox).where(Inbox.active.is_(True)))).all())
-        self._active = (asyncio.get_running_loop().time(), rows)
+        if changes == self._changes:
+            self._active = (asyncio.get_running_loop().time(), rows)
         return rows
 
     async def get(self, inbox_id: int) -> ChannelAdapter | None:

@@ -172,8 +172,8 @@ async def make_inbox(ctx: AppContext, channel_type: str = "api", *, name: str = 
         await s.flush()
     # The row is written behind the processes' backs: drop this one's cached list of active inboxes at once
     # (they reach a running process within AdapterPool.INBOX_TTL; the tests do not wait that long).
-    if hasattr(ctx.adapters, "_active"):
-        ctx.adapters._active = None  # noqa: SLF001
+    if hasattr(ctx.adapters, "forget"):
+        ctx.adapters.forget(inbox.id)
     return inbox
 
 

@@ -88,6 +88,7 @@ async def create_inbox(request: web.Request, principal: Principal, body: InboxIn
     async with unit_of_work(ctx) as tx:
         inbox = await inboxes.create(tx, principal.agent_id, name=body.name, channel_type=body.channel_type,
                                      settings=body.settings, secrets=secrets, reopen_policy=body.reopen_policy)
+    ctx.adapters.forget(inbox.id)  # the active inboxes this process cached do not hold it yet
     await _setup(request, inbox)
     return ok(inbox_json(inbox, public_url=ctx.settings.server.public_url, reveal=True), 201)
 
@@ -127,6 +128,7 @@ async def update_inbox(request: web.Request, principal: Principal, body: InboxPa
         inboxes.update(tx, principal.agent_id, inbox, settings=settings, secrets=secrets,
                        changes=body.model_dump(include={"name", "reopen_policy", "active"}),
                        fields=sorted(body.model_dump(exclude_unset=True)))
+    ctx.adapters.forget(inbox.id)  # this process's webhooks and widgets use the change at once
     return ok(inbox_json(inbox, public_url=ctx.settings.server.public_url))
 
 
@@ -136,6 +138,7 @@ async def delete_inbox(request: web.Request, principal: Principal) -> web.Respon
     async with unit_of_work(ctx) as tx:
         if not await inboxes.disable(tx, principal.agent_id, path_int(request, "id")):
             raise ApiError(404, "inbox not found", "not_found")
+    ctx.adapters.forget(path_int(request, "id"))
     return ok({"ok": True})
 
 
