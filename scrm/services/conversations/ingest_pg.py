@@ -1,8 +1,9 @@
 """PostgreSQL fast path of the group commit: a batch stored, and its events logged, by one statement.
 
-The function (migrations 0013, 0026: custom attributes) does in the database what ingest_batch.store_batch does for the common
-case, in one round trip that is its own transaction: it restates in SQL the rules of ingest_rules.py
-(tests/core/test_ingest_pg.py keeps the two equal). What it does not handle (a merged contact) comes
+The function (migrations 0013, 0026: custom attributes; 0027: with its event log rows) does in the
+database what ingest_batch.store_batch does for the common case, in one round trip that is its own
+transaction: it restates in SQL the rules of ingest_rules.py (tests/core/test_ingest_pg.py keeps the
+two equal). What it does not handle (a merged contact) comes
 back as `slow`, untouched, and so does every message of a sender the function is not given at all
 (threads, reply references, email participants): the caller stores those with the
 Python path. A sender is wholly on one path, so its messages keep their order.
@@ -34,53 +35,16 @@ _ARRAYS: dict[str, Any] = {
     "profile_attributes": Text,  # a JSON object per message, NULL for none (migration 0026)
 }
 # The call and the event log rows of what it stored, in one statement and so in one transaction (a
-# data-modifying CTE always runs): the follow-up work of an acknowledged message can never be lost.
-# The rows are the events the Python path logs (uow/event_log), in the order store_fast lists them:
-# new people by sender id (code-point order), then per message its contact and status changes, then
-# per message its conversation.created / reopen / message.created (conversation.updated is live-only). A
-# contact's change is logged only while a consumer may act on it (:log_new_contacts, :log_changed_contacts:
-# event_interest.py, as the Python path's append decides).
+# data-modifying CTE always runs): the follow-up work of an acknowledged message can never be lost. Both are
+# done by scrm_ingest_logged (migration 0027), which logs the events the Python path logs (uow/event_log), in
+# the order store_fast lists them; a contact's change only while a consumer may act on it (:log_new_contacts,
+# :log_changed_contacts: event_interest.py, as the Python path's append decides). A function, not this CTE
+# sent as text: the CTE was planned anew on every call (~0.3 ms), the function keeps generic plans.
 _CALL = text(f"""
-WITH r AS MATERIALIZED (
-    SELECT idx, outcome, message_id, conversation_id, contact_id, handler, previous_status, contact_changed,
-           contact_created
-    FROM scrm_ingest_batch(:inbox, :new_on_resolved, :now, {', '.join(f':{name}' for name in _ARRAYS)})
-), st AS (
-    SELECT * FROM r WHERE outcome NOT IN ('slow', 'duplicate')
-), logged AS (
-    INSERT INTO events (conversation_id, name, payload, created_at)
-    SELECT conv, name, payload, :now FROM (
-        SELECT 1 AS part, (:senders)[idx] COLLATE "C" AS who, idx, 0 AS step, NULL::bigint AS conv,
-               'contact.updated' AS name, json_build_object('contact_id', contact_id, 'created', true) AS payload
-        FROM st WHERE contact_created AND :log_new_contacts
-        UNION ALL
-        SELECT 2, '', idx, 0, NULL, 'contact.updated', json_build_object('contact_id', contact_id)
-        FROM st WHERE contact_changed AND :log_changed_contacts
-        UNION ALL
-        SELECT 2, '', idx, 1, conversation_id, 'conversation.status_changed',
-               json_build_object('conversation_id', conversation_id, 'status', 'open', 'previous', previous_status,
-                                 'by', 'contact')
-        FROM st WHERE previous_status IS NOT NULL
-        UNION ALL
-        SELECT 3, '', idx, 0, conversation_id, 'conversation.created',
-               json_build_object('conversation_id', conversation_id, 'inbox_id', :inbox, 'contact_id', contact_id)
-        FROM st WHERE outcome = 'created'
-        UNION ALL
-        SELECT 3, '', idx, 1, conversation_id, 'conversation.status_changed',
-               json_build_object('conversation_id', conversation_id, 'status', 'open', 'previous', 'resolved',
-                                 'by', 'contact')
-        FROM st WHERE outcome = 'reopened'
-        UNION ALL
-        SELECT 3, '', idx, 2, conversation_id, 'message.created',
-               json_build_object('message_id', message_id, 'conversation_id', conversation_id, 'inbox_id', :inbox,
-                                 'channel', CAST(:channel AS text), 'direction', 'in', 'sender_kind', 'contact',
-                                 'handler', handler, 'content_type', (:event_content_types)[idx],
-                                 'auto_submitted', (:auto_submitted)[idx])
-        FROM st
-    ) AS e
-    ORDER BY part, who, idx, step
-)
-SELECT * FROM r
+SELECT idx, outcome, message_id, conversation_id, contact_id, handler, previous_status, contact_changed,
+       contact_created
+FROM scrm_ingest_logged(:inbox, :new_on_resolved, :now, {', '.join(f':{name}' for name in _ARRAYS)},
+                        :channel, :event_content_types, :auto_submitted, :log_new_contacts, :log_changed_contacts)
 """).bindparams(
     bindparam("inbox", type_=BigInteger), bindparam("new_on_resolved", type_=Boolean),
     bindparam("now", type_=DateTime(timezone=True)), *[bindparam(n, type_=ARRAY(t)) for n, t in _ARRAYS.items()],
