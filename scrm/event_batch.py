@@ -90,7 +90,10 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     conversation_ids = _ids(e.data.get("conversation_id") for e in events if _reads_conversation(e))
     if not conversation_ids:
         return
-    statements = _preload_statements(session.get_bind().dialect.name == "postgresql")
+    # A batch's session is new (nothing loaded yet): no row read here can overwrite an object it holds, so the
+    # reads skip populate_existing (re-populating the batch's one inbox on every conversation's row).
+    refresh = len(session.sync_session.identity_map) > 0
+    statements = _preload_statements(session.get_bind().dialect.name == "postgresql", refresh)
     rows = (await session.execute(statements.conversations, {"ids": conversation_ids})).all()
     conversations = [row[0] for row in rows]
     shared.loaded += [obj for row in rows for obj in row if obj is not None]
@@ -129,7 +132,7 @@ class _Preload(NamedTuple):
 
 
 @functools.cache
-def _preload_statements(postgresql: bool) -> _Preload:
+def _preload_statements(postgresql: bool, refresh: bool = True) -> _Preload:
     """The batch's reads, built once: building and hashing them anew for every batch cost about as much
     Python as running them. On PostgreSQL a list of ids is one array parameter (= ANY), so the text is the
     same whatever the batch's size: an IN list's text changes with its length, and each new length was a
@@ -140,8 +143,9 @@ def _preload_statements(postgresql: bool) -> _Preload:
             return column == any_(bindparam(name, type_=ARRAY(BigInteger)))
         return column.in_(bindparam(name, expanding=True))
 
-    # Fresh rows: the turn is ours now, but the rows may have changed since this session last saw them.
-    fresh = {"populate_existing": True}
+    # Fresh rows: the turn is ours now, but the rows may have changed since this session last saw them
+    # (`refresh`: it holds objects already; a new session has none to refresh).
+    fresh = {"populate_existing": refresh}
     # With each its contact, identity and inbox: one round trip, not four (the batch waits for each).
     conversations = (select(Conversation, Contact, ContactIdentity, Inbox)
                      .outerjoin(Contact, Contact.id == Conversation.contact_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     JSON,
@@ -51,10 +51,20 @@ def array_kind(column_type: Any) -> tuple[Any, str] | None:
     return None
 
 
-@functools.lru_cache(maxsize=32)
-def _unnest_insert(table: Any, keys: tuple[str, ...]) -> tuple[Any, tuple[tuple[str, Any], ...], tuple[str, ...]] | None:
-    """(statement, the defaults of the columns the rows leave out, json keys) or None (a column type or
-    default this path does not handle: the caller's executemany applies them)."""
+class _Unnest(NamedTuple):
+    """One table's INSERT ... SELECT FROM unnest: its SQL, its array parameters (name, element type), the
+    defaults of the columns the rows leave out, and the keys whose values travel as JSON text."""
+
+    sql: str
+    arrays: tuple[tuple[str, Any], ...]
+    defaults: tuple[tuple[str, Any], ...]
+    json_keys: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _unnest_parts(table: Any, keys: tuple[str, ...], prefix: str = "c") -> _Unnest | None:
+    """The INSERT of `keys` (parameters named `prefix`0, 1...), or None: a column type or default this path
+    does not handle (the caller's executemany applies them)."""
     defaults: list[tuple[str, Any]] = []
     for column in table.c:
         if column.key in keys or column.default is None:
@@ -72,13 +82,35 @@ def _unnest_insert(table: Any, keys: tuple[str, ...]) -> tuple[Any, tuple[tuple[
         return None
     columns = ", ".join(f'"{table.c[key].name}"' for key in names)
     values = ", ".join(f"v.c{n}::json" if kind and kind[1] == "json" else f"v.c{n}" for n, kind in enumerate(kinds))
-    arrays = ", ".join(f":c{n}" for n in range(len(names)))
+    arrays = ", ".join(f":{prefix}{n}" for n in range(len(names)))
     aliases = ", ".join(f"c{n}" for n in range(len(names)))
-    statement = text(f"INSERT INTO {table.name} ({columns}) SELECT {values} "
-                     f"FROM unnest({arrays}) WITH ORDINALITY AS v({aliases}, n) ORDER BY v.n").bindparams(
-        *(bindparam(f"c{n}", type_=ARRAY(kind[0])) for n, kind in enumerate(kinds) if kind is not None))
+    sql = (f"INSERT INTO {table.name} ({columns}) SELECT {values} "
+           f"FROM unnest({arrays}) WITH ORDINALITY AS v({aliases}, n) ORDER BY v.n")
     json_keys = tuple(key for key, kind in zip(names, kinds, strict=True) if kind and kind[1] == "json")
-    return statement, tuple(defaults), json_keys
+    return _Unnest(sql, tuple((f"{prefix}{n}", kind[0]) for n, kind in enumerate(kinds) if kind is not None),
+                   tuple(defaults), json_keys)
+
+
+@functools.lru_cache(maxsize=32)
+def _unnest_insert(table: Any, keys: tuple[str, ...]) -> tuple[Any, tuple[tuple[str, Any], ...], tuple[str, ...]] | None:
+    """(statement, the defaults of the columns the rows leave out, json keys) or None (a column type or
+    default this path does not handle: the caller's executemany applies them)."""
+    parts = _unnest_parts(table, keys)
+    if parts is None:
+        return None
+    statement = text(parts.sql).bindparams(*(bindparam(name, type_=ARRAY(element)) for name, element in parts.arrays))
+    return statement, parts.defaults, parts.json_keys
+
+
+def _array_params(parts: _Unnest, keys: tuple[str, ...], rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The array parameters of `parts` for `rows` (their columns, then the defaults of those they leave out)."""
+    columns: list[list[Any]] = [[row[name] for row in rows] for name in keys]
+    columns += [[make() for _ in rows] for _, make in parts.defaults]
+    names = (*keys, *(key for key, _ in parts.defaults))
+    params = {}
+    for (param, _), name, values in zip(parts.arrays, names, columns, strict=True):
+        params[param] = [json.dumps(value) for value in values] if name in parts.json_keys else values
+    return params
 
 
 def insert_rows(connection: Any, table: Any, rows: list[dict[str, Any]], *, key: str | None = None) -> list[Any]:
@@ -94,15 +126,12 @@ def insert_rows(connection: Any, table: Any, rows: list[dict[str, Any]], *, key:
             return []
         returning = insert(table).returning(table.c.id, sort_by_parameter_order=True)
         return list(connection.execute(returning, rows).scalars().all())
-    statement, defaults, json_keys = built
+    statement = built[0]
     if key is not None:
         statement = _returning_ids(statement, table.c[key].name)
-    names = (*keys, *(key for key, _ in defaults))
-    columns: list[list[Any]] = [[row[name] for row in rows] for name in keys]
-    columns += [[make() for _ in rows] for _, make in defaults]
-    params = {}
-    for n, (name, values) in enumerate(zip(names, columns, strict=True)):
-        params[f"c{n}"] = [json.dumps(value) for value in values] if name in json_keys else values
+    parts = _unnest_parts(table, keys)
+    assert parts is not None  # as built
+    params = _array_params(parts, keys, rows)
     if key is None:
         connection.execute(statement, params)
         return []
@@ -140,3 +169,49 @@ def statement_tables(statement: Any) -> frozenset[str] | None:
         _TABLES_OF.clear()
     _TABLES_OF[id(statement)] = (statement, tables)
     return tables
+
+
+def insert_together(connection: Any, batches: list[tuple[Any, list[dict[str, Any]]]], *,
+                    key: str | None = None) -> list[Any] | None:
+    """PostgreSQL: the plain rows of several tables in ONE statement (the first tables' INSERTs as WITH
+    clauses of the last one's): one round trip, where one per table cost each its own execution in the
+    consumer (SQLAlchemy's per-statement work was most of a batch's insert time) and in PostgreSQL.
+    Foreign keys between them hold: PostgreSQL checks them at the statement's end, when every row is in.
+    With `key` (unique to each row of the last table): its new ids, in its rows' order. None: not on
+    PostgreSQL, fewer than two tables, or rows this path does not handle (the caller inserts table by table)."""
+    if connection.dialect.name != "postgresql" or len(batches) < 2:
+        return None
+    shapes = []
+    for table, rows in batches:
+        keys = tuple(rows[0])
+        if not all(len(row) == len(keys) and row.keys() == rows[0].keys() for row in rows):
+            return None
+        shapes.append((table, keys))
+    statement = _together_statement(tuple(shapes), key)
+    if statement is None:
+        return None
+    params: dict[str, list[Any]] = {}
+    for n, ((table, keys), (_, rows)) in enumerate(zip(shapes, batches, strict=True)):
+        parts = _unnest_parts(table, keys, f"t{n}_")
+        assert parts is not None  # as the statement
+        params |= _array_params(parts, keys, rows)
+    result = connection.execute(statement, params)
+    if key is None:
+        return []
+    ids = dict((found, new_id) for new_id, found in result)
+    return [ids[row[key]] for row in batches[-1][1]]
+
+
+@functools.lru_cache(maxsize=64)
+def _together_statement(shapes: tuple[tuple[Any, tuple[str, ...]], ...], key: str | None) -> Any:
+    """insert_together's statement for these tables and columns (None: one this path does not handle)."""
+    parts = [_unnest_parts(table, keys, f"t{n}_") for n, (table, keys) in enumerate(shapes)]
+    if any(part is None for part in parts):
+        return None
+    known = [part for part in parts if part is not None]
+    first = ", ".join(f"w{n} AS ({part.sql})" for n, part in enumerate(known[:-1]))
+    last = known[-1].sql
+    if key is not None:
+        last += f' RETURNING id, "{shapes[-1][0].c[key].name}"'
+    return text(f"WITH {first} {last}").bindparams(
+        *(bindparam(name, type_=ARRAY(element)) for part in known for name, element in part.arrays))

@@ -16,7 +16,7 @@ from scrm import events as ev
 from scrm.db.database import SharedTransaction, shared_for
 from scrm.db.models import Base, ContactIdentity, Conversation, Delivery, Inbox, Message, utcnow
 from scrm.domain import PASSIVE_REPLY_UNTIL, Attachment, Choice, OutboundMessage
-from scrm.event_rows import insert_rows, statement_tables
+from scrm.event_rows import insert_rows, insert_together, statement_tables
 from scrm.services.conversations.ingest_writes import preview
 from scrm.services.uow import Tx
 
@@ -360,18 +360,31 @@ class BatchRows:
         if not any(rows for table, rows in self.pending.items() if deliveries or table != "deliveries"):
             return
         connection = session.connection()
-        inserts = _inserts()
-        for table, rows in self.pending.items():
-            if not rows or (table == "deliveries" and not deliveries):
-                continue
+        tables = _inserts()
+        batches = [(table, rows) for table, rows in self.pending.items()
+                   if rows and table != "deliveries"]
+        if deliveries and self.pending["deliveries"]:
+            batches.append(("deliveries", self.pending["deliveries"]))
+        # All of them in one statement (PostgreSQL), deliveries last: their new ids come back.
+        keyed = batches[-1][0] == "deliveries" if batches else False
+        ids = insert_together(connection, [(tables[table].table, rows) for table, rows in batches],
+                              key="idempotency_key" if keyed else None)
+        for table, rows in batches:
             self.pending[table] = []
+            if ids is not None:
+                continue
             if table == "deliveries":  # one execution too, each new id matched to its row by its unique key
-                ids = insert_rows(connection, inserts[table].table, rows, key="idempotency_key")
-                for delivery, new_id in zip(self.deliveries[len(self.deliveries) - self.waiting:], ids, strict=True):
-                    delivery.id = new_id
-                self.waiting = 0
+                self._inserted(insert_rows(connection, tables[table].table, rows, key="idempotency_key"))
             else:  # one execution for the rows (an executemany runs each row apart)
-                insert_rows(connection, inserts[table].table, rows)
+                insert_rows(connection, tables[table].table, rows)
+        if ids is not None and keyed:
+            self._inserted(ids)
+
+    def _inserted(self, ids: list[Any]) -> None:
+        """The new ids of the pending deliveries (the last `waiting` of self.deliveries), in their order."""
+        for delivery, new_id in zip(self.deliveries[len(self.deliveries) - self.waiting:], ids, strict=True):
+            delivery.id = new_id
+        self.waiting = 0
 
 
 @functools.cache
