@@ -102,6 +102,15 @@ async def cpu_sample(procs: list[subprocess.Popen[bytes]], fake: FakeProcess) ->
             "fake": {fake.proc.pid: safe(fake.proc.pid)}}
 
 
+def queue_wait_seconds(pid: int) -> float:
+    """Time a process's main thread waited on a run queue, ready but not running (/proc/<pid>/schedstat):
+    the CPU starvation behind an event loop's lag."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def cpu_delta(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
     """CPU seconds per group between two samples (a backend that appeared counts from 0)."""
     return {g: sum(t - before[g].get(pid, 0.0) for pid, t in after[g].items()) for g in after}
@@ -271,11 +280,86 @@ class FakeProcess:
         self.proc.wait(10)
 
 
+def query_kind(query: str) -> str:
+    """A short name for a statement seen in pg_stat_activity (its verb and first table)."""
+    words = query.split()
+    verb = words[0].upper() if words else "?"
+    for i, w in enumerate(words):
+        if w.upper() in ("INTO", "FROM", "UPDATE") and i + 1 < len(words):
+            return f"{verb} {words[i + 1].strip('(').lower()}"
+    return verb
+
+
+def sample_waits(out: str) -> None:
+    """Diagnostics (BENCH_WAITS=1), in a process of its own (the senders' loop starved it): every 10 ms, what
+    the bench database's active backends wait on (pg_stat_activity wait events by statement), to tell row
+    locks from WAL flushes and CPU. Lines of `epoch<TAB>statement<TAB>wait` in `out`, until killed."""
+    import asyncpg
+
+    async def loop() -> None:
+        conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+        with open(out, "a", buffering=1) as f:
+            while True:
+                rows = await conn.fetch("SELECT wait_event_type, wait_event, query FROM pg_stat_activity WHERE "
+                                        "datname = $1 AND state = 'active' AND pid <> pg_backend_pid()", PG_DB)
+                now = time.time()
+                for r in rows:
+                    wait = f"{r['wait_event_type']}:{r['wait_event']}" if r["wait_event_type"] else "CPU"
+                    f.write(f"{now:.4f}\t{query_kind(r['query'] or '')}\t{wait}\n")
+                await asyncio.sleep(0.01)
+
+    asyncio.run(loop())
+
+
+def read_waits(path: str) -> list[tuple[float, str, str]]:
+    samples = []
+    with open(path) as f:
+        for line in f:
+            at, kind, wait = line.rstrip("\n").split("\t")
+            samples.append((float(at), kind, wait))
+    return samples
+
+
+def print_waits(samples: list[tuple[float, str, str]], slow: list[tuple[float, float]]) -> None:
+    """The sampled wait events, overall and during the slow acknowledgements (their [start, end] windows)."""
+    def summary(picked: list[tuple[float, str, str]]) -> str:
+        counts: dict[tuple[str, str], int] = {}
+        for _, kind, wait in picked:
+            counts[(kind, wait)] = counts.get((kind, wait), 0) + 1
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:12]
+        return ", ".join(f"{k} [{w}] {n}" for (k, w), n in top)
+
+    slow.sort()
+    during = [s for s in samples if any(a <= s[0] <= b for a, b in slow)]
+    print(f"  pg waits (kf phase, {len(samples)} active-backend samples): {summary(samples)}")
+    print(f"  pg waits during the {len(slow)} acks over 100 ms ({len(during)} samples): {summary(during)}")
+
+
+def trace_configs() -> list[aiohttp.TraceConfig]:
+    """Diagnostics (BENCH_ACKS): when each callback's connection, headers, body and answer happened, to tell
+    the senders' own delays from the server's."""
+    if not os.environ.get("BENCH_ACKS"):
+        return []
+    config = aiohttp.TraceConfig()
+
+    def mark(name: str) -> Any:
+        async def on(session: Any, ctx: Any, params: Any) -> None:
+            if isinstance(ctx.trace_request_ctx, dict):
+                ctx.trace_request_ctx.setdefault(name, time.time())
+        return on
+
+    for name in ("connection_queued_end", "connection_create_end", "connection_reuseconn", "request_headers_sent",
+                 "request_chunk_sent", "request_end"):
+        getattr(config, f"on_{name}").append(mark(name))
+    return [config]
+
+
 async def kf_run(base: str, fake: FakeProcess, kf: list[tuple[int, str]], batches: list[int], run: str,
                  timeout: float) -> dict[str, Any]:
     """Each callback first makes 1-50 messages readable in WeCom, then announces them, as WeCom does."""
     sent_at: dict[str, float] = {}
     acks: list[float] = []
+    ack_log: list[tuple[str, float, float, dict[str, float]]] = []  # nonce, start, seconds, client stages
     errors = 0
     todo = iter(enumerate(batches))
     total = sum(batches)
@@ -290,17 +374,39 @@ async def kf_run(base: str, fake: FakeProcess, kf: list[tuple[int, str]], batche
             for item in items:
                 sent_at[item["msgid"]] = started
             query, body = envelope(kf_event_xml(await fake.add(http, items, kfid), kfid))
-            t0 = time.perf_counter()
+            wall, t0 = time.time(), time.perf_counter()
+            stages: dict[str, float] = {}
             async with http.post(f"{base}/webhooks/wecom/{box}", params=query, data=body,
-                                 headers={"Content-Type": "text/xml"}) as r:
+                                 headers={"Content-Type": "text/xml"}, trace_request_ctx=stages) as r:
                 await r.read()
                 errors += r.status != 200
             acks.append(time.perf_counter() - t0)
+            ack_log.append((query["nonce"], wall, acks[-1], stages))
+            # Let the other senders whose answers came in the same read take their time first: the 64
+            # senders share this event loop, and each one's next callback (its items, the fake's control
+            # call, the encryption: ~1-2 ms) ran before the others noted theirs, adding up to ~100 ms of
+            # this process's own queueing to the acknowledgements of a burst answered together.
+            await asyncio.sleep(0)
 
     started = time.time()
+    sampler = None
+    if os.environ.get("BENCH_WAITS"):
+        waits = tempfile.NamedTemporaryFile(suffix=".waits", delete=False).name  # noqa: SIM115
+        sampler = subprocess.Popen([sys.executable, __file__, "--sample-waits-to", waits], cwd=ROOT)
+        while not os.path.getsize(waits) and sampler.poll() is None:  # sampling (the database is never idle)
+            await asyncio.sleep(0.1)
     conn = aiohttp.TCPConnector(limit=2 * SENDERS)  # each sender: the fake's control call, then the callback
-    async with aiohttp.ClientSession(connector=conn) as http:
+    async with aiohttp.ClientSession(connector=conn, trace_configs=trace_configs()) as http:
         await asyncio.gather(*[sender(http) for _ in range(SENDERS)])
+    if sampler is not None:
+        sampler.kill()
+        sampler.wait()
+        print_waits(read_waits(waits), [(w, w + a) for _, w, a, _ in ack_log if a > 0.1])
+        os.unlink(waits)
+    if os.environ.get("BENCH_ACKS"):  # diagnostics: every acknowledgement, to line up with the server's traces
+        with open(os.environ["BENCH_ACKS"], "a") as f:
+            f.writelines(f"{n} {w:.4f} {a * 1000:.2f} " + " ".join(f"{k}={(v - w) * 1000:.2f}" for k, v in st.items())
+                         + "\n" for n, w, a, st in ack_log)
     # Wait with a cheap count; the commit times are read once at the end (the rate and latencies come
     # from them, not from when this loop noticed).
     deadline = time.monotonic() + timeout
@@ -390,6 +496,7 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
             cpu1 = await cpu_sample(procs, fake)
             counts1 = await db_counts() if diag else {}
             trace("kf phase")
+            serve_queued, own_queued = queue_wait_seconds(procs[0].pid), queue_wait_seconds(os.getpid())
             if os.environ.get("BENCH_PROFILES"):  # batchget answers a profile (gender) for every customer
                 await fake.setup(customers={
                     f"wm{run_id}k{k:06d}": {"external_userid": f"wm{run_id}k{k:06d}", "nickname": f"客户{k}",
@@ -401,6 +508,8 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
             # Until the last message is stored (the callbacks, the pulls, the start of the bot's work): serve's
             # CPU on the callbacks themselves, without its idle ticks while the worker catches up below.
             live = cpu_delta(cpu1, await cpu_sample(procs, fake))["serve"]
+            queued = queue_wait_seconds(procs[0].pid) - serve_queued
+            bench_queued = queue_wait_seconds(os.getpid()) - own_queued
             await settle()
             trace("kf settled")
             cpu2 = await cpu_sample(procs, fake)
@@ -412,6 +521,7 @@ async def run(callbacks: int, accounts: int, seed_value: int) -> dict[str, Any]:
             api_cpu, kf_cpu = cpu_delta(cpu0, cpu1), cpu_delta(cpu1, cpu2)
             cpu = {f"api_{g}": v for g, v in api_cpu.items()} | {f"kf_{g}": v for g, v in kf_cpu.items()}
             cpu["kf_serve_live"] = live
+            cpu["kf_serve_queued"], cpu["kf_bench_queued"] = queued, bench_queued
             return {"api": api, "kf": kfr, "sync_calls": await fake.sync_calls(), "cpu": cpu,
                     "callbacks": len(batches)}
     finally:
@@ -428,7 +538,11 @@ def main() -> int:
     ap.add_argument("--callbacks", type=int)
     ap.add_argument("--accounts", type=int, default=1, help="kf accounts the callbacks are spread over")
     ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--sample-waits-to", help=argparse.SUPPRESS)  # the BENCH_WAITS sampler's own process
     args = ap.parse_args()
+    if args.sample_waits_to:
+        sample_waits(args.sample_waits_to)
+        return 0
     callbacks = args.callbacks or (120 if args.quick else 600)
     print(f"wecom_kf: {callbacks} encrypted kf callbacks from {SENDERS} concurrent senders, 1-50 new messages each, "
           f"sync_msg pages of 1-50, {args.accounts} kf account(s), {CUSTOMERS} customers; scrm serve --no-worker + "
@@ -454,6 +568,8 @@ def main() -> int:
           f"vs {cpu['api_worker'] * 1000 / n:.1f} ms")
     print(f"  CPU (/proc, from the first callback to the last message stored): serve "
           f"{cpu['kf_serve_live'] * 1000 / n:.2f} ms per kf callback")
+    print(f"  run-queue wait per kf callback, from the first callback to the last message stored (schedstat): serve "
+          f"{cpu['kf_serve_queued'] * 1000 / n:.2f} ms, the senders {cpu['kf_bench_queued'] * 1000 / n:.2f} ms")
     print(f"BENCH wecom_kf ratio={ratio:.3f} ack_p99_ms={kf['ack_p99_ms']:.1f} stored_p99_ms={kf['stored_p99_ms']:.1f} "
           f"rate={kf['rate']:.0f} api_rate={api['rate']:.0f} lost={kf['lost']} duplicates={kf['duplicates']} "
           f"api_ack_p99_ms={api['ack_p99_ms']:.1f} serve_cpu_ms_per_callback={cpu['kf_serve'] * 1000 / n:.2f} "

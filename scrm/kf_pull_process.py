@@ -5,8 +5,9 @@ A kf callback only says "pull": `scrm serve` commits the pull note, answers, and
 page) in the server's event loop made the acknowledgements wait behind it; in the worker's own loop
 it would queue behind the bot and desk work the worker does for every stored message (about 20 times
 the pull's CPU per message) at the worker's lowered priority. So the worker starts one more process,
-before it lowers its own priority, that only pulls; it is restarted when it dies and stopped with the
-worker (and stops by itself when the worker was killed: its parent changes).
+before it lowers its own priority, that only pulls, at a priority between serve's and the worker's
+(PULL_NICE); it is restarted when it dies and stopped with the worker (and stops by itself when the
+worker was killed: its parent changes).
 
 Nothing depends on this process for correctness: the note is durable, the lease in the database lets
 one process pull an account, the cursor is saved per batch of pages, and the runner scans for owed
@@ -36,6 +37,10 @@ log = logging.getLogger("scrm.kf_pull_process")
 RESTART_AFTER = 1.0
 GIVE_UP_AFTER = 3  # children in a row that died within QUICK_DEATH of their start: the worker pulls itself
 QUICK_DEATH = 10.0
+# The pull runner's niceness: below `scrm serve` (0) in CPU priority and above the worker (worker.nice, 10):
+# at the same priority as serve its page parsing and ingest calls took the CPU from serve's callbacks in a
+# burst, whose 200 then waited on the run queue; the pull yields only while serve has callbacks to answer.
+PULL_NICE = 5
 
 
 async def wanted(ctx: AppContext) -> bool:
@@ -56,7 +61,7 @@ class PullProcess:
         self.fallback = fallback  # called when the child cannot be kept running: pull in the worker instead
 
     async def start(self) -> None:
-        """Start the child (before the worker lowers its priority: the child keeps the normal one)."""
+        """Start the child (before the worker lowers its priority: the child sets its own, PULL_NICE)."""
         self.proc = await asyncio.create_subprocess_exec(*self.args)
         log.info("wecom kf pull runner started (pid %s)", self.proc.pid)
         self.supervisor = asyncio.get_running_loop().create_task(self._supervise())
@@ -100,11 +105,22 @@ class PullProcess:
                 await self.supervisor
 
 
+def _lower_priority() -> None:
+    """Niceness PULL_NICE, never lower than it is (a child restarted by the lowered worker keeps the worker's)."""
+    if not hasattr(os, "nice"):
+        return
+    try:
+        os.nice(max(0, PULL_NICE - os.nice(0)))
+    except OSError as exc:
+        log.warning("could not lower the pull runner's CPU priority: %s", exc)
+
+
 async def run_kf_pulls(settings: Settings) -> int:
     """The child: pull what callbacks noted until SIGTERM or until the worker that started it is gone."""
     from scrm.bootstrap import build_context
     from scrm.services.wecom.kf_sync import run_runner
 
+    _lower_priority()
     ctx = await build_context(settings)
     parent = os.getppid()
     stop = asyncio.Event()

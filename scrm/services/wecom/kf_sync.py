@@ -80,11 +80,16 @@ class _PullNotes:
     """Group commit of pull requests: callbacks arriving while a note is being written share the next
     statement (one multi-row upsert, its own transaction), so a burst of callbacks costs a few commits,
     not one each. On PostgreSQL two notes may be in flight (a callback arriving during a write does not
-    wait for it to finish) and each is one round trip (autocommit: no BEGIN, no COMMIT)."""
+    wait for it to finish) and each is one round trip (autocommit: no BEGIN, no COMMIT), but never two
+    for the same kf account: both upsert its one row, so the second waited for the first's row lock,
+    held until the first's commit had reached the disk, and then for its own commit. A callback arriving
+    meanwhile waited behind both, three commits in a row; now it waits for the one being written, then
+    its own (the tail of the acknowledgements in a burst on one account)."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.pending: dict[tuple[int, str], list[Any]] = {}  # key -> [count, newest token, futures]
+        self.writing: set[tuple[int, str]] = set()  # accounts whose note is being written
         self.running: set[asyncio.Task[None]] = set()
         self.in_flight = 1 if ctx.db.is_sqlite else 2
 
@@ -94,15 +99,18 @@ class _PullNotes:
         entry[1] = token or entry[1]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry[2].append(done)
-        if len(self.running) < self.in_flight:
+        if len(self.running) < self.in_flight and key not in self.writing:
             task = asyncio.get_running_loop().create_task(self._flush())
             self.running.add(task)
             task.add_done_callback(self.running.discard)
         await done
 
     async def _flush(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending, {}
+        # Notes of accounts being written wait for that write's task, which looks again when it is done.
+        while batch := {k: v for k, v in self.pending.items() if k not in self.writing}:
+            for key in batch:
+                del self.pending[key]
+            self.writing |= batch.keys()
             try:
                 await _write_notes(self.ctx, {k: (v[0], v[1]) for k, v in batch.items()})
             except BaseException as exc:  # the callbacks fail (503 / retried by WeCom): nothing was noted
@@ -113,6 +121,8 @@ class _PullNotes:
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            finally:
+                self.writing -= batch.keys()
             if not pulls_here(self.ctx):
                 wake(self.ctx, list(batch))
             for entry in batch.values():
