@@ -74,7 +74,7 @@ class Visitor:
     """One visitor: a session token, a socket, what it was shown, and its open question."""
 
     __slots__ = ("n", "token", "ws", "seen", "last_id", "asked_at", "latencies", "sent", "reader", "connected",
-                 "human", "closing", "timeline", "asked_cid", "greeted_at", "reopened")
+                 "human", "closing", "timeline", "asked_cid", "greeted_at", "reopened", "acked_at", "split")
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -95,6 +95,8 @@ class Visitor:
         # Questions whose socket was closed and opened again before their answer was shown:
         # (asked -> greeted again, greeted again -> answer shown), seconds.
         self.reopened: list[tuple[float, float]] = []
+        self.acked_at = 0.0  # when the open question was acknowledged (stored)
+        self.split: list[tuple[float, float]] = []  # (asked -> acked, acked -> answer shown), seconds
 
 
 async def create_db() -> None:
@@ -239,6 +241,8 @@ async def read(v: Visitor, ws: aiohttp.ClientWebSocketResponse) -> None:
                     await ws.send_str(json.dumps({"type": "message", "client_id": cid, "text": "resent"}))
         elif kind == "ack":
             v.sent[frame["client_id"]] = frame["id"]
+            if frame["client_id"] == v.asked_cid and v.asked_at is not None:
+                v.acked_at = time.perf_counter()
         elif kind == "messages":
             for item in frame["items"]:
                 v.seen[item["id"]] = v.seen.get(item["id"], 0) + 1
@@ -248,6 +252,8 @@ async def read(v: Visitor, ws: aiohttp.ClientWebSocketResponse) -> None:
                     if v.greeted_at > v.asked_at:
                         v.reopened.append((v.greeted_at - v.asked_at, time.perf_counter() - v.greeted_at))
                     v.timeline.append((v.asked_at, v.latencies[-1], v.asked_cid))
+                    if v.acked_at > v.asked_at:
+                        v.split.append((v.acked_at - v.asked_at, time.perf_counter() - v.acked_at))
                     v.asked_at = None
     if os.environ.get("BENCH_DEBUG") and not v.closing:
         print(f"# visitor {v.n} socket closed by the server: code {ws.close_code} {ws.exception()!r}", file=sys.stderr)
@@ -430,7 +436,9 @@ async def run(sockets: int, rate: int, seconds: float) -> dict[str, Any]:
             env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
             env |= {**BENCH_SERVER_ENV, "SCRM_DATABASE_URL": DB_URL, "SCRM_DATABASE_AUTO_MIGRATE": "false",
                     **({} if SQLITE else {"SCRM_REDIS_URL": REDIS_URL}),
-                    "SCRM_STORAGE_PATH": f"{tmp}/files", "SCRM_LOGGING_LEVEL": "ERROR", "PYTHONPATH": str(ROOT)}
+                    "SCRM_STORAGE_PATH": f"{tmp}/files", "SCRM_LOGGING_LEVEL": "ERROR",
+                    # Diagnostics: BENCH_PYTHONPATH adds paths for the servers (e.g. a sitecustomize.py that traces them).
+                    "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("BENCH_PYTHONPATH")])])}
             logs = [Path(tmp) / "serve.log", Path(tmp) / "worker.log"]
             roles = [["serve", "--port", str(port)]] if ONE_PROCESS else [["serve", "--port", str(port), "--no-worker"],
                                                                           ["worker"]]
@@ -604,6 +612,13 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             print(f"# t={sec:3d} n={len(xs):4d} p50={statistics.median(xs):7.0f} p99={xs[max(0, int(len(xs) * .99) - 1)]:7.0f}"
                   f" max={xs[-1]:7.0f}", file=sys.stderr)
     reopened = [x for v in visitors for x in v.reopened]
+    if os.environ.get("BENCH_TIMELINE"):  # the visitor's wait split at the acknowledgement (the question stored)
+        split = [x for v in visitors for x in v.split]
+        for i, name in enumerate(("asked -> acknowledged", "acknowledged -> answer shown")):
+            xs = sorted(x[i] * 1000 for x in split)
+            if xs:
+                print(f"# {name}: n={len(xs)} p50 {statistics.median(xs):.1f} p90 {xs[int(len(xs) * .9)]:.1f} "
+                      f"p99 {xs[max(0, int(len(xs) * .99) - 1)]:.1f} ms", file=sys.stderr)
     lat = sorted(x for v in visitors for x in v.latencies)
     asked = [(at - started, x * 1000, v.sent.get(cid)) for v in visitors for at, x, cid in v.timeline]
     if not lat:

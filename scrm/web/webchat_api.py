@@ -24,7 +24,7 @@ from scrm.domain import Attachment, ChannelEvent, ChannelEventKind, ContactProfi
 from scrm.services.conversations.ingest import ingest
 from scrm.services.webchat import email as webchat_email
 from scrm.services.webchat import visitors as chat_svc
-from scrm.services.webchat.push import hub_for, publish
+from scrm.services.webchat.push import hub_for, publish_soon
 from scrm.services.webchat.shown import Shown
 from scrm.web.keys import CTX
 from scrm.web.routing import ApiError, ok
@@ -87,12 +87,12 @@ async def accept_message(ctx: Any, inbox: Inbox, adapter: WebChatAdapter, visito
                           text=text or None, content_type=content_type, attachments=attachments,
                           payload={"choice": choice} if choice else {}, profile=_profile(data))
     outcome = (await ingest(ctx, inbox, [item]))[0]
-    if outcome.message_id is not None:  # the visitor's other tabs and devices show it too (best effort)
-        try:
-            await publish(ctx, visitor_topic(inbox.id, visitor),
-                          json.dumps({"t": "m", "c": outcome.conversation_id, "m": outcome.message_id}))
-        except Exception as exc:  # noqa: BLE001 - stored already; other tabs catch up on their next push
-            log.warning("web chat echo push failed (%s)", type(exc).__name__)
+    if outcome.message_id is not None:
+        # The visitor's other tabs and devices show it too (best effort: they catch up on their next push);
+        # the acknowledgement does not wait for it. The socket that sent it knows it before the echo can
+        # come back (VisitorSocket.wrote, called as this returns).
+        publish_soon(ctx, visitor_topic(inbox.id, visitor),
+                     json.dumps({"t": "m", "c": outcome.conversation_id, "m": outcome.message_id}))
     return {"client_id": client_id, "id": outcome.message_id, "conversation_id": outcome.conversation_id,
             "duplicate": outcome.duplicate}
 

@@ -54,7 +54,8 @@ class Reader(Protocol):
     async def show(self, found: list[dict[str, Any]]) -> bool: ...
     async def show_state(self, conv: dict[str, Any] | None) -> None: ...
     async def send_new(self) -> None: ...
-    def done(self) -> None: ...
+    def reading(self) -> None: ...
+    def done(self, failed: bool = False) -> None: ...
 
 
 class CatchUp:
@@ -103,21 +104,23 @@ class CatchUp:
     async def _run(self) -> None:
         try:
             while batch := self._take():
+                failed = False
                 try:
                     await self._read([c for c in batch if not c.closed])
-                except Exception:  # noqa: BLE001 - a database hiccup: the next push or a reconnect catches up
+                except Exception:  # noqa: BLE001 - a database hiccup: read again later (VisitorSocket.done)
+                    failed = True
                     log.exception("web chat catch-up failed")
                 finally:
                     for conn in batch:
-                        conn.done()
+                        conn.done(failed)
         finally:
             self._running -= 1
 
     async def _read(self, batch: list[Reader]) -> None:
         messages = [c for c in batch if c._dirty]
         states = [c for c in batch if c._state_dirty]
-        for conn in batch:  # cleared before reading: a push that arrives meanwhile asks for another read
-            conn._dirty = conn._state_dirty = False
+        for conn in batch:  # before reading: a push that arrives meanwhile asks for another read
+            conn.reading()
         await self._identities([c for c in batch if c.identity_id is None])
         groups: dict[tuple[int, str], list[Reader]] = {}
         for conn in messages:

@@ -40,13 +40,15 @@ AUTH_TIMEOUT = 10.0
 TYPING_INTERVAL = 2.0
 MAX_SOCKETS_PER_VISITOR = 20
 OWN_COPY_DELAY = 1.0  # seconds a visitor's own message waits for a read that would bring it anyway
+RETRY_READ = 1.0  # seconds before the messages of a failed read are read again
 
 
 class VisitorSocket:
     """One visitor connection; it reads from the database what it has not shown when nudged."""
 
     __slots__ = ("ws", "ctx", "hub", "inbox_id", "token_key", "visitor", "topic", "conversations", "identity_id",
-                 "shown", "_dirty", "_state_dirty", "_urgent", "_busy", "blocked", "last_typing", "own")
+                 "shown", "_dirty", "_state_dirty", "_urgent", "_busy", "blocked", "last_typing", "own",
+                 "_announced", "_reading")
 
     def __init__(self, ws: web.WebSocketResponse, ctx: Any, inbox_id: int, token_key: str, visitor: str,
                  identity_id: int | None, shown: Shown) -> None:
@@ -67,6 +69,12 @@ class VisitorSocket:
         self.blocked = False
         self.last_typing = 0.0  # when this visitor's last typing event went to the agents
         self.own: tuple[int, ...] = ()  # the visitor's latest messages sent over this connection
+        # Messages announced since the last read started (the read waiting for its turn brings them), and
+        # those announced before the read in flight started (it brings them: every push follows its commit).
+        # A message is announced twice (the event bus right after the commit, then the outbox worker's
+        # send): the second push while the first one's read is queued or in flight needs no read of its own.
+        self._announced: set[int] = set()
+        self._reading: set[int] = set()
 
     @property
     def closed(self) -> bool:
@@ -76,10 +84,16 @@ class VisitorSocket:
         """A push from the hub (synchronous: it only schedules work)."""
         kind = push.get("t")
         if kind == "m":
-            if isinstance(push.get("m"), int) and (self.shown.has(push["m"]) or push["m"] in self.own):
-                return  # already shown (a repeated push after a worker retry), or the echo of our own message
+            message = push.get("m")
+            if isinstance(message, int):
+                if (self.shown.has(message) or message in self.own or message in self._announced
+                        or message in self._reading):
+                    # Already shown (a repeated push after a worker retry), the echo of our own message, or
+                    # a second announcement of a message the read queued or in flight brings.
+                    return
+                self._announced.add(message)
+                self._urgent = True  # a new message (the bot's answer): read before the resyncs
             self._dirty = True
-            self._urgent |= isinstance(push.get("m"), int)  # a new message (the bot's answer): before resyncs
         elif kind == "sync":
             self._dirty = self._state_dirty = True
         elif kind == "conversation":
@@ -133,10 +147,25 @@ class VisitorSocket:
         catchup_for(self.ctx).add(self, self._urgent)
         self._urgent = False
 
-    def done(self) -> None:
-        """The read in hand is applied: look again if more was pushed meanwhile."""
+    def reading(self) -> None:
+        """A read for this connection starts now: it brings every message announced so far."""
+        self._dirty = self._state_dirty = False  # a push that arrives meanwhile asks for another read
+        self._reading, self._announced = self._announced, set()
+
+    def done(self, failed: bool = False) -> None:
+        """The read in hand is applied: look again if more was pushed meanwhile. After a failed read (a
+        database hiccup) the messages it was to bring are read again a little later."""
         self._busy = False
+        if failed and self._reading and not self.ws.closed:
+            self._announced |= self._reading
+            asyncio.get_running_loop().call_later(RETRY_READ, self._retry)
+        self._reading = set()
         self.schedule()
+
+    def _retry(self) -> None:
+        if self._announced and not self.ws.closed:
+            self._dirty = self._urgent = True
+            self.schedule()
 
     def send(self, frame: dict[str, Any]) -> None:
         if not self.ws.closed:

@@ -271,15 +271,91 @@ def hub_for(ctx: AppContext) -> VisitorHub:
 
 
 async def publish(ctx: AppContext, topic: str, payload: str) -> None:
-    """Push to a visitor's connections wherever they are (Redis), or in this process."""
-    hub: VisitorHub | None = ctx.extras.get(HUB_KEY)
-    if ctx.redis is not None:
-        try:
-            await ctx.redis.publish(channel_name(ctx.redis), f"{topic}\n{payload}")
-        except Exception:
-            if hub is not None:  # the connections in this process get it at least; the caller says it failed
-                hub.dispatch(topic, json.loads(payload))
-            raise
+    """Push to a visitor's connections wherever they are (Redis), or in this process. Raises when Redis
+    refused it (this process's connections got it all the same). Its own round trip: the outbox worker's
+    sends through the shared pipeline of publish_soon() lagged seconds behind (bench/web_chat.py)."""
+    if ctx.redis is None:
+        _dispatch_here(ctx, topic, payload)
         return
+    try:
+        await ctx.redis.publish(channel_name(ctx.redis), f"{topic}\n{payload}")
+    except Exception:
+        _dispatch_here(ctx, topic, payload)
+        raise
+
+
+def publish_soon(ctx: AppContext, topic: str, payload: str) -> None:
+    """publish() without waiting for it (best effort: a failure is logged; this process's connections get
+    the push all the same): the visitor's acknowledgement does not wait for the echo to their other tabs."""
+    if ctx.redis is None:
+        _dispatch_here(ctx, topic, payload)
+        return
+    _publisher(ctx).add(topic, payload, None)
+
+
+def _dispatch_here(ctx: AppContext, topic: str, payload: str) -> None:
+    hub: VisitorHub | None = ctx.extras.get(HUB_KEY)
     if hub is not None:
         hub.dispatch(topic, json.loads(payload))
+
+
+PUBLISHER_KEY = "webchat_publisher"
+PIPELINE_MAX = 500  # pushes per Redis round trip
+
+
+class Publisher:
+    """This process's publish_soon() pushes to Redis, those queued while one round trip is in flight sent
+    together in the next (a pipeline): at 100 visitor messages a second each one's echo to the visitor's
+    other tabs was a round trip (and a pooled connection) apiece."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.queue: list[tuple[str, str, asyncio.Future[None] | None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, topic: str, payload: str, future: asyncio.Future[None] | None) -> None:
+        self.queue.append((topic, payload, future))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue[:PIPELINE_MAX], self.queue[PIPELINE_MAX:]
+                try:
+                    await self._send(batch)
+                except Exception as exc:  # noqa: BLE001 - each caller hears it; this process's connections get it
+                    waited = False
+                    for topic, payload, future in batch:
+                        _dispatch_here(self.ctx, topic, payload)
+                        if future is not None and not future.done():
+                            future.set_exception(exc)
+                            waited = True
+                    if not waited:
+                        log.warning("web chat push failed (%s)", type(exc).__name__)
+                    continue
+                for _topic, _payload, future in batch:
+                    if future is not None and not future.done():
+                        future.set_result(None)
+        finally:
+            self._task = None
+
+    async def _send(self, batch: list[tuple[str, str, asyncio.Future[None] | None]]) -> None:
+        redis = self.ctx.redis
+        assert redis is not None  # queued only with Redis
+        channel = channel_name(redis)
+        if len(batch) == 1:
+            topic, payload, _future = batch[0]
+            await redis.publish(channel, f"{topic}\n{payload}")
+            return
+        pipe = redis.pipeline(transaction=False)
+        for topic, payload, _future in batch:
+            pipe.publish(channel, f"{topic}\n{payload}")
+        await pipe.execute()
+
+
+def _publisher(ctx: AppContext) -> Publisher:
+    found: Publisher | None = ctx.extras.get(PUBLISHER_KEY)
+    if found is None:
+        found = ctx.extras[PUBLISHER_KEY] = Publisher(ctx)
+    return found

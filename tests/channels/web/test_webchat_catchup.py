@@ -38,7 +38,7 @@ async def test_a_new_message_is_read_before_the_sockets_that_only_resync(monkeyp
         def __init__(self, name: str) -> None:
             self.name = name
 
-        def done(self) -> None:
+        def done(self, failed: bool = False) -> None:
             pass
     conns = {name: Conn(name) for name in ("r1", "r2", "r3", "r4", "u1")}
     for name in ("r1", "r2", "r3", "r4"):  # four sockets reconnect
@@ -74,6 +74,35 @@ async def test_the_socket_hurries_its_waiting_resync_when_its_answer_arrives(vis
     assert conn in catchup.waiting and conn not in catchup.urgent
     conn.notify({"t": "m", "c": 1, "m": 42})
     assert conn in catchup.urgent and conn not in catchup.waiting
+
+
+async def test_a_second_push_of_a_message_whose_read_is_under_way_starts_no_read_of_its_own(visitor: Visitor, ctx,
+                                                                                            monkeypatch):
+    """Each reply is announced twice (the event bus right after its commit, then the outbox worker's push):
+    the second announcement while the first one's read waits or runs starts no read of its own; a message
+    announced only after that read started gets one (it may have committed after the read's snapshot), and
+    so do the messages of a read that failed, a little later."""
+    await visitor.session()
+    catchup = catchup_for(ctx)
+    added: list[Any] = []
+    monkeypatch.setattr(catchup, "add", lambda conn, urgent=False: added.append(urgent))
+    monkeypatch.setattr("scrm.web.webchat_ws.RETRY_READ", 0.01)
+    ws = SimpleNamespace(closed=False)
+    conn = VisitorSocket(ws, ctx, visitor.inbox.id, "key", "v:x", None, Shown(0, []))  # type: ignore[arg-type]
+    conn.notify({"t": "m", "c": 1, "m": 42})  # the event bus: a read is queued
+    conn.notify({"t": "m", "c": 1, "m": 42})  # the outbox worker's push while it waits
+    conn.reading()  # the read starts
+    conn.notify({"t": "m", "c": 1, "m": 42})  # ... or while it runs
+    assert added == [True] and not conn._dirty
+    conn.notify({"t": "m", "c": 1, "m": 43})  # announced after the read started
+    assert conn._dirty
+    conn.done()
+    assert added == [True, True]  # one more read, for 43
+    conn.reading()
+    conn.done(failed=True)  # the database did not answer
+    assert added == [True, True]
+    await asyncio.sleep(0.05)
+    assert added == [True, True, True]  # 43 is read again
 
 
 async def test_conversation_states_read_the_agents_read_receipts_with_the_states(visitor: Visitor, ctx, monkeypatch):
