@@ -290,7 +290,7 @@ def publish_soon(ctx: AppContext, topic: str, payload: str) -> None:
     if ctx.redis is None:
         _dispatch_here(ctx, topic, payload)
         return
-    _publisher(ctx).add(topic, payload, None)
+    _publisher(ctx).add(topic, payload)
 
 
 def _dispatch_here(ctx: AppContext, topic: str, payload: str) -> None:
@@ -306,15 +306,16 @@ PIPELINE_MAX = 500  # pushes per Redis round trip
 class Publisher:
     """This process's publish_soon() pushes to Redis, those queued while one round trip is in flight sent
     together in the next (a pipeline): at 100 visitor messages a second each one's echo to the visitor's
-    other tabs was a round trip (and a pooled connection) apiece."""
+    other tabs was a round trip (and a pooled connection) apiece. Nobody waits for them: a failure is
+    logged, and this process's connections get the pushes all the same."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        self.queue: list[tuple[str, str, asyncio.Future[None] | None]] = []
+        self.queue: list[tuple[str, str]] = []
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, topic: str, payload: str, future: asyncio.Future[None] | None) -> None:
-        self.queue.append((topic, payload, future))
+    def add(self, topic: str, payload: str) -> None:
+        self.queue.append((topic, payload))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -324,32 +325,23 @@ class Publisher:
                 batch, self.queue = self.queue[:PIPELINE_MAX], self.queue[PIPELINE_MAX:]
                 try:
                     await self._send(batch)
-                except Exception as exc:  # noqa: BLE001 - each caller hears it; this process's connections get it
-                    waited = False
-                    for topic, payload, future in batch:
+                except Exception as exc:  # noqa: BLE001 - best effort; this process's connections get them
+                    for topic, payload in batch:
                         _dispatch_here(self.ctx, topic, payload)
-                        if future is not None and not future.done():
-                            future.set_exception(exc)
-                            waited = True
-                    if not waited:
-                        log.warning("web chat push failed (%s)", type(exc).__name__)
-                    continue
-                for _topic, _payload, future in batch:
-                    if future is not None and not future.done():
-                        future.set_result(None)
+                    log.warning("web chat push failed (%s)", type(exc).__name__)
         finally:
             self._task = None
 
-    async def _send(self, batch: list[tuple[str, str, asyncio.Future[None] | None]]) -> None:
+    async def _send(self, batch: list[tuple[str, str]]) -> None:
         redis = self.ctx.redis
         assert redis is not None  # queued only with Redis
         channel = channel_name(redis)
         if len(batch) == 1:
-            topic, payload, _future = batch[0]
+            topic, payload = batch[0]
             await redis.publish(channel, f"{topic}\n{payload}")
             return
         pipe = redis.pipeline(transaction=False)
-        for topic, payload, _future in batch:
+        for topic, payload in batch:
             pipe.publish(channel, f"{topic}\n{payload}")
         await pipe.execute()
 
