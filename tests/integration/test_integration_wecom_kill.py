@@ -1,6 +1,7 @@
 """Real processes: `scrm serve` killed with SIGKILL after acknowledging a kf callback, and the worker's
-pull runner process killed mid-pull. The owed pull is in the database, so the runner the worker starts
-again pulls it once the dead one's lease runs out: nothing lost, nothing twice."""
+pull runner process killed mid-pull. The owed pull is in Redis (moved into the database by a runner) or
+in the database, so the runner the worker starts again pulls it once the dead one's lease runs out:
+nothing lost, nothing twice."""
 
 from __future__ import annotations
 
@@ -57,6 +58,42 @@ async def test_sigkill_between_ack_and_pull_loses_nothing(ctx, settings, fake) -
         found = await wait_for(lambda: _stored(ctx, inbox.id, 25), timeout=90, interval=0.5)
         assert sorted(m.external_id for m in found) == sorted(f"kill-{i}" for i in range(25))
         assert [r for r in _children(worker.pid) if r != runner]  # restarted
+    finally:
+        for proc in (serve, worker):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    await asyncio.sleep(0)
+
+
+async def test_sigkill_of_serve_with_no_runner_up_loses_nothing(ctx, settings, fake) -> None:
+    """With Redis the answered callback's note is in Redis only (no database write before the 200): serve
+    killed with SIGKILL right after its answers while no pull runner runs; the worker started later moves the
+    notes into the database and pulls every message, once."""
+    inbox = await kf_inbox(ctx, fake)
+    port = free_port()
+    serve = _spawn(["serve", "--port", str(port), "--no-worker"], _env(settings))
+    worker = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_for(lambda: _up(http, port), timeout=60)
+            for n in range(3):
+                fake.add(*[text_item(f"gone-{n}-{i}", CUSTOMER, f"消息 {n}-{i}") for i in range(10)])
+                query, body = envelope(kf_event_xml(fake.new_callback_token()))
+                async with http.post(f"http://127.0.0.1:{port}/webhooks/wecom/{inbox.id}", params=query,
+                                     data=body) as r:
+                    assert r.status == 200
+        os.kill(serve.pid, signal.SIGKILL)
+        serve.wait(10)
+        if ctx.redis is not None:  # the notes wait in Redis; nothing was pulled
+            assert int(await ctx.redis.hget("scrm:wecom_kf_owed", f"{inbox.id} {OPEN_KFID}")) == 3
+        assert not fake.sync_requests
+        worker = _spawn(["worker"], _env(settings, SCRM_WORKER_POLL_INTERVAL="0.2"))
+        found = await wait_for(lambda: _stored(ctx, inbox.id, 30), timeout=90, interval=0.5)
+        assert sorted(m.external_id for m in found) == sorted(f"gone-{n}-{i}" for n in range(3) for i in range(10))
+        assert fake.sync_requests[0]["token"]  # the newest callback's token, kept with the note
+        if ctx.redis is not None:
+            assert not await ctx.redis.exists("scrm:wecom_kf_owed")
     finally:
         for proc in (serve, worker):
             if proc is not None and proc.poll() is None:

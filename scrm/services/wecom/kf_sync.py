@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from channels.wecom.kf_inbound import KfRecord
 from scrm.db.models import Inbox, utcnow
 from scrm.db.models_wecom import WeComKfCursor
 from scrm.domain import ContactProfile
+from scrm.redis_client import bounded
 from scrm.services.wecom.kf_store import CustomerOrder, fetch_profiles, messages_only, store_records
 
 if TYPE_CHECKING:
@@ -53,6 +55,19 @@ CATCHUP_TICK = 5.0
 RUNNER_SCAN = 1.0  # a pull runner looks for owed pulls this often (missed wake-ups, expired leases, no Redis)
 WAKE_CHANNEL = "scrm:wecom_kf_pull"
 _ELSEWHERE = "wecom_kf_pull_elsewhere"
+# Pull notes a server that pulls elsewhere left in Redis (see request_pull), moved into the database by the
+# pull runners (drain_owed): field "<inbox_id> <open_kfid>" -> callbacks noted / "<epoch> <token>" (newest).
+OWED_KEY = "scrm:wecom_kf_owed"
+OWED_TOKENS_KEY = "scrm:wecom_kf_owed_tokens"
+DRAIN_LOCK_KEY = "scrm:wecom_kf_owed_drain"
+DRAIN_LOCK_MS = 15_000  # a drainer that died holding the lock blocks the others this long at most
+_DRAINED = """
+for i = 1, #ARGV, 3 do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then redis.call('HDEL', KEYS[1], ARGV[i]) end
+  if ARGV[i + 2] ~= '' and redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 2] then redis.call('HDEL', KEYS[2], ARGV[i]) end
+end
+"""
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 C = WeComKfCursor.__table__.c
 _TASKS = "wecom_kf_pulls"
 
@@ -62,18 +77,98 @@ class LeaseLost(Exception):
 
 
 async def request_pull(ctx: AppContext, inbox_id: int, data: dict[str, Any]) -> None:
-    """Record the owed pull (committed before the callback is answered), then start it in the background
-    here, or leave it to the pull runners (woken when the note committed)."""
+    """Record the owed pull before the callback is answered, then start it in the background here, or
+    leave it to the pull runners.
+
+    A process that pulls elsewhere (`scrm serve --no-worker`) records it in Redis when it can: one round
+    trip (count, newest token, wake-up in one MULTI), where a database note waited for its commit's WAL
+    flush, queued behind the pulls' ingest commits (10-30 ms of a burst's acknowledgements). Redis is
+    another process: a kill -9 of the server after its answer loses nothing; the runners move the note
+    into the database (drain_owed) before they pull. Without Redis, or when it does not answer at once,
+    the note is committed in the database as before. Should Redis itself lose a note (restarted without
+    persistence), the messages are still read: by the account's next callback's pull (the cursor, not the
+    token, says where a pull starts) or by the periodic token-less catch-up (3 days readable)."""
     open_kfid = str(data.get("open_kfid") or "")
     target = await target_inbox(ctx, inbox_id, open_kfid)
     if target is None:
         log.warning("wecom kf: callback for open_kfid %r on inbox %s: no active inbox serves it; ignored",
                     open_kfid, inbox_id)
         return
-    await _notes(ctx).submit((target, open_kfid), data.get("token") or None)
+    token = data.get("token") or None
+    if not pulls_here(ctx) and ctx.redis is not None and await _note_in_redis(ctx, (target, open_kfid), token):
+        return
+    await _notes(ctx).submit((target, open_kfid), token)
     if pulls_here(ctx):
         kick(ctx, target, open_kfid)
     # Otherwise the note's commit woke the pull runners (_PullNotes._flush): the answer does not wait for that.
+
+
+async def _note_in_redis(ctx: AppContext, key: tuple[int, str], token: str | None) -> bool:
+    """The owed pull in Redis and the pull runners woken, in one transaction; False when Redis failed
+    (the caller commits the note in the database: a note applied twice only costs an extra pull)."""
+    field = f"{key[0]} {key[1]}"
+    try:
+        async with bounded(ctx.redis):
+            pipe = ctx.redis.pipeline(transaction=True)  # type: ignore[union-attr]
+            pipe.hincrby(OWED_KEY, field, 1)
+            if token:
+                pipe.hset(OWED_TOKENS_KEY, field, f"{time.time():.3f} {token}")
+            pipe.publish(_wake_channel(ctx), field)
+            await pipe.execute()
+        return True
+    except Exception as exc:  # noqa: BLE001 - the database note is the fallback
+        log.warning("wecom kf: could not note the pull in Redis (%r); noting it in the database", exc)
+        return False
+
+
+async def drain_owed(ctx: AppContext) -> list[tuple[int, str]]:
+    """Move the pull notes left in Redis into the database (one upsert, the same as a callback's note),
+    then take them out of Redis (counts decremented: callbacks noted meanwhile stay); returns the accounts
+    noted. One drainer at a time (a lock in Redis): two would both count a callback noted between their
+    reads. A drainer dying between its commit and the decrement leaves the note counted twice: one pull
+    more, nothing lost."""
+    redis = ctx.redis
+    if redis is None:
+        return []
+    owner = uuid.uuid4().hex
+    noted: list[tuple[int, str]] = []
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        if not await redis.exists(OWED_KEY):
+            return noted
+        if not await redis.set(DRAIN_LOCK_KEY, owner, nx=True, px=DRAIN_LOCK_MS):
+            await asyncio.sleep(0.02)  # another runner drains: look again when it is done
+            continue
+        try:
+            counts, tokens = await redis.pipeline(transaction=False).hgetall(OWED_KEY).hgetall(OWED_TOKENS_KEY).execute()
+            if not counts:
+                return noted
+            notes: dict[tuple[int, str], tuple[int, str | None]] = {}
+            token_times: dict[tuple[int, str], datetime] = {}
+            taken: list[Any] = []
+            for raw, raw_count in counts.items():
+                field = raw.decode() if isinstance(raw, bytes) else str(raw)
+                raw_token = tokens.get(raw, b"")
+                token_value = raw_token.decode() if isinstance(raw_token, bytes) else str(raw_token)
+                taken += [field, int(raw_count), token_value]
+                inbox_id, _, open_kfid = field.partition(" ")
+                if not inbox_id.isdigit() or not open_kfid:
+                    log.warning("wecom kf: dropping a malformed pull note %r from Redis", field)
+                    continue
+                key = (int(inbox_id), open_kfid)
+                at, _, token = token_value.partition(" ")
+                notes[key] = (max(int(raw_count), 1), token or None)
+                if token:
+                    with contextlib.suppress(ValueError, OverflowError, OSError):
+                        token_times[key] = datetime.fromtimestamp(float(at), utcnow().tzinfo)
+            if notes:
+                await _write_notes(ctx, notes, token_times)
+            await redis.eval(_DRAINED, 2, OWED_KEY, OWED_TOKENS_KEY, *taken)
+            noted += notes
+        finally:
+            with contextlib.suppress(Exception):
+                await redis.eval(_UNLOCK, 1, DRAIN_LOCK_KEY, owner)
+    return noted
 
 
 class _PullNotes:
@@ -204,13 +299,16 @@ def _notes_statement(sqlite: bool, rows: int) -> Any:
     return stmt
 
 
-async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]]) -> None:
-    """One upsert for all the accounts noted (sorted: two processes lock rows in the same order)."""
+async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]],
+                       token_times: dict[tuple[int, str], datetime] | None = None) -> None:
+    """One upsert for all the accounts noted (sorted: two processes lock rows in the same order); a token
+    dates from now unless `token_times` says when its callback came."""
     now = utcnow()
     params: dict[str, Any] = {}
     for row, ((inbox_id, open_kfid), (count, token)) in enumerate(sorted(notes.items())):
+        token_at = (token_times or {}).get((inbox_id, open_kfid), now)
         params |= {f"inbox_id_{row}": inbox_id, f"open_kfid_{row}": open_kfid, f"requested_seq_{row}": count,
-                   f"pending_token_{row}": token, f"pending_at_{row}": now if token else None,
+                   f"pending_token_{row}": token, f"pending_at_{row}": token_at if token else None,
                    f"updated_at_{row}": now}
     await ctx.db.one_statement(_notes_statement(ctx.db.is_sqlite, len(notes)), params, write=True)
 
@@ -537,6 +635,7 @@ async def run_runner(ctx: AppContext, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 if await ctx.adapters.active("wecom_kf"):  # cached: installs without 微信客服 do not query
+                    _drain_then_kick(ctx, [])  # notes in Redis whose wake-up was lost
                     async with ctx.db.session() as s:
                         owed = (await s.execute(_owed_query(utcnow()))).all()
                     for row in owed:
@@ -550,6 +649,10 @@ async def run_runner(ctx: AppContext, stop: asyncio.Event) -> None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
+        drainer = ctx.extras.get(_DRAINER, {}).get("task")
+        if drainer is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(drainer, 5.0)
         # Let the pulls in hand finish (their cursor saved); one cut short is pulled again from its cursor.
         await wait_pulls(ctx, timeout=10.0)
         for task in list(ctx.extras.get(_TASKS, {}).values()):
@@ -567,10 +670,12 @@ async def _listen(ctx: AppContext) -> None:
                     if message.get("type") != "message":
                         continue
                     data = message["data"]
+                    keys = []
                     for line in (data.decode() if isinstance(data, bytes) else str(data)).splitlines():
                         inbox_id, _, open_kfid = line.partition(" ")
                         if inbox_id.isdigit() and open_kfid:
-                            kick(ctx, int(inbox_id), open_kfid)
+                            keys.append((int(inbox_id), open_kfid))
+                    _drain_then_kick(ctx, keys)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
@@ -579,3 +684,30 @@ async def _listen(ctx: AppContext) -> None:
         except Exception as exc:  # noqa: BLE001 - the scan keeps pulling meanwhile
             log.warning("wecom kf pull runner: wake-up subscription lost (%s); resubscribing", exc)
             await asyncio.sleep(1.0)
+
+
+_DRAINER = "wecom_kf_drainer"
+
+
+def _drain_then_kick(ctx: AppContext, keys: list[tuple[int, str]]) -> None:
+    """Move Redis's pull notes into the database, then kick the pulls of those accounts and of `keys`
+    (woken for a note already in the database). One drain at a time per process: a wake-up during a
+    drain makes it go round once more."""
+    state: dict[str, Any] = ctx.extras.setdefault(_DRAINER, {"keys": set(), "again": False, "task": None})
+    state["keys"].update(keys)
+    state["again"] = True
+    if state["task"] is None or state["task"].done():
+        state["task"] = asyncio.get_running_loop().create_task(_drain_loop(ctx, state))
+
+
+async def _drain_loop(ctx: AppContext, state: dict[str, Any]) -> None:
+    while state["again"]:
+        state["again"] = False
+        keys: set[tuple[int, str]] = state["keys"]
+        state["keys"] = set()
+        try:
+            keys.update(await drain_owed(ctx))
+        except Exception as exc:  # noqa: BLE001 - the notes stay in Redis; the next scan tries again
+            log.warning("wecom kf pull runner: could not move the pull notes from Redis (%r)", exc)
+        for inbox_id, open_kfid in sorted(keys):
+            kick(ctx, inbox_id, open_kfid)
