@@ -80,9 +80,10 @@ async def request_pull(ctx: AppContext, inbox_id: int, data: dict[str, Any]) -> 
     """Record the owed pull before the callback is answered, then start it in the background here, or
     leave it to the pull runners.
 
-    A process that pulls elsewhere (`scrm serve --no-worker`) records it in Redis when it can: one round
-    trip (count, newest token, wake-up in one MULTI), where a database note waited for its commit's WAL
-    flush, queued behind the pulls' ingest commits (10-30 ms of a burst's acknowledgements). Redis is
+    A process that pulls elsewhere (`scrm serve --no-worker`) records it in Redis when it can (grouped as
+    the database notes are, _PullNotes: counts, newest tokens and the wake-up in one MULTI), where a
+    database note waited for its commit's WAL flush, queued behind the pulls' ingest commits (10-30 ms of
+    a burst's acknowledgements). Redis is
     another process: a kill -9 of the server after its answer loses nothing; the runners move the note
     into the database (drain_owed) before they pull. Without Redis, or when it does not answer at once,
     the note is committed in the database as before. Should Redis itself lose a note (restarted without
@@ -94,26 +95,25 @@ async def request_pull(ctx: AppContext, inbox_id: int, data: dict[str, Any]) -> 
         log.warning("wecom kf: callback for open_kfid %r on inbox %s: no active inbox serves it; ignored",
                     open_kfid, inbox_id)
         return
-    token = data.get("token") or None
-    if not pulls_here(ctx) and ctx.redis is not None and await _note_in_redis(ctx, (target, open_kfid), token):
-        return
-    await _notes(ctx).submit((target, open_kfid), token)
+    await _notes(ctx).submit((target, open_kfid), data.get("token") or None)
     if pulls_here(ctx):
         kick(ctx, target, open_kfid)
     # Otherwise the note's commit woke the pull runners (_PullNotes._flush): the answer does not wait for that.
 
 
-async def _note_in_redis(ctx: AppContext, key: tuple[int, str], token: str | None) -> bool:
-    """The owed pull in Redis and the pull runners woken, in one transaction; False when Redis failed
-    (the caller commits the note in the database: a note applied twice only costs an extra pull)."""
-    field = f"{key[0]} {key[1]}"
+async def _notes_in_redis(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]]) -> bool:
+    """The owed pulls in Redis and the pull runners woken, in one transaction; False when Redis failed
+    (the caller commits the notes in the database: a note applied twice only costs an extra pull)."""
+    now = time.time()
     try:
         async with bounded(ctx.redis):
             pipe = ctx.redis.pipeline(transaction=True)  # type: ignore[union-attr]
-            pipe.hincrby(OWED_KEY, field, 1)
-            if token:
-                pipe.hset(OWED_TOKENS_KEY, field, f"{time.time():.3f} {token}")
-            pipe.publish(_wake_channel(ctx), field)
+            for (inbox_id, open_kfid), (count, token) in notes.items():
+                field = f"{inbox_id} {open_kfid}"
+                pipe.hincrby(OWED_KEY, field, count)
+                if token:
+                    pipe.hset(OWED_TOKENS_KEY, field, f"{now:.3f} {token}")
+            pipe.publish(_wake_channel(ctx), "\n".join(f"{i} {k}" for i, k in notes))
             await pipe.execute()
         return True
     except Exception as exc:  # noqa: BLE001 - the database note is the fallback
@@ -179,7 +179,9 @@ class _PullNotes:
     for the same kf account: both upsert its one row, so the second waited for the first's row lock,
     held until the first's commit had reached the disk, and then for its own commit. A callback arriving
     meanwhile waited behind both, three commits in a row; now it waits for the one being written, then
-    its own (the tail of the acknowledgements in a burst on one account)."""
+    its own (the tail of the acknowledgements in a burst on one account). Notes kept in Redis (see
+    request_pull) are grouped the same way: one MULTI per group, not one per callback (64 callbacks at once
+    each asking the pool for a Redis connection spent 40-170 ms setting up connections in serve's loop)."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -206,8 +208,12 @@ class _PullNotes:
             for key in batch:
                 del self.pending[key]
             self.writing |= batch.keys()
+            notes = {k: (v[0], v[1]) for k, v in batch.items()}
             try:
-                await _write_notes(self.ctx, {k: (v[0], v[1]) for k, v in batch.items()})
+                in_redis = not pulls_here(self.ctx) and self.ctx.redis is not None and await _notes_in_redis(
+                    self.ctx, notes)
+                if not in_redis:
+                    await _write_notes(self.ctx, notes)
             except BaseException as exc:  # the callbacks fail (503 / retried by WeCom): nothing was noted
                 for entry in batch.values():
                     for f in entry[2]:
@@ -218,7 +224,7 @@ class _PullNotes:
                 continue
             finally:
                 self.writing -= batch.keys()
-            if not pulls_here(self.ctx):
+            if not pulls_here(self.ctx) and not in_redis:
                 wake(self.ctx, list(batch))
             for entry in batch.values():
                 for f in entry[2]:
