@@ -1,10 +1,11 @@
 """Pulling 微信客服 messages with kf/sync_msg: durable pull requests, one puller per kf account, the cursor.
 
 A callback is answered only after `request_pull` committed "a pull is owed for open_kfid X, token T"
-(requested_seq + 1); the pull then runs in the background: in this process, or, where this process
-pulls elsewhere (`scrm serve --no-worker`; `scrm worker` with its pull runner process, see
-scrm/kf_pull_process.py), in the pull runners (`run_runner`), woken over Redis after the note's commit
-and scanning for owed pulls every second. One process pulls an account at a time,
+(requested_seq + 1), or, where this process pulls elsewhere and Redis is configured, after it wrote that
+note in Redis (the runners move it into the database, `drain_owed`, before pulling); the pull then runs
+in the background: in this process, or, where this process pulls elsewhere (`scrm serve --no-worker`;
+`scrm worker` with its pull runner process, see scrm/kf_pull_process.py), in the pull runners
+(`run_runner`), woken over Redis with the note and scanning for owed pulls every second. One process pulls an account at a time,
 under a lease in the database (not Redis: losing Redis must not let two processes pull). The cursor
 is saved after every stored batch of pages, fenced by the lease, so a restart or another process neither skips nor
 re-imports (a page stored but not yet acknowledged by its cursor is pulled again and deduplicated by
