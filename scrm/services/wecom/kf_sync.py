@@ -5,8 +5,8 @@ A callback is answered only after `request_pull` committed "a pull is owed for o
 note in Redis (the runners move it into the database, `drain_owed`, before pulling); the pull then runs
 in the background: in this process, or, where this process pulls elsewhere (`scrm serve --no-worker`;
 `scrm worker` with its pull runner process, see scrm/kf_pull_process.py), in the pull runners
-(`run_runner`), woken over Redis with the note and scanning for owed pulls every second. One process pulls an account at a time,
-under a lease in the database (not Redis: losing Redis must not let two processes pull). The cursor
+(`run_runner`), woken over Redis with the note and scanning for owed pulls every second. One process
+pulls an account at a time, under a lease in the database (not Redis: losing Redis must not let two processes pull). The cursor
 is saved after every stored batch of pages, fenced by the lease, so a restart or another process neither skips nor
 re-imports (a page stored but not yet acknowledged by its cursor is pulled again and deduplicated by
 msgid). Pages are fetched ahead while earlier ones are stored, and pages that arrived during a store are
@@ -84,9 +84,8 @@ async def request_pull(ctx: AppContext, inbox_id: int, data: dict[str, Any]) -> 
     A process that pulls elsewhere (`scrm serve --no-worker`) records it in Redis when it can (grouped as
     the database notes are, _PullNotes: counts, newest tokens and the wake-up in one MULTI), where a
     database note waited for its commit's WAL flush, queued behind the pulls' ingest commits (10-30 ms of
-    a burst's acknowledgements). Redis is
-    another process: a kill -9 of the server after its answer loses nothing; the runners move the note
-    into the database (drain_owed) before they pull. Without Redis, or when it does not answer at once,
+    a burst's acknowledgements). Redis is another process: a kill -9 of the server after its answer loses
+    nothing; the runners move the note into the database (drain_owed) before they pull. Without Redis, or when it does not answer at once,
     the note is committed in the database as before. Should Redis itself lose a note (restarted without
     persistence), the messages are still read: by the account's next callback's pull (the cursor, not the
     token, says where a pull starts) or by the periodic token-less catch-up (3 days readable)."""
