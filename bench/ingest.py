@@ -14,6 +14,12 @@ PostgreSQL runs use a scratch database `scrm_bench_ingest` (created and dropped)
 127.0.0.1:5432 and Redis db 14 (emptied), as in production; skipped when unreachable.
 `--no-db-function` stores PostgreSQL batches without the `scrm_ingest_batch` function (the server
 is started with SCRM_INGEST_DB_FUNCTION=off); bench/ingest_pairs.py alternates it with the default.
+
+Each backend's line also gives `scrm serve`'s CPU per acknowledged message during the measured burst
+(utime + stime from /proc) and, on PostgreSQL, that of the backends serving its connections. Profiling:
+`--py-spy PREFIX` records serve during the burst; BENCH_PROFILE_CMD runs a command with {pid} (e.g.
+`perf record -g -p {pid} -o serve.data`) instead; BENCH_SERVE_PYTHON_ARGS adds interpreter arguments
+(`-m cProfile -o serve.prof`); BENCH_CPU_ALL=1 prints the CPU per message of every process on the machine.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +38,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from _bot_reply_core import _local_ports, _ticks, backend_pids
 from _common import BENCH_SERVER_ENV, free_port, fresh_redis, stop, wait_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +159,8 @@ async def seed_inbox(db_url: str) -> int:
 
 
 async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False,
-                     worker_after: bool = False, db_function: bool = True, drain: bool = True) -> dict[str, float] | None:
+                     worker_after: bool = False, db_function: bool = True, drain: bool = True,
+                     py_spy: str | None = None) -> dict[str, float] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
     if backend == "sqlite":
         db_url = f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -169,7 +179,7 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
     # PostgreSQL + Redis is measured as deployed (README: `scrm serve --no-worker` + `scrm worker`); SQLite
     # as the embedded default, the outbox worker inside `scrm serve`.
     separate_worker = backend == "postgresql" and not embedded
-    serve = [sys.executable, "-m", "scrm.cli", "serve", "--port", str(port)] + (["--no-worker"] if separate_worker else [])
+    serve = [sys.executable, *os.environ.get("BENCH_SERVE_PYTHON_ARGS", "").split(), "-m", "scrm.cli", "serve", "--port", str(port)] + (["--no-worker"] if separate_worker else [])
     procs = [spawn(serve, env, tmp / f"serve-{backend}.log")]
     worker = [sys.executable, "-m", "scrm.cli", "worker"]
     if separate_worker:
@@ -182,7 +192,30 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
             await work_drained(db_url, 120)
             if worker_after:
                 stop(procs.pop())
+        spy = None
+        if py_spy:  # the measured burst only, `scrm serve`
+            spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(procs[0].pid), "-r", "200", "-f", "raw",
+                                    "-o", f"{py_spy}-{backend}.txt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(1)
+        elif os.environ.get("BENCH_PROFILE_CMD"):  # e.g. "perf record -g -p {pid} -o /tmp/perf.data"
+            spy = subprocess.Popen(os.environ["BENCH_PROFILE_CMD"].format(pid=procs[0].pid).split(),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(1)
+        before = await _serve_cpu(procs[0].pid, db_url)
         res = await load(url, total)
+        after = await _serve_cpu(procs[0].pid, db_url)
+        if os.environ.get("BENCH_CPU_ALL"):
+            hz = os.sysconf("SC_CLK_TCK")
+            used = {g: sum(t - before.get(g, {}).get(pid, 0) for pid, t in after[g].items()) * 1000 / hz / total
+                    for g in after if g.startswith("all:")}
+            print("    CPU ms/msg by process: " + ", ".join(f"{g[4:]} {v:.2f}" for g, v in sorted(used.items(), key=lambda x: -x[1])
+                                                            if v >= 0.01) + f"; total {sum(used.values()):.2f}")
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait()
+        hz = os.sysconf("SC_CLK_TCK")
+        for group in ("serve", "serve_pg"):  # CPU ms per message of `scrm serve` and of its PostgreSQL backends during the burst
+            res[f"{group}_cpu_ms"] = sum(t - before[group].get(pid, 0) for pid, t in after[group].items()) * 1000 / hz / total
         if separate_worker and worker_after:
             procs.append(spawn(worker, env, tmp / f"worker-{backend}.log"))
         if separate_worker and drain:  # the follow-up work (bot answers, desk) trails the acknowledgements
@@ -196,6 +229,36 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
             stop(proc)
         if backend == "postgresql":
             await drop_pg()
+
+
+async def _serve_cpu(pid: int, db_url: str) -> dict[str, dict[int, int]]:
+    """Clock ticks so far of `scrm serve` and of the PostgreSQL backends serving its connections."""
+    pg: list[int] = []
+    if db_url.startswith("postgresql"):
+        pg = await backend_pids(db_url, _local_ports(pid))
+    return {"serve": {pid: _ticks(pid)}, "serve_pg": {p: _ticks(p) for p in pg}, **_all_ticks()}
+
+
+def _all_ticks() -> dict[str, dict[int, int]]:
+    """Every process's clock ticks so far, grouped by its command ("all:<name>"; the machine's CPU by consumer)."""
+    groups: dict[str, dict[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            name = stat.split("(", 1)[1].rsplit(")", 1)[0]
+            if "scrm.cli" in cmd:
+                name = "scrm " + cmd.split("scrm.cli", 1)[1].split()[0]
+            elif "bench/ingest.py" in cmd:
+                name = "bench client"
+            elif name.startswith("postgres") or cmd.startswith("postgres:"):
+                name = "postgres " + (cmd.split()[1] if len(cmd.split()) > 1 else "")
+            groups.setdefault("all:" + name, {})[int(entry)] = int(fields[11]) + int(fields[12])
+    return groups
 
 
 async def work_drained(db_url: str, timeout: float) -> bool:
@@ -227,6 +290,7 @@ async def main() -> None:
                     help="PostgreSQL: store batches without the scrm_ingest_batch function (the Python batch path)")
     ap.add_argument("--no-drain", action="store_true",
                     help="do not wait for the follow-up work after the burst (A/B runs of the acknowledgement path)")
+    ap.add_argument("--py-spy", help="record `scrm serve` during the measured burst with py-spy into PREFIX-<backend>.txt")
     args = ap.parse_args()
     total = args.messages or (1500 if args.quick else 6000)
     print(f"ingest benchmark: {total} signed messages, 64 concurrent senders, 500 contacts, FAQ bot on; "
@@ -238,12 +302,14 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
             res = await bench_scrm(backend, total, Path(tmp), args.embedded, args.worker_after, not args.no_db_function,
-                                   not args.no_drain)
+                                   not args.no_drain, args.py_spy)
             if res is None:
                 continue
             results[backend] = res
             print(f"  scrm {backend:<17} {res['rate']:8.0f} msg/s   p50 {res['p50_ms']:6.1f} ms   "
-                  f"p99 {res['p99_ms']:6.1f} ms   ratio {res['rate'] / bare['rate']:.2f}   errors {res['errors']:.0f}")
+                  f"p99 {res['p99_ms']:6.1f} ms   ratio {res['rate'] / bare['rate']:.2f}   errors {res['errors']:.0f}   "
+                  f"serve CPU {res['serve_cpu_ms']:.2f} ms/msg" + (f" (its PostgreSQL backends {res['serve_pg_cpu_ms']:.2f})"
+                                                                  if res.get("serve_pg_cpu_ms") else ""))
             if "drain_s" in res:
                 print(f"    follow-up work (bot, desk) in `scrm worker`: done {res['drain_s']:.1f} s after the last ack "
                       f"({res['work_rate']:.0f} msg/s overall)")
@@ -254,7 +320,10 @@ async def main() -> None:
     for name, res in results.items():
         short = "pg" if name == "postgresql" else name
         parts += [f"{short}_rate={res['rate']:.0f}", f"{short}_ratio={res['rate'] / bare['rate']:.3f}",
-                  f"{short}_p50_ms={res['p50_ms']:.1f}", f"{short}_p99_ms={res['p99_ms']:.1f}"]
+                  f"{short}_p50_ms={res['p50_ms']:.1f}", f"{short}_p99_ms={res['p99_ms']:.1f}",
+                  f"{short}_serve_cpu_ms={res['serve_cpu_ms']:.2f}"]
+        if name == "postgresql":
+            parts.append(f"pg_serve_pg_cpu_ms={res['serve_pg_cpu_ms']:.2f}")
     if "work_rate" in results.get("postgresql", {}):
         parts += [f"pg_work_rate={results['postgresql']['work_rate']:.0f}", f"pg_drain_s={results['postgresql']['drain_s']:.1f}"]
     parts += [f"bare_rate={bare['rate']:.0f}", f"bare_p99_ms={bare['p99_ms']:.1f}"]

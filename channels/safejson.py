@@ -33,6 +33,10 @@ def _finite(text: str) -> float:
     return value
 
 
+# Built once: `json.loads` with parse_* options builds a new decoder (and its scanner) on every call.
+_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_finite)
+
+
 def loads(raw: bytes | str) -> Any:
     """Parse a JSON body strictly (UTF-8, finite numbers, at most MAX_DEPTH levels, no lone surrogates)."""
     try:
@@ -42,7 +46,7 @@ def loads(raw: bytes | str) -> Any:
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        value = json.loads(text, parse_constant=_constant, parse_float=_finite)
+        value = _DECODER.decode(text)
     except UnsafeJSON:
         raise
     except RecursionError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -14,6 +15,14 @@ from scrm.web.keys import CTX
 from scrm.web.routing import MAX_ID, ApiError, json_error
 
 log = logging.getLogger("scrm.webhooks")
+_COUNTERS: dict[tuple[str, int], Any] = {}  # (channel, status) -> its WEBHOOK_REQUESTS child (labels() per request costs)
+
+
+def _count(channel: str, status: int) -> None:
+    counter = _COUNTERS.get((channel, status))
+    if counter is None:
+        counter = _COUNTERS[(channel, status)] = WEBHOOK_REQUESTS.labels(channel=channel, status=str(status))
+    counter.inc()
 
 # URL segment -> channel type (WeChat's console wants a short path).
 CHANNEL_PATHS = {"api": "api", "telegram": "telegram", "wechat": "wechat_oa", "email": "email", "memory": "memory",
@@ -54,7 +63,7 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, ctx.settings.server.max_body_bytes)
     inbox = await ctx.adapters.inbox(inbox_id)
     if inbox is None or inbox.channel_type != channel_type or not inbox.active:
-        WEBHOOK_REQUESTS.labels(channel=channel_type, status="404").inc()
+        _count(channel_type, 404)
         log.warning("webhook for unknown inbox %s/%s", segment, inbox_id)
         return json_error(404, "unknown inbox", "unknown_inbox")
     adapter = ctx.adapters.for_inbox(inbox)
@@ -69,9 +78,9 @@ async def handle_webhook(request: web.Request) -> web.StreamResponse:
     try:
         answer = await adapter.handle_webhook(req, sink)
     except WebhookError as exc:
-        WEBHOOK_REQUESTS.labels(channel=channel_type, status=str(exc.status)).inc()
+        _count(channel_type, exc.status)
         log.warning("webhook %s/%s refused (%s): %s", segment, inbox_id, exc.status, exc.message)
         return json_error(exc.status, exc.message, exc.code)
-    WEBHOOK_REQUESTS.labels(channel=channel_type, status=str(answer.status)).inc()
+    _count(channel_type, answer.status)
     return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type.split(";")[0],
                         charset="utf-8" if answer.content_type.startswith(("text/", "application/json")) else None)

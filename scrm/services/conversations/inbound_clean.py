@@ -28,6 +28,7 @@ from scrm.domain import Attachment, ChannelEvent, ContactProfile, InboundMessage
 
 # Column lengths of the profile fields (scrm/db/models.py: Contact, ContactIdentity).
 PROFILE_LENGTHS = {"name": 255, "username": 255, "language": 16, "email": 255, "phone": 64}
+_PROFILE_FIELDS = (*PROFILE_LENGTHS.items(), ("avatar_url", None))
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_DEPTH = 64
 
@@ -81,15 +82,11 @@ def _opt(value: str | None, limit: int | None = None) -> str | None:
 def _profile(profile: ContactProfile | None) -> ContactProfile | None:
     if profile is None:
         return None
-    return ContactProfile(
-        name=_opt(profile.name, PROFILE_LENGTHS["name"]),
-        username=_opt(profile.username, PROFILE_LENGTHS["username"]),
-        language=_opt(profile.language, PROFILE_LENGTHS["language"]),
-        email=_opt(profile.email, PROFILE_LENGTHS["email"]),
-        phone=_opt(profile.phone, PROFILE_LENGTHS["phone"]),
-        avatar_url=_opt(profile.avatar_url),
-        attributes=clean_value(dict(profile.attributes)) if profile.attributes else {},
-    )
+    fields = {name: _opt(getattr(profile, name), limit) for name, limit in _PROFILE_FIELDS}
+    attributes = clean_value(dict(profile.attributes)) if profile.attributes else {}
+    if attributes == profile.attributes and all(fields[name] is getattr(profile, name) for name in fields):
+        return profile  # already storable (the usual case): no copy
+    return ContactProfile(**fields, attributes=attributes)
 
 
 def _attachment(a: Attachment) -> Attachment:
@@ -100,18 +97,21 @@ def _attachment(a: Attachment) -> Attachment:
 
 
 def clean_message(m: InboundMessage) -> InboundMessage:
-    """A storable copy of one inbound message."""
+    """A storable copy of one inbound message (the message itself when nothing in it needs cleaning)."""
+    external_id, sender_id, text = clean_text(m.external_id), clean_text(m.sender_id), _opt(m.text)
+    attachments = tuple(_attachment(a) for a in m.attachments) if m.attachments else m.attachments
+    profile, sent_at = _profile(m.profile), clean_time(m.sent_at)
+    reply_to = _opt(m.reply_to_external_id)
+    thread_refs = tuple(clean_text(r) for r in m.thread_refs) if m.thread_refs else m.thread_refs
+    payload = clean_value(dict(m.payload)) if m.payload else {}
+    if (external_id is m.external_id and sender_id is m.sender_id and text is m.text and profile is m.profile
+            and sent_at is m.sent_at and reply_to is m.reply_to_external_id and thread_refs is m.thread_refs
+            and payload == m.payload and type(m.payload) is dict
+            and all(a is b for a, b in zip(attachments, m.attachments, strict=True))):
+        return m
     return dataclasses.replace(
-        m,
-        external_id=clean_text(m.external_id),
-        sender_id=clean_text(m.sender_id),
-        text=_opt(m.text),
-        attachments=tuple(_attachment(a) for a in m.attachments),
-        profile=_profile(m.profile),
-        sent_at=clean_time(m.sent_at),
-        reply_to_external_id=_opt(m.reply_to_external_id),
-        thread_refs=tuple(clean_text(r) for r in m.thread_refs),
-        payload=clean_value(dict(m.payload)) if m.payload else {},
+        m, external_id=external_id, sender_id=sender_id, text=text, attachments=attachments, profile=profile,
+        sent_at=sent_at, reply_to_external_id=reply_to, thread_refs=thread_refs, payload=payload,
     )
 
 

@@ -162,6 +162,8 @@ class GroupCommit:
                 return
             fell_back("batch", "single", failure, len(rest))
         done_at = time.perf_counter()
+        latency = INGEST_LATENCY.labels(channel=inbox.channel_type)  # metric children once a batch, not per message
+        counted = {"message": 0, "duplicate": 0}
         start = 0
         for pending in batch:
             indexes = range(start, start + len(pending.messages))
@@ -176,9 +178,12 @@ class GroupCommit:
                 outcomes.update(zip(missing, stored, strict=True))
             mine = [outcomes[i] for i in indexes]
             for outcome in mine:
-                INGESTED.labels(channel=inbox.channel_type, result="duplicate" if outcome.duplicate else "message").inc()
-            INGEST_LATENCY.labels(channel=inbox.channel_type).observe(done_at - pending.submitted)
+                counted["duplicate" if outcome.duplicate else "message"] += 1
+            latency.observe(done_at - pending.submitted)
             _settle(pending, mine)
+        for result, n in counted.items():
+            if n:
+                INGESTED.labels(channel=inbox.channel_type, result=result).inc(n)
 
     async def _attempts(self, store: Callable[[], Awaitable[_T]], count: int) -> tuple[_T | None, BaseException | None]:
         """Run `store` (one transaction) up to twice: a concurrent duplicate or a deadlock is worth a retry."""
