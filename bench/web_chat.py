@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import os
@@ -93,8 +94,8 @@ class Visitor:
         self.closing = False  # the bench closes this visitor's socket (the forced reconnect, the end)
         self.greeted_at = 0.0  # when the server last said hello on this visitor's socket
         # Questions whose socket was closed and opened again before their answer was shown:
-        # (asked -> greeted again, greeted again -> answer shown), seconds.
-        self.reopened: list[tuple[float, float]] = []
+        # (asked -> greeted again, greeted again -> answer shown, asked at), seconds.
+        self.reopened: list[tuple[float, float, float]] = []
         self.acked_at = 0.0  # when the open question was acknowledged (stored)
         self.split: list[tuple[float, float]] = []  # (asked -> acked, acked -> answer shown), seconds
 
@@ -250,7 +251,7 @@ async def read(v: Visitor, ws: aiohttp.ClientWebSocketResponse) -> None:
                 if item["from"] == "bot" and v.asked_at is not None:
                     v.latencies.append(time.perf_counter() - v.asked_at)
                     if v.greeted_at > v.asked_at:
-                        v.reopened.append((v.greeted_at - v.asked_at, time.perf_counter() - v.greeted_at))
+                        v.reopened.append((v.greeted_at - v.asked_at, time.perf_counter() - v.greeted_at, v.asked_at))
                     v.timeline.append((v.asked_at, v.latencies[-1], v.asked_cid))
                     if v.acked_at > v.asked_at:
                         v.split.append((v.acked_at - v.asked_at, time.perf_counter() - v.acked_at))
@@ -533,6 +534,12 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
                   f"{(cpu_seconds(pid) - serve_cpu) * 1000 / max(1, sockets - 1):.2f} ms per socket; "
                   f"{listen_overflows() - overflows} connections dropped by a full listen queue (machine-wide)", file=sys.stderr)
         await asyncio.sleep(3)  # idle
+        # The bench's own collector must not add to the latencies it measures: with the default thresholds its
+        # full passes over 2,000 client sockets held this process's loop ~150 ms, several times a run (gc
+        # callbacks), each answer read meanwhile counted that late. As serve does (scrm/cli.py _tune_gc).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 100)
         after = rss_kb(pid)
         kb_per_conn = (after - before) / max(1, sockets - 1)
 
@@ -560,6 +567,8 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             return v
         cpu_before, pg_before = cpu_seconds(pid), await pg_cpu()
         started = time.perf_counter()
+        if os.environ.get("BENCH_TIMELINE"):  # to line the timeline up with the server's own logs
+            print(f"# load started at {time.time():.3f} (wall clock)", file=sys.stderr)
         tick = 0
         reconnecting: asyncio.Future[float] | None = None
         reconnect_started = started
@@ -612,6 +621,9 @@ async def drive(base: str, pid: int, api_id: int, web_id: int, sockets: int, rat
             print(f"# t={sec:3d} n={len(xs):4d} p50={statistics.median(xs):7.0f} p99={xs[max(0, int(len(xs) * .99) - 1)]:7.0f}"
                   f" max={xs[-1]:7.0f}", file=sys.stderr)
     reopened = [x for v in visitors for x in v.reopened]
+    if os.environ.get("BENCH_TIMELINE") and reopened:  # when the questions whose socket closed under them were asked
+        print("# answered after their socket reopened, asked at (s from the reconnect's start): " + " ".join(
+            f"{x[2] - reconnect_started:+.2f}" for x in sorted(reopened, key=lambda x: x[2])), file=sys.stderr)
     if os.environ.get("BENCH_TIMELINE"):  # the visitor's wait split at the acknowledgement (the question stored)
         split = [x for v in visitors for x in v.split]
         for i, name in enumerate(("asked -> acknowledged", "acknowledged -> answer shown")):
