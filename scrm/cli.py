@@ -176,11 +176,15 @@ def _tune_gc() -> None:
     are cache misses): at 50,000 objects one pass held `scrm serve`'s event loop for 50-120 ms, dozens of
     times a minute with 2,000 web chat sockets open (bench/web_chat.py, gc callbacks), every request
     in flight waiting behind it. At 10,000 the passes are five times shorter (at most ~15 ms) for the
-    same total; the middle generation's threshold keeps its passes as rare as before (every million
-    allocations).
+    same total. The middle generation walks every object that survived a young pass since its own last
+    pass: at 100 young passes that was up to a million objects (2,000 sockets reconnecting alone leave
+    ~160,000), one pass holding the loop ~200 ms about once a minute under the web chat load. At 10 its
+    passes walk at most ~100,000 (10-50 ms measured). The survivors reach the oldest generation sooner; its
+    full passes (the whole unfrozen heap) still wait for 100 middle passes and for the objects promoted
+    since the last one to reach a quarter of the old generation.
     """
     gc.freeze()
-    gc.set_threshold(10_000, 100, 100)
+    gc.set_threshold(10_000, 10, 100)
 
 
 def _fast_event_loop(wanted: bool) -> None:

@@ -24,6 +24,7 @@ from scrm.services.agents.accounts import Principal
 from scrm.services.agents.inbox_access import visible_inbox_set
 from scrm.web.keys import CTX, PRINCIPAL, SESSION_COOKIE
 from scrm.web.routing import SUPPORT, ApiError
+from scrm.web.webchat_common import release_socket
 
 log = logging.getLogger("scrm.realtime")
 SESSION_CHECK_SECONDS = 60.0
@@ -86,6 +87,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        release_socket(request, ws)
     return ws
 
 

@@ -33,7 +33,14 @@ from scrm.web.keys import CTX
 from scrm.web.routing import ApiError
 from scrm.web.webchat_api import accept_message
 from scrm.web.webchat_catchup import PAGE, catchup_for
-from scrm.web.webchat_common import check_origin, client_ip, cookie_name, message_id, web_inbox
+from scrm.web.webchat_common import (
+    check_origin,
+    client_ip,
+    cookie_name,
+    message_id,
+    release_socket,
+    web_inbox,
+)
 
 log = logging.getLogger("scrm.webchat")
 AUTH_TIMEOUT = 10.0
@@ -214,36 +221,39 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=st.max_message_chars * 4 + 4096)
     await ws.prepare(request)
     try:
-        first = await ws.receive(timeout=AUTH_TIMEOUT)
-        frame = safejson.loads(first.data) if first.type == WSMsgType.TEXT else {}
-    except (TimeoutError, ValueError, TypeError):  # safejson.UnsafeJSON is a ValueError
-        frame = {}
-    if not isinstance(frame, dict) or frame.get("type") != "auth":
-        await ws.close(code=4401, message=b"send an auth frame first")
+        try:
+            first = await ws.receive(timeout=AUTH_TIMEOUT)
+            frame = safejson.loads(first.data) if first.type == WSMsgType.TEXT else {}
+        except (TimeoutError, ValueError, TypeError):  # safejson.UnsafeJSON is a ValueError
+            frame = {}
+        if not isinstance(frame, dict) or frame.get("type") != "auth":
+            await ws.close(code=4401, message=b"send an auth frame first")
+            return ws
+        token = frame.get("token") if isinstance(frame.get("token"), str) else request.cookies.get(cookie_name(inbox.id))
+        visitor = verify_visitor(adapter.secrets.token_key, inbox.id, token)  # type: ignore[attr-defined]
+        if visitor is None:
+            await ws.close(code=4401, message=b"bad visitor token")
+            return ws
+        identity = await facts_lookup(ctx).get(inbox.id, visitor)
+        hub = hub_for(ctx)
+        blocked = identity is not None and identity[1]
+        if blocked or len(hub.by_topic.get(visitor_topic(inbox.id, visitor), ())) >= MAX_SOCKETS_PER_VISITOR:
+            await ws.close(code=4403, message=b"refused")
+            return ws
+        conn = VisitorSocket(ws, ctx, inbox.id, adapter.secrets.token_key, visitor,  # type: ignore[attr-defined]
+                             identity[0] if identity else None, _shown(frame))
+        hub.add(conn)
+        try:
+            await ws.send_str(json.dumps({"type": "hello"}))
+            # A reply pushed while the visitor was away (a reconnect): this first read goes with the new
+            # messages, ahead of the resyncs of every other socket that reconnects at the same moment.
+            conn.resync(urgent=hub.take_missed(conn.topic))
+            await _serve(request, conn, inbox, adapter)
+        finally:
+            hub.remove(conn)
         return ws
-    token = frame.get("token") if isinstance(frame.get("token"), str) else request.cookies.get(cookie_name(inbox.id))
-    visitor = verify_visitor(adapter.secrets.token_key, inbox.id, token)  # type: ignore[attr-defined]
-    if visitor is None:
-        await ws.close(code=4401, message=b"bad visitor token")
-        return ws
-    identity = await facts_lookup(ctx).get(inbox.id, visitor)
-    hub = hub_for(ctx)
-    blocked = identity is not None and identity[1]
-    if blocked or len(hub.by_topic.get(visitor_topic(inbox.id, visitor), ())) >= MAX_SOCKETS_PER_VISITOR:
-        await ws.close(code=4403, message=b"refused")
-        return ws
-    conn = VisitorSocket(ws, ctx, inbox.id, adapter.secrets.token_key, visitor,  # type: ignore[attr-defined]
-                         identity[0] if identity else None, _shown(frame))
-    hub.add(conn)
-    try:
-        await ws.send_str(json.dumps({"type": "hello"}))
-        # A reply pushed while the visitor was away (a reconnect): this first read goes with the new
-        # messages, ahead of the resyncs of every other socket that reconnects at the same moment.
-        conn.resync(urgent=hub.take_missed(conn.topic))
-        await _serve(request, conn, inbox, adapter)
     finally:
-        hub.remove(conn)
-    return ws
+        release_socket(request, ws)
 
 
 def _shown(frame: dict[str, Any]) -> Shown:

@@ -206,12 +206,7 @@ class VisitorHub:
             pubsub = self.ctx.redis.pubsub()
             try:
                 await pubsub.subscribe(channel_name(self.ctx.redis))
-                # Pushes sent before the subscription was active were missed: everyone here catches up.
-                for topic, group in list(self.by_topic.items()):
-                    for conn in list(group):
-                        conn.notify({"t": "sync"})
-                    for event in self.polls.get(topic, ()):
-                        event.set()
+                self._everyone_syncs()
                 self.ready.set()
                 backoff = 0.5
                 async for message in pubsub.listen():
@@ -236,6 +231,15 @@ class VisitorHub:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    def _everyone_syncs(self) -> None:
+        """Pushes sent before the subscription was active were missed: everyone here catches up. (A function
+        of its own: a connection left in the subscription's loop variables stayed alive after it closed.)"""
+        for topic, group in list(self.by_topic.items()):
+            for conn in list(group):
+                conn.notify({"t": "sync"})
+            for event in self.polls.get(topic, ()):
+                event.set()
 
     async def close(self) -> None:
         """Stop the subscription (server shutdown)."""
