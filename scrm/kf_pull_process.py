@@ -1,7 +1,6 @@
 """The WeCom 微信客服 pull runner process that `scrm worker` hosts (`scrm kf-pulls`, its child).
 
-A kf callback only says "pull": `scrm serve` notes the pull (in Redis when configured, which the pull
-runners move into the database; otherwise committed in the database), answers, and wakes the pull runners
+A kf callback only says "pull": `scrm serve` commits the pull note, answers, and wakes the pull runners
 (scrm.services.wecom.kf_sync.run_runner). Pulling (kf/sync_msg pages, storing up to 50 messages a
 page) in the server's event loop made the acknowledgements wait behind it; in the worker's own loop
 it would queue behind the bot and desk work the worker does for every stored message (about 20 times
@@ -10,7 +9,7 @@ before it lowers its own priority, that only pulls, at a priority between serve'
 (PULL_NICE); it is restarted when it dies and stopped with the worker (and stops by itself when the
 worker was killed: its parent changes).
 
-Nothing depends on this process for correctness: the note is durable (Redis or the database), the lease in the database lets
+Nothing depends on this process for correctness: the note is durable, the lease in the database lets
 one process pull an account, the cursor is saved per batch of pages, and the runner scans for owed
 pulls every second (a lost wake-up, an expired lease of a killed puller).
 """

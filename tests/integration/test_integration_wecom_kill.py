@@ -1,7 +1,6 @@
 """Real processes: `scrm serve` killed with SIGKILL after acknowledging a kf callback, and the worker's
-pull runner process killed mid-pull. The owed pull is in Redis (moved into the database by a runner) or
-in the database, so the runner the worker starts again pulls it once the dead one's lease runs out:
-nothing lost, nothing twice."""
+pull runner process killed mid-pull. The owed pull is in the database, so the runner the worker starts
+again pulls it once the dead one's lease runs out: nothing lost, nothing twice."""
 
 from __future__ import annotations
 
@@ -67,9 +66,8 @@ async def test_sigkill_between_ack_and_pull_loses_nothing(ctx, settings, fake) -
 
 
 async def test_sigkill_of_serve_with_no_runner_up_loses_nothing(ctx, settings, fake) -> None:
-    """With Redis the answered callback's note is in Redis only (no database write before the 200): serve
-    killed with SIGKILL right after its answers while no pull runner runs; the worker started later moves the
-    notes into the database and pulls every message, once."""
+    """Serve killed with SIGKILL right after its answers while no pull runner runs: the notes committed before
+    the answers are all the worker started later needs to pull every message, once."""
     inbox = await kf_inbox(ctx, fake)
     port = free_port()
     serve = _spawn(["serve", "--port", str(port), "--no-worker"], _env(settings))
@@ -85,17 +83,13 @@ async def test_sigkill_of_serve_with_no_runner_up_loses_nothing(ctx, settings, f
                     assert r.status == 200
         os.kill(serve.pid, signal.SIGKILL)
         serve.wait(10)
-        if ctx.redis is not None:  # the notes wait in Redis; nothing was pulled
-            assert int(await ctx.redis.hget("scrm:wecom_kf_owed", f"{inbox.id} {OPEN_KFID}")) == 3
-        assert not fake.sync_requests
+        assert not fake.sync_requests  # nothing was pulled before the kill
         worker = _spawn(["worker"], _env(settings, SCRM_WORKER_POLL_INTERVAL="0.2"))
         found = await wait_for(lambda: _stored(ctx, inbox.id, 30), timeout=90, interval=0.5)
         assert sorted(m.external_id for m in found) == sorted(f"gone-{n}-{i}" for n in range(3) for i in range(10))
         # The newest callback's token, kept with the note, was used (the worker's first catch-up may pull
-        # without a token before the runner has moved the notes into the database).
+        # without one).
         assert any(r.get("token") for r in fake.sync_requests)
-        if ctx.redis is not None:
-            assert not await ctx.redis.exists("scrm:wecom_kf_owed")
     finally:
         for proc in (serve, worker):
             if proc is not None and proc.poll() is None:

@@ -289,26 +289,7 @@ async def test_a_burst_of_callbacks_for_several_kf_accounts_notes_each_one(ctx, 
              for n, k in enumerate(kfids) for _ in range(n + 1)]
     calls += [wecom_kf_sync.request_pull(ctx, inboxes[0].id, {"open_kfid": kfids[3], "token": None})]
     await asyncio.gather(*calls)
-    # With Redis the notes wait there for a pull runner to move them into the database.
-    assert sorted(await wecom_kf_sync.drain_owed(ctx)) == (sorted((i.id, k) for i, k in zip(inboxes, kfids, strict=True))
-                                                          if ctx.redis is not None else [])
     async with ctx.db.session() as s:
         rows = {r.open_kfid: r for r in (await s.scalars(select(WeComKfCursor))).all()}
     assert {k: (rows[k].inbox_id, rows[k].requested_seq, rows[k].pending_token) for k in kfids} == {
         k: (inbox.id, n + 1 + (k == kfids[3]), f"tok-{k}") for n, (k, inbox) in enumerate(zip(kfids, inboxes, strict=True))}
-
-
-async def test_a_server_whose_redis_fails_commits_the_note_in_the_database(ctx, fake, monkeypatch) -> None:
-    """`serve --no-worker` notes pulls in Redis; when Redis refuses, the callback's note is committed in the
-    database before the answer, as without Redis, and a runner's scan finds it."""
-    inbox = await kf_inbox(ctx, fake)
-    wecom_kf_sync.pull_elsewhere(ctx)
-
-    class BrokenRedis:
-        def pipeline(self, **_: object) -> None:
-            raise ConnectionError("Redis is down")
-
-    monkeypatch.setattr(ctx, "redis", BrokenRedis())
-    await wecom_kf_sync.request_pull(ctx, inbox.id, {"open_kfid": OPEN_KFID, "token": "tok-db"})
-    row = await cursor_row(ctx, inbox.id)
-    assert (row.requested_seq, row.pulled_seq, row.pending_token) == (1, 0, "tok-db")

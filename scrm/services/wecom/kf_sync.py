@@ -1,12 +1,11 @@
 """Pulling 微信客服 messages with kf/sync_msg: durable pull requests, one puller per kf account, the cursor.
 
 A callback is answered only after `request_pull` committed "a pull is owed for open_kfid X, token T"
-(requested_seq + 1), or, where this process pulls elsewhere and Redis is configured, after it wrote that
-note in Redis (the runners move it into the database, `drain_owed`, before pulling); the pull then runs
-in the background: in this process, or, where this process pulls elsewhere (`scrm serve --no-worker`;
-`scrm worker` with its pull runner process, see scrm/kf_pull_process.py), in the pull runners
-(`run_runner`), woken over Redis with the note and scanning for owed pulls every second. One process
-pulls an account at a time, under a lease in the database (not Redis: losing Redis must not let two processes pull). The cursor
+(requested_seq + 1); the pull then runs in the background: in this process, or, where this process
+pulls elsewhere (`scrm serve --no-worker`; `scrm worker` with its pull runner process, see
+scrm/kf_pull_process.py), in the pull runners (`run_runner`), woken over Redis after the note's commit
+and scanning for owed pulls every second. One process pulls an account at a time,
+under a lease in the database (not Redis: losing Redis must not let two processes pull). The cursor
 is saved after every stored batch of pages, fenced by the lease, so a restart or another process neither skips nor
 re-imports (a page stored but not yet acknowledged by its cursor is pulled again and deduplicated by
 msgid). Pages are fetched ahead while earlier ones are stored, and pages that arrived during a store are
@@ -21,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -37,7 +35,6 @@ from channels.wecom.kf_inbound import KfRecord
 from scrm.db.models import Inbox, utcnow
 from scrm.db.models_wecom import WeComKfCursor
 from scrm.domain import ContactProfile
-from scrm.redis_client import bounded
 from scrm.services.wecom.kf_store import CustomerOrder, fetch_profiles, messages_only, store_records
 
 if TYPE_CHECKING:
@@ -56,19 +53,6 @@ CATCHUP_TICK = 5.0
 RUNNER_SCAN = 1.0  # a pull runner looks for owed pulls this often (missed wake-ups, expired leases, no Redis)
 WAKE_CHANNEL = "scrm:wecom_kf_pull"
 _ELSEWHERE = "wecom_kf_pull_elsewhere"
-# Pull notes a server that pulls elsewhere left in Redis (see request_pull), moved into the database by the
-# pull runners (drain_owed): field "<inbox_id> <open_kfid>" -> callbacks noted / "<epoch> <token>" (newest).
-OWED_KEY = "scrm:wecom_kf_owed"
-OWED_TOKENS_KEY = "scrm:wecom_kf_owed_tokens"
-DRAIN_LOCK_KEY = "scrm:wecom_kf_owed_drain"
-DRAIN_LOCK_MS = 15_000  # a drainer that died holding the lock blocks the others this long at most
-_DRAINED = """
-for i = 1, #ARGV, 3 do
-  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then redis.call('HDEL', KEYS[1], ARGV[i]) end
-  if ARGV[i + 2] ~= '' and redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 2] then redis.call('HDEL', KEYS[2], ARGV[i]) end
-end
-"""
-_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 C = WeComKfCursor.__table__.c
 _TASKS = "wecom_kf_pulls"
 
@@ -78,17 +62,8 @@ class LeaseLost(Exception):
 
 
 async def request_pull(ctx: AppContext, inbox_id: int, data: dict[str, Any]) -> None:
-    """Record the owed pull before the callback is answered, then start it in the background here, or
-    leave it to the pull runners.
-
-    A process that pulls elsewhere (`scrm serve --no-worker`) records it in Redis when it can (grouped as
-    the database notes are, _PullNotes: counts, newest tokens and the wake-up in one MULTI), where a
-    database note waited for its commit's WAL flush, queued behind the pulls' ingest commits (10-30 ms of
-    a burst's acknowledgements). Redis is another process: a kill -9 of the server after its answer loses
-    nothing; the runners move the note into the database (drain_owed) before they pull. Without Redis, or when it does not answer at once,
-    the note is committed in the database as before. Should Redis itself lose a note (restarted without
-    persistence), the messages are still read: by the account's next callback's pull (the cursor, not the
-    token, says where a pull starts) or by the periodic token-less catch-up (3 days readable)."""
+    """Record the owed pull (committed before the callback is answered), then start it in the background
+    here, or leave it to the pull runners (woken when the note committed)."""
     open_kfid = str(data.get("open_kfid") or "")
     target = await target_inbox(ctx, inbox_id, open_kfid)
     if target is None:
@@ -101,76 +76,6 @@ async def request_pull(ctx: AppContext, inbox_id: int, data: dict[str, Any]) -> 
     # Otherwise the note's commit woke the pull runners (_PullNotes._flush): the answer does not wait for that.
 
 
-async def _notes_in_redis(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]]) -> bool:
-    """The owed pulls in Redis and the pull runners woken, in one transaction; False when Redis failed
-    (the caller commits the notes in the database: a note applied twice only costs an extra pull)."""
-    now = time.time()
-    try:
-        async with bounded(ctx.redis):
-            pipe = ctx.redis.pipeline(transaction=True)  # type: ignore[union-attr]
-            for (inbox_id, open_kfid), (count, token) in notes.items():
-                field = f"{inbox_id} {open_kfid}"
-                pipe.hincrby(OWED_KEY, field, count)
-                if token:
-                    pipe.hset(OWED_TOKENS_KEY, field, f"{now:.3f} {token}")
-            pipe.publish(_wake_channel(ctx), "\n".join(f"{i} {k}" for i, k in notes))
-            await pipe.execute()
-        return True
-    except Exception as exc:  # noqa: BLE001 - the database note is the fallback
-        log.warning("wecom kf: could not note the pull in Redis (%r); noting it in the database", exc)
-        return False
-
-
-async def drain_owed(ctx: AppContext) -> list[tuple[int, str]]:
-    """Move the pull notes left in Redis into the database (one upsert, the same as a callback's note),
-    then take them out of Redis (counts decremented: callbacks noted meanwhile stay); returns the accounts
-    noted. One drainer at a time (a lock in Redis): two would both count a callback noted between their
-    reads. A drainer dying between its commit and the decrement leaves the note counted twice: one pull
-    more, nothing lost."""
-    redis = ctx.redis
-    if redis is None:
-        return []
-    owner = uuid.uuid4().hex
-    noted: list[tuple[int, str]] = []
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        if not await redis.exists(OWED_KEY):
-            return noted
-        if not await redis.set(DRAIN_LOCK_KEY, owner, nx=True, px=DRAIN_LOCK_MS):
-            await asyncio.sleep(0.02)  # another runner drains: look again when it is done
-            continue
-        try:
-            counts, tokens = await redis.pipeline(transaction=False).hgetall(OWED_KEY).hgetall(OWED_TOKENS_KEY).execute()
-            if not counts:
-                return noted
-            notes: dict[tuple[int, str], tuple[int, str | None]] = {}
-            token_times: dict[tuple[int, str], datetime] = {}
-            taken: list[Any] = []
-            for raw, raw_count in counts.items():
-                field = raw.decode() if isinstance(raw, bytes) else str(raw)
-                raw_token = tokens.get(raw, b"")
-                token_value = raw_token.decode() if isinstance(raw_token, bytes) else str(raw_token)
-                taken += [field, int(raw_count), token_value]
-                inbox_id, _, open_kfid = field.partition(" ")
-                if not inbox_id.isdigit() or not open_kfid:
-                    log.warning("wecom kf: dropping a malformed pull note %r from Redis", field)
-                    continue
-                key = (int(inbox_id), open_kfid)
-                at, _, token = token_value.partition(" ")
-                notes[key] = (max(int(raw_count), 1), token or None)
-                if token:
-                    with contextlib.suppress(ValueError, OverflowError, OSError):
-                        token_times[key] = datetime.fromtimestamp(float(at), utcnow().tzinfo)
-            if notes:
-                await _write_notes(ctx, notes, token_times)
-            await redis.eval(_DRAINED, 2, OWED_KEY, OWED_TOKENS_KEY, *taken)
-            noted += notes
-        finally:
-            with contextlib.suppress(Exception):
-                await redis.eval(_UNLOCK, 1, DRAIN_LOCK_KEY, owner)
-    return noted
-
-
 class _PullNotes:
     """Group commit of pull requests: callbacks arriving while a note is being written share the next
     statement (one multi-row upsert, its own transaction), so a burst of callbacks costs a few commits,
@@ -179,9 +84,7 @@ class _PullNotes:
     for the same kf account: both upsert its one row, so the second waited for the first's row lock,
     held until the first's commit had reached the disk, and then for its own commit. A callback arriving
     meanwhile waited behind both, three commits in a row; now it waits for the one being written, then
-    its own (the tail of the acknowledgements in a burst on one account). Notes kept in Redis (see
-    request_pull) are grouped the same way: one MULTI per group, not one per callback (64 callbacks at once
-    each asking the pool for a Redis connection spent 40-170 ms setting up connections in serve's loop)."""
+    its own (the tail of the acknowledgements in a burst on one account)."""
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -208,12 +111,8 @@ class _PullNotes:
             for key in batch:
                 del self.pending[key]
             self.writing |= batch.keys()
-            notes = {k: (v[0], v[1]) for k, v in batch.items()}
             try:
-                in_redis = not pulls_here(self.ctx) and self.ctx.redis is not None and await _notes_in_redis(
-                    self.ctx, notes)
-                if not in_redis:
-                    await _write_notes(self.ctx, notes)
+                await _write_notes(self.ctx, {k: (v[0], v[1]) for k, v in batch.items()})
             except BaseException as exc:  # the callbacks fail (503 / retried by WeCom): nothing was noted
                 for entry in batch.values():
                     for f in entry[2]:
@@ -224,7 +123,7 @@ class _PullNotes:
                 continue
             finally:
                 self.writing -= batch.keys()
-            if not pulls_here(self.ctx) and not in_redis:
+            if not pulls_here(self.ctx):
                 wake(self.ctx, list(batch))
             for entry in batch.values():
                 for f in entry[2]:
@@ -305,16 +204,13 @@ def _notes_statement(sqlite: bool, rows: int) -> Any:
     return stmt
 
 
-async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]],
-                       token_times: dict[tuple[int, str], datetime] | None = None) -> None:
-    """One upsert for all the accounts noted (sorted: two processes lock rows in the same order); a token
-    dates from now unless `token_times` says when its callback came."""
+async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]]) -> None:
+    """One upsert for all the accounts noted (sorted: two processes lock rows in the same order)."""
     now = utcnow()
     params: dict[str, Any] = {}
     for row, ((inbox_id, open_kfid), (count, token)) in enumerate(sorted(notes.items())):
-        token_at = (token_times or {}).get((inbox_id, open_kfid), now)
         params |= {f"inbox_id_{row}": inbox_id, f"open_kfid_{row}": open_kfid, f"requested_seq_{row}": count,
-                   f"pending_token_{row}": token, f"pending_at_{row}": token_at if token else None,
+                   f"pending_token_{row}": token, f"pending_at_{row}": now if token else None,
                    f"updated_at_{row}": now}
     await ctx.db.one_statement(_notes_statement(ctx.db.is_sqlite, len(notes)), params, write=True)
 
@@ -641,7 +537,6 @@ async def run_runner(ctx: AppContext, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 if await ctx.adapters.active("wecom_kf"):  # cached: installs without 微信客服 do not query
-                    _drain_then_kick(ctx, [])  # notes in Redis whose wake-up was lost
                     async with ctx.db.session() as s:
                         owed = (await s.execute(_owed_query(utcnow()))).all()
                     for row in owed:
@@ -655,10 +550,6 @@ async def run_runner(ctx: AppContext, stop: asyncio.Event) -> None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
-        drainer = ctx.extras.get(_DRAINER, {}).get("task")
-        if drainer is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(drainer, 5.0)
         # Let the pulls in hand finish (their cursor saved); one cut short is pulled again from its cursor.
         await wait_pulls(ctx, timeout=10.0)
         for task in list(ctx.extras.get(_TASKS, {}).values()):
@@ -676,12 +567,10 @@ async def _listen(ctx: AppContext) -> None:
                     if message.get("type") != "message":
                         continue
                     data = message["data"]
-                    keys = []
                     for line in (data.decode() if isinstance(data, bytes) else str(data)).splitlines():
                         inbox_id, _, open_kfid = line.partition(" ")
                         if inbox_id.isdigit() and open_kfid:
-                            keys.append((int(inbox_id), open_kfid))
-                    _drain_then_kick(ctx, keys)
+                            kick(ctx, int(inbox_id), open_kfid)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
@@ -690,30 +579,3 @@ async def _listen(ctx: AppContext) -> None:
         except Exception as exc:  # noqa: BLE001 - the scan keeps pulling meanwhile
             log.warning("wecom kf pull runner: wake-up subscription lost (%s); resubscribing", exc)
             await asyncio.sleep(1.0)
-
-
-_DRAINER = "wecom_kf_drainer"
-
-
-def _drain_then_kick(ctx: AppContext, keys: list[tuple[int, str]]) -> None:
-    """Move Redis's pull notes into the database, then kick the pulls of those accounts and of `keys`
-    (woken for a note already in the database). One drain at a time per process: a wake-up during a
-    drain makes it go round once more."""
-    state: dict[str, Any] = ctx.extras.setdefault(_DRAINER, {"keys": set(), "again": False, "task": None})
-    state["keys"].update(keys)
-    state["again"] = True
-    if state["task"] is None or state["task"].done():
-        state["task"] = asyncio.get_running_loop().create_task(_drain_loop(ctx, state))
-
-
-async def _drain_loop(ctx: AppContext, state: dict[str, Any]) -> None:
-    while state["again"]:
-        state["again"] = False
-        keys: set[tuple[int, str]] = state["keys"]
-        state["keys"] = set()
-        try:
-            keys.update(await drain_owed(ctx))
-        except Exception as exc:  # noqa: BLE001 - the notes stay in Redis; the next scan tries again
-            log.warning("wecom kf pull runner: could not move the pull notes from Redis (%r)", exc)
-        for inbox_id, open_kfid in sorted(keys):
-            kick(ctx, inbox_id, open_kfid)
