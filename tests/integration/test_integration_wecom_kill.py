@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -58,10 +59,7 @@ async def test_sigkill_between_ack_and_pull_loses_nothing(ctx, settings, fake) -
         assert sorted(m.external_id for m in found) == sorted(f"kill-{i}" for i in range(25))
         assert [r for r in _children(worker.pid) if r != runner]  # restarted
     finally:
-        for proc in (serve, worker):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        _kill(serve, worker)
     await asyncio.sleep(0)
 
 
@@ -91,11 +89,15 @@ async def test_sigkill_of_serve_with_no_runner_up_loses_nothing(ctx, settings, f
         # without one).
         assert any(r.get("token") for r in fake.sync_requests)
     finally:
-        for proc in (serve, worker):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        _kill(serve, worker)
     await asyncio.sleep(0)
+
+
+def _kill(*procs: subprocess.Popen[bytes] | None) -> None:
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def _children(pid: int) -> list[int]:
