@@ -1,13 +1,13 @@
 """Pulling 微信客服 messages with kf/sync_msg: durable pull requests, one puller per kf account, the cursor.
 
 A callback is answered only after `request_pull` committed "a pull is owed for open_kfid X, token T"
-(requested_seq + 1); the pull then runs in the background: in this process, or, where this process
-pulls elsewhere (`scrm serve --no-worker`; `scrm worker` with its pull runner process, see
-scrm/kf_pull_process.py), in the pull runners (`run_runner`), woken over Redis after the note's commit
-and scanning for owed pulls every second. One process pulls an account at a time,
-under a lease in the database (not Redis: losing Redis must not let two processes pull). The cursor
-is saved after every stored batch of pages, fenced by the lease, so a restart or another process neither skips nor
-re-imports (a page stored but not yet acknowledged by its cursor is pulled again and deduplicated by
+(requested_seq + 1; on PostgreSQL without waiting for the WAL flush, see _NoteWriter for why); the pull
+then runs in the background: in this process, or, where this process pulls elsewhere (`scrm serve
+--no-worker`; `scrm worker` with its pull runner process, see scrm/kf_pull_process.py), in the pull
+runners (`run_runner`), woken over Redis after the note's commit and scanning for owed pulls every
+second. One process pulls an account at a time, under a lease in the database (not Redis: losing Redis
+must not let two processes pull). The cursor is saved after every stored batch of pages, fenced by the
+lease, so a restart or another process neither skips nor re-imports (a page stored but not yet acknowledged by its cursor is pulled again and deduplicated by
 msgid). Pages are fetched ahead while earlier ones are stored, and pages that arrived during a store are
 stored together (a group commit of pages: one ingest and one cursor save for them). A pull that ends
 compares requested_seq with the request it served and goes round again if a
@@ -205,14 +205,105 @@ def _notes_statement(sqlite: bool, rows: int) -> Any:
 
 
 async def _write_notes(ctx: AppContext, notes: dict[tuple[int, str], tuple[int, str | None]]) -> None:
-    """One upsert for all the accounts noted (sorted: two processes lock rows in the same order)."""
+    """One upsert for all the accounts noted (sorted: two processes lock rows in the same order). On
+    PostgreSQL through the notes' own connections (_NoteWriter: their commit does not wait for the WAL flush)."""
     now = utcnow()
     params: dict[str, Any] = {}
     for row, ((inbox_id, open_kfid), (count, token)) in enumerate(sorted(notes.items())):
         params |= {f"inbox_id_{row}": inbox_id, f"open_kfid_{row}": open_kfid, f"requested_seq_{row}": count,
                    f"pending_token_{row}": token, f"pending_at_{row}": now if token else None,
                    f"updated_at_{row}": now}
-    await ctx.db.one_statement(_notes_statement(ctx.db.is_sqlite, len(notes)), params, write=True)
+    statement = _notes_statement(ctx.db.is_sqlite, len(notes))
+    if ctx.db.is_sqlite or ctx.db.joined() is not None:
+        await ctx.db.one_statement(statement, params, write=True)
+        return
+    writer = ctx.extras.get("wecom_kf_note_writer")
+    if writer is None:
+        writer = ctx.extras["wecom_kf_note_writer"] = _NoteWriter(ctx.db)
+        ctx.extras.setdefault("on_close", []).append(writer.close)
+    await writer.write(statement, params, cache=len(notes) <= _NOTE_STATEMENTS_CACHED)
+
+
+class _NoteWriter:
+    """The pull notes' own PostgreSQL connections (asyncpg, as many as notes are written at once: two),
+    with `synchronous_commit = off`: a note's commit returns once its WAL record is in PostgreSQL's WAL
+    buffers, without waiting for the WAL flush, which in a burst queued behind the pulls' ingest commits
+    (IO:WALSync, LWLock:WALWrite: ~24-30 ms of the slowest acknowledgements).
+
+    Why that is safe for a pull note: the commit is a commit, visible to every other session at once (the
+    pull runners' scan and lease read it; WAL order is kept, so any later flushed commit flushes it too),
+    and it lives in PostgreSQL, not in this process: a SIGKILL of `scrm serve` after its answer loses
+    nothing (tests/integration/test_integration_wecom_kill.py). Only a crash of PostgreSQL itself (or of
+    its machine) within ~3 x wal_writer_delay (600 ms by default) of the commit can lose it, and a lost note
+    loses no message: the callback carries none, only a sync token; the messages stay in WeCom (3 days)
+    and the periodic token-less catch-up (catch_up, per the inbox's catchup_interval_seconds) pulls them,
+    late by that interval at most. Everything else (the pulls' ingest, cursors, leases) keeps waiting
+    for the flush. SET LOCAL would need a transaction: BEGIN, SET, the upsert, COMMIT, four round trips
+    for the one of autocommit; the setting is the connections' own (a startup parameter) instead.
+
+    Raw asyncpg, the statement compiled once per row count (as scrm/db/fast_reads.py does for reads)."""
+
+    def __init__(self, db: Any) -> None:
+        from scrm.db.fast_reads import _connect_kwargs
+
+        kwargs = _connect_kwargs(db.engine.url, db.engine.dialect)
+        kwargs["server_settings"] = {**kwargs.get("server_settings", {}), "synchronous_commit": "off",
+                                     "application_name": "scrm wecom kf notes"}
+        self.connect_kwargs = kwargs
+        self.dialect = db.engine.dialect
+        self.idle: list[Any] = []  # connections not in use, the last used on top
+        self.compiled: dict[int, tuple[Any, Any]] = {}  # id(statement) -> (statement, _Compiled)
+        self.closed = False
+
+    def _compiled(self, statement: Any, params: dict[str, Any], cache: bool) -> Any:
+        from scrm.db.fast_reads import _Compiled
+
+        found = self.compiled.get(id(statement))
+        if found is None or found[0] is not statement:
+            found = (statement, _Compiled(statement, self.dialect, params))
+            if cache:
+                self.compiled[id(statement)] = found
+        return found[1]
+
+    async def write(self, statement: Any, params: dict[str, Any], *, cache: bool = True) -> list[Any]:
+        """Run the statement (its own transaction) and return its rows. A connection found broken (a
+        database restart while it rested) is dropped and the statement tried once more on a new one:
+        the upsert only adds to requested_seq, so running it twice at worst owes one pull more."""
+        import asyncpg
+
+        compiled = self._compiled(statement, params, cache)
+        args = compiled.args(params)
+        for attempt in (0, 1):
+            fresh = not self.idle
+            conn = self.idle.pop() if self.idle else await asyncpg.connect(**self.connect_kwargs)
+            try:
+                rows = list(await conn.fetch(compiled.sql, *args))
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.AdminShutdownError,
+                    asyncpg.CrashShutdownError, OSError) as exc:
+                conn.terminate()
+                if fresh or attempt:
+                    raise
+                log.info("wecom kf: a pull note's connection was broken (%s); on a new one", type(exc).__name__)
+                for other in self.idle:  # they rested through the same restart
+                    other.terminate()
+                self.idle.clear()
+                continue
+            except BaseException:
+                conn.terminate()  # its state is unknown (a cancellation mid-statement)
+                raise
+            if self.closed:
+                await conn.close()
+            else:
+                self.idle.append(conn)
+            return rows
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        self.closed = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 async def target_inbox(ctx: AppContext, inbox_id: int, open_kfid: str) -> int | None:
