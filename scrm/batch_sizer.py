@@ -15,17 +15,19 @@ drains as fast as before; measured under load in bench/web_chat.py, 32 worked ~1
 and 64 ~1.2 times that of 32); a size that turns out no faster than half of it goes back down. A batch that comes back short (no backlog) returns to the base size, so a lone message is
 never held up by a long batch.
 
-Linger (`gap`): a batch costs the same few statements whether it holds 2 events or 16, and at a steady
-moderate rate the consumer's claims come as fast as its batches end, each catching the few events that
-arrived meanwhile (measured on bench/bot_reply.py at 200 msg/s: ~5.6 events per batch; a batch's own cost,
-~8 ms of the worker's CPU, was a third of the worker's). While events arrive faster than LINGER_FROM per
-second (measured over the last RATE_WINDOW), a process spaces the starts of its claims so that a claim
-finds about FILL of a batch waiting, at most LINGER_MOST apart: an event waits at most that much longer,
-a lone message (a low rate) not at all. After a full batch (a backlog) the next claim does not wait.
+Linger (`gap`, `claim_limit`): a batch costs the same few statements whether it holds 2 events or 30,
+and at a steady rate the consumer's claims come as fast as its batches end, each catching the few events
+that arrived meanwhile (bench/bot_reply.py at 200 msg/s: ~5.6 events per batch; a batch's own cost, ~8 ms
+of the worker's CPU, was a third of the worker's). While events arrive faster than LINGER_FROM per second
+(counted over the last RATE_WINDOW) a process starts at most one claim per LINGER, with room for what
+arrives meanwhile: an event waits at most LINGER longer (a small share of the 1 s a customer may wait at
+such rates), a lone message (a low rate) not at all. After a full batch (a backlog) the next claim does not
+wait.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,8 +36,8 @@ GAIN = 1.1  # a doubled batch must work this many times the events per second of
 SMOOTHING = 0.3  # weight of a new measurement in a size's rate (one batch is noisy on a shared machine)
 STALE = 10.0  # seconds after which a size's rate is measured again (the load and the machine change)
 LINGER_FROM = 150.0  # events per second claimed over RATE_WINDOW from which claims are spaced (gap)
-LINGER_MOST = 0.04  # seconds: the longest spacing of claims (what an event may wait for the coalescing)
-FILL = 0.75  # the share of the batch size a spaced claim aims to find waiting
+LINGER = 0.05  # seconds between the starts of a process's claims while spaced (what an event may wait more)
+FILL = 0.75  # the share of its limit a spaced claim expects to find (room for a rate that varies)
 RATE_WINDOW = 0.5  # seconds over which the arrival rate is counted
 
 
@@ -64,15 +66,19 @@ class BatchSizer:
         while self._claims and now - self._claims[0][0] > RATE_WINDOW:
             self._claimed -= self._claims.popleft()[1]
 
+    def _rate(self) -> float:
+        self._expire(self._clock())
+        return self._claimed / RATE_WINDOW
+
     def gap(self) -> float:
         """Seconds the next claim's start should keep from the previous one's (0: claim now; see the docstring)."""
-        if self._full:
-            return 0.0
-        self._expire(self._clock())
-        rate = self._claimed / RATE_WINDOW
-        if rate < LINGER_FROM:
-            return 0.0
-        return min(LINGER_MOST, FILL * self.limit / rate)
+        return 0.0 if self._full or self._rate() < LINGER_FROM else LINGER
+
+    def claim_limit(self, gap: float) -> int:
+        """How many events a claim may take: the sizer's limit, or room for what a spaced claim collects."""
+        if gap <= 0:
+            return self.limit
+        return max(self.limit, min(self.most, math.ceil(self._rate() * gap / FILL)))
 
     def rate(self, size: int) -> float | None:
         """The measured rate of full batches of `size` (None: untried or stale)."""

@@ -267,21 +267,22 @@ class EventConsumer:
             if wake in self._idle:
                 self._idle.remove(wake)
 
-    async def _linger(self) -> None:
+    async def _linger(self) -> int:
         """Space this process's claims while events arrive fast (BatchSizer.gap): each claim finds more
-        events waiting, so fewer batches share out the same work."""
+        events waiting, so fewer batches share out the same work. Returns the claim's limit."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        at = max(now, self._last_claim + self._sizer.gap())
+        gap = self._sizer.gap()
+        at = max(now, self._last_claim + gap)
         self._last_claim = at
         if at > now and not self._stopping:
             await asyncio.sleep(at - now)
+        return self._sizer.claim_limit(gap)
 
     async def work_once(self) -> int:
         """Claim and work one batch in one transaction; returns how many events it worked."""
         careful = self._careful > 0
-        if not careful:
-            await self._linger()
+        limit = 1 if careful else await self._linger()
         later: list[tuple[Subscription, ev.Event]] = []
         for ready in list(self.bus.before_work):
             await ready()
@@ -289,7 +290,6 @@ class EventConsumer:
         started = asyncio.get_running_loop().time()
         try:
             async with self.db.shared_transaction() as shared:
-                limit = 1 if careful else self._sizer.limit
                 claimed = await claim(shared.session, limit)
                 self._sizer.claimed(len(claimed), limit)
                 if not claimed:

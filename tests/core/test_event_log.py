@@ -302,8 +302,10 @@ def test_claims_are_spaced_while_events_arrive_fast_never_at_a_low_rate_or_after
     for _ in range(100):  # 400 events per second, claimed as they come (4 per 10 ms)
         sizer.claimed(4, 16)
         now[0] += 0.01
-    assert sizer.gap() == pytest.approx(min(bs.LINGER_MOST, bs.FILL * 16 / 400), rel=0.05)
-    assert 0 < sizer.gap() <= bs.LINGER_MOST
+    assert sizer.gap() == bs.LINGER
+    # Room for what arrives in the gap (400/s x 50 ms = 20 events, at FILL), within the sizer's bounds.
+    assert sizer.claim_limit(bs.LINGER) == pytest.approx(400 * bs.LINGER / bs.FILL, abs=2)
+    assert sizer.claim_limit(0.0) == sizer.limit == 16
     sizer.claimed(16, 16)  # a full batch: claim again at once
     assert sizer.gap() == 0.0
     sizer.claimed(5, 16)
