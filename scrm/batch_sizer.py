@@ -22,7 +22,9 @@ of the worker's CPU, was a third of the worker's). While events arrive faster th
 (counted over the last RATE_WINDOW) a process starts at most one claim per LINGER, with room for what
 arrives meanwhile: an event waits at most LINGER longer (a small share of the 1 s a customer may wait at
 such rates), a lone message (a low rate) not at all. After a full batch (a backlog) the next claim does not
-wait.
+wait. Measured (bench/bot_reply.py --rate, one worker, the run before without linger): at 200 msg/s the
+worker's CPU 2.27 ms/msg (3.08) and its PostgreSQL backends' 1.11 (1.51); at 300 msg/s 1.96 (2.54) and 0.95
+(1.21), and the replies kept up (p99 0.96 s) where they had fallen behind (p99 4.3 s).
 """
 
 from __future__ import annotations
