@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot_flows.intents import says
+from bot_flows.intents import Phrase, compile_phrase, says_compiled
 
 DEFAULT_TZ = "Asia/Shanghai"
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -214,13 +214,27 @@ class Condition:
     business_hours: str | None = None  # "open" | "closed"
     has_attribute: tuple[str, ...] = ()
     any: bool = False
+    # Derived once (matches runs for every trigger of every message): not compared, not given.
+    _empty: bool = field(init=False, compare=False, repr=False, default=False)
+    _keyword_tests: tuple[Callable[[str], bool], ...] = field(init=False, compare=False, repr=False, default=())
+    _exact_bare: frozenset[str] = field(init=False, compare=False, repr=False, default=frozenset())
+    _says: tuple[tuple[str, Phrase], ...] = field(init=False, compare=False, repr=False, default=())
+    _unless: tuple[tuple[str, Phrase], ...] = field(init=False, compare=False, repr=False, default=())
+
+    def __post_init__(self) -> None:
+        derived = {
+            "_empty": all(getattr(self, f.name) == f.default for f in fields(self) if f.init),
+            "_keyword_tests": tuple(_keyword_test(k) for k in self.keywords),
+            "_exact_bare": frozenset(_bare(normalize_text(e)) for e in self.exact),
+            "_says": tuple((p, compile_phrase(p)) for p in self.says),
+            "_unless": tuple((p, compile_phrase(p)) for p in self.unless),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     def is_empty(self) -> bool:
         """True when nothing would be tested."""
-        return self == _EMPTY
-
-
-_EMPTY = Condition()
+        return self._empty
 
 
 @dataclass
@@ -235,11 +249,13 @@ class MatchContext:
     intent: Callable[[], str | None] = lambda: None
 
 
-def _contains_keyword(text: str, keyword: str) -> bool:
+def _keyword_test(keyword: str) -> Callable[[str], bool]:
+    """Whether a (normalized) message contains the keyword: ASCII words at word boundaries."""
     kw = normalize_text(keyword)
     if kw.isascii():
-        return re.search(rf"(?<![a-z0-9]){re.escape(kw)}(?![a-z0-9])", text) is not None
-    return kw in text
+        rx = re.compile(rf"(?<![a-z0-9]){re.escape(kw)}(?![a-z0-9])")
+        return lambda text: rx.search(text) is not None
+    return lambda text: kw in text
 
 
 def _bare(text: str) -> str:
@@ -261,15 +277,15 @@ def matches(cond: Condition, ctx: MatchContext) -> bool:
         return False
     if not all(ctx.attributes.get(a) not in (None, "") for a in cond.has_attribute):
         return False
-    if cond.keywords and not any(_contains_keyword(text, k) for k in cond.keywords):
+    if cond.keywords and not any(test(text) for test in cond._keyword_tests):
         return False
-    if cond.exact and not any(_bare(text) == _bare(normalize_text(e)) for e in cond.exact):
+    if cond.exact and _bare(text) not in cond._exact_bare:
         return False
     if cond.regex is not None and cond.regex.search(text) is None:
         return False
-    if cond.says and says(text, cond.says) is None:
+    if cond.says and says_compiled(text, cond._says) is None:
         return False
-    if cond.unless and says(text, cond.unless) is not None:
+    if cond.unless and says_compiled(text, cond._unless) is not None:
         return False
     # The FAQ matcher is the costly test: only run it when everything else already holds.
     return not cond.intent or ctx.intent() in cond.intent

@@ -71,9 +71,13 @@ def phrase_in(tokens: Sequence[str], phrase: Phrase) -> bool:
 
 def says(text: str, phrases: Sequence[str]) -> str | None:
     """The first of the phrases the message says, or None."""
+    return says_compiled(text, [(p, compile_phrase(p)) for p in phrases])
+
+
+def says_compiled(text: str, phrases: Sequence[tuple[str, Phrase]]) -> str | None:
+    """`says` with the phrases compiled beforehand ((phrase, compile_phrase(phrase)) pairs)."""
     tokens, present = message_tokens(text), _present(text)
-    for p in phrases:
-        phrase = compile_phrase(p)
+    for p, phrase in phrases:
         if present.issuperset(phrase[0]) and phrase_in(tokens, phrase):
             return p
     return None

@@ -191,6 +191,7 @@ class EventConsumer:
         # Batches may grow under a backlog, while a longer batch works events faster (batch_sizer.py); not
         # on SQLite: its one writer is shared with ingest, which a longer batch would hold up.
         self._sizer = BatchSizer(settings.batch_size, settings.batch_size * (1 if db.is_sqlite else BATCH_GROWTH))
+        self._last_claim = 0.0  # loop time at which this process's last claim started (or is to start)
 
     def start(self) -> None:
         """Start the consumer tasks: on PostgreSQL several (each claims other conversations, so one's
@@ -266,9 +267,22 @@ class EventConsumer:
             if wake in self._idle:
                 self._idle.remove(wake)
 
+    async def _linger(self) -> int:
+        """Space this process's claims while events arrive fast (BatchSizer.gap): each claim finds more
+        events waiting, so fewer batches share out the same work. Returns the claim's limit."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        gap = self._sizer.gap()
+        at = max(now, self._last_claim + gap)
+        self._last_claim = at
+        if at > now and not self._stopping:
+            await asyncio.sleep(at - now)
+        return self._sizer.claim_limit(gap)
+
     async def work_once(self) -> int:
         """Claim and work one batch in one transaction; returns how many events it worked."""
         careful = self._careful > 0
+        limit = 1 if careful else await self._linger()
         later: list[tuple[Subscription, ev.Event]] = []
         for ready in list(self.bus.before_work):
             await ready()
@@ -276,8 +290,8 @@ class EventConsumer:
         started = asyncio.get_running_loop().time()
         try:
             async with self.db.shared_transaction() as shared:
-                limit = 1 if careful else self._sizer.limit
                 claimed = await claim(shared.session, limit)
+                self._sizer.claimed(len(claimed), limit)
                 if not claimed:
                     self._careful = 0
                     return 0

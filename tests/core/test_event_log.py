@@ -8,6 +8,7 @@ import collections
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, text, update
 
 from scrm import events as ev
@@ -284,3 +285,30 @@ def test_batches_grow_while_longer_ones_work_faster_and_return_to_the_base_size_
     assert sizer.limit == 16
     now[0] += 60  # later, another load: the work per event dominates
     assert run(0.001, 0.005, 6) == [16, 32, 16, 16, 16, 16]
+
+
+def test_claims_are_spaced_while_events_arrive_fast_never_at_a_low_rate_or_after_a_full_batch() -> None:
+    """Linger (BatchSizer.gap): a claim costs the same statements for 2 events or 16, so while events arrive
+    fast a process spaces its claims to find more of them waiting; a lone message is never held up, nor a
+    backlog (a full batch: the events are waiting already)."""
+    from scrm import batch_sizer as bs
+
+    now = [0.0]
+    sizer = bs.BatchSizer(16, 64, clock=lambda: now[0])
+    for _ in range(5):  # 10 events per second: claims find one event each
+        sizer.claimed(1, 16)
+        now[0] += 0.1
+    assert sizer.gap() == 0.0
+    for _ in range(100):  # 400 events per second, claimed as they come (4 per 10 ms)
+        sizer.claimed(4, 16)
+        now[0] += 0.01
+    assert sizer.gap() == bs.LINGER
+    # Room for what arrives in the gap (400/s x 50 ms = 20 events, at FILL), within the sizer's bounds.
+    assert sizer.claim_limit(bs.LINGER) == pytest.approx(400 * bs.LINGER / bs.FILL, abs=2)
+    assert sizer.claim_limit(0.0) == sizer.limit == 16
+    sizer.claimed(16, 16)  # a full batch: claim again at once
+    assert sizer.gap() == 0.0
+    sizer.claimed(5, 16)
+    assert sizer.gap() > 0
+    now[0] += 1.0  # the rate fell (nothing claimed within the window)
+    assert sizer.gap() == 0.0
