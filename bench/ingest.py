@@ -19,7 +19,9 @@ Each backend's line also gives `scrm serve`'s CPU per acknowledged message durin
 (utime + stime from /proc) and, on PostgreSQL, that of the backends serving its connections. Profiling:
 `--py-spy PREFIX` records serve during the burst; BENCH_PROFILE_CMD runs a command with {pid} (e.g.
 `perf record -g -p {pid} -o serve.data`) instead; BENCH_SERVE_PYTHON_ARGS adds interpreter arguments
-(`-m cProfile -o serve.prof`); BENCH_CPU_ALL=1 prints the CPU per message of every process on the machine.
+(`-m cProfile -o serve.prof`); BENCH_CPU_ALL=1 prints the CPU per message of every process on the machine;
+BENCH_KEEP_DB=1 keeps the scratch PostgreSQL database afterwards; the line also gives the WAL bytes per message
+written during the burst (by every process on the server).
 """
 
 from __future__ import annotations
@@ -137,6 +139,8 @@ async def pg_available() -> bool:
 async def drop_pg() -> None:
     import asyncpg
 
+    if os.environ.get("BENCH_KEEP_DB"):  # inspect it afterwards (pg_stat_user_tables, WAL, ...)
+        return
     conn = await asyncpg.connect(PG_ADMIN)
     await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
     await conn.close()
@@ -201,9 +205,12 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
             spy = subprocess.Popen(os.environ["BENCH_PROFILE_CMD"].format(pid=procs[0].pid).split(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             await asyncio.sleep(1)
+        wal_before = await _wal_lsn() if backend == "postgresql" else 0
         before = await _serve_cpu(procs[0].pid, db_url)
         res = await load(url, total)
         after = await _serve_cpu(procs[0].pid, db_url)
+        if backend == "postgresql":
+            res["wal_kb"] = (await _wal_lsn() - wal_before) / 1024 / total
         if os.environ.get("BENCH_CPU_ALL"):
             hz = os.sysconf("SC_CLK_TCK")
             used = {g: sum(t - before.get(g, {}).get(pid, 0) for pid, t in after[g].items()) * 1000 / hz / total
@@ -229,6 +236,17 @@ async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False
             stop(proc)
         if backend == "postgresql":
             await drop_pg()
+
+
+async def _wal_lsn() -> int:
+    """The server's WAL position in bytes (the whole server's: the worker's writes and other databases' too)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'"))
+    finally:
+        await conn.close()
 
 
 async def _serve_cpu(pid: int, db_url: str) -> dict[str, dict[int, int]]:
@@ -309,7 +327,8 @@ async def main() -> None:
             print(f"  scrm {backend:<17} {res['rate']:8.0f} msg/s   p50 {res['p50_ms']:6.1f} ms   "
                   f"p99 {res['p99_ms']:6.1f} ms   ratio {res['rate'] / bare['rate']:.2f}   errors {res['errors']:.0f}   "
                   f"serve CPU {res['serve_cpu_ms']:.2f} ms/msg" + (f" (its PostgreSQL backends {res['serve_pg_cpu_ms']:.2f})"
-                                                                  if res.get("serve_pg_cpu_ms") else ""))
+                                                                  if res.get("serve_pg_cpu_ms") else "")
+                  + (f", WAL {res['wal_kb']:.1f} kB/msg" if "wal_kb" in res else ""))
             if "drain_s" in res:
                 print(f"    follow-up work (bot, desk) in `scrm worker`: done {res['drain_s']:.1f} s after the last ack "
                       f"({res['work_rate']:.0f} msg/s overall)")
@@ -324,6 +343,7 @@ async def main() -> None:
                   f"{short}_serve_cpu_ms={res['serve_cpu_ms']:.2f}"]
         if name == "postgresql":
             parts.append(f"pg_serve_pg_cpu_ms={res['serve_pg_cpu_ms']:.2f}")
+            parts.append(f"pg_wal_kb={res['wal_kb']:.1f}")
     if "work_rate" in results.get("postgresql", {}):
         parts += [f"pg_work_rate={results['postgresql']['work_rate']:.0f}", f"pg_drain_s={results['postgresql']['drain_s']:.1f}"]
     parts += [f"bare_rate={bare['rate']:.0f}", f"bare_p99_ms={bare['p99_ms']:.1f}"]

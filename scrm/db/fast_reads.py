@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 POOL_SIZE = 3  # the catch-up's READERS plus the socket-open lookup: more would only queue in PostgreSQL
 
@@ -84,9 +85,10 @@ async def _init(conn: asyncpg.Connection) -> None:
 class FastReads:
     """The asyncpg pool and compiled statements of one Database (PostgreSQL only)."""
 
-    def __init__(self, url: URL, dialect: Any) -> None:
+    def __init__(self, url: URL, dialect: Any, pool_size: int = POOL_SIZE) -> None:
         self._connect = _connect_kwargs(url, dialect)
         self._dialect = dialect
+        self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
         self._compiled: dict[int, tuple[Any, _Compiled]] = {}
@@ -97,7 +99,7 @@ class FastReads:
                 self._opening = asyncio.Lock()
             async with self._opening:
                 if self._pool is None:
-                    self._pool = await asyncpg.create_pool(min_size=0, max_size=POOL_SIZE, init=_init,
+                    self._pool = await asyncpg.create_pool(min_size=0, max_size=self._pool_size, init=_init,
                                                            connection_class=_Connection, **self._connect)
         return self._pool
 
@@ -116,7 +118,27 @@ class FastReads:
         async with pool.acquire() as conn:
             return list(await conn.fetch(compiled.sql, *compiled.args(params), record_class=Row))
 
+    async def call(self, statement: Any, params: dict[str, Any]) -> list[Any]:
+        """The rows of one statement that is atomic on its own (a function call that writes), as fetch();
+        a driver error is raised as SQLAlchemy raises it (IntegrityError, DBAPIError with the asyncpg error
+        as `orig`), so callers tell its cause as they do through the engine (scrm/db/errors.py)."""
+        compiled = self._compile(statement, params)
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire() as conn:
+                return list(await conn.fetch(compiled.sql, *compiled.args(params), record_class=Row))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            state = getattr(exc, "sqlstate", None) or ""
+            error = IntegrityError if state.startswith("23") else DBAPIError
+            raise error(compiled.sql, None, exc, connection_invalidated=_lost(exc)) from exc  # type: ignore[arg-type]
+
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether the connection is gone (the server away or restarting), as SQLAlchemy's `connection_invalidated`."""
+    return isinstance(exc, OSError | asyncpg.PostgresConnectionError | asyncpg.ConnectionDoesNotExistError
+                      | asyncpg.CannotConnectNowError) or (getattr(exc, "sqlstate", None) or "").startswith("08")

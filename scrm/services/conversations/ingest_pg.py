@@ -84,7 +84,7 @@ async def store_fast(db: Database, channels: ChannelRules, inbox: Inbox, message
     copies = {eligible[j]: eligible[k] for j, k in repeated.items()}
     result = FastOutcome()
     if sent:
-        rows = await db.autocommit(_CALL, _arguments(inbox, [messages[i] for i in sent]) | {
+        rows = await db.hot_call(_CALL, _arguments(inbox, [messages[i] for i in sent]) | {
             "log_new_contacts": interest.logged(ev.Event(ev.CONTACT_UPDATED, {"created": True}), listening),
             "log_changed_contacts": interest.logged(ev.Event(ev.CONTACT_UPDATED, {}), listening)})
         stored: list[tuple[int, Any]] = []
