@@ -326,7 +326,10 @@ class OutboxWorker:
         return max(0, min(self._budget.room(inbox_id), self._unmarked_room(inbox_id)))
 
     def _unmarked_room(self, inbox_id: int) -> int:
-        """How many more deliveries of the inbox may be marked `sending` before they join its line."""
+        """How many more deliveries of the inbox may be marked `sending` before they join its line (a resendable
+        inbox: all it has room for, see budget.RESENDABLE_AHEAD)."""
+        if inbox_id in self._budget.resendable:
+            return max(0, self._budget.room(inbox_id))
         pacer = self._pacers.get(inbox_id)
         ahead = pacer.unmarked_room() if pacer is not None else ARM_MIN
         return max(0, ahead - self._unjoined[inbox_id])
@@ -484,6 +487,10 @@ class OutboxWorker:
         consumer batch is marked already), then wait for the rate limiter's go-ahead and a send slot (which
         the caller gives back). False when it was requeued or is no longer ours (holding no slot)."""
         limits = [paced(lim) for lim in adapter.rate_limits(message)]
+        if not limits and adapter.capabilities.idempotent_send:
+            self._budget.resendable.add(delivery.inbox_id)
+        else:
+            self._budget.resendable.discard(delivery.inbox_id)
         pacer = self._pacers.get(delivery.inbox_id)
         if pacer is None:
             pacer = self._pacers[delivery.inbox_id] = Pacer(
