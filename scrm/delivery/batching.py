@@ -258,3 +258,38 @@ MARK_SENT_ALONE = (
     "FROM sent WHERE messages.id = sent.message_id) "
     "SELECT sent.id, sent.waiting FROM sent"
 )
+# The same, and for each sent row whose contact has a due queued row waiting behind it, in an inbox of `$8`
+# (unpaced, idempotent, with room: see budget.RESENDABLE_AHEAD), that row taken as the claim would take it
+# (the contact's head once the sent row is done, not locked by another claim) and marked `sending` for us:
+# a new customer's answer behind its greeting, a second question, an agent's reply. One statement instead of
+# a claim transaction (BEGIN, window SELECT, UPDATE, COMMIT) after it. Every statement of it sees the rows
+# as they were before it (the sent rows still `sending`): they are left out of the head test by their ids.
+# One row per sent row: `sent_id`, `sent_waiting`, then the taken row's columns (NULL where none).
+MARK_SENT_TAKE_NEXT = (
+    "WITH batch AS (SELECT * FROM unnest($1::bigint[], $2::varchar[], $3::varchar[]) AS b(id, ext, msg_ext)), "
+    "sent AS (UPDATE deliveries SET status = $5, sent_at = $4, last_error = NULL, "
+    "lease_until = NULL, external_id = batch.ext FROM batch "
+    "WHERE deliveries.id = batch.id AND deliveries.claimed_by = $6 "
+    "AND (deliveries.status = 'claimed' OR deliveries.status = 'sending') "
+    "RETURNING deliveries.id, deliveries.message_id, deliveries.ordering_key, deliveries.inbox_id, batch.msg_ext, "
+    "EXISTS (SELECT 1 FROM deliveries AS later WHERE later.ordering_key = deliveries.ordering_key "
+    "AND later.id > deliveries.id AND later.status = 'queued' AND later.next_attempt_at <= $4) AS waiting), "
+    "msg AS (UPDATE messages SET delivery_status = $5, delivery_error = NULL, sent_at = $4, "
+    "external_id = CASE WHEN sent.msg_ext IS NULL OR EXISTS (SELECT 1 FROM messages AS other "
+    "WHERE other.inbox_id = messages.inbox_id AND other.external_id = sent.msg_ext) "
+    "THEN messages.external_id ELSE sent.msg_ext END "
+    "FROM sent WHERE messages.id = sent.message_id), "
+    "head AS (SELECT (SELECT later.id FROM deliveries AS later WHERE later.ordering_key = sent.ordering_key "
+    "AND later.id > sent.id AND later.status = 'queued' AND later.next_attempt_at <= $4 "
+    "ORDER BY later.id LIMIT 1 FOR UPDATE SKIP LOCKED) AS id "
+    "FROM sent WHERE sent.waiting AND sent.inbox_id = ANY($8::bigint[])), "
+    "nxt AS (UPDATE deliveries SET status = 'sending', claimed_by = $6, lease_until = $7, "
+    "attempts = deliveries.attempts + 1 FROM head "
+    "WHERE deliveries.id = head.id AND deliveries.status = 'queued' "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries AS earlier WHERE earlier.ordering_key = deliveries.ordering_key "
+    "AND earlier.id < deliveries.id AND (earlier.status = 'queued' OR earlier.status = 'claimed' "
+    "OR earlier.status = 'sending') AND earlier.id NOT IN (SELECT sent.id FROM sent)) "
+    "RETURNING deliveries.*) "
+    "SELECT sent.id AS sent_id, sent.waiting AS sent_waiting, nxt.* FROM sent "
+    "LEFT JOIN nxt ON nxt.ordering_key = sent.ordering_key"
+)

@@ -20,6 +20,13 @@ from typing import Any
 
 CLAIM_HORIZON = 0.5  # seconds of an inbox's paced rate a worker keeps claimed
 REFILL_SHARE = 0.25
+# An inbox without a rate limit whose channel drops repeats by our idempotency key (the API channel's
+# callbacks) may hold this many times the worker's concurrency, every one marked `sending` as it is claimed
+# or handed over by a consumer batch: they wait for a send slot in memory rather than in the queue, where
+# each one left over cost a claim transaction later, and often one more to mark it `sending` (at 400
+# replies/s three of four bot replies took that way, bench/bot_reply.py). A kill -9 leaves them `sending`:
+# resent with the same idempotency key, which the receiver drops if it had it (recovery.py).
+RESENDABLE_AHEAD = 4
 
 
 class ClaimBudget:
@@ -29,6 +36,7 @@ class ClaimBudget:
         self.concurrency = concurrency
         self.min_claim = min_claim
         self.rates: dict[int, float] = {}  # inbox -> paced sends per second (0: no limit), once known
+        self.resendable: set[int] = set()  # inboxes without a rate limit, sending idempotently (RESENDABLE_AHEAD)
         self.inboxes: set[int] = set()  # every inbox, as of the worker's last look
         self.held: Counter[int] = Counter()
         self._ids: set[int] = set()
@@ -41,6 +49,8 @@ class ClaimBudget:
         if rate is None:  # not paced yet: a few rows, until its first delivery tells its rate
             return self.min_claim
         if rate <= 0:
+            if inbox_id in self.resendable:
+                return RESENDABLE_AHEAD * self.concurrency
             return self.concurrency + self.min_claim
         return max(self.min_claim, math.ceil(rate * CLAIM_HORIZON))
 

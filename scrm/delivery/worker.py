@@ -40,7 +40,13 @@ from channels.base import ChannelAdapter
 from scrm import events as ev
 from scrm.db.models import Delivery, utcnow
 from scrm.db.sessions import Session
-from scrm.delivery.batching import MARK_SENDING_ALONE, MARK_SENT_ALONE, GroupCommit, OutboxStatements
+from scrm.delivery.batching import (
+    MARK_SENDING_ALONE,
+    MARK_SENT_ALONE,
+    MARK_SENT_TAKE_NEXT,
+    GroupCommit,
+    OutboxStatements,
+)
 from scrm.delivery.budget import ClaimBudget
 from scrm.delivery.liveness import Liveness, keep_beating
 from scrm.delivery.outcomes import (
@@ -326,7 +332,10 @@ class OutboxWorker:
         return max(0, min(self._budget.room(inbox_id), self._unmarked_room(inbox_id)))
 
     def _unmarked_room(self, inbox_id: int) -> int:
-        """How many more deliveries of the inbox may be marked `sending` before they join its line."""
+        """How many more deliveries of the inbox may be marked `sending` before they join its line (a resendable
+        inbox: all it has room for, see budget.RESENDABLE_AHEAD)."""
+        if inbox_id in self._budget.resendable:
+            return max(0, self._budget.room(inbox_id))
         pacer = self._pacers.get(inbox_id)
         ahead = pacer.unmarked_room() if pacer is not None else ARM_MIN
         return max(0, ahead - self._unjoined[inbox_id])
@@ -484,6 +493,10 @@ class OutboxWorker:
         consumer batch is marked already), then wait for the rate limiter's go-ahead and a send slot (which
         the caller gives back). False when it was requeued or is no longer ours (holding no slot)."""
         limits = [paced(lim) for lim in adapter.rate_limits(message)]
+        if not limits and adapter.capabilities.idempotent_send:
+            self._budget.resendable.add(delivery.inbox_id)
+        else:
+            self._budget.resendable.discard(delivery.inbox_id)
         pacer = self._pacers.get(delivery.inbox_id)
         if pacer is None:
             pacer = self._pacers[delivery.inbox_id] = Pacer(
@@ -590,11 +603,26 @@ class OutboxWorker:
         """A batch of successful sends of plain messages, one status, nothing to log (outcomes.sent_alone):
         recorded with their messages in one statement that commits alone; its events are pushed live."""
         announced = self._announced
-        rows = await self._alone(MARK_SENT_ALONE, *sent_alone_args(outcomes, now, self.name, status))
+        args = sent_alone_args(outcomes, now, self.name, status)
+        # Inboxes whose rows waiting behind these the statement takes too (a resendable one with room).
+        take = [] if self._stopping else [i for i in self._budget.resendable if self._budget.room(i) > 0]
+        taken: dict[int, TakenDelivery] = {}
+        if take:
+            rows = await self._alone(MARK_SENT_TAKE_NEXT, *args,
+                                     now + timedelta(seconds=self.cfg.lease_seconds), take)
+            for r in rows:
+                if r["id"] is not None and r["id"] not in taken:
+                    taken[r["id"]] = TakenDelivery(r)
+            # A sent row whose follower was taken leaves none waiting for a claim.
+            quiet = {r[0] for r in rows if not r[1] or r["id"] is not None}
+        else:
+            rows = await self._alone(MARK_SENT_ALONE, *args)
+            quiet = {r[0] for r in rows if not r[1]}
         applied = {r[0] for r in rows}
-        quiet = {r[0] for r in rows if not r[1]}
         if self._announced == announced:  # else a row announced meanwhile may wait behind one of these
             self._quiet |= quiet
+        for delivery in sorted(taken.values(), key=lambda d: d.id):
+            self._start(delivery)
         # Events only: a plain message's successful send touches no other row (apply_outcome).
         tx = Tx(None, self.ctx.adapters)  # type: ignore[arg-type]
         msg_values = {"delivery_status": status, "delivery_error": None, "sent_at": now}
@@ -643,6 +671,18 @@ class OutboxWorker:
     async def recover_stale(self, dead: set[str] | frozenset[str] = frozenset()) -> int:
         """Recover deliveries of stopped workers (delivery/recovery.py)."""
         return await recover_stale(self.ctx, dead)
+
+
+class TakenDelivery:
+    """A row taken by MARK_SENT_TAKE_NEXT (an asyncpg record): attribute access like a claim's rows."""
+
+    id: int
+    inbox_id: int
+    status: str
+
+    def __init__(self, record: Any) -> None:
+        for column in D.c.keys():
+            setattr(self, column, record[column])
 
 
 def _freeze_startup_objects() -> None:

@@ -251,3 +251,40 @@ async def test_a_running_worker_records_sends_with_their_messages_and_pushes_the
         assert {e.data.get("message_id") for e in live if e.name == ev.MESSAGE_UPDATED} >= {m.id for _, m in rows}
     finally:
         await receiver.stop()
+
+
+async def test_a_contacts_next_message_is_taken_by_the_statement_recording_the_previous_one(ctx, callback_server):
+    """PostgreSQL, a running worker, an inbox without a rate limit whose channel sends idempotently: the
+    statement recording a send also takes the contact's next due row (marked `sending`), so a contact's
+    messages follow each other, in order, without a claim each (a new customer's answer behind its greeting)."""
+    if ctx.db.dialect != "postgresql":
+        pytest.skip("the worker's lone statements are PostgreSQL's")
+    inbox = await make_inbox(ctx, settings={"callback_url": callback_server.url})
+    ids = await _queue(ctx, inbox, ["一", "二", "三", "四"], sender="u1")
+    other = await _queue(ctx, inbox, ["别人"], sender="u2")
+    worker, stop = OutboxWorker(ctx), asyncio.Event()
+    claims: list[list[int]] = []
+    real_claim = worker._claim  # noqa: SLF001
+
+    async def claim(*args, **kw):  # type: ignore[no-untyped-def]
+        rows, more = await real_claim(*args, **kw)
+        if rows:
+            claims.append([r.id for r in rows])
+        return rows, more
+
+    worker._claim = claim  # type: ignore[method-assign]  # noqa: SLF001
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await wait_for(lambda: len(callback_server.received) >= 5, timeout=10)
+    finally:
+        stop.set()
+        await task
+    assert [r["message"]["text"] for r in callback_server.received if r["recipient"]["id"] == "u1"] == [
+        "一", "二", "三", "四"]
+    # Claimed: the heads (a few at a time before the inbox's kind is known); each next one came with its
+    # predecessor's outcome.
+    assert sorted(sum(claims, [])) == sorted([ids[0], *other])
+    async with ctx.db.session() as s:
+        rows = (await s.execute(select(Delivery.status, Delivery.attempts, Delivery.claimed_by)
+                                .where(Delivery.id.in_(ids)))).all()
+    assert rows == [("sent", 1, worker.name)] * 4

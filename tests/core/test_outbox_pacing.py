@@ -17,6 +17,7 @@ from channels.base import Capabilities, RateLimit
 from channels.registry import register
 from scrm.bootstrap import build_context
 from scrm.db.models import Delivery, utcnow
+from scrm.delivery.budget import RESENDABLE_AHEAD
 from scrm.delivery.pacing import ARM_MIN, RATE_TOLERANCE, Pacer
 from scrm.delivery.slots import SendSlots
 from scrm.delivery.worker import UNKNOWN_OUTCOME, OutboxWorker
@@ -159,6 +160,44 @@ async def test_a_crash_reports_unknown_only_for_what_was_being_sent(ctx, setting
     # what the dead worker had claimed was sent by the next one.
     assert len(unknown) <= ARM_MIN + 1
     assert len(received) + len(set(unknown) - set(received)) == 10
+
+
+async def test_an_unpaced_idempotent_channel_is_claimed_marked_and_a_crash_resends_with_the_same_keys(
+        ctx, settings, callback_server):
+    """An inbox without a rate limit whose channel drops repeats by our idempotency key (the API channel) holds
+    RESENDABLE_AHEAD x concurrency deliveries, each marked `sending` by its claim (or a consumer batch's
+    hand-over): none left queued for a later claim, none marked by a commit of its own. A worker killed
+    meanwhile leaves them `sending`; the next resends them with their keys: every one arrives once, none is
+    reported as "outcome unknown"."""
+    inbox = await make_inbox(ctx, settings={"callback_url": callback_server.url})
+    paced_inbox = await make_inbox(ctx, "test_twenty_per_second", settings={"callback_url": callback_server.url},
+                                   secrets={"secret": "s" * 32})
+    await _queue(ctx, inbox, ["你好"], sender="r-first")
+    await _queue(ctx, paced_inbox, ["限速"], sender="p0")
+    dying_ctx = await build_context(settings)
+    dying = OutboxWorker(dying_ctx, name="dying")
+    assert await dying.run_until_idle(timeout=10) == 2  # the first sends tell each inbox's kind
+    assert inbox.id in dying._budget.resendable  # noqa: SLF001
+    assert paced_inbox.id not in dying._budget.resendable  # noqa: SLF001 - rate-limited
+    ids = []
+    for i in range(30):
+        ids += await _queue(ctx, inbox, [f"答复{i}"], sender=f"r{i}")
+    assert dying.room(inbox.id) == RESENDABLE_AHEAD * dying.cfg.concurrency
+    dying._budget.undrain()  # noqa: SLF001 - new work was announced
+    claimed, _ = await dying._claim(len(ids), budget=dying._budget, refresh=True)  # noqa: SLF001
+    assert [d.id for d in claimed] == ids  # more than the concurrency (8) and its margin, every row marked
+    assert {d.status for d in claimed} == {"sending"}
+    callback_server.received.clear()
+    # Killed before it sent any: its rows stay `sending`, its lease runs out.
+    await dying_ctx.close()
+    async with ctx.db.transaction() as s:
+        await s.execute(update(Delivery).where(Delivery.status.in_(("claimed", "sending")))
+                        .values(lease_until=utcnow() - timedelta(seconds=1)))
+    await OutboxWorker(ctx, name="next").run_until_idle(timeout=20)
+    async with ctx.db.session() as s:
+        rows = dict((await s.execute(select(Delivery.id, Delivery.status).where(Delivery.id.in_(ids)))).all())
+    assert set(rows.values()) == {"sent"}  # none "outcome unknown"
+    assert sorted(r["delivery_id"] for r in callback_server.received) == ids  # each once
 
 
 async def test_messages_to_one_contact_follow_each_other_promptly_in_order(ctx, callback_server):
