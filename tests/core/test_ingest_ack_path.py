@@ -1,51 +1,18 @@
-"""The ingest acknowledgement path: the batch function's call through asyncpg, and ingest's publisher."""
+"""The ingest acknowledgement path: the batch function's call through asyncpg."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
 
-from scrm import events as ev
 from scrm.bootstrap import build_context
 from scrm.db.models import Message
 from scrm.domain import InboundMessage
 from scrm.services.conversations.ingest import group_commit, ingest
-from scrm.services.conversations.ingest_batch import Publisher
 from tests.conftest import make_inbox
-
-
-class _Recording(ev.RedisEventBus):
-    def __init__(self) -> None:
-        super().__init__(redis=None)
-        self.published: list[list[str]] = []
-
-    async def publish(self, events: Iterable[ev.Event], *, wake: bool = True) -> None:
-        self.published.append([e.name for e in events])
-
-
-async def test_publisher_sends_at_once_after_a_quiet_spell_and_coalesces_in_order_within_the_window() -> None:
-    bus = _Recording()
-    publisher = Publisher(SimpleNamespace(bus=bus), window=0.05)  # type: ignore[arg-type]
-    await publisher.publish([ev.Event("a", {})])
-    assert bus.published == [["a"]]  # nothing waits after a quiet spell
-    await publisher.publish([ev.Event("b", {})])
-    await publisher.publish([ev.Event("c", {}), ev.Event("d", {})])
-    assert bus.published == [["a"]]
-    await asyncio.sleep(0.08)
-    assert bus.published == [["a"], ["b", "c", "d"]]  # one publish at the window's end, in commit order
-    await publisher.publish([ev.Event("e", {})])
-    await publisher.close()  # shutdown: what is queued still goes out
-    assert bus.published == [["a"], ["b", "c", "d"], ["e"]]
-
-
-async def test_an_in_process_bus_is_published_at_once() -> None:
-    publisher = Publisher(SimpleNamespace(bus=ev.EventBus()), window=0.05)  # type: ignore[arg-type]
-    assert publisher.window == 0.0
 
 
 @pytest.mark.usefixtures("backend")

@@ -49,67 +49,6 @@ log = logging.getLogger("scrm.ingest")
 _T = TypeVar("_T")
 MAX_BATCH_MESSAGES = 128  # bounds one transaction's lock set and statement size
 _BATCH_ATTEMPTS = 2
-# Events of batches committed within this long of the last publish go out together in one publish at the
-# window's end (Publisher below). Off by default (every batch's events at once): on a shared machine 20 ms
-# showed no clear saving and the bot-reply p99 at 200 msg/s was not shown to be unharmed; set
-# SCRM_INGEST_PUBLISH_WINDOW_MS (e.g. 20) in serve's environment to try it.
-PUBLISH_WINDOW = float(os.environ.get("SCRM_INGEST_PUBLISH_WINDOW_MS", "0")) / 1000
-
-
-class Publisher:
-    """Ingest's events, published in order, at most once per `window` seconds while batches keep committing.
-
-    A publish is a Redis round trip in the serving process and a message every subscriber reads (the
-    workers wake their consumers on each). One after a quiet spell goes out at once (a lone customer's
-    bot answer waits for nothing); those of batches committed within `window` of the last are published
-    together at the window's end, so under load the workers are woken at most 1/window times a second
-    and find the messages of several batches each time. Nothing is lost by waiting: the events are in the
-    log (committed with the messages); a publish only wakes consumers and fans out live pushes. An
-    in-process bus (no Redis: one process) publishes at once, as it costs nothing.
-    """
-
-    def __init__(self, ctx: AppContext, window: float = PUBLISH_WINDOW) -> None:
-        self.ctx = ctx
-        self.window = window if isinstance(ctx.bus, ev.RedisEventBus) else 0.0
-        self._queued: list[ev.Event] = []
-        self._last = -self.window  # loop time of the last publish
-        self._flush: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()  # one publish at a time: they reach Redis in the order they were made
-
-    async def publish(self, events: list[ev.Event]) -> None:
-        if self._flush is not None:  # a publish is due at the window's end: these go with it
-            self._queued += events
-            return
-        loop = asyncio.get_running_loop()
-        wait = self._last + self.window - loop.time()
-        if wait <= 0:
-            self._last = loop.time()
-            async with self._lock:
-                await self.ctx.bus.publish(events)
-            return
-        self._queued = list(events)
-        self._flush = asyncio.create_task(self._later(wait))
-
-    async def _later(self, wait: float) -> None:
-        try:
-            await asyncio.sleep(wait)
-        finally:  # on cancellation (shutdown) too: what is queued still goes out
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Publish what is queued now (shutdown, or the window's end)."""
-        self._flush = None
-        events, self._queued = self._queued, []
-        if events:
-            self._last = asyncio.get_running_loop().time()
-            async with self._lock:
-                await self.ctx.bus.publish(events)
-
-    async def close(self) -> None:
-        if self._flush is not None and not self._flush.done():
-            self._flush.cancel()
-            await asyncio.gather(self._flush, return_exceptions=True)
-        await self.flush()
 
 
 @dataclass
@@ -135,7 +74,6 @@ class GroupCommit:
         self._draining: dict[int, int] = {}  # inbox id -> drain tasks running
         self._tasks: set[asyncio.Task[None]] = set()
         self._published: dict[int, asyncio.Event] = {}  # inbox id -> set when the latest batch has published
-        self.publisher = Publisher(ctx)
         # scrm_ingest_batch (ingest_pg.py); SCRM_INGEST_DB_FUNCTION=off turns it off (bench/ingest.py --no-db-function)
         self.fast = not ctx.db.is_sqlite and os.environ.get("SCRM_INGEST_DB_FUNCTION", "on") != "off"
 
@@ -232,7 +170,7 @@ class GroupCommit:
         if previous is not None:
             await previous.wait()
         if events:
-            await self.publisher.publish(events)
+            await self.ctx.bus.publish(events)
         if unsettled and failure is not None:
             if len(batch) == 1 and not _retryable(failure):
                 _settle(batch[0], failure)  # e.g. the database is down: the request gets its 503
@@ -281,7 +219,6 @@ class GroupCommit:
         """Let batches already queued finish (graceful shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self.publisher.close()
 
 
 def _retryable(exc: BaseException) -> bool:
