@@ -141,18 +141,18 @@ class OutboxStatements:
                 .render_derived(name="want")
             )
             queue = (
-                select(D.c.id, D.c.ordering_key, D.c.inbox_id)
+                select(D.c.id, D.c.ordering_key, D.c.inbox_id, D.c.kind)
                 .where(D.c.inbox_id == want.c.inbox_id, queued, due, head)
                 .order_by(D.c.id)
                 .limit(want.c.n)
                 .with_for_update(skip_locked=True)
                 .lateral("queue")
             )
-            self.inbox_windows: Any = select(queue.c.id, queue.c.ordering_key, queue.c.inbox_id).select_from(
+            self.inbox_windows: Any = select(queue.c.id, queue.c.ordering_key, queue.c.inbox_id, queue.c.kind).select_from(
                 want.join(queue, true()))
         else:
             self.inbox_windows = (
-                select(D.c.id, D.c.ordering_key, D.c.inbox_id)
+                select(D.c.id, D.c.ordering_key, D.c.inbox_id, D.c.kind)
                 .where(D.c.inbox_id == bindparam("inbox"), queued, due, head)
                 .order_by(D.c.id)
                 .limit(bindparam("n"))
@@ -260,6 +260,7 @@ MARK_SENT_ALONE = (
 )
 # The same, and for each sent row whose contact has a due queued row waiting behind it, in an inbox of `$8`
 # (unpaced, idempotent, with room: see budget.RESENDABLE_AHEAD), that row taken as the claim would take it
+# (not a broadcast's: a paused broadcast holds what is still queued, see ClaimBudget.pick)
 # (the contact's head once the sent row is done, not locked by another claim) and marked `sending` for us:
 # a new customer's answer behind its greeting, a second question, an agent's reply. One statement instead of
 # a claim transaction (BEGIN, window SELECT, UPDATE, COMMIT) after it. Every statement of it sees the rows
@@ -280,7 +281,7 @@ MARK_SENT_TAKE_NEXT = (
     "THEN messages.external_id ELSE sent.msg_ext END "
     "FROM sent WHERE messages.id = sent.message_id), "
     "head AS (SELECT (SELECT later.id FROM deliveries AS later WHERE later.ordering_key = sent.ordering_key "
-    "AND later.id > sent.id AND later.status = 'queued' AND later.next_attempt_at <= $4 "
+    "AND later.id > sent.id AND later.status = 'queued' AND later.next_attempt_at <= $4 AND later.kind <> 'broadcast' "
     "ORDER BY later.id LIMIT 1 FOR UPDATE SKIP LOCKED) AS id "
     "FROM sent WHERE sent.waiting AND sent.inbox_id = ANY($8::bigint[])), "
     "nxt AS (UPDATE deliveries SET status = 'sending', claimed_by = $6, lease_until = $7, "

@@ -54,6 +54,14 @@ class ClaimBudget:
             return self.concurrency + self.min_claim
         return max(self.min_claim, math.ceil(rate * CLAIM_HORIZON))
 
+    def _extra(self, inbox_id: int) -> int:
+        """The room a resendable inbox has beyond an ordinary one: for replies only. A broadcast's deliveries
+        claimed ahead are marked `sending` and go out even if the broadcast is paused meanwhile (pause holds
+        the queued ones), so they keep to the ordinary room."""
+        if inbox_id not in self.resendable:
+            return 0
+        return max(0, self.budget(inbox_id) - (self.concurrency + self.min_claim))
+
     def room(self, inbox_id: int) -> int:
         return self.budget(inbox_id) - self.held[inbox_id]
 
@@ -97,6 +105,9 @@ class ClaimBudget:
             if inbox not in room:
                 room[inbox] = self.room(inbox)
             if room[inbox] <= 0:
+                continue
+            if getattr(row, "kind", None) == "broadcast" and room[inbox] <= self._extra(inbox):
+                skipped.add(inbox)  # left queued: a paused broadcast holds it (not drained)
                 continue
             if len(picked) >= limit:
                 skipped.add(inbox)  # rows were left over: it is not drained

@@ -286,3 +286,21 @@ async def test_a_delivery_whose_rate_limiter_fails_goes_back_to_the_queue(ctx, c
     async with ctx.db.session() as s:
         assert (await s.get(Delivery, did)).status == "sent"
     assert len(callback_server.received) == 1
+
+
+def test_a_resendable_inbox_claims_ahead_for_replies_but_not_for_a_broadcast() -> None:
+    """Replies of an unpaced idempotent inbox may be claimed RESENDABLE_AHEAD x concurrency ahead; a broadcast's
+    deliveries keep to the ordinary room, so pausing the broadcast still holds the rest of its queue."""
+    from types import SimpleNamespace
+
+    from scrm.delivery.budget import ClaimBudget
+
+    budget = ClaimBudget(concurrency=8, min_claim=4)
+    budget.rates[1] = 0.0
+    budget.resendable.add(1)
+    replies = [SimpleNamespace(id=i, inbox_id=1, kind="message") for i in range(1, 41)]
+    assert len(budget.pick(replies, 100)) == RESENDABLE_AHEAD * 8
+    broadcast = [SimpleNamespace(id=i, inbox_id=1, kind="broadcast") for i in range(1, 41)]
+    assert len(budget.pick(broadcast, 100)) == 8 + 4
+    budget.resendable.discard(1)  # an ordinary unpaced inbox: the same for both
+    assert len(budget.pick(replies, 100)) == len(budget.pick(broadcast, 100)) == 8 + 4
