@@ -21,7 +21,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from scrm.db import schema  # noqa: F401 - every table mapped before the first flush
+from scrm.db import (
+    schema,  # noqa: F401 - every table mapped before the first flush
+    sqlite_close,
+)
 from scrm.db.sessions import Session
 
 if TYPE_CHECKING:
@@ -135,6 +138,7 @@ class Database:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
+            sqlite_close.install()
             db_path = parsed.database
             if db_path and db_path != ":memory:":
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)

@@ -111,6 +111,20 @@ async def _watch_session(request: web.Request, ws: web.WebSocketResponse, client
             return
 
 
+async def close_sockets(app: web.Application) -> None:
+    """Serve is stopping: close every agent tab's socket (1001, going away) so the tabs reconnect to another
+    server at once. An open socket is a request in progress: left open, shutdown would wait its whole
+    timeout for the tab to hang up, then cancel it."""
+    if CTX not in app:
+        return
+    clients = list(hub_for(app[CTX]).clients)
+    if clients:
+        log.info("closing %d agent sockets: server shutting down", len(clients))
+        await asyncio.gather(*(client.ws.close(code=1001, message=b"server shutting down") for client in clients),
+                             return_exceptions=True)
+
+
 def add_routes(app: web.Application) -> None:
-    """Register GET /ws."""
+    """Register GET /ws (closed on shutdown)."""
     app.router.add_get("/ws", websocket)
+    app.on_shutdown.append(close_sockets)

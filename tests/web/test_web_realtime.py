@@ -57,6 +57,16 @@ async def test_customer_message_reaches_the_agent_socket_with_its_content(client
     await ws.close()
 
 
+async def test_stopping_the_server_closes_agent_sockets_so_tabs_reconnect_elsewhere(client, ctx, admin_headers):
+    ws = await client.ws_connect("/ws")
+    assert json.loads((await ws.receive()).data)["type"] == "hello"
+    # An open socket is a request in progress: without closing it, shutdown waits 60 s for the tab to hang up.
+    await asyncio.wait_for(client.server.close(), 20)
+    msg = await ws.receive(timeout=5)
+    assert msg.type == WSMsgType.CLOSE and msg.data == 1001, msg  # going away: the desk's script reconnects
+    assert msg.extra == "server shutting down"
+
+
 async def test_broadcast_delivery_updates_do_not_flood_agent_sockets(client, ctx, admin_headers):
     from scrm import events as ev
 
