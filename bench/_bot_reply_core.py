@@ -79,7 +79,7 @@ class BenchConfig:
     redis_url: str | None  # None: the worker runs inside `scrm serve` (no Redis to carry events across)
     seconds: float = 15.0
     low_rate: float = 10.0
-    max_rate: float = 640.0
+    max_rate: float = 1280.0
     target_ms: float = 1000.0
     bisect: int = 3
     drain_timeout: float = 30.0

@@ -201,7 +201,7 @@ async def main() -> int:
     ap.add_argument("--redis-host", default="127.0.0.1:6379")
     ap.add_argument("--redis-db", type=int, default=9, help="Redis db number (emptied; never 0)")
     ap.add_argument("--seconds", type=float, help="seconds per offered rate (default 15; --quick 3)")
-    ap.add_argument("--max-rate", type=float, default=640.0)
+    ap.add_argument("--max-rate", type=float, default=1280.0, help="highest offered rate the search tries")
     ap.add_argument("--worker-nice", type=int, help="set worker.nice (default: the product's, 10 above the bench: "
                     "on a host busy with other work the worker then gets little CPU)")
     ap.add_argument("--rate", help="comma-separated fixed offered rates instead of the search: prints CPU ms per "
