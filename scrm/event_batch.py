@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Integer,
     String,
@@ -40,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from scrm import events as ev
@@ -288,15 +290,8 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
     def before_flush(session: Session, _context: object, _instances: object) -> None:
         hold_stats(session)
         for obj in list(session.dirty):
-            if not isinstance(obj, Conversation) or obj.id not in shared.turns:
-                continue
-            changed = _take_changes(obj, columns)
-            if changed:
-                ops = shared.held_back.setdefault(obj.id, [])
-                if ops and ops[-1][0] == "set":
-                    ops[-1] = ("set", {**ops[-1][1], **changed})
-                else:
-                    ops.append(("set", changed))
+            if isinstance(obj, Conversation) and obj.id in shared.turns:
+                _hold_back(shared, obj, columns)
 
     def dml(state: ORMExecuteState) -> None:
         if state.is_insert or state.is_update or state.is_delete:
@@ -321,6 +316,17 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
     event.listen(shared.session.sync_session, "do_orm_execute", dml)
 
 
+def _hold_back(shared: SharedTransaction, conversation: Conversation, columns: frozenset[str]) -> None:
+    """The conversation's ORM changes since the last flush, as its next held-back write."""
+    changed = _take_changes(conversation, columns)
+    if changed:
+        ops = shared.held_back.setdefault(conversation.id, [])
+        if ops and ops[-1][0] == "set":
+            ops[-1] = ("set", {**ops[-1][1], **changed})
+        else:
+            ops.append(("set", changed))
+
+
 def _statement(op: tuple[Any, ...]) -> tuple[Any, dict[str, Any]]:
     """The statement (shared by every conversation with a write of the same shape) and its parameters."""
     if op[0] == "clocks":
@@ -331,17 +337,41 @@ def _statement(op: tuple[Any, ...]) -> tuple[Any, dict[str, Any]]:
     return _set_statement(tuple(sorted(op[1]))), {f"b_{key}": value for key, value in op[1].items()}
 
 
+# The columns a reply's clocks read and write (CLOCKS_DEFERRED).
+_CLOCK_COLUMNS = frozenset({"last_activity_at", "last_message_preview", "waiting_since"})
+
+
 def _merged(ops: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """A conversation's clocks followed by a change of its columns, as one UPDATE (one new row version,
-    not two): the same as the two in order, since every SET expression reads the row as it was and the
-    change's values are constants that win over the clocks' where both set a column."""
+    """A conversation's writes in as few UPDATEs as give the same row (one new row version each, and on
+    PostgreSQL one statement per round of write_held_back):
+    - clocks then a change of its columns, as one: every SET expression reads the row as it was, and the
+      change's values are constants that win over the clocks' where both set a column;
+    - clocks then later clocks of the same kind (a greeting and an answer), as the later one: the stored
+      time is above both or not above the later one, and either way the row ends as the later one leaves it;
+    - a change then clocks, when the change sets no column the clocks read or write (they commute)."""
     out: list[tuple[Any, ...]] = []
     for op in ops:
-        if op[0] == "set" and out and out[-1][0] == "clocks":
-            out[-1] = ("clocks+set", out[-1][1], out[-1][2], op[1])
+        last = out[-1] if out else None
+        if op[0] == "set" and last is not None and last[0] == "clocks":
+            out[-1] = ("clocks+set", last[1], last[2], op[1])
+        elif op[0] == "set" and last is not None and last[0] == "clocks+set":
+            out[-1] = ("clocks+set", last[1], last[2], {**last[3], **op[1]})
+        elif (op[0] == "clocks" and last is not None and last[0] in ("clocks", "clocks+set") and last[1] == op[1]
+              and _not_before(op[2]["b_now"], last[2]["b_now"])
+              and (last[0] == "clocks" or not _CLOCK_COLUMNS.intersection(last[3]))):
+            out[-1] = (*last[:2], op[2], *last[3:])
+        elif op[0] == "clocks" and last is not None and last[0] == "set" and not _CLOCK_COLUMNS.intersection(last[1]):
+            out[-1] = ("clocks+set", op[1], op[2], last[1])
         else:
             out.append(op)
     return out
+
+
+def _not_before(later: Any, earlier: Any) -> bool:
+    try:
+        return bool(later >= earlier)
+    except TypeError:  # not comparable (naive and aware): keep both writes
+        return False
 
 
 def _set_values(keys: tuple[str, ...], prefix: str) -> dict[str, Any]:
@@ -458,28 +488,34 @@ def _pg_kind(key: str) -> tuple[Any, str] | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _pg_round_statement(answers: bool | None, keys: tuple[str, ...]) -> Any:
-    """UPDATE conversations over arrays: the reply clocks (answers not None: relative to the stored row,
-    as CLOCKS_DEFERRED) and then the columns in `keys` (a column in both: the change's value, as
-    _clocks_set_statement); None when a column's type has no array form here."""
+def _pg_round_statement(clocks: bool, answers: bool, keys: tuple[str, ...]) -> Any:
+    """UPDATE conversations over arrays, every write of a round in one statement whatever its shape: per row
+    whether it moves the reply clocks (`v.clocks`, relative to the stored row as CLOCKS_DEFERRED) and whether
+    they answer (`v.answers`), then which of `keys` it sets (`v.m<n>`; a column in both: the change's value,
+    as _clocks_set_statement). A row leaves what it does not write as it is. `clocks`/`answers`: whether
+    any row does (the statement's text then has those columns). None when a column's type has no array
+    form here."""
     kinds = [_pg_kind(key) for key in keys]
     if None in kinds:
         return None
     arrays: list[tuple[str, Any]] = [("ids", BigInteger)]
     sets: dict[str, str] = {}
-    if answers is not None:
-        arrays += [("nows", DateTime(timezone=True)), ("previews", Text)]
-        later = "conversations.last_activity_at > v.nows"
-        sets["last_activity_at"] = f"CASE WHEN {later} THEN conversations.last_activity_at ELSE v.nows END"
-        sets["last_message_preview"] = f"CASE WHEN {later} THEN conversations.last_message_preview ELSE v.previews END"
+    if clocks:
+        arrays += [("clocks", Boolean), ("answers", Boolean), ("nows", DateTime(timezone=True)), ("previews", Text)]
+        # Not the row's (a write of no clocks), or a later message stored meanwhile (ingest takes no turn).
+        keep = "NOT v.clocks OR conversations.last_activity_at > v.nows"
+        sets["last_activity_at"] = f"CASE WHEN {keep} THEN conversations.last_activity_at ELSE v.nows END"
+        sets["last_message_preview"] = f"CASE WHEN {keep} THEN conversations.last_message_preview ELSE v.previews END"
         if answers:
-            sets["waiting_since"] = f"CASE WHEN {later} THEN conversations.waiting_since ELSE NULL END"
+            sets["waiting_since"] = (f"CASE WHEN NOT v.answers OR {keep} THEN conversations.waiting_since "
+                                     "ELSE NULL END")
     for n, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
         element, cast_to = kind  # type: ignore[misc]
-        arrays.append((f"k{n}", element))
+        arrays += [(f"k{n}", element), (f"m{n}", Boolean)]
         value = f"v.k{n}::json" if cast_to == "json" else f"v.k{n}"
         # The first reply stays the first one, whoever wrote it meanwhile (as _set_values).
-        sets[key] = f"coalesce(conversations.first_reply_at, {value})" if key == "first_reply_at" else value
+        value = f"coalesce(conversations.first_reply_at, {value})" if key == "first_reply_at" else value
+        sets[key] = f"CASE WHEN v.m{n} THEN {value} ELSE {sets.get(key, f'conversations.{key}')} END"
     names = [name for name, _ in arrays]
     statement = text(
         f"UPDATE conversations SET {', '.join(f'{key} = {value}' for key, value in sets.items())} "
@@ -488,37 +524,44 @@ def _pg_round_statement(answers: bool | None, keys: tuple[str, ...]) -> Any:
     return statement.bindparams(*(bindparam(name, type_=ARRAY(element)) for name, element in arrays))
 
 
+def _op_parts(op: tuple[Any, ...]) -> tuple[bool | None, dict[str, Any] | None, dict[str, Any]]:
+    """(answers, or None: no clocks; the clocks' parameters; the columns set) of a held-back write."""
+    if op[0] == "clocks":
+        return bool(op[1]), op[2], {}
+    if op[0] == "clocks+set":
+        return bool(op[1]), op[2], op[3]
+    return None, None, op[1]
+
+
 async def _write_round_pg(session: Any, writes: list[tuple[int, tuple[Any, ...]]]) -> None:
-    """One round of write_held_back on PostgreSQL (at most one write per conversation, in id order)."""
-    shapes: dict[tuple[bool | None, tuple[str, ...]], list[tuple[int, tuple[Any, ...]]]] = {}
-    for conversation_id, op in writes:
-        if op[0] == "clocks":
-            shape: tuple[bool | None, tuple[str, ...]] = (bool(op[1]), ())
-        elif op[0] == "clocks+set":
-            shape = (bool(op[1]), tuple(sorted(op[3])))
-        else:
-            shape = (None, tuple(sorted(op[1])))
-        shapes.setdefault(shape, []).append((conversation_id, op))
-    for (answers, keys), rows in shapes.items():
-        statement = _pg_round_statement(answers, keys)
-        if statement is None:  # a column this path does not handle: the statements of SQLite
-            by_statement: dict[Any, list[dict[str, Any]]] = {}
-            for conversation_id, op in rows:
-                stmt, one = _statement(op)
-                by_statement.setdefault(stmt, []).append({**one, "b_id": conversation_id})
-            for stmt, params_list in by_statement.items():
-                await session.execute(stmt, params_list)
-            continue
-        params: dict[str, list[Any]] = {"ids": [conversation_id for conversation_id, _ in rows]}
-        if answers is not None:
-            params["nows"] = [op[2]["b_now"] for _, op in rows]
-            params["previews"] = [op[2]["b_preview"] for _, op in rows]
-        for n, key in enumerate(keys):
-            values = [(op[3] if op[0] == "clocks+set" else op[1])[key] for _, op in rows]
-            if (_pg_kind(key) or (None, ""))[1] == "json":
-                values = [json.dumps(value) for value in values]  # None as JSON null, as the JSON type binds it
-            params[f"k{n}"] = values
-        await session.execute(statement, params)
+    """One round of write_held_back on PostgreSQL (at most one write per conversation, in id order): one
+    UPDATE for all its writes (_pg_round_statement)."""
+    parts = [(conversation_id, *_op_parts(op)) for conversation_id, op in writes]
+    keys = tuple(sorted({key for *_, changed in parts for key in changed}))
+    clocks = any(answers is not None for _, answers, _, _ in parts)
+    answers_any = any(answers for _, answers, _, _ in parts)
+    statement = _pg_round_statement(clocks, answers_any, keys)
+    if statement is None:  # a column this path does not handle: the statements of SQLite
+        by_statement: dict[Any, list[dict[str, Any]]] = {}
+        for conversation_id, op in writes:
+            stmt, one = _statement(op)
+            by_statement.setdefault(stmt, []).append({**one, "b_id": conversation_id})
+        for stmt, params_list in by_statement.items():
+            await session.execute(stmt, params_list)
+        return
+    params: dict[str, list[Any]] = {"ids": [conversation_id for conversation_id, *_ in parts]}
+    if clocks:
+        params["clocks"] = [answers is not None for _, answers, _, _ in parts]
+        params["answers"] = [bool(answers) for _, answers, _, _ in parts]
+        params["nows"] = [clock["b_now"] if clock else None for _, _, clock, _ in parts]
+        params["previews"] = [clock["b_preview"] if clock else None for _, _, clock, _ in parts]
+    for n, key in enumerate(keys):
+        values = [changed.get(key) for *_, changed in parts]
+        if (_pg_kind(key) or (None, ""))[1] == "json":
+            values = [json.dumps(value) for value in values]  # None as JSON null, as the JSON type binds it
+        params[f"k{n}"] = values
+        params[f"m{n}"] = [key in changed for *_, changed in parts]
+    await session.execute(statement, params)
 
 
 async def before_reading_again(session: Any, conversation_id: int) -> None:
@@ -546,14 +589,21 @@ async def read_again_written(session: Any, conversation_id: int) -> Conversation
     shared = shared_for(session)
     if shared is None or conversation_id not in shared.turns:
         return None
-    await session.flush()  # the last ORM changes of the conversation join the held-back ones
+    # The last ORM changes of the conversation join the held-back ones, without a flush: the batch's other
+    # new rows (a handoff's note and audit entry, another handoff's before it) wait for the batch's next
+    # flush and go in with one INSERT per table there, not one each per handoff. The UPDATE below reads
+    # and writes this one row only, so nothing pending has to be written before it.
+    loaded = session.sync_session.identity_map.get(identity_key(Conversation, conversation_id))
+    if loaded is not None:
+        _hold_back(shared, loaded, _conversation_columns())
     ops = _merged(shared.held_back.pop(conversation_id, []))
     if not ops:
         return None
-    for op in ops[:-1]:
-        statement, params = _statement(op)
-        await session.execute(statement, {**params, "b_id": conversation_id})
-    statement, params = _statement(ops[-1])
-    conversation: Conversation | None = (await session.scalars(_returning(statement),
-                                                                {**params, "b_id": conversation_id})).first()
+    with session.no_autoflush:
+        for op in ops[:-1]:
+            statement, params = _statement(op)
+            await session.execute(statement, {**params, "b_id": conversation_id})
+        statement, params = _statement(ops[-1])
+        conversation: Conversation | None = (await session.scalars(_returning(statement),
+                                                                    {**params, "b_id": conversation_id})).first()
     return conversation
