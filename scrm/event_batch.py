@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     any_,
     bindparam,
     cast,
@@ -39,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import ORMExecuteState, Session, aliased
 from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.selectable import CompoundSelect
@@ -96,17 +97,22 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     # reads skip populate_existing (re-populating the batch's one inbox on every conversation's row).
     refresh = len(session.sync_session.identity_map) > 0
     statements = _preload_statements(session.get_bind().dialect.name == "postgresql", refresh)
-    rows = (await session.execute(statements.conversations, {"ids": conversation_ids})).all()
-    conversations = [row[0] for row in rows]
+    message_ids = _ids(e.data.get("message_id") for e in events if _reads_message(e))
+    # One statement: the conversations with their contact, identity, inbox, stats row (locked in conversation
+    # order, as ensure_stats would lock each one: sla.py skips the lock for these) and the batch's messages.
+    rows = (await session.execute(statements.conversations, {"ids": conversation_ids, "message_ids": message_ids})).all()
+    conversations = list({row[0].id: row[0] for row in rows}.values())
     shared.loaded += [obj for row in rows for obj in row if obj is not None]
-    if message_ids := _ids(e.data.get("message_id") for e in events if _reads_message(e)):
-        shared.loaded += (await session.scalars(statements.messages, {"ids": message_ids})).all()
-    # Locked in conversation order, as ensure_stats would lock each one (sla.py skips the lock for these).
     missing = set(conversation_ids)
-    for stats in await session.scalars(statements.stats, {"ids": conversation_ids}):
-        shared.locked.add(("desk_conversation_stats", stats.conversation_id))
-        shared.loaded.append(stats)
-        missing.discard(stats.conversation_id)
+    found: set[int] = set()
+    for *_, stats, message in rows:
+        if stats is not None:
+            shared.locked.add(("desk_conversation_stats", stats.conversation_id))
+            missing.discard(stats.conversation_id)
+        if message is not None:
+            found.add(message.id)
+    if others := [mid for mid in message_ids if mid not in found]:  # an agent's message in another conversation
+        shared.loaded += (await session.scalars(statements.messages, {"ids": others})).all()
     shared.facts["stats_missing"] = missing  # sla.ensure_stats inserts these without looking first
     # New conversations: the desk books each one's conversation.created, and sla.ensure_stats inserts all
     # their rows with the first of them (one INSERT for the batch).
@@ -129,7 +135,6 @@ MESSAGE_IDS_PER_QUESTION = 2
 class _Preload(NamedTuple):
     conversations: Any
     messages: Any
-    stats: Any
     facts: Any
 
 
@@ -148,15 +153,19 @@ def _preload_statements(postgresql: bool, refresh: bool = True) -> _Preload:
     # Fresh rows: the turn is ours now, but the rows may have changed since this session last saw them
     # (`refresh`: it holds objects already; a new session has none to refresh).
     fresh = {"populate_existing": refresh}
-    # With each its contact, identity and inbox: one round trip, not four (the batch waits for each).
-    conversations = (select(Conversation, Contact, ContactIdentity, Inbox)
+    # With each its contact, identity, inbox, desk stats row (locked: FOR UPDATE in a subquery locks its rows
+    # in its order) and the batch's messages of it: one round trip, not six (the batch waits for each).
+    locked_stats = (select(ConversationStats).where(one_of(ConversationStats.conversation_id, "ids"))
+                    .order_by(ConversationStats.conversation_id).with_for_update().subquery())
+    stats = aliased(ConversationStats, locked_stats)
+    conversations = (select(Conversation, Contact, ContactIdentity, Inbox, stats, Message)
                      .outerjoin(Contact, Contact.id == Conversation.contact_id)
                      .outerjoin(ContactIdentity, ContactIdentity.id == Conversation.identity_id)
                      .outerjoin(Inbox, Inbox.id == Conversation.inbox_id)
+                     .outerjoin(stats, stats.conversation_id == Conversation.id)
+                     .outerjoin(Message, and_(Message.conversation_id == Conversation.id, one_of(Message.id, "message_ids")))
                      .where(one_of(Conversation.id, "ids")).execution_options(**fresh))
     messages = select(Message).where(one_of(Message.id, "ids")).execution_options(**fresh)
-    stats = (select(ConversationStats).where(one_of(ConversationStats.conversation_id, "ids"))
-             .order_by(ConversationStats.conversation_id).with_for_update().execution_options(**fresh))
     # The questions of _read_facts in one round trip: (which, key, tag, number) rows.
     no_text, no_id = cast(null(), String), cast(null(), BigInteger)
     branches = [
@@ -188,7 +197,7 @@ def _preload_statements(postgresql: bool, refresh: bool = True) -> _Preload:
         branches.append(select(literal(_MESSAGE_ID), cast(null(), BigInteger), no_text, ids)
                         .select_from(func.generate_series(1, bindparam("message_ids", type_=Integer))))
     facts: CompoundSelect[Any] = union_all(*branches)
-    return _Preload(conversations, messages, stats, facts)
+    return _Preload(conversations, messages, facts)
 
 
 async def _read_facts(shared: SharedTransaction, conversations: list[Conversation], statements: _Preload,
