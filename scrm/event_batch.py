@@ -250,6 +250,13 @@ def _drop_facts(shared: SharedTransaction, table: str | None) -> None:
         shared.facts.pop(fact, None)
 
 
+def _drop_facts_of_pending(shared: SharedTransaction, session: Session) -> None:
+    """Drop the facts of the tables the session's pending changes write (at a flush, or where one is skipped)."""
+    if shared.facts:
+        for obj in (*session.new, *session.dirty, *session.deleted):
+            _drop_facts(shared, getattr(obj, "__tablename__", None))
+
+
 
 @functools.cache
 def _conversation_columns() -> frozenset[str]:
@@ -316,9 +323,7 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
             write_held_back_stats(state.session, shared)
 
     def facts_flush(session: Session, _context: object, _instances: object) -> None:
-        if shared.facts:
-            for obj in (*session.new, *session.dirty, *session.deleted):
-                _drop_facts(shared, getattr(obj, "__tablename__", None))
+        _drop_facts_of_pending(shared, session)
 
     event.listen(shared.session.sync_session, "before_flush", before_flush)
     event.listen(shared.session.sync_session, "before_flush", facts_flush)
@@ -605,6 +610,7 @@ async def read_again_written(session: Any, conversation_id: int) -> Conversation
     loaded = session.sync_session.identity_map.get(identity_key(Conversation, conversation_id))
     if loaded is not None:
         _hold_back(shared, loaded, _conversation_columns())
+    _drop_facts_of_pending(shared, session.sync_session)  # as the skipped flush would have
     ops = _merged(shared.held_back.pop(conversation_id, []))
     if not ops:
         return None
