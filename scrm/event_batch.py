@@ -154,7 +154,7 @@ def _preload_statements(postgresql: bool, refresh: bool = True) -> _Preload:
     # (`refresh`: it holds objects already; a new session has none to refresh).
     fresh = {"populate_existing": refresh}
     # With each its contact, identity, inbox, desk stats row (locked: FOR UPDATE in a subquery locks its rows
-    # in its order) and the batch's messages of it: one round trip, not six (the batch waits for each).
+    # in its order) and the batch's messages of it: one round trip (the batch waits for each), where it was three.
     locked_stats = (select(ConversationStats).where(one_of(ConversationStats.conversation_id, "ids"))
                     .order_by(ConversationStats.conversation_id).with_for_update().subquery())
     stats = aliased(ConversationStats, locked_stats)
