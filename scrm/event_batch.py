@@ -20,10 +20,12 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Integer,
     String,
     Text,
+    and_,
     any_,
     bindparam,
     cast,
@@ -38,8 +40,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import ORMExecuteState, Session, aliased
 from sqlalchemy.orm.attributes import PASSIVE_NO_INITIALIZE, set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from scrm import events as ev
@@ -94,17 +97,22 @@ async def preload(shared: SharedTransaction, events: list[ev.Event]) -> None:
     # reads skip populate_existing (re-populating the batch's one inbox on every conversation's row).
     refresh = len(session.sync_session.identity_map) > 0
     statements = _preload_statements(session.get_bind().dialect.name == "postgresql", refresh)
-    rows = (await session.execute(statements.conversations, {"ids": conversation_ids})).all()
-    conversations = [row[0] for row in rows]
+    message_ids = _ids(e.data.get("message_id") for e in events if _reads_message(e))
+    # One statement: the conversations with their contact, identity, inbox, stats row (locked in conversation
+    # order, as ensure_stats would lock each one: sla.py skips the lock for these) and the batch's messages.
+    rows = (await session.execute(statements.conversations, {"ids": conversation_ids, "message_ids": message_ids})).all()
+    conversations = list({row[0].id: row[0] for row in rows}.values())
     shared.loaded += [obj for row in rows for obj in row if obj is not None]
-    if message_ids := _ids(e.data.get("message_id") for e in events if _reads_message(e)):
-        shared.loaded += (await session.scalars(statements.messages, {"ids": message_ids})).all()
-    # Locked in conversation order, as ensure_stats would lock each one (sla.py skips the lock for these).
     missing = set(conversation_ids)
-    for stats in await session.scalars(statements.stats, {"ids": conversation_ids}):
-        shared.locked.add(("desk_conversation_stats", stats.conversation_id))
-        shared.loaded.append(stats)
-        missing.discard(stats.conversation_id)
+    found: set[int] = set()
+    for *_, stats, message in rows:
+        if stats is not None:
+            shared.locked.add(("desk_conversation_stats", stats.conversation_id))
+            missing.discard(stats.conversation_id)
+        if message is not None:
+            found.add(message.id)
+    if others := [mid for mid in message_ids if mid not in found]:  # an agent's message in another conversation
+        shared.loaded += (await session.scalars(statements.messages, {"ids": others})).all()
     shared.facts["stats_missing"] = missing  # sla.ensure_stats inserts these without looking first
     # New conversations: the desk books each one's conversation.created, and sla.ensure_stats inserts all
     # their rows with the first of them (one INSERT for the batch).
@@ -127,7 +135,6 @@ MESSAGE_IDS_PER_QUESTION = 2
 class _Preload(NamedTuple):
     conversations: Any
     messages: Any
-    stats: Any
     facts: Any
 
 
@@ -146,15 +153,19 @@ def _preload_statements(postgresql: bool, refresh: bool = True) -> _Preload:
     # Fresh rows: the turn is ours now, but the rows may have changed since this session last saw them
     # (`refresh`: it holds objects already; a new session has none to refresh).
     fresh = {"populate_existing": refresh}
-    # With each its contact, identity and inbox: one round trip, not four (the batch waits for each).
-    conversations = (select(Conversation, Contact, ContactIdentity, Inbox)
+    # With each its contact, identity, inbox, desk stats row (locked: FOR UPDATE in a subquery locks its rows
+    # in its order) and the batch's messages of it: one round trip (the batch waits for each), where it was three.
+    locked_stats = (select(ConversationStats).where(one_of(ConversationStats.conversation_id, "ids"))
+                    .order_by(ConversationStats.conversation_id).with_for_update().subquery())
+    stats = aliased(ConversationStats, locked_stats)
+    conversations = (select(Conversation, Contact, ContactIdentity, Inbox, stats, Message)
                      .outerjoin(Contact, Contact.id == Conversation.contact_id)
                      .outerjoin(ContactIdentity, ContactIdentity.id == Conversation.identity_id)
                      .outerjoin(Inbox, Inbox.id == Conversation.inbox_id)
+                     .outerjoin(stats, stats.conversation_id == Conversation.id)
+                     .outerjoin(Message, and_(Message.conversation_id == Conversation.id, one_of(Message.id, "message_ids")))
                      .where(one_of(Conversation.id, "ids")).execution_options(**fresh))
     messages = select(Message).where(one_of(Message.id, "ids")).execution_options(**fresh)
-    stats = (select(ConversationStats).where(one_of(ConversationStats.conversation_id, "ids"))
-             .order_by(ConversationStats.conversation_id).with_for_update().execution_options(**fresh))
     # The questions of _read_facts in one round trip: (which, key, tag, number) rows.
     no_text, no_id = cast(null(), String), cast(null(), BigInteger)
     branches = [
@@ -186,7 +197,7 @@ def _preload_statements(postgresql: bool, refresh: bool = True) -> _Preload:
         branches.append(select(literal(_MESSAGE_ID), cast(null(), BigInteger), no_text, ids)
                         .select_from(func.generate_series(1, bindparam("message_ids", type_=Integer))))
     facts: CompoundSelect[Any] = union_all(*branches)
-    return _Preload(conversations, messages, stats, facts)
+    return _Preload(conversations, messages, facts)
 
 
 async def _read_facts(shared: SharedTransaction, conversations: list[Conversation], statements: _Preload,
@@ -239,6 +250,13 @@ def _drop_facts(shared: SharedTransaction, table: str | None) -> None:
         shared.facts.pop(fact, None)
 
 
+def _drop_facts_of_pending(shared: SharedTransaction, session: Session) -> None:
+    """Drop the facts of the tables the session's pending changes write (at a flush, or where one is skipped)."""
+    if shared.facts:
+        for obj in (*session.new, *session.dirty, *session.deleted):
+            _drop_facts(shared, getattr(obj, "__tablename__", None))
+
+
 
 @functools.cache
 def _conversation_columns() -> frozenset[str]:
@@ -288,15 +306,8 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
     def before_flush(session: Session, _context: object, _instances: object) -> None:
         hold_stats(session)
         for obj in list(session.dirty):
-            if not isinstance(obj, Conversation) or obj.id not in shared.turns:
-                continue
-            changed = _take_changes(obj, columns)
-            if changed:
-                ops = shared.held_back.setdefault(obj.id, [])
-                if ops and ops[-1][0] == "set":
-                    ops[-1] = ("set", {**ops[-1][1], **changed})
-                else:
-                    ops.append(("set", changed))
+            if isinstance(obj, Conversation) and obj.id in shared.turns:
+                _hold_back(shared, obj, columns)
 
     def dml(state: ORMExecuteState) -> None:
         if state.is_insert or state.is_update or state.is_delete:
@@ -312,13 +323,22 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
             write_held_back_stats(state.session, shared)
 
     def facts_flush(session: Session, _context: object, _instances: object) -> None:
-        if shared.facts:
-            for obj in (*session.new, *session.dirty, *session.deleted):
-                _drop_facts(shared, getattr(obj, "__tablename__", None))
+        _drop_facts_of_pending(shared, session)
 
     event.listen(shared.session.sync_session, "before_flush", before_flush)
     event.listen(shared.session.sync_session, "before_flush", facts_flush)
     event.listen(shared.session.sync_session, "do_orm_execute", dml)
+
+
+def _hold_back(shared: SharedTransaction, conversation: Conversation, columns: frozenset[str]) -> None:
+    """The conversation's ORM changes since the last flush, as its next held-back write."""
+    changed = _take_changes(conversation, columns)
+    if changed:
+        ops = shared.held_back.setdefault(conversation.id, [])
+        if ops and ops[-1][0] == "set":
+            ops[-1] = ("set", {**ops[-1][1], **changed})
+        else:
+            ops.append(("set", changed))
 
 
 def _statement(op: tuple[Any, ...]) -> tuple[Any, dict[str, Any]]:
@@ -331,17 +351,41 @@ def _statement(op: tuple[Any, ...]) -> tuple[Any, dict[str, Any]]:
     return _set_statement(tuple(sorted(op[1]))), {f"b_{key}": value for key, value in op[1].items()}
 
 
+# The columns a reply's clocks read and write (CLOCKS_DEFERRED).
+_CLOCK_COLUMNS = frozenset({"last_activity_at", "last_message_preview", "waiting_since"})
+
+
 def _merged(ops: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """A conversation's clocks followed by a change of its columns, as one UPDATE (one new row version,
-    not two): the same as the two in order, since every SET expression reads the row as it was and the
-    change's values are constants that win over the clocks' where both set a column."""
+    """A conversation's writes in as few UPDATEs as give the same row (one new row version each, and on
+    PostgreSQL one statement per round of write_held_back):
+    - clocks then a change of its columns, as one: every SET expression reads the row as it was, and the
+      change's values are constants that win over the clocks' where both set a column;
+    - clocks then later clocks of the same kind (a greeting and an answer), as the later one: the stored
+      time is above both or not above the later one, and either way the row ends as the later one leaves it;
+    - a change then clocks, when the change sets no column the clocks read or write (they commute)."""
     out: list[tuple[Any, ...]] = []
     for op in ops:
-        if op[0] == "set" and out and out[-1][0] == "clocks":
-            out[-1] = ("clocks+set", out[-1][1], out[-1][2], op[1])
+        last = out[-1] if out else None
+        if op[0] == "set" and last is not None and last[0] == "clocks":
+            out[-1] = ("clocks+set", last[1], last[2], op[1])
+        elif op[0] == "set" and last is not None and last[0] == "clocks+set":
+            out[-1] = ("clocks+set", last[1], last[2], {**last[3], **op[1]})
+        elif (op[0] == "clocks" and last is not None and last[0] in ("clocks", "clocks+set") and last[1] == op[1]
+              and _not_before(op[2]["b_now"], last[2]["b_now"])
+              and (last[0] == "clocks" or not _CLOCK_COLUMNS.intersection(last[3]))):
+            out[-1] = (*last[:2], op[2], *last[3:])
+        elif op[0] == "clocks" and last is not None and last[0] == "set" and not _CLOCK_COLUMNS.intersection(last[1]):
+            out[-1] = ("clocks+set", op[1], op[2], last[1])
         else:
             out.append(op)
     return out
+
+
+def _not_before(later: Any, earlier: Any) -> bool:
+    try:
+        return bool(later >= earlier)
+    except TypeError:  # not comparable (naive and aware): keep both writes
+        return False
 
 
 def _set_values(keys: tuple[str, ...], prefix: str) -> dict[str, Any]:
@@ -458,28 +502,34 @@ def _pg_kind(key: str) -> tuple[Any, str] | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _pg_round_statement(answers: bool | None, keys: tuple[str, ...]) -> Any:
-    """UPDATE conversations over arrays: the reply clocks (answers not None: relative to the stored row,
-    as CLOCKS_DEFERRED) and then the columns in `keys` (a column in both: the change's value, as
-    _clocks_set_statement); None when a column's type has no array form here."""
+def _pg_round_statement(clocks: bool, answers: bool, keys: tuple[str, ...]) -> Any:
+    """UPDATE conversations over arrays, every write of a round in one statement whatever its shape: per row
+    whether it moves the reply clocks (`v.clocks`, relative to the stored row as CLOCKS_DEFERRED) and whether
+    they answer (`v.answers`), then which of `keys` it sets (`v.m<n>`; a column in both: the change's value,
+    as _clocks_set_statement). A row leaves what it does not write as it is. `clocks`/`answers`: whether
+    any row does (the statement's text then has those columns). None when a column's type has no array
+    form here."""
     kinds = [_pg_kind(key) for key in keys]
     if None in kinds:
         return None
     arrays: list[tuple[str, Any]] = [("ids", BigInteger)]
     sets: dict[str, str] = {}
-    if answers is not None:
-        arrays += [("nows", DateTime(timezone=True)), ("previews", Text)]
-        later = "conversations.last_activity_at > v.nows"
-        sets["last_activity_at"] = f"CASE WHEN {later} THEN conversations.last_activity_at ELSE v.nows END"
-        sets["last_message_preview"] = f"CASE WHEN {later} THEN conversations.last_message_preview ELSE v.previews END"
+    if clocks:
+        arrays += [("clocks", Boolean), ("answers", Boolean), ("nows", DateTime(timezone=True)), ("previews", Text)]
+        # Not the row's (a write of no clocks), or a later message stored meanwhile (ingest takes no turn).
+        keep = "NOT v.clocks OR conversations.last_activity_at > v.nows"
+        sets["last_activity_at"] = f"CASE WHEN {keep} THEN conversations.last_activity_at ELSE v.nows END"
+        sets["last_message_preview"] = f"CASE WHEN {keep} THEN conversations.last_message_preview ELSE v.previews END"
         if answers:
-            sets["waiting_since"] = f"CASE WHEN {later} THEN conversations.waiting_since ELSE NULL END"
+            sets["waiting_since"] = (f"CASE WHEN NOT v.answers OR {keep} THEN conversations.waiting_since "
+                                     "ELSE NULL END")
     for n, (key, kind) in enumerate(zip(keys, kinds, strict=True)):
         element, cast_to = kind  # type: ignore[misc]
-        arrays.append((f"k{n}", element))
+        arrays += [(f"k{n}", element), (f"m{n}", Boolean)]
         value = f"v.k{n}::json" if cast_to == "json" else f"v.k{n}"
         # The first reply stays the first one, whoever wrote it meanwhile (as _set_values).
-        sets[key] = f"coalesce(conversations.first_reply_at, {value})" if key == "first_reply_at" else value
+        value = f"coalesce(conversations.first_reply_at, {value})" if key == "first_reply_at" else value
+        sets[key] = f"CASE WHEN v.m{n} THEN {value} ELSE {sets.get(key, f'conversations.{key}')} END"
     names = [name for name, _ in arrays]
     statement = text(
         f"UPDATE conversations SET {', '.join(f'{key} = {value}' for key, value in sets.items())} "
@@ -488,37 +538,44 @@ def _pg_round_statement(answers: bool | None, keys: tuple[str, ...]) -> Any:
     return statement.bindparams(*(bindparam(name, type_=ARRAY(element)) for name, element in arrays))
 
 
+def _op_parts(op: tuple[Any, ...]) -> tuple[bool | None, dict[str, Any] | None, dict[str, Any]]:
+    """(answers, or None: no clocks; the clocks' parameters; the columns set) of a held-back write."""
+    if op[0] == "clocks":
+        return bool(op[1]), op[2], {}
+    if op[0] == "clocks+set":
+        return bool(op[1]), op[2], op[3]
+    return None, None, op[1]
+
+
 async def _write_round_pg(session: Any, writes: list[tuple[int, tuple[Any, ...]]]) -> None:
-    """One round of write_held_back on PostgreSQL (at most one write per conversation, in id order)."""
-    shapes: dict[tuple[bool | None, tuple[str, ...]], list[tuple[int, tuple[Any, ...]]]] = {}
-    for conversation_id, op in writes:
-        if op[0] == "clocks":
-            shape: tuple[bool | None, tuple[str, ...]] = (bool(op[1]), ())
-        elif op[0] == "clocks+set":
-            shape = (bool(op[1]), tuple(sorted(op[3])))
-        else:
-            shape = (None, tuple(sorted(op[1])))
-        shapes.setdefault(shape, []).append((conversation_id, op))
-    for (answers, keys), rows in shapes.items():
-        statement = _pg_round_statement(answers, keys)
-        if statement is None:  # a column this path does not handle: the statements of SQLite
-            by_statement: dict[Any, list[dict[str, Any]]] = {}
-            for conversation_id, op in rows:
-                stmt, one = _statement(op)
-                by_statement.setdefault(stmt, []).append({**one, "b_id": conversation_id})
-            for stmt, params_list in by_statement.items():
-                await session.execute(stmt, params_list)
-            continue
-        params: dict[str, list[Any]] = {"ids": [conversation_id for conversation_id, _ in rows]}
-        if answers is not None:
-            params["nows"] = [op[2]["b_now"] for _, op in rows]
-            params["previews"] = [op[2]["b_preview"] for _, op in rows]
-        for n, key in enumerate(keys):
-            values = [(op[3] if op[0] == "clocks+set" else op[1])[key] for _, op in rows]
-            if (_pg_kind(key) or (None, ""))[1] == "json":
-                values = [json.dumps(value) for value in values]  # None as JSON null, as the JSON type binds it
-            params[f"k{n}"] = values
-        await session.execute(statement, params)
+    """One round of write_held_back on PostgreSQL (at most one write per conversation, in id order): one
+    UPDATE for all its writes (_pg_round_statement)."""
+    parts = [(conversation_id, *_op_parts(op)) for conversation_id, op in writes]
+    keys = tuple(sorted({key for *_, changed in parts for key in changed}))
+    clocks = any(answers is not None for _, answers, _, _ in parts)
+    answers_any = any(answers for _, answers, _, _ in parts)
+    statement = _pg_round_statement(clocks, answers_any, keys)
+    if statement is None:  # a column this path does not handle: the statements of SQLite
+        by_statement: dict[Any, list[dict[str, Any]]] = {}
+        for conversation_id, op in writes:
+            stmt, one = _statement(op)
+            by_statement.setdefault(stmt, []).append({**one, "b_id": conversation_id})
+        for stmt, params_list in by_statement.items():
+            await session.execute(stmt, params_list)
+        return
+    params: dict[str, list[Any]] = {"ids": [conversation_id for conversation_id, *_ in parts]}
+    if clocks:
+        params["clocks"] = [answers is not None for _, answers, _, _ in parts]
+        params["answers"] = [bool(answers) for _, answers, _, _ in parts]
+        params["nows"] = [clock["b_now"] if clock else None for _, _, clock, _ in parts]
+        params["previews"] = [clock["b_preview"] if clock else None for _, _, clock, _ in parts]
+    for n, key in enumerate(keys):
+        values = [changed.get(key) for *_, changed in parts]
+        if (_pg_kind(key) or (None, ""))[1] == "json":
+            values = [json.dumps(value) for value in values]  # None as JSON null, as the JSON type binds it
+        params[f"k{n}"] = values
+        params[f"m{n}"] = [key in changed for *_, changed in parts]
+    await session.execute(statement, params)
 
 
 async def before_reading_again(session: Any, conversation_id: int) -> None:
@@ -546,14 +603,22 @@ async def read_again_written(session: Any, conversation_id: int) -> Conversation
     shared = shared_for(session)
     if shared is None or conversation_id not in shared.turns:
         return None
-    await session.flush()  # the last ORM changes of the conversation join the held-back ones
+    # The last ORM changes of the conversation join the held-back ones, without a flush: the batch's other
+    # new rows (a handoff's note and audit entry, another handoff's before it) wait for the batch's next
+    # flush and go in with one INSERT per table there, not one each per handoff. The UPDATE below reads
+    # and writes this one row only, so nothing pending has to be written before it.
+    loaded = session.sync_session.identity_map.get(identity_key(Conversation, conversation_id))
+    if loaded is not None:
+        _hold_back(shared, loaded, _conversation_columns())
+    _drop_facts_of_pending(shared, session.sync_session)  # as the skipped flush would have
     ops = _merged(shared.held_back.pop(conversation_id, []))
     if not ops:
         return None
-    for op in ops[:-1]:
-        statement, params = _statement(op)
-        await session.execute(statement, {**params, "b_id": conversation_id})
-    statement, params = _statement(ops[-1])
-    conversation: Conversation | None = (await session.scalars(_returning(statement),
-                                                                {**params, "b_id": conversation_id})).first()
+    with session.no_autoflush:
+        for op in ops[:-1]:
+            statement, params = _statement(op)
+            await session.execute(statement, {**params, "b_id": conversation_id})
+        statement, params = _statement(ops[-1])
+        conversation: Conversation | None = (await session.scalars(_returning(statement),
+                                                                    {**params, "b_id": conversation_id})).first()
     return conversation

@@ -201,3 +201,34 @@ async def test_the_desk_stats_rows_of_a_batchs_new_conversations_are_one_insert(
         stored = list(await s.scalars(select(ConversationStats).where(ConversationStats.conversation_id.in_(ids))))
     assert sorted(r.conversation_id for r in stored) == ids
     assert all(r.warned == [] and r.breached == [] and r.human_involved is False for r in stored)
+
+
+async def test_a_batch_reads_its_conversations_stats_and_messages_in_one_statement_and_locks_the_stats(ctx) -> None:
+    from scrm.db.models_desk import ConversationStats
+
+    inbox, made = await _conversations(ctx, 3, messages=2)
+    (_, _, with_stats, (first, second)), (_, _, without, (other, _)), (_, _, agents_only, (agent_msg, _)) = made
+    async with ctx.db.transaction() as s:
+        s.add(ConversationStats(conversation_id=with_stats, inbox_id=inbox.id, priority="normal", created_at=utcnow(),
+                                human_involved=False, handoffs=0, warned=[], breached=[]))
+    events = [_asked(with_stats, first), _asked(with_stats, second), _asked(without, other),
+              # an agent's message in a conversation the batch does not read: loaded apart
+              ev.Event(ev.MESSAGE_CREATED, {"conversation_id": agents_only, "message_id": agent_msg,
+                                            "direction": "out", "sender_kind": "agent"})]
+    async with ctx.db.shared_transaction() as shared:
+        with _statements(ctx) as sent:
+            await preload(shared, events)
+        reads = [s for s in sent if s.startswith("SELECT") and "nextval" not in s and "contact_tags" not in s]
+        assert len(reads) == 2, reads  # the conversations with all they hang off, and the agent's message apart
+        loaded = {(type(obj).__name__, getattr(obj, "id", None) or obj.conversation_id) for obj in shared.loaded}
+        assert {("Message", mid) for mid in (first, second, other, agent_msg)} <= loaded
+        assert ("ConversationStats", with_stats) in loaded
+        assert shared.locked == {("desk_conversation_stats", with_stats)}
+        assert shared.facts["stats_missing"] == {without}
+        if not ctx.db.is_sqlite:  # the stats row is locked until the batch commits
+            async with ctx.db.engine.connect() as other_conn:
+                from sqlalchemy.exc import DBAPIError
+
+                with pytest.raises(DBAPIError):
+                    await other_conn.execute(select(ConversationStats).where(
+                        ConversationStats.conversation_id == with_stats).with_for_update(nowait=True))

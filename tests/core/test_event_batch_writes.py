@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import event, select
 
-from scrm.db.models import Contact, ContactIdentity, Conversation, utcnow
+from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, utcnow
 from scrm.db.models_desk import SlaPolicy, Team
 from scrm.event_batch import hold_back_conversation_writes, write_held_back
 from scrm.services.conversations.actions import load
@@ -148,3 +148,73 @@ async def test_a_batch_inserts_its_plain_rows_of_a_table_in_one_execution_with_t
         stored = list(await s.scalars(select(UnansweredQuestion).order_by(UnansweredQuestion.id)))
     assert [q.text for q in stored] == ["问题0", "问题1", "问题2"]  # in the rows' order
     assert all(q.resolved is False and q.created_at is not None for q in stored)
+
+
+async def test_a_round_of_writes_of_different_shapes_is_one_update_and_keeps_each_ones_meaning(ctx) -> None:
+    asked = utcnow()
+    _, ids = await _conversations(ctx, 4, asked)
+    later = asked + timedelta(minutes=5)
+    async with ctx.db.shared_transaction() as shared:
+        hold_back_conversation_writes(shared)
+        shared.turns = set(ids)
+        shared.held_back[ids[0]] = [_clocks(ids[0], later, "答")]  # clocks alone
+        shared.held_back[ids[1]] = [("clocks", False, {"b_id": ids[1], "b_now": later, "b_preview": "备注"})]
+        shared.held_back[ids[2]] = [("set", {"handler": "queue", "bot_state": {}})]  # a change alone
+        shared.held_back[ids[3]] = [_clocks(ids[3], later, "答"), ("set", {"bot_state": {"n": 1}})]
+        with _statements(ctx) as sent:
+            await write_held_back(shared)
+    updates = [s for s, _ in sent if s.startswith("UPDATE conversations")]
+    if not ctx.db.is_sqlite:
+        assert len(updates) == 1, updates
+    async with ctx.db.session() as s:
+        rows = {c.id: c for c in [await s.get(Conversation, cid) for cid in ids] if c is not None}
+    assert (rows[ids[0]].last_message_preview, rows[ids[0]].waiting_since, rows[ids[0]].handler) == ("答", None, "bot")
+    assert (rows[ids[1]].last_message_preview, rows[ids[1]].waiting_since) == ("备注", asked)  # does not answer
+    assert (rows[ids[2]].handler, rows[ids[2]].bot_state, rows[ids[2]].last_message_preview) == ("queue", {}, "问")
+    assert rows[ids[2]].last_activity_at == asked and rows[ids[2]].waiting_since == asked
+    assert (rows[ids[3]].bot_state, rows[ids[3]].last_activity_at, rows[ids[3]].waiting_since) == ({"n": 1}, later, None)
+
+
+def test_a_conversations_writes_merge_only_where_the_row_ends_the_same() -> None:
+    from scrm.event_batch import _merged
+
+    at = utcnow()
+    soon = at + timedelta(seconds=1)
+    greeting = ("clocks", True, {"b_now": at, "b_preview": "你好"})
+    answer = ("clocks", True, {"b_now": soon, "b_preview": "答"})
+    note = ("clocks", False, {"b_now": soon, "b_preview": "备注"})
+    state = ("set", {"bot_state": {"n": 1}})
+    assert _merged([greeting, answer]) == [answer]  # a greeting and an answer: the answer's clocks
+    assert _merged([greeting, state, answer]) == [("clocks+set", True, answer[2], state[1])]
+    assert _merged([state, answer]) == [("clocks+set", True, answer[2], state[1])]  # they commute
+    assert _merged([answer, greeting]) == [answer, greeting]  # an earlier time: kept in order
+    assert _merged([greeting, note]) == [greeting, note]  # another kind of clocks
+    waiting = ("set", {"waiting_since": at})
+    assert _merged([waiting, answer]) == [waiting, answer]  # the clocks read what the change set
+    assert _merged([greeting, waiting, answer]) == [("clocks+set", True, greeting[2], waiting[1]), answer]
+
+
+async def test_a_handoffs_read_again_leaves_the_batchs_new_rows_to_its_next_flush(ctx) -> None:
+    from scrm.db.models import AuditLog
+
+    asked = utcnow()
+    _, (cid,) = await _conversations(ctx, 1, asked)
+    async with ctx.db.shared_transaction() as shared:
+        hold_back_conversation_writes(shared)
+        shared.turns = {cid}
+        shared.held_back[cid] = [_clocks(cid, asked + timedelta(seconds=1), "请稍等")]
+        async with unit_of_work(ctx) as tx:
+            loaded = await tx.session.get(Conversation, cid)  # as the batch's preload leaves them
+            assert loaded is not None
+            held = [await tx.session.get(ContactIdentity, loaded.identity_id), await tx.session.get(Inbox, loaded.inbox_id)]
+            tx.session.add(AuditLog(agent_id=None, action="x", target_type="conversation", target_id=cid, data={}))
+            with _statements(ctx) as sent:
+                conv, _, _ = await load(tx, cid)
+                conv.handler = "queue"
+            assert not [s for s, _ in sent if s.startswith("INSERT")], sent  # the audit entry waits
+            assert all(held)
+            await write_held_back(shared)
+    async with ctx.db.session() as s:
+        assert await s.scalar(select(AuditLog.id).where(AuditLog.target_id == cid)) is not None
+        stored = await s.get(Conversation, cid)
+        assert stored is not None and (stored.handler, stored.last_message_preview) == ("queue", "请稍等")

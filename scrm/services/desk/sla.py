@@ -100,7 +100,11 @@ async def choose_policy(tx: Tx, inbox_id: int, priority: str) -> SlaPolicy | Non
         if (inbox_id, priority) in chosen:
             policy_id = chosen[(inbox_id, priority)]
             return None if policy_id is None else await tx.session.get(SlaPolicy, policy_id)
-    policy = (await tx.session.scalars(_choose_policy_statement(), {"inbox_id": inbox_id, "priority": priority})).first()
+    # A consumer's batch writes no policy: its pending new rows (a handoff's note and audit entry) need not be
+    # flushed for this read; they wait for the batch's next flush and go in with the others (one INSERT).
+    with contextlib.nullcontext() if shared is None else tx.session.no_autoflush:
+        policy = (await tx.session.scalars(_choose_policy_statement(),
+                                           {"inbox_id": inbox_id, "priority": priority})).first()
     if chosen is not None:
         chosen[(inbox_id, priority)] = policy.id if policy is not None else None
     return policy
