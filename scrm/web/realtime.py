@@ -24,7 +24,7 @@ from scrm.services.agents.accounts import Principal
 from scrm.services.agents.inbox_access import visible_inbox_set
 from scrm.web.keys import CTX, PRINCIPAL, SESSION_COOKIE
 from scrm.web.routing import SUPPORT, ApiError
-from scrm.web.webchat_common import release_socket
+from scrm.web.webchat_common import close_going_away, release_socket
 
 log = logging.getLogger("scrm.realtime")
 SESSION_CHECK_SECONDS = 60.0
@@ -112,16 +112,9 @@ async def _watch_session(request: web.Request, ws: web.WebSocketResponse, client
 
 
 async def close_sockets(app: web.Application) -> None:
-    """Serve is stopping: close every agent tab's socket (1001, going away) so the tabs reconnect to another
-    server at once. An open socket is a request in progress: left open, shutdown would wait its whole
-    timeout for the tab to hang up, then cancel it."""
-    if CTX not in app:
-        return
-    clients = list(hub_for(app[CTX]).clients)
-    if clients:
-        log.info("closing %d agent sockets: server shutting down", len(clients))
-        await asyncio.gather(*(client.ws.close(code=1001, message=b"server shutting down") for client in clients),
-                             return_exceptions=True)
+    """Serve is stopping: every agent tab's socket is closed, and the tab reconnects to another server."""
+    if CTX in app:
+        await close_going_away([client.ws for client in hub_for(app[CTX]).clients])
 
 
 def add_routes(app: web.Application) -> None:

@@ -41,6 +41,7 @@ from scrm.web.routing import ApiError, json_error, ok
 from scrm.web.webchat_common import (
     check_origin,
     client_ip,
+    close_going_away,
     cookie_name,
     cors_headers,
     is_own_origin,
@@ -302,6 +303,4 @@ async def _close_hub(app: web.Application) -> None:
     hub = app[CTX].extras.get(HUB_KEY) if CTX in app else None
     if hub is not None:
         await hub.close()
-        for group in list(hub.by_topic.values()):  # visitors reconnect to another server
-            for conn in list(group):
-                await conn.ws.close(code=1001, message=b"server shutting down")
+        await close_going_away([conn.ws for group in hub.by_topic.values() for conn in group])

@@ -283,3 +283,12 @@ async def test_a_closed_visitor_socket_is_freed_without_the_cyclic_collector(vis
         assert released and released[0]() is None, "the closed socket waits for the cyclic collector"
     finally:
         gc.enable()
+
+
+async def test_stopping_the_server_closes_every_visitor_tab_at_once_so_they_reconnect_elsewhere(visitor: Visitor, client):
+    await visitor.session()
+    tabs = [await _open(client, visitor) for _ in range(3)]
+    await asyncio.wait_for(client.server.close(), 20)  # open sockets would hold shutdown for its whole timeout
+    for ws in tabs:
+        msg = await ws.receive(timeout=5)
+        assert msg.data == 1001 and msg.extra == "server shutting down", msg  # the widget reconnects
