@@ -578,6 +578,26 @@ async def _write_round_pg(session: Any, writes: list[tuple[int, tuple[Any, ...]]
     await session.execute(statement, params)
 
 
+_LOCK_IN_ORDER = text("SELECT id FROM conversations WHERE id = ANY(:ids) ORDER BY id FOR NO KEY UPDATE").bindparams(
+    bindparam("ids", type_=ARRAY(BigInteger))).execution_options(**{SKIPS_HELD_BACK_STATS: True})
+
+
+async def lock_in_order(shared: SharedTransaction, conversation_id: int) -> None:
+    """Before a listener writes one of the batch's conversations mid-batch (its row then stays locked to the
+    commit), lock the batch's conversations below it that are not locked yet, in id order. The batch then
+    takes its conversation rows in ascending id order, as ingest does (scrm_ingest_batch, migration 0028):
+    a handoff's conversation locked first and a lower one at the end could each be held by one of the two
+    while the other waits for it, a deadlock PostgreSQL breaks only after deadlock_timeout (1 s), holding
+    up every acknowledgement behind it. SQLite: one writer at a time, nothing to order."""
+    if shared.session.get_bind().dialect.name != "postgresql":
+        return
+    below = sorted(c for c in shared.turns if shared.conversations_locked_to < c < conversation_id)
+    shared.conversations_locked_to = max(shared.conversations_locked_to, conversation_id)
+    if below:
+        with shared.session.no_autoflush:
+            await shared.session.execute(_LOCK_IN_ORDER, {"ids": below})
+
+
 async def before_reading_again(session: Any, conversation_id: int) -> None:
     """A listener is about to lock or read the conversation's row again (populate_existing): its
     held-back changes are written first, or the read would undo them on the object. Rare (handoffs,
@@ -585,6 +605,7 @@ async def before_reading_again(session: Any, conversation_id: int) -> None:
     a status or handler change (conversations.load)."""
     shared = shared_for(session)
     if shared is not None and conversation_id in shared.turns:
+        await lock_in_order(shared, conversation_id)
         await write_held_back(shared, conversation_id)
 
 
@@ -614,6 +635,7 @@ async def read_again_written(session: Any, conversation_id: int) -> Conversation
     ops = _merged(shared.held_back.pop(conversation_id, []))
     if not ops:
         return None
+    await lock_in_order(shared, conversation_id)
     with session.no_autoflush:
         for op in ops[:-1]:
             statement, params = _statement(op)

@@ -94,6 +94,9 @@ class SharedTransaction:
     events: list[Any] = field(default_factory=list)  # events the joined units of work emitted
     turns: set[int] = field(default_factory=set)  # conversations whose turn this transaction holds
     locked: set[tuple[str, Any]] = field(default_factory=set)  # (table, key): rows loaded locked with the batch
+    # The batch's conversation rows with ids up to this one are locked (event_batch.lock_in_order): a batch takes
+    # them in ascending id order, as ingest does, so the two never wait for each other in a cycle.
+    conversations_locked_to: int = 0
     loaded: list[Any] = field(default_factory=list)  # rows loaded for the batch (the identity map holds them weakly)
     # Writes to the batch's conversation rows, held back until just before the commit (event_batch.py):
     # ingest updates those rows too and must not wait for the whole batch.
