@@ -12,7 +12,9 @@ the database: the functions take rows (ORM objects not yet flushed are fine) and
   the inbox opens a new one then; a resolved conversation reopens to the bot, afresh;
 - clocks: the contact was seen, the identity wrote in (and is reachable again), the conversation's
   activity, preview, unread count (+1 per message) and "waiting since" (kept if already waiting) move;
-- lock order: a batch locks its senders' identities sorted by external id, so batches never deadlock on them.
+- lock order: a batch locks its senders' identities sorted by external id, so batches never deadlock on them,
+  and its conversations in id order, as a worker's event-log batch does (migration 0028), so neither waits
+  for the other in a cycle.
 """
 
 from __future__ import annotations
