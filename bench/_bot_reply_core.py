@@ -84,6 +84,7 @@ class BenchConfig:
     bisect: int = 3
     drain_timeout: float = 30.0
     ack_messages: int = 4000
+    ack_repeats: int = 3  # closed-loop ack-path runs, the best counting
     pool: int = 1200
     warm_rate: float = 5.0
     warm_seconds: float = 3.0

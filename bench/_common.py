@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -72,3 +75,55 @@ async def fresh_redis(url: str) -> None:
         await r.flushdb()
     finally:
         await r.aclose()
+
+
+async def work_drained(db_url: str, timeout: float) -> bool:
+    """Wait until the workers have worked off every event (the event log: no unworked row)."""
+    from scrm.db.database import Database
+    from scrm.event_log import unworked
+
+    db = Database(db_url, pool_size=1)
+    try:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if not await unworked(db):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+    finally:
+        await db.dispose()
+
+
+@contextlib.contextmanager
+def production_postgres() -> Iterator[str | None]:
+    """A PostgreSQL cluster of the bench's own with the server's default settings (fsync, autovacuum on), as
+    an operator runs it; yields its server URL (no database), or None where initdb is not available.
+
+    The shared test server of a CI machine may run with autovacuum off: its queue (`events`) and hot rows
+    (conversations, deliveries) then only ever gain dead versions, and each claim walks more of them, which
+    measures a server no production deployment runs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.scratch import ScratchPostgres
+
+    if not ScratchPostgres.available():
+        yield None
+        return
+    pg = ScratchPostgres()
+    try:
+        pg.init(production=True)
+        pg.start()
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{pg.port}"
+    finally:
+        pg.close()
+
+
+async def autovacuum_off(db_url: str) -> bool:
+    """Whether the PostgreSQL server of `db_url` has autovacuum off (figures of a server that never vacuums)."""
+    import asyncpg
+
+    server = db_url.replace("+asyncpg", "").rsplit("/", 1)[0]
+    conn = await asyncpg.connect(f"{server}/postgres", timeout=5)
+    try:
+        return str(await conn.fetchval("SHOW autovacuum")) == "off"
+    finally:
+        await conn.close()

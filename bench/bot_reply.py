@@ -3,8 +3,12 @@
     python bench/bot_reply.py [--quick] [--workers 1,2] [--db-url URL] [--redis-db 9] [--seconds S] [--rate R,...]
 
 Runs the README's production shape on this machine: `scrm serve --no-worker` plus N `scrm worker` processes
-on PostgreSQL + Redis (a scratch database, scrm_bench_bot_reply by default, created and dropped; Redis db 9 by
-default, emptied). It talks to them only as the outside world does, through processes and HTTP, so it measures
+on PostgreSQL + Redis (Redis db 9 by default, emptied). PostgreSQL is a cluster the bench starts itself
+(initdb + pg_ctl as the `postgres` user, PostgreSQL's default settings: fsync, autovacuum, 128 MB of shared
+buffers) and removes at the end: a CI machine's shared server may run with autovacuum off, which no operator
+does in production and which a queue table does not survive (its dead rows only pile up, and every claim
+walks them). --db-url measures another server instead (a scratch database there, created and dropped), with a
+warning if its autovacuum is off; where initdb is not available the bench uses 127.0.0.1:5432. It talks to them only as the outside world does, through processes and HTTP, so it measures
 any version of the follow-up pipeline unchanged: `scrm migrate`, `scrm create-admin`, then the admin API
 creates an API-channel inbox whose callback_url is a receiver in this process, sets round-the-clock business
 hours (a handoff goes to the queue, not to the after-hours menu) and imports the FAQ knowledge bases
@@ -30,13 +34,16 @@ acknowledgement counts). Rates double from 10 msg/s while p99 < 1 s and every re
 lost (no reply within the drain timeout while the conversation is still with the bot), needs no answer (the
 conversation was handed to agents: the bot does not talk over them), duplicates (one bot message delivered
 twice, or a second reply to one customer message). Last, in the same run, the ack-path throughput: the same
-sender in closed loop (64 connections, 500 contacts) as fast as the server acknowledges.
+sender in closed loop (64 connections, 500 contacts) as fast as the server acknowledges, --ack-repeats times
+(the follow-up of one run worked off before the next), the best counting: a run that stalls would understate
+the ack path and flatter the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -51,6 +58,9 @@ from _bot_reply_core import (  # noqa: E402
     last_event,
     pct,
 )
+from _common import autovacuum_off, production_postgres, work_drained
+
+SHARED_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 
 
 async def search(bench: Bench, cfg: BenchConfig) -> tuple[float, list[StepResult]]:
@@ -95,7 +105,15 @@ async def one_run(cfg: BenchConfig, workers: int, tmp: Path) -> dict[str, float 
     async with Bench(cfg, workers, tmp) as bench:
         sustained, steps = await search(bench, cfg)
         final = await bench.finish(cfg.drain_timeout)
-        ack = await bench.ack_rate(cfg.ack_messages)
+        acks = []
+        for i in range(cfg.ack_repeats):
+            if i:  # the replies to the last run's messages must not compete with the next one
+                await work_drained(cfg.db_url, cfg.drain_timeout * 4)
+            acks.append(await bench.ack_rate(cfg.ack_messages))
+    # Best of the runs: a run that stalls (this machine's neighbours, the server's checkpoint or autovacuum)
+    # would understate the ack path and so flatter the ratio.
+    ack = max(acks, key=lambda a: a["rate"])
+    print("  ack path runs: " + ", ".join(f"{a['rate']:.0f} msg/s (p99 {a['p99_ms']:.0f} ms)" for a in acks), flush=True)
     low = next((s for s in steps if s.rate == cfg.low_rate), None)
     best = next((s for s in steps if s.rate == sustained), None)
     print(f"  sustained {sustained:.1f} msg/s (p99 < {cfg.target_ms:.0f} ms)   ack path {ack['rate']:.0f} msg/s "
@@ -195,9 +213,11 @@ async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 s per rate, two bisections, 1 worker (under a minute on an idle machine)")
     ap.add_argument("--workers", help="comma-separated worker counts, one full run each (default 1,2; --quick: 1)")
-    ap.add_argument("--db-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/scrm_bench_bot_reply",
-                    help="scratch database (PostgreSQL: created and dropped); sqlite+aiosqlite:// runs the "
-                         "embedded worker inside `scrm serve` without Redis")
+    ap.add_argument("--db-url", help="scratch database (PostgreSQL: created and dropped; default: a cluster of the "
+                    "bench's own with PostgreSQL's default settings, autovacuum on, or 127.0.0.1:5432 where initdb "
+                    "is not available); sqlite+aiosqlite:// runs the embedded worker inside `scrm serve` without Redis")
+    ap.add_argument("--ack-repeats", type=int, default=3, help="closed-loop ack-path runs; the best counts")
+    ap.add_argument("--ack-messages", type=int, help="messages per ack-path run (default 4000; --quick 1500)")
     ap.add_argument("--redis-host", default="127.0.0.1:6379")
     ap.add_argument("--redis-db", type=int, default=9, help="Redis db number (emptied; never 0)")
     ap.add_argument("--seconds", type=float, help="seconds per offered rate (default 15; --quick 3)")
@@ -214,23 +234,37 @@ async def main() -> int:
                     "(greeting + answer) at every rate; the rest from greeted contacts, topped up before each rate")
     ap.add_argument("--py-spy", help="with --rate or --burst: record the worker with py-spy into PREFIX-<rate>.txt")
     args = ap.parse_args()
-    if args.redis_db == 0:
-        ap.error("--redis-db 0 is refused: the bench empties its Redis db")
-    cfg = BenchConfig(db_url=args.db_url, redis_url=f"redis://{args.redis_host}/{args.redis_db}",
-                      seconds=args.seconds or (3.0 if args.quick else 15.0), max_rate=args.max_rate,
-                      bisect=2 if args.quick else 3, drain_timeout=6.0 if args.quick else 30.0,
-                      ack_messages=500 if args.quick else 4000, pool=args.pool or (60 if args.quick else 600),
-                      warm_seconds=2.0 if args.quick else 5.0, worker_nice=args.worker_nice,
-                      new_share=args.new_share)
-    workers = [int(w) for w in (args.workers or ("1" if args.quick else "1,2")).split(",")]
-    if cfg.embedded:
-        workers = [0]
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
+    if args.redis_db == 0:
+        ap.error("--redis-db 0 is refused: the bench empties its Redis db")
+    own = contextlib.nullcontext(None) if args.db_url else production_postgres()
+    with own as server:
+        db_url = args.db_url or f"{server or SHARED_SERVER}/scrm_bench_bot_reply"
+        if not db_url.startswith("sqlite"):
+            where = "a cluster of the bench's own (PostgreSQL's default settings)" if server else db_url
+            print(f"PostgreSQL: {where}", flush=True)
+            if await autovacuum_off(db_url):
+                print("  warning: this server has autovacuum off: dead rows pile up in the event log and the hot "
+                      "tables, so its figures are not those of a production server", flush=True)
+        cfg = BenchConfig(db_url=db_url, redis_url=f"redis://{args.redis_host}/{args.redis_db}",
+                          seconds=args.seconds or (3.0 if args.quick else 15.0), max_rate=args.max_rate,
+                          bisect=2 if args.quick else 3, drain_timeout=6.0 if args.quick else 30.0,
+                          ack_messages=args.ack_messages or (1500 if args.quick else 4000), ack_repeats=max(1, args.ack_repeats),
+                          pool=args.pool or (60 if args.quick else 600),
+                          warm_seconds=2.0 if args.quick else 5.0, worker_nice=args.worker_nice,
+                          new_share=args.new_share)
+        return await run(args, cfg)
+
+
+async def run(args: argparse.Namespace, cfg: BenchConfig) -> int:
+    workers = [int(w) for w in (args.workers or ("1" if args.quick else "1,2")).split(",")]
+    if cfg.embedded:
+        workers = [0]
     if args.burst:
         with tempfile.TemporaryDirectory(prefix="bench_bot_reply_") as tmp:
             await burst(cfg, args.burst, args.repeat, Path(tmp), args.py_spy)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import aiohttp
 from _bot_reply_core import _local_ports, _ticks, backend_pids
-from _common import BENCH_SERVER_ENV, free_port, fresh_redis, stop, wait_up  # noqa: E402
+from _common import BENCH_SERVER_ENV, free_port, fresh_redis, stop, wait_up, work_drained  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -277,23 +277,6 @@ def _all_ticks() -> dict[str, dict[int, int]]:
                 name = "postgres " + (cmd.split()[1] if len(cmd.split()) > 1 else "")
             groups.setdefault("all:" + name, {})[int(entry)] = int(fields[11]) + int(fields[12])
     return groups
-
-
-async def work_drained(db_url: str, timeout: float) -> bool:
-    """Wait until the workers have worked off every event (the event log: no unworked row)."""
-    from scrm.db.database import Database
-    from scrm.event_log import unworked
-
-    db = Database(db_url, pool_size=1)
-    try:
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if not await unworked(db):
-                return True
-            await asyncio.sleep(0.05)
-        return False
-    finally:
-        await db.dispose()
 
 
 async def main() -> None:

@@ -134,13 +134,16 @@ class ScratchPostgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         return subprocess.run(cmd, check=check, capture_output=True, timeout=timeout)
 
-    def init(self) -> None:
+    def init(self, production: bool = False) -> None:
+        """A test cluster trades durability for speed (no fsync, small buffers); `production` keeps
+        PostgreSQL's defaults (fsync, autovacuum, 128 MB of shared buffers), as an operator's server has."""
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.dir}'\n"
-                       "fsync = off\nfull_page_writes = off\nshared_buffers = 16MB\nmax_connections = 40\n")
+            conf.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.dir}'\n")
+            if not production:
+                conf.write("fsync = off\nfull_page_writes = off\nshared_buffers = 16MB\nmax_connections = 40\n")
 
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")

@@ -1,0 +1,60 @@
+"""Group commit's linger: while an inbox's messages come fast, a short batch waits a moment for company (more
+messages per transaction, less CPU per message); a lone message at a quiet time is stored at once."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any
+
+from scrm.domain import InboundMessage
+from scrm.services.conversations import ingest_batch
+from scrm.services.conversations.ingest_batch import GroupCommit
+from tests.conftest import make_inbox
+
+
+def _recording(commit: GroupCommit) -> list[list[str]]:
+    """Batches as the transactions would take them (the texts of their messages); each request settled."""
+    batches: list[list[str]] = []
+
+    async def store(batch: list[Any]) -> None:
+        batches.append([m.text for p in batch for m in p.messages])
+        for pending in batch:
+            pending.future.set_result([])
+
+    commit._commit = store  # type: ignore[method-assign]
+    return batches
+
+
+async def _two_requests_a_moment_apart(commit: GroupCommit, inbox: Any) -> None:
+    first = asyncio.create_task(commit.submit(inbox, [InboundMessage("m1", "alice", "first")]))
+    for _ in range(3):  # the first request's drain task has started, no wall time has passed
+        await asyncio.sleep(0)
+    second = asyncio.create_task(commit.submit(inbox, [InboundMessage("m2", "bob", "second")]))
+    await asyncio.gather(first, second)
+
+
+async def test_messages_arriving_fast_share_a_transaction(ctx: Any) -> None:
+    inbox = await make_inbox(ctx)
+    commit = GroupCommit(ctx)
+    batches = _recording(commit)
+    now = time.perf_counter()
+    commit._arrivals[inbox.id] = collections.deque(  # the last half second: 100 msg/s and more
+        now - i * 0.001 for i in range(int(ingest_batch.LINGER_FROM * ingest_batch.RATE_WINDOW), 0, -1))
+    await _two_requests_a_moment_apart(commit, inbox)
+    assert batches == [["first", "second"]]
+
+
+async def test_a_lone_message_is_stored_at_once(ctx: Any) -> None:
+    inbox = await make_inbox(ctx)
+    commit = GroupCommit(ctx)
+    batches = _recording(commit)
+    await _two_requests_a_moment_apart(commit, inbox)
+    assert batches[0] == ["first"]  # not held back for the second
+    stale = time.perf_counter() - 2 * ingest_batch.RATE_WINDOW  # a burst that is over: no linger either
+    commit._arrivals[inbox.id] = collections.deque(
+        stale - i * 0.001 for i in range(int(ingest_batch.LINGER_FROM * ingest_batch.RATE_WINDOW), 0, -1))
+    batches.clear()
+    await _two_requests_a_moment_apart(commit, inbox)
+    assert batches[0] == ["first"]
