@@ -8,9 +8,9 @@ on PostgreSQL + Redis (Redis db 9 by default, emptied). PostgreSQL is a cluster 
 buffers) and removes at the end: a CI machine's shared server may run with autovacuum off, which no operator
 does in production and which a queue table does not survive (its dead rows only pile up, and every claim
 walks them). --db-url measures another server instead (a scratch database there, created and dropped), with a
-warning if its autovacuum is off; where initdb is not available the bench uses 127.0.0.1:5432. It talks to them only as the outside world does, through processes and HTTP, so it measures
-any version of the follow-up pipeline unchanged: `scrm migrate`, `scrm create-admin`, then the admin API
-creates an API-channel inbox whose callback_url is a receiver in this process, sets round-the-clock business
+warning if its autovacuum is off; where initdb is not available the bench uses 127.0.0.1:5432. It talks to
+them only as the outside world does, through processes and HTTP, so it measures any version of the follow-up
+pipeline unchanged: `scrm migrate`, `scrm create-admin`, then the admin API creates an API-channel inbox whose callback_url is a receiver in this process, sets round-the-clock business
 hours (a handoff goes to the queue, not to the after-hours menu) and imports the FAQ knowledge bases
 (config/faq/shop_faq.yaml and bench/data/en_shop).
 
