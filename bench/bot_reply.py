@@ -10,9 +10,10 @@ does in production and which a queue table does not survive (its dead rows only 
 walks them). --db-url measures another server instead (a scratch database there, created and dropped), with a
 warning if its autovacuum is off; where initdb is not available the bench uses 127.0.0.1:5432. It talks to
 them only as the outside world does, through processes and HTTP, so it measures any version of the follow-up
-pipeline unchanged: `scrm migrate`, `scrm create-admin`, then the admin API creates an API-channel inbox whose callback_url is a receiver in this process, sets round-the-clock business
-hours (a handoff goes to the queue, not to the after-hours menu) and imports the FAQ knowledge bases
-(config/faq/shop_faq.yaml and bench/data/en_shop).
+pipeline unchanged: `scrm migrate`, `scrm create-admin`, then the admin API creates an API-channel inbox
+whose callback_url is a receiver in this process, sets round-the-clock business hours (a handoff goes to the
+queue, not to the after-hours menu) and imports the FAQ knowledge bases (config/faq/shop_faq.yaml and
+bench/data/en_shop).
 
 An open-loop sender posts signed messages with Poisson arrivals at a fixed offered rate: FAQ questions
 (paraphrases from the knowledge bases and bench/data), small talk (bench/data/en_shop's unrelated questions and
