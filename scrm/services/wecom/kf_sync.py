@@ -278,8 +278,10 @@ class _NoteWriter:
             conn = self.idle.pop() if self.idle else await asyncpg.connect(**self.connect_kwargs)
             try:
                 rows = list(await conn.fetch(compiled.sql, *args))
+            # InternalClientError: the server's goodbye (a terminated backend) reached the resting connection
+            # just before this statement, which then found its protocol mid-way ("cannot switch to state").
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.AdminShutdownError,
-                    asyncpg.CrashShutdownError, OSError) as exc:
+                    asyncpg.CrashShutdownError, asyncpg.InternalClientError, OSError) as exc:
                 conn.terminate()
                 if fresh or attempt:
                     raise
