@@ -10,14 +10,12 @@ stalled at p99 ≈ 1.05 s).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from scrm.bootstrap import build_context
 from scrm.context import AppContext
 from scrm.db.models import ContactIdentity, Conversation, Message
 from scrm.domain import InboundMessage
@@ -26,16 +24,6 @@ from scrm.services.conversations.ingest import group_commit, ingest
 from tests.conftest import make_inbox
 
 pytestmark = pytest.mark.usefixtures("backend")
-
-
-@pytest.fixture
-async def pg_ctx(settings: Any, backend: str) -> AsyncIterator[AppContext]:
-    """A context whose events nobody works off: the test plays the worker's part itself."""
-    if backend != "postgresql":
-        pytest.skip("row lock order is PostgreSQL's concern (SQLite has one writer)")
-    context = await build_context(settings)
-    yield context
-    await context.close()
 
 
 async def _conversation_of(ctx: AppContext, inbox_id: int, sender: str) -> int:
@@ -83,8 +71,8 @@ async def _waits_for_a_lock(ctx: AppContext, timeout: float = 10.0) -> None:
     raise AssertionError("ingest never waited for the worker's row lock")
 
 
-async def test_a_batch_of_acknowledgements_waits_for_a_workers_batch_instead_of_deadlocking(pg_ctx: AppContext) -> None:
-    ctx = pg_ctx
+async def test_a_batch_of_acknowledgements_waits_for_a_workers_batch_instead_of_deadlocking(quiet_ctx: AppContext) -> None:
+    ctx = quiet_ctx
     inbox = await make_inbox(ctx)
     await _many_conversations(ctx, inbox.id)
     group_commit(ctx).fast = True  # the batch function
@@ -117,11 +105,11 @@ async def test_a_batch_of_acknowledgements_waits_for_a_workers_batch_instead_of_
     assert {"and a question", "another"} <= texts
 
 
-async def test_a_workers_batch_locks_the_lower_conversations_before_one_it_writes_mid_batch(pg_ctx: AppContext) -> None:
+async def test_a_workers_batch_locks_the_lower_conversations_before_one_it_writes_mid_batch(quiet_ctx: AppContext) -> None:
     """A handoff writes its conversation mid-batch (its row stays locked to the commit); the batch's other
     conversations are written at its end in id order. Those below the handoff's are locked first, so the
     batch's locks still go up in id order."""
-    ctx = pg_ctx
+    ctx = quiet_ctx
     inbox = await make_inbox(ctx)
     for sender in ("x", "y", "z"):
         await ingest(ctx, inbox, [InboundMessage(f"m-{sender}", sender, "hello")])

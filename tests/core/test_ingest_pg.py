@@ -11,7 +11,6 @@ import asyncio
 import importlib
 import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 
 from scrm import events as ev
-from scrm.bootstrap import build_context
 from scrm.context import AppContext
 from scrm.db.models import Contact, ContactIdentity, Conversation, Inbox, Message
 from scrm.db.models_events import EventRecord
@@ -32,16 +30,6 @@ from scrm.services.conversations.ingest import group_commit, ingest
 from tests.conftest import make_inbox
 
 pytestmark = pytest.mark.usefixtures("backend")
-
-
-@pytest.fixture
-async def quiet_ctx(settings: Any, backend: str) -> AsyncIterator[AppContext]:
-    """A context whose events nobody works off (no bot answering between the steps)."""
-    if backend != "postgresql":
-        pytest.skip("the batch function is PostgreSQL's")
-    context = await build_context(settings)
-    yield context
-    await context.close()
 
 
 SENDERS = ["s1", "s2", "s3", "s4", "s5", "s6"]
