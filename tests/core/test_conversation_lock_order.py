@@ -71,7 +71,11 @@ async def _waits_for_a_lock(ctx: AppContext, timeout: float = 10.0) -> None:
     raise AssertionError("ingest never waited for the worker's row lock")
 
 
-async def test_a_batch_of_acknowledgements_waits_for_a_workers_batch_instead_of_deadlocking(quiet_ctx: AppContext) -> None:
+@pytest.mark.parametrize("status", ["open", "resolved", "snoozed"])
+async def test_a_batch_of_acknowledgements_waits_for_a_workers_batch_instead_of_deadlocking(
+        quiet_ctx: AppContext, status: str) -> None:
+    """`status`: the higher conversation's before the batch; a resolved one opens again to the bot, a snoozed one
+    to its handler (the function used to write those in its senders' loop, locking them in that order)."""
     ctx = quiet_ctx
     inbox = await make_inbox(ctx)
     await _many_conversations(ctx, inbox.id)
@@ -81,6 +85,11 @@ async def test_a_batch_of_acknowledgements_waits_for_a_workers_batch_instead_of_
         await ingest(ctx, inbox, [InboundMessage(f"first-{sender}", sender, "hello")])
     low, high = await _conversation_of(ctx, inbox.id, "b"), await _conversation_of(ctx, inbox.id, "a")
     assert low < high
+    if status != "open":
+        async with ctx.db.engine.begin() as conn:
+            await conn.execute(text("UPDATE conversations SET status = :status, handler = 'human', "
+                                    "snoozed_until = now() + interval '1 hour' WHERE id = :id"),
+                               {"status": status, "id": high})
 
     async with ctx.db.engine.connect() as worker:  # a worker's batch, writing its conversations in id order
         # Shorter than deadlock_timeout (1 s): were the row held by ingest, this fails before PostgreSQL would
@@ -102,6 +111,10 @@ async def test_a_batch_of_acknowledgements_waits_for_a_workers_batch_instead_of_
                                        .where(Conversation.id.in_([low, high])))).all())
         texts = set(await s.scalars(select(Message.text).where(Message.conversation_id.in_([low, high]))))
     assert unread == {low: 1, high: 1}  # the worker's write first, then the acknowledged message
+    async with ctx.db.session() as s:
+        reopened = await s.get(Conversation, high)
+    assert reopened is not None and reopened.status == "open" and reopened.snoozed_until is None
+    assert reopened.handler == ("human" if status == "snoozed" else "bot")
     assert {"and a question", "another"} <= texts
 
 

@@ -196,7 +196,8 @@ async def test_without_the_function_batches_take_the_python_path(quiet_ctx: AppC
         assert any(r.levelno == logging.WARNING and "run `scrm migrate`" in r.getMessage()
                    and "from the function path to the batch path" in r.getMessage() for r in caplog.records)
         assert (REGISTRY.get_sample_value("scrm_ingest_fallbacks_total", labels) or 0) > counted
-    finally:  # the next tests share this database
-        migration = importlib.import_module("scrm.db.migrations.versions.0026_i17b_ingest_attributes")
+    finally:  # the next tests share this database: the function as the newest migration that defines it
+        migration = importlib.import_module("scrm.db.migrations.versions.0028_i23l_ingest_lock_order")
         async with ctx.db.transaction() as s:
-            await s.execute(text(migration.FUNCTION))
+            for statement in migration.statements():
+                await s.execute(text(statement))
