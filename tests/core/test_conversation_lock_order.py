@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from scrm.context import AppContext
-from scrm.db.models import ContactIdentity, Conversation, Message
+from scrm.db.models import ContactIdentity, Conversation, Inbox, Message
 from scrm.domain import InboundMessage
 from scrm.event_batch import lock_in_order
 from scrm.services.conversations.ingest import group_commit, ingest
@@ -34,27 +34,20 @@ async def _conversation_of(ctx: AppContext, inbox_id: int, sender: str) -> int:
     return int(conv_id)
 
 
-async def _many_conversations(ctx: AppContext, inbox_id: int, count: int = 5000) -> None:
+async def _many_conversations(ctx: AppContext, inbox: Inbox, count: int = 5000) -> None:
     """A table the size of a live desk's, analyzed: the planner then joins a batch's conversations by their
     index, one after another in the batch's order (on a nearly empty table it reads the whole table instead,
     in storage order, which hid the problem)."""
     group_commit(ctx).fast = False  # the Python path: the function is planned first on the full table
-    await ingest(ctx, (await _inbox(ctx, inbox_id)), [InboundMessage("filler", "filler", "hello")])
+    await ingest(ctx, inbox, [InboundMessage("filler", "filler", "hello")])
     async with ctx.db.engine.begin() as conn:
         await conn.execute(text(
             "INSERT INTO conversations (inbox_id, contact_id, identity_id, status, handler, priority, last_activity_at,"
             " created_at, unread_count, bot_state, meta) "
             "SELECT c.inbox_id, c.contact_id, c.identity_id, 'resolved', 'bot', 'normal', c.last_activity_at - n * interval '1 minute',"
             " c.created_at, 0, '{}', '{}' FROM conversations c, generate_series(1, :count) AS n WHERE c.inbox_id = :inbox"),
-            {"count": count, "inbox": inbox_id})
+            {"count": count, "inbox": inbox.id})
         await conn.execute(text("ANALYZE conversations"))
-
-
-async def _inbox(ctx: AppContext, inbox_id: int) -> Any:
-    from scrm.db.models import Inbox
-
-    async with ctx.db.session() as s:
-        return await s.get(Inbox, inbox_id)
 
 
 async def _waits_for_a_lock(ctx: AppContext, timeout: float = 10.0) -> None:
@@ -78,7 +71,7 @@ async def test_a_batch_of_acknowledgements_waits_for_a_workers_batch_instead_of_
     to its handler (the function used to write those in its senders' loop, locking them in that order)."""
     ctx = quiet_ctx
     inbox = await make_inbox(ctx)
-    await _many_conversations(ctx, inbox.id)
+    await _many_conversations(ctx, inbox)
     group_commit(ctx).fast = True  # the batch function
     # "b" writes first, so its conversation has the lower id; in a batch the senders go in code-point order (a, b).
     for sender in ("b", "a"):
