@@ -164,8 +164,10 @@ async def seed_inbox(db_url: str) -> int:
 
 async def bench_scrm(backend: str, total: int, tmp: Path, embedded: bool = False,
                      worker_after: bool = False, db_function: bool = True, drain: bool = True,
-                     py_spy: str | None = None) -> dict[str, float] | None:
+                     py_spy: str | None = None, worker_nice: int | None = None) -> dict[str, float] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRM_")}
+    if worker_nice is not None:
+        env["SCRM_WORKER_NICE"] = str(worker_nice)
     if backend == "sqlite":
         db_url = f"sqlite+aiosqlite:///{tmp}/bench.db"
     else:
@@ -292,6 +294,7 @@ async def main() -> None:
     ap.add_argument("--no-drain", action="store_true",
                     help="do not wait for the follow-up work after the burst (A/B runs of the acknowledgement path)")
     ap.add_argument("--py-spy", help="record `scrm serve` during the measured burst with py-spy into PREFIX-<backend>.txt")
+    ap.add_argument("--worker-nice", type=int, help="set worker.nice (default: the product's)")
     args = ap.parse_args()
     total = args.messages or (1500 if args.quick else 6000)
     print(f"ingest benchmark: {total} signed messages, 64 concurrent senders, 500 contacts, FAQ bot on; "
@@ -303,7 +306,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
             res = await bench_scrm(backend, total, Path(tmp), args.embedded, args.worker_after, not args.no_db_function,
-                                   not args.no_drain, args.py_spy)
+                                   not args.no_drain, args.py_spy, args.worker_nice)
             if res is None:
                 continue
             results[backend] = res

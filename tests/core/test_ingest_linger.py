@@ -58,3 +58,23 @@ async def test_a_lone_message_is_stored_at_once(ctx: Any) -> None:
     batches.clear()
     await _two_requests_a_moment_apart(commit, inbox)
     assert batches[0] == ["first"]
+
+
+async def test_a_batch_that_fills_up_does_not_wait_out_the_linger(ctx: Any, monkeypatch: Any) -> None:
+    """At high rates LINGER_FILL requests gather well within LINGER: the batch starts as soon as they wait."""
+    monkeypatch.setattr(ingest_batch, "LINGER", 30.0)  # a wait the test would notice
+    inbox = await make_inbox(ctx)
+    commit = GroupCommit(ctx)
+    batches = _recording(commit)
+    now = time.perf_counter()
+    commit._arrivals[inbox.id] = collections.deque(
+        now - i * 0.001 for i in range(int(ingest_batch.LINGER_FROM * ingest_batch.RATE_WINDOW), 0, -1))
+    first = asyncio.create_task(commit.submit(inbox, [InboundMessage("m0", "c0", "0")]))
+    for _ in range(3):  # its drain task lingers now
+        await asyncio.sleep(0)
+    rest = [asyncio.create_task(commit.submit(inbox, [InboundMessage(f"m{i}", f"c{i}", str(i))]))
+            for i in range(1, ingest_batch.LINGER_FILL)]
+    started = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+    assert time.perf_counter() - started < 5
+    assert batches == [[str(i) for i in range(ingest_batch.LINGER_FILL)]]
