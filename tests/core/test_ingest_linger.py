@@ -27,6 +27,12 @@ def _recording(commit: GroupCommit) -> list[list[str]]:
     return batches
 
 
+def _arrived_fast(commit: GroupCommit, inbox_id: int, until: float) -> None:
+    """The half second before `until` as seen by `commit`: LINGER_FROM requests a second for this inbox."""
+    commit._arrivals[inbox_id] = collections.deque(
+        until - i * 0.001 for i in range(int(ingest_batch.LINGER_FROM * ingest_batch.RATE_WINDOW), 0, -1))
+
+
 async def _two_requests_a_moment_apart(commit: GroupCommit, inbox: Any) -> None:
     first = asyncio.create_task(commit.submit(inbox, [InboundMessage("m1", "alice", "first")]))
     for _ in range(3):  # the first request's drain task has started, no wall time has passed
@@ -39,9 +45,7 @@ async def test_messages_arriving_fast_share_a_transaction(ctx: Any) -> None:
     inbox = await make_inbox(ctx)
     commit = GroupCommit(ctx)
     batches = _recording(commit)
-    now = time.perf_counter()
-    commit._arrivals[inbox.id] = collections.deque(  # the last half second: 100 msg/s and more
-        now - i * 0.001 for i in range(int(ingest_batch.LINGER_FROM * ingest_batch.RATE_WINDOW), 0, -1))
+    _arrived_fast(commit, inbox.id, time.perf_counter())
     await _two_requests_a_moment_apart(commit, inbox)
     assert batches == [["first", "second"]]
 
@@ -52,9 +56,7 @@ async def test_a_lone_message_is_stored_at_once(ctx: Any) -> None:
     batches = _recording(commit)
     await _two_requests_a_moment_apart(commit, inbox)
     assert batches[0] == ["first"]  # not held back for the second
-    stale = time.perf_counter() - 2 * ingest_batch.RATE_WINDOW  # a burst that is over: no linger either
-    commit._arrivals[inbox.id] = collections.deque(
-        stale - i * 0.001 for i in range(int(ingest_batch.LINGER_FROM * ingest_batch.RATE_WINDOW), 0, -1))
+    _arrived_fast(commit, inbox.id, time.perf_counter() - 2 * ingest_batch.RATE_WINDOW)  # a burst that is over: no linger
     batches.clear()
     await _two_requests_a_moment_apart(commit, inbox)
     assert batches[0] == ["first"]
@@ -66,9 +68,7 @@ async def test_a_batch_that_fills_up_does_not_wait_out_the_linger(ctx: Any, monk
     inbox = await make_inbox(ctx)
     commit = GroupCommit(ctx)
     batches = _recording(commit)
-    now = time.perf_counter()
-    commit._arrivals[inbox.id] = collections.deque(
-        now - i * 0.001 for i in range(int(ingest_batch.LINGER_FROM * ingest_batch.RATE_WINDOW), 0, -1))
+    _arrived_fast(commit, inbox.id, time.perf_counter())
     first = asyncio.create_task(commit.submit(inbox, [InboundMessage("m0", "c0", "0")]))
     for _ in range(3):  # its drain task lingers now
         await asyncio.sleep(0)
