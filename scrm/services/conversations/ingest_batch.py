@@ -103,6 +103,9 @@ class GroupCommit:
         future: asyncio.Future[list[IngestOutcome]] = asyncio.get_running_loop().create_future()
         self._queues.setdefault(inbox.id, []).append(_Pending(inbox, messages, future))
         self._arrived(inbox.id)
+        filled = self._lingering.get(inbox.id)
+        if filled is not None and len(self._queues[inbox.id]) >= LINGER_FILL:
+            filled.set()  # a lingering drain task starts the batch now (_linger)
         if self._draining.get(inbox.id, 0) < self.in_flight:
             self._draining[inbox.id] = self._draining.get(inbox.id, 0) + 1
             task = asyncio.create_task(self._drain(inbox.id))
@@ -117,9 +120,6 @@ class GroupCommit:
         seen.append(now)
         while seen[0] < now - RATE_WINDOW:
             seen.popleft()
-        filled = self._lingering.get(inbox_id)
-        if filled is not None and len(self._queues.get(inbox_id, ())) >= LINGER_FILL:
-            filled.set()
 
     def _busy(self, inbox_id: int) -> bool:
         """Whether this inbox's requests came at LINGER_FROM per second or faster lately (see LINGER)."""
