@@ -317,7 +317,8 @@ class EventConsumer:
                 while shared.at_end:  # work the listeners left to the end (SharedTransaction.at_end)
                     await shared.at_end.pop(0)()
                 # The new deliveries this process's outbox worker sends at once are marked `sending` for it.
-                await handover.mark(shared, await insert_deferred_deliveries(shared))
+                await handover.mark(shared, await insert_deferred_deliveries(
+                    shared, lambda pending: handover.before_insert(shared, pending)))
                 await self._mark(shared, claimed, errors)
                 logged = await append(shared.session, shared.events) if shared.events else 0
                 await write_held_back(shared)  # last: the conversation rows stay locked only until the commit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,6 +81,8 @@ def _delivery_values(
         "status": "queued",
         "attempts": 0,
         "next_attempt_at": max(now, not_before) if not_before is not None else now,
+        "claimed_by": None,  # a consumer batch's hand-over may insert it `sending` (delivery/handoff.py)
+        "lease_until": None,
         "payload": {
             "text": text,
             "content_type": content_type,
@@ -299,14 +301,19 @@ def _deferred_deliveries(tx: Tx) -> dict[str, Any] | None:
 class BatchDelivery:
     """A delivery a batch inserted as a plain row: what the hand-over reads of it (delivery/handoff.py)."""
 
-    __slots__ = ("conversation_id", "id", "inbox_id", "next_attempt_at", "status")
+    __slots__ = ("conversation_id", "id", "inbox_id", "next_attempt_at", "values")
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.id: int | None = None  # once inserted
         self.inbox_id: int = values["inbox_id"]
         self.conversation_id: int | None = values["conversation_id"]
-        self.status: str = values["status"]
         self.next_attempt_at: datetime = values["next_attempt_at"]
+        self.values = values  # its columns, as inserted (the hand-over may change them before)
+
+    @property
+    def status(self) -> str:
+        status: str = self.values["status"]
+        return status
 
 
 _TABLES = ("messages", "deliveries", "desk_faq_outcomes", "unanswered_questions")  # in foreign key order
@@ -443,14 +450,19 @@ async def write_batch_rows(shared: SharedTransaction) -> None:
         await shared.session.run_sync(rows.write)
 
 
-async def insert_deferred_deliveries(shared: SharedTransaction) -> list[Any]:
+async def insert_deferred_deliveries(
+    shared: SharedTransaction, before_insert: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+) -> list[Any]:
     """Insert the batch's deferred deliveries after its messages (event_log: before it marks its events);
-    returns them (ORM objects and BatchDelivery rows)."""
+    returns them (ORM objects and BatchDelivery rows). `before_insert` gets the plain rows' values about to
+    be inserted, and may change them (the hand-over inserts some `sending`)."""
     deferred = shared.facts.pop("deliveries", None)
     if not deferred:
         return []
     rows: BatchRows | None = deferred.get("core")
     if rows is not None and any(rows.pending.values()):
+        if before_insert is not None and rows.pending["deliveries"]:
+            await before_insert(rows.pending["deliveries"])
         await shared.session.run_sync(rows.write)
     inserted: list[Any] = list(rows.deliveries) if rows is not None else []
     if deferred["rows"]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import select, update
+import pytest
+from sqlalchemy import event, select, update
 
 from scrm.db.models import Delivery, utcnow
 from scrm.delivery.worker import OutboxWorker
@@ -120,3 +121,39 @@ async def test_a_stopping_worker_takes_nothing_and_its_answers_are_sent_by_the_n
     assert statuses == {"queued"}  # nobody took them: still in the queue
     assert await OutboxWorker(ctx).run_until_idle() == 2
     assert len(_texts(callback_server, "c1")) == 2
+
+
+async def test_an_answer_handed_over_is_written_once_already_sending(client, ctx, callback_server) -> None:
+    """On PostgreSQL the batch inserts the answers its worker sends at once as `sending` for that worker:
+    no second version of the row (an UPDATE with its index entries) before the send; the next statement
+    that writes the row records the send."""
+    if ctx.db.dialect != "postgresql":
+        pytest.skip("PostgreSQL: SQLite's batches do not hand deliveries over")
+
+    set_clock(ctx, TUESDAY_MORNING)
+    inbox = (await make_inbox(ctx, settings={"callback_url": callback_server.url})).id
+    worker, stop, task = await _running_worker(ctx)
+    statements: list[str] = []
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "deliveries" in statement and statement.lstrip().upper().startswith(("UPDATE", "WITH")):
+            statements.append(statement)
+
+    event.listen(ctx.db.engine.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        r = await post_signed(client, inbox, api_message("m1", sender="c1", text="运费怎么收？"))
+        assert r.status == 200
+        await wait_for(lambda: len(_texts(callback_server, "c1")) >= 2, timeout=10)  # greeting, answer
+        await settle(ctx)
+    finally:
+        event.remove(ctx.db.engine.sync_engine, "before_cursor_execute", on_execute)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    async with ctx.db.session() as s:
+        rows = (await s.execute(select(Delivery.status, Delivery.attempts, Delivery.claimed_by)
+                                .order_by(Delivery.id))).all()
+    assert [(r.status, r.attempts) for r in rows] == [("sent", 1), ("sent", 1)]
+    # The greeting went in `sending`; the answer behind it (same contact) waited in the queue and was taken
+    # by the statement that recorded the greeting's send. No statement of its own marked either `sending`.
+    marks = [st for st in statements if st.lstrip().upper().startswith("UPDATE") and "claimed_by" in st]
+    assert not marks, marks
