@@ -14,7 +14,6 @@ writes are flushed together: on PostgreSQL new messages take ids from the sequen
 from __future__ import annotations
 
 import functools
-import json
 from datetime import timedelta
 from typing import Any, NamedTuple
 
@@ -46,6 +45,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from scrm import events as ev
+from scrm import json_codec
 from scrm.db.database import SKIPS_HELD_BACK_STATS, SharedTransaction, shared_for
 from scrm.db.models import (
     Contact,
@@ -431,7 +431,7 @@ def write_held_back_stats(session: Session, shared: SharedTransaction) -> None:
         for n, key in enumerate(keys):
             values = [changed[key] for _, changed in rows]
             if (array_kind(ConversationStats.__table__.c[key].type) or (None, ""))[1] == "json":
-                values = [json.dumps(value) for value in values]
+                values = [json_codec.dumps(value) for value in values]
             params[f"k{n}"] = values
         connection.execute(statement, params)
 
@@ -572,7 +572,7 @@ async def _write_round_pg(session: Any, writes: list[tuple[int, tuple[Any, ...]]
     for n, key in enumerate(keys):
         values = [changed.get(key) for *_, changed in parts]
         if (_pg_kind(key) or (None, ""))[1] == "json":
-            values = [json.dumps(value) for value in values]  # None as JSON null, as the JSON type binds it
+            values = [json_codec.dumps(value) for value in values]  # None as JSON null, as the JSON type binds it
         params[f"k{n}"] = values
         params[f"m{n}"] = [key in changed for *_, changed in parts]
     await session.execute(statement, params)

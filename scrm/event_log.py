@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrm import event_interest as interest
 from scrm import events as ev
+from scrm import json_codec
 from scrm.batch_sizer import BatchSizer
 from scrm.db.database import shared_for
 from scrm.db.models import utcnow
@@ -116,7 +116,7 @@ async def append(session: AsyncSession, events: list[ev.Event], listening: inter
     if rows and session.get_bind().dialect.name == "postgresql":
         await session.execute(_APPEND_PG, {
             "conversation_ids": [r["conversation_id"] for r in rows], "names": [r["name"] for r in rows],
-            "payloads": [json.dumps(r["payload"]) for r in rows], "now": rows[0]["created_at"]})
+            "payloads": [json_codec.dumps(r["payload"]) for r in rows], "now": rows[0]["created_at"]})
     elif rows:
         await session.execute(insert(EventRecord), rows)
     return len(rows)

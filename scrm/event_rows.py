@@ -10,7 +10,6 @@ statement to prepare and plan for each count. Columns the rows leave out get the
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -33,6 +32,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 from sqlalchemy.sql.util import find_tables
+
+from scrm import json_codec
 
 
 def array_kind(column_type: Any) -> tuple[Any, str] | None:
@@ -109,7 +110,7 @@ def _array_params(parts: _Unnest, keys: tuple[str, ...], rows: list[dict[str, An
     names = (*keys, *(key for key, _ in parts.defaults))
     params = {}
     for (param, _), name, values in zip(parts.arrays, names, columns, strict=True):
-        params[param] = [json.dumps(value) for value in values] if name in parts.json_keys else values
+        params[param] = [json_codec.dumps(value) for value in values] if name in parts.json_keys else values
     return params
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import uuid
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from scrm import json_codec
 from scrm.redis_client import bounded, unavailable
 
 if TYPE_CHECKING:
@@ -59,9 +59,8 @@ class Event:
     origin: str | None = None  # process id that published it
 
     def to_json(self) -> str:
-        return json.dumps(
+        return json_codec.dumps(
             {"name": self.name, "data": self.data, "id": self.id, "at": self.at, "origin": self.origin},
-            ensure_ascii=False,
             default=str,
         )
 
@@ -74,12 +73,12 @@ class Event:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Event:
-        return cls.from_dict(json.loads(raw))
+        return cls.from_dict(json_codec.loads(raw))
 
 
 def events_to_json(events: list[Event]) -> str:
     """One commit's events as one JSON array (one Redis message and one work entry for all of them)."""
-    return json.dumps([e.to_dict() for e in events], ensure_ascii=False, default=str)
+    return json_codec.dumps([e.to_dict() for e in events], default=str)
 
 
 def events_header(events: Sequence[Event]) -> str:
@@ -108,7 +107,7 @@ def header_entries(header: str) -> list[tuple[str, int | None]]:
 
 def events_from_json(raw: str | bytes) -> list[Event]:
     """An array written by events_to_json, or a single event object (written by an older version)."""
-    obj = json.loads(raw)
+    obj = json_codec.loads(raw)
     return [Event.from_dict(o) for o in obj] if isinstance(obj, list) else [Event.from_dict(obj)]
 
 

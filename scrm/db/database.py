@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from scrm import json_codec
 from scrm.db import (
     schema,  # noqa: F401 - every table mapped before the first flush
     sqlite_close,
@@ -151,7 +152,8 @@ class Database:
             # LIFO: the few connections a steady load needs stay in use (their prepared statements
             # warm, e.g. a batch insert's text per row count); the rest rest and are pinged or recycled.
             self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, echo=echo,
-                                              pool_use_lifo=True)
+                                              pool_use_lifo=True, json_serializer=json_codec.dumps,
+                                              json_deserializer=json_codec.loads)
             _ping_when_idle(self.engine)
             self.read_engine = self.engine
         # Session: a get of an object the session holds already costs no greenlet switch (db/sessions.py).
@@ -164,7 +166,8 @@ class Database:
     @staticmethod
     def _sqlite_engine(url: str, begin: str, echo: bool) -> AsyncEngine:
         # A small pool: opening a connection (and its PRAGMAs) per transaction costs more than the write.
-        engine = create_async_engine(url, pool_size=4, max_overflow=8, echo=echo)
+        engine = create_async_engine(url, pool_size=4, max_overflow=8, echo=echo, json_serializer=json_codec.dumps,
+                                     json_deserializer=json_codec.loads)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
 
         @event.listens_for(engine.sync_engine, "begin")
