@@ -7,8 +7,9 @@ standard library.
 
 The text differs where it does not matter: no spaces, and non-ASCII characters as UTF-8 rather than
 \\u escapes (what `ensure_ascii=False` gives). Non-string keys become strings, as the standard library
-makes them; datetimes and dataclasses go to `default` as there. What orjson refuses (an integer beyond 64 bits, a nesting deeper than it allows) goes
-through the standard library, so nothing the old code stored fails now.
+makes them; datetimes and dataclasses go to `default` as there. What orjson refuses (an integer beyond
+64 bits, a nesting deeper than it allows) goes through the standard library, so nothing the old code
+stored fails now.
 """
 
 from __future__ import annotations
