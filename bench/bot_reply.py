@@ -26,8 +26,8 @@ their figures are printed apart. A contact has one message open at a time: a cal
 message by the recipient. A contact whose conversation may have left the bot (a handoff request, or an answer
 offering an agent) is not used again.
 
-    --rate 40,80 [--seconds S] [--pool N]: fixed rates instead of the search, each followed by the CPU
-    milliseconds per message of the worker, the PostgreSQL backends of the bench's database and `scrm serve`
+    --rate 40,80 [--seconds S] [--pool N] [--workers N]: fixed rates instead of the search, each followed by the
+    CPU milliseconds per message of the workers, the PostgreSQL backends of the bench's database and `scrm serve`
     (utime + stime from /proc from the rate's start until its backlog cleared) and the events it logged.
 
 For each offered rate: customer message -> first bot reply p50/p99, timed from when the message was due (a slow
@@ -131,11 +131,11 @@ async def one_run(cfg: BenchConfig, workers: int, tmp: Path) -> dict[str, float 
             "lost": final["lost"], "duplicates": final["duplicates"], "workers": workers}
 
 
-async def fixed_rates(cfg: BenchConfig, rates: list[float], tmp: Path, py_spy: str | None) -> None:
-    """Each rate for --seconds after the warm-up: latency, and CPU per message of `scrm serve`, the worker
+async def fixed_rates(cfg: BenchConfig, rates: list[float], tmp: Path, py_spy: str | None, workers: int = 1) -> None:
+    """Each rate for --seconds after the warm-up: latency, and CPU per message of `scrm serve`, the workers
     and the PostgreSQL backends (utime + stime from /proc, from the step's start until its backlog cleared)."""
-    print(f"\n1 scrm worker process; fixed rates {rates}; {cfg.describe()}", flush=True)
-    async with Bench(cfg, 1, tmp) as bench:
+    print(f"\n{workers} scrm worker process(es); fixed rates {rates}; {cfg.describe()}", flush=True)
+    async with Bench(cfg, workers, tmp) as bench:
         for rate in rates:
             spy = None
             if py_spy:
@@ -226,7 +226,8 @@ async def main() -> int:
     ap.add_argument("--worker-nice", type=int, help="set worker.nice (default: the product's, 10 above the bench: "
                     "on a host busy with other work the worker then gets little CPU)")
     ap.add_argument("--rate", help="comma-separated fixed offered rates instead of the search: prints CPU ms per "
-                    "message of the worker, the PostgreSQL backends and scrm serve for each (one worker)")
+                    "message of the workers (the first count of --workers, default 1), the PostgreSQL backends "
+                    "and scrm serve for each")
     ap.add_argument("--burst", type=int, help="instead of the search: CPU ms per message of bursts of BURST messages "
                     "sent while the worker is stopped, then worked as a backlog (--repeat times)")
     ap.add_argument("--repeat", type=int, default=3)
@@ -272,7 +273,7 @@ async def run(args: argparse.Namespace, cfg: BenchConfig) -> int:
         return 0
     if args.rate:
         with tempfile.TemporaryDirectory(prefix="bench_bot_reply_") as tmp:
-            await fixed_rates(cfg, [float(r) for r in args.rate.split(",")], Path(tmp), args.py_spy)
+            await fixed_rates(cfg, [float(r) for r in args.rate.split(",")], Path(tmp), args.py_spy, workers[0])
         return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_bot_reply_") as tmp:
