@@ -9,9 +9,11 @@ import asyncio
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import event, func, select, update
 
+import scrm
 from channels.api import ApiChannelAdapter
 from channels.base import Capabilities, RateLimit
 from channels.registry import register
@@ -109,10 +111,13 @@ async def test_a_channel_limit_holds_in_every_second_while_the_worker_is_busy(ct
     assert most_in_one_second(receiver.arrivals) <= 20  # the platform's quota, counted on its clock
 
 
+SCRM_PACKAGE = Path(scrm.__file__).parent
+
+
 def _of_the_worker(task: asyncio.Task[object]) -> bool:
     """A task running the product's code (not the test's callback server's)."""
     code = getattr(task.get_coro(), "cr_code", None)
-    return code is not None and "/scrm/" in code.co_filename.replace("\\", "/")
+    return code is not None and Path(code.co_filename).is_relative_to(SCRM_PACKAGE)
 
 
 async def test_a_crash_reports_unknown_only_for_what_was_being_sent(ctx, settings, callback_server):
