@@ -28,7 +28,6 @@ from sqlalchemy import (
     any_,
     bindparam,
     cast,
-    event,
     func,
     inspect,
     literal,
@@ -325,9 +324,9 @@ def hold_back_conversation_writes(shared: SharedTransaction) -> None:
     def facts_flush(session: Session, _context: object, _instances: object) -> None:
         _drop_facts_of_pending(shared, session)
 
-    event.listen(shared.session.sync_session, "before_flush", before_flush)
-    event.listen(shared.session.sync_session, "before_flush", facts_flush)
-    event.listen(shared.session.sync_session, "do_orm_execute", dml)
+    shared.listen("before_flush", before_flush)
+    shared.listen("before_flush", facts_flush)
+    shared.listen("do_orm_execute", dml)
 
 
 def _hold_back(shared: SharedTransaction, conversation: Conversation, columns: frozenset[str]) -> None:

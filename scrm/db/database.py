@@ -111,6 +111,28 @@ class SharedTransaction:
     # Work a listener leaves to the end of the batch, still in its transaction (the consumer runs it after
     # every listener): a row lock it takes is held only until the commit, not for the whole batch.
     at_end: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    listeners: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)  # on the session, for the batch
+
+    def listen(self, name: str, listener: Callable[..., Any]) -> None:
+        """A session event listener for this transaction only (removed by release())."""
+        event.listen(self.session.sync_session, name, listener)
+        self.listeners.append((name, listener))
+
+    def release(self) -> None:
+        """Untie the finished transaction from its session. The listeners close over this object, which holds
+        the session: the batch's whole graph (session, identity map, every row it loaded, ~90 objects per
+        message) was one reference cycle that only the cyclic garbage collector freed, about 6% of the
+        worker's CPU at 400 msg/s. Untied, reference counting frees it when the batch ends. `events` stay:
+        the consumer publishes them after the commit."""
+        for name, listener in self.listeners:
+            event.remove(self.session.sync_session, name, listener)
+        self.listeners.clear()
+        self.loaded.clear()
+        self.facts.clear()
+        self.held_back.clear()
+        self.held_back_stats.clear()
+        self.at_end.clear()
+        self.owner = None
 
 
 # An execution option: the statement never reads the stats rows a batch holds back (event_batch.py), so they
@@ -191,15 +213,20 @@ class Database:
     @contextlib.asynccontextmanager
     async def shared_transaction(self) -> AsyncIterator[SharedTransaction]:
         """A write transaction that every transaction() and session() of this task joins until it ends."""
-        async with self.transaction() as session:
-            shared = SharedTransaction(self, session, asyncio.current_task())
-            token = _SHARED.set(shared)
-            try:
-                yield shared
-                while shared.at_end:  # left by a listener and not run by the consumer: before the commit
-                    await shared.at_end.pop(0)()
-            finally:
-                _SHARED.reset(token)
+        shared: SharedTransaction | None = None
+        try:
+            async with self.transaction() as session:
+                shared = SharedTransaction(self, session, asyncio.current_task())
+                token = _SHARED.set(shared)
+                try:
+                    yield shared
+                    while shared.at_end:  # left by a listener and not run by the consumer: before the commit
+                        await shared.at_end.pop(0)()
+                finally:
+                    _SHARED.reset(token)
+        finally:
+            if shared is not None:  # after the commit: its flush still runs the session's listeners
+                shared.release()
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

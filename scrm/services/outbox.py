@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, Update, bindparam, case, event, insert, null, text, update
+from sqlalchemy import String, Update, bindparam, case, insert, null, text, update
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -439,7 +439,7 @@ def defer_deliveries(shared: SharedTransaction) -> None:
         if rows.written_before(state.statement):
             rows.write(state.session, deliveries=False)
 
-    event.listen(shared.session.sync_session, "do_orm_execute", before_statement)
+    shared.listen("do_orm_execute", before_statement)
 
 
 async def write_batch_rows(shared: SharedTransaction) -> None:

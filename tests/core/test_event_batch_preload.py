@@ -4,6 +4,8 @@ a statement of its own, message ids taken with the reads, and the bot's plain ro
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -232,3 +234,24 @@ async def test_a_batch_reads_its_conversations_stats_and_messages_in_one_stateme
                 with pytest.raises(DBAPIError):
                     await other_conn.execute(select(ConversationStats).where(
                         ConversationStats.conversation_id == with_stats).with_for_update(nowait=True))
+
+
+async def test_a_finished_batch_is_freed_at_once_not_left_to_the_garbage_collector(ctx) -> None:
+    """The session listeners a batch installs close over its shared transaction, which holds the session:
+    left tied, every batch's session and the rows it loaded stayed in memory as one reference cycle until
+    the cyclic collector found it (about 90 objects per message, ~6% of the worker's CPU at 400 msg/s)."""
+    _, made = await _conversations(ctx, 3, messages=1)
+    gc.collect()
+    gc.disable()
+    try:
+        async with ctx.db.shared_transaction() as shared:
+            shared.turns = {cid for _, _, cid, _ in made}
+            hold_back_conversation_writes(shared)
+            defer_deliveries(shared)
+            await preload(shared, [_asked(cid, ids[0]) for _, _, cid, ids in made])
+            loaded = [weakref.ref(obj) for obj in shared.loaded if isinstance(obj, Conversation | Message)]
+        assert len(loaded) == 6
+        del shared
+        assert [ref for ref in loaded if ref() is not None] == []
+    finally:
+        gc.enable()
