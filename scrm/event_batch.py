@@ -59,7 +59,7 @@ from scrm.db.models import (
 )
 from scrm.db.models_desk import ConversationStats
 from scrm.db.models_marketing import BroadcastRecipient
-from scrm.event_rows import array_kind, statement_tables
+from scrm.event_rows import TABLES, array_kind, statement_tables
 from scrm.services.bot.state import answered_up_to
 from scrm.services.outbox import CLOCKS_DEFERRED
 
@@ -577,8 +577,11 @@ async def _write_round_pg(session: Any, writes: list[tuple[int, tuple[Any, ...]]
     await session.execute(statement, params)
 
 
+# Its tables declared: the batch's pending bot messages need not be inserted before it (a handoff mid-batch
+# inserted them there, an INSERT more per handoff, where the batch's end inserts them all at once).
 _LOCK_IN_ORDER = text("SELECT id FROM conversations WHERE id = ANY(:ids) ORDER BY id FOR NO KEY UPDATE").bindparams(
-    bindparam("ids", type_=ARRAY(BigInteger))).execution_options(**{SKIPS_HELD_BACK_STATS: True})
+    bindparam("ids", type_=ARRAY(BigInteger))).execution_options(**{SKIPS_HELD_BACK_STATS: True,
+                                                                    TABLES: ("conversations",)})
 
 
 async def lock_in_order(shared: SharedTransaction, conversation_id: int) -> None:

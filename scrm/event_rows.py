@@ -153,15 +153,25 @@ _TABLES_OF: dict[int, tuple[Any, frozenset[str] | None]] = {}
 _TABLES_OF_MAX = 512
 
 
+# An execution option: the tables a text statement reads and writes, which statement_tables cannot see in its
+# text. Declared, a batch's pending rows need not be inserted before it (outbox.BatchRows.written_before).
+TABLES = "scrm_tables"
+
+
 def statement_tables(statement: Any) -> frozenset[str] | None:
     """The names of the tables `statement` reads or writes (subqueries and joins included); None when they
-    are not known (a text statement, a lightweight table clause)."""
+    are not known (a text statement that does not declare them with the TABLES option, a lightweight table
+    clause)."""
     found = _TABLES_OF.get(id(statement))
     if found is not None and found[0] is statement:
         return found[1]
     tables: frozenset[str] | None = None
+    options = getattr(statement, "get_execution_options", None)
+    declared = options().get(TABLES) if options is not None else None
+    if declared is not None:
+        tables = frozenset(declared)
     # An ORM entity loaded from a text statement (from_statement) names the entity's table, not what the text reads.
-    if not isinstance(statement, TextClause | TextualSelect) and not isinstance(
+    elif not isinstance(statement, TextClause | TextualSelect) and not isinstance(
             getattr(statement, "element", None), TextClause | TextualSelect):
         clauses = find_tables(statement, include_crud=True, include_joins=True)
         if all(isinstance(clause, Table) for clause in clauses):

@@ -17,6 +17,7 @@ from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Conversation, Message, utcnow
 from scrm.event_batch import hold_back_conversation_writes, preload
 from scrm.services.bot.rounds import apply_actions
+from scrm.services.conversations.actions import load
 from scrm.services.outbox import batch_message_id, defer_deliveries, insert_deferred_deliveries
 from scrm.services.uow import unit_of_work
 from tests.conftest import make_inbox
@@ -255,3 +256,44 @@ async def test_a_finished_batch_is_freed_at_once_not_left_to_the_garbage_collect
         assert [ref for ref in loaded if ref() is not None] == []
     finally:
         gc.enable()
+
+
+async def test_a_handoffs_lock_of_the_lower_conversations_leaves_the_batchs_bot_rows_to_its_end(ctx) -> None:
+    """A handoff mid-batch locks the batch's conversations below its own first (event_batch.lock_in_order): that
+    statement declares its one table, so the bot replies of the rounds before it still wait for the batch's
+    end (one INSERT per table) instead of being inserted before each handoff's lock."""
+    if ctx.db.is_sqlite:
+        pytest.skip("SQLite: the batch's messages are ORM objects and nothing is locked")
+    from bot_flows.actions import BotResult, SendReply
+
+    inbox, made = await _conversations(ctx, 2)
+    (identity, contact, low, _), (_, _, high, _) = sorted(made, key=lambda m: m[2])
+    async with ctx.db.shared_transaction() as shared:
+        shared.turns = {low, high}
+        hold_back_conversation_writes(shared)
+        defer_deliveries(shared)
+        # The handoff's conversation has a change held back (its bot reply): it is read again with its lock.
+        shared.held_back[high] = [("clocks", True, {"b_id": high, "b_now": utcnow(), "b_preview": "请稍等"})]
+        with _statements(ctx) as sent:
+            async with unit_of_work(ctx) as tx:
+                conv = await tx.session.get(Conversation, low)
+                assert conv is not None
+                await apply_actions(tx, conv, inbox, identity, contact, BotResult(state={}, actions=[SendReply("答")]))
+            async with unit_of_work(ctx) as tx:
+                await load(tx, high)
+            assert [s for s in sent if s.endswith("FOR NO KEY UPDATE")], sent  # the lower one was locked first
+            assert not [s for s in sent if "INSERT INTO" in s], sent
+            await insert_deferred_deliveries(shared)
+        inserts = [s for s in sent if "INSERT INTO" in s]
+        assert len(inserts) == 1 and "INSERT INTO messages" in inserts[0] and "INSERT INTO deliveries" in inserts[0]
+
+
+def test_the_batchs_text_statements_declare_the_tables_they_touch() -> None:
+    """Text statements a batch runs mid-batch name their tables (event_rows.TABLES); unnamed, a text statement
+    counts as touching every table, and the batch's pending rows were inserted before each."""
+    from scrm.event_batch import _LOCK_IN_ORDER
+    from scrm.event_rows import statement_tables
+    from scrm.services.desk.sla import _insert_new_stats_statement
+
+    assert statement_tables(_LOCK_IN_ORDER) == {"conversations"}
+    assert statement_tables(_insert_new_stats_statement()) == {"desk_conversation_stats"}

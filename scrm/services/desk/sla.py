@@ -25,6 +25,7 @@ from bot_flows.conditions import BusinessHours
 from scrm.db.database import SKIPS_HELD_BACK_STATS, SharedTransaction, shared_for
 from scrm.db.models import Conversation, utcnow
 from scrm.db.models_desk import ConversationStats, SlaPolicy
+from scrm.event_rows import TABLES
 from scrm.services.desk.business_time import add_business_seconds, business_seconds
 from scrm.services.desk.settings import business_hours
 from scrm.services.uow import Tx, unit_of_work
@@ -126,7 +127,7 @@ def _insert_stats_statement(dialect: str) -> Any:
                 .values(**values, human_involved=False, handoffs=0, warned=[], breached=[])
                 .on_conflict_do_nothing().returning(ConversationStats))
     return (select(ConversationStats).from_statement(inserted)
-            .execution_options(populate_existing=True, **{SKIPS_HELD_BACK_STATS: True}))
+            .execution_options(populate_existing=True, **{SKIPS_HELD_BACK_STATS: True, TABLES: (t.name,)}))
 
 
 # A consumer batch's fact: its new conversations (a conversation.created to book) with no stats row yet.
@@ -148,7 +149,7 @@ def _insert_new_stats_statement() -> Any:
         f"ON CONFLICT DO NOTHING RETURNING {', '.join(c.name for c in t.c)}"
     ).bindparams(*(bindparam(name, type_=ARRAY(kind)) for name, kind in columns))
     return (select(ConversationStats).from_statement(inserted.columns(*t.c))
-            .execution_options(populate_existing=True, **{SKIPS_HELD_BACK_STATS: True}))
+            .execution_options(populate_existing=True, **{SKIPS_HELD_BACK_STATS: True, TABLES: (t.name,)}))
 
 
 async def _insert_new_stats(tx: Tx, shared: SharedTransaction, created: set[int]) -> None:
