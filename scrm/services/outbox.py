@@ -226,11 +226,27 @@ def _message_values(
         "attachments": list(attachments),
         "reply_to_id": reply_to_id,
         "delivery_status": "queued",
+        "private": False,
         "payload": ({"choices": [{"label": c.label, "payload": c.payload} for c in choices]} if choices else {})
         | (payload or {}),
         "created_at": now,
         "edit_history": [],
     }
+
+
+def add_batch_note(tx: Tx, message_id: int, conversation: Conversation, text: str, payload: dict[str, Any]) -> bool:
+    """A system note (private, never sent) as a plain row of the consumer's batch, inserted with its bot replies
+    (the same columns as theirs, so one INSERT takes both). False outside such a batch: the caller adds an
+    ORM object. A handoff's note was an ORM object flushed on its own, an INSERT more per handoff."""
+    rows = batch_rows(tx)
+    if rows is None:
+        return False
+    rows.add("messages", {
+        "id": message_id, "conversation_id": conversation.id, "inbox_id": conversation.inbox_id, "direction": "out",
+        "sender_kind": "system", "sender_agent_id": None, "content_type": "event", "text": text, "attachments": [],
+        "reply_to_id": None, "delivery_status": None, "private": True, "payload": payload, "created_at": utcnow(),
+        "edit_history": []})
+    return True
 
 
 async def enqueue_batch_message(

@@ -17,7 +17,7 @@ from scrm import events as ev
 from scrm.db.models import Contact, ContactIdentity, Conversation, Message, utcnow
 from scrm.event_batch import hold_back_conversation_writes, preload
 from scrm.services.bot.rounds import apply_actions
-from scrm.services.conversations.actions import load
+from scrm.services.conversations.actions import do_set_handler
 from scrm.services.outbox import batch_message_id, defer_deliveries, insert_deferred_deliveries
 from scrm.services.uow import unit_of_work
 from tests.conftest import make_inbox
@@ -261,7 +261,8 @@ async def test_a_finished_batch_is_freed_at_once_not_left_to_the_garbage_collect
 async def test_a_handoffs_lock_of_the_lower_conversations_leaves_the_batchs_bot_rows_to_its_end(ctx) -> None:
     """A handoff mid-batch locks the batch's conversations below its own first (event_batch.lock_in_order): that
     statement declares its one table, so the bot replies of the rounds before it still wait for the batch's
-    end (one INSERT per table) instead of being inserted before each handoff's lock."""
+    end instead of being inserted before each handoff's lock; the handoff's note is a row of the batch too,
+    inserted with them (it was an ORM object flushed on its own)."""
     if ctx.db.is_sqlite:
         pytest.skip("SQLite: the batch's messages are ORM objects and nothing is locked")
     from bot_flows.actions import BotResult, SendReply
@@ -280,12 +281,20 @@ async def test_a_handoffs_lock_of_the_lower_conversations_leaves_the_batchs_bot_
                 assert conv is not None
                 await apply_actions(tx, conv, inbox, identity, contact, BotResult(state={}, actions=[SendReply("答")]))
             async with unit_of_work(ctx) as tx:
-                await load(tx, high)
+                await do_set_handler(tx, high, None, "queue", "customer_request")  # the bot's handoff
             assert [s for s in sent if s.endswith("FOR NO KEY UPDATE")], sent  # the lower one was locked first
-            assert not [s for s in sent if "INSERT INTO" in s], sent
+            assert not [s for s in sent if "INSERT INTO messages" in s], sent
             await insert_deferred_deliveries(shared)
-        inserts = [s for s in sent if "INSERT INTO" in s]
-        assert len(inserts) == 1 and "INSERT INTO messages" in inserts[0] and "INSERT INTO deliveries" in inserts[0]
+        # The reply, its delivery and the handoff's note: one statement.
+        inserts = [s for s in sent if "INSERT INTO messages" in s]
+        assert len(inserts) == 1 and "INSERT INTO deliveries" in inserts[0], inserts
+    async with ctx.db.session() as s:
+        notes = (await s.scalars(select(Message).where(Message.conversation_id == high))).all()
+        assert [(m.sender_kind, m.content_type, m.private, m.delivery_status, m.payload["handoff"]["to"])
+                for m in notes] == [("system", "event", True, None, "queue")]
+        assert "customer_request" in (notes[0].text or "")
+        reply = (await s.scalars(select(Message).where(Message.conversation_id == low))).one()
+        assert (reply.text, reply.private, reply.delivery_status) == ("答", False, "queued")
 
 
 def test_the_batchs_text_statements_declare_the_tables_they_touch() -> None:

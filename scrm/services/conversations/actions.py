@@ -30,7 +30,7 @@ from scrm.services.agents.inbox_access import agent_sees_inbox
 from scrm.services.conversations.reply_limits import with_reply_count
 from scrm.services.conversations.turns import wait_turn
 from scrm.services.desk import notifications
-from scrm.services.outbox import batch_message_id, enqueue_message
+from scrm.services.outbox import add_batch_note, batch_message_id, enqueue_message
 from scrm.services.uow import Tx
 
 if TYPE_CHECKING:
@@ -176,19 +176,22 @@ async def do_note(tx: Tx, conversation_id: int, agent_id: int, text: str) -> Mes
     return msg
 
 
-async def add_system_note(tx: Tx, conv: Conversation, text: str, **payload: Any) -> Message:
-    """A system note in the thread (handoffs, status changes by the bot)."""
-    # In a consumer's batch (a handoff by the bot) its id comes from the batch's chunk of the sequence: no
-    # flush of its own, it is inserted with the batch's other messages.
-    msg = Message(id=await batch_message_id(tx), conversation_id=conv.id, inbox_id=conv.inbox_id, direction="out",
-                  sender_kind="system", content_type="event", text=text, private=True, attachments=[],
-                  payload=payload, edit_history=[], created_at=utcnow())
-    tx.session.add(msg)
-    if msg.id is None:
-        await tx.session.flush()
-    tx.emit(ev.MESSAGE_CREATED, message_id=msg.id, conversation_id=conv.id, inbox_id=conv.inbox_id,
+async def add_system_note(tx: Tx, conv: Conversation, text: str, **payload: Any) -> int:
+    """A system note in the thread (handoffs, status changes by the bot); returns its id."""
+    # In a consumer's batch (a handoff by the bot) its id comes from the batch's chunk of the sequence and it
+    # is a plain row inserted with the batch's other messages (outbox.add_batch_note): no flush of its own.
+    message_id = await batch_message_id(tx)
+    if message_id is None or not add_batch_note(tx, message_id, conv, text, payload):
+        msg = Message(id=message_id, conversation_id=conv.id, inbox_id=conv.inbox_id, direction="out",
+                      sender_kind="system", content_type="event", text=text, private=True, attachments=[],
+                      payload=payload, edit_history=[], created_at=utcnow())
+        tx.session.add(msg)
+        if msg.id is None:
+            await tx.session.flush()
+        message_id = msg.id
+    tx.emit(ev.MESSAGE_CREATED, message_id=message_id, conversation_id=conv.id, inbox_id=conv.inbox_id,
             direction="out", sender_kind="system", private=True, handler=conv.handler)
-    return msg
+    return message_id
 
 
 async def _agent_name(tx: Tx, agent_id: int | None) -> str:
