@@ -269,13 +269,13 @@ async def test_a_handoffs_lock_of_the_lower_conversations_leaves_the_batchs_bot_
 
     inbox, made = await _conversations(ctx, 2)
     (identity, contact, low, _), (_, _, high, _) = sorted(made, key=lambda m: m[2])
-    async with ctx.db.shared_transaction() as shared:
-        shared.turns = {low, high}
-        hold_back_conversation_writes(shared)
-        defer_deliveries(shared)
-        # The handoff's conversation has a change held back (its bot reply): it is read again with its lock.
-        shared.held_back[high] = [("clocks", True, {"b_id": high, "b_now": utcnow(), "b_preview": "请稍等"})]
-        with _statements(ctx) as sent:
+    with _statements(ctx) as sent:
+        async with ctx.db.shared_transaction() as shared:
+            shared.turns = {low, high}
+            hold_back_conversation_writes(shared)
+            defer_deliveries(shared)
+            # The handoff's conversation has a change held back (its bot reply): it is read again with its lock.
+            shared.held_back[high] = [("clocks", True, {"b_id": high, "b_now": utcnow(), "b_preview": "请稍等"})]
             async with unit_of_work(ctx) as tx:
                 conv = await tx.session.get(Conversation, low)
                 assert conv is not None
@@ -285,9 +285,9 @@ async def test_a_handoffs_lock_of_the_lower_conversations_leaves_the_batchs_bot_
             assert [s for s in sent if s.endswith("FOR NO KEY UPDATE")], sent  # the lower one was locked first
             assert not [s for s in sent if "INSERT INTO messages" in s], sent
             await insert_deferred_deliveries(shared)
-        # The reply, its delivery and the handoff's note: one statement.
-        inserts = [s for s in sent if "INSERT INTO messages" in s]
-        assert len(inserts) == 1 and "INSERT INTO deliveries" in inserts[0], inserts
+    # The reply, its delivery and the handoff's note: one statement, to the commit.
+    inserts = [s for s in sent if "INSERT INTO messages" in s]
+    assert len(inserts) == 1 and "INSERT INTO deliveries" in inserts[0], inserts
     async with ctx.db.session() as s:
         notes = (await s.scalars(select(Message).where(Message.conversation_id == high))).all()
         assert [(m.sender_kind, m.content_type, m.private, m.delivery_status, m.payload["handoff"]["to"])
