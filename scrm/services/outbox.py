@@ -332,7 +332,7 @@ class BatchDelivery:
         return status
 
 
-_TABLES = ("messages", "deliveries", "desk_faq_outcomes", "unanswered_questions")  # in foreign key order
+_TABLES = ("messages", "deliveries", "desk_faq_outcomes", "unanswered_questions", "audit_log")  # in foreign key order
 
 
 @functools.cache
@@ -348,7 +348,7 @@ def _inserts() -> dict[str, Any]:
 
 class BatchRows:
     """New rows of a consumer's batch on PostgreSQL (bot replies, their deliveries, FAQ outcomes, unanswered
-    questions) kept as plain values and inserted with one statement per table: before any other statement
+    questions, a handoff's note and audit entry) kept as plain values and inserted with one statement per table: before any other statement
     the batch's session runs (so whatever the batch reads next sees them, as after the ORM's autoflush;
     deliveries excepted, as the ORM path defers them) and at the latest before the batch marks its events
     (insert_deferred_deliveries). Without ORM objects,

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from scrm import events as ev
-from scrm.db.models import Contact, ContactIdentity, Conversation, Message, utcnow
+from scrm.db.models import AuditLog, Contact, ContactIdentity, Conversation, Message, utcnow
 from scrm.event_batch import hold_back_conversation_writes, preload
 from scrm.services.bot.rounds import apply_actions
 from scrm.services.conversations.actions import do_set_handler
@@ -262,7 +262,7 @@ async def test_a_handoffs_lock_of_the_lower_conversations_leaves_the_batchs_bot_
     """A handoff mid-batch locks the batch's conversations below its own first (event_batch.lock_in_order): that
     statement declares its one table, so the bot replies of the rounds before it still wait for the batch's
     end instead of being inserted before each handoff's lock; the handoff's note is a row of the batch too,
-    inserted with them (it was an ORM object flushed on its own)."""
+    inserted with them, and so is its audit entry (each was an ORM object flushed on its own)."""
     if ctx.db.is_sqlite:
         pytest.skip("SQLite: the batch's messages are ORM objects and nothing is locked")
     from bot_flows.actions import BotResult, SendReply
@@ -285,9 +285,9 @@ async def test_a_handoffs_lock_of_the_lower_conversations_leaves_the_batchs_bot_
             assert [s for s in sent if s.endswith("FOR NO KEY UPDATE")], sent  # the lower one was locked first
             assert not [s for s in sent if "INSERT INTO messages" in s], sent
             await insert_deferred_deliveries(shared)
-    # The reply, its delivery and the handoff's note: one statement, to the commit.
-    inserts = [s for s in sent if "INSERT INTO messages" in s]
-    assert len(inserts) == 1 and "INSERT INTO deliveries" in inserts[0], inserts
+    # The reply, its delivery, the handoff's note and audit entry: one statement, to the commit.
+    inserts = [s for s in sent if "INSERT INTO" in s]
+    assert len(inserts) == 1 and "INSERT INTO deliveries" in inserts[0] and "INSERT INTO audit_log" in inserts[0], inserts
     async with ctx.db.session() as s:
         notes = (await s.scalars(select(Message).where(Message.conversation_id == high))).all()
         assert [(m.sender_kind, m.content_type, m.private, m.delivery_status, m.payload["handoff"]["to"])
@@ -295,6 +295,10 @@ async def test_a_handoffs_lock_of_the_lower_conversations_leaves_the_batchs_bot_
         assert "customer_request" in (notes[0].text or "")
         reply = (await s.scalars(select(Message).where(Message.conversation_id == low))).one()
         assert (reply.text, reply.private, reply.delivery_status) == ("答", False, "queued")
+        audit = (await s.scalars(select(AuditLog).where(AuditLog.target_id == high))).one()
+        assert (audit.action, audit.target_type, audit.agent_id, audit.data) == (
+            "conversation.handler", "conversation", None, {"handler": "queue"})
+        assert audit.created_at is not None
 
 
 def test_the_batchs_text_statements_declare_the_tables_they_touch() -> None:
