@@ -234,21 +234,6 @@ def _message_values(
     }
 
 
-def add_batch_note(tx: Tx, message_id: int, conversation: Conversation, text: str, payload: dict[str, Any]) -> bool:
-    """A system note (private, never sent) as a plain row of the consumer's batch, inserted with its bot replies
-    (the same columns as theirs, so one INSERT takes both). False outside such a batch: the caller adds an
-    ORM object. A handoff's note was an ORM object flushed on its own, an INSERT more per handoff."""
-    rows = batch_rows(tx)
-    if rows is None:
-        return False
-    rows.add("messages", {
-        "id": message_id, "conversation_id": conversation.id, "inbox_id": conversation.inbox_id, "direction": "out",
-        "sender_kind": "system", "sender_agent_id": None, "content_type": "event", "text": text, "attachments": [],
-        "reply_to_id": None, "delivery_status": None, "private": True, "payload": payload, "created_at": utcnow(),
-        "edit_history": []})
-    return True
-
-
 async def enqueue_batch_message(
     tx: Tx,
     *,
@@ -348,8 +333,8 @@ def _inserts() -> dict[str, Any]:
 
 class BatchRows:
     """New rows of a consumer's batch on PostgreSQL (bot replies, their deliveries, FAQ outcomes, unanswered
-    questions, a handoff's note and audit entry) kept as plain values and inserted with one statement per table: before any other statement
-    the batch's session runs (so whatever the batch reads next sees them, as after the ORM's autoflush;
+    questions, a handoff's note and audit entry) kept as plain values and inserted with one statement per
+    table: before any other statement the batch's session runs (so whatever the batch reads next sees them, as after the ORM's autoflush;
     deliveries excepted, as the ORM path defers them) and at the latest before the batch marks its events
     (insert_deferred_deliveries). Without ORM objects,
     identity map or unit of work: the bot's rows cost what their values cost."""

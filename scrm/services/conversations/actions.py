@@ -30,7 +30,7 @@ from scrm.services.agents.inbox_access import agent_sees_inbox
 from scrm.services.conversations.reply_limits import with_reply_count
 from scrm.services.conversations.turns import wait_turn
 from scrm.services.desk import notifications
-from scrm.services.outbox import add_batch_note, batch_message_id, enqueue_message
+from scrm.services.outbox import batch_message_id, batch_rows, enqueue_message
 from scrm.services.uow import Tx
 
 if TYPE_CHECKING:
@@ -178,19 +178,27 @@ async def do_note(tx: Tx, conversation_id: int, agent_id: int, text: str) -> Mes
 
 async def add_system_note(tx: Tx, conv: Conversation, text: str, **payload: Any) -> int:
     """A system note in the thread (handoffs, status changes by the bot); returns its id."""
-    # In a consumer's batch (a handoff by the bot) its id comes from the batch's chunk of the sequence and it
-    # is a plain row inserted with the batch's other messages (outbox.add_batch_note): no flush of its own.
+    # In a consumer's batch (a handoff by the bot) its id comes from the batch's chunk of the sequence and it is
+    # a plain row inserted with the batch's other messages (outbox.BatchRows, the same columns as the bot's
+    # replies, so one INSERT takes both): no ORM object flushed on its own.
     message_id = await batch_message_id(tx)
-    if message_id is None or not add_batch_note(tx, message_id, conv, text, payload):
-        msg = Message(id=message_id, conversation_id=conv.id, inbox_id=conv.inbox_id, direction="out",
-                      sender_kind="system", content_type="event", text=text, private=True, attachments=[],
-                      payload=payload, edit_history=[], created_at=utcnow())
+    values: dict[str, Any] = {
+        "id": message_id, "conversation_id": conv.id, "inbox_id": conv.inbox_id, "direction": "out",
+        "sender_kind": "system", "sender_agent_id": None, "content_type": "event", "text": text, "attachments": [],
+        "reply_to_id": None, "delivery_status": None, "private": True, "payload": payload, "created_at": utcnow(),
+        "edit_history": []}
+    rows = batch_rows(tx) if message_id is not None else None
+    if rows is not None:
+        rows.add("messages", values)
+    else:
+        msg = Message(**values)
         tx.session.add(msg)
         if msg.id is None:
             await tx.session.flush()
         message_id = msg.id
     tx.emit(ev.MESSAGE_CREATED, message_id=message_id, conversation_id=conv.id, inbox_id=conv.inbox_id,
             direction="out", sender_kind="system", private=True, handler=conv.handler)
+    assert message_id is not None
     return message_id
 
 

@@ -127,7 +127,7 @@ def _insert_stats_statement(dialect: str) -> Any:
                 .values(**values, human_involved=False, handoffs=0, warned=[], breached=[])
                 .on_conflict_do_nothing().returning(ConversationStats))
     return (select(ConversationStats).from_statement(inserted)
-            .execution_options(populate_existing=True, **{SKIPS_HELD_BACK_STATS: True, TABLES: (t.name,)}))
+            .execution_options(populate_existing=True, **{SKIPS_HELD_BACK_STATS: True}))
 
 
 # A consumer batch's fact: its new conversations (a conversation.created to book) with no stats row yet.
