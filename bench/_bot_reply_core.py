@@ -584,13 +584,15 @@ async def backend_pids(db_url: str, client_ports: set[int] | None = None) -> lis
 
 async def cpu_sample(bench: Bench) -> dict[str, dict[int, int]]:
     """Clock ticks so far of `scrm serve`, each worker, the PostgreSQL backends of the bench's database
-    and, of those, the workers' own (their connections' ports)."""
+    and, of those, the workers' own (their connections' ports), and of this process: the sender and the
+    callback receiver, the outside world, which shares the machine with what it measures."""
     serve, *workers = bench.procs
     pg = [] if bench.cfg.sqlite else await backend_pids(bench.cfg.db_url)
     ports = set().union(*(_local_ports(p.pid) for p in workers)) if workers else set()
     mine = [] if bench.cfg.sqlite else await backend_pids(bench.cfg.db_url, ports)
     return {"serve": {serve.pid: _ticks(serve.pid)}, "worker": {p.pid: _ticks(p.pid) for p in workers},
-            "postgres": {pid: _ticks(pid) for pid in pg}, "worker_pg": {pid: _ticks(pid) for pid in mine}}
+            "postgres": {pid: _ticks(pid) for pid in pg}, "worker_pg": {pid: _ticks(pid) for pid in mine},
+            "bench": {os.getpid(): _ticks(os.getpid())}}
 
 
 def cpu_ms(before: dict[str, dict[int, int]], after: dict[str, dict[int, int]]) -> dict[str, float]:
