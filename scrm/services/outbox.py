@@ -334,10 +334,10 @@ def _inserts() -> dict[str, Any]:
 class BatchRows:
     """New rows of a consumer's batch on PostgreSQL (bot replies, their deliveries, FAQ outcomes, unanswered
     questions, a handoff's note and audit entry) kept as plain values and inserted with one statement per
-    table: before any other statement the batch's session runs (so whatever the batch reads next sees them, as after the ORM's autoflush;
-    deliveries excepted, as the ORM path defers them) and at the latest before the batch marks its events
-    (insert_deferred_deliveries). Without ORM objects,
-    identity map or unit of work: the bot's rows cost what their values cost."""
+    table: before any other statement the batch's session runs (so whatever the batch reads next sees them,
+    as after the ORM's autoflush; deliveries excepted, as the ORM path defers them) and at the latest before
+    the batch marks its events (insert_deferred_deliveries). Without ORM objects, identity map or unit of
+    work: the bot's rows cost what their values cost."""
 
     def __init__(self) -> None:
         self.pending: dict[str, list[dict[str, Any]]] = {name: [] for name in _TABLES}
