@@ -9,22 +9,50 @@ tearing down): https://github.com/wapiti-scanner/wapiti/issues/802 describes the
 
 The graceful close here asks the thread once: `stop()` runs after the work already queued, closes the sqlite3
 connection and ends the thread, and nothing is queued behind a stop already asked for.
+
+Both closes roll back first, on the connection's thread. A task cancelled mid-transaction still references its
+cursor (from its traceback, which the cancelled task keeps), and sqlite3's close of a connection with a statement
+not yet finalized leaves a "zombie" that keeps its transaction, and SQLite's write lock, until that cursor is
+freed: every other writer then waited out busy_timeout and failed with "database is locked" (CI:
+test_a_crash_reports_unknown_only_for_what_was_being_sent). A rollback ends the transaction whatever statements
+are still open.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 _PATCHED = False
+
+
+def _roll_back(connection: Any) -> None:
+    """On the connection's thread, just before its close: end the transaction it may hold."""
+    raw = connection._connection  # sqlite3.Connection, None once closed
+    if raw is not None and raw.in_transaction:
+        raw.rollback()
+
+
+def _roll_back_and_stop(connection: Any) -> asyncio.Future[Any] | None:
+    """aiosqlite's stop() (close the file, end the thread), with a rollback queued just before it."""
+    queue = getattr(connection, "_tx", None)
+    if queue is not None and connection._running and connection._connection is not None:
+        queue.put_nowait((None, lambda: _roll_back(connection)))  # its error, if any, is dropped by the thread
+    answered: asyncio.Future[Any] | None = connection.stop()
+    return answered
 
 
 async def _graceful_close(adapted: Any) -> None:
     connection = adapted._connection  # aiosqlite.Connection
     if not getattr(connection, "_running", True):
         return  # force-closed already: its worker thread closes the file and stops
-    answered = connection.stop()  # queued after the work in hand: a graceful close
+    answered = _roll_back_and_stop(connection)  # queued after the work in hand: a graceful close
     if answered is not None:
         await answered
+
+
+def _force_close(adapted: Any) -> None:
+    _roll_back_and_stop(adapted._connection)
 
 
 def install() -> None:
@@ -38,4 +66,5 @@ def install() -> None:
     if not hasattr(aiosqlite.Connection, "stop"):
         return  # an aiosqlite without stop(): SQLAlchemy does not force-close it either
     dialect.AsyncAdapt_aiosqlite_connection._terminate_graceful_close = _graceful_close  # type: ignore[method-assign,assignment]
+    dialect.AsyncAdapt_aiosqlite_connection._terminate_force_close = _force_close  # type: ignore[method-assign,assignment]
     _PATCHED = True

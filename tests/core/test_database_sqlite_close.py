@@ -9,6 +9,7 @@ teardown) hung on it (CI: test_customer_message_reaches_the_agent_socket_with_it
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,45 @@ async def test_a_cancelled_invalidation_closes_the_connection_without_waiting_fo
             assert (await s.scalar(text("SELECT 1"))) == 1
     finally:
         await reopened.dispose()
+
+
+def _write_lock_is_free(path: Path) -> bool:
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:  # "database is locked"
+        return False
+    finally:
+        probe.close()
+
+
+@pytest.mark.parametrize("close", ["graceful", "forced"])
+async def test_a_connection_closed_mid_transaction_gives_up_the_write_lock_while_its_cursor_lives(
+        tmp_path: Path, close: str) -> None:
+    """A task cancelled between a statement's execute and its fetch keeps the cursor, its rows unread (in the
+    traceback the cancelled task holds); closing the connection under it left a zombie holding SQLite's write
+    lock until that cursor was freed, and every other writer failed with "database is locked" after busy_timeout
+    (CI, the outbox pacing crash test)."""
+    path = tmp_path / "scrm.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        conn = await db.engine.connect()
+        await conn.begin()  # BEGIN IMMEDIATE: the write lock
+        adapted = (await conn.get_raw_connection()).dbapi_connection
+        # Executed, not yet fetched: where SQLAlchemy's adapter stood when the task was cancelled.
+        unread = await adapted._connection.execute("SELECT 1 UNION ALL SELECT 2")
+        assert not _write_lock_is_free(path)
+        if close == "graceful":
+            await asyncio.wait_for(adapted._terminate_graceful_close(), 5)
+        else:
+            adapted._terminate_force_close()
+            thread = adapted._connection._thread
+            await asyncio.to_thread(thread.join, 5)
+        assert _write_lock_is_free(path)  # at once, with the cursor still alive
+        assert unread is not None
+        await conn.invalidate()
+        await conn.close()
+    finally:
+        await db.dispose()

@@ -6,14 +6,16 @@ send slot; a late event loop does not push the rate's schedule back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event, func, select, update
 
-import scrm
 from channels.api import ApiChannelAdapter
 from channels.base import Capabilities, RateLimit
 from channels.registry import register
@@ -111,13 +113,31 @@ async def test_a_channel_limit_holds_in_every_second_while_the_worker_is_busy(ct
     assert most_in_one_second(receiver.arrivals) <= 20  # the platform's quota, counted on its clock
 
 
-SCRM_PACKAGE = Path(scrm.__file__).parent
+IN_THE_DYING_WORKER: contextvars.ContextVar[bool] = contextvars.ContextVar("in_the_dying_worker", default=False)
 
 
-def _of_the_worker(task: asyncio.Task[object]) -> bool:
-    """A task running the product's code (not the test's callback server's)."""
-    code = getattr(task.get_coro(), "cr_code", None)
-    return code is not None and Path(code.co_filename).is_relative_to(SCRM_PACKAGE)
+@contextlib.contextmanager
+def tasks_started_in_the_dying_worker() -> Iterator[weakref.WeakSet[asyncio.Task[Any]]]:
+    """Every task started, directly or not, by code running with IN_THE_DYING_WORKER set: the tasks a SIGKILL
+    of its process would end. Telling them by their code would also take the test process's own consumer's
+    tasks (its event log works the deliveries' events meanwhile), and cancelling those mid-transaction left a
+    connection of the surviving context holding SQLite's write lock."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    started: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        task = previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)
+        context = kwargs.get("context") or contextvars.copy_context()
+        if context.get(IN_THE_DYING_WORKER) and isinstance(task, asyncio.Task):
+            started.add(task)
+        return task
+
+    loop.set_task_factory(factory)
+    try:
+        yield started
+    finally:
+        loop.set_task_factory(previous)
 
 
 async def test_a_crash_reports_unknown_only_for_what_was_being_sent(ctx, settings, callback_server):
@@ -137,16 +157,17 @@ async def test_a_crash_reports_unknown_only_for_what_was_being_sent(ctx, setting
         return None
 
     dying.shutdown = no_goodbye  # type: ignore[method-assign]
-    before = asyncio.all_tasks()
-    task = asyncio.create_task(dying.run(asyncio.Event()))
-    await wait_for(lambda: len(callback_server.received) >= 3, timeout=5)
-    # Every task the worker started dies with it: its sends, pacers and writes, and its heartbeat, whose
-    # transaction (SQLite's write lock) outlived the kill when only the listed tasks were cancelled.
-    while tasks := [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()
-                    and _of_the_worker(t)]:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    with tasks_started_in_the_dying_worker() as its_tasks:
+        in_the_worker = contextvars.copy_context()
+        in_the_worker.run(IN_THE_DYING_WORKER.set, True)
+        task = asyncio.create_task(dying.run(asyncio.Event()), context=in_the_worker)
+        await wait_for(lambda: len(callback_server.received) >= 3, timeout=5)
+        # Every task the worker started dies with it: its sends, pacers and writes, and its heartbeat, whose
+        # transaction (SQLite's write lock) outlived the kill when only the listed tasks were cancelled.
+        while tasks := [t for t in its_tasks if not t.done()]:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     assert task.done()
     # Its connections go, as with the process, with whatever they held: a task cancelled inside a
     # transaction leaves its connection checked out (on SQLite holding the write lock), which the pool's
