@@ -36,7 +36,7 @@ def _roll_back(connection: Any) -> None:
 def _roll_back_and_stop(connection: Any) -> asyncio.Future[Any] | None:
     """aiosqlite's stop() (close the file, end the thread), with a rollback queued just before it."""
     queue = getattr(connection, "_tx", None)
-    if queue is not None and connection._running and connection._connection is not None:
+    if queue is not None and getattr(connection, "_running", True) and connection._connection is not None:
         queue.put_nowait((None, lambda: _roll_back(connection)))  # its error, if any, is dropped by the thread
     answered: asyncio.Future[Any] | None = connection.stop()
     return answered
@@ -56,7 +56,7 @@ def _force_close(adapted: Any) -> None:
 
 
 def install() -> None:
-    """Use the close above for every aiosqlite connection SQLAlchemy terminates (idempotent)."""
+    """Use the closes above for every aiosqlite connection SQLAlchemy terminates (idempotent)."""
     global _PATCHED
     if _PATCHED:
         return
