@@ -119,9 +119,9 @@ IN_THE_DYING_WORKER: contextvars.ContextVar[bool] = contextvars.ContextVar("in_t
 @contextlib.contextmanager
 def tasks_started_in_the_dying_worker() -> Iterator[weakref.WeakSet[asyncio.Task[Any]]]:
     """Every task started, directly or not, by code running with IN_THE_DYING_WORKER set: the tasks a SIGKILL
-    of its process would end. Telling them by their code would also take the test process's own consumer's
-    tasks (its event log works the deliveries' events meanwhile), and cancelling those mid-transaction left a
-    connection of the surviving context holding SQLite's write lock."""
+    of its process would end. Telling them by their code would also take tasks of the surviving context (the
+    test process's own event log consumer works the deliveries' events meanwhile): killing one process must not
+    cut the other's work short."""
     loop = asyncio.get_running_loop()
     previous = loop.get_task_factory()
     started: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
