@@ -25,6 +25,16 @@ such rates), a lone message (a low rate) not at all. After a full batch (a backl
 wait. Measured (bench/bot_reply.py --rate, one worker, the run before without linger): at 200 msg/s the
 worker's CPU 2.27 ms/msg (3.08) and its PostgreSQL backends' 1.11 (1.51); at 300 msg/s 1.96 (2.54) and 0.95
 (1.21), and the replies kept up (p99 0.96 s) where they had fallen behind (p99 4.3 s).
+
+Peers: batches are per process, the arrivals cluster-wide. With two worker processes each saw half the events
+and spaced its own claims by LINGER, so claims came twice as often and caught half as many events each, and
+below 2 x LINGER_FROM neither lingered at all (bench/bot_reply.py --rate 320 --workers 2: 537 batches for 7,787
+events where one worker took 362, and 24% more follow-up CPU per message). Event ids are the log's own count
+of what was logged: a process that claimed `own` events while the ids it claimed rose by `span` over the last
+RATE_WINDOW shares the log with about span / own processes (`peers`, at most MAX_PEERS). It counts the
+cluster's rate (its own times peers) against LINGER_FROM and spaces its claims by LINGER x peers: the cluster
+then claims about once per LINGER, as one process does, each claim finding as many events. One process alone
+sees its own ids (peers 1: as before).
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ LINGER_FROM = 150.0  # events per second claimed over RATE_WINDOW from which cla
 LINGER = 0.05  # seconds between the starts of a process's claims while spaced (what an event may wait more)
 FILL = 0.75  # the share of its limit a spaced claim expects to find (room for a rate that varies)
 RATE_WINDOW = 0.5  # seconds over which the arrival rate is counted
+MAX_PEERS = 4  # the most processes a claim's spacing counts on (ids a process never sees: rollbacks' gaps)
 
 
 class BatchSizer:
@@ -52,14 +63,16 @@ class BatchSizer:
         self.limit = base
         self._clock = clock
         self._rates: dict[int, tuple[float, float]] = {}  # size -> (events per second, when measured)
-        self._claims: deque[tuple[float, int]] = deque()  # (when, events) of the claims of the last RATE_WINDOW
+        # (when, events, the highest event id claimed) of the claims of the last RATE_WINDOW
+        self._claims: deque[tuple[float, int, int | None]] = deque()
         self._claimed = 0  # events of those claims
         self._full = False  # the last claim came back full (a backlog)
 
-    def claimed(self, count: int, limit: int) -> None:
-        """A claim with `limit` found `count` events (the arrival rate `gap` spaces claims by)."""
+    def claimed(self, count: int, limit: int, top: int | None = None) -> None:
+        """A claim with `limit` found `count` events, the highest of id `top` (the arrival rate and the
+        peers `gap` spaces claims by)."""
         now = self._clock()
-        self._claims.append((now, count))
+        self._claims.append((now, count, top))
         self._claimed += count
         self._full = count >= limit
         self._expire(now)
@@ -72,9 +85,24 @@ class BatchSizer:
         self._expire(self._clock())
         return self._claimed / RATE_WINDOW
 
+    def peers(self) -> int:
+        """About how many processes claim from the log with this one (see the docstring): 1 when unknown."""
+        self._expire(self._clock())
+        tops = [(top, count) for _, count, top in self._claims if top is not None]
+        if len(tops) < 2:
+            return 1
+        span = max(top for top, _ in tops) - tops[0][0]
+        own = sum(count for _, count in tops[1:])  # claimed after the first claim of the window
+        if own <= 0 or span <= own:
+            return 1
+        return min(MAX_PEERS, round(span / own))
+
     def gap(self) -> float:
         """Seconds the next claim's start should keep from the previous one's (0: claim now; see the docstring)."""
-        return 0.0 if self._full or self._rate() < LINGER_FROM else LINGER
+        if self._full:
+            return 0.0
+        peers = self.peers()
+        return 0.0 if self._rate() * peers < LINGER_FROM else LINGER * peers
 
     def claim_limit(self, gap: float) -> int:
         """How many events a claim may take: the sizer's limit, or room for what a spaced claim collects."""

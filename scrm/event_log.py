@@ -291,7 +291,7 @@ class EventConsumer:
         try:
             async with self.db.shared_transaction() as shared:
                 claimed = await claim(shared.session, limit)
-                self._sizer.claimed(len(claimed), limit)
+                self._sizer.claimed(len(claimed), limit, claimed[-1].id if claimed else None)
                 if not claimed:
                     self._careful = 0
                     return 0

@@ -312,3 +312,38 @@ def test_claims_are_spaced_while_events_arrive_fast_never_at_a_low_rate_or_after
     assert sizer.gap() > 0
     now[0] += 1.0  # the rate fell (nothing claimed within the window)
     assert sizer.gap() == 0.0
+
+
+def test_processes_sharing_the_log_space_their_claims_as_one_process_would() -> None:
+    """Two worker processes each claim half of the events: each counts the cluster's rate (from how far the
+    log's ids moved past its own share) against the linger threshold and spaces its claims by LINGER per
+    process, so the cluster claims about once per LINGER and each claim finds as many events as one
+    process's would; one process alone, or one whose share is unclear, spaces them as before."""
+    from scrm import batch_sizer as bs
+
+    def sizer_claiming(own: int, every: int, per_second: float) -> bs.BatchSizer:
+        """A process whose claims of `own` events come while the log's ids move `own * every` (1 of `every`)."""
+        now = [0.0]
+        sizer = bs.BatchSizer(16, 64, clock=lambda: now[0])
+        top = 1000
+        for _ in range(int(per_second * bs.RATE_WINDOW / own) + 1):
+            top += own * every
+            sizer.claimed(own, 16, top)
+            now[0] += own / per_second
+        return sizer
+
+    alone = sizer_claiming(4, 1, 400.0)  # 400 events/s, all of them this process's
+    assert alone.peers() == 1 and alone.gap() == bs.LINGER
+    pair = sizer_claiming(4, 2, 200.0)  # 400 events/s cluster-wide, half of them this process's
+    assert pair.peers() == 2
+    assert pair.gap() == 2 * bs.LINGER  # the two processes' claims together: one per LINGER
+    # Each claim has room for what the cluster logs in one LINGER, as one process's claim has.
+    assert pair.claim_limit(pair.gap()) == pytest.approx(alone.claim_limit(alone.gap()), abs=2)
+    # 100 events/s of its own: one process alone does not linger, one of two (200/s in all) does.
+    assert sizer_claiming(2, 1, 100.0).gap() == 0.0
+    assert sizer_claiming(2, 2, 100.0).gap() == 2 * bs.LINGER
+    assert sizer_claiming(2, 10, 100.0).peers() == bs.MAX_PEERS  # gaps in the ids: counted on up to MAX_PEERS
+    unknown = bs.BatchSizer(16, 64)
+    for _ in range(40):
+        unknown.claimed(4, 16)  # no ids (the claims of an older caller): one process
+    assert unknown.peers() == 1
