@@ -34,7 +34,9 @@ of what was logged: a process that claimed `own` events while the ids it claimed
 RATE_WINDOW shares the log with about span / own processes (`peers`, at most MAX_PEERS). It counts the
 cluster's rate (its own times peers) against LINGER_FROM and spaces its claims by LINGER x peers: the cluster
 then claims about once per LINGER, as one process does, each claim finding as many events. One process alone
-sees its own ids (peers 1: as before).
+sees its own ids (peers 1: as before). Measured in three alternating pairs at 320 msg/s with two workers: 348-425
+batches for the same events (before: 497-571), the follow-up's CPU per message 7-11% lower relative to the bench
+process's own in the same run (raw, within this host's drift: +11%, -13%, -11%), reply p50 125-261 ms (122-212).
 """
 
 from __future__ import annotations
