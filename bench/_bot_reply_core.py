@@ -275,7 +275,8 @@ class Bench:
             await fresh_redis(self.cfg.redis_url)
         self._cli("migrate")
         password = secrets.token_urlsafe(16)
-        self._cli("create-admin", "--login", "bench", "--password", password, "--name", "Bench")
+        # One argument: a random password may start with "-", which argparse would take for an option.
+        self._cli("create-admin", "--login", "bench", f"--password={password}", "--name", "Bench")
         app = web.Application()
         app.router.add_post("/callback", self.receiver.handle)
         self.runner = web.AppRunner(app, access_log=None)
