@@ -149,8 +149,11 @@ class StepResult:
     late: int  # no reply (and still with the bot) when the step's drain ended
     no_answer: int
     ack_errors: int
-    settled: bool
-    new_customers: int = 0  # every message of this and earlier steps answered or accounted for before the next step
+    settled: bool  # every message of this and earlier steps answered or accounted for before the next step
+    new_customers: int = 0
+    # Reply p50 (ms) of the messages due in each second of the step, a late one counting as never: a rate
+    # beyond what the host sustains grows from its first second on, a slow spell of the host shows as a bump.
+    timeline: list[float] = field(default_factory=list)
 
     def ok(self, target_ms: float) -> bool:
         return self.sent > 0 and self.late == 0 and self.ack_errors == 0 and self.p99_ms < target_ms
@@ -445,11 +448,17 @@ class Bench:
         await self._drain(mine, min(self.cfg.drain_timeout, max(3.0, self.cfg.target_ms / 1000 * 3)))
         late = [s for s in mine if s.status == 200 and s.first_reply is None and not s.no_answer]
         lat = [s.latency for s in mine if s.latency is not None] + [float("inf")] * len(late)
+        by_second: list[list[float]] = [[] for _ in range(max(1, int(seconds + 0.999)))]
+        missing = set(late)
+        for s in mine:
+            if s.latency is not None or s in missing:
+                by_second[min(len(by_second) - 1, int(s.due - start))].append(
+                    float("inf") if s.latency is None else s.latency)
         # Before the next rate, earlier backlog must clear, or it would be measured there.
         settled = await self._drain([s for s in self.sent if s.step <= step], self.cfg.drain_timeout)
         return StepResult(rate, len(mine), pct(lat, 50), pct(lat, 99), len(late),
                           sum(s.no_answer for s in mine), sum(s.status != 200 for s in mine), settled,
-                          sum(s.fresh for s in mine))
+                          sum(s.fresh for s in mine), [pct(v, 50) for v in by_second])
 
     async def settle(self, timeout: float) -> bool:
         """Wait for every message sent so far to be answered or accounted for."""

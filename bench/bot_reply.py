@@ -30,7 +30,8 @@ offering an agent) is not used again.
     CPU milliseconds per message of the workers, the PostgreSQL backends of the bench's database, `scrm serve`
     and the bench's own process (its sender and callback receiver share the machine: 0.71 ms per message at
     360 msg/s, more than `scrm serve`), utime + stime from /proc from the rate's start until its backlog
-    cleared, and the events it logged.
+    cleared, the reply p50 of the messages due in each second of the step (a rate beyond what the host
+    sustains grows from the first second on; a slow spell of the host shows as a bump), and the events it logged.
 
 For each offered rate: customer message -> first bot reply p50/p99, timed from when the message was due (a slow
 acknowledgement counts). Rates double from 10 msg/s while p99 < 1 s and every reply came, then bisect. Counted:
@@ -47,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import sys
 import tempfile
 import time
@@ -169,6 +171,9 @@ async def fixed_rates(cfg: BenchConfig, rates: list[float], tmp: Path, py_spy: s
                   f"worker_ms={per['worker']:.2f} worker_pg_ms={per['worker_pg']:.2f} postgres_all_ms={per['postgres']:.2f} "
                   f"serve_ms={per['serve']:.2f} bench_ms={per['bench']:.2f} follow_up_ms={per['worker'] + per['worker_pg']:.2f} p50_ms={res.p50_ms:.1f} p99_ms={res.p99_ms:.1f} "
                   f"late={res.late}", flush=True)
+            print("  p50 ms by second of the step: "
+                  + " ".join("late" if math.isinf(v) else "-" if math.isnan(v) else f"{v:.0f}" for v in res.timeline),
+                  flush=True)
         if not cfg.sqlite:
             print("  " + await event_summary(cfg.db_url, first), flush=True)
 

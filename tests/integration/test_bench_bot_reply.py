@@ -36,3 +36,5 @@ async def test_every_customer_message_gets_one_bot_reply(tmp_path: Path) -> None
     for name, c in final["classes"].items():
         assert c["replied"] + c["no_answer"] == c["sent"], (name, c)
     assert all(s.first_reply is not None or s.no_answer for s in bench.warm_up)
+    # The step's timeline: one p50 per second of the step, none of them a reply that never came.
+    assert len(step.timeline) == 2 and not any(v == float("inf") for v in step.timeline), step.timeline
